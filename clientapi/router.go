@@ -1,0 +1,147 @@
+// Package clientapi is the client-server API: HTTP handlers only, grouped by
+// area (one file each). Handlers decode requests, call a module API through a
+// small interface and encode the answer; they never touch storage.
+package clientapi
+
+import (
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/myelin-chat/myelin/accounts"
+	"github.com/myelin-chat/myelin/internal/authn"
+	"github.com/myelin-chat/myelin/internal/config"
+	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/internal/ratelimit"
+)
+
+// API holds the modules the client-server handlers call.
+type API struct {
+	Config   *config.Config
+	Accounts *accounts.Service
+
+	ipLimiter    *ratelimit.Limiter
+	userLimiter  *ratelimit.Limiter
+	loginLimiter *ratelimit.Limiter
+}
+
+// Mount registers the client-server API, the well-known documents and the
+// Synapse-compatible admin endpoints on r.
+func (a *API) Mount(r chi.Router) {
+	lim := a.Config.Limits
+	a.ipLimiter = ratelimit.New(lim.RequestsPerSecond, lim.Burst)
+	a.userLimiter = ratelimit.New(lim.RequestsPerSecond, lim.Burst)
+	a.loginLimiter = ratelimit.New(lim.LoginPerSecond, lim.LoginBurst)
+
+	r.Get("/.well-known/matrix/client", a.wellKnownClient)
+	r.Get("/.well-known/matrix/server", a.wellKnownServer)
+
+	r.Route("/_matrix/client", func(r chi.Router) {
+		r.Use(a.rateLimitIP)
+		r.Get("/versions", a.versions)
+		for _, prefix := range []string{"/r0", "/v3"} {
+			r.Route(prefix, a.clientRoutes)
+		}
+	})
+}
+
+// clientRoutes are served under both /r0 and /v3.
+func (a *API) clientRoutes(r chi.Router) {
+	// Unauthenticated.
+	r.Group(func(r chi.Router) {
+		r.Use(a.rateLimitLogin)
+		r.Get("/login", a.loginFlows)
+		r.Post("/login", a.login)
+		r.Post("/register", a.register)
+	})
+	// Authenticated.
+	r.Group(func(r chi.Router) {
+		r.Use(authn.Require(a.Accounts), a.rateLimitUser)
+		r.Get("/account/whoami", a.whoami)
+	})
+}
+
+// Middleware wraps the whole HTTP surface: panic recovery, CORS, OPTIONS,
+// the body cap and Matrix-shaped 404/405.
+func Middleware(cfg *config.Config) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			defer func() {
+				if v := recover(); v != nil {
+					if v == http.ErrAbortHandler {
+						panic(v)
+					}
+					slog.Error("panic serving request", "method", r.Method, "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
+					mxhttp.WriteError(w, r, mxhttp.Internal("Internal server error"))
+				}
+			}()
+			// CORS exactly as the client-server API asks, so browser clients work.
+			h := w.Header()
+			h.Set("Access-Control-Allow-Origin", "*")
+			h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
+			h.Set("Access-Control-Allow-Headers", "X-Requested-With, Content-Type, Authorization")
+			if r.Method == http.MethodOptions {
+				w.WriteHeader(http.StatusNoContent)
+				return
+			}
+			if r.ContentLength > cfg.Limits.MaxRequestBytes {
+				mxhttp.WriteError(w, r, mxhttp.TooLarge("Request body exceeds %d bytes", cfg.Limits.MaxRequestBytes))
+				return
+			}
+			r.Body = http.MaxBytesReader(w, r.Body, cfg.Limits.MaxRequestBytes)
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// NotFound and MethodNotAllowed answer in Matrix's shape.
+func NotFound(w http.ResponseWriter, r *http.Request) {
+	mxhttp.WriteError(w, r, mxhttp.Unrecognized("Unrecognized request"))
+}
+
+func MethodNotAllowed(w http.ResponseWriter, r *http.Request) {
+	mxhttp.WriteError(w, r, mxhttp.MethodNotAllowed())
+}
+
+func (a *API) rateLimitIP(next http.Handler) http.Handler {
+	return limitBy(a.ipLimiter, clientIP, next)
+}
+
+func (a *API) rateLimitLogin(next http.Handler) http.Handler {
+	return limitBy(a.loginLimiter, clientIP, next)
+}
+
+func (a *API) rateLimitUser(next http.Handler) http.Handler {
+	return limitBy(a.userLimiter, func(r *http.Request) string {
+		if d := authn.FromContext(r.Context()); d != nil {
+			return d.UserID.String()
+		}
+		return clientIP(r)
+	}, next)
+}
+
+func limitBy(l *ratelimit.Limiter, key func(*http.Request) string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ok, wait := l.Allow(key(r)); !ok {
+			ms := wait.Milliseconds() + 1
+			w.Header().Set("Retry-After", strconv.FormatInt((ms+999)/1000, 10))
+			mxhttp.WriteError(w, r, mxhttp.LimitExceeded("Too many requests").With("retry_after_ms", ms))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// clientIP is the peer address. (Behind a reverse proxy, the proxy's address;
+// trusting X-Forwarded-For needs an explicit trusted-proxy setting.)
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}

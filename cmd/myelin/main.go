@@ -1,0 +1,230 @@
+// Command myelin runs the Myelin homeserver and its administrative tasks.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/myelin-chat/myelin/homeserver"
+	"github.com/myelin-chat/myelin/internal/config"
+	"github.com/myelin-chat/myelin/storage"
+)
+
+var version = "0.1.0-dev"
+
+const usage = `myelin — a Matrix homeserver
+
+Usage:
+  myelin [run] [flags]            run the server (default)
+  myelin generate-config [flags]  print a commented config file
+  myelin register-user [flags]    create a user
+  myelin migrate [flags]          apply database migrations and exit
+  myelin version                  print the version
+
+Run "myelin <command> -h" for the flags of a command.
+`
+
+func main() {
+	args := os.Args[1:]
+	cmd := "run"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	var err error
+	switch cmd {
+	case "run":
+		err = runCmd(args)
+	case "generate-config":
+		err = generateConfigCmd(args)
+	case "register-user":
+		err = registerUserCmd(args)
+	case "migrate":
+		err = migrateCmd(args)
+	case "version":
+		fmt.Println("myelin", version)
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "unknown command %q\n\n%s", cmd, usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "myelin:", err)
+		os.Exit(1)
+	}
+}
+
+// serverFlags are shared by every command that needs a configuration.
+type serverFlags struct {
+	configPath, dataDir, httpAddr, serverName string
+}
+
+func (f *serverFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.configPath, "config", "", "YAML config file (default: zero-config mode)")
+	fs.StringVar(&f.dataDir, "data-dir", "", "data directory (default ./data)")
+	fs.StringVar(&f.httpAddr, "http", "", "client API listen address (default 127.0.0.1:8008)")
+	fs.StringVar(&f.serverName, "server-name", "", "server name (default localhost)")
+}
+
+// load builds the configuration: the file if given, else the zero-config
+// defaults; flags override either.
+func (f *serverFlags) load() (*config.Config, error) {
+	var cfg *config.Config
+	if f.configPath != "" {
+		var err error
+		if cfg, err = config.Load(f.configPath); err != nil {
+			return nil, err
+		}
+	} else {
+		cfg = config.Default()
+		cfg.ZeroConfig = true
+	}
+	if f.dataDir != "" {
+		cfg.DataDir = f.dataDir
+	}
+	if f.httpAddr != "" {
+		cfg.Listen.HTTP = f.httpAddr
+	}
+	if f.serverName != "" {
+		cfg.ServerName = f.serverName
+	}
+	return cfg, cfg.Validate()
+}
+
+func setupLogging(cfg *config.Config) {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Logging.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(os.Stderr, opts)
+	if cfg.Logging.Format == "json" {
+		h = slog.NewJSONHandler(os.Stderr, opts)
+	}
+	slog.SetDefault(slog.New(h))
+}
+
+func runCmd(args []string) error {
+	fs := flag.NewFlagSet("run", flag.ExitOnError)
+	var f serverFlags
+	f.register(fs)
+	_ = fs.Parse(args)
+	cfg, err := f.load()
+	if err != nil {
+		return err
+	}
+	setupLogging(cfg)
+	if cfg.ZeroConfig {
+		slog.Warn("zero-config mode: registration is OPEN to anyone who can reach this address; use a config file for a real deployment",
+			"listen", cfg.Listen.HTTP, "data_dir", cfg.DataDir)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	srv, err := homeserver.New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	select {
+	case err := <-errc:
+		srv.Shutdown(context.Background())
+		return err
+	case <-ctx.Done():
+	}
+	slog.Info("shutting down: finishing in-flight requests")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return srv.Shutdown(shutdownCtx)
+}
+
+func generateConfigCmd(args []string) error {
+	fs := flag.NewFlagSet("generate-config", flag.ExitOnError)
+	name := fs.String("server-name", "example.org", "server name for the config")
+	out := fs.String("o", "", "write to this file instead of stdout (refuses to overwrite)")
+	_ = fs.Parse(args)
+	if err := config.ValidateServerName(*name); err != nil {
+		return fmt.Errorf("--server-name: %w", err)
+	}
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret)
+	text := config.Template(*name, hex.EncodeToString(secret))
+	if *out == "" {
+		fmt.Print(text)
+		return nil
+	}
+	file, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	defer file.Close()
+	_, err = file.WriteString(text)
+	return err
+}
+
+func registerUserCmd(args []string) error {
+	fs := flag.NewFlagSet("register-user", flag.ExitOnError)
+	var f serverFlags
+	f.register(fs)
+	user := fs.String("user", "", "localpart of the new user (required)")
+	password := fs.String("password", "", "password (default: read from MYELIN_PASSWORD)")
+	admin := fs.Bool("admin", false, "make the user a server admin")
+	_ = fs.Parse(args)
+	if *user == "" {
+		return errors.New("--user is required")
+	}
+	if *password == "" {
+		*password = os.Getenv("MYELIN_PASSWORD")
+	}
+	if *password == "" {
+		return errors.New("--password or MYELIN_PASSWORD is required")
+	}
+	cfg, err := f.load()
+	if err != nil {
+		return err
+	}
+	setupLogging(cfg)
+	ctx := context.Background()
+	srv, err := homeserver.New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer srv.Shutdown(ctx)
+	userID, err := srv.Accounts.CreateUser(ctx, *user, *password, *admin)
+	if err != nil {
+		return err
+	}
+	fmt.Println("created", userID)
+	return nil
+}
+
+func migrateCmd(args []string) error {
+	fs := flag.NewFlagSet("migrate", flag.ExitOnError)
+	var f serverFlags
+	f.register(fs)
+	_ = fs.Parse(args)
+	cfg, err := f.load()
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	db, err := storage.Open(ctx, cfg.DatabaseURL(), 1)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	v, err := db.SchemaVersion(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Println("schema version", v)
+	return nil
+}

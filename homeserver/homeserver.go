@@ -1,0 +1,150 @@
+// Package homeserver assembles Myelin's modules into one running server: it
+// opens the store, loads the signing key, builds the modules and mounts their
+// HTTP APIs. cmd/myelin and the integration tests both start servers here.
+package homeserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	mfed "maunium.net/go/mautrix/federation"
+
+	"github.com/myelin-chat/myelin/accounts"
+	"github.com/myelin-chat/myelin/clientapi"
+	"github.com/myelin-chat/myelin/federation"
+	"github.com/myelin-chat/myelin/internal/config"
+	"github.com/myelin-chat/myelin/internal/metrics"
+	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/internal/notifier"
+	"github.com/myelin-chat/myelin/storage"
+)
+
+// Server is one homeserver instance.
+type Server struct {
+	Config     *config.Config
+	DB         *storage.DB
+	SigningKey *mfed.SigningKey
+	Accounts   *accounts.Service
+	Notifier   *notifier.Notifier
+	Metrics    *metrics.Registry
+
+	handler http.Handler
+	http    *http.Server
+}
+
+// New builds a server from cfg: opens (and migrates) the store and loads or
+// creates the signing key. It does not listen yet.
+func New(ctx context.Context, cfg *config.Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	key, err := federation.LoadOrGenerateSigningKey(filepath.Join(cfg.DataDir, "signing.key"))
+	if err != nil {
+		return nil, err
+	}
+	db, err := storage.Open(ctx, cfg.DatabaseURL(), cfg.Database.MaxOpenConns)
+	if err != nil {
+		return nil, fmt.Errorf("opening store: %w", err)
+	}
+	s := &Server{
+		Config:     cfg,
+		DB:         db,
+		SigningKey: key,
+		Accounts:   accounts.New(db, cfg),
+		Notifier:   notifier.New(db.Stream.Current()),
+		Metrics:    metrics.New(),
+	}
+	s.Metrics.RegisterDBPool(db.PoolStats)
+	s.handler = s.routes()
+	return s, nil
+}
+
+func (s *Server) routes() http.Handler {
+	r := chi.NewRouter()
+	r.Use(s.Metrics.Middleware, clientapi.Middleware(s.Config))
+	r.NotFound(clientapi.NotFound)
+	r.MethodNotAllowed(clientapi.MethodNotAllowed)
+	r.Get("/health", s.health)
+	if s.Config.Listen.Metrics == "" {
+		r.With(loopbackOnly).Get("/metrics", s.Metrics.Handler().ServeHTTP)
+	}
+	api := &clientapi.API{Config: s.Config, Accounts: s.Accounts}
+	api.Mount(r)
+	return r
+}
+
+// Handler is the server's whole HTTP surface.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if _, err := s.DB.SchemaVersion(ctx); err != nil {
+		mxhttp.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unhealthy", "error": "database unreachable"})
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func loopbackOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+			mxhttp.WriteError(w, r, mxhttp.Forbidden("Metrics are only served to loopback clients"))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Serve answers HTTP on ln until Shutdown. (A separate metrics listener, when
+// configured, is started by ListenAndServe.)
+func (s *Server) Serve(ln net.Listener) error {
+	s.http = &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
+	}
+	err := s.http.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// ListenAndServe listens on the configured addresses and serves until Shutdown.
+func (s *Server) ListenAndServe() error {
+	ln, err := net.Listen("tcp", s.Config.Listen.HTTP)
+	if err != nil {
+		return fmt.Errorf("listen.http: %w", err)
+	}
+	if addr := s.Config.Listen.Metrics; addr != "" {
+		mln, err := net.Listen("tcp", addr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listen.metrics: %w", err)
+		}
+		go func() { _ = http.Serve(mln, s.Metrics.Handler()) }()
+	}
+	slog.Info("listening", "http", ln.Addr().String(), "server_name", s.Config.ServerName)
+	return s.Serve(ln)
+}
+
+// Shutdown stops accepting requests, lets in-flight ones finish (until ctx
+// ends), then closes the store.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var err error
+	if s.http != nil {
+		err = s.http.Shutdown(ctx)
+	}
+	s.DB.Close()
+	return err
+}

@@ -1,0 +1,288 @@
+// Package config defines Myelin's configuration: defaults for the zero-config
+// mode, loading and validating a YAML file, and the commented template written
+// by `myelin generate-config`.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Registration modes.
+const (
+	RegistrationOpen   = "open"   // anyone may register (m.login.dummy)
+	RegistrationToken  = "token"  // a registration token is required
+	RegistrationClosed = "closed" // only admins and the shared secret create users
+)
+
+// Config is the whole server configuration.
+type Config struct {
+	ServerName    string `yaml:"server_name"`
+	PublicBaseURL string `yaml:"public_base_url"`
+	DataDir       string `yaml:"data_dir"`
+
+	Listen   Listen       `yaml:"listen"`
+	Database Database     `yaml:"database"`
+	Register Registration `yaml:"registration"`
+	Limits   Limits       `yaml:"limits"`
+	Logging  Logging      `yaml:"logging"`
+	Rooms    Rooms        `yaml:"rooms"`
+	Presence Presence     `yaml:"presence"`
+
+	// ZeroConfig is set when no config file was given: registration is open and
+	// the server only listens on loopback.
+	ZeroConfig bool `yaml:"-"`
+}
+
+// Listen holds listener addresses.
+type Listen struct {
+	// HTTP serves the client-server API (and federation when no separate
+	// federation listener is set), plain HTTP, usually behind a TLS proxy.
+	HTTP string `yaml:"http"`
+	// Metrics serves /metrics on its own address when set; otherwise /metrics is
+	// served on the HTTP listener to loopback clients only.
+	Metrics string `yaml:"metrics"`
+}
+
+// Database selects and tunes the store.
+type Database struct {
+	// URL: empty or "sqlite:PATH" for embedded SQLite, "postgres://..." for PostgreSQL.
+	URL          string `yaml:"url"`
+	MaxOpenConns int    `yaml:"max_open_conns"`
+}
+
+// Registration controls who may create accounts.
+type Registration struct {
+	Mode string `yaml:"mode"`
+	// SharedSecret enables Synapse-compatible /_synapse/admin/v1/register.
+	SharedSecret string `yaml:"shared_secret"`
+	// Tokens are registration tokens accepted in addition to those stored in the database.
+	Tokens []string `yaml:"tokens"`
+	// ReservedUsernames are localparts (or prefixes ending in '*') no user may register: M_EXCLUSIVE.
+	ReservedUsernames []string `yaml:"reserved_usernames"`
+	MinPasswordLength int      `yaml:"min_password_length"`
+}
+
+// Limits caps request sizes and rates.
+type Limits struct {
+	MaxRequestBytes int64 `yaml:"max_request_bytes"`
+	// RequestsPerSecond and Burst apply per client IP and, once authenticated, per user.
+	RequestsPerSecond float64 `yaml:"requests_per_second"`
+	Burst             int     `yaml:"burst"`
+	// LoginPerSecond and LoginBurst apply to /login and /register per IP.
+	LoginPerSecond float64 `yaml:"login_per_second"`
+	LoginBurst     int     `yaml:"login_burst"`
+	// AccessTokenLifetime is how long an access token lives when the client asked
+	// for a refresh token; 0 disables expiry.
+	AccessTokenLifetime Duration `yaml:"access_token_lifetime"`
+}
+
+// Logging controls log/slog output.
+type Logging struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text or json
+}
+
+// Rooms holds room defaults.
+type Rooms struct {
+	DefaultVersion string `yaml:"default_version"`
+}
+
+// Presence can be switched off entirely (metadata minimization).
+type Presence struct {
+	Enabled bool `yaml:"enabled"`
+}
+
+// Duration is a time.Duration written as "1h30m" in YAML.
+type Duration struct{ time.Duration }
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q", s)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// Default returns the zero-config configuration: server name localhost, data in
+// ./data, embedded SQLite, loopback listener, open registration.
+func Default() *Config {
+	return &Config{
+		ServerName: "localhost",
+		DataDir:    "./data",
+		Listen:     Listen{HTTP: "127.0.0.1:8008"},
+		Register: Registration{
+			Mode:              RegistrationOpen,
+			MinPasswordLength: 8,
+		},
+		Limits: Limits{
+			MaxRequestBytes:     50 << 20,
+			RequestsPerSecond:   20,
+			Burst:               100,
+			LoginPerSecond:      1,
+			LoginBurst:          10,
+			AccessTokenLifetime: Duration{time.Hour},
+		},
+		Logging:  Logging{Level: "info", Format: "text"},
+		Rooms:    Rooms{DefaultVersion: "11"},
+		Presence: Presence{Enabled: true},
+	}
+}
+
+// Load reads a YAML config file over the defaults. A file config starts with
+// registration requiring a token; unknown keys are errors.
+func Load(path string) (*Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	cfg := Default()
+	cfg.Register.Mode = RegistrationToken
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) { // an empty file means all defaults
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// KeyError names the offending config key.
+type KeyError struct {
+	Key     string
+	Problem string
+}
+
+func (e *KeyError) Error() string { return e.Key + ": " + e.Problem }
+
+// Validate checks every value and names the key at fault.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &KeyError{Key: key, Problem: fmt.Sprintf(format, args...)})
+	}
+	if err := ValidateServerName(c.ServerName); err != nil {
+		bad("server_name", "%v", err)
+	}
+	if c.PublicBaseURL != "" {
+		u, err := url.Parse(c.PublicBaseURL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			bad("public_base_url", "must be an absolute http(s) URL, got %q", c.PublicBaseURL)
+		}
+	}
+	if c.DataDir == "" {
+		bad("data_dir", "must not be empty")
+	}
+	if _, _, err := net.SplitHostPort(c.Listen.HTTP); err != nil {
+		bad("listen.http", "must be host:port, got %q", c.Listen.HTTP)
+	}
+	if c.Listen.Metrics != "" {
+		if _, _, err := net.SplitHostPort(c.Listen.Metrics); err != nil {
+			bad("listen.metrics", "must be host:port, got %q", c.Listen.Metrics)
+		}
+	}
+	if u := c.Database.URL; u != "" && !strings.HasPrefix(u, "sqlite:") && !strings.HasPrefix(u, "postgres://") && !strings.HasPrefix(u, "postgresql://") {
+		bad("database.url", "must be empty, sqlite:PATH or postgres://..., got %q", u)
+	}
+	if c.Database.MaxOpenConns < 0 {
+		bad("database.max_open_conns", "must not be negative")
+	}
+	switch c.Register.Mode {
+	case RegistrationOpen, RegistrationToken, RegistrationClosed:
+	default:
+		bad("registration.mode", "must be open, token or closed, got %q", c.Register.Mode)
+	}
+	if c.Register.MinPasswordLength < 0 {
+		bad("registration.min_password_length", "must not be negative")
+	}
+	if c.Limits.MaxRequestBytes < 1024 {
+		bad("limits.max_request_bytes", "must be at least 1024")
+	}
+	if c.Limits.RequestsPerSecond <= 0 || c.Limits.Burst <= 0 {
+		bad("limits.requests_per_second", "requests_per_second and burst must be positive")
+	}
+	if c.Limits.LoginPerSecond <= 0 || c.Limits.LoginBurst <= 0 {
+		bad("limits.login_per_second", "login_per_second and login_burst must be positive")
+	}
+	switch c.Logging.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("logging.level", "must be debug, info, warn or error, got %q", c.Logging.Level)
+	}
+	switch c.Logging.Format {
+	case "text", "json":
+	default:
+		bad("logging.format", "must be text or json, got %q", c.Logging.Format)
+	}
+	switch c.Rooms.DefaultVersion {
+	case "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12":
+	default:
+		bad("rooms.default_version", "must be a room version from 1 to 12, got %q", c.Rooms.DefaultVersion)
+	}
+	return errors.Join(errs...)
+}
+
+// ValidateServerName checks the grammar of a server name (host with optional port).
+func ValidateServerName(name string) error {
+	if name == "" {
+		return errors.New("must not be empty")
+	}
+	host := name
+	if h, port, err := net.SplitHostPort(name); err == nil {
+		host = h
+		if port == "" {
+			return fmt.Errorf("invalid port in %q", name)
+		}
+	}
+	if net.ParseIP(strings.Trim(host, "[]")) != nil {
+		return nil
+	}
+	if len(host) > 230 {
+		return fmt.Errorf("%q is too long", name)
+	}
+	for _, r := range host {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
+			return fmt.Errorf("%q contains invalid character %q", name, r)
+		}
+	}
+	return nil
+}
+
+// DatabaseURL resolves the effective database URL (SQLite under the data dir by default).
+func (c *Config) DatabaseURL() string {
+	if c.Database.URL == "" {
+		return "sqlite:" + strings.TrimRight(c.DataDir, "/") + "/myelin.db"
+	}
+	return c.Database.URL
+}
+
+// BaseURL is the public client-facing base URL.
+func (c *Config) BaseURL() string {
+	if c.PublicBaseURL != "" {
+		return strings.TrimRight(c.PublicBaseURL, "/")
+	}
+	if c.ServerName == "localhost" || strings.HasPrefix(c.ServerName, "localhost:") {
+		return "http://" + c.Listen.HTTP
+	}
+	return "https://" + c.ServerName
+}

@@ -1,0 +1,72 @@
+package config
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Template returns a commented YAML configuration for a real deployment.
+func Template(serverName, sharedSecret string) string {
+	return strings.TrimLeft(fmt.Sprintf(`
+# Myelin configuration. Every key is optional except server_name; the values
+# shown are the defaults unless marked otherwise. See docs/configuration.md.
+
+# The domain in user IDs (@alice:%[1]s) and room aliases. Cannot change later.
+server_name: %[1]q
+
+# Where clients reach this server, if it differs from https://<server_name>.
+# public_base_url: "https://matrix.%[1]s"
+
+# Signing key, embedded database and media live here.
+data_dir: "./data"
+
+listen:
+  # Client-server (and federation) API, plain HTTP. Put a TLS proxy in front.
+  http: "127.0.0.1:8008"
+  # Serve /metrics on a separate address (default: on http, loopback only).
+  # metrics: "127.0.0.1:9090"
+
+database:
+  # Empty or sqlite:PATH for the embedded SQLite store (default <data_dir>/myelin.db);
+  # postgres://user:password@host:5432/myelin?sslmode=disable for PostgreSQL.
+  url: ""
+  # Connection pool size (0: backend default).
+  max_open_conns: 0
+
+registration:
+  # open: anyone may register; token: a registration token is required;
+  # closed: only admins (myelin register-user, shared secret) create users.
+  mode: token
+  # Enables /_synapse/admin/v1/register (nonce + HMAC-SHA1) for deployment tools.
+  shared_secret: %[2]q
+  # Registration tokens accepted besides those created through the admin API.
+  tokens: []
+  # Localparts no one may register (a trailing * matches a prefix): M_EXCLUSIVE.
+  reserved_usernames: ["admin", "root", "postmaster", "abuse"]
+  min_password_length: 8
+
+limits:
+  # Largest accepted request body, in bytes.
+  max_request_bytes: 52428800
+  # Per client IP, and per user once authenticated.
+  requests_per_second: 20
+  burst: 100
+  # /login and /register, per client IP.
+  login_per_second: 1
+  login_burst: 10
+  # Lifetime of access tokens issued with a refresh token (0s: never expire).
+  access_token_lifetime: 1h
+
+logging:
+  level: info   # debug, info, warn, error
+  format: text  # text or json
+
+rooms:
+  # Room version for new rooms when the client does not ask for one (1-12).
+  default_version: "11"
+
+presence:
+  # false switches presence off entirely (metadata minimization).
+  enabled: true
+`, serverName, sharedSecret), "\n")
+}

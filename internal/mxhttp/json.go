@@ -1,0 +1,78 @@
+package mxhttp
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+)
+
+// WriteJSON writes v as a JSON response with the given status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		slog.Error("encoding response", "err", err)
+		status, body = http.StatusInternalServerError, []byte(`{"errcode":"M_UNKNOWN","error":"internal error encoding response"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+// WriteError writes err as a Matrix error. Errors that are not *Error are logged
+// and answered with a generic 500 so that internals never leak to clients.
+func WriteError(w http.ResponseWriter, r *http.Request, err error) {
+	var mErr *Error
+	if !errors.As(err, &mErr) {
+		slog.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		mErr = Internal("Internal server error")
+	}
+	WriteJSON(w, mErr.Status, mErr)
+}
+
+// ReadJSON decodes the request body (already capped by the body-size middleware)
+// into v. Not JSON at all gives M_NOT_JSON; JSON of the wrong shape gives M_BAD_JSON;
+// a body over the cap gives M_TOO_LARGE. An empty body decodes as {}.
+func ReadJSON(r *http.Request, v any) error {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var maxErr *http.MaxBytesError
+		if errors.As(err, &maxErr) {
+			return TooLarge("Request body exceeds %d bytes", maxErr.Limit)
+		}
+		return BadJSON("Could not read request body")
+	}
+	return DecodeJSON(body, v)
+}
+
+// DecodeJSON is ReadJSON for a body already in memory.
+func DecodeJSON(body []byte, v any) error {
+	if len(strings.TrimSpace(string(body))) == 0 {
+		body = []byte("{}")
+	}
+	if !json.Valid(body) {
+		return NotJSON("Content not JSON.")
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) && typeErr.Field != "" {
+			return BadJSON("Field %q has the wrong type: expected %s", typeErr.Field, typeErr.Type)
+		}
+		return BadJSON("Malformed JSON: %v", err)
+	}
+	return nil
+}
+
+// ReadJSONObject reads the body and requires a JSON object, returning it raw.
+func ReadJSONObject(r *http.Request) (map[string]json.RawMessage, error) {
+	var obj map[string]json.RawMessage
+	if err := ReadJSON(r, &obj); err != nil {
+		return nil, err
+	}
+	if obj == nil {
+		return nil, BadJSON("Expected a JSON object")
+	}
+	return obj, nil
+}

@@ -1,0 +1,335 @@
+// Package storage is Myelin's one store: embedded SQLite (modernc.org/sqlite, WAL)
+// or PostgreSQL (pgxpool), chosen by database.url. Queries use $N placeholders,
+// which both backends accept; where the dialects differ, both forms sit side by
+// side in the same file. Modules see the store through small interfaces they
+// define themselves.
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// Dialect is the SQL backend in use.
+type Dialect int
+
+const (
+	SQLite Dialect = iota
+	Postgres
+)
+
+func (d Dialect) String() string {
+	if d == Postgres {
+		return "postgres"
+	}
+	return "sqlite"
+}
+
+// ErrNotFound is returned when a single-row lookup finds nothing.
+var ErrNotFound = errors.New("not found")
+
+// Querier runs statements, inside or outside a transaction.
+type Querier interface {
+	Exec(ctx context.Context, query string, args ...any) (int64, error)
+	Query(ctx context.Context, query string, args ...any) (Rows, error)
+	QueryRow(ctx context.Context, query string, args ...any) Row
+}
+
+// Rows is the subset of sql.Rows / pgx.Rows the store uses.
+type Rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+	Close()
+}
+
+// Row is one result row; Scan returns ErrNotFound when there is none.
+type Row interface{ Scan(dest ...any) error }
+
+// DB is the store. All module-specific queries are methods on *DB in the file
+// for their area (accounts.go, rooms.go, ...).
+type DB struct {
+	dialect Dialect
+	// SQLite: one writer connection (SQLite serializes writers anyway; a single
+	// connection avoids busy-waiting) and a pool of readers, WAL mode.
+	sqlWriter *sql.DB
+	sqlReader *sql.DB
+	pg        *pgxpool.Pool
+
+	// Stream allocates positions in the one stream /sync reads.
+	Stream *Stream
+}
+
+// Open connects to the store named by url and runs pending migrations.
+// url is "sqlite:PATH" or "postgres://...".
+func Open(ctx context.Context, url string, maxConns int) (*DB, error) {
+	db := &DB{}
+	switch {
+	case strings.HasPrefix(url, "sqlite:"):
+		if err := db.openSQLite(strings.TrimPrefix(url, "sqlite:"), maxConns); err != nil {
+			return nil, err
+		}
+	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
+		if err := db.openPostgres(ctx, url, maxConns); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("unsupported database url %q", url)
+	}
+	if err := db.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	stream, err := newStream(ctx, db)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	db.Stream = stream
+	return db, nil
+}
+
+func (db *DB) openSQLite(path string, maxConns int) error {
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("creating database directory: %w", err)
+		}
+	}
+	pragmas := "_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(on)&_pragma=synchronous(NORMAL)"
+	w, err := sql.Open("sqlite", "file:"+path+"?"+pragmas+"&_txlock=immediate")
+	if err != nil {
+		return fmt.Errorf("opening sqlite %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetConnMaxIdleTime(0)
+	// The writer connection creates the file and switches it to WAL before readers open.
+	if err := w.Ping(); err != nil {
+		w.Close()
+		return fmt.Errorf("opening sqlite %s: %w", path, err)
+	}
+	r, err := sql.Open("sqlite", "file:"+path+"?"+pragmas+"&_pragma=query_only(on)")
+	if err != nil {
+		w.Close()
+		return fmt.Errorf("opening sqlite %s: %w", path, err)
+	}
+	if maxConns <= 0 {
+		maxConns = 8
+	}
+	r.SetMaxOpenConns(maxConns)
+	r.SetMaxIdleConns(maxConns)
+	db.dialect, db.sqlWriter, db.sqlReader = SQLite, w, r
+	return nil
+}
+
+func (db *DB) openPostgres(ctx context.Context, url string, maxConns int) error {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return fmt.Errorf("parsing postgres url: %w", err)
+	}
+	if maxConns > 0 {
+		cfg.MaxConns = int32(maxConns)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("connecting to postgres: %w", err)
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := pool.Ping(pingCtx); err != nil {
+		pool.Close()
+		return fmt.Errorf("connecting to postgres: %w", err)
+	}
+	db.dialect, db.pg = Postgres, pool
+	return nil
+}
+
+// Dialect reports the backend.
+func (db *DB) Dialect() Dialect { return db.dialect }
+
+// Close releases all connections.
+func (db *DB) Close() {
+	if db.sqlWriter != nil {
+		db.sqlWriter.Close()
+		db.sqlReader.Close()
+	}
+	if db.pg != nil {
+		db.pg.Close()
+	}
+}
+
+// PoolStats reports connection pool figures for /metrics.
+func (db *DB) PoolStats() (open, inUse, idle int) {
+	if db.pg != nil {
+		s := db.pg.Stat()
+		return int(s.TotalConns()), int(s.AcquiredConns()), int(s.IdleConns())
+	}
+	ws, rs := db.sqlWriter.Stats(), db.sqlReader.Stats()
+	return ws.OpenConnections + rs.OpenConnections, ws.InUse + rs.InUse, ws.Idle + rs.Idle
+}
+
+// Exec runs a write statement outside any explicit transaction.
+func (db *DB) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	if db.pg != nil {
+		return pgQuerier{db.pg}.Exec(ctx, query, args...)
+	}
+	return sqlQuerier{db.sqlWriter}.Exec(ctx, query, args...)
+}
+
+// Query runs a read query.
+func (db *DB) Query(ctx context.Context, query string, args ...any) (Rows, error) {
+	if db.pg != nil {
+		return pgQuerier{db.pg}.Query(ctx, query, args...)
+	}
+	return sqlQuerier{db.sqlReader}.Query(ctx, query, args...)
+}
+
+// QueryRow runs a read query expected to return at most one row.
+func (db *DB) QueryRow(ctx context.Context, query string, args ...any) Row {
+	if db.pg != nil {
+		return pgQuerier{db.pg}.QueryRow(ctx, query, args...)
+	}
+	return sqlQuerier{db.sqlReader}.QueryRow(ctx, query, args...)
+}
+
+// Tx runs fn in a read-write transaction, committing when fn returns nil.
+func (db *DB) Tx(ctx context.Context, fn func(tx Querier) error) error {
+	if db.pg != nil {
+		tx, err := db.pg.Begin(ctx)
+		if err != nil {
+			return fmt.Errorf("begin: %w", err)
+		}
+		defer tx.Rollback(context.WithoutCancel(ctx))
+		if err := fn(pgQuerier{tx}); err != nil {
+			return err
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return fmt.Errorf("commit: %w", err)
+		}
+		return nil
+	}
+	tx, err := db.sqlWriter.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback()
+	if err := fn(sqlQuerier{tx}); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// IsUniqueViolation reports whether err is a unique/primary key conflict.
+func IsUniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code == "23505"
+	}
+	var sqErr *sqlite.Error
+	if errors.As(err, &sqErr) {
+		return sqErr.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || sqErr.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+	}
+	return false
+}
+
+// --- database/sql adapter (SQLite) ---
+
+type sqlConn interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+type sqlQuerier struct{ c sqlConn }
+
+func (q sqlQuerier) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	res, err := q.c.ExecContext(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+func (q sqlQuerier) Query(ctx context.Context, query string, args ...any) (Rows, error) {
+	rows, err := q.c.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	return sqlRows{rows}, nil
+}
+
+func (q sqlQuerier) QueryRow(ctx context.Context, query string, args ...any) Row {
+	return sqlRow{q.c.QueryRowContext(ctx, query, args...)}
+}
+
+type sqlRows struct{ *sql.Rows }
+
+func (r sqlRows) Close() { _ = r.Rows.Close() }
+
+type sqlRow struct{ r *sql.Row }
+
+func (r sqlRow) Scan(dest ...any) error {
+	if err := r.r.Scan(dest...); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		return err
+	}
+	return nil
+}
+
+// --- pgx adapter (PostgreSQL) ---
+
+type pgConn interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+type pgQuerier struct{ c pgConn }
+
+func (q pgQuerier) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	tag, err := q.c.Exec(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	return tag.RowsAffected(), nil
+}
+
+func (q pgQuerier) Query(ctx context.Context, query string, args ...any) (Rows, error) {
+	rows, err := q.c.Query(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	return rows, nil
+}
+
+func (q pgQuerier) QueryRow(ctx context.Context, query string, args ...any) Row {
+	return pgRow{q.c.QueryRow(ctx, query, args...)}
+}
+
+type pgRow struct{ r pgx.Row }
+
+func (r pgRow) Scan(dest ...any) error {
+	if err := r.r.Scan(dest...); err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrNotFound
+		}
+		return err
+	}
+	return nil
+}
