@@ -23,6 +23,9 @@ import (
 type API struct {
 	Config   *config.Config
 	Accounts *accounts.Service
+	Rooms    Rooms    // rooms.go
+	Sync     Sync     // sync.go
+	Keys     Keys     // keys.go
 
 	ipLimiter    *ratelimit.Limiter
 	userLimiter  *ratelimit.Limiter
@@ -46,24 +49,37 @@ func (a *API) Mount(r chi.Router) {
 		for _, prefix := range []string{"/r0", "/v3"} {
 			r.Route(prefix, a.clientRoutes)
 		}
+		r.Route("/v1", a.v1Routes)
 	})
 }
 
-// clientRoutes are served under both /r0 and /v3.
+// clientRoutes are served under both /r0 and /v3. Each area registers its
+// routes from its own file.
 func (a *API) clientRoutes(r chi.Router) {
-	// Unauthenticated.
+	// Unauthenticated, rate-limited as logins.
 	r.Group(func(r chi.Router) {
 		r.Use(a.rateLimitLogin)
-		r.Get("/login", a.loginFlows)
-		r.Post("/login", a.login)
-		r.Post("/register", a.register)
+		a.loginRoutes(r)
 	})
 	// Authenticated.
 	r.Group(func(r chi.Router) {
-		r.Use(authn.Require(a.Accounts), a.rateLimitUser)
-		r.Get("/account/whoami", a.whoami)
+		r.Use(a.requireAuth, a.rateLimitUser)
+		a.accountRoutes(r)
+		a.roomRoutes(r)
+		a.syncRoutes(r)
+		a.keyRoutes(r)
 	})
 }
+
+// v1Routes are the endpoints introduced under /_matrix/client/v1.
+func (a *API) v1Routes(r chi.Router) {
+	r.Group(func(r chi.Router) {
+		r.Use(a.requireAuth, a.rateLimitUser)
+		a.roomRoutesV1(r)
+	})
+}
+
+func (a *API) requireAuth(next http.Handler) http.Handler { return authn.Require(a.Accounts)(next) }
 
 // Middleware wraps the whole HTTP surface: panic recovery, CORS, OPTIONS,
 // the body cap and Matrix-shaped 404/405.
