@@ -23,9 +23,9 @@ import (
 type API struct {
 	Config   *config.Config
 	Accounts *accounts.Service
-	Rooms    Rooms    // rooms.go
-	Sync     Sync     // sync.go
-	Keys     Keys     // keys.go
+	Rooms    Rooms // rooms.go
+	Sync     Sync  // sync.go
+	Keys     Keys  // keys.go
 
 	ipLimiter    *ratelimit.Limiter
 	userLimiter  *ratelimit.Limiter

@@ -20,11 +20,11 @@ func registerStreamTable(table string) { streamTables = append(streamTables, tab
 // position P never later finds a new row at or below P — even when concurrent
 // transactions commit out of order.
 type Stream struct {
-	mu       sync.Mutex
-	last     int64          // last allocated
-	current  int64          // all positions <= current are finished
-	inFlight map[int64]bool // allocated, not yet finished
-	done     map[int64]bool // finished, but above an unfinished position
+	mu        sync.Mutex
+	last      int64          // last allocated
+	current   int64          // all positions <= current are finished
+	inFlight  map[int64]bool // allocated, not yet finished
+	done      map[int64]bool // finished, but above an unfinished position
 	onAdvance []func(pos int64)
 }
 
