@@ -62,6 +62,7 @@ func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 		Metrics:    metrics.New(),
 	}
 	s.Metrics.RegisterDBPool(db.PoolStats)
+	db.Stream.OnAdvance(s.Notifier.Advanced)
 	s.handler = s.routes()
 	return s, nil
 }

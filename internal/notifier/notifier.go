@@ -1,6 +1,7 @@
-// Package notifier wakes /sync long-polls when the stream advances. Waiters
-// register for a user; writers say which users an advance concerns, so a
-// message in one room wakes only that room's members.
+// Package notifier wakes /sync long-polls. Writers say which users a new
+// stream position concerns; a waiter is woken once the stream's safe position
+// (storage.Stream.Current) has reached a position that concerns it, so a
+// woken /sync always finds what woke it.
 package notifier
 
 import (
@@ -8,43 +9,77 @@ import (
 	"sync"
 )
 
-// Notifier tracks the current stream position and who waits for what.
+// Notifier tracks, per user, the latest position that concerns them.
 type Notifier struct {
 	mu      sync.Mutex
-	pos     int64
-	waiters map[string]map[*waiter]struct{} // by user ID
+	current int64              // the stream's safe position
+	pending map[int64][]string // positions above current, with the users they concern
+	latest  map[string]int64   // per user: latest delivered position that concerns them
+	waiters map[string]map[*waiter]struct{}
 }
 
 type waiter struct {
 	after int64
-	ch    chan int64
+	ch    chan struct{}
 }
 
-// New returns a notifier starting at pos.
-func New(pos int64) *Notifier {
-	return &Notifier{pos: pos, waiters: map[string]map[*waiter]struct{}{}}
-}
-
-// Position is the latest advertised stream position.
-func (n *Notifier) Position() int64 {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.pos
-}
-
-// Advance records a new stream position and wakes the given users' waiters
-// whose position is behind it. Passing no users only moves the position.
-func (n *Notifier) Advance(pos int64, users ...string) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if pos > n.pos {
-		n.pos = pos
+// New returns a notifier whose stream is at current.
+func New(current int64) *Notifier {
+	return &Notifier{
+		current: current,
+		pending: map[int64][]string{},
+		latest:  map[string]int64{},
+		waiters: map[string]map[*waiter]struct{}{},
 	}
+}
+
+// Current is the stream's safe position as last reported by Advanced.
+func (n *Notifier) Current() int64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.current
+}
+
+// Notify records that stream position pos concerns users. Call it after the
+// write committed; delivery waits until the stream is safe up to pos.
+func (n *Notifier) Notify(pos int64, users ...string) {
+	if len(users) == 0 {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if pos <= n.current {
+		n.deliver(pos, users)
+		return
+	}
+	n.pending[pos] = append(n.pending[pos], users...)
+}
+
+// Advanced is called when the stream's safe position moves (storage.Stream.OnAdvance).
+func (n *Notifier) Advanced(current int64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if current <= n.current {
+		return
+	}
+	n.current = current
+	for pos, users := range n.pending {
+		if pos <= current {
+			n.deliver(pos, users)
+			delete(n.pending, pos)
+		}
+	}
+}
+
+func (n *Notifier) deliver(pos int64, users []string) {
 	for _, u := range users {
+		if pos > n.latest[u] {
+			n.latest[u] = pos
+		}
 		for w := range n.waiters[u] {
-			if w.after < n.pos {
+			if pos > w.after {
 				select {
-				case w.ch <- n.pos:
+				case w.ch <- struct{}{}:
 				default:
 				}
 			}
@@ -52,27 +87,31 @@ func (n *Notifier) Advance(pos int64, users ...string) {
 	}
 }
 
-// Wake wakes every waiter of the given users regardless of position (for
-// in-memory events such as typing, which have no stream position).
+// Wake wakes the users' waiters regardless of position, for in-memory events
+// without a stream position (typing).
 func (n *Notifier) Wake(users ...string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, u := range users {
 		for w := range n.waiters[u] {
 			select {
-			case w.ch <- n.pos:
+			case w.ch <- struct{}{}:
 			default:
 			}
 		}
 	}
 }
 
-// Wait blocks until user is woken with something after `after`, or ctx ends.
-// It returns the stream position at wake-up. Callers re-check their data: a
-// wake-up is a hint, not a guarantee that something relevant arrived.
-func (n *Notifier) Wait(ctx context.Context, user string, after int64) int64 {
-	w := &waiter{after: after, ch: make(chan int64, 1)}
+// Wait blocks until something after position `after` concerns user, or Wake
+// is called for user, or ctx ends. It returns at once if such a position was
+// already delivered. It returns false when ctx ended first.
+func (n *Notifier) Wait(ctx context.Context, user string, after int64) bool {
 	n.mu.Lock()
+	if n.latest[user] > after {
+		n.mu.Unlock()
+		return true
+	}
+	w := &waiter{after: after, ch: make(chan struct{}, 1)}
 	set := n.waiters[user]
 	if set == nil {
 		set = map[*waiter]struct{}{}
@@ -83,15 +122,15 @@ func (n *Notifier) Wait(ctx context.Context, user string, after int64) int64 {
 	defer func() {
 		n.mu.Lock()
 		delete(set, w)
-		if len(set) == 0 && n.waiters[user] != nil && len(n.waiters[user]) == 0 {
+		if len(set) == 0 {
 			delete(n.waiters, user)
 		}
 		n.mu.Unlock()
 	}()
 	select {
-	case p := <-w.ch:
-		return p
+	case <-w.ch:
+		return true
 	case <-ctx.Done():
-		return n.Position()
+		return false
 	}
 }
