@@ -39,7 +39,7 @@ func memberKey(user id.UserID) pdu.StateKey {
 	return pdu.StateKey{Type: typeMember, StateKey: user.String()}
 }
 
-func join() map[string]any            { return map[string]any{"membership": "join"} }
+func join() map[string]any               { return map[string]any{"membership": "join"} }
 func membership(m string) map[string]any { return map[string]any{"membership": m} }
 
 // testRoom is an in-memory room DAG that builds real PDUs: each event gets
