@@ -198,7 +198,7 @@ func (g *eventGraph) authDifference(ctx context.Context, stateSets []StateMap, u
 // conflictedSubgraph returns the events on auth_events paths between two
 // events of the conflicted state set (state resolution v2.1): the ancestors
 // of conflicted events that are themselves descendants of a conflicted
-// event. The conflicted events themselves are not included.
+// event. The conflicted events themselves are not returned.
 func (g *eventGraph) conflictedSubgraph(ctx context.Context, conflictedEvents []nodeID) ([]nodeID, error) {
 	ancestors, err := g.walkAuthChains(ctx, conflictedEvents, nil)
 	if err != nil {
@@ -227,7 +227,10 @@ func (g *eventGraph) conflictedSubgraph(ctx context.Context, conflictedEvents []
 			addEdges(n)
 		}
 	}
-	seen := make(map[nodeID]bool)
+	seen := make(map[nodeID]bool, len(conflictedEvents))
+	for _, n := range conflictedEvents {
+		seen[n] = true
+	}
 	var subgraph []nodeID
 	queue := append([]nodeID(nil), conflictedEvents...)
 	for len(queue) > 0 {

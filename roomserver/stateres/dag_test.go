@@ -310,3 +310,18 @@ func (r *testRoom) assertWinner(state StateMap, key pdu.StateKey, want string) {
 		r.tb.Errorf("%s/%s: got %s, want %s", key.Type, key.StateKey, r.name(got), want)
 	}
 }
+
+// assertNames compares a set of event IDs with the expected test names.
+func assertNames(t *testing.T, r *testRoom, what string, got []id.EventID, want ...string) {
+	t.Helper()
+	gotNames := make([]string, len(got))
+	for i, evtID := range got {
+		gotNames[i] = r.name(evtID)
+	}
+	slices.Sort(gotNames)
+	want = slices.Clone(want)
+	slices.Sort(want)
+	if !slices.Equal(gotNames, want) {
+		t.Errorf("%s: got %v, want %v", what, gotNames, want)
+	}
+}

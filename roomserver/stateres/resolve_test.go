@@ -157,6 +157,13 @@ var classicScenarios = []scenario{{
 func buildScenario(r *testRoom, sc scenario) []StateMap {
 	r.tb.Helper()
 	buildInitial(r)
+	return buildScenarioEvents(r, sc)
+}
+
+// buildScenarioEvents adds a scenario's events to a room that already has
+// its initial events.
+func buildScenarioEvents(r *testRoom, sc scenario) []StateMap {
+	r.tb.Helper()
 	prevs := map[string][]string{}
 	for _, chain := range sc.edges {
 		for i := 0; i+1 < len(chain); i++ {
