@@ -58,6 +58,9 @@ type testRoom struct {
 	after   map[id.EventID]StateMap
 	ts      int64
 	calls   int // provider calls
+	// tsFromDepth derives origin_server_ts from the depth, so concurrent
+	// events tie and the event ID tie-breaks get exercised.
+	tsFromDepth bool
 }
 
 func newTestRoom(tb testing.TB, version id.RoomVersion) *testRoom {
@@ -188,11 +191,15 @@ func (r *testRoom) add(spec eventSpec) id.EventID {
 		r.tb.Fatal(err)
 	}
 	r.ts++
+	ts := r.ts
+	if r.tsFromDepth {
+		ts = 1_700_000_000_000 + depth
+	}
 	evt := &pdu.PDU{
 		AuthEvents:     []id.EventID{},
 		Content:        rawContent,
 		Depth:          depth + 1,
-		OriginServerTS: r.ts,
+		OriginServerTS: ts,
 		PrevEvents:     prevs,
 		RoomID:         r.roomID,
 		Sender:         spec.sender,

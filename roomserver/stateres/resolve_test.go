@@ -249,3 +249,30 @@ func TestSpecNameExample(t *testing.T) {
 		})
 	}
 }
+
+// TestTieBreaksByEventID: concurrent events with equal power and
+// origin_server_ts are ordered by event ID, so the larger ID is applied last
+// and wins; this holds for both the power ordering and the mainline ordering.
+func TestTieBreaksByEventID(t *testing.T) {
+	for _, version := range v2Versions {
+		t.Run("v"+string(version), func(t *testing.T) {
+			r := newTestRoom(t, version)
+			r.tsFromDepth = true
+			buildInitial(r)
+			r.state("TX", alice, typeTopic, "", map[string]any{"topic": "x"}, "START")
+			r.state("TY", alice, typeTopic, "", map[string]any{"topic": "y"}, "START")
+			r.state("PX", alice, typePL, "", users(alice, 100, bob, 10), "START")
+			r.state("PY", alice, typePL, "", users(alice, 100, bob, 20), "START")
+			last := func(a, b string) string {
+				if r.id(a) > r.id(b) {
+					return a
+				}
+				return b
+			}
+			r.assertWinner(r.resolve("TX", "TY"), topicKey, last("TX", "TY"))
+			r.assertWinner(r.resolve("TY", "TX"), topicKey, last("TX", "TY"))
+			r.assertWinner(r.resolve("PX", "PY"), plKey, last("PX", "PY"))
+			r.assertWinner(r.resolve("PY", "PX"), plKey, last("PX", "PY"))
+		})
+	}
+}
