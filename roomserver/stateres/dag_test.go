@@ -164,14 +164,31 @@ func sk(s string) *string { return &s }
 // add builds, authorises and stores an event, returning its ID.
 func (r *testRoom) add(spec eventSpec) id.EventID {
 	r.tb.Helper()
+	prevs := make([]id.EventID, len(spec.prevs))
+	for i, p := range spec.prevs {
+		prevs[i] = r.id(p)
+	}
+	before := r.stateBefore(prevs)
+	evtID, accepted := r.insert(spec, prevs, before)
+	after := before
+	if spec.stateKey != nil && accepted {
+		after = copyState(before)
+		after[pdu.StateKey{Type: spec.typ, StateKey: *spec.stateKey}] = evtID
+	}
+	r.after[evtID] = after
+	return evtID
+}
+
+// insert builds an event on the given state, authorises it and stores it. It
+// does not record the state after the event.
+func (r *testRoom) insert(spec eventSpec, prevs []id.EventID, before StateMap) (evtID id.EventID, accepted bool) {
+	r.tb.Helper()
 	if _, dup := r.ids[spec.name]; dup {
 		r.tb.Fatalf("duplicate event name %q", spec.name)
 	}
-	prevs := make([]id.EventID, len(spec.prevs))
 	var depth int64
-	for i, p := range spec.prevs {
-		prevs[i] = r.id(p)
-		depth = max(depth, r.events[prevs[i]].Depth)
+	for _, p := range prevs {
+		depth = max(depth, r.events[p].Depth)
 	}
 	content := spec.content
 	if content == nil {
@@ -210,7 +227,6 @@ func (r *testRoom) add(spec eventSpec) id.EventID {
 	if isCreate && r.version.RoomIDIsCreateEventID() {
 		evt.RoomID = ""
 	}
-	before := r.stateBefore(prevs)
 	if spec.authOverride != nil {
 		for _, a := range spec.authOverride {
 			evt.AuthEvents = append(evt.AuthEvents, r.id(a))
@@ -225,7 +241,6 @@ func (r *testRoom) add(spec eventSpec) id.EventID {
 	if err = evt.FillContentHash(); err != nil {
 		r.tb.Fatal(err)
 	}
-	var evtID id.EventID
 	if r.version.EventIDFormat() == id.EventIDFormatCustom {
 		evtID = id.EventID(fmt.Sprintf("$%s:example.com", spec.name))
 	} else if evtID, err = evt.GetEventID(r.version); err != nil {
@@ -242,13 +257,28 @@ func (r *testRoom) add(spec eventSpec) id.EventID {
 	if err = eventauth.Authorize(r.version, evt, nil, r.getEvents, nil); err != nil {
 		evt.InternalMeta.Rejected = true
 	}
-	after := before
-	if spec.stateKey != nil && !evt.InternalMeta.Rejected {
-		after = copyState(before)
-		after[pdu.StateKey{Type: spec.typ, StateKey: *spec.stateKey}] = evtID
+	return evtID, !evt.InternalMeta.Rejected
+}
+
+// joinChain adds a chain of joins after prev without copying the state per
+// event, for building large rooms. Only the state after the last join is
+// recorded; it is returned under the last join's name.
+func (r *testRoom) joinChain(prev string, members []id.UserID) string {
+	r.tb.Helper()
+	state := copyState(r.stateAfter(prev))
+	prevID := r.id(prev)
+	var evtID id.EventID
+	for _, u := range members {
+		spec := eventSpec{name: "J_" + u.Localpart(), sender: u, typ: typeMember, stateKey: sk(u.String()), content: join()}
+		var accepted bool
+		if evtID, accepted = r.insert(spec, []id.EventID{prevID}, state); !accepted {
+			r.tb.Fatalf("join of %s rejected", u)
+		}
+		state[memberKey(u)] = evtID
+		prevID = evtID
 	}
-	r.after[evtID] = after
-	return evtID
+	r.after[evtID] = state
+	return r.name(evtID)
 }
 
 // state adds a state event; must passes the auth rules.
