@@ -78,7 +78,7 @@ func (g *eventGraph) load(ctx context.Context, ns []nodeID) error {
 	}
 	got, err := g.provider.Events(ctx, want)
 	if err != nil {
-		return fmt.Errorf("stateres: fetching %d events: %w", len(want), err)
+		return fmt.Errorf("fetching %d events: %w", len(want), err)
 	}
 	for _, evtID := range want {
 		n := g.index[evtID]
@@ -146,7 +146,11 @@ func (g *eventGraph) walkAuthChains(ctx context.Context, starts []nodeID, skip f
 	return reached, nil
 }
 
-// authDifference computes ∪Cᵢ − ∩Cᵢ where Cᵢ is the auth chain of state set i.
+// authDifference computes ∪Cᵢ − ∩Cᵢ where Cᵢ is the auth chain of state set i:
+// the union of its events' auth chains. Following the spec's wording, Cᵢ
+// does not contain set i's events themselves. (Synapse's implementation adds
+// them; that differs only for an unconflicted event cited in some sets' auth
+// chains but not all, which we replay and Synapse does not.)
 //
 // Every Cᵢ contains U, the auth chain of the unconflicted events, so the
 // difference is (∪Dᵢ − ∩Dᵢ) − U with Dᵢ the auth chain of set i's conflicted
