@@ -107,7 +107,9 @@ func (s *Service) SetNotifier(n Notifier) { s.notifier = n }
 
 // OnDeviceDeleted registers fn to run after devices were deleted (logout,
 // DELETE /devices, password change, deactivation). Register before serving.
-func (s *Service) OnDeviceDeleted(fn DeviceDeletedFunc) { s.deviceDeleted = append(s.deviceDeleted, fn) }
+func (s *Service) OnDeviceDeleted(fn DeviceDeletedFunc) {
+	s.deviceDeleted = append(s.deviceDeleted, fn)
+}
 
 // OnProfileChanged registers fn to run after a user's display name or avatar
 // changed. Register before serving.

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 )
 
@@ -122,4 +121,3 @@ func (s *Service) RegisterWithSharedSecret(ctx context.Context, req SharedSecret
 	}
 	return s.NewSession(ctx, userID, "", "", ip, false)
 }
-
