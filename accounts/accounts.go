@@ -1,8 +1,8 @@
 // Package accounts owns local users: registration, passwords, devices, access
 // and refresh tokens, user-interactive auth, profiles, account data and filters.
 //
-// Other modules react to account changes through hooks registered before the
-// server starts serving: OnDeviceDeleted (the keyserver drops the device's
+// Other modules react to account changes through hooks (register them while
+// assembling the server): OnDeviceDeleted (the keyserver drops the device's
 // keys and to-device messages), OnProfileChanged (the roomserver sends
 // membership updates), OnDeactivated (the roomserver makes the user leave).
 package accounts
@@ -87,6 +87,7 @@ type Service struct {
 	now      func() time.Time
 	notifier Notifier
 
+	hooksMu        sync.RWMutex
 	deviceDeleted  []DeviceDeletedFunc
 	profileChanged []ProfileChangedFunc
 	deactivated    []DeactivatedFunc
@@ -106,19 +107,32 @@ func New(store Store, cfg *config.Config) *Service {
 func (s *Service) SetNotifier(n Notifier) { s.notifier = n }
 
 // OnDeviceDeleted registers fn to run after devices were deleted (logout,
-// DELETE /devices, password change, deactivation). Register before serving.
+// DELETE /devices, password change, deactivation).
 func (s *Service) OnDeviceDeleted(fn DeviceDeletedFunc) {
 	s.deviceDeleted = append(s.deviceDeleted, fn)
 }
 
 // OnProfileChanged registers fn to run after a user's display name or avatar
-// changed. Register before serving.
+// changed.
 func (s *Service) OnProfileChanged(fn ProfileChangedFunc) {
+	s.hooksMu.Lock()
+	defer s.hooksMu.Unlock()
 	s.profileChanged = append(s.profileChanged, fn)
 }
 
-// OnDeactivated registers fn to run after an account was deactivated. Register before serving.
-func (s *Service) OnDeactivated(fn DeactivatedFunc) { s.deactivated = append(s.deactivated, fn) }
+// OnDeactivated registers fn to run after an account was deactivated.
+func (s *Service) OnDeactivated(fn DeactivatedFunc) {
+	s.hooksMu.Lock()
+	defer s.hooksMu.Unlock()
+	s.deactivated = append(s.deactivated, fn)
+}
+
+// hooks returns the registered hooks (a snapshot, safe to run unlocked).
+func (s *Service) hooks() ([]DeviceDeletedFunc, []ProfileChangedFunc, []DeactivatedFunc) {
+	s.hooksMu.RLock()
+	defer s.hooksMu.RUnlock()
+	return s.deviceDeleted, s.profileChanged, s.deactivated
+}
 
 func (s *Service) fireDeviceDeleted(ctx context.Context, userID id.UserID, devices []string) {
 	if len(devices) == 0 {
@@ -132,7 +146,8 @@ func (s *Service) fireDeviceDeleted(ctx context.Context, userID id.UserID, devic
 	}
 	s.seenMu.Unlock()
 	ctx = context.WithoutCancel(ctx)
-	for _, fn := range s.deviceDeleted {
+	deviceDeleted, _, _ := s.hooks()
+	for _, fn := range deviceDeleted {
 		fn(ctx, userID, ids)
 	}
 }
@@ -264,7 +279,8 @@ func (s *Service) Deactivate(ctx context.Context, userID id.UserID, erase bool) 
 	}
 	s.fireDeviceDeleted(ctx, userID, deleted)
 	ctx = context.WithoutCancel(ctx)
-	for _, fn := range s.deactivated {
+	_, _, deactivated := s.hooks()
+	for _, fn := range deactivated {
 		fn(ctx, userID, erase)
 	}
 	slog.InfoContext(ctx, "account deactivated", "user_id", userID, "erase", erase)

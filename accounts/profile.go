@@ -113,7 +113,8 @@ func (s *Service) SetProfileField(ctx context.Context, userID id.UserID, key str
 			p.AvatarURL = id.ContentURIString(str)
 		}
 		ctx = context.WithoutCancel(ctx)
-		for _, fn := range s.profileChanged {
+		_, profileChanged, _ := s.hooks()
+		for _, fn := range profileChanged {
 			fn(ctx, userID, *p)
 		}
 		return nil

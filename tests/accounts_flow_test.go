@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +23,19 @@ func TestAccountsFlow(t *testing.T) {
 			t.Parallel()
 			srv := testserver.Start(t, backend)
 			ctx := context.Background()
+			var hookMu sync.Mutex
+			var deletedDevices []id.DeviceID
+			var profileNames []string
+			srv.Accounts.OnDeviceDeleted(func(_ context.Context, _ id.UserID, ids []id.DeviceID) {
+				hookMu.Lock()
+				deletedDevices = append(deletedDevices, ids...)
+				hookMu.Unlock()
+			})
+			srv.Accounts.OnProfileChanged(func(_ context.Context, _ id.UserID, p accounts.Profile) {
+				hookMu.Lock()
+				profileNames = append(profileNames, p.DisplayName)
+				hookMu.Unlock()
+			})
 			alice := srv.Register(t, "alice")
 			aliceID := srv.UserID("alice")
 			const pw = "password-alice"
@@ -44,10 +58,23 @@ func TestAccountsFlow(t *testing.T) {
 				t.Fatalf("avatar = %v", prof.AvatarURL)
 			}
 
-			// Account data, global and per room.
+			hookMu.Lock()
+			if len(profileNames) == 0 || profileNames[0] != "Alice Liddell" {
+				t.Fatalf("OnProfileChanged saw %v", profileNames)
+			}
+			hookMu.Unlock()
+
+			// Account data, global and per room; a write wakes /sync waiters.
 			type data struct{ N int }
+			before := srv.DB.Stream.Current()
 			if err := alice.SetAccountData(ctx, "org.example.prefs", data{N: 7}); err != nil {
 				t.Fatal(err)
+			}
+			waitCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			woken := srv.Notifier.Wait(waitCtx, aliceID.String(), before)
+			cancel()
+			if !woken {
+				t.Fatal("account data write did not notify")
 			}
 			var got data
 			if err := alice.GetAccountData(ctx, "org.example.prefs", &got); err != nil || got.N != 7 {
@@ -110,6 +137,11 @@ func TestAccountsFlow(t *testing.T) {
 			if devs, _ = alice.GetDevicesInfo(ctx); len(devs.Devices) != 1 {
 				t.Fatalf("devices after delete = %+v", devs)
 			}
+			hookMu.Lock()
+			if len(deletedDevices) != 1 || deletedDevices[0] != "SECOND" {
+				t.Fatalf("OnDeviceDeleted saw %v", deletedDevices)
+			}
+			hookMu.Unlock()
 
 			// Change the password: the other device is logged out, this one stays.
 			other, err := loginPassword(t, srv, "alice", pw, "OTHER")
