@@ -51,6 +51,12 @@ func (a *API) Mount(r chi.Router) {
 		}
 		r.Route("/v1", a.v1Routes)
 	})
+
+	// Synapse-compatible shared-secret registration (accounts; admin.go).
+	r.Group(func(r chi.Router) {
+		r.Use(a.rateLimitLogin)
+		a.synapseAdminRoutes(r)
+	})
 }
 
 // clientRoutes are served under both /r0 and /v3. Each area registers its
@@ -74,12 +80,19 @@ func (a *API) clientRoutes(r chi.Router) {
 // v1Routes are the endpoints introduced under /_matrix/client/v1.
 func (a *API) v1Routes(r chi.Router) {
 	r.Group(func(r chi.Router) {
+		r.Use(a.rateLimitLogin)
+		a.loginRoutesV1(r)
+	})
+	r.Group(func(r chi.Router) {
 		r.Use(a.requireAuth, a.rateLimitUser)
+		a.accountRoutesV1(r)
 		a.roomRoutesV1(r)
 	})
 }
 
-func (a *API) requireAuth(next http.Handler) http.Handler { return authn.Require(a.Accounts)(next) }
+func (a *API) requireAuth(next http.Handler) http.Handler {
+	return authn.Require(a.Accounts)(a.recordSeen(next))
+}
 
 // Middleware wraps the whole HTTP surface: panic recovery, CORS, OPTIONS,
 // the body cap and Matrix-shaped 404/405.

@@ -63,6 +63,7 @@ func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 	}
 	s.Metrics.RegisterDBPool(db.PoolStats)
 	db.Stream.OnAdvance(s.Notifier.Advanced)
+	s.Accounts.SetNotifier(s.Notifier)
 	s.handler = s.routes()
 	return s, nil
 }
