@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	mfed "maunium.net/go/mautrix/federation"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/accounts"
 	"github.com/myelin-chat/myelin/clientapi"
@@ -65,8 +66,18 @@ func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 	}
 	s.Metrics.RegisterDBPool(db.PoolStats)
 	db.Stream.OnAdvance(s.Notifier.Advanced)
+	s.Accounts.SetNotifier(s.Notifier)
 	// Keyserver: until room memberships exist, device-list changes fan out to every local user.
 	s.Keys = keyserver.New(db, db.Stream, s.Notifier, keyserver.AllLocalUsers{Store: db}, cfg.ServerName)
+	s.Accounts.OnDeviceDeleted(func(ctx context.Context, userID id.UserID, deviceIDs []id.DeviceID) {
+		ids := make([]string, len(deviceIDs))
+		for i, d := range deviceIDs {
+			ids[i] = d.String()
+		}
+		if err := s.Keys.DeleteDevices(ctx, userID.String(), ids); err != nil {
+			slog.ErrorContext(ctx, "deleting keys of deleted devices", "user", userID, "err", err)
+		}
+	})
 	s.handler = s.routes()
 	return s, nil
 }

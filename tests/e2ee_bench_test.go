@@ -84,7 +84,7 @@ func BenchmarkKeysQuery500(b *testing.B) {
 			body := r.queryBody()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				out := mustCall(b, c, "POST", "/_matrix/client/v3/keys/query", body)
+				out := keysMustCall(b, c, "POST", "/_matrix/client/v3/keys/query", body)
 				if len(obj(out["device_keys"])) != benchUsers {
 					b.Fatalf("got %d users", len(obj(out["device_keys"])))
 				}
@@ -108,7 +108,7 @@ func BenchmarkKeysClaim500(b *testing.B) {
 					r.refillOTKs(b, perRefill)
 					b.StartTimer()
 				}
-				out := mustCall(b, c, "POST", "/_matrix/client/v3/keys/claim", body)
+				out := keysMustCall(b, c, "POST", "/_matrix/client/v3/keys/claim", body)
 				if len(obj(out["one_time_keys"])) != benchUsers {
 					b.Fatalf("got keys of %d users", len(obj(out["one_time_keys"])))
 				}

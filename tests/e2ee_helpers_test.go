@@ -93,7 +93,7 @@ func (d *testDevice) oneTimeKeys(t testing.TB, prefix string, n int) map[string]
 }
 
 // call makes an authenticated request and decodes the JSON answer.
-func call(t testing.TB, c *mautrix.Client, method, path string, body any) (int, map[string]any) {
+func keysCall(t testing.TB, c *mautrix.Client, method, path string, body any) (int, map[string]any) {
 	t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
@@ -126,9 +126,9 @@ func call(t testing.TB, c *mautrix.Client, method, path string, body any) (int, 
 	return resp.StatusCode, out
 }
 
-func mustCall(t testing.TB, c *mautrix.Client, method, path string, body any) map[string]any {
+func keysMustCall(t testing.TB, c *mautrix.Client, method, path string, body any) map[string]any {
 	t.Helper()
-	status, out := call(t, c, method, path, body)
+	status, out := keysCall(t, c, method, path, body)
 	if status != http.StatusOK {
 		t.Fatalf("%s %s = %d %v", method, path, status, out)
 	}

@@ -16,7 +16,7 @@ import (
 func uploadDevice(t *testing.T, c *mautrix.Client, otks int) *testDevice {
 	t.Helper()
 	d := newTestDevice(c.UserID.String(), c.DeviceID.String())
-	out := mustCall(t, c, "POST", "/_matrix/client/v3/keys/upload", map[string]any{
+	out := keysMustCall(t, c, "POST", "/_matrix/client/v3/keys/upload", map[string]any{
 		"device_keys":   d.deviceKeys(t),
 		"one_time_keys": d.oneTimeKeys(t, "k", otks),
 		"fallback_keys": map[string]any{"signed_curve25519:fb1": d.signedKey(t, true)},
@@ -29,7 +29,7 @@ func uploadDevice(t *testing.T, c *mautrix.Client, otks int) *testDevice {
 
 func claimOne(t *testing.T, c *mautrix.Client, user, device string) (string, map[string]any) {
 	t.Helper()
-	out := mustCall(t, c, "POST", "/_matrix/client/v3/keys/claim", map[string]any{
+	out := keysMustCall(t, c, "POST", "/_matrix/client/v3/keys/claim", map[string]any{
 		"one_time_keys": map[string]any{user: map[string]string{device: "signed_curve25519"}},
 	})
 	for kid, k := range obj(obj(obj(out["one_time_keys"])[user])[device]) {
@@ -48,7 +48,7 @@ func TestKeysUploadQueryClaim(t *testing.T) {
 			a, dev := alice.UserID.String(), alice.DeviceID.String()
 			uploadDevice(t, alice, 2)
 
-			q := mustCall(t, bob, "POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{a: []string{}}})
+			q := keysMustCall(t, bob, "POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{a: []string{}}})
 			dk := obj(obj(obj(q["device_keys"])[a])[dev])
 			if dk["device_id"] != dev || obj(obj(dk["signatures"])[a])["ed25519:"+dev] == nil {
 				t.Fatalf("queried device keys = %v", q)
@@ -81,23 +81,23 @@ func TestKeysUploadQueryClaim(t *testing.T) {
 				t.Fatalf("counts = %v", counts)
 			}
 			// Unknown users and devices are simply absent.
-			out := mustCall(t, bob, "POST", "/_matrix/client/v3/keys/claim", map[string]any{"one_time_keys": map[string]any{
+			out := keysMustCall(t, bob, "POST", "/_matrix/client/v3/keys/claim", map[string]any{"one_time_keys": map[string]any{
 				"@nobody:localhost": map[string]string{"X": "signed_curve25519"}, a: map[string]string{"NOPE": "signed_curve25519"}}})
 			if len(obj(out["one_time_keys"])) != 0 {
 				t.Fatalf("claim for unknown = %v", out)
 			}
 			// Remote servers are reported, not faked.
-			out = mustCall(t, bob, "POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{"@x:remote.example": []string{}}})
+			out = keysMustCall(t, bob, "POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{"@x:remote.example": []string{}}})
 			if obj(out["failures"])["remote.example"] == nil {
 				t.Fatalf("remote query = %v", out)
 			}
 
 			// /keys/changes reports alice's upload to bob.
-			ch := mustCall(t, bob, "GET", fmt.Sprintf("/_matrix/client/v3/keys/changes?from=0&to=%d", srv.DB.Stream.Current()), nil)
+			ch := keysMustCall(t, bob, "GET", fmt.Sprintf("/_matrix/client/v3/keys/changes?from=0&to=%d", srv.DB.Stream.Current()), nil)
 			if !strings.Contains(fmt.Sprint(ch["changed"]), a) {
 				t.Fatalf("changes = %v", ch)
 			}
-			ch = mustCall(t, bob, "GET", fmt.Sprintf("/_matrix/client/v3/keys/changes?from=%d&to=%d", srv.DB.Stream.Current(), srv.DB.Stream.Current()), nil)
+			ch = keysMustCall(t, bob, "GET", fmt.Sprintf("/_matrix/client/v3/keys/changes?from=%d&to=%d", srv.DB.Stream.Current(), srv.DB.Stream.Current()), nil)
 			if len(ch["changed"].([]any)) != 0 {
 				t.Fatalf("empty range changes = %v", ch)
 			}
@@ -204,14 +204,14 @@ func TestKeysBadInput(t *testing.T) {
 			if !strings.HasPrefix(path, "/_matrix") {
 				path = "/_matrix/client/v3" + path
 			}
-			status, out := call(t, alice, c.method, path, c.body)
+			status, out := keysCall(t, alice, c.method, path, c.body)
 			if status != c.status || out["errcode"] != c.errcode {
 				t.Fatalf("%s %s = %d %v, want %d %s", c.method, c.path, status, out, c.status, c.errcode)
 			}
 		})
 	}
 	// Nothing was stored by the rejected uploads.
-	q := mustCall(t, alice, "POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{a: []string{}}})
+	q := keysMustCall(t, alice, "POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{a: []string{}}})
 	if len(obj(obj(q["device_keys"])[a])) != 0 {
 		t.Fatalf("rejected uploads stored keys: %v", q)
 	}
@@ -245,52 +245,52 @@ func TestCrossSigningAndSignatures(t *testing.T) {
 				return k, map[string]any{"master_key": master, "self_signing_key": ssk, "user_signing_key": usk}
 			}
 			ak, aUpload := makeKeys(t, a)
-			mustCall(t, alice, "POST", "/_matrix/client/v3/keys/device_signing/upload", aUpload)
+			keysMustCall(t, alice, "POST", "/_matrix/client/v3/keys/device_signing/upload", aUpload)
 			// The same keys again (a retry) need no auth.
-			mustCall(t, alice, "POST", "/_matrix/client/v3/keys/device_signing/upload", aUpload)
+			keysMustCall(t, alice, "POST", "/_matrix/client/v3/keys/device_signing/upload", aUpload)
 			bk, bUpload := makeKeys(t, b)
-			mustCall(t, bob, "POST", "/_matrix/client/v3/keys/device_signing/upload", bUpload)
+			keysMustCall(t, bob, "POST", "/_matrix/client/v3/keys/device_signing/upload", bUpload)
 
 			// A self-signing key not signed by the master key is refused.
 			_, bad := makeKeys(t, a)
 			bad["master_key"] = nil
-			if status, out := call(t, alice, "POST", "/_matrix/client/v3/keys/device_signing/upload", bad); status != 400 || out["errcode"] != "M_INVALID_SIGNATURE" {
+			if status, out := keysCall(t, alice, "POST", "/_matrix/client/v3/keys/device_signing/upload", bad); status != 400 || out["errcode"] != "M_INVALID_SIGNATURE" {
 				t.Fatalf("foreign self-signing key = %d %v", status, out)
 			}
 			// Replacing the master key needs the password.
 			_, repl := makeKeys(t, a)
-			status, out := call(t, alice, "POST", "/_matrix/client/v3/keys/device_signing/upload", repl)
+			status, out := keysCall(t, alice, "POST", "/_matrix/client/v3/keys/device_signing/upload", repl)
 			if status != 401 || out["session"] == nil || out["flows"] == nil {
 				t.Fatalf("replacement without auth = %d %v", status, out)
 			}
 			repl["auth"] = map[string]any{"type": "m.login.password", "session": out["session"], "password": "wrong",
 				"identifier": map[string]string{"type": "m.id.user", "user": "alice"}}
-			if status, out := call(t, alice, "POST", "/_matrix/client/v3/keys/device_signing/upload", repl); status != 401 || out["errcode"] != "M_FORBIDDEN" {
+			if status, out := keysCall(t, alice, "POST", "/_matrix/client/v3/keys/device_signing/upload", repl); status != 401 || out["errcode"] != "M_FORBIDDEN" {
 				t.Fatalf("replacement with a wrong password = %d %v", status, out)
 			}
 
 			// Signatures: alice's SSK signs her device; bob's USK signs alice's master key; one forged.
-			q := mustCall(t, alice, "POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{a: []string{}}})
+			q := keysMustCall(t, alice, "POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{a: []string{}}})
 			devKeys := obj(obj(obj(q["device_keys"])[a])[ad.device])
 			signedDev := sign(t, devKeys, a, ak.s, ak.sPriv.priv)
 			forged := sign(t, map[string]any{"user_id": a, "usage": []string{"master"}, "keys": map[string]string{"ed25519:" + ak.m: ak.m}}, b, bk.u, ak.uPriv.priv)
-			out = mustCall(t, alice, "POST", "/_matrix/client/v3/keys/signatures/upload", map[string]any{a: map[string]any{ad.device: signedDev}})
+			out = keysMustCall(t, alice, "POST", "/_matrix/client/v3/keys/signatures/upload", map[string]any{a: map[string]any{ad.device: signedDev}})
 			if len(obj(out["failures"])) != 0 {
 				t.Fatalf("device signature failures = %v", out)
 			}
-			out = mustCall(t, bob, "POST", "/_matrix/client/v3/keys/signatures/upload", map[string]any{a: map[string]any{ak.m: forged, "NOSUCHKEY": forged}})
+			out = keysMustCall(t, bob, "POST", "/_matrix/client/v3/keys/signatures/upload", map[string]any{a: map[string]any{ak.m: forged, "NOSUCHKEY": forged}})
 			f := obj(obj(out["failures"])[a])
 			if obj(f[ak.m])["errcode"] != "M_INVALID_SIGNATURE" || obj(f["NOSUCHKEY"])["errcode"] != "M_NOT_FOUND" {
 				t.Fatalf("forged signature failures = %v", out)
 			}
 			good := sign(t, map[string]any{"user_id": a, "usage": []string{"master"}, "keys": map[string]string{"ed25519:" + ak.m: ak.m}}, b, bk.u, bk.uPriv.priv)
-			out = mustCall(t, bob, "POST", "/_matrix/client/v3/keys/signatures/upload", map[string]any{a: map[string]any{ak.m: good}})
+			out = keysMustCall(t, bob, "POST", "/_matrix/client/v3/keys/signatures/upload", map[string]any{a: map[string]any{ak.m: good}})
 			if len(obj(out["failures"])) != 0 {
 				t.Fatalf("good signature failures = %v", out)
 			}
 
 			// Bob sees alice's device signed by her SSK and his own signature on her master key; alice does not see bob's.
-			q = mustCall(t, bob, "POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{a: []string{}, b: []string{}}})
+			q = keysMustCall(t, bob, "POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{a: []string{}, b: []string{}}})
 			if obj(obj(obj(obj(obj(q["device_keys"])[a])[ad.device])["signatures"])[a])["ed25519:"+ak.s] == nil {
 				t.Fatalf("device signature missing: %v", q)
 			}
@@ -300,7 +300,7 @@ func TestCrossSigningAndSignatures(t *testing.T) {
 			if obj(q["user_signing_keys"])[a] != nil || obj(q["user_signing_keys"])[b] == nil || obj(q["self_signing_keys"])[a] == nil {
 				t.Fatalf("user-signing keys leak or are missing: %v", q)
 			}
-			q = mustCall(t, alice, "POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{a: []string{}}})
+			q = keysMustCall(t, alice, "POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{a: []string{}}})
 			if obj(obj(obj(q["master_keys"])[a])["signatures"])[b] != nil {
 				t.Fatalf("alice sees bob's signature: %v", q["master_keys"])
 			}
@@ -318,9 +318,9 @@ func TestKeyBackup(t *testing.T) {
 			alice := srv.Register(t, "alice")
 			auth := map[string]any{"public_key": randomKey()}
 			const alg = "m.megolm_backup.v1.curve25519-aes-sha2"
-			v1 := mustCall(t, alice, "POST", "/_matrix/client/v3/room_keys/version", map[string]any{"algorithm": alg, "auth_data": auth})["version"].(string)
-			v2 := mustCall(t, alice, "POST", "/_matrix/client/v3/room_keys/version", map[string]any{"algorithm": alg, "auth_data": auth})["version"].(string)
-			cur := mustCall(t, alice, "GET", "/_matrix/client/v3/room_keys/version", nil)
+			v1 := keysMustCall(t, alice, "POST", "/_matrix/client/v3/room_keys/version", map[string]any{"algorithm": alg, "auth_data": auth})["version"].(string)
+			v2 := keysMustCall(t, alice, "POST", "/_matrix/client/v3/room_keys/version", map[string]any{"algorithm": alg, "auth_data": auth})["version"].(string)
+			cur := keysMustCall(t, alice, "GET", "/_matrix/client/v3/room_keys/version", nil)
 			if cur["version"] != v2 || cur["count"] != float64(0) || cur["etag"] == nil {
 				t.Fatalf("current = %v", cur)
 			}
@@ -330,11 +330,11 @@ func TestKeyBackup(t *testing.T) {
 			room, sess := "!room:localhost", "sess/1+x"
 			path := "/_matrix/client/v3/room_keys/keys/" + strings.ReplaceAll(room, "!", "%21") + "/" + strings.ReplaceAll(strings.ReplaceAll(sess, "/", "%2F"), "+", "%2B")
 			// Only the current version takes keys.
-			status, out := call(t, alice, "PUT", path+"?version="+v1, key(0, 0, false, "a"))
+			status, out := keysCall(t, alice, "PUT", path+"?version="+v1, key(0, 0, false, "a"))
 			if status != 403 || out["errcode"] != "M_WRONG_ROOM_KEYS_VERSION" || out["current_version"] != v2 {
 				t.Fatalf("write to old version = %d %v", status, out)
 			}
-			r1 := mustCall(t, alice, "PUT", path+"?version="+v2, key(5, 0, false, "first"))
+			r1 := keysMustCall(t, alice, "PUT", path+"?version="+v2, key(5, 0, false, "first"))
 			if r1["count"] != float64(1) {
 				t.Fatalf("put = %v", r1)
 			}
@@ -351,8 +351,8 @@ func TestKeyBackup(t *testing.T) {
 			}
 			etag := r1["etag"]
 			for _, s := range steps {
-				r := mustCall(t, alice, "PUT", path+"?version="+v2, s.k)
-				got := mustCall(t, alice, "GET", path+"?version="+v2, nil)
+				r := keysMustCall(t, alice, "PUT", path+"?version="+v2, s.k)
+				got := keysMustCall(t, alice, "GET", path+"?version="+v2, nil)
 				if obj(got["session_data"])["tag"] != s.keepTag {
 					t.Fatalf("after uploading %v kept %v, want %s", s.k, got, s.keepTag)
 				}
@@ -362,33 +362,33 @@ func TestKeyBackup(t *testing.T) {
 				}
 				etag = r["etag"]
 			}
-			all := mustCall(t, alice, "GET", "/_matrix/client/v3/room_keys/keys?version="+v2, nil)
+			all := keysMustCall(t, alice, "GET", "/_matrix/client/v3/room_keys/keys?version="+v2, nil)
 			if obj(obj(obj(all["rooms"])[room])["sessions"])[sess] == nil {
 				t.Fatalf("all keys = %v", all)
 			}
-			if empty := mustCall(t, alice, "GET", "/_matrix/client/v3/room_keys/keys/%21other:localhost?version="+v2, nil); len(obj(empty["sessions"])) != 0 {
+			if empty := keysMustCall(t, alice, "GET", "/_matrix/client/v3/room_keys/keys/%21other:localhost?version="+v2, nil); len(obj(empty["sessions"])) != 0 {
 				t.Fatalf("unknown room = %v", empty)
 			}
-			if status, _ := call(t, alice, "GET", "/_matrix/client/v3/room_keys/keys/%21other:localhost/s?version="+v2, nil); status != 404 {
+			if status, _ := keysCall(t, alice, "GET", "/_matrix/client/v3/room_keys/keys/%21other:localhost/s?version="+v2, nil); status != 404 {
 				t.Fatalf("unknown session = %d", status)
 			}
-			del := mustCall(t, alice, "DELETE", "/_matrix/client/v3/room_keys/keys?version="+v2, nil)
+			del := keysMustCall(t, alice, "DELETE", "/_matrix/client/v3/room_keys/keys?version="+v2, nil)
 			if del["count"] != float64(0) || del["etag"] == etag {
 				t.Fatalf("delete = %v", del)
 			}
 			// Updating auth_data; algorithm must match.
-			if status, out := call(t, alice, "PUT", "/_matrix/client/v3/room_keys/version/"+v2, map[string]any{"algorithm": "other", "auth_data": auth}); status != 400 || out["errcode"] != "M_INVALID_PARAM" {
+			if status, out := keysCall(t, alice, "PUT", "/_matrix/client/v3/room_keys/version/"+v2, map[string]any{"algorithm": "other", "auth_data": auth}); status != 400 || out["errcode"] != "M_INVALID_PARAM" {
 				t.Fatalf("algorithm change = %d %v", status, out)
 			}
-			mustCall(t, alice, "PUT", "/_matrix/client/v3/room_keys/version/"+v2, map[string]any{"algorithm": alg, "auth_data": map[string]any{"public_key": "new"}})
-			if got := mustCall(t, alice, "GET", "/_matrix/client/v3/room_keys/version/"+v2, nil); obj(got["auth_data"])["public_key"] != "new" {
+			keysMustCall(t, alice, "PUT", "/_matrix/client/v3/room_keys/version/"+v2, map[string]any{"algorithm": alg, "auth_data": map[string]any{"public_key": "new"}})
+			if got := keysMustCall(t, alice, "GET", "/_matrix/client/v3/room_keys/version/"+v2, nil); obj(got["auth_data"])["public_key"] != "new" {
 				t.Fatalf("updated = %v", got)
 			}
-			mustCall(t, alice, "DELETE", "/_matrix/client/v3/room_keys/version/"+v2, nil)
-			if cur := mustCall(t, alice, "GET", "/_matrix/client/v3/room_keys/version", nil); cur["version"] != v1 {
+			keysMustCall(t, alice, "DELETE", "/_matrix/client/v3/room_keys/version/"+v2, nil)
+			if cur := keysMustCall(t, alice, "GET", "/_matrix/client/v3/room_keys/version", nil); cur["version"] != v1 {
 				t.Fatalf("current after delete = %v", cur)
 			}
-			if status, _ := call(t, alice, "DELETE", "/_matrix/client/v3/room_keys/version/"+v2, nil); status != 404 {
+			if status, _ := keysCall(t, alice, "DELETE", "/_matrix/client/v3/room_keys/version/"+v2, nil); status != 404 {
 				t.Fatalf("deleting twice = %d", status)
 			}
 		})
@@ -409,7 +409,7 @@ func TestToDeviceAndDeviceDeletion(t *testing.T) {
 			}
 			b := bob.UserID.String()
 			send := func(txn string, target string, n int) {
-				mustCall(t, alice, "PUT", "/_matrix/client/v3/sendToDevice/m.test/"+txn, map[string]any{
+				keysMustCall(t, alice, "PUT", "/_matrix/client/v3/sendToDevice/m.test/"+txn, map[string]any{
 					"messages": map[string]any{b: map[string]any{target: map[string]int{"n": n}}}})
 			}
 			send("t1", "*", 1)
@@ -435,13 +435,21 @@ func TestToDeviceAndDeviceDeletion(t *testing.T) {
 				t.Fatalf("bounded queue = %d messages, first %s", len(q), q[0].Content)
 			}
 
+			// Logging out deletes the device: the accounts hook drops its pending messages.
+			if _, err := bob2.Logout(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if q, _ := srv.Keys.ToDeviceSince(ctx, b, bob2.DeviceID.String(), 0, 10); len(q) != 0 {
+				t.Fatalf("logged-out device's messages remain: %d", len(q))
+			}
+
 			// Deleting a device removes its keys and pending messages.
 			uploadDevice(t, bob, 3)
 			before := srv.DB.Stream.Current()
 			if err := srv.Keys.DeleteDevices(ctx, b, []string{bob.DeviceID.String()}); err != nil {
 				t.Fatal(err)
 			}
-			q := mustCall(t, alice, "POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{b: []string{}}})
+			q := keysMustCall(t, alice, "POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{b: []string{}}})
 			if len(obj(obj(q["device_keys"])[b])) != 0 {
 				t.Fatalf("deleted device still queried: %v", q)
 			}
@@ -464,7 +472,7 @@ func TestDehydratedDevice(t *testing.T) {
 	a := alice.UserID.String()
 	const base = "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device"
 	d := newTestDevice(a, "DEHYDRATED1")
-	out := mustCall(t, alice, "PUT", base, map[string]any{
+	out := keysMustCall(t, alice, "PUT", base, map[string]any{
 		"device_id": d.device, "device_data": map[string]any{"algorithm": "org.matrix.msc3814.v2", "x": 1},
 		"device_keys": d.deviceKeys(t), "one_time_keys": d.oneTimeKeys(t, "d", 2),
 		"fallback_keys": map[string]any{"signed_curve25519:f": d.signedKey(t, true)},
@@ -472,34 +480,34 @@ func TestDehydratedDevice(t *testing.T) {
 	if out["device_id"] != d.device {
 		t.Fatalf("put = %v", out)
 	}
-	if got := mustCall(t, alice, "GET", base, nil); got["device_id"] != d.device || obj(got["device_data"])["x"] != float64(1) {
+	if got := keysMustCall(t, alice, "GET", base, nil); got["device_id"] != d.device || obj(got["device_data"])["x"] != float64(1) {
 		t.Fatalf("get = %v", got)
 	}
 	if kid, _ := claimOne(t, bob, a, d.device); !strings.HasPrefix(kid, "signed_curve25519:d") {
 		t.Fatalf("claim from dehydrated device = %q", kid)
 	}
 	for i := 0; i < 3; i++ {
-		mustCall(t, bob, "PUT", fmt.Sprintf("/_matrix/client/v3/sendToDevice/m.test/d%d", i), map[string]any{
+		keysMustCall(t, bob, "PUT", fmt.Sprintf("/_matrix/client/v3/sendToDevice/m.test/d%d", i), map[string]any{
 			"messages": map[string]any{a: map[string]any{d.device: map[string]int{"i": i}}}})
 	}
-	ev := mustCall(t, alice, "POST", base+"/"+d.device+"/events", map[string]any{})
+	ev := keysMustCall(t, alice, "POST", base+"/"+d.device+"/events", map[string]any{})
 	if len(ev["events"].([]any)) != 3 || ev["next_batch"] == nil {
 		t.Fatalf("events = %v", ev)
 	}
-	if ev2 := mustCall(t, alice, "POST", base+"/"+d.device+"/events", map[string]any{"next_batch": ev["next_batch"]}); len(ev2["events"].([]any)) != 0 || ev2["next_batch"] != nil {
+	if ev2 := keysMustCall(t, alice, "POST", base+"/"+d.device+"/events", map[string]any{"next_batch": ev["next_batch"]}); len(ev2["events"].([]any)) != 0 || ev2["next_batch"] != nil {
 		t.Fatalf("second batch = %v", ev2)
 	}
 	// Events are not deleted by reading them.
-	if again := mustCall(t, alice, "GET", base+"/"+d.device+"/events", nil); len(again["events"].([]any)) != 3 {
+	if again := keysMustCall(t, alice, "GET", base+"/"+d.device+"/events", nil); len(again["events"].([]any)) != 3 {
 		t.Fatalf("re-read = %v", again)
 	}
-	if got := mustCall(t, alice, "DELETE", base, nil); got["device_id"] != d.device {
+	if got := keysMustCall(t, alice, "DELETE", base, nil); got["device_id"] != d.device {
 		t.Fatalf("delete = %v", got)
 	}
-	if status, _ := call(t, alice, "GET", base, nil); status != http.StatusNotFound {
+	if status, _ := keysCall(t, alice, "GET", base, nil); status != http.StatusNotFound {
 		t.Fatalf("after delete = %d", status)
 	}
-	q := mustCall(t, bob, "POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{a: []string{}}})
+	q := keysMustCall(t, bob, "POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{a: []string{}}})
 	if obj(obj(q["device_keys"])[a])[d.device] != nil {
 		t.Fatalf("deleted dehydrated device still queried")
 	}
