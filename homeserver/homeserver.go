@@ -23,6 +23,7 @@ import (
 	"github.com/myelin-chat/myelin/internal/metrics"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/internal/notifier"
+	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -34,6 +35,7 @@ type Server struct {
 	Accounts   *accounts.Service
 	Notifier   *notifier.Notifier
 	Metrics    *metrics.Registry
+	Rooms      *roomserver.Server
 
 	handler http.Handler
 	http    *http.Server
@@ -63,6 +65,10 @@ func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 	}
 	s.Metrics.RegisterDBPool(db.PoolStats)
 	db.Stream.OnAdvance(s.Notifier.Advanced)
+	if s.Rooms, err = roomserver.New(ctx, db, cfg, key, s.Notifier); err != nil {
+		db.Close()
+		return nil, err
+	}
 	s.handler = s.routes()
 	return s, nil
 }
@@ -76,7 +82,7 @@ func (s *Server) routes() http.Handler {
 	if s.Config.Listen.Metrics == "" {
 		r.With(loopbackOnly).Get("/metrics", s.Metrics.Handler().ServeHTTP)
 	}
-	api := &clientapi.API{Config: s.Config, Accounts: s.Accounts}
+	api := &clientapi.API{Config: s.Config, Accounts: s.Accounts, Rooms: s.Rooms}
 	api.Mount(r)
 	return r
 }
