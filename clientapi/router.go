@@ -50,6 +50,9 @@ func (a *API) Mount(r chi.Router) {
 			r.Route(prefix, a.clientRoutes)
 		}
 		r.Route("/v1", a.v1Routes)
+		if a.Rooms != nil {
+			r.Route("/unstable/im.nheko.summary", a.RoomSummaryUnstable) // MSC3266
+		}
 	})
 }
 

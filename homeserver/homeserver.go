@@ -69,6 +69,9 @@ func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 		db.Close()
 		return nil, err
 	}
+	if ad, ok := any(db).(roomserver.AccountDataStore); ok { // room tags, once the accounts store provides account data
+		s.Rooms.AccountData = ad
+	}
 	s.handler = s.routes()
 	return s, nil
 }
