@@ -45,11 +45,11 @@ func (a *API) roomExtraRoutesV1(r chi.Router) {
 	r.Method(http.MethodGet, "/room_summary/{roomIDOrAlias}", mxhttp.JSON(a.roomSummary))
 }
 
-// RoomSummaryUnstable serves MSC3266's unstable path; the router mounts it
-// under /_matrix/client/unstable/im.nheko.summary.
+// RoomSummaryUnstable serves MSC3266's unstable paths; the router mounts it
+// under /_matrix/client/unstable/im.nheko.summary (authenticated).
 func (a *API) RoomSummaryUnstable(r chi.Router) {
-	r.With(a.requireAuth).Method(http.MethodGet, "/rooms/{roomIDOrAlias}/summary", mxhttp.JSON(a.roomSummary))
-	r.With(a.requireAuth).Method(http.MethodGet, "/summary/{roomIDOrAlias}", mxhttp.JSON(a.roomSummary))
+	r.Method(http.MethodGet, "/rooms/{roomIDOrAlias}/summary", mxhttp.JSON(a.roomSummary))
+	r.Method(http.MethodGet, "/summary/{roomIDOrAlias}", mxhttp.JSON(a.roomSummary))
 }
 
 func (a *API) upgradeRoom(r *http.Request) (any, error) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	mfed "maunium.net/go/mautrix/federation"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/accounts"
 	"github.com/myelin-chat/myelin/clientapi"
@@ -23,6 +24,7 @@ import (
 	"github.com/myelin-chat/myelin/internal/metrics"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/internal/notifier"
+	"github.com/myelin-chat/myelin/keyserver"
 	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/storage"
 )
@@ -35,6 +37,7 @@ type Server struct {
 	Accounts   *accounts.Service
 	Notifier   *notifier.Notifier
 	Metrics    *metrics.Registry
+	Keys       *keyserver.Service
 	Rooms      *roomserver.Server
 
 	handler http.Handler
@@ -65,13 +68,28 @@ func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 	}
 	s.Metrics.RegisterDBPool(db.PoolStats)
 	db.Stream.OnAdvance(s.Notifier.Advanced)
+	s.Accounts.SetNotifier(s.Notifier)
+	// Keyserver: until room memberships exist, device-list changes fan out to every local user.
+	s.Keys = keyserver.New(db, db.Stream, s.Notifier, keyserver.AllLocalUsers{Store: db}, cfg.ServerName)
+	s.Accounts.OnDeviceDeleted(func(ctx context.Context, userID id.UserID, deviceIDs []id.DeviceID) {
+		ids := make([]string, len(deviceIDs))
+		for i, d := range deviceIDs {
+			ids[i] = d.String()
+		}
+		if err := s.Keys.DeleteDevices(ctx, userID.String(), ids); err != nil {
+			slog.ErrorContext(ctx, "deleting keys of deleted devices", "user", userID, "err", err)
+		}
+	})
 	if s.Rooms, err = roomserver.New(ctx, db, cfg, key, s.Notifier); err != nil {
 		db.Close()
 		return nil, err
 	}
-	if ad, ok := any(db).(roomserver.AccountDataStore); ok { // room tags, once the accounts store provides account data
-		s.Rooms.AccountData = ad
-	}
+	s.Rooms.AccountData = db // room tags are room account data
+	s.Accounts.OnProfileChanged(func(ctx context.Context, userID id.UserID, _ accounts.Profile) {
+		if err := s.Rooms.OnProfileChanged(ctx, userID); err != nil {
+			slog.ErrorContext(ctx, "updating member events after a profile change", "user", userID, "err", err)
+		}
+	})
 	s.handler = s.routes()
 	return s, nil
 }
@@ -85,7 +103,7 @@ func (s *Server) routes() http.Handler {
 	if s.Config.Listen.Metrics == "" {
 		r.With(loopbackOnly).Get("/metrics", s.Metrics.Handler().ServeHTTP)
 	}
-	api := &clientapi.API{Config: s.Config, Accounts: s.Accounts, Rooms: s.Rooms}
+	api := &clientapi.API{Config: s.Config, Accounts: s.Accounts, Keys: s.Keys, Rooms: s.Rooms}
 	api.Mount(r)
 	return r
 }

@@ -19,7 +19,7 @@ import (
 )
 
 // call makes a raw authenticated request and returns status and decoded body.
-func call(t *testing.T, c *mautrix.Client, method, path string, body any) (int, map[string]any) {
+func roomCall(t *testing.T, c *mautrix.Client, method, path string, body any) (int, map[string]any) {
 	t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
@@ -102,7 +102,7 @@ func TestRoomBadInput(t *testing.T) {
 			{"other's tags", alice, "GET", "/_matrix/client/v3/user/" + url.PathEscape("@bob:localhost") + "/rooms/" + url.PathEscape(roomID) + "/tags", nil, 403, "M_FORBIDDEN"},
 		}
 		for _, c := range cases {
-			status, body := call(t, c.client, c.method, c.path, c.body)
+			status, body := roomCall(t, c.client, c.method, c.path, c.body)
 			if status != c.status || body["errcode"] != c.code {
 				t.Errorf("%s: got %d %v, want %d %s", c.name, status, body, c.status, c.code)
 			}
@@ -124,11 +124,11 @@ func TestRoomUpgrade(t *testing.T) {
 		alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
 		old := must(alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Old", RoomAliasName: "upgrademe", RoomVersion: "10"})).RoomID
 		must(bob.JoinRoomByID(ctx, old))
-		status, body := call(t, bob, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(string(old))+"/upgrade", map[string]any{"new_version": "12"})
+		status, body := roomCall(t, bob, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(string(old))+"/upgrade", map[string]any{"new_version": "12"})
 		if status != 403 || body["errcode"] != "M_FORBIDDEN" {
 			t.Fatalf("upgrade by unprivileged user: %d %v", status, body)
 		}
-		status, body = call(t, alice, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(string(old))+"/upgrade", map[string]any{"new_version": "12"})
+		status, body = roomCall(t, alice, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(string(old))+"/upgrade", map[string]any{"new_version": "12"})
 		if status != 200 {
 			t.Fatalf("upgrade: %d %v", status, body)
 		}
@@ -185,11 +185,11 @@ func TestRoomDirectoryAndExtras(t *testing.T) {
 		if len(pub.Chunk) != 1 || pub.Chunk[0].Name != "Lobby" || pub.Chunk[0].NumJoinedMembers != 2 || pub.Chunk[0].CanonicalAlias != "#lobby:localhost" {
 			t.Fatalf("public rooms = %+v", pub.Chunk)
 		}
-		status, filtered := call(t, bob, "POST", "/_matrix/client/v3/publicRooms", map[string]any{"filter": map[string]any{"generic_search_term": "nomatch"}})
+		status, filtered := roomCall(t, bob, "POST", "/_matrix/client/v3/publicRooms", map[string]any{"filter": map[string]any{"generic_search_term": "nomatch"}})
 		if status != 200 || len(filtered["chunk"].([]any)) != 0 {
 			t.Fatalf("filter ignored: %d %v", status, filtered)
 		}
-		status, filtered = call(t, bob, "POST", "/_matrix/client/v3/publicRooms", map[string]any{"filter": map[string]any{"generic_search_term": "lob"}})
+		status, filtered = roomCall(t, bob, "POST", "/_matrix/client/v3/publicRooms", map[string]any{"filter": map[string]any{"generic_search_term": "lob"}})
 		if status != 200 || len(filtered["chunk"].([]any)) != 1 {
 			t.Fatalf("filter: %d %v", status, filtered)
 		}
@@ -208,7 +208,7 @@ func TestRoomDirectoryAndExtras(t *testing.T) {
 			t.Fatalf("relations = %d, want 2", len(all.Chunk))
 		}
 		var threads map[string]any
-		status, threads = call(t, alice, "GET", "/_matrix/client/v1/rooms/"+url.PathEscape(string(roomID))+"/threads", nil)
+		status, threads = roomCall(t, alice, "GET", "/_matrix/client/v1/rooms/"+url.PathEscape(string(roomID))+"/threads", nil)
 		if status != 200 || len(threads["chunk"].([]any)) != 1 {
 			t.Fatalf("threads: %d %v", status, threads)
 		}
@@ -216,11 +216,11 @@ func TestRoomDirectoryAndExtras(t *testing.T) {
 		if ts.EventID == "" {
 			t.Fatal("timestamp_to_event found nothing")
 		}
-		status, summary := call(t, bob, "GET", "/_matrix/client/v1/room_summary/"+url.PathEscape("#lobby:localhost"), nil)
+		status, summary := roomCall(t, bob, "GET", "/_matrix/client/v1/room_summary/"+url.PathEscape("#lobby:localhost"), nil)
 		if status != 200 || summary["room_id"] != string(roomID) || summary["membership"] != "join" {
 			t.Fatalf("summary: %d %v", status, summary)
 		}
-		status, _ = call(t, bob, "GET", "/_matrix/client/unstable/im.nheko.summary/rooms/"+url.PathEscape(string(roomID))+"/summary", nil)
+		status, _ = roomCall(t, bob, "GET", "/_matrix/client/unstable/im.nheko.summary/rooms/"+url.PathEscape(string(roomID))+"/summary", nil)
 		if status != 200 {
 			t.Fatalf("unstable summary: %d", status)
 		}
@@ -231,7 +231,7 @@ func TestRoomDirectoryAndExtras(t *testing.T) {
 		if len(h.Rooms) != 2 || h.Rooms[1].RoomID != roomID {
 			t.Fatalf("hierarchy = %+v", h.Rooms)
 		}
-		status, _ = call(t, bob, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(string(roomID))+"/report/"+url.PathEscape(string(root)), map[string]any{"reason": "spam"})
+		status, _ = roomCall(t, bob, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(string(roomID))+"/report/"+url.PathEscape(string(root)), map[string]any{"reason": "spam"})
 		if status != 200 {
 			t.Fatalf("report: %d", status)
 		}
@@ -241,7 +241,7 @@ func TestRoomDirectoryAndExtras(t *testing.T) {
 			t.Fatalf("context = %+v", c)
 		}
 		// Directory visibility and alias deletion.
-		if status, body := call(t, alice, "PUT", "/_matrix/client/v3/directory/list/room/"+url.PathEscape(string(roomID)), map[string]any{"visibility": "private"}); status != 200 {
+		if status, body := roomCall(t, alice, "PUT", "/_matrix/client/v3/directory/list/room/"+url.PathEscape(string(roomID)), map[string]any{"visibility": "private"}); status != 200 {
 			t.Fatalf("set visibility: %d %v", status, body)
 		}
 		pub = must(bob.PublicRooms(ctx, &mautrix.ReqPublicRooms{}))
@@ -253,6 +253,28 @@ func TestRoomDirectoryAndExtras(t *testing.T) {
 		_, err = bob.DeleteAlias(ctx, "#lobby:localhost")
 		wantErrCode(t, err, "M_FORBIDDEN")
 		must(alice.DeleteAlias(ctx, "#lobby:localhost"))
+		// Tags are room account data.
+		if err := alice.AddTag(ctx, roomID, "u.work", 0.5); err != nil {
+			t.Fatal(err)
+		}
+		tags := must(alice.GetTags(ctx, roomID))
+		if _, ok := tags.Tags["u.work"]; !ok || len(tags.Tags) != 1 {
+			t.Fatalf("tags = %+v", tags.Tags)
+		}
+		if err := alice.RemoveTag(ctx, roomID, "u.work"); err != nil {
+			t.Fatal(err)
+		}
+		if tags = must(alice.GetTags(ctx, roomID)); len(tags.Tags) != 0 {
+			t.Fatalf("tag not removed: %+v", tags.Tags)
+		}
+		// A profile change updates the member event.
+		if err := bob.SetDisplayName(ctx, "Bobby"); err != nil {
+			t.Fatal(err)
+		}
+		var member event.MemberEventContent
+		if err := alice.StateEvent(ctx, roomID, event.StateMember, bob.UserID.String(), &member); err != nil || member.Displayname != "Bobby" {
+			t.Fatalf("member event after profile change: %+v %v", member, err)
+		}
 		// Members with filters.
 		members := must(alice.Members(ctx, roomID, mautrix.ReqMembers{Membership: event.MembershipJoin}))
 		if len(members.Chunk) != 2 {
