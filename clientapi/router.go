@@ -96,6 +96,9 @@ func (a *API) unstableRoutes(r chi.Router) {
 	r.Group(func(r chi.Router) {
 		r.Use(a.requireAuth, a.rateLimitUser)
 		a.keyRoutesUnstable(r)
+		if a.Rooms != nil {
+			r.Route("/im.nheko.summary", a.RoomSummaryUnstable) // MSC3266 room summary
+		}
 	})
 }
 

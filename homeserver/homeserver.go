@@ -25,6 +25,7 @@ import (
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/internal/notifier"
 	"github.com/myelin-chat/myelin/keyserver"
+	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -37,6 +38,7 @@ type Server struct {
 	Notifier   *notifier.Notifier
 	Metrics    *metrics.Registry
 	Keys       *keyserver.Service
+	Rooms      *roomserver.Server
 
 	handler http.Handler
 	http    *http.Server
@@ -78,6 +80,16 @@ func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 			slog.ErrorContext(ctx, "deleting keys of deleted devices", "user", userID, "err", err)
 		}
 	})
+	if s.Rooms, err = roomserver.New(ctx, db, cfg, key, s.Notifier); err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.Rooms.AccountData = db // room tags are room account data
+	s.Accounts.OnProfileChanged(func(ctx context.Context, userID id.UserID, _ accounts.Profile) {
+		if err := s.Rooms.OnProfileChanged(ctx, userID); err != nil {
+			slog.ErrorContext(ctx, "updating member events after a profile change", "user", userID, "err", err)
+		}
+	})
 	s.handler = s.routes()
 	return s, nil
 }
@@ -91,7 +103,7 @@ func (s *Server) routes() http.Handler {
 	if s.Config.Listen.Metrics == "" {
 		r.With(loopbackOnly).Get("/metrics", s.Metrics.Handler().ServeHTTP)
 	}
-	api := &clientapi.API{Config: s.Config, Accounts: s.Accounts, Keys: s.Keys}
+	api := &clientapi.API{Config: s.Config, Accounts: s.Accounts, Keys: s.Keys, Rooms: s.Rooms}
 	api.Mount(r)
 	return r
 }
