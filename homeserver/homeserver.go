@@ -70,7 +70,7 @@ func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 	db.Stream.OnAdvance(s.Notifier.Advanced)
 	s.Accounts.SetNotifier(s.Notifier)
 	// Keyserver: until room memberships exist, device-list changes fan out to every local user.
-	s.Keys = keyserver.New(db, db.Stream, s.Notifier, keyserver.AllLocalUsers{Store: db}, cfg.ServerName)
+	s.Keys = keyserver.New(db, db.Stream, s.Notifier, db, cfg.ServerName)
 	s.Accounts.OnDeviceDeleted(func(ctx context.Context, userID id.UserID, deviceIDs []id.DeviceID) {
 		ids := make([]string, len(deviceIDs))
 		for i, d := range deviceIDs {

@@ -115,9 +115,8 @@ const (
 	MaxToDeviceContentBytes = 64 * 1024
 )
 
-// New returns a keyserver. members may be nil until room memberships exist:
-// then every local user is told about every device-list change (over-telling
-// is safe for E2EE; under-telling breaks it).
+// New returns a keyserver. members tells who shares rooms with whom (the
+// store's memberships); with nil only the user themself is told of changes.
 func New(store Store, stream Stream, notifier Notifier, members RoomMembership, serverName string) *Service {
 	return &Service{
 		store: store, stream: stream, notifier: notifier, members: members, serverName: serverName,
@@ -130,19 +129,6 @@ func (s *Service) SetFederation(f Federation) { s.fed = f }
 
 // SetRoomMembership replaces the membership source.
 func (s *Service) SetRoomMembership(m RoomMembership) { s.members = m }
-
-// AllLocalUsers is the fallback RoomMembership before rooms exist: every
-// local user "shares a room" with everyone.
-type AllLocalUsers struct {
-	Store interface {
-		LocalUserIDs(ctx context.Context) ([]string, error)
-	}
-}
-
-// UsersSharingRoomsWith implements RoomMembership.
-func (a AllLocalUsers) UsersSharingRoomsWith(ctx context.Context, _ string) ([]string, error) {
-	return a.Store.LocalUserIDs(ctx)
-}
 
 func (s *Service) isLocal(userID string) bool {
 	_, server, err := id.UserID(userID).Parse()

@@ -252,15 +252,8 @@ func scanEvent(r interface{ Scan(...any) error }) (*StoredEvent, error) {
 	}
 	e.JSON = []byte(js)
 	e.StateKey = stateKey
-	e.RedactedBy, e.RelatesTo, e.RelType, e.Membership = strOrEmpty(redactedBy), strOrEmpty(relatesTo), strOrEmpty(relType), strOrEmpty(membership)
+	e.RedactedBy, e.RelatesTo, e.RelType, e.Membership = deref(redactedBy), deref(relatesTo), deref(relType), deref(membership)
 	return &e, nil
-}
-
-func strOrEmpty(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
 }
 
 func collectEvents(rows Rows, err error) ([]*StoredEvent, error) {
@@ -421,7 +414,7 @@ func (db *DB) MembershipChanges(ctx context.Context, userID string, after, upTo 
 		if err := rows.Scan(&c.RoomID, &m, &c.EventID, &c.StreamPos, &c.Sender); err != nil {
 			return nil, err
 		}
-		c.Membership = strOrEmpty(m)
+		c.Membership = deref(m)
 		out = append(out, c)
 	}
 	return out, rows.Err()
@@ -443,7 +436,7 @@ func (db *DB) UserMembershipHistory(ctx context.Context, roomID, userID string) 
 		if err := rows.Scan(&c.RoomID, &m, &c.EventID, &c.StreamPos, &c.Sender); err != nil {
 			return nil, err
 		}
-		c.Membership = strOrEmpty(m)
+		c.Membership = deref(m)
 		out = append(out, c)
 	}
 	return out, rows.Err()

@@ -407,16 +407,6 @@ func deleteDeviceKeysTx(ctx context.Context, tx Querier, userID string, deviceID
 	return changed, nil
 }
 
-// LocalUserIDs lists every local user (the device-list fan-out fallback until
-// room memberships are available).
-func (db *DB) LocalUserIDs(ctx context.Context) ([]string, error) {
-	rows, err := db.Query(ctx, `SELECT user_id FROM users WHERE NOT deactivated`)
-	if err != nil {
-		return nil, fmt.Errorf("listing users: %w", err)
-	}
-	return keysScanStrings(rows)
-}
-
 // keysWriter is the querier for single writes outside a transaction.
 func (db *DB) keysWriter() Querier {
 	if db.pg != nil {

@@ -18,9 +18,9 @@ import (
 	"github.com/myelin-chat/myelin/internal/testserver"
 )
 
-// e2eeRoom is the crypto StateStore for one encrypted room. (Rooms are not
-// served yet: the Megolm event travels from encrypter to decrypter in the
-// test, while every key and to-device message goes through the server.)
+// e2eeRoom is the crypto StateStore for one encrypted room. The Megolm event
+// travels from encrypter to decrypter in the test (the room timeline is the
+// rooms tests' business); every key and to-device message goes through the server.
 type e2eeRoom struct{ id id.RoomID }
 
 func (r e2eeRoom) IsEncrypted(context.Context, id.RoomID) (bool, error) { return true, nil }
@@ -132,9 +132,10 @@ func TestE2EEWithMautrixCrypto(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			srv := testserver.Start(t, backend)
-			room := e2eeRoom{id: "!e2ee:localhost"}
-			alice := newE2EEDevice(t, srv.Register(t, "alice"), room)
-			bob := newE2EEDevice(t, srv.Register(t, "bob"), room)
+			aliceClient, bobClient := srv.Register(t, "alice"), srv.Register(t, "bob")
+			room := e2eeRoom{id: shareRoom(t, aliceClient, bobClient)}
+			alice := newE2EEDevice(t, aliceClient, room)
+			bob := newE2EEDevice(t, bobClient, room)
 			users := []id.UserID{alice.client.UserID, bob.client.UserID}
 
 			// 1. Alice shares a Megolm session with Bob over Olm; Bob decrypts.

@@ -46,6 +46,7 @@ func TestKeysUploadQueryClaim(t *testing.T) {
 			srv := testserver.Start(t, backend)
 			alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
 			a, dev := alice.UserID.String(), alice.DeviceID.String()
+			shareRoom(t, alice, bob) // device-list changes go to users sharing a room
 			uploadDevice(t, alice, 2)
 
 			q := keysMustCall(t, bob, "POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{a: []string{}}})
@@ -402,6 +403,7 @@ func TestToDeviceAndDeviceDeletion(t *testing.T) {
 			ctx := context.Background()
 			srv := testserver.Start(t, backend)
 			alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+			shareRoom(t, alice, bob)
 			bob2 := srv.Client(t)
 			if _, err := bob2.Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword, Password: "password-bob", StoreCredentials: true,
 				Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: "bob"}}); err != nil {
