@@ -18,12 +18,14 @@ import (
 
 	"github.com/myelin-chat/myelin/accounts"
 	"github.com/myelin-chat/myelin/clientapi"
+	clientsync "github.com/myelin-chat/myelin/clientapi/sync"
 	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/internal/config"
 	"github.com/myelin-chat/myelin/internal/metrics"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/internal/notifier"
 	"github.com/myelin-chat/myelin/storage"
+	"github.com/myelin-chat/myelin/syncapi"
 )
 
 // Server is one homeserver instance.
@@ -34,6 +36,8 @@ type Server struct {
 	Accounts   *accounts.Service
 	Notifier   *notifier.Notifier
 	Metrics    *metrics.Registry
+	Sync       *syncapi.Service
+	Syncer     *clientsync.Syncer
 
 	handler http.Handler
 	http    *http.Server
@@ -63,6 +67,9 @@ func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 	}
 	s.Metrics.RegisterDBPool(db.PoolStats)
 	db.Stream.OnAdvance(s.Notifier.Advanced)
+	// Sync: the module (typing, receipts, presence, push) and GET /sync.
+	s.Sync = syncapi.New(db, db, s.Notifier, cfg.Presence.Enabled, nil)
+	s.Syncer = clientsync.New(db, db.Stream, s.Sync, nil, s.Notifier)
 	s.handler = s.routes()
 	return s, nil
 }
@@ -76,7 +83,8 @@ func (s *Server) routes() http.Handler {
 	if s.Config.Listen.Metrics == "" {
 		r.With(loopbackOnly).Get("/metrics", s.Metrics.Handler().ServeHTTP)
 	}
-	api := &clientapi.API{Config: s.Config, Accounts: s.Accounts}
+	api := &clientapi.API{Config: s.Config, Accounts: s.Accounts,
+		Sync: syncArea{s.Syncer, s.Sync}}
 	api.Mount(r)
 	return r
 }
@@ -148,4 +156,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.DB.Close()
 	return err
+}
+
+// syncArea is the client API's sync area: GET /sync plus the sync module.
+type syncArea struct {
+	*clientsync.Syncer
+	*syncapi.Service
 }

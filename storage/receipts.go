@@ -32,31 +32,31 @@ func (db *DB) UpsertReceipt(ctx context.Context, r Receipt) error {
 	return nil
 }
 
-// ReceiptsSince returns the receipts in the rooms with positions in (from, to].
-// from = 0 returns every receipt up to to.
-func (db *DB) ReceiptsSince(ctx context.Context, roomIDs []string, from, to int64) ([]Receipt, error) {
-	var out []Receipt
-	for _, room := range roomIDs {
-		rows, err := db.Query(ctx, `SELECT room_id, user_id, receipt_type, thread_id, event_id, ts, stream_pos
-			FROM receipts WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3 ORDER BY stream_pos`, room, from, to)
-		if err != nil {
-			return nil, fmt.Errorf("reading receipts of %s: %w", room, err)
-		}
-		for rows.Next() {
-			var r Receipt
-			if err := rows.Scan(&r.RoomID, &r.UserID, &r.Type, &r.ThreadID, &r.EventID, &r.TS, &r.Pos); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("reading receipts of %s: %w", room, err)
-			}
-			out = append(out, r)
-		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return nil, fmt.Errorf("reading receipts of %s: %w", room, err)
-		}
+// ReceiptsInRange returns every receipt with a position in (from, to].
+func (db *DB) ReceiptsInRange(ctx context.Context, from, to int64) ([]Receipt, error) {
+	return db.receiptQuery(ctx, `WHERE stream_pos > $1 AND stream_pos <= $2 ORDER BY stream_pos`, from, to)
+}
+
+// RoomReceipts returns all of a room's receipts with positions <= to.
+func (db *DB) RoomReceipts(ctx context.Context, roomID string, to int64) ([]Receipt, error) {
+	return db.receiptQuery(ctx, `WHERE room_id = $1 AND stream_pos <= $2 ORDER BY stream_pos`, roomID, to)
+}
+
+func (db *DB) receiptQuery(ctx context.Context, where string, args ...any) ([]Receipt, error) {
+	rows, err := db.Query(ctx, `SELECT room_id, user_id, receipt_type, thread_id, event_id, ts, stream_pos FROM receipts `+where, args...)
+	if err != nil {
+		return nil, fmt.Errorf("reading receipts: %w", err)
 	}
-	return out, nil
+	defer rows.Close()
+	var out []Receipt
+	for rows.Next() {
+		var r Receipt
+		if err := rows.Scan(&r.RoomID, &r.UserID, &r.Type, &r.ThreadID, &r.EventID, &r.TS, &r.Pos); err != nil {
+			return nil, fmt.Errorf("reading receipts: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
 }
 
 // UserReceipts returns user's own receipts (all types and threads) in a room.

@@ -270,3 +270,8 @@ func (db *DB) EventsByID(ctx context.Context, ids []string) ([]SyncEvent, error)
 	}
 	return out, nil
 }
+
+// JoinedRooms lists the rooms userID is currently joined to.
+func (db *DB) JoinedRooms(ctx context.Context, userID string) ([]string, error) {
+	return db.userList(ctx, `SELECT room_id FROM memberships WHERE user_id = $1 AND membership = 'join'`, userID)
+}

@@ -182,7 +182,12 @@ type Notification struct {
 // them, newest first, with positions below before (0: from the newest),
 // computed from the user's current push rules. It returns at most limit
 // entries and the position to continue from (0 when there are no more).
-func (s *Service) Notifications(ctx context.Context, userID string, rooms []string, before, upTo int64, limit int, onlyHighlight bool) ([]Notification, int64, error) {
+func (s *Service) Notifications(ctx context.Context, userID string, before int64, limit int, onlyHighlight bool) ([]Notification, int64, error) {
+	upTo := s.db.Stream.Current()
+	rooms, err := s.rooms.JoinedRooms(ctx, userID)
+	if err != nil {
+		return nil, 0, err
+	}
 	rules, _, err := s.PushRules(ctx, userID)
 	if err != nil {
 		return nil, 0, err

@@ -19,6 +19,7 @@ import (
 // Rooms is what the module reads about rooms. *storage.DB satisfies it.
 type Rooms interface {
 	Membership(ctx context.Context, roomID, userID string) (string, error)
+	JoinedRooms(ctx context.Context, userID string) ([]string, error)
 	JoinedMembers(ctx context.Context, roomID string) ([]string, error)
 	UsersSharingRooms(ctx context.Context, userID string) ([]string, error)
 	EventPosition(ctx context.Context, roomID, eventID string) (int64, error)

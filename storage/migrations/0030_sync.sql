@@ -12,7 +12,8 @@ CREATE TABLE receipts (
     stream_pos   BIGINT NOT NULL,
     PRIMARY KEY (room_id, user_id, receipt_type, thread_id)
 );
-CREATE INDEX receipts_stream ON receipts (room_id, stream_pos);
+CREATE INDEX receipts_room_stream ON receipts (room_id, stream_pos);
+CREATE INDEX receipts_stream ON receipts (stream_pos);
 
 CREATE TABLE presence (
     user_id          TEXT PRIMARY KEY,
