@@ -50,6 +50,7 @@ func (a *API) Mount(r chi.Router) {
 			r.Route(prefix, a.clientRoutes)
 		}
 		r.Route("/v1", a.v1Routes)
+		r.Route("/unstable", a.unstableRoutes)
 	})
 }
 
@@ -76,6 +77,14 @@ func (a *API) v1Routes(r chi.Router) {
 	r.Group(func(r chi.Router) {
 		r.Use(a.requireAuth, a.rateLimitUser)
 		a.roomRoutesV1(r)
+	})
+}
+
+// unstableRoutes are unstable (MSC) endpoints under /_matrix/client/unstable.
+func (a *API) unstableRoutes(r chi.Router) {
+	r.Group(func(r chi.Router) {
+		r.Use(a.requireAuth, a.rateLimitUser)
+		a.keyRoutesUnstable(r)
 	})
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/myelin-chat/myelin/internal/metrics"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/internal/notifier"
+	"github.com/myelin-chat/myelin/keyserver"
 	"github.com/myelin-chat/myelin/storage"
 	"github.com/myelin-chat/myelin/syncapi"
 )
@@ -36,6 +37,7 @@ type Server struct {
 	Accounts   *accounts.Service
 	Notifier   *notifier.Notifier
 	Metrics    *metrics.Registry
+	Keys       *keyserver.Service
 	Sync       *syncapi.Service
 	Syncer     *clientsync.Syncer
 
@@ -67,9 +69,11 @@ func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 	}
 	s.Metrics.RegisterDBPool(db.PoolStats)
 	db.Stream.OnAdvance(s.Notifier.Advanced)
+	// Keyserver: until room memberships exist, device-list changes fan out to every local user.
+	s.Keys = keyserver.New(db, db.Stream, s.Notifier, keyserver.AllLocalUsers{Store: db}, cfg.ServerName)
 	// Sync: the module (typing, receipts, presence, push) and GET /sync.
 	s.Sync = syncapi.New(db, db, s.Notifier, cfg.Presence.Enabled, nil)
-	s.Syncer = clientsync.New(db, db.Stream, s.Sync, nil, s.Notifier)
+	s.Syncer = clientsync.New(db, db.Stream, s.Sync, s.Keys, s.Notifier)
 	s.handler = s.routes()
 	return s, nil
 }
@@ -83,7 +87,7 @@ func (s *Server) routes() http.Handler {
 	if s.Config.Listen.Metrics == "" {
 		r.With(loopbackOnly).Get("/metrics", s.Metrics.Handler().ServeHTTP)
 	}
-	api := &clientapi.API{Config: s.Config, Accounts: s.Accounts,
+	api := &clientapi.API{Config: s.Config, Accounts: s.Accounts, Keys: s.Keys,
 		Sync: syncArea{s.Syncer, s.Sync}}
 	api.Mount(r)
 	return r

@@ -18,6 +18,8 @@ type Response struct {
 	// Always sent (even empty) once the keyserver is wired, so clients know
 	// the server supports fallback keys.
 	FallbackKeyTypes *[]string `json:"device_unused_fallback_key_types,omitempty"`
+
+	toDevice int64 // how far to-device messages were delivered
 }
 
 // Rooms are the per-membership room sections.

@@ -12,6 +12,7 @@ import (
 	"maunium.net/go/mautrix/pushrules"
 
 	"github.com/myelin-chat/myelin/internal/notifier"
+	"github.com/myelin-chat/myelin/keyserver"
 	"github.com/myelin-chat/myelin/storage"
 	"github.com/myelin-chat/myelin/syncapi"
 )
@@ -32,19 +33,23 @@ type Store interface {
 	UsersSharingRooms(ctx context.Context, userID string) ([]string, error)
 }
 
-// Keys is what /sync reads from the keyserver. It may be nil (no E2EE sections).
+// Keys is what /sync reads from the keyserver (keyserver.Service). It may be
+// nil (no E2EE sections).
 type Keys interface {
 	// DeviceListChanges: users sharing a room whose devices changed in
 	// (from, to], and users who stopped sharing any room.
 	DeviceListChanges(ctx context.Context, userID string, from, to int64) (changed, left []string, err error)
-	// ToDeviceSince returns the device's to-device messages with positions
-	// in (from, to], and DeleteToDeviceUpTo deletes those at or below pos
-	// (acknowledged by a later since token).
-	ToDeviceSince(ctx context.Context, userID, deviceID string, from, to int64) ([]json.RawMessage, error)
+	// ToDeviceSince returns up to limit pending messages after position
+	// after; DeleteToDeviceUpTo deletes those a later since token acknowledged.
+	ToDeviceSince(ctx context.Context, userID, deviceID string, after int64, limit int) ([]keyserver.ToDeviceEvent, error)
 	DeleteToDeviceUpTo(ctx context.Context, userID, deviceID string, pos int64) error
 	OneTimeKeyCounts(ctx context.Context, userID, deviceID string) (map[string]int, error)
 	UnusedFallbackKeyTypes(ctx context.Context, userID, deviceID string) ([]string, error)
 }
+
+// toDeviceLimit caps to-device messages per response; the rest follow in the
+// next (the token's to-device part stops at the last one delivered).
+const toDeviceLimit = 100
 
 // Stream is the store's stream; Current is the safe read position.
 type Stream interface{ Current() int64 }
@@ -88,7 +93,7 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 	if req.Initial {
 		since = Token{}
 	}
-	resp := &Response{NextBatch: to.String()}
+	resp := &Response{toDevice: to.Pos}
 	f := req.Filter
 
 	mems, err := s.memberships(ctx, req.UserID, since.Pos, to.Pos)
@@ -248,6 +253,9 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 	if err := s.e2ee(ctx, req, resp, since, to); err != nil {
 		return nil, err
 	}
+	next := to
+	next.ToDevice = resp.toDevice
+	resp.NextBatch = next.String()
 	return resp, nil
 }
 
@@ -311,17 +319,35 @@ func (s *Syncer) e2ee(ctx context.Context, req *Request, resp *Response, since, 
 	if s.keys == nil {
 		return nil
 	}
-	// A since token acknowledges the to-device messages delivered up to it.
-	if !req.Initial && since.Pos > 0 {
-		if err := s.keys.DeleteToDeviceUpTo(ctx, req.UserID, req.DeviceID, since.Pos); err != nil {
-			return err
+	// A since token acknowledges the to-device messages delivered up to its
+	// to-device part; messages above the stream's safe position wait.
+	after := int64(0)
+	if !req.Initial {
+		after = since.ToDevice
+		if after > 0 {
+			if err := s.keys.DeleteToDeviceUpTo(ctx, req.UserID, req.DeviceID, after); err != nil {
+				return err
+			}
 		}
 	}
-	msgs, err := s.keys.ToDeviceSince(ctx, req.UserID, req.DeviceID, 0, to.Pos)
+	msgs, err := s.keys.ToDeviceSince(ctx, req.UserID, req.DeviceID, after, toDeviceLimit)
 	if err != nil {
 		return err
 	}
-	resp.ToDevice = eventsOrNil(msgs)
+	var evs []json.RawMessage
+	for _, m := range msgs {
+		if m.StreamPos > to.Pos {
+			break
+		}
+		b, _ := json.Marshal(m)
+		evs = append(evs, b)
+		after = m.StreamPos
+	}
+	if len(msgs) < toDeviceLimit || len(evs) < len(msgs) {
+		after = to.Pos // everything up to the safe position was delivered
+	}
+	resp.toDevice = after
+	resp.ToDevice = eventsOrNil(evs)
 	if !req.Initial {
 		changed, left, err := s.keys.DeviceListChanges(ctx, req.UserID, since.Pos, to.Pos)
 		if err != nil {

@@ -8,16 +8,19 @@ import (
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 )
 
-// Token is a position in everything /sync reports: the one stream position
-// and the in-memory typing serial. Clients see it as an opaque string
-// "s<pos>_<typing>"; it survives restarts because both parts only grow (the
-// typing serial restarts at the start-up time in milliseconds).
+// Token is a position in everything /sync reports: the one stream position,
+// the in-memory typing serial, and how far the device's to-device messages
+// were delivered (at most Pos; lower when a response carried only the first
+// batch of them). Clients see it as the opaque string "s<pos>_<typing>_<todevice>".
+// It survives restarts: the stream only grows and the typing serial restarts
+// at the start-up time in milliseconds.
 type Token struct {
-	Pos    int64
-	Typing int64
+	Pos      int64
+	Typing   int64
+	ToDevice int64
 }
 
-func (t Token) String() string { return fmt.Sprintf("s%d_%d", t.Pos, t.Typing) }
+func (t Token) String() string { return fmt.Sprintf("s%d_%d_%d", t.Pos, t.Typing, t.ToDevice) }
 
 // ParseToken decodes a since token; anything malformed is M_INVALID_PARAM.
 func ParseToken(s string) (Token, error) {
@@ -26,14 +29,21 @@ func ParseToken(s string) (Token, error) {
 	if !ok {
 		return Token{}, bad
 	}
-	posStr, typStr, ok := strings.Cut(rest, "_")
-	if !ok {
+	parts := strings.Split(rest, "_")
+	if len(parts) != 3 {
 		return Token{}, bad
 	}
-	pos, err1 := strconv.ParseInt(posStr, 10, 64)
-	typ, err2 := strconv.ParseInt(typStr, 10, 64)
-	if err1 != nil || err2 != nil || pos < 0 || typ < 0 {
+	var n [3]int64
+	for i, p := range parts {
+		v, err := strconv.ParseInt(p, 10, 64)
+		if err != nil || v < 0 || (len(p) > 1 && p[0] == '0') || p == "" {
+			return Token{}, bad
+		}
+		n[i] = v
+	}
+	t := Token{Pos: n[0], Typing: n[1], ToDevice: n[2]}
+	if t.ToDevice > t.Pos {
 		return Token{}, bad
 	}
-	return Token{Pos: pos, Typing: typ}, nil
+	return t, nil
 }

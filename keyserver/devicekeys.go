@@ -1,0 +1,439 @@
+package keyserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/storage"
+)
+
+// UploadRequest is the body of POST /keys/upload.
+type UploadRequest struct {
+	DeviceKeys   json.RawMessage            `json:"device_keys,omitempty"`
+	OneTimeKeys  map[string]json.RawMessage `json:"one_time_keys,omitempty"`
+	FallbackKeys map[string]json.RawMessage `json:"fallback_keys,omitempty"`
+	// The MSC2732 unstable name some clients still send.
+	UnstableFallbackKeys map[string]json.RawMessage `json:"org.matrix.msc2732.fallback_keys,omitempty"`
+}
+
+// UploadResponse is the answer to POST /keys/upload.
+type UploadResponse struct {
+	OneTimeKeyCounts map[string]int `json:"one_time_key_counts"`
+}
+
+type deviceKeysBody struct {
+	UserID     string            `json:"user_id"`
+	DeviceID   string            `json:"device_id"`
+	Algorithms []string          `json:"algorithms"`
+	Keys       map[string]string `json:"keys"`
+	Dehydrated bool              `json:"dehydrated"`
+}
+
+// checkDeviceKeys validates a device_keys object for (userID, deviceID): the
+// ids, algorithms, identity keys and the device's self-signature.
+func checkDeviceKeys(raw json.RawMessage, userID, deviceID string) (*storage.DeviceKeys, error) {
+	var dk deviceKeysBody
+	if err := mxhttp.DecodeJSON(raw, &dk); err != nil {
+		return nil, err
+	}
+	if dk.UserID != userID || dk.DeviceID != deviceID {
+		return nil, mxhttp.InvalidParam("device_keys.user_id and device_id must be %s and %s", userID, deviceID)
+	}
+	if len(dk.Algorithms) == 0 {
+		return nil, mxhttp.InvalidParam("device_keys.algorithms must list the supported algorithms")
+	}
+	ed, curve := dk.Keys["ed25519:"+deviceID], dk.Keys["curve25519:"+deviceID]
+	if !isKey(ed) || !isKey(curve) {
+		return nil, mxhttp.InvalidParam("device_keys.keys must hold ed25519:%s and curve25519:%s keys", deviceID, deviceID)
+	}
+	if err := verifySignature(raw, userID, deviceID, ed); err != nil {
+		return nil, mxhttp.InvalidSignature("device_keys: %v", err)
+	}
+	stored, err := withoutUnsigned(raw)
+	if err != nil {
+		return nil, err
+	}
+	return &storage.DeviceKeys{UserID: userID, DeviceID: deviceID, Ed25519: ed, KeyJSON: stored, Dehydrated: dk.Dehydrated}, nil
+}
+
+// withoutUnsigned drops the client's unsigned field (the server supplies its
+// own on query) and canonicalizes.
+func withoutUnsigned(raw []byte) ([]byte, error) {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
+		return nil, mxhttp.BadJSON("Expected a JSON object")
+	}
+	delete(obj, "unsigned")
+	b, err := json.Marshal(obj)
+	if err != nil {
+		return nil, err
+	}
+	return canonical(b)
+}
+
+// checkOneTimeKeys validates one-time or fallback keys: "algorithm:key_id" →
+// value. signed_* keys must be signed by the device's ed25519 key ed.
+func checkOneTimeKeys(keys map[string]json.RawMessage, userID, deviceID, ed, what string) ([]storage.OneTimeKey, error) {
+	ids := make([]string, 0, len(keys))
+	for k := range keys {
+		ids = append(ids, k)
+	}
+	sort.Strings(ids)
+	out := make([]storage.OneTimeKey, 0, len(keys))
+	for _, full := range ids {
+		raw := keys[full]
+		alg, keyID, ok := strings.Cut(full, ":")
+		if !ok || alg == "" || keyID == "" {
+			return nil, mxhttp.InvalidParam("%s: key ID %q is not of the form algorithm:key_id", what, full)
+		}
+		if strings.HasPrefix(alg, "signed_") {
+			var k struct {
+				Key string `json:"key"`
+			}
+			if err := json.Unmarshal(raw, &k); err != nil || !isKey(k.Key) {
+				return nil, mxhttp.BadJSON("%s: %s must be an object with a base64 key", what, full)
+			}
+			if ed == "" {
+				return nil, mxhttp.InvalidParam("%s: upload device keys before signed keys", what)
+			}
+			if err := verifySignature(raw, userID, deviceID, ed); err != nil {
+				return nil, mxhttp.InvalidSignature("%s: %s: %v", what, full, err)
+			}
+		} else {
+			var s string
+			if err := json.Unmarshal(raw, &s); err != nil || !isKey(s) {
+				return nil, mxhttp.BadJSON("%s: %s must be a base64 key", what, full)
+			}
+		}
+		var c []byte
+		var err error
+		if strings.HasPrefix(alg, "signed_") {
+			c, err = withoutUnsigned(raw)
+		} else {
+			c, err = canonical(raw)
+		}
+		if err != nil {
+			return nil, mxhttp.BadJSON("%s: %s is not valid JSON", what, full)
+		}
+		out = append(out, storage.OneTimeKey{Algorithm: alg, KeyID: keyID, KeyJSON: c})
+	}
+	return out, nil
+}
+
+// prepareUpload validates an upload for (userID, deviceID) into a storage.KeyUpload.
+func (s *Service) prepareUpload(ctx context.Context, userID, deviceID string, req *UploadRequest) (*storage.KeyUpload, error) {
+	up := &storage.KeyUpload{UserID: userID, DeviceID: deviceID, Now: s.now().UnixMilli()}
+	var ed string
+	if len(req.DeviceKeys) > 0 && string(req.DeviceKeys) != "null" {
+		dk, err := checkDeviceKeys(req.DeviceKeys, userID, deviceID)
+		if err != nil {
+			return nil, err
+		}
+		up.DeviceKeys, ed = dk, dk.Ed25519
+	}
+	fallback := req.FallbackKeys
+	if len(fallback) == 0 {
+		fallback = req.UnstableFallbackKeys
+	}
+	if ed == "" && (len(req.OneTimeKeys) > 0 || len(fallback) > 0) {
+		stored, err := s.store.DeviceKeyEd25519(ctx, userID, deviceID)
+		if err != nil && !isNotFound(err) {
+			return nil, err
+		}
+		ed = stored
+	}
+	var err error
+	if up.OneTimeKeys, err = checkOneTimeKeys(req.OneTimeKeys, userID, deviceID, ed, "one_time_keys"); err != nil {
+		return nil, err
+	}
+	if up.FallbackKeys, err = checkOneTimeKeys(fallback, userID, deviceID, ed, "fallback_keys"); err != nil {
+		return nil, err
+	}
+	algs := map[string]bool{}
+	for _, k := range up.FallbackKeys {
+		if algs[k.Algorithm] {
+			return nil, mxhttp.InvalidParam("fallback_keys: one key per algorithm")
+		}
+		algs[k.Algorithm] = true
+	}
+	return up, nil
+}
+
+// Upload handles POST /keys/upload for the calling device.
+func (s *Service) Upload(ctx context.Context, userID, deviceID string, req *UploadRequest) (*UploadResponse, error) {
+	up, err := s.prepareUpload(ctx, userID, deviceID, req)
+	if err != nil {
+		return nil, err
+	}
+	pos, finish := s.stream.Allocate()
+	up.StreamPos = pos
+	changed, err := s.store.UploadKeys(ctx, *up)
+	finish()
+	var conflict *storage.KeyConflictError
+	if errors.As(err, &conflict) {
+		return nil, mxhttp.InvalidParam("One-time key %s already exists with different content", conflict.KeyID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("storing keys: %w", err)
+	}
+	if changed {
+		s.deviceListChanged(ctx, userID, pos)
+	}
+	counts, err := s.OneTimeKeyCounts(ctx, userID, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	return &UploadResponse{OneTimeKeyCounts: counts}, nil
+}
+
+// QueryRequest is the body of POST /keys/query.
+type QueryRequest struct {
+	DeviceKeys map[string][]string `json:"device_keys"`
+	Timeout    int64               `json:"timeout,omitempty"`
+}
+
+// QueryResponse is the answer to POST /keys/query.
+type QueryResponse struct {
+	DeviceKeys      map[string]map[string]json.RawMessage `json:"device_keys"`
+	MasterKeys      map[string]json.RawMessage            `json:"master_keys"`
+	SelfSigningKeys map[string]json.RawMessage            `json:"self_signing_keys"`
+	UserSigningKeys map[string]json.RawMessage            `json:"user_signing_keys"`
+	Failures        map[string]any                        `json:"failures"`
+}
+
+// remoteFailure is what `failures` says about a server we cannot ask.
+func remoteFailure(err error) map[string]any {
+	if err == nil {
+		return map[string]any{"errcode": "M_UNRECOGNIZED", "error": "Federation is not available on this server"}
+	}
+	return map[string]any{"errcode": "M_UNKNOWN", "error": err.Error()}
+}
+
+// splitUsers groups valid user IDs into local ones and remote ones by server.
+func (s *Service) splitUsers(users []string) (local []string, remote map[string][]string, err error) {
+	remote = map[string][]string{}
+	for _, u := range users {
+		_, server, perr := id.UserID(u).Parse()
+		if perr != nil || server == "" {
+			return nil, nil, mxhttp.InvalidParam("%q is not a valid user ID", u)
+		}
+		if server == s.serverName {
+			local = append(local, u)
+		} else {
+			remote[server] = append(remote[server], u)
+		}
+	}
+	sort.Strings(local)
+	return local, remote, nil
+}
+
+// Query handles POST /keys/query for requester.
+func (s *Service) Query(ctx context.Context, requester string, req *QueryRequest) (*QueryResponse, error) {
+	resp := &QueryResponse{
+		DeviceKeys:      map[string]map[string]json.RawMessage{},
+		MasterKeys:      map[string]json.RawMessage{},
+		SelfSigningKeys: map[string]json.RawMessage{},
+		UserSigningKeys: map[string]json.RawMessage{},
+		Failures:        map[string]any{},
+	}
+	users := make([]string, 0, len(req.DeviceKeys))
+	for u := range req.DeviceKeys {
+		users = append(users, u)
+	}
+	local, remote, err := s.splitUsers(users)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.queryLocal(ctx, requester, local, req.DeviceKeys, resp); err != nil {
+		return nil, err
+	}
+	for server, us := range remote {
+		if s.fed == nil {
+			resp.Failures[server] = remoteFailure(nil)
+			continue
+		}
+		q := map[string][]string{}
+		for _, u := range us {
+			q[u] = req.DeviceKeys[u]
+		}
+		r, err := s.fed.QueryKeys(ctx, server, q)
+		if err != nil {
+			resp.Failures[server] = remoteFailure(err)
+			continue
+		}
+		for u, d := range r.DeviceKeys {
+			resp.DeviceKeys[u] = d
+		}
+		for u, k := range r.MasterKeys {
+			resp.MasterKeys[u] = k
+		}
+		for u, k := range r.SelfSigningKeys {
+			resp.SelfSigningKeys[u] = k
+		}
+	}
+	return resp, nil
+}
+
+func (s *Service) queryLocal(ctx context.Context, requester string, users []string, wanted map[string][]string, resp *QueryResponse) error {
+	if len(users) == 0 {
+		return nil
+	}
+	devs, err := s.store.QueryDeviceKeys(ctx, users)
+	if err != nil {
+		return err
+	}
+	cross, err := s.store.CrossSigningKeys(ctx, users)
+	if err != nil {
+		return err
+	}
+	sigList, err := s.store.SignaturesOn(ctx, users)
+	if err != nil {
+		return err
+	}
+	// target user → key id → signer → key → signature, keeping only what the
+	// requester may see: signatures by the key's owner or by the requester.
+	sigs := map[string]map[string]map[string]map[string]string{}
+	for _, sg := range sigList {
+		if sg.SignerUserID != sg.TargetUserID && sg.SignerUserID != requester {
+			continue
+		}
+		byKey := sigs[sg.TargetUserID]
+		if byKey == nil {
+			byKey = map[string]map[string]map[string]string{}
+			sigs[sg.TargetUserID] = byKey
+		}
+		bySigner := byKey[sg.TargetKeyID]
+		if bySigner == nil {
+			bySigner = map[string]map[string]string{}
+			byKey[sg.TargetKeyID] = bySigner
+		}
+		if bySigner[sg.SignerUserID] == nil {
+			bySigner[sg.SignerUserID] = map[string]string{}
+		}
+		bySigner[sg.SignerUserID][sg.SignerKeyID] = sg.Signature
+	}
+	for _, u := range users {
+		out := map[string]json.RawMessage{}
+		only := wanted[u]
+		for dev, raw := range devs[u] {
+			if len(only) > 0 && !contains(only, dev) {
+				continue
+			}
+			merged, err := mergeSignatures(raw, sigs[u][dev], nil)
+			if err != nil {
+				return fmt.Errorf("merging signatures on %s/%s: %w", u, dev, err)
+			}
+			out[dev] = merged
+		}
+		resp.DeviceKeys[u] = out
+		for typ, k := range cross[u] {
+			if typ == "user_signing" && u != requester {
+				continue
+			}
+			merged, err := mergeSignatures(k.KeyJSON, sigs[u][k.PublicKey], nil)
+			if err != nil {
+				return fmt.Errorf("merging signatures on %s's %s key: %w", u, typ, err)
+			}
+			switch typ {
+			case "master":
+				resp.MasterKeys[u] = merged
+			case "self_signing":
+				resp.SelfSigningKeys[u] = merged
+			case "user_signing":
+				resp.UserSigningKeys[u] = merged
+			}
+		}
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// ClaimRequest is the body of POST /keys/claim.
+type ClaimRequest struct {
+	OneTimeKeys map[string]map[string]string `json:"one_time_keys"`
+	Timeout     int64                        `json:"timeout,omitempty"`
+}
+
+// ClaimResponse is the answer to POST /keys/claim.
+type ClaimResponse struct {
+	OneTimeKeys map[string]map[string]map[string]json.RawMessage `json:"one_time_keys"`
+	Failures    map[string]any                                   `json:"failures"`
+}
+
+// Claim handles POST /keys/claim: one key per requested device, a one-time
+// key if any is left (never handed out twice), else the fallback key. Unknown
+// users and devices are simply absent from the answer.
+func (s *Service) Claim(ctx context.Context, req *ClaimRequest) (*ClaimResponse, error) {
+	resp := &ClaimResponse{OneTimeKeys: map[string]map[string]map[string]json.RawMessage{}, Failures: map[string]any{}}
+	users := make([]string, 0, len(req.OneTimeKeys))
+	for u := range req.OneTimeKeys {
+		users = append(users, u)
+	}
+	local, remote, err := s.splitUsers(users)
+	if err != nil {
+		return nil, err
+	}
+	var claims []storage.KeyClaim
+	for _, u := range local {
+		devs := make([]string, 0, len(req.OneTimeKeys[u]))
+		for d := range req.OneTimeKeys[u] {
+			devs = append(devs, d)
+		}
+		sort.Strings(devs)
+		for _, d := range devs {
+			alg := req.OneTimeKeys[u][d]
+			if alg == "" {
+				return nil, mxhttp.InvalidParam("one_time_keys: no algorithm given for %s/%s", u, d)
+			}
+			claims = append(claims, storage.KeyClaim{UserID: u, DeviceID: d, Algorithm: alg})
+		}
+	}
+	if len(claims) > 0 {
+		got, err := s.store.ClaimKeys(ctx, claims)
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range got {
+			byDev := resp.OneTimeKeys[k.UserID]
+			if byDev == nil {
+				byDev = map[string]map[string]json.RawMessage{}
+				resp.OneTimeKeys[k.UserID] = byDev
+			}
+			byDev[k.DeviceID] = map[string]json.RawMessage{k.Algorithm + ":" + k.KeyID: k.KeyJSON}
+		}
+	}
+	for server, us := range remote {
+		if s.fed == nil {
+			resp.Failures[server] = remoteFailure(nil)
+			continue
+		}
+		q := map[string]map[string]string{}
+		for _, u := range us {
+			q[u] = req.OneTimeKeys[u]
+		}
+		r, err := s.fed.ClaimKeys(ctx, server, q)
+		if err != nil {
+			resp.Failures[server] = remoteFailure(err)
+			continue
+		}
+		for u, d := range r {
+			resp.OneTimeKeys[u] = d
+		}
+	}
+	return resp, nil
+}
