@@ -165,7 +165,7 @@ func (db *DB) EventPosition(ctx context.Context, roomID, eventID string) (int64,
 
 // CurrentStateEvent returns the JSON of the room's current state event
 // (type, stateKey); ErrNotFound when unset.
-func (db *DB) CurrentStateEvent(ctx context.Context, roomID, evType, stateKey string) (string, error) {
+func (db *DB) CurrentStateJSON(ctx context.Context, roomID, evType, stateKey string) (string, error) {
 	var js string
 	err := db.QueryRow(ctx, `SELECT e.json FROM current_state c JOIN events e ON e.event_id = c.event_id
 		WHERE c.room_id = $1 AND c.type = $2 AND c.state_key = $3`, roomID, evType, stateKey).Scan(&js)
@@ -191,8 +191,8 @@ func (db *DB) StateAtPosition(ctx context.Context, roomID string, pos int64) (ma
 	return db.snapshotState(ctx, snap)
 }
 
-// StateBeforeEvent returns the state before the event (its state_before snapshot).
-func (db *DB) StateBeforeEvent(ctx context.Context, eventID string) (map[[2]string]string, error) {
+// SyncStateBeforeEvent returns the state before the event (its state_before snapshot).
+func (db *DB) SyncStateBeforeEvent(ctx context.Context, eventID string) (map[[2]string]string, error) {
 	var snap int64
 	if err := db.QueryRow(ctx, `SELECT state_before FROM events WHERE event_id = $1`, eventID).Scan(&snap); err != nil {
 		return nil, fmt.Errorf("reading state before %s: %w", eventID, err)

@@ -26,6 +26,15 @@ func ClientEvent(e storage.SyncEvent) json.RawMessage {
 			out[k] = v
 		}
 	}
+	// Room v11 moved redacts into content; clients still read it at the top.
+	if _, ok := out["redacts"]; !ok && e.Type == "m.room.redaction" {
+		var c struct {
+			Redacts json.RawMessage `json:"redacts"`
+		}
+		if json.Unmarshal(pdu["content"], &c) == nil && len(c.Redacts) > 0 {
+			out["redacts"] = c.Redacts
+		}
+	}
 	id, _ := json.Marshal(e.EventID)
 	out["event_id"] = id
 	unsigned := map[string]json.RawMessage{}

@@ -40,7 +40,7 @@ func (s *Service) pushRoom(ctx context.Context, roomID, userID string) (*pushRoo
 		return nil, err
 	}
 	r := &pushRoom{members: len(members)}
-	if js, err := s.rooms.CurrentStateEvent(ctx, roomID, "m.room.member", userID); err == nil {
+	if js, err := s.rooms.CurrentStateJSON(ctx, roomID, "m.room.member", userID); err == nil {
 		var pdu struct {
 			Content struct {
 				DisplayName string `json:"displayname"`
@@ -51,7 +51,7 @@ func (s *Service) pushRoom(ctx context.Context, roomID, userID string) (*pushRoo
 	} else if !errors.Is(err, storage.ErrNotFound) {
 		return nil, err
 	}
-	if js, err := s.rooms.CurrentStateEvent(ctx, roomID, "m.room.power_levels", ""); err == nil {
+	if js, err := s.rooms.CurrentStateJSON(ctx, roomID, "m.room.power_levels", ""); err == nil {
 		var pdu struct {
 			Content event.PowerLevelsEventContent `json:"content"`
 		}

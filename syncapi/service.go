@@ -24,7 +24,7 @@ type Rooms interface {
 	UsersSharingRooms(ctx context.Context, userID string) ([]string, error)
 	EventPosition(ctx context.Context, roomID, eventID string) (int64, error)
 	RoomEventsRange(ctx context.Context, roomID string, from, to int64, limit int) ([]storage.SyncEvent, bool, error)
-	CurrentStateEvent(ctx context.Context, roomID, evType, stateKey string) (string, error)
+	CurrentStateJSON(ctx context.Context, roomID, evType, stateKey string) (string, error)
 }
 
 // AccountData writes room account data (m.fully_read). Provided by the accounts module.

@@ -56,7 +56,7 @@ func (s *Syncer) state(ctx context.Context, req *Request, roomID string, evs []s
 	var start map[[2]string]string
 	var err error
 	if len(evs) > 0 {
-		start, err = s.store.StateBeforeEvent(ctx, evs[0].EventID)
+		start, err = s.store.SyncStateBeforeEvent(ctx, evs[0].EventID)
 	} else {
 		start, err = s.store.StateAtPosition(ctx, roomID, to)
 	}

@@ -23,7 +23,7 @@ type Store interface {
 	RoomsWithEvents(ctx context.Context, from, to int64) (map[string]bool, error)
 	RoomEventsRange(ctx context.Context, roomID string, from, to int64, limit int) ([]storage.SyncEvent, bool, error)
 	StateAtPosition(ctx context.Context, roomID string, pos int64) (map[[2]string]string, error)
-	StateBeforeEvent(ctx context.Context, eventID string) (map[[2]string]string, error)
+	SyncStateBeforeEvent(ctx context.Context, eventID string) (map[[2]string]string, error)
 	EventsByID(ctx context.Context, ids []string) ([]storage.SyncEvent, error)
 	RoomMembersSummary(ctx context.Context, roomID string) (joined, invited []string, err error)
 	SyncFilter(ctx context.Context, userID, filterID string) (string, error)
