@@ -58,6 +58,13 @@ func (s *Syncer) handle(r *http.Request) (*Response, error) {
 	default:
 		return nil, mxhttp.InvalidParam("full_state must be true or false")
 	}
+	switch v := q.Get("use_state_after"); v {
+	case "", "false":
+	case "true":
+		req.UseStateAfter = true
+	default:
+		return nil, mxhttp.InvalidParam("use_state_after must be true or false")
+	}
 	setPresence := q.Get("set_presence")
 	if setPresence == "" {
 		setPresence = syncapi.PresenceOnline

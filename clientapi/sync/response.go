@@ -62,6 +62,7 @@ type Summary struct {
 type JoinedRoom struct {
 	Summary     *Summary                  `json:"summary,omitempty"`
 	State       *Events                   `json:"state,omitempty"`
+	StateAfter  *Events                   `json:"state_after,omitempty"`
 	Timeline    *Timeline                 `json:"timeline,omitempty"`
 	Ephemeral   *Events                   `json:"ephemeral,omitempty"`
 	AccountData *Events                   `json:"account_data,omitempty"`
@@ -82,6 +83,7 @@ type KnockedRoom struct {
 // LeftRoom is one room in rooms.leave.
 type LeftRoom struct {
 	State       *Events   `json:"state,omitempty"`
+	StateAfter  *Events   `json:"state_after,omitempty"`
 	Timeline    *Timeline `json:"timeline,omitempty"`
 	AccountData *Events   `json:"account_data,omitempty"`
 }

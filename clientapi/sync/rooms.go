@@ -52,13 +52,15 @@ func (s *Syncer) timeline(ctx context.Context, req *Request, roomID string, from
 // state is the state section: the state at the start of the timeline (all of
 // it when full, otherwise what changed since `since`), minus events already in
 // the timeline, with lazy-loaded members reduced to the timeline's senders.
-func (s *Syncer) state(ctx context.Context, req *Request, roomID string, evs []storage.SyncEvent, since, to int64, full, limited bool) (*Events, error) {
+// With use_state_after it is the state at the end of the timeline (end)
+// instead, timeline events included.
+func (s *Syncer) state(ctx context.Context, req *Request, roomID string, evs []storage.SyncEvent, since, end int64, full, limited bool) (*Events, error) {
 	var start map[[2]string]string
 	var err error
-	if len(evs) > 0 {
+	if len(evs) > 0 && !req.UseStateAfter {
 		start, err = s.store.SyncStateBeforeEvent(ctx, evs[0].EventID)
 	} else {
-		start, err = s.store.StateAtPosition(ctx, roomID, to)
+		start, err = s.store.StateAtPosition(ctx, roomID, end)
 	}
 	if err != nil {
 		return nil, err
@@ -67,7 +69,7 @@ func (s *Syncer) state(ctx context.Context, req *Request, roomID string, evs []s
 	switch {
 	case full:
 		want = start
-	case limited:
+	case limited || (req.UseStateAfter && len(evs) > 0):
 		prev, err := s.store.StateAtPosition(ctx, roomID, since)
 		if err != nil {
 			return nil, err
@@ -103,7 +105,7 @@ func (s *Syncer) state(ctx context.Context, req *Request, roomID string, evs []s
 	}
 	ids := make([]string, 0, len(want))
 	for _, ev := range want {
-		if !inTimeline[ev] {
+		if !inTimeline[ev] || req.UseStateAfter {
 			ids = append(ids, ev)
 		}
 	}
@@ -143,8 +145,16 @@ func (s *Syncer) joinedRoom(ctx context.Context, req *Request, roomID string, si
 	}
 	jr.Timeline = tl
 	if newly || len(evs) > 0 {
-		if jr.State, err = s.state(ctx, req, roomID, evs, since.Pos, to.Pos, newly, tl != nil && tl.Limited); err != nil {
+		st, err := s.state(ctx, req, roomID, evs, since.Pos, to.Pos, newly, tl != nil && tl.Limited)
+		if err != nil {
 			return nil, err
+		}
+		jr.State = st
+	}
+	if req.UseStateAfter {
+		jr.StateAfter, jr.State = jr.State, nil
+		if jr.StateAfter == nil {
+			jr.StateAfter = &Events{Events: []json.RawMessage{}}
 		}
 	}
 	// Ephemeral: typing and receipts.
@@ -239,6 +249,12 @@ func (s *Syncer) leftRoom(ctx context.Context, req *Request, roomID string, sinc
 	lr.Timeline = tl
 	if lr.State, err = s.state(ctx, req, roomID, evs, since.Pos, leave.Pos, true, true); err != nil {
 		return nil, err
+	}
+	if req.UseStateAfter {
+		lr.StateAfter, lr.State = lr.State, nil
+		if lr.StateAfter == nil {
+			lr.StateAfter = &Events{Events: []json.RawMessage{}}
+		}
 	}
 	return lr, nil
 }

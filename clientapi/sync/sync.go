@@ -78,6 +78,7 @@ type Request struct {
 	Since            Token
 	Initial          bool
 	FullState        bool
+	UseStateAfter    bool // state_after (state up to the end of the timeline) instead of state
 	Filter           *Filter
 }
 
@@ -190,7 +191,7 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 				return nil, err
 			}
 			jr.AccountData = eventsOrNil(acctEvs)
-			if jr.Timeline == nil && jr.State == nil && jr.Ephemeral == nil && jr.AccountData == nil && !newly {
+			if jr.Timeline == nil && jr.State == nil && jr.StateAfter == nil && jr.Ephemeral == nil && jr.AccountData == nil && !newly {
 				continue
 			}
 			if rooms.Join == nil {
