@@ -191,7 +191,7 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 				return nil, err
 			}
 			jr.AccountData = eventsOrNil(acctEvs)
-			if jr.Timeline == nil && jr.State == nil && jr.StateAfter == nil && jr.Ephemeral == nil && jr.AccountData == nil && !newly {
+			if jr.Timeline == nil && jr.State == nil && (jr.StateAfter == nil || len(jr.StateAfter.Events) == 0) && jr.Ephemeral == nil && jr.AccountData == nil && !newly {
 				continue
 			}
 			if rooms.Join == nil {
