@@ -1,12 +1,394 @@
 package clientapi
 
-import "github.com/go-chi/chi/v5"
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+
+	"github.com/go-chi/chi/v5"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/myelin-chat/myelin/internal/authn"
+	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/roomserver"
+)
 
 // Rooms is what the room handlers need from the roomserver.
-type Rooms interface{}
+type Rooms interface {
+	CreateRoom(ctx context.Context, sender id.UserID, req *roomserver.CreateRoomRequest) (id.RoomID, error)
+	Send(ctx context.Context, r roomserver.SendRequest) (id.EventID, error)
+	Redact(ctx context.Context, sender id.UserID, deviceID id.DeviceID, roomID id.RoomID, eventID id.EventID, reason, txnID string) (id.EventID, error)
+	ResolveRoom(ctx context.Context, roomIDOrAlias string) (id.RoomID, error)
+	Join(ctx context.Context, user id.UserID, roomIDOrAlias, reason string) (id.RoomID, error)
+	Knock(ctx context.Context, user id.UserID, roomIDOrAlias, reason string) (id.RoomID, error)
+	ChangeMembership(ctx context.Context, a roomserver.MembershipAction) error
+	Forget(ctx context.Context, user id.UserID, roomID id.RoomID) error
+
+	State(ctx context.Context, user id.UserID, roomID id.RoomID) ([]*roomserver.ClientEvent, error)
+	StateEvent(ctx context.Context, user id.UserID, roomID id.RoomID, evType, stateKey string) (*roomserver.ClientEvent, error)
+	Event(ctx context.Context, user id.UserID, roomID id.RoomID, eventID id.EventID) (*roomserver.ClientEvent, error)
+	Members(ctx context.Context, user id.UserID, roomID id.RoomID, q roomserver.MembersQuery) ([]*roomserver.ClientEvent, error)
+	JoinedMembers(ctx context.Context, user id.UserID, roomID id.RoomID) (map[id.UserID]roomserver.JoinedMember, error)
+	JoinedRooms(ctx context.Context, user id.UserID) ([]id.RoomID, error)
+	Messages(ctx context.Context, user id.UserID, roomID id.RoomID, req roomserver.MessagesRequest) (*roomserver.MessagesResponse, error)
+	Context(ctx context.Context, user id.UserID, roomID id.RoomID, eventID id.EventID, limit int, filter *roomserver.EventFilter) (*roomserver.ContextResponse, error)
+
+	RoomsDirectory
+	RoomsExtras
+}
 
 // roomRoutes are the room endpoints under /r0 and /v3.
-func (a *API) roomRoutes(r chi.Router) {}
+func (a *API) roomRoutes(r chi.Router) {
+	if a.Rooms == nil {
+		return
+	}
+	r.Method(http.MethodPost, "/createRoom", mxhttp.JSON(a.createRoom))
+	r.Method(http.MethodPost, "/join/{roomIDOrAlias}", mxhttp.JSON(a.joinRoom))
+	r.Method(http.MethodPost, "/knock/{roomIDOrAlias}", mxhttp.JSON(a.knockRoom))
+	r.Method(http.MethodGet, "/joined_rooms", mxhttp.JSON(a.joinedRooms))
+	r.Route("/rooms/{roomID}", func(r chi.Router) {
+		r.Method(http.MethodPost, "/join", mxhttp.JSON(a.joinRoom))
+		for _, action := range []string{"invite", "leave", "kick", "ban", "unban"} {
+			r.Method(http.MethodPost, "/"+action, mxhttp.JSON(a.membership(action)))
+		}
+		r.Method(http.MethodPost, "/forget", mxhttp.JSON(a.forgetRoom))
+		r.Method(http.MethodPut, "/send/{eventType}/{txnID}", mxhttp.JSON(a.sendMessage))
+		r.Method(http.MethodPut, "/state/{eventType}", mxhttp.JSON(a.putState))
+		r.Method(http.MethodPut, "/state/{eventType}/*", mxhttp.JSON(a.putState))
+		r.Method(http.MethodGet, "/state/{eventType}", mxhttp.JSON(a.getState))
+		r.Method(http.MethodGet, "/state/{eventType}/*", mxhttp.JSON(a.getState))
+		r.Method(http.MethodGet, "/state", mxhttp.JSON(a.roomState))
+		r.Method(http.MethodPut, "/redact/{eventID}/{txnID}", mxhttp.JSON(a.redactEvent))
+		r.Method(http.MethodGet, "/event/{eventID}", mxhttp.JSON(a.getEvent))
+		r.Method(http.MethodGet, "/members", mxhttp.JSON(a.roomMembers))
+		r.Method(http.MethodGet, "/joined_members", mxhttp.JSON(a.joinedMembers))
+		r.Method(http.MethodGet, "/messages", mxhttp.JSON(a.roomMessages))
+		r.Method(http.MethodGet, "/context/{eventID}", mxhttp.JSON(a.eventContext))
+	})
+	a.directoryRoutes(r)
+	a.roomExtraRoutes(r)
+}
 
 // roomRoutesV1 are the room endpoints under /v1 (relations, threads, hierarchy, ...).
-func (a *API) roomRoutesV1(r chi.Router) {}
+func (a *API) roomRoutesV1(r chi.Router) {
+	if a.Rooms == nil {
+		return
+	}
+	a.roomExtraRoutesV1(r)
+}
+
+func device(r *http.Request) *authn.Device { return authn.FromContext(r.Context()) }
+
+// roomIDParam returns the {roomID} path parameter, validated.
+func roomIDParam(r *http.Request) (id.RoomID, error) {
+	roomID := param(r, "roomID")
+	if !roomserver.ValidRoomID(roomID) {
+		return "", mxhttp.InvalidParam("Invalid room ID")
+	}
+	return id.RoomID(roomID), nil
+}
+
+func (a *API) createRoom(r *http.Request) (any, error) {
+	var req roomserver.CreateRoomRequest
+	if err := mxhttp.ReadJSON(r, &req); err != nil {
+		return nil, err
+	}
+	roomID, err := a.Rooms.CreateRoom(r.Context(), device(r).UserID, &req)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"room_id": roomID}, nil
+}
+
+type membershipBody struct {
+	UserID   string `json:"user_id"`
+	Reason   string `json:"reason"`
+	IsDirect bool   `json:"is_direct"`
+}
+
+func (a *API) joinRoom(r *http.Request) (any, error) {
+	var body membershipBody
+	if err := mxhttp.ReadJSON(r, &body); err != nil {
+		return nil, err
+	}
+	target := param(r, "roomIDOrAlias")
+	if target == "" {
+		roomID, err := roomIDParam(r)
+		if err != nil {
+			return nil, err
+		}
+		target = string(roomID)
+	}
+	roomID, err := a.Rooms.Join(r.Context(), device(r).UserID, target, body.Reason)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"room_id": roomID}, nil
+}
+
+func (a *API) knockRoom(r *http.Request) (any, error) {
+	var body membershipBody
+	if err := mxhttp.ReadJSON(r, &body); err != nil {
+		return nil, err
+	}
+	roomID, err := a.Rooms.Knock(r.Context(), device(r).UserID, param(r, "roomIDOrAlias"), body.Reason)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"room_id": roomID}, nil
+}
+
+func (a *API) membership(action string) func(r *http.Request) (any, error) {
+	return func(r *http.Request) (any, error) {
+		roomID, err := roomIDParam(r)
+		if err != nil {
+			return nil, err
+		}
+		var body membershipBody
+		if err := mxhttp.ReadJSON(r, &body); err != nil {
+			return nil, err
+		}
+		if action != "leave" {
+			if body.UserID == "" {
+				return nil, mxhttp.MissingParam("Missing user_id")
+			}
+			if !roomserver.ValidUserID(body.UserID) {
+				return nil, mxhttp.InvalidParam("Invalid user_id")
+			}
+		}
+		err = a.Rooms.ChangeMembership(r.Context(), roomserver.MembershipAction{
+			Sender: device(r).UserID, RoomID: roomID, Target: id.UserID(body.UserID), Action: action,
+			Reason: body.Reason, IsDirect: body.IsDirect,
+		})
+		if err != nil {
+			return nil, err
+		}
+		return mxhttp.Empty, nil
+	}
+}
+
+func (a *API) forgetRoom(r *http.Request) (any, error) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.Rooms.Forget(r.Context(), device(r).UserID, roomID); err != nil {
+		return nil, err
+	}
+	return mxhttp.Empty, nil
+}
+
+func (a *API) joinedRooms(r *http.Request) (any, error) {
+	rooms, err := a.Rooms.JoinedRooms(r.Context(), device(r).UserID)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"joined_rooms": rooms}, nil
+}
+
+func readContent(r *http.Request) (json.RawMessage, error) {
+	obj, err := mxhttp.ReadJSONObject(r)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := json.Marshal(obj)
+	if err != nil {
+		return nil, mxhttp.BadJSON("Invalid content")
+	}
+	return raw, nil
+}
+
+func (a *API) sendMessage(r *http.Request) (any, error) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	evType := param(r, "eventType")
+	if !roomserver.ValidEventType(evType) {
+		return nil, mxhttp.InvalidParam("Invalid event type")
+	}
+	content, err := readContent(r)
+	if err != nil {
+		return nil, err
+	}
+	d := device(r)
+	evID, err := a.Rooms.Send(r.Context(), roomserver.SendRequest{
+		Sender: d.UserID, DeviceID: d.DeviceID, RoomID: roomID, Type: evType, Content: content, TxnID: param(r, "txnID"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"event_id": evID}, nil
+}
+
+func stateKeyParam(r *http.Request) string { return param(r, "*") }
+
+func (a *API) putState(r *http.Request) (any, error) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	evType := param(r, "eventType")
+	if !roomserver.ValidEventType(evType) {
+		return nil, mxhttp.InvalidParam("Invalid event type")
+	}
+	stateKey := stateKeyParam(r)
+	if len(stateKey) > roomserver.MaxFieldBytes {
+		return nil, mxhttp.InvalidParam("State key too long")
+	}
+	content, err := readContent(r)
+	if err != nil {
+		return nil, err
+	}
+	d := device(r)
+	evID, err := a.Rooms.Send(r.Context(), roomserver.SendRequest{
+		Sender: d.UserID, DeviceID: d.DeviceID, RoomID: roomID, Type: evType, StateKey: &stateKey, Content: content,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"event_id": evID}, nil
+}
+
+func (a *API) getState(r *http.Request) (any, error) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	evType := param(r, "eventType")
+	if !roomserver.ValidEventType(evType) {
+		return nil, mxhttp.InvalidParam("Invalid event type")
+	}
+	ev, err := a.Rooms.StateEvent(r.Context(), device(r).UserID, roomID, evType, stateKeyParam(r))
+	if err != nil {
+		return nil, err
+	}
+	if r.URL.Query().Get("format") == "event" {
+		return ev, nil
+	}
+	return ev.Content, nil
+}
+
+func (a *API) roomState(r *http.Request) (any, error) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	return a.Rooms.State(r.Context(), device(r).UserID, roomID)
+}
+
+func (a *API) redactEvent(r *http.Request) (any, error) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	var body struct {
+		Reason string `json:"reason"`
+	}
+	if err := mxhttp.ReadJSON(r, &body); err != nil {
+		return nil, err
+	}
+	d := device(r)
+	evID, err := a.Rooms.Redact(r.Context(), d.UserID, d.DeviceID, roomID, id.EventID(param(r, "eventID")), body.Reason, param(r, "txnID"))
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"event_id": evID}, nil
+}
+
+func (a *API) getEvent(r *http.Request) (any, error) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	return a.Rooms.Event(r.Context(), device(r).UserID, roomID, id.EventID(param(r, "eventID")))
+}
+
+func (a *API) roomMembers(r *http.Request) (any, error) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	for _, k := range []string{"membership", "not_membership"} {
+		switch q.Get(k) {
+		case "", "join", "invite", "knock", "leave", "ban":
+		default:
+			return nil, mxhttp.InvalidParam("Invalid %s", k)
+		}
+	}
+	evs, err := a.Rooms.Members(r.Context(), device(r).UserID, roomID, roomserver.MembersQuery{
+		At: q.Get("at"), Membership: q.Get("membership"), NotMembership: q.Get("not_membership"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"chunk": evs}, nil
+}
+
+func (a *API) joinedMembers(r *http.Request) (any, error) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	m, err := a.Rooms.JoinedMembers(r.Context(), device(r).UserID, roomID)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"joined": m}, nil
+}
+
+func intParam(r *http.Request, name string, def int) (int, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, mxhttp.InvalidParam("Invalid %s", name)
+	}
+	return n, nil
+}
+
+func (a *API) roomMessages(r *http.Request) (any, error) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	dir := q.Get("dir")
+	if dir != "b" && dir != "f" {
+		return nil, mxhttp.InvalidParam("dir must be b or f")
+	}
+	limit, err := intParam(r, "limit", 10)
+	if err != nil {
+		return nil, err
+	}
+	filter, err := roomserver.ParseFilter(q.Get("filter"))
+	if err != nil {
+		return nil, err
+	}
+	if filter != nil && filter.Limit > 0 && q.Get("limit") == "" {
+		limit = filter.Limit
+	}
+	return a.Rooms.Messages(r.Context(), device(r).UserID, roomID, roomserver.MessagesRequest{
+		From: q.Get("from"), To: q.Get("to"), Backward: dir == "b", Limit: limit, Filter: filter,
+	})
+}
+
+func (a *API) eventContext(r *http.Request) (any, error) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	limit, err := intParam(r, "limit", 10)
+	if err != nil {
+		return nil, err
+	}
+	filter, err := roomserver.ParseFilter(r.URL.Query().Get("filter"))
+	if err != nil {
+		return nil, err
+	}
+	return a.Rooms.Context(r.Context(), device(r).UserID, roomID, id.EventID(param(r, "eventID")), limit, filter)
+}

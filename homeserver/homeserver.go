@@ -25,6 +25,7 @@ import (
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/internal/notifier"
 	"github.com/myelin-chat/myelin/keyserver"
+	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/storage"
 	"github.com/myelin-chat/myelin/syncapi"
 )
@@ -38,6 +39,7 @@ type Server struct {
 	Notifier   *notifier.Notifier
 	Metrics    *metrics.Registry
 	Keys       *keyserver.Service
+	Rooms      *roomserver.Server
 	Sync       *syncapi.Service
 	Syncer     *clientsync.Syncer
 
@@ -71,9 +73,14 @@ func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 	db.Stream.OnAdvance(s.Notifier.Advanced)
 	// Keyserver: until room memberships exist, device-list changes fan out to every local user.
 	s.Keys = keyserver.New(db, db.Stream, s.Notifier, keyserver.AllLocalUsers{Store: db}, cfg.ServerName)
+	if s.Rooms, err = roomserver.New(ctx, db, cfg, key, s.Notifier); err != nil {
+		db.Close()
+		return nil, err
+	}
 	// Sync: the module (typing, receipts, presence, push) and GET /sync.
 	s.Sync = syncapi.New(db, db, s.Notifier, cfg.Presence.Enabled, nil)
 	s.Syncer = clientsync.New(db, db.Stream, s.Sync, s.Keys, s.Notifier)
+	s.Syncer.PrevBatch = func(_ string, pos int64) string { return roomserver.StreamToken(pos - 1) }
 	s.handler = s.routes()
 	return s, nil
 }
@@ -87,7 +94,7 @@ func (s *Server) routes() http.Handler {
 	if s.Config.Listen.Metrics == "" {
 		r.With(loopbackOnly).Get("/metrics", s.Metrics.Handler().ServeHTTP)
 	}
-	api := &clientapi.API{Config: s.Config, Accounts: s.Accounts, Keys: s.Keys,
+	api := &clientapi.API{Config: s.Config, Accounts: s.Accounts, Keys: s.Keys, Rooms: s.Rooms,
 		Sync: syncArea{s.Syncer, s.Sync}}
 	api.Mount(r)
 	return r

@@ -1,0 +1,147 @@
+package clientapi
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+
+	"github.com/go-chi/chi/v5"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/roomserver"
+)
+
+// RoomsDirectory is what the alias and room directory handlers need.
+type RoomsDirectory interface {
+	SetAlias(ctx context.Context, user id.UserID, alias string, roomID id.RoomID) error
+	GetAlias(ctx context.Context, alias string) (*roomserver.AliasInfo, error)
+	DeleteAlias(ctx context.Context, user id.UserID, isAdmin bool, alias string) error
+	RoomAliases(ctx context.Context, user id.UserID, roomID id.RoomID) ([]string, error)
+	SetVisibility(ctx context.Context, user id.UserID, roomID id.RoomID, visibility string) error
+	GetVisibility(ctx context.Context, roomID id.RoomID) (string, error)
+	PublicRooms(ctx context.Context, req roomserver.PublicRoomsRequest) (*roomserver.PublicRoomsResponse, error)
+}
+
+// param returns a path parameter, percent-decoded (chi matches on the raw
+// path when one is set, so "#alias" arrives as "%23alias").
+func param(r *http.Request, name string) string {
+	v := chi.URLParam(r, name)
+	if u, err := url.PathUnescape(v); err == nil {
+		return u
+	}
+	return v
+}
+
+func (a *API) directoryRoutes(r chi.Router) {
+	r.Method(http.MethodPut, "/directory/room/{alias}", mxhttp.JSON(a.putAlias))
+	r.Method(http.MethodGet, "/directory/room/{alias}", mxhttp.JSON(a.getAlias))
+	r.Method(http.MethodDelete, "/directory/room/{alias}", mxhttp.JSON(a.deleteAlias))
+	r.Method(http.MethodGet, "/rooms/{roomID}/aliases", mxhttp.JSON(a.roomAliases))
+	r.Method(http.MethodPut, "/directory/list/room/{roomID}", mxhttp.JSON(a.putVisibility))
+	r.Method(http.MethodGet, "/directory/list/room/{roomID}", mxhttp.JSON(a.getVisibility))
+	r.Method(http.MethodGet, "/publicRooms", mxhttp.JSON(a.publicRooms))
+	r.Method(http.MethodPost, "/publicRooms", mxhttp.JSON(a.publicRooms))
+}
+
+func (a *API) putAlias(r *http.Request) (any, error) {
+	var body struct {
+		RoomID string `json:"room_id"`
+	}
+	if err := mxhttp.ReadJSON(r, &body); err != nil {
+		return nil, err
+	}
+	if body.RoomID == "" {
+		return nil, mxhttp.MissingParam("Missing room_id")
+	}
+	if err := a.Rooms.SetAlias(r.Context(), device(r).UserID, param(r, "alias"), id.RoomID(body.RoomID)); err != nil {
+		return nil, err
+	}
+	return mxhttp.Empty, nil
+}
+
+func (a *API) getAlias(r *http.Request) (any, error) {
+	return a.Rooms.GetAlias(r.Context(), param(r, "alias"))
+}
+
+func (a *API) deleteAlias(r *http.Request) (any, error) {
+	d := device(r)
+	if err := a.Rooms.DeleteAlias(r.Context(), d.UserID, d.IsAdmin, param(r, "alias")); err != nil {
+		return nil, err
+	}
+	return mxhttp.Empty, nil
+}
+
+func (a *API) roomAliases(r *http.Request) (any, error) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	aliases, err := a.Rooms.RoomAliases(r.Context(), device(r).UserID, roomID)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"aliases": aliases}, nil
+}
+
+func (a *API) putVisibility(r *http.Request) (any, error) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	var body struct {
+		Visibility string `json:"visibility"`
+	}
+	if err := mxhttp.ReadJSON(r, &body); err != nil {
+		return nil, err
+	}
+	if err := a.Rooms.SetVisibility(r.Context(), device(r).UserID, roomID, body.Visibility); err != nil {
+		return nil, err
+	}
+	return mxhttp.Empty, nil
+}
+
+func (a *API) getVisibility(r *http.Request) (any, error) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	v, err := a.Rooms.GetVisibility(r.Context(), roomID)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"visibility": v}, nil
+}
+
+func (a *API) publicRooms(r *http.Request) (any, error) {
+	var req roomserver.PublicRoomsRequest
+	q := r.URL.Query()
+	if r.Method == http.MethodPost {
+		var body struct {
+			Limit  int    `json:"limit"`
+			Since  string `json:"since"`
+			Server string `json:"server"`
+			Filter *struct {
+				GenericSearchTerm string    `json:"generic_search_term"`
+				RoomTypes         []*string `json:"room_types"`
+			} `json:"filter"`
+		}
+		if err := mxhttp.ReadJSON(r, &body); err != nil {
+			return nil, err
+		}
+		req.Limit, req.Since = body.Limit, body.Since
+		if body.Filter != nil {
+			req.Filter.GenericSearchTerm, req.Filter.RoomTypes = body.Filter.GenericSearchTerm, body.Filter.RoomTypes
+		}
+	} else {
+		n, err := intParam(r, "limit", 0)
+		if err != nil {
+			return nil, err
+		}
+		req.Limit, req.Since = n, q.Get("since")
+	}
+	if srv := q.Get("server"); srv != "" && srv != a.Config.ServerName {
+		return nil, mxhttp.Forbidden("Querying other servers' directories needs federation")
+	}
+	return a.Rooms.PublicRooms(r.Context(), req)
+}

@@ -1,0 +1,300 @@
+package roomserver
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/storage"
+)
+
+// InitialStateEvent is one entry of createRoom's initial_state.
+type InitialStateEvent struct {
+	Type     string          `json:"type"`
+	StateKey string          `json:"state_key"`
+	Content  json.RawMessage `json:"content"`
+}
+
+// CreateRoomRequest is the body of POST /createRoom.
+type CreateRoomRequest struct {
+	Visibility                string                     `json:"visibility"`
+	RoomAliasName             string                     `json:"room_alias_name"`
+	Name                      string                     `json:"name"`
+	Topic                     string                     `json:"topic"`
+	Invite                    []string                   `json:"invite"`
+	RoomVersion               string                     `json:"room_version"`
+	CreationContent           map[string]json.RawMessage `json:"creation_content"`
+	InitialState              []InitialStateEvent        `json:"initial_state"`
+	Preset                    string                     `json:"preset"`
+	IsDirect                  bool                       `json:"is_direct"`
+	PowerLevelContentOverride map[string]json.RawMessage `json:"power_level_content_override"`
+
+	// Set by room upgrades: the old room to link, and state to carry over.
+	predecessor *predecessor
+	carried     []InitialStateEvent
+}
+
+type predecessor struct {
+	roomID  id.RoomID
+	eventID id.EventID
+}
+
+// SupportedRoomVersion reports whether this server can create rooms of v.
+func SupportedRoomVersion(v string) bool {
+	switch v {
+	case "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12":
+		return true
+	}
+	return false
+}
+
+func stateKeyPtr(s string) *string { return &s }
+
+func mustJSON(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// CreateRoom creates a room as POST /createRoom describes and returns its ID.
+func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRoomRequest) (id.RoomID, error) {
+	version := req.RoomVersion
+	if version == "" {
+		version = s.cfg.Rooms.DefaultVersion
+	}
+	if !SupportedRoomVersion(version) {
+		return "", mxhttp.UnsupportedRoomVer("Room version %q is not supported", version)
+	}
+	rv := id.RoomVersion(version)
+	preset := req.Preset
+	switch preset {
+	case "":
+		preset = "private_chat"
+		if req.Visibility == "public" {
+			preset = "public_chat"
+		}
+	case "private_chat", "public_chat", "trusted_private_chat":
+	default:
+		return "", mxhttp.BadJSON("Unknown preset %q", req.Preset)
+	}
+	switch req.Visibility {
+	case "", "private", "public":
+	default:
+		return "", mxhttp.BadJSON("Unknown visibility %q", req.Visibility)
+	}
+	var invitees []id.UserID
+	for _, u := range req.Invite {
+		if !ValidUserID(u) {
+			return "", mxhttp.InvalidParam("Invalid user ID %q in invite", u)
+		}
+		if id.UserID(u) != sender {
+			invitees = append(invitees, id.UserID(u))
+		}
+	}
+	var alias string
+	if req.RoomAliasName != "" {
+		alias = "#" + req.RoomAliasName + ":" + s.serverName
+		if !ValidAlias(alias) {
+			return "", mxhttp.InvalidParam("Invalid room_alias_name")
+		}
+		if _, _, err := s.db.ResolveAlias(ctx, alias); err == nil {
+			return "", mxhttp.RoomInUse("Room alias already taken")
+		} else if !errors.Is(err, storage.ErrNotFound) {
+			return "", err
+		}
+	}
+	for _, st := range req.InitialState {
+		if !ValidEventType(st.Type) || len(st.StateKey) > MaxFieldBytes {
+			return "", mxhttp.BadJSON("Invalid initial_state entry")
+		}
+		if st.Type == "m.room.power_levels" {
+			if err := validatePowerLevels(rv, st.Content); err != nil {
+				return "", err
+			}
+		}
+	}
+
+	// The create event.
+	createContent := map[string]json.RawMessage{}
+	for k, v := range req.CreationContent {
+		createContent[k] = v
+	}
+	createContent["room_version"] = mustJSON(version)
+	if rv.CreatorInContent() {
+		createContent["creator"] = mustJSON(sender)
+	} else {
+		delete(createContent, "creator")
+	}
+	if req.predecessor != nil {
+		pred := map[string]string{"room_id": string(req.predecessor.roomID)}
+		if !rv.RoomIDIsCreateEventID() {
+			pred["event_id"] = string(req.predecessor.eventID)
+		}
+		createContent["predecessor"] = mustJSON(pred)
+	}
+	var additionalCreators []id.UserID
+	if rv.PrivilegedRoomCreators() {
+		if raw, ok := createContent["additional_creators"]; ok {
+			var list []string
+			if err := json.Unmarshal(raw, &list); err != nil {
+				return "", mxhttp.BadJSON("additional_creators must be a list of user IDs")
+			}
+			for _, u := range list {
+				if !ValidUserID(u) {
+					return "", mxhttp.BadJSON("Invalid user ID %q in additional_creators", u)
+				}
+				additionalCreators = append(additionalCreators, id.UserID(u))
+			}
+		}
+		if preset == "trusted_private_chat" {
+			additionalCreators = append(additionalCreators, invitees...)
+		}
+		if len(additionalCreators) > 0 {
+			createContent["additional_creators"] = mustJSON(additionalCreators)
+		}
+	}
+	rawCreate, err := json.Marshal(createContent)
+	if err != nil {
+		return "", mxhttp.BadJSON("Invalid creation_content")
+	}
+	var roomID id.RoomID
+	if !rv.RoomIDIsCreateEventID() {
+		roomID = id.RoomID("!" + randomString(18) + ":" + s.serverName)
+	}
+	createEv, err := s.buildEvent(rv, roomID, &proto{Type: "m.room.create", StateKey: stateKeyPtr(""), Sender: sender, Content: rawCreate},
+		nil, nil, 1, time.Now().UnixMilli())
+	if err != nil {
+		return "", err
+	}
+	if err := checkSize(createEv); err != nil {
+		return "", err
+	}
+	roomID = createEv.RoomID
+
+	// Power levels: defaults, preset changes, then the client's override.
+	users := map[string]int{}
+	if !rv.PrivilegedRoomCreators() {
+		users[string(sender)] = 100
+		if preset == "trusted_private_chat" {
+			for _, u := range invitees {
+				users[string(u)] = 100
+			}
+		}
+	}
+	pl := map[string]json.RawMessage{
+		"users":          mustJSON(users),
+		"users_default":  mustJSON(0),
+		"events_default": mustJSON(0),
+		"state_default":  mustJSON(50),
+		"ban":            mustJSON(50),
+		"kick":           mustJSON(50),
+		"redact":         mustJSON(50),
+		"invite":         mustJSON(0),
+		"events": mustJSON(map[string]int{
+			"m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
+			"m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
+			"m.room.server_acl": 100, "m.room.encryption": 100,
+		}),
+		"notifications": mustJSON(map[string]int{"room": 50}),
+	}
+	if preset == "public_chat" {
+		pl["invite"] = mustJSON(0)
+	}
+	for k, v := range req.PowerLevelContentOverride {
+		pl[k] = v
+	}
+	rawPL, err := json.Marshal(pl)
+	if err != nil {
+		return "", mxhttp.BadJSON("Invalid power_level_content_override")
+	}
+	if err := validatePowerLevels(rv, rawPL); err != nil {
+		return "", err
+	}
+
+	joinRule, history, guest := "invite", "shared", "can_join"
+	if preset == "public_chat" {
+		joinRule, guest = "public", "forbidden"
+	}
+
+	state := func(evType, key string, content json.RawMessage) maker {
+		return func(*roomState) (*proto, error) {
+			return &proto{Type: evType, StateKey: stateKeyPtr(key), Sender: sender, Content: content}, nil
+		}
+	}
+	joinContent, err := s.memberContent(ctx, sender, "join", "", nil)
+	if err != nil {
+		return "", err
+	}
+	makers := []maker{state("m.room.member", string(sender), joinContent), state("m.room.power_levels", "", rawPL)}
+	if alias != "" {
+		makers = append(makers, state("m.room.canonical_alias", "", mustJSON(map[string]string{"alias": alias})))
+	}
+	// Preset state unless initial_state sets the same keys.
+	overridden := map[string]bool{}
+	for _, st := range append(req.carried, req.InitialState...) {
+		overridden[st.Type+"\x00"+st.StateKey] = true
+	}
+	for _, p := range []struct{ t, field, value string }{
+		{"m.room.join_rules", "join_rule", joinRule},
+		{"m.room.history_visibility", "history_visibility", history},
+		{"m.room.guest_access", "guest_access", guest},
+	} {
+		if !overridden[p.t+"\x00"] {
+			makers = append(makers, state(p.t, "", mustJSON(map[string]string{p.field: p.value})))
+		}
+	}
+	for _, st := range append(req.carried, req.InitialState...) {
+		content := st.Content
+		if len(content) == 0 {
+			content = json.RawMessage("{}")
+		}
+		makers = append(makers, state(st.Type, st.StateKey, content))
+	}
+	if req.Name != "" {
+		makers = append(makers, state("m.room.name", "", mustJSON(map[string]string{"name": req.Name})))
+	}
+	if req.Topic != "" {
+		makers = append(makers, state("m.room.topic", "", mustJSON(map[string]any{
+			"topic": req.Topic, "m.topic": []map[string]string{{"body": req.Topic, "mimetype": "text/plain"}},
+		})))
+	}
+	for _, u := range invitees {
+		makers = append(makers, s.inviteMaker(ctx, sender, u, "", req.IsDirect))
+	}
+	if _, err := s.submit(ctx, roomID, &request{create: createEv, makers: makers}); err != nil {
+		if errors.Is(err, context.Canceled) {
+			return "", err
+		}
+		var mErr *mxhttp.Error
+		if errors.As(err, &mErr) && mErr.Code == "M_FORBIDDEN" {
+			// An initial event the auth rules refuse is bad input to createRoom.
+			return "", mxhttp.InvalidParam("Cannot create room: %s", mErr.Message)
+		}
+		return "", err
+	}
+	if alias != "" {
+		if err := s.db.CreateAlias(ctx, alias, string(roomID), string(sender)); err != nil && !errors.Is(err, storage.ErrAliasExists) {
+			return roomID, err
+		}
+	}
+	if req.Visibility == "public" {
+		if err := s.db.SetRoomPublic(ctx, string(roomID), true); err != nil {
+			return roomID, err
+		}
+	}
+	return roomID, nil
+}
+
+func randomString(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)[:n]
+}

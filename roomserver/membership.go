@@ -1,0 +1,330 @@
+package roomserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+
+	"github.com/tidwall/gjson"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/storage"
+)
+
+// memberContent is the content of a member event, with the user's profile
+// for join/invite/knock of local users.
+func (s *Server) memberContent(ctx context.Context, user id.UserID, membership, reason string, extra map[string]any) (json.RawMessage, error) {
+	c := map[string]any{"membership": membership}
+	if (membership == "join" || membership == "invite" || membership == "knock") && s.isLocal(user) {
+		u, err := s.db.GetUser(ctx, string(user))
+		if err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return nil, err
+		}
+		if u != nil {
+			if u.DisplayName != "" {
+				c["displayname"] = u.DisplayName
+			}
+			if u.AvatarURL != "" {
+				c["avatar_url"] = u.AvatarURL
+			}
+		}
+	}
+	if reason != "" {
+		c["reason"] = reason
+	}
+	for k, v := range extra {
+		c[k] = v
+	}
+	return mustJSON(c), nil
+}
+
+// strippedState is the stripped state given to invitees and knockers.
+func strippedState(rs *roomState, sender id.UserID) []StrippedState {
+	var out []StrippedState
+	for _, t := range []string{"m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar", "m.room.canonical_alias",
+		"m.room.encryption", "m.room.topic", "m.room.guest_access", "m.room.history_visibility"} {
+		if e := rs.get(t, ""); e != nil {
+			out = append(out, e.Stripped())
+		}
+	}
+	if e := rs.get("m.room.member", string(sender)); e != nil {
+		out = append(out, e.Stripped())
+	}
+	return out
+}
+
+func (s *Server) inviteMaker(ctx context.Context, sender, target id.UserID, reason string, isDirect bool) maker {
+	return func(rs *roomState) (*proto, error) {
+		extra := map[string]any{}
+		if isDirect {
+			extra["is_direct"] = true
+		}
+		content, err := s.memberContent(ctx, target, "invite", reason, extra)
+		if err != nil {
+			return nil, err
+		}
+		unsigned := mustJSON(map[string]any{"invite_room_state": strippedState(rs, sender)})
+		return &proto{Type: "m.room.member", StateKey: stateKeyPtr(string(target)), Sender: sender, Content: content, Unsigned: unsigned}, nil
+	}
+}
+
+// ResolveRoom turns a room ID or alias into a room ID.
+func (s *Server) ResolveRoom(ctx context.Context, roomIDOrAlias string) (id.RoomID, error) {
+	if strings.HasPrefix(roomIDOrAlias, "#") {
+		if !ValidAlias(roomIDOrAlias) {
+			return "", mxhttp.InvalidParam("Invalid room alias")
+		}
+		roomID, _, err := s.db.ResolveAlias(ctx, roomIDOrAlias)
+		if errors.Is(err, storage.ErrNotFound) {
+			return "", mxhttp.NotFound("Room alias not found")
+		}
+		return id.RoomID(roomID), err
+	}
+	if !ValidRoomID(roomIDOrAlias) {
+		return "", mxhttp.InvalidParam("Invalid room ID or alias")
+	}
+	return id.RoomID(roomIDOrAlias), nil
+}
+
+// Join joins user to a room given by ID or alias.
+func (s *Server) Join(ctx context.Context, user id.UserID, roomIDOrAlias, reason string) (id.RoomID, error) {
+	roomID, err := s.ResolveRoom(ctx, roomIDOrAlias)
+	if err != nil {
+		return "", err
+	}
+	if _, err := s.roomVersion(ctx, roomID); errors.Is(err, ErrUnknownRoom) {
+		return "", mxhttp.NotFound("No known servers for this room")
+	} else if err != nil {
+		return "", err
+	}
+	// Rooms the user is joined to, for restricted join rules (read outside the room's worker).
+	joined, err := s.db.RoomsOfUser(ctx, string(user), "join")
+	if err != nil {
+		return "", err
+	}
+	joinedSet := map[string]bool{}
+	for _, m := range joined {
+		joinedSet[m.RoomID] = true
+	}
+	base, err := s.memberContent(ctx, user, "join", reason, nil)
+	if err != nil {
+		return "", err
+	}
+	skip := false
+	_, err = s.submit(ctx, roomID, &request{makers: []maker{func(rs *roomState) (*proto, error) {
+		current := rs.membership(user)
+		content := base
+		rule := ""
+		if jr := rs.get("m.room.join_rules", ""); jr != nil {
+			rule = jr.ContentString("join_rule")
+		}
+		if current == "join" {
+			skip = true
+			return nil, errSkip
+		}
+		if (rule == "restricted" || rule == "knock_restricted") && current != "invite" && rs.version.RestrictedJoins() {
+			via, err := s.authoriseRestrictedJoin(rs, joinedSet)
+			if err != nil {
+				return nil, err
+			}
+			var c map[string]any
+			_ = json.Unmarshal(base, &c)
+			c["join_authorised_via_users_server"] = via
+			content = mustJSON(c)
+		}
+		return &proto{Type: "m.room.member", StateKey: stateKeyPtr(string(user)), Sender: user, Content: content}, nil
+	}}})
+	if skip || errors.Is(err, errSkip) {
+		return roomID, nil
+	}
+	if err != nil {
+		return "", clientErr(err)
+	}
+	return roomID, nil
+}
+
+// errSkip tells the worker a request has nothing to do.
+var errSkip = errors.New("nothing to do")
+
+// authoriseRestrictedJoin picks a local joined member who may invite, when the
+// joining user is in one of the rooms the join rule allows.
+func (s *Server) authoriseRestrictedJoin(rs *roomState, userRooms map[string]bool) (id.UserID, error) {
+	jr := rs.get("m.room.join_rules", "")
+	allowed := false
+	for _, a := range gjson.GetBytes(jr.PDU.Content, "allow").Array() {
+		if a.Get("type").Str == "m.room_membership" && userRooms[a.Get("room_id").Str] {
+			allowed = true
+		}
+	}
+	if !allowed {
+		return "", mxhttp.Forbidden("You do not belong to any of the rooms this room is restricted to")
+	}
+	pl := s.powerLevels(rs)
+	best, bestLevel := id.UserID(""), -1<<62
+	for k, e := range rs.state {
+		if k.Type != "m.room.member" || e.Membership() != "join" || !s.isLocal(id.UserID(k.StateKey)) {
+			continue
+		}
+		u := id.UserID(k.StateKey)
+		if lvl := s.userLevel(rs, u); lvl >= pl.Invite() && lvl > bestLevel {
+			best, bestLevel = u, lvl
+		}
+	}
+	if best == "" {
+		return "", mxhttp.UnableToAuthorize("No local member can authorise this join")
+	}
+	return best, nil
+}
+
+// MembershipAction is an invite, kick, ban, unban or leave.
+type MembershipAction struct {
+	Sender   id.UserID
+	RoomID   id.RoomID
+	Target   id.UserID
+	Action   string // invite, kick, ban, unban, leave
+	Reason   string
+	IsDirect bool
+}
+
+// ChangeMembership performs a membership action through the auth rules.
+func (s *Server) ChangeMembership(ctx context.Context, a MembershipAction) error {
+	if a.Target != "" && !ValidUserID(string(a.Target)) {
+		return mxhttp.InvalidParam("Invalid user ID")
+	}
+	if _, err := s.roomVersion(ctx, a.RoomID); errors.Is(err, ErrUnknownRoom) {
+		if a.Action == "leave" {
+			return mxhttp.NotFound("Unknown room")
+		}
+		return mxhttp.Forbidden("You are not in this room")
+	} else if err != nil {
+		return err
+	}
+	var mk maker
+	switch a.Action {
+	case "invite":
+		if !s.isLocal(a.Target) {
+			return mxhttp.Forbidden("Inviting users of other servers needs federation, which is not enabled")
+		}
+		inv := s.inviteMaker(ctx, a.Sender, a.Target, a.Reason, a.IsDirect)
+		mk = func(rs *roomState) (*proto, error) {
+			switch rs.membership(a.Target) {
+			case "join":
+				return nil, mxhttp.Forbidden("%s is already in the room", a.Target)
+			case "ban":
+				return nil, mxhttp.Forbidden("%s is banned from the room", a.Target)
+			}
+			return inv(rs)
+		}
+	case "kick", "ban", "unban", "leave":
+		target, membership := a.Target, "leave"
+		if a.Action == "ban" {
+			membership = "ban"
+		}
+		if a.Action == "leave" {
+			target = a.Sender
+		}
+		content, err := s.memberContent(ctx, target, membership, a.Reason, nil)
+		if err != nil {
+			return err
+		}
+		mk = func(rs *roomState) (*proto, error) {
+			cur := rs.membership(target)
+			switch a.Action {
+			case "unban":
+				if cur != "ban" {
+					return nil, mxhttp.Forbidden("%s is not banned", target)
+				}
+			case "kick":
+				if cur != "join" && cur != "invite" && cur != "knock" {
+					return nil, mxhttp.Forbidden("%s is not in the room", target)
+				}
+			case "leave":
+				if cur == "leave" || cur == "ban" {
+					if rs.membership(a.Sender) == "ban" {
+						return nil, mxhttp.Forbidden("You are banned from this room")
+					}
+					return nil, errSkip // already left: nothing to do
+				}
+			}
+			return &proto{Type: "m.room.member", StateKey: stateKeyPtr(string(target)), Sender: a.Sender, Content: content}, nil
+		}
+	default:
+		return mxhttp.InvalidParam("Unknown membership action")
+	}
+	_, err := s.submit(ctx, a.RoomID, &request{makers: []maker{mk}})
+	if errors.Is(err, errSkip) {
+		return nil
+	}
+	return clientErr(err)
+}
+
+// Knock asks to join a room whose join rule allows knocking.
+func (s *Server) Knock(ctx context.Context, user id.UserID, roomIDOrAlias, reason string) (id.RoomID, error) {
+	roomID, err := s.ResolveRoom(ctx, roomIDOrAlias)
+	if err != nil {
+		return "", err
+	}
+	if _, err := s.roomVersion(ctx, roomID); errors.Is(err, ErrUnknownRoom) {
+		return "", mxhttp.NotFound("No known servers for this room")
+	} else if err != nil {
+		return "", err
+	}
+	content, err := s.memberContent(ctx, user, "knock", reason, nil)
+	if err != nil {
+		return "", err
+	}
+	_, err = s.submit(ctx, roomID, &request{makers: []maker{func(rs *roomState) (*proto, error) {
+		if !rs.version.Knocks() {
+			return nil, mxhttp.Forbidden("Room version %s does not support knocking", rs.version)
+		}
+		unsigned := mustJSON(map[string]any{"knock_room_state": strippedState(rs, user)})
+		return &proto{Type: "m.room.member", StateKey: stateKeyPtr(string(user)), Sender: user, Content: content, Unsigned: unsigned}, nil
+	}}})
+	if err != nil {
+		return "", clientErr(err)
+	}
+	return roomID, nil
+}
+
+// Forget hides a room the user has left from their room lists.
+func (s *Server) Forget(ctx context.Context, user id.UserID, roomID id.RoomID) error {
+	m, err := s.db.GetMembership(ctx, string(roomID), string(user))
+	if errors.Is(err, storage.ErrNotFound) {
+		return mxhttp.NotFound("You have never been in this room")
+	}
+	if err != nil {
+		return err
+	}
+	if m.Membership == "join" || m.Membership == "invite" || m.Membership == "knock" {
+		return mxhttp.Unknown("You must leave the room before forgetting it")
+	}
+	return s.db.ForgetRoom(ctx, string(roomID), string(user))
+}
+
+// OnProfileChanged sends updated member events to every room the user is
+// joined to (the accounts service calls it after a profile change).
+func (s *Server) OnProfileChanged(ctx context.Context, user id.UserID) error {
+	rooms, err := s.db.RoomsOfUser(ctx, string(user), "join")
+	if err != nil {
+		return err
+	}
+	content, err := s.memberContent(ctx, user, "join", "", nil)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, m := range rooms {
+		_, err := s.submit(ctx, id.RoomID(m.RoomID), &request{makers: []maker{func(rs *roomState) (*proto, error) {
+			if rs.membership(user) != "join" {
+				return nil, errSkip
+			}
+			return &proto{Type: "m.room.member", StateKey: stateKeyPtr(string(user)), Sender: user, Content: content}, nil
+		}}})
+		if err != nil && !errors.Is(err, errSkip) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,618 @@
+package roomserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strings"
+
+	"github.com/tidwall/gjson"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/storage"
+)
+
+// ---- history visibility ----
+
+// viewer decides which events of a room a user may see (spec: "History visibility").
+type viewer struct {
+	user       id.UserID
+	memberHist []storage.UserMembershipChange
+	visHist    []*storage.StoredEvent
+}
+
+func (s *Server) viewer(ctx context.Context, roomID id.RoomID, user id.UserID) (*viewer, error) {
+	mh, err := s.db.UserMembershipHistory(ctx, string(roomID), string(user))
+	if err != nil {
+		return nil, err
+	}
+	vh, err := s.db.StateEventHistory(ctx, string(roomID), "m.room.history_visibility", "")
+	if err != nil {
+		return nil, err
+	}
+	return &viewer{user: user, memberHist: mh, visHist: vh}, nil
+}
+
+func (v *viewer) visibilityAt(pos int64) string {
+	vis := "shared"
+	for _, e := range v.visHist {
+		if e.StreamPos >= pos {
+			break
+		}
+		if h := gjson.GetBytes(e.JSON, "content.history_visibility").Str; h != "" {
+			vis = h
+		}
+	}
+	return vis
+}
+
+// membershipAt is the user's membership once the event at pos is applied
+// (so a user sees their own join).
+func (v *viewer) membershipAt(pos int64) string {
+	m := "leave"
+	for _, c := range v.memberHist {
+		if c.StreamPos > pos {
+			break
+		}
+		m = c.Membership
+	}
+	return m
+}
+
+func (v *viewer) current() string {
+	if len(v.memberHist) == 0 {
+		return "leave"
+	}
+	return v.memberHist[len(v.memberHist)-1].Membership
+}
+
+func (v *viewer) canSee(pos int64) bool {
+	vis := v.visibilityAt(pos)
+	if vis == "world_readable" {
+		return true
+	}
+	m := v.membershipAt(pos)
+	if m == "join" {
+		return true
+	}
+	switch vis {
+	case "shared":
+		for _, c := range v.memberHist {
+			if c.StreamPos >= pos && c.Membership == "join" {
+				return true
+			}
+		}
+	case "invited":
+		return m == "invite"
+	}
+	return false
+}
+
+// lastVisiblePos is the stream position up to which the user may read the
+// room's current state: now if joined, else their leave/ban/kick (0 if never in the room).
+func (v *viewer) lastVisiblePos() (pos int64, current bool) {
+	if v.current() == "join" {
+		return 0, true
+	}
+	for i := len(v.memberHist) - 1; i >= 0; i-- {
+		c := v.memberHist[i]
+		if c.Membership == "leave" || c.Membership == "ban" {
+			// Left after having been in the room.
+			for j := i - 1; j >= 0; j-- {
+				if v.memberHist[j].Membership == "join" {
+					return c.StreamPos, false
+				}
+			}
+		}
+	}
+	return -1, false
+}
+
+// ---- event loading ----
+
+func (s *Server) toClient(ctx context.Context, version id.RoomVersion, se *storage.StoredEvent) (*ClientEvent, error) {
+	e, err := eventFromStored(version, se)
+	if err != nil {
+		return nil, err
+	}
+	var because *ClientEvent
+	if se.RedactedBy != "" {
+		if r, err := s.db.GetEvent(ctx, se.RedactedBy); err == nil {
+			if re, err := eventFromStored(version, r); err == nil {
+				because = re.Client(nil)
+			}
+		}
+	}
+	return e.Client(because), nil
+}
+
+// roomAndViewer loads what every read needs, mapping unknown rooms to M_FORBIDDEN
+// (the spec's answer when the user is not, or never was, in the room).
+func (s *Server) roomAndViewer(ctx context.Context, user id.UserID, roomID id.RoomID) (id.RoomVersion, *viewer, error) {
+	if !ValidRoomID(string(roomID)) {
+		return "", nil, mxhttp.InvalidParam("Invalid room ID")
+	}
+	version, err := s.roomVersion(ctx, roomID)
+	if errors.Is(err, ErrUnknownRoom) {
+		return "", nil, mxhttp.Forbidden("You are not in this room")
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	v, err := s.viewer(ctx, roomID, user)
+	if err != nil {
+		return "", nil, err
+	}
+	return version, v, nil
+}
+
+// stateVisibleTo returns the room state the user may read: the current state
+// when joined (or the room is world readable), else the state when they left.
+func (s *Server) stateVisibleTo(ctx context.Context, roomID id.RoomID, v *viewer) ([]storage.StateEntry, bool, error) {
+	pos, current := v.lastVisiblePos()
+	if !current && pos < 0 {
+		if cur, err := s.db.CurrentStateEvent(ctx, string(roomID), "m.room.history_visibility", ""); err == nil &&
+			gjson.GetBytes(cur.JSON, "content.history_visibility").Str == "world_readable" {
+			current = true
+		} else {
+			return nil, false, mxhttp.Forbidden("You are not in this room")
+		}
+	}
+	if current {
+		evs, err := s.db.CurrentStateEvents(ctx, string(roomID))
+		if err != nil {
+			return nil, false, err
+		}
+		out := make([]storage.StateEntry, 0, len(evs))
+		for _, e := range evs {
+			out = append(out, storage.StateEntry{Type: e.Type, StateKey: *e.StateKey, EventID: e.EventID})
+		}
+		return out, true, nil
+	}
+	st, err := s.db.StateAtStream(ctx, string(roomID), pos)
+	return st, false, err
+}
+
+// State returns the room state the user may see (GET /rooms/{id}/state).
+func (s *Server) State(ctx context.Context, user id.UserID, roomID id.RoomID) ([]*ClientEvent, error) {
+	version, v, err := s.roomAndViewer(ctx, user, roomID)
+	if err != nil {
+		return nil, err
+	}
+	entries, _, err := s.stateVisibleTo(ctx, roomID, v)
+	if err != nil {
+		return nil, err
+	}
+	return s.loadClientEvents(ctx, version, entries)
+}
+
+func (s *Server) loadClientEvents(ctx context.Context, version id.RoomVersion, entries []storage.StateEntry) ([]*ClientEvent, error) {
+	ids := make([]string, len(entries))
+	for i, e := range entries {
+		ids[i] = e.EventID
+	}
+	evs, err := s.db.GetEvents(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*ClientEvent, 0, len(entries))
+	for _, x := range ids {
+		if se, ok := evs[x]; ok {
+			ce, err := s.toClient(ctx, version, se)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, ce)
+		}
+	}
+	return out, nil
+}
+
+// StateEvent returns one state event the user may see; M_NOT_FOUND if unset.
+func (s *Server) StateEvent(ctx context.Context, user id.UserID, roomID id.RoomID, evType, stateKey string) (*ClientEvent, error) {
+	version, v, err := s.roomAndViewer(ctx, user, roomID)
+	if err != nil {
+		return nil, err
+	}
+	entries, _, err := s.stateVisibleTo(ctx, roomID, v)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		if e.Type == evType && e.StateKey == stateKey {
+			se, err := s.db.GetEvent(ctx, e.EventID)
+			if err != nil {
+				return nil, err
+			}
+			return s.toClient(ctx, version, se)
+		}
+	}
+	return nil, mxhttp.NotFound("Event not found")
+}
+
+// Event returns one event the user may see (GET /rooms/{id}/event/{eventId}).
+func (s *Server) Event(ctx context.Context, user id.UserID, roomID id.RoomID, eventID id.EventID) (*ClientEvent, error) {
+	if !ValidEventID(string(eventID)) {
+		return nil, mxhttp.NotFound("Event not found")
+	}
+	version, v, err := s.roomAndViewer(ctx, user, roomID)
+	if err != nil {
+		return nil, err
+	}
+	se, err := s.db.GetEvent(ctx, string(eventID))
+	if errors.Is(err, storage.ErrNotFound) || (err == nil && (se.RoomID != string(roomID) || se.SoftFailed)) {
+		return nil, mxhttp.NotFound("Event not found")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !v.canSee(se.StreamPos) {
+		return nil, mxhttp.NotFound("Event not found or not visible to you")
+	}
+	return s.toClient(ctx, version, se)
+}
+
+// MembersQuery filters GET /rooms/{id}/members.
+type MembersQuery struct {
+	At            string // pagination token: members at that point
+	Membership    string
+	NotMembership string
+}
+
+// Members returns member events of the room the user may see.
+func (s *Server) Members(ctx context.Context, user id.UserID, roomID id.RoomID, q MembersQuery) ([]*ClientEvent, error) {
+	version, v, err := s.roomAndViewer(ctx, user, roomID)
+	if err != nil {
+		return nil, err
+	}
+	var entries []storage.StateEntry
+	pos, current := v.lastVisiblePos()
+	if q.At != "" {
+		tok, err := ParseToken(q.At)
+		if err != nil {
+			return nil, mxhttp.InvalidParam("Invalid at token")
+		}
+		at := tok.Stream
+		if !current && pos >= 0 && at > pos {
+			at = pos
+		}
+		if !current && pos < 0 {
+			return nil, mxhttp.Forbidden("You are not in this room")
+		}
+		if entries, err = s.db.StateAtStream(ctx, string(roomID), at); err != nil {
+			return nil, err
+		}
+	} else if entries, _, err = s.stateVisibleTo(ctx, roomID, v); err != nil {
+		return nil, err
+	}
+	var members []storage.StateEntry
+	for _, e := range entries {
+		if e.Type == "m.room.member" {
+			members = append(members, e)
+		}
+	}
+	evs, err := s.loadClientEvents(ctx, version, members)
+	if err != nil {
+		return nil, err
+	}
+	out := evs[:0]
+	for _, e := range evs {
+		m := gjson.GetBytes(e.Content, "membership").Str
+		if (q.Membership != "" && m != q.Membership) || (q.NotMembership != "" && m == q.NotMembership) {
+			continue
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// JoinedMember is an entry of GET /joined_members.
+type JoinedMember struct {
+	DisplayName *string `json:"display_name,omitempty"`
+	AvatarURL   *string `json:"avatar_url,omitempty"`
+}
+
+// JoinedMembers returns the joined members with their profiles; the user must be joined.
+func (s *Server) JoinedMembers(ctx context.Context, user id.UserID, roomID id.RoomID) (map[id.UserID]JoinedMember, error) {
+	_, v, err := s.roomAndViewer(ctx, user, roomID)
+	if err != nil {
+		return nil, err
+	}
+	if v.current() != "join" {
+		return nil, mxhttp.Forbidden("You are not in this room")
+	}
+	ms, err := s.db.RoomMembers(ctx, string(roomID), "join")
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(ms))
+	for i, m := range ms {
+		ids[i] = m.EventID
+	}
+	evs, err := s.db.GetEvents(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[id.UserID]JoinedMember, len(ms))
+	for _, m := range ms {
+		var jm JoinedMember
+		if e, ok := evs[m.EventID]; ok {
+			if d := gjson.GetBytes(e.JSON, "content.displayname"); d.Type == gjson.String {
+				jm.DisplayName = &d.Str
+			}
+			if a := gjson.GetBytes(e.JSON, "content.avatar_url"); a.Type == gjson.String {
+				jm.AvatarURL = &a.Str
+			}
+		}
+		out[id.UserID(m.UserID)] = jm
+	}
+	return out, nil
+}
+
+// JoinedRooms lists the rooms the user is joined to.
+func (s *Server) JoinedRooms(ctx context.Context, user id.UserID) ([]id.RoomID, error) {
+	ms, err := s.db.RoomsOfUser(ctx, string(user), "join")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]id.RoomID, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, id.RoomID(m.RoomID))
+	}
+	return out, nil
+}
+
+// ---- /messages and /context ----
+
+// EventFilter is the RoomEventFilter subset /messages and /context apply.
+type EventFilter struct {
+	Limit           int      `json:"limit"`
+	Types           []string `json:"types"`
+	NotTypes        []string `json:"not_types"`
+	Senders         []string `json:"senders"`
+	NotSenders      []string `json:"not_senders"`
+	ContainsURL     *bool    `json:"contains_url"`
+	LazyLoadMembers bool     `json:"lazy_load_members"`
+	Rooms           []string `json:"rooms"`
+	NotRooms        []string `json:"not_rooms"`
+}
+
+func typeMatches(pattern, t string) bool {
+	if strings.HasSuffix(pattern, "*") {
+		return strings.HasPrefix(t, strings.TrimSuffix(pattern, "*"))
+	}
+	return pattern == t
+}
+
+// Matches reports whether an event passes the filter.
+func (f *EventFilter) Matches(se *storage.StoredEvent) bool {
+	if f == nil {
+		return true
+	}
+	if f.Types != nil && !slices.ContainsFunc(f.Types, func(p string) bool { return typeMatches(p, se.Type) }) {
+		return false
+	}
+	if slices.ContainsFunc(f.NotTypes, func(p string) bool { return typeMatches(p, se.Type) }) {
+		return false
+	}
+	if f.Senders != nil && !slices.Contains(f.Senders, se.Sender) {
+		return false
+	}
+	if slices.Contains(f.NotSenders, se.Sender) {
+		return false
+	}
+	if f.ContainsURL != nil && gjson.GetBytes(se.JSON, "content.url").Exists() != *f.ContainsURL {
+		return false
+	}
+	return true
+}
+
+// MessagesRequest is GET /rooms/{id}/messages.
+type MessagesRequest struct {
+	From, To string
+	Backward bool
+	Limit    int
+	Filter   *EventFilter
+}
+
+// MessagesResponse is its answer.
+type MessagesResponse struct {
+	Start string         `json:"start"`
+	End   string         `json:"end,omitempty"`
+	Chunk []*ClientEvent `json:"chunk"`
+	State []*ClientEvent `json:"state,omitempty"`
+}
+
+func (s *Server) tokenPos(ctx context.Context, roomID id.RoomID, tok string) (storage.TopoPos, error) {
+	t, err := ParseToken(tok)
+	if err != nil {
+		return storage.TopoPos{}, mxhttp.InvalidParam("Invalid pagination token")
+	}
+	if t.Topological {
+		return t.topo(), nil
+	}
+	return s.db.TopoPosAtStream(ctx, string(roomID), t.Stream)
+}
+
+// Messages pages through a room's history in topological order.
+func (s *Server) Messages(ctx context.Context, user id.UserID, roomID id.RoomID, req MessagesRequest) (*MessagesResponse, error) {
+	version, v, err := s.roomAndViewer(ctx, user, roomID)
+	if err != nil {
+		return nil, err
+	}
+	if v.current() != "join" && len(v.memberHist) == 0 {
+		if cur, err := s.db.CurrentStateEvent(ctx, string(roomID), "m.room.history_visibility", ""); err != nil ||
+			gjson.GetBytes(cur.JSON, "content.history_visibility").Str != "world_readable" {
+			return nil, mxhttp.Forbidden("You are not in this room")
+		}
+	}
+	limit := req.Limit
+	if limit <= 0 {
+		limit = 10
+	}
+	if limit > 1000 {
+		limit = 1000
+	}
+	var from storage.TopoPos
+	switch {
+	case req.From != "":
+		if from, err = s.tokenPos(ctx, roomID, req.From); err != nil {
+			return nil, err
+		}
+	case req.Backward:
+		from = storage.TopoPos{Depth: 1 << 62, Stream: 0}
+	default:
+		from = storage.TopoPos{Depth: -1, Stream: 0}
+	}
+	var to *storage.TopoPos
+	if req.To != "" {
+		p, err := s.tokenPos(ctx, roomID, req.To)
+		if err != nil {
+			return nil, err
+		}
+		to = &p
+	}
+	resp := &MessagesResponse{Chunk: []*ClientEvent{}}
+	resp.Start = TopologicalToken(from.Depth, from.Stream)
+	cursor := from
+	senders := map[string]bool{}
+	for len(resp.Chunk) < limit {
+		batch, err := s.db.RoomEventsByTopology(ctx, string(roomID), cursor, to, req.Backward, limit*2)
+		if err != nil {
+			return nil, err
+		}
+		for _, se := range batch {
+			if req.Backward {
+				cursor = storage.TopoPos{Depth: se.Depth, Stream: se.StreamPos - 1}
+			} else {
+				cursor = storage.TopoPos{Depth: se.Depth, Stream: se.StreamPos}
+			}
+			if v.canSee(se.StreamPos) && req.Filter.Matches(se) {
+				ce, err := s.toClient(ctx, version, se)
+				if err != nil {
+					return nil, err
+				}
+				resp.Chunk = append(resp.Chunk, ce)
+				senders[se.Sender] = true
+			}
+			if len(resp.Chunk) >= limit {
+				break
+			}
+		}
+		if len(batch) < limit*2 {
+			if len(resp.Chunk) < limit {
+				cursor = storage.TopoPos{} // exhausted: no end token
+			}
+			break
+		}
+	}
+	if cursor != (storage.TopoPos{}) {
+		resp.End = TopologicalToken(cursor.Depth, cursor.Stream)
+	}
+	if req.Filter != nil && req.Filter.LazyLoadMembers && len(senders) > 0 {
+		st, err := s.membersOf(ctx, version, roomID, senders)
+		if err != nil {
+			return nil, err
+		}
+		resp.State = st
+	}
+	return resp, nil
+}
+
+func (s *Server) membersOf(ctx context.Context, version id.RoomVersion, roomID id.RoomID, users map[string]bool) ([]*ClientEvent, error) {
+	var entries []storage.StateEntry
+	for u := range users {
+		if se, err := s.db.CurrentStateEvent(ctx, string(roomID), "m.room.member", u); err == nil {
+			entries = append(entries, storage.StateEntry{Type: "m.room.member", StateKey: u, EventID: se.EventID})
+		}
+	}
+	return s.loadClientEvents(ctx, version, entries)
+}
+
+// ContextResponse is GET /rooms/{id}/context/{eventId}.
+type ContextResponse struct {
+	Start        string         `json:"start,omitempty"`
+	End          string         `json:"end,omitempty"`
+	EventsBefore []*ClientEvent `json:"events_before"`
+	Event        *ClientEvent   `json:"event"`
+	EventsAfter  []*ClientEvent `json:"events_after"`
+	State        []*ClientEvent `json:"state"`
+}
+
+// Context returns events around an event.
+func (s *Server) Context(ctx context.Context, user id.UserID, roomID id.RoomID, eventID id.EventID, limit int, filter *EventFilter) (*ContextResponse, error) {
+	ev, err := s.Event(ctx, user, roomID, eventID)
+	if err != nil {
+		return nil, err
+	}
+	se, err := s.db.GetEvent(ctx, string(eventID))
+	if err != nil {
+		return nil, err
+	}
+	if limit < 0 {
+		limit = 0
+	}
+	if limit > 100 {
+		limit = 100
+	}
+	before, after := limit/2, limit-limit/2
+	resp := &ContextResponse{Event: ev, EventsBefore: []*ClientEvent{}, EventsAfter: []*ClientEvent{}}
+	back, err := s.Messages(ctx, user, roomID, MessagesRequest{From: TopologicalToken(se.Depth, se.StreamPos-1), Backward: true, Limit: max(before, 1), Filter: filter})
+	if err != nil {
+		return nil, err
+	}
+	fwd, err := s.Messages(ctx, user, roomID, MessagesRequest{From: TopologicalToken(se.Depth, se.StreamPos), Limit: max(after, 1), Filter: filter})
+	if err != nil {
+		return nil, err
+	}
+	if before > 0 {
+		resp.EventsBefore = back.Chunk
+	}
+	if after > 0 {
+		resp.EventsAfter = fwd.Chunk
+	}
+	// Tokens: before the earliest returned event and after the latest one.
+	resp.Start, resp.End = back.End, fwd.End
+	if resp.Start == "" {
+		resp.Start = TopologicalToken(0, 0)
+	}
+	if resp.End == "" {
+		resp.End = TopologicalToken(se.Depth, se.StreamPos)
+		if n := len(resp.EventsAfter); n > 0 {
+			if last, err := s.db.GetEvent(ctx, string(resp.EventsAfter[n-1].EventID)); err == nil {
+				resp.End = TopologicalToken(last.Depth, last.StreamPos)
+			}
+		}
+	}
+	// State at the event.
+	entries, err := s.db.SnapshotState(ctx, se.StateBefore)
+	if err != nil {
+		return nil, err
+	}
+	if filter != nil && filter.LazyLoadMembers {
+		want := map[string]bool{string(ev.Sender): true}
+		for _, e := range append(resp.EventsBefore, resp.EventsAfter...) {
+			want[string(e.Sender)] = true
+		}
+		entries = slices.DeleteFunc(entries, func(e storage.StateEntry) bool { return e.Type == "m.room.member" && !want[e.StateKey] })
+	}
+	version, _ := s.roomVersion(ctx, roomID)
+	if resp.State, err = s.loadClientEvents(ctx, version, entries); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// ParseFilter decodes a RoomEventFilter given as JSON.
+func ParseFilter(raw string) (*EventFilter, error) {
+	if raw == "" {
+		return nil, nil
+	}
+	var f EventFilter
+	if err := json.Unmarshal([]byte(raw), &f); err != nil {
+		return nil, mxhttp.BadJSON("Invalid filter: %v", err)
+	}
+	return &f, nil
+}

@@ -1,0 +1,543 @@
+// Package roomserver is the one writer of room events. Every event, built
+// locally for a client or (later) received over federation, enters through
+// one input path that is serialized per room: a worker per room takes queued
+// requests in batches, builds and authorizes each event against the room's
+// cached current state, stores its state as a delta snapshot, and commits the
+// whole batch in one transaction (group commit) before notifying /sync and the
+// federation sender.
+package roomserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"maunium.net/go/mautrix/event"
+	mfed "maunium.net/go/mautrix/federation"
+	"maunium.net/go/mautrix/federation/pdu"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/myelin-chat/myelin/internal/config"
+	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/internal/notifier"
+	"github.com/myelin-chat/myelin/storage"
+)
+
+// EventPersistedHook is told about every event after it committed; the
+// federation sender implements it to send local events to other servers.
+type EventPersistedHook interface {
+	OnEventPersisted(ctx context.Context, ev *Event, joinedServers []string)
+}
+
+// KeyGetter fetches server signing keys for verifying remote events
+// (implemented by the federation key fetcher).
+type KeyGetter interface {
+	GetKey(serverName string, keyID id.KeyID, minValidUntil time.Time) (key id.SigningKey, validUntil time.Time, err error)
+}
+
+// Server is the roomserver.
+type Server struct {
+	db         *storage.DB
+	cfg        *config.Config
+	key        *mfed.SigningKey
+	serverName string
+	notifier   *notifier.Notifier
+
+	// Keys verifies remote signatures; nil until federation provides one.
+	Keys KeyGetter
+
+	hooksMu sync.RWMutex
+	hooks   []EventPersistedHook
+
+	workersMu sync.Mutex
+	workers   map[id.RoomID]*worker
+
+	snapMu     sync.Mutex
+	lastSnapID int64
+
+	// BatchSize caps how many queued requests of a room commit together.
+	BatchSize int
+}
+
+// keyframeInterval bounds snapshot chains: every this many state changes a
+// snapshot holds the whole state again.
+const keyframeInterval = 100
+
+// New builds the roomserver.
+func New(ctx context.Context, db *storage.DB, cfg *config.Config, key *mfed.SigningKey, n *notifier.Notifier) (*Server, error) {
+	last, err := db.MaxSnapshotID(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("roomserver: %w", err)
+	}
+	return &Server{
+		db: db, cfg: cfg, key: key, serverName: cfg.ServerName, notifier: n,
+		workers: map[id.RoomID]*worker{}, lastSnapID: last, BatchSize: 256,
+	}, nil
+}
+
+// AddHook registers a hook called after every persisted event.
+func (s *Server) AddHook(h EventPersistedHook) {
+	s.hooksMu.Lock()
+	s.hooks = append(s.hooks, h)
+	s.hooksMu.Unlock()
+}
+
+func (s *Server) nextSnapshotID() int64 {
+	s.snapMu.Lock()
+	defer s.snapMu.Unlock()
+	s.lastSnapID++
+	return s.lastSnapID
+}
+
+func (s *Server) isLocal(u id.UserID) bool { return u.Homeserver() == s.serverName }
+
+// ---- per-room workers ----
+
+// maker produces the event to build from the room's current state (nil
+// state for a room being created).
+type maker func(rs *roomState) (*proto, error)
+
+type request struct {
+	ctx    context.Context
+	create *Event       // the create event of a room being created
+	makers []maker      // local events, all-or-nothing
+	remote *remoteInput // or one remote event
+	txn    *storage.TxnRecord
+	done   chan result
+}
+
+type result struct {
+	events []*Event
+	err    error
+}
+
+type worker struct {
+	roomID  id.RoomID
+	queue   chan *request
+	pending int // requests handed to the worker and not finished; guarded by Server.workersMu
+	state   *roomState
+}
+
+// submit queues a request for the room and waits for its result.
+func (s *Server) submit(ctx context.Context, roomID id.RoomID, req *request) ([]*Event, error) {
+	req.ctx = context.WithoutCancel(ctx) // once queued, the event is processed even if the client goes away
+	req.done = make(chan result, 1)
+	s.workersMu.Lock()
+	w := s.workers[roomID]
+	if w == nil {
+		w = &worker{roomID: roomID, queue: make(chan *request, 4096)}
+		s.workers[roomID] = w
+		go s.run(w)
+	}
+	w.pending++
+	s.workersMu.Unlock()
+	w.queue <- req
+	select {
+	case r := <-req.done:
+		return r.events, r.err
+	case <-ctx.Done():
+		// The request still completes; the caller no longer waits.
+		return nil, ctx.Err()
+	}
+}
+
+func (s *Server) run(w *worker) {
+	idle := time.NewTimer(time.Minute)
+	defer idle.Stop()
+	for {
+		select {
+		case req := <-w.queue:
+			batch := []*request{req}
+			// Group commit: take whatever else is already queued. Requests
+			// that create a room or carry several events run alone.
+			if !req.alone() {
+			drain:
+				for len(batch) < s.BatchSize {
+					select {
+					case r := <-w.queue:
+						if r.alone() {
+							s.processAndRelease(w, batch)
+							batch = []*request{r}
+							break drain
+						}
+						batch = append(batch, r)
+					default:
+						break drain
+					}
+				}
+			}
+			s.processAndRelease(w, batch)
+			idle.Reset(time.Minute)
+		case <-idle.C:
+			s.workersMu.Lock()
+			if w.pending == 0 {
+				delete(s.workers, w.roomID)
+				s.workersMu.Unlock()
+				return
+			}
+			s.workersMu.Unlock()
+			idle.Reset(time.Minute)
+		}
+	}
+}
+
+// alone: room creation, multi-event requests and remote events (whose state
+// lookups read prev events from the store) are not grouped with others.
+func (r *request) alone() bool { return r.create != nil || len(r.makers) > 1 || r.remote != nil }
+
+func (s *Server) processAndRelease(w *worker, batch []*request) {
+	s.process(w, batch)
+	s.workersMu.Lock()
+	w.pending -= len(batch)
+	s.workersMu.Unlock()
+}
+
+// process applies a batch of requests to the room and commits them together.
+func (s *Server) process(w *worker, batch []*request) {
+	ctx := context.Background()
+	b := &batchWrite{s: s, write: &storage.RoomWrite{RoomID: string(w.roomID)}, txns: map[string]id.EventID{}}
+	type outcome struct {
+		events []*Event
+		err    error
+	}
+	outcomes := make([]outcome, len(batch))
+	for i, req := range batch {
+		if w.state == nil && req.create == nil {
+			rs, err := s.loadRoom(ctx, w.roomID)
+			if err != nil {
+				for j := i; j < len(batch); j++ {
+					outcomes[j].err = err
+				}
+				break
+			}
+			w.state = rs
+		}
+		var evs []*Event
+		var err error
+		if req.remote != nil {
+			var ev *Event
+			ev, err = s.applyRemote(ctx, w, b, req.remote)
+			if ev != nil {
+				evs = []*Event{ev}
+			}
+		} else {
+			evs, err = s.applyLocal(ctx, w, b, req)
+		}
+		if err != nil && req.alone() {
+			// A multi-event request runs alone: drop whatever it changed.
+			w.state = nil
+			s.reply(batch, func(int) ([]*Event, error) { return nil, err })
+			return
+		}
+		outcomes[i] = outcome{evs, err}
+	}
+	if len(b.events) > 0 {
+		if err := b.commit(ctx, w); err != nil {
+			slog.Error("roomserver: commit failed", "room", w.roomID, "err", err)
+			w.state = nil // the cache may hold uncommitted changes
+			for i := range outcomes {
+				if outcomes[i].err == nil {
+					outcomes[i] = outcome{nil, fmt.Errorf("storing events: %w", err)}
+				}
+			}
+		}
+	}
+	s.reply(batch, func(i int) ([]*Event, error) { return outcomes[i].events, outcomes[i].err })
+}
+
+func (s *Server) reply(batch []*request, get func(int) ([]*Event, error)) {
+	for i, req := range batch {
+		evs, err := get(i)
+		req.done <- result{evs, err}
+	}
+}
+
+// ---- room state cache ----
+
+// roomState is a room's current state as the worker keeps it in memory.
+type roomState struct {
+	id          id.RoomID
+	version     id.RoomVersion
+	state       map[pdu.StateKey]*Event
+	snapshot    int64
+	chainLen    int
+	extremities []*Event
+	depth       int64
+	creator     id.UserID
+	created     bool // the rooms row exists
+}
+
+func (rs *roomState) get(evType, stateKey string) *Event {
+	if rs == nil {
+		return nil
+	}
+	return rs.state[pdu.StateKey{Type: evType, StateKey: stateKey}]
+}
+
+func (rs *roomState) membership(u id.UserID) string {
+	if e := rs.get("m.room.member", string(u)); e != nil {
+		return e.Membership()
+	}
+	return "leave"
+}
+
+// localMembers lists local users that are joined or invited.
+func (s *Server) localMembers(rs *roomState) []string {
+	var out []string
+	for k, e := range rs.state {
+		if k.Type != "m.room.member" {
+			continue
+		}
+		m := e.Membership()
+		if (m == "join" || m == "invite") && s.isLocal(id.UserID(k.StateKey)) {
+			out = append(out, k.StateKey)
+		}
+	}
+	return out
+}
+
+// joinedServers lists the servers with joined members (federation fan-out).
+func joinedServers(rs *roomState) []string {
+	seen := map[string]bool{}
+	var out []string
+	for k, e := range rs.state {
+		if k.Type == "m.room.member" && e.Membership() == "join" {
+			if hs := id.UserID(k.StateKey).Homeserver(); !seen[hs] {
+				seen[hs] = true
+				out = append(out, hs)
+			}
+		}
+	}
+	return out
+}
+
+// ErrUnknownRoom is returned for rooms this server has no state for.
+var ErrUnknownRoom = errors.New("unknown room")
+
+func (s *Server) loadRoom(ctx context.Context, roomID id.RoomID) (*roomState, error) {
+	row, err := s.db.GetRoom(ctx, string(roomID))
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, ErrUnknownRoom
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loading room %s: %w", roomID, err)
+	}
+	version := id.RoomVersion(row.RoomVersion)
+	stored, err := s.db.CurrentStateEvents(ctx, string(roomID))
+	if err != nil {
+		return nil, fmt.Errorf("loading state of %s: %w", roomID, err)
+	}
+	rs := &roomState{id: roomID, version: version, state: make(map[pdu.StateKey]*Event, len(stored)),
+		snapshot: row.StateSnapshot, chainLen: row.ChainLen, depth: row.MaxDepth, creator: id.UserID(row.Creator), created: true}
+	for _, se := range stored {
+		e, err := eventFromStored(version, se)
+		if err != nil {
+			return nil, err
+		}
+		rs.state[e.Key()] = e
+	}
+	extrem, err := s.db.GetEvents(ctx, row.Extremities)
+	if err != nil {
+		return nil, err
+	}
+	for _, x := range row.Extremities {
+		if se, ok := extrem[x]; ok {
+			e, err := eventFromStored(version, se)
+			if err != nil {
+				return nil, err
+			}
+			rs.extremities = append(rs.extremities, e)
+		}
+	}
+	return rs, nil
+}
+
+// roomVersion returns a known room's version without going through its worker.
+func (s *Server) roomVersion(ctx context.Context, roomID id.RoomID) (id.RoomVersion, error) {
+	row, err := s.db.GetRoom(ctx, string(roomID))
+	if errors.Is(err, storage.ErrNotFound) {
+		return "", ErrUnknownRoom
+	}
+	if err != nil {
+		return "", err
+	}
+	return id.RoomVersion(row.RoomVersion), nil
+}
+
+// ---- batch building ----
+
+type batchWrite struct {
+	s      *Server
+	write  *storage.RoomWrite
+	events []*Event
+	notify map[string]bool
+	txns   map[string]id.EventID // txn key → event, within this batch
+	// per-event bookkeeping filled in at commit
+	memberEvents []*Event
+	stateEvents  []*Event
+	txnFor       map[id.EventID]*storage.TxnRecord
+}
+
+func txnKey(t *storage.TxnRecord) string { return t.UserID + "\x00" + t.DeviceID + "\x00" + t.TxnID }
+
+// addEvent appends an accepted event to the batch and applies it to the cached state.
+func (b *batchWrite) addEvent(rs *roomState, e *Event, stateBefore int64, softFailed bool) {
+	e.StateBefore, e.StateAfter, e.SoftFailed = stateBefore, stateBefore, softFailed
+	if b.notify == nil {
+		b.notify = map[string]bool{}
+	}
+	if e.IsState() && !softFailed {
+		snapID := b.s.nextSnapshotID()
+		snap := storage.Snapshot{ID: snapID, RoomID: string(rs.id)}
+		rs.state[e.Key()] = e
+		if rs.snapshot == 0 || rs.chainLen+1 >= keyframeInterval {
+			for k, se := range rs.state {
+				snap.Entries = append(snap.Entries, storage.StateEntry{Type: k.Type, StateKey: k.StateKey, EventID: string(se.ID)})
+			}
+			snap.ChainLen = 0
+		} else {
+			snap.Parent = rs.snapshot
+			snap.ChainLen = rs.chainLen + 1
+			snap.Entries = []storage.StateEntry{{Type: e.PDU.Type, StateKey: *e.PDU.StateKey, EventID: string(e.ID)}}
+		}
+		b.write.Snapshots = append(b.write.Snapshots, snap)
+		rs.snapshot, rs.chainLen = snapID, snap.ChainLen
+		e.StateAfter = snapID
+		b.write.StateChanges = append(b.write.StateChanges, storage.StateEntry{Type: e.PDU.Type, StateKey: *e.PDU.StateKey, EventID: string(e.ID)})
+		b.stateEvents = append(b.stateEvents, e)
+		if e.PDU.Type == "m.room.member" {
+			b.memberEvents = append(b.memberEvents, e)
+			if b.s.isLocal(id.UserID(*e.PDU.StateKey)) {
+				b.notify[*e.PDU.StateKey] = true
+			}
+		}
+	}
+	if !softFailed {
+		rs.extremities = []*Event{e}
+		if e.PDU.Depth > rs.depth {
+			rs.depth = e.PDU.Depth
+		}
+	}
+	b.events = append(b.events, e)
+}
+
+func (b *batchWrite) commit(ctx context.Context, w *worker) error {
+	rs := w.state
+	first, finish := b.s.db.Stream.AllocateN(len(b.events))
+	defer finish()
+	for i, e := range b.events {
+		e.StreamPos = first + int64(i)
+	}
+	wr := b.write
+	if !rs.created {
+		wr.NewRoom = &storage.RoomRow{RoomID: string(rs.id), RoomVersion: string(rs.version), Creator: string(rs.creator), CreatedTS: time.Now().UnixMilli()}
+	}
+	for _, e := range b.events {
+		relatesTo, relType := relation(e)
+		se := storage.StoredEvent{
+			EventID: string(e.ID), RoomID: string(rs.id), StreamPos: e.StreamPos, Depth: e.PDU.Depth, Type: e.PDU.Type,
+			StateKey: e.PDU.StateKey, Sender: string(e.PDU.Sender), OriginServerTS: e.PDU.OriginServerTS, JSON: e.JSON,
+			StateBefore: e.StateBefore, StateAfter: e.StateAfter, SoftFailed: e.SoftFailed, RelatesTo: relatesTo, RelType: relType,
+		}
+		if e.PDU.Type == "m.room.member" && e.PDU.StateKey != nil {
+			se.Membership = e.Membership()
+		}
+		wr.Events = append(wr.Events, se)
+		if t := b.txnFor[e.ID]; t != nil {
+			wr.Txns = append(wr.Txns, *t)
+		}
+	}
+	for _, e := range b.memberEvents {
+		wr.Memberships = append(wr.Memberships, storage.MembershipChange{
+			UserID: *e.PDU.StateKey, Membership: e.Membership(), EventID: string(e.ID), StreamPos: e.StreamPos})
+	}
+	// Only the last change per key matters for current_state and memberships.
+	wr.StateChanges = dedupeState(wr.StateChanges)
+	wr.Memberships = dedupeMemberships(wr.Memberships)
+	wr.Snapshot = rs.snapshot
+	wr.MaxDepth = rs.depth
+	for _, x := range rs.extremities {
+		wr.Extremities = append(wr.Extremities, string(x.ID))
+	}
+	if err := b.s.db.WriteRoomEvents(ctx, wr); err != nil {
+		return err
+	}
+	rs.created = true
+	finish()
+	// Wake /sync of everyone the batch concerns.
+	users := b.s.localMembers(rs)
+	for u := range b.notify {
+		users = append(users, u)
+	}
+	if b.s.notifier != nil {
+		b.s.notifier.Notify(b.events[len(b.events)-1].StreamPos, users...)
+	}
+	b.s.hooksMu.RLock()
+	hooks := b.s.hooks
+	b.s.hooksMu.RUnlock()
+	if len(hooks) > 0 {
+		servers := joinedServers(rs)
+		for _, e := range b.events {
+			if e.SoftFailed {
+				continue
+			}
+			for _, h := range hooks {
+				h.OnEventPersisted(ctx, e, servers)
+			}
+		}
+	}
+	return nil
+}
+
+func dedupeState(in []storage.StateEntry) []storage.StateEntry {
+	type k struct{ t, s string }
+	last := map[k]int{}
+	for i, e := range in {
+		last[k{e.Type, e.StateKey}] = i
+	}
+	out := in[:0:0]
+	for i, e := range in {
+		if last[k{e.Type, e.StateKey}] == i {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func dedupeMemberships(in []storage.MembershipChange) []storage.MembershipChange {
+	last := map[string]int{}
+	for i, m := range in {
+		last[m.UserID] = i
+	}
+	out := in[:0:0]
+	for i, m := range in {
+		if last[m.UserID] == i {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// unknownRoomErr maps internal errors to what clients should see.
+func clientErr(err error) error {
+	if errors.Is(err, ErrUnknownRoom) {
+		return mxhttp.NotFound("Unknown room")
+	}
+	return err
+}
+
+// snapshotState loads a room's current state from the store, outside its
+// worker, for permission checks of requests that write no event.
+func (s *Server) snapshotState(ctx context.Context, roomID id.RoomID) (*roomState, error) {
+	return s.loadRoom(ctx, roomID)
+}
+
+func eventType(t string, state bool) event.Type {
+	if state {
+		return event.Type{Type: t, Class: event.StateEventType}
+	}
+	return event.Type{Type: t, Class: event.MessageEventType}
+}

@@ -1,0 +1,188 @@
+package roomserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+
+	"github.com/tidwall/gjson"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/storage"
+)
+
+// SendRequest is a client's message or state event.
+type SendRequest struct {
+	Sender   id.UserID
+	DeviceID id.DeviceID
+	RoomID   id.RoomID
+	Type     string
+	StateKey *string // nil for message events
+	Content  json.RawMessage
+	TxnID    string // message events: idempotency key per device
+}
+
+// Send builds, authorizes and persists a client event, returning its ID.
+// A retried transaction ID returns the original event.
+func (s *Server) Send(ctx context.Context, r SendRequest) (id.EventID, error) {
+	if !ValidEventType(r.Type) {
+		return "", mxhttp.InvalidParam("Invalid event type")
+	}
+	if r.StateKey != nil && len(*r.StateKey) > MaxFieldBytes {
+		return "", mxhttp.InvalidParam("State key exceeds %d bytes", MaxFieldBytes)
+	}
+	if len(r.Content) > MaxPDUBytes {
+		return "", mxhttp.TooLarge("Event exceeds %d bytes", MaxPDUBytes)
+	}
+	obj := gjson.ParseBytes(r.Content)
+	if !obj.IsObject() {
+		return "", mxhttp.BadJSON("Event content must be a JSON object")
+	}
+	var txn *storage.TxnRecord
+	if r.TxnID != "" {
+		txn = &storage.TxnRecord{UserID: string(r.Sender), DeviceID: string(r.DeviceID), TxnID: r.TxnID}
+		if roomID, evID, err := s.db.LookupTxn(ctx, txn.UserID, txn.DeviceID, txn.TxnID); err == nil {
+			if roomID != string(r.RoomID) {
+				return "", mxhttp.InvalidParam("Transaction ID already used in another room")
+			}
+			return id.EventID(evID), nil
+		} else if !errors.Is(err, storage.ErrNotFound) {
+			return "", err
+		}
+	}
+	version, err := s.roomVersion(ctx, r.RoomID)
+	if errors.Is(err, ErrUnknownRoom) {
+		return "", mxhttp.Forbidden("You are not in this room")
+	} else if err != nil {
+		return "", err
+	}
+	if r.StateKey != nil {
+		switch r.Type {
+		case "m.room.power_levels":
+			if err := validatePowerLevels(version, r.Content); err != nil {
+				return "", err
+			}
+		case "m.room.canonical_alias":
+			if err := s.validateCanonicalAlias(ctx, r.RoomID, r.Content); err != nil {
+				return "", err
+			}
+		case "m.room.create":
+			return "", mxhttp.Forbidden("The create event cannot be replaced")
+		}
+	}
+	if r.Type == "m.room.redaction" && r.StateKey == nil {
+		target := obj.Get("redacts").Str
+		if target == "" {
+			return "", mxhttp.BadJSON("Redaction needs content.redacts")
+		}
+		return s.Redact(ctx, r.Sender, r.DeviceID, r.RoomID, id.EventID(target), obj.Get("reason").Str, r.TxnID)
+	}
+	evs, err := s.submit(ctx, r.RoomID, &request{txn: txn, makers: []maker{func(rs *roomState) (*proto, error) {
+		if r.StateKey != nil && rs.membership(r.Sender) != "join" && r.Type != "m.room.member" {
+			return nil, mxhttp.Forbidden("You are not in this room")
+		}
+		return &proto{Type: r.Type, StateKey: r.StateKey, Sender: r.Sender, Content: r.Content}, nil
+	}}})
+	if err != nil {
+		return "", clientErr(err)
+	}
+	return evs[len(evs)-1].ID, nil
+}
+
+// validateCanonicalAlias checks that the aliases of an m.room.canonical_alias
+// event are valid and, for local ones, point at the room (M_BAD_ALIAS).
+func (s *Server) validateCanonicalAlias(ctx context.Context, roomID id.RoomID, content []byte) error {
+	obj := gjson.ParseBytes(content)
+	var aliases []string
+	if a := obj.Get("alias"); a.Exists() {
+		if a.Type != gjson.String {
+			return mxhttp.InvalidParam("alias must be a string")
+		}
+		if a.Str != "" {
+			aliases = append(aliases, a.Str)
+		}
+	}
+	if alt := obj.Get("alt_aliases"); alt.Exists() {
+		if !alt.IsArray() {
+			return mxhttp.InvalidParam("alt_aliases must be a list")
+		}
+		for _, a := range alt.Array() {
+			if a.Type != gjson.String {
+				return mxhttp.InvalidParam("alt_aliases must be a list of strings")
+			}
+			aliases = append(aliases, a.Str)
+		}
+	}
+	for _, a := range aliases {
+		if !ValidAlias(a) {
+			return mxhttp.InvalidParam("Invalid alias %q", a)
+		}
+		if _, server, _ := strings.Cut(a, ":"); server != s.serverName {
+			continue // remote aliases would need a federation query
+		}
+		target, _, err := s.db.ResolveAlias(ctx, a)
+		if errors.Is(err, storage.ErrNotFound) || (err == nil && target != string(roomID)) {
+			return (&mxhttp.Error{Status: 400, Code: "M_BAD_ALIAS", Message: "Alias " + a + " does not point to this room"})
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Redact sends a redaction of eventID.
+func (s *Server) Redact(ctx context.Context, sender id.UserID, deviceID id.DeviceID, roomID id.RoomID, eventID id.EventID, reason, txnID string) (id.EventID, error) {
+	if !ValidEventID(string(eventID)) {
+		return "", mxhttp.InvalidParam("Invalid event ID")
+	}
+	var txn *storage.TxnRecord
+	if txnID != "" {
+		txn = &storage.TxnRecord{UserID: string(sender), DeviceID: string(deviceID), TxnID: "redact:" + txnID}
+		if _, evID, err := s.db.LookupTxn(ctx, txn.UserID, txn.DeviceID, txn.TxnID); err == nil {
+			return id.EventID(evID), nil
+		}
+	}
+	if _, err := s.roomVersion(ctx, roomID); errors.Is(err, ErrUnknownRoom) {
+		return "", mxhttp.Forbidden("You are not in this room")
+	} else if err != nil {
+		return "", err
+	}
+	target, err := s.db.GetEvent(ctx, string(eventID))
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return "", err
+	}
+	if target != nil && target.RoomID != string(roomID) {
+		target = nil
+	}
+	evs, err := s.submit(ctx, roomID, &request{txn: txn, makers: []maker{func(rs *roomState) (*proto, error) {
+		if rs.membership(sender) != "join" {
+			return nil, mxhttp.Forbidden("You are not in this room")
+		}
+		if target == nil {
+			return nil, mxhttp.NotFound("Event not found")
+		}
+		// Redacting someone else's event needs the redact power level.
+		if id.UserID(target.Sender) != sender && s.userLevel(rs, sender) < redactLevel(rs) {
+			return nil, mxhttp.Forbidden("You do not have permission to redact this event")
+		}
+		content := map[string]any{}
+		if reason != "" {
+			content["reason"] = reason
+		}
+		p := &proto{Type: "m.room.redaction", Sender: sender}
+		if rs.version.RedactsInContent() {
+			content["redacts"] = eventID
+		} else {
+			p.Redacts = eventID
+		}
+		p.Content = mustJSON(content)
+		return p, nil
+	}}})
+	if err != nil {
+		return "", clientErr(err)
+	}
+	return evs[len(evs)-1].ID, nil
+}

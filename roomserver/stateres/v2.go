@@ -1,0 +1,140 @@
+package stateres
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/federation/pdu"
+	"maunium.net/go/mautrix/id"
+)
+
+// resolveV2 implements state resolution v2 (room versions 2–11) and v2.1
+// (room version 12).
+func resolveV2(ctx context.Context, version id.RoomVersion, stateSets []StateMap, provider EventProvider) (StateMap, error) {
+	unconflicted, conflicted := Separate(stateSets)
+	if len(conflicted) == 0 {
+		return unconflicted, nil
+	}
+	if err := checkEventIDSupport(version); err != nil {
+		return nil, err
+	}
+	v21 := version.StateResVersion() == id.StateResV2_1
+	r := newResolver(ctx, version, provider)
+	g := r.g
+
+	authDiff, err := g.authDifference(ctx, stateSets, unconflicted, conflicted)
+	if err != nil {
+		return nil, fmt.Errorf("stateres: auth difference: %w", err)
+	}
+
+	// Full conflicted set: conflicted state ∪ auth difference (∪ conflicted
+	// state subgraph in v2.1). Events the provider does not know cannot be
+	// checked, so they take no part.
+	var conflictedEvents []nodeID
+	for _, ids := range conflicted {
+		for _, evtID := range ids {
+			conflictedEvents = append(conflictedEvents, g.intern(evtID))
+		}
+	}
+	fullConflicted := make(map[nodeID]bool, len(conflictedEvents)+len(authDiff))
+	addToFull := func(ns []nodeID) {
+		for _, n := range ns {
+			if g.nodes[n].state == loaded {
+				fullConflicted[n] = true
+			}
+		}
+	}
+	if err = g.load(ctx, conflictedEvents); err != nil {
+		return nil, err
+	}
+	addToFull(conflictedEvents)
+	addToFull(authDiff)
+	if v21 {
+		subgraph, err := g.conflictedSubgraph(ctx, conflictedEvents)
+		if err != nil {
+			return nil, fmt.Errorf("stateres: conflicted state subgraph: %w", err)
+		}
+		addToFull(subgraph)
+	}
+	for n := range fullConflicted {
+		if err = r.loadCreateEvent(g.nodes[n].pdu.RoomID); err != nil {
+			return nil, fmt.Errorf("stateres: %w", err)
+		}
+		if r.create != nil || !version.RoomIDIsCreateEventID() {
+			break
+		}
+	}
+
+	// Step 1: the power events and the parts of their auth chains inside the
+	// full conflicted set, in reverse topological power order.
+	var powerEvents []nodeID
+	for n := range fullConflicted {
+		if isPowerEvent(g.nodes[n].pdu) {
+			powerEvents = append(powerEvents, n)
+		}
+	}
+	slices.Sort(powerEvents) // keep the walk (and so provider batches) deterministic
+	powerChains, err := g.walkAuthChains(ctx, powerEvents, nil)
+	if err != nil {
+		return nil, fmt.Errorf("stateres: walking auth chains of power events: %w", err)
+	}
+	inX := make(map[nodeID]bool, len(powerEvents))
+	for _, n := range powerEvents {
+		inX[n] = true
+	}
+	x := slices.Clone(powerEvents)
+	for _, n := range powerChains {
+		if fullConflicted[n] && !inX[n] {
+			inX[n] = true
+			x = append(x, n)
+		}
+	}
+	sortedPower := r.reverseTopologicalPowerSort(x)
+
+	// Step 2: iterative auth checks from the unconflicted state (v2) or from
+	// nothing (v2.1).
+	base := unconflicted
+	if v21 {
+		base = StateMap{}
+	}
+	state := newStateView(base)
+	if err = r.iterativeAuthChecks(sortedPower, state); err != nil {
+		return nil, fmt.Errorf("stateres: resolving power events: %w", err)
+	}
+
+	// Step 3: everything else, in mainline order based on the partially
+	// resolved power levels.
+	var rest []nodeID
+	for n := range fullConflicted {
+		if !inX[n] {
+			rest = append(rest, n)
+		}
+	}
+	powerEvt := nodeID(-1)
+	if plID, ok := state.get(pdu.StateKey{Type: event.StatePowerLevels.Type}); ok {
+		powerEvt = g.intern(plID)
+		if err = g.load(ctx, []nodeID{powerEvt}); err != nil {
+			return nil, err
+		}
+		if g.nodes[powerEvt].state != loaded {
+			powerEvt = -1
+		}
+	}
+	// Step 4.
+	if err = r.iterativeAuthChecks(r.mainlineSort(rest, powerEvt), state); err != nil {
+		return nil, fmt.Errorf("stateres: resolving remaining events: %w", err)
+	}
+
+	// Step 5: the unconflicted state map always wins. (In v2 it was also the
+	// base, so state.over already holds every other resolved entry.)
+	resolved := make(StateMap, len(unconflicted)+len(state.over))
+	for k, v := range state.over {
+		resolved[k] = v
+	}
+	for k, v := range unconflicted {
+		resolved[k] = v
+	}
+	return resolved, nil
+}

@@ -1,0 +1,561 @@
+package storage
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
+func init() { registerStreamTable("events") }
+
+// StateEntry is one (type, state_key) → event ID entry of a room state.
+type StateEntry struct {
+	Type     string
+	StateKey string
+	EventID  string
+}
+
+// StoredEvent is an event row as written by the roomserver and read back by
+// /sync and the room APIs.
+type StoredEvent struct {
+	EventID        string
+	RoomID         string
+	StreamPos      int64
+	Depth          int64
+	Type           string
+	StateKey       *string
+	Sender         string
+	OriginServerTS int64
+	JSON           []byte // the PDU (redacted once a redaction applied)
+	StateBefore    int64  // snapshot IDs
+	StateAfter     int64
+	SoftFailed     bool
+	RedactedBy     string
+	RelatesTo      string
+	RelType        string
+	Membership     string // for m.room.member events
+}
+
+// Snapshot is a new state snapshot: the entries differing from Parent, or the
+// whole state when Parent is 0 (a keyframe).
+type Snapshot struct {
+	ID       int64
+	RoomID   string
+	Parent   int64
+	ChainLen int
+	Entries  []StateEntry
+}
+
+// MembershipChange updates the memberships table.
+type MembershipChange struct {
+	UserID     string
+	Membership string
+	EventID    string
+	StreamPos  int64
+}
+
+// RoomRow is a room's row in rooms.
+type RoomRow struct {
+	RoomID        string
+	RoomVersion   string
+	Creator       string
+	CreatedTS     int64
+	IsPublic      bool
+	StateSnapshot int64
+	ChainLen      int // chain length of StateSnapshot
+	Extremities   []string
+	MaxDepth      int64
+}
+
+// TxnRecord maps a client transaction ID to the event it created.
+type TxnRecord struct {
+	UserID, DeviceID, TxnID, RoomID, EventID string
+}
+
+// Redaction replaces an event's JSON with its redacted form.
+type Redaction struct {
+	EventID      string
+	RedactedBy   string
+	RedactedJSON []byte
+}
+
+// RoomWrite is everything one group commit of a room writes, in one transaction.
+type RoomWrite struct {
+	NewRoom      *RoomRow // set when the batch creates the room
+	RoomID       string
+	Snapshots    []Snapshot
+	Events       []StoredEvent
+	Txns         []TxnRecord
+	Redactions   []Redaction
+	StateChanges []StateEntry // upserts into current_state
+	StateRemoved []StateEntry // keys removed from current_state (after state resolution)
+	Memberships  []MembershipChange
+	Snapshot     int64 // the room's new current state snapshot
+	Extremities  []string
+	MaxDepth     int64
+}
+
+// WriteRoomEvents persists a batch of events of one room, their state
+// snapshots, the room's new current state and forward extremities, all in one
+// transaction.
+func (db *DB) WriteRoomEvents(ctx context.Context, w *RoomWrite) error {
+	extrem, err := json.Marshal(w.Extremities)
+	if err != nil {
+		return err
+	}
+	return db.Tx(ctx, func(tx Querier) error {
+		if r := w.NewRoom; r != nil {
+			if _, err := tx.Exec(ctx, `INSERT INTO rooms (room_id, room_version, creator, created_ts, is_public)
+				VALUES ($1, $2, $3, $4, $5)`, r.RoomID, r.RoomVersion, r.Creator, r.CreatedTS, r.IsPublic); err != nil {
+				return fmt.Errorf("inserting room: %w", err)
+			}
+		}
+		for _, s := range w.Snapshots {
+			if _, err := tx.Exec(ctx, `INSERT INTO state_snapshots (snapshot_id, room_id, parent_id, chain_len) VALUES ($1, $2, $3, $4)`,
+				s.ID, s.RoomID, s.Parent, s.ChainLen); err != nil {
+				return fmt.Errorf("inserting snapshot: %w", err)
+			}
+			if err := insertEntries(ctx, tx, s.ID, s.Entries); err != nil {
+				return err
+			}
+		}
+		for _, e := range w.Events {
+			if _, err := tx.Exec(ctx, `INSERT INTO events (event_id, room_id, stream_pos, depth, type, state_key, sender,
+				origin_server_ts, json, state_before, state_after, soft_failed, relates_to, rel_type, membership)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+				e.EventID, e.RoomID, e.StreamPos, e.Depth, e.Type, e.StateKey, e.Sender, e.OriginServerTS, string(e.JSON),
+				e.StateBefore, e.StateAfter, e.SoftFailed, nullString(e.RelatesTo), nullString(e.RelType), nullString(e.Membership)); err != nil {
+				return fmt.Errorf("inserting event %s: %w", e.EventID, err)
+			}
+		}
+		for _, t := range w.Txns {
+			if _, err := tx.Exec(ctx, `INSERT INTO room_txns (user_id, device_id, txn_id, room_id, event_id) VALUES ($1, $2, $3, $4, $5)`,
+				t.UserID, t.DeviceID, t.TxnID, t.RoomID, t.EventID); err != nil {
+				return fmt.Errorf("recording transaction: %w", err)
+			}
+		}
+		for _, r := range w.Redactions {
+			if _, err := tx.Exec(ctx, `UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3`,
+				string(r.RedactedJSON), r.RedactedBy, r.EventID); err != nil {
+				return fmt.Errorf("redacting %s: %w", r.EventID, err)
+			}
+		}
+		for _, s := range w.StateRemoved {
+			if _, err := tx.Exec(ctx, `DELETE FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3`,
+				w.RoomID, s.Type, s.StateKey); err != nil {
+				return fmt.Errorf("updating current state: %w", err)
+			}
+		}
+		for _, s := range w.StateChanges {
+			if _, err := tx.Exec(ctx, `INSERT INTO current_state (room_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)
+				ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id`,
+				w.RoomID, s.Type, s.StateKey, s.EventID); err != nil {
+				return fmt.Errorf("updating current state: %w", err)
+			}
+		}
+		for _, m := range w.Memberships {
+			if _, err := tx.Exec(ctx, `INSERT INTO memberships (room_id, user_id, membership, event_id, stream_pos, forgotten)
+				VALUES ($1, $2, $3, $4, $5, FALSE)
+				ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id,
+					stream_pos = excluded.stream_pos, forgotten = FALSE`,
+				w.RoomID, m.UserID, m.Membership, m.EventID, m.StreamPos); err != nil {
+				return fmt.Errorf("updating membership: %w", err)
+			}
+		}
+		if _, err := tx.Exec(ctx, `UPDATE rooms SET state_snapshot = $1, extremities = $2, max_depth = $3 WHERE room_id = $4`,
+			w.Snapshot, string(extrem), w.MaxDepth, w.RoomID); err != nil {
+			return fmt.Errorf("updating room: %w", err)
+		}
+		return nil
+	})
+}
+
+func insertEntries(ctx context.Context, tx Querier, snapshot int64, entries []StateEntry) error {
+	// Multi-row inserts: keyframes of large rooms hold thousands of entries.
+	const chunk = 200
+	for start := 0; start < len(entries); start += chunk {
+		end := min(start+chunk, len(entries))
+		var sb strings.Builder
+		sb.WriteString(`INSERT INTO state_snapshot_entries (snapshot_id, type, state_key, event_id) VALUES `)
+		args := make([]any, 0, (end-start)*4)
+		for i, e := range entries[start:end] {
+			if i > 0 {
+				sb.WriteByte(',')
+			}
+			n := len(args)
+			fmt.Fprintf(&sb, "($%d, $%d, $%d, $%d)", n+1, n+2, n+3, n+4)
+			args = append(args, snapshot, e.Type, e.StateKey, e.EventID)
+		}
+		if _, err := tx.Exec(ctx, sb.String(), args...); err != nil {
+			return fmt.Errorf("inserting snapshot entries: %w", err)
+		}
+	}
+	return nil
+}
+
+// MaxSnapshotID is the largest snapshot ID in use (the roomserver allocates
+// the next ones in memory).
+func (db *DB) MaxSnapshotID(ctx context.Context) (int64, error) {
+	var n int64
+	err := db.QueryRow(ctx, `SELECT COALESCE(MAX(snapshot_id), 0) FROM state_snapshots`).Scan(&n)
+	return n, err
+}
+
+// SnapshotState loads the full state a snapshot names, walking its chain back
+// to the keyframe. Snapshot 0 is the empty state.
+func (db *DB) SnapshotState(ctx context.Context, snapshot int64) ([]StateEntry, error) {
+	if snapshot == 0 {
+		return nil, nil
+	}
+	rows, err := db.Query(ctx, `WITH RECURSIVE chain(id, parent, n) AS (
+			SELECT snapshot_id, parent_id, 0 FROM state_snapshots WHERE snapshot_id = $1
+			UNION ALL
+			SELECT s.snapshot_id, s.parent_id, c.n + 1 FROM state_snapshots s JOIN chain c ON s.snapshot_id = c.parent
+		)
+		SELECT e.type, e.state_key, e.event_id, c.n FROM chain c JOIN state_snapshot_entries e ON e.snapshot_id = c.id
+		ORDER BY c.n DESC`, snapshot)
+	if err != nil {
+		return nil, fmt.Errorf("loading snapshot %d: %w", snapshot, err)
+	}
+	defer rows.Close()
+	type key struct{ t, k string }
+	idx := map[key]int{}
+	var out []StateEntry
+	for rows.Next() {
+		var e StateEntry
+		var n int
+		if err := rows.Scan(&e.Type, &e.StateKey, &e.EventID, &n); err != nil {
+			return nil, err
+		}
+		// Oldest first: later (closer) snapshots override.
+		if i, ok := idx[key{e.Type, e.StateKey}]; ok {
+			out[i] = e
+			continue
+		}
+		idx[key{e.Type, e.StateKey}] = len(out)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+const eventColumns = `event_id, room_id, stream_pos, depth, type, state_key, sender, origin_server_ts, json,
+	state_before, state_after, soft_failed, redacted_by, relates_to, rel_type, membership`
+
+func scanEvent(r interface{ Scan(...any) error }) (*StoredEvent, error) {
+	var e StoredEvent
+	var js string
+	var stateKey, redactedBy, relatesTo, relType, membership *string
+	if err := r.Scan(&e.EventID, &e.RoomID, &e.StreamPos, &e.Depth, &e.Type, &stateKey, &e.Sender, &e.OriginServerTS, &js,
+		&e.StateBefore, &e.StateAfter, &e.SoftFailed, &redactedBy, &relatesTo, &relType, &membership); err != nil {
+		return nil, err
+	}
+	e.JSON = []byte(js)
+	e.StateKey = stateKey
+	e.RedactedBy, e.RelatesTo, e.RelType, e.Membership = strOrEmpty(redactedBy), strOrEmpty(relatesTo), strOrEmpty(relType), strOrEmpty(membership)
+	return &e, nil
+}
+
+func strOrEmpty(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+func collectEvents(rows Rows, err error) ([]*StoredEvent, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*StoredEvent
+	for rows.Next() {
+		e, err := scanEvent(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// GetEvent loads one event by ID; ErrNotFound if unknown.
+func (db *DB) GetEvent(ctx context.Context, eventID string) (*StoredEvent, error) {
+	return scanEvent(db.QueryRow(ctx, `SELECT `+eventColumns+` FROM events WHERE event_id = $1`, eventID))
+}
+
+// GetEvents loads events by ID; unknown IDs are absent from the result.
+func (db *DB) GetEvents(ctx context.Context, ids []string) (map[string]*StoredEvent, error) {
+	out := make(map[string]*StoredEvent, len(ids))
+	const chunk = 500
+	for start := 0; start < len(ids); start += chunk {
+		part := ids[start:min(start+chunk, len(ids))]
+		ph := make([]string, len(part))
+		args := make([]any, len(part))
+		for i, id := range part {
+			ph[i] = fmt.Sprintf("$%d", i+1)
+			args[i] = id
+		}
+		evs, err := collectEvents(db.Query(ctx, `SELECT `+eventColumns+` FROM events WHERE event_id IN (`+strings.Join(ph, ",")+`)`, args...))
+		if err != nil {
+			return nil, fmt.Errorf("loading events: %w", err)
+		}
+		for _, e := range evs {
+			out[e.EventID] = e
+		}
+	}
+	return out, nil
+}
+
+// RoomEventsByStream returns a room's timeline events (not soft-failed) with
+// after < stream_pos <= upTo, ascending, or descending when backwards, at most
+// limit of them. upTo <= 0 means no upper bound.
+func (db *DB) RoomEventsByStream(ctx context.Context, roomID string, after, upTo int64, backwards bool, limit int) ([]*StoredEvent, error) {
+	if upTo <= 0 {
+		upTo = 1 << 62
+	}
+	order := "ASC"
+	if backwards {
+		order = "DESC"
+	}
+	return collectEvents(db.Query(ctx, `SELECT `+eventColumns+` FROM events
+		WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3 AND NOT soft_failed
+		ORDER BY stream_pos `+order+` LIMIT $4`, roomID, after, upTo, limit))
+}
+
+// TopoPos is a position in a room's topological order: just after the event
+// at (Depth, Stream).
+type TopoPos struct{ Depth, Stream int64 }
+
+// RoomEventsByTopology returns a room's timeline events in topological order
+// (depth, stream_pos): forwards those after from (exclusive) up to to
+// (inclusive, when set); backwards those at or before from down to to (exclusive).
+func (db *DB) RoomEventsByTopology(ctx context.Context, roomID string, from TopoPos, to *TopoPos, backwards bool, limit int) ([]*StoredEvent, error) {
+	if backwards {
+		lo := TopoPos{-1 << 62, 0}
+		if to != nil {
+			lo = *to
+		}
+		return collectEvents(db.Query(ctx, `SELECT `+eventColumns+` FROM events
+			WHERE room_id = $1 AND NOT soft_failed
+			  AND (depth < $2 OR (depth = $2 AND stream_pos <= $3))
+			  AND (depth > $4 OR (depth = $4 AND stream_pos > $5))
+			ORDER BY depth DESC, stream_pos DESC LIMIT $6`, roomID, from.Depth, from.Stream, lo.Depth, lo.Stream, limit))
+	}
+	hi := TopoPos{1 << 62, 0}
+	if to != nil {
+		hi = *to
+	}
+	return collectEvents(db.Query(ctx, `SELECT `+eventColumns+` FROM events
+		WHERE room_id = $1 AND NOT soft_failed
+		  AND (depth > $2 OR (depth = $2 AND stream_pos > $3))
+		  AND (depth < $4 OR (depth = $4 AND stream_pos <= $5))
+		ORDER BY depth ASC, stream_pos ASC LIMIT $6`, roomID, from.Depth, from.Stream, hi.Depth, hi.Stream, limit))
+}
+
+// TopoPosAtStream is the topological position of the latest event of the room
+// at or before stream position pos ({0,0} if none).
+func (db *DB) TopoPosAtStream(ctx context.Context, roomID string, pos int64) (TopoPos, error) {
+	var p TopoPos
+	err := db.QueryRow(ctx, `SELECT depth, stream_pos FROM events WHERE room_id = $1 AND stream_pos <= $2 AND NOT soft_failed
+		ORDER BY stream_pos DESC LIMIT 1`, roomID, pos).Scan(&p.Depth, &p.Stream)
+	if err == ErrNotFound {
+		return TopoPos{}, nil
+	}
+	return p, err
+}
+
+// LatestEventBefore returns the room's latest timeline event at or before
+// stream position pos, for "state at a stream position"; ErrNotFound if none.
+func (db *DB) LatestEventBefore(ctx context.Context, roomID string, pos int64) (*StoredEvent, error) {
+	return scanEvent(db.QueryRow(ctx, `SELECT `+eventColumns+` FROM events
+		WHERE room_id = $1 AND stream_pos <= $2 AND NOT soft_failed ORDER BY stream_pos DESC LIMIT 1`, roomID, pos))
+}
+
+// StateAtStream returns the room state after the last event at or before
+// stream position pos (empty if the room had no events then).
+func (db *DB) StateAtStream(ctx context.Context, roomID string, pos int64) ([]StateEntry, error) {
+	e, err := db.LatestEventBefore(ctx, roomID, pos)
+	if err == ErrNotFound {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return db.SnapshotState(ctx, e.StateAfter)
+}
+
+// StateBeforeEvent returns the room state just before an event.
+func (db *DB) StateBeforeEvent(ctx context.Context, eventID string) ([]StateEntry, error) {
+	e, err := db.GetEvent(ctx, eventID)
+	if err != nil {
+		return nil, err
+	}
+	return db.SnapshotState(ctx, e.StateBefore)
+}
+
+// UserMembershipChange is one membership event concerning a user.
+type UserMembershipChange struct {
+	RoomID     string
+	Membership string
+	EventID    string
+	StreamPos  int64
+	Sender     string
+}
+
+// MembershipChanges lists the membership events whose state_key is userID
+// with after < stream_pos <= upTo, ascending: /sync's join, invite, leave and
+// knock sections.
+func (db *DB) MembershipChanges(ctx context.Context, userID string, after, upTo int64) ([]UserMembershipChange, error) {
+	rows, err := db.Query(ctx, `SELECT room_id, membership, event_id, stream_pos, sender FROM events
+		WHERE type = 'm.room.member' AND state_key = $1 AND stream_pos > $2 AND stream_pos <= $3 AND NOT soft_failed
+		ORDER BY stream_pos ASC`, userID, after, upTo)
+	if err != nil {
+		return nil, fmt.Errorf("loading membership changes: %w", err)
+	}
+	defer rows.Close()
+	var out []UserMembershipChange
+	for rows.Next() {
+		var c UserMembershipChange
+		var m *string
+		if err := rows.Scan(&c.RoomID, &m, &c.EventID, &c.StreamPos, &c.Sender); err != nil {
+			return nil, err
+		}
+		c.Membership = strOrEmpty(m)
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// UserMembershipHistory is every membership event of a user in one room,
+// ascending by stream position (history visibility checks).
+func (db *DB) UserMembershipHistory(ctx context.Context, roomID, userID string) ([]UserMembershipChange, error) {
+	rows, err := db.Query(ctx, `SELECT room_id, membership, event_id, stream_pos, sender FROM events
+		WHERE type = 'm.room.member' AND state_key = $1 AND room_id = $2 AND NOT soft_failed ORDER BY stream_pos ASC`, userID, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("loading membership history: %w", err)
+	}
+	defer rows.Close()
+	var out []UserMembershipChange
+	for rows.Next() {
+		var c UserMembershipChange
+		var m *string
+		if err := rows.Scan(&c.RoomID, &m, &c.EventID, &c.StreamPos, &c.Sender); err != nil {
+			return nil, err
+		}
+		c.Membership = strOrEmpty(m)
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// StateEventHistory lists a room's events of one state type and key,
+// ascending by stream position (e.g. the history_visibility changes).
+func (db *DB) StateEventHistory(ctx context.Context, roomID, evType, stateKey string) ([]*StoredEvent, error) {
+	return collectEvents(db.Query(ctx, `SELECT `+eventColumns+` FROM events
+		WHERE room_id = $1 AND type = $2 AND state_key = $3 AND NOT soft_failed ORDER BY stream_pos ASC`, roomID, evType, stateKey))
+}
+
+// Relations lists events relating to eventID (optionally of one rel_type and
+// event type) in stream order, paginated by stream position.
+func (db *DB) Relations(ctx context.Context, roomID, eventID, relType, evType string, from int64, backwards bool, limit int) ([]*StoredEvent, error) {
+	cond, order := "stream_pos > $5", "ASC"
+	if backwards {
+		cond, order = "stream_pos < $5", "DESC"
+		if from <= 0 {
+			from = 1 << 62
+		}
+	}
+	return collectEvents(db.Query(ctx, `SELECT `+eventColumns+` FROM events
+		WHERE relates_to = $1 AND room_id = $2 AND ($3 = '' OR rel_type = $3) AND ($4 = '' OR type = $4) AND NOT soft_failed AND `+cond+`
+		ORDER BY stream_pos `+order+` LIMIT $6`, eventID, roomID, relType, evType, from, limit))
+}
+
+// ThreadRoots lists the events of a room that have thread replies, newest
+// thread activity first, before stream position `before` (0: no bound).
+func (db *DB) ThreadRoots(ctx context.Context, roomID string, before int64, limit int) ([]*StoredEvent, []int64, error) {
+	if before <= 0 {
+		before = 1 << 62
+	}
+	rows, err := db.Query(ctx, `SELECT relates_to, MAX(stream_pos) AS latest FROM events
+		WHERE room_id = $1 AND rel_type = 'm.thread' AND NOT soft_failed
+		GROUP BY relates_to HAVING MAX(stream_pos) < $2 ORDER BY latest DESC LIMIT $3`, roomID, before, limit)
+	if err != nil {
+		return nil, nil, fmt.Errorf("loading threads: %w", err)
+	}
+	var ids []string
+	var latest []int64
+	for rows.Next() {
+		var id string
+		var l int64
+		if err := rows.Scan(&id, &l); err != nil {
+			rows.Close()
+			return nil, nil, err
+		}
+		ids, latest = append(ids, id), append(latest, l)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, nil, err
+	}
+	evs, err := db.GetEvents(ctx, ids)
+	if err != nil {
+		return nil, nil, err
+	}
+	var out []*StoredEvent
+	var outLatest []int64
+	for i, id := range ids {
+		if e, ok := evs[id]; ok && e.RoomID == roomID {
+			out, outLatest = append(out, e), append(outLatest, latest[i])
+		}
+	}
+	return out, outLatest, nil
+}
+
+// ThreadSummary counts a thread's replies and returns the latest one.
+func (db *DB) ThreadSummary(ctx context.Context, rootID string) (count int, latest *StoredEvent, err error) {
+	if err := db.QueryRow(ctx, `SELECT COUNT(*) FROM events WHERE relates_to = $1 AND rel_type = 'm.thread' AND NOT soft_failed`, rootID).Scan(&count); err != nil {
+		return 0, nil, err
+	}
+	if count == 0 {
+		return 0, nil, nil
+	}
+	latest, err = scanEvent(db.QueryRow(ctx, `SELECT `+eventColumns+` FROM events WHERE relates_to = $1 AND rel_type = 'm.thread' AND NOT soft_failed
+		ORDER BY stream_pos DESC LIMIT 1`, rootID))
+	return count, latest, err
+}
+
+// EventNearTimestamp finds the room's event closest to ts in the direction
+// given (forwards: the first at or after ts; backwards: the last at or before).
+func (db *DB) EventNearTimestamp(ctx context.Context, roomID string, ts int64, forwards bool) (*StoredEvent, error) {
+	if forwards {
+		return scanEvent(db.QueryRow(ctx, `SELECT `+eventColumns+` FROM events WHERE room_id = $1 AND origin_server_ts >= $2 AND NOT soft_failed
+			ORDER BY origin_server_ts ASC, stream_pos ASC LIMIT 1`, roomID, ts))
+	}
+	return scanEvent(db.QueryRow(ctx, `SELECT `+eventColumns+` FROM events WHERE room_id = $1 AND origin_server_ts <= $2 AND NOT soft_failed
+		ORDER BY origin_server_ts DESC, stream_pos DESC LIMIT 1`, roomID, ts))
+}
+
+// RoomStorageFootprint counts the rows and bytes a room occupies in the event
+// and state tables (benchmarks and operations).
+func (db *DB) RoomStorageFootprint(ctx context.Context, roomID string) (rows, bytes int64, err error) {
+	var evRows, evBytes, snapRows, entryRows, entryBytes, curRows, memRows int64
+	if err = db.QueryRow(ctx, `SELECT COUNT(*), COALESCE(SUM(LENGTH(json) + LENGTH(event_id) + LENGTH(room_id) + LENGTH(type) + LENGTH(sender) + 64), 0)
+		FROM events WHERE room_id = $1`, roomID).Scan(&evRows, &evBytes); err != nil {
+		return
+	}
+	if err = db.QueryRow(ctx, `SELECT COUNT(*) FROM state_snapshots WHERE room_id = $1`, roomID).Scan(&snapRows); err != nil {
+		return
+	}
+	if err = db.QueryRow(ctx, `SELECT COUNT(*), COALESCE(SUM(LENGTH(e.type) + LENGTH(e.state_key) + LENGTH(e.event_id) + 8), 0)
+		FROM state_snapshot_entries e JOIN state_snapshots s ON s.snapshot_id = e.snapshot_id WHERE s.room_id = $1`, roomID).Scan(&entryRows, &entryBytes); err != nil {
+		return
+	}
+	if err = db.QueryRow(ctx, `SELECT COUNT(*) FROM current_state WHERE room_id = $1`, roomID).Scan(&curRows); err != nil {
+		return
+	}
+	if err = db.QueryRow(ctx, `SELECT COUNT(*) FROM memberships WHERE room_id = $1`, roomID).Scan(&memRows); err != nil {
+		return
+	}
+	return evRows + snapRows + entryRows + curRows + memRows, evBytes + snapRows*32 + entryBytes, nil
+}
