@@ -61,7 +61,7 @@ func (a *API) putPushRule(r *http.Request) (any, error) {
 		return nil, err
 	}
 	var body struct {
-		Actions    *pushrules.PushActionArray  `json:"actions"`
+		Actions    *pushrules.PushActionArray `json:"actions"`
 		Conditions []*pushrules.PushCondition `json:"conditions"`
 		Pattern    string                     `json:"pattern"`
 	}

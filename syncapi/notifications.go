@@ -30,8 +30,8 @@ type pushRoom struct {
 	power       *event.PowerLevelsEventContent
 }
 
-func (r *pushRoom) GetOwnDisplayname() string                     { return r.displayName }
-func (r *pushRoom) GetMemberCount() int                           { return r.members }
+func (r *pushRoom) GetOwnDisplayname() string                      { return r.displayName }
+func (r *pushRoom) GetMemberCount() int                            { return r.members }
 func (r *pushRoom) GetPowerLevels() *event.PowerLevelsEventContent { return r.power }
 
 func (s *Service) pushRoom(ctx context.Context, roomID, userID string) (*pushRoom, error) {

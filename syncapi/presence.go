@@ -87,9 +87,6 @@ func (s *Service) SetPresence(ctx context.Context, userID, state string, statusM
 // GetPresence answers GET /presence/{userId}/status for requester.
 func (s *Service) GetPresence(ctx context.Context, requester, target string) (*PresenceContent, error) {
 	if target != requester {
-		if !s.presenceEnabled {
-			return nil, mxhttp.Forbidden("Presence is disabled on this server")
-		}
 		users, err := s.rooms.UsersSharingRooms(ctx, requester)
 		if err != nil {
 			return nil, err

@@ -31,8 +31,8 @@ type storedRules struct {
 }
 
 type defaultChange struct {
-	Enabled *bool                     `json:"enabled,omitempty"`
-	Actions pushrules.PushActionArray `json:"actions,omitempty"`
+	Enabled *bool                      `json:"enabled,omitempty"`
+	Actions *pushrules.PushActionArray `json:"actions,omitempty"`
 }
 
 // Rules is a user's effective ruleset: per kind, the rules in priority order.
@@ -106,7 +106,7 @@ func (st *storedRules) effective(userID string) Rules {
 					r.Enabled = *ch.Enabled
 				}
 				if ch.Actions != nil {
-					r.Actions = ch.Actions
+					r.Actions = *ch.Actions
 				}
 			}
 		}
@@ -301,7 +301,7 @@ func (s *Service) SetPushRuleActions(ctx context.Context, userID, kind, ruleID s
 		}
 		if r := find(eff[kind], ruleID); r != nil && r.Default {
 			ch := st.Defaults[ruleID]
-			ch.Actions = actions
+			ch.Actions = &actions
 			st.Defaults[ruleID] = ch
 			return nil
 		}

@@ -9,9 +9,11 @@ import (
 
 type fakeRoom struct{ members int }
 
-func (r fakeRoom) GetOwnDisplayname() string                     { return "Alice" }
-func (r fakeRoom) GetMemberCount() int                           { return r.members }
-func (r fakeRoom) GetPowerLevels() *event.PowerLevelsEventContent { return &event.PowerLevelsEventContent{} }
+func (r fakeRoom) GetOwnDisplayname() string { return "Alice" }
+func (r fakeRoom) GetMemberCount() int       { return r.members }
+func (r fakeRoom) GetPowerLevels() *event.PowerLevelsEventContent {
+	return &event.PowerLevelsEventContent{}
+}
 
 func evt(t *testing.T, typ, content string) *event.Event {
 	t.Helper()

@@ -38,8 +38,8 @@ func TestSyncBadInput(t *testing.T) {
 			}
 			for _, q := range cases {
 				_, err := rawSync(t, alice, q)
-				if status(err) != http.StatusBadRequest || errcode(err) != "M_INVALID_PARAM" {
-					t.Errorf("sync %v: status %d errcode %q (%v)", q, status(err), errcode(err), err)
+				if syncStatus(err) != http.StatusBadRequest || syncErrcode(err) != "M_INVALID_PARAM" {
+					t.Errorf("sync %v: status %d errcode %q (%v)", q, syncStatus(err), syncErrcode(err), err)
 				}
 			}
 			// A good token still works, and an empty long-poll answers with a usable token.
@@ -57,7 +57,7 @@ func TestSyncTokenSurvivesRestart(t *testing.T) {
 	conf := testserver.Options{Configure: func(c *config.Config) { c.DataDir = dir }}
 	srv := testserver.Start(t, "sqlite", conf)
 	alice := srv.Register(t, "alice")
-	room := createRoom(t, alice, nil)
+	room := syncCreateRoom(t, alice, nil)
 	first := syncOnce(t, alice, "", "", 0)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -67,9 +67,9 @@ func TestSyncTokenSurvivesRestart(t *testing.T) {
 	alice2 := srv2.Client(t)
 	alice2.SetCredentials(alice.UserID, alice.AccessToken)
 	alice2.DeviceID = alice.DeviceID
-	ev := sendText(t, alice2, room, "after restart")
+	ev := syncSendText(t, alice2, room, "after restart")
 	resp := syncUntil(t, alice2, first.NextBatch, "", func(r *mautrix.RespSync) bool {
-		return r.Rooms.Join[room] != nil && hasEvent(r.Rooms.Join[room].Timeline.Events, ev)
+		return r.Rooms.Join[room] != nil && syncHasEvent(r.Rooms.Join[room].Timeline.Events, ev)
 	})
 	if len(resp.Rooms.Join[room].Timeline.Events) != 1 {
 		t.Fatalf("after restart the timeline has %d events, want only the new one", len(resp.Rooms.Join[room].Timeline.Events))
@@ -96,7 +96,7 @@ func TestPushRulesAPI(t *testing.T) {
 				t.Fatalf("last underride = %s", r.RuleID)
 			}
 			first := syncOnce(t, alice, "", "", 0)
-			if !hasAccountData(first, "m.push_rules") {
+			if !syncHasAccountData(first, "m.push_rules") {
 				t.Fatal("initial sync lacks m.push_rules")
 			}
 
@@ -127,7 +127,7 @@ func TestPushRulesAPI(t *testing.T) {
 				t.Fatalf("actions = %v, %v", actions.Actions, err)
 			}
 			// The change reaches /sync as account data.
-			resp := syncUntil(t, alice, first.NextBatch, "", func(r *mautrix.RespSync) bool { return hasAccountData(r, "m.push_rules") })
+			resp := syncUntil(t, alice, first.NextBatch, "", func(r *mautrix.RespSync) bool { return syncHasAccountData(r, "m.push_rules") })
 			_ = resp
 
 			// Bad input and missing rules.
@@ -147,21 +147,21 @@ func TestPushRulesAPI(t *testing.T) {
 			}
 			for _, b := range bad {
 				_, err := alice.MakeRequest(ctx, b.method, alice.BuildClientURL("v3", "pushrules", "global", b.kind, b.rule), b.body, nil)
-				if status(err) != b.status || errcode(err) != b.code {
-					t.Errorf("%s %s/%s: %d %s, want %d %s", b.method, b.kind, b.rule, status(err), errcode(err), b.status, b.code)
+				if syncStatus(err) != b.status || syncErrcode(err) != b.code {
+					t.Errorf("%s %s/%s: %d %s, want %d %s", b.method, b.kind, b.rule, syncStatus(err), syncErrcode(err), b.status, b.code)
 				}
 			}
 			if err := alice.DeletePushRule(ctx, "global", pushrules.ContentRule, "cake"); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := alice.GetPushRule(ctx, "global", pushrules.ContentRule, "cake"); status(err) != 404 {
+			if _, err := alice.GetPushRule(ctx, "global", pushrules.ContentRule, "cake"); syncStatus(err) != 404 {
 				t.Fatalf("deleted rule still there: %v", err)
 			}
 		})
 	}
 }
 
-func hasAccountData(r *mautrix.RespSync, typ string) bool {
+func syncHasAccountData(r *mautrix.RespSync, typ string) bool {
 	for _, e := range r.AccountData.Events {
 		if e.Type.Type == typ {
 			return true
@@ -198,7 +198,7 @@ func TestPushers(t *testing.T) {
 				{"app_id": "a", "pushkey": "k", "kind": "carrier-pigeon", "app_display_name": "x", "device_display_name": "y", "lang": "en", "data": map[string]any{}},
 				{"app_id": "a", "pushkey": "k", "kind": "http", "app_display_name": "x", "device_display_name": "y", "lang": "en", "data": map[string]any{}},
 			} {
-				if err := set(bad); status(err) != 400 {
+				if err := set(bad); syncStatus(err) != 400 {
 					t.Errorf("pushers/set %v: %v", bad, err)
 				}
 			}
@@ -223,8 +223,8 @@ func TestPresence(t *testing.T) {
 				srv := testserver.Start(t, backend, testserver.Options{Configure: func(c *config.Config) { c.Presence.Enabled = enabled }})
 				ctx := context.Background()
 				alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
-				room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-				join(t, bob, room)
+				room := syncCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+				syncJoin(t, bob, room)
 				bobFirst := syncOnce(t, bob, "", "", 0)
 				msg := "out to lunch"
 				if err := alice.SetPresence(ctx, mautrix.ReqPresence{Presence: event.PresenceUnavailable, StatusMsg: msg}); err != nil {
@@ -242,11 +242,11 @@ func TestPresence(t *testing.T) {
 				}
 				// Someone who shares no room may not look.
 				carol := srv.Register(t, "carol")
-				if _, err := carol.GetPresence(ctx, alice.UserID); status(err) != 403 {
+				if _, err := carol.GetPresence(ctx, alice.UserID); syncStatus(err) != 403 {
 					t.Fatalf("stranger read presence: %v", err)
 				}
 				if enabled {
-					syncUntil(t, bob, bobFirst.NextBatch, "", func(r *mautrix.RespSync) bool { return presenceOf(r, alice.UserID) == event.PresenceUnavailable })
+					syncUntil(t, bob, bobFirst.NextBatch, "", func(r *mautrix.RespSync) bool { return syncPresenceOf(r, alice.UserID) == event.PresenceUnavailable })
 				} else {
 					resp := syncOnce(t, bob, bobFirst.NextBatch, "", 500)
 					if len(resp.Presence.Events) != 0 {
@@ -258,7 +258,7 @@ func TestPresence(t *testing.T) {
 	}
 }
 
-func presenceOf(r *mautrix.RespSync, user id.UserID) event.Presence {
+func syncPresenceOf(r *mautrix.RespSync, user id.UserID) event.Presence {
 	for _, e := range r.Presence.Events {
 		if e.Sender == user {
 			_ = e.Content.ParseRaw(event.EphemeralEventPresence)

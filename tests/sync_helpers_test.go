@@ -36,7 +36,7 @@ func syncUntil(t testing.TB, c *mautrix.Client, since, filter string, cond func(
 	return nil
 }
 
-func createRoom(t testing.TB, c *mautrix.Client, req *mautrix.ReqCreateRoom) id.RoomID {
+func syncCreateRoom(t testing.TB, c *mautrix.Client, req *mautrix.ReqCreateRoom) id.RoomID {
 	t.Helper()
 	if req == nil {
 		req = &mautrix.ReqCreateRoom{}
@@ -48,7 +48,7 @@ func createRoom(t testing.TB, c *mautrix.Client, req *mautrix.ReqCreateRoom) id.
 	return resp.RoomID
 }
 
-func sendText(t testing.TB, c *mautrix.Client, room id.RoomID, text string) id.EventID {
+func syncSendText(t testing.TB, c *mautrix.Client, room id.RoomID, text string) id.EventID {
 	t.Helper()
 	resp, err := c.SendText(context.Background(), room, text)
 	if err != nil {
@@ -57,14 +57,14 @@ func sendText(t testing.TB, c *mautrix.Client, room id.RoomID, text string) id.E
 	return resp.EventID
 }
 
-func join(t testing.TB, c *mautrix.Client, room id.RoomID) {
+func syncJoin(t testing.TB, c *mautrix.Client, room id.RoomID) {
 	t.Helper()
 	if _, err := c.JoinRoomByID(context.Background(), room); err != nil {
 		t.Fatalf("join as %s: %v", c.UserID, err)
 	}
 }
 
-func timelineIDs(r *mautrix.SyncJoinedRoom) []id.EventID {
+func syncTimelineIDs(r *mautrix.SyncJoinedRoom) []id.EventID {
 	var out []id.EventID
 	for _, e := range r.Timeline.Events {
 		out = append(out, e.ID)
@@ -72,7 +72,7 @@ func timelineIDs(r *mautrix.SyncJoinedRoom) []id.EventID {
 	return out
 }
 
-func hasEvent(evs []*event.Event, id id.EventID) bool {
+func syncHasEvent(evs []*event.Event, id id.EventID) bool {
 	for _, e := range evs {
 		if e.ID == id {
 			return true
@@ -97,7 +97,7 @@ func rawSync(t testing.TB, c *mautrix.Client, query map[string]string) (map[stri
 	return out, nil
 }
 
-func errcode(err error) string {
+func syncErrcode(err error) string {
 	var httpErr mautrix.HTTPError
 	if errors.As(err, &httpErr) && httpErr.RespError != nil {
 		return httpErr.RespError.ErrCode
@@ -105,7 +105,7 @@ func errcode(err error) string {
 	return ""
 }
 
-func status(err error) int {
+func syncStatus(err error) int {
 	var httpErr mautrix.HTTPError
 	if errors.As(err, &httpErr) && httpErr.Response != nil {
 		return httpErr.Response.StatusCode

@@ -29,15 +29,15 @@ func TestSyncChainsSeeEveryEventOnce(t *testing.T) {
 			ctx := context.Background()
 			const senders, perSender, chains = 4, 25, 12
 			owner := srv.Register(t, "owner")
-			room := createRoom(t, owner, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+			room := syncCreateRoom(t, owner, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 			var users []*mautrix.Client
 			for i := 0; i < senders; i++ {
 				u := srv.Register(t, fmt.Sprintf("sender%d", i))
-				join(t, u, room)
+				syncJoin(t, u, room)
 				users = append(users, u)
 			}
 			watcher := srv.Register(t, "watcher")
-			join(t, watcher, room)
+			syncJoin(t, watcher, room)
 			start := syncOnce(t, watcher, "", "", 0)
 
 			type result struct {
@@ -74,16 +74,16 @@ func TestSyncChainsSeeEveryEventOnce(t *testing.T) {
 						}
 						if jr := resp.Rooms.Join[room]; jr != nil {
 							if jr.Timeline.Limited {
-								gap, err := fillGap(ctx, watcher, room, jr.Timeline.PrevBatch, since)
+								gap, err := syncFillGap(ctx, watcher, room, jr.Timeline.PrevBatch, since)
 								if err != nil {
 									results[c] = result{err: err}
 									return
 								}
 								seen = append(seen, gap...)
 							}
-							seen = append(seen, timelineIDs(jr)...)
+							seen = append(seen, syncTimelineIDs(jr)...)
 							mu.Lock()
-							progress[c] = tail(seen)
+							progress[c] = syncTail(seen)
 							mu.Unlock()
 						}
 						since = resp.NextBatch
@@ -105,7 +105,7 @@ func TestSyncChainsSeeEveryEventOnce(t *testing.T) {
 			}
 			sent.Wait()
 			// The server's order: the room's timeline after the start token.
-			want, err := fillGap(ctx, watcher, room, "", start.NextBatch)
+			want, err := syncFillGap(ctx, watcher, room, "", start.NextBatch)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -135,21 +135,21 @@ func TestSyncChainsSeeEveryEventOnce(t *testing.T) {
 				}
 				if !slices.Equal(r.seen, want) {
 					t.Errorf("chain %d saw %d events (last %v), want %d ending %s; first difference at %d",
-						c, len(r.seen), tail(r.seen), len(want), last, firstDiff(r.seen, want))
+						c, len(r.seen), syncTail(r.seen), len(want), last, syncFirstDiff(r.seen, want))
 				}
 			}
 		})
 	}
 }
 
-func tail(ids []id.EventID) id.EventID {
+func syncTail(ids []id.EventID) id.EventID {
 	if len(ids) == 0 {
 		return ""
 	}
 	return ids[len(ids)-1]
 }
 
-func firstDiff(a, b []id.EventID) int {
+func syncFirstDiff(a, b []id.EventID) int {
 	for i := range min(len(a), len(b)) {
 		if a[i] != b[i] {
 			return i
@@ -160,7 +160,7 @@ func firstDiff(a, b []id.EventID) int {
 
 // fillGap pages /messages backwards from `from` (the latest point when "")
 // down to the sync token `to`, returning the events oldest first.
-func fillGap(ctx context.Context, c *mautrix.Client, room id.RoomID, from, to string) ([]id.EventID, error) {
+func syncFillGap(ctx context.Context, c *mautrix.Client, room id.RoomID, from, to string) ([]id.EventID, error) {
 	var rev []id.EventID
 	for {
 		resp, err := c.Messages(ctx, room, from, to, mautrix.DirectionBackward, nil, 20)
@@ -187,8 +187,8 @@ func TestLongPollWakesOnSend(t *testing.T) {
 			t.Parallel()
 			srv := testserver.Start(t, backend)
 			alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
-			room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-			join(t, bob, room)
+			room := syncCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+			syncJoin(t, bob, room)
 			first := syncOnce(t, bob, "", "", 0)
 			got := make(chan *mautrix.RespSync, 1)
 			go func() {
@@ -199,9 +199,9 @@ func TestLongPollWakesOnSend(t *testing.T) {
 				got <- resp
 			}()
 			time.Sleep(200 * time.Millisecond) // let the long-poll start waiting
-			ev := sendText(t, alice, room, "wake up")
+			ev := syncSendText(t, alice, room, "wake up")
 			resp := <-got
-			if resp == nil || resp.Rooms.Join[room] == nil || !hasEvent(resp.Rooms.Join[room].Timeline.Events, ev) {
+			if resp == nil || resp.Rooms.Join[room] == nil || !syncHasEvent(resp.Rooms.Join[room].Timeline.Events, ev) {
 				t.Fatalf("long-poll returned without the message: %+v", resp)
 			}
 		})
@@ -216,22 +216,22 @@ func TestLimitedTimelinePrevBatch(t *testing.T) {
 			t.Parallel()
 			srv := testserver.Start(t, backend)
 			alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
-			room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-			join(t, bob, room)
+			room := syncCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+			syncJoin(t, bob, room)
 			first := syncOnce(t, bob, "", "", 0)
 			var sent []id.EventID
 			for i := 0; i < 30; i++ {
-				sent = append(sent, sendText(t, alice, room, fmt.Sprint(i)))
+				sent = append(sent, syncSendText(t, alice, room, fmt.Sprint(i)))
 			}
 			resp := syncOnce(t, bob, first.NextBatch, `{"room":{"timeline":{"limit":5}}}`, 0)
 			jr := resp.Rooms.Join[room]
 			if jr == nil || !jr.Timeline.Limited || jr.Timeline.PrevBatch == "" {
 				t.Fatalf("timeline not limited: %+v", jr)
 			}
-			if got := timelineIDs(jr); !slices.Equal(got, sent[25:]) {
+			if got := syncTimelineIDs(jr); !slices.Equal(got, sent[25:]) {
 				t.Fatalf("timeline = %v, want the last 5 sent", got)
 			}
-			missing, err := fillGap(context.Background(), bob, room, jr.Timeline.PrevBatch, first.NextBatch)
+			missing, err := syncFillGap(context.Background(), bob, room, jr.Timeline.PrevBatch, first.NextBatch)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -250,12 +250,12 @@ func TestLazyLoadMembers(t *testing.T) {
 			t.Parallel()
 			srv := testserver.Start(t, backend)
 			alice, bob, carol, dave := srv.Register(t, "alice"), srv.Register(t, "bob"), srv.Register(t, "carol"), srv.Register(t, "dave")
-			room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+			room := syncCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 			for _, c := range []*mautrix.Client{bob, carol, dave} {
-				join(t, c, room)
+				syncJoin(t, c, room)
 			}
 			for i := 0; i < 3; i++ {
-				sendText(t, carol, room, fmt.Sprint(i))
+				syncSendText(t, carol, room, fmt.Sprint(i))
 			}
 			resp := syncOnce(t, dave, "", `{"room":{"timeline":{"limit":3},"state":{"lazy_load_members":true}}}`, 0)
 			jr := resp.Rooms.Join[room]
@@ -301,7 +301,7 @@ func TestMembershipSections(t *testing.T) {
 			srv := testserver.Start(t, backend)
 			ctx := context.Background()
 			alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
-			room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Secret"})
+			room := syncCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Secret"})
 			since := syncOnce(t, bob, "", "", 0).NextBatch
 
 			if _, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
@@ -309,14 +309,14 @@ func TestMembershipSections(t *testing.T) {
 			}
 			resp := syncUntil(t, bob, since, "", func(r *mautrix.RespSync) bool { return r.Rooms.Invite[room] != nil })
 			inv := resp.Rooms.Invite[room].State.Events
-			if !hasState(inv, event.StateMember, bob.UserID.String()) || !hasState(inv, event.StateRoomName, "") || !hasState(inv, event.StateCreate, "") {
+			if !syncHasState(inv, event.StateMember, bob.UserID.String()) || !syncHasState(inv, event.StateRoomName, "") || !syncHasState(inv, event.StateCreate, "") {
 				t.Fatalf("invite_state lacks the invite, name or create event: %v", inv)
 			}
 			since = resp.NextBatch
 
-			join(t, bob, room)
+			syncJoin(t, bob, room)
 			resp = syncUntil(t, bob, since, "", func(r *mautrix.RespSync) bool { return r.Rooms.Join[room] != nil })
-			if jr := resp.Rooms.Join[room]; !hasState(append(jr.State.Events, jr.Timeline.Events...), event.StateCreate, "") {
+			if jr := resp.Rooms.Join[room]; !syncHasState(append(jr.State.Events, jr.Timeline.Events...), event.StateCreate, "") {
 				t.Fatal("newly joined room comes without its state")
 			}
 			since = resp.NextBatch
@@ -327,7 +327,7 @@ func TestMembershipSections(t *testing.T) {
 			}
 			_ = kick
 			resp = syncUntil(t, bob, since, "", func(r *mautrix.RespSync) bool { return r.Rooms.Leave[room] != nil })
-			if lr := resp.Rooms.Leave[room]; !hasMembership(lr.Timeline.Events, bob.UserID, "leave", alice.UserID) {
+			if lr := resp.Rooms.Leave[room]; !syncHasMembership(lr.Timeline.Events, bob.UserID, "leave", alice.UserID) {
 				t.Fatalf("kick not in the leave section's timeline: %+v", lr.Timeline.Events)
 			}
 			if resp.Rooms.Join[room] != nil {
@@ -338,23 +338,23 @@ func TestMembershipSections(t *testing.T) {
 			if _, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
 				t.Fatal(err)
 			}
-			join(t, bob, room)
+			syncJoin(t, bob, room)
 			if _, err := alice.BanUser(ctx, room, &mautrix.ReqBanUser{UserID: bob.UserID}); err != nil {
 				t.Fatal(err)
 			}
 			resp = syncUntil(t, bob, since, "", func(r *mautrix.RespSync) bool {
-				return r.Rooms.Leave[room] != nil && hasMembership(r.Rooms.Leave[room].Timeline.Events, bob.UserID, "ban", alice.UserID)
+				return r.Rooms.Leave[room] != nil && syncHasMembership(r.Rooms.Leave[room].Timeline.Events, bob.UserID, "ban", alice.UserID)
 			})
 			since = resp.NextBatch
 
 			// A voluntary leave.
-			room2 := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-			join(t, bob, room2)
+			room2 := syncCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+			syncJoin(t, bob, room2)
 			if _, err := bob.LeaveRoom(ctx, room2); err != nil {
 				t.Fatal(err)
 			}
 			resp = syncUntil(t, bob, since, "", func(r *mautrix.RespSync) bool { return r.Rooms.Leave[room2] != nil })
-			if !hasMembership(resp.Rooms.Leave[room2].Timeline.Events, bob.UserID, "leave", bob.UserID) {
+			if !syncHasMembership(resp.Rooms.Leave[room2].Timeline.Events, bob.UserID, "leave", bob.UserID) {
 				t.Fatal("leave event missing")
 			}
 			// Left rooms stay out of an initial sync unless include_leave.
@@ -368,7 +368,7 @@ func TestMembershipSections(t *testing.T) {
 	}
 }
 
-func hasState(evs []*event.Event, typ event.Type, key string) bool {
+func syncHasState(evs []*event.Event, typ event.Type, key string) bool {
 	for _, e := range evs {
 		if e.Type.Type == typ.Type && e.StateKey != nil && *e.StateKey == key {
 			return true
@@ -377,7 +377,7 @@ func hasState(evs []*event.Event, typ event.Type, key string) bool {
 	return false
 }
 
-func hasMembership(evs []*event.Event, user id.UserID, membership string, sender id.UserID) bool {
+func syncHasMembership(evs []*event.Event, user id.UserID, membership string, sender id.UserID) bool {
 	for _, e := range evs {
 		if e.Type.Type == event.StateMember.Type && e.GetStateKey() == user.String() && e.Sender == sender {
 			if m, _ := e.Content.Raw["membership"].(string); m == membership {
@@ -397,29 +397,29 @@ func TestTypingStartsAndStops(t *testing.T) {
 			srv := testserver.Start(t, backend)
 			ctx := context.Background()
 			alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
-			room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-			join(t, bob, room)
+			room := syncCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+			syncJoin(t, bob, room)
 			since := syncOnce(t, bob, "", "", 0).NextBatch
 			if _, err := alice.UserTyping(ctx, room, true, 30*time.Second); err != nil {
 				t.Fatal(err)
 			}
-			resp := syncUntil(t, bob, since, "", func(r *mautrix.RespSync) bool { return slices.Equal(typingIn(r, room), []id.UserID{alice.UserID}) })
+			resp := syncUntil(t, bob, since, "", func(r *mautrix.RespSync) bool { return slices.Equal(syncTypingIn(r, room), []id.UserID{alice.UserID}) })
 			if _, err := alice.UserTyping(ctx, room, false, 0); err != nil {
 				t.Fatal(err)
 			}
-			syncUntil(t, bob, resp.NextBatch, "", func(r *mautrix.RespSync) bool { l := typingIn(r, room); return l != nil && len(l) == 0 })
+			syncUntil(t, bob, resp.NextBatch, "", func(r *mautrix.RespSync) bool { l := syncTypingIn(r, room); return l != nil && len(l) == 0 })
 			// Typing expires by itself.
 			if _, err := alice.UserTyping(ctx, room, true, 300*time.Millisecond); err != nil {
 				t.Fatal(err)
 			}
-			resp = syncUntil(t, bob, resp.NextBatch, "", func(r *mautrix.RespSync) bool { return len(typingIn(r, room)) == 1 })
-			syncUntil(t, bob, resp.NextBatch, "", func(r *mautrix.RespSync) bool { l := typingIn(r, room); return l != nil && len(l) == 0 })
+			resp = syncUntil(t, bob, resp.NextBatch, "", func(r *mautrix.RespSync) bool { return len(syncTypingIn(r, room)) == 1 })
+			syncUntil(t, bob, resp.NextBatch, "", func(r *mautrix.RespSync) bool { l := syncTypingIn(r, room); return l != nil && len(l) == 0 })
 			// Not for others, not for rooms one is not in.
-			if _, err := bob.MakeRequest(ctx, "PUT", bob.BuildClientURL("v3", "rooms", room, "typing", alice.UserID), map[string]any{"typing": true}, nil); status(err) != 403 {
+			if _, err := bob.MakeRequest(ctx, "PUT", bob.BuildClientURL("v3", "rooms", room, "typing", alice.UserID), map[string]any{"typing": true}, nil); syncStatus(err) != 403 {
 				t.Fatalf("typing for another user: %v", err)
 			}
 			carol := srv.Register(t, "carol")
-			if _, err := carol.UserTyping(ctx, room, true, time.Second); status(err) != 403 {
+			if _, err := carol.UserTyping(ctx, room, true, time.Second); syncStatus(err) != 403 {
 				t.Fatalf("typing in a room one is not in: %v", err)
 			}
 		})
@@ -427,7 +427,7 @@ func TestTypingStartsAndStops(t *testing.T) {
 }
 
 // typingIn returns the room's typing list, or nil when no m.typing came.
-func typingIn(r *mautrix.RespSync, room id.RoomID) []id.UserID {
+func syncTypingIn(r *mautrix.RespSync, room id.RoomID) []id.UserID {
 	jr := r.Rooms.Join[room]
 	if jr == nil {
 		return nil
@@ -455,13 +455,13 @@ func TestReceiptsAndUnreadCounts(t *testing.T) {
 			srv := testserver.Start(t, backend)
 			ctx := context.Background()
 			alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
-			room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-			join(t, bob, room)
+			room := syncCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+			syncJoin(t, bob, room)
 			aliceSince := syncOnce(t, alice, "", "", 0).NextBatch
 			bobSince := syncOnce(t, bob, "", "", 0).NextBatch
 			var evs []id.EventID
 			for i := 0; i < 3; i++ {
-				evs = append(evs, sendText(t, alice, room, fmt.Sprint(i)))
+				evs = append(evs, syncSendText(t, alice, room, fmt.Sprint(i)))
 			}
 			mention, err := alice.SendMessageEvent(ctx, room, event.EventMessage, map[string]any{
 				"msgtype": "m.text", "body": "bob!", "m.mentions": map[string]any{"user_ids": []string{bob.UserID.String()}},
@@ -470,8 +470,10 @@ func TestReceiptsAndUnreadCounts(t *testing.T) {
 				t.Fatal(err)
 			}
 			evs = append(evs, mention.EventID)
-			resp := syncUntil(t, bob, bobSince, "", func(r *mautrix.RespSync) bool { return countsIn(r, room) != nil && countsIn(r, room).NotificationCount == 4 })
-			if c := countsIn(resp, room); c.HighlightCount != 1 {
+			resp := syncUntil(t, bob, bobSince, "", func(r *mautrix.RespSync) bool {
+				return syncCountsIn(r, room) != nil && syncCountsIn(r, room).NotificationCount == 4
+			})
+			if c := syncCountsIn(resp, room); c.HighlightCount != 1 {
 				t.Fatalf("highlight count %d, want 1", c.HighlightCount)
 			}
 			bobSince = resp.NextBatch
@@ -480,8 +482,10 @@ func TestReceiptsAndUnreadCounts(t *testing.T) {
 			if err := bob.SendReceipt(ctx, room, evs[1], event.ReceiptTypeReadPrivate, nil); err != nil {
 				t.Fatal(err)
 			}
-			resp = syncUntil(t, bob, bobSince, "", func(r *mautrix.RespSync) bool { return countsIn(r, room) != nil && countsIn(r, room).NotificationCount == 2 })
-			if !hasReceipt(resp, room, evs[1], "m.read.private", bob.UserID) {
+			resp = syncUntil(t, bob, bobSince, "", func(r *mautrix.RespSync) bool {
+				return syncCountsIn(r, room) != nil && syncCountsIn(r, room).NotificationCount == 2
+			})
+			if !syncHasReceipt(resp, room, evs[1], "m.read.private", bob.UserID) {
 				t.Fatal("owner does not see their private receipt")
 			}
 			bobSince = resp.NextBatch
@@ -490,24 +494,24 @@ func TestReceiptsAndUnreadCounts(t *testing.T) {
 				t.Fatal(err)
 			}
 			syncUntil(t, bob, bobSince, "", func(r *mautrix.RespSync) bool {
-				c := countsIn(r, room)
+				c := syncCountsIn(r, room)
 				return c != nil && c.NotificationCount == 0 && c.HighlightCount == 0
 			})
-			aresp := syncUntil(t, alice, aliceSince, "", func(r *mautrix.RespSync) bool { return hasReceipt(r, room, evs[3], "m.read", bob.UserID) })
+			aresp := syncUntil(t, alice, aliceSince, "", func(r *mautrix.RespSync) bool { return syncHasReceipt(r, room, evs[3], "m.read", bob.UserID) })
 			_ = aresp
 			// Alice never saw the private one: an initial sync shows only the public receipt.
 			full := syncOnce(t, alice, "", "", 0)
-			if hasReceipt(full, room, evs[1], "m.read.private", bob.UserID) {
+			if syncHasReceipt(full, room, evs[1], "m.read.private", bob.UserID) {
 				t.Fatal("private receipt leaked to another user")
 			}
 			// Bad receipts.
-			if err := bob.SendReceipt(ctx, room, "$nope", event.ReceiptTypeRead, nil); status(err) != 404 {
+			if err := bob.SendReceipt(ctx, room, "$nope", event.ReceiptTypeRead, nil); syncStatus(err) != 404 {
 				t.Fatalf("receipt on unknown event: %v", err)
 			}
-			if err := bob.SendReceipt(ctx, room, evs[0], "m.bogus", nil); status(err) != 400 {
+			if err := bob.SendReceipt(ctx, room, evs[0], "m.bogus", nil); syncStatus(err) != 400 {
 				t.Fatalf("unknown receipt type: %v", err)
 			}
-			if err := bob.SendReceipt(ctx, room, evs[0], event.ReceiptTypeRead, map[string]any{"thread_id": ""}); status(err) != 400 {
+			if err := bob.SendReceipt(ctx, room, evs[0], event.ReceiptTypeRead, map[string]any{"thread_id": ""}); syncStatus(err) != 400 {
 				t.Fatalf("empty thread_id: %v", err)
 			}
 			// /notifications lists what notified bob.
@@ -529,14 +533,14 @@ func TestReceiptsAndUnreadCounts(t *testing.T) {
 	}
 }
 
-func countsIn(r *mautrix.RespSync, room id.RoomID) *mautrix.UnreadNotificationCounts {
+func syncCountsIn(r *mautrix.RespSync, room id.RoomID) *mautrix.UnreadNotificationCounts {
 	if jr := r.Rooms.Join[room]; jr != nil {
 		return jr.UnreadNotifications
 	}
 	return nil
 }
 
-func hasReceipt(r *mautrix.RespSync, room id.RoomID, ev id.EventID, typ string, user id.UserID) bool {
+func syncHasReceipt(r *mautrix.RespSync, room id.RoomID, ev id.EventID, typ string, user id.UserID) bool {
 	jr := r.Rooms.Join[room]
 	if jr == nil {
 		return false
