@@ -21,8 +21,12 @@ type Typing struct {
 
 type roomTyping struct {
 	serial int64 // serial of the last change
-	users  map[string]*time.Timer
+	users  map[string]*typingEntry
 }
+
+// typingEntry is one user's typing notification; its identity tells an
+// expiring timer whether it was replaced meanwhile.
+type typingEntry struct{ timer *time.Timer }
 
 // NewTyping returns an empty tracker; onChange is called after every change.
 func NewTyping(onChange func(roomID string)) *Typing {
@@ -41,18 +45,18 @@ func (t *Typing) Set(roomID, userID string, typing bool, timeout time.Duration) 
 	t.mu.Lock()
 	rt := t.rooms[roomID]
 	if rt == nil {
-		rt = &roomTyping{users: map[string]*time.Timer{}}
+		rt = &roomTyping{users: map[string]*typingEntry{}}
 		t.rooms[roomID] = rt
 	}
 	old, was := rt.users[userID]
 	if was {
-		old.Stop()
+		old.timer.Stop()
 		delete(rt.users, userID)
 	}
 	if typing {
-		var timer *time.Timer
-		timer = time.AfterFunc(timeout, func() { t.expire(roomID, userID, timer) })
-		rt.users[userID] = timer
+		entry := &typingEntry{}
+		entry.timer = time.AfterFunc(timeout, func() { t.expire(roomID, userID, entry) })
+		rt.users[userID] = entry
 	}
 	changed := typing != was
 	if changed {
@@ -68,10 +72,10 @@ func (t *Typing) Set(roomID, userID string, typing bool, timeout time.Duration) 
 	}
 }
 
-func (t *Typing) expire(roomID, userID string, timer *time.Timer) {
+func (t *Typing) expire(roomID, userID string, entry *typingEntry) {
 	t.mu.Lock()
 	rt := t.rooms[roomID]
-	if rt == nil || rt.users[userID] != timer {
+	if rt == nil || rt.users[userID] != entry {
 		t.mu.Unlock()
 		return // replaced or stopped meanwhile
 	}
