@@ -77,6 +77,8 @@ func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 		db.Close()
 		return nil, err
 	}
+	// Device-list changes fan out to the users sharing a room (storage/sync_rooms.go).
+	s.Keys.SetRoomMembership(db)
 	// Sync: the module (typing, receipts, presence, push) and GET /sync.
 	s.Sync = syncapi.New(db, db, s.Notifier, cfg.Presence.Enabled, nil)
 	s.Syncer = clientsync.New(db, db.Stream, s.Sync, s.Keys, s.Notifier)

@@ -114,57 +114,121 @@ func threadOf(ev *event.Event) string {
 	return "main"
 }
 
+// unreadEntry caches a user's counts in a room up to a position, so that each
+// /sync only evaluates the events that arrived since the last one. It is
+// dropped when the user's receipts or push rules change.
+type unreadEntry struct {
+	rulesPos int64
+	threaded bool
+	rp       readPositions
+	upTo     int64
+	main     Counts
+	threads  map[string]Counts
+}
+
+// maxUnreadEntries bounds the cache; past it the cache starts over.
+const maxUnreadEntries = 100_000
+
+func unreadKey(userID, roomID string) string { return userID + "\x00" + roomID }
+
+func (s *Service) forgetUnread(userID, roomID string) {
+	s.unreadMu.Lock()
+	delete(s.unread, unreadKey(userID, roomID))
+	s.unreadMu.Unlock()
+}
+
 // UnreadCounts counts the room's unread notifications for userID up to
 // position upTo. With threaded, events in threads are counted per thread
 // root and left out of the main counts (unread_thread_notifications).
-func (s *Service) UnreadCounts(ctx context.Context, userID, roomID string, upTo int64, rules *pushrules.PushRuleset, threaded bool) (Counts, map[string]Counts, error) {
-	var main Counts
-	threads := map[string]Counts{}
-	rp, err := s.readPositions(ctx, roomID, userID)
-	if err != nil {
-		return main, nil, err
+// rulesPos is the stream position of the user's push rules (a change
+// invalidates cached counts).
+func (s *Service) UnreadCounts(ctx context.Context, userID, roomID string, upTo int64, rules *pushrules.PushRuleset, rulesPos int64, threaded bool) (Counts, map[string]Counts, error) {
+	key := unreadKey(userID, roomID)
+	s.unreadMu.Lock()
+	cached := s.unread[key]
+	s.unreadMu.Unlock()
+	var e unreadEntry
+	if cached != nil && cached.rulesPos == rulesPos && cached.threaded == threaded && cached.upTo <= upTo {
+		e = *cached
+		e.threads = make(map[string]Counts, len(cached.threads))
+		for k, v := range cached.threads {
+			e.threads[k] = v
+		}
+	} else {
+		rp, err := s.readPositions(ctx, roomID, userID)
+		if err != nil {
+			return Counts{}, nil, err
+		}
+		e = unreadEntry{rulesPos: rulesPos, threaded: threaded, rp: rp, upTo: rp.all, threads: map[string]Counts{}}
 	}
-	evs, _, err := s.rooms.RoomEventsRange(ctx, roomID, rp.all, upTo, maxUnreadScan)
-	if err != nil {
-		return main, nil, err
+	if e.upTo < upTo {
+		if err := s.countEvents(ctx, userID, roomID, &e, upTo, rules); err != nil {
+			return Counts{}, nil, err
+		}
 	}
+	s.unreadMu.Lock()
+	if len(s.unread) >= maxUnreadEntries {
+		s.unread = map[string]*unreadEntry{}
+	}
+	if cur := s.unread[key]; cur == nil || cur.upTo <= e.upTo {
+		stored := e
+		s.unread[key] = &stored
+	}
+	s.unreadMu.Unlock()
+	threads := make(map[string]Counts, len(e.threads))
+	for k, v := range e.threads {
+		if v.Notifications > 0 {
+			threads[k] = v
+		}
+	}
+	return e.main, threads, nil
+}
+
+// countEvents adds the events in (e.upTo, upTo] to e.
+func (s *Service) countEvents(ctx context.Context, userID, roomID string, e *unreadEntry, upTo int64, rules *pushrules.PushRuleset) error {
+	evs, _, err := s.rooms.RoomEventsRange(ctx, roomID, e.upTo, upTo, maxUnreadScan)
+	if err != nil {
+		return err
+	}
+	e.upTo = upTo
 	var room *pushRoom
-	for _, e := range evs {
-		if e.Sender == userID {
+	for _, ev := range evs {
+		if ev.Sender == userID {
 			continue
 		}
-		ev := ParseEvent(e)
-		if ev == nil {
+		parsed := ParseEvent(ev)
+		if parsed == nil {
 			continue
 		}
-		thread := threadOf(ev)
-		if rp.read(thread, e.Pos) {
+		thread := threadOf(parsed)
+		if e.rp.read(thread, ev.Pos) {
 			continue
 		}
 		if room == nil {
 			if room, err = s.pushRoom(ctx, roomID, userID); err != nil {
-				return main, nil, err
+				return err
 			}
 		}
-		should := rules.GetActions(room, ev).Should()
+		should := rules.GetActions(room, parsed).Should()
 		if !should.Notify {
 			continue
 		}
-		c := main
-		if threaded && thread != "main" {
-			c = threads[thread]
+		c := e.main
+		inThread := e.threaded && thread != "main"
+		if inThread {
+			c = e.threads[thread]
 		}
 		c.Notifications++
 		if should.Highlight {
 			c.Highlights++
 		}
-		if threaded && thread != "main" {
-			threads[thread] = c
+		if inThread {
+			e.threads[thread] = c
 		} else {
-			main = c
+			e.main = c
 		}
 	}
-	return main, threads, nil
+	return nil
 }
 
 // Notification is one entry of GET /notifications.

@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/myelin-chat/myelin/internal/mxhttp"
@@ -41,12 +42,16 @@ type Service struct {
 	accountData     AccountData
 
 	Typing *Typing
+
+	unreadMu sync.Mutex
+	unread   map[string]*unreadEntry // user\x00room → counts so far
 }
 
 // New builds the module. accountData may be nil until the accounts module
 // provides it (read markers then refuse m.fully_read).
 func New(db *storage.DB, rooms Rooms, n *notifier.Notifier, presenceEnabled bool, accountData AccountData) *Service {
-	s := &Service{db: db, rooms: rooms, notifier: n, presenceEnabled: presenceEnabled, accountData: accountData}
+	s := &Service{db: db, rooms: rooms, notifier: n, presenceEnabled: presenceEnabled, accountData: accountData,
+		unread: map[string]*unreadEntry{}}
 	s.Typing = NewTyping(s.typingChanged)
 	return s
 }
@@ -122,6 +127,7 @@ func (s *Service) SendReceipt(ctx context.Context, roomID, userID, receiptType, 
 	if err != nil {
 		return err
 	}
+	s.forgetUnread(userID, roomID)
 	if receiptType == ReceiptReadPrivate {
 		s.notifier.Notify(pos, userID)
 		return nil

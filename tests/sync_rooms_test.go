@@ -277,6 +277,19 @@ func TestLazyLoadMembers(t *testing.T) {
 			if jr.Summary.JoinedMemberCount == nil || *jr.Summary.JoinedMemberCount != 4 {
 				t.Fatalf("summary = %+v", jr.Summary)
 			}
+			// Incrementally: carol's member event is not sent again, bob's comes with his first message.
+			lazy := `{"room":{"timeline":{"limit":3},"state":{"lazy_load_members":true}}}`
+			syncSendText(t, carol, room, "again")
+			bobMsg := syncSendText(t, bob, room, "hello")
+			inc := syncUntil(t, dave, resp.NextBatch, lazy, func(r *mautrix.RespSync) bool {
+				return r.Rooms.Join[room] != nil && syncHasEvent(r.Rooms.Join[room].Timeline.Events, bobMsg)
+			}).Rooms.Join[room]
+			if !syncHasState(inc.State.Events, event.StateMember, bob.UserID.String()) {
+				t.Fatalf("incremental lazy sync lacks the new sender's member event: %v", inc.State.Events)
+			}
+			if syncHasState(inc.State.Events, event.StateMember, carol.UserID.String()) {
+				t.Fatal("incremental lazy sync repeats a member event the device already has")
+			}
 			// Without lazy loading everyone is there.
 			full := syncOnce(t, dave, "", `{"room":{"timeline":{"limit":3}}}`, 0).Rooms.Join[room]
 			n := 0

@@ -39,7 +39,7 @@ func (s *Syncer) handle(r *http.Request) (*Response, error) {
 		if t.Pos > s.stream.Current() {
 			return nil, mxhttp.InvalidParam("since token is from the future")
 		}
-		req.Since = t
+		req.Since, req.sinceParam = t, since
 	} else {
 		req.Initial = true
 	}
@@ -84,7 +84,15 @@ func (s *Syncer) handle(r *http.Request) (*Response, error) {
 			return nil, err
 		}
 	}
-	return s.Sync(ctx, req, timeout)
+	// Lazy-loaded members the device was sent count only along one token chain.
+	s.lazy.check(req.DeviceKey(), req.sinceParam)
+	resp, err := s.Sync(ctx, req, timeout)
+	if err != nil {
+		s.lazy.forget(req.DeviceKey())
+		return nil, err
+	}
+	s.lazy.issued(req.DeviceKey(), resp.NextBatch)
+	return resp, nil
 }
 
 func (s *Syncer) loadFilter(ctx context.Context, userID, param string) (*Filter, error) {

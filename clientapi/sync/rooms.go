@@ -55,6 +55,24 @@ func (s *Syncer) timeline(ctx context.Context, req *Request, roomID string, from
 // With use_state_after it is the state at the end of the timeline (end)
 // instead, timeline events included.
 func (s *Syncer) state(ctx context.Context, req *Request, roomID string, evs []storage.SyncEvent, since, end int64, full, limited bool) (*Events, error) {
+	lazy := req.Filter.LazyLoadMembers()
+	delta := limited || (req.UseStateAfter && len(evs) > 0)
+	senders := map[string]bool{req.UserID: true}
+	for _, e := range evs {
+		senders[e.Sender] = true
+	}
+	// Members this device already has (lazy loading without redundant members).
+	var known map[string]bool
+	if lazy && !req.Filter.IncludeRedundantMembers() {
+		known = s.lazy.known(req.DeviceKey(), roomID, full)
+	}
+	needMembers := false
+	for u := range senders {
+		needMembers = needMembers || !known[u]
+	}
+	if !full && !delta && (!lazy || !needMembers) {
+		return nil, nil // the timeline alone carries every state change
+	}
 	var start map[[2]string]string
 	var err error
 	if len(evs) > 0 && !req.UseStateAfter {
@@ -69,7 +87,7 @@ func (s *Syncer) state(ctx context.Context, req *Request, roomID string, evs []s
 	switch {
 	case full:
 		want = start
-	case limited || (req.UseStateAfter && len(evs) > 0):
+	case delta:
 		prev, err := s.store.StateAtPosition(ctx, roomID, since)
 		if err != nil {
 			return nil, err
@@ -81,27 +99,27 @@ func (s *Syncer) state(ctx context.Context, req *Request, roomID string, evs []s
 		}
 	}
 	inTimeline := map[string]bool{}
-	senders := map[string]bool{req.UserID: true}
 	for _, e := range evs {
 		inTimeline[e.EventID] = true
-		senders[e.Sender] = true
 	}
-	if req.Filter.LazyLoadMembers() {
-		lazy := map[[2]string]string{}
+	if lazy {
+		lazyWant := map[[2]string]string{}
 		for k, ev := range want {
 			if k[0] != "m.room.member" || senders[k[1]] {
-				lazy[k] = ev
+				lazyWant[k] = ev
 			}
 		}
-		// The senders' member events, even when not new (redundant members
-		// are sent again: the server keeps no per-device record of them).
+		// The senders' member events the device may not have yet.
 		for u := range senders {
 			k := [2]string{"m.room.member", u}
-			if ev, ok := start[k]; ok {
-				lazy[k] = ev
+			if ev, ok := start[k]; ok && !known[u] {
+				lazyWant[k] = ev
 			}
 		}
-		want = lazy
+		want = lazyWant
+		if known != nil {
+			s.lazy.remember(req.DeviceKey(), roomID, senders)
+		}
 	}
 	ids := make([]string, 0, len(want))
 	for _, ev := range want {
@@ -133,7 +151,7 @@ func (s *Syncer) state(ctx context.Context, req *Request, roomID string, evs []s
 	return eventsOrNil(out), nil
 }
 
-func (s *Syncer) joinedRoom(ctx context.Context, req *Request, roomID string, since, to Token, newly bool, receipts []storage.Receipt, ruleset *pushrules.PushRuleset) (*JoinedRoom, error) {
+func (s *Syncer) joinedRoom(ctx context.Context, req *Request, roomID string, since, to Token, newly bool, receipts []storage.Receipt, ruleset *pushrules.PushRuleset, rulesPos int64) (*JoinedRoom, error) {
 	jr := &JoinedRoom{}
 	from := since.Pos
 	if newly {
@@ -194,7 +212,7 @@ func (s *Syncer) joinedRoom(ctx context.Context, req *Request, roomID string, si
 		}
 		jr.Summary = sum
 	}
-	main, threads, err := s.module.UnreadCounts(ctx, req.UserID, roomID, to.Pos, ruleset, req.Filter.ThreadNotifications())
+	main, threads, err := s.module.UnreadCounts(ctx, req.UserID, roomID, to.Pos, ruleset, rulesPos, req.Filter.ThreadNotifications())
 	if err != nil {
 		return nil, err
 	}

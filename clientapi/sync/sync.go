@@ -61,6 +61,7 @@ type Syncer struct {
 	keys     Keys
 	notifier *notifier.Notifier
 	stream   Stream
+	lazy     *lazyMembers
 	// PrevBatch makes the /messages token that continues backwards from
 	// before the event at position pos in roomID.
 	PrevBatch func(roomID string, pos int64) string
@@ -68,7 +69,7 @@ type Syncer struct {
 
 // New builds a Syncer. keys may be nil.
 func New(store Store, stream Stream, module *syncapi.Service, keys Keys, n *notifier.Notifier) *Syncer {
-	return &Syncer{store: store, stream: stream, module: module, keys: keys, notifier: n,
+	return &Syncer{store: store, stream: stream, module: module, keys: keys, notifier: n, lazy: newLazyMembers(),
 		PrevBatch: func(_ string, pos int64) string { return Token{Pos: pos - 1}.String() }}
 }
 
@@ -80,7 +81,11 @@ type Request struct {
 	FullState        bool
 	UseStateAfter    bool // state_after (state up to the end of the timeline) instead of state
 	Filter           *Filter
+	sinceParam       string // the since token as given ("" for an initial sync)
 }
+
+// DeviceKey identifies the requesting device in caches.
+func (r *Request) DeviceKey() string { return r.UserID + "|" + r.DeviceID }
 
 type roomMembership struct {
 	before  *storage.MembershipEvent // latest at or before since
@@ -186,7 +191,7 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 					return nil, err
 				}
 			}
-			jr, err := s.joinedRoom(ctx, req, roomID, since, to, newly, rrs, ruleset)
+			jr, err := s.joinedRoom(ctx, req, roomID, since, to, newly, rrs, ruleset, rulesPos)
 			if err != nil {
 				return nil, err
 			}

@@ -27,12 +27,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/myelin-chat/myelin/homeserver"
+	"github.com/myelin-chat/myelin/internal/config"
 )
 
 func main() {
@@ -44,6 +48,8 @@ func main() {
 	rate := flag.Float64("rate", 500, "offered messages per second, over all rooms")
 	duration := flag.Duration("duration", 30*time.Second, "how long to send")
 	idle := flag.Duration("idle", 10*time.Second, "how long clients sit idle in /sync before RSS is read")
+	inProcess := flag.Bool("in-process", false, "run the server inside the bench (for -cpuprofile; RSS then includes the clients)")
+	cpuProfile := flag.String("cpuprofile", "", "with -in-process: write a CPU profile of the load phase here")
 	flag.Parse()
 	if *clients < 2 || *clients%2 != 0 {
 		log.Fatal("-clients must be an even number >= 2")
@@ -53,7 +59,13 @@ func main() {
 		MaxIdleConns: 4 * *clients, MaxIdleConnsPerHost: 4 * *clients, IdleConnTimeout: time.Minute,
 		DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
 	}}}
-	if *bin != "" {
+	if *inProcess {
+		stop, err := b.startInProcess(*dbURL)
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer stop()
+	} else if *bin != "" {
 		stop, err := b.startServer(*bin, *dbURL)
 		if err != nil {
 			log.Fatal(err)
@@ -114,6 +126,16 @@ func main() {
 
 	// Load: send at the offered rate, round-robin over rooms, alternating senders.
 	log.Printf("sending %.0f msg/s for %s", *rate, *duration)
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer f.Close()
+	}
 	interval := time.Duration(float64(time.Second) / *rate)
 	var sent, failed atomic.Int64
 	var sendLat latencies
@@ -151,6 +173,9 @@ func main() {
 		time.Sleep(50 * time.Millisecond)
 	}
 	loadRSS := b.rss()
+	if *cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
 	stopSync()
 	syncers.Wait()
 
@@ -473,4 +498,33 @@ func urlEscape(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// startInProcess runs the server in this process (same tuning as startServer).
+func (b *bench) startInProcess(dbURL string) (func(), error) {
+	dir, err := os.MkdirTemp("", "myelin-bench")
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	cfg := config.Default()
+	cfg.DataDir, cfg.Listen.HTTP, cfg.Database.URL = dir, ln.Addr().String(), dbURL
+	cfg.Logging.Level = "warn"
+	cfg.Limits.RequestsPerSecond, cfg.Limits.Burst = 1e6, 1e6
+	cfg.Limits.LoginPerSecond, cfg.Limits.LoginBurst = 1e6, 1e6
+	srv, err := homeserver.New(context.Background(), cfg)
+	if err != nil {
+		return nil, err
+	}
+	go func() { _ = srv.Serve(ln) }()
+	b.base, b.pid = "http://"+ln.Addr().String(), os.Getpid()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		os.RemoveAll(dir)
+	}, nil
 }
