@@ -124,6 +124,7 @@ type unreadEntry struct {
 	upTo     int64
 	main     Counts
 	threads  map[string]Counts
+	room     *pushRoom // push context; dropped when state events pass
 }
 
 // maxUnreadEntries bounds the cache; past it the cache starts over.
@@ -142,7 +143,10 @@ func (s *Service) forgetUnread(userID, roomID string) {
 // root and left out of the main counts (unread_thread_notifications).
 // rulesPos is the stream position of the user's push rules (a change
 // invalidates cached counts).
-func (s *Service) UnreadCounts(ctx context.Context, userID, roomID string, upTo int64, rules *pushrules.PushRuleset, rulesPos int64, threaded bool) (Counts, map[string]Counts, error) {
+//
+// recent, when not nil, are all the room's events in (recentFrom, upTo], as
+// the caller already read them: they spare a query.
+func (s *Service) UnreadCounts(ctx context.Context, userID, roomID string, upTo int64, rules *pushrules.PushRuleset, rulesPos int64, threaded bool, recent []storage.SyncEvent, recentFrom int64) (Counts, map[string]Counts, error) {
 	key := unreadKey(userID, roomID)
 	s.unreadMu.Lock()
 	cached := s.unread[key]
@@ -162,7 +166,20 @@ func (s *Service) UnreadCounts(ctx context.Context, userID, roomID string, upTo 
 		e = unreadEntry{rulesPos: rulesPos, threaded: threaded, rp: rp, upTo: rp.all, threads: map[string]Counts{}}
 	}
 	if e.upTo < upTo {
-		if err := s.countEvents(ctx, userID, roomID, &e, upTo, rules); err != nil {
+		var evs []storage.SyncEvent
+		if recent != nil && recentFrom <= e.upTo {
+			for _, ev := range recent {
+				if ev.Pos > e.upTo {
+					evs = append(evs, ev)
+				}
+			}
+		} else {
+			var err error
+			if evs, _, err = s.rooms.RoomEventsRange(ctx, roomID, e.upTo, upTo, maxUnreadScan); err != nil {
+				return Counts{}, nil, err
+			}
+		}
+		if err := s.countEvents(ctx, userID, roomID, &e, evs, upTo, rules); err != nil {
 			return Counts{}, nil, err
 		}
 	}
@@ -184,14 +201,15 @@ func (s *Service) UnreadCounts(ctx context.Context, userID, roomID string, upTo 
 	return e.main, threads, nil
 }
 
-// countEvents adds the events in (e.upTo, upTo] to e.
-func (s *Service) countEvents(ctx context.Context, userID, roomID string, e *unreadEntry, upTo int64, rules *pushrules.PushRuleset) error {
-	evs, _, err := s.rooms.RoomEventsRange(ctx, roomID, e.upTo, upTo, maxUnreadScan)
-	if err != nil {
-		return err
-	}
+// countEvents adds evs, the events in (e.upTo, upTo], to e.
+func (s *Service) countEvents(ctx context.Context, userID, roomID string, e *unreadEntry, evs []storage.SyncEvent, upTo int64, rules *pushrules.PushRuleset) error {
 	e.upTo = upTo
-	var room *pushRoom
+	for _, ev := range evs {
+		if ev.StateKey != nil {
+			e.room = nil // members, names or power levels may have changed
+		}
+	}
+	var err error
 	for _, ev := range evs {
 		if ev.Sender == userID {
 			continue
@@ -204,12 +222,12 @@ func (s *Service) countEvents(ctx context.Context, userID, roomID string, e *unr
 		if e.rp.read(thread, ev.Pos) {
 			continue
 		}
-		if room == nil {
-			if room, err = s.pushRoom(ctx, roomID, userID); err != nil {
+		if e.room == nil {
+			if e.room, err = s.pushRoom(ctx, roomID, userID); err != nil {
 				return err
 			}
 		}
-		should := rules.GetActions(room, parsed).Should()
+		should := rules.GetActions(e.room, parsed).Should()
 		if !should.Notify {
 			continue
 		}
@@ -252,11 +270,10 @@ func (s *Service) Notifications(ctx context.Context, userID string, before int64
 	if err != nil {
 		return nil, 0, err
 	}
-	rules, _, err := s.PushRules(ctx, userID)
+	ruleset, _, err := s.PushRuleset(ctx, userID)
 	if err != nil {
 		return nil, 0, err
 	}
-	ruleset := rules.Ruleset()
 	if before <= 0 || before > upTo+1 {
 		before = upTo + 1
 	}

@@ -53,6 +53,15 @@ func (s *Service) SetPresence(ctx context.Context, userID, state string, statusM
 	if !ValidPresence(state) {
 		return mxhttp.InvalidParam("Unknown presence state %q", state)
 	}
+	if !setMsg {
+		// Syncing keeps a user online; only a change of state is worth a write.
+		s.presenceMu.Lock()
+		same := s.presence[userID] == state
+		s.presenceMu.Unlock()
+		if same {
+			return nil
+		}
+	}
 	now := time.Now().UnixMilli()
 	old, err := s.db.GetPresence(ctx, userID)
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
@@ -62,8 +71,8 @@ func (s *Service) SetPresence(ctx context.Context, userID, state string, statusM
 		if old != nil {
 			statusMsg = old.StatusMsg
 		}
-		// Syncing keeps a user online; only a change of state is worth a write.
 		if old != nil && old.State == state {
+			s.rememberPresence(userID, state)
 			return nil
 		}
 	}
@@ -76,6 +85,7 @@ func (s *Service) SetPresence(ctx context.Context, userID, state string, statusM
 	if err != nil {
 		return err
 	}
+	s.rememberPresence(userID, state)
 	users, err := s.rooms.UsersSharingRooms(ctx, userID)
 	if err != nil {
 		return err
@@ -119,4 +129,13 @@ func (s *Service) PresenceSince(ctx context.Context, users []string, from, to in
 		return nil, nil
 	}
 	return s.db.PresenceSince(ctx, users, from, to)
+}
+
+func (s *Service) rememberPresence(userID, state string) {
+	s.presenceMu.Lock()
+	defer s.presenceMu.Unlock()
+	if len(s.presence) >= 100_000 {
+		s.presence = map[string]string{}
+	}
+	s.presence[userID] = state
 }

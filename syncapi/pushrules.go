@@ -126,18 +126,63 @@ func (st *storedRules) effective(userID string) Rules {
 	return out
 }
 
-// PushRules returns the user's effective rules and the stream position of
-// their last change (0: never changed).
-func (s *Service) PushRules(ctx context.Context, userID string) (Rules, int64, error) {
+// cachedRules is a user's effective rules, ready for evaluation. The module
+// is the only writer of push rules, so the cache is exact: modify drops the
+// entry and bumps the user's generation, so that a load racing with a change
+// never stores the old rules.
+type cachedRules struct {
+	rules   Rules
+	ruleset *pushrules.PushRuleset
+	pos     int64
+}
+
+const maxCachedRules = 100_000
+
+func (s *Service) userRules(ctx context.Context, userID string) (*cachedRules, error) {
+	s.rulesMu.Lock()
+	c, gen := s.rules[userID], s.rulesGen[userID]
+	s.rulesMu.Unlock()
+	if c != nil {
+		return c, nil
+	}
 	raw, pos, err := s.db.PushRules(ctx, userID)
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
-		return nil, 0, err
+		return nil, err
 	}
 	st, err := parseStored(raw)
 	if err != nil {
+		return nil, err
+	}
+	rules := st.effective(userID)
+	c = &cachedRules{rules: rules, ruleset: rules.Ruleset(), pos: pos}
+	s.rulesMu.Lock()
+	if s.rulesGen[userID] == gen {
+		if len(s.rules) >= maxCachedRules {
+			s.rules = map[string]*cachedRules{}
+		}
+		s.rules[userID] = c
+	}
+	s.rulesMu.Unlock()
+	return c, nil
+}
+
+// PushRules returns the user's effective rules and the stream position of
+// their last change (0: never changed). The rules are shared: do not modify.
+func (s *Service) PushRules(ctx context.Context, userID string) (Rules, int64, error) {
+	c, err := s.userRules(ctx, userID)
+	if err != nil {
 		return nil, 0, err
 	}
-	return st.effective(userID), pos, nil
+	return c.rules, c.pos, nil
+}
+
+// PushRuleset is PushRules ready for evaluation with mautrix pushrules.
+func (s *Service) PushRuleset(ctx context.Context, userID string) (*pushrules.PushRuleset, int64, error) {
+	c, err := s.userRules(ctx, userID)
+	if err != nil {
+		return nil, 0, err
+	}
+	return c.ruleset, c.pos, nil
 }
 
 // PushRule returns one rule; M_NOT_FOUND when there is none.
@@ -186,6 +231,10 @@ func (s *Service) modify(ctx context.Context, userID string, change func(st *sto
 		return string(b), err
 	})
 	finish()
+	s.rulesMu.Lock()
+	delete(s.rules, userID)
+	s.rulesGen[userID]++
+	s.rulesMu.Unlock()
 	if err != nil {
 		return err
 	}

@@ -43,6 +43,13 @@ type Service struct {
 
 	Typing *Typing
 
+	rulesMu  sync.Mutex
+	rules    map[string]*cachedRules
+	rulesGen map[string]int64
+
+	presenceMu sync.Mutex
+	presence   map[string]string // user → last stored presence state
+
 	unreadMu sync.Mutex
 	unread   map[string]*unreadEntry // user\x00room → counts so far
 }
@@ -51,7 +58,8 @@ type Service struct {
 // provides it (read markers then refuse m.fully_read).
 func New(db *storage.DB, rooms Rooms, n *notifier.Notifier, presenceEnabled bool, accountData AccountData) *Service {
 	s := &Service{db: db, rooms: rooms, notifier: n, presenceEnabled: presenceEnabled, accountData: accountData,
-		unread: map[string]*unreadEntry{}}
+		unread: map[string]*unreadEntry{}, rules: map[string]*cachedRules{}, rulesGen: map[string]int64{},
+		presence: map[string]string{}}
 	s.Typing = NewTyping(s.typingChanged)
 	return s
 }

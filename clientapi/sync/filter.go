@@ -183,3 +183,11 @@ func limitOf(p *mautrix.FilterPart, def int) int {
 	}
 	return def
 }
+
+// typeAllowed applies only a part's types/not_types.
+func typeAllowed(p *mautrix.FilterPart, typ string) bool {
+	if p == nil {
+		return true
+	}
+	return allows(&mautrix.FilterPart{Types: p.Types, NotTypes: p.NotTypes}, typ, "", "", nil)
+}

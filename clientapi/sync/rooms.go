@@ -14,7 +14,10 @@ import (
 // timeline reads the room's timeline in (from, to] through the filter: the
 // last `limit` matching events, whether older ones were left out, and the
 // prev_batch token that continues from before the first of them.
-func (s *Syncer) timeline(ctx context.Context, req *Request, roomID string, from, to int64) ([]storage.SyncEvent, *Timeline, error) {
+//
+// complete reports whether the returned events are all of the room's events
+// in (from, to] (no filter dropped any, none left out).
+func (s *Syncer) timeline(ctx context.Context, req *Request, roomID string, from, to int64) (evs []storage.SyncEvent, tl *Timeline, complete bool, err error) {
 	part := req.Filter.room().Timeline
 	limit := req.Filter.TimelineLimit()
 	fetch := limit
@@ -23,8 +26,9 @@ func (s *Syncer) timeline(ctx context.Context, req *Request, roomID string, from
 	}
 	evs, limited, err := s.store.RoomEventsRange(ctx, roomID, from, to, fetch)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
+	complete = !limited && !restrictive(part)
 	if restrictive(part) {
 		kept := evs[:0:0]
 		for _, e := range evs {
@@ -38,15 +42,15 @@ func (s *Syncer) timeline(ctx context.Context, req *Request, roomID string, from
 		evs = kept
 	}
 	if len(evs) == 0 {
-		return nil, nil, nil
+		return nil, nil, complete, nil
 	}
-	tl := &Timeline{Limited: limited, PrevBatch: s.PrevBatch(roomID, evs[0].Pos)}
+	tl = &Timeline{Limited: limited, PrevBatch: s.PrevBatch(roomID, evs[0].Pos)}
 	for _, e := range evs {
 		if ce := syncapi.ClientEvent(e); ce != nil {
 			tl.Events = append(tl.Events, ce)
 		}
 	}
-	return evs, tl, nil
+	return evs, tl, complete, nil
 }
 
 // state is the state section: the state at the start of the timeline (all of
@@ -157,7 +161,7 @@ func (s *Syncer) joinedRoom(ctx context.Context, req *Request, roomID string, si
 	if newly {
 		from = 0
 	}
-	evs, tl, err := s.timeline(ctx, req, roomID, from, to.Pos)
+	evs, tl, complete, err := s.timeline(ctx, req, roomID, from, to.Pos)
 	if err != nil {
 		return nil, err
 	}
@@ -212,7 +216,7 @@ func (s *Syncer) joinedRoom(ctx context.Context, req *Request, roomID string, si
 		}
 		jr.Summary = sum
 	}
-	main, threads, err := s.module.UnreadCounts(ctx, req.UserID, roomID, to.Pos, ruleset, rulesPos, req.Filter.ThreadNotifications())
+	main, threads, err := s.module.UnreadCounts(ctx, req.UserID, roomID, to.Pos, ruleset, rulesPos, req.Filter.ThreadNotifications(), recentOrNil(evs, complete), from)
 	if err != nil {
 		return nil, err
 	}
@@ -260,7 +264,7 @@ func receiptEvent(userID string, receipts []storage.Receipt) json.RawMessage {
 // timeline up to and including their leave event, and the state before it.
 func (s *Syncer) leftRoom(ctx context.Context, req *Request, roomID string, since Token, leave storage.MembershipEvent) (*LeftRoom, error) {
 	lr := &LeftRoom{}
-	evs, tl, err := s.timeline(ctx, req, roomID, since.Pos, leave.Pos)
+	evs, tl, _, err := s.timeline(ctx, req, roomID, since.Pos, leave.Pos)
 	if err != nil {
 		return nil, err
 	}
@@ -337,4 +341,15 @@ func stripped(e storage.SyncEvent) json.RawMessage {
 	}
 	b, _ := json.Marshal(map[string]any{"type": e.Type, "state_key": sk, "sender": e.Sender, "content": pdu.Content})
 	return b
+}
+
+// recentOrNil passes a complete event range on (non-nil even when empty).
+func recentOrNil(evs []storage.SyncEvent, complete bool) []storage.SyncEvent {
+	if !complete {
+		return nil
+	}
+	if evs == nil {
+		return []storage.SyncEvent{}
+	}
+	return evs
 }

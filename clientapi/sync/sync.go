@@ -62,6 +62,7 @@ type Syncer struct {
 	notifier *notifier.Notifier
 	stream   Stream
 	lazy     *lazyMembers
+	toDevice *toDeviceAcks
 	// PrevBatch makes the /messages token that continues backwards from
 	// before the event at position pos in roomID.
 	PrevBatch func(roomID string, pos int64) string
@@ -69,7 +70,7 @@ type Syncer struct {
 
 // New builds a Syncer. keys may be nil.
 func New(store Store, stream Stream, module *syncapi.Service, keys Keys, n *notifier.Notifier) *Syncer {
-	return &Syncer{store: store, stream: stream, module: module, keys: keys, notifier: n, lazy: newLazyMembers(),
+	return &Syncer{store: store, stream: stream, module: module, keys: keys, notifier: n, lazy: newLazyMembers(), toDevice: newToDeviceAcks(),
 		PrevBatch: func(_ string, pos int64) string { return Token{Pos: pos - 1}.String() }}
 }
 
@@ -147,7 +148,10 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 	if err != nil {
 		return nil, err
 	}
-	ruleset := rules.Ruleset()
+	ruleset, _, err := s.module.PushRuleset(ctx, req.UserID)
+	if err != nil {
+		return nil, err
+	}
 
 	rooms := &Rooms{}
 	var newlyJoinedAcct map[string][]json.RawMessage
@@ -291,8 +295,8 @@ func (s *Syncer) memberships(ctx context.Context, userID string, since, to int64
 }
 
 func (s *Syncer) presence(ctx context.Context, req *Request, resp *Response, since, to Token) error {
-	if !s.module.PresenceEnabled() {
-		return nil
+	if !s.module.PresenceEnabled() || !typeAllowed(req.Filter.Presence, "m.presence") {
+		return nil // off, or the filter wants no presence at all
 	}
 	users, err := s.store.UsersSharingRooms(ctx, req.UserID)
 	if err != nil {
@@ -330,10 +334,11 @@ func (s *Syncer) e2ee(ctx context.Context, req *Request, resp *Response, since, 
 	after := int64(0)
 	if !req.Initial {
 		after = since.ToDevice
-		if after > 0 {
+		if after > 0 && s.toDevice.needsDelete(req.DeviceKey(), after) {
 			if err := s.keys.DeleteToDeviceUpTo(ctx, req.UserID, req.DeviceID, after); err != nil {
 				return err
 			}
+			s.toDevice.deleted(req.DeviceKey(), after)
 		}
 	}
 	msgs, err := s.keys.ToDeviceSince(ctx, req.UserID, req.DeviceID, after, toDeviceLimit)
@@ -354,6 +359,9 @@ func (s *Syncer) e2ee(ctx context.Context, req *Request, resp *Response, since, 
 	}
 	resp.toDevice = after
 	resp.ToDevice = eventsOrNil(evs)
+	if len(evs) > 0 {
+		s.toDevice.delivered(req.DeviceKey(), after)
+	}
 	if !req.Initial {
 		changed, left, err := s.keys.DeviceListChanges(ctx, req.UserID, since.Pos, to.Pos)
 		if err != nil {
