@@ -1,13 +1,21 @@
 // Package accounts owns local users: registration, passwords, devices, access
 // and refresh tokens, user-interactive auth, profiles, account data and filters.
+//
+// Other modules react to account changes through hooks (register them while
+// assembling the server): OnDeviceDeleted (the keyserver drops the device's
+// keys and to-device messages), OnProfileChanged (the roomserver sends
+// membership updates), OnDeactivated (the roomserver makes the user leave).
 package accounts
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"maunium.net/go/mautrix/id"
@@ -22,20 +30,126 @@ import (
 type Store interface {
 	CreateUser(ctx context.Context, u storage.User) error
 	GetUser(ctx context.Context, userID string) (*storage.User, error)
+	UserExists(ctx context.Context, userID string) (bool, error)
+	SetDisplayName(ctx context.Context, userID, name string) error
+	SetAvatarURL(ctx context.Context, userID, url string) error
+	SetProfileFields(ctx context.Context, userID string, fields map[string]json.RawMessage) error
+	ChangePassword(ctx context.Context, userID, hash string, logoutOthers bool, keepDevice string) ([]string, error)
+	DeactivateUser(ctx context.Context, userID string, erase bool) ([]string, error)
+
 	CreateDeviceWithToken(ctx context.Context, d storage.Device, accessHash string, expiresTS int64, refreshHash string) error
 	LookupAccessToken(ctx context.Context, tokenHash string) (*storage.TokenOwner, error)
+	RotateRefreshToken(ctx context.Context, oldRefreshHash, accessHash string, expiresTS int64, refreshHash string, now int64) (string, string, error)
+	CreateLoginToken(ctx context.Context, tokenHash, userID string, expiresTS int64) error
+	ConsumeLoginToken(ctx context.Context, tokenHash string, now int64) (string, error)
+
+	ListDevices(ctx context.Context, userID string) ([]storage.Device, error)
+	GetDevice(ctx context.Context, userID, deviceID string) (*storage.Device, error)
+	SetDeviceDisplayName(ctx context.Context, userID, deviceID, name string) error
+	TouchDevice(ctx context.Context, userID, deviceID string, ts int64, ip string) error
+	DeleteDevices(ctx context.Context, userID string, deviceIDs []string) ([]string, error)
+	DeleteOtherDevices(ctx context.Context, userID, keep string) ([]string, error)
+
+	CreateUIASession(ctx context.Context, s storage.UIASession) error
+	GetUIASession(ctx context.Context, sessionID string) (*storage.UIASession, error)
+	CompleteUIAStage(ctx context.Context, sessionID string, completed []string) error
+	DeleteUIASession(ctx context.Context, sessionID string) error
+	ExpireUIASessions(ctx context.Context, before int64) error
+	RegistrationTokenUsable(ctx context.Context, token string, now int64) (bool, error)
+	ReserveRegistrationToken(ctx context.Context, sessionID, token string, completed []string, now int64) (bool, error)
+	FinishRegistrationSession(ctx context.Context, sessionID string) error
+
+	AllocateStreamPos() (int64, func())
+	PutAccountData(ctx context.Context, userID, roomID, typ string, content []byte, pos int64) error
+	GetAccountData(ctx context.Context, userID, roomID, typ string) (json.RawMessage, error)
+	AccountDataSince(ctx context.Context, userID string, fromPos, toPos int64) ([]storage.AccountData, error)
+	CreateFilter(ctx context.Context, userID string, filter []byte) (int64, error)
+	GetFilter(ctx context.Context, userID string, filterID int64) (json.RawMessage, error)
 }
+
+// Notifier wakes /sync long-polls after a commit (internal/notifier).
+type Notifier interface {
+	Notify(pos int64, users ...string)
+}
+
+// Hook signatures. Hooks run after the change committed; they must not fail
+// the request, so they log their own errors.
+type (
+	DeviceDeletedFunc  func(ctx context.Context, userID id.UserID, deviceIDs []id.DeviceID)
+	ProfileChangedFunc func(ctx context.Context, userID id.UserID, profile Profile)
+	DeactivatedFunc    func(ctx context.Context, userID id.UserID, erase bool)
+)
 
 // Service implements account operations for the client API and the CLI.
 type Service struct {
-	store Store
-	cfg   *config.Config
-	now   func() time.Time
+	store    Store
+	cfg      *config.Config
+	now      func() time.Time
+	notifier Notifier
+
+	hooksMu        sync.RWMutex
+	deviceDeleted  []DeviceDeletedFunc
+	profileChanged []ProfileChangedFunc
+	deactivated    []DeactivatedFunc
+
+	seenMu sync.Mutex
+	seen   map[string]int64 // "user|device" -> unix ms of the last last_seen write
+
+	nonces nonceStore // shared-secret registration
 }
 
 // New returns an accounts service over store.
 func New(store Store, cfg *config.Config) *Service {
-	return &Service{store: store, cfg: cfg, now: time.Now}
+	return &Service{store: store, cfg: cfg, now: time.Now, seen: map[string]int64{}, nonces: nonceStore{m: map[string]time.Time{}}}
+}
+
+// SetNotifier sets the notifier woken after account data changes.
+func (s *Service) SetNotifier(n Notifier) { s.notifier = n }
+
+// OnDeviceDeleted registers fn to run after devices were deleted (logout,
+// DELETE /devices, password change, deactivation).
+func (s *Service) OnDeviceDeleted(fn DeviceDeletedFunc) {
+	s.deviceDeleted = append(s.deviceDeleted, fn)
+}
+
+// OnProfileChanged registers fn to run after a user's display name or avatar
+// changed.
+func (s *Service) OnProfileChanged(fn ProfileChangedFunc) {
+	s.hooksMu.Lock()
+	defer s.hooksMu.Unlock()
+	s.profileChanged = append(s.profileChanged, fn)
+}
+
+// OnDeactivated registers fn to run after an account was deactivated.
+func (s *Service) OnDeactivated(fn DeactivatedFunc) {
+	s.hooksMu.Lock()
+	defer s.hooksMu.Unlock()
+	s.deactivated = append(s.deactivated, fn)
+}
+
+// hooks returns the registered hooks (a snapshot, safe to run unlocked).
+func (s *Service) hooks() ([]DeviceDeletedFunc, []ProfileChangedFunc, []DeactivatedFunc) {
+	s.hooksMu.RLock()
+	defer s.hooksMu.RUnlock()
+	return s.deviceDeleted, s.profileChanged, s.deactivated
+}
+
+func (s *Service) fireDeviceDeleted(ctx context.Context, userID id.UserID, devices []string) {
+	if len(devices) == 0 {
+		return
+	}
+	ids := make([]id.DeviceID, len(devices))
+	s.seenMu.Lock()
+	for i, d := range devices {
+		ids[i] = id.DeviceID(d)
+		delete(s.seen, userID.String()+"|"+d)
+	}
+	s.seenMu.Unlock()
+	ctx = context.WithoutCancel(ctx)
+	deviceDeleted, _, _ := s.hooks()
+	for _, fn := range deviceDeleted {
+		fn(ctx, userID, ids)
+	}
 }
 
 // ServerName is the local server's name.
@@ -44,6 +158,12 @@ func (s *Service) ServerName() string { return s.cfg.ServerName }
 // UserID builds a local user ID from a localpart.
 func (s *Service) UserID(localpart string) id.UserID {
 	return id.NewUserID(localpart, s.cfg.ServerName)
+}
+
+// IsLocal reports whether userID belongs to this server.
+func (s *Service) IsLocal(userID id.UserID) bool {
+	_, server, err := userID.Parse()
+	return err == nil && server == s.cfg.ServerName
 }
 
 var localpartRE = regexp.MustCompile(`^[a-z0-9._=\-/+]+$`)
@@ -68,7 +188,39 @@ func (s *Service) ValidateLocalpart(localpart string) error {
 	return nil
 }
 
-// CreateUser creates a local user with a password (empty: password login disabled).
+// CheckUsernameAvailable validates a localpart and checks it is not taken
+// (M_INVALID_USERNAME, M_EXCLUSIVE, M_USER_IN_USE).
+func (s *Service) CheckUsernameAvailable(ctx context.Context, localpart string) error {
+	if err := s.ValidateLocalpart(localpart); err != nil {
+		return err
+	}
+	taken, err := s.store.UserExists(ctx, s.UserID(localpart).String())
+	if err != nil {
+		return err
+	}
+	if taken {
+		return mxhttp.UserInUse("User ID already taken.")
+	}
+	return nil
+}
+
+// maxPasswordBytes bounds the work one hash costs.
+const maxPasswordBytes = 1024
+
+// CheckPasswordPolicy enforces registration.min_password_length: M_WEAK_PASSWORD.
+func (s *Service) CheckPasswordPolicy(password string) error {
+	if n := len([]rune(password)); n < s.cfg.Register.MinPasswordLength {
+		return mxhttp.WeakPassword("Password must be at least %d characters long", s.cfg.Register.MinPasswordLength)
+	}
+	if len(password) > maxPasswordBytes {
+		return mxhttp.InvalidParam("Password must be at most %d bytes long", maxPasswordBytes)
+	}
+	return nil
+}
+
+// CreateUser creates a local user with a password (empty: password login
+// disabled). The password policy is the caller's business (the CLI and
+// admin tools may set any password).
 func (s *Service) CreateUser(ctx context.Context, localpart, password string, admin bool) (id.UserID, error) {
 	if err := s.ValidateLocalpart(localpart); err != nil {
 		return "", err
@@ -91,6 +243,50 @@ func (s *Service) CreateUser(ctx context.Context, localpart, password string, ad
 	return userID, nil
 }
 
+// GenerateLocalpart picks a free random localpart for registrations without a username.
+func (s *Service) GenerateLocalpart(ctx context.Context) (string, error) {
+	for range 10 {
+		lp := "u" + strings.ToLower(newDeviceID())
+		if exists, err := s.store.UserExists(ctx, s.UserID(lp).String()); err != nil {
+			return "", err
+		} else if !exists {
+			return lp, nil
+		}
+	}
+	return "", errors.New("could not generate a free localpart")
+}
+
+// ChangePassword sets a new password; with logoutOthers every other device
+// (all but keepDevice) is deleted with its tokens.
+func (s *Service) ChangePassword(ctx context.Context, userID id.UserID, newPassword string, logoutOthers bool, keepDevice id.DeviceID) error {
+	if err := s.CheckPasswordPolicy(newPassword); err != nil {
+		return err
+	}
+	deleted, err := s.store.ChangePassword(ctx, userID.String(), HashPassword(newPassword), logoutOthers, string(keepDevice))
+	if err != nil {
+		return err
+	}
+	s.fireDeviceDeleted(ctx, userID, deleted)
+	return nil
+}
+
+// Deactivate marks the account deactivated and revokes every token and
+// device; erase also removes profile, account data and filters.
+func (s *Service) Deactivate(ctx context.Context, userID id.UserID, erase bool) error {
+	deleted, err := s.store.DeactivateUser(ctx, userID.String(), erase)
+	if err != nil {
+		return err
+	}
+	s.fireDeviceDeleted(ctx, userID, deleted)
+	ctx = context.WithoutCancel(ctx)
+	_, _, deactivated := s.hooks()
+	for _, fn := range deactivated {
+		fn(ctx, userID, erase)
+	}
+	slog.InfoContext(ctx, "account deactivated", "user_id", userID, "erase", erase)
+	return nil
+}
+
 // Session is a logged-in device with its fresh tokens.
 type Session struct {
 	UserID       id.UserID
@@ -100,29 +296,64 @@ type Session struct {
 	ExpiresInMS  int64
 }
 
+// maxDeviceIDLength and maxDeviceNameLength bound client-chosen strings.
+const (
+	maxDeviceIDLength   = 255
+	maxDeviceNameLength = 1000
+)
+
 // NewSession creates (or takes over) a device for userID and issues tokens.
 func (s *Service) NewSession(ctx context.Context, userID id.UserID, deviceID, displayName, ip string, withRefresh bool) (*Session, error) {
+	if len(deviceID) > maxDeviceIDLength {
+		return nil, mxhttp.InvalidParam("device_id is longer than %d bytes", maxDeviceIDLength)
+	}
+	if len(displayName) > maxDeviceNameLength {
+		return nil, mxhttp.InvalidParam("initial_device_display_name is longer than %d bytes", maxDeviceNameLength)
+	}
 	if deviceID == "" {
 		deviceID = newDeviceID()
 	}
-	sess := &Session{UserID: userID, DeviceID: id.DeviceID(deviceID), AccessToken: newToken("myl_")}
+	sess := &Session{UserID: userID, DeviceID: id.DeviceID(deviceID)}
 	now := s.now()
-	var expires int64
-	var refreshHash string
+	accessHash, expires, refreshHash := s.issueTokens(sess, now, withRefresh)
+	err := s.store.CreateDeviceWithToken(ctx, storage.Device{
+		UserID: userID.String(), DeviceID: deviceID, DisplayName: displayName, CreatedTS: now.UnixMilli(), LastSeenIP: ip,
+	}, accessHash, expires, refreshHash)
+	if err != nil {
+		return nil, fmt.Errorf("creating session: %w", err)
+	}
+	return sess, nil
+}
+
+// issueTokens fills sess with a new access token (and refresh token) and
+// returns what to store.
+func (s *Service) issueTokens(sess *Session, now time.Time, withRefresh bool) (accessHash string, expiresTS int64, refreshHash string) {
+	sess.AccessToken = newToken("myl_")
 	if withRefresh {
 		sess.RefreshToken = newToken("mylr_")
 		refreshHash = hashToken(sess.RefreshToken)
 		if life := s.cfg.Limits.AccessTokenLifetime.Duration; life > 0 {
-			expires = now.Add(life).UnixMilli()
+			expiresTS = now.Add(life).UnixMilli()
 			sess.ExpiresInMS = life.Milliseconds()
 		}
 	}
-	err := s.store.CreateDeviceWithToken(ctx, storage.Device{
-		UserID: userID.String(), DeviceID: deviceID, DisplayName: displayName, CreatedTS: now.UnixMilli(), LastSeenIP: ip,
-	}, hashToken(sess.AccessToken), expires, refreshHash)
-	if err != nil {
-		return nil, fmt.Errorf("creating session: %w", err)
+	return hashToken(sess.AccessToken), expiresTS, refreshHash
+}
+
+// Refresh exchanges a refresh token for a new access token and refresh token.
+// The old refresh token and the device's old access token stop working.
+func (s *Service) Refresh(ctx context.Context, refreshToken string) (*Session, error) {
+	sess := &Session{}
+	now := s.now()
+	accessHash, expires, refreshHash := s.issueTokens(sess, now, true)
+	userID, deviceID, err := s.store.RotateRefreshToken(ctx, hashToken(refreshToken), accessHash, expires, refreshHash, now.UnixMilli())
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, mxhttp.UnknownToken("Unknown refresh token").With("soft_logout", false)
 	}
+	if err != nil {
+		return nil, fmt.Errorf("refreshing token: %w", err)
+	}
+	sess.UserID, sess.DeviceID = id.UserID(userID), id.DeviceID(deviceID)
 	return sess, nil
 }
 
@@ -145,24 +376,88 @@ func (s *Service) VerifyAccessToken(ctx context.Context, token string) (*authn.D
 	return &authn.Device{UserID: id.UserID(owner.UserID), DeviceID: id.DeviceID(owner.DeviceID), IsAdmin: owner.IsAdmin}, nil
 }
 
-// LoginPassword checks a password and opens a session. Unknown users and wrong
-// passwords get the same M_FORBIDDEN so user IDs cannot be probed.
-func (s *Service) LoginPassword(ctx context.Context, userID id.UserID, password, deviceID, displayName, ip string, withRefresh bool) (*Session, error) {
+// checkUserPassword verifies userID's password. Unknown users and wrong
+// passwords get the same M_FORBIDDEN so user IDs cannot be probed; a
+// deactivated account with the right password gets M_USER_DEACTIVATED.
+func (s *Service) checkUserPassword(ctx context.Context, userID id.UserID, password string) error {
 	u, err := s.store.GetUser(ctx, userID.String())
 	if errors.Is(err, storage.ErrNotFound) {
 		CheckPassword(dummyHash, password) // same cost as a real check
-		return nil, mxhttp.Forbidden("Invalid username or password")
+		return mxhttp.Forbidden("Invalid username or password")
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if u.PasswordHash == "" || !CheckPassword(u.PasswordHash, password) {
-		return nil, mxhttp.Forbidden("Invalid username or password")
+	if u.PasswordHash == "" {
+		CheckPassword(dummyHash, password)
+		return mxhttp.Forbidden("Invalid username or password")
+	}
+	if !CheckPassword(u.PasswordHash, password) {
+		return mxhttp.Forbidden("Invalid username or password")
 	}
 	if u.Deactivated {
-		return nil, mxhttp.UserDeactivated("This account has been deactivated")
+		return mxhttp.UserDeactivated("This account has been deactivated")
+	}
+	return nil
+}
+
+// LoginPassword checks a password and opens a session.
+func (s *Service) LoginPassword(ctx context.Context, userID id.UserID, password, deviceID, displayName, ip string, withRefresh bool) (*Session, error) {
+	if len(password) > maxPasswordBytes {
+		return nil, mxhttp.Forbidden("Invalid username or password")
+	}
+	if err := s.checkUserPassword(ctx, userID, password); err != nil {
+		return nil, err
 	}
 	return s.NewSession(ctx, userID, deviceID, displayName, ip, withRefresh)
 }
 
+// LoginTokenLifetime is how long a token from CreateLoginToken is valid.
+const LoginTokenLifetime = 2 * time.Minute
+
+// CreateLoginToken issues a single-use token for the m.login.token flow.
+func (s *Service) CreateLoginToken(ctx context.Context, userID id.UserID) (string, time.Duration, error) {
+	token := newToken("mylt_")
+	if err := s.store.CreateLoginToken(ctx, hashToken(token), userID.String(), s.now().Add(LoginTokenLifetime).UnixMilli()); err != nil {
+		return "", 0, fmt.Errorf("creating login token: %w", err)
+	}
+	return token, LoginTokenLifetime, nil
+}
+
+// LoginToken redeems a login token (once) and opens a session.
+func (s *Service) LoginToken(ctx context.Context, token, deviceID, displayName, ip string, withRefresh bool) (*Session, error) {
+	userID, err := s.store.ConsumeLoginToken(ctx, hashToken(token), s.now().UnixMilli())
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, mxhttp.Forbidden("Invalid or expired login token")
+	}
+	if err != nil {
+		return nil, err
+	}
+	u, err := s.store.GetUser(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	if u.Deactivated {
+		return nil, mxhttp.UserDeactivated("This account has been deactivated")
+	}
+	return s.NewSession(ctx, id.UserID(userID), deviceID, displayName, ip, withRefresh)
+}
+
+// Logout deletes the caller's device and its tokens.
+func (s *Service) Logout(ctx context.Context, userID id.UserID, deviceID id.DeviceID) error {
+	return s.DeleteDevices(ctx, userID, []id.DeviceID{deviceID})
+}
+
+// LogoutAll deletes every device of the user with its tokens.
+func (s *Service) LogoutAll(ctx context.Context, userID id.UserID) error {
+	deleted, err := s.store.DeleteOtherDevices(ctx, userID.String(), "")
+	if err != nil {
+		return err
+	}
+	s.fireDeviceDeleted(ctx, userID, deleted)
+	return nil
+}
+
 var dummyHash = HashPassword("timing-equalizer")
+
+var _ Store = (*storage.DB)(nil)

@@ -26,7 +26,6 @@ type Keys interface {
 	DeviceSigningNeedsAuth(ctx context.Context, userID string, req *keyserver.DeviceSigningRequest) (bool, error)
 	UploadDeviceSigningKeys(ctx context.Context, userID string, req *keyserver.DeviceSigningRequest) error
 	UploadSignatures(ctx context.Context, signer string, req map[string]map[string]json.RawMessage) (*keyserver.SignaturesResponse, error)
-	CheckPassword(ctx context.Context, userID, password string) (bool, error)
 
 	SendToDevice(ctx context.Context, sender, senderDevice, eventType, txnID string, messages map[string]map[string]json.RawMessage) error
 
@@ -151,7 +150,7 @@ func (a *API) keysChanges(r *http.Request) (any, error) {
 }
 
 func (a *API) keysDeviceSigningUpload(w http.ResponseWriter, r *http.Request) error {
-	body, err := keysReadBody(r)
+	body, err := readBody(r)
 	if err != nil {
 		return err
 	}
@@ -165,8 +164,12 @@ func (a *API) keysDeviceSigningUpload(w http.ResponseWriter, r *http.Request) er
 		return err
 	}
 	if needs {
-		if err := a.keysPasswordUIA(r.Context(), user, body); err != nil {
-			return err
+		var withAuth struct {
+			Auth json.RawMessage `json:"auth"`
+		}
+		_ = json.Unmarshal(body, &withAuth)
+		if !a.requireUIA(w, r, withAuth.Auth) {
+			return nil // requireUIA answered
 		}
 	}
 	if err := a.Keys.UploadDeviceSigningKeys(r.Context(), user, &req); err != nil {

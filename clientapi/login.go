@@ -1,18 +1,20 @@
 package clientapi
 
 import (
+	"encoding/json"
 	"net/http"
-	"strings"
 
-	"maunium.net/go/mautrix/id"
-
+	"github.com/myelin-chat/myelin/accounts"
 	"github.com/myelin-chat/myelin/internal/authn"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 )
 
 func (a *API) loginFlows(w http.ResponseWriter, r *http.Request) {
 	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{
-		"flows": []map[string]any{{"type": "m.login.password"}},
+		"flows": []map[string]any{
+			{"type": "m.login.password"},
+			{"type": "m.login.token", "get_login_token": true},
+		},
 	})
 }
 
@@ -24,44 +26,109 @@ type loginRequest struct {
 	} `json:"identifier"`
 	User                     string `json:"user"` // deprecated form
 	Password                 string `json:"password"`
+	Token                    string `json:"token"`
 	DeviceID                 string `json:"device_id"`
 	InitialDeviceDisplayName string `json:"initial_device_display_name"`
 	RefreshToken             bool   `json:"refresh_token"`
 }
 
-func (a *API) login(w http.ResponseWriter, r *http.Request) {
+func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 	var req loginRequest
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return err
 	}
-	if req.Type != "m.login.password" {
-		mxhttp.WriteError(w, r, mxhttp.Unknown("Unknown login type %q", req.Type))
-		return
-	}
-	user := req.User
-	if req.Identifier != nil {
-		if req.Identifier.Type != "m.id.user" {
-			mxhttp.WriteError(w, r, mxhttp.Unknown("Unsupported identifier type %q", req.Identifier.Type))
-			return
+	var sess *accounts.Session
+	var err error
+	switch req.Type {
+	case "m.login.password":
+		user := req.User
+		if req.Identifier != nil {
+			if req.Identifier.Type != "m.id.user" {
+				return mxhttp.Unknown("Unsupported identifier type %q", req.Identifier.Type)
+			}
+			user = req.Identifier.User
 		}
-		user = req.Identifier.User
+		if user == "" {
+			return mxhttp.MissingParam("identifier.user is required")
+		}
+		sess, err = a.Accounts.LoginPassword(r.Context(), a.Accounts.ResolveUser(user), req.Password, req.DeviceID,
+			req.InitialDeviceDisplayName, clientIP(r), req.RefreshToken)
+	case "m.login.token":
+		if req.Token == "" {
+			return mxhttp.MissingParam("token is required")
+		}
+		sess, err = a.Accounts.LoginToken(r.Context(), req.Token, req.DeviceID, req.InitialDeviceDisplayName, clientIP(r), req.RefreshToken)
+	case "":
+		return mxhttp.MissingParam("type is required")
+	default:
+		return mxhttp.Unknown("Unknown login type %q", req.Type)
 	}
-	userID := a.resolveUser(user)
-	sess, err := a.Accounts.LoginPassword(r.Context(), userID, req.Password, req.DeviceID, req.InitialDeviceDisplayName, clientIP(r), req.RefreshToken)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return err
 	}
 	mxhttp.WriteJSON(w, http.StatusOK, sessionResponse(sess, a.Config.BaseURL()))
+	return nil
 }
 
-// resolveUser accepts a full user ID or a bare localpart.
-func (a *API) resolveUser(user string) id.UserID {
-	if strings.HasPrefix(user, "@") {
-		return id.UserID(user)
+func (a *API) refresh(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		RefreshToken string `json:"refresh_token"`
 	}
-	return a.Accounts.UserID(strings.ToLower(user))
+	if err := mxhttp.ReadJSON(r, &req); err != nil {
+		return err
+	}
+	if req.RefreshToken == "" {
+		return mxhttp.MissingParam("refresh_token is required")
+	}
+	sess, err := a.Accounts.Refresh(r.Context(), req.RefreshToken)
+	if err != nil {
+		return err
+	}
+	resp := map[string]any{"access_token": sess.AccessToken, "refresh_token": sess.RefreshToken}
+	if sess.ExpiresInMS > 0 {
+		resp["expires_in_ms"] = sess.ExpiresInMS
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+func (a *API) logout(w http.ResponseWriter, r *http.Request) error {
+	dev := authn.FromContext(r.Context())
+	if err := a.Accounts.Logout(r.Context(), dev.UserID, dev.DeviceID); err != nil {
+		return err
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, mxhttp.Empty)
+	return nil
+}
+
+func (a *API) logoutAll(w http.ResponseWriter, r *http.Request) error {
+	dev := authn.FromContext(r.Context())
+	if err := a.Accounts.LogoutAll(r.Context(), dev.UserID); err != nil {
+		return err
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, mxhttp.Empty)
+	return nil
+}
+
+// getLoginToken is POST /v1/login/get_token: a short-lived single-use token
+// another client of the same user can log in with (m.login.token).
+func (a *API) getLoginToken(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Auth json.RawMessage `json:"auth"`
+	}
+	if err := mxhttp.ReadJSON(r, &req); err != nil {
+		return err
+	}
+	if !a.requireUIA(w, r, req.Auth) {
+		return nil
+	}
+	dev := authn.FromContext(r.Context())
+	token, life, err := a.Accounts.CreateLoginToken(r.Context(), dev.UserID)
+	if err != nil {
+		return err
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"login_token": token, "expires_in_ms": life.Milliseconds()})
+	return nil
 }
 
 func (a *API) whoami(w http.ResponseWriter, r *http.Request) {

@@ -1,61 +1,117 @@
 package clientapi
 
 import (
+	"encoding/json"
 	"net/http"
 
 	"github.com/myelin-chat/myelin/accounts"
+	"github.com/myelin-chat/myelin/internal/config"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 )
 
 type registerRequest struct {
-	Auth *struct {
-		Type    string `json:"type"`
-		Session string `json:"session"`
-	} `json:"auth"`
-	Username                 string `json:"username"`
-	Password                 string `json:"password"`
-	DeviceID                 string `json:"device_id"`
-	InitialDeviceDisplayName string `json:"initial_device_display_name"`
-	InhibitLogin             bool   `json:"inhibit_login"`
-	RefreshToken             bool   `json:"refresh_token"`
+	Auth                     json.RawMessage `json:"auth"`
+	Username                 string          `json:"username"`
+	Password                 string          `json:"password"`
+	DeviceID                 string          `json:"device_id"`
+	InitialDeviceDisplayName string          `json:"initial_device_display_name"`
+	InhibitLogin             bool            `json:"inhibit_login"`
+	RefreshToken             bool            `json:"refresh_token"`
 }
 
-func (a *API) register(w http.ResponseWriter, r *http.Request) {
-	if kind := r.URL.Query().Get("kind"); kind == "guest" {
-		mxhttp.WriteError(w, r, mxhttp.GuestAccessForbid("Guest access is disabled"))
-		return
-	} else if kind != "" && kind != "user" {
-		mxhttp.WriteError(w, r, mxhttp.InvalidParam("Unknown kind %q", kind))
-		return
+func (a *API) register(w http.ResponseWriter, r *http.Request) error {
+	switch kind := r.URL.Query().Get("kind"); kind {
+	case "", "user":
+	case "guest":
+		return mxhttp.GuestAccessForbid("Guest access is disabled")
+	default:
+		return mxhttp.InvalidParam("Unknown kind %q", kind)
+	}
+	if a.Config.Register.Mode == config.RegistrationClosed {
+		return mxhttp.Forbidden("Registration is disabled")
 	}
 	var req registerRequest
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return err
 	}
-	if req.Auth == nil || req.Auth.Type != "m.login.dummy" {
-		mxhttp.WriteJSON(w, http.StatusUnauthorized, map[string]any{
-			"flows":   []map[string]any{{"stages": []string{"m.login.dummy"}}},
-			"params":  map[string]any{},
-			"session": "",
-		})
-		return
+	ctx := r.Context()
+	// Problems with the request itself are reported before any auth stage.
+	if req.Username != "" {
+		if err := a.Accounts.CheckUsernameAvailable(ctx, req.Username); err != nil {
+			return err
+		}
 	}
-	userID, err := a.Accounts.CreateUser(r.Context(), req.Username, req.Password, false)
+	if req.Password != "" {
+		if err := a.Accounts.CheckPasswordPolicy(req.Password); err != nil {
+			return err
+		}
+	}
+	res, err := a.Accounts.AuthenticateUIA(ctx, accounts.UIARequest{
+		Operation: uiaOperation(r),
+		Flows:     a.Accounts.RegistrationFlows(),
+		Auth:      req.Auth,
+	})
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return err
+	}
+	// Authenticated: the session stays open until the account exists, so a
+	// client can fix the request and retry in the same session.
+	if req.Password == "" {
+		return mxhttp.MissingParam("password is required")
+	}
+	localpart := req.Username
+	if localpart == "" {
+		if localpart, err = a.Accounts.GenerateLocalpart(ctx); err != nil {
+			return err
+		}
+	}
+	userID, err := a.Accounts.CreateUser(ctx, localpart, req.Password, false)
+	if err != nil {
+		return err
+	}
+	if err := a.Accounts.FinishUIA(ctx, res); err != nil {
+		return err
 	}
 	if req.InhibitLogin {
 		mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"user_id": userID})
-		return
+		return nil
 	}
-	sess, err := a.Accounts.NewSession(r.Context(), userID, req.DeviceID, req.InitialDeviceDisplayName, clientIP(r), req.RefreshToken)
+	sess, err := a.Accounts.NewSession(ctx, userID, req.DeviceID, req.InitialDeviceDisplayName, clientIP(r), req.RefreshToken)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return err
 	}
 	mxhttp.WriteJSON(w, http.StatusOK, sessionResponse(sess, a.Config.BaseURL()))
+	return nil
+}
+
+// registerAvailable is GET /register/available?username=.
+func (a *API) registerAvailable(w http.ResponseWriter, r *http.Request) error {
+	username := r.URL.Query().Get("username")
+	if username == "" {
+		return mxhttp.MissingParam("username is required")
+	}
+	if err := a.Accounts.CheckUsernameAvailable(r.Context(), username); err != nil {
+		return err
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]bool{"available": true})
+	return nil
+}
+
+// registrationTokenValidity is GET /v1/register/m.login.registration_token/validity.
+func (a *API) registrationTokenValidity(w http.ResponseWriter, r *http.Request) error {
+	if a.Config.Register.Mode == config.RegistrationClosed {
+		return mxhttp.Forbidden("Registration is not enabled on this homeserver.")
+	}
+	token, ok := r.URL.Query()["token"]
+	if !ok || len(token) == 0 {
+		return mxhttp.MissingParam("token is required")
+	}
+	valid, err := a.Accounts.RegistrationTokenValid(r.Context(), token[0])
+	if err != nil {
+		return err
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]bool{"valid": valid})
+	return nil
 }
 
 func sessionResponse(s *accounts.Session, baseURL string) map[string]any {

@@ -1,9 +1,215 @@
 package clientapi
 
-import "github.com/go-chi/chi/v5"
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+
+	"github.com/go-chi/chi/v5"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/roomserver"
+)
 
 // RoomsExtras is what the remaining room endpoints need.
-type RoomsExtras interface{}
+type RoomsExtras interface {
+	Upgrade(ctx context.Context, user id.UserID, oldRoom id.RoomID, newVersion string) (id.RoomID, error)
+	Relations(ctx context.Context, user id.UserID, roomID id.RoomID, req roomserver.RelationsRequest) (*roomserver.RelationsResponse, error)
+	Threads(ctx context.Context, user id.UserID, roomID id.RoomID, include, from string, limit int) (*roomserver.ThreadsResponse, error)
+	TimestampToEvent(ctx context.Context, user id.UserID, roomID id.RoomID, ts int64, forwards bool) (id.EventID, int64, error)
+	Summary(ctx context.Context, user id.UserID, roomIDOrAlias string) (*roomserver.RoomSummary, error)
+	Hierarchy(ctx context.Context, user id.UserID, roomID id.RoomID, suggestedOnly bool, maxDepth, limit int, from string) (*roomserver.HierarchyResponse, error)
+	Report(ctx context.Context, user id.UserID, roomID id.RoomID, eventID id.EventID, reason string, score *int64) error
+	Tags(ctx context.Context, user id.UserID, roomID id.RoomID) (json.RawMessage, error)
+	SetTag(ctx context.Context, user id.UserID, roomID id.RoomID, tag string, content json.RawMessage) error
+}
 
-func (a *API) roomExtraRoutes(r chi.Router)   {}
-func (a *API) roomExtraRoutesV1(r chi.Router) {}
+func (a *API) roomExtraRoutes(r chi.Router) {
+	r.Method(http.MethodPost, "/rooms/{roomID}/upgrade", mxhttp.JSON(a.upgradeRoom))
+	r.Method(http.MethodPost, "/rooms/{roomID}/report/{eventID}", mxhttp.JSON(a.report))
+	r.Method(http.MethodPost, "/rooms/{roomID}/report", mxhttp.JSON(a.report))
+	r.Method(http.MethodGet, "/user/{userID}/rooms/{roomID}/tags", mxhttp.JSON(a.getTags))
+	r.Method(http.MethodPut, "/user/{userID}/rooms/{roomID}/tags/{tag}", mxhttp.JSON(a.putTag))
+	r.Method(http.MethodDelete, "/user/{userID}/rooms/{roomID}/tags/{tag}", mxhttp.JSON(a.deleteTag))
+}
+
+func (a *API) roomExtraRoutesV1(r chi.Router) {
+	r.Method(http.MethodGet, "/rooms/{roomID}/relations/{eventID}", mxhttp.JSON(a.relations))
+	r.Method(http.MethodGet, "/rooms/{roomID}/relations/{eventID}/{relType}", mxhttp.JSON(a.relations))
+	r.Method(http.MethodGet, "/rooms/{roomID}/relations/{eventID}/{relType}/{eventType}", mxhttp.JSON(a.relations))
+	r.Method(http.MethodGet, "/rooms/{roomID}/threads", mxhttp.JSON(a.threads))
+	r.Method(http.MethodGet, "/rooms/{roomID}/hierarchy", mxhttp.JSON(a.hierarchy))
+	r.Method(http.MethodGet, "/rooms/{roomID}/timestamp_to_event", mxhttp.JSON(a.timestampToEvent))
+	r.Method(http.MethodGet, "/room_summary/{roomIDOrAlias}", mxhttp.JSON(a.roomSummary))
+}
+
+// RoomSummaryUnstable serves MSC3266's unstable paths; the router mounts it
+// under /_matrix/client/unstable/im.nheko.summary (authenticated).
+func (a *API) RoomSummaryUnstable(r chi.Router) {
+	r.Method(http.MethodGet, "/rooms/{roomIDOrAlias}/summary", mxhttp.JSON(a.roomSummary))
+	r.Method(http.MethodGet, "/summary/{roomIDOrAlias}", mxhttp.JSON(a.roomSummary))
+}
+
+func (a *API) upgradeRoom(r *http.Request) (any, error) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	var body struct {
+		NewVersion string `json:"new_version"`
+	}
+	if err := mxhttp.ReadJSON(r, &body); err != nil {
+		return nil, err
+	}
+	if body.NewVersion == "" {
+		return nil, mxhttp.BadJSON("Missing new_version")
+	}
+	newRoom, err := a.Rooms.Upgrade(r.Context(), device(r).UserID, roomID, body.NewVersion)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"replacement_room": newRoom}, nil
+}
+
+func (a *API) report(r *http.Request) (any, error) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	var body struct {
+		Reason string `json:"reason"`
+		Score  *int64 `json:"score"`
+	}
+	if err := mxhttp.ReadJSON(r, &body); err != nil {
+		return nil, err
+	}
+	if err := a.Rooms.Report(r.Context(), device(r).UserID, roomID, id.EventID(param(r, "eventID")), body.Reason, body.Score); err != nil {
+		return nil, err
+	}
+	return mxhttp.Empty, nil
+}
+
+// ownRoomParams checks that {userID} is the caller.
+func ownRoomParams(r *http.Request) (id.UserID, id.RoomID, error) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return "", "", err
+	}
+	u := id.UserID(param(r, "userID"))
+	if u != device(r).UserID {
+		return "", "", mxhttp.Forbidden("Cannot access other users' tags")
+	}
+	return u, roomID, nil
+}
+
+func (a *API) getTags(r *http.Request) (any, error) {
+	u, roomID, err := ownRoomParams(r)
+	if err != nil {
+		return nil, err
+	}
+	return a.Rooms.Tags(r.Context(), u, roomID)
+}
+
+func (a *API) putTag(r *http.Request) (any, error) {
+	u, roomID, err := ownRoomParams(r)
+	if err != nil {
+		return nil, err
+	}
+	content, err := readContent(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.Rooms.SetTag(r.Context(), u, roomID, param(r, "tag"), content); err != nil {
+		return nil, err
+	}
+	return mxhttp.Empty, nil
+}
+
+func (a *API) deleteTag(r *http.Request) (any, error) {
+	u, roomID, err := ownRoomParams(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.Rooms.SetTag(r.Context(), u, roomID, param(r, "tag"), nil); err != nil {
+		return nil, err
+	}
+	return mxhttp.Empty, nil
+}
+
+func (a *API) relations(r *http.Request) (any, error) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	limit, err := intParam(r, "limit", 50)
+	if err != nil {
+		return nil, err
+	}
+	dir := q.Get("dir")
+	if dir != "" && dir != "b" && dir != "f" {
+		return nil, mxhttp.InvalidParam("dir must be b or f")
+	}
+	return a.Rooms.Relations(r.Context(), device(r).UserID, roomID, roomserver.RelationsRequest{
+		EventID: id.EventID(param(r, "eventID")), RelType: param(r, "relType"), EventType: param(r, "eventType"),
+		From: q.Get("from"), Backward: dir != "f", Limit: limit,
+	})
+}
+
+func (a *API) threads(r *http.Request) (any, error) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	limit, err := intParam(r, "limit", 50)
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	return a.Rooms.Threads(r.Context(), device(r).UserID, roomID, q.Get("include"), q.Get("from"), limit)
+}
+
+func (a *API) hierarchy(r *http.Request) (any, error) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	limit, err := intParam(r, "limit", 50)
+	if err != nil {
+		return nil, err
+	}
+	maxDepth, err := intParam(r, "max_depth", 0)
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	suggested := q.Get("suggested_only") == "true"
+	return a.Rooms.Hierarchy(r.Context(), device(r).UserID, roomID, suggested, maxDepth, limit, q.Get("from"))
+}
+
+func (a *API) timestampToEvent(r *http.Request) (any, error) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	ts, err := strconv.ParseInt(q.Get("ts"), 10, 64)
+	if err != nil {
+		return nil, mxhttp.InvalidParam("ts must be a timestamp in milliseconds")
+	}
+	dir := q.Get("dir")
+	if dir != "f" && dir != "b" {
+		return nil, mxhttp.InvalidParam("dir must be f or b")
+	}
+	evID, evTS, err := a.Rooms.TimestampToEvent(r.Context(), device(r).UserID, roomID, ts, dir == "f")
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"event_id": evID, "origin_server_ts": evTS}, nil
+}
+
+func (a *API) roomSummary(r *http.Request) (any, error) {
+	return a.Rooms.Summary(r.Context(), device(r).UserID, param(r, "roomIDOrAlias"))
+}

@@ -52,6 +52,12 @@ func (a *API) Mount(r chi.Router) {
 		r.Route("/v1", a.v1Routes)
 		r.Route("/unstable", a.unstableRoutes)
 	})
+
+	// Synapse-compatible shared-secret registration (accounts; admin.go).
+	r.Group(func(r chi.Router) {
+		r.Use(a.rateLimitLogin)
+		a.synapseAdminRoutes(r)
+	})
 }
 
 // clientRoutes are served under both /r0 and /v3. Each area registers its
@@ -75,7 +81,12 @@ func (a *API) clientRoutes(r chi.Router) {
 // v1Routes are the endpoints introduced under /_matrix/client/v1.
 func (a *API) v1Routes(r chi.Router) {
 	r.Group(func(r chi.Router) {
+		r.Use(a.rateLimitLogin)
+		a.loginRoutesV1(r)
+	})
+	r.Group(func(r chi.Router) {
 		r.Use(a.requireAuth, a.rateLimitUser)
+		a.accountRoutesV1(r)
 		a.roomRoutesV1(r)
 	})
 }
@@ -85,10 +96,15 @@ func (a *API) unstableRoutes(r chi.Router) {
 	r.Group(func(r chi.Router) {
 		r.Use(a.requireAuth, a.rateLimitUser)
 		a.keyRoutesUnstable(r)
+		if a.Rooms != nil {
+			r.Route("/im.nheko.summary", a.RoomSummaryUnstable) // MSC3266 room summary
+		}
 	})
 }
 
-func (a *API) requireAuth(next http.Handler) http.Handler { return authn.Require(a.Accounts)(next) }
+func (a *API) requireAuth(next http.Handler) http.Handler {
+	return authn.Require(a.Accounts)(a.recordSeen(next))
+}
 
 // Middleware wraps the whole HTTP surface: panic recovery, CORS, OPTIONS,
 // the body cap and Matrix-shaped 404/405.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	mfed "maunium.net/go/mautrix/federation"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/accounts"
 	"github.com/myelin-chat/myelin/clientapi"
@@ -71,16 +72,32 @@ func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 	}
 	s.Metrics.RegisterDBPool(db.PoolStats)
 	db.Stream.OnAdvance(s.Notifier.Advanced)
+	s.Accounts.SetNotifier(s.Notifier)
 	// Keyserver: until room memberships exist, device-list changes fan out to every local user.
 	s.Keys = keyserver.New(db, db.Stream, s.Notifier, keyserver.AllLocalUsers{Store: db}, cfg.ServerName)
+	s.Accounts.OnDeviceDeleted(func(ctx context.Context, userID id.UserID, deviceIDs []id.DeviceID) {
+		ids := make([]string, len(deviceIDs))
+		for i, d := range deviceIDs {
+			ids[i] = d.String()
+		}
+		if err := s.Keys.DeleteDevices(ctx, userID.String(), ids); err != nil {
+			slog.ErrorContext(ctx, "deleting keys of deleted devices", "user", userID, "err", err)
+		}
+	})
 	if s.Rooms, err = roomserver.New(ctx, db, cfg, key, s.Notifier); err != nil {
 		db.Close()
 		return nil, err
 	}
+	s.Rooms.AccountData = db // room tags are room account data
+	s.Accounts.OnProfileChanged(func(ctx context.Context, userID id.UserID, _ accounts.Profile) {
+		if err := s.Rooms.OnProfileChanged(ctx, userID); err != nil {
+			slog.ErrorContext(ctx, "updating member events after a profile change", "user", userID, "err", err)
+		}
+	})
 	// Device-list changes fan out to the users sharing a room (storage/sync_rooms.go).
 	s.Keys.SetRoomMembership(db)
 	// Sync: the module (typing, receipts, presence, push) and GET /sync.
-	s.Sync = syncapi.New(db, db, s.Notifier, cfg.Presence.Enabled, nil)
+	s.Sync = syncapi.New(db, db, s.Notifier, cfg.Presence.Enabled, s.Accounts)
 	s.Syncer = clientsync.New(db, db.Stream, s.Sync, s.Keys, s.Notifier)
 	s.Syncer.PrevBatch = func(_ string, pos int64) string { return roomserver.StreamToken(pos - 1) }
 	s.handler = s.routes()

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strconv"
 
-	"github.com/myelin-chat/myelin/accounts"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/storage"
 )
@@ -133,17 +132,4 @@ func (s *Service) DehydratedDeviceEvents(ctx context.Context, userID, deviceID, 
 		resp.Events = []ToDeviceEvent{}
 	}
 	return resp, nil
-}
-
-// CheckPassword reports whether password is userID's password (for the
-// user-interactive auth of cross-signing key replacement).
-func (s *Service) CheckPassword(ctx context.Context, userID, password string) (bool, error) {
-	u, err := s.store.GetUser(ctx, userID)
-	if isNotFound(err) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	return u.PasswordHash != "" && !u.Deactivated && accounts.CheckPassword(u.PasswordHash, password), nil
 }

@@ -52,8 +52,6 @@ type Store interface {
 
 	PutDehydratedDevice(ctx context.Context, userID string, d storage.DehydratedDevice, up storage.KeyUpload) error
 	GetDehydratedDevice(ctx context.Context, userID string) (*storage.DehydratedDevice, error)
-
-	GetUser(ctx context.Context, userID string) (*storage.User, error)
 }
 
 // Stream hands out positions in the /sync stream (*storage.Stream).

@@ -190,7 +190,7 @@ type MembershipAction struct {
 
 // ChangeMembership performs a membership action through the auth rules.
 func (s *Server) ChangeMembership(ctx context.Context, a MembershipAction) error {
-	if a.Target != "" && !ValidUserID(string(a.Target)) {
+	if a.Action != "leave" && !ValidUserID(string(a.Target)) {
 		return mxhttp.InvalidParam("Invalid user ID")
 	}
 	if _, err := s.roomVersion(ctx, a.RoomID); errors.Is(err, ErrUnknownRoom) {

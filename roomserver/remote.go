@@ -283,6 +283,7 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 	for k := range current {
 		if _, ok := newState[k]; !ok {
 			delete(rs.state, k)
+			rs.locals = nil
 			b.write.StateRemoved = append(b.write.StateRemoved, storage.StateEntry{Type: k.Type, StateKey: k.StateKey})
 		}
 	}
@@ -301,6 +302,7 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 			return nil, fmt.Errorf("resolved state names unknown event %s", x)
 		}
 		rs.state[k] = e
+		rs.locals = nil
 		b.write.StateChanges = append(b.write.StateChanges, storage.StateEntry{Type: k.Type, StateKey: k.StateKey, EventID: string(x)})
 		if k.Type == "m.room.member" {
 			if e == ev {

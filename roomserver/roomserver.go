@@ -48,6 +48,8 @@ type Server struct {
 
 	// Keys verifies remote signatures; nil until federation provides one.
 	Keys KeyGetter
+	// AccountData stores room tags; nil until the accounts module provides it.
+	AccountData AccountDataStore
 
 	hooksMu sync.RWMutex
 	hooks   []EventPersistedHook
@@ -267,7 +269,8 @@ type roomState struct {
 	extremities []*Event
 	depth       int64
 	creator     id.UserID
-	created     bool // the rooms row exists
+	created     bool     // the rooms row exists
+	locals      []string // cached localMembers; nil after a membership change
 }
 
 func (rs *roomState) get(evType, stateKey string) *Event {
@@ -286,7 +289,10 @@ func (rs *roomState) membership(u id.UserID) string {
 
 // localMembers lists local users that are joined or invited.
 func (s *Server) localMembers(rs *roomState) []string {
-	var out []string
+	if rs.locals != nil {
+		return rs.locals
+	}
+	out := []string{}
 	for k, e := range rs.state {
 		if k.Type != "m.room.member" {
 			continue
@@ -296,6 +302,7 @@ func (s *Server) localMembers(rs *roomState) []string {
 			out = append(out, k.StateKey)
 		}
 	}
+	rs.locals = out
 	return out
 }
 
@@ -409,6 +416,7 @@ func (b *batchWrite) addEvent(rs *roomState, e *Event, stateBefore int64, softFa
 		b.write.StateChanges = append(b.write.StateChanges, storage.StateEntry{Type: e.PDU.Type, StateKey: *e.PDU.StateKey, EventID: string(e.ID)})
 		b.stateEvents = append(b.stateEvents, e)
 		if e.PDU.Type == "m.room.member" {
+			rs.locals = nil
 			b.memberEvents = append(b.memberEvents, e)
 			if b.s.isLocal(id.UserID(*e.PDU.StateKey)) {
 				b.notify[*e.PDU.StateKey] = true
@@ -469,6 +477,9 @@ func (b *batchWrite) commit(ctx context.Context, w *worker) error {
 	finish()
 	// Wake /sync of everyone the batch concerns.
 	users := b.s.localMembers(rs)
+	if len(b.notify) > 0 {
+		users = append([]string(nil), users...)
+	}
 	for u := range b.notify {
 		users = append(users, u)
 	}

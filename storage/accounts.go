@@ -2,11 +2,10 @@ package storage
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 )
-
-func init() { registerStreamTable("account_data") }
 
 // User is a local account.
 type User struct {
@@ -18,6 +17,8 @@ type User struct {
 	CreatedTS    int64
 	DisplayName  string
 	AvatarURL    string
+	// ProfileFields holds extended profile fields (m.tz, custom keys).
+	ProfileFields map[string]json.RawMessage
 }
 
 // Device is a user's logged-in device.
@@ -59,13 +60,116 @@ func (db *DB) CreateUser(ctx context.Context, u User) error {
 func (db *DB) GetUser(ctx context.Context, userID string) (*User, error) {
 	var u User
 	var dn, av *string
-	err := db.QueryRow(ctx, `SELECT user_id, localpart, password_hash, is_admin, deactivated, created_ts, displayname, avatar_url
-		FROM users WHERE user_id = $1`, userID).Scan(&u.UserID, &u.Localpart, &u.PasswordHash, &u.IsAdmin, &u.Deactivated, &u.CreatedTS, &dn, &av)
+	var fields string
+	err := db.QueryRow(ctx, `SELECT user_id, localpart, password_hash, is_admin, deactivated, created_ts, displayname, avatar_url, profile_fields
+		FROM users WHERE user_id = $1`, userID).Scan(&u.UserID, &u.Localpart, &u.PasswordHash, &u.IsAdmin, &u.Deactivated, &u.CreatedTS, &dn, &av, &fields)
 	if err != nil {
 		return nil, err
 	}
 	u.DisplayName, u.AvatarURL = deref(dn), deref(av)
+	if err := json.Unmarshal([]byte(fields), &u.ProfileFields); err != nil {
+		return nil, fmt.Errorf("user %s: corrupt profile_fields: %w", userID, err)
+	}
 	return &u, nil
+}
+
+// UserExists reports whether a user ID (active or deactivated) is taken.
+func (db *DB) UserExists(ctx context.Context, userID string) (bool, error) {
+	var n int
+	err := db.QueryRow(ctx, `SELECT COUNT(*) FROM users WHERE user_id = $1`, userID).Scan(&n)
+	return n > 0, err
+}
+
+// SetPasswordHash replaces a user's password hash.
+func (db *DB) SetPasswordHash(ctx context.Context, userID, hash string) error {
+	n, err := db.Exec(ctx, `UPDATE users SET password_hash = $2 WHERE user_id = $1`, userID, hash)
+	if err != nil {
+		return fmt.Errorf("setting password of %s: %w", userID, err)
+	}
+	if n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// SetDisplayName sets (or with "" clears) a user's display name.
+func (db *DB) SetDisplayName(ctx context.Context, userID, name string) error {
+	_, err := db.Exec(ctx, `UPDATE users SET displayname = $2 WHERE user_id = $1`, userID, nullString(name))
+	return err
+}
+
+// SetAvatarURL sets (or with "" clears) a user's avatar.
+func (db *DB) SetAvatarURL(ctx context.Context, userID, url string) error {
+	_, err := db.Exec(ctx, `UPDATE users SET avatar_url = $2 WHERE user_id = $1`, userID, nullString(url))
+	return err
+}
+
+// SetProfileFields replaces a user's extended profile fields.
+func (db *DB) SetProfileFields(ctx context.Context, userID string, fields map[string]json.RawMessage) error {
+	if fields == nil {
+		fields = map[string]json.RawMessage{}
+	}
+	raw, err := json.Marshal(fields)
+	if err != nil {
+		return err
+	}
+	_, err = db.Exec(ctx, `UPDATE users SET profile_fields = $2 WHERE user_id = $1`, userID, string(raw))
+	return err
+}
+
+// DeactivateUser marks a user deactivated and removes every device and token
+// in one transaction; with erase it also clears the profile, account data and
+// filters. It returns the IDs of the devices removed.
+func (db *DB) DeactivateUser(ctx context.Context, userID string, erase bool) ([]string, error) {
+	var devices []string
+	err := db.Tx(ctx, func(tx Querier) error {
+		var err error
+		if devices, err = deviceIDs(ctx, tx, userID); err != nil {
+			return err
+		}
+		stmts := []string{
+			`UPDATE users SET deactivated = TRUE WHERE user_id = $1`,
+			`DELETE FROM access_tokens WHERE user_id = $1`,
+			`DELETE FROM refresh_tokens WHERE user_id = $1`,
+			`DELETE FROM login_tokens WHERE user_id = $1`,
+			`DELETE FROM devices WHERE user_id = $1`,
+			`DELETE FROM uia_sessions WHERE user_id = $1`,
+		}
+		if erase {
+			stmts = append(stmts,
+				`UPDATE users SET displayname = NULL, avatar_url = NULL, profile_fields = '{}' WHERE user_id = $1`,
+				`DELETE FROM account_data WHERE user_id = $1`,
+				`DELETE FROM filters WHERE user_id = $1`,
+			)
+		}
+		for _, q := range stmts {
+			if _, err := tx.Exec(ctx, q, userID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("deactivating %s: %w", userID, err)
+	}
+	return devices, nil
+}
+
+func deviceIDs(ctx context.Context, q Querier, userID string) ([]string, error) {
+	rows, err := q.Query(ctx, `SELECT device_id FROM devices WHERE user_id = $1 ORDER BY device_id`, userID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
 }
 
 // CreateDeviceWithToken creates (or re-uses) a device and stores a new access
@@ -73,14 +177,12 @@ func (db *DB) GetUser(ctx context.Context, userID string) (*User, error) {
 func (db *DB) CreateDeviceWithToken(ctx context.Context, d Device, accessHash string, expiresTS int64, refreshHash string) error {
 	return db.Tx(ctx, func(tx Querier) error {
 		// Logging in with an existing device_id replaces that device's tokens.
-		if _, err := tx.Exec(ctx, `DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2`, d.UserID, d.DeviceID); err != nil {
+		if err := deleteDeviceTokens(ctx, tx, d.UserID, d.DeviceID); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2`, d.UserID, d.DeviceID); err != nil {
-			return err
-		}
-		n, err := tx.Exec(ctx, `UPDATE devices SET display_name = COALESCE($3, display_name) WHERE user_id = $1 AND device_id = $2`,
-			d.UserID, d.DeviceID, nullString(d.DisplayName))
+		n, err := tx.Exec(ctx, `UPDATE devices SET display_name = COALESCE($3, display_name), last_seen_ts = $4, last_seen_ip = $5
+			WHERE user_id = $1 AND device_id = $2`,
+			d.UserID, d.DeviceID, nullString(d.DisplayName), d.CreatedTS, d.LastSeenIP)
 		if err != nil {
 			return err
 		}
@@ -90,18 +192,30 @@ func (db *DB) CreateDeviceWithToken(ctx context.Context, d Device, accessHash st
 				return err
 			}
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, expires_ts)
-			VALUES ($1, $2, $3, $4, $5)`, accessHash, d.UserID, d.DeviceID, d.CreatedTS, expiresTS); err != nil {
+		return insertTokens(ctx, tx, d.UserID, d.DeviceID, accessHash, expiresTS, refreshHash, d.CreatedTS)
+	})
+}
+
+func deleteDeviceTokens(ctx context.Context, tx Querier, userID, deviceID string) error {
+	if _, err := tx.Exec(ctx, `DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2`, userID, deviceID); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, `DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2`, userID, deviceID)
+	return err
+}
+
+func insertTokens(ctx context.Context, tx Querier, userID, deviceID, accessHash string, expiresTS int64, refreshHash string, now int64) error {
+	if _, err := tx.Exec(ctx, `INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, expires_ts)
+		VALUES ($1, $2, $3, $4, $5)`, accessHash, userID, deviceID, now, expiresTS); err != nil {
+		return err
+	}
+	if refreshHash != "" {
+		if _, err := tx.Exec(ctx, `INSERT INTO refresh_tokens (token_hash, user_id, device_id, created_ts)
+			VALUES ($1, $2, $3, $4)`, refreshHash, userID, deviceID, now); err != nil {
 			return err
 		}
-		if refreshHash != "" {
-			if _, err := tx.Exec(ctx, `INSERT INTO refresh_tokens (token_hash, user_id, device_id, created_ts)
-				VALUES ($1, $2, $3, $4)`, refreshHash, d.UserID, d.DeviceID, d.CreatedTS); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	}
+	return nil
 }
 
 // LookupAccessToken finds the owner of a hashed access token.
@@ -114,6 +228,194 @@ func (db *DB) LookupAccessToken(ctx context.Context, tokenHash string) (*TokenOw
 		return nil, err
 	}
 	return &o, nil
+}
+
+// RotateRefreshToken consumes a refresh token: it is deleted together with
+// the device's current access tokens, and the new pair is stored, in one
+// transaction. ErrNotFound when the token is unknown or already used.
+func (db *DB) RotateRefreshToken(ctx context.Context, oldRefreshHash, accessHash string, expiresTS int64, refreshHash string, now int64) (userID, deviceID string, err error) {
+	err = db.Tx(ctx, func(tx Querier) error {
+		if err := tx.QueryRow(ctx, `SELECT user_id, device_id FROM refresh_tokens WHERE token_hash = $1`, oldRefreshHash).
+			Scan(&userID, &deviceID); err != nil {
+			return err
+		}
+		// Deleting first makes concurrent uses of the same token race on the
+		// row: only one transaction deletes it.
+		n, err := tx.Exec(ctx, `DELETE FROM refresh_tokens WHERE token_hash = $1`, oldRefreshHash)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return ErrNotFound
+		}
+		if err := deleteDeviceTokens(ctx, tx, userID, deviceID); err != nil {
+			return err
+		}
+		return insertTokens(ctx, tx, userID, deviceID, accessHash, expiresTS, refreshHash, now)
+	})
+	return userID, deviceID, err
+}
+
+// CreateLoginToken stores a single-use login token.
+func (db *DB) CreateLoginToken(ctx context.Context, tokenHash, userID string, expiresTS int64) error {
+	_, err := db.Exec(ctx, `INSERT INTO login_tokens (token_hash, user_id, expires_ts) VALUES ($1, $2, $3)`, tokenHash, userID, expiresTS)
+	return err
+}
+
+// ConsumeLoginToken deletes a login token and returns its user if it had not
+// expired at now; ErrNotFound otherwise. Expired tokens are swept on the way.
+func (db *DB) ConsumeLoginToken(ctx context.Context, tokenHash string, now int64) (string, error) {
+	var userID string
+	err := db.Tx(ctx, func(tx Querier) error {
+		var expires int64
+		if err := tx.QueryRow(ctx, `SELECT user_id, expires_ts FROM login_tokens WHERE token_hash = $1`, tokenHash).Scan(&userID, &expires); err != nil {
+			return err
+		}
+		n, err := tx.Exec(ctx, `DELETE FROM login_tokens WHERE token_hash = $1`, tokenHash)
+		if err != nil {
+			return err
+		}
+		if n == 0 || expires <= now {
+			return ErrNotFound
+		}
+		return nil
+	})
+	if err == nil || errors.Is(err, ErrNotFound) {
+		_, _ = db.Exec(ctx, `DELETE FROM login_tokens WHERE expires_ts <= $1`, now)
+	}
+	return userID, err
+}
+
+// ListDevices returns a user's devices ordered by ID.
+func (db *DB) ListDevices(ctx context.Context, userID string) ([]Device, error) {
+	rows, err := db.Query(ctx, `SELECT user_id, device_id, display_name, created_ts, last_seen_ts, last_seen_ip
+		FROM devices WHERE user_id = $1 ORDER BY device_id`, userID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Device
+	for rows.Next() {
+		var d Device
+		var dn *string
+		if err := rows.Scan(&d.UserID, &d.DeviceID, &dn, &d.CreatedTS, &d.LastSeenTS, &d.LastSeenIP); err != nil {
+			return nil, err
+		}
+		d.DisplayName = deref(dn)
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// GetDevice loads one device; ErrNotFound if the user has no such device.
+func (db *DB) GetDevice(ctx context.Context, userID, deviceID string) (*Device, error) {
+	var d Device
+	var dn *string
+	err := db.QueryRow(ctx, `SELECT user_id, device_id, display_name, created_ts, last_seen_ts, last_seen_ip
+		FROM devices WHERE user_id = $1 AND device_id = $2`, userID, deviceID).
+		Scan(&d.UserID, &d.DeviceID, &dn, &d.CreatedTS, &d.LastSeenTS, &d.LastSeenIP)
+	if err != nil {
+		return nil, err
+	}
+	d.DisplayName = deref(dn)
+	return &d, nil
+}
+
+// SetDeviceDisplayName renames a device; ErrNotFound if it does not exist.
+func (db *DB) SetDeviceDisplayName(ctx context.Context, userID, deviceID, name string) error {
+	n, err := db.Exec(ctx, `UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2`, userID, deviceID, nullString(name))
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// TouchDevice records when and from where a device was last seen.
+func (db *DB) TouchDevice(ctx context.Context, userID, deviceID string, ts int64, ip string) error {
+	_, err := db.Exec(ctx, `UPDATE devices SET last_seen_ts = $3, last_seen_ip = $4 WHERE user_id = $1 AND device_id = $2`, userID, deviceID, ts, ip)
+	return err
+}
+
+// DeleteDevices removes devices and their tokens; it returns the IDs that existed.
+func (db *DB) DeleteDevices(ctx context.Context, userID string, deviceIDs []string) ([]string, error) {
+	var deleted []string
+	err := db.Tx(ctx, func(tx Querier) error {
+		deleted = deleted[:0]
+		for _, d := range deviceIDs {
+			if err := deleteDeviceTokens(ctx, tx, userID, d); err != nil {
+				return err
+			}
+			n, err := tx.Exec(ctx, `DELETE FROM devices WHERE user_id = $1 AND device_id = $2`, userID, d)
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				deleted = append(deleted, d)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("deleting devices of %s: %w", userID, err)
+	}
+	return deleted, nil
+}
+
+// DeleteOtherDevices removes every device of userID except keep ("" keeps none).
+func (db *DB) DeleteOtherDevices(ctx context.Context, userID, keep string) ([]string, error) {
+	ids, err := deviceIDs(ctx, db, userID)
+	if err != nil {
+		return nil, err
+	}
+	var del []string
+	for _, d := range ids {
+		if d != keep {
+			del = append(del, d)
+		}
+	}
+	return db.DeleteDevices(ctx, userID, del)
+}
+
+// ChangePassword sets a new password hash and, when logoutOthers, removes
+// every other device with its tokens, atomically. It returns the removed devices.
+func (db *DB) ChangePassword(ctx context.Context, userID, hash string, logoutOthers bool, keepDevice string) ([]string, error) {
+	var deleted []string
+	err := db.Tx(ctx, func(tx Querier) error {
+		n, err := tx.Exec(ctx, `UPDATE users SET password_hash = $2 WHERE user_id = $1`, userID, hash)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return ErrNotFound
+		}
+		if !logoutOthers {
+			return nil
+		}
+		ids, err := deviceIDs(ctx, tx, userID)
+		if err != nil {
+			return err
+		}
+		for _, d := range ids {
+			if d == keepDevice {
+				continue
+			}
+			if err := deleteDeviceTokens(ctx, tx, userID, d); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `DELETE FROM devices WHERE user_id = $1 AND device_id = $2`, userID, d); err != nil {
+				return err
+			}
+			deleted = append(deleted, d)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("changing password of %s: %w", userID, err)
+	}
+	return deleted, nil
 }
 
 func nullString(s string) *string {

@@ -48,7 +48,9 @@ type KeyUpload struct {
 // KeyConflictError reports a one-time key ID re-uploaded with different content.
 type KeyConflictError struct{ KeyID string }
 
-func (e *KeyConflictError) Error() string { return "one-time key " + e.KeyID + " already exists with different content" }
+func (e *KeyConflictError) Error() string {
+	return "one-time key " + e.KeyID + " already exists with different content"
+}
 
 // UploadKeys stores a device's keys in one transaction. It reports whether the
 // device keys are new or changed (a device-list change was recorded at StreamPos).

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"maunium.net/go/mautrix/id"
+
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/internal/notifier"
 	"github.com/myelin-chat/myelin/storage"
@@ -28,9 +30,9 @@ type Rooms interface {
 	CurrentStateJSON(ctx context.Context, roomID, evType, stateKey string) (string, error)
 }
 
-// AccountData writes room account data (m.fully_read). Provided by the accounts module.
+// AccountData writes room account data (m.fully_read): accounts.Service.
 type AccountData interface {
-	SetRoomAccountData(ctx context.Context, userID, roomID, evType string, content json.RawMessage) error
+	PutAccountData(ctx context.Context, userID id.UserID, roomID id.RoomID, typ string, content json.RawMessage) error
 }
 
 // Service is the sync-side module.
@@ -170,7 +172,7 @@ func (s *Service) SetReadMarkers(ctx context.Context, roomID, userID, fullyRead,
 			return mxhttp.Unrecognized("m.fully_read needs room account data, not available on this server yet")
 		}
 		content, _ := json.Marshal(map[string]string{"event_id": fullyRead})
-		if err := s.accountData.SetRoomAccountData(ctx, userID, roomID, FullyRead, content); err != nil {
+		if err := s.accountData.PutAccountData(ctx, id.UserID(userID), id.RoomID(roomID), FullyRead, content); err != nil {
 			return err
 		}
 	}

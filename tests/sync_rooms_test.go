@@ -527,6 +527,26 @@ func TestReceiptsAndUnreadCounts(t *testing.T) {
 			if err := bob.SendReceipt(ctx, room, evs[0], event.ReceiptTypeRead, map[string]any{"thread_id": ""}); syncStatus(err) != 400 {
 				t.Fatalf("empty thread_id: %v", err)
 			}
+			// Read markers: m.fully_read becomes room account data.
+			markSince := syncOnce(t, bob, "", "", 0).NextBatch
+			if err := bob.SetReadMarkers(ctx, room, map[string]any{"m.fully_read": evs[2], "m.read": evs[3]}); err != nil {
+				t.Fatal(err)
+			}
+			syncUntil(t, bob, markSince, "", func(r *mautrix.RespSync) bool {
+				jr := r.Rooms.Join[room]
+				if jr == nil {
+					return false
+				}
+				for _, e := range jr.AccountData.Events {
+					if e.Type.Type == "m.fully_read" && e.Content.Raw["event_id"] == evs[2].String() {
+						return true
+					}
+				}
+				return false
+			})
+			if err := bob.SetReadMarkers(ctx, room, map[string]any{"m.fully_read": "$unknown"}); syncStatus(err) != 404 {
+				t.Fatalf("read marker on an unknown event: %v", err)
+			}
 			// /notifications lists what notified bob.
 			var notifs struct {
 				Notifications []struct {

@@ -4,6 +4,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -15,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/myelin-chat/myelin/accounts"
 	"github.com/myelin-chat/myelin/homeserver"
 	"github.com/myelin-chat/myelin/internal/config"
 	"github.com/myelin-chat/myelin/storage"
@@ -28,6 +30,8 @@ Usage:
   myelin [run] [flags]            run the server (default)
   myelin generate-config [flags]  print a commented config file
   myelin register-user [flags]    create a user
+  myelin registration-token create|list [flags]
+                                  manage registration tokens stored in the database
   myelin migrate [flags]          apply database migrations and exit
   myelin version                  print the version
 
@@ -48,6 +52,8 @@ func main() {
 		err = generateConfigCmd(args)
 	case "register-user":
 		err = registerUserCmd(args)
+	case "registration-token":
+		err = registrationTokenCmd(args)
 	case "migrate":
 		err = migrateCmd(args)
 	case "version":
@@ -226,5 +232,71 @@ func migrateCmd(args []string) error {
 		return err
 	}
 	fmt.Println("schema version", v)
+	return nil
+}
+
+func registrationTokenCmd(args []string) error {
+	if len(args) == 0 || (args[0] != "create" && args[0] != "list") {
+		return errors.New("usage: myelin registration-token create|list [flags]")
+	}
+	sub, args := args[0], args[1:]
+	fs := flag.NewFlagSet("registration-token "+sub, flag.ExitOnError)
+	var f serverFlags
+	f.register(fs)
+	token := fs.String("token", "", "create: the token (default: 16 random characters)")
+	uses := fs.Int64("uses", 0, "create: how many registrations it allows (0: unlimited)")
+	expires := fs.Duration("expires", 0, "create: lifetime, e.g. 168h (0: never expires)")
+	_ = fs.Parse(args)
+	cfg, err := f.load()
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	db, err := storage.Open(ctx, cfg.DatabaseURL(), 1)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if sub == "list" {
+		list, err := db.ListRegistrationTokens(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%-24s %8s %8s %9s  %s\n", "TOKEN", "ALLOWED", "PENDING", "COMPLETED", "EXPIRES")
+		for _, t := range list {
+			allowed, exp := "-", "never"
+			if t.UsesAllowed != nil {
+				allowed = fmt.Sprint(*t.UsesAllowed)
+			}
+			if t.ExpiryTS != nil {
+				exp = time.UnixMilli(*t.ExpiryTS).UTC().Format(time.RFC3339)
+			}
+			fmt.Printf("%-24s %8s %8d %9d  %s\n", t.Token, allowed, t.Pending, t.Completed, exp)
+		}
+		return nil
+	}
+	if *token == "" {
+		b := make([]byte, 12)
+		_, _ = rand.Read(b)
+		*token = base64.RawURLEncoding.EncodeToString(b)
+	}
+	if !accounts.ValidRegistrationTokenSyntax(*token) {
+		return errors.New("--token: 1-64 characters of A-Z a-z 0-9 . _ ~ -")
+	}
+	t := storage.RegistrationToken{Token: *token}
+	if *uses < 0 || *expires < 0 {
+		return errors.New("--uses and --expires must not be negative")
+	}
+	if *uses > 0 {
+		t.UsesAllowed = uses
+	}
+	if *expires > 0 {
+		ts := time.Now().Add(*expires).UnixMilli()
+		t.ExpiryTS = &ts
+	}
+	if err := db.CreateRegistrationToken(ctx, t); err != nil {
+		return err
+	}
+	fmt.Println(*token)
 	return nil
 }

@@ -78,7 +78,7 @@ func (g *eventGraph) load(ctx context.Context, ns []nodeID) error {
 	}
 	got, err := g.provider.Events(ctx, want)
 	if err != nil {
-		return fmt.Errorf("stateres: fetching %d events: %w", len(want), err)
+		return fmt.Errorf("fetching %d events: %w", len(want), err)
 	}
 	for _, evtID := range want {
 		n := g.index[evtID]
@@ -146,7 +146,11 @@ func (g *eventGraph) walkAuthChains(ctx context.Context, starts []nodeID, skip f
 	return reached, nil
 }
 
-// authDifference computes ∪Cᵢ − ∩Cᵢ where Cᵢ is the auth chain of state set i.
+// authDifference computes ∪Cᵢ − ∩Cᵢ where Cᵢ is the auth chain of state set i:
+// the union of its events' auth chains. Following the spec's wording, Cᵢ
+// does not contain set i's events themselves. (Synapse's implementation adds
+// them; that differs only for an unconflicted event cited in some sets' auth
+// chains but not all, which we replay and Synapse does not.)
 //
 // Every Cᵢ contains U, the auth chain of the unconflicted events, so the
 // difference is (∪Dᵢ − ∩Dᵢ) − U with Dᵢ the auth chain of set i's conflicted
@@ -198,7 +202,7 @@ func (g *eventGraph) authDifference(ctx context.Context, stateSets []StateMap, u
 // conflictedSubgraph returns the events on auth_events paths between two
 // events of the conflicted state set (state resolution v2.1): the ancestors
 // of conflicted events that are themselves descendants of a conflicted
-// event. The conflicted events themselves are not included.
+// event. The conflicted events themselves are not returned.
 func (g *eventGraph) conflictedSubgraph(ctx context.Context, conflictedEvents []nodeID) ([]nodeID, error) {
 	ancestors, err := g.walkAuthChains(ctx, conflictedEvents, nil)
 	if err != nil {
@@ -227,7 +231,10 @@ func (g *eventGraph) conflictedSubgraph(ctx context.Context, conflictedEvents []
 			addEdges(n)
 		}
 	}
-	seen := make(map[nodeID]bool)
+	seen := make(map[nodeID]bool, len(conflictedEvents))
+	for _, n := range conflictedEvents {
+		seen[n] = true
+	}
 	var subgraph []nodeID
 	queue := append([]nodeID(nil), conflictedEvents...)
 	for len(queue) > 0 {

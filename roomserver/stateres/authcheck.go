@@ -73,14 +73,29 @@ func newResolver(ctx context.Context, version id.RoomVersion, provider EventProv
 }
 
 // loadCreateEvent finds the create event through the room ID, as eventauth
-// does, for room versions where it is not among the auth events.
-func (r *resolver) loadCreateEvent(roomID id.RoomID) error {
-	if !r.version.RoomIDIsCreateEventID() || len(roomID) < 2 {
+// does, for room versions where it is not among the auth events. Any loaded
+// event other than the create event itself carries the room ID.
+func (r *resolver) loadCreateEvent() error {
+	if !r.version.RoomIDIsCreateEventID() {
 		return nil
 	}
-	create, err := r.g.event(r.ctx, id.EventID("$"+roomID[1:]))
+	var roomID id.RoomID
+	for _, node := range r.g.nodes {
+		if node.pdu != nil && len(node.pdu.RoomID) > 1 {
+			roomID = node.pdu.RoomID
+			break
+		}
+	}
+	if roomID == "" {
+		return nil // only the create event is involved; nothing needs it
+	}
+	createID := id.EventID("$" + roomID[1:])
+	create, err := r.g.event(r.ctx, createID)
 	if err != nil {
 		return fmt.Errorf("loading create event of %s: %w", roomID, err)
+	} else if create == nil {
+		// Every auth check would fail; that is a broken store, not a result.
+		return fmt.Errorf("create event %s of %s is unknown", createID, roomID)
 	}
 	r.create = create
 	return nil

@@ -49,7 +49,10 @@ func (h *powerHeap) Pop() any {
 // An auth ancestor may be reachable only through events outside the set, so
 // each event's edges go to its nearest ancestors inside the set (found
 // through any number of outside events). That gives the same reachability,
-// and so the same orderings, as the full auth DAG.
+// and so the same orderings, as the full auth DAG. (Synapse and ruma follow
+// only edges within the full conflicted set; the two agree whenever such a
+// path exists, which v2.1's conflicted state subgraph ensures between
+// conflicted events.)
 func (r *resolver) reverseTopologicalPowerSort(events []nodeID) []nodeID {
 	inSet := make(map[nodeID]bool, len(events))
 	for _, n := range events {

@@ -70,6 +70,8 @@ func isStateKey(evt *pdu.PDU, evtType, stateKey string) bool {
 
 // isPowerEvent reports whether an event is a power event as defined by state
 // resolution v2: one that might remove someone's ability to do something.
+// (Synapse also counts m.room.create, which is in the full conflicted set
+// only in degenerate cases and is then first in either ordering.)
 func isPowerEvent(evt *pdu.PDU) bool {
 	if evt.StateKey == nil {
 		return false

@@ -44,7 +44,7 @@ type KeyProvider interface {
 // for every join; without the flag every conflicted join would be wrongly
 // rejected. The process owning the PDUs is expected to set the flag once at
 // start-up (the provider contract already guarantees InternalMeta.EventID).
-var ErrNeedsInternalEventIDs = errors.New("stateres: room versions 1 and 2 need pdu.UseInternalMetaForGetEventID = true")
+var ErrNeedsInternalEventIDs = errors.New("room versions 1 and 2 need pdu.UseInternalMetaForGetEventID = true")
 
 // Resolve returns the resolved state of the given state sets for the room
 // version. The result is a new map; the inputs are not modified.
@@ -64,12 +64,17 @@ func Resolve(ctx context.Context, roomVersion id.RoomVersion, stateSets []StateM
 	case 1:
 		return copyState(stateSets[0]), nil
 	}
-	switch roomVersion.StateResVersion() {
-	case id.StateResV1:
-		return resolveV1(ctx, roomVersion, stateSets, provider)
-	default:
-		return resolveV2(ctx, roomVersion, stateSets, provider)
+	var resolved StateMap
+	var err error
+	if roomVersion.StateResVersion() == id.StateResV1 {
+		resolved, err = resolveV1(ctx, roomVersion, stateSets, provider)
+	} else {
+		resolved, err = resolveV2(ctx, roomVersion, stateSets, provider)
 	}
+	if err != nil {
+		return nil, fmt.Errorf("stateres: resolving %d state sets of a v%s room: %w", len(stateSets), roomVersion, err)
+	}
+	return resolved, nil
 }
 
 // Separate splits state sets into the unconflicted state map and the
@@ -125,7 +130,7 @@ func AuthDifference(ctx context.Context, stateSets []StateMap, provider EventPro
 	g := newEventGraph(provider)
 	diff, err := g.authDifference(ctx, stateSets, unconflicted, conflicted)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("stateres: auth difference: %w", err)
 	}
 	out := make([]id.EventID, len(diff))
 	for i, n := range diff {

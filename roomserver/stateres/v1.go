@@ -110,7 +110,7 @@ func resolveV1(ctx context.Context, version id.RoomVersion, stateSets []StateMap
 		for _, n := range list[1:] {
 			ok, err := r.allowed(n, view)
 			if err != nil {
-				return fmt.Errorf("stateres: auth check of %s: %w", g.nodes[n].id, err)
+				return fmt.Errorf("auth check of %s: %w", g.nodes[n].id, err)
 			} else if !ok {
 				break
 			}
@@ -158,7 +158,7 @@ func resolveV1(ctx context.Context, version id.RoomVersion, stateSets []StateMap
 		for i := len(list) - 1; i >= 0; i-- {
 			ok, err := r.allowed(list[i], state)
 			if err != nil {
-				return nil, fmt.Errorf("stateres: auth check of %s: %w", g.nodes[list[i]].id, err)
+				return nil, fmt.Errorf("auth check of %s: %w", g.nodes[list[i]].id, err)
 			} else if ok {
 				otherWinners[key] = g.nodes[list[i]].id
 				break

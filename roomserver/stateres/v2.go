@@ -26,7 +26,7 @@ func resolveV2(ctx context.Context, version id.RoomVersion, stateSets []StateMap
 
 	authDiff, err := g.authDifference(ctx, stateSets, unconflicted, conflicted)
 	if err != nil {
-		return nil, fmt.Errorf("stateres: auth difference: %w", err)
+		return nil, fmt.Errorf("auth difference: %w", err)
 	}
 
 	// Full conflicted set: conflicted state ∪ auth difference (∪ conflicted
@@ -54,17 +54,12 @@ func resolveV2(ctx context.Context, version id.RoomVersion, stateSets []StateMap
 	if v21 {
 		subgraph, err := g.conflictedSubgraph(ctx, conflictedEvents)
 		if err != nil {
-			return nil, fmt.Errorf("stateres: conflicted state subgraph: %w", err)
+			return nil, fmt.Errorf("conflicted state subgraph: %w", err)
 		}
 		addToFull(subgraph)
 	}
-	for n := range fullConflicted {
-		if err = r.loadCreateEvent(g.nodes[n].pdu.RoomID); err != nil {
-			return nil, fmt.Errorf("stateres: %w", err)
-		}
-		if r.create != nil || !version.RoomIDIsCreateEventID() {
-			break
-		}
+	if err = r.loadCreateEvent(); err != nil {
+		return nil, err
 	}
 
 	// Step 1: the power events and the parts of their auth chains inside the
@@ -78,7 +73,7 @@ func resolveV2(ctx context.Context, version id.RoomVersion, stateSets []StateMap
 	slices.Sort(powerEvents) // keep the walk (and so provider batches) deterministic
 	powerChains, err := g.walkAuthChains(ctx, powerEvents, nil)
 	if err != nil {
-		return nil, fmt.Errorf("stateres: walking auth chains of power events: %w", err)
+		return nil, fmt.Errorf("walking auth chains of power events: %w", err)
 	}
 	inX := make(map[nodeID]bool, len(powerEvents))
 	for _, n := range powerEvents {
@@ -101,7 +96,7 @@ func resolveV2(ctx context.Context, version id.RoomVersion, stateSets []StateMap
 	}
 	state := newStateView(base)
 	if err = r.iterativeAuthChecks(sortedPower, state); err != nil {
-		return nil, fmt.Errorf("stateres: resolving power events: %w", err)
+		return nil, fmt.Errorf("resolving power events: %w", err)
 	}
 
 	// Step 3: everything else, in mainline order based on the partially
@@ -124,7 +119,7 @@ func resolveV2(ctx context.Context, version id.RoomVersion, stateSets []StateMap
 	}
 	// Step 4.
 	if err = r.iterativeAuthChecks(r.mainlineSort(rest, powerEvt), state); err != nil {
-		return nil, fmt.Errorf("stateres: resolving remaining events: %w", err)
+		return nil, fmt.Errorf("resolving remaining events: %w", err)
 	}
 
 	// Step 5: the unconflicted state map always wins. (In v2 it was also the

@@ -1,14 +1,17 @@
 -- Accounts: users, devices, access and refresh tokens, UIA sessions,
 -- account data, filters, registration tokens.
 CREATE TABLE users (
-    user_id       TEXT PRIMARY KEY,
-    localpart     TEXT NOT NULL UNIQUE,
-    password_hash TEXT NOT NULL DEFAULT '',
-    is_admin      BOOLEAN NOT NULL DEFAULT FALSE,
-    deactivated   BOOLEAN NOT NULL DEFAULT FALSE,
-    created_ts    BIGINT NOT NULL,
-    displayname   TEXT,
-    avatar_url    TEXT
+    user_id        TEXT PRIMARY KEY,
+    localpart      TEXT NOT NULL UNIQUE,
+    password_hash  TEXT NOT NULL DEFAULT '',
+    is_admin       BOOLEAN NOT NULL DEFAULT FALSE,
+    deactivated    BOOLEAN NOT NULL DEFAULT FALSE,
+    created_ts     BIGINT NOT NULL,
+    displayname    TEXT,
+    avatar_url     TEXT,
+    -- Extended profile fields other than displayname/avatar_url (m.tz, custom
+    -- namespaced keys): a JSON object.
+    profile_fields TEXT NOT NULL DEFAULT '{}'
 );
 
 CREATE TABLE devices (
@@ -39,6 +42,7 @@ CREATE TABLE refresh_tokens (
 );
 CREATE INDEX refresh_tokens_device ON refresh_tokens (user_id, device_id);
 
+-- Single-use tokens for the m.login.token flow (POST /v1/login/get_token).
 CREATE TABLE login_tokens (
     token_hash TEXT PRIMARY KEY,
     user_id    TEXT NOT NULL,
@@ -46,13 +50,14 @@ CREATE TABLE login_tokens (
 );
 
 CREATE TABLE uia_sessions (
-    session_id TEXT PRIMARY KEY,
-    user_id    TEXT NOT NULL DEFAULT '',
-    request    TEXT NOT NULL,           -- method + path the session was opened for
-    completed  TEXT NOT NULL DEFAULT '[]', -- JSON array of completed stage types
-    params     TEXT NOT NULL DEFAULT '{}', -- JSON: per-stage state (e.g. the token used)
-    created_ts BIGINT NOT NULL
+    session_id         TEXT PRIMARY KEY,
+    user_id            TEXT NOT NULL DEFAULT '',   -- '' while registering
+    request            TEXT NOT NULL,              -- method + path the session was opened for
+    completed          TEXT NOT NULL DEFAULT '[]', -- JSON array of completed stage types
+    registration_token TEXT NOT NULL DEFAULT '',   -- database token reserved (pending) by this session
+    created_ts         BIGINT NOT NULL
 );
+CREATE INDEX uia_sessions_created ON uia_sessions (created_ts);
 
 -- room_id is '' for global account data.
 CREATE TABLE account_data (

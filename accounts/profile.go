@@ -1,0 +1,142 @@
+package accounts
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"regexp"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/storage"
+)
+
+// Profile is a user's public profile.
+type Profile struct {
+	DisplayName string
+	AvatarURL   id.ContentURIString
+	// Fields are the extended profile fields (m.tz, custom keys).
+	Fields map[string]json.RawMessage
+}
+
+// JSON returns the profile as GET /profile/{userId} answers it.
+func (p *Profile) JSON() map[string]any {
+	out := make(map[string]any, len(p.Fields)+2)
+	for k, v := range p.Fields {
+		out[k] = v
+	}
+	if p.DisplayName != "" {
+		out["displayname"] = p.DisplayName
+	}
+	if p.AvatarURL != "" {
+		out["avatar_url"] = p.AvatarURL
+	}
+	return out
+}
+
+// Profile keys with dedicated columns.
+const (
+	ProfileDisplayName = "displayname"
+	ProfileAvatarURL   = "avatar_url"
+)
+
+// Limits from the spec's profile API.
+const (
+	maxProfileBytes    = 64 * 1024
+	maxProfileKeyBytes = 255
+	maxDisplayName     = 256
+)
+
+// profileKeyRE is the spec's keyName pattern.
+var profileKeyRE = regexp.MustCompile(`^(avatar_url|displayname|m\.tz|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+)$`)
+
+// ValidProfileKey reports whether key may be used as a profile field name.
+func ValidProfileKey(key string) bool { return profileKeyRE.MatchString(key) }
+
+// GetProfile returns a local user's profile; M_NOT_FOUND for unknown or
+// deactivated users.
+func (s *Service) GetProfile(ctx context.Context, userID id.UserID) (*Profile, error) {
+	if !s.IsLocal(userID) {
+		return nil, mxhttp.NotFound("Profile not found")
+	}
+	u, err := s.store.GetUser(ctx, userID.String())
+	if errors.Is(err, storage.ErrNotFound) || err == nil && u.Deactivated {
+		return nil, mxhttp.NotFound("Profile not found")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &Profile{DisplayName: u.DisplayName, AvatarURL: id.ContentURIString(u.AvatarURL), Fields: u.ProfileFields}, nil
+}
+
+// SetProfileField sets one profile field of userID to value (raw JSON);
+// value nil deletes it. displayname must be a string and avatar_url an mxc://
+// URI (null clears either).
+func (s *Service) SetProfileField(ctx context.Context, userID id.UserID, key string, value json.RawMessage) error {
+	if len(key) > maxProfileKeyBytes {
+		return (&mxhttp.Error{Status: 400, Code: "M_KEY_TOO_LARGE", Message: "Profile key is longer than 255 bytes"})
+	}
+	if !ValidProfileKey(key) {
+		return mxhttp.InvalidParam("Invalid profile key %q", key)
+	}
+	p, err := s.GetProfile(ctx, userID)
+	if err != nil {
+		return err
+	}
+	isNull := value == nil || string(value) == "null"
+	switch key {
+	case ProfileDisplayName, ProfileAvatarURL:
+		var str string
+		if !isNull {
+			if err := json.Unmarshal(value, &str); err != nil {
+				return mxhttp.BadJSON("%s must be a string", key)
+			}
+		}
+		if key == ProfileDisplayName {
+			if len(str) > maxDisplayName {
+				return mxhttp.InvalidParam("displayname is longer than %d bytes", maxDisplayName)
+			}
+			if err := s.store.SetDisplayName(ctx, userID.String(), str); err != nil {
+				return err
+			}
+			p.DisplayName = str
+		} else {
+			if str != "" {
+				if _, err := id.ParseContentURI(str); err != nil {
+					return mxhttp.InvalidParam("avatar_url must be an mxc:// URI")
+				}
+			}
+			if err := s.store.SetAvatarURL(ctx, userID.String(), str); err != nil {
+				return err
+			}
+			p.AvatarURL = id.ContentURIString(str)
+		}
+		ctx = context.WithoutCancel(ctx)
+		_, profileChanged, _ := s.hooks()
+		for _, fn := range profileChanged {
+			fn(ctx, userID, *p)
+		}
+		return nil
+	}
+	fields := make(map[string]json.RawMessage, len(p.Fields)+1)
+	for k, v := range p.Fields {
+		fields[k] = v
+	}
+	if value == nil {
+		delete(fields, key)
+	} else {
+		if key == "m.tz" && !isNull {
+			var tz string
+			if err := json.Unmarshal(value, &tz); err != nil {
+				return mxhttp.BadJSON("m.tz must be a string")
+			}
+		}
+		fields[key] = value
+	}
+	p.Fields = fields
+	if size, _ := json.Marshal(p.JSON()); len(size) > maxProfileBytes {
+		return &mxhttp.Error{Status: 400, Code: "M_PROFILE_TOO_LARGE", Message: "The profile would exceed 64 KiB"}
+	}
+	return s.store.SetProfileFields(ctx, userID.String(), fields)
+}

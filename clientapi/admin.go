@@ -1,0 +1,48 @@
+package clientapi
+
+import (
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/myelin-chat/myelin/accounts"
+	"github.com/myelin-chat/myelin/internal/mxhttp"
+)
+
+// synapseAdminRoutes are the Synapse-compatible admin endpoints that
+// deployment tools use without an access token (rate-limited as logins).
+func (a *API) synapseAdminRoutes(r chi.Router) {
+	r.Get("/_synapse/admin/v1/register", handle(a.sharedSecretNonce))
+	r.Post("/_synapse/admin/v1/register", handle(a.sharedSecretRegister))
+}
+
+// sharedSecretNonce issues a nonce; with no registration.shared_secret the
+// endpoint does not exist (M_UNRECOGNIZED, 404).
+func (a *API) sharedSecretNonce(w http.ResponseWriter, r *http.Request) error {
+	if !a.Accounts.SharedSecretEnabled() {
+		return mxhttp.Unrecognized("Shared secret registration is not enabled")
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"nonce": a.Accounts.NewRegistrationNonce()})
+	return nil
+}
+
+func (a *API) sharedSecretRegister(w http.ResponseWriter, r *http.Request) error {
+	if !a.Accounts.SharedSecretEnabled() {
+		return mxhttp.Unrecognized("Shared secret registration is not enabled")
+	}
+	var req accounts.SharedSecretRequest
+	if err := mxhttp.ReadJSON(r, &req); err != nil {
+		return err
+	}
+	sess, err := a.Accounts.RegisterWithSharedSecret(r.Context(), req, clientIP(r))
+	if err != nil {
+		return err
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{
+		"user_id":      sess.UserID,
+		"access_token": sess.AccessToken,
+		"home_server":  sess.UserID.Homeserver(),
+		"device_id":    sess.DeviceID,
+	})
+	return nil
+}

@@ -1,0 +1,421 @@
+package roomserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tidwall/gjson"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/storage"
+)
+
+// ---- relations and threads ----
+
+// RelationsRequest is GET /v1/rooms/{id}/relations/{eventId}[/{relType}[/{eventType}]].
+type RelationsRequest struct {
+	EventID   id.EventID
+	RelType   string
+	EventType string
+	From      string
+	Backward  bool
+	Limit     int
+}
+
+// RelationsResponse is its answer.
+type RelationsResponse struct {
+	Chunk     []*ClientEvent `json:"chunk"`
+	NextBatch string         `json:"next_batch,omitempty"`
+	PrevBatch string         `json:"prev_batch,omitempty"`
+}
+
+// Relations lists events relating to an event the user can see.
+func (s *Server) Relations(ctx context.Context, user id.UserID, roomID id.RoomID, req RelationsRequest) (*RelationsResponse, error) {
+	if _, err := s.Event(ctx, user, roomID, req.EventID); err != nil {
+		return nil, err
+	}
+	version, v, err := s.roomAndViewer(ctx, user, roomID)
+	if err != nil {
+		return nil, err
+	}
+	var from int64
+	if req.From != "" {
+		t, err := ParseToken(req.From)
+		if err != nil {
+			return nil, mxhttp.InvalidParam("Invalid from token")
+		}
+		from = t.Stream
+	}
+	limit := req.Limit
+	if limit <= 0 || limit > 100 {
+		limit = 50
+	}
+	evs, err := s.db.Relations(ctx, string(roomID), string(req.EventID), req.RelType, req.EventType, from, req.Backward, limit+1)
+	if err != nil {
+		return nil, err
+	}
+	resp := &RelationsResponse{Chunk: []*ClientEvent{}}
+	for i, se := range evs {
+		if i == limit {
+			resp.NextBatch = StreamToken(evs[i-1].StreamPos)
+			break
+		}
+		if !v.canSee(se.StreamPos) {
+			continue
+		}
+		ce, err := s.toClient(ctx, version, se)
+		if err != nil {
+			return nil, err
+		}
+		resp.Chunk = append(resp.Chunk, ce)
+	}
+	if req.From != "" {
+		resp.PrevBatch = req.From
+	}
+	return resp, nil
+}
+
+// ThreadsResponse is GET /v1/rooms/{id}/threads.
+type ThreadsResponse struct {
+	Chunk     []*ClientEvent `json:"chunk"`
+	NextBatch string         `json:"next_batch,omitempty"`
+}
+
+// Threads lists thread roots, latest activity first.
+func (s *Server) Threads(ctx context.Context, user id.UserID, roomID id.RoomID, include, from string, limit int) (*ThreadsResponse, error) {
+	version, v, err := s.roomAndViewer(ctx, user, roomID)
+	if err != nil {
+		return nil, err
+	}
+	if v.current() != "join" && len(v.memberHist) == 0 {
+		return nil, mxhttp.Forbidden("You are not in this room")
+	}
+	if include != "" && include != "all" && include != "participated" {
+		return nil, mxhttp.InvalidParam("include must be all or participated")
+	}
+	var before int64
+	if from != "" {
+		t, err := ParseToken(from)
+		if err != nil {
+			return nil, mxhttp.InvalidParam("Invalid from token")
+		}
+		before = t.Stream
+	}
+	if limit <= 0 || limit > 100 {
+		limit = 50
+	}
+	roots, latest, err := s.db.ThreadRoots(ctx, string(roomID), before, limit+1)
+	if err != nil {
+		return nil, err
+	}
+	resp := &ThreadsResponse{Chunk: []*ClientEvent{}}
+	for i, root := range roots {
+		if i == limit {
+			resp.NextBatch = StreamToken(latest[i-1])
+			break
+		}
+		if !v.canSee(root.StreamPos) {
+			continue
+		}
+		count, last, err := s.db.ThreadSummary(ctx, root.EventID)
+		if err != nil {
+			return nil, err
+		}
+		participated := root.Sender == string(user)
+		if !participated {
+			rel, err := s.db.Relations(ctx, string(roomID), root.EventID, "m.thread", "", 0, false, 1000)
+			if err != nil {
+				return nil, err
+			}
+			for _, r := range rel {
+				participated = participated || r.Sender == string(user)
+			}
+		}
+		if include == "participated" && !participated {
+			continue
+		}
+		ce, err := s.toClient(ctx, version, root)
+		if err != nil {
+			return nil, err
+		}
+		summary := map[string]any{"count": count, "current_user_participated": participated}
+		if last != nil {
+			if lc, err := s.toClient(ctx, version, last); err == nil {
+				summary["latest_event"] = lc
+			}
+		}
+		ce.Unsigned["m.relations"] = map[string]any{"m.thread": summary}
+		resp.Chunk = append(resp.Chunk, ce)
+	}
+	return resp, nil
+}
+
+// ---- timestamp_to_event ----
+
+// TimestampToEvent finds the event closest to ts in the given direction.
+func (s *Server) TimestampToEvent(ctx context.Context, user id.UserID, roomID id.RoomID, ts int64, forwards bool) (id.EventID, int64, error) {
+	_, v, err := s.roomAndViewer(ctx, user, roomID)
+	if err != nil {
+		return "", 0, err
+	}
+	if v.current() != "join" && len(v.memberHist) == 0 {
+		return "", 0, mxhttp.Forbidden("You are not in this room")
+	}
+	se, err := s.db.EventNearTimestamp(ctx, string(roomID), ts, forwards)
+	if errors.Is(err, storage.ErrNotFound) || (err == nil && !v.canSee(se.StreamPos)) {
+		return "", 0, mxhttp.NotFound("No event found")
+	}
+	if err != nil {
+		return "", 0, err
+	}
+	return id.EventID(se.EventID), se.OriginServerTS, nil
+}
+
+// ---- room summary and hierarchy ----
+
+// RoomSummary is GET /v1/room_summary/{roomIdOrAlias}.
+type RoomSummary struct {
+	PublicRoom
+	Membership  string `json:"membership,omitempty"`
+	RoomVersion string `json:"room_version,omitempty"`
+	Encryption  string `json:"encryption,omitempty"`
+}
+
+// canPeek reports whether a user who is not joined may see a room's summary.
+func canPeek(info *PublicRoom, membership string) bool {
+	switch membership {
+	case "join", "invite", "knock":
+		return true
+	}
+	switch info.JoinRule {
+	case "public", "knock", "knock_restricted", "restricted":
+		return true
+	}
+	return info.WorldReadable
+}
+
+// Summary describes a room to a user who may see it.
+func (s *Server) Summary(ctx context.Context, user id.UserID, roomIDOrAlias string) (*RoomSummary, error) {
+	roomID, err := s.ResolveRoom(ctx, roomIDOrAlias)
+	if err != nil {
+		return nil, err
+	}
+	version, err := s.roomVersion(ctx, roomID)
+	if errors.Is(err, ErrUnknownRoom) {
+		return nil, mxhttp.NotFound("Room not found")
+	}
+	if err != nil {
+		return nil, err
+	}
+	info, err := s.roomInfo(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	membership := ""
+	if user != "" {
+		if m, err := s.db.GetMembership(ctx, string(roomID), string(user)); err == nil {
+			membership = m.Membership
+		}
+	}
+	if !canPeek(info, membership) {
+		return nil, mxhttp.NotFound("Room not found or not visible to you")
+	}
+	sum := &RoomSummary{PublicRoom: *info, Membership: membership, RoomVersion: string(version)}
+	if sum.Membership == "" {
+		sum.Membership = "leave"
+	}
+	if e, err := s.db.CurrentStateEvent(ctx, string(roomID), "m.room.encryption", ""); err == nil {
+		sum.Encryption = gjson.GetBytes(e.JSON, "content.algorithm").Str
+	}
+	return sum, nil
+}
+
+// HierarchyRoom is one room of GET /v1/rooms/{id}/hierarchy.
+type HierarchyRoom struct {
+	PublicRoom
+	ChildrenState []json.RawMessage `json:"children_state"`
+}
+
+// HierarchyResponse is the page.
+type HierarchyResponse struct {
+	Rooms     []*HierarchyRoom `json:"rooms"`
+	NextBatch string           `json:"next_batch,omitempty"`
+}
+
+// Hierarchy walks a space's m.space.child links breadth first over the rooms
+// this server knows, listing those the user may see.
+func (s *Server) Hierarchy(ctx context.Context, user id.UserID, roomID id.RoomID, suggestedOnly bool, maxDepth, limit int, from string) (*HierarchyResponse, error) {
+	root, err := s.roomInfo(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.roomVersion(ctx, roomID); errors.Is(err, ErrUnknownRoom) {
+		return nil, mxhttp.Forbidden("You cannot see this room")
+	}
+	m, _ := s.db.GetMembership(ctx, string(roomID), string(user))
+	membership := ""
+	if m != nil {
+		membership = m.Membership
+	}
+	if !canPeek(root, membership) {
+		return nil, mxhttp.Forbidden("You cannot see this room")
+	}
+	skip := 0
+	if from != "" {
+		if skip, err = strconv.Atoi(strings.TrimPrefix(from, "h")); err != nil || skip < 0 {
+			return nil, mxhttp.InvalidParam("Invalid from token")
+		}
+	}
+	if limit <= 0 || limit > 100 {
+		limit = 50
+	}
+	if maxDepth <= 0 {
+		maxDepth = 10
+	}
+	type item struct {
+		room  id.RoomID
+		depth int
+	}
+	queue := []item{{roomID, 0}}
+	seen := map[id.RoomID]bool{roomID: true}
+	resp := &HierarchyResponse{Rooms: []*HierarchyRoom{}}
+	index := 0
+	for len(queue) > 0 {
+		it := queue[0]
+		queue = queue[1:]
+		info, err := s.roomInfo(ctx, it.room)
+		if err != nil {
+			return nil, err
+		}
+		mem := ""
+		if m, err := s.db.GetMembership(ctx, string(it.room), string(user)); err == nil {
+			mem = m.Membership
+		}
+		if it.room != roomID && !canPeek(info, mem) {
+			continue
+		}
+		hr := &HierarchyRoom{PublicRoom: *info, ChildrenState: []json.RawMessage{}}
+		state, err := s.db.CurrentStateEvents(ctx, string(it.room))
+		if err != nil {
+			return nil, err
+		}
+		for _, se := range state {
+			if se.Type != "m.space.child" || se.StateKey == nil {
+				continue
+			}
+			content := gjson.GetBytes(se.JSON, "content")
+			if !content.Get("via").IsArray() || len(content.Get("via").Array()) == 0 {
+				continue // a child without via is removed
+			}
+			if suggestedOnly && !content.Get("suggested").Bool() {
+				continue
+			}
+			hr.ChildrenState = append(hr.ChildrenState, mustJSON(map[string]any{
+				"type": se.Type, "state_key": *se.StateKey, "sender": se.Sender, "origin_server_ts": se.OriginServerTS,
+				"content": json.RawMessage(content.Raw),
+			}))
+			child := id.RoomID(*se.StateKey)
+			if it.depth < maxDepth && !seen[child] {
+				if _, err := s.roomVersion(ctx, child); err == nil {
+					seen[child] = true
+					queue = append(queue, item{child, it.depth + 1})
+				}
+			}
+		}
+		if index >= skip {
+			if len(resp.Rooms) == limit {
+				resp.NextBatch = "h" + strconv.Itoa(index)
+				break
+			}
+			resp.Rooms = append(resp.Rooms, hr)
+		}
+		index++
+	}
+	return resp, nil
+}
+
+// ---- reports ----
+
+// Report records a user's report of an event (or of the room when eventID is "").
+func (s *Server) Report(ctx context.Context, user id.UserID, roomID id.RoomID, eventID id.EventID, reason string, score *int64) error {
+	if eventID != "" {
+		if _, err := s.Event(ctx, user, roomID, eventID); err != nil {
+			return err
+		}
+	} else if _, err := s.roomVersion(ctx, roomID); errors.Is(err, ErrUnknownRoom) {
+		return mxhttp.NotFound("Room not found")
+	} else if err != nil {
+		return err
+	}
+	if score != nil && (*score < -100 || *score > 0) {
+		return mxhttp.InvalidParam("score must be between -100 and 0")
+	}
+	return s.db.AddReport(ctx, string(roomID), string(eventID), string(user), reason, score, time.Now().UnixMilli())
+}
+
+// ---- tags (room account data "m.tag") ----
+
+// AccountDataStore is the account data storage the accounts module owns.
+type AccountDataStore interface {
+	PutAccountData(ctx context.Context, userID, roomID, typ string, content []byte, pos int64) error
+	GetAccountData(ctx context.Context, userID, roomID, typ string) (json.RawMessage, error)
+}
+
+// ErrNoAccountData is returned by the tag methods until an account data store is wired.
+var ErrNoAccountData = mxhttp.Unrecognized("Room tags need the account data store")
+
+// Tags returns a user's tags on a room.
+func (s *Server) Tags(ctx context.Context, user id.UserID, roomID id.RoomID) (json.RawMessage, error) {
+	if s.AccountData == nil {
+		return nil, ErrNoAccountData
+	}
+	raw, err := s.AccountData.GetAccountData(ctx, string(user), string(roomID), "m.tag")
+	if errors.Is(err, storage.ErrNotFound) || (err == nil && len(raw) == 0) {
+		return json.RawMessage(`{"tags":{}}`), nil
+	}
+	return raw, err
+}
+
+// SetTag adds or removes (content nil) a tag on a room.
+func (s *Server) SetTag(ctx context.Context, user id.UserID, roomID id.RoomID, tag string, content json.RawMessage) error {
+	if s.AccountData == nil {
+		return ErrNoAccountData
+	}
+	if tag == "" || len(tag) > MaxFieldBytes {
+		return mxhttp.InvalidParam("Invalid tag")
+	}
+	raw, err := s.Tags(ctx, user, roomID)
+	if err != nil {
+		return err
+	}
+	var doc struct {
+		Tags map[string]json.RawMessage `json:"tags"`
+	}
+	_ = json.Unmarshal(raw, &doc)
+	if doc.Tags == nil {
+		doc.Tags = map[string]json.RawMessage{}
+	}
+	if content == nil {
+		delete(doc.Tags, tag)
+	} else {
+		if o := gjson.GetBytes(content, "order"); o.Exists() && o.Type != gjson.Number {
+			return mxhttp.BadJSON("order must be a number")
+		}
+		doc.Tags[tag] = content
+	}
+	pos, finish := s.db.Stream.Allocate()
+	err = s.AccountData.PutAccountData(ctx, string(user), string(roomID), "m.tag", mustJSON(doc), pos)
+	finish()
+	if err != nil {
+		return err
+	}
+	if s.notifier != nil {
+		s.notifier.Notify(pos, string(user))
+	}
+	return nil
+}

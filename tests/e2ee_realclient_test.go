@@ -1,0 +1,72 @@
+package tests
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/myelin-chat/myelin/internal/testserver"
+)
+
+// TestE2EEWithMatrixJSSDK runs tests/js/e2ee.mjs: two matrix-js-sdk 43 clients
+// with the Rust crypto stack encrypt, decrypt, cross-sign, verify by SAS and
+// restore a key backup through a real Myelin. It fails if any decryption fails.
+// Node 22 comes from the pinned npm package node@22 (tests/js/package-lock.json).
+func TestE2EEWithMatrixJSSDK(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real-client E2EE test skipped in -short mode")
+	}
+	jsDir, err := filepath.Abs("js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	npmCI(t, jsDir)
+	node := filepath.Join(jsDir, "node_modules", ".bin", "node")
+	if out, err := exec.Command(node, "--version").Output(); err != nil || !strings.HasPrefix(string(out), "v22.") {
+		t.Fatalf("node from node_modules: %q, %v (matrix-js-sdk 43 needs Node 22)", out, err)
+	}
+	for _, backend := range testserver.Backends {
+		t.Run(backend, func(t *testing.T) {
+			srv := testserver.Start(t, backend)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, node, "e2ee.mjs")
+			cmd.Dir = jsDir
+			cmd.Env = append(os.Environ(), "MYELIN_URL="+srv.URL)
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			err := cmd.Run()
+			t.Logf("e2ee.mjs output:\n%s", out.String())
+			if err != nil || !strings.Contains(out.String(), "[e2ee] PASS") {
+				t.Fatalf("real-client E2EE scenario failed: %v", err)
+			}
+		})
+	}
+}
+
+// npmCI installs the pinned JS dependencies once (npm ci is skipped when
+// node_modules already matches package-lock.json).
+func npmCI(t *testing.T, dir string) {
+	t.Helper()
+	lock, err := os.Stat(filepath.Join(dir, "package-lock.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if marker, err := os.Stat(filepath.Join(dir, "node_modules", ".package-lock.json")); err == nil && !marker.ModTime().Before(lock.ModTime()) {
+		return
+	}
+	npm, err := exec.LookPath("npm")
+	if err != nil {
+		t.Fatalf("npm is required for the real-client E2EE test: %v", err)
+	}
+	cmd := exec.Command(npm, "ci", "--no-audit", "--no-fund")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("npm ci in %s: %v\n%s", dir, err, out)
+	}
+}
