@@ -94,8 +94,6 @@ func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 			slog.ErrorContext(ctx, "updating member events after a profile change", "user", userID, "err", err)
 		}
 	})
-	// Device-list changes fan out to the users sharing a room (storage/sync_rooms.go).
-	s.Keys.SetRoomMembership(db)
 	// Sync: the module (typing, receipts, presence, push) and GET /sync.
 	s.Sync = syncapi.New(db, db, s.Notifier, cfg.Presence.Enabled, s.Accounts)
 	s.Syncer = clientsync.New(db, db.Stream, s.Sync, s.Keys, s.Notifier)
