@@ -1,9 +1,49 @@
 package clientapi
 
-import "github.com/go-chi/chi/v5"
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"time"
 
-// Sync is what the sync-related handlers need (the handler itself lives in clientapi/sync).
-type Sync interface{}
+	"github.com/go-chi/chi/v5"
+	"maunium.net/go/mautrix/pushrules"
+
+	"github.com/myelin-chat/myelin/syncapi"
+)
+
+// Sync is what the sync-related handlers need: GET /sync itself (an
+// http.Handler from clientapi/sync) and the sync module (syncapi).
+type Sync interface {
+	http.Handler // GET /sync
+
+	SetTyping(ctx context.Context, roomID, userID string, typing bool, timeout time.Duration) error
+	SendReceipt(ctx context.Context, roomID, userID, receiptType, eventID, threadID string) error
+	SetReadMarkers(ctx context.Context, roomID, userID, fullyRead, read, readPrivate string) error
+	SetPresence(ctx context.Context, userID, state string, statusMsg *string, setMsg bool) error
+	GetPresence(ctx context.Context, requester, target string) (*syncapi.PresenceContent, error)
+	PushRules(ctx context.Context, userID string) (syncapi.Rules, int64, error)
+	PushRule(ctx context.Context, userID, kind, ruleID string) (*pushrules.PushRule, error)
+	SetPushRule(ctx context.Context, userID, kind, ruleID, before, after string, rule *pushrules.PushRule) error
+	DeletePushRule(ctx context.Context, userID, kind, ruleID string) error
+	SetPushRuleEnabled(ctx context.Context, userID, kind, ruleID string, enabled bool) error
+	SetPushRuleActions(ctx context.Context, userID, kind, ruleID string, actions pushrules.PushActionArray) error
+	SetPusher(ctx context.Context, userID, deviceID string, req syncapi.PusherRequest) error
+	Pushers(ctx context.Context, userID string) ([]json.RawMessage, error)
+	Notifications(ctx context.Context, userID string, before int64, limit int, onlyHighlight bool) ([]syncapi.Notification, int64, error)
+}
 
 // syncRoutes are /sync, typing, receipts, presence, push rules and pushers.
-func (a *API) syncRoutes(r chi.Router) {}
+func (a *API) syncRoutes(r chi.Router) {
+	if a.Sync == nil {
+		return
+	}
+	r.Method(http.MethodGet, "/sync", a.Sync)
+	a.typingRoutes(r)
+	a.receiptRoutes(r)
+	a.readMarkerRoutes(r)
+	a.presenceRoutes(r)
+	a.pushRuleRoutes(r)
+	a.pusherRoutes(r)
+	a.notificationRoutes(r)
+}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/myelin-chat/myelin/accounts"
 	"github.com/myelin-chat/myelin/clientapi"
+	clientsync "github.com/myelin-chat/myelin/clientapi/sync"
 	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/internal/config"
 	"github.com/myelin-chat/myelin/internal/metrics"
@@ -27,6 +28,7 @@ import (
 	"github.com/myelin-chat/myelin/keyserver"
 	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/storage"
+	"github.com/myelin-chat/myelin/syncapi"
 )
 
 // Server is one homeserver instance.
@@ -39,6 +41,8 @@ type Server struct {
 	Metrics    *metrics.Registry
 	Keys       *keyserver.Service
 	Rooms      *roomserver.Server
+	Sync       *syncapi.Service
+	Syncer     *clientsync.Syncer
 
 	handler http.Handler
 	http    *http.Server
@@ -90,6 +94,10 @@ func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 			slog.ErrorContext(ctx, "updating member events after a profile change", "user", userID, "err", err)
 		}
 	})
+	// Sync: the module (typing, receipts, presence, push) and GET /sync.
+	s.Sync = syncapi.New(db, db, s.Notifier, cfg.Presence.Enabled, s.Accounts)
+	s.Syncer = clientsync.New(db, db.Stream, s.Sync, s.Keys, s.Notifier)
+	s.Syncer.PrevBatch = func(_ string, pos int64) string { return roomserver.StreamToken(pos - 1) }
 	s.handler = s.routes()
 	return s, nil
 }
@@ -103,7 +111,8 @@ func (s *Server) routes() http.Handler {
 	if s.Config.Listen.Metrics == "" {
 		r.With(loopbackOnly).Get("/metrics", s.Metrics.Handler().ServeHTTP)
 	}
-	api := &clientapi.API{Config: s.Config, Accounts: s.Accounts, Keys: s.Keys, Rooms: s.Rooms}
+	api := &clientapi.API{Config: s.Config, Accounts: s.Accounts, Keys: s.Keys, Rooms: s.Rooms,
+		Sync: syncArea{s.Syncer, s.Sync}}
 	api.Mount(r)
 	return r
 }
@@ -175,4 +184,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.DB.Close()
 	return err
+}
+
+// syncArea is the client API's sync area: GET /sync plus the sync module.
+type syncArea struct {
+	*clientsync.Syncer
+	*syncapi.Service
 }

@@ -1,0 +1,48 @@
+package clientapi
+
+import (
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/myelin-chat/myelin/internal/authn"
+	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/syncapi"
+)
+
+func (a *API) presenceRoutes(r chi.Router) {
+	r.Method(http.MethodGet, "/presence/{userId}/status", mxhttp.JSON(a.getPresence))
+	r.Method(http.MethodPut, "/presence/{userId}/status", mxhttp.JSON(a.putPresence))
+}
+
+// getPresence: GET /presence/{userId}/status (presence.yaml).
+func (a *API) getPresence(r *http.Request) (any, error) {
+	dev := authn.FromContext(r.Context())
+	return a.Sync.GetPresence(r.Context(), dev.UserID.String(), chi.URLParam(r, "userId"))
+}
+
+// putPresence: PUT /presence/{userId}/status. With presence disabled the
+// request is accepted and nothing is stored (the spec lets servers ignore it).
+func (a *API) putPresence(r *http.Request) (any, error) {
+	dev := authn.FromContext(r.Context())
+	if chi.URLParam(r, "userId") != dev.UserID.String() {
+		return nil, mxhttp.Forbidden("You may only set your own presence")
+	}
+	var body struct {
+		Presence  string  `json:"presence"`
+		StatusMsg *string `json:"status_msg"`
+	}
+	if err := mxhttp.ReadJSON(r, &body); err != nil {
+		return nil, err
+	}
+	if body.Presence == "" {
+		return nil, mxhttp.BadJSON("presence is required")
+	}
+	if !syncapi.ValidPresence(body.Presence) {
+		return nil, mxhttp.InvalidParam("presence must be online, offline or unavailable")
+	}
+	if err := a.Sync.SetPresence(r.Context(), dev.UserID.String(), body.Presence, body.StatusMsg, true); err != nil {
+		return nil, err
+	}
+	return mxhttp.Empty, nil
+}

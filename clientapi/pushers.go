@@ -1,0 +1,40 @@
+package clientapi
+
+import (
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/myelin-chat/myelin/internal/authn"
+	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/syncapi"
+)
+
+func (a *API) pusherRoutes(r chi.Router) {
+	r.Method(http.MethodGet, "/pushers", mxhttp.JSON(a.getPushers))
+	r.Method(http.MethodPost, "/pushers/set", mxhttp.JSON(a.setPusher))
+}
+
+// getPushers: GET /pushers (pusher.yaml).
+func (a *API) getPushers(r *http.Request) (any, error) {
+	dev := authn.FromContext(r.Context())
+	list, err := a.Sync.Pushers(r.Context(), dev.UserID.String())
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"pushers": list}, nil
+}
+
+// setPusher: POST /pushers/set. Pushers are stored; delivery to push gateways
+// is not implemented yet.
+func (a *API) setPusher(r *http.Request) (any, error) {
+	dev := authn.FromContext(r.Context())
+	var req syncapi.PusherRequest
+	if err := mxhttp.ReadJSON(r, &req); err != nil {
+		return nil, err
+	}
+	if err := a.Sync.SetPusher(r.Context(), dev.UserID.String(), dev.DeviceID.String(), req); err != nil {
+		return nil, err
+	}
+	return mxhttp.Empty, nil
+}

@@ -1,0 +1,51 @@
+package clientapi
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/myelin-chat/myelin/internal/authn"
+	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/syncapi"
+)
+
+func (a *API) receiptRoutes(r chi.Router) {
+	r.Method(http.MethodPost, "/rooms/{roomId}/receipt/{receiptType}/{eventId}", mxhttp.JSON(a.postReceipt))
+}
+
+// postReceipt: POST /rooms/{roomId}/receipt/{receiptType}/{eventId} (receipts.yaml).
+func (a *API) postReceipt(r *http.Request) (any, error) {
+	dev := authn.FromContext(r.Context())
+	roomID, typ, eventID := chi.URLParam(r, "roomId"), chi.URLParam(r, "receiptType"), chi.URLParam(r, "eventId")
+	body, err := mxhttp.ReadJSONObject(r)
+	if err != nil {
+		return nil, err
+	}
+	threadID := ""
+	if raw, ok := body["thread_id"]; ok {
+		if json.Unmarshal(raw, &threadID) != nil || threadID == "" {
+			return nil, mxhttp.InvalidParam("thread_id field must be a non-empty string")
+		}
+	}
+	if !strings.HasPrefix(eventID, "$") {
+		return nil, mxhttp.InvalidParam("Invalid event ID")
+	}
+	switch typ {
+	case syncapi.ReceiptRead, syncapi.ReceiptReadPrivate:
+		err = a.Sync.SendReceipt(r.Context(), roomID, dev.UserID.String(), typ, eventID, threadID)
+	case syncapi.FullyRead:
+		if threadID != "" {
+			return nil, mxhttp.InvalidParam("thread_id is not allowed for m.fully_read")
+		}
+		err = a.Sync.SetReadMarkers(r.Context(), roomID, dev.UserID.String(), eventID, "", "")
+	default:
+		return nil, mxhttp.InvalidParam("Unknown receipt type %q", typ)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return mxhttp.Empty, nil
+}

@@ -1,0 +1,396 @@
+// Package sync answers GET /sync: it reads everything after the client's
+// token up to the stream's safe position, shapes it by the client's filter,
+// and long-polls on the notifier when there is nothing new.
+package sync
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sort"
+
+	"maunium.net/go/mautrix/pushrules"
+
+	"github.com/myelin-chat/myelin/internal/notifier"
+	"github.com/myelin-chat/myelin/keyserver"
+	"github.com/myelin-chat/myelin/storage"
+	"github.com/myelin-chat/myelin/syncapi"
+)
+
+// Store is what /sync reads from the store; *storage.DB satisfies it.
+type Store interface {
+	UserMembershipEvents(ctx context.Context, userID string, to int64) ([]storage.MembershipEvent, error)
+	RoomsWithEvents(ctx context.Context, from, to int64) (map[string]bool, error)
+	RoomEventsRange(ctx context.Context, roomID string, from, to int64, limit int) ([]storage.SyncEvent, bool, error)
+	StateAtPosition(ctx context.Context, roomID string, pos int64) (map[[2]string]string, error)
+	SyncStateBeforeEvent(ctx context.Context, eventID string) (map[[2]string]string, error)
+	EventsByID(ctx context.Context, ids []string) ([]storage.SyncEvent, error)
+	RoomMembersSummary(ctx context.Context, roomID string) (joined, invited []string, err error)
+	SyncFilter(ctx context.Context, userID, filterID string) (string, error)
+	AccountDataRange(ctx context.Context, userID string, from, to int64) ([]storage.AccountDataItem, error)
+	ReceiptsInRange(ctx context.Context, from, to int64) ([]storage.Receipt, error)
+	RoomReceipts(ctx context.Context, roomID string, to int64) ([]storage.Receipt, error)
+	UsersSharingRooms(ctx context.Context, userID string) ([]string, error)
+}
+
+// Keys is what /sync reads from the keyserver (keyserver.Service). It may be
+// nil (no E2EE sections).
+type Keys interface {
+	// DeviceListChanges: users sharing a room whose devices changed in
+	// (from, to], and users who stopped sharing any room.
+	DeviceListChanges(ctx context.Context, userID string, from, to int64) (changed, left []string, err error)
+	// ToDeviceSince returns up to limit pending messages after position
+	// after; DeleteToDeviceUpTo deletes those a later since token acknowledged.
+	ToDeviceSince(ctx context.Context, userID, deviceID string, after int64, limit int) ([]keyserver.ToDeviceEvent, error)
+	DeleteToDeviceUpTo(ctx context.Context, userID, deviceID string, pos int64) error
+	OneTimeKeyCounts(ctx context.Context, userID, deviceID string) (map[string]int, error)
+	UnusedFallbackKeyTypes(ctx context.Context, userID, deviceID string) ([]string, error)
+}
+
+// toDeviceLimit caps to-device messages per response; the rest follow in the
+// next (the token's to-device part stops at the last one delivered).
+const toDeviceLimit = 100
+
+// Stream is the store's stream; Current is the safe read position.
+type Stream interface{ Current() int64 }
+
+// Syncer builds /sync responses.
+type Syncer struct {
+	store    Store
+	module   *syncapi.Service
+	keys     Keys
+	notifier *notifier.Notifier
+	stream   Stream
+	lazy     *lazyMembers
+	toDevice *toDeviceAcks
+	// PrevBatch makes the /messages token that continues backwards from
+	// before the event at position pos in roomID.
+	PrevBatch func(roomID string, pos int64) string
+}
+
+// New builds a Syncer. keys may be nil.
+func New(store Store, stream Stream, module *syncapi.Service, keys Keys, n *notifier.Notifier) *Syncer {
+	return &Syncer{store: store, stream: stream, module: module, keys: keys, notifier: n, lazy: newLazyMembers(), toDevice: newToDeviceAcks(),
+		PrevBatch: func(_ string, pos int64) string { return Token{Pos: pos - 1}.String() }}
+}
+
+// Request is one /sync call.
+type Request struct {
+	UserID, DeviceID string
+	Since            Token
+	Initial          bool
+	FullState        bool
+	UseStateAfter    bool // state_after (state up to the end of the timeline) instead of state
+	Filter           *Filter
+	sinceParam       string // the since token as given ("" for an initial sync)
+}
+
+// DeviceKey identifies the requesting device in caches.
+func (r *Request) DeviceKey() string { return r.UserID + "|" + r.DeviceID }
+
+type roomMembership struct {
+	before  *storage.MembershipEvent // latest at or before since
+	at      storage.MembershipEvent  // latest at or before to
+	changed bool                     // any change in (since, to]
+}
+
+// build assembles the response for (since, to].
+func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, error) {
+	since := req.Since
+	if req.Initial {
+		since = Token{}
+	}
+	resp := &Response{toDevice: to.Pos}
+	f := req.Filter
+
+	mems, err := s.memberships(ctx, req.UserID, since.Pos, to.Pos)
+	if err != nil {
+		return nil, err
+	}
+	var newRooms map[string]bool
+	if !req.Initial {
+		if newRooms, err = s.store.RoomsWithEvents(ctx, since.Pos, to.Pos); err != nil {
+			return nil, err
+		}
+	}
+	// Account data: global and per room.
+	acct, err := s.store.AccountDataRange(ctx, req.UserID, since.Pos, to.Pos)
+	if err != nil {
+		return nil, err
+	}
+	roomAcct := map[string][]json.RawMessage{}
+	var globalAcct []json.RawMessage
+	addAcct := func(a storage.AccountDataItem, into map[string][]json.RawMessage) {
+		ev, _ := json.Marshal(map[string]any{"type": a.Type, "content": json.RawMessage(a.Content)})
+		if a.RoomID == "" {
+			if allows(f.AccountData, a.Type, "", "", nil) {
+				globalAcct = append(globalAcct, ev)
+			}
+		} else if allows(f.room().AccountData, a.Type, "", a.RoomID, nil) {
+			into[a.RoomID] = append(into[a.RoomID], ev)
+		}
+	}
+	for _, a := range acct {
+		addAcct(a, roomAcct)
+	}
+	// Receipts for rooms continuing from since (newly joined rooms read all).
+	receipts := map[string][]storage.Receipt{}
+	if !req.Initial {
+		rs, err := s.store.ReceiptsInRange(ctx, since.Pos, to.Pos)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rs {
+			receipts[r.RoomID] = append(receipts[r.RoomID], r)
+		}
+	}
+	rules, rulesPos, err := s.module.PushRules(ctx, req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	ruleset, _, err := s.module.PushRuleset(ctx, req.UserID)
+	if err != nil {
+		return nil, err
+	}
+
+	rooms := &Rooms{}
+	var newlyJoinedAcct map[string][]json.RawMessage
+	roomIDs := make([]string, 0, len(mems))
+	for r := range mems {
+		roomIDs = append(roomIDs, r)
+	}
+	sort.Strings(roomIDs)
+	for _, roomID := range roomIDs {
+		m := mems[roomID]
+		if !f.RoomAllowed(roomID) {
+			continue
+		}
+		switch m.at.Membership {
+		case "join":
+			newly := req.Initial || req.FullState || m.before == nil || m.before.Membership != "join"
+			if !newly && !newRooms[roomID] && len(receipts[roomID]) == 0 && len(roomAcct[roomID]) == 0 {
+				if _, changed := s.module.Typing.Since(roomID, since.Typing); !changed {
+					continue
+				}
+			}
+			acctEvs := roomAcct[roomID]
+			rrs := receipts[roomID]
+			if newly {
+				if !req.Initial {
+					if newlyJoinedAcct == nil { // room account data from before since
+						newlyJoinedAcct = map[string][]json.RawMessage{}
+						all, err := s.store.AccountDataRange(ctx, req.UserID, 0, to.Pos)
+						if err != nil {
+							return nil, err
+						}
+						for _, a := range all {
+							if a.RoomID != "" {
+								addAcct(a, newlyJoinedAcct)
+							}
+						}
+					}
+					acctEvs = newlyJoinedAcct[roomID]
+				}
+				if rrs, err = s.store.RoomReceipts(ctx, roomID, to.Pos); err != nil {
+					return nil, err
+				}
+			}
+			jr, err := s.joinedRoom(ctx, req, roomID, since, to, newly, rrs, ruleset, rulesPos)
+			if err != nil {
+				return nil, err
+			}
+			jr.AccountData = eventsOrNil(acctEvs)
+			if jr.Timeline == nil && jr.State == nil && (jr.StateAfter == nil || len(jr.StateAfter.Events) == 0) && jr.Ephemeral == nil && jr.AccountData == nil && !newly {
+				continue
+			}
+			if rooms.Join == nil {
+				rooms.Join = map[string]*JoinedRoom{}
+			}
+			rooms.Join[roomID] = jr
+		case "invite", "knock":
+			if !req.Initial && !m.changed {
+				continue
+			}
+			stripped, err := s.strippedState(ctx, roomID, m.at)
+			if err != nil {
+				return nil, err
+			}
+			if m.at.Membership == "invite" {
+				if rooms.Invite == nil {
+					rooms.Invite = map[string]*InvitedRoom{}
+				}
+				rooms.Invite[roomID] = &InvitedRoom{InviteState: Events{Events: stripped}}
+			} else {
+				if rooms.Knock == nil {
+					rooms.Knock = map[string]*KnockedRoom{}
+				}
+				rooms.Knock[roomID] = &KnockedRoom{KnockState: Events{Events: stripped}}
+			}
+		case "leave", "ban":
+			if req.Initial && !f.room().IncludeLeave {
+				continue
+			}
+			if !req.Initial && !m.changed {
+				continue
+			}
+			lr, err := s.leftRoom(ctx, req, roomID, since, m.at)
+			if err != nil {
+				return nil, err
+			}
+			lr.AccountData = eventsOrNil(roomAcct[roomID])
+			if rooms.Leave == nil {
+				rooms.Leave = map[string]*LeftRoom{}
+			}
+			rooms.Leave[roomID] = lr
+		}
+	}
+	if len(rooms.Join)+len(rooms.Invite)+len(rooms.Leave)+len(rooms.Knock) > 0 {
+		resp.Rooms = rooms
+	}
+
+	// Top-level account data, with the push rules as m.push_rules.
+	if req.Initial || rulesPos > since.Pos {
+		if rulesPos <= to.Pos && allows(f.AccountData, "m.push_rules", "", "", nil) {
+			ev, _ := json.Marshal(map[string]any{"type": "m.push_rules", "content": map[string]any{"global": rules}})
+			globalAcct = append(globalAcct, ev)
+		}
+	}
+	resp.AccountData = eventsOrNil(globalAcct)
+
+	if err := s.presence(ctx, req, resp, since, to); err != nil {
+		return nil, err
+	}
+	if err := s.e2ee(ctx, req, resp, since, to); err != nil {
+		return nil, err
+	}
+	next := to
+	next.ToDevice = resp.toDevice
+	resp.NextBatch = next.String()
+	return resp, nil
+}
+
+// memberships derives, from the user's membership events, each room's
+// membership at since and at to.
+func (s *Syncer) memberships(ctx context.Context, userID string, since, to int64) (map[string]*roomMembership, error) {
+	evs, err := s.store.UserMembershipEvents(ctx, userID, to)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]*roomMembership{}
+	for i := range evs {
+		e := evs[i]
+		m := out[e.RoomID]
+		if m == nil {
+			m = &roomMembership{}
+			out[e.RoomID] = m
+		}
+		if e.Pos <= since {
+			m.before = &evs[i]
+		} else {
+			m.changed = true
+		}
+		m.at = e
+	}
+	return out, nil
+}
+
+func (s *Syncer) presence(ctx context.Context, req *Request, resp *Response, since, to Token) error {
+	if !s.module.PresenceEnabled() || !typeAllowed(req.Filter.Presence, "m.presence") {
+		return nil // off, or the filter wants no presence at all
+	}
+	users, err := s.store.UsersSharingRooms(ctx, req.UserID)
+	if err != nil {
+		return err
+	}
+	found := false
+	for _, u := range users {
+		found = found || u == req.UserID
+	}
+	if !found {
+		users = append(users, req.UserID)
+	}
+	ps, err := s.module.PresenceSince(ctx, users, since.Pos, to.Pos)
+	if err != nil {
+		return err
+	}
+	var evs []json.RawMessage
+	for _, p := range ps {
+		if !allows(req.Filter.Presence, "m.presence", p.UserID, "", nil) {
+			continue
+		}
+		ev, _ := json.Marshal(map[string]any{"type": "m.presence", "sender": p.UserID, "content": syncapi.ContentOf(p)})
+		evs = append(evs, ev)
+	}
+	resp.Presence = eventsOrNil(evs)
+	return nil
+}
+
+func (s *Syncer) e2ee(ctx context.Context, req *Request, resp *Response, since, to Token) error {
+	if s.keys == nil {
+		return nil
+	}
+	// A since token acknowledges the to-device messages delivered up to its
+	// to-device part; messages above the stream's safe position wait.
+	after := int64(0)
+	if !req.Initial {
+		after = since.ToDevice
+		if after > 0 && s.toDevice.needsDelete(req.DeviceKey(), after) {
+			if err := s.keys.DeleteToDeviceUpTo(ctx, req.UserID, req.DeviceID, after); err != nil {
+				return err
+			}
+			s.toDevice.deleted(req.DeviceKey(), after)
+		}
+	}
+	msgs, err := s.keys.ToDeviceSince(ctx, req.UserID, req.DeviceID, after, toDeviceLimit)
+	if err != nil {
+		return err
+	}
+	var evs []json.RawMessage
+	for _, m := range msgs {
+		if m.StreamPos > to.Pos {
+			break
+		}
+		b, _ := json.Marshal(m)
+		evs = append(evs, b)
+		after = m.StreamPos
+	}
+	if len(msgs) < toDeviceLimit || len(evs) < len(msgs) {
+		after = to.Pos // everything up to the safe position was delivered
+	}
+	resp.toDevice = after
+	resp.ToDevice = eventsOrNil(evs)
+	if len(evs) > 0 {
+		s.toDevice.delivered(req.DeviceKey(), after)
+	}
+	if !req.Initial {
+		changed, left, err := s.keys.DeviceListChanges(ctx, req.UserID, since.Pos, to.Pos)
+		if err != nil {
+			return err
+		}
+		if len(changed)+len(left) > 0 {
+			resp.DeviceLists = &DeviceLists{Changed: changed, Left: left}
+		}
+	}
+	if resp.OTKCounts, err = s.keys.OneTimeKeyCounts(ctx, req.UserID, req.DeviceID); err != nil {
+		return err
+	}
+	if resp.OTKCounts == nil {
+		resp.OTKCounts = map[string]int{}
+	}
+	fb, err := s.keys.UnusedFallbackKeyTypes(ctx, req.UserID, req.DeviceID)
+	if err != nil {
+		return err
+	}
+	if fb == nil {
+		fb = []string{}
+	}
+	resp.FallbackKeyTypes = &fb
+	return nil
+}
+
+// errNotFound is storage.ErrNotFound for callers of the Store interface.
+var errNotFound = storage.ErrNotFound
+
+func isNotFound(err error) bool { return errors.Is(err, errNotFound) }
+
+var _ = pushrules.PushActionArray{}

@@ -1,0 +1,85 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+)
+
+func init() { registerStreamTable("presence") }
+
+// Presence is a user's last known presence.
+type Presence struct {
+	UserID          string
+	State           string // online, offline, unavailable
+	StatusMsg       *string
+	LastActiveTS    int64
+	CurrentlyActive bool
+	Pos             int64
+}
+
+// SetPresence stores p at stream position p.Pos.
+func (db *DB) SetPresence(ctx context.Context, p Presence) error {
+	_, err := db.Exec(ctx, `INSERT INTO presence (user_id, state, status_msg, last_active_ts, currently_active, stream_pos)
+		VALUES ($1, $2, $3, $4, $5, $6)
+		ON CONFLICT (user_id) DO UPDATE SET state = excluded.state, status_msg = excluded.status_msg,
+			last_active_ts = excluded.last_active_ts, currently_active = excluded.currently_active,
+			stream_pos = excluded.stream_pos`,
+		p.UserID, p.State, p.StatusMsg, p.LastActiveTS, p.CurrentlyActive, p.Pos)
+	if err != nil {
+		return fmt.Errorf("storing presence of %s: %w", p.UserID, err)
+	}
+	return nil
+}
+
+// GetPresence loads a user's presence; ErrNotFound when none was ever set.
+func (db *DB) GetPresence(ctx context.Context, userID string) (*Presence, error) {
+	var p Presence
+	err := db.QueryRow(ctx, `SELECT user_id, state, status_msg, last_active_ts, currently_active, stream_pos
+		FROM presence WHERE user_id = $1`, userID).Scan(&p.UserID, &p.State, &p.StatusMsg, &p.LastActiveTS, &p.CurrentlyActive, &p.Pos)
+	if err != nil {
+		if err == ErrNotFound {
+			return nil, err
+		}
+		return nil, fmt.Errorf("reading presence of %s: %w", userID, err)
+	}
+	return &p, nil
+}
+
+// PresenceSince returns the presence of the given users that changed in (from, to].
+func (db *DB) PresenceSince(ctx context.Context, userIDs []string, from, to int64) ([]Presence, error) {
+	var out []Presence
+	// Chunked IN lists keep the statement small on both backends.
+	for len(userIDs) > 0 {
+		n := min(len(userIDs), 200)
+		chunk := userIDs[:n]
+		userIDs = userIDs[n:]
+		args := []any{from, to}
+		q := `SELECT user_id, state, status_msg, last_active_ts, currently_active, stream_pos FROM presence
+			WHERE stream_pos > $1 AND stream_pos <= $2 AND user_id IN (`
+		for i, u := range chunk {
+			if i > 0 {
+				q += ","
+			}
+			args = append(args, u)
+			q += fmt.Sprintf("$%d", len(args))
+		}
+		rows, err := db.Query(ctx, q+`) ORDER BY stream_pos`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("reading presence: %w", err)
+		}
+		for rows.Next() {
+			var p Presence
+			if err := rows.Scan(&p.UserID, &p.State, &p.StatusMsg, &p.LastActiveTS, &p.CurrentlyActive, &p.Pos); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("reading presence: %w", err)
+			}
+			out = append(out, p)
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("reading presence: %w", err)
+		}
+	}
+	return out, nil
+}

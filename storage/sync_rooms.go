@@ -1,0 +1,285 @@
+package storage
+
+// Read-side queries /sync and the sync module need from the room tables
+// (written by the roomserver, migrations/0010_rooms.sql). Only reads live
+// here; every query takes an upper stream bound so that readers never see
+// positions above the stream's safe position.
+
+import (
+	"context"
+	"fmt"
+)
+
+// SyncEvent is a room event as /sync reads it.
+type SyncEvent struct {
+	Pos      int64
+	EventID  string
+	RoomID   string
+	Type     string
+	StateKey *string
+	Sender   string
+	TS       int64
+	JSON     string // the PDU as stored
+}
+
+const syncEventCols = `stream_pos, event_id, room_id, type, state_key, sender, origin_server_ts, json`
+
+func scanSyncEvents(rows Rows) ([]SyncEvent, error) {
+	defer rows.Close()
+	var out []SyncEvent
+	for rows.Next() {
+		var e SyncEvent
+		if err := rows.Scan(&e.Pos, &e.EventID, &e.RoomID, &e.Type, &e.StateKey, &e.Sender, &e.TS, &e.JSON); err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// RoomEventsRange returns the room's last `limit` events with positions in
+// (from, to], oldest first, and whether more events in the range were left
+// out. Soft-failed events are never shown to clients.
+func (db *DB) RoomEventsRange(ctx context.Context, roomID string, from, to int64, limit int) ([]SyncEvent, bool, error) {
+	rows, err := db.Query(ctx, `SELECT `+syncEventCols+` FROM events
+		WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3 AND NOT soft_failed
+		ORDER BY stream_pos DESC LIMIT $4`, roomID, from, to, limit+1)
+	if err != nil {
+		return nil, false, fmt.Errorf("reading events of %s: %w", roomID, err)
+	}
+	evs, err := scanSyncEvents(rows)
+	if err != nil {
+		return nil, false, fmt.Errorf("reading events of %s: %w", roomID, err)
+	}
+	limited := len(evs) > limit
+	if limited {
+		evs = evs[:limit]
+	}
+	for i, j := 0, len(evs)-1; i < j; i, j = i+1, j-1 {
+		evs[i], evs[j] = evs[j], evs[i]
+	}
+	return evs, limited, nil
+}
+
+// RoomsWithEvents lists which of the rooms have events in (from, to].
+func (db *DB) RoomsWithEvents(ctx context.Context, from, to int64) (map[string]bool, error) {
+	// No DISTINCT: it lets the planner walk the (room_id, stream_pos) index
+	// over the whole table; the stream_pos range is small, dedupe here.
+	rows, err := db.Query(ctx, `SELECT room_id FROM events WHERE stream_pos > $1 AND stream_pos <= $2`, from, to)
+	if err != nil {
+		return nil, fmt.Errorf("reading rooms with new events: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var r string
+		if err := rows.Scan(&r); err != nil {
+			return nil, fmt.Errorf("reading rooms with new events: %w", err)
+		}
+		out[r] = true
+	}
+	return out, rows.Err()
+}
+
+// MembershipEvent is one of a user's membership events.
+type MembershipEvent struct {
+	RoomID     string
+	Membership string
+	EventID    string
+	Sender     string
+	Pos        int64
+}
+
+// UserMembershipEvents returns every membership event about user with
+// position <= to, oldest first. /sync derives both the user's rooms as of a
+// position and the changes between two positions from it.
+func (db *DB) UserMembershipEvents(ctx context.Context, userID string, to int64) ([]MembershipEvent, error) {
+	rows, err := db.Query(ctx, `SELECT room_id, COALESCE(membership, ''), event_id, sender, stream_pos FROM events
+		WHERE type = 'm.room.member' AND state_key = $1 AND stream_pos <= $2 AND NOT soft_failed
+		ORDER BY stream_pos`, userID, to)
+	if err != nil {
+		return nil, fmt.Errorf("reading memberships of %s: %w", userID, err)
+	}
+	defer rows.Close()
+	var out []MembershipEvent
+	for rows.Next() {
+		var m MembershipEvent
+		if err := rows.Scan(&m.RoomID, &m.Membership, &m.EventID, &m.Sender, &m.Pos); err != nil {
+			return nil, fmt.Errorf("reading memberships of %s: %w", userID, err)
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// Membership is user's current membership in room, "" when none.
+func (db *DB) Membership(ctx context.Context, roomID, userID string) (string, error) {
+	var m string
+	err := db.QueryRow(ctx, `SELECT membership FROM memberships WHERE room_id = $1 AND user_id = $2`, roomID, userID).Scan(&m)
+	if err == ErrNotFound {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading membership of %s in %s: %w", userID, roomID, err)
+	}
+	return m, nil
+}
+
+// JoinedMembers lists the room's currently joined users.
+func (db *DB) JoinedMembers(ctx context.Context, roomID string) ([]string, error) {
+	return db.userList(ctx, `SELECT user_id FROM memberships WHERE room_id = $1 AND membership = 'join'`, roomID)
+}
+
+// UsersSharingRooms lists the users joined to any room userID is joined to (userID included).
+func (db *DB) UsersSharingRooms(ctx context.Context, userID string) ([]string, error) {
+	return db.userList(ctx, `SELECT DISTINCT b.user_id FROM memberships a
+		JOIN memberships b ON b.room_id = a.room_id AND b.membership = 'join'
+		WHERE a.user_id = $1 AND a.membership = 'join'`, userID)
+}
+
+func (db *DB) userList(ctx context.Context, q string, args ...any) ([]string, error) {
+	rows, err := db.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("listing users: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, fmt.Errorf("listing users: %w", err)
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}
+
+// EventPosition is the stream position of an event in a room; ErrNotFound when
+// the room has no such (visible) event.
+func (db *DB) EventPosition(ctx context.Context, roomID, eventID string) (int64, error) {
+	var pos int64
+	err := db.QueryRow(ctx, `SELECT stream_pos FROM events WHERE event_id = $1 AND room_id = $2 AND NOT soft_failed`, eventID, roomID).Scan(&pos)
+	if err != nil && err != ErrNotFound {
+		err = fmt.Errorf("reading position of %s: %w", eventID, err)
+	}
+	return pos, err
+}
+
+// CurrentStateEvent returns the JSON of the room's current state event
+// (type, stateKey); ErrNotFound when unset.
+func (db *DB) CurrentStateJSON(ctx context.Context, roomID, evType, stateKey string) (string, error) {
+	var js string
+	err := db.QueryRow(ctx, `SELECT e.json FROM current_state c JOIN events e ON e.event_id = c.event_id
+		WHERE c.room_id = $1 AND c.type = $2 AND c.state_key = $3`, roomID, evType, stateKey).Scan(&js)
+	if err != nil && err != ErrNotFound {
+		err = fmt.Errorf("reading state %s/%s of %s: %w", evType, stateKey, roomID, err)
+	}
+	return js, err
+}
+
+// StateAtPosition returns the room's state after the last event with
+// position <= pos, as event IDs keyed by (type, state_key); nil when the room
+// had no events by then.
+func (db *DB) StateAtPosition(ctx context.Context, roomID string, pos int64) (map[[2]string]string, error) {
+	var snap int64
+	err := db.QueryRow(ctx, `SELECT state_after FROM events WHERE room_id = $1 AND stream_pos <= $2 AND NOT soft_failed
+		ORDER BY stream_pos DESC LIMIT 1`, roomID, pos).Scan(&snap)
+	if err == ErrNotFound {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading state of %s at %d: %w", roomID, pos, err)
+	}
+	return db.snapshotState(ctx, snap)
+}
+
+// SyncStateBeforeEvent returns the state before the event (its state_before snapshot).
+func (db *DB) SyncStateBeforeEvent(ctx context.Context, eventID string) (map[[2]string]string, error) {
+	var snap int64
+	if err := db.QueryRow(ctx, `SELECT state_before FROM events WHERE event_id = $1`, eventID).Scan(&snap); err != nil {
+		return nil, fmt.Errorf("reading state before %s: %w", eventID, err)
+	}
+	return db.snapshotState(ctx, snap)
+}
+
+// snapshotState resolves a snapshot chain: entries of a snapshot override
+// those of its parents; an empty event_id removes an entry.
+func (db *DB) snapshotState(ctx context.Context, snap int64) (map[[2]string]string, error) {
+	var chain []int64
+	for id := snap; id != 0; {
+		chain = append(chain, id)
+		var parent int64
+		if err := db.QueryRow(ctx, `SELECT parent_id FROM state_snapshots WHERE snapshot_id = $1`, id).Scan(&parent); err != nil {
+			if err == ErrNotFound {
+				break
+			}
+			return nil, fmt.Errorf("reading state snapshot %d: %w", id, err)
+		}
+		id = parent
+	}
+	state := map[[2]string]string{}
+	for i := len(chain) - 1; i >= 0; i-- {
+		rows, err := db.Query(ctx, `SELECT type, state_key, event_id FROM state_snapshot_entries WHERE snapshot_id = $1`, chain[i])
+		if err != nil {
+			return nil, fmt.Errorf("reading state snapshot %d: %w", chain[i], err)
+		}
+		for rows.Next() {
+			var t, sk, ev string
+			if err := rows.Scan(&t, &sk, &ev); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("reading state snapshot %d: %w", chain[i], err)
+			}
+			if ev == "" {
+				delete(state, [2]string{t, sk})
+			} else {
+				state[[2]string{t, sk}] = ev
+			}
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("reading state snapshot %d: %w", chain[i], err)
+		}
+	}
+	return state, nil
+}
+
+// EventsByID loads events (in no particular order); missing IDs are skipped.
+func (db *DB) EventsByID(ctx context.Context, ids []string) ([]SyncEvent, error) {
+	var out []SyncEvent
+	for len(ids) > 0 {
+		n := min(len(ids), 200)
+		chunk := ids[:n]
+		ids = ids[n:]
+		q := `SELECT ` + syncEventCols + ` FROM events WHERE event_id IN (`
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			if i > 0 {
+				q += ","
+			}
+			q += fmt.Sprintf("$%d", i+1)
+			args[i] = id
+		}
+		rows, err := db.Query(ctx, q+")", args...)
+		if err != nil {
+			return nil, fmt.Errorf("loading events: %w", err)
+		}
+		evs, err := scanSyncEvents(rows)
+		if err != nil {
+			return nil, fmt.Errorf("loading events: %w", err)
+		}
+		out = append(out, evs...)
+	}
+	return out, nil
+}
+
+// JoinedRooms lists the rooms userID is currently joined to.
+func (db *DB) JoinedRooms(ctx context.Context, userID string) ([]string, error) {
+	return db.userList(ctx, `SELECT room_id FROM memberships WHERE user_id = $1 AND membership = 'join'`, userID)
+}
+
+// UsersSharingRoomsWith is UsersSharingRooms under the name the keyserver's
+// RoomMembership interface uses (device-list fan-out).
+func (db *DB) UsersSharingRoomsWith(ctx context.Context, userID string) ([]string, error) {
+	return db.UsersSharingRooms(ctx, userID)
+}

@@ -1,0 +1,359 @@
+package syncapi
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"maunium.net/go/mautrix/pushrules"
+
+	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/storage"
+)
+
+// The server-default push rules of the spec (v1.19, "Predefined Rules"), with
+// "[the user's Matrix ID]" substituted per user.
+//
+//go:embed default_pushrules.json
+var defaultRulesJSON string
+
+// RuleKinds are the push rule kinds in evaluation order.
+var RuleKinds = []string{"override", "content", "room", "sender", "underride"}
+
+// storedRules is what the push_rules table holds for a user: their own rules
+// per kind in priority order, and their changes to server-default rules.
+type storedRules struct {
+	User     map[string][]*pushrules.PushRule `json:"user"`
+	Defaults map[string]defaultChange         `json:"defaults,omitempty"`
+}
+
+type defaultChange struct {
+	Enabled *bool                      `json:"enabled,omitempty"`
+	Actions *pushrules.PushActionArray `json:"actions,omitempty"`
+}
+
+// Rules is a user's effective ruleset: per kind, the rules in priority order.
+type Rules map[string][]*pushrules.PushRule
+
+// Ruleset converts the rules for evaluation with mautrix pushrules.
+func (r Rules) Ruleset() *pushrules.PushRuleset {
+	return &pushrules.PushRuleset{
+		Override:  pushrules.PushRuleArray(r["override"]).SetType(pushrules.OverrideRule),
+		Content:   pushrules.PushRuleArray(r["content"]).SetType(pushrules.ContentRule),
+		Room:      pushrules.PushRuleArray(r["room"]).SetTypeAndMap(pushrules.RoomRule),
+		Sender:    pushrules.PushRuleArray(r["sender"]).SetTypeAndMap(pushrules.SenderRule),
+		Underride: pushrules.PushRuleArray(r["underride"]).SetType(pushrules.UnderrideRule),
+	}
+}
+
+// MarshalJSON writes every kind, empty kinds as [] rather than null.
+func (r Rules) MarshalJSON() ([]byte, error) {
+	out := make(map[string][]*pushrules.PushRule, len(RuleKinds))
+	for _, k := range RuleKinds {
+		out[k] = r[k]
+		if out[k] == nil {
+			out[k] = []*pushrules.PushRule{}
+		}
+	}
+	return json.Marshal(out)
+}
+
+func defaultRules(userID string) map[string][]*pushrules.PushRule {
+	raw := strings.ReplaceAll(defaultRulesJSON, "[the user's Matrix ID]", userID)
+	var rules map[string][]*pushrules.PushRule
+	if err := json.Unmarshal([]byte(raw), &rules); err != nil {
+		panic("syncapi: bad default push rules: " + err.Error())
+	}
+	return rules
+}
+
+func validKind(kind string) bool {
+	for _, k := range RuleKinds {
+		if k == kind {
+			return true
+		}
+	}
+	return false
+}
+
+func parseStored(raw string) (*storedRules, error) {
+	st := &storedRules{}
+	if raw != "" {
+		if err := json.Unmarshal([]byte(raw), st); err != nil {
+			return nil, fmt.Errorf("decoding stored push rules: %w", err)
+		}
+	}
+	if st.User == nil {
+		st.User = map[string][]*pushrules.PushRule{}
+	}
+	if st.Defaults == nil {
+		st.Defaults = map[string]defaultChange{}
+	}
+	return st, nil
+}
+
+// effective merges the server defaults with the user's rules: .m.rule.master
+// first, then user rules before the server-default rules of each kind.
+func (st *storedRules) effective(userID string) Rules {
+	defs := defaultRules(userID)
+	for _, rules := range defs {
+		for _, r := range rules {
+			if ch, ok := st.Defaults[r.RuleID]; ok {
+				if ch.Enabled != nil {
+					r.Enabled = *ch.Enabled
+				}
+				if ch.Actions != nil {
+					r.Actions = *ch.Actions
+				}
+			}
+		}
+	}
+	out := Rules{}
+	for _, k := range RuleKinds {
+		var list []*pushrules.PushRule
+		d := defs[k]
+		if k == "override" && len(d) > 0 && d[0].RuleID == ".m.rule.master" {
+			list = append(list, d[0])
+			d = d[1:]
+		}
+		list = append(list, st.User[k]...)
+		list = append(list, d...)
+		out[k] = list
+	}
+	return out
+}
+
+// cachedRules is a user's effective rules, ready for evaluation. The module
+// is the only writer of push rules, so the cache is exact: modify drops the
+// entry and bumps the user's generation, so that a load racing with a change
+// never stores the old rules.
+type cachedRules struct {
+	rules   Rules
+	ruleset *pushrules.PushRuleset
+	pos     int64
+}
+
+const maxCachedRules = 100_000
+
+func (s *Service) userRules(ctx context.Context, userID string) (*cachedRules, error) {
+	s.rulesMu.Lock()
+	c, gen := s.rules[userID], s.rulesGen[userID]
+	s.rulesMu.Unlock()
+	if c != nil {
+		return c, nil
+	}
+	raw, pos, err := s.db.PushRules(ctx, userID)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return nil, err
+	}
+	st, err := parseStored(raw)
+	if err != nil {
+		return nil, err
+	}
+	rules := st.effective(userID)
+	c = &cachedRules{rules: rules, ruleset: rules.Ruleset(), pos: pos}
+	s.rulesMu.Lock()
+	if s.rulesGen[userID] == gen {
+		if len(s.rules) >= maxCachedRules {
+			s.rules = map[string]*cachedRules{}
+		}
+		s.rules[userID] = c
+	}
+	s.rulesMu.Unlock()
+	return c, nil
+}
+
+// PushRules returns the user's effective rules and the stream position of
+// their last change (0: never changed). The rules are shared: do not modify.
+func (s *Service) PushRules(ctx context.Context, userID string) (Rules, int64, error) {
+	c, err := s.userRules(ctx, userID)
+	if err != nil {
+		return nil, 0, err
+	}
+	return c.rules, c.pos, nil
+}
+
+// PushRuleset is PushRules ready for evaluation with mautrix pushrules.
+func (s *Service) PushRuleset(ctx context.Context, userID string) (*pushrules.PushRuleset, int64, error) {
+	c, err := s.userRules(ctx, userID)
+	if err != nil {
+		return nil, 0, err
+	}
+	return c.ruleset, c.pos, nil
+}
+
+// PushRule returns one rule; M_NOT_FOUND when there is none.
+func (s *Service) PushRule(ctx context.Context, userID, kind, ruleID string) (*pushrules.PushRule, error) {
+	rules, _, err := s.PushRules(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	if r := find(rules[kind], ruleID); r != nil {
+		return r, nil
+	}
+	return nil, mxhttp.NotFound("The push rule was not found.")
+}
+
+func find(rules []*pushrules.PushRule, ruleID string) *pushrules.PushRule {
+	for _, r := range rules {
+		if r.RuleID == ruleID {
+			return r
+		}
+	}
+	return nil
+}
+
+func indexOf(rules []*pushrules.PushRule, ruleID string) int {
+	for i, r := range rules {
+		if r.RuleID == ruleID {
+			return i
+		}
+	}
+	return -1
+}
+
+// modify applies change to the user's stored rules in one transaction at a new
+// stream position, and notifies the user (m.push_rules account data changed).
+func (s *Service) modify(ctx context.Context, userID string, change func(st *storedRules, effective Rules) error) error {
+	pos, finish := s.db.Stream.Allocate()
+	err := s.db.UpdatePushRules(ctx, userID, pos, func(current string) (string, error) {
+		st, err := parseStored(current)
+		if err != nil {
+			return "", err
+		}
+		if err := change(st, st.effective(userID)); err != nil {
+			return "", err
+		}
+		b, err := json.Marshal(st)
+		return string(b), err
+	})
+	finish()
+	s.rulesMu.Lock()
+	delete(s.rules, userID)
+	s.rulesGen[userID]++
+	s.rulesMu.Unlock()
+	if err != nil {
+		return err
+	}
+	s.notifier.Notify(pos, userID)
+	return nil
+}
+
+// SetPushRule creates or updates a user-defined rule (PUT /pushrules/global/{kind}/{ruleId}).
+func (s *Service) SetPushRule(ctx context.Context, userID, kind, ruleID, before, after string, rule *pushrules.PushRule) error {
+	if !validKind(kind) {
+		return mxhttp.InvalidParam("Unknown push rule kind %q", kind)
+	}
+	if ruleID == "" || strings.HasPrefix(ruleID, ".") || strings.ContainsAny(ruleID, `/\`) {
+		return mxhttp.InvalidParam("Invalid rule_id: it must not be empty, start with '.', or contain slashes")
+	}
+	switch kind {
+	case "content":
+		if rule.Pattern == "" {
+			return mxhttp.MissingParam("Content rules need a pattern")
+		}
+		rule.Conditions = nil
+	case "override", "underride":
+		rule.Pattern = ""
+		if rule.Conditions == nil {
+			rule.Conditions = []*pushrules.PushCondition{}
+		}
+	default:
+		rule.Pattern, rule.Conditions = "", nil
+	}
+	if kind == "room" || kind == "sender" {
+		sigil := byte('!')
+		if kind == "sender" {
+			sigil = '@'
+		}
+		if ruleID[0] != sigil {
+			return mxhttp.InvalidParam("A %s rule's rule_id must be a %s ID", kind, kind)
+		}
+	}
+	rule.RuleID, rule.Default, rule.Enabled = ruleID, false, true
+	return s.modify(ctx, userID, func(st *storedRules, _ Rules) error {
+		list := st.User[kind]
+		if i := indexOf(list, ruleID); i >= 0 {
+			if before == "" && after == "" {
+				rule.Enabled = list[i].Enabled // an update keeps its place and enabled flag
+				list[i] = rule
+				st.User[kind] = list
+				return nil
+			}
+			list = append(list[:i:i], list[i+1:]...)
+		}
+		at := 0 // new rules go first among the user's rules
+		switch {
+		case before != "":
+			if at = indexOf(list, before); at < 0 {
+				return mxhttp.Unknown("before/after rule not found: %s", before)
+			}
+		case after != "":
+			if at = indexOf(list, after); at < 0 {
+				return mxhttp.Unknown("before/after rule not found: %s", after)
+			}
+			at++
+		}
+		list = append(list[:at], append([]*pushrules.PushRule{rule}, list[at:]...)...)
+		st.User[kind] = list
+		return nil
+	})
+}
+
+// DeletePushRule deletes a user-defined rule.
+func (s *Service) DeletePushRule(ctx context.Context, userID, kind, ruleID string) error {
+	if !validKind(kind) {
+		return mxhttp.InvalidParam("Unknown push rule kind %q", kind)
+	}
+	return s.modify(ctx, userID, func(st *storedRules, eff Rules) error {
+		i := indexOf(st.User[kind], ruleID)
+		if i < 0 {
+			if find(eff[kind], ruleID) != nil {
+				return mxhttp.Forbidden("Server-default push rules cannot be deleted")
+			}
+			return mxhttp.NotFound("The push rule was not found.")
+		}
+		st.User[kind] = append(st.User[kind][:i], st.User[kind][i+1:]...)
+		return nil
+	})
+}
+
+// SetPushRuleEnabled enables or disables a rule (user-defined or server-default).
+func (s *Service) SetPushRuleEnabled(ctx context.Context, userID, kind, ruleID string, enabled bool) error {
+	return s.modify(ctx, userID, func(st *storedRules, eff Rules) error {
+		if i := indexOf(st.User[kind], ruleID); i >= 0 {
+			st.User[kind][i].Enabled = enabled
+			return nil
+		}
+		if r := find(eff[kind], ruleID); r != nil && r.Default {
+			ch := st.Defaults[ruleID]
+			ch.Enabled = &enabled
+			st.Defaults[ruleID] = ch
+			return nil
+		}
+		return mxhttp.NotFound("The push rule was not found.")
+	})
+}
+
+// SetPushRuleActions replaces a rule's actions.
+func (s *Service) SetPushRuleActions(ctx context.Context, userID, kind, ruleID string, actions pushrules.PushActionArray) error {
+	if actions == nil {
+		actions = pushrules.PushActionArray{}
+	}
+	return s.modify(ctx, userID, func(st *storedRules, eff Rules) error {
+		if i := indexOf(st.User[kind], ruleID); i >= 0 {
+			st.User[kind][i].Actions = actions
+			return nil
+		}
+		if r := find(eff[kind], ruleID); r != nil && r.Default {
+			ch := st.Defaults[ruleID]
+			ch.Actions = &actions
+			st.Defaults[ruleID] = ch
+			return nil
+		}
+		return mxhttp.NotFound("The push rule was not found.")
+	})
+}

@@ -1,0 +1,190 @@
+// Package syncapi is the module behind the sync-side client endpoints: typing
+// (in memory), receipts and read markers, presence, push rules (server
+// defaults merged with the user's own), pushers (stored; delivery to push
+// gateways comes later) and unread notification counts. /sync itself
+// (clientapi/sync) reads from it.
+package syncapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"time"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/internal/notifier"
+	"github.com/myelin-chat/myelin/storage"
+)
+
+// Rooms is what the module reads about rooms. *storage.DB satisfies it.
+type Rooms interface {
+	Membership(ctx context.Context, roomID, userID string) (string, error)
+	JoinedRooms(ctx context.Context, userID string) ([]string, error)
+	JoinedMembers(ctx context.Context, roomID string) ([]string, error)
+	UsersSharingRooms(ctx context.Context, userID string) ([]string, error)
+	EventPosition(ctx context.Context, roomID, eventID string) (int64, error)
+	RoomEventsRange(ctx context.Context, roomID string, from, to int64, limit int) ([]storage.SyncEvent, bool, error)
+	CurrentStateJSON(ctx context.Context, roomID, evType, stateKey string) (string, error)
+}
+
+// AccountData writes room account data (m.fully_read): accounts.Service.
+type AccountData interface {
+	PutAccountData(ctx context.Context, userID id.UserID, roomID id.RoomID, typ string, content json.RawMessage) error
+}
+
+// Service is the sync-side module.
+type Service struct {
+	db              *storage.DB
+	rooms           Rooms
+	notifier        *notifier.Notifier
+	presenceEnabled bool
+	accountData     AccountData
+
+	Typing *Typing
+
+	rulesMu  sync.Mutex
+	rules    map[string]*cachedRules
+	rulesGen map[string]int64
+
+	presenceMu sync.Mutex
+	presence   map[string]string // user → last stored presence state
+
+	unreadMu sync.Mutex
+	unread   map[string]*unreadEntry // user\x00room → counts so far
+}
+
+// New builds the module. accountData may be nil until the accounts module
+// provides it (read markers then refuse m.fully_read).
+func New(db *storage.DB, rooms Rooms, n *notifier.Notifier, presenceEnabled bool, accountData AccountData) *Service {
+	s := &Service{db: db, rooms: rooms, notifier: n, presenceEnabled: presenceEnabled, accountData: accountData,
+		unread: map[string]*unreadEntry{}, rules: map[string]*cachedRules{}, rulesGen: map[string]int64{},
+		presence: map[string]string{}}
+	s.Typing = NewTyping(s.typingChanged)
+	return s
+}
+
+// PresenceEnabled reports the presence.enabled switch.
+func (s *Service) PresenceEnabled() bool { return s.presenceEnabled }
+
+func (s *Service) typingChanged(roomID string) {
+	members, err := s.rooms.JoinedMembers(context.Background(), roomID)
+	if err != nil {
+		return // the typing list is still right; only this wake-up is lost
+	}
+	s.notifier.Wake(members...)
+}
+
+func (s *Service) requireJoined(ctx context.Context, roomID, userID string) error {
+	m, err := s.rooms.Membership(ctx, roomID, userID)
+	if err != nil {
+		return err
+	}
+	if m != "join" {
+		return mxhttp.Forbidden("You are not joined to this room")
+	}
+	return nil
+}
+
+// SetTyping starts (for timeout) or stops the user's typing notification.
+func (s *Service) SetTyping(ctx context.Context, roomID, userID string, typing bool, timeout time.Duration) error {
+	if err := s.requireJoined(ctx, roomID, userID); err != nil {
+		return err
+	}
+	const maxTimeout = 2 * time.Minute
+	if timeout <= 0 || timeout > maxTimeout {
+		timeout = maxTimeout
+	}
+	s.Typing.Set(roomID, userID, typing, timeout)
+	return nil
+}
+
+// Receipt types a client may send.
+const (
+	ReceiptRead        = "m.read"
+	ReceiptReadPrivate = "m.read.private"
+	FullyRead          = "m.fully_read"
+)
+
+// SendReceipt stores a receipt on eventID and wakes who should see it
+// (everyone in the room; only the owner for m.read.private).
+func (s *Service) SendReceipt(ctx context.Context, roomID, userID, receiptType, eventID, threadID string) error {
+	if err := s.requireJoined(ctx, roomID, userID); err != nil {
+		return err
+	}
+	if _, err := s.rooms.EventPosition(ctx, roomID, eventID); err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return mxhttp.NotFound("Event not found in this room")
+		}
+		return err
+	}
+	if threadID != "" && threadID != "main" {
+		if _, err := s.rooms.EventPosition(ctx, roomID, threadID); err != nil {
+			if errors.Is(err, storage.ErrNotFound) {
+				return mxhttp.InvalidParam("thread_id is not an event in this room")
+			}
+			return err
+		}
+	}
+	pos, finish := s.db.Stream.Allocate()
+	err := s.db.UpsertReceipt(ctx, storage.Receipt{
+		RoomID: roomID, UserID: userID, Type: receiptType, ThreadID: threadID,
+		EventID: eventID, TS: time.Now().UnixMilli(), Pos: pos,
+	})
+	finish()
+	if err != nil {
+		return err
+	}
+	s.forgetUnread(userID, roomID)
+	if receiptType == ReceiptReadPrivate {
+		s.notifier.Notify(pos, userID)
+		return nil
+	}
+	members, err := s.rooms.JoinedMembers(ctx, roomID)
+	if err != nil {
+		return err
+	}
+	s.notifier.Notify(pos, members...)
+	return nil
+}
+
+// SetReadMarkers moves the fully-read marker (room account data) and the
+// read receipts in one call (POST /rooms/{roomId}/read_markers).
+func (s *Service) SetReadMarkers(ctx context.Context, roomID, userID, fullyRead, read, readPrivate string) error {
+	if err := s.requireJoined(ctx, roomID, userID); err != nil {
+		return err
+	}
+	for _, ev := range []string{fullyRead, read, readPrivate} {
+		if ev == "" {
+			continue
+		}
+		if _, err := s.rooms.EventPosition(ctx, roomID, ev); err != nil {
+			if errors.Is(err, storage.ErrNotFound) {
+				return mxhttp.NotFound("Event %s not found in this room", ev)
+			}
+			return err
+		}
+	}
+	if fullyRead != "" {
+		if s.accountData == nil {
+			return mxhttp.Unrecognized("m.fully_read needs room account data, not available on this server yet")
+		}
+		content, _ := json.Marshal(map[string]string{"event_id": fullyRead})
+		if err := s.accountData.PutAccountData(ctx, id.UserID(userID), id.RoomID(roomID), FullyRead, content); err != nil {
+			return err
+		}
+	}
+	if read != "" {
+		if err := s.SendReceipt(ctx, roomID, userID, ReceiptRead, read, ""); err != nil {
+			return err
+		}
+	}
+	if readPrivate != "" {
+		if err := s.SendReceipt(ctx, roomID, userID, ReceiptReadPrivate, readPrivate, ""); err != nil {
+			return err
+		}
+	}
+	return nil
+}
