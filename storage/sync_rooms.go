@@ -277,9 +277,3 @@ func (db *DB) EventsByID(ctx context.Context, ids []string) ([]SyncEvent, error)
 func (db *DB) JoinedRooms(ctx context.Context, userID string) ([]string, error) {
 	return db.userList(ctx, `SELECT room_id FROM memberships WHERE user_id = $1 AND membership = 'join'`, userID)
 }
-
-// UsersSharingRoomsWith is UsersSharingRooms under the name the keyserver's
-// RoomMembership interface uses (device-list fan-out).
-func (db *DB) UsersSharingRoomsWith(ctx context.Context, userID string) ([]string, error) {
-	return db.UsersSharingRooms(ctx, userID)
-}

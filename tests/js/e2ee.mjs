@@ -186,7 +186,7 @@ async function main() {
         }
         return true;
     });
-    step(`A backed up ${sessions.length} megolm sessions in backup version ${version}`);
+    step(`A backed up its ${new Set(sessions).size} megolm session(s) in backup version ${version}`);
     const backupKey = await alice.getCrypto().getSessionBackupPrivateKey();
     if (!backupKey) fail("A has no backup private key");
 
