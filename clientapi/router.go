@@ -7,8 +7,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"runtime/debug"
 	"strconv"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 
@@ -133,6 +136,10 @@ func Middleware(cfg *config.Config) func(http.Handler) http.Handler {
 				mxhttp.WriteError(w, r, mxhttp.TooLarge("Request body exceeds %d bytes", cfg.Limits.MaxRequestBytes))
 				return
 			}
+			if !cleanText(r.URL.Path) || !cleanText(r.URL.RawQuery) {
+				mxhttp.WriteError(w, r, mxhttp.InvalidParam("Path and query must be valid UTF-8 without NUL characters"))
+				return
+			}
 			r.Body = http.MaxBytesReader(w, r.Body, cfg.Limits.MaxRequestBytes)
 			next.ServeHTTP(w, r)
 		})
@@ -185,4 +192,13 @@ func clientIP(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
+}
+
+// cleanText rejects what no Matrix identifier contains and PostgreSQL text
+// cannot store: NUL characters and invalid UTF-8 (after percent-decoding).
+func cleanText(s string) bool {
+	if u, err := url.QueryUnescape(s); err == nil {
+		s = u
+	}
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }

@@ -73,7 +73,7 @@ func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 	s.Metrics.RegisterDBPool(db.PoolStats)
 	db.Stream.OnAdvance(s.Notifier.Advanced)
 	s.Accounts.SetNotifier(s.Notifier)
-	// Keyserver: until room memberships exist, device-list changes fan out to every local user.
+	// Keyserver: device-list changes fan out to the users sharing a room (the store's memberships).
 	s.Keys = keyserver.New(db, db.Stream, s.Notifier, db, cfg.ServerName)
 	s.Accounts.OnDeviceDeleted(func(ctx context.Context, userID id.UserID, deviceIDs []id.DeviceID) {
 		ids := make([]string, len(deviceIDs))

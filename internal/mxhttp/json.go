@@ -1,6 +1,7 @@
 package mxhttp
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -55,6 +56,10 @@ func DecodeJSON(body []byte, v any) error {
 	if !json.Valid(body) {
 		return NotJSON("Content not JSON.")
 	}
+	if HasNULEscape(body) {
+		// PostgreSQL text cannot hold NUL; no Matrix identifier or text needs it.
+		return BadJSON("Strings may not contain the NUL character (\\u0000)")
+	}
 	if err := json.Unmarshal(body, v); err != nil {
 		var typeErr *json.UnmarshalTypeError
 		if errors.As(err, &typeErr) && typeErr.Field != "" {
@@ -75,4 +80,25 @@ func ReadJSONObject(r *http.Request) (map[string]json.RawMessage, error) {
 		return nil, BadJSON("Expected a JSON object")
 	}
 	return obj, nil
+}
+
+// HasNULEscape reports whether JSON text contains the escape \u0000 (a NUL
+// inside a string). A backslash that is itself escaped ("\\u0000", the text
+// "\u0000") does not count.
+func HasNULEscape(body []byte) bool {
+	for i := 0; ; {
+		j := bytes.Index(body[i:], []byte(`u0000`))
+		if j < 0 {
+			return false
+		}
+		j += i
+		backslashes := 0
+		for k := j - 1; k >= 0 && body[k] == '\\'; k-- {
+			backslashes++
+		}
+		if backslashes%2 == 1 {
+			return true
+		}
+		i = j + 1
+	}
 }
