@@ -140,7 +140,7 @@ func (s *Server) Redact(ctx context.Context, sender id.UserID, deviceID id.Devic
 	}
 	var txn *storage.TxnRecord
 	if txnID != "" {
-		txn = &storage.TxnRecord{UserID: string(sender), DeviceID: string(deviceID), TxnID: "redact:" + txnID}
+		txn = &storage.TxnRecord{UserID: string(sender), DeviceID: string(deviceID), TxnID: "redact:" + txnID, ClientTxnID: txnID}
 		if _, evID, err := s.db.LookupTxn(ctx, txn.UserID, txn.DeviceID, txn.TxnID); err == nil {
 			return id.EventID(evID), nil
 		}

@@ -7,6 +7,7 @@ package storage
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 )
 
@@ -20,16 +21,25 @@ type SyncEvent struct {
 	Sender   string
 	TS       int64
 	JSON     string // the PDU as stored
+
+	ReplacesState string // the state event this one replaced
+	TxnDevice     string // the device that sent it with a transaction ID
+	TxnID         string // and that transaction ID
+	// PrevContent is the replaced event's content, filled by readers that
+	// checked the user may see it (not by the store).
+	PrevContent json.RawMessage
 }
 
-const syncEventCols = `stream_pos, event_id, room_id, type, state_key, sender, origin_server_ts, json`
+const syncEventCols = `stream_pos, event_id, room_id, type, state_key, sender, origin_server_ts, json,
+	COALESCE(replaces_state, ''), COALESCE(txn_device, ''), COALESCE(txn_id, '')`
 
 func scanSyncEvents(rows Rows) ([]SyncEvent, error) {
 	defer rows.Close()
 	var out []SyncEvent
 	for rows.Next() {
 		var e SyncEvent
-		if err := rows.Scan(&e.Pos, &e.EventID, &e.RoomID, &e.Type, &e.StateKey, &e.Sender, &e.TS, &e.JSON); err != nil {
+		if err := rows.Scan(&e.Pos, &e.EventID, &e.RoomID, &e.Type, &e.StateKey, &e.Sender, &e.TS, &e.JSON,
+			&e.ReplacesState, &e.TxnDevice, &e.TxnID); err != nil {
 			return nil, err
 		}
 		out = append(out, e)

@@ -31,6 +31,7 @@ type Store interface {
 	ReceiptsInRange(ctx context.Context, from, to int64) ([]storage.Receipt, error)
 	RoomReceipts(ctx context.Context, roomID string, to int64) ([]storage.Receipt, error)
 	UsersSharingRooms(ctx context.Context, userID string) ([]string, error)
+	HistoryVisibilityChanges(ctx context.Context, roomID string) ([]storage.PositionedValue, error)
 }
 
 // Keys is what /sync reads from the keyserver (keyserver.Service). It may be
@@ -92,6 +93,7 @@ type roomMembership struct {
 	before  *storage.MembershipEvent // latest at or before since
 	at      storage.MembershipEvent  // latest at or before to
 	changed bool                     // any change in (since, to]
+	history []storage.PositionedValue // every membership up to to (history visibility)
 }
 
 // build assembles the response for (since, to].
@@ -195,7 +197,7 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 					return nil, err
 				}
 			}
-			jr, err := s.joinedRoom(ctx, req, roomID, since, to, newly, rrs, ruleset, rulesPos)
+			jr, err := s.joinedRoom(ctx, req, s.roomViewer(roomID, m), since, to, newly, rrs, ruleset, rulesPos)
 			if err != nil {
 				return nil, err
 			}
@@ -233,7 +235,7 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 			if !req.Initial && !m.changed {
 				continue
 			}
-			lr, err := s.leftRoom(ctx, req, roomID, since, m.at)
+			lr, err := s.leftRoom(ctx, req, s.roomViewer(roomID, m), since, m.at)
 			if err != nil {
 				return nil, err
 			}
@@ -290,6 +292,7 @@ func (s *Syncer) memberships(ctx context.Context, userID string, since, to int64
 			m.changed = true
 		}
 		m.at = e
+		m.history = append(m.history, storage.PositionedValue{Pos: e.Pos, Value: e.Membership})
 	}
 	return out, nil
 }
