@@ -90,9 +90,9 @@ type Request struct {
 func (r *Request) DeviceKey() string { return r.UserID + "|" + r.DeviceID }
 
 type roomMembership struct {
-	before  *storage.MembershipEvent // latest at or before since
-	at      storage.MembershipEvent  // latest at or before to
-	changed bool                     // any change in (since, to]
+	before  *storage.MembershipEvent  // latest at or before since
+	at      storage.MembershipEvent   // latest at or before to
+	changed bool                      // any change in (since, to]
 	history []storage.PositionedValue // every membership up to to (history visibility)
 }
 
