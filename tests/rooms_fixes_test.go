@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -95,6 +96,33 @@ func TestDeactivationLeavesRooms(t *testing.T) {
 		}
 		if m := must(owner.JoinedMembers(ctx, joined)); len(m.Joined) != 1 {
 			t.Errorf("joined members after deactivation: %v", m.Joined)
+		}
+	})
+}
+
+// TestMessagesFilterIsInlineJSON: the spec (message_pagination.yaml) makes
+// the filter of /messages and /context "a JSON RoomEventFilter", not a stored
+// filter ID: an ID, or anything else that is not a filter object, is
+// M_BAD_JSON (400), never a 500.
+func TestMessagesFilterIsInlineJSON(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
+		ctx := context.Background()
+		alice := srv.Register(t, "alice")
+		room := syncCreateRoom(t, alice, nil)
+		ev := syncSendText(t, alice, room, "hi")
+		filterID := must(alice.CreateFilter(ctx, &mautrix.Filter{Room: &mautrix.RoomFilter{Timeline: &mautrix.FilterPart{Limit: 5}}})).FilterID
+		base := "/_matrix/client/v3/rooms/" + url.PathEscape(room.String())
+		for _, f := range []string{filterID, "abc", "[]", `{"limit": "x"}`, "{"} {
+			for _, path := range []string{base + "/messages?dir=b&filter=", base + "/context/" + url.PathEscape(ev.String()) + "?filter="} {
+				status, body := roomCall(t, alice, http.MethodGet, path+url.QueryEscape(f), nil)
+				if status != http.StatusBadRequest || body["errcode"] != "M_BAD_JSON" {
+					t.Errorf("%s with filter %q: %d %v, want 400 M_BAD_JSON", path, f, status, body)
+				}
+			}
+		}
+		if status, body := roomCall(t, alice, http.MethodGet, base+"/messages?dir=b&filter="+url.QueryEscape(`{"limit":1}`), nil); status != http.StatusOK ||
+			len(body["chunk"].([]any)) != 1 {
+			t.Errorf("inline filter: %d %v", status, body)
 		}
 	})
 }
