@@ -287,3 +287,52 @@ func (db *DB) EventsByID(ctx context.Context, ids []string) ([]SyncEvent, error)
 func (db *DB) JoinedRooms(ctx context.Context, userID string) ([]string, error) {
 	return db.userList(ctx, `SELECT room_id FROM memberships WHERE user_id = $1 AND membership = 'join'`, userID)
 }
+
+// RoomMembersSummaryAt lists the room's joined and invited users as of stream
+// position `at` (in order of their membership's position: the spec's hero
+// order), for /sync's room summary at the end of the synced range. The
+// memberships table holds the current state; the few rows that changed after
+// `at` are looked up in the events table as of `at`.
+func (db *DB) RoomMembersSummaryAt(ctx context.Context, roomID string, at int64) (joined, invited []string, err error) {
+	rows, err := db.Query(ctx, `SELECT user_id, membership, stream_pos FROM memberships
+		WHERE room_id = $1 AND (membership IN ('join', 'invite') OR stream_pos > $2) ORDER BY stream_pos`, roomID, at)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading members of %s: %w", roomID, err)
+	}
+	type member struct {
+		user, membership string
+		pos              int64
+	}
+	var ms []member
+	for rows.Next() {
+		var m member
+		if err := rows.Scan(&m.user, &m.membership, &m.pos); err != nil {
+			rows.Close()
+			return nil, nil, fmt.Errorf("reading members of %s: %w", roomID, err)
+		}
+		ms = append(ms, m)
+	}
+	err = rows.Err()
+	rows.Close()
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading members of %s: %w", roomID, err)
+	}
+	for _, m := range ms {
+		if m.pos > at { // changed after `at`: its membership then
+			m.membership = ""
+			err := db.QueryRow(ctx, `SELECT COALESCE(membership, '') FROM events
+				WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2 AND stream_pos <= $3 AND NOT soft_failed
+				ORDER BY stream_pos DESC LIMIT 1`, roomID, m.user, at).Scan(&m.membership)
+			if err != nil && err != ErrNotFound {
+				return nil, nil, fmt.Errorf("reading membership of %s in %s: %w", m.user, roomID, err)
+			}
+		}
+		switch m.membership {
+		case "join":
+			joined = append(joined, m.user)
+		case "invite":
+			invited = append(invited, m.user)
+		}
+	}
+	return joined, invited, nil
+}

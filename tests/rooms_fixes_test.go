@@ -30,7 +30,9 @@ func TestPutStateUnchanged(t *testing.T) {
 			return must(c.SendStateEvent(ctx, room, event.StateTopic, "", raw)).EventID
 		}
 		first := topic(alice, map[string]any{"topic": "hello", "n": 1})
-		count := func() int { return len(must(alice.Messages(ctx, room, "", "", mautrix.DirectionBackward, nil, 200)).Chunk) }
+		count := func() int {
+			return len(must(alice.Messages(ctx, room, "", "", mautrix.DirectionBackward, nil, 200)).Chunk)
+		}
 		before := count()
 		// Same content with the keys in another order: the same event.
 		if again := topic(alice, map[string]any{"n": 1, "topic": "hello"}); again != first {

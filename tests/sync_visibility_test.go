@@ -90,3 +90,42 @@ func reversed[T any](s []T) []T {
 	slices.Reverse(out)
 	return out
 }
+
+// TestSyncSummaryAtSyncPosition: the summary's counts and heroes describe the
+// room at the end of the synced range, not a membership that committed after
+// it (here: a join held above the stream's safe position by an unfinished
+// writer, so the sync cannot see its event yet).
+func TestSyncSummaryAtSyncPosition(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
+		alice, bob, carol := srv.Register(t, "alice"), srv.Register(t, "bob"), srv.Register(t, "carol")
+		room := syncCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		syncJoin(t, bob, room)
+		_, finish := srv.DB.Stream.Allocate() // a writer in flight: the safe position stops here
+		finished := false
+		defer func() {
+			if !finished {
+				finish()
+			}
+		}()
+		syncJoin(t, carol, room) // committed, above the safe position
+		counts := func(r *mautrix.RespSync) (int, []id.UserID, bool) {
+			jr := r.Rooms.Join[room]
+			if jr == nil || jr.Summary.JoinedMemberCount == nil {
+				t.Fatalf("no summary for the room")
+			}
+			return *jr.Summary.JoinedMemberCount, jr.Summary.Heroes, syncHasMembership(jr.Timeline.Events, carol.UserID, "join", carol.UserID)
+		}
+		first := syncOnce(t, alice, "", "", 0)
+		if n, heroes, sawJoin := counts(first); n != 2 || slices.Contains(heroes, carol.UserID) || sawJoin {
+			t.Errorf("summary before carol's join is readable: joined %d, heroes %v, join in timeline %v; want 2, without carol", n, heroes, sawJoin)
+		}
+		finish()
+		finished = true
+		next := syncUntil(t, alice, first.NextBatch, "", func(r *mautrix.RespSync) bool {
+			return r.Rooms.Join[room] != nil && syncHasMembership(r.Rooms.Join[room].Timeline.Events, carol.UserID, "join", carol.UserID)
+		})
+		if n, heroes, _ := counts(next); n != 3 || !slices.Contains(heroes, carol.UserID) {
+			t.Errorf("summary with carol's join: joined %d, heroes %v; want 3 with carol", n, heroes)
+		}
+	})
+}

@@ -212,7 +212,8 @@ func (s *Syncer) joinedRoom(ctx context.Context, req *Request, v *roomViewer, si
 		memberChange = memberChange || e.Type == "m.room.member"
 	}
 	if memberChange {
-		joined, invited, err := s.store.RoomMembersSummary(ctx, roomID)
+		// At the end of the synced range, like the timeline and state.
+		joined, invited, err := s.store.RoomMembersSummaryAt(ctx, roomID, to.Pos)
 		if err != nil {
 			return nil, err
 		}

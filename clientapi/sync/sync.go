@@ -25,7 +25,7 @@ type Store interface {
 	StateAtPosition(ctx context.Context, roomID string, pos int64) (map[[2]string]string, error)
 	SyncStateBeforeEvent(ctx context.Context, eventID string) (map[[2]string]string, error)
 	EventsByID(ctx context.Context, ids []string) ([]storage.SyncEvent, error)
-	RoomMembersSummary(ctx context.Context, roomID string) (joined, invited []string, err error)
+	RoomMembersSummaryAt(ctx context.Context, roomID string, at int64) (joined, invited []string, err error)
 	SyncFilter(ctx context.Context, userID, filterID string) (string, error)
 	AccountDataRange(ctx context.Context, userID string, from, to int64) ([]storage.AccountDataItem, error)
 	ReceiptsInRange(ctx context.Context, from, to int64) ([]storage.Receipt, error)
