@@ -321,7 +321,7 @@ func (s *Syncer) presence(ctx context.Context, req *Request, resp *Response, sin
 		if !allows(req.Filter.Presence, "m.presence", p.UserID, "", nil) {
 			continue
 		}
-		ev, _ := json.Marshal(map[string]any{"type": "m.presence", "sender": p.UserID, "content": syncapi.ContentOf(p)})
+		ev, _ := json.Marshal(map[string]any{"type": "m.presence", "sender": p.UserID, "content": s.module.PresenceContent(p)})
 		evs = append(evs, ev)
 	}
 	resp.Presence = eventsOrNil(evs)
