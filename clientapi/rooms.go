@@ -80,6 +80,13 @@ func (a *API) roomRoutesV1(r chi.Router) {
 
 func device(r *http.Request) *authn.Device { return authn.FromContext(r.Context()) }
 
+// readCtx is the request context for the room read APIs: it names the
+// requesting device, which is shown the transaction IDs of its own events.
+func readCtx(r *http.Request) context.Context {
+	d := device(r)
+	return roomserver.WithDevice(r.Context(), d.UserID, d.DeviceID)
+}
+
 // roomIDParam returns the {roomID} path parameter, validated.
 func roomIDParam(r *http.Request) (id.RoomID, error) {
 	roomID := param(r, "roomID")
@@ -260,7 +267,7 @@ func (a *API) getState(r *http.Request) (any, error) {
 	if !roomserver.ValidEventType(evType) {
 		return nil, mxhttp.InvalidParam("Invalid event type")
 	}
-	ev, err := a.Rooms.StateEvent(r.Context(), device(r).UserID, roomID, evType, stateKeyParam(r))
+	ev, err := a.Rooms.StateEvent(readCtx(r), device(r).UserID, roomID, evType, stateKeyParam(r))
 	if err != nil {
 		return nil, err
 	}
@@ -275,7 +282,7 @@ func (a *API) roomState(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return a.Rooms.State(r.Context(), device(r).UserID, roomID)
+	return a.Rooms.State(readCtx(r), device(r).UserID, roomID)
 }
 
 func (a *API) redactEvent(r *http.Request) (any, error) {
@@ -302,7 +309,7 @@ func (a *API) getEvent(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return a.Rooms.Event(r.Context(), device(r).UserID, roomID, id.EventID(param(r, "eventID")))
+	return a.Rooms.Event(readCtx(r), device(r).UserID, roomID, id.EventID(param(r, "eventID")))
 }
 
 func (a *API) roomMembers(r *http.Request) (any, error) {
@@ -318,7 +325,7 @@ func (a *API) roomMembers(r *http.Request) (any, error) {
 			return nil, mxhttp.InvalidParam("Invalid %s", k)
 		}
 	}
-	evs, err := a.Rooms.Members(r.Context(), device(r).UserID, roomID, roomserver.MembersQuery{
+	evs, err := a.Rooms.Members(readCtx(r), device(r).UserID, roomID, roomserver.MembersQuery{
 		At: q.Get("at"), Membership: q.Get("membership"), NotMembership: q.Get("not_membership"),
 	})
 	if err != nil {
@@ -372,7 +379,7 @@ func (a *API) roomMessages(r *http.Request) (any, error) {
 	if filter != nil && filter.Limit > 0 && q.Get("limit") == "" {
 		limit = filter.Limit
 	}
-	return a.Rooms.Messages(r.Context(), device(r).UserID, roomID, roomserver.MessagesRequest{
+	return a.Rooms.Messages(readCtx(r), device(r).UserID, roomID, roomserver.MessagesRequest{
 		From: q.Get("from"), To: q.Get("to"), Backward: dir == "b", Limit: limit, Filter: filter,
 	})
 }
@@ -390,5 +397,5 @@ func (a *API) eventContext(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return a.Rooms.Context(r.Context(), device(r).UserID, roomID, id.EventID(param(r, "eventID")), limit, filter)
+	return a.Rooms.Context(readCtx(r), device(r).UserID, roomID, id.EventID(param(r, "eventID")), limit, filter)
 }

@@ -152,7 +152,7 @@ func (a *API) relations(r *http.Request) (any, error) {
 	if dir != "" && dir != "b" && dir != "f" {
 		return nil, mxhttp.InvalidParam("dir must be b or f")
 	}
-	return a.Rooms.Relations(r.Context(), device(r).UserID, roomID, roomserver.RelationsRequest{
+	return a.Rooms.Relations(readCtx(r), device(r).UserID, roomID, roomserver.RelationsRequest{
 		EventID: id.EventID(param(r, "eventID")), RelType: param(r, "relType"), EventType: param(r, "eventType"),
 		From: q.Get("from"), Backward: dir != "f", Limit: limit,
 	})
@@ -168,7 +168,7 @@ func (a *API) threads(r *http.Request) (any, error) {
 		return nil, err
 	}
 	q := r.URL.Query()
-	return a.Rooms.Threads(r.Context(), device(r).UserID, roomID, q.Get("include"), q.Get("from"), limit)
+	return a.Rooms.Threads(readCtx(r), device(r).UserID, roomID, q.Get("include"), q.Get("from"), limit)
 }
 
 func (a *API) hierarchy(r *http.Request) (any, error) {

@@ -94,6 +94,12 @@ func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 			slog.ErrorContext(ctx, "updating member events after a profile change", "user", userID, "err", err)
 		}
 	})
+	// A deactivated account leaves its rooms, rejects its invites and withdraws its knocks.
+	s.Accounts.OnDeactivated(func(ctx context.Context, userID id.UserID, _ bool) {
+		if err := s.Rooms.LeaveAllRooms(ctx, userID); err != nil {
+			slog.ErrorContext(ctx, "leaving the rooms of a deactivated account", "user", userID, "err", err)
+		}
+	})
 	// Sync: the module (typing, receipts, presence, push) and GET /sync.
 	s.Sync = syncapi.New(db, db, s.Notifier, cfg.Presence.Enabled, s.Accounts)
 	s.Syncer = clientsync.New(db, db.Stream, s.Sync, s.Keys, s.Notifier)

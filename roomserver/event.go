@@ -43,6 +43,9 @@ type Event struct {
 	StateAfter  int64
 	SoftFailed  bool
 	RedactedBy  string
+	// ReplacesState is the state event this state event replaced in the state
+	// before it ("" for the first of its key).
+	ReplacesState id.EventID
 }
 
 // IsState reports whether the event is a state event.

@@ -68,7 +68,7 @@ func (s *Server) Relations(ctx context.Context, user id.UserID, roomID id.RoomID
 		if !v.canSee(se.StreamPos) {
 			continue
 		}
-		ce, err := s.toClient(ctx, version, se)
+		ce, err := s.toClient(ctx, version, v, se)
 		if err != nil {
 			return nil, err
 		}
@@ -139,13 +139,13 @@ func (s *Server) Threads(ctx context.Context, user id.UserID, roomID id.RoomID, 
 		if include == "participated" && !participated {
 			continue
 		}
-		ce, err := s.toClient(ctx, version, root)
+		ce, err := s.toClient(ctx, version, v, root)
 		if err != nil {
 			return nil, err
 		}
 		summary := map[string]any{"count": count, "current_user_participated": participated}
 		if last != nil {
-			if lc, err := s.toClient(ctx, version, last); err == nil {
+			if lc, err := s.toClient(ctx, version, v, last); err == nil {
 				summary["latest_event"] = lc
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/tidwall/gjson"
@@ -324,6 +325,25 @@ func (s *Server) OnProfileChanged(ctx context.Context, user id.UserID) error {
 		}}})
 		if err != nil && !errors.Is(err, errSkip) {
 			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// LeaveAllRooms makes a user leave every room they are joined to, reject
+// every pending invite and withdraw every knock: the accounts service calls
+// it after deactivating the account (spec: deactivation "leaves all rooms").
+// It goes on after a room fails and returns the errors together.
+func (s *Server) LeaveAllRooms(ctx context.Context, user id.UserID) error {
+	rooms, err := s.db.RoomsOfUser(ctx, string(user), "join", "invite", "knock")
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, m := range rooms {
+		err := s.ChangeMembership(ctx, MembershipAction{Sender: user, RoomID: id.RoomID(m.RoomID), Target: user, Action: "leave"})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("leaving %s: %w", m.RoomID, err))
 		}
 	}
 	return errors.Join(errs...)

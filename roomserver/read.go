@@ -16,11 +16,13 @@ import (
 
 // ---- history visibility ----
 
-// viewer decides which events of a room a user may see (spec: "History visibility").
+// viewer decides which events of a room a user may see (HistoryVisibility)
+// and which of them were sent by the requesting device.
 type viewer struct {
 	user       id.UserID
+	device     id.DeviceID
 	memberHist []storage.UserMembershipChange
-	visHist    []*storage.StoredEvent
+	hv         HistoryVisibility
 }
 
 func (s *Server) viewer(ctx context.Context, roomID id.RoomID, user id.UserID) (*viewer, error) {
@@ -28,37 +30,16 @@ func (s *Server) viewer(ctx context.Context, roomID id.RoomID, user id.UserID) (
 	if err != nil {
 		return nil, err
 	}
-	vh, err := s.db.StateEventHistory(ctx, string(roomID), "m.room.history_visibility", "")
+	vh, err := s.db.HistoryVisibilityChanges(ctx, string(roomID))
 	if err != nil {
 		return nil, err
 	}
-	return &viewer{user: user, memberHist: mh, visHist: vh}, nil
-}
-
-func (v *viewer) visibilityAt(pos int64) string {
-	vis := "shared"
-	for _, e := range v.visHist {
-		if e.StreamPos >= pos {
-			break
-		}
-		if h := gjson.GetBytes(e.JSON, "content.history_visibility").Str; h != "" {
-			vis = h
-		}
+	v := &viewer{user: user, device: requestingDevice(ctx, user), memberHist: mh, hv: HistoryVisibility{Visibility: vh}}
+	v.hv.Memberships = make([]Positioned, len(mh))
+	for i, m := range mh {
+		v.hv.Memberships[i] = Positioned{Pos: m.StreamPos, Value: m.Membership}
 	}
-	return vis
-}
-
-// membershipAt is the user's membership once the event at pos is applied
-// (so a user sees their own join).
-func (v *viewer) membershipAt(pos int64) string {
-	m := "leave"
-	for _, c := range v.memberHist {
-		if c.StreamPos > pos {
-			break
-		}
-		m = c.Membership
-	}
-	return m
+	return v, nil
 }
 
 func (v *viewer) current() string {
@@ -68,27 +49,7 @@ func (v *viewer) current() string {
 	return v.memberHist[len(v.memberHist)-1].Membership
 }
 
-func (v *viewer) canSee(pos int64) bool {
-	vis := v.visibilityAt(pos)
-	if vis == "world_readable" {
-		return true
-	}
-	m := v.membershipAt(pos)
-	if m == "join" {
-		return true
-	}
-	switch vis {
-	case "shared":
-		for _, c := range v.memberHist {
-			if c.StreamPos >= pos && c.Membership == "join" {
-				return true
-			}
-		}
-	case "invited":
-		return m == "invite"
-	}
-	return false
-}
+func (v *viewer) canSee(pos int64) bool { return v.hv.CanSee(pos) }
 
 // lastVisiblePos is the stream position up to which the user may read the
 // room's current state: now if joined, else their leave/ban/kick (0 if never in the room).
@@ -112,20 +73,65 @@ func (v *viewer) lastVisiblePos() (pos int64, current bool) {
 
 // ---- event loading ----
 
-func (s *Server) toClient(ctx context.Context, version id.RoomVersion, se *storage.StoredEvent) (*ClientEvent, error) {
-	e, err := eventFromStored(version, se)
+// toClient converts one stored event for the viewer (see clientEvents).
+func (s *Server) toClient(ctx context.Context, version id.RoomVersion, v *viewer, se *storage.StoredEvent) (*ClientEvent, error) {
+	out, err := s.clientEvents(ctx, version, v, []*storage.StoredEvent{se})
 	if err != nil {
 		return nil, err
 	}
-	var because *ClientEvent
-	if se.RedactedBy != "" {
-		if r, err := s.db.GetEvent(ctx, se.RedactedBy); err == nil {
+	return out[0], nil
+}
+
+// clientEvents converts stored events to the client format with the unsigned
+// data the spec's ClientEvent describes: age; redacted_because; for state
+// events replaces_state and, when the viewer may see the replaced event,
+// prev_content; transaction_id when the viewer's device sent the event. The
+// redactions and replaced events are loaded in one query. v may be nil (no
+// viewer: no prev_content, no transaction_id).
+func (s *Server) clientEvents(ctx context.Context, version id.RoomVersion, v *viewer, ses []*storage.StoredEvent) ([]*ClientEvent, error) {
+	var related []string
+	for _, se := range ses {
+		if se.RedactedBy != "" {
+			related = append(related, se.RedactedBy)
+		}
+		if se.ReplacesState != "" && v != nil {
+			related = append(related, se.ReplacesState)
+		}
+	}
+	var loaded map[string]*storage.StoredEvent
+	if len(related) > 0 {
+		var err error
+		if loaded, err = s.db.GetEvents(ctx, related); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]*ClientEvent, len(ses))
+	for i, se := range ses {
+		e, err := eventFromStored(version, se)
+		if err != nil {
+			return nil, err
+		}
+		var because *ClientEvent
+		if r := loaded[se.RedactedBy]; r != nil && se.RedactedBy != "" {
 			if re, err := eventFromStored(version, r); err == nil {
 				because = re.Client(nil)
 			}
 		}
+		ce := e.Client(because)
+		if se.ReplacesState != "" {
+			ce.Unsigned["replaces_state"] = se.ReplacesState
+			if p := loaded[se.ReplacesState]; p != nil && v != nil && v.canSee(p.StreamPos) {
+				if c := gjson.GetBytes(p.JSON, "content"); c.IsObject() {
+					ce.Unsigned["prev_content"] = json.RawMessage(c.Raw)
+				}
+			}
+		}
+		if v != nil && se.TxnID != "" && v.device != "" && se.Sender == string(v.user) && se.TxnDevice == string(v.device) {
+			ce.Unsigned["transaction_id"] = se.TxnID
+		}
+		out[i] = ce
 	}
-	return e.Client(because), nil
+	return out, nil
 }
 
 // roomAndViewer loads what every read needs, mapping unknown rooms to M_FORBIDDEN
@@ -185,10 +191,10 @@ func (s *Server) State(ctx context.Context, user id.UserID, roomID id.RoomID) ([
 	if err != nil {
 		return nil, err
 	}
-	return s.loadClientEvents(ctx, version, entries)
+	return s.loadClientEvents(ctx, version, v, entries)
 }
 
-func (s *Server) loadClientEvents(ctx context.Context, version id.RoomVersion, entries []storage.StateEntry) ([]*ClientEvent, error) {
+func (s *Server) loadClientEvents(ctx context.Context, version id.RoomVersion, v *viewer, entries []storage.StateEntry) ([]*ClientEvent, error) {
 	ids := make([]string, len(entries))
 	for i, e := range entries {
 		ids[i] = e.EventID
@@ -197,17 +203,13 @@ func (s *Server) loadClientEvents(ctx context.Context, version id.RoomVersion, e
 	if err != nil {
 		return nil, err
 	}
-	out := make([]*ClientEvent, 0, len(entries))
+	ses := make([]*storage.StoredEvent, 0, len(entries))
 	for _, x := range ids {
 		if se, ok := evs[x]; ok {
-			ce, err := s.toClient(ctx, version, se)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, ce)
+			ses = append(ses, se)
 		}
 	}
-	return out, nil
+	return s.clientEvents(ctx, version, v, ses)
 }
 
 // StateEvent returns one state event the user may see; M_NOT_FOUND if unset.
@@ -226,7 +228,7 @@ func (s *Server) StateEvent(ctx context.Context, user id.UserID, roomID id.RoomI
 			if err != nil {
 				return nil, err
 			}
-			return s.toClient(ctx, version, se)
+			return s.toClient(ctx, version, v, se)
 		}
 	}
 	return nil, mxhttp.NotFound("Event not found")
@@ -251,7 +253,7 @@ func (s *Server) Event(ctx context.Context, user id.UserID, roomID id.RoomID, ev
 	if !v.canSee(se.StreamPos) {
 		return nil, mxhttp.NotFound("Event not found or not visible to you")
 	}
-	return s.toClient(ctx, version, se)
+	return s.toClient(ctx, version, v, se)
 }
 
 // MembersQuery filters GET /rooms/{id}/members.
@@ -293,7 +295,7 @@ func (s *Server) Members(ctx context.Context, user id.UserID, roomID id.RoomID, 
 			members = append(members, e)
 		}
 	}
-	evs, err := s.loadClientEvents(ctx, version, members)
+	evs, err := s.loadClientEvents(ctx, version, v, members)
 	if err != nil {
 		return nil, err
 	}
@@ -478,7 +480,8 @@ func (s *Server) Messages(ctx context.Context, user id.UserID, roomID id.RoomID,
 	resp.Start = TopologicalToken(from.Depth, from.Stream)
 	cursor := from
 	senders := map[string]bool{}
-	for len(resp.Chunk) < limit {
+	var kept []*storage.StoredEvent
+	for len(kept) < limit {
 		batch, err := s.db.RoomEventsByTopology(ctx, string(roomID), cursor, to, req.Backward, limit*2)
 		if err != nil {
 			return nil, err
@@ -490,19 +493,15 @@ func (s *Server) Messages(ctx context.Context, user id.UserID, roomID id.RoomID,
 				cursor = storage.TopoPos{Depth: se.Depth, Stream: se.StreamPos}
 			}
 			if v.canSee(se.StreamPos) && req.Filter.Matches(se) {
-				ce, err := s.toClient(ctx, version, se)
-				if err != nil {
-					return nil, err
-				}
-				resp.Chunk = append(resp.Chunk, ce)
+				kept = append(kept, se)
 				senders[se.Sender] = true
 			}
-			if len(resp.Chunk) >= limit {
+			if len(kept) >= limit {
 				break
 			}
 		}
 		if len(batch) < limit*2 {
-			if len(resp.Chunk) < limit {
+			if len(kept) < limit {
 				cursor = storage.TopoPos{} // exhausted: no end token
 			}
 			break
@@ -511,8 +510,13 @@ func (s *Server) Messages(ctx context.Context, user id.UserID, roomID id.RoomID,
 	if cursor != (storage.TopoPos{}) {
 		resp.End = TopologicalToken(cursor.Depth, cursor.Stream)
 	}
+	if len(kept) > 0 {
+		if resp.Chunk, err = s.clientEvents(ctx, version, v, kept); err != nil {
+			return nil, err
+		}
+	}
 	if req.Filter != nil && req.Filter.LazyLoadMembers && len(senders) > 0 {
-		st, err := s.membersOf(ctx, version, roomID, senders)
+		st, err := s.membersOf(ctx, version, v, roomID, senders)
 		if err != nil {
 			return nil, err
 		}
@@ -521,14 +525,14 @@ func (s *Server) Messages(ctx context.Context, user id.UserID, roomID id.RoomID,
 	return resp, nil
 }
 
-func (s *Server) membersOf(ctx context.Context, version id.RoomVersion, roomID id.RoomID, users map[string]bool) ([]*ClientEvent, error) {
+func (s *Server) membersOf(ctx context.Context, version id.RoomVersion, v *viewer, roomID id.RoomID, users map[string]bool) ([]*ClientEvent, error) {
 	var entries []storage.StateEntry
 	for u := range users {
 		if se, err := s.db.CurrentStateEvent(ctx, string(roomID), "m.room.member", u); err == nil {
 			entries = append(entries, storage.StateEntry{Type: "m.room.member", StateKey: u, EventID: se.EventID})
 		}
 	}
-	return s.loadClientEvents(ctx, version, entries)
+	return s.loadClientEvents(ctx, version, v, entries)
 }
 
 // ContextResponse is GET /rooms/{id}/context/{eventId}.
@@ -598,8 +602,11 @@ func (s *Server) Context(ctx context.Context, user id.UserID, roomID id.RoomID, 
 		}
 		entries = slices.DeleteFunc(entries, func(e storage.StateEntry) bool { return e.Type == "m.room.member" && !want[e.StateKey] })
 	}
-	version, _ := s.roomVersion(ctx, roomID)
-	if resp.State, err = s.loadClientEvents(ctx, version, entries); err != nil {
+	version, v, err := s.roomAndViewer(ctx, user, roomID)
+	if err != nil {
+		return nil, err
+	}
+	if resp.State, err = s.loadClientEvents(ctx, version, v, entries); err != nil {
 		return nil, err
 	}
 	return resp, nil

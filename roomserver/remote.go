@@ -228,6 +228,7 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 	ev.StateBefore, ev.StateAfter, ev.SoftFailed = beforeSnap, beforeSnap, softFailed
 	after := before
 	if ev.IsState() {
+		ev.ReplacesState = before[ev.Key()]
 		after = maps.Clone(before)
 		after[ev.Key()] = ev.ID
 		ev.StateAfter = b.keyframe(rs.id, after)

@@ -399,6 +399,9 @@ func (b *batchWrite) addEvent(rs *roomState, e *Event, stateBefore int64, softFa
 	if e.IsState() && !softFailed {
 		snapID := b.s.nextSnapshotID()
 		snap := storage.Snapshot{ID: snapID, RoomID: string(rs.id)}
+		if old := rs.state[e.Key()]; old != nil {
+			e.ReplacesState = old.ID
+		}
 		rs.state[e.Key()] = e
 		if rs.snapshot == 0 || rs.chainLen+1 >= keyframeInterval {
 			for k, se := range rs.state {
@@ -449,14 +452,19 @@ func (b *batchWrite) commit(ctx context.Context, w *worker) error {
 			EventID: string(e.ID), RoomID: string(rs.id), StreamPos: e.StreamPos, Depth: e.PDU.Depth, Type: e.PDU.Type,
 			StateKey: e.PDU.StateKey, Sender: string(e.PDU.Sender), OriginServerTS: e.PDU.OriginServerTS, JSON: e.JSON,
 			StateBefore: e.StateBefore, StateAfter: e.StateAfter, SoftFailed: e.SoftFailed, RelatesTo: relatesTo, RelType: relType,
+			ReplacesState: string(e.ReplacesState),
 		}
 		if e.PDU.Type == "m.room.member" && e.PDU.StateKey != nil {
 			se.Membership = e.Membership()
 		}
-		wr.Events = append(wr.Events, se)
 		if t := b.txnFor[e.ID]; t != nil {
 			wr.Txns = append(wr.Txns, *t)
+			se.TxnDevice, se.TxnID = t.DeviceID, t.TxnID
+			if t.ClientTxnID != "" {
+				se.TxnID = t.ClientTxnID
+			}
 		}
+		wr.Events = append(wr.Events, se)
 	}
 	for _, e := range b.memberEvents {
 		wr.Memberships = append(wr.Memberships, storage.MembershipChange{

@@ -1,12 +1,14 @@
 package roomserver
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"strings"
 
 	"github.com/tidwall/gjson"
+	"maunium.net/go/mautrix/crypto/canonicaljson"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/internal/mxhttp"
@@ -79,12 +81,24 @@ func (s *Server) Send(ctx context.Context, r SendRequest) (id.EventID, error) {
 		}
 		return s.Redact(ctx, r.Sender, r.DeviceID, r.RoomID, id.EventID(target), obj.Get("reason").Str, r.TxnID)
 	}
+	var unchanged id.EventID
 	evs, err := s.submit(ctx, r.RoomID, &request{txn: txn, makers: []maker{func(rs *roomState) (*proto, error) {
 		if r.StateKey != nil && rs.membership(r.Sender) != "join" && r.Type != "m.room.member" {
 			return nil, mxhttp.Forbidden("You are not in this room")
 		}
+		// Setting state to what it already is, as its sender, changes nothing:
+		// answer with the current event rather than add a duplicate (as Synapse does).
+		if r.StateKey != nil {
+			if cur := rs.get(r.Type, *r.StateKey); cur != nil && cur.PDU.Sender == r.Sender && sameContent(cur.PDU.Content, r.Content) {
+				unchanged = cur.ID
+				return nil, errSkip
+			}
+		}
 		return &proto{Type: r.Type, StateKey: r.StateKey, Sender: r.Sender, Content: r.Content}, nil
 	}}})
+	if errors.Is(err, errSkip) && unchanged != "" {
+		return unchanged, nil
+	}
 	if err != nil {
 		return "", clientErr(err)
 	}
@@ -140,7 +154,7 @@ func (s *Server) Redact(ctx context.Context, sender id.UserID, deviceID id.Devic
 	}
 	var txn *storage.TxnRecord
 	if txnID != "" {
-		txn = &storage.TxnRecord{UserID: string(sender), DeviceID: string(deviceID), TxnID: "redact:" + txnID}
+		txn = &storage.TxnRecord{UserID: string(sender), DeviceID: string(deviceID), TxnID: "redact:" + txnID, ClientTxnID: txnID}
 		if _, evID, err := s.db.LookupTxn(ctx, txn.UserID, txn.DeviceID, txn.TxnID); err == nil {
 			return id.EventID(evID), nil
 		}
@@ -185,4 +199,11 @@ func (s *Server) Redact(ctx context.Context, sender id.UserID, deviceID id.Devic
 		return "", clientErr(err)
 	}
 	return evs[len(evs)-1].ID, nil
+}
+
+// sameContent compares two event contents as canonical JSON.
+func sameContent(a, b []byte) bool {
+	ca, err1 := canonicaljson.CanonicalJSON(a)
+	cb, err2 := canonicaljson.CanonicalJSON(b)
+	return err1 == nil && err2 == nil && bytes.Equal(ca, cb)
 }

@@ -35,6 +35,9 @@ type StoredEvent struct {
 	RelatesTo      string
 	RelType        string
 	Membership     string // for m.room.member events
+	ReplacesState  string // the state event this one replaced (unsigned.replaces_state)
+	TxnDevice      string // the device that sent it with a transaction ID
+	TxnID          string // that client transaction ID (unsigned.transaction_id)
 }
 
 // Snapshot is a new state snapshot: the entries differing from Parent, or the
@@ -71,6 +74,9 @@ type RoomRow struct {
 // TxnRecord maps a client transaction ID to the event it created.
 type TxnRecord struct {
 	UserID, DeviceID, TxnID, RoomID, EventID string
+	// ClientTxnID is the ID as the client gave it, when TxnID is namespaced
+	// (redactions); it becomes the event's unsigned.transaction_id.
+	ClientTxnID string
 }
 
 // Redaction replaces an event's JSON with its redacted form.
@@ -122,10 +128,12 @@ func (db *DB) WriteRoomEvents(ctx context.Context, w *RoomWrite) error {
 		}
 		for _, e := range w.Events {
 			if _, err := tx.Exec(ctx, `INSERT INTO events (event_id, room_id, stream_pos, depth, type, state_key, sender,
-				origin_server_ts, json, state_before, state_after, soft_failed, relates_to, rel_type, membership)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+				origin_server_ts, json, state_before, state_after, soft_failed, relates_to, rel_type, membership,
+				replaces_state, txn_device, txn_id)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`,
 				e.EventID, e.RoomID, e.StreamPos, e.Depth, e.Type, e.StateKey, e.Sender, e.OriginServerTS, string(e.JSON),
-				e.StateBefore, e.StateAfter, e.SoftFailed, nullString(e.RelatesTo), nullString(e.RelType), nullString(e.Membership)); err != nil {
+				e.StateBefore, e.StateAfter, e.SoftFailed, nullString(e.RelatesTo), nullString(e.RelType), nullString(e.Membership),
+				nullString(e.ReplacesState), nullString(e.TxnDevice), nullString(e.TxnID)); err != nil {
 				return fmt.Errorf("inserting event %s: %w", e.EventID, err)
 			}
 		}
@@ -240,19 +248,20 @@ func (db *DB) SnapshotState(ctx context.Context, snapshot int64) ([]StateEntry, 
 }
 
 const eventColumns = `event_id, room_id, stream_pos, depth, type, state_key, sender, origin_server_ts, json,
-	state_before, state_after, soft_failed, redacted_by, relates_to, rel_type, membership`
+	state_before, state_after, soft_failed, redacted_by, relates_to, rel_type, membership, replaces_state, txn_device, txn_id`
 
 func scanEvent(r interface{ Scan(...any) error }) (*StoredEvent, error) {
 	var e StoredEvent
 	var js string
-	var stateKey, redactedBy, relatesTo, relType, membership *string
+	var stateKey, redactedBy, relatesTo, relType, membership, replaces, txnDevice, txnID *string
 	if err := r.Scan(&e.EventID, &e.RoomID, &e.StreamPos, &e.Depth, &e.Type, &stateKey, &e.Sender, &e.OriginServerTS, &js,
-		&e.StateBefore, &e.StateAfter, &e.SoftFailed, &redactedBy, &relatesTo, &relType, &membership); err != nil {
+		&e.StateBefore, &e.StateAfter, &e.SoftFailed, &redactedBy, &relatesTo, &relType, &membership, &replaces, &txnDevice, &txnID); err != nil {
 		return nil, err
 	}
 	e.JSON = []byte(js)
 	e.StateKey = stateKey
 	e.RedactedBy, e.RelatesTo, e.RelType, e.Membership = deref(redactedBy), deref(relatesTo), deref(relType), deref(membership)
+	e.ReplacesState, e.TxnDevice, e.TxnID = deref(replaces), deref(txnDevice), deref(txnID)
 	return &e, nil
 }
 
@@ -447,6 +456,41 @@ func (db *DB) UserMembershipHistory(ctx context.Context, roomID, userID string) 
 func (db *DB) StateEventHistory(ctx context.Context, roomID, evType, stateKey string) ([]*StoredEvent, error) {
 	return collectEvents(db.Query(ctx, `SELECT `+eventColumns+` FROM events
 		WHERE room_id = $1 AND type = $2 AND state_key = $3 AND NOT soft_failed ORDER BY stream_pos ASC`, roomID, evType, stateKey))
+}
+
+// PositionedValue is a value set by the event at stream position Pos.
+type PositionedValue struct {
+	Pos   int64
+	Value string
+}
+
+// HistoryVisibilityChanges lists a room's m.room.history_visibility events
+// as (position, content.history_visibility), ascending.
+func (db *DB) HistoryVisibilityChanges(ctx context.Context, roomID string) ([]PositionedValue, error) {
+	rows, err := db.Query(ctx, `SELECT stream_pos, json FROM events
+		WHERE room_id = $1 AND type = 'm.room.history_visibility' AND state_key = '' AND NOT soft_failed
+		ORDER BY stream_pos ASC`, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("loading history visibility of %s: %w", roomID, err)
+	}
+	defer rows.Close()
+	var out []PositionedValue
+	for rows.Next() {
+		var v PositionedValue
+		var js string
+		if err := rows.Scan(&v.Pos, &js); err != nil {
+			return nil, fmt.Errorf("loading history visibility of %s: %w", roomID, err)
+		}
+		var pdu struct {
+			Content struct {
+				HistoryVisibility string `json:"history_visibility"`
+			} `json:"content"`
+		}
+		_ = json.Unmarshal([]byte(js), &pdu) // a malformed value counts as unset
+		v.Value = pdu.Content.HistoryVisibility
+		out = append(out, v)
+	}
+	return out, rows.Err()
 }
 
 // Relations lists events relating to eventID (optionally of one rel_type and

@@ -83,3 +83,8 @@ func (db *DB) PresenceSince(ctx context.Context, userIDs []string, from, to int6
 	}
 	return out, nil
 }
+
+// UsersNotOffline lists the users whose stored presence is not offline.
+func (db *DB) UsersNotOffline(ctx context.Context) ([]string, error) {
+	return db.userList(ctx, `SELECT user_id FROM presence WHERE state <> 'offline'`)
+}

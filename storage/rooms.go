@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 )
 
 // GetRoom loads a room's row; ErrNotFound if the server does not know it.
@@ -36,10 +37,11 @@ func (db *DB) CurrentStateEvent(ctx context.Context, roomID, evType, stateKey st
 }
 
 func prefixed(alias string) string {
-	return alias + `.event_id, ` + alias + `.room_id, ` + alias + `.stream_pos, ` + alias + `.depth, ` + alias + `.type, ` +
-		alias + `.state_key, ` + alias + `.sender, ` + alias + `.origin_server_ts, ` + alias + `.json, ` + alias + `.state_before, ` +
-		alias + `.state_after, ` + alias + `.soft_failed, ` + alias + `.redacted_by, ` + alias + `.relates_to, ` + alias + `.rel_type, ` +
-		alias + `.membership`
+	cols := strings.Fields(strings.ReplaceAll(eventColumns, ",", " "))
+	for i, c := range cols {
+		cols[i] = alias + "." + c
+	}
+	return strings.Join(cols, ", ")
 }
 
 // Membership is a row of the memberships table.

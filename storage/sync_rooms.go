@@ -7,6 +7,7 @@ package storage
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 )
 
@@ -20,16 +21,25 @@ type SyncEvent struct {
 	Sender   string
 	TS       int64
 	JSON     string // the PDU as stored
+
+	ReplacesState string // the state event this one replaced
+	TxnDevice     string // the device that sent it with a transaction ID
+	TxnID         string // and that transaction ID
+	// PrevContent is the replaced event's content, filled by readers that
+	// checked the user may see it (not by the store).
+	PrevContent json.RawMessage
 }
 
-const syncEventCols = `stream_pos, event_id, room_id, type, state_key, sender, origin_server_ts, json`
+const syncEventCols = `stream_pos, event_id, room_id, type, state_key, sender, origin_server_ts, json,
+	COALESCE(replaces_state, ''), COALESCE(txn_device, ''), COALESCE(txn_id, '')`
 
 func scanSyncEvents(rows Rows) ([]SyncEvent, error) {
 	defer rows.Close()
 	var out []SyncEvent
 	for rows.Next() {
 		var e SyncEvent
-		if err := rows.Scan(&e.Pos, &e.EventID, &e.RoomID, &e.Type, &e.StateKey, &e.Sender, &e.TS, &e.JSON); err != nil {
+		if err := rows.Scan(&e.Pos, &e.EventID, &e.RoomID, &e.Type, &e.StateKey, &e.Sender, &e.TS, &e.JSON,
+			&e.ReplacesState, &e.TxnDevice, &e.TxnID); err != nil {
 			return nil, err
 		}
 		out = append(out, e)
@@ -276,4 +286,53 @@ func (db *DB) EventsByID(ctx context.Context, ids []string) ([]SyncEvent, error)
 // JoinedRooms lists the rooms userID is currently joined to.
 func (db *DB) JoinedRooms(ctx context.Context, userID string) ([]string, error) {
 	return db.userList(ctx, `SELECT room_id FROM memberships WHERE user_id = $1 AND membership = 'join'`, userID)
+}
+
+// RoomMembersSummaryAt lists the room's joined and invited users as of stream
+// position `at` (in order of their membership's position: the spec's hero
+// order), for /sync's room summary at the end of the synced range. The
+// memberships table holds the current state; the few rows that changed after
+// `at` are looked up in the events table as of `at`.
+func (db *DB) RoomMembersSummaryAt(ctx context.Context, roomID string, at int64) (joined, invited []string, err error) {
+	rows, err := db.Query(ctx, `SELECT user_id, membership, stream_pos FROM memberships
+		WHERE room_id = $1 AND (membership IN ('join', 'invite') OR stream_pos > $2) ORDER BY stream_pos`, roomID, at)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading members of %s: %w", roomID, err)
+	}
+	type member struct {
+		user, membership string
+		pos              int64
+	}
+	var ms []member
+	for rows.Next() {
+		var m member
+		if err := rows.Scan(&m.user, &m.membership, &m.pos); err != nil {
+			rows.Close()
+			return nil, nil, fmt.Errorf("reading members of %s: %w", roomID, err)
+		}
+		ms = append(ms, m)
+	}
+	err = rows.Err()
+	rows.Close()
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading members of %s: %w", roomID, err)
+	}
+	for _, m := range ms {
+		if m.pos > at { // changed after `at`: its membership then
+			m.membership = ""
+			err := db.QueryRow(ctx, `SELECT COALESCE(membership, '') FROM events
+				WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2 AND stream_pos <= $3 AND NOT soft_failed
+				ORDER BY stream_pos DESC LIMIT 1`, roomID, m.user, at).Scan(&m.membership)
+			if err != nil && err != ErrNotFound {
+				return nil, nil, fmt.Errorf("reading membership of %s in %s: %w", m.user, roomID, err)
+			}
+		}
+		switch m.membership {
+		case "join":
+			joined = append(joined, m.user)
+		case "invite":
+			invited = append(invited, m.user)
+		}
+	}
+	return joined, invited, nil
 }

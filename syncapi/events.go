@@ -13,9 +13,13 @@ import (
 var clientKeys = []string{"content", "origin_server_ts", "room_id", "sender", "state_key", "type", "redacts"}
 
 // ClientEvent converts a stored PDU to the client-server event format
-// (ClientEvent): the federation-only keys dropped, event_id added and
-// unsigned.age computed. A malformed stored PDU yields nil.
-func ClientEvent(e storage.SyncEvent) json.RawMessage {
+// (ClientEvent) for the device deviceID of userID: the federation-only keys
+// dropped, event_id added, and the unsigned data the spec describes built by
+// this server (never copied from the PDU): age; replaces_state and
+// prev_content (when the caller filled e.PrevContent, i.e. the user may see
+// the replaced event); transaction_id when that device sent the event. A
+// malformed stored PDU yields nil.
+func ClientEvent(e storage.SyncEvent, userID, deviceID string) json.RawMessage {
 	var pdu map[string]json.RawMessage
 	if err := json.Unmarshal([]byte(e.JSON), &pdu); err != nil {
 		return nil
@@ -37,13 +41,16 @@ func ClientEvent(e storage.SyncEvent) json.RawMessage {
 	}
 	id, _ := json.Marshal(e.EventID)
 	out["event_id"] = id
-	unsigned := map[string]json.RawMessage{}
-	if raw, ok := pdu["unsigned"]; ok {
-		_ = json.Unmarshal(raw, &unsigned)
+	unsigned := map[string]any{"age": max(time.Now().UnixMilli()-e.TS, 0)}
+	if e.ReplacesState != "" {
+		unsigned["replaces_state"] = e.ReplacesState
+		if len(e.PrevContent) > 0 {
+			unsigned["prev_content"] = e.PrevContent
+		}
 	}
-	delete(unsigned, "age_ts")
-	age, _ := json.Marshal(max(time.Now().UnixMilli()-e.TS, 0))
-	unsigned["age"] = age
+	if e.TxnID != "" && deviceID != "" && e.Sender == userID && e.TxnDevice == deviceID {
+		unsigned["transaction_id"] = e.TxnID
+	}
 	out["unsigned"], _ = json.Marshal(unsigned)
 	b, err := json.Marshal(out)
 	if err != nil {
@@ -54,7 +61,7 @@ func ClientEvent(e storage.SyncEvent) json.RawMessage {
 
 // ParseEvent decodes a stored event for push rule evaluation.
 func ParseEvent(e storage.SyncEvent) *event.Event {
-	raw := ClientEvent(e)
+	raw := ClientEvent(e, "", "")
 	if raw == nil {
 		return nil
 	}

@@ -306,7 +306,7 @@ func (s *Service) Notifications(ctx context.Context, userID string, before int64
 			if !should.Notify || (onlyHighlight && !should.Highlight) {
 				continue
 			}
-			all = append(all, Notification{Actions: actions, Event: ClientEvent(e), Read: rp.read(threadOf(ev), e.Pos), RoomID: roomID, TS: e.TS, pos: e.Pos})
+			all = append(all, Notification{Actions: actions, Event: ClientEvent(e, userID, ""), Read: rp.read(threadOf(ev), e.Pos), RoomID: roomID, TS: e.TS, pos: e.Pos})
 		}
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].pos > all[j].pos })

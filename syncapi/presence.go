@@ -53,6 +53,9 @@ func (s *Service) SetPresence(ctx context.Context, userID, state string, statusM
 	if !ValidPresence(state) {
 		return mxhttp.InvalidParam("Unknown presence state %q", state)
 	}
+	if state != PresenceOffline {
+		s.touchPresence(userID) // activity: restarts the idle/offline countdown
+	}
 	if !setMsg {
 		// Syncing keeps a user online; only a change of state is worth a write.
 		s.presenceMu.Lock()
@@ -62,7 +65,6 @@ func (s *Service) SetPresence(ctx context.Context, userID, state string, statusM
 			return nil
 		}
 	}
-	now := time.Now().UnixMilli()
 	old, err := s.db.GetPresence(ctx, userID)
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
 		return err
@@ -76,10 +78,16 @@ func (s *Service) SetPresence(ctx context.Context, userID, state string, statusM
 			return nil
 		}
 	}
+	return s.storePresence(ctx, userID, state, statusMsg, time.Now().UnixMilli(), state == PresenceOnline)
+}
+
+// storePresence writes a presence change at a new stream position and wakes
+// the users who share a room with userID (and userID).
+func (s *Service) storePresence(ctx context.Context, userID, state string, statusMsg *string, lastActive int64, active bool) error {
 	pos, finish := s.db.Stream.Allocate()
-	err = s.db.SetPresence(ctx, storage.Presence{
-		UserID: userID, State: state, StatusMsg: statusMsg, LastActiveTS: now,
-		CurrentlyActive: state == PresenceOnline, Pos: pos,
+	err := s.db.SetPresence(ctx, storage.Presence{
+		UserID: userID, State: state, StatusMsg: statusMsg, LastActiveTS: lastActive,
+		CurrentlyActive: active, Pos: pos,
 	})
 	finish()
 	if err != nil {
@@ -119,7 +127,7 @@ func (s *Service) GetPresence(ctx context.Context, requester, target string) (*P
 	if err != nil {
 		return nil, err
 	}
-	c := ContentOf(*p)
+	c := s.contentOf(*p)
 	return &c, nil
 }
 
@@ -129,6 +137,30 @@ func (s *Service) PresenceSince(ctx context.Context, users []string, from, to in
 		return nil, nil
 	}
 	return s.db.PresenceSince(ctx, users, from, to)
+}
+
+// PresenceContent renders a stored presence row as clients see it now.
+func (s *Service) PresenceContent(p storage.Presence) PresenceContent { return s.contentOf(p) }
+
+// contentOf is ContentOf with last_active_ago from the in-memory activity
+// (syncing does not write the store), and currently_active only while online
+// and active within the idle delay.
+func (s *Service) contentOf(p storage.Presence) PresenceContent {
+	if t := s.lastActive(p.UserID); !t.IsZero() && t.UnixMilli() > p.LastActiveTS {
+		p.LastActiveTS = t.UnixMilli()
+	}
+	c := ContentOf(p)
+	if c.CurrentlyActive != nil {
+		active := *c.CurrentlyActive && c.LastActiveAgo < s.idleAfterMS()
+		c.CurrentlyActive = &active
+	}
+	return c
+}
+
+func (s *Service) idleAfterMS() int64 {
+	s.presenceMu.Lock()
+	defer s.presenceMu.Unlock()
+	return s.idleAfter.Milliseconds()
 }
 
 func (s *Service) rememberPresence(userID, state string) {

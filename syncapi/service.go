@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -49,8 +50,11 @@ type Service struct {
 	rules    map[string]*cachedRules
 	rulesGen map[string]int64
 
-	presenceMu sync.Mutex
-	presence   map[string]string // user → last stored presence state
+	presenceMu   sync.Mutex
+	presence     map[string]string // user → last stored presence state
+	activity     map[string]*presenceActivity
+	idleAfter    time.Duration
+	offlineAfter time.Duration
 
 	unreadMu sync.Mutex
 	unread   map[string]*unreadEntry // user\x00room → counts so far
@@ -61,8 +65,14 @@ type Service struct {
 func New(db *storage.DB, rooms Rooms, n *notifier.Notifier, presenceEnabled bool, accountData AccountData) *Service {
 	s := &Service{db: db, rooms: rooms, notifier: n, presenceEnabled: presenceEnabled, accountData: accountData,
 		unread: map[string]*unreadEntry{}, rules: map[string]*cachedRules{}, rulesGen: map[string]int64{},
-		presence: map[string]string{}}
+		presence: map[string]string{}, activity: map[string]*presenceActivity{},
+		idleAfter: DefaultIdleAfter, offlineAfter: DefaultOfflineAfter}
 	s.Typing = NewTyping(s.typingChanged)
+	if presenceEnabled {
+		if err := s.rearmPresence(context.Background()); err != nil {
+			slog.Error("presence: re-arming idle timers", "err", err)
+		}
+	}
 	return s
 }
 

@@ -12,6 +12,10 @@ import (
 	"github.com/myelin-chat/myelin/syncapi"
 )
 
+// testHookBeforeWait, when set by a test, runs between a long-poll's first
+// read and its wait (the window a lost wake-up would fall into).
+var testHookBeforeWait func()
+
 // maxTimeout caps a long-poll, so that proxies and clients do not time out first.
 const maxTimeout = 5 * time.Minute
 
@@ -116,6 +120,9 @@ func (s *Syncer) loadFilter(ctx context.Context, userID, param string) (*Filter,
 // (or it is an initial or full-state sync), otherwise when the notifier says
 // something arrived, or empty at the timeout.
 func (s *Syncer) Sync(ctx context.Context, req *Request, timeout time.Duration) (*Response, error) {
+	// The wake mark before the typing serial: a typing change after the read
+	// wakes the wait below even if it lands before the wait begins.
+	mark := s.notifier.WakeMark()
 	to := s.current()
 	resp, err := s.build(ctx, req, to)
 	if err != nil || req.Initial || req.FullState || timeout == 0 || resp.hasUpdates() {
@@ -123,11 +130,15 @@ func (s *Syncer) Sync(ctx context.Context, req *Request, timeout time.Duration) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	if testHookBeforeWait != nil {
+		testHookBeforeWait()
+	}
 	for {
 		// Wake-ups are per user: anything after `to` that concerns them, or typing.
-		if !s.notifier.Wait(ctx, req.UserID, to.Pos) {
+		if !s.notifier.WaitMarked(ctx, req.UserID, to.Pos, mark) {
 			return resp, nil
 		}
+		mark = s.notifier.WakeMark()
 		next := s.current()
 		if next == to {
 			continue // a wake-up for something not yet readable; wait again

@@ -17,7 +17,10 @@ import (
 //
 // complete reports whether the returned events are all of the room's events
 // in (from, to] (no filter dropped any, none left out).
-func (s *Syncer) timeline(ctx context.Context, req *Request, roomID string, from, to int64) (evs []storage.SyncEvent, tl *Timeline, complete bool, err error) {
+//
+// Events the user may not see (history visibility) are left out.
+func (s *Syncer) timeline(ctx context.Context, req *Request, v *roomViewer, from, to int64) (evs []storage.SyncEvent, tl *Timeline, complete bool, err error) {
+	roomID := v.roomID
 	part := req.Filter.room().Timeline
 	limit := req.Filter.TimelineLimit()
 	fetch := limit
@@ -41,14 +44,17 @@ func (s *Syncer) timeline(ctx context.Context, req *Request, roomID string, from
 		}
 		evs = kept
 	}
+	evs, dropped, err := s.visible(ctx, v, evs)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	complete = complete && !dropped
 	if len(evs) == 0 {
 		return nil, nil, complete, nil
 	}
 	tl = &Timeline{Limited: limited, PrevBatch: s.PrevBatch(roomID, evs[0].Pos)}
-	for _, e := range evs {
-		if ce := syncapi.ClientEvent(e); ce != nil {
-			tl.Events = append(tl.Events, ce)
-		}
+	if tl.Events, err = s.render(ctx, req, v, evs); err != nil {
+		return nil, nil, false, err
 	}
 	return evs, tl, complete, nil
 }
@@ -58,7 +64,8 @@ func (s *Syncer) timeline(ctx context.Context, req *Request, roomID string, from
 // the timeline, with lazy-loaded members reduced to the timeline's senders.
 // With use_state_after it is the state at the end of the timeline (end)
 // instead, timeline events included.
-func (s *Syncer) state(ctx context.Context, req *Request, roomID string, evs []storage.SyncEvent, since, end int64, full, limited bool) (*Events, error) {
+func (s *Syncer) state(ctx context.Context, req *Request, v *roomViewer, evs []storage.SyncEvent, since, end int64, full, limited bool) (*Events, error) {
+	roomID := v.roomID
 	lazy := req.Filter.LazyLoadMembers()
 	delta := limited || (req.UseStateAfter && len(evs) > 0)
 	senders := map[string]bool{req.UserID: true}
@@ -140,14 +147,15 @@ func (s *Syncer) state(ctx context.Context, req *Request, roomID string, evs []s
 	}
 	sort.Slice(stateEvs, func(i, j int) bool { return stateEvs[i].Pos < stateEvs[j].Pos })
 	part := req.Filter.room().State
-	var out []json.RawMessage
+	kept := stateEvs[:0]
 	for _, e := range stateEvs {
-		if !allowsEvent(part, e) {
-			continue
+		if allowsEvent(part, e) {
+			kept = append(kept, e)
 		}
-		if ce := syncapi.ClientEvent(e); ce != nil {
-			out = append(out, ce)
-		}
+	}
+	out, err := s.render(ctx, req, v, kept)
+	if err != nil {
+		return nil, err
 	}
 	if p := part; p != nil && p.Limit > 0 && len(out) > p.Limit {
 		out = out[len(out)-p.Limit:]
@@ -155,19 +163,20 @@ func (s *Syncer) state(ctx context.Context, req *Request, roomID string, evs []s
 	return eventsOrNil(out), nil
 }
 
-func (s *Syncer) joinedRoom(ctx context.Context, req *Request, roomID string, since, to Token, newly bool, receipts []storage.Receipt, ruleset *pushrules.PushRuleset, rulesPos int64) (*JoinedRoom, error) {
+func (s *Syncer) joinedRoom(ctx context.Context, req *Request, v *roomViewer, since, to Token, newly bool, receipts []storage.Receipt, ruleset *pushrules.PushRuleset, rulesPos int64) (*JoinedRoom, error) {
+	roomID := v.roomID
 	jr := &JoinedRoom{}
 	from := since.Pos
 	if newly {
 		from = 0
 	}
-	evs, tl, complete, err := s.timeline(ctx, req, roomID, from, to.Pos)
+	evs, tl, complete, err := s.timeline(ctx, req, v, from, to.Pos)
 	if err != nil {
 		return nil, err
 	}
 	jr.Timeline = tl
 	if newly || len(evs) > 0 {
-		st, err := s.state(ctx, req, roomID, evs, since.Pos, to.Pos, newly, tl != nil && tl.Limited)
+		st, err := s.state(ctx, req, v, evs, since.Pos, to.Pos, newly, tl != nil && tl.Limited)
 		if err != nil {
 			return nil, err
 		}
@@ -203,7 +212,8 @@ func (s *Syncer) joinedRoom(ctx context.Context, req *Request, roomID string, si
 		memberChange = memberChange || e.Type == "m.room.member"
 	}
 	if memberChange {
-		joined, invited, err := s.store.RoomMembersSummary(ctx, roomID)
+		// At the end of the synced range, like the timeline and state.
+		joined, invited, err := s.store.RoomMembersSummaryAt(ctx, roomID, to.Pos)
 		if err != nil {
 			return nil, err
 		}
@@ -262,14 +272,14 @@ func receiptEvent(userID string, receipts []storage.Receipt) json.RawMessage {
 
 // leftRoom is a room the user left or was kicked or banned from: the
 // timeline up to and including their leave event, and the state before it.
-func (s *Syncer) leftRoom(ctx context.Context, req *Request, roomID string, since Token, leave storage.MembershipEvent) (*LeftRoom, error) {
+func (s *Syncer) leftRoom(ctx context.Context, req *Request, v *roomViewer, since Token, leave storage.MembershipEvent) (*LeftRoom, error) {
 	lr := &LeftRoom{}
-	evs, tl, _, err := s.timeline(ctx, req, roomID, since.Pos, leave.Pos)
+	evs, tl, _, err := s.timeline(ctx, req, v, since.Pos, leave.Pos)
 	if err != nil {
 		return nil, err
 	}
 	lr.Timeline = tl
-	if lr.State, err = s.state(ctx, req, roomID, evs, since.Pos, leave.Pos, true, true); err != nil {
+	if lr.State, err = s.state(ctx, req, v, evs, since.Pos, leave.Pos, true, true); err != nil {
 		return nil, err
 	}
 	if req.UseStateAfter {

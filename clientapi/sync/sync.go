@@ -25,12 +25,13 @@ type Store interface {
 	StateAtPosition(ctx context.Context, roomID string, pos int64) (map[[2]string]string, error)
 	SyncStateBeforeEvent(ctx context.Context, eventID string) (map[[2]string]string, error)
 	EventsByID(ctx context.Context, ids []string) ([]storage.SyncEvent, error)
-	RoomMembersSummary(ctx context.Context, roomID string) (joined, invited []string, err error)
+	RoomMembersSummaryAt(ctx context.Context, roomID string, at int64) (joined, invited []string, err error)
 	SyncFilter(ctx context.Context, userID, filterID string) (string, error)
 	AccountDataRange(ctx context.Context, userID string, from, to int64) ([]storage.AccountDataItem, error)
 	ReceiptsInRange(ctx context.Context, from, to int64) ([]storage.Receipt, error)
 	RoomReceipts(ctx context.Context, roomID string, to int64) ([]storage.Receipt, error)
 	UsersSharingRooms(ctx context.Context, userID string) ([]string, error)
+	HistoryVisibilityChanges(ctx context.Context, roomID string) ([]storage.PositionedValue, error)
 }
 
 // Keys is what /sync reads from the keyserver (keyserver.Service). It may be
@@ -89,9 +90,10 @@ type Request struct {
 func (r *Request) DeviceKey() string { return r.UserID + "|" + r.DeviceID }
 
 type roomMembership struct {
-	before  *storage.MembershipEvent // latest at or before since
-	at      storage.MembershipEvent  // latest at or before to
-	changed bool                     // any change in (since, to]
+	before  *storage.MembershipEvent  // latest at or before since
+	at      storage.MembershipEvent   // latest at or before to
+	changed bool                      // any change in (since, to]
+	history []storage.PositionedValue // every membership up to to (history visibility)
 }
 
 // build assembles the response for (since, to].
@@ -195,7 +197,7 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 					return nil, err
 				}
 			}
-			jr, err := s.joinedRoom(ctx, req, roomID, since, to, newly, rrs, ruleset, rulesPos)
+			jr, err := s.joinedRoom(ctx, req, s.roomViewer(roomID, m), since, to, newly, rrs, ruleset, rulesPos)
 			if err != nil {
 				return nil, err
 			}
@@ -233,7 +235,7 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 			if !req.Initial && !m.changed {
 				continue
 			}
-			lr, err := s.leftRoom(ctx, req, roomID, since, m.at)
+			lr, err := s.leftRoom(ctx, req, s.roomViewer(roomID, m), since, m.at)
 			if err != nil {
 				return nil, err
 			}
@@ -290,6 +292,7 @@ func (s *Syncer) memberships(ctx context.Context, userID string, since, to int64
 			m.changed = true
 		}
 		m.at = e
+		m.history = append(m.history, storage.PositionedValue{Pos: e.Pos, Value: e.Membership})
 	}
 	return out, nil
 }
@@ -318,7 +321,7 @@ func (s *Syncer) presence(ctx context.Context, req *Request, resp *Response, sin
 		if !allows(req.Filter.Presence, "m.presence", p.UserID, "", nil) {
 			continue
 		}
-		ev, _ := json.Marshal(map[string]any{"type": "m.presence", "sender": p.UserID, "content": syncapi.ContentOf(p)})
+		ev, _ := json.Marshal(map[string]any{"type": "m.presence", "sender": p.UserID, "content": s.module.PresenceContent(p)})
 		evs = append(evs, ev)
 	}
 	resp.Presence = eventsOrNil(evs)

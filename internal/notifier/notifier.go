@@ -16,6 +16,8 @@ type Notifier struct {
 	pending map[int64][]string // positions above current, with the users they concern
 	latest  map[string]int64   // per user: latest delivered position that concerns them
 	waiters map[string]map[*waiter]struct{}
+	wakeSeq uint64            // counts Wake calls
+	woken   map[string]uint64 // per user: wakeSeq of the latest Wake that concerned them
 }
 
 type waiter struct {
@@ -30,6 +32,7 @@ func New(current int64) *Notifier {
 		pending: map[int64][]string{},
 		latest:  map[string]int64{},
 		waiters: map[string]map[*waiter]struct{}{},
+		woken:   map[string]uint64{},
 	}
 }
 
@@ -88,11 +91,15 @@ func (n *Notifier) deliver(pos int64, users []string) {
 }
 
 // Wake wakes the users' waiters regardless of position, for in-memory events
-// without a stream position (typing).
+// without a stream position (typing). It is remembered: a WaitMarked whose
+// mark predates it returns at once, so a change that lands between a reader's
+// read and its wait is not lost.
 func (n *Notifier) Wake(users ...string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.wakeSeq++
 	for _, u := range users {
+		n.woken[u] = n.wakeSeq
 		for w := range n.waiters[u] {
 			select {
 			case w.ch <- struct{}{}:
@@ -102,12 +109,30 @@ func (n *Notifier) Wake(users ...string) {
 	}
 }
 
+// WakeMark is the current Wake sequence number. Take it before reading the
+// in-memory state that Wake announces, and pass it to WaitMarked.
+func (n *Notifier) WakeMark() uint64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.wakeSeq
+}
+
 // Wait blocks until something after position `after` concerns user, or Wake
 // is called for user, or ctx ends. It returns at once if such a position was
 // already delivered. It returns false when ctx ended first.
 func (n *Notifier) Wait(ctx context.Context, user string, after int64) bool {
+	return n.wait(ctx, user, after, 0, false)
+}
+
+// WaitMarked is Wait that also returns at once if Wake was called for user
+// after mark (a WakeMark taken before the caller read its state).
+func (n *Notifier) WaitMarked(ctx context.Context, user string, after int64, mark uint64) bool {
+	return n.wait(ctx, user, after, mark, true)
+}
+
+func (n *Notifier) wait(ctx context.Context, user string, after int64, mark uint64, marked bool) bool {
 	n.mu.Lock()
-	if n.latest[user] > after {
+	if n.latest[user] > after || (marked && n.woken[user] > mark) {
 		n.mu.Unlock()
 		return true
 	}

@@ -52,3 +52,29 @@ func TestOtherUsersNotWoken(t *testing.T) {
 		t.Fatal("woken by another user's position")
 	}
 }
+
+// A Wake between a reader's WakeMark and its WaitMarked is not lost.
+func TestWakeAfterMarkIsSticky(t *testing.T) {
+	n := New(0)
+	mark := n.WakeMark()
+	n.Wake("@u:x") // before the waiter registers
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if !n.WaitMarked(ctx, "@u:x", 0, mark) {
+		t.Fatal("a Wake after the mark must make WaitMarked return at once")
+	}
+	// A mark taken after the Wake waits again.
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel2()
+	if n.WaitMarked(ctx2, "@u:x", 0, n.WakeMark()) {
+		t.Fatal("an old Wake woke a waiter whose mark covers it")
+	}
+	// Another user's Wake does not count.
+	mark = n.WakeMark()
+	n.Wake("@other:x")
+	ctx3, cancel3 := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel3()
+	if n.WaitMarked(ctx3, "@u:x", 0, mark) {
+		t.Fatal("woken by another user's Wake")
+	}
+}
