@@ -184,10 +184,14 @@ func (s *Server) ListenAndServe() error {
 // Shutdown stops accepting requests, lets in-flight ones finish (until ctx
 // ends), then closes the store.
 func (s *Server) Shutdown(ctx context.Context) error {
+	// Long-polling /sync requests answer at once (empty, as at their timeout)
+	// so they do not hold the shutdown for up to their timeout.
+	s.Notifier.Close()
 	var err error
 	if s.http != nil {
 		err = s.http.Shutdown(ctx)
 	}
+	s.Sync.Close()
 	s.DB.Close()
 	return err
 }

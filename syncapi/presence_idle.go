@@ -114,3 +114,13 @@ func (s *Service) rearmPresence(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Close stops the presence decay timers (on shutdown, before the store closes).
+func (s *Service) Close() {
+	s.presenceMu.Lock()
+	defer s.presenceMu.Unlock()
+	for userID, a := range s.activity {
+		a.timer.Stop()
+		delete(s.activity, userID)
+	}
+}

@@ -18,6 +18,9 @@ type Notifier struct {
 	waiters map[string]map[*waiter]struct{}
 	wakeSeq uint64            // counts Wake calls
 	woken   map[string]uint64 // per user: wakeSeq of the latest Wake that concerned them
+
+	closeOnce sync.Once
+	closed    chan struct{} // closed on shutdown: every wait returns at once
 }
 
 type waiter struct {
@@ -33,6 +36,7 @@ func New(current int64) *Notifier {
 		latest:  map[string]int64{},
 		waiters: map[string]map[*waiter]struct{}{},
 		woken:   map[string]uint64{},
+		closed:  make(chan struct{}),
 	}
 }
 
@@ -131,6 +135,11 @@ func (n *Notifier) WaitMarked(ctx context.Context, user string, after int64, mar
 }
 
 func (n *Notifier) wait(ctx context.Context, user string, after int64, mark uint64, marked bool) bool {
+	select {
+	case <-n.closed:
+		return false
+	default:
+	}
 	n.mu.Lock()
 	if n.latest[user] > after || (marked && n.woken[user] > mark) {
 		n.mu.Unlock()
@@ -157,5 +166,13 @@ func (n *Notifier) wait(ctx context.Context, user string, after int64, mark uint
 		return true
 	case <-ctx.Done():
 		return false
+	case <-n.closed:
+		return false
 	}
+}
+
+// Close ends every current and future wait, as if its context had ended: on
+// shutdown, long-polls answer at once instead of holding the server open.
+func (n *Notifier) Close() {
+	n.closeOnce.Do(func() { close(n.closed) })
 }

@@ -78,3 +78,23 @@ func TestWakeAfterMarkIsSticky(t *testing.T) {
 		t.Fatal("woken by another user's Wake")
 	}
 }
+
+func TestCloseEndsWaits(t *testing.T) {
+	n := New(0)
+	got := waitAsync(n, "@u:x", 0)
+	n.Close()
+	select {
+	case woken := <-got:
+		if woken {
+			t.Fatal("a wait ended by Close must report false, like a timeout")
+		}
+	case <-time.After(time.Second):
+		t.Fatal("Close did not end a running wait")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	start := time.Now()
+	if n.Wait(ctx, "@u:x", 0) || time.Since(start) > 500*time.Millisecond {
+		t.Fatal("a wait after Close must return false at once")
+	}
+}
