@@ -17,7 +17,7 @@ func (a *API) pusherRoutes(r chi.Router) {
 
 // getPushers: GET /pushers (pusher.yaml).
 func (a *API) getPushers(r *http.Request) (any, error) {
-	dev := authn.FromContext(r.Context())
+	dev := authn.FromRequest(r)
 	list, err := a.Sync.Pushers(r.Context(), dev.UserID.String())
 	if err != nil {
 		return nil, err
@@ -28,7 +28,7 @@ func (a *API) getPushers(r *http.Request) (any, error) {
 // setPusher: POST /pushers/set. Pushers are stored; delivery to push gateways
 // is not implemented yet.
 func (a *API) setPusher(r *http.Request) (any, error) {
-	dev := authn.FromContext(r.Context())
+	dev := authn.FromRequest(r)
 	var req syncapi.PusherRequest
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
 		return nil, err

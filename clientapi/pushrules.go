@@ -27,7 +27,7 @@ func (a *API) pushRuleRoutes(r chi.Router) {
 }
 
 func (a *API) getPushRules(r *http.Request) (any, error) {
-	rules, _, err := a.Sync.PushRules(r.Context(), authn.FromContext(r.Context()).UserID.String())
+	rules, _, err := a.Sync.PushRules(r.Context(), authn.FromRequest(r).UserID.String())
 	if err != nil {
 		return nil, err
 	}
@@ -35,7 +35,7 @@ func (a *API) getPushRules(r *http.Request) (any, error) {
 }
 
 func (a *API) getGlobalPushRules(r *http.Request) (any, error) {
-	rules, _, err := a.Sync.PushRules(r.Context(), authn.FromContext(r.Context()).UserID.String())
+	rules, _, err := a.Sync.PushRules(r.Context(), authn.FromRequest(r).UserID.String())
 	return rules, err
 }
 
@@ -44,7 +44,7 @@ func ruleParams(r *http.Request) (user, kind, ruleID string, err error) {
 	if chi.URLParam(r, "scope") != "global" {
 		return "", "", "", mxhttp.NotFound("Unknown push rule scope")
 	}
-	return authn.FromContext(r.Context()).UserID.String(), chi.URLParam(r, "kind"), chi.URLParam(r, "ruleId"), nil
+	return authn.FromRequest(r).UserID.String(), chi.URLParam(r, "kind"), chi.URLParam(r, "ruleId"), nil
 }
 
 func (a *API) getPushRule(r *http.Request) (any, error) {
