@@ -38,13 +38,7 @@ func (a *API) putDevice(r *http.Request) (any, error) {
 }
 
 func (a *API) deleteDevice(r *http.Request) (any, error) {
-	var req struct {
-		Auth json.RawMessage `json:"auth"`
-	}
-	if err := mxhttp.ReadJSON(r, &req); err != nil {
-		return nil, err
-	}
-	if err := a.requireUIA(r, req.Auth); err != nil {
+	if err := a.requireUIABody(r); err != nil {
 		return nil, err
 	}
 	devices := []id.DeviceID{id.DeviceID(mxhttp.PathParam(r, "deviceId"))}

@@ -1,7 +1,6 @@
 package clientapi
 
 import (
-	"encoding/json"
 	"net/http"
 
 	"github.com/myelin-chat/myelin/accounts"
@@ -102,13 +101,7 @@ func (a *API) logoutAll(r *http.Request) (any, error) {
 // getLoginToken is POST /v1/login/get_token: a short-lived single-use token
 // another client of the same user can log in with (m.login.token).
 func (a *API) getLoginToken(r *http.Request) (any, error) {
-	var req struct {
-		Auth json.RawMessage `json:"auth"`
-	}
-	if err := mxhttp.ReadJSON(r, &req); err != nil {
-		return nil, err
-	}
-	if err := a.requireUIA(r, req.Auth); err != nil {
+	if err := a.requireUIABody(r); err != nil {
 		return nil, err
 	}
 	token, life, err := a.Accounts.CreateLoginToken(r.Context(), authn.FromRequest(r).UserID)

@@ -33,8 +33,5 @@ func (a *API) setPusher(r *http.Request) (any, error) {
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
 		return nil, err
 	}
-	if err := a.Sync.SetPusher(r.Context(), dev.UserID.String(), dev.DeviceID.String(), req); err != nil {
-		return nil, err
-	}
-	return mxhttp.Empty, nil
+	return mxhttp.EmptyOr(a.Sync.SetPusher(r.Context(), dev.UserID.String(), dev.DeviceID.String(), req))
 }

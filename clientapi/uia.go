@@ -49,6 +49,17 @@ func (a *API) requireUIA(r *http.Request, auth json.RawMessage) error {
 	return a.Accounts.FinishUIA(r.Context(), res)
 }
 
+// requireUIABody is requireUIA for endpoints whose body holds only "auth".
+func (a *API) requireUIABody(r *http.Request) error {
+	var req struct {
+		Auth json.RawMessage `json:"auth"`
+	}
+	if err := mxhttp.ReadJSON(r, &req); err != nil {
+		return err
+	}
+	return a.requireUIA(r, req.Auth)
+}
+
 // uiaOperation names the request a UIA session is bound to: the method and
 // the path without /_matrix/client/<version>.
 func uiaOperation(r *http.Request) string {
