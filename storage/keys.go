@@ -214,6 +214,35 @@ func (db *DB) QueryDeviceKeys(ctx context.Context, userIDs []string) (map[string
 	return out, err
 }
 
+// DeviceDisplayNames returns the display names users set on their devices
+// (and dehydrated devices): user → device → name, unnamed devices left out.
+func (db *DB) DeviceDisplayNames(ctx context.Context, userIDs []string) (map[string]map[string]string, error) {
+	out := map[string]map[string]string{}
+	err := inChunks(userIDs, func(chunk []string) error {
+		in := placeholders(1, len(chunk))
+		rows, err := db.Query(ctx, `SELECT user_id, device_id, display_name FROM devices
+			WHERE user_id IN (`+in+`) AND display_name IS NOT NULL AND display_name <> ''
+			UNION ALL SELECT user_id, device_id, display_name FROM dehydrated_devices
+			WHERE user_id IN (`+in+`) AND display_name <> ''`, anyArgs(chunk)...)
+		if err != nil {
+			return fmt.Errorf("reading device display names: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var u, d, name string
+			if err := rows.Scan(&u, &d, &name); err != nil {
+				return err
+			}
+			if out[u] == nil {
+				out[u] = map[string]string{}
+			}
+			out[u][d] = name
+		}
+		return rows.Err()
+	})
+	return out, err
+}
+
 // KeySignature is a signature uploaded through /keys/signatures/upload.
 type KeySignature struct {
 	TargetUserID string
