@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -326,11 +328,7 @@ func (s *Service) Query(ctx context.Context, requester string, req *QueryRequest
 	if err != nil {
 		return nil, err
 	}
-	users := make([]string, 0, len(req.DeviceKeys))
-	for u := range req.DeviceKeys {
-		users = append(users, u)
-	}
-	local, remote, err := s.splitUsers(users)
+	local, remote, err := s.splitUsers(slices.Collect(maps.Keys(req.DeviceKeys)))
 	if err != nil {
 		return nil, err
 	}
@@ -409,7 +407,7 @@ func (s *Service) queryLocal(ctx context.Context, requester string, users []stri
 		out := map[string]json.RawMessage{}
 		only := wanted[u]
 		for dev, raw := range devs[u] {
-			if len(only) > 0 && !contains(only, dev) {
+			if len(only) > 0 && !slices.Contains(only, dev) {
 				continue
 			}
 			var unsigned map[string]any
@@ -444,15 +442,6 @@ func (s *Service) queryLocal(ctx context.Context, requester string, users []stri
 	return nil
 }
 
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
-}
-
 // ClaimRequest is the body of POST /keys/claim.
 type ClaimRequest struct {
 	OneTimeKeys map[string]map[string]string `json:"one_time_keys"`
@@ -474,11 +463,7 @@ func (s *Service) Claim(ctx context.Context, req *ClaimRequest) (*ClaimResponse,
 	if err != nil {
 		return nil, err
 	}
-	users := make([]string, 0, len(req.OneTimeKeys))
-	for u := range req.OneTimeKeys {
-		users = append(users, u)
-	}
-	local, remote, err := s.splitUsers(users)
+	local, remote, err := s.splitUsers(slices.Collect(maps.Keys(req.OneTimeKeys)))
 	if err != nil {
 		return nil, err
 	}
