@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -47,6 +48,10 @@ func (c *UIAChallenge) Error() string {
 	}
 	return "user-interactive auth required"
 }
+
+// HTTPStatus makes the challenge an mxhttp.Responder: it is answered as 401
+// with the body below.
+func (c *UIAChallenge) HTTPStatus() int { return http.StatusUnauthorized }
 
 // MarshalJSON writes the 401 body.
 func (c *UIAChallenge) MarshalJSON() ([]byte, error) {

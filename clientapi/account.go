@@ -13,96 +13,90 @@ import (
 // loginRoutes are the unauthenticated account endpoints (rate-limited as logins).
 func (a *API) loginRoutes(r chi.Router) {
 	r.Get("/login", a.loginFlows)
-	r.Post("/login", handle(a.login))
-	r.Post("/refresh", handle(a.refresh))
-	r.Post("/register", handle(a.register))
-	r.Get("/register/available", handle(a.registerAvailable))
+	r.Method(http.MethodPost, "/login", mxhttp.JSON(a.login))
+	r.Method(http.MethodPost, "/refresh", mxhttp.JSON(a.refresh))
+	r.Method(http.MethodPost, "/register", mxhttp.JSON(a.register))
+	r.Method(http.MethodGet, "/register/available", mxhttp.JSON(a.registerAvailable))
 }
 
 // loginRoutesV1 are the unauthenticated account endpoints under /v1.
 func (a *API) loginRoutesV1(r chi.Router) {
-	r.Get("/register/m.login.registration_token/validity", handle(a.registrationTokenValidity))
+	r.Method(http.MethodGet, "/register/m.login.registration_token/validity", mxhttp.JSON(a.registrationTokenValidity))
 }
 
 // accountRoutes are the authenticated account endpoints.
 func (a *API) accountRoutes(r chi.Router) {
 	r.Get("/account/whoami", a.whoami)
-	r.Post("/logout", handle(a.logout))
-	r.Post("/logout/all", handle(a.logoutAll))
-	r.Post("/account/password", handle(a.changePassword))
-	r.Post("/account/deactivate", handle(a.deactivate))
+	r.Method(http.MethodPost, "/logout", mxhttp.JSON(a.logout))
+	r.Method(http.MethodPost, "/logout/all", mxhttp.JSON(a.logoutAll))
+	r.Method(http.MethodPost, "/account/password", mxhttp.JSON(a.changePassword))
+	r.Method(http.MethodPost, "/account/deactivate", mxhttp.JSON(a.deactivate))
 	r.Get("/account/3pid", a.threepids)
 	r.Get("/capabilities", a.capabilities)
 
-	r.Get("/devices", handle(a.listDevices))
-	r.Get("/devices/{deviceId}", handle(a.getDevice))
-	r.Put("/devices/{deviceId}", handle(a.putDevice))
-	r.Delete("/devices/{deviceId}", handle(a.deleteDevice))
-	r.Post("/delete_devices", handle(a.deleteDevices))
+	r.Method(http.MethodGet, "/devices", mxhttp.JSON(a.listDevices))
+	r.Method(http.MethodGet, "/devices/{deviceId}", mxhttp.JSON(a.getDevice))
+	r.Method(http.MethodPut, "/devices/{deviceId}", mxhttp.JSON(a.putDevice))
+	r.Method(http.MethodDelete, "/devices/{deviceId}", mxhttp.JSON(a.deleteDevice))
+	r.Method(http.MethodPost, "/delete_devices", mxhttp.JSON(a.deleteDevices))
 
-	r.Get("/profile/{userId}", handle(a.getProfile))
-	r.Get("/profile/{userId}/{keyName}", handle(a.getProfileField))
-	r.Put("/profile/{userId}/{keyName}", handle(a.putProfileField))
-	r.Delete("/profile/{userId}/{keyName}", handle(a.deleteProfileField))
+	r.Method(http.MethodGet, "/profile/{userId}", mxhttp.JSON(a.getProfile))
+	r.Method(http.MethodGet, "/profile/{userId}/{keyName}", mxhttp.JSON(a.getProfileField))
+	r.Method(http.MethodPut, "/profile/{userId}/{keyName}", mxhttp.JSON(a.putProfileField))
+	r.Method(http.MethodDelete, "/profile/{userId}/{keyName}", mxhttp.JSON(a.deleteProfileField))
 
-	r.Put("/user/{userId}/account_data/{type}", handle(a.putAccountData))
-	r.Get("/user/{userId}/account_data/{type}", handle(a.getAccountData))
-	r.Put("/user/{userId}/rooms/{roomId}/account_data/{type}", handle(a.putAccountData))
-	r.Get("/user/{userId}/rooms/{roomId}/account_data/{type}", handle(a.getAccountData))
+	r.Method(http.MethodPut, "/user/{userId}/account_data/{type}", mxhttp.JSON(a.putAccountData))
+	r.Method(http.MethodGet, "/user/{userId}/account_data/{type}", mxhttp.JSON(a.getAccountData))
+	r.Method(http.MethodPut, "/user/{userId}/rooms/{roomId}/account_data/{type}", mxhttp.JSON(a.putAccountData))
+	r.Method(http.MethodGet, "/user/{userId}/rooms/{roomId}/account_data/{type}", mxhttp.JSON(a.getAccountData))
 
-	r.Post("/user/{userId}/filter", handle(a.createFilter))
-	r.Get("/user/{userId}/filter/{filterId}", handle(a.getFilter))
+	r.Method(http.MethodPost, "/user/{userId}/filter", mxhttp.JSON(a.createFilter))
+	r.Method(http.MethodGet, "/user/{userId}/filter/{filterId}", mxhttp.JSON(a.getFilter))
 }
 
 // accountRoutesV1 are the authenticated account endpoints under /v1.
 func (a *API) accountRoutesV1(r chi.Router) {
-	r.Post("/login/get_token", handle(a.getLoginToken))
+	r.Method(http.MethodPost, "/login/get_token", mxhttp.JSON(a.getLoginToken))
 }
 
-func (a *API) changePassword(w http.ResponseWriter, r *http.Request) error {
+func (a *API) changePassword(r *http.Request) (any, error) {
 	var req struct {
 		Auth          json.RawMessage `json:"auth"`
 		NewPassword   string          `json:"new_password"`
 		LogoutDevices *bool           `json:"logout_devices"`
 	}
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
-		return err
+		return nil, err
 	}
 	if req.NewPassword == "" {
-		return mxhttp.MissingParam("new_password is required")
+		return nil, mxhttp.MissingParam("new_password is required")
 	}
 	if err := a.Accounts.CheckPasswordPolicy(req.NewPassword); err != nil {
-		return err
+		return nil, err
 	}
-	if !a.requireUIA(w, r, req.Auth) {
-		return nil
+	if err := a.requireUIA(r, req.Auth); err != nil {
+		return nil, err
 	}
-	dev := authn.FromContext(r.Context())
+	dev := authn.FromRequest(r)
 	logout := req.LogoutDevices == nil || *req.LogoutDevices
-	if err := a.Accounts.ChangePassword(r.Context(), dev.UserID, req.NewPassword, logout, dev.DeviceID); err != nil {
-		return err
-	}
-	mxhttp.WriteJSON(w, http.StatusOK, mxhttp.Empty)
-	return nil
+	return mxhttp.EmptyOr(a.Accounts.ChangePassword(r.Context(), dev.UserID, req.NewPassword, logout, dev.DeviceID))
 }
 
-func (a *API) deactivate(w http.ResponseWriter, r *http.Request) error {
+func (a *API) deactivate(r *http.Request) (any, error) {
 	var req struct {
 		Auth     json.RawMessage `json:"auth"`
 		Erase    bool            `json:"erase"`
 		IDServer string          `json:"id_server"`
 	}
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
-		return err
+		return nil, err
 	}
-	if !a.requireUIA(w, r, req.Auth) {
-		return nil
+	if err := a.requireUIA(r, req.Auth); err != nil {
+		return nil, err
 	}
-	dev := authn.FromContext(r.Context())
-	if err := a.Accounts.Deactivate(r.Context(), dev.UserID, req.Erase); err != nil {
-		return err
+	if err := a.Accounts.Deactivate(r.Context(), authn.FromRequest(r).UserID, req.Erase); err != nil {
+		return nil, err
 	}
 	// No third-party identifiers exist here, so there was nothing to unbind.
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"id_server_unbind_result": "success"})
-	return nil
+	return map[string]string{"id_server_unbind_result": "success"}, nil
 }

@@ -11,39 +11,30 @@ import (
 
 // ownUser checks that the {userId} in the path is the caller.
 func ownUser(r *http.Request, what string) (id.UserID, error) {
-	userID := id.UserID(pathParam(r, "userId"))
-	if dev := authn.FromContext(r.Context()); dev.UserID != userID {
+	userID := id.UserID(mxhttp.PathParam(r, "userId"))
+	if dev := authn.FromRequest(r); dev.UserID != userID {
 		return "", mxhttp.Forbidden("Cannot access %s of other users.", what)
 	}
 	return userID, nil
 }
 
-func (a *API) putAccountData(w http.ResponseWriter, r *http.Request) error {
-	body, err := readBody(r)
+func (a *API) putAccountData(r *http.Request) (any, error) {
+	body, err := mxhttp.ReadBody(r)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	userID, err := ownUser(r, "account data")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	err = a.Accounts.SetAccountData(r.Context(), userID, id.RoomID(pathParam(r, "roomId")), pathParam(r, "type"), body)
-	if err != nil {
-		return err
-	}
-	mxhttp.WriteJSON(w, http.StatusOK, mxhttp.Empty)
-	return nil
+	roomID, evType := id.RoomID(mxhttp.PathParam(r, "roomId")), mxhttp.PathParam(r, "type")
+	return mxhttp.EmptyOr(a.Accounts.SetAccountData(r.Context(), userID, roomID, evType, body))
 }
 
-func (a *API) getAccountData(w http.ResponseWriter, r *http.Request) error {
+func (a *API) getAccountData(r *http.Request) (any, error) {
 	userID, err := ownUser(r, "account data")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	content, err := a.Accounts.GetAccountData(r.Context(), userID, id.RoomID(pathParam(r, "roomId")), pathParam(r, "type"))
-	if err != nil {
-		return err
-	}
-	mxhttp.WriteJSON(w, http.StatusOK, content)
-	return nil
+	return a.Accounts.GetAccountData(r.Context(), userID, id.RoomID(mxhttp.PathParam(r, "roomId")), mxhttp.PathParam(r, "type"))
 }

@@ -6,32 +6,30 @@ import (
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 )
 
-func (a *API) createFilter(w http.ResponseWriter, r *http.Request) error {
-	body, err := readBody(r)
+func (a *API) createFilter(r *http.Request) (any, error) {
+	body, err := mxhttp.ReadBody(r)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	userID, err := ownUser(r, "filters")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	filterID, err := a.Accounts.CreateFilter(r.Context(), userID, body)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"filter_id": filterID})
-	return nil
+	return map[string]string{"filter_id": filterID}, nil
 }
 
-func (a *API) getFilter(w http.ResponseWriter, r *http.Request) error {
+func (a *API) getFilter(r *http.Request) (any, error) {
 	userID, err := ownUser(r, "filters")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	f, err := a.Accounts.GetFilterJSON(r.Context(), userID, pathParam(r, "filterId"))
+	f, err := a.Accounts.GetFilterJSON(r.Context(), userID, mxhttp.PathParam(r, "filterId"))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, f)
-	return nil
+	return f, nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 
@@ -52,7 +51,7 @@ func (a *API) keyRoutes(r chi.Router) {
 	r.Method(http.MethodPost, "/keys/query", mxhttp.JSON(a.keysQuery))
 	r.Method(http.MethodPost, "/keys/claim", mxhttp.JSON(a.keysClaim))
 	r.Method(http.MethodGet, "/keys/changes", mxhttp.JSON(a.keysChanges))
-	r.Method(http.MethodPost, "/keys/device_signing/upload", mxhttp.HandlerFunc(a.keysDeviceSigningUpload))
+	r.Method(http.MethodPost, "/keys/device_signing/upload", mxhttp.JSON(a.keysDeviceSigningUpload))
 	r.Method(http.MethodPost, "/keys/signatures/upload", mxhttp.JSON(a.keysSignaturesUpload))
 	r.Method(http.MethodPut, "/sendToDevice/{eventType}/{txnId}", mxhttp.JSON(a.sendToDevice))
 
@@ -84,23 +83,12 @@ func (a *API) keyRoutesUnstable(r chi.Router) {
 	})
 }
 
-// keysPathParam is a URL path parameter, percent-decoded (chi matches on the raw path).
-func keysPathParam(r *http.Request, name string) (string, error) {
-	v, err := url.PathUnescape(chi.URLParam(r, name))
-	if err != nil {
-		return "", mxhttp.InvalidParam("Malformed %s in path", name)
-	}
-	return v, nil
-}
-
-func keysCaller(r *http.Request) *authn.Device { return authn.FromContext(r.Context()) }
-
 func (a *API) keysUpload(r *http.Request) (any, error) {
 	var req keyserver.UploadRequest
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
 		return nil, err
 	}
-	dev := keysCaller(r)
+	dev := authn.FromRequest(r)
 	return a.Keys.Upload(r.Context(), dev.UserID.String(), dev.DeviceID.String(), &req)
 }
 
@@ -109,7 +97,7 @@ func (a *API) keysQuery(r *http.Request) (any, error) {
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
 		return nil, err
 	}
-	return a.Keys.Query(r.Context(), keysCaller(r).UserID.String(), &req)
+	return a.Keys.Query(r.Context(), authn.FromRequest(r).UserID.String(), &req)
 }
 
 func (a *API) keysClaim(r *http.Request) (any, error) {
@@ -142,41 +130,32 @@ func (a *API) keysChanges(r *http.Request) (any, error) {
 	if !ok1 || !ok2 {
 		return nil, mxhttp.InvalidParam("from and to must be sync tokens")
 	}
-	changed, left, err := a.Keys.DeviceListChanges(r.Context(), keysCaller(r).UserID.String(), from, to)
+	changed, left, err := a.Keys.DeviceListChanges(r.Context(), authn.FromRequest(r).UserID.String(), from, to)
 	if err != nil {
 		return nil, err
 	}
 	return map[string][]string{"changed": changed, "left": left}, nil
 }
 
-func (a *API) keysDeviceSigningUpload(w http.ResponseWriter, r *http.Request) error {
-	body, err := readBody(r)
-	if err != nil {
-		return err
+func (a *API) keysDeviceSigningUpload(r *http.Request) (any, error) {
+	var req struct {
+		keyserver.DeviceSigningRequest
+		Auth json.RawMessage `json:"auth"`
 	}
-	var req keyserver.DeviceSigningRequest
-	if err := mxhttp.DecodeJSON(body, &req); err != nil {
-		return err
+	if err := mxhttp.ReadJSON(r, &req); err != nil {
+		return nil, err
 	}
-	user := keysCaller(r).UserID.String()
-	needs, err := a.Keys.DeviceSigningNeedsAuth(r.Context(), user, &req)
+	user := authn.FromRequest(r).UserID.String()
+	needs, err := a.Keys.DeviceSigningNeedsAuth(r.Context(), user, &req.DeviceSigningRequest)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if needs {
-		var withAuth struct {
-			Auth json.RawMessage `json:"auth"`
-		}
-		_ = json.Unmarshal(body, &withAuth)
-		if !a.requireUIA(w, r, withAuth.Auth) {
-			return nil // requireUIA answered
+		if err := a.requireUIA(r, req.Auth); err != nil {
+			return nil, err
 		}
 	}
-	if err := a.Keys.UploadDeviceSigningKeys(r.Context(), user, &req); err != nil {
-		return err
-	}
-	mxhttp.WriteJSON(w, http.StatusOK, mxhttp.Empty)
-	return nil
+	return mxhttp.EmptyOr(a.Keys.UploadDeviceSigningKeys(r.Context(), user, &req.DeviceSigningRequest))
 }
 
 func (a *API) keysSignaturesUpload(r *http.Request) (any, error) {
@@ -184,29 +163,19 @@ func (a *API) keysSignaturesUpload(r *http.Request) (any, error) {
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
 		return nil, err
 	}
-	return a.Keys.UploadSignatures(r.Context(), keysCaller(r).UserID.String(), req)
+	return a.Keys.UploadSignatures(r.Context(), authn.FromRequest(r).UserID.String(), req)
 }
 
 func (a *API) sendToDevice(r *http.Request) (any, error) {
-	eventType, err := keysPathParam(r, "eventType")
-	if err != nil {
-		return nil, err
-	}
-	txnID, err := keysPathParam(r, "txnId")
-	if err != nil {
-		return nil, err
-	}
+	eventType, txnID := mxhttp.PathParam(r, "eventType"), mxhttp.PathParam(r, "txnId")
 	var req struct {
 		Messages map[string]map[string]json.RawMessage `json:"messages"`
 	}
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
 		return nil, err
 	}
-	dev := keysCaller(r)
-	if err := a.Keys.SendToDevice(r.Context(), dev.UserID.String(), dev.DeviceID.String(), eventType, txnID, req.Messages); err != nil {
-		return nil, err
-	}
-	return mxhttp.Empty, nil
+	dev := authn.FromRequest(r)
+	return mxhttp.EmptyOr(a.Keys.SendToDevice(r.Context(), dev.UserID.String(), dev.DeviceID.String(), eventType, txnID, req.Messages))
 }
 
 func (a *API) backupCreate(r *http.Request) (any, error) {
@@ -214,7 +183,7 @@ func (a *API) backupCreate(r *http.Request) (any, error) {
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
 		return nil, err
 	}
-	v, err := a.Keys.CreateBackup(r.Context(), keysCaller(r).UserID.String(), &req)
+	v, err := a.Keys.CreateBackup(r.Context(), authn.FromRequest(r).UserID.String(), &req)
 	if err != nil {
 		return nil, err
 	}
@@ -222,54 +191,32 @@ func (a *API) backupCreate(r *http.Request) (any, error) {
 }
 
 func (a *API) backupGet(r *http.Request) (any, error) {
-	version, err := keysPathParam(r, "version")
-	if err != nil {
-		return nil, err
-	}
-	return a.Keys.GetBackup(r.Context(), keysCaller(r).UserID.String(), version)
+	version := mxhttp.PathParam(r, "version")
+	return a.Keys.GetBackup(r.Context(), authn.FromRequest(r).UserID.String(), version)
 }
 
 func (a *API) backupUpdate(r *http.Request) (any, error) {
-	version, err := keysPathParam(r, "version")
-	if err != nil {
-		return nil, err
-	}
+	version := mxhttp.PathParam(r, "version")
 	var req keyserver.BackupVersionRequest
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
 		return nil, err
 	}
-	if err := a.Keys.UpdateBackup(r.Context(), keysCaller(r).UserID.String(), version, &req); err != nil {
-		return nil, err
-	}
-	return mxhttp.Empty, nil
+	return mxhttp.EmptyOr(a.Keys.UpdateBackup(r.Context(), authn.FromRequest(r).UserID.String(), version, &req))
 }
 
 func (a *API) backupDelete(r *http.Request) (any, error) {
-	version, err := keysPathParam(r, "version")
-	if err != nil {
-		return nil, err
-	}
-	if err := a.Keys.DeleteBackup(r.Context(), keysCaller(r).UserID.String(), version); err != nil {
-		return nil, err
-	}
-	return mxhttp.Empty, nil
+	version := mxhttp.PathParam(r, "version")
+	return mxhttp.EmptyOr(a.Keys.DeleteBackup(r.Context(), authn.FromRequest(r).UserID.String(), version))
 }
 
 // backupPath reads roomId and sessionId (either may be absent).
-func backupPath(r *http.Request) (roomID, sessionID string, err error) {
-	if roomID, err = keysPathParam(r, "roomId"); err != nil {
-		return "", "", err
-	}
-	sessionID, err = keysPathParam(r, "sessionId")
-	return roomID, sessionID, err
+func backupPath(r *http.Request) (roomID, sessionID string) {
+	return mxhttp.PathParam(r, "roomId"), mxhttp.PathParam(r, "sessionId")
 }
 
 func (a *API) backupKeysGet(r *http.Request) (any, error) {
-	roomID, sessionID, err := backupPath(r)
-	if err != nil {
-		return nil, err
-	}
-	rooms, err := a.Keys.GetBackupKeys(r.Context(), keysCaller(r).UserID.String(), r.URL.Query().Get("version"), roomID, sessionID)
+	roomID, sessionID := backupPath(r)
+	rooms, err := a.Keys.GetBackupKeys(r.Context(), authn.FromRequest(r).UserID.String(), r.URL.Query().Get("version"), roomID, sessionID)
 	if err != nil {
 		return nil, err
 	}
@@ -292,10 +239,7 @@ func (a *API) backupKeysGet(r *http.Request) (any, error) {
 }
 
 func (a *API) backupKeysPut(r *http.Request) (any, error) {
-	roomID, sessionID, err := backupPath(r)
-	if err != nil {
-		return nil, err
-	}
+	roomID, sessionID := backupPath(r)
 	rooms := map[string]keyserver.RoomKeyBackup{}
 	switch {
 	case sessionID != "":
@@ -319,15 +263,12 @@ func (a *API) backupKeysPut(r *http.Request) (any, error) {
 		}
 		rooms = body.Rooms
 	}
-	return a.Keys.PutBackupKeys(r.Context(), keysCaller(r).UserID.String(), r.URL.Query().Get("version"), rooms)
+	return a.Keys.PutBackupKeys(r.Context(), authn.FromRequest(r).UserID.String(), r.URL.Query().Get("version"), rooms)
 }
 
 func (a *API) backupKeysDelete(r *http.Request) (any, error) {
-	roomID, sessionID, err := backupPath(r)
-	if err != nil {
-		return nil, err
-	}
-	return a.Keys.DeleteBackupKeys(r.Context(), keysCaller(r).UserID.String(), r.URL.Query().Get("version"), roomID, sessionID)
+	roomID, sessionID := backupPath(r)
+	return a.Keys.DeleteBackupKeys(r.Context(), authn.FromRequest(r).UserID.String(), r.URL.Query().Get("version"), roomID, sessionID)
 }
 
 func (a *API) dehydratedPut(r *http.Request) (any, error) {
@@ -335,7 +276,7 @@ func (a *API) dehydratedPut(r *http.Request) (any, error) {
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
 		return nil, err
 	}
-	id, err := a.Keys.PutDehydratedDevice(r.Context(), keysCaller(r).UserID.String(), &req)
+	id, err := a.Keys.PutDehydratedDevice(r.Context(), authn.FromRequest(r).UserID.String(), &req)
 	if err != nil {
 		return nil, err
 	}
@@ -343,11 +284,11 @@ func (a *API) dehydratedPut(r *http.Request) (any, error) {
 }
 
 func (a *API) dehydratedGet(r *http.Request) (any, error) {
-	return a.Keys.GetDehydratedDevice(r.Context(), keysCaller(r).UserID.String())
+	return a.Keys.GetDehydratedDevice(r.Context(), authn.FromRequest(r).UserID.String())
 }
 
 func (a *API) dehydratedDelete(r *http.Request) (any, error) {
-	id, err := a.Keys.DeleteDehydratedDevice(r.Context(), keysCaller(r).UserID.String())
+	id, err := a.Keys.DeleteDehydratedDevice(r.Context(), authn.FromRequest(r).UserID.String())
 	if err != nil {
 		return nil, err
 	}
@@ -355,10 +296,7 @@ func (a *API) dehydratedDelete(r *http.Request) (any, error) {
 }
 
 func (a *API) dehydratedEvents(r *http.Request) (any, error) {
-	deviceID, err := keysPathParam(r, "deviceId")
-	if err != nil {
-		return nil, err
-	}
+	deviceID := mxhttp.PathParam(r, "deviceId")
 	from := r.URL.Query().Get("from")
 	if r.Method == http.MethodPost {
 		var body struct {
@@ -369,5 +307,5 @@ func (a *API) dehydratedEvents(r *http.Request) (any, error) {
 		}
 		from = body.NextBatch
 	}
-	return a.Keys.DehydratedDeviceEvents(r.Context(), keysCaller(r).UserID.String(), deviceID, from)
+	return a.Keys.DehydratedDeviceEvents(r.Context(), authn.FromRequest(r).UserID.String(), deviceID, from)
 }

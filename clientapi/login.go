@@ -1,7 +1,6 @@
 package clientapi
 
 import (
-	"encoding/json"
 	"net/http"
 
 	"github.com/myelin-chat/myelin/accounts"
@@ -32,10 +31,10 @@ type loginRequest struct {
 	RefreshToken             bool   `json:"refresh_token"`
 }
 
-func (a *API) login(w http.ResponseWriter, r *http.Request) error {
+func (a *API) login(r *http.Request) (any, error) {
 	var req loginRequest
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
-		return err
+		return nil, err
 	}
 	var sess *accounts.Session
 	var err error
@@ -44,95 +43,76 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 		user := req.User
 		if req.Identifier != nil {
 			if req.Identifier.Type != "m.id.user" {
-				return mxhttp.Unknown("Unsupported identifier type %q", req.Identifier.Type)
+				return nil, mxhttp.Unknown("Unsupported identifier type %q", req.Identifier.Type)
 			}
 			user = req.Identifier.User
 		}
 		if user == "" {
-			return mxhttp.MissingParam("identifier.user is required")
+			return nil, mxhttp.MissingParam("identifier.user is required")
 		}
 		sess, err = a.Accounts.LoginPassword(r.Context(), a.Accounts.ResolveUser(user), req.Password, req.DeviceID,
 			req.InitialDeviceDisplayName, clientIP(r), req.RefreshToken)
 	case "m.login.token":
 		if req.Token == "" {
-			return mxhttp.MissingParam("token is required")
+			return nil, mxhttp.MissingParam("token is required")
 		}
 		sess, err = a.Accounts.LoginToken(r.Context(), req.Token, req.DeviceID, req.InitialDeviceDisplayName, clientIP(r), req.RefreshToken)
 	case "":
-		return mxhttp.MissingParam("type is required")
+		return nil, mxhttp.MissingParam("type is required")
 	default:
-		return mxhttp.Unknown("Unknown login type %q", req.Type)
+		return nil, mxhttp.Unknown("Unknown login type %q", req.Type)
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, sessionResponse(sess, a.Config.BaseURL()))
-	return nil
+	return sessionResponse(sess, a.Config.BaseURL()), nil
 }
 
-func (a *API) refresh(w http.ResponseWriter, r *http.Request) error {
+func (a *API) refresh(r *http.Request) (any, error) {
 	var req struct {
 		RefreshToken string `json:"refresh_token"`
 	}
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
-		return err
+		return nil, err
 	}
 	if req.RefreshToken == "" {
-		return mxhttp.MissingParam("refresh_token is required")
+		return nil, mxhttp.MissingParam("refresh_token is required")
 	}
 	sess, err := a.Accounts.Refresh(r.Context(), req.RefreshToken)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	resp := map[string]any{"access_token": sess.AccessToken, "refresh_token": sess.RefreshToken}
 	if sess.ExpiresInMS > 0 {
 		resp["expires_in_ms"] = sess.ExpiresInMS
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, resp)
-	return nil
+	return resp, nil
 }
 
-func (a *API) logout(w http.ResponseWriter, r *http.Request) error {
-	dev := authn.FromContext(r.Context())
-	if err := a.Accounts.Logout(r.Context(), dev.UserID, dev.DeviceID); err != nil {
-		return err
-	}
-	mxhttp.WriteJSON(w, http.StatusOK, mxhttp.Empty)
-	return nil
+func (a *API) logout(r *http.Request) (any, error) {
+	dev := authn.FromRequest(r)
+	return mxhttp.EmptyOr(a.Accounts.Logout(r.Context(), dev.UserID, dev.DeviceID))
 }
 
-func (a *API) logoutAll(w http.ResponseWriter, r *http.Request) error {
-	dev := authn.FromContext(r.Context())
-	if err := a.Accounts.LogoutAll(r.Context(), dev.UserID); err != nil {
-		return err
-	}
-	mxhttp.WriteJSON(w, http.StatusOK, mxhttp.Empty)
-	return nil
+func (a *API) logoutAll(r *http.Request) (any, error) {
+	return mxhttp.EmptyOr(a.Accounts.LogoutAll(r.Context(), authn.FromRequest(r).UserID))
 }
 
 // getLoginToken is POST /v1/login/get_token: a short-lived single-use token
 // another client of the same user can log in with (m.login.token).
-func (a *API) getLoginToken(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		Auth json.RawMessage `json:"auth"`
+func (a *API) getLoginToken(r *http.Request) (any, error) {
+	if err := a.requireUIABody(r); err != nil {
+		return nil, err
 	}
-	if err := mxhttp.ReadJSON(r, &req); err != nil {
-		return err
-	}
-	if !a.requireUIA(w, r, req.Auth) {
-		return nil
-	}
-	dev := authn.FromContext(r.Context())
-	token, life, err := a.Accounts.CreateLoginToken(r.Context(), dev.UserID)
+	token, life, err := a.Accounts.CreateLoginToken(r.Context(), authn.FromRequest(r).UserID)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"login_token": token, "expires_in_ms": life.Milliseconds()})
-	return nil
+	return map[string]any{"login_token": token, "expires_in_ms": life.Milliseconds()}, nil
 }
 
 func (a *API) whoami(w http.ResponseWriter, r *http.Request) {
-	dev := authn.FromContext(r.Context())
+	dev := authn.FromRequest(r)
 	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{
 		"user_id":   dev.UserID,
 		"device_id": dev.DeviceID,

@@ -17,7 +17,7 @@ func (a *API) pusherRoutes(r chi.Router) {
 
 // getPushers: GET /pushers (pusher.yaml).
 func (a *API) getPushers(r *http.Request) (any, error) {
-	dev := authn.FromContext(r.Context())
+	dev := authn.FromRequest(r)
 	list, err := a.Sync.Pushers(r.Context(), dev.UserID.String())
 	if err != nil {
 		return nil, err
@@ -28,13 +28,10 @@ func (a *API) getPushers(r *http.Request) (any, error) {
 // setPusher: POST /pushers/set. Pushers are stored; delivery to push gateways
 // is not implemented yet.
 func (a *API) setPusher(r *http.Request) (any, error) {
-	dev := authn.FromContext(r.Context())
+	dev := authn.FromRequest(r)
 	var req syncapi.PusherRequest
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
 		return nil, err
 	}
-	if err := a.Sync.SetPusher(r.Context(), dev.UserID.String(), dev.DeviceID.String(), req); err != nil {
-		return nil, err
-	}
-	return mxhttp.Empty, nil
+	return mxhttp.EmptyOr(a.Sync.SetPusher(r.Context(), dev.UserID.String(), dev.DeviceID.String(), req))
 }

@@ -27,7 +27,7 @@ func (a *API) pushRuleRoutes(r chi.Router) {
 }
 
 func (a *API) getPushRules(r *http.Request) (any, error) {
-	rules, _, err := a.Sync.PushRules(r.Context(), authn.FromContext(r.Context()).UserID.String())
+	rules, _, err := a.Sync.PushRules(r.Context(), authn.FromRequest(r).UserID.String())
 	if err != nil {
 		return nil, err
 	}
@@ -35,7 +35,7 @@ func (a *API) getPushRules(r *http.Request) (any, error) {
 }
 
 func (a *API) getGlobalPushRules(r *http.Request) (any, error) {
-	rules, _, err := a.Sync.PushRules(r.Context(), authn.FromContext(r.Context()).UserID.String())
+	rules, _, err := a.Sync.PushRules(r.Context(), authn.FromRequest(r).UserID.String())
 	return rules, err
 }
 
@@ -44,16 +44,19 @@ func ruleParams(r *http.Request) (user, kind, ruleID string, err error) {
 	if chi.URLParam(r, "scope") != "global" {
 		return "", "", "", mxhttp.NotFound("Unknown push rule scope")
 	}
-	return authn.FromContext(r.Context()).UserID.String(), chi.URLParam(r, "kind"), chi.URLParam(r, "ruleId"), nil
+	return authn.FromRequest(r).UserID.String(), chi.URLParam(r, "kind"), chi.URLParam(r, "ruleId"), nil
 }
 
-func (a *API) getPushRule(r *http.Request) (any, error) {
+// pushRule is the rule the path names.
+func (a *API) pushRule(r *http.Request) (*pushrules.PushRule, error) {
 	user, kind, ruleID, err := ruleParams(r)
 	if err != nil {
 		return nil, err
 	}
 	return a.Sync.PushRule(r.Context(), user, kind, ruleID)
 }
+
+func (a *API) getPushRule(r *http.Request) (any, error) { return a.pushRule(r) }
 
 func (a *API) putPushRule(r *http.Request) (any, error) {
 	user, kind, ruleID, err := ruleParams(r)
@@ -73,10 +76,7 @@ func (a *API) putPushRule(r *http.Request) (any, error) {
 	}
 	rule := &pushrules.PushRule{Actions: *body.Actions, Conditions: body.Conditions, Pattern: body.Pattern}
 	q := r.URL.Query()
-	if err := a.Sync.SetPushRule(r.Context(), user, kind, ruleID, q.Get("before"), q.Get("after"), rule); err != nil {
-		return nil, err
-	}
-	return mxhttp.Empty, nil
+	return mxhttp.EmptyOr(a.Sync.SetPushRule(r.Context(), user, kind, ruleID, q.Get("before"), q.Get("after"), rule))
 }
 
 func (a *API) deletePushRule(r *http.Request) (any, error) {
@@ -84,18 +84,11 @@ func (a *API) deletePushRule(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := a.Sync.DeletePushRule(r.Context(), user, kind, ruleID); err != nil {
-		return nil, err
-	}
-	return mxhttp.Empty, nil
+	return mxhttp.EmptyOr(a.Sync.DeletePushRule(r.Context(), user, kind, ruleID))
 }
 
 func (a *API) getPushRuleEnabled(r *http.Request) (any, error) {
-	user, kind, ruleID, err := ruleParams(r)
-	if err != nil {
-		return nil, err
-	}
-	rule, err := a.Sync.PushRule(r.Context(), user, kind, ruleID)
+	rule, err := a.pushRule(r)
 	if err != nil {
 		return nil, err
 	}
@@ -116,18 +109,11 @@ func (a *API) putPushRuleEnabled(r *http.Request) (any, error) {
 	if body.Enabled == nil {
 		return nil, mxhttp.BadJSON("enabled is required")
 	}
-	if err := a.Sync.SetPushRuleEnabled(r.Context(), user, kind, ruleID, *body.Enabled); err != nil {
-		return nil, err
-	}
-	return mxhttp.Empty, nil
+	return mxhttp.EmptyOr(a.Sync.SetPushRuleEnabled(r.Context(), user, kind, ruleID, *body.Enabled))
 }
 
 func (a *API) getPushRuleActions(r *http.Request) (any, error) {
-	user, kind, ruleID, err := ruleParams(r)
-	if err != nil {
-		return nil, err
-	}
-	rule, err := a.Sync.PushRule(r.Context(), user, kind, ruleID)
+	rule, err := a.pushRule(r)
 	if err != nil {
 		return nil, err
 	}
@@ -156,8 +142,5 @@ func (a *API) putPushRuleActions(r *http.Request) (any, error) {
 	if err := json.Unmarshal(*body.Actions, &actions); err != nil {
 		return nil, mxhttp.BadJSON("actions must be an array of actions")
 	}
-	if err := a.Sync.SetPushRuleActions(r.Context(), user, kind, ruleID, actions); err != nil {
-		return nil, err
-	}
-	return mxhttp.Empty, nil
+	return mxhttp.EmptyOr(a.Sync.SetPushRuleActions(r.Context(), user, kind, ruleID, actions))
 }

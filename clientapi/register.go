@@ -19,31 +19,31 @@ type registerRequest struct {
 	RefreshToken             bool            `json:"refresh_token"`
 }
 
-func (a *API) register(w http.ResponseWriter, r *http.Request) error {
+func (a *API) register(r *http.Request) (any, error) {
 	switch kind := r.URL.Query().Get("kind"); kind {
 	case "", "user":
 	case "guest":
-		return mxhttp.GuestAccessForbid("Guest access is disabled")
+		return nil, mxhttp.GuestAccessForbid("Guest access is disabled")
 	default:
-		return mxhttp.InvalidParam("Unknown kind %q", kind)
+		return nil, mxhttp.InvalidParam("Unknown kind %q", kind)
 	}
 	if a.Config.Register.Mode == config.RegistrationClosed {
-		return mxhttp.Forbidden("Registration is disabled")
+		return nil, mxhttp.Forbidden("Registration is disabled")
 	}
 	var req registerRequest
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
-		return err
+		return nil, err
 	}
 	ctx := r.Context()
 	// Problems with the request itself are reported before any auth stage.
 	if req.Username != "" {
 		if err := a.Accounts.CheckUsernameAvailable(ctx, req.Username); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if req.Password != "" {
 		if err := a.Accounts.CheckPasswordPolicy(req.Password); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	res, err := a.Accounts.AuthenticateUIA(ctx, accounts.UIARequest{
@@ -52,66 +52,62 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) error {
 		Auth:      req.Auth,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// Authenticated: the session stays open until the account exists, so a
 	// client can fix the request and retry in the same session.
 	if req.Password == "" {
-		return mxhttp.MissingParam("password is required")
+		return nil, mxhttp.MissingParam("password is required")
 	}
 	localpart := req.Username
 	if localpart == "" {
 		if localpart, err = a.Accounts.GenerateLocalpart(ctx); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	userID, err := a.Accounts.CreateUser(ctx, localpart, req.Password, false)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := a.Accounts.FinishUIA(ctx, res); err != nil {
-		return err
+		return nil, err
 	}
 	if req.InhibitLogin {
-		mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"user_id": userID})
-		return nil
+		return map[string]any{"user_id": userID}, nil
 	}
 	sess, err := a.Accounts.NewSession(ctx, userID, req.DeviceID, req.InitialDeviceDisplayName, clientIP(r), req.RefreshToken)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, sessionResponse(sess, a.Config.BaseURL()))
-	return nil
+	return sessionResponse(sess, a.Config.BaseURL()), nil
 }
 
 // registerAvailable is GET /register/available?username=.
-func (a *API) registerAvailable(w http.ResponseWriter, r *http.Request) error {
+func (a *API) registerAvailable(r *http.Request) (any, error) {
 	username := r.URL.Query().Get("username")
 	if username == "" {
-		return mxhttp.MissingParam("username is required")
+		return nil, mxhttp.MissingParam("username is required")
 	}
 	if err := a.Accounts.CheckUsernameAvailable(r.Context(), username); err != nil {
-		return err
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]bool{"available": true})
-	return nil
+	return map[string]bool{"available": true}, nil
 }
 
 // registrationTokenValidity is GET /v1/register/m.login.registration_token/validity.
-func (a *API) registrationTokenValidity(w http.ResponseWriter, r *http.Request) error {
+func (a *API) registrationTokenValidity(r *http.Request) (any, error) {
 	if a.Config.Register.Mode == config.RegistrationClosed {
-		return mxhttp.Forbidden("Registration is not enabled on this homeserver.")
+		return nil, mxhttp.Forbidden("Registration is not enabled on this homeserver.")
 	}
 	token, ok := r.URL.Query()["token"]
 	if !ok || len(token) == 0 {
-		return mxhttp.MissingParam("token is required")
+		return nil, mxhttp.MissingParam("token is required")
 	}
 	valid, err := a.Accounts.RegistrationTokenValid(r.Context(), token[0])
 	if err != nil {
-		return err
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]bool{"valid": valid})
-	return nil
+	return map[string]bool{"valid": valid}, nil
 }
 
 func sessionResponse(s *accounts.Session, baseURL string) map[string]any {

@@ -165,7 +165,7 @@ func (a *API) rateLimitLogin(next http.Handler) http.Handler {
 
 func (a *API) rateLimitUser(next http.Handler) http.Handler {
 	return limitBy(a.userLimiter, func(r *http.Request) string {
-		if d := authn.FromContext(r.Context()); d != nil {
+		if d := authn.FromRequest(r); d != nil {
 			return d.UserID.String()
 		}
 		return clientIP(r)

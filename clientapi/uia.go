@@ -2,13 +2,8 @@ package clientapi
 
 import (
 	"encoding/json"
-	"errors"
-	"io"
 	"net/http"
-	"net/url"
 	"strings"
-
-	"github.com/go-chi/chi/v5"
 
 	"github.com/myelin-chat/myelin/accounts"
 	"github.com/myelin-chat/myelin/internal/authn"
@@ -20,11 +15,11 @@ import (
 // offering the m.login.password flow. auth is the raw "auth" object of the
 // request body (nil when absent).
 //
-// It returns true once the caller completed a flow in a session opened for
+// It returns nil once the caller completed a flow in a session opened for
 // this same request (method + path, version prefix ignored) by this same
-// user; the session is then used up. Otherwise it has written the response —
-// 401 with flows/params/session/completed (plus errcode/error after a failed
-// stage), or another Matrix error — and the handler must return at once.
+// user; the session is then used up. Otherwise it returns the error to answer
+// with: an *accounts.UIAChallenge (401 with flows/params/session/completed,
+// plus errcode/error after a failed stage) or another Matrix error.
 //
 // Validate the rest of the request body BEFORE calling it, so that bad input
 // is answered without spending the user's authentication:
@@ -33,15 +28,14 @@ import (
 //		Auth json.RawMessage `json:"auth"`
 //		// ... the endpoint's own fields
 //	}
-//	if err := mxhttp.ReadJSON(r, &req); err != nil { writeErr(w, r, err); return }
+//	if err := mxhttp.ReadJSON(r, &req); err != nil { return nil, err }
 //	// ... validate req ...
-//	if !a.requireUIA(w, r, req.Auth) { return }
+//	if err := a.requireUIA(r, req.Auth); err != nil { return nil, err }
 //	// ... perform the operation ...
-func (a *API) requireUIA(w http.ResponseWriter, r *http.Request, auth json.RawMessage) bool {
-	dev := authn.FromContext(r.Context())
+func (a *API) requireUIA(r *http.Request, auth json.RawMessage) error {
+	dev := authn.FromRequest(r)
 	if dev == nil {
-		mxhttp.WriteError(w, r, mxhttp.MissingToken("Missing access token"))
-		return false
+		return mxhttp.MissingToken("Missing access token")
 	}
 	res, err := a.Accounts.AuthenticateUIA(r.Context(), accounts.UIARequest{
 		UserID:    dev.UserID,
@@ -50,14 +44,20 @@ func (a *API) requireUIA(w http.ResponseWriter, r *http.Request, auth json.RawMe
 		Auth:      auth,
 	})
 	if err != nil {
-		writeErr(w, r, err)
-		return false
+		return err
 	}
-	if err := a.Accounts.FinishUIA(r.Context(), res); err != nil {
-		writeErr(w, r, err)
-		return false
+	return a.Accounts.FinishUIA(r.Context(), res)
+}
+
+// requireUIABody is requireUIA for endpoints whose body holds only "auth".
+func (a *API) requireUIABody(r *http.Request) error {
+	var req struct {
+		Auth json.RawMessage `json:"auth"`
 	}
-	return true
+	if err := mxhttp.ReadJSON(r, &req); err != nil {
+		return err
+	}
+	return a.requireUIA(r, req.Auth)
 }
 
 // uiaOperation names the request a UIA session is bound to: the method and
@@ -70,45 +70,4 @@ func uiaOperation(r *http.Request) string {
 		}
 	}
 	return r.Method + " " + p
-}
-
-// writeErr writes err as Matrix error, and UIA challenges as their 401 body.
-func writeErr(w http.ResponseWriter, r *http.Request, err error) {
-	var ch *accounts.UIAChallenge
-	if errors.As(err, &ch) {
-		mxhttp.WriteJSON(w, http.StatusUnauthorized, ch)
-		return
-	}
-	mxhttp.WriteError(w, r, err)
-}
-
-// handle adapts a handler that returns its error.
-func handle(f func(w http.ResponseWriter, r *http.Request) error) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if err := f(w, r); err != nil {
-			writeErr(w, r, err)
-		}
-	}
-}
-
-// pathParam is a URL path parameter, percent-decoded.
-func pathParam(r *http.Request, name string) string {
-	v := chi.URLParam(r, name)
-	if u, err := url.PathUnescape(v); err == nil {
-		return u
-	}
-	return v
-}
-
-// readBody reads the raw request body: M_TOO_LARGE over the configured cap.
-func readBody(r *http.Request) ([]byte, error) {
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		var maxErr *http.MaxBytesError
-		if errors.As(err, &maxErr) {
-			return nil, mxhttp.TooLarge("Request body exceeds %d bytes", maxErr.Limit)
-		}
-		return nil, mxhttp.BadJSON("Could not read request body")
-	}
-	return body, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -38,7 +39,7 @@ func parseCrossSigningKey(raw json.RawMessage, userID, usage string) (pub string
 	if k.UserID != userID {
 		return "", mxhttp.InvalidParam("%s key: user_id must be %s", usage, userID)
 	}
-	if !contains(k.Usage, usage) {
+	if !slices.Contains(k.Usage, usage) {
 		return "", mxhttp.InvalidParam("%s key: usage must include %q", usage, usage)
 	}
 	if len(k.Keys) != 1 {

@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"maunium.net/go/mautrix/id"
 
@@ -196,7 +199,7 @@ func (s *Service) Upload(ctx context.Context, userID, deviceID string, req *Uplo
 // QueryRequest is the body of POST /keys/query.
 type QueryRequest struct {
 	DeviceKeys map[string][]string `json:"device_keys"`
-	Timeout    int64               `json:"timeout,omitempty"`
+	Timeout    int64               `json:"timeout,omitempty"` // ms to wait for remote servers (remoteTimeout)
 }
 
 // QueryResponse is the answer to POST /keys/query.
@@ -207,6 +210,85 @@ type QueryResponse struct {
 	UserSigningKeys map[string]json.RawMessage            `json:"user_signing_keys"`
 	Failures        map[string]any                        `json:"failures"`
 }
+
+// Remote key queries and claims wait for the servers asked at most the
+// request's timeout: the spec's recommended 10 s unless the client gives one,
+// never more than a minute. A server that has not answered by then is
+// reported in `failures`; what the others and this server answered is
+// returned. Local users' keys never wait (and, with no federation module
+// plugged in, nothing remote is asked at all).
+const (
+	defaultRemoteTimeout = 10 * time.Second
+	maxRemoteTimeout     = time.Minute
+)
+
+// remoteTimeout reads a request's timeout in milliseconds (0: the default).
+func remoteTimeout(ms int64) (time.Duration, error) {
+	switch {
+	case ms < 0:
+		return 0, mxhttp.InvalidParam("timeout must not be negative")
+	case ms == 0:
+		return defaultRemoteTimeout, nil
+	case ms >= maxRemoteTimeout.Milliseconds():
+		return maxRemoteTimeout, nil
+	}
+	return time.Duration(ms) * time.Millisecond, nil
+}
+
+// askRemote asks each server for its users' part of a request, concurrently
+// and all within timeout, hands each answer to merge (in the caller's
+// goroutine) and returns what to report in `failures` per server.
+func askRemote[T any](ctx context.Context, fed Federation, timeout time.Duration, byServer map[string][]string,
+	ask func(ctx context.Context, server string, users []string) (T, error), merge func(server string, answer T),
+) map[string]any {
+	failures := map[string]any{}
+	if fed == nil {
+		for server := range byServer {
+			failures[server] = remoteFailure(nil)
+		}
+		return failures
+	}
+	if len(byServer) == 0 {
+		return failures
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	type answer struct {
+		server string
+		v      T
+		err    error
+	}
+	answers := make(chan answer, len(byServer)) // buffered: a late answer never blocks
+	waiting := map[string]bool{}
+	for server, users := range byServer {
+		waiting[server] = true
+		go func() {
+			v, err := ask(ctx, server, users)
+			answers <- answer{server, v, err}
+		}()
+	}
+	for len(waiting) > 0 {
+		select {
+		case a := <-answers:
+			delete(waiting, a.server)
+			if a.err != nil {
+				failures[a.server] = remoteFailure(a.err)
+			} else {
+				merge(a.server, a.v)
+			}
+		case <-ctx.Done():
+			for server := range waiting {
+				failures[server] = remoteFailure(fmt.Errorf("%s did not answer within %v", server, timeout))
+			}
+			return failures
+		}
+	}
+	return failures
+}
+
+// onServer reports whether userID belongs to server: a remote server answers
+// for its own users only.
+func onServer(userID, server string) bool { return id.UserID(userID).Homeserver() == server }
 
 // remoteFailure is what `failures` says about a server we cannot ask.
 func remoteFailure(err error) map[string]any {
@@ -241,44 +323,40 @@ func (s *Service) Query(ctx context.Context, requester string, req *QueryRequest
 		MasterKeys:      map[string]json.RawMessage{},
 		SelfSigningKeys: map[string]json.RawMessage{},
 		UserSigningKeys: map[string]json.RawMessage{},
-		Failures:        map[string]any{},
 	}
-	users := make([]string, 0, len(req.DeviceKeys))
-	for u := range req.DeviceKeys {
-		users = append(users, u)
+	timeout, err := remoteTimeout(req.Timeout)
+	if err != nil {
+		return nil, err
 	}
-	local, remote, err := s.splitUsers(users)
+	local, remote, err := s.splitUsers(slices.Collect(maps.Keys(req.DeviceKeys)))
 	if err != nil {
 		return nil, err
 	}
 	if err := s.queryLocal(ctx, requester, local, req.DeviceKeys, resp); err != nil {
 		return nil, err
 	}
-	for server, us := range remote {
-		if s.fed == nil {
-			resp.Failures[server] = remoteFailure(nil)
-			continue
-		}
+	ask := func(ctx context.Context, server string, users []string) (*QueryResponse, error) {
 		q := map[string][]string{}
-		for _, u := range us {
+		for _, u := range users {
 			q[u] = req.DeviceKeys[u]
 		}
-		r, err := s.fed.QueryKeys(ctx, server, q)
-		if err != nil {
-			resp.Failures[server] = remoteFailure(err)
-			continue
-		}
-		for u, d := range r.DeviceKeys {
-			resp.DeviceKeys[u] = d
-		}
-		for u, k := range r.MasterKeys {
-			resp.MasterKeys[u] = k
-		}
-		for u, k := range r.SelfSigningKeys {
-			resp.SelfSigningKeys[u] = k
+		return s.fed.QueryKeys(ctx, server, q)
+	}
+	resp.Failures = askRemote(ctx, s.fed, timeout, remote, ask, func(server string, r *QueryResponse) {
+		copyOwn(resp.DeviceKeys, r.DeviceKeys, server)
+		copyOwn(resp.MasterKeys, r.MasterKeys, server)
+		copyOwn(resp.SelfSigningKeys, r.SelfSigningKeys, server)
+	})
+	return resp, nil
+}
+
+// copyOwn copies the entries of server's users from src into dst.
+func copyOwn[V any](dst, src map[string]V, server string) {
+	for u, v := range src {
+		if onServer(u, server) {
+			dst[u] = v
 		}
 	}
-	return resp, nil
 }
 
 func (s *Service) queryLocal(ctx context.Context, requester string, users []string, wanted map[string][]string, resp *QueryResponse) error {
@@ -294,6 +372,12 @@ func (s *Service) queryLocal(ctx context.Context, requester string, users []stri
 		return err
 	}
 	sigList, err := s.store.SignaturesOn(ctx, users)
+	if err != nil {
+		return err
+	}
+	// Device display names are public (spec: device management), so every
+	// requester sees them, under the unsigned part the spec gives them.
+	names, err := s.store.DeviceDisplayNames(ctx, users)
 	if err != nil {
 		return err
 	}
@@ -323,10 +407,14 @@ func (s *Service) queryLocal(ctx context.Context, requester string, users []stri
 		out := map[string]json.RawMessage{}
 		only := wanted[u]
 		for dev, raw := range devs[u] {
-			if len(only) > 0 && !contains(only, dev) {
+			if len(only) > 0 && !slices.Contains(only, dev) {
 				continue
 			}
-			merged, err := mergeSignatures(raw, sigs[u][dev], nil)
+			var unsigned map[string]any
+			if name := names[u][dev]; name != "" {
+				unsigned = map[string]any{"device_display_name": name}
+			}
+			merged, err := mergeSignatures(raw, sigs[u][dev], unsigned)
 			if err != nil {
 				return fmt.Errorf("merging signatures on %s/%s: %w", u, dev, err)
 			}
@@ -354,15 +442,6 @@ func (s *Service) queryLocal(ctx context.Context, requester string, users []stri
 	return nil
 }
 
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
-}
-
 // ClaimRequest is the body of POST /keys/claim.
 type ClaimRequest struct {
 	OneTimeKeys map[string]map[string]string `json:"one_time_keys"`
@@ -379,12 +458,12 @@ type ClaimResponse struct {
 // key if any is left (never handed out twice), else the fallback key. Unknown
 // users and devices are simply absent from the answer.
 func (s *Service) Claim(ctx context.Context, req *ClaimRequest) (*ClaimResponse, error) {
-	resp := &ClaimResponse{OneTimeKeys: map[string]map[string]map[string]json.RawMessage{}, Failures: map[string]any{}}
-	users := make([]string, 0, len(req.OneTimeKeys))
-	for u := range req.OneTimeKeys {
-		users = append(users, u)
+	resp := &ClaimResponse{OneTimeKeys: map[string]map[string]map[string]json.RawMessage{}}
+	timeout, err := remoteTimeout(req.Timeout)
+	if err != nil {
+		return nil, err
 	}
-	local, remote, err := s.splitUsers(users)
+	local, remote, err := s.splitUsers(slices.Collect(maps.Keys(req.OneTimeKeys)))
 	if err != nil {
 		return nil, err
 	}
@@ -417,23 +496,15 @@ func (s *Service) Claim(ctx context.Context, req *ClaimRequest) (*ClaimResponse,
 			byDev[k.DeviceID] = map[string]json.RawMessage{k.Algorithm + ":" + k.KeyID: k.KeyJSON}
 		}
 	}
-	for server, us := range remote {
-		if s.fed == nil {
-			resp.Failures[server] = remoteFailure(nil)
-			continue
-		}
+	ask := func(ctx context.Context, server string, users []string) (map[string]map[string]map[string]json.RawMessage, error) {
 		q := map[string]map[string]string{}
-		for _, u := range us {
+		for _, u := range users {
 			q[u] = req.OneTimeKeys[u]
 		}
-		r, err := s.fed.ClaimKeys(ctx, server, q)
-		if err != nil {
-			resp.Failures[server] = remoteFailure(err)
-			continue
-		}
-		for u, d := range r {
-			resp.OneTimeKeys[u] = d
-		}
+		return s.fed.ClaimKeys(ctx, server, q)
 	}
+	resp.Failures = askRemote(ctx, s.fed, timeout, remote, ask, func(server string, r map[string]map[string]map[string]json.RawMessage) {
+		copyOwn(resp.OneTimeKeys, r, server)
+	})
 	return resp, nil
 }

@@ -26,6 +26,7 @@ type Store interface {
 	OneTimeKeyCounts(ctx context.Context, userID, deviceID string) (map[string]int, error)
 	UnusedFallbackKeyTypes(ctx context.Context, userID, deviceID string) ([]string, error)
 	QueryDeviceKeys(ctx context.Context, userIDs []string) (map[string]map[string][]byte, error)
+	DeviceDisplayNames(ctx context.Context, userIDs []string) (map[string]map[string]string, error)
 	ClaimKeys(ctx context.Context, claims []storage.KeyClaim) ([]storage.ClaimedKey, error)
 	DeleteDeviceKeys(ctx context.Context, userID string, deviceIDs []string, pos int64) (bool, error)
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 
 	"maunium.net/go/mautrix/id"
@@ -56,7 +57,7 @@ func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, eventT
 			if dev == "" {
 				return mxhttp.InvalidParam("Empty device ID for %s", u)
 			}
-			if contains(local, u) {
+			if slices.Contains(local, u) {
 				msgs = append(msgs, storage.ToDeviceMessage{UserID: u, DeviceID: dev, Sender: sender, Type: eventType, Content: content})
 			}
 		}

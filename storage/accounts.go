@@ -156,20 +156,7 @@ func (db *DB) DeactivateUser(ctx context.Context, userID string, erase bool) ([]
 }
 
 func deviceIDs(ctx context.Context, q Querier, userID string) ([]string, error) {
-	rows, err := q.Query(ctx, `SELECT device_id FROM devices WHERE user_id = $1 ORDER BY device_id`, userID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
-	return ids, rows.Err()
+	return collectStrings(q.Query(ctx, `SELECT device_id FROM devices WHERE user_id = $1 ORDER BY device_id`, userID))
 }
 
 // CreateDeviceWithToken creates (or re-uses) a device and stores a new access

@@ -66,7 +66,9 @@ type DB struct {
 	// connection avoids busy-waiting) and a pool of readers, WAL mode.
 	sqlWriter *sql.DB
 	sqlReader *sql.DB
-	pg        *pgxpool.Pool
+	// Prepared statements of the writer and of the readers (stmtcache.go).
+	writerStmts, readerStmts *stmtCache
+	pg                       *pgxpool.Pool
 
 	// Stream allocates positions in the one stream /sync reads.
 	Stream *Stream
@@ -133,6 +135,7 @@ func (db *DB) openSQLite(path string, maxConns int) error {
 	r.SetMaxOpenConns(maxConns)
 	r.SetMaxIdleConns(maxConns)
 	db.dialect, db.sqlWriter, db.sqlReader = SQLite, w, r
+	db.writerStmts, db.readerStmts = newStmtCache(w), newStmtCache(r)
 	return nil
 }
 
@@ -164,6 +167,8 @@ func (db *DB) Dialect() Dialect { return db.dialect }
 // Close releases all connections.
 func (db *DB) Close() {
 	if db.sqlWriter != nil {
+		db.writerStmts.close()
+		db.readerStmts.close()
 		db.sqlWriter.Close()
 		db.sqlReader.Close()
 	}
@@ -182,28 +187,35 @@ func (db *DB) PoolStats() (open, inUse, idle int) {
 	return ws.OpenConnections + rs.OpenConnections, ws.InUse + rs.InUse, ws.Idle + rs.Idle
 }
 
+// writer runs statements on the write connection, outside any transaction.
+func (db *DB) writer() Querier {
+	if db.pg != nil {
+		return pgQuerier{db.pg}
+	}
+	return sqlQuerier{c: db.sqlWriter, stmts: db.writerStmts}
+}
+
+// reader runs read queries (on SQLite, the read-only connection pool).
+func (db *DB) reader() Querier {
+	if db.pg != nil {
+		return pgQuerier{db.pg}
+	}
+	return sqlQuerier{c: db.sqlReader, stmts: db.readerStmts}
+}
+
 // Exec runs a write statement outside any explicit transaction.
 func (db *DB) Exec(ctx context.Context, query string, args ...any) (int64, error) {
-	if db.pg != nil {
-		return pgQuerier{db.pg}.Exec(ctx, query, args...)
-	}
-	return sqlQuerier{db.sqlWriter}.Exec(ctx, query, args...)
+	return db.writer().Exec(ctx, query, args...)
 }
 
 // Query runs a read query.
 func (db *DB) Query(ctx context.Context, query string, args ...any) (Rows, error) {
-	if db.pg != nil {
-		return pgQuerier{db.pg}.Query(ctx, query, args...)
-	}
-	return sqlQuerier{db.sqlReader}.Query(ctx, query, args...)
+	return db.reader().Query(ctx, query, args...)
 }
 
 // QueryRow runs a read query expected to return at most one row.
 func (db *DB) QueryRow(ctx context.Context, query string, args ...any) Row {
-	if db.pg != nil {
-		return pgQuerier{db.pg}.QueryRow(ctx, query, args...)
-	}
-	return sqlQuerier{db.sqlReader}.QueryRow(ctx, query, args...)
+	return db.reader().QueryRow(ctx, query, args...)
 }
 
 // Tx runs fn in a read-write transaction, committing when fn returns nil.
@@ -226,8 +238,10 @@ func (db *DB) Tx(ctx context.Context, fn func(tx Querier) error) error {
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
+	// After the transaction, prepare what it ran unprepared (stmtCache.lookup).
+	defer db.writerStmts.preparePending(context.WithoutCancel(ctx))
 	defer tx.Rollback()
-	if err := fn(sqlQuerier{tx}); err != nil {
+	if err := fn(sqlQuerier{c: tx, stmts: db.writerStmts, tx: tx}); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
@@ -257,10 +271,34 @@ type sqlConn interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-type sqlQuerier struct{ c sqlConn }
+// sqlQuerier runs statements on a *sql.DB or, with tx set, in a transaction
+// of the *sql.DB whose prepared statements stmts holds.
+type sqlQuerier struct {
+	c     sqlConn
+	stmts *stmtCache // nil: run every query as text
+	tx    *sql.Tx
+}
+
+// prepared returns the cached prepared statement for query (bound to the
+// transaction inside one), or nil to run the query as text.
+func (q sqlQuerier) prepared(ctx context.Context, query string, nargs int) *sql.Stmt {
+	if q.tx == nil {
+		return q.stmts.get(ctx, query, nargs)
+	}
+	if s := q.stmts.lookup(query, nargs); s != nil {
+		return q.tx.StmtContext(ctx, s) // closed with the transaction
+	}
+	return nil
+}
 
 func (q sqlQuerier) Exec(ctx context.Context, query string, args ...any) (int64, error) {
-	res, err := q.c.ExecContext(ctx, query, args...)
+	var res sql.Result
+	var err error
+	if s := q.prepared(ctx, query, len(args)); s != nil {
+		res, err = s.ExecContext(ctx, args...)
+	} else {
+		res, err = q.c.ExecContext(ctx, query, args...)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -268,7 +306,13 @@ func (q sqlQuerier) Exec(ctx context.Context, query string, args ...any) (int64,
 }
 
 func (q sqlQuerier) Query(ctx context.Context, query string, args ...any) (Rows, error) {
-	rows, err := q.c.QueryContext(ctx, query, args...)
+	var rows *sql.Rows
+	var err error
+	if s := q.prepared(ctx, query, len(args)); s != nil {
+		rows, err = s.QueryContext(ctx, args...)
+	} else {
+		rows, err = q.c.QueryContext(ctx, query, args...)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -276,6 +320,9 @@ func (q sqlQuerier) Query(ctx context.Context, query string, args ...any) (Rows,
 }
 
 func (q sqlQuerier) QueryRow(ctx context.Context, query string, args ...any) Row {
+	if s := q.prepared(ctx, query, len(args)); s != nil {
+		return sqlRow{s.QueryRowContext(ctx, args...)}
+	}
 	return sqlRow{q.c.QueryRowContext(ctx, query, args...)}
 }
 

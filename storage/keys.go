@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 )
 
 // End-to-end encryption: device keys, one-time and fallback keys, cross-signing
@@ -138,17 +136,17 @@ func markDeviceListChanged(ctx context.Context, tx Querier, userID string, pos i
 
 // MarkDeviceListChanged records that userID's device list changed at pos.
 func (db *DB) MarkDeviceListChanged(ctx context.Context, userID string, pos int64) error {
-	return markDeviceListChanged(ctx, db.keysWriter(), userID, pos)
+	return markDeviceListChanged(ctx, db.writer(), userID, pos)
 }
 
 // DeviceListChangedBetween lists users whose device list changed at a
 // position in (from, to].
 func (db *DB) DeviceListChangedBetween(ctx context.Context, from, to int64) ([]string, error) {
-	rows, err := db.Query(ctx, `SELECT user_id FROM device_list_changes WHERE stream_pos > $1 AND stream_pos <= $2`, from, to)
+	users, err := collectStrings(db.Query(ctx, `SELECT user_id FROM device_list_changes WHERE stream_pos > $1 AND stream_pos <= $2`, from, to))
 	if err != nil {
 		return nil, fmt.Errorf("reading device-list changes: %w", err)
 	}
-	return keysScanStrings(rows)
+	return users, nil
 }
 
 // DeviceKeyEd25519 returns a device's ed25519 identity key; ErrNotFound if it has no keys.
@@ -180,24 +178,23 @@ func (db *DB) OneTimeKeyCounts(ctx context.Context, userID, deviceID string) (ma
 
 // UnusedFallbackKeyTypes lists the algorithms of a device's fallback keys not yet claimed.
 func (db *DB) UnusedFallbackKeyTypes(ctx context.Context, userID, deviceID string) ([]string, error) {
-	rows, err := db.Query(ctx, `SELECT algorithm FROM fallback_keys WHERE user_id = $1 AND device_id = $2 AND NOT used ORDER BY algorithm`,
-		userID, deviceID)
+	list, err := collectStrings(db.Query(ctx, `SELECT algorithm FROM fallback_keys WHERE user_id = $1 AND device_id = $2 AND NOT used ORDER BY algorithm`,
+		userID, deviceID))
 	if err != nil {
 		return nil, fmt.Errorf("reading fallback keys: %w", err)
 	}
-	list, err := keysScanStrings(rows)
-	if list == nil && err == nil {
+	if list == nil {
 		list = []string{}
 	}
-	return list, err
+	return list, nil
 }
 
 // QueryDeviceKeys returns the stored device keys of users: user → device → canonical JSON.
 func (db *DB) QueryDeviceKeys(ctx context.Context, userIDs []string) (map[string]map[string][]byte, error) {
 	out := map[string]map[string][]byte{}
-	err := keysInChunks(userIDs, func(chunk []string) error {
-		rows, err := db.Query(ctx, `SELECT user_id, device_id, key_json FROM device_keys WHERE user_id IN (`+keysPlaceholders(1, len(chunk))+`)`,
-			keysAnySlice(chunk)...)
+	err := inChunks(userIDs, func(chunk []string) error {
+		rows, err := db.Query(ctx, `SELECT user_id, device_id, key_json FROM device_keys WHERE user_id IN (`+placeholders(1, len(chunk))+`)`,
+			anyArgs(chunk)...)
 		if err != nil {
 			return fmt.Errorf("querying device keys: %w", err)
 		}
@@ -217,6 +214,35 @@ func (db *DB) QueryDeviceKeys(ctx context.Context, userIDs []string) (map[string
 	return out, err
 }
 
+// DeviceDisplayNames returns the display names users set on their devices
+// (and dehydrated devices): user → device → name, unnamed devices left out.
+func (db *DB) DeviceDisplayNames(ctx context.Context, userIDs []string) (map[string]map[string]string, error) {
+	out := map[string]map[string]string{}
+	err := inChunks(userIDs, func(chunk []string) error {
+		in := placeholders(1, len(chunk))
+		rows, err := db.Query(ctx, `SELECT user_id, device_id, display_name FROM devices
+			WHERE user_id IN (`+in+`) AND display_name IS NOT NULL AND display_name <> ''
+			UNION ALL SELECT user_id, device_id, display_name FROM dehydrated_devices
+			WHERE user_id IN (`+in+`) AND display_name <> ''`, anyArgs(chunk)...)
+		if err != nil {
+			return fmt.Errorf("reading device display names: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var u, d, name string
+			if err := rows.Scan(&u, &d, &name); err != nil {
+				return err
+			}
+			if out[u] == nil {
+				out[u] = map[string]string{}
+			}
+			out[u][d] = name
+		}
+		return rows.Err()
+	})
+	return out, err
+}
+
 // KeySignature is a signature uploaded through /keys/signatures/upload.
 type KeySignature struct {
 	TargetUserID string
@@ -229,9 +255,9 @@ type KeySignature struct {
 // SignaturesOn returns the uploaded signatures on keys of the given users.
 func (db *DB) SignaturesOn(ctx context.Context, userIDs []string) ([]KeySignature, error) {
 	var out []KeySignature
-	err := keysInChunks(userIDs, func(chunk []string) error {
+	err := inChunks(userIDs, func(chunk []string) error {
 		rows, err := db.Query(ctx, `SELECT target_user_id, target_key_id, signer_user_id, signer_key_id, signature
-			FROM key_signatures WHERE target_user_id IN (`+keysPlaceholders(1, len(chunk))+`)`, keysAnySlice(chunk)...)
+			FROM key_signatures WHERE target_user_id IN (`+placeholders(1, len(chunk))+`)`, anyArgs(chunk)...)
 		if err != nil {
 			return fmt.Errorf("querying signatures: %w", err)
 		}
@@ -330,9 +356,9 @@ type CrossSigningKey struct {
 // CrossSigningKeys returns users' cross-signing keys: user → key type → key.
 func (db *DB) CrossSigningKeys(ctx context.Context, userIDs []string) (map[string]map[string]CrossSigningKey, error) {
 	out := map[string]map[string]CrossSigningKey{}
-	err := keysInChunks(userIDs, func(chunk []string) error {
+	err := inChunks(userIDs, func(chunk []string) error {
 		rows, err := db.Query(ctx, `SELECT user_id, key_type, public_key, key_json FROM cross_signing_keys
-			WHERE user_id IN (`+keysPlaceholders(1, len(chunk))+`)`, keysAnySlice(chunk)...)
+			WHERE user_id IN (`+placeholders(1, len(chunk))+`)`, anyArgs(chunk)...)
 		if err != nil {
 			return fmt.Errorf("querying cross-signing keys: %w", err)
 		}
@@ -405,60 +431,4 @@ func deleteDeviceKeysTx(ctx context.Context, tx Querier, userID string, deviceID
 		}
 	}
 	return changed, nil
-}
-
-// keysWriter is the querier for single writes outside a transaction.
-func (db *DB) keysWriter() Querier {
-	if db.pg != nil {
-		return pgQuerier{db.pg}
-	}
-	return sqlQuerier{db.sqlWriter}
-}
-
-func keysScanStrings(rows Rows) ([]string, error) {
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	return out, rows.Err()
-}
-
-// keysPlaceholders returns "$start, $start+1, ..." for n parameters.
-func keysPlaceholders(start, n int) string {
-	var b strings.Builder
-	for i := 0; i < n; i++ {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteByte('$')
-		b.WriteString(strconv.Itoa(start + i))
-	}
-	return b.String()
-}
-
-func keysAnySlice(s []string) []any {
-	out := make([]any, len(s))
-	for i, v := range s {
-		out[i] = v
-	}
-	return out
-}
-
-// keysInChunks calls fn on slices of at most 500 items (under both backends'
-// parameter limits).
-func keysInChunks(items []string, fn func([]string) error) error {
-	const size = 500
-	for len(items) > 0 {
-		n := min(size, len(items))
-		if err := fn(items[:n]); err != nil {
-			return err
-		}
-		items = items[n:]
-	}
-	return nil
 }

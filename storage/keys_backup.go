@@ -171,17 +171,40 @@ func checkCurrentBackup(ctx context.Context, tx Querier, userID string, version 
 		return fmt.Errorf("reading current backup version: %w", err)
 	}
 	if cur != version {
-		var exists int
-		if err := tx.QueryRow(ctx, `SELECT COUNT(*) FROM backup_versions WHERE user_id = $1 AND version = $2 AND NOT deleted`,
-			userID, version).Scan(&exists); err != nil {
+		exists, err := backupVersionExists(ctx, tx, userID, version)
+		if err != nil {
 			return err
 		}
-		if exists == 0 && cur == 0 {
+		if !exists && cur == 0 {
 			return ErrNotFound
 		}
 		return &WrongBackupVersionError{Current: cur}
 	}
 	return nil
+}
+
+// backupVersionExists reports whether the user has the version, not deleted.
+func backupVersionExists(ctx context.Context, q Querier, userID string, version int64) (bool, error) {
+	var n int
+	err := q.QueryRow(ctx, `SELECT COUNT(*) FROM backup_versions WHERE user_id = $1 AND version = $2 AND NOT deleted`,
+		userID, version).Scan(&n)
+	return n > 0, err
+}
+
+// backupKeysWhere completes a statement on backup_keys whose WHERE clause
+// holds user_id = $1 AND version = $2 so that it narrows to a room (roomID
+// set) or to one session (sessionID too), with the arguments to run it with.
+func backupKeysWhere(q, userID string, version int64, roomID, sessionID string) (string, []any) {
+	args := []any{userID, version}
+	if roomID != "" {
+		q += ` AND room_id = $3`
+		args = append(args, roomID)
+		if sessionID != "" {
+			q += ` AND session_id = $4`
+			args = append(args, sessionID)
+		}
+	}
+	return q, args
 }
 
 func backupEtagCount(ctx context.Context, q Querier, userID string, version int64, etag, count *int64) error {
@@ -192,25 +215,15 @@ func backupEtagCount(ctx context.Context, q Querier, userID string, version int6
 // GetBackupKeys returns keys of a version, all of them (roomID ""), a room's
 // (sessionID "") or one session's. ErrNotFound if the version does not exist.
 func (db *DB) GetBackupKeys(ctx context.Context, userID string, version int64, roomID, sessionID string) ([]BackupKey, error) {
-	var exists int
-	if err := db.QueryRow(ctx, `SELECT COUNT(*) FROM backup_versions WHERE user_id = $1 AND version = $2 AND NOT deleted`,
-		userID, version).Scan(&exists); err != nil {
+	exists, err := backupVersionExists(ctx, db, userID, version)
+	if err != nil {
 		return nil, err
 	}
-	if exists == 0 {
+	if !exists {
 		return nil, ErrNotFound
 	}
-	q := `SELECT room_id, session_id, first_message_index, forwarded_count, is_verified, session_data
-		FROM backup_keys WHERE user_id = $1 AND version = $2`
-	args := []any{userID, version}
-	if roomID != "" {
-		q += ` AND room_id = $3`
-		args = append(args, roomID)
-		if sessionID != "" {
-			q += ` AND session_id = $4`
-			args = append(args, sessionID)
-		}
-	}
+	q, args := backupKeysWhere(`SELECT room_id, session_id, first_message_index, forwarded_count, is_verified, session_data
+		FROM backup_keys WHERE user_id = $1 AND version = $2`, userID, version, roomID, sessionID)
 	rows, err := db.Query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("reading backup keys: %w", err)
@@ -233,24 +246,14 @@ func (db *DB) GetBackupKeys(ctx context.Context, userID string, version int64, r
 // GetBackupKeys). ErrNotFound if the version does not exist.
 func (db *DB) DeleteBackupKeys(ctx context.Context, userID string, version int64, roomID, sessionID string) (etag, count int64, err error) {
 	err = db.Tx(ctx, func(tx Querier) error {
-		var exists int
-		if err := tx.QueryRow(ctx, `SELECT COUNT(*) FROM backup_versions WHERE user_id = $1 AND version = $2 AND NOT deleted`,
-			userID, version).Scan(&exists); err != nil {
+		exists, err := backupVersionExists(ctx, tx, userID, version)
+		if err != nil {
 			return err
 		}
-		if exists == 0 {
+		if !exists {
 			return ErrNotFound
 		}
-		q := `DELETE FROM backup_keys WHERE user_id = $1 AND version = $2`
-		args := []any{userID, version}
-		if roomID != "" {
-			q += ` AND room_id = $3`
-			args = append(args, roomID)
-			if sessionID != "" {
-				q += ` AND session_id = $4`
-				args = append(args, sessionID)
-			}
-		}
+		q, args := backupKeysWhere(`DELETE FROM backup_keys WHERE user_id = $1 AND version = $2`, userID, version, roomID, sessionID)
 		n, err := tx.Exec(ctx, q, args...)
 		if err != nil {
 			return fmt.Errorf("deleting backup keys: %w", err)

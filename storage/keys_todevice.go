@@ -38,14 +38,10 @@ func (db *DB) SendToDevice(ctx context.Context, senderUser, senderDevice, txnID 
 		for _, m := range msgs {
 			devs, ok := devices[m.UserID]
 			if !ok {
-				rows, err := tx.Query(ctx, `SELECT device_id FROM devices WHERE user_id = $1
-					UNION SELECT device_id FROM dehydrated_devices WHERE user_id = $1`, m.UserID)
+				list, err := collectStrings(tx.Query(ctx, `SELECT device_id FROM devices WHERE user_id = $1
+					UNION SELECT device_id FROM dehydrated_devices WHERE user_id = $1`, m.UserID))
 				if err != nil {
 					return fmt.Errorf("listing devices: %w", err)
-				}
-				list, err := keysScanStrings(rows)
-				if err != nil {
-					return err
 				}
 				devs = map[string]bool{}
 				for _, d := range list {

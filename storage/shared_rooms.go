@@ -78,19 +78,3 @@ func (db *DB) roomMemberIDs(ctx context.Context, roomID string) ([]string, error
 	}
 	return users, nil
 }
-
-func collectStrings(rows Rows, err error) ([]string, error) {
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	return out, rows.Err()
-}

@@ -16,15 +16,15 @@ func (db *DB) SyncFilter(ctx context.Context, userID, filterID string) (string, 
 	if err != nil {
 		return "", ErrNotFound
 	}
-	var f string
-	err = db.QueryRow(ctx, `SELECT filter FROM filters WHERE user_id = $1 AND filter_id = $2`, userID, n).Scan(&f)
+	f, err := db.GetFilter(ctx, userID, n)
 	if err != nil && err != ErrNotFound {
 		err = fmt.Errorf("reading filter %s: %w", filterID, err)
 	}
-	return f, err
+	return string(f), err
 }
 
-// AccountDataItem is one account data entry; RoomID is "" for global data.
+// AccountDataItem is one account data entry as /sync reads it; RoomID is ""
+// for global data. It is AccountData with the content as a string.
 type AccountDataItem struct {
 	RoomID  string
 	Type    string
@@ -32,23 +32,18 @@ type AccountDataItem struct {
 	Pos     int64
 }
 
-// AccountDataRange returns the user's account data written in (from, to].
+// AccountDataRange returns the user's account data written in (from, to]:
+// AccountDataSince in the shape clientapi/sync reads.
 func (db *DB) AccountDataRange(ctx context.Context, userID string, from, to int64) ([]AccountDataItem, error) {
-	rows, err := db.Query(ctx, `SELECT room_id, type, content, stream_pos FROM account_data
-		WHERE user_id = $1 AND stream_pos > $2 AND stream_pos <= $3 ORDER BY stream_pos`, userID, from, to)
+	list, err := db.AccountDataSince(ctx, userID, from, to)
 	if err != nil {
-		return nil, fmt.Errorf("reading account data of %s: %w", userID, err)
+		return nil, err
 	}
-	defer rows.Close()
-	var out []AccountDataItem
-	for rows.Next() {
-		var a AccountDataItem
-		if err := rows.Scan(&a.RoomID, &a.Type, &a.Content, &a.Pos); err != nil {
-			return nil, fmt.Errorf("reading account data of %s: %w", userID, err)
-		}
-		out = append(out, a)
+	out := make([]AccountDataItem, len(list))
+	for i, a := range list {
+		out[i] = AccountDataItem{RoomID: a.RoomID, Type: a.Type, Content: string(a.Content), Pos: a.StreamPos}
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // RoomMembersSummary returns the room's joined and invited users (current

@@ -1,12 +1,9 @@
 package tests
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
-	"net/http"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -15,56 +12,6 @@ import (
 	"github.com/myelin-chat/myelin/internal/testserver"
 	"github.com/myelin-chat/myelin/storage"
 )
-
-// rawResp is a decoded HTTP answer.
-type rawResp struct {
-	Status int
-	Header http.Header
-	Body   map[string]any
-	Raw    string
-}
-
-func (r rawResp) errcode() string { s, _ := r.Body["errcode"].(string); return s }
-
-// do sends a request with a raw body (nil: none) and decodes the JSON answer.
-func do(t *testing.T, srv *testserver.Server, method, path, token string, body []byte) rawResp {
-	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequest(method, srv.URL+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	out := rawResp{Status: resp.StatusCode, Header: resp.Header, Raw: string(raw)}
-	if len(raw) > 0 {
-		_ = json.Unmarshal(raw, &out.Body)
-	}
-	return out
-}
-
-// doJSON is do with a JSON-encoded body.
-func doJSON(t *testing.T, srv *testserver.Server, method, path, token string, body any) rawResp {
-	t.Helper()
-	raw, err := json.Marshal(body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return do(t, srv, method, path, token, raw)
-}
 
 // uiaErr is a mautrix error with the response body it came with.
 type uiaErr struct {

@@ -21,13 +21,7 @@ func TestDeviceListsFollowSharedRooms(t *testing.T) {
 			ctx := context.Background()
 			srv := testserver.Start(t, backend)
 			alice, bob, carol := srv.Register(t, "alice"), srv.Register(t, "bob"), srv.Register(t, "carol")
-			room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
-				t.Fatal(err)
-			}
+			roomID := shareRoom(t, alice, bob)
 			changes := func(c *mautrix.Client, from int64) (changed, left []string) {
 				t.Helper()
 				changed, left, err := srv.Keys.DeviceListChanges(ctx, c.UserID.String(), from, srv.DB.Stream.Current())
@@ -48,14 +42,14 @@ func TestDeviceListsFollowSharedRooms(t *testing.T) {
 			}
 
 			from = srv.DB.Stream.Current()
-			if _, err := bob.LeaveRoom(ctx, room.RoomID); err != nil {
+			if _, err := bob.LeaveRoom(ctx, roomID); err != nil {
 				t.Fatal(err)
 			}
 			if _, left := changes(alice, from); !slices.Contains(left, bob.UserID.String()) {
 				t.Errorf("bob left the only shared room but alice's left list is %v", left)
 			}
 			from = srv.DB.Stream.Current()
-			if _, err := carol.JoinRoomByID(ctx, room.RoomID); err != nil {
+			if _, err := carol.JoinRoomByID(ctx, roomID); err != nil {
 				t.Fatal(err)
 			}
 			if changed, _ := changes(alice, from); !slices.Contains(changed, carol.UserID.String()) {

@@ -1,13 +1,10 @@
 package tests
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
-	"io"
 	"net/http"
 	"testing"
 
@@ -93,38 +90,15 @@ func (d *testDevice) oneTimeKeys(t testing.TB, prefix string, n int) map[string]
 	return out
 }
 
-// call makes an authenticated request and decodes the JSON answer.
+// keysCall makes an authenticated request and decodes the JSON answer,
+// which must be an object.
 func keysCall(t testing.TB, c *mautrix.Client, method, path string, body any) (int, map[string]any) {
 	t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		rd = bytes.NewBufferString(b)
-	default:
-		raw, err := json.Marshal(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rd = bytes.NewReader(raw)
+	r := clientCall(t, c, method, path, body)
+	if r.Body == nil {
+		t.Fatalf("%s %s: answer is not a JSON object: %s", method, path, r.Raw)
 	}
-	req, err := http.NewRequestWithContext(context.Background(), method, c.HomeserverURL.String()+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+c.AccessToken)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.Client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var out map[string]any
-	if err := json.Unmarshal(raw, &out); err != nil {
-		t.Fatalf("%s %s: answer is not JSON: %s", method, path, raw)
-	}
-	return resp.StatusCode, out
+	return r.Status, r.Body
 }
 
 func keysMustCall(t testing.TB, c *mautrix.Client, method, path string, body any) map[string]any {

@@ -54,6 +54,28 @@ func TestKeysUploadQueryClaim(t *testing.T) {
 			if dk["device_id"] != dev || obj(obj(dk["signatures"])[a])["ed25519:"+dev] == nil {
 				t.Fatalf("queried device keys = %v", q)
 			}
+			if dk["unsigned"] != nil {
+				t.Fatalf("unnamed device has unsigned data: %v", dk)
+			}
+			// The device's display name is public: others see it under unsigned,
+			// outside what the device signed.
+			keysMustCall(t, alice, "PUT", "/_matrix/client/v3/devices/"+dev, map[string]any{"display_name": "Alice's phone"})
+			for _, c := range []*mautrix.Client{alice, bob} {
+				q = keysMustCall(t, c, "POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{a: []string{}}})
+				dk = obj(obj(obj(q["device_keys"])[a])[dev])
+				if obj(dk["unsigned"])["device_display_name"] != "Alice's phone" || obj(obj(dk["signatures"])[a])["ed25519:"+dev] == nil {
+					t.Fatalf("queried device keys after naming = %v", dk)
+				}
+			}
+			// A timeout only bounds remote servers: local answers never wait; a
+			// negative one is refused.
+			q = keysMustCall(t, bob, "POST", "/_matrix/client/v3/keys/query", map[string]any{"timeout": 1, "device_keys": map[string]any{a: []string{}}})
+			if obj(obj(q["device_keys"])[a])[dev] == nil {
+				t.Fatalf("query with a short timeout = %v", q)
+			}
+			if status, out := keysCall(t, bob, "POST", "/_matrix/client/v3/keys/query", map[string]any{"timeout": -1, "device_keys": map[string]any{a: []string{}}}); status != 400 || out["errcode"] != "M_INVALID_PARAM" {
+				t.Fatalf("negative timeout = %d %v", status, out)
+			}
 
 			seen := map[string]bool{}
 			for i := 0; i < 2; i++ {

@@ -82,6 +82,16 @@ func (f *serverFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.serverName, "server-name", "", "server name (default localhost)")
 }
 
+// openStore opens (and migrates) the configured store with one connection,
+// for the commands that work on the database without running a server.
+func (f *serverFlags) openStore(ctx context.Context) (*storage.DB, error) {
+	cfg, err := f.load()
+	if err != nil {
+		return nil, err
+	}
+	return storage.Open(ctx, cfg.DatabaseURL(), 1)
+}
+
 // load builds the configuration: the file if given, else the zero-config
 // defaults; flags override either.
 func (f *serverFlags) load() (*config.Config, error) {
@@ -217,12 +227,8 @@ func migrateCmd(args []string) error {
 	var f serverFlags
 	f.register(fs)
 	_ = fs.Parse(args)
-	cfg, err := f.load()
-	if err != nil {
-		return err
-	}
 	ctx := context.Background()
-	db, err := storage.Open(ctx, cfg.DatabaseURL(), 1)
+	db, err := f.openStore(ctx)
 	if err != nil {
 		return err
 	}
@@ -247,12 +253,8 @@ func registrationTokenCmd(args []string) error {
 	uses := fs.Int64("uses", 0, "create: how many registrations it allows (0: unlimited)")
 	expires := fs.Duration("expires", 0, "create: lifetime, e.g. 168h (0: never expires)")
 	_ = fs.Parse(args)
-	cfg, err := f.load()
-	if err != nil {
-		return err
-	}
 	ctx := context.Background()
-	db, err := storage.Open(ctx, cfg.DatabaseURL(), 1)
+	db, err := f.openStore(ctx)
 	if err != nil {
 		return err
 	}

@@ -38,6 +38,9 @@ func FromContext(ctx context.Context) *Device {
 	return d
 }
 
+// FromRequest is FromContext(r.Context()): the caller of an authenticated route.
+func FromRequest(r *http.Request) *Device { return FromContext(r.Context()) }
+
 // TokenFromRequest extracts the access token from the Authorization header or
 // the deprecated access_token query parameter.
 func TokenFromRequest(r *http.Request) (string, bool) {

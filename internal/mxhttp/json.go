@@ -22,9 +22,23 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(body)
 }
 
-// WriteError writes err as a Matrix error. Errors that are not *Error are logged
-// and answered with a generic 500 so that internals never leak to clients.
+// Responder is an error that is answered with its own JSON body and status
+// rather than {"errcode", "error"}: a user-interactive auth challenge (401 with
+// flows and session) is one.
+type Responder interface {
+	error
+	HTTPStatus() int
+}
+
+// WriteError writes err as a Matrix error (or a Responder as itself). Other
+// errors are logged and answered with a generic 500 so that internals never
+// leak to clients.
 func WriteError(w http.ResponseWriter, r *http.Request, err error) {
+	var resp Responder
+	if errors.As(err, &resp) {
+		WriteJSON(w, resp.HTTPStatus(), resp)
+		return
+	}
 	var mErr *Error
 	if !errors.As(err, &mErr) {
 		slog.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
@@ -37,15 +51,24 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 // into v. Not JSON at all gives M_NOT_JSON; JSON of the wrong shape gives M_BAD_JSON;
 // a body over the cap gives M_TOO_LARGE. An empty body decodes as {}.
 func ReadJSON(r *http.Request, v any) error {
+	body, err := ReadBody(r)
+	if err != nil {
+		return err
+	}
+	return DecodeJSON(body, v)
+}
+
+// ReadBody reads the raw request body: M_TOO_LARGE over the configured cap.
+func ReadBody(r *http.Request) ([]byte, error) {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		var maxErr *http.MaxBytesError
 		if errors.As(err, &maxErr) {
-			return TooLarge("Request body exceeds %d bytes", maxErr.Limit)
+			return nil, TooLarge("Request body exceeds %d bytes", maxErr.Limit)
 		}
-		return BadJSON("Could not read request body")
+		return nil, BadJSON("Could not read request body")
 	}
-	return DecodeJSON(body, v)
+	return body, nil
 }
 
 // DecodeJSON is ReadJSON for a body already in memory.
