@@ -23,6 +23,7 @@ import (
 	"github.com/myelin-chat/myelin/internal/authn"
 	"github.com/myelin-chat/myelin/internal/config"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/internal/ratelimit"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -53,11 +54,11 @@ type Store interface {
 	CreateUIASession(ctx context.Context, s storage.UIASession) error
 	GetUIASession(ctx context.Context, sessionID string) (*storage.UIASession, error)
 	CompleteUIAStage(ctx context.Context, sessionID string, completed []string) error
-	DeleteUIASession(ctx context.Context, sessionID string) error
+	ClaimUIASession(ctx context.Context, sessionID string) (registrationToken string, err error)
 	ExpireUIASessions(ctx context.Context, before int64) error
 	RegistrationTokenUsable(ctx context.Context, token string, now int64) (bool, error)
 	ReserveRegistrationToken(ctx context.Context, sessionID, token string, completed []string, now int64) (bool, error)
-	FinishRegistrationSession(ctx context.Context, sessionID string) error
+	SettleRegistrationToken(ctx context.Context, token string, used bool) error
 
 	AllocateStreamPos() (int64, func())
 	PutAccountData(ctx context.Context, userID, roomID, typ string, content []byte, pos int64) error
@@ -96,11 +97,14 @@ type Service struct {
 	seen   map[string]int64 // "user|device" -> unix ms of the last last_seen write
 
 	nonces nonceStore // shared-secret registration
+
+	passwordTries *ratelimit.Limiter // password checks per account (login and UIA)
 }
 
 // New returns an accounts service over store.
 func New(store Store, cfg *config.Config) *Service {
-	return &Service{store: store, cfg: cfg, now: time.Now, seen: map[string]int64{}, nonces: nonceStore{m: map[string]time.Time{}}}
+	return &Service{store: store, cfg: cfg, now: time.Now, seen: map[string]int64{}, nonces: nonceStore{m: map[string]time.Time{}},
+		passwordTries: ratelimit.New(cfg.Limits.LoginPerSecond, cfg.Limits.LoginBurst)}
 }
 
 // SetNotifier sets the notifier woken after account data changes.
@@ -380,6 +384,20 @@ func (s *Service) VerifyAccessToken(ctx context.Context, token string) (*authn.D
 // passwords get the same M_FORBIDDEN so user IDs cannot be probed; a
 // deactivated account with the right password gets M_USER_DEACTIVATED.
 func (s *Service) checkUserPassword(ctx context.Context, userID id.UserID, password string) error {
+	// Per account, whatever the client's address: failed passwords through
+	// /login or a UIA stage are throttled to the login rate.
+	if blocked, wait := s.passwordTries.Blocked(userID.String()); blocked {
+		return mxhttp.LimitExceeded("Too many failed password attempts").With("retry_after_ms", wait.Milliseconds()+1)
+	}
+	err := s.verifyPassword(ctx, userID, password)
+	var mErr *mxhttp.Error
+	if errors.As(err, &mErr) && mErr.Code == "M_FORBIDDEN" {
+		s.passwordTries.Allow(userID.String()) // charge the failure
+	}
+	return err
+}
+
+func (s *Service) verifyPassword(ctx context.Context, userID id.UserID, password string) error {
 	u, err := s.store.GetUser(ctx, userID.String())
 	if errors.Is(err, storage.ErrNotFound) {
 		CheckPassword(dummyHash, password) // same cost as a real check

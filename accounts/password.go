@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"fmt"
+	"runtime"
 	"strings"
 
 	"golang.org/x/crypto/argon2"
@@ -19,11 +20,22 @@ const (
 	argonKeyLen  = 32
 )
 
+// hashSlots bounds concurrent argon2id computations: each takes argonMemory
+// of RAM, so a burst of logins (or wrong UIA passwords) queues instead of
+// exhausting memory.
+var hashSlots = make(chan struct{}, runtime.GOMAXPROCS(0))
+
+func argonKey(password string, salt []byte, time, memory uint32, threads uint8, keyLen uint32) []byte {
+	hashSlots <- struct{}{}
+	defer func() { <-hashSlots }()
+	return argon2.IDKey([]byte(password), salt, time, memory, threads, keyLen)
+}
+
 // HashPassword returns a PHC-formatted argon2id hash.
 func HashPassword(password string) string {
 	salt := make([]byte, 16)
 	_, _ = rand.Read(salt)
-	key := argon2.IDKey([]byte(password), salt, argonTime, argonMemory, argonThreads, argonKeyLen)
+	key := argonKey(password, salt, argonTime, argonMemory, argonThreads, argonKeyLen)
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemory, argonTime, argonThreads,
 		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key))
 }
@@ -48,6 +60,9 @@ func CheckPassword(hash, password string) bool {
 	if err != nil {
 		return false
 	}
-	got := argon2.IDKey([]byte(password), salt, t, mem, p, uint32(len(want)))
+	if mem > 4*argonMemory || t > 16 || len(want) > 64 {
+		return false // a stored hash never asks for more; refuse rather than burn memory
+	}
+	got := argonKey(password, salt, t, mem, p, uint32(len(want)))
 	return subtle.ConstantTimeCompare(got, want) == 1
 }

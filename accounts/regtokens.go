@@ -38,7 +38,8 @@ func (s *Service) RegistrationTokenValid(ctx context.Context, token string) (boo
 
 // reserveRegistrationToken completes the m.login.registration_token stage of
 // sess: configured tokens are unlimited; a stored token gets a pending use,
-// which FinishUIA turns into a completed use (or session expiry releases).
+// which SettleRegistration completes or releases once the session is claimed
+// (or session expiry releases).
 func (s *Service) reserveRegistrationToken(ctx context.Context, sess *storage.UIASession, token string) (bool, error) {
 	if !registrationTokenRE.MatchString(token) {
 		return false, nil

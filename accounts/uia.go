@@ -160,10 +160,10 @@ func (s *Service) AuthenticateUIA(ctx context.Context, req UIARequest) (*UIAResu
 			}
 			if err := s.checkUIAPassword(ctx, req.UserID, &auth); err != nil {
 				var mErr *mxhttp.Error
-				if errors.As(err, &mErr) {
+				if errors.As(err, &mErr) && mErr.Code != "M_LIMIT_EXCEEDED" {
 					return nil, challenge(mErr)
 				}
-				return nil, err
+				return nil, err // throttled: a plain 429, not a new challenge
 			}
 		case StageDummy:
 		case StageRegistrationToken:
@@ -192,13 +192,30 @@ func (s *Service) AuthenticateUIA(ctx context.Context, req UIARequest) (*UIAResu
 	return nil, challenge(nil)
 }
 
-// FinishUIA ends a session after the operation it guarded succeeded, turning
-// a pending registration-token use into a completed one.
-func (s *Service) FinishUIA(ctx context.Context, res *UIAResult) error {
-	if res.RegistrationToken != "" {
-		return s.store.FinishRegistrationSession(ctx, res.Session)
+// ClaimUIA uses up a completed session before the operation it guards runs.
+// The claim is atomic: of several requests presenting the same completed
+// session at once, exactly one proceeds; the others get M_UNKNOWN as for an
+// unknown session. A registration-token use stays pending until
+// SettleRegistration.
+func (s *Service) ClaimUIA(ctx context.Context, res *UIAResult) error {
+	token, err := s.store.ClaimUIASession(ctx, res.Session)
+	if errors.Is(err, storage.ErrNotFound) {
+		return mxhttp.Unknown("Auth session %q was already used", res.Session).With("session", res.Session)
 	}
-	return s.store.DeleteUIASession(ctx, res.Session)
+	if err != nil {
+		return fmt.Errorf("claiming UIA session: %w", err)
+	}
+	res.RegistrationToken = token
+	return nil
+}
+
+// SettleRegistration ends the registration-token use a claimed session held:
+// completed when the account was created, released when it was not.
+func (s *Service) SettleRegistration(ctx context.Context, res *UIAResult, created bool) error {
+	if res.RegistrationToken == "" {
+		return nil
+	}
+	return s.store.SettleRegistrationToken(ctx, res.RegistrationToken, created)
 }
 
 func nextStageAllowed(flows []UIAFlow, completed []string, stage string) bool {

@@ -65,11 +65,16 @@ func (a *API) register(r *http.Request) (any, error) {
 			return nil, err
 		}
 	}
-	userID, err := a.Accounts.CreateUser(ctx, localpart, req.Password, false)
-	if err != nil {
+	// Claim the session before creating the account, so that one completed
+	// session (one registration-token use) creates one account at most.
+	if err := a.Accounts.ClaimUIA(ctx, res); err != nil {
 		return nil, err
 	}
-	if err := a.Accounts.FinishUIA(ctx, res); err != nil {
+	userID, err := a.Accounts.CreateUser(ctx, localpart, req.Password, false)
+	if settleErr := a.Accounts.SettleRegistration(ctx, res, err == nil); settleErr != nil && err == nil {
+		err = settleErr
+	}
+	if err != nil {
 		return nil, err
 	}
 	if req.InhibitLogin {

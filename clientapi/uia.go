@@ -46,7 +46,7 @@ func (a *API) requireUIA(r *http.Request, auth json.RawMessage) error {
 	if err != nil {
 		return err
 	}
-	return a.Accounts.FinishUIA(r.Context(), res)
+	return a.Accounts.ClaimUIA(r.Context(), res)
 }
 
 // requireUIABody is requireUIA for endpoints whose body holds only "auth".

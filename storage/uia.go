@@ -50,10 +50,15 @@ func (db *DB) CompleteUIAStage(ctx context.Context, sessionID string, completed 
 	return err
 }
 
-// DeleteUIASession removes a session (after the operation it guarded ran).
-func (db *DB) DeleteUIASession(ctx context.Context, sessionID string) error {
-	_, err := db.Exec(ctx, `DELETE FROM uia_sessions WHERE session_id = $1`, sessionID)
-	return err
+// ClaimUIASession atomically uses up a session: exactly one caller gets it
+// (with the registration token it holds a pending use of, or ""); every other
+// concurrent or later caller gets ErrNotFound.
+func (db *DB) ClaimUIASession(ctx context.Context, sessionID string) (registrationToken string, err error) {
+	err = db.Tx(ctx, func(tx Querier) error {
+		return tx.QueryRow(ctx, `DELETE FROM uia_sessions WHERE session_id = $1 RETURNING registration_token`, sessionID).
+			Scan(&registrationToken)
+	})
+	return registrationToken, err
 }
 
 // ExpireUIASessions deletes sessions created before `before`, releasing the
@@ -157,15 +162,14 @@ func (db *DB) ReserveRegistrationToken(ctx context.Context, sessionID, token str
 	return ok, err
 }
 
-// FinishRegistrationSession turns the session's pending token use into a
-// completed one and deletes the session.
-func (db *DB) FinishRegistrationSession(ctx context.Context, sessionID string) error {
-	return db.Tx(ctx, func(tx Querier) error {
-		if _, err := tx.Exec(ctx, `UPDATE registration_tokens SET pending = pending - 1, completed = completed + 1
-			WHERE pending > 0 AND token = (SELECT registration_token FROM uia_sessions WHERE session_id = $1)`, sessionID); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, `DELETE FROM uia_sessions WHERE session_id = $1`, sessionID)
-		return err
-	})
+// SettleRegistrationToken ends a pending use of token: completed when the
+// account was created, released otherwise.
+func (db *DB) SettleRegistrationToken(ctx context.Context, token string, used bool) error {
+	completed := 0
+	if used {
+		completed = 1
+	}
+	_, err := db.Exec(ctx, `UPDATE registration_tokens SET pending = pending - 1, completed = completed + $2
+		WHERE pending > 0 AND token = $1`, token, completed)
+	return err
 }
