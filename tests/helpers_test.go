@@ -91,3 +91,41 @@ func clientCall(t testing.TB, c *mautrix.Client, method, path string, body any) 
 	t.Helper()
 	return httpCall(t, c.HomeserverURL.String(), method, path, c.AccessToken, body)
 }
+
+// forEachBackend runs fn as a parallel subtest against a fresh server on each
+// backend.
+func forEachBackend(t *testing.T, fn func(t *testing.T, srv *testserver.Server)) {
+	forEachBackendWith(t, testserver.Options{}, fn)
+}
+
+// forEachBackendWith is forEachBackend with servers started with opts.
+func forEachBackendWith(t *testing.T, opts testserver.Options, fn func(t *testing.T, srv *testserver.Server)) {
+	for _, backend := range testserver.Backends {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			defer recoverMust(t)
+			fn(t, testserver.Start(t, backend, opts))
+		})
+	}
+}
+
+// mustFailure carries a failed call out of must to the recover in forEachBackend.
+type mustFailure struct{ err error }
+
+// must returns v, failing the test (through forEachBackend's recover) on err.
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(mustFailure{err})
+	}
+	return v
+}
+
+// recoverMust turns a must failure into a test failure.
+func recoverMust(t *testing.T) {
+	if r := recover(); r != nil {
+		if f, ok := r.(mustFailure); ok {
+			t.Fatalf("unexpected error: %v", f.err)
+		}
+		panic(r)
+	}
+}

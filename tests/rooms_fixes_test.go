@@ -116,15 +116,15 @@ func TestMessagesFilterIsInlineJSON(t *testing.T) {
 		base := "/_matrix/client/v3/rooms/" + url.PathEscape(room.String())
 		for _, f := range []string{filterID, "abc", "[]", `{"limit": "x"}`, "{"} {
 			for _, path := range []string{base + "/messages?dir=b&filter=", base + "/context/" + url.PathEscape(ev.String()) + "?filter="} {
-				status, body := roomCall(t, alice, http.MethodGet, path+url.QueryEscape(f), nil)
-				if status != http.StatusBadRequest || body["errcode"] != "M_BAD_JSON" {
-					t.Errorf("%s with filter %q: %d %v, want 400 M_BAD_JSON", path, f, status, body)
+				r := clientCall(t, alice, http.MethodGet, path+url.QueryEscape(f), nil)
+				if r.Status != http.StatusBadRequest || r.errcode() != "M_BAD_JSON" {
+					t.Errorf("%s with filter %q: %d %s, want 400 M_BAD_JSON", path, f, r.Status, r.Raw)
 				}
 			}
 		}
-		if status, body := roomCall(t, alice, http.MethodGet, base+"/messages?dir=b&filter="+url.QueryEscape(`{"limit":1}`), nil); status != http.StatusOK ||
-			len(body["chunk"].([]any)) != 1 {
-			t.Errorf("inline filter: %d %v", status, body)
+		if r := clientCall(t, alice, http.MethodGet, base+"/messages?dir=b&filter="+url.QueryEscape(`{"limit":1}`), nil); r.Status != http.StatusOK ||
+			len(r.Body["chunk"].([]any)) != 1 {
+			t.Errorf("inline filter: %d %s", r.Status, r.Raw)
 		}
 	})
 }
