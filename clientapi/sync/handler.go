@@ -2,6 +2,7 @@ package sync
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -106,14 +107,18 @@ func (s *Syncer) loadFilter(ctx context.Context, userID, param string) (*Filter,
 	if strings.HasPrefix(strings.TrimSpace(param), "{") {
 		return ParseFilter(param)
 	}
-	raw, err := s.store.SyncFilter(ctx, userID, param)
+	n, err := strconv.ParseInt(param, 10, 64)
+	if err != nil {
+		return nil, mxhttp.InvalidParam("No filter with ID %q", param)
+	}
+	raw, err := s.store.GetFilter(ctx, userID, n)
 	if isNotFound(err) {
 		return nil, mxhttp.InvalidParam("No filter with ID %q", param)
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("reading filter %s: %w", param, err)
 	}
-	return ParseFilter(raw)
+	return ParseFilter(string(raw))
 }
 
 // Sync answers one request: at once when there is something after its token
