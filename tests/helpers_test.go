@@ -2,12 +2,14 @@ package tests
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"testing"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/internal/testserver"
 )
@@ -128,4 +130,45 @@ func recoverMust(t *testing.T) {
 		}
 		panic(r)
 	}
+}
+
+// createRoom creates a room as creator from req (nil: the server's defaults)
+// and joins the others to it.
+func createRoom(t testing.TB, creator *mautrix.Client, req *mautrix.ReqCreateRoom, others ...*mautrix.Client) id.RoomID {
+	t.Helper()
+	if req == nil {
+		req = &mautrix.ReqCreateRoom{}
+	}
+	resp, err := creator.CreateRoom(context.Background(), req)
+	if err != nil {
+		t.Fatalf("createRoom as %s: %v", creator.UserID, err)
+	}
+	for _, c := range others {
+		joinRoom(t, c, resp.RoomID)
+	}
+	return resp.RoomID
+}
+
+// shareRoom puts the clients in one new public room.
+func shareRoom(t testing.TB, creator *mautrix.Client, others ...*mautrix.Client) id.RoomID {
+	t.Helper()
+	return createRoom(t, creator, &mautrix.ReqCreateRoom{Preset: "public_chat"}, others...)
+}
+
+// joinRoom joins c to room by ID.
+func joinRoom(t testing.TB, c *mautrix.Client, room id.RoomID) {
+	t.Helper()
+	if _, err := c.JoinRoomByID(context.Background(), room); err != nil {
+		t.Fatalf("join %s as %s: %v", room, c.UserID, err)
+	}
+}
+
+// sendText sends a text message to room as c and returns its event ID.
+func sendText(t testing.TB, c *mautrix.Client, room id.RoomID, body string) id.EventID {
+	t.Helper()
+	resp, err := c.SendText(context.Background(), room, body)
+	if err != nil {
+		t.Fatalf("%s sending %q: %v", c.UserID, body, err)
+	}
+	return resp.EventID
 }

@@ -24,15 +24,6 @@ func wantErrCode(t *testing.T, err error, code string) {
 	}
 }
 
-func sendText(t *testing.T, c *mautrix.Client, roomID id.RoomID, body string) id.EventID {
-	t.Helper()
-	resp, err := c.SendText(context.Background(), roomID, body)
-	if err != nil {
-		t.Fatalf("%s sending %q: %v", c.UserID, body, err)
-	}
-	return resp.EventID
-}
-
 // TestRoomLifecycle: three users create, invite, join, chat, change power
 // levels and ban, all through mautrix-go against a real server.
 func TestRoomLifecycle(t *testing.T) {
