@@ -198,41 +198,25 @@ func readContent(r *http.Request) (json.RawMessage, error) {
 }
 
 func (a *API) sendMessage(r *http.Request) (any, error) {
-	roomID, err := roomIDParam(r)
-	if err != nil {
-		return nil, err
-	}
-	evType := mxhttp.PathParam(r, "eventType")
-	if !roomserver.ValidEventType(evType) {
-		return nil, mxhttp.InvalidParam("Invalid event type")
-	}
-	content, err := readContent(r)
-	if err != nil {
-		return nil, err
-	}
-	d := authn.FromRequest(r)
-	evID, err := a.Rooms.Send(r.Context(), roomserver.SendRequest{
-		Sender: d.UserID, DeviceID: d.DeviceID, RoomID: roomID, Type: evType, Content: content, TxnID: mxhttp.PathParam(r, "txnID"),
-	})
-	if err != nil {
-		return nil, err
-	}
-	return map[string]any{"event_id": evID}, nil
+	return a.sendEvent(r, nil, mxhttp.PathParam(r, "txnID"))
 }
 
+// stateKeyParam is the state key: the rest of the path after /state/{eventType}/.
 func stateKeyParam(r *http.Request) string { return mxhttp.PathParam(r, "*") }
 
 func (a *API) putState(r *http.Request) (any, error) {
-	roomID, err := roomIDParam(r)
+	stateKey := stateKeyParam(r)
+	return a.sendEvent(r, &stateKey, "")
+}
+
+// sendEvent sends an event of the path's {eventType} to its {roomID}, with
+// the request body as content: a state event when stateKey is set.
+func (a *API) sendEvent(r *http.Request, stateKey *string, txnID string) (any, error) {
+	roomID, evType, err := roomAndTypeParams(r)
 	if err != nil {
 		return nil, err
 	}
-	evType := mxhttp.PathParam(r, "eventType")
-	if !roomserver.ValidEventType(evType) {
-		return nil, mxhttp.InvalidParam("Invalid event type")
-	}
-	stateKey := stateKeyParam(r)
-	if len(stateKey) > roomserver.MaxFieldBytes {
+	if stateKey != nil && len(*stateKey) > roomserver.MaxFieldBytes {
 		return nil, mxhttp.InvalidParam("State key too long")
 	}
 	content, err := readContent(r)
@@ -241,7 +225,7 @@ func (a *API) putState(r *http.Request) (any, error) {
 	}
 	d := authn.FromRequest(r)
 	evID, err := a.Rooms.Send(r.Context(), roomserver.SendRequest{
-		Sender: d.UserID, DeviceID: d.DeviceID, RoomID: roomID, Type: evType, StateKey: &stateKey, Content: content,
+		Sender: d.UserID, DeviceID: d.DeviceID, RoomID: roomID, Type: evType, StateKey: stateKey, Content: content, TxnID: txnID,
 	})
 	if err != nil {
 		return nil, err
@@ -249,14 +233,23 @@ func (a *API) putState(r *http.Request) (any, error) {
 	return map[string]any{"event_id": evID}, nil
 }
 
-func (a *API) getState(r *http.Request) (any, error) {
+// roomAndTypeParams returns the {roomID} and {eventType} path parameters, validated.
+func roomAndTypeParams(r *http.Request) (id.RoomID, string, error) {
 	roomID, err := roomIDParam(r)
 	if err != nil {
-		return nil, err
+		return "", "", err
 	}
 	evType := mxhttp.PathParam(r, "eventType")
 	if !roomserver.ValidEventType(evType) {
-		return nil, mxhttp.InvalidParam("Invalid event type")
+		return "", "", mxhttp.InvalidParam("Invalid event type")
+	}
+	return roomID, evType, nil
+}
+
+func (a *API) getState(r *http.Request) (any, error) {
+	roomID, evType, err := roomAndTypeParams(r)
+	if err != nil {
+		return nil, err
 	}
 	ev, err := a.Rooms.StateEvent(readCtx(r), authn.FromRequest(r).UserID, roomID, evType, stateKeyParam(r))
 	if err != nil {
