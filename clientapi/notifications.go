@@ -16,7 +16,7 @@ func (a *API) notificationRoutes(r chi.Router) {
 
 // getNotifications: GET /notifications (notifications.yaml).
 func (a *API) getNotifications(r *http.Request) (any, error) {
-	dev := authn.FromContext(r.Context())
+	dev := authn.FromRequest(r)
 	q := r.URL.Query()
 	var before int64
 	if from := q.Get("from"); from != "" {

@@ -17,15 +17,15 @@ func (a *API) presenceRoutes(r chi.Router) {
 
 // getPresence: GET /presence/{userId}/status (presence.yaml).
 func (a *API) getPresence(r *http.Request) (any, error) {
-	dev := authn.FromContext(r.Context())
-	return a.Sync.GetPresence(r.Context(), dev.UserID.String(), chi.URLParam(r, "userId"))
+	dev := authn.FromRequest(r)
+	return a.Sync.GetPresence(r.Context(), dev.UserID.String(), mxhttp.PathParam(r, "userId"))
 }
 
 // putPresence: PUT /presence/{userId}/status. With presence disabled the
 // request is accepted and nothing is stored (the spec lets servers ignore it).
 func (a *API) putPresence(r *http.Request) (any, error) {
-	dev := authn.FromContext(r.Context())
-	if chi.URLParam(r, "userId") != dev.UserID.String() {
+	dev := authn.FromRequest(r)
+	if mxhttp.PathParam(r, "userId") != dev.UserID.String() {
 		return nil, mxhttp.Forbidden("You may only set your own presence")
 	}
 	var body struct {
@@ -41,8 +41,5 @@ func (a *API) putPresence(r *http.Request) (any, error) {
 	if !syncapi.ValidPresence(body.Presence) {
 		return nil, mxhttp.InvalidParam("presence must be online, offline or unavailable")
 	}
-	if err := a.Sync.SetPresence(r.Context(), dev.UserID.String(), body.Presence, body.StatusMsg, true); err != nil {
-		return nil, err
-	}
-	return mxhttp.Empty, nil
+	return mxhttp.EmptyOr(a.Sync.SetPresence(r.Context(), dev.UserID.String(), body.Presence, body.StatusMsg, true))
 }

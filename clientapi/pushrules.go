@@ -41,10 +41,10 @@ func (a *API) getGlobalPushRules(r *http.Request) (any, error) {
 
 // ruleParams checks the path: only the "global" scope exists.
 func ruleParams(r *http.Request) (user, kind, ruleID string, err error) {
-	if chi.URLParam(r, "scope") != "global" {
+	if mxhttp.PathParam(r, "scope") != "global" {
 		return "", "", "", mxhttp.NotFound("Unknown push rule scope")
 	}
-	return authn.FromRequest(r).UserID.String(), chi.URLParam(r, "kind"), chi.URLParam(r, "ruleId"), nil
+	return authn.FromRequest(r).UserID.String(), mxhttp.PathParam(r, "kind"), mxhttp.PathParam(r, "ruleId"), nil
 }
 
 // pushRule is the rule the path names.

@@ -15,7 +15,7 @@ func (a *API) readMarkerRoutes(r chi.Router) {
 
 // postReadMarkers: POST /rooms/{roomId}/read_markers (read_markers.yaml).
 func (a *API) postReadMarkers(r *http.Request) (any, error) {
-	dev := authn.FromContext(r.Context())
+	dev := authn.FromRequest(r)
 	var body struct {
 		FullyRead   string `json:"m.fully_read"`
 		Read        string `json:"m.read"`
@@ -24,8 +24,5 @@ func (a *API) postReadMarkers(r *http.Request) (any, error) {
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
 		return nil, err
 	}
-	if err := a.Sync.SetReadMarkers(r.Context(), chi.URLParam(r, "roomId"), dev.UserID.String(), body.FullyRead, body.Read, body.ReadPrivate); err != nil {
-		return nil, err
-	}
-	return mxhttp.Empty, nil
+	return mxhttp.EmptyOr(a.Sync.SetReadMarkers(r.Context(), mxhttp.PathParam(r, "roomId"), dev.UserID.String(), body.FullyRead, body.Read, body.ReadPrivate))
 }

@@ -18,8 +18,8 @@ func (a *API) receiptRoutes(r chi.Router) {
 
 // postReceipt: POST /rooms/{roomId}/receipt/{receiptType}/{eventId} (receipts.yaml).
 func (a *API) postReceipt(r *http.Request) (any, error) {
-	dev := authn.FromContext(r.Context())
-	roomID, typ, eventID := chi.URLParam(r, "roomId"), chi.URLParam(r, "receiptType"), chi.URLParam(r, "eventId")
+	dev := authn.FromRequest(r)
+	roomID, typ, eventID := mxhttp.PathParam(r, "roomId"), mxhttp.PathParam(r, "receiptType"), mxhttp.PathParam(r, "eventId")
 	body, err := mxhttp.ReadJSONObject(r)
 	if err != nil {
 		return nil, err
@@ -44,8 +44,5 @@ func (a *API) postReceipt(r *http.Request) (any, error) {
 	default:
 		return nil, mxhttp.InvalidParam("Unknown receipt type %q", typ)
 	}
-	if err != nil {
-		return nil, err
-	}
-	return mxhttp.Empty, nil
+	return mxhttp.EmptyOr(err)
 }

@@ -78,18 +78,16 @@ func (a *API) roomRoutesV1(r chi.Router) {
 	a.roomExtraRoutesV1(r)
 }
 
-func device(r *http.Request) *authn.Device { return authn.FromContext(r.Context()) }
-
 // readCtx is the request context for the room read APIs: it names the
 // requesting device, which is shown the transaction IDs of its own events.
 func readCtx(r *http.Request) context.Context {
-	d := device(r)
+	d := authn.FromRequest(r)
 	return roomserver.WithDevice(r.Context(), d.UserID, d.DeviceID)
 }
 
 // roomIDParam returns the {roomID} path parameter, validated.
 func roomIDParam(r *http.Request) (id.RoomID, error) {
-	roomID := param(r, "roomID")
+	roomID := mxhttp.PathParam(r, "roomID")
 	if !roomserver.ValidRoomID(roomID) {
 		return "", mxhttp.InvalidParam("Invalid room ID")
 	}
@@ -101,7 +99,7 @@ func (a *API) createRoom(r *http.Request) (any, error) {
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
 		return nil, err
 	}
-	roomID, err := a.Rooms.CreateRoom(r.Context(), device(r).UserID, &req)
+	roomID, err := a.Rooms.CreateRoom(r.Context(), authn.FromRequest(r).UserID, &req)
 	if err != nil {
 		return nil, err
 	}
@@ -119,7 +117,7 @@ func (a *API) joinRoom(r *http.Request) (any, error) {
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
 		return nil, err
 	}
-	target := param(r, "roomIDOrAlias")
+	target := mxhttp.PathParam(r, "roomIDOrAlias")
 	if target == "" {
 		roomID, err := roomIDParam(r)
 		if err != nil {
@@ -127,7 +125,7 @@ func (a *API) joinRoom(r *http.Request) (any, error) {
 		}
 		target = string(roomID)
 	}
-	roomID, err := a.Rooms.Join(r.Context(), device(r).UserID, target, body.Reason)
+	roomID, err := a.Rooms.Join(r.Context(), authn.FromRequest(r).UserID, target, body.Reason)
 	if err != nil {
 		return nil, err
 	}
@@ -139,7 +137,7 @@ func (a *API) knockRoom(r *http.Request) (any, error) {
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
 		return nil, err
 	}
-	roomID, err := a.Rooms.Knock(r.Context(), device(r).UserID, param(r, "roomIDOrAlias"), body.Reason)
+	roomID, err := a.Rooms.Knock(r.Context(), authn.FromRequest(r).UserID, mxhttp.PathParam(r, "roomIDOrAlias"), body.Reason)
 	if err != nil {
 		return nil, err
 	}
@@ -164,14 +162,10 @@ func (a *API) membership(action string) func(r *http.Request) (any, error) {
 				return nil, mxhttp.InvalidParam("Invalid user_id")
 			}
 		}
-		err = a.Rooms.ChangeMembership(r.Context(), roomserver.MembershipAction{
-			Sender: device(r).UserID, RoomID: roomID, Target: id.UserID(body.UserID), Action: action,
+		return mxhttp.EmptyOr(a.Rooms.ChangeMembership(r.Context(), roomserver.MembershipAction{
+			Sender: authn.FromRequest(r).UserID, RoomID: roomID, Target: id.UserID(body.UserID), Action: action,
 			Reason: body.Reason, IsDirect: body.IsDirect,
-		})
-		if err != nil {
-			return nil, err
-		}
-		return mxhttp.Empty, nil
+		}))
 	}
 }
 
@@ -180,14 +174,11 @@ func (a *API) forgetRoom(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := a.Rooms.Forget(r.Context(), device(r).UserID, roomID); err != nil {
-		return nil, err
-	}
-	return mxhttp.Empty, nil
+	return mxhttp.EmptyOr(a.Rooms.Forget(r.Context(), authn.FromRequest(r).UserID, roomID))
 }
 
 func (a *API) joinedRooms(r *http.Request) (any, error) {
-	rooms, err := a.Rooms.JoinedRooms(r.Context(), device(r).UserID)
+	rooms, err := a.Rooms.JoinedRooms(r.Context(), authn.FromRequest(r).UserID)
 	if err != nil {
 		return nil, err
 	}
@@ -207,50 +198,34 @@ func readContent(r *http.Request) (json.RawMessage, error) {
 }
 
 func (a *API) sendMessage(r *http.Request) (any, error) {
-	roomID, err := roomIDParam(r)
-	if err != nil {
-		return nil, err
-	}
-	evType := param(r, "eventType")
-	if !roomserver.ValidEventType(evType) {
-		return nil, mxhttp.InvalidParam("Invalid event type")
-	}
-	content, err := readContent(r)
-	if err != nil {
-		return nil, err
-	}
-	d := device(r)
-	evID, err := a.Rooms.Send(r.Context(), roomserver.SendRequest{
-		Sender: d.UserID, DeviceID: d.DeviceID, RoomID: roomID, Type: evType, Content: content, TxnID: param(r, "txnID"),
-	})
-	if err != nil {
-		return nil, err
-	}
-	return map[string]any{"event_id": evID}, nil
+	return a.sendEvent(r, nil, mxhttp.PathParam(r, "txnID"))
 }
 
-func stateKeyParam(r *http.Request) string { return param(r, "*") }
+// stateKeyParam is the state key: the rest of the path after /state/{eventType}/.
+func stateKeyParam(r *http.Request) string { return mxhttp.PathParam(r, "*") }
 
 func (a *API) putState(r *http.Request) (any, error) {
-	roomID, err := roomIDParam(r)
+	stateKey := stateKeyParam(r)
+	return a.sendEvent(r, &stateKey, "")
+}
+
+// sendEvent sends an event of the path's {eventType} to its {roomID}, with
+// the request body as content: a state event when stateKey is set.
+func (a *API) sendEvent(r *http.Request, stateKey *string, txnID string) (any, error) {
+	roomID, evType, err := roomAndTypeParams(r)
 	if err != nil {
 		return nil, err
 	}
-	evType := param(r, "eventType")
-	if !roomserver.ValidEventType(evType) {
-		return nil, mxhttp.InvalidParam("Invalid event type")
-	}
-	stateKey := stateKeyParam(r)
-	if len(stateKey) > roomserver.MaxFieldBytes {
+	if stateKey != nil && len(*stateKey) > roomserver.MaxFieldBytes {
 		return nil, mxhttp.InvalidParam("State key too long")
 	}
 	content, err := readContent(r)
 	if err != nil {
 		return nil, err
 	}
-	d := device(r)
+	d := authn.FromRequest(r)
 	evID, err := a.Rooms.Send(r.Context(), roomserver.SendRequest{
-		Sender: d.UserID, DeviceID: d.DeviceID, RoomID: roomID, Type: evType, StateKey: &stateKey, Content: content,
+		Sender: d.UserID, DeviceID: d.DeviceID, RoomID: roomID, Type: evType, StateKey: stateKey, Content: content, TxnID: txnID,
 	})
 	if err != nil {
 		return nil, err
@@ -258,16 +233,25 @@ func (a *API) putState(r *http.Request) (any, error) {
 	return map[string]any{"event_id": evID}, nil
 }
 
-func (a *API) getState(r *http.Request) (any, error) {
+// roomAndTypeParams returns the {roomID} and {eventType} path parameters, validated.
+func roomAndTypeParams(r *http.Request) (id.RoomID, string, error) {
 	roomID, err := roomIDParam(r)
+	if err != nil {
+		return "", "", err
+	}
+	evType := mxhttp.PathParam(r, "eventType")
+	if !roomserver.ValidEventType(evType) {
+		return "", "", mxhttp.InvalidParam("Invalid event type")
+	}
+	return roomID, evType, nil
+}
+
+func (a *API) getState(r *http.Request) (any, error) {
+	roomID, evType, err := roomAndTypeParams(r)
 	if err != nil {
 		return nil, err
 	}
-	evType := param(r, "eventType")
-	if !roomserver.ValidEventType(evType) {
-		return nil, mxhttp.InvalidParam("Invalid event type")
-	}
-	ev, err := a.Rooms.StateEvent(readCtx(r), device(r).UserID, roomID, evType, stateKeyParam(r))
+	ev, err := a.Rooms.StateEvent(readCtx(r), authn.FromRequest(r).UserID, roomID, evType, stateKeyParam(r))
 	if err != nil {
 		return nil, err
 	}
@@ -282,7 +266,7 @@ func (a *API) roomState(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return a.Rooms.State(readCtx(r), device(r).UserID, roomID)
+	return a.Rooms.State(readCtx(r), authn.FromRequest(r).UserID, roomID)
 }
 
 func (a *API) redactEvent(r *http.Request) (any, error) {
@@ -296,8 +280,8 @@ func (a *API) redactEvent(r *http.Request) (any, error) {
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
 		return nil, err
 	}
-	d := device(r)
-	evID, err := a.Rooms.Redact(r.Context(), d.UserID, d.DeviceID, roomID, id.EventID(param(r, "eventID")), body.Reason, param(r, "txnID"))
+	d := authn.FromRequest(r)
+	evID, err := a.Rooms.Redact(r.Context(), d.UserID, d.DeviceID, roomID, id.EventID(mxhttp.PathParam(r, "eventID")), body.Reason, mxhttp.PathParam(r, "txnID"))
 	if err != nil {
 		return nil, err
 	}
@@ -309,7 +293,7 @@ func (a *API) getEvent(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return a.Rooms.Event(readCtx(r), device(r).UserID, roomID, id.EventID(param(r, "eventID")))
+	return a.Rooms.Event(readCtx(r), authn.FromRequest(r).UserID, roomID, id.EventID(mxhttp.PathParam(r, "eventID")))
 }
 
 func (a *API) roomMembers(r *http.Request) (any, error) {
@@ -325,7 +309,7 @@ func (a *API) roomMembers(r *http.Request) (any, error) {
 			return nil, mxhttp.InvalidParam("Invalid %s", k)
 		}
 	}
-	evs, err := a.Rooms.Members(readCtx(r), device(r).UserID, roomID, roomserver.MembersQuery{
+	evs, err := a.Rooms.Members(readCtx(r), authn.FromRequest(r).UserID, roomID, roomserver.MembersQuery{
 		At: q.Get("at"), Membership: q.Get("membership"), NotMembership: q.Get("not_membership"),
 	})
 	if err != nil {
@@ -339,7 +323,7 @@ func (a *API) joinedMembers(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := a.Rooms.JoinedMembers(r.Context(), device(r).UserID, roomID)
+	m, err := a.Rooms.JoinedMembers(r.Context(), authn.FromRequest(r).UserID, roomID)
 	if err != nil {
 		return nil, err
 	}
@@ -379,7 +363,7 @@ func (a *API) roomMessages(r *http.Request) (any, error) {
 	if filter != nil && filter.Limit > 0 && q.Get("limit") == "" {
 		limit = filter.Limit
 	}
-	return a.Rooms.Messages(readCtx(r), device(r).UserID, roomID, roomserver.MessagesRequest{
+	return a.Rooms.Messages(readCtx(r), authn.FromRequest(r).UserID, roomID, roomserver.MessagesRequest{
 		From: q.Get("from"), To: q.Get("to"), Backward: dir == "b", Limit: limit, Filter: filter,
 	})
 }
@@ -397,5 +381,5 @@ func (a *API) eventContext(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return a.Rooms.Context(readCtx(r), device(r).UserID, roomID, id.EventID(param(r, "eventID")), limit, filter)
+	return a.Rooms.Context(readCtx(r), authn.FromRequest(r).UserID, roomID, id.EventID(mxhttp.PathParam(r, "eventID")), limit, filter)
 }

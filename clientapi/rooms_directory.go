@@ -3,11 +3,11 @@ package clientapi
 import (
 	"context"
 	"net/http"
-	"net/url"
 
 	"github.com/go-chi/chi/v5"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/myelin-chat/myelin/internal/authn"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/roomserver"
 )
@@ -21,16 +21,6 @@ type RoomsDirectory interface {
 	SetVisibility(ctx context.Context, user id.UserID, roomID id.RoomID, visibility string) error
 	GetVisibility(ctx context.Context, roomID id.RoomID) (string, error)
 	PublicRooms(ctx context.Context, req roomserver.PublicRoomsRequest) (*roomserver.PublicRoomsResponse, error)
-}
-
-// param returns a path parameter, percent-decoded (chi matches on the raw
-// path when one is set, so "#alias" arrives as "%23alias").
-func param(r *http.Request, name string) string {
-	v := chi.URLParam(r, name)
-	if u, err := url.PathUnescape(v); err == nil {
-		return u
-	}
-	return v
 }
 
 func (a *API) directoryRoutes(r chi.Router) {
@@ -54,22 +44,16 @@ func (a *API) putAlias(r *http.Request) (any, error) {
 	if body.RoomID == "" {
 		return nil, mxhttp.MissingParam("Missing room_id")
 	}
-	if err := a.Rooms.SetAlias(r.Context(), device(r).UserID, param(r, "alias"), id.RoomID(body.RoomID)); err != nil {
-		return nil, err
-	}
-	return mxhttp.Empty, nil
+	return mxhttp.EmptyOr(a.Rooms.SetAlias(r.Context(), authn.FromRequest(r).UserID, mxhttp.PathParam(r, "alias"), id.RoomID(body.RoomID)))
 }
 
 func (a *API) getAlias(r *http.Request) (any, error) {
-	return a.Rooms.GetAlias(r.Context(), param(r, "alias"))
+	return a.Rooms.GetAlias(r.Context(), mxhttp.PathParam(r, "alias"))
 }
 
 func (a *API) deleteAlias(r *http.Request) (any, error) {
-	d := device(r)
-	if err := a.Rooms.DeleteAlias(r.Context(), d.UserID, d.IsAdmin, param(r, "alias")); err != nil {
-		return nil, err
-	}
-	return mxhttp.Empty, nil
+	d := authn.FromRequest(r)
+	return mxhttp.EmptyOr(a.Rooms.DeleteAlias(r.Context(), d.UserID, d.IsAdmin, mxhttp.PathParam(r, "alias")))
 }
 
 func (a *API) roomAliases(r *http.Request) (any, error) {
@@ -77,7 +61,7 @@ func (a *API) roomAliases(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	aliases, err := a.Rooms.RoomAliases(r.Context(), device(r).UserID, roomID)
+	aliases, err := a.Rooms.RoomAliases(r.Context(), authn.FromRequest(r).UserID, roomID)
 	if err != nil {
 		return nil, err
 	}
@@ -95,10 +79,7 @@ func (a *API) putVisibility(r *http.Request) (any, error) {
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
 		return nil, err
 	}
-	if err := a.Rooms.SetVisibility(r.Context(), device(r).UserID, roomID, body.Visibility); err != nil {
-		return nil, err
-	}
-	return mxhttp.Empty, nil
+	return mxhttp.EmptyOr(a.Rooms.SetVisibility(r.Context(), authn.FromRequest(r).UserID, roomID, body.Visibility))
 }
 
 func (a *API) getVisibility(r *http.Request) (any, error) {

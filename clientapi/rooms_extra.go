@@ -9,6 +9,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/myelin-chat/myelin/internal/authn"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/roomserver"
 )
@@ -66,7 +67,7 @@ func (a *API) upgradeRoom(r *http.Request) (any, error) {
 	if body.NewVersion == "" {
 		return nil, mxhttp.BadJSON("Missing new_version")
 	}
-	newRoom, err := a.Rooms.Upgrade(r.Context(), device(r).UserID, roomID, body.NewVersion)
+	newRoom, err := a.Rooms.Upgrade(r.Context(), authn.FromRequest(r).UserID, roomID, body.NewVersion)
 	if err != nil {
 		return nil, err
 	}
@@ -85,10 +86,7 @@ func (a *API) report(r *http.Request) (any, error) {
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
 		return nil, err
 	}
-	if err := a.Rooms.Report(r.Context(), device(r).UserID, roomID, id.EventID(param(r, "eventID")), body.Reason, body.Score); err != nil {
-		return nil, err
-	}
-	return mxhttp.Empty, nil
+	return mxhttp.EmptyOr(a.Rooms.Report(r.Context(), authn.FromRequest(r).UserID, roomID, id.EventID(mxhttp.PathParam(r, "eventID")), body.Reason, body.Score))
 }
 
 // ownRoomParams checks that {userID} is the caller.
@@ -97,8 +95,8 @@ func ownRoomParams(r *http.Request) (id.UserID, id.RoomID, error) {
 	if err != nil {
 		return "", "", err
 	}
-	u := id.UserID(param(r, "userID"))
-	if u != device(r).UserID {
+	u := id.UserID(mxhttp.PathParam(r, "userID"))
+	if u != authn.FromRequest(r).UserID {
 		return "", "", mxhttp.Forbidden("Cannot access other users' tags")
 	}
 	return u, roomID, nil
@@ -121,10 +119,7 @@ func (a *API) putTag(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := a.Rooms.SetTag(r.Context(), u, roomID, param(r, "tag"), content); err != nil {
-		return nil, err
-	}
-	return mxhttp.Empty, nil
+	return mxhttp.EmptyOr(a.Rooms.SetTag(r.Context(), u, roomID, mxhttp.PathParam(r, "tag"), content))
 }
 
 func (a *API) deleteTag(r *http.Request) (any, error) {
@@ -132,10 +127,7 @@ func (a *API) deleteTag(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := a.Rooms.SetTag(r.Context(), u, roomID, param(r, "tag"), nil); err != nil {
-		return nil, err
-	}
-	return mxhttp.Empty, nil
+	return mxhttp.EmptyOr(a.Rooms.SetTag(r.Context(), u, roomID, mxhttp.PathParam(r, "tag"), nil))
 }
 
 func (a *API) relations(r *http.Request) (any, error) {
@@ -152,8 +144,8 @@ func (a *API) relations(r *http.Request) (any, error) {
 	if dir != "" && dir != "b" && dir != "f" {
 		return nil, mxhttp.InvalidParam("dir must be b or f")
 	}
-	return a.Rooms.Relations(readCtx(r), device(r).UserID, roomID, roomserver.RelationsRequest{
-		EventID: id.EventID(param(r, "eventID")), RelType: param(r, "relType"), EventType: param(r, "eventType"),
+	return a.Rooms.Relations(readCtx(r), authn.FromRequest(r).UserID, roomID, roomserver.RelationsRequest{
+		EventID: id.EventID(mxhttp.PathParam(r, "eventID")), RelType: mxhttp.PathParam(r, "relType"), EventType: mxhttp.PathParam(r, "eventType"),
 		From: q.Get("from"), Backward: dir != "f", Limit: limit,
 	})
 }
@@ -168,7 +160,7 @@ func (a *API) threads(r *http.Request) (any, error) {
 		return nil, err
 	}
 	q := r.URL.Query()
-	return a.Rooms.Threads(readCtx(r), device(r).UserID, roomID, q.Get("include"), q.Get("from"), limit)
+	return a.Rooms.Threads(readCtx(r), authn.FromRequest(r).UserID, roomID, q.Get("include"), q.Get("from"), limit)
 }
 
 func (a *API) hierarchy(r *http.Request) (any, error) {
@@ -186,7 +178,7 @@ func (a *API) hierarchy(r *http.Request) (any, error) {
 	}
 	q := r.URL.Query()
 	suggested := q.Get("suggested_only") == "true"
-	return a.Rooms.Hierarchy(r.Context(), device(r).UserID, roomID, suggested, maxDepth, limit, q.Get("from"))
+	return a.Rooms.Hierarchy(r.Context(), authn.FromRequest(r).UserID, roomID, suggested, maxDepth, limit, q.Get("from"))
 }
 
 func (a *API) timestampToEvent(r *http.Request) (any, error) {
@@ -203,7 +195,7 @@ func (a *API) timestampToEvent(r *http.Request) (any, error) {
 	if dir != "f" && dir != "b" {
 		return nil, mxhttp.InvalidParam("dir must be f or b")
 	}
-	evID, evTS, err := a.Rooms.TimestampToEvent(r.Context(), device(r).UserID, roomID, ts, dir == "f")
+	evID, evTS, err := a.Rooms.TimestampToEvent(r.Context(), authn.FromRequest(r).UserID, roomID, ts, dir == "f")
 	if err != nil {
 		return nil, err
 	}
@@ -211,5 +203,5 @@ func (a *API) timestampToEvent(r *http.Request) (any, error) {
 }
 
 func (a *API) roomSummary(r *http.Request) (any, error) {
-	return a.Rooms.Summary(r.Context(), device(r).UserID, param(r, "roomIDOrAlias"))
+	return a.Rooms.Summary(r.Context(), authn.FromRequest(r).UserID, mxhttp.PathParam(r, "roomIDOrAlias"))
 }

@@ -16,8 +16,8 @@ func (a *API) typingRoutes(r chi.Router) {
 
 // putTyping: PUT /rooms/{roomId}/typing/{userId} (typing.yaml).
 func (a *API) putTyping(r *http.Request) (any, error) {
-	dev := authn.FromContext(r.Context())
-	if chi.URLParam(r, "userId") != dev.UserID.String() {
+	dev := authn.FromRequest(r)
+	if mxhttp.PathParam(r, "userId") != dev.UserID.String() {
 		return nil, mxhttp.Forbidden("You may only set your own typing state")
 	}
 	var body struct {
@@ -37,8 +37,5 @@ func (a *API) putTyping(r *http.Request) (any, error) {
 		}
 		timeout = time.Duration(*body.Timeout) * time.Millisecond
 	}
-	if err := a.Sync.SetTyping(r.Context(), chi.URLParam(r, "roomId"), dev.UserID.String(), *body.Typing, timeout); err != nil {
-		return nil, err
-	}
-	return mxhttp.Empty, nil
+	return mxhttp.EmptyOr(a.Sync.SetTyping(r.Context(), mxhttp.PathParam(r, "roomId"), dev.UserID.String(), *body.Typing, timeout))
 }

@@ -89,8 +89,9 @@ func (s *Server) ResolveRoom(ctx context.Context, roomIDOrAlias string) (id.Room
 	return id.RoomID(roomIDOrAlias), nil
 }
 
-// Join joins user to a room given by ID or alias.
-func (s *Server) Join(ctx context.Context, user id.UserID, roomIDOrAlias, reason string) (id.RoomID, error) {
+// knownRoom resolves a room ID or alias to a room this server has;
+// M_NOT_FOUND for one it has never seen.
+func (s *Server) knownRoom(ctx context.Context, roomIDOrAlias string) (id.RoomID, error) {
 	roomID, err := s.ResolveRoom(ctx, roomIDOrAlias)
 	if err != nil {
 		return "", err
@@ -98,6 +99,15 @@ func (s *Server) Join(ctx context.Context, user id.UserID, roomIDOrAlias, reason
 	if _, err := s.roomVersion(ctx, roomID); errors.Is(err, ErrUnknownRoom) {
 		return "", mxhttp.NotFound("No known servers for this room")
 	} else if err != nil {
+		return "", err
+	}
+	return roomID, nil
+}
+
+// Join joins user to a room given by ID or alias.
+func (s *Server) Join(ctx context.Context, user id.UserID, roomIDOrAlias, reason string) (id.RoomID, error) {
+	roomID, err := s.knownRoom(ctx, roomIDOrAlias)
+	if err != nil {
 		return "", err
 	}
 	// Rooms the user is joined to, for restricted join rules (read outside the room's worker).
@@ -263,13 +273,8 @@ func (s *Server) ChangeMembership(ctx context.Context, a MembershipAction) error
 
 // Knock asks to join a room whose join rule allows knocking.
 func (s *Server) Knock(ctx context.Context, user id.UserID, roomIDOrAlias, reason string) (id.RoomID, error) {
-	roomID, err := s.ResolveRoom(ctx, roomIDOrAlias)
+	roomID, err := s.knownRoom(ctx, roomIDOrAlias)
 	if err != nil {
-		return "", err
-	}
-	if _, err := s.roomVersion(ctx, roomID); errors.Is(err, ErrUnknownRoom) {
-		return "", mxhttp.NotFound("No known servers for this room")
-	} else if err != nil {
 		return "", err
 	}
 	content, err := s.memberContent(ctx, user, "knock", reason, nil)

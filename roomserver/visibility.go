@@ -87,24 +87,6 @@ func (h *HistoryVisibility) allowed(vis, membership string, pos int64) bool {
 	return false
 }
 
-// LoadHistoryVisibility reads what HistoryVisibility needs for user in room
-// from the store.
-func LoadHistoryVisibility(ctx context.Context, db *storage.DB, roomID id.RoomID, user id.UserID) (*HistoryVisibility, error) {
-	mh, err := db.UserMembershipHistory(ctx, string(roomID), string(user))
-	if err != nil {
-		return nil, err
-	}
-	vh, err := db.HistoryVisibilityChanges(ctx, string(roomID))
-	if err != nil {
-		return nil, err
-	}
-	h := &HistoryVisibility{Visibility: vh, Memberships: make([]Positioned, len(mh))}
-	for i, m := range mh {
-		h.Memberships[i] = Positioned{Pos: m.StreamPos, Value: m.Membership}
-	}
-	return h, nil
-}
-
 type deviceKey struct{}
 
 type requester struct {

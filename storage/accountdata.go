@@ -18,15 +18,9 @@ type AccountData struct {
 
 // PutAccountData stores (or replaces) an account data entry at stream position pos.
 func (db *DB) PutAccountData(ctx context.Context, userID, roomID, typ string, content []byte, pos int64) error {
-	var q string
-	if db.dialect == Postgres {
-		q = `INSERT INTO account_data (user_id, room_id, type, content, stream_pos) VALUES ($1, $2, $3, $4, $5)
-			ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = EXCLUDED.content, stream_pos = EXCLUDED.stream_pos`
-	} else {
-		q = `INSERT INTO account_data (user_id, room_id, type, content, stream_pos) VALUES ($1, $2, $3, $4, $5)
-			ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, stream_pos = excluded.stream_pos`
-	}
-	if _, err := db.Exec(ctx, q, userID, roomID, typ, string(content), pos); err != nil {
+	if _, err := db.Exec(ctx, `INSERT INTO account_data (user_id, room_id, type, content, stream_pos) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, stream_pos = excluded.stream_pos`,
+		userID, roomID, typ, string(content), pos); err != nil {
 		return fmt.Errorf("storing account data %s for %s: %w", typ, userID, err)
 	}
 	return nil

@@ -80,18 +80,6 @@ func (db *DB) UserExists(ctx context.Context, userID string) (bool, error) {
 	return n > 0, err
 }
 
-// SetPasswordHash replaces a user's password hash.
-func (db *DB) SetPasswordHash(ctx context.Context, userID, hash string) error {
-	n, err := db.Exec(ctx, `UPDATE users SET password_hash = $2 WHERE user_id = $1`, userID, hash)
-	if err != nil {
-		return fmt.Errorf("setting password of %s: %w", userID, err)
-	}
-	if n == 0 {
-		return ErrNotFound
-	}
-	return nil
-}
-
 // SetDisplayName sets (or with "" clears) a user's display name.
 func (db *DB) SetDisplayName(ctx context.Context, userID, name string) error {
 	_, err := db.Exec(ctx, `UPDATE users SET displayname = $2 WHERE user_id = $1`, userID, nullString(name))

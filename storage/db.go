@@ -161,9 +161,6 @@ func (db *DB) openPostgres(ctx context.Context, url string, maxConns int) error 
 	return nil
 }
 
-// Dialect reports the backend.
-func (db *DB) Dialect() Dialect { return db.dialect }
-
 // Close releases all connections.
 func (db *DB) Close() {
 	if db.sqlWriter != nil {

@@ -191,8 +191,7 @@ func insertEntries(ctx context.Context, tx Querier, snapshot int64, entries []St
 			if i > 0 {
 				sb.WriteByte(',')
 			}
-			n := len(args)
-			fmt.Fprintf(&sb, "($%d, $%d, $%d, $%d)", n+1, n+2, n+3, n+4)
+			sb.WriteString("(" + placeholders(len(args)+1, 4) + ")")
 			args = append(args, snapshot, e.Type, e.StateKey, e.EventID)
 		}
 		if _, err := tx.Exec(ctx, sb.String(), args...); err != nil {
@@ -289,22 +288,16 @@ func (db *DB) GetEvent(ctx context.Context, eventID string) (*StoredEvent, error
 // GetEvents loads events by ID; unknown IDs are absent from the result.
 func (db *DB) GetEvents(ctx context.Context, ids []string) (map[string]*StoredEvent, error) {
 	out := make(map[string]*StoredEvent, len(ids))
-	const chunk = 500
-	for start := 0; start < len(ids); start += chunk {
-		part := ids[start:min(start+chunk, len(ids))]
-		ph := make([]string, len(part))
-		args := make([]any, len(part))
-		for i, id := range part {
-			ph[i] = fmt.Sprintf("$%d", i+1)
-			args[i] = id
-		}
-		evs, err := collectEvents(db.Query(ctx, `SELECT `+eventColumns+` FROM events WHERE event_id IN (`+strings.Join(ph, ",")+`)`, args...))
-		if err != nil {
-			return nil, fmt.Errorf("loading events: %w", err)
-		}
+	err := inChunks(ids, func(chunk []string) error {
+		evs, err := collectEvents(db.Query(ctx, `SELECT `+eventColumns+` FROM events WHERE event_id IN (`+placeholders(1, len(chunk))+`)`,
+			anyArgs(chunk)...))
 		for _, e := range evs {
 			out[e.EventID] = e
 		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("loading events: %w", err)
 	}
 	return out, nil
 }
@@ -367,33 +360,26 @@ func (db *DB) TopoPosAtStream(ctx context.Context, roomID string, pos int64) (To
 	return p, err
 }
 
-// LatestEventBefore returns the room's latest timeline event at or before
-// stream position pos, for "state at a stream position"; ErrNotFound if none.
-func (db *DB) LatestEventBefore(ctx context.Context, roomID string, pos int64) (*StoredEvent, error) {
-	return scanEvent(db.QueryRow(ctx, `SELECT `+eventColumns+` FROM events
-		WHERE room_id = $1 AND stream_pos <= $2 AND NOT soft_failed ORDER BY stream_pos DESC LIMIT 1`, roomID, pos))
+// snapshotAtStream is the state_after snapshot of the room's last event at or
+// before stream position pos; ErrNotFound when the room had no events then.
+func (db *DB) snapshotAtStream(ctx context.Context, roomID string, pos int64) (int64, error) {
+	var snap int64
+	err := db.QueryRow(ctx, `SELECT state_after FROM events WHERE room_id = $1 AND stream_pos <= $2 AND NOT soft_failed
+		ORDER BY stream_pos DESC LIMIT 1`, roomID, pos).Scan(&snap)
+	return snap, err
 }
 
 // StateAtStream returns the room state after the last event at or before
 // stream position pos (empty if the room had no events then).
 func (db *DB) StateAtStream(ctx context.Context, roomID string, pos int64) ([]StateEntry, error) {
-	e, err := db.LatestEventBefore(ctx, roomID, pos)
+	snap, err := db.snapshotAtStream(ctx, roomID, pos)
 	if err == ErrNotFound {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	return db.SnapshotState(ctx, e.StateAfter)
-}
-
-// StateBeforeEvent returns the room state just before an event.
-func (db *DB) StateBeforeEvent(ctx context.Context, eventID string) ([]StateEntry, error) {
-	e, err := db.GetEvent(ctx, eventID)
-	if err != nil {
-		return nil, err
-	}
-	return db.SnapshotState(ctx, e.StateBefore)
+	return db.SnapshotState(ctx, snap)
 }
 
 // UserMembershipChange is one membership event concerning a user.
@@ -405,57 +391,57 @@ type UserMembershipChange struct {
 	Sender     string
 }
 
-// MembershipChanges lists the membership events whose state_key is userID
-// with after < stream_pos <= upTo, ascending: /sync's join, invite, leave and
-// knock sections.
-func (db *DB) MembershipChanges(ctx context.Context, userID string, after, upTo int64) ([]UserMembershipChange, error) {
-	rows, err := db.Query(ctx, `SELECT room_id, membership, event_id, stream_pos, sender FROM events
-		WHERE type = 'm.room.member' AND state_key = $1 AND stream_pos > $2 AND stream_pos <= $3 AND NOT soft_failed
-		ORDER BY stream_pos ASC`, userID, after, upTo)
+// userMembershipQuery selects a user's membership events (state_key $1),
+// for collectMembershipChanges; callers add conditions and the order.
+const userMembershipQuery = `SELECT room_id, COALESCE(membership, ''), event_id, stream_pos, sender FROM events
+	WHERE type = 'm.room.member' AND state_key = $1 AND NOT soft_failed`
+
+func collectMembershipChanges(rows Rows, err error) ([]UserMembershipChange, error) {
 	if err != nil {
-		return nil, fmt.Errorf("loading membership changes: %w", err)
+		return nil, err
 	}
 	defer rows.Close()
 	var out []UserMembershipChange
 	for rows.Next() {
 		var c UserMembershipChange
-		var m *string
-		if err := rows.Scan(&c.RoomID, &m, &c.EventID, &c.StreamPos, &c.Sender); err != nil {
+		if err := rows.Scan(&c.RoomID, &c.Membership, &c.EventID, &c.StreamPos, &c.Sender); err != nil {
 			return nil, err
 		}
-		c.Membership = deref(m)
 		out = append(out, c)
 	}
 	return out, rows.Err()
+}
+
+// MembershipChanges lists the membership events whose state_key is userID
+// with after < stream_pos <= upTo, ascending.
+func (db *DB) MembershipChanges(ctx context.Context, userID string, after, upTo int64) ([]UserMembershipChange, error) {
+	out, err := collectMembershipChanges(db.Query(ctx, userMembershipQuery+` AND stream_pos > $2 AND stream_pos <= $3
+		ORDER BY stream_pos ASC`, userID, after, upTo))
+	if err != nil {
+		return nil, fmt.Errorf("loading membership changes of %s: %w", userID, err)
+	}
+	return out, nil
 }
 
 // UserMembershipHistory is every membership event of a user in one room,
 // ascending by stream position (history visibility checks).
 func (db *DB) UserMembershipHistory(ctx context.Context, roomID, userID string) ([]UserMembershipChange, error) {
-	rows, err := db.Query(ctx, `SELECT room_id, membership, event_id, stream_pos, sender FROM events
-		WHERE type = 'm.room.member' AND state_key = $1 AND room_id = $2 AND NOT soft_failed ORDER BY stream_pos ASC`, userID, roomID)
+	out, err := collectMembershipChanges(db.Query(ctx, userMembershipQuery+` AND room_id = $2 ORDER BY stream_pos ASC`, userID, roomID))
 	if err != nil {
-		return nil, fmt.Errorf("loading membership history: %w", err)
+		return nil, fmt.Errorf("loading membership history of %s in %s: %w", userID, roomID, err)
 	}
-	defer rows.Close()
-	var out []UserMembershipChange
-	for rows.Next() {
-		var c UserMembershipChange
-		var m *string
-		if err := rows.Scan(&c.RoomID, &m, &c.EventID, &c.StreamPos, &c.Sender); err != nil {
-			return nil, err
-		}
-		c.Membership = deref(m)
-		out = append(out, c)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
-// StateEventHistory lists a room's events of one state type and key,
-// ascending by stream position (e.g. the history_visibility changes).
-func (db *DB) StateEventHistory(ctx context.Context, roomID, evType, stateKey string) ([]*StoredEvent, error) {
-	return collectEvents(db.Query(ctx, `SELECT `+eventColumns+` FROM events
-		WHERE room_id = $1 AND type = $2 AND state_key = $3 AND NOT soft_failed ORDER BY stream_pos ASC`, roomID, evType, stateKey))
+// UserMembershipEvents returns every membership event about user with
+// position <= to, oldest first. /sync derives both the user's rooms as of a
+// position and the changes between two positions from it.
+func (db *DB) UserMembershipEvents(ctx context.Context, userID string, to int64) ([]UserMembershipChange, error) {
+	out, err := collectMembershipChanges(db.Query(ctx, userMembershipQuery+` AND stream_pos <= $2 ORDER BY stream_pos ASC`, userID, to))
+	if err != nil {
+		return nil, fmt.Errorf("reading memberships of %s: %w", userID, err)
+	}
+	return out, nil
 }
 
 // PositionedValue is a value set by the event at stream position Pos.

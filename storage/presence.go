@@ -31,11 +31,17 @@ func (db *DB) SetPresence(ctx context.Context, p Presence) error {
 	return nil
 }
 
+const presenceColumns = `user_id, state, status_msg, last_active_ts, currently_active, stream_pos`
+
+func scanPresence(r interface{ Scan(...any) error }) (Presence, error) {
+	var p Presence
+	err := r.Scan(&p.UserID, &p.State, &p.StatusMsg, &p.LastActiveTS, &p.CurrentlyActive, &p.Pos)
+	return p, err
+}
+
 // GetPresence loads a user's presence; ErrNotFound when none was ever set.
 func (db *DB) GetPresence(ctx context.Context, userID string) (*Presence, error) {
-	var p Presence
-	err := db.QueryRow(ctx, `SELECT user_id, state, status_msg, last_active_ts, currently_active, stream_pos
-		FROM presence WHERE user_id = $1`, userID).Scan(&p.UserID, &p.State, &p.StatusMsg, &p.LastActiveTS, &p.CurrentlyActive, &p.Pos)
+	p, err := scanPresence(db.QueryRow(ctx, `SELECT `+presenceColumns+` FROM presence WHERE user_id = $1`, userID))
 	if err != nil {
 		if err == ErrNotFound {
 			return nil, err
@@ -48,38 +54,25 @@ func (db *DB) GetPresence(ctx context.Context, userID string) (*Presence, error)
 // PresenceSince returns the presence of the given users that changed in (from, to].
 func (db *DB) PresenceSince(ctx context.Context, userIDs []string, from, to int64) ([]Presence, error) {
 	var out []Presence
-	// Chunked IN lists keep the statement small on both backends.
-	for len(userIDs) > 0 {
-		n := min(len(userIDs), 200)
-		chunk := userIDs[:n]
-		userIDs = userIDs[n:]
-		args := []any{from, to}
-		q := `SELECT user_id, state, status_msg, last_active_ts, currently_active, stream_pos FROM presence
-			WHERE stream_pos > $1 AND stream_pos <= $2 AND user_id IN (`
-		for i, u := range chunk {
-			if i > 0 {
-				q += ","
-			}
-			args = append(args, u)
-			q += fmt.Sprintf("$%d", len(args))
-		}
-		rows, err := db.Query(ctx, q+`) ORDER BY stream_pos`, args...)
+	err := inChunks(userIDs, func(chunk []string) error {
+		rows, err := db.Query(ctx, `SELECT `+presenceColumns+` FROM presence
+			WHERE stream_pos > $1 AND stream_pos <= $2 AND user_id IN (`+placeholders(3, len(chunk))+`) ORDER BY stream_pos`,
+			append([]any{from, to}, anyArgs(chunk)...)...)
 		if err != nil {
-			return nil, fmt.Errorf("reading presence: %w", err)
+			return err
 		}
+		defer rows.Close()
 		for rows.Next() {
-			var p Presence
-			if err := rows.Scan(&p.UserID, &p.State, &p.StatusMsg, &p.LastActiveTS, &p.CurrentlyActive, &p.Pos); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("reading presence: %w", err)
+			p, err := scanPresence(rows)
+			if err != nil {
+				return err
 			}
 			out = append(out, p)
 		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return nil, fmt.Errorf("reading presence: %w", err)
-		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading presence: %w", err)
 	}
 	return out, nil
 }

@@ -120,21 +120,8 @@ func (db *DB) MemberCounts(ctx context.Context, roomID string) (joined, invited 
 // Heroes returns up to limit members (joined or invited first, then others)
 // other than userID, by earliest membership, for room summaries.
 func (db *DB) Heroes(ctx context.Context, roomID, userID string, limit int) ([]string, error) {
-	rows, err := db.Query(ctx, `SELECT user_id FROM memberships WHERE room_id = $1 AND user_id <> $2
-		ORDER BY CASE WHEN membership IN ('join', 'invite') THEN 0 ELSE 1 END, stream_pos LIMIT $3`, roomID, userID, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var u string
-		if err := rows.Scan(&u); err != nil {
-			return nil, err
-		}
-		out = append(out, u)
-	}
-	return out, rows.Err()
+	return collectStrings(db.Query(ctx, `SELECT user_id FROM memberships WHERE room_id = $1 AND user_id <> $2
+		ORDER BY CASE WHEN membership IN ('join', 'invite') THEN 0 ELSE 1 END, stream_pos LIMIT $3`, roomID, userID, limit))
 }
 
 // ForgetRoom marks a room forgotten for a user who has left it.
@@ -147,13 +134,6 @@ func (db *DB) ForgetRoom(ctx context.Context, roomID, userID string) error {
 func (db *DB) LookupTxn(ctx context.Context, userID, deviceID, txnID string) (roomID, eventID string, err error) {
 	err = db.QueryRow(ctx, `SELECT room_id, event_id FROM room_txns WHERE user_id = $1 AND device_id = $2 AND txn_id = $3`,
 		userID, deviceID, txnID).Scan(&roomID, &eventID)
-	return
-}
-
-// TxnOfEvent returns the (user, device, txn_id) that created an event, for
-// unsigned.transaction_id; ErrNotFound for events without one.
-func (db *DB) TxnOfEvent(ctx context.Context, eventID string) (userID, deviceID, txnID string, err error) {
-	err = db.QueryRow(ctx, `SELECT user_id, device_id, txn_id FROM room_txns WHERE event_id = $1`, eventID).Scan(&userID, &deviceID, &txnID)
 	return
 }
 
@@ -189,22 +169,14 @@ func (db *DB) MoveAliases(ctx context.Context, fromRoom, toRoom string) error {
 	return err
 }
 
-// RoomAliases lists the local aliases of a room.
+// RoomAliases lists the local aliases of a room (an empty list, not nil, when
+// it has none: it is answered as a JSON array).
 func (db *DB) RoomAliases(ctx context.Context, roomID string) ([]string, error) {
-	rows, err := db.Query(ctx, `SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias`, roomID)
-	if err != nil {
-		return nil, err
+	out, err := collectStrings(db.Query(ctx, `SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias`, roomID))
+	if out == nil && err == nil {
+		out = []string{}
 	}
-	defer rows.Close()
-	out := []string{}
-	for rows.Next() {
-		var a string
-		if err := rows.Scan(&a); err != nil {
-			return nil, err
-		}
-		out = append(out, a)
-	}
-	return out, rows.Err()
+	return out, err
 }
 
 // SetRoomPublic publishes or unpublishes a room in the directory.
@@ -215,20 +187,7 @@ func (db *DB) SetRoomPublic(ctx context.Context, roomID string, public bool) err
 
 // PublicRoomIDs lists the rooms published in the directory, by room ID.
 func (db *DB) PublicRoomIDs(ctx context.Context) ([]string, error) {
-	rows, err := db.Query(ctx, `SELECT room_id FROM rooms WHERE is_public ORDER BY room_id`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var r string
-		if err := rows.Scan(&r); err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	return collectStrings(db.Query(ctx, `SELECT room_id FROM rooms WHERE is_public ORDER BY room_id`))
 }
 
 // AddReport records a user's report of an event (or of a room when eventID is "").

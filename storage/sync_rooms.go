@@ -33,7 +33,10 @@ type SyncEvent struct {
 const syncEventCols = `stream_pos, event_id, room_id, type, state_key, sender, origin_server_ts, json,
 	COALESCE(replaces_state, ''), COALESCE(txn_device, ''), COALESCE(txn_id, '')`
 
-func scanSyncEvents(rows Rows) ([]SyncEvent, error) {
+func collectSyncEvents(rows Rows, err error) ([]SyncEvent, error) {
+	if err != nil {
+		return nil, err
+	}
 	defer rows.Close()
 	var out []SyncEvent
 	for rows.Next() {
@@ -51,13 +54,9 @@ func scanSyncEvents(rows Rows) ([]SyncEvent, error) {
 // (from, to], oldest first, and whether more events in the range were left
 // out. Soft-failed events are never shown to clients.
 func (db *DB) RoomEventsRange(ctx context.Context, roomID string, from, to int64, limit int) ([]SyncEvent, bool, error) {
-	rows, err := db.Query(ctx, `SELECT `+syncEventCols+` FROM events
+	evs, err := collectSyncEvents(db.Query(ctx, `SELECT `+syncEventCols+` FROM events
 		WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3 AND NOT soft_failed
-		ORDER BY stream_pos DESC LIMIT $4`, roomID, from, to, limit+1)
-	if err != nil {
-		return nil, false, fmt.Errorf("reading events of %s: %w", roomID, err)
-	}
-	evs, err := scanSyncEvents(rows)
+		ORDER BY stream_pos DESC LIMIT $4`, roomID, from, to, limit+1))
 	if err != nil {
 		return nil, false, fmt.Errorf("reading events of %s: %w", roomID, err)
 	}
@@ -75,51 +74,15 @@ func (db *DB) RoomEventsRange(ctx context.Context, roomID string, from, to int64
 func (db *DB) RoomsWithEvents(ctx context.Context, from, to int64) (map[string]bool, error) {
 	// No DISTINCT: it lets the planner walk the (room_id, stream_pos) index
 	// over the whole table; the stream_pos range is small, dedupe here.
-	rows, err := db.Query(ctx, `SELECT room_id FROM events WHERE stream_pos > $1 AND stream_pos <= $2`, from, to)
+	rooms, err := collectStrings(db.Query(ctx, `SELECT room_id FROM events WHERE stream_pos > $1 AND stream_pos <= $2`, from, to))
 	if err != nil {
 		return nil, fmt.Errorf("reading rooms with new events: %w", err)
 	}
-	defer rows.Close()
-	out := map[string]bool{}
-	for rows.Next() {
-		var r string
-		if err := rows.Scan(&r); err != nil {
-			return nil, fmt.Errorf("reading rooms with new events: %w", err)
-		}
+	out := make(map[string]bool, len(rooms))
+	for _, r := range rooms {
 		out[r] = true
 	}
-	return out, rows.Err()
-}
-
-// MembershipEvent is one of a user's membership events.
-type MembershipEvent struct {
-	RoomID     string
-	Membership string
-	EventID    string
-	Sender     string
-	Pos        int64
-}
-
-// UserMembershipEvents returns every membership event about user with
-// position <= to, oldest first. /sync derives both the user's rooms as of a
-// position and the changes between two positions from it.
-func (db *DB) UserMembershipEvents(ctx context.Context, userID string, to int64) ([]MembershipEvent, error) {
-	rows, err := db.Query(ctx, `SELECT room_id, COALESCE(membership, ''), event_id, sender, stream_pos FROM events
-		WHERE type = 'm.room.member' AND state_key = $1 AND stream_pos <= $2 AND NOT soft_failed
-		ORDER BY stream_pos`, userID, to)
-	if err != nil {
-		return nil, fmt.Errorf("reading memberships of %s: %w", userID, err)
-	}
-	defer rows.Close()
-	var out []MembershipEvent
-	for rows.Next() {
-		var m MembershipEvent
-		if err := rows.Scan(&m.RoomID, &m.Membership, &m.EventID, &m.Sender, &m.Pos); err != nil {
-			return nil, fmt.Errorf("reading memberships of %s: %w", userID, err)
-		}
-		out = append(out, m)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // Membership is user's current membership in room, "" when none.
@@ -148,20 +111,11 @@ func (db *DB) UsersSharingRooms(ctx context.Context, userID string) ([]string, e
 }
 
 func (db *DB) userList(ctx context.Context, q string, args ...any) ([]string, error) {
-	rows, err := db.Query(ctx, q, args...)
+	out, err := collectStrings(db.Query(ctx, q, args...))
 	if err != nil {
 		return nil, fmt.Errorf("listing users: %w", err)
 	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var u string
-		if err := rows.Scan(&u); err != nil {
-			return nil, fmt.Errorf("listing users: %w", err)
-		}
-		out = append(out, u)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // EventPosition is the stream position of an event in a room; ErrNotFound when
@@ -191,16 +145,14 @@ func (db *DB) CurrentStateJSON(ctx context.Context, roomID, evType, stateKey str
 // position <= pos, as event IDs keyed by (type, state_key); nil when the room
 // had no events by then.
 func (db *DB) StateAtPosition(ctx context.Context, roomID string, pos int64) (map[[2]string]string, error) {
-	var snap int64
-	err := db.QueryRow(ctx, `SELECT state_after FROM events WHERE room_id = $1 AND stream_pos <= $2 AND NOT soft_failed
-		ORDER BY stream_pos DESC LIMIT 1`, roomID, pos).Scan(&snap)
+	snap, err := db.snapshotAtStream(ctx, roomID, pos)
 	if err == ErrNotFound {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading state of %s at %d: %w", roomID, pos, err)
 	}
-	return db.snapshotState(ctx, snap)
+	return db.stateMap(ctx, snap)
 }
 
 // SyncStateBeforeEvent returns the state before the event (its state_before snapshot).
@@ -209,46 +161,20 @@ func (db *DB) SyncStateBeforeEvent(ctx context.Context, eventID string) (map[[2]
 	if err := db.QueryRow(ctx, `SELECT state_before FROM events WHERE event_id = $1`, eventID).Scan(&snap); err != nil {
 		return nil, fmt.Errorf("reading state before %s: %w", eventID, err)
 	}
-	return db.snapshotState(ctx, snap)
+	return db.stateMap(ctx, snap)
 }
 
-// snapshotState resolves a snapshot chain: entries of a snapshot override
-// those of its parents; an empty event_id removes an entry.
-func (db *DB) snapshotState(ctx context.Context, snap int64) (map[[2]string]string, error) {
-	var chain []int64
-	for id := snap; id != 0; {
-		chain = append(chain, id)
-		var parent int64
-		if err := db.QueryRow(ctx, `SELECT parent_id FROM state_snapshots WHERE snapshot_id = $1`, id).Scan(&parent); err != nil {
-			if err == ErrNotFound {
-				break
-			}
-			return nil, fmt.Errorf("reading state snapshot %d: %w", id, err)
-		}
-		id = parent
+// stateMap is SnapshotState keyed by (type, state_key); an entry with an
+// empty event ID removes the key.
+func (db *DB) stateMap(ctx context.Context, snap int64) (map[[2]string]string, error) {
+	entries, err := db.SnapshotState(ctx, snap)
+	if err != nil {
+		return nil, err
 	}
-	state := map[[2]string]string{}
-	for i := len(chain) - 1; i >= 0; i-- {
-		rows, err := db.Query(ctx, `SELECT type, state_key, event_id FROM state_snapshot_entries WHERE snapshot_id = $1`, chain[i])
-		if err != nil {
-			return nil, fmt.Errorf("reading state snapshot %d: %w", chain[i], err)
-		}
-		for rows.Next() {
-			var t, sk, ev string
-			if err := rows.Scan(&t, &sk, &ev); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("reading state snapshot %d: %w", chain[i], err)
-			}
-			if ev == "" {
-				delete(state, [2]string{t, sk})
-			} else {
-				state[[2]string{t, sk}] = ev
-			}
-		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return nil, fmt.Errorf("reading state snapshot %d: %w", chain[i], err)
+	state := make(map[[2]string]string, len(entries))
+	for _, e := range entries {
+		if e.EventID != "" {
+			state[[2]string{e.Type, e.StateKey}] = e.EventID
 		}
 	}
 	return state, nil
@@ -257,28 +183,14 @@ func (db *DB) snapshotState(ctx context.Context, snap int64) (map[[2]string]stri
 // EventsByID loads events (in no particular order); missing IDs are skipped.
 func (db *DB) EventsByID(ctx context.Context, ids []string) ([]SyncEvent, error) {
 	var out []SyncEvent
-	for len(ids) > 0 {
-		n := min(len(ids), 200)
-		chunk := ids[:n]
-		ids = ids[n:]
-		q := `SELECT ` + syncEventCols + ` FROM events WHERE event_id IN (`
-		args := make([]any, len(chunk))
-		for i, id := range chunk {
-			if i > 0 {
-				q += ","
-			}
-			q += fmt.Sprintf("$%d", i+1)
-			args[i] = id
-		}
-		rows, err := db.Query(ctx, q+")", args...)
-		if err != nil {
-			return nil, fmt.Errorf("loading events: %w", err)
-		}
-		evs, err := scanSyncEvents(rows)
-		if err != nil {
-			return nil, fmt.Errorf("loading events: %w", err)
-		}
+	err := inChunks(ids, func(chunk []string) error {
+		evs, err := collectSyncEvents(db.Query(ctx, `SELECT `+syncEventCols+` FROM events WHERE event_id IN (`+placeholders(1, len(chunk))+`)`,
+			anyArgs(chunk)...))
 		out = append(out, evs...)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("loading events: %w", err)
 	}
 	return out, nil
 }

@@ -65,21 +65,8 @@ func (db *DB) ClaimUIASession(ctx context.Context, sessionID string) (registrati
 // pending registration-token uses they held.
 func (db *DB) ExpireUIASessions(ctx context.Context, before int64) error {
 	return db.Tx(ctx, func(tx Querier) error {
-		rows, err := tx.Query(ctx, `SELECT registration_token FROM uia_sessions WHERE created_ts < $1 AND registration_token <> ''`, before)
+		tokens, err := collectStrings(tx.Query(ctx, `SELECT registration_token FROM uia_sessions WHERE created_ts < $1 AND registration_token <> ''`, before))
 		if err != nil {
-			return err
-		}
-		var tokens []string
-		for rows.Next() {
-			var t string
-			if err := rows.Scan(&t); err != nil {
-				rows.Close()
-				return err
-			}
-			tokens = append(tokens, t)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
 			return err
 		}
 		for _, t := range tokens {

@@ -323,19 +323,9 @@ func (s *Service) DeletePushRule(ctx context.Context, userID, kind, ruleID strin
 
 // SetPushRuleEnabled enables or disables a rule (user-defined or server-default).
 func (s *Service) SetPushRuleEnabled(ctx context.Context, userID, kind, ruleID string, enabled bool) error {
-	return s.modify(ctx, userID, func(st *storedRules, eff Rules) error {
-		if i := indexOf(st.User[kind], ruleID); i >= 0 {
-			st.User[kind][i].Enabled = enabled
-			return nil
-		}
-		if r := find(eff[kind], ruleID); r != nil && r.Default {
-			ch := st.Defaults[ruleID]
-			ch.Enabled = &enabled
-			st.Defaults[ruleID] = ch
-			return nil
-		}
-		return mxhttp.NotFound("The push rule was not found.")
-	})
+	return s.modifyRule(ctx, userID, kind, ruleID,
+		func(r *pushrules.PushRule) { r.Enabled = enabled },
+		func(c *defaultChange) { c.Enabled = &enabled })
 }
 
 // SetPushRuleActions replaces a rule's actions.
@@ -343,14 +333,22 @@ func (s *Service) SetPushRuleActions(ctx context.Context, userID, kind, ruleID s
 	if actions == nil {
 		actions = pushrules.PushActionArray{}
 	}
+	return s.modifyRule(ctx, userID, kind, ruleID,
+		func(r *pushrules.PushRule) { r.Actions = actions },
+		func(c *defaultChange) { c.Actions = &actions })
+}
+
+// modifyRule changes one rule: with user when the user defined it, else with
+// def on the stored change to a server-default rule; M_NOT_FOUND otherwise.
+func (s *Service) modifyRule(ctx context.Context, userID, kind, ruleID string, user func(*pushrules.PushRule), def func(*defaultChange)) error {
 	return s.modify(ctx, userID, func(st *storedRules, eff Rules) error {
 		if i := indexOf(st.User[kind], ruleID); i >= 0 {
-			st.User[kind][i].Actions = actions
+			user(st.User[kind][i])
 			return nil
 		}
 		if r := find(eff[kind], ruleID); r != nil && r.Default {
 			ch := st.Defaults[ruleID]
-			ch.Actions = &actions
+			def(&ch)
 			st.Defaults[ruleID] = ch
 			return nil
 		}

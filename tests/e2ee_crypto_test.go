@@ -127,155 +127,151 @@ func login(t *testing.T, srv *testserver.Server, localpart string) *mautrix.Clie
 // shared over to-device, a second device of the recipient, cross-signing with
 // a verified user, and a key backup restored by a fresh device.
 func TestE2EEWithMautrixCrypto(t *testing.T) {
-	for _, backend := range testserver.Backends {
-		t.Run(backend, func(t *testing.T) {
-			t.Parallel()
-			ctx := context.Background()
-			srv := testserver.Start(t, backend)
-			aliceClient, bobClient := srv.Register(t, "alice"), srv.Register(t, "bob")
-			room := e2eeRoom{id: shareRoom(t, aliceClient, bobClient)}
-			alice := newE2EEDevice(t, aliceClient, room)
-			bob := newE2EEDevice(t, bobClient, room)
-			users := []id.UserID{alice.client.UserID, bob.client.UserID}
+	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
+		ctx := context.Background()
+		aliceClient, bobClient := srv.Register(t, "alice"), srv.Register(t, "bob")
+		room := e2eeRoom{id: shareRoom(t, aliceClient, bobClient)}
+		alice := newE2EEDevice(t, aliceClient, room)
+		bob := newE2EEDevice(t, bobClient, room)
+		users := []id.UserID{alice.client.UserID, bob.client.UserID}
 
-			// 1. Alice shares a Megolm session with Bob over Olm; Bob decrypts.
-			if err := alice.mach.ShareGroupSession(ctx, room.id, users); err != nil {
-				t.Fatalf("sharing group session: %v", err)
-			}
-			first := encryptText(t, alice, room.id, "hello bob")
-			if n := bob.receiveToDevice(t, srv); n == 0 {
-				t.Fatal("bob got no to-device messages")
-			}
-			if got := bob.decrypt(t, room.id, alice.client.UserID, first, "$first"); got != "hello bob" {
-				t.Fatalf("bob decrypted %q", got)
-			}
+		// 1. Alice shares a Megolm session with Bob over Olm; Bob decrypts.
+		if err := alice.mach.ShareGroupSession(ctx, room.id, users); err != nil {
+			t.Fatalf("sharing group session: %v", err)
+		}
+		first := encryptText(t, alice, room.id, "hello bob")
+		if n := bob.receiveToDevice(t, srv); n == 0 {
+			t.Fatal("bob got no to-device messages")
+		}
+		if got := bob.decrypt(t, room.id, alice.client.UserID, first, "$first"); got != "hello bob" {
+			t.Fatalf("bob decrypted %q", got)
+		}
 
-			// 2. Bob logs in a second device; Alice's next message decrypts on both.
-			bob2 := newE2EEDevice(t, login(t, srv, "bob"), room)
-			changed, _, err := srv.Keys.DeviceListChanges(ctx, alice.client.UserID.String(), 0, srv.DB.Stream.Current())
-			if err != nil || !containsUser(changed, bob.client.UserID) {
-				t.Fatalf("alice's device-list changes = %v, %v; want bob", changed, err)
+		// 2. Bob logs in a second device; Alice's next message decrypts on both.
+		bob2 := newE2EEDevice(t, login(t, srv, "bob"), room)
+		changed, _, err := srv.Keys.DeviceListChanges(ctx, alice.client.UserID.String(), 0, srv.DB.Stream.Current())
+		if err != nil || !containsUser(changed, bob.client.UserID) {
+			t.Fatalf("alice's device-list changes = %v, %v; want bob", changed, err)
+		}
+		alice.mach.OnDevicesChanged(ctx, bob.client.UserID)
+		if _, err := alice.mach.FetchKeys(ctx, []id.UserID{bob.client.UserID}, true); err != nil {
+			t.Fatal(err)
+		}
+		// A new device means a new Megolm session for the room.
+		if err := alice.mach.CryptoStore.RemoveOutboundGroupSession(ctx, room.id); err != nil {
+			t.Fatal(err)
+		}
+		if err := alice.mach.ShareGroupSession(ctx, room.id, users); err != nil {
+			t.Fatalf("re-sharing group session: %v", err)
+		}
+		second := encryptText(t, alice, room.id, "hello both")
+		bob.receiveToDevice(t, srv)
+		bob2.receiveToDevice(t, srv)
+		for _, d := range []*e2eeDevice{bob, bob2} {
+			if got := d.decrypt(t, room.id, alice.client.UserID, second, "$second"); got != "hello both" {
+				t.Fatalf("%s decrypted %q", d.client.DeviceID, got)
 			}
-			alice.mach.OnDevicesChanged(ctx, bob.client.UserID)
-			if _, err := alice.mach.FetchKeys(ctx, []id.UserID{bob.client.UserID}, true); err != nil {
-				t.Fatal(err)
-			}
-			// A new device means a new Megolm session for the room.
-			if err := alice.mach.CryptoStore.RemoveOutboundGroupSession(ctx, room.id); err != nil {
-				t.Fatal(err)
-			}
-			if err := alice.mach.ShareGroupSession(ctx, room.id, users); err != nil {
-				t.Fatalf("re-sharing group session: %v", err)
-			}
-			second := encryptText(t, alice, room.id, "hello both")
-			bob.receiveToDevice(t, srv)
-			bob2.receiveToDevice(t, srv)
-			for _, d := range []*e2eeDevice{bob, bob2} {
-				if got := d.decrypt(t, room.id, alice.client.UserID, second, "$second"); got != "hello both" {
-					t.Fatalf("%s decrypted %q", d.client.DeviceID, got)
-				}
-			}
+		}
 
-			// 3. Cross-signing: both publish keys; replacing them needs the password; Bob verifies Alice.
-			noUIA := func(*mautrix.RespUserInteractive) any { return nil }
-			for _, d := range []*e2eeDevice{alice, bob} {
-				keys, err := d.mach.GenerateCrossSigningKeys()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := d.mach.PublishCrossSigningKeys(ctx, keys, noUIA); err != nil {
-					t.Fatalf("first cross-signing upload (no UIA expected): %v", err)
-				}
-				if err := d.mach.SignOwnDevice(ctx, d.mach.OwnIdentity()); err != nil {
-					t.Fatalf("signing own device: %v", err)
-				}
-			}
-			newKeys, _ := alice.mach.GenerateCrossSigningKeys()
-			if err := alice.mach.PublishCrossSigningKeys(ctx, newKeys, noUIA); err == nil {
-				t.Fatal("replacing the master key without auth succeeded")
-			}
-			withPassword := func(r *mautrix.RespUserInteractive) any {
-				return map[string]any{"type": "m.login.password", "session": r.Session, "password": "password-alice",
-					"identifier": map[string]string{"type": "m.id.user", "user": "alice"}}
-			}
-			if err := alice.mach.PublishCrossSigningKeys(ctx, newKeys, withPassword); err != nil {
-				t.Fatalf("replacing the master key with the password: %v", err)
-			}
-			if err := alice.mach.SignOwnDevice(ctx, alice.mach.OwnIdentity()); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := bob.mach.FetchKeys(ctx, []id.UserID{alice.client.UserID}, true); err != nil {
-				t.Fatal(err)
-			}
-			aliceKeys, err := bob.mach.GetCrossSigningPublicKeys(ctx, alice.client.UserID)
-			if err != nil || aliceKeys == nil || aliceKeys.MasterKey != newKeys.MasterKey.PublicKey() {
-				t.Fatalf("bob sees alice's master key %+v, %v; want %s", aliceKeys, err, newKeys.MasterKey.PublicKey())
-			}
-			if err := bob.mach.SignUser(ctx, alice.client.UserID, aliceKeys.MasterKey); err != nil {
-				t.Fatalf("bob signing alice: %v", err)
-			}
-			if _, err := bob.mach.FetchKeys(ctx, []id.UserID{alice.client.UserID}, true); err != nil {
-				t.Fatal(err)
-			}
-			if trusted, err := bob.mach.IsUserTrusted(ctx, alice.client.UserID); err != nil || !trusted {
-				t.Fatalf("bob trusts alice = %v, %v", trusted, err)
-			}
-			if !bob.mach.IsDeviceTrusted(ctx, alice.mach.OwnIdentity()) {
-				t.Fatal("alice's device is not cross-signed trusted for bob")
-			}
-			// Bob's signature on Alice's master key is Bob's business: Alice's query does not show it.
-			q, err := alice.client.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{alice.client.UserID: {}}})
+		// 3. Cross-signing: both publish keys; replacing them needs the password; Bob verifies Alice.
+		noUIA := func(*mautrix.RespUserInteractive) any { return nil }
+		for _, d := range []*e2eeDevice{alice, bob} {
+			keys, err := d.mach.GenerateCrossSigningKeys()
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, ok := q.MasterKeys[alice.client.UserID].Signatures[bob.client.UserID]; ok {
-				t.Fatal("alice sees bob's user-signing signature on her master key")
+			if err := d.mach.PublishCrossSigningKeys(ctx, keys, noUIA); err != nil {
+				t.Fatalf("first cross-signing upload (no UIA expected): %v", err)
 			}
+			if err := d.mach.SignOwnDevice(ctx, d.mach.OwnIdentity()); err != nil {
+				t.Fatalf("signing own device: %v", err)
+			}
+		}
+		newKeys, _ := alice.mach.GenerateCrossSigningKeys()
+		if err := alice.mach.PublishCrossSigningKeys(ctx, newKeys, noUIA); err == nil {
+			t.Fatal("replacing the master key without auth succeeded")
+		}
+		withPassword := func(r *mautrix.RespUserInteractive) any {
+			return map[string]any{"type": "m.login.password", "session": r.Session, "password": "password-alice",
+				"identifier": map[string]string{"type": "m.id.user", "user": "alice"}}
+		}
+		if err := alice.mach.PublishCrossSigningKeys(ctx, newKeys, withPassword); err != nil {
+			t.Fatalf("replacing the master key with the password: %v", err)
+		}
+		if err := alice.mach.SignOwnDevice(ctx, alice.mach.OwnIdentity()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.mach.FetchKeys(ctx, []id.UserID{alice.client.UserID}, true); err != nil {
+			t.Fatal(err)
+		}
+		aliceKeys, err := bob.mach.GetCrossSigningPublicKeys(ctx, alice.client.UserID)
+		if err != nil || aliceKeys == nil || aliceKeys.MasterKey != newKeys.MasterKey.PublicKey() {
+			t.Fatalf("bob sees alice's master key %+v, %v; want %s", aliceKeys, err, newKeys.MasterKey.PublicKey())
+		}
+		if err := bob.mach.SignUser(ctx, alice.client.UserID, aliceKeys.MasterKey); err != nil {
+			t.Fatalf("bob signing alice: %v", err)
+		}
+		if _, err := bob.mach.FetchKeys(ctx, []id.UserID{alice.client.UserID}, true); err != nil {
+			t.Fatal(err)
+		}
+		if trusted, err := bob.mach.IsUserTrusted(ctx, alice.client.UserID); err != nil || !trusted {
+			t.Fatalf("bob trusts alice = %v, %v", trusted, err)
+		}
+		if !bob.mach.IsDeviceTrusted(ctx, alice.mach.OwnIdentity()) {
+			t.Fatal("alice's device is not cross-signed trusted for bob")
+		}
+		// Bob's signature on Alice's master key is Bob's business: Alice's query does not show it.
+		q, err := alice.client.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{alice.client.UserID: {}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := q.MasterKeys[alice.client.UserID].Signatures[bob.client.UserID]; ok {
+			t.Fatal("alice sees bob's user-signing signature on her master key")
+		}
 
-			// 4. Key backup: Alice backs up the first session; a fresh device restores and decrypts history.
-			backupKey, err := backup.NewMegolmBackupKey()
-			if err != nil {
-				t.Fatal(err)
-			}
-			ver, err := alice.client.CreateKeyBackupVersion(ctx, &mautrix.ReqRoomKeysVersionCreate[backup.MegolmAuthData]{
-				Algorithm: id.KeyBackupAlgorithmMegolmBackupV1,
-				AuthData:  backup.MegolmAuthData{PublicKey: id.Ed25519(base64.RawStdEncoding.EncodeToString(backupKey.PublicKey().Bytes()))},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			igs, err := alice.mach.CryptoStore.GetGroupSession(ctx, room.id, first.SessionID)
-			if err != nil || igs == nil {
-				t.Fatalf("alice's inbound session for the first message: %v, %v", igs, err)
-			}
-			exported, err := igs.Internal.Export(igs.Internal.FirstKnownIndex())
-			if err != nil {
-				t.Fatal(err)
-			}
-			enc, err := backup.EncryptSessionData(backupKey, backup.MegolmSessionData{
-				Algorithm: id.AlgorithmMegolmV1, SenderKey: igs.SenderKey, SessionKey: string(exported),
-				SenderClaimedKeys: backup.SenderClaimedKeys{Ed25519: igs.SigningKey},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			data, _ := json.Marshal(enc)
-			if _, err := alice.client.PutKeysInBackup(ctx, ver.Version, &mautrix.ReqKeyBackup{Rooms: map[id.RoomID]mautrix.ReqRoomKeyBackup{
-				room.id: {Sessions: map[id.SessionID]mautrix.ReqKeyBackupData{first.SessionID: {
-					FirstMessageIndex: int(igs.Internal.FirstKnownIndex()), IsVerified: true, SessionData: data,
-				}}},
-			}}); err != nil {
-				t.Fatal(err)
-			}
-			alice2 := newE2EEDevice(t, login(t, srv, "alice"), room)
-			if v, err := alice2.mach.DownloadAndStoreLatestKeyBackup(ctx, backupKey); err != nil || v != ver.Version {
-				t.Fatalf("restoring backup: version %q, %v", v, err)
-			}
-			if got := alice2.decrypt(t, room.id, alice.client.UserID, first, "$first"); got != "hello bob" {
-				t.Fatalf("restored device decrypted %q", got)
-			}
+		// 4. Key backup: Alice backs up the first session; a fresh device restores and decrypts history.
+		backupKey, err := backup.NewMegolmBackupKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ver, err := alice.client.CreateKeyBackupVersion(ctx, &mautrix.ReqRoomKeysVersionCreate[backup.MegolmAuthData]{
+			Algorithm: id.KeyBackupAlgorithmMegolmBackupV1,
+			AuthData:  backup.MegolmAuthData{PublicKey: id.Ed25519(base64.RawStdEncoding.EncodeToString(backupKey.PublicKey().Bytes()))},
 		})
-	}
+		if err != nil {
+			t.Fatal(err)
+		}
+		igs, err := alice.mach.CryptoStore.GetGroupSession(ctx, room.id, first.SessionID)
+		if err != nil || igs == nil {
+			t.Fatalf("alice's inbound session for the first message: %v, %v", igs, err)
+		}
+		exported, err := igs.Internal.Export(igs.Internal.FirstKnownIndex())
+		if err != nil {
+			t.Fatal(err)
+		}
+		enc, err := backup.EncryptSessionData(backupKey, backup.MegolmSessionData{
+			Algorithm: id.AlgorithmMegolmV1, SenderKey: igs.SenderKey, SessionKey: string(exported),
+			SenderClaimedKeys: backup.SenderClaimedKeys{Ed25519: igs.SigningKey},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := json.Marshal(enc)
+		if _, err := alice.client.PutKeysInBackup(ctx, ver.Version, &mautrix.ReqKeyBackup{Rooms: map[id.RoomID]mautrix.ReqRoomKeyBackup{
+			room.id: {Sessions: map[id.SessionID]mautrix.ReqKeyBackupData{first.SessionID: {
+				FirstMessageIndex: int(igs.Internal.FirstKnownIndex()), IsVerified: true, SessionData: data,
+			}}},
+		}}); err != nil {
+			t.Fatal(err)
+		}
+		alice2 := newE2EEDevice(t, login(t, srv, "alice"), room)
+		if v, err := alice2.mach.DownloadAndStoreLatestKeyBackup(ctx, backupKey); err != nil || v != ver.Version {
+			t.Fatalf("restoring backup: version %q, %v", v, err)
+		}
+		if got := alice2.decrypt(t, room.id, alice.client.UserID, first, "$first"); got != "hello bob" {
+			t.Fatalf("restored device decrypted %q", got)
+		}
+	})
 }
 
 func containsUser(list []string, u id.UserID) bool {

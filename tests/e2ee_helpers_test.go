@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
@@ -10,7 +9,6 @@ import (
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/crypto/canonicaljson"
-	"maunium.net/go/mautrix/id"
 )
 
 // testDevice holds a device's identity keys for hand-made key uploads.
@@ -111,19 +109,3 @@ func keysMustCall(t testing.TB, c *mautrix.Client, method, path string, body any
 }
 
 func obj(v any) map[string]any { m, _ := v.(map[string]any); return m }
-
-// shareRoom puts the clients in one new room.
-func shareRoom(t testing.TB, creator *mautrix.Client, others ...*mautrix.Client) id.RoomID {
-	t.Helper()
-	ctx := context.Background()
-	resp, err := creator.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range others {
-		if _, err := c.JoinRoomByID(ctx, resp.RoomID); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return resp.RoomID
-}

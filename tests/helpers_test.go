@@ -2,12 +2,14 @@ package tests
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"testing"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/internal/testserver"
 )
@@ -90,4 +92,83 @@ func doJSON(t *testing.T, srv *testserver.Server, method, path, token string, bo
 func clientCall(t testing.TB, c *mautrix.Client, method, path string, body any) rawResp {
 	t.Helper()
 	return httpCall(t, c.HomeserverURL.String(), method, path, c.AccessToken, body)
+}
+
+// forEachBackend runs fn as a parallel subtest against a fresh server on each
+// backend.
+func forEachBackend(t *testing.T, fn func(t *testing.T, srv *testserver.Server)) {
+	forEachBackendWith(t, testserver.Options{}, fn)
+}
+
+// forEachBackendWith is forEachBackend with servers started with opts.
+func forEachBackendWith(t *testing.T, opts testserver.Options, fn func(t *testing.T, srv *testserver.Server)) {
+	for _, backend := range testserver.Backends {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			defer recoverMust(t)
+			fn(t, testserver.Start(t, backend, opts))
+		})
+	}
+}
+
+// mustFailure carries a failed call out of must to the recover in forEachBackend.
+type mustFailure struct{ err error }
+
+// must returns v, failing the test (through forEachBackend's recover) on err.
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(mustFailure{err})
+	}
+	return v
+}
+
+// recoverMust turns a must failure into a test failure.
+func recoverMust(t *testing.T) {
+	if r := recover(); r != nil {
+		if f, ok := r.(mustFailure); ok {
+			t.Fatalf("unexpected error: %v", f.err)
+		}
+		panic(r)
+	}
+}
+
+// createRoom creates a room as creator from req (nil: the server's defaults)
+// and joins the others to it.
+func createRoom(t testing.TB, creator *mautrix.Client, req *mautrix.ReqCreateRoom, others ...*mautrix.Client) id.RoomID {
+	t.Helper()
+	if req == nil {
+		req = &mautrix.ReqCreateRoom{}
+	}
+	resp, err := creator.CreateRoom(context.Background(), req)
+	if err != nil {
+		t.Fatalf("createRoom as %s: %v", creator.UserID, err)
+	}
+	for _, c := range others {
+		joinRoom(t, c, resp.RoomID)
+	}
+	return resp.RoomID
+}
+
+// shareRoom puts the clients in one new public room.
+func shareRoom(t testing.TB, creator *mautrix.Client, others ...*mautrix.Client) id.RoomID {
+	t.Helper()
+	return createRoom(t, creator, &mautrix.ReqCreateRoom{Preset: "public_chat"}, others...)
+}
+
+// joinRoom joins c to room by ID.
+func joinRoom(t testing.TB, c *mautrix.Client, room id.RoomID) {
+	t.Helper()
+	if _, err := c.JoinRoomByID(context.Background(), room); err != nil {
+		t.Fatalf("join %s as %s: %v", room, c.UserID, err)
+	}
+}
+
+// sendText sends a text message to room as c and returns its event ID.
+func sendText(t testing.TB, c *mautrix.Client, room id.RoomID, body string) id.EventID {
+	t.Helper()
+	resp, err := c.SendText(context.Background(), room, body)
+	if err != nil {
+		t.Fatalf("%s sending %q: %v", c.UserID, body, err)
+	}
+	return resp.EventID
 }

@@ -1,11 +1,7 @@
 package tests
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"io"
-	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -17,34 +13,6 @@ import (
 
 	"github.com/myelin-chat/myelin/internal/testserver"
 )
-
-// call makes a raw authenticated request and returns status and decoded body.
-func roomCall(t *testing.T, c *mautrix.Client, method, path string, body any) (int, map[string]any) {
-	t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		rd = strings.NewReader(b)
-	default:
-		raw, _ := json.Marshal(b)
-		rd = bytes.NewReader(raw)
-	}
-	req, err := http.NewRequest(method, c.HomeserverURL.String()+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+c.AccessToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var out map[string]any
-	raw, _ := io.ReadAll(resp.Body)
-	_ = json.Unmarshal(raw, &out)
-	return resp.StatusCode, out
-}
 
 // TestRoomBadInput: invalid room IDs, aliases, event types, state keys,
 // power levels, oversized events and sending to a room you are not in get
@@ -102,9 +70,9 @@ func TestRoomBadInput(t *testing.T) {
 			{"other's tags", alice, "GET", "/_matrix/client/v3/user/" + url.PathEscape("@bob:localhost") + "/rooms/" + url.PathEscape(roomID) + "/tags", nil, 403, "M_FORBIDDEN"},
 		}
 		for _, c := range cases {
-			status, body := roomCall(t, c.client, c.method, c.path, c.body)
-			if status != c.status || body["errcode"] != c.code {
-				t.Errorf("%s: got %d %v, want %d %s", c.name, status, body, c.status, c.code)
+			r := clientCall(t, c.client, c.method, c.path, c.body)
+			if r.Status != c.status || r.errcode() != c.code {
+				t.Errorf("%s: got %d %s, want %d %s", c.name, r.Status, r.Raw, c.status, c.code)
 			}
 		}
 		// None of the refused requests changed the room.
@@ -124,15 +92,15 @@ func TestRoomUpgrade(t *testing.T) {
 		alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
 		old := must(alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Old", RoomAliasName: "upgrademe", RoomVersion: "10"})).RoomID
 		must(bob.JoinRoomByID(ctx, old))
-		status, body := roomCall(t, bob, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(string(old))+"/upgrade", map[string]any{"new_version": "12"})
-		if status != 403 || body["errcode"] != "M_FORBIDDEN" {
-			t.Fatalf("upgrade by unprivileged user: %d %v", status, body)
+		upgrade := "/_matrix/client/v3/rooms/" + url.PathEscape(string(old)) + "/upgrade"
+		if r := clientCall(t, bob, "POST", upgrade, map[string]any{"new_version": "12"}); r.Status != 403 || r.errcode() != "M_FORBIDDEN" {
+			t.Fatalf("upgrade by unprivileged user: %d %s", r.Status, r.Raw)
 		}
-		status, body = roomCall(t, alice, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(string(old))+"/upgrade", map[string]any{"new_version": "12"})
-		if status != 200 {
-			t.Fatalf("upgrade: %d %v", status, body)
+		r := clientCall(t, alice, "POST", upgrade, map[string]any{"new_version": "12"})
+		if r.Status != 200 {
+			t.Fatalf("upgrade: %d %s", r.Status, r.Raw)
 		}
-		newRoom := id.RoomID(body["replacement_room"].(string))
+		newRoom := id.RoomID(r.Body["replacement_room"].(string))
 		var tomb event.TombstoneEventContent
 		if err := alice.StateEvent(ctx, old, event.StateTombstone, "", &tomb); err != nil {
 			t.Fatal(err)
@@ -185,13 +153,13 @@ func TestRoomDirectoryAndExtras(t *testing.T) {
 		if len(pub.Chunk) != 1 || pub.Chunk[0].Name != "Lobby" || pub.Chunk[0].NumJoinedMembers != 2 || pub.Chunk[0].CanonicalAlias != "#lobby:localhost" {
 			t.Fatalf("public rooms = %+v", pub.Chunk)
 		}
-		status, filtered := roomCall(t, bob, "POST", "/_matrix/client/v3/publicRooms", map[string]any{"filter": map[string]any{"generic_search_term": "nomatch"}})
-		if status != 200 || len(filtered["chunk"].([]any)) != 0 {
-			t.Fatalf("filter ignored: %d %v", status, filtered)
+		r := clientCall(t, bob, "POST", "/_matrix/client/v3/publicRooms", map[string]any{"filter": map[string]any{"generic_search_term": "nomatch"}})
+		if r.Status != 200 || len(r.Body["chunk"].([]any)) != 0 {
+			t.Fatalf("filter ignored: %d %s", r.Status, r.Raw)
 		}
-		status, filtered = roomCall(t, bob, "POST", "/_matrix/client/v3/publicRooms", map[string]any{"filter": map[string]any{"generic_search_term": "lob"}})
-		if status != 200 || len(filtered["chunk"].([]any)) != 1 {
-			t.Fatalf("filter: %d %v", status, filtered)
+		r = clientCall(t, bob, "POST", "/_matrix/client/v3/publicRooms", map[string]any{"filter": map[string]any{"generic_search_term": "lob"}})
+		if r.Status != 200 || len(r.Body["chunk"].([]any)) != 1 {
+			t.Fatalf("filter: %d %s", r.Status, r.Raw)
 		}
 		// Thread and reactions.
 		root := sendText(t, alice, roomID, "root")
@@ -207,22 +175,20 @@ func TestRoomDirectoryAndExtras(t *testing.T) {
 		if len(all.Chunk) != 2 {
 			t.Fatalf("relations = %d, want 2", len(all.Chunk))
 		}
-		var threads map[string]any
-		status, threads = roomCall(t, alice, "GET", "/_matrix/client/v1/rooms/"+url.PathEscape(string(roomID))+"/threads", nil)
-		if status != 200 || len(threads["chunk"].([]any)) != 1 {
-			t.Fatalf("threads: %d %v", status, threads)
+		r = clientCall(t, alice, "GET", "/_matrix/client/v1/rooms/"+url.PathEscape(string(roomID))+"/threads", nil)
+		if r.Status != 200 || len(r.Body["chunk"].([]any)) != 1 {
+			t.Fatalf("threads: %d %s", r.Status, r.Raw)
 		}
 		ts := must(alice.TimestampToEvent(ctx, roomID, time.Now().Add(time.Hour), mautrix.DirectionBackward))
 		if ts.EventID == "" {
 			t.Fatal("timestamp_to_event found nothing")
 		}
-		status, summary := roomCall(t, bob, "GET", "/_matrix/client/v1/room_summary/"+url.PathEscape("#lobby:localhost"), nil)
-		if status != 200 || summary["room_id"] != string(roomID) || summary["membership"] != "join" {
-			t.Fatalf("summary: %d %v", status, summary)
+		r = clientCall(t, bob, "GET", "/_matrix/client/v1/room_summary/"+url.PathEscape("#lobby:localhost"), nil)
+		if r.Status != 200 || r.Body["room_id"] != string(roomID) || r.Body["membership"] != "join" {
+			t.Fatalf("summary: %d %s", r.Status, r.Raw)
 		}
-		status, _ = roomCall(t, bob, "GET", "/_matrix/client/unstable/im.nheko.summary/rooms/"+url.PathEscape(string(roomID))+"/summary", nil)
-		if status != 200 {
-			t.Fatalf("unstable summary: %d", status)
+		if r = clientCall(t, bob, "GET", "/_matrix/client/unstable/im.nheko.summary/rooms/"+url.PathEscape(string(roomID))+"/summary", nil); r.Status != 200 {
+			t.Fatalf("unstable summary: %d %s", r.Status, r.Raw)
 		}
 		// A space with the lobby as child.
 		space := must(alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", CreationContent: map[string]any{"type": "m.space"}})).RoomID
@@ -231,9 +197,8 @@ func TestRoomDirectoryAndExtras(t *testing.T) {
 		if len(h.Rooms) != 2 || h.Rooms[1].RoomID != roomID {
 			t.Fatalf("hierarchy = %+v", h.Rooms)
 		}
-		status, _ = roomCall(t, bob, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(string(roomID))+"/report/"+url.PathEscape(string(root)), map[string]any{"reason": "spam"})
-		if status != 200 {
-			t.Fatalf("report: %d", status)
+		if r = clientCall(t, bob, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(string(roomID))+"/report/"+url.PathEscape(string(root)), map[string]any{"reason": "spam"}); r.Status != 200 {
+			t.Fatalf("report: %d %s", r.Status, r.Raw)
 		}
 		// Context around the root.
 		c := must(alice.Context(ctx, roomID, root, nil, 4))
@@ -241,8 +206,8 @@ func TestRoomDirectoryAndExtras(t *testing.T) {
 			t.Fatalf("context = %+v", c)
 		}
 		// Directory visibility and alias deletion.
-		if status, body := roomCall(t, alice, "PUT", "/_matrix/client/v3/directory/list/room/"+url.PathEscape(string(roomID)), map[string]any{"visibility": "private"}); status != 200 {
-			t.Fatalf("set visibility: %d %v", status, body)
+		if r = clientCall(t, alice, "PUT", "/_matrix/client/v3/directory/list/room/"+url.PathEscape(string(roomID)), map[string]any{"visibility": "private"}); r.Status != 200 {
+			t.Fatalf("set visibility: %d %s", r.Status, r.Raw)
 		}
 		pub = must(bob.PublicRooms(ctx, &mautrix.ReqPublicRooms{}))
 		for _, r := range pub.Chunk {

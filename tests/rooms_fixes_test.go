@@ -23,9 +23,8 @@ func TestPutStateUnchanged(t *testing.T) {
 		ctx := context.Background()
 		alice := srv.Register(t, "alice")
 		bob := srv.Register(t, "bob")
-		room := syncCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat",
-			PowerLevelOverride: &event.PowerLevelsEventContent{Users: map[id.UserID]int{"@alice:localhost": 100, "@bob:localhost": 100}}})
-		syncJoin(t, bob, room)
+		room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat",
+			PowerLevelOverride: &event.PowerLevelsEventContent{Users: map[id.UserID]int{"@alice:localhost": 100, "@bob:localhost": 100}}}, bob)
 		topic := func(c *mautrix.Client, raw map[string]any) id.EventID {
 			return must(c.SendStateEvent(ctx, room, event.StateTopic, "", raw)).EventID
 		}
@@ -58,10 +57,9 @@ func TestDeactivationLeavesRooms(t *testing.T) {
 		ctx := context.Background()
 		owner := srv.Register(t, "owner")
 		dana := srv.Register(t, "dana")
-		joined := syncCreateRoom(t, owner, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-		syncJoin(t, dana, joined)
-		invited := syncCreateRoom(t, owner, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{dana.UserID}})
-		knocked := syncCreateRoom(t, owner, &mautrix.ReqCreateRoom{Preset: "private_chat", RoomVersion: "11"})
+		joined := shareRoom(t, owner, dana)
+		invited := createRoom(t, owner, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{dana.UserID}})
+		knocked := createRoom(t, owner, &mautrix.ReqCreateRoom{Preset: "private_chat", RoomVersion: "11"})
 		must(owner.SendStateEvent(ctx, knocked, event.StateJoinRules, "", &event.JoinRulesEventContent{JoinRule: event.JoinRuleKnock}))
 		must(dana.KnockRoom(ctx, knocked.String(), &mautrix.ReqKnockRoom{}))
 
@@ -110,21 +108,21 @@ func TestMessagesFilterIsInlineJSON(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
 		ctx := context.Background()
 		alice := srv.Register(t, "alice")
-		room := syncCreateRoom(t, alice, nil)
-		ev := syncSendText(t, alice, room, "hi")
+		room := createRoom(t, alice, nil)
+		ev := sendText(t, alice, room, "hi")
 		filterID := must(alice.CreateFilter(ctx, &mautrix.Filter{Room: &mautrix.RoomFilter{Timeline: &mautrix.FilterPart{Limit: 5}}})).FilterID
 		base := "/_matrix/client/v3/rooms/" + url.PathEscape(room.String())
 		for _, f := range []string{filterID, "abc", "[]", `{"limit": "x"}`, "{"} {
 			for _, path := range []string{base + "/messages?dir=b&filter=", base + "/context/" + url.PathEscape(ev.String()) + "?filter="} {
-				status, body := roomCall(t, alice, http.MethodGet, path+url.QueryEscape(f), nil)
-				if status != http.StatusBadRequest || body["errcode"] != "M_BAD_JSON" {
-					t.Errorf("%s with filter %q: %d %v, want 400 M_BAD_JSON", path, f, status, body)
+				r := clientCall(t, alice, http.MethodGet, path+url.QueryEscape(f), nil)
+				if r.Status != http.StatusBadRequest || r.errcode() != "M_BAD_JSON" {
+					t.Errorf("%s with filter %q: %d %s, want 400 M_BAD_JSON", path, f, r.Status, r.Raw)
 				}
 			}
 		}
-		if status, body := roomCall(t, alice, http.MethodGet, base+"/messages?dir=b&filter="+url.QueryEscape(`{"limit":1}`), nil); status != http.StatusOK ||
-			len(body["chunk"].([]any)) != 1 {
-			t.Errorf("inline filter: %d %v", status, body)
+		if r := clientCall(t, alice, http.MethodGet, base+"/messages?dir=b&filter="+url.QueryEscape(`{"limit":1}`), nil); r.Status != http.StatusOK ||
+			len(r.Body["chunk"].([]any)) != 1 {
+			t.Errorf("inline filter: %d %s", r.Status, r.Raw)
 		}
 	})
 }

@@ -13,37 +13,6 @@ import (
 	"github.com/myelin-chat/myelin/internal/testserver"
 )
 
-func forEachBackend(t *testing.T, fn func(t *testing.T, srv *testserver.Server)) {
-	for _, backend := range testserver.Backends {
-		t.Run(backend, func(t *testing.T) {
-			t.Parallel()
-			defer recoverMust(t)
-			fn(t, testserver.Start(t, backend))
-		})
-	}
-}
-
-// mustFailure carries a failed call out of must to the recover in forEachBackend.
-type mustFailure struct{ err error }
-
-// must returns v, failing the test (through forEachBackend's recover) on err.
-func must[T any](v T, err error) T {
-	if err != nil {
-		panic(mustFailure{err})
-	}
-	return v
-}
-
-// recoverMust turns a must failure into a test failure.
-func recoverMust(t *testing.T) {
-	if r := recover(); r != nil {
-		if f, ok := r.(mustFailure); ok {
-			t.Fatalf("unexpected error: %v", f.err)
-		}
-		panic(r)
-	}
-}
-
 func wantErrCode(t *testing.T, err error, code string) {
 	t.Helper()
 	var httpErr mautrix.HTTPError
@@ -53,15 +22,6 @@ func wantErrCode(t *testing.T, err error, code string) {
 	if httpErr.RespError.ErrCode != code {
 		t.Fatalf("want %s, got %s (%d): %s", code, httpErr.RespError.ErrCode, httpErr.Response.StatusCode, httpErr.RespError.Err)
 	}
-}
-
-func sendText(t *testing.T, c *mautrix.Client, roomID id.RoomID, body string) id.EventID {
-	t.Helper()
-	resp, err := c.SendText(context.Background(), roomID, body)
-	if err != nil {
-		t.Fatalf("%s sending %q: %v", c.UserID, body, err)
-	}
-	return resp.EventID
 }
 
 // TestRoomLifecycle: three users create, invite, join, chat, change power

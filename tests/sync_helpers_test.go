@@ -36,34 +36,6 @@ func syncUntil(t testing.TB, c *mautrix.Client, since, filter string, cond func(
 	return nil
 }
 
-func syncCreateRoom(t testing.TB, c *mautrix.Client, req *mautrix.ReqCreateRoom) id.RoomID {
-	t.Helper()
-	if req == nil {
-		req = &mautrix.ReqCreateRoom{}
-	}
-	resp, err := c.CreateRoom(context.Background(), req)
-	if err != nil {
-		t.Fatalf("createRoom: %v", err)
-	}
-	return resp.RoomID
-}
-
-func syncSendText(t testing.TB, c *mautrix.Client, room id.RoomID, text string) id.EventID {
-	t.Helper()
-	resp, err := c.SendText(context.Background(), room, text)
-	if err != nil {
-		t.Fatalf("send as %s: %v", c.UserID, err)
-	}
-	return resp.EventID
-}
-
-func syncJoin(t testing.TB, c *mautrix.Client, room id.RoomID) {
-	t.Helper()
-	if _, err := c.JoinRoomByID(context.Background(), room); err != nil {
-		t.Fatalf("join as %s: %v", c.UserID, err)
-	}
-}
-
 func syncTimelineIDs(r *mautrix.SyncJoinedRoom) []id.EventID {
 	var out []id.EventID
 	for _, e := range r.Timeline.Events {

@@ -47,8 +47,7 @@ func TestTransactionIDOnlyForSendingDevice(t *testing.T) {
 		alice := srv.Register(t, "alice")
 		alice2 := loginAgain(t, srv, alice, "alice")
 		bob := srv.Register(t, "bob")
-		room := syncCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-		syncJoin(t, bob, room)
+		room := shareRoom(t, alice, bob)
 		const txn = "local-echo-1"
 		sent := must(alice.SendMessageEvent(ctx, room, event.EventMessage,
 			&event.MessageEventContent{MsgType: event.MsgText, Body: "hello"}, mautrix.ReqSendEvent{TransactionID: txn})).EventID
@@ -94,7 +93,7 @@ func TestUnsignedPrevContent(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
 		ctx := context.Background()
 		alice := srv.Register(t, "alice")
-		room := syncCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "First"})
+		room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "First"})
 		first := must(alice.State(ctx, room))[event.StateRoomName][""]
 		second := must(alice.SendStateEvent(ctx, room, event.StateRoomName, "", &event.RoomNameEventContent{Name: "Second"})).EventID
 

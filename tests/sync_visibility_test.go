@@ -31,17 +31,17 @@ func TestSyncHistoryVisibility(t *testing.T) {
 		}
 		for i, tc := range cases {
 			bob := srv.Register(t, "bob"+tc.vis)
-			room := syncCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", InitialState: []*event.Event{{
+			room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", InitialState: []*event.Event{{
 				Type: event.StateHistoryVisibility, StateKey: new(string),
 				Content: event.Content{Parsed: &event.HistoryVisibilityEventContent{HistoryVisibility: event.HistoryVisibility(tc.vis)}},
 			}}})
 			// Bob's sync chain starts before he is in the room.
 			start := syncOnce(t, bob, "", "", 0)
-			beforeInvite := syncSendText(t, alice, room, "before invite")
+			beforeInvite := sendText(t, alice, room, "before invite")
 			must(alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.UserID}))
-			afterInvite := syncSendText(t, alice, room, "after invite")
-			syncJoin(t, bob, room)
-			afterJoin := syncSendText(t, alice, room, "after join")
+			afterInvite := sendText(t, alice, room, "after invite")
+			joinRoom(t, bob, room)
+			afterJoin := sendText(t, alice, room, "after join")
 
 			want := func(t *testing.T, where string, got []id.EventID) {
 				t.Helper()
@@ -98,8 +98,7 @@ func reversed[T any](s []T) []T {
 func TestSyncSummaryAtSyncPosition(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
 		alice, bob, carol := srv.Register(t, "alice"), srv.Register(t, "bob"), srv.Register(t, "carol")
-		room := syncCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-		syncJoin(t, bob, room)
+		room := shareRoom(t, alice, bob)
 		_, finish := srv.DB.Stream.Allocate() // a writer in flight: the safe position stops here
 		finished := false
 		defer func() {
@@ -107,7 +106,7 @@ func TestSyncSummaryAtSyncPosition(t *testing.T) {
 				finish()
 			}
 		}()
-		syncJoin(t, carol, room) // committed, above the safe position
+		joinRoom(t, carol, room) // committed, above the safe position
 		counts := func(r *mautrix.RespSync) (int, []id.UserID, bool) {
 			jr := r.Rooms.Join[room]
 			if jr == nil || jr.Summary.JoinedMemberCount == nil {

@@ -176,14 +176,6 @@ func allowsEvent(p *mautrix.FilterPart, e storage.SyncEvent) bool {
 	})
 }
 
-// limitOf is a part's limit, or def.
-func limitOf(p *mautrix.FilterPart, def int) int {
-	if p != nil && p.Limit > 0 {
-		return p.Limit
-	}
-	return def
-}
-
 // typeAllowed applies only a part's types/not_types.
 func typeAllowed(p *mautrix.FilterPart, typ string) bool {
 	if p == nil {

@@ -2,7 +2,9 @@ package sync
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -55,19 +57,12 @@ func (s *Syncer) handle(r *http.Request) (*Response, error) {
 		}
 		timeout = min(time.Duration(ms)*time.Millisecond, maxTimeout)
 	}
-	switch v := q.Get("full_state"); v {
-	case "", "false":
-	case "true":
-		req.FullState = true
-	default:
-		return nil, mxhttp.InvalidParam("full_state must be true or false")
+	var err error
+	if req.FullState, err = boolParam(q, "full_state"); err != nil {
+		return nil, err
 	}
-	switch v := q.Get("use_state_after"); v {
-	case "", "false":
-	case "true":
-		req.UseStateAfter = true
-	default:
-		return nil, mxhttp.InvalidParam("use_state_after must be true or false")
+	if req.UseStateAfter, err = boolParam(q, "use_state_after"); err != nil {
+		return nil, err
 	}
 	setPresence := q.Get("set_presence")
 	if setPresence == "" {
@@ -99,6 +94,17 @@ func (s *Syncer) handle(r *http.Request) (*Response, error) {
 	return resp, nil
 }
 
+// boolParam is an optional true/false query parameter.
+func boolParam(q url.Values, name string) (bool, error) {
+	switch q.Get(name) {
+	case "", "false":
+		return false, nil
+	case "true":
+		return true, nil
+	}
+	return false, mxhttp.InvalidParam("%s must be true or false", name)
+}
+
 func (s *Syncer) loadFilter(ctx context.Context, userID, param string) (*Filter, error) {
 	if param == "" {
 		return &Filter{}, nil
@@ -106,14 +112,18 @@ func (s *Syncer) loadFilter(ctx context.Context, userID, param string) (*Filter,
 	if strings.HasPrefix(strings.TrimSpace(param), "{") {
 		return ParseFilter(param)
 	}
-	raw, err := s.store.SyncFilter(ctx, userID, param)
+	n, err := strconv.ParseInt(param, 10, 64)
+	if err != nil {
+		return nil, mxhttp.InvalidParam("No filter with ID %q", param)
+	}
+	raw, err := s.store.GetFilter(ctx, userID, n)
 	if isNotFound(err) {
 		return nil, mxhttp.InvalidParam("No filter with ID %q", param)
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("reading filter %s: %w", param, err)
 	}
-	return ParseFilter(raw)
+	return ParseFilter(string(raw))
 }
 
 // Sync answers one request: at once when there is something after its token

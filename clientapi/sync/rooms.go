@@ -272,14 +272,14 @@ func receiptEvent(userID string, receipts []storage.Receipt) json.RawMessage {
 
 // leftRoom is a room the user left or was kicked or banned from: the
 // timeline up to and including their leave event, and the state before it.
-func (s *Syncer) leftRoom(ctx context.Context, req *Request, v *roomViewer, since Token, leave storage.MembershipEvent) (*LeftRoom, error) {
+func (s *Syncer) leftRoom(ctx context.Context, req *Request, v *roomViewer, since Token, leave storage.UserMembershipChange) (*LeftRoom, error) {
 	lr := &LeftRoom{}
-	evs, tl, _, err := s.timeline(ctx, req, v, since.Pos, leave.Pos)
+	evs, tl, _, err := s.timeline(ctx, req, v, since.Pos, leave.StreamPos)
 	if err != nil {
 		return nil, err
 	}
 	lr.Timeline = tl
-	if lr.State, err = s.state(ctx, req, v, evs, since.Pos, leave.Pos, true, true); err != nil {
+	if lr.State, err = s.state(ctx, req, v, evs, since.Pos, leave.StreamPos, true, true); err != nil {
 		return nil, err
 	}
 	if req.UseStateAfter {
@@ -300,7 +300,7 @@ var strippedTypes = []string{"m.room.create", "m.room.join_rules", "m.room.name"
 // the membership event carries in unsigned (invite_room_state /
 // knock_room_state, as sent over federation), else taken from the room state
 // at the event, plus the membership event itself.
-func (s *Syncer) strippedState(ctx context.Context, roomID string, m storage.MembershipEvent) ([]json.RawMessage, error) {
+func (s *Syncer) strippedState(ctx context.Context, roomID string, m storage.UserMembershipChange) ([]json.RawMessage, error) {
 	evs, err := s.store.EventsByID(ctx, []string{m.EventID})
 	if err != nil {
 		return nil, err
@@ -315,7 +315,7 @@ func (s *Syncer) strippedState(ctx context.Context, roomID string, m storage.Mem
 		out = append(out, pdu.Unsigned["knock_room_state"]...)
 	}
 	if len(out) == 0 {
-		state, err := s.store.StateAtPosition(ctx, roomID, m.Pos)
+		state, err := s.store.StateAtPosition(ctx, roomID, m.StreamPos)
 		if err != nil {
 			return nil, err
 		}

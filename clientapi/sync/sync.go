@@ -9,8 +9,6 @@ import (
 	"errors"
 	"sort"
 
-	"maunium.net/go/mautrix/pushrules"
-
 	"github.com/myelin-chat/myelin/internal/notifier"
 	"github.com/myelin-chat/myelin/keyserver"
 	"github.com/myelin-chat/myelin/storage"
@@ -19,15 +17,15 @@ import (
 
 // Store is what /sync reads from the store; *storage.DB satisfies it.
 type Store interface {
-	UserMembershipEvents(ctx context.Context, userID string, to int64) ([]storage.MembershipEvent, error)
+	UserMembershipEvents(ctx context.Context, userID string, to int64) ([]storage.UserMembershipChange, error)
 	RoomsWithEvents(ctx context.Context, from, to int64) (map[string]bool, error)
 	RoomEventsRange(ctx context.Context, roomID string, from, to int64, limit int) ([]storage.SyncEvent, bool, error)
 	StateAtPosition(ctx context.Context, roomID string, pos int64) (map[[2]string]string, error)
 	SyncStateBeforeEvent(ctx context.Context, eventID string) (map[[2]string]string, error)
 	EventsByID(ctx context.Context, ids []string) ([]storage.SyncEvent, error)
 	RoomMembersSummaryAt(ctx context.Context, roomID string, at int64) (joined, invited []string, err error)
-	SyncFilter(ctx context.Context, userID, filterID string) (string, error)
-	AccountDataRange(ctx context.Context, userID string, from, to int64) ([]storage.AccountDataItem, error)
+	GetFilter(ctx context.Context, userID string, filterID int64) (json.RawMessage, error)
+	AccountDataSince(ctx context.Context, userID string, from, to int64) ([]storage.AccountData, error)
 	ReceiptsInRange(ctx context.Context, from, to int64) ([]storage.Receipt, error)
 	RoomReceipts(ctx context.Context, roomID string, to int64) ([]storage.Receipt, error)
 	UsersSharingRooms(ctx context.Context, userID string) ([]string, error)
@@ -90,10 +88,10 @@ type Request struct {
 func (r *Request) DeviceKey() string { return r.UserID + "|" + r.DeviceID }
 
 type roomMembership struct {
-	before  *storage.MembershipEvent  // latest at or before since
-	at      storage.MembershipEvent   // latest at or before to
-	changed bool                      // any change in (since, to]
-	history []storage.PositionedValue // every membership up to to (history visibility)
+	before  *storage.UserMembershipChange // latest at or before since
+	at      storage.UserMembershipChange  // latest at or before to
+	changed bool                          // any change in (since, to]
+	history []storage.PositionedValue     // every membership up to to (history visibility)
 }
 
 // build assembles the response for (since, to].
@@ -116,14 +114,14 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 		}
 	}
 	// Account data: global and per room.
-	acct, err := s.store.AccountDataRange(ctx, req.UserID, since.Pos, to.Pos)
+	acct, err := s.store.AccountDataSince(ctx, req.UserID, since.Pos, to.Pos)
 	if err != nil {
 		return nil, err
 	}
 	roomAcct := map[string][]json.RawMessage{}
 	var globalAcct []json.RawMessage
-	addAcct := func(a storage.AccountDataItem, into map[string][]json.RawMessage) {
-		ev, _ := json.Marshal(map[string]any{"type": a.Type, "content": json.RawMessage(a.Content)})
+	addAcct := func(a storage.AccountData, into map[string][]json.RawMessage) {
+		ev, _ := json.Marshal(map[string]any{"type": a.Type, "content": a.Content})
 		if a.RoomID == "" {
 			if allows(f.AccountData, a.Type, "", "", nil) {
 				globalAcct = append(globalAcct, ev)
@@ -181,7 +179,7 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 				if !req.Initial {
 					if newlyJoinedAcct == nil { // room account data from before since
 						newlyJoinedAcct = map[string][]json.RawMessage{}
-						all, err := s.store.AccountDataRange(ctx, req.UserID, 0, to.Pos)
+						all, err := s.store.AccountDataSince(ctx, req.UserID, 0, to.Pos)
 						if err != nil {
 							return nil, err
 						}
@@ -286,13 +284,13 @@ func (s *Syncer) memberships(ctx context.Context, userID string, since, to int64
 			m = &roomMembership{}
 			out[e.RoomID] = m
 		}
-		if e.Pos <= since {
+		if e.StreamPos <= since {
 			m.before = &evs[i]
 		} else {
 			m.changed = true
 		}
 		m.at = e
-		m.history = append(m.history, storage.PositionedValue{Pos: e.Pos, Value: e.Membership})
+		m.history = append(m.history, storage.PositionedValue{Pos: e.StreamPos, Value: e.Membership})
 	}
 	return out, nil
 }
@@ -395,5 +393,3 @@ func (s *Syncer) e2ee(ctx context.Context, req *Request, resp *Response, since, 
 var errNotFound = storage.ErrNotFound
 
 func isNotFound(err error) bool { return errors.Is(err, errNotFound) }
-
-var _ = pushrules.PushActionArray{}

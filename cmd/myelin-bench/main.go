@@ -59,14 +59,8 @@ func main() {
 		MaxIdleConns: 4 * *clients, MaxIdleConnsPerHost: 4 * *clients, IdleConnTimeout: time.Minute,
 		DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
 	}}}
-	if *inProcess {
-		stop, err := b.startInProcess(*dbURL)
-		if err != nil {
-			log.Fatal(err)
-		}
-		defer stop()
-	} else if *bin != "" {
-		stop, err := b.startServer(*bin, *dbURL)
+	if *inProcess || *bin != "" {
+		stop, err := b.startServer(*bin, *dbURL, *inProcess)
 		if err != nil {
 			log.Fatal(err)
 		}
@@ -212,19 +206,26 @@ type user struct {
 	id, token, room, since string
 }
 
-// startServer runs the myelin binary with a config tuned for load (open
-// registration, rate limits out of the way) on a free port.
-func (b *bench) startServer(bin, dbURL string) (func(), error) {
+// startServer starts a server with a config tuned for load (open
+// registration, rate limits out of the way) on a free loopback port: in this
+// process, or by running the myelin binary bin. The returned func stops it
+// and removes its data.
+func (b *bench) startServer(bin, dbURL string, inProcess bool) (_ func(), err error) {
 	dir, err := os.MkdirTemp("", "myelin-bench")
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+		}
+	}()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
 	addr := ln.Addr().String()
-	ln.Close()
+	b.base = "http://" + addr
 	cfg := fmt.Sprintf(`server_name: localhost
 data_dir: %s
 listen:
@@ -243,8 +244,49 @@ logging:
 `, dir, addr, dbURL)
 	path := filepath.Join(dir, "myelin.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		ln.Close()
 		return nil, err
 	}
+	var stop func()
+	if inProcess {
+		stop, err = b.serveInProcess(path, ln)
+	} else {
+		ln.Close() // the binary listens on addr itself
+		stop, err = b.runBinary(bin, path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return func() {
+		stop()
+		os.RemoveAll(dir)
+	}, nil
+}
+
+// serveInProcess serves the config at path on ln in this process.
+func (b *bench) serveInProcess(path string, ln net.Listener) (func(), error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	srv, err := homeserver.New(context.Background(), cfg)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	go func() { _ = srv.Serve(ln) }()
+	b.pid = os.Getpid()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, nil
+}
+
+// runBinary runs `bin run -config path` and waits for it to answer; b.restart
+// restarts it (for an RSS figure without the garbage of the setup phase).
+func (b *bench) runBinary(bin, path string) (func(), error) {
 	var cmd *exec.Cmd
 	start := func() error {
 		cmd = exec.Command(bin, "run", "-config", path)
@@ -252,7 +294,7 @@ logging:
 		if err := cmd.Start(); err != nil {
 			return err
 		}
-		b.base, b.pid = "http://"+addr, cmd.Process.Pid
+		b.pid = cmd.Process.Pid
 		for i := 0; ; i++ {
 			resp, err := b.http.Get(b.base + "/health")
 			if err == nil {
@@ -278,10 +320,7 @@ logging:
 		b.http.CloseIdleConnections()
 		return start()
 	}
-	return func() {
-		stop()
-		os.RemoveAll(dir)
-	}, nil
+	return stop, nil
 }
 
 // rss reads the server's resident set size in bytes (0 when unknown).
@@ -521,33 +560,4 @@ func urlEscape(s string) string {
 		}
 	}
 	return b.String()
-}
-
-// startInProcess runs the server in this process (same tuning as startServer).
-func (b *bench) startInProcess(dbURL string) (func(), error) {
-	dir, err := os.MkdirTemp("", "myelin-bench")
-	if err != nil {
-		return nil, err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	cfg := config.Default()
-	cfg.DataDir, cfg.Listen.HTTP, cfg.Database.URL = dir, ln.Addr().String(), dbURL
-	cfg.Logging.Level = "warn"
-	cfg.Limits.RequestsPerSecond, cfg.Limits.Burst = 1e6, 1e6
-	cfg.Limits.LoginPerSecond, cfg.Limits.LoginBurst = 1e6, 1e6
-	srv, err := homeserver.New(context.Background(), cfg)
-	if err != nil {
-		return nil, err
-	}
-	go func() { _ = srv.Serve(ln) }()
-	b.base, b.pid = "http://"+ln.Addr().String(), os.Getpid()
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		os.RemoveAll(dir)
-	}, nil
 }

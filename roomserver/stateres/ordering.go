@@ -58,25 +58,26 @@ func (r *resolver) reverseTopologicalPowerSort(events []nodeID) []nodeID {
 	for _, n := range events {
 		inSet[n] = true
 	}
-	frontierMemo := make(map[nodeID][]nodeID)
-	var frontier func(n nodeID) []nodeID
-	// frontier returns the nearest in-set ancestors of an event outside the set.
-	frontier = func(n nodeID) []nodeID {
-		if f, ok := frontierMemo[n]; ok {
+	parentsMemo := make(map[nodeID][]nodeID)
+	var parentsOf func(n nodeID) []nodeID
+	// parentsOf returns the nearest in-set auth ancestors of an event (in
+	// the set or not), sorted: its edges in the restricted graph.
+	parentsOf = func(n nodeID) []nodeID {
+		if f, ok := parentsMemo[n]; ok {
 			return f
 		}
-		frontierMemo[n] = nil // the auth graph is acyclic; this only guards bad data
+		parentsMemo[n] = nil // the auth graph is acyclic; this only guards bad data
 		var f []nodeID
 		for _, a := range r.g.nodes[n].auth {
 			if inSet[a] {
 				f = append(f, a)
 			} else {
-				f = append(f, frontier(a)...)
+				f = append(f, parentsOf(a)...)
 			}
 		}
 		slices.Sort(f)
 		f = slices.Compact(f)
-		frontierMemo[n] = f
+		parentsMemo[n] = f
 		return f
 	}
 
@@ -84,16 +85,7 @@ func (r *resolver) reverseTopologicalPowerSort(events []nodeID) []nodeID {
 	children := make(map[nodeID][]nodeID, len(events))
 	h := &powerHeap{r: r}
 	for _, n := range events {
-		var parents []nodeID
-		for _, a := range r.g.nodes[n].auth {
-			if inSet[a] {
-				parents = append(parents, a)
-			} else {
-				parents = append(parents, frontier(a)...)
-			}
-		}
-		slices.Sort(parents)
-		parents = slices.Compact(parents)
+		parents := parentsOf(n)
 		outDegree[n] = len(parents)
 		for _, p := range parents {
 			children[p] = append(children[p], n)
