@@ -352,9 +352,9 @@ func TestMediaThumbnails(t *testing.T) {
 		textMXC := must(alice.UploadBytes(ctx, []byte("not an image"), "image/png")).ContentURI
 		pdfMXC := must(alice.UploadBytes(ctx, []byte("%PDF-1.4"), "application/pdf")).ContentURI
 		for _, tc := range []struct {
-			name, path    string
-			status        int
-			errcode       string
+			name, path      string
+			status          int
+			errcode         string
 			unauthenticated bool
 		}{
 			{"too many pixels", mxcPath(bigMXC) + "?width=32&height=32", 413, "M_TOO_LARGE", false},
