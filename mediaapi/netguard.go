@@ -147,8 +147,12 @@ type resolver interface {
 // has none or any of them is not public (a host with one private address is
 // refused whole: which address a client would get is the attacker's choice).
 func checkedAddrs(ctx context.Context, r resolver, host string) ([]netip.Addr, error) {
+	return checkedAddrsWith(ctx, r, IsPublicAddr, host)
+}
+
+func checkedAddrsWith(ctx context.Context, r resolver, allow func(netip.Addr) bool, host string) ([]netip.Addr, error) {
 	if ip, ok := parseHostIP(host); ok {
-		if !IsPublicAddr(ip) {
+		if !allow(ip) {
 			return nil, fmt.Errorf("%s: %w", host, ErrNonPublicAddress)
 		}
 		return []netip.Addr{ip.Unmap()}, nil
@@ -165,7 +169,7 @@ func checkedAddrs(ctx context.Context, r resolver, host string) ([]netip.Addr, e
 		return nil, fmt.Errorf("resolving %s: no addresses", host)
 	}
 	for _, ip := range addrs {
-		if !IsPublicAddr(ip) {
+		if !allow(ip) {
 			return nil, fmt.Errorf("%s resolves to %s: %w", host, ip, ErrNonPublicAddress)
 		}
 	}
@@ -175,14 +179,15 @@ func checkedAddrs(ctx context.Context, r resolver, host string) ([]netip.Addr, e
 // guardedDialer dials only public addresses.
 type guardedDialer struct {
 	resolver resolver
+	allow    func(netip.Addr) bool // IsPublicAddr; tests of the fetch path admit a loopback test server
 	dialer   net.Dialer
 }
 
 func newGuardedDialer() *guardedDialer {
-	d := &guardedDialer{resolver: net.DefaultResolver}
+	d := &guardedDialer{resolver: net.DefaultResolver, allow: IsPublicAddr}
 	d.dialer.Control = func(network, address string, _ syscall.RawConn) error {
 		ap, err := netip.ParseAddrPort(address)
-		if err != nil || !IsPublicAddr(ap.Addr()) {
+		if err != nil || !d.allow(ap.Addr()) {
 			return fmt.Errorf("connecting to %s: %w", address, ErrNonPublicAddress)
 		}
 		return nil
@@ -196,7 +201,7 @@ func (d *guardedDialer) DialContext(ctx context.Context, network, addr string) (
 	if err != nil {
 		return nil, err
 	}
-	addrs, err := checkedAddrs(ctx, d.resolver, host)
+	addrs, err := d.check(ctx, host)
 	if err != nil {
 		return nil, err
 	}
@@ -211,4 +216,9 @@ func (d *guardedDialer) DialContext(ctx context.Context, network, addr string) (
 		}
 	}
 	return nil, firstErr
+}
+
+// check resolves host and returns its addresses if all are allowed.
+func (d *guardedDialer) check(ctx context.Context, host string) ([]netip.Addr, error) {
+	return checkedAddrsWith(ctx, d.resolver, d.allow, host)
 }

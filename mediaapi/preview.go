@@ -102,7 +102,7 @@ func (s *Service) PreviewURL(ctx context.Context, user, rawURL string) (map[stri
 	}
 	p.mu.Unlock()
 	// Refuse early with a clear answer; the dialer checks again for every connection.
-	if _, err := checkedAddrs(ctx, p.dialer.resolver, u.Hostname()); err != nil {
+	if _, err := p.dialer.check(ctx, u.Hostname()); err != nil {
 		return nil, previewError(err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, previewTimeout)
@@ -194,7 +194,7 @@ func (p *previewer) fetch(ctx context.Context, user string, u *url.URL) (map[str
 		if img, ok := og["og:image"].(string); ok {
 			delete(og, "og:image")
 			if ref, err := resp.Request.URL.Parse(img); err == nil && (ref.Scheme == "http" || ref.Scheme == "https") {
-				if _, err := checkedAddrs(ctx, p.dialer.resolver, ref.Hostname()); err == nil {
+				if _, err := p.dialer.check(ctx, ref.Hostname()); err == nil {
 					if iresp, err := p.get(ctx, ref, "image/*"); err == nil {
 						p.storeImage(ctx, user, iresp.Body, iresp.Header.Get("Content-Type"), og)
 						iresp.Body.Close()
