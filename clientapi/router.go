@@ -30,9 +30,13 @@ type API struct {
 	Sync     Sync  // sync.go
 	Keys     Keys  // keys.go
 
-	ipLimiter    *ratelimit.Limiter
-	userLimiter  *ratelimit.Limiter
-	loginLimiter *ratelimit.Limiter
+	Media         Media         // media.go
+	UserDirectory UserDirectory // userdirectory.go
+
+	ipLimiter     *ratelimit.Limiter
+	userLimiter   *ratelimit.Limiter
+	loginLimiter  *ratelimit.Limiter
+	uploadLimiter *ratelimit.Limiter
 }
 
 // Mount registers the client-server API, the well-known documents and the
@@ -55,6 +59,7 @@ func (a *API) Mount(r chi.Router) {
 		r.Route("/v1", a.v1Routes)
 		r.Route("/unstable", a.unstableRoutes)
 	})
+	a.mediaRoutes(r) // /_matrix/media (media.go)
 
 	// Synapse-compatible shared-secret registration (accounts; admin.go).
 	r.Group(func(r chi.Router) {
@@ -78,6 +83,7 @@ func (a *API) clientRoutes(r chi.Router) {
 		a.roomRoutes(r)
 		a.syncRoutes(r)
 		a.keyRoutes(r)
+		a.userDirectoryRoutes(r)
 	})
 }
 
@@ -91,6 +97,7 @@ func (a *API) v1Routes(r chi.Router) {
 		r.Use(a.requireAuth, a.rateLimitUser)
 		a.accountRoutesV1(r)
 		a.roomRoutesV1(r)
+		a.mediaRoutesV1(r)
 	})
 }
 
@@ -132,15 +139,19 @@ func Middleware(cfg *config.Config) func(http.Handler) http.Handler {
 				w.WriteHeader(http.StatusNoContent)
 				return
 			}
-			if r.ContentLength > cfg.Limits.MaxRequestBytes {
-				mxhttp.WriteError(w, r, mxhttp.TooLarge("Request body exceeds %d bytes", cfg.Limits.MaxRequestBytes))
+			limit := cfg.Limits.MaxRequestBytes
+			if isUploadPath(r.URL.Path) {
+				limit = cfg.Media.MaxUploadBytes // media.go
+			}
+			if r.ContentLength > limit {
+				mxhttp.WriteError(w, r, mxhttp.TooLarge("Request body exceeds %d bytes", limit))
 				return
 			}
 			if !cleanText(r.URL.Path) || !cleanText(r.URL.RawQuery) {
 				mxhttp.WriteError(w, r, mxhttp.InvalidParam("Path and query must be valid UTF-8 without NUL characters"))
 				return
 			}
-			r.Body = http.MaxBytesReader(w, r.Body, cfg.Limits.MaxRequestBytes)
+			r.Body = http.MaxBytesReader(w, r.Body, limit)
 			next.ServeHTTP(w, r)
 		})
 	}

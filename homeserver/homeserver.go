@@ -26,9 +26,11 @@ import (
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/internal/notifier"
 	"github.com/myelin-chat/myelin/keyserver"
+	"github.com/myelin-chat/myelin/mediaapi"
 	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/storage"
 	"github.com/myelin-chat/myelin/syncapi"
+	"github.com/myelin-chat/myelin/userdirectory"
 )
 
 // Server is one homeserver instance.
@@ -43,6 +45,7 @@ type Server struct {
 	Rooms      *roomserver.Server
 	Sync       *syncapi.Service
 	Syncer     *clientsync.Syncer
+	Media      *mediaapi.Service
 
 	handler http.Handler
 	http    *http.Server
@@ -104,6 +107,11 @@ func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 	s.Sync = syncapi.New(db, db, s.Notifier, cfg.Presence.Enabled, s.Accounts)
 	s.Syncer = clientsync.New(db, db.Stream, s.Sync, s.Keys, s.Notifier)
 	s.Syncer.PrevBatch = func(_ string, pos int64) string { return roomserver.StreamToken(pos - 1) }
+	// Content repository: blobs under <data_dir>/media, metadata in the store.
+	if s.Media, err = mediaapi.New(db, cfg); err != nil {
+		db.Close()
+		return nil, err
+	}
 	s.handler = s.routes()
 	return s, nil
 }
@@ -118,7 +126,7 @@ func (s *Server) routes() http.Handler {
 		r.With(loopbackOnly).Get("/metrics", s.Metrics.Handler().ServeHTTP)
 	}
 	api := &clientapi.API{Config: s.Config, Accounts: s.Accounts, Keys: s.Keys, Rooms: s.Rooms,
-		Sync: syncArea{s.Syncer, s.Sync}}
+		Sync: syncArea{s.Syncer, s.Sync}, Media: s.Media, UserDirectory: userdirectory.New(s.DB)}
 	api.Mount(r)
 	return r
 }

@@ -37,6 +37,7 @@ type Config struct {
 	Logging  Logging      `yaml:"logging"`
 	Rooms    Rooms        `yaml:"rooms"`
 	Presence Presence     `yaml:"presence"`
+	Media    Media        `yaml:"media"`
 
 	// ZeroConfig is set when no config file was given: registration is open and
 	// the server only listens on loopback.
@@ -102,6 +103,25 @@ type Presence struct {
 	Enabled bool `yaml:"enabled"`
 }
 
+// Media configures the content repository (mediaapi).
+type Media struct {
+	// MaxUploadBytes caps one upload (413 M_TOO_LARGE beyond); advertised as m.upload.size.
+	MaxUploadBytes int64 `yaml:"max_upload_bytes"`
+	// LegacyUnauthenticated serves the deprecated unauthenticated
+	// /_matrix/media/v3/download and /thumbnail endpoints. Off, they are
+	// "frozen" as the spec asks of servers since v1.12: 404 M_NOT_FOUND.
+	LegacyUnauthenticated bool `yaml:"legacy_unauthenticated"`
+	// URLPreviews enables GET /media/preview_url (the server fetches the URLs users send).
+	URLPreviews bool `yaml:"url_previews"`
+	// UploadsPerSecond and UploadBurst rate-limit uploads and creates per user.
+	UploadsPerSecond float64 `yaml:"uploads_per_second"`
+	UploadBurst      int     `yaml:"upload_burst"`
+	// MaxPendingUploads caps a user's created-but-not-uploaded media IDs.
+	MaxPendingUploads int `yaml:"max_pending_uploads"`
+	// MaxImagePixels is the largest image (width × height) the server thumbnails.
+	MaxImagePixels int64 `yaml:"max_image_pixels"`
+}
+
 // Duration is a time.Duration written as "1h30m" in YAML.
 type Duration struct{ time.Duration }
 
@@ -134,7 +154,7 @@ func Default() *Config {
 			MinPasswordLength: 8,
 		},
 		Limits: Limits{
-			MaxRequestBytes:     50 << 20,
+			MaxRequestBytes:     10 << 20,
 			RequestsPerSecond:   20,
 			Burst:               100,
 			LoginPerSecond:      1,
@@ -144,6 +164,13 @@ func Default() *Config {
 		Logging:  Logging{Level: "info", Format: "text"},
 		Rooms:    Rooms{DefaultVersion: "11"},
 		Presence: Presence{Enabled: true},
+		Media: Media{
+			MaxUploadBytes:    50 << 20,
+			UploadsPerSecond:  2,
+			UploadBurst:       20,
+			MaxPendingUploads: 10,
+			MaxImagePixels:    32_000_000,
+		},
 	}
 }
 
@@ -223,6 +250,18 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.LoginPerSecond <= 0 || c.Limits.LoginBurst <= 0 {
 		bad("limits.login_per_second", "login_per_second and login_burst must be positive")
+	}
+	if c.Media.MaxUploadBytes < 1024 {
+		bad("media.max_upload_bytes", "must be at least 1024")
+	}
+	if c.Media.UploadsPerSecond <= 0 || c.Media.UploadBurst <= 0 {
+		bad("media.uploads_per_second", "uploads_per_second and upload_burst must be positive")
+	}
+	if c.Media.MaxPendingUploads <= 0 {
+		bad("media.max_pending_uploads", "must be positive")
+	}
+	if c.Media.MaxImagePixels <= 0 {
+		bad("media.max_image_pixels", "must be positive")
 	}
 	switch c.Logging.Level {
 	case "debug", "info", "warn", "error":

@@ -30,6 +30,10 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"logging.level", func(c *Config) { c.Logging.Level = "loud" }},
 		{"logging.format", func(c *Config) { c.Logging.Format = "xml" }},
 		{"rooms.default_version", func(c *Config) { c.Rooms.DefaultVersion = "13" }},
+		{"media.max_upload_bytes", func(c *Config) { c.Media.MaxUploadBytes = 100 }},
+		{"media.uploads_per_second", func(c *Config) { c.Media.UploadBurst = 0 }},
+		{"media.max_pending_uploads", func(c *Config) { c.Media.MaxPendingUploads = 0 }},
+		{"media.max_image_pixels", func(c *Config) { c.Media.MaxImagePixels = -1 }},
 	}
 	for _, c := range cases {
 		cfg := Default()

@@ -46,8 +46,8 @@ registration:
   min_password_length: 8
 
 limits:
-  # Largest accepted request body, in bytes.
-  max_request_bytes: 52428800
+  # Largest accepted request body, in bytes (media uploads: media.max_upload_bytes).
+  max_request_bytes: 10485760
   # Per client IP, and per user once authenticated.
   requests_per_second: 20
   burst: 100
@@ -68,5 +68,22 @@ rooms:
 presence:
   # false switches presence off entirely (metadata minimization).
   enabled: true
+
+media:
+  # Largest upload, in bytes (advertised to clients as m.upload.size).
+  max_upload_bytes: 52428800
+  # Serve the deprecated unauthenticated /_matrix/media/v3/download and
+  # /thumbnail endpoints. false "freezes" them (404) as the spec recommends;
+  # every current client uses the authenticated /_matrix/client/v1/media API.
+  legacy_unauthenticated: false
+  # Let clients ask the server to fetch URL previews (OpenGraph). The server
+  # then fetches every URL users preview; private addresses are always refused.
+  url_previews: false
+  # Uploads per user: rate and burst; created-but-unfinished async uploads.
+  uploads_per_second: 2
+  upload_burst: 20
+  max_pending_uploads: 10
+  # Largest image (width x height, in pixels) the server will thumbnail.
+  max_image_pixels: 32000000
 `, serverName, sharedSecret), "\n")
 }

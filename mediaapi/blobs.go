@@ -1,0 +1,117 @@
+package mediaapi
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+
+	"github.com/myelin-chat/myelin/internal/mxhttp"
+)
+
+// blobStore keeps files named by the SHA-256 of their content: identical
+// uploads share one file, and a name never changes meaning.
+type blobStore struct {
+	root string // <data_dir>/media
+}
+
+func newBlobStore(root string) (*blobStore, error) {
+	for _, dir := range []string{filepath.Join(root, "tmp"), filepath.Join(root, "sha256")} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("creating media directory: %w", err)
+		}
+	}
+	return &blobStore{root: root}, nil
+}
+
+func (b *blobStore) path(sum string) string {
+	return filepath.Join(b.root, "sha256", sum[:2], sum[2:4], sum)
+}
+
+// put stores r (at most max bytes; M_TOO_LARGE beyond) and returns its hex
+// SHA-256 and size. When put returns, the file is durably in place: written,
+// fsynced, renamed and its directory fsynced.
+func (b *blobStore) put(r io.Reader, max int64) (sum string, size int64, err error) {
+	tmp, err := os.CreateTemp(filepath.Join(b.root, "tmp"), "upload-*")
+	if err != nil {
+		return "", 0, fmt.Errorf("creating upload file: %w", err)
+	}
+	defer func() {
+		if tmp != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	h := sha256.New()
+	size, err = io.Copy(io.MultiWriter(tmp, h), io.LimitReader(r, max+1))
+	if err != nil {
+		var maxErr *http.MaxBytesError
+		if errors.As(err, &maxErr) {
+			return "", 0, mxhttp.TooLarge("Upload exceeds %d bytes", max)
+		}
+		return "", 0, mxhttp.Unknown("Could not read the upload: %v", err)
+	}
+	if size > max {
+		return "", 0, mxhttp.TooLarge("Upload exceeds %d bytes", max)
+	}
+	if err := tmp.Sync(); err != nil {
+		return "", 0, fmt.Errorf("syncing upload: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return "", 0, fmt.Errorf("closing upload: %w", err)
+	}
+	sum = hex.EncodeToString(h.Sum(nil))
+	dst := b.path(sum)
+	if _, err := os.Stat(dst); err == nil {
+		os.Remove(tmp.Name()) // already stored: identical content
+		tmp = nil
+		return sum, size, nil
+	}
+	dir := filepath.Dir(dst)
+	_, statErr := os.Stat(dir)
+	newDir := statErr != nil
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", 0, fmt.Errorf("creating media directory: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return "", 0, fmt.Errorf("storing upload: %w", err)
+	}
+	tmp = nil
+	if err := syncDir(dir); err != nil {
+		return "", 0, err
+	}
+	if newDir { // the fan-out directories themselves must survive a crash
+		if err := syncDir(filepath.Dir(dir)); err != nil {
+			return "", 0, err
+		}
+		if err := syncDir(filepath.Dir(filepath.Dir(dir))); err != nil {
+			return "", 0, err
+		}
+	}
+	return sum, size, nil
+}
+
+// open opens a stored blob.
+func (b *blobStore) open(sum string) (*os.File, error) {
+	if len(sum) != 64 {
+		return nil, fmt.Errorf("invalid blob name %q", sum)
+	}
+	return os.Open(b.path(sum))
+}
+
+// syncDir makes a rename into dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("syncing %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,224 @@
+package mediaapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// The URL previewer fetches pages that users name: without care, a user could
+// make the server request its own admin endpoints, cloud metadata
+// (169.254.169.254) or anything else on the private network (SSRF). Every
+// connection it makes goes through guardedDial, which resolves the host
+// itself, refuses if any address is not public, dials the checked address
+// (no second resolution, so no DNS rebinding) and checks again the address
+// actually connected (Dialer.Control).
+
+// ErrNonPublicAddress is returned for hosts that are or resolve to
+// addresses that are not on the public internet.
+var ErrNonPublicAddress = errors.New("address is not public")
+
+// deniedPrefixes are special-purpose ranges (IANA IPv4/IPv6 special-purpose
+// registries) that must never be fetched. IPv4-mapped IPv6 addresses are
+// unmapped first; other IPv6 outside 2000::/3 is refused separately.
+var deniedPrefixes = func() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range []string{
+		"0.0.0.0/8",       // "this network", incl. 0.0.0.0
+		"10.0.0.0/8",      // private
+		"100.64.0.0/10",   // carrier-grade NAT
+		"127.0.0.0/8",     // loopback
+		"169.254.0.0/16",  // link-local, cloud metadata
+		"172.16.0.0/12",   // private
+		"192.0.0.0/24",    // IETF protocol assignments
+		"192.0.2.0/24",    // documentation
+		"192.88.99.0/24",  // 6to4 relay anycast
+		"192.168.0.0/16",  // private
+		"198.18.0.0/15",   // benchmarking
+		"198.51.100.0/24", // documentation
+		"203.0.113.0/24",  // documentation
+		"224.0.0.0/4",     // multicast
+		"240.0.0.0/4",     // reserved, incl. broadcast
+		"::/128",          // unspecified
+		"::1/128",         // loopback
+		"::/96",           // IPv4-compatible (deprecated)
+		"64:ff9b::/96",    // NAT64: would reach IPv4 through a translator
+		"64:ff9b:1::/48",  // local-use NAT64
+		"100::/64",        // discard
+		"2001::/23",       // IETF protocol assignments, incl. Teredo 2001::/32
+		"2001:db8::/32",   // documentation
+		"2002::/16",       // 6to4: embeds an IPv4 address
+		"3fff::/20",       // documentation
+		"5f00::/16",       // SRv6 SIDs
+		"fc00::/7",        // unique local
+		"fe80::/10",       // link-local
+		"fec0::/10",       // site-local (deprecated)
+		"ff00::/8",        // multicast
+	} {
+		out = append(out, netip.MustParsePrefix(s))
+	}
+	return out
+}()
+
+// IsPublicAddr reports whether ip is a public unicast address a server may
+// fetch from.
+func IsPublicAddr(ip netip.Addr) bool {
+	if !ip.IsValid() {
+		return false
+	}
+	ip = ip.Unmap().WithZone("")
+	if ip.Is6() && !netip.MustParsePrefix("2000::/3").Contains(ip) {
+		return false // not global unicast
+	}
+	for _, p := range deniedPrefixes {
+		if p.Contains(ip) {
+			return false
+		}
+	}
+	return true
+}
+
+// parseHostIP parses host as an IP address in any form a resolver might
+// accept: standard forms, bracketed IPv6, and the inet_aton forms that
+// getaddrinfo accepts and netip does not (2130706433, 0x7f.1, 0177.0.0.1,
+// 127.1). It reports false for anything that must be resolved by name.
+func parseHostIP(host string) (netip.Addr, bool) {
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip, true
+	}
+	return parseInetAton(host)
+}
+
+// parseInetAton implements inet_aton(3): 1 to 4 parts, each decimal, octal
+// (leading 0) or hex (0x); the last part fills the remaining bytes.
+func parseInetAton(s string) (netip.Addr, bool) {
+	parts := strings.Split(s, ".")
+	if len(parts) > 4 {
+		return netip.Addr{}, false
+	}
+	vals := make([]uint64, len(parts))
+	for i, p := range parts {
+		base := 10
+		switch {
+		case strings.HasPrefix(p, "0x") || strings.HasPrefix(p, "0X"):
+			base, p = 16, p[2:]
+		case len(p) > 1 && p[0] == '0':
+			base, p = 8, p[1:]
+		}
+		if p == "" && base != 16 {
+			return netip.Addr{}, false
+		}
+		if p == "" { // "0x" alone is 0 to inet_aton
+			p = "0"
+		}
+		v, err := strconv.ParseUint(p, base, 32)
+		if err != nil {
+			return netip.Addr{}, false
+		}
+		vals[i] = v
+	}
+	var n uint64
+	for i, v := range vals[:len(vals)-1] {
+		if v > 0xff {
+			return netip.Addr{}, false
+		}
+		n |= v << (8 * (3 - i))
+	}
+	last := vals[len(vals)-1]
+	if last >= 1<<(8*(4-(len(vals)-1))) {
+		return netip.Addr{}, false
+	}
+	n |= last
+	return netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}), true
+}
+
+// resolver looks up a host's addresses (a test swaps it).
+type resolver interface {
+	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
+}
+
+// checkedAddrs resolves host and returns its addresses, or an error if it
+// has none or any of them is not public (a host with one private address is
+// refused whole: which address a client would get is the attacker's choice).
+func checkedAddrs(ctx context.Context, r resolver, host string) ([]netip.Addr, error) {
+	return checkedAddrsWith(ctx, r, IsPublicAddr, host)
+}
+
+func checkedAddrsWith(ctx context.Context, r resolver, allow func(netip.Addr) bool, host string) ([]netip.Addr, error) {
+	if ip, ok := parseHostIP(host); ok {
+		if !allow(ip) {
+			return nil, fmt.Errorf("%s: %w", host, ErrNonPublicAddress)
+		}
+		return []netip.Addr{ip.Unmap()}, nil
+	}
+	// RFC 6761: localhost names never leave the machine, whatever DNS says.
+	if h := strings.ToLower(strings.TrimSuffix(host, ".")); h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return nil, fmt.Errorf("%s: %w", host, ErrNonPublicAddress)
+	}
+	addrs, err := r.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return nil, fmt.Errorf("resolving %s: %w", host, err)
+	}
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("resolving %s: no addresses", host)
+	}
+	for _, ip := range addrs {
+		if !allow(ip) {
+			return nil, fmt.Errorf("%s resolves to %s: %w", host, ip, ErrNonPublicAddress)
+		}
+	}
+	return addrs, nil
+}
+
+// guardedDialer dials only public addresses.
+type guardedDialer struct {
+	resolver resolver
+	allow    func(netip.Addr) bool // IsPublicAddr; tests of the fetch path admit a loopback test server
+	dialer   net.Dialer
+}
+
+func newGuardedDialer() *guardedDialer {
+	d := &guardedDialer{resolver: net.DefaultResolver, allow: IsPublicAddr}
+	d.dialer.Control = func(network, address string, _ syscall.RawConn) error {
+		ap, err := netip.ParseAddrPort(address)
+		if err != nil || !d.allow(ap.Addr()) {
+			return fmt.Errorf("connecting to %s: %w", address, ErrNonPublicAddress)
+		}
+		return nil
+	}
+	return d
+}
+
+// DialContext is http.Transport's dialer: resolve, check, dial the checked IP.
+func (d *guardedDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	addrs, err := d.check(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	var firstErr error
+	for _, ip := range addrs {
+		conn, err := d.dialer.DialContext(ctx, network, net.JoinHostPort(ip.String(), port))
+		if err == nil {
+			return conn, nil
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	return nil, firstErr
+}
+
+// check resolves host and returns its addresses if all are allowed.
+func (d *guardedDialer) check(ctx context.Context, host string) ([]netip.Addr, error) {
+	return checkedAddrsWith(ctx, d.resolver, d.allow, host)
+}

@@ -1,0 +1,224 @@
+package mediaapi
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"image/gif"
+	"image/jpeg"
+	"image/png"
+	"io"
+	"math"
+	"runtime"
+	"strconv"
+
+	"golang.org/x/image/draw"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/storage"
+)
+
+// Thumbnails of PNG, JPEG and GIF (first frame) images, made with the
+// standard library codecs and x/image/draw's Catmull-Rom resampler.
+//
+// Sizes follow the spec: "scale" fits the image inside the box keeping its
+// aspect ratio, "crop" fills the box and cuts the overflow; never upscaled,
+// and an image already inside the box is served as it is. Scale boxes are
+// snapped to the spec's recommended sizes (or rounded up to multiples of
+// 256), so that a handful of thumbnails per image are generated and cached
+// whatever sizes clients ask for; crop thumbnails are cached at the
+// recommended sizes only.
+//
+// Decompression bombs: the header's dimensions are checked (image.DecodeConfig)
+// against media.max_image_pixels before anything is decoded.
+
+// Thumbnail methods.
+const (
+	MethodCrop  = "crop"
+	MethodScale = "scale"
+)
+
+// maxThumbnailSide caps a requested thumbnail dimension.
+const maxThumbnailSide = 2048
+
+var standardBoxes = [][2]int{{32, 32}, {96, 96}, {320, 240}, {640, 480}, {800, 600}}
+
+// ThumbnailRequest is what a client asked for.
+type ThumbnailRequest struct {
+	Width, Height int
+	Method        string // crop or scale
+	Animated      bool
+}
+
+// Thumbnail is the content to serve for a thumbnail request: a generated
+// thumbnail or the original image.
+type Thumbnail struct {
+	ContentType string
+	SHA256      string
+	Size        int64
+}
+
+type thumbnailer struct {
+	s       *Service
+	sem     chan struct{} // bounds concurrent decodes (CPU and memory)
+	flights singleflight.Group
+}
+
+func newThumbnailer(s *Service) *thumbnailer {
+	return &thumbnailer{s: s, sem: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)))}
+}
+
+// Thumbnail returns a thumbnail of m, generating and caching it if needed.
+func (s *Service) Thumbnail(ctx context.Context, m *Media, req ThumbnailRequest) (*Thumbnail, error) {
+	if req.Width <= 0 || req.Height <= 0 {
+		return nil, mxhttp.InvalidParam("width and height must be positive integers")
+	}
+	if req.Method != MethodCrop && req.Method != MethodScale {
+		return nil, mxhttp.InvalidParam("method must be crop or scale")
+	}
+	box := thumbnailBox(req)
+	cacheable := req.Method == MethodScale || isStandardBox(box)
+	// Only GIFs can be animated here, and only by serving the original.
+	animated := req.Animated && isGIF(m.ContentType)
+	if cacheable {
+		t, err := s.store.GetMediaThumbnail(ctx, m.Origin, m.MediaID, box[0], box[1], req.Method, animated)
+		if err == nil {
+			return &Thumbnail{ContentType: t.ContentType, SHA256: t.SHA256, Size: t.Size}, nil
+		} else if !errors.Is(err, storage.ErrNotFound) {
+			return nil, err
+		}
+	}
+	key := m.Origin + "/" + m.MediaID + "/" + strconv.Itoa(box[0]) + "x" + strconv.Itoa(box[1]) + req.Method + strconv.FormatBool(animated)
+	v, err, _ := s.thumbs.flights.Do(key, func() (any, error) {
+		return s.thumbs.generate(context.WithoutCancel(ctx), m, box, req.Method, animated, cacheable)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*Thumbnail), nil
+}
+
+// thumbnailBox is the box a request is served with (see the package notes).
+func thumbnailBox(req ThumbnailRequest) [2]int {
+	w, h := min(req.Width, maxThumbnailSide), min(req.Height, maxThumbnailSide)
+	if req.Method == MethodCrop {
+		return [2]int{w, h}
+	}
+	for _, b := range standardBoxes {
+		if b[0] >= w && b[1] >= h {
+			return b
+		}
+	}
+	roundUp := func(n int) int { return min(maxThumbnailSide, (n+255)/256*256) }
+	return [2]int{roundUp(w), roundUp(h)}
+}
+
+func isStandardBox(b [2]int) bool {
+	for _, s := range standardBoxes {
+		if s == b {
+			return true
+		}
+	}
+	return false
+}
+
+func isGIF(contentType string) bool { return baseType(contentType) == "image/gif" }
+
+var cannotThumbnail = mxhttp.Unknown("Cannot generate thumbnails for the requested content")
+
+func (t *thumbnailer) generate(ctx context.Context, m *Media, box [2]int, method string, animated, cache bool) (*Thumbnail, error) {
+	select {
+	case t.sem <- struct{}{}:
+		defer func() { <-t.sem }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	f, err := t.s.Open(m)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	cfg, format, err := image.DecodeConfig(f)
+	if err != nil || (format != "png" && format != "jpeg" && format != "gif") {
+		return nil, cannotThumbnail
+	}
+	if int64(cfg.Width)*int64(cfg.Height) > t.s.cfg.MaxImagePixels || cfg.Width <= 0 || cfg.Height <= 0 {
+		return nil, mxhttp.TooLarge("Image is too large to thumbnail")
+	}
+	tw, th, cw, ch := thumbnailSize(cfg.Width, cfg.Height, box, method)
+	fits := tw == cfg.Width && th == cfg.Height && cw == tw && ch == th
+	original := &Thumbnail{ContentType: "image/" + format, SHA256: m.SHA256, Size: m.Size}
+	if fits && (format != "gif" || animated) {
+		// Small enough already: the original is the thumbnail (an animated
+		// GIF only when animation was asked for).
+		return t.record(ctx, m, box, method, animated, cache, original)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("rewinding %s: %w", m.MXC(), err)
+	}
+	src, _, err := image.Decode(f) // a GIF decodes to its first frame
+	if err != nil {
+		return nil, cannotThumbnail
+	}
+	dst := image.NewNRGBA(image.Rect(0, 0, cw, ch))
+	// Scale to tw×th and keep the centred cw×ch window of it.
+	offX, offY := (tw-cw)/2, (th-ch)/2
+	draw.CatmullRom.Scale(dst, image.Rect(-offX, -offY, tw-offX, th-offY), src, src.Bounds(), draw.Src, nil)
+	var buf bytes.Buffer
+	contentType := "image/png"
+	if format == "jpeg" {
+		contentType = "image/jpeg"
+		err = jpeg.Encode(&buf, dst, &jpeg.Options{Quality: 85})
+	} else {
+		err = (&png.Encoder{CompressionLevel: png.BestSpeed}).Encode(&buf, dst)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("encoding thumbnail of %s: %w", m.MXC(), err)
+	}
+	sum, size, err := t.s.blobs.put(&buf, math.MaxInt64-1)
+	if err != nil {
+		return nil, err
+	}
+	return t.record(ctx, m, box, method, animated, cache, &Thumbnail{ContentType: contentType, SHA256: sum, Size: size})
+}
+
+func (t *thumbnailer) record(ctx context.Context, m *Media, box [2]int, method string, animated, cache bool, th *Thumbnail) (*Thumbnail, error) {
+	if !cache {
+		return th, nil
+	}
+	err := t.s.store.PutMediaThumbnail(ctx, storage.MediaThumbnail{Origin: m.Origin, MediaID: m.MediaID,
+		Width: box[0], Height: box[1], Method: method, Animated: animated,
+		ContentType: th.ContentType, Size: th.Size, SHA256: th.SHA256, CreatedTS: t.s.now().UnixMilli()})
+	if err != nil {
+		return nil, err
+	}
+	return th, nil
+}
+
+// thumbnailSize computes, for a w×h image and a box, the scaled size tw×th
+// and the final (cropped) size cw×ch. Nothing is ever upscaled.
+func thumbnailSize(w, h int, box [2]int, method string) (tw, th, cw, ch int) {
+	bw, bh := float64(box[0]), float64(box[1])
+	fw, fh := float64(w), float64(h)
+	var s float64
+	if method == MethodCrop {
+		s = math.Max(bw/fw, bh/fh)
+	} else {
+		s = math.Min(bw/fw, bh/fh)
+	}
+	s = math.Min(s, 1)
+	tw = max(1, int(math.Round(fw*s)))
+	th = max(1, int(math.Round(fh*s)))
+	cw, ch = tw, th
+	if method == MethodCrop {
+		cw, ch = min(tw, box[0]), min(th, box[1])
+	}
+	return tw, th, cw, ch
+}
+
+// Make sure the GIF decoder is registered (thumbnails of GIFs) even if no
+// other file imports image/gif.
+var _ = gif.Decode

@@ -1,0 +1,158 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Content repository metadata (mediaapi). The bytes are files named by their
+// SHA-256; these rows say which media ID (and thumbnail) is which blob. A row
+// is written only after its blob is durably in place.
+
+// MediaRow is one media ID. SHA256 is "" while the ID was created for an
+// asynchronous upload and has no content yet.
+type MediaRow struct {
+	Origin      string
+	MediaID     string
+	Uploader    string
+	ContentType string
+	Size        int64
+	Filename    string
+	SHA256      string
+	CreatedTS   int64
+	UploadedTS  int64
+	ExpiresTS   int64
+}
+
+// ErrMediaUploaded is returned when content is uploaded to a media ID that
+// already has content.
+var ErrMediaUploaded = errors.New("media already uploaded")
+
+// InsertMedia stores the row of a completed upload.
+func (db *DB) InsertMedia(ctx context.Context, m MediaRow) error {
+	_, err := db.Exec(ctx, `INSERT INTO media (origin, media_id, uploader, content_type, size, filename, sha256, created_ts, uploaded_ts, expires_ts)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0)`,
+		m.Origin, m.MediaID, m.Uploader, m.ContentType, m.Size, m.Filename, m.SHA256, m.CreatedTS, m.UploadedTS)
+	if err != nil {
+		return fmt.Errorf("inserting media %s/%s: %w", m.Origin, m.MediaID, err)
+	}
+	return nil
+}
+
+// CreatePendingMedia reserves a media ID for an asynchronous upload, unless
+// the uploader already has maxPending unexpired pending IDs (ok false then).
+// Expired pending IDs of the uploader are deleted on the way.
+func (db *DB) CreatePendingMedia(ctx context.Context, origin, mediaID, uploader string, now, expires int64, maxPending int) (ok bool, err error) {
+	err = db.Tx(ctx, func(tx Querier) error {
+		if _, err := tx.Exec(ctx, `DELETE FROM media WHERE uploader = $1 AND uploaded_ts = 0 AND expires_ts <= $2`, uploader, now); err != nil {
+			return err
+		}
+		var n int
+		if err := tx.QueryRow(ctx, `SELECT COUNT(*) FROM media WHERE uploader = $1 AND uploaded_ts = 0`, uploader).Scan(&n); err != nil {
+			return err
+		}
+		if n >= maxPending {
+			return nil
+		}
+		ok = true
+		_, err := tx.Exec(ctx, `INSERT INTO media (origin, media_id, uploader, created_ts, expires_ts) VALUES ($1, $2, $3, $4, $5)`,
+			origin, mediaID, uploader, now, expires)
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("creating pending media %s/%s: %w", origin, mediaID, err)
+	}
+	return ok, nil
+}
+
+// CompletePendingMedia fills a pending media ID with its uploaded content. It
+// returns ErrNotFound when the ID does not exist, has expired or belongs to
+// another user (the caller tells these apart with GetMedia when it must), and
+// ErrMediaUploaded when it already has content.
+func (db *DB) CompletePendingMedia(ctx context.Context, m MediaRow) error {
+	var done bool
+	err := db.Tx(ctx, func(tx Querier) error {
+		var uploader, sha string
+		var expires int64
+		err := tx.QueryRow(ctx, `SELECT uploader, sha256, expires_ts FROM media WHERE origin = $1 AND media_id = $2`,
+			m.Origin, m.MediaID).Scan(&uploader, &sha, &expires)
+		if err != nil {
+			return err
+		}
+		if sha != "" {
+			done = true
+			return nil
+		}
+		if uploader != m.Uploader || expires <= m.UploadedTS {
+			return ErrNotFound
+		}
+		_, err = tx.Exec(ctx, `UPDATE media SET content_type = $3, size = $4, filename = $5, sha256 = $6, uploaded_ts = $7, expires_ts = 0
+			WHERE origin = $1 AND media_id = $2 AND sha256 = ''`,
+			m.Origin, m.MediaID, m.ContentType, m.Size, m.Filename, m.SHA256, m.UploadedTS)
+		return err
+	})
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return ErrNotFound
+		}
+		return fmt.Errorf("completing media %s/%s: %w", m.Origin, m.MediaID, err)
+	}
+	if done {
+		return ErrMediaUploaded
+	}
+	return nil
+}
+
+// GetMedia returns the row of a media ID, or ErrNotFound.
+func (db *DB) GetMedia(ctx context.Context, origin, mediaID string) (*MediaRow, error) {
+	m := MediaRow{Origin: origin, MediaID: mediaID}
+	err := db.QueryRow(ctx, `SELECT uploader, content_type, size, filename, sha256, created_ts, uploaded_ts, expires_ts
+		FROM media WHERE origin = $1 AND media_id = $2`, origin, mediaID).
+		Scan(&m.Uploader, &m.ContentType, &m.Size, &m.Filename, &m.SHA256, &m.CreatedTS, &m.UploadedTS, &m.ExpiresTS)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return nil, ErrNotFound
+		}
+		return nil, fmt.Errorf("reading media %s/%s: %w", origin, mediaID, err)
+	}
+	return &m, nil
+}
+
+// MediaThumbnail is a generated thumbnail of a media ID.
+type MediaThumbnail struct {
+	Origin, MediaID string
+	Width, Height   int
+	Method          string
+	Animated        bool
+	ContentType     string
+	Size            int64
+	SHA256          string
+	CreatedTS       int64
+}
+
+// GetMediaThumbnail returns a cached thumbnail, or ErrNotFound.
+func (db *DB) GetMediaThumbnail(ctx context.Context, origin, mediaID string, width, height int, method string, animated bool) (*MediaThumbnail, error) {
+	t := MediaThumbnail{Origin: origin, MediaID: mediaID, Width: width, Height: height, Method: method, Animated: animated}
+	err := db.QueryRow(ctx, `SELECT content_type, size, sha256, created_ts FROM media_thumbnails
+		WHERE origin = $1 AND media_id = $2 AND width = $3 AND height = $4 AND method = $5 AND animated = $6`,
+		origin, mediaID, width, height, method, animated).Scan(&t.ContentType, &t.Size, &t.SHA256, &t.CreatedTS)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return nil, ErrNotFound
+		}
+		return nil, fmt.Errorf("reading thumbnail of %s/%s: %w", origin, mediaID, err)
+	}
+	return &t, nil
+}
+
+// PutMediaThumbnail records a generated thumbnail (a concurrent identical one wins silently).
+func (db *DB) PutMediaThumbnail(ctx context.Context, t MediaThumbnail) error {
+	_, err := db.Exec(ctx, `INSERT INTO media_thumbnails (origin, media_id, width, height, method, animated, content_type, size, sha256, created_ts)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING`,
+		t.Origin, t.MediaID, t.Width, t.Height, t.Method, t.Animated, t.ContentType, t.Size, t.SHA256, t.CreatedTS)
+	if err != nil {
+		return fmt.Errorf("recording thumbnail of %s/%s: %w", t.Origin, t.MediaID, err)
+	}
+	return nil
+}
