@@ -122,11 +122,12 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 	var globalAcct []json.RawMessage
 	addAcct := func(a storage.AccountData, into map[string][]json.RawMessage) {
 		ev, _ := json.Marshal(map[string]any{"type": a.Type, "content": a.Content})
+		content := rawContent(a.Content)
 		if a.RoomID == "" {
-			if allows(f.AccountData, a.Type, "", "", nil) {
+			if allows(f.AccountData, a.Type, "", "", content) {
 				globalAcct = append(globalAcct, ev)
 			}
-		} else if allows(f.room().AccountData, a.Type, "", a.RoomID, nil) {
+		} else if allows(f.room().AccountData, a.Type, "", a.RoomID, content) {
 			into[a.RoomID] = append(into[a.RoomID], ev)
 		}
 	}
