@@ -71,6 +71,11 @@ func (a *API) clientRoutes(r chi.Router) {
 		r.Use(a.rateLimitLogin)
 		a.loginRoutes(r)
 	})
+	// Authentication optional (the spec's endpoints without a security section).
+	r.Group(func(r chi.Router) {
+		r.Use(a.optionalAuth, a.rateLimitUser)
+		a.publicRoutes(r)
+	})
 	// Authenticated.
 	r.Group(func(r chi.Router) {
 		r.Use(a.requireAuth, a.rateLimitUser)
@@ -86,6 +91,10 @@ func (a *API) v1Routes(r chi.Router) {
 	r.Group(func(r chi.Router) {
 		r.Use(a.rateLimitLogin)
 		a.loginRoutesV1(r)
+	})
+	r.Group(func(r chi.Router) {
+		r.Use(a.optionalAuth, a.rateLimitUser)
+		a.publicRoutesV1(r)
 	})
 	r.Group(func(r chi.Router) {
 		r.Use(a.requireAuth, a.rateLimitUser)
@@ -107,6 +116,10 @@ func (a *API) unstableRoutes(r chi.Router) {
 
 func (a *API) requireAuth(next http.Handler) http.Handler {
 	return authn.Require(a.Accounts)(a.recordSeen(next))
+}
+
+func (a *API) optionalAuth(next http.Handler) http.Handler {
+	return authn.Optional(a.Accounts)(a.recordSeen(next))
 }
 
 // Middleware wraps the whole HTTP surface: panic recovery, CORS, OPTIONS,

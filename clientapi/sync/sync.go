@@ -26,7 +26,7 @@ type Store interface {
 	RoomMembersSummaryAt(ctx context.Context, roomID string, at int64) (joined, invited []string, err error)
 	GetFilter(ctx context.Context, userID string, filterID int64) (json.RawMessage, error)
 	AccountDataSince(ctx context.Context, userID string, from, to int64) ([]storage.AccountData, error)
-	ReceiptsInRange(ctx context.Context, from, to int64) ([]storage.Receipt, error)
+	ReceiptsInRange(ctx context.Context, userID string, from, to int64) ([]storage.Receipt, error)
 	RoomReceipts(ctx context.Context, roomID string, to int64) ([]storage.Receipt, error)
 	UsersSharingRooms(ctx context.Context, userID string) ([]string, error)
 	HistoryVisibilityChanges(ctx context.Context, roomID string) ([]storage.PositionedValue, error)
@@ -137,7 +137,7 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 	// Receipts for rooms continuing from since (newly joined rooms read all).
 	receipts := map[string][]storage.Receipt{}
 	if !req.Initial {
-		rs, err := s.store.ReceiptsInRange(ctx, since.Pos, to.Pos)
+		rs, err := s.store.ReceiptsInRange(ctx, req.UserID, since.Pos, to.Pos)
 		if err != nil {
 			return nil, err
 		}
