@@ -122,19 +122,23 @@ func (s *Server) Threads(ctx context.Context, user id.UserID, roomID id.RoomID, 
 		if !v.canSee(root.StreamPos) {
 			continue
 		}
-		count, last, err := s.db.ThreadSummary(ctx, root.EventID)
+		// The summary covers the replies the user may see: not those sent
+		// after they left, say.
+		replies, err := s.db.ThreadReplies(ctx, root.EventID)
 		if err != nil {
 			return nil, err
 		}
+		count, latest := 0, ""
 		participated := root.Sender == string(user)
-		if !participated {
-			rel, err := s.db.Relations(ctx, string(roomID), root.EventID, "m.thread", "", 0, false, 1000)
-			if err != nil {
-				return nil, err
+		for _, r := range replies {
+			if !v.canSee(r.Pos) {
+				continue
 			}
-			for _, r := range rel {
-				participated = participated || r.Sender == string(user)
+			if count == 0 {
+				latest = r.EventID
 			}
+			count++
+			participated = participated || r.Sender == string(user)
 		}
 		if include == "participated" && !participated {
 			continue
@@ -144,7 +148,11 @@ func (s *Server) Threads(ctx context.Context, user id.UserID, roomID id.RoomID, 
 			return nil, err
 		}
 		summary := map[string]any{"count": count, "current_user_participated": participated}
-		if last != nil {
+		if latest != "" {
+			last, err := s.db.GetEvent(ctx, latest)
+			if err != nil {
+				return nil, err
+			}
 			if lc, err := s.toClient(ctx, version, v, last); err == nil {
 				summary["latest_event"] = lc
 			}
