@@ -33,6 +33,7 @@ type API struct {
 	ipLimiter    *ratelimit.Limiter
 	userLimiter  *ratelimit.Limiter
 	loginLimiter *ratelimit.Limiter
+	roomLimiter  *ratelimit.Limiter // POST /createRoom per user
 }
 
 // Mount registers the client-server API, the well-known documents and the
@@ -42,6 +43,7 @@ func (a *API) Mount(r chi.Router) {
 	a.ipLimiter = ratelimit.New(lim.RequestsPerSecond, lim.Burst)
 	a.userLimiter = ratelimit.New(lim.RequestsPerSecond, lim.Burst)
 	a.loginLimiter = ratelimit.New(lim.LoginPerSecond, lim.LoginBurst)
+	a.roomLimiter = ratelimit.New(lim.CreateRoomPerSecond, lim.CreateRoomBurst)
 
 	r.Get("/.well-known/matrix/client", a.wellKnownClient)
 	r.Get("/.well-known/matrix/server", a.wellKnownServer)
