@@ -150,3 +150,20 @@ func TestKeyframeCostLinear(t *testing.T) {
 		t.Fatalf("%d snapshot rows for %d changes of a 1,000-entry state", rows, n)
 	}
 }
+
+// BenchmarkCreateRoomMaxInitialState measures createRoom at its bound of
+// MaxCreateInitialState initial_state entries (embedded SQLite).
+func BenchmarkCreateRoomMaxInitialState(b *testing.B) {
+	s := newTestServer(b)
+	ctx := context.Background()
+	state := make([]InitialStateEvent, MaxCreateInitialState)
+	for i := range state {
+		state[i] = InitialStateEvent{Type: "org.example.state", StateKey: fmt.Sprint(i), Content: json.RawMessage(`{}`)}
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := s.CreateRoom(ctx, user("owner"), &CreateRoomRequest{InitialState: state}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
