@@ -40,8 +40,6 @@ func (a *API) accountRoutes(r chi.Router) {
 	r.Method(http.MethodDelete, "/devices/{deviceId}", mxhttp.JSON(a.deleteDevice))
 	r.Method(http.MethodPost, "/delete_devices", mxhttp.JSON(a.deleteDevices))
 
-	r.Method(http.MethodGet, "/profile/{userId}", mxhttp.JSON(a.getProfile))
-	r.Method(http.MethodGet, "/profile/{userId}/{keyName}", mxhttp.JSON(a.getProfileField))
 	r.Method(http.MethodPut, "/profile/{userId}/{keyName}", mxhttp.JSON(a.putProfileField))
 	r.Method(http.MethodDelete, "/profile/{userId}/{keyName}", mxhttp.JSON(a.deleteProfileField))
 

@@ -10,9 +10,9 @@ import (
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 )
 
-// Profiles are served to authenticated users only (the spec allows servers
-// to require auth for profile lookups; it keeps member data from anonymous
-// scraping). Remote profiles need federation: M_NOT_FOUND until it lands.
+// Profiles are served with or without an access token, as profile.yaml
+// defines GET without a security section (publicRoutes). Remote profiles
+// need federation: M_NOT_FOUND until it lands.
 
 func (a *API) getProfile(r *http.Request) (any, error) {
 	p, err := a.Accounts.GetProfile(r.Context(), id.UserID(mxhttp.PathParam(r, "userId")))

@@ -43,7 +43,7 @@ func (a *API) roomRoutes(r chi.Router) {
 	if a.Rooms == nil {
 		return
 	}
-	r.Method(http.MethodPost, "/createRoom", mxhttp.JSON(a.createRoom))
+	r.With(a.rateLimitCreateRoom).Method(http.MethodPost, "/createRoom", mxhttp.JSON(a.createRoom))
 	r.Method(http.MethodPost, "/join/{roomIDOrAlias}", mxhttp.JSON(a.joinRoom))
 	r.Method(http.MethodPost, "/knock/{roomIDOrAlias}", mxhttp.JSON(a.knockRoom))
 	r.Method(http.MethodGet, "/joined_rooms", mxhttp.JSON(a.joinedRooms))
@@ -92,6 +92,11 @@ func roomIDParam(r *http.Request) (id.RoomID, error) {
 		return "", mxhttp.InvalidParam("Invalid room ID")
 	}
 	return id.RoomID(roomID), nil
+}
+
+// rateLimitCreateRoom applies limits.create_room_per_second per user.
+func (a *API) rateLimitCreateRoom(next http.Handler) http.Handler {
+	return limitBy(a.roomLimiter, func(r *http.Request) string { return authn.FromRequest(r).UserID.String() }, next)
 }
 
 func (a *API) createRoom(r *http.Request) (any, error) {

@@ -25,12 +25,9 @@ type RoomsDirectory interface {
 
 func (a *API) directoryRoutes(r chi.Router) {
 	r.Method(http.MethodPut, "/directory/room/{alias}", mxhttp.JSON(a.putAlias))
-	r.Method(http.MethodGet, "/directory/room/{alias}", mxhttp.JSON(a.getAlias))
 	r.Method(http.MethodDelete, "/directory/room/{alias}", mxhttp.JSON(a.deleteAlias))
 	r.Method(http.MethodGet, "/rooms/{roomID}/aliases", mxhttp.JSON(a.roomAliases))
 	r.Method(http.MethodPut, "/directory/list/room/{roomID}", mxhttp.JSON(a.putVisibility))
-	r.Method(http.MethodGet, "/directory/list/room/{roomID}", mxhttp.JSON(a.getVisibility))
-	r.Method(http.MethodGet, "/publicRooms", mxhttp.JSON(a.publicRooms))
 	r.Method(http.MethodPost, "/publicRooms", mxhttp.JSON(a.publicRooms))
 }
 

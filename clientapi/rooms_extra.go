@@ -43,7 +43,6 @@ func (a *API) roomExtraRoutesV1(r chi.Router) {
 	r.Method(http.MethodGet, "/rooms/{roomID}/threads", mxhttp.JSON(a.threads))
 	r.Method(http.MethodGet, "/rooms/{roomID}/hierarchy", mxhttp.JSON(a.hierarchy))
 	r.Method(http.MethodGet, "/rooms/{roomID}/timestamp_to_event", mxhttp.JSON(a.timestampToEvent))
-	r.Method(http.MethodGet, "/room_summary/{roomIDOrAlias}", mxhttp.JSON(a.roomSummary))
 }
 
 // RoomSummaryUnstable serves MSC3266's unstable paths; the router mounts it
@@ -202,6 +201,14 @@ func (a *API) timestampToEvent(r *http.Request) (any, error) {
 	return map[string]any{"event_id": evID, "origin_server_ts": evTS}, nil
 }
 
+// roomSummary: GET /v1/room_summary/{roomIdOrAlias}. Authentication is
+// optional: an anonymous caller sees only the rooms room_summary.yaml lets
+// servers show without it (public, knock or knock_restricted join rules, or
+// world_readable history).
 func (a *API) roomSummary(r *http.Request) (any, error) {
-	return a.Rooms.Summary(r.Context(), authn.FromRequest(r).UserID, mxhttp.PathParam(r, "roomIDOrAlias"))
+	var user id.UserID
+	if d := authn.FromRequest(r); d != nil {
+		user = d.UserID
+	}
+	return a.Rooms.Summary(r.Context(), user, mxhttp.PathParam(r, "roomIDOrAlias"))
 }

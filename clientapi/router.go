@@ -37,6 +37,7 @@ type API struct {
 	userLimiter   *ratelimit.Limiter
 	loginLimiter  *ratelimit.Limiter
 	uploadLimiter *ratelimit.Limiter
+	roomLimiter   *ratelimit.Limiter // POST /createRoom per user
 }
 
 // Mount registers the client-server API, the well-known documents and the
@@ -46,6 +47,7 @@ func (a *API) Mount(r chi.Router) {
 	a.ipLimiter = ratelimit.New(lim.RequestsPerSecond, lim.Burst)
 	a.userLimiter = ratelimit.New(lim.RequestsPerSecond, lim.Burst)
 	a.loginLimiter = ratelimit.New(lim.LoginPerSecond, lim.LoginBurst)
+	a.roomLimiter = ratelimit.New(lim.CreateRoomPerSecond, lim.CreateRoomBurst)
 
 	r.Get("/.well-known/matrix/client", a.wellKnownClient)
 	r.Get("/.well-known/matrix/server", a.wellKnownServer)
@@ -76,6 +78,11 @@ func (a *API) clientRoutes(r chi.Router) {
 		r.Use(a.rateLimitLogin)
 		a.loginRoutes(r)
 	})
+	// Authentication optional (the spec's endpoints without a security section).
+	r.Group(func(r chi.Router) {
+		r.Use(a.optionalAuth, a.rateLimitUser)
+		a.publicRoutes(r)
+	})
 	// Authenticated.
 	r.Group(func(r chi.Router) {
 		r.Use(a.requireAuth, a.rateLimitUser)
@@ -92,6 +99,10 @@ func (a *API) v1Routes(r chi.Router) {
 	r.Group(func(r chi.Router) {
 		r.Use(a.rateLimitLogin)
 		a.loginRoutesV1(r)
+	})
+	r.Group(func(r chi.Router) {
+		r.Use(a.optionalAuth, a.rateLimitUser)
+		a.publicRoutesV1(r)
 	})
 	r.Group(func(r chi.Router) {
 		r.Use(a.requireAuth, a.rateLimitUser)
@@ -114,6 +125,10 @@ func (a *API) unstableRoutes(r chi.Router) {
 
 func (a *API) requireAuth(next http.Handler) http.Handler {
 	return authn.Require(a.Accounts)(a.recordSeen(next))
+}
+
+func (a *API) optionalAuth(next http.Handler) http.Handler {
+	return authn.Optional(a.Accounts)(a.recordSeen(next))
 }
 
 // Middleware wraps the whole HTTP surface: panic recovery, CORS, OPTIONS,

@@ -21,6 +21,12 @@ type InitialStateEvent struct {
 	Content  json.RawMessage `json:"content"`
 }
 
+// Bounds of a createRoom request (400 M_INVALID_PARAM beyond them).
+const (
+	MaxCreateInvites      = 100
+	MaxCreateInitialState = 200
+)
+
 // CreateRoomRequest is the body of POST /createRoom.
 type CreateRoomRequest struct {
 	Visibility                string                     `json:"visibility"`
@@ -89,6 +95,14 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 	case "", "private", "public":
 	default:
 		return "", mxhttp.BadJSON("Unknown visibility %q", req.Visibility)
+	}
+	// Each invite and initial_state entry is an event (and a state snapshot)
+	// written in the request: bounded.
+	if len(req.Invite) > MaxCreateInvites {
+		return "", mxhttp.InvalidParam("At most %d users can be invited when creating a room", MaxCreateInvites)
+	}
+	if len(req.InitialState) > MaxCreateInitialState {
+		return "", mxhttp.InvalidParam("At most %d initial_state events are accepted when creating a room", MaxCreateInitialState)
 	}
 	var invitees []id.UserID
 	for _, u := range req.Invite {

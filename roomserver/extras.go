@@ -122,19 +122,23 @@ func (s *Server) Threads(ctx context.Context, user id.UserID, roomID id.RoomID, 
 		if !v.canSee(root.StreamPos) {
 			continue
 		}
-		count, last, err := s.db.ThreadSummary(ctx, root.EventID)
+		// The summary covers the replies the user may see: not those sent
+		// after they left, say.
+		replies, err := s.db.ThreadReplies(ctx, root.EventID)
 		if err != nil {
 			return nil, err
 		}
+		count, latest := 0, ""
 		participated := root.Sender == string(user)
-		if !participated {
-			rel, err := s.db.Relations(ctx, string(roomID), root.EventID, "m.thread", "", 0, false, 1000)
-			if err != nil {
-				return nil, err
+		for _, r := range replies {
+			if !v.canSee(r.Pos) {
+				continue
 			}
-			for _, r := range rel {
-				participated = participated || r.Sender == string(user)
+			if count == 0 {
+				latest = r.EventID
 			}
+			count++
+			participated = participated || r.Sender == string(user)
 		}
 		if include == "participated" && !participated {
 			continue
@@ -144,7 +148,11 @@ func (s *Server) Threads(ctx context.Context, user id.UserID, roomID id.RoomID, 
 			return nil, err
 		}
 		summary := map[string]any{"count": count, "current_user_participated": participated}
-		if last != nil {
+		if latest != "" {
+			last, err := s.db.GetEvent(ctx, latest)
+			if err != nil {
+				return nil, err
+			}
 			if lc, err := s.toClient(ctx, version, v, last); err == nil {
 				summary["latest_event"] = lc
 			}
@@ -181,25 +189,87 @@ func (s *Server) TimestampToEvent(ctx context.Context, user id.UserID, roomID id
 // RoomSummary is GET /v1/room_summary/{roomIdOrAlias}.
 type RoomSummary struct {
 	PublicRoom
-	Membership  string `json:"membership,omitempty"`
-	RoomVersion string `json:"room_version,omitempty"`
-	Encryption  string `json:"encryption,omitempty"`
+	AllowedRoomIDs []string `json:"allowed_room_ids,omitempty"`
+	Membership     string   `json:"membership,omitempty"`
+	RoomVersion    string   `json:"room_version,omitempty"`
+	Encryption     string   `json:"encryption,omitempty"`
 }
 
-// canPeek reports whether a user who is not joined may see a room's summary.
-func canPeek(info *PublicRoom, membership string) bool {
+// allowedRooms are the rooms whose members may join a restricted (or
+// knock_restricted) room: its join rules' m.room_membership allow conditions.
+func (s *Server) allowedRooms(ctx context.Context, roomID id.RoomID, joinRule string) ([]string, error) {
+	if joinRule != "restricted" && joinRule != "knock_restricted" {
+		return nil, nil
+	}
+	e, err := s.db.CurrentStateEvent(ctx, string(roomID), "m.room.join_rules", "")
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, a := range gjson.GetBytes(e.JSON, "content.allow").Array() {
+		if a.Get("type").Str == "m.room_membership" && a.Get("room_id").Type == gjson.String {
+			out = append(out, a.Get("room_id").Str)
+		}
+	}
+	return out, nil
+}
+
+// canPeek reports whether user ("" when anonymous) may see a room's summary
+// or its place in a space hierarchy (space_hierarchy.yaml, room_summary.yaml
+// and MSC3266): members, invitees and knockers; anyone when the room is
+// public, knockable (knock, knock_restricted) or world_readable; for a
+// restricted room, only a user who meets one of its allow conditions (is
+// joined to one of allowed).
+func (s *Server) canPeek(ctx context.Context, user id.UserID, info *PublicRoom, membership string, allowed []string) (bool, error) {
 	switch membership {
 	case "join", "invite", "knock":
-		return true
+		return true, nil
 	}
 	switch info.JoinRule {
-	case "public", "knock", "knock_restricted", "restricted":
-		return true
+	case "public", "knock", "knock_restricted":
+		return true, nil
 	}
-	return info.WorldReadable
+	if info.WorldReadable {
+		return true, nil
+	}
+	if info.JoinRule != "restricted" || user == "" || membership == "ban" {
+		return false, nil
+	}
+	for _, room := range allowed {
+		m, err := s.db.GetMembership(ctx, room, string(user))
+		if errors.Is(err, storage.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		if m.Membership == "join" {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
-// Summary describes a room to a user who may see it.
+// membershipOf is user's current membership in room ("" when none or anonymous).
+func (s *Server) membershipOf(ctx context.Context, roomID id.RoomID, user id.UserID) (string, error) {
+	if user == "" {
+		return "", nil
+	}
+	m, err := s.db.GetMembership(ctx, string(roomID), string(user))
+	if errors.Is(err, storage.ErrNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return m.Membership, nil
+}
+
+// Summary describes a room to a user who may see it; user is "" for an
+// anonymous request (then the answer has no membership).
 func (s *Server) Summary(ctx context.Context, user id.UserID, roomIDOrAlias string) (*RoomSummary, error) {
 	roomID, err := s.ResolveRoom(ctx, roomIDOrAlias)
 	if err != nil {
@@ -216,17 +286,21 @@ func (s *Server) Summary(ctx context.Context, user id.UserID, roomIDOrAlias stri
 	if err != nil {
 		return nil, err
 	}
-	membership := ""
-	if user != "" {
-		if m, err := s.db.GetMembership(ctx, string(roomID), string(user)); err == nil {
-			membership = m.Membership
-		}
+	membership, err := s.membershipOf(ctx, roomID, user)
+	if err != nil {
+		return nil, err
 	}
-	if !canPeek(info, membership) {
+	allowed, err := s.allowedRooms(ctx, roomID, info.JoinRule)
+	if err != nil {
+		return nil, err
+	}
+	if ok, err := s.canPeek(ctx, user, info, membership, allowed); err != nil {
+		return nil, err
+	} else if !ok {
 		return nil, mxhttp.NotFound("Room not found or not visible to you")
 	}
-	sum := &RoomSummary{PublicRoom: *info, Membership: membership, RoomVersion: string(version)}
-	if sum.Membership == "" {
+	sum := &RoomSummary{PublicRoom: *info, AllowedRoomIDs: allowed, Membership: membership, RoomVersion: string(version)}
+	if sum.Membership == "" && user != "" {
 		sum.Membership = "leave"
 	}
 	if e, err := s.db.CurrentStateEvent(ctx, string(roomID), "m.room.encryption", ""); err == nil {
@@ -238,7 +312,8 @@ func (s *Server) Summary(ctx context.Context, user id.UserID, roomIDOrAlias stri
 // HierarchyRoom is one room of GET /v1/rooms/{id}/hierarchy.
 type HierarchyRoom struct {
 	PublicRoom
-	ChildrenState []json.RawMessage `json:"children_state"`
+	AllowedRoomIDs []string          `json:"allowed_room_ids,omitempty"`
+	ChildrenState  []json.RawMessage `json:"children_state"`
 }
 
 // HierarchyResponse is the page.
@@ -257,12 +332,17 @@ func (s *Server) Hierarchy(ctx context.Context, user id.UserID, roomID id.RoomID
 	if _, err := s.roomVersion(ctx, roomID); errors.Is(err, ErrUnknownRoom) {
 		return nil, mxhttp.Forbidden("You cannot see this room")
 	}
-	m, _ := s.db.GetMembership(ctx, string(roomID), string(user))
-	membership := ""
-	if m != nil {
-		membership = m.Membership
+	membership, err := s.membershipOf(ctx, roomID, user)
+	if err != nil {
+		return nil, err
 	}
-	if !canPeek(root, membership) {
+	rootAllowed, err := s.allowedRooms(ctx, roomID, root.JoinRule)
+	if err != nil {
+		return nil, err
+	}
+	if ok, err := s.canPeek(ctx, user, root, membership, rootAllowed); err != nil {
+		return nil, err
+	} else if !ok {
 		return nil, mxhttp.Forbidden("You cannot see this room")
 	}
 	skip := 0
@@ -292,14 +372,22 @@ func (s *Server) Hierarchy(ctx context.Context, user id.UserID, roomID id.RoomID
 		if err != nil {
 			return nil, err
 		}
-		mem := ""
-		if m, err := s.db.GetMembership(ctx, string(it.room), string(user)); err == nil {
-			mem = m.Membership
+		mem, err := s.membershipOf(ctx, it.room, user)
+		if err != nil {
+			return nil, err
 		}
-		if it.room != roomID && !canPeek(info, mem) {
-			continue
+		allowed, err := s.allowedRooms(ctx, it.room, info.JoinRule)
+		if err != nil {
+			return nil, err
 		}
-		hr := &HierarchyRoom{PublicRoom: *info, ChildrenState: []json.RawMessage{}}
+		if it.room != roomID {
+			if ok, err := s.canPeek(ctx, user, info, mem, allowed); err != nil {
+				return nil, err
+			} else if !ok {
+				continue
+			}
+		}
+		hr := &HierarchyRoom{PublicRoom: *info, AllowedRoomIDs: allowed, ChildrenState: []json.RawMessage{}}
 		state, err := s.db.CurrentStateEvents(ctx, string(it.room))
 		if err != nil {
 			return nil, err

@@ -51,6 +51,30 @@ func (v *viewer) current() string {
 
 func (v *viewer) canSee(pos int64) bool { return v.hv.CanSee(pos) }
 
+// firstVisibleFrom is the first stream position at or after pos the user may
+// see. Visibility only changes at the user's membership events and the
+// room's history_visibility events, so those are the candidates.
+func (v *viewer) firstVisibleFrom(pos int64) (int64, bool) {
+	if v.canSee(pos) {
+		return pos, true
+	}
+	var candidates []int64
+	for _, list := range [][]Positioned{v.hv.Memberships, v.hv.Visibility} {
+		for _, p := range list {
+			if p.Pos > pos {
+				candidates = append(candidates, p.Pos)
+			}
+		}
+	}
+	slices.Sort(candidates)
+	for _, c := range candidates {
+		if v.canSee(c) {
+			return c, true
+		}
+	}
+	return 0, false
+}
+
 // lastVisiblePos is the stream position up to which the user may read the
 // room's current state: now if joined, else their leave/ban/kick (0 if never in the room).
 func (v *viewer) lastVisiblePos() (pos int64, current bool) {
@@ -277,11 +301,17 @@ func (s *Server) Members(ctx context.Context, user id.UserID, roomID id.RoomID, 
 			return nil, mxhttp.InvalidParam("Invalid at token")
 		}
 		at := tok.Stream
-		if !current && pos >= 0 && at > pos {
-			at = pos
-		}
 		if !current && pos < 0 {
 			return nil, mxhttp.Forbidden("You are not in this room")
+		}
+		if !current && at > pos {
+			at = pos
+		}
+		// Nor the members at a point the user may not see (before they
+		// joined a room with joined history, say): the earliest they may.
+		at, ok := v.firstVisibleFrom(at)
+		if !ok {
+			return nil, mxhttp.Forbidden("You may not see the room at that point")
 		}
 		if entries, err = s.db.StateAtStream(ctx, string(roomID), at); err != nil {
 			return nil, err
@@ -438,6 +468,9 @@ func (s *Server) tokenPos(ctx context.Context, roomID id.RoomID, tok string) (st
 	return s.db.TopoPosAtStream(ctx, string(roomID), t.Stream)
 }
 
+// maxMessagesScan bounds the events one /messages request reads.
+const maxMessagesScan = 2000
+
 // Messages pages through a room's history in topological order.
 func (s *Server) Messages(ctx context.Context, user id.UserID, roomID id.RoomID, req MessagesRequest) (*MessagesResponse, error) {
 	version, v, err := s.roomAndViewer(ctx, user, roomID)
@@ -481,11 +514,18 @@ func (s *Server) Messages(ctx context.Context, user id.UserID, roomID id.RoomID,
 	cursor := from
 	senders := map[string]bool{}
 	var kept []*storage.StoredEvent
-	for len(kept) < limit {
-		batch, err := s.db.RoomEventsByTopology(ctx, string(roomID), cursor, to, req.Backward, limit*2)
+	// Hidden history is skipped in SQL (the user's visible stream ranges);
+	// what is read and dropped still (a filter's misses) is capped per
+	// request: past the cap the answer ends early, with an end token.
+	ranges := v.hv.VisibleRanges()
+	batchSize := min(max(limit*2, 50), 1000)
+	scanned := 0
+	for len(kept) < limit && scanned < maxMessagesScan {
+		batch, err := s.db.RoomEventsByTopology(ctx, string(roomID), cursor, to, req.Backward, batchSize, ranges)
 		if err != nil {
 			return nil, err
 		}
+		scanned += len(batch)
 		for _, se := range batch {
 			if req.Backward {
 				cursor = storage.TopoPos{Depth: se.Depth, Stream: se.StreamPos - 1}
@@ -500,7 +540,7 @@ func (s *Server) Messages(ctx context.Context, user id.UserID, roomID id.RoomID,
 				break
 			}
 		}
-		if len(batch) < limit*2 {
+		if len(batch) < batchSize {
 			if len(kept) < limit {
 				cursor = storage.TopoPos{} // exhausted: no end token
 			}

@@ -2,6 +2,7 @@ package roomserver
 
 import (
 	"context"
+	"slices"
 
 	"maunium.net/go/mautrix/id"
 
@@ -68,6 +69,62 @@ func (h *HistoryVisibility) CanSee(pos int64) bool {
 		return true
 	}
 	return (visAt != visPrior || memAt != memPrior) && h.allowed(normalVisibility(visAt), memAt, pos)
+}
+
+// maxVisibleRanges bounds VisibleRanges' answer (past it, ranges merge).
+const maxVisibleRanges = 16
+
+// VisibleRanges returns inclusive stream position ranges, ascending, that
+// hold every position the user may see (CanSee): a reader can skip what lies
+// outside them in SQL instead of reading and dropping hidden events. Past
+// maxVisibleRanges, neighbouring ranges are merged, so the ranges may hold
+// some hidden positions too: CanSee still decides each event. Empty when
+// the user may see nothing.
+func (h *HistoryVisibility) VisibleRanges() [][2]int64 {
+	const end = int64(1) << 62
+	// CanSee only changes at the positions of the user's membership events
+	// and of the room's history_visibility events: it is constant between them.
+	var cuts []int64
+	for _, list := range [][]Positioned{h.Memberships, h.Visibility} {
+		for _, p := range list {
+			cuts = append(cuts, p.Pos)
+		}
+	}
+	slices.Sort(cuts)
+	cuts = slices.Compact(cuts)
+	var out [][2]int64
+	add := func(lo, hi int64) {
+		if lo > hi {
+			return
+		}
+		if n := len(out); n > 0 && out[n-1][1]+1 >= lo {
+			out[n-1][1] = max(out[n-1][1], hi)
+			return
+		}
+		out = append(out, [2]int64{lo, hi})
+	}
+	prev := int64(-1) // the last cut handled
+	for _, c := range append(cuts, end) {
+		if prev+1 <= c-1 && h.CanSee(prev+1) { // the positions strictly between
+			add(prev+1, c-1)
+		}
+		if c != end && h.CanSee(c) {
+			add(c, c)
+		}
+		prev = c
+	}
+	for len(out) > maxVisibleRanges {
+		// Merge the two ranges with the smallest gap between them.
+		best := 0
+		for i := 1; i+1 < len(out); i++ {
+			if out[i+1][0]-out[i][1] < out[best+1][0]-out[best][1] {
+				best = i
+			}
+		}
+		out[best][1] = out[best+1][1]
+		out = slices.Delete(out, best+1, best+2)
+	}
+	return out
 }
 
 func (h *HistoryVisibility) allowed(vis, membership string, pos int64) bool {

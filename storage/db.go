@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -72,7 +73,13 @@ type DB struct {
 
 	// Stream allocates positions in the one stream /sync reads.
 	Stream *Stream
+
+	reads atomic.Int64 // read queries run (Reads)
 }
+
+// Reads is the number of read queries (Query, QueryRow) run so far: tests
+// bound what one request costs with it.
+func (db *DB) Reads() int64 { return db.reads.Load() }
 
 // Open connects to the store named by url and runs pending migrations.
 // url is "sqlite:PATH" or "postgres://...".
@@ -207,11 +214,13 @@ func (db *DB) Exec(ctx context.Context, query string, args ...any) (int64, error
 
 // Query runs a read query.
 func (db *DB) Query(ctx context.Context, query string, args ...any) (Rows, error) {
+	db.reads.Add(1)
 	return db.reader().Query(ctx, query, args...)
 }
 
 // QueryRow runs a read query expected to return at most one row.
 func (db *DB) QueryRow(ctx context.Context, query string, args ...any) Row {
+	db.reads.Add(1)
 	return db.reader().QueryRow(ctx, query, args...)
 }
 

@@ -324,28 +324,45 @@ type TopoPos struct{ Depth, Stream int64 }
 
 // RoomEventsByTopology returns a room's timeline events in topological order
 // (depth, stream_pos): forwards those after from (exclusive) up to to
-// (inclusive, when set); backwards those at or before from down to to (exclusive).
-func (db *DB) RoomEventsByTopology(ctx context.Context, roomID string, from TopoPos, to *TopoPos, backwards bool, limit int) ([]*StoredEvent, error) {
+// (inclusive, when set); backwards those at or before from down to to
+// (exclusive). With streamRanges (inclusive stream position ranges), only
+// events inside one of them: the rest is skipped in the database.
+func (db *DB) RoomEventsByTopology(ctx context.Context, roomID string, from TopoPos, to *TopoPos, backwards bool, limit int, streamRanges [][2]int64) ([]*StoredEvent, error) {
+	args := []any{roomID, from.Depth, from.Stream, 0, 0, limit}
+	inRanges := ""
+	if streamRanges != nil {
+		conds := make([]string, len(streamRanges))
+		for i, r := range streamRanges {
+			conds[i] = fmt.Sprintf("stream_pos BETWEEN $%d AND $%d", len(args)+1, len(args)+2)
+			args = append(args, r[0], r[1])
+		}
+		inRanges = " AND (" + strings.Join(conds, " OR ") + ")"
+		if len(conds) == 0 {
+			inRanges = " AND FALSE"
+		}
+	}
 	if backwards {
 		lo := TopoPos{-1 << 62, 0}
 		if to != nil {
 			lo = *to
 		}
+		args[3], args[4] = lo.Depth, lo.Stream
 		return collectEvents(db.Query(ctx, `SELECT `+eventColumns+` FROM events
 			WHERE room_id = $1 AND NOT soft_failed
 			  AND (depth < $2 OR (depth = $2 AND stream_pos <= $3))
-			  AND (depth > $4 OR (depth = $4 AND stream_pos > $5))
-			ORDER BY depth DESC, stream_pos DESC LIMIT $6`, roomID, from.Depth, from.Stream, lo.Depth, lo.Stream, limit))
+			  AND (depth > $4 OR (depth = $4 AND stream_pos > $5))`+inRanges+`
+			ORDER BY depth DESC, stream_pos DESC LIMIT $6`, args...))
 	}
 	hi := TopoPos{1 << 62, 0}
 	if to != nil {
 		hi = *to
 	}
+	args[3], args[4] = hi.Depth, hi.Stream
 	return collectEvents(db.Query(ctx, `SELECT `+eventColumns+` FROM events
 		WHERE room_id = $1 AND NOT soft_failed
 		  AND (depth > $2 OR (depth = $2 AND stream_pos > $3))
-		  AND (depth < $4 OR (depth = $4 AND stream_pos <= $5))
-		ORDER BY depth ASC, stream_pos ASC LIMIT $6`, roomID, from.Depth, from.Stream, hi.Depth, hi.Stream, limit))
+		  AND (depth < $4 OR (depth = $4 AND stream_pos <= $5))`+inRanges+`
+		ORDER BY depth ASC, stream_pos ASC LIMIT $6`, args...))
 }
 
 // TopoPosAtStream is the topological position of the latest event of the room
@@ -535,17 +552,31 @@ func (db *DB) ThreadRoots(ctx context.Context, roomID string, before int64, limi
 	return out, outLatest, nil
 }
 
-// ThreadSummary counts a thread's replies and returns the latest one.
-func (db *DB) ThreadSummary(ctx context.Context, rootID string) (count int, latest *StoredEvent, err error) {
-	if err := db.QueryRow(ctx, `SELECT COUNT(*) FROM events WHERE relates_to = $1 AND rel_type = 'm.thread' AND NOT soft_failed`, rootID).Scan(&count); err != nil {
-		return 0, nil, err
+// ThreadReply is a thread reply's position, ID and sender.
+type ThreadReply struct {
+	Pos     int64
+	EventID string
+	Sender  string
+}
+
+// ThreadReplies lists a thread's replies, newest first, without their
+// bodies: a reader counts those the user may see and loads the latest.
+func (db *DB) ThreadReplies(ctx context.Context, rootID string) ([]ThreadReply, error) {
+	rows, err := db.Query(ctx, `SELECT stream_pos, event_id, sender FROM events
+		WHERE relates_to = $1 AND rel_type = 'm.thread' AND NOT soft_failed ORDER BY stream_pos DESC`, rootID)
+	if err != nil {
+		return nil, fmt.Errorf("loading replies of thread %s: %w", rootID, err)
 	}
-	if count == 0 {
-		return 0, nil, nil
+	defer rows.Close()
+	var out []ThreadReply
+	for rows.Next() {
+		var r ThreadReply
+		if err := rows.Scan(&r.Pos, &r.EventID, &r.Sender); err != nil {
+			return nil, fmt.Errorf("loading replies of thread %s: %w", rootID, err)
+		}
+		out = append(out, r)
 	}
-	latest, err = scanEvent(db.QueryRow(ctx, `SELECT `+eventColumns+` FROM events WHERE relates_to = $1 AND rel_type = 'm.thread' AND NOT soft_failed
-		ORDER BY stream_pos DESC LIMIT 1`, rootID))
-	return count, latest, err
+	return out, rows.Err()
 }
 
 // EventNearTimestamp finds the room's event closest to ts in the direction

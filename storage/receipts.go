@@ -32,18 +32,25 @@ func (db *DB) UpsertReceipt(ctx context.Context, r Receipt) error {
 	return nil
 }
 
-// ReceiptsInRange returns every receipt with a position in (from, to].
-func (db *DB) ReceiptsInRange(ctx context.Context, from, to int64) ([]Receipt, error) {
-	return db.receiptQuery(ctx, `WHERE stream_pos > $1 AND stream_pos <= $2 ORDER BY stream_pos`, from, to)
+// ReceiptsInRange returns the receipts with a position in (from, to] in the
+// rooms userID is joined to, or whose membership changed after from (an
+// incremental /sync decides those from the membership at to). The rooms are
+// chosen in SQL so that a sync reads its own rooms' receipts through the
+// (room_id, stream_pos) index, never every receipt on the server.
+func (db *DB) ReceiptsInRange(ctx context.Context, userID string, from, to int64) ([]Receipt, error) {
+	return db.receiptQuery(ctx, `JOIN memberships m ON m.room_id = r.room_id AND m.user_id = $3
+		AND (m.membership = 'join' OR m.stream_pos > $1)
+		WHERE r.stream_pos > $1 AND r.stream_pos <= $2 ORDER BY r.stream_pos`, from, to, userID)
 }
 
 // RoomReceipts returns all of a room's receipts with positions <= to.
 func (db *DB) RoomReceipts(ctx context.Context, roomID string, to int64) ([]Receipt, error) {
-	return db.receiptQuery(ctx, `WHERE room_id = $1 AND stream_pos <= $2 ORDER BY stream_pos`, roomID, to)
+	return db.receiptQuery(ctx, `WHERE r.room_id = $1 AND r.stream_pos <= $2 ORDER BY r.stream_pos`, roomID, to)
 }
 
 func (db *DB) receiptQuery(ctx context.Context, where string, args ...any) ([]Receipt, error) {
-	rows, err := db.Query(ctx, `SELECT room_id, user_id, receipt_type, thread_id, event_id, ts, stream_pos FROM receipts `+where, args...)
+	rows, err := db.Query(ctx, `SELECT r.room_id, r.user_id, r.receipt_type, r.thread_id, r.event_id, r.ts, r.stream_pos
+		FROM receipts r `+where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("reading receipts: %w", err)
 	}

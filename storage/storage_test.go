@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 
@@ -123,5 +124,42 @@ func TestStreamAdvancesOnlyOverFinishedPositions(t *testing.T) {
 	fin()
 	if first != p2+1 || s.Current() != p2+3 {
 		t.Fatalf("AllocateN: first %d, current %d", first, s.Current())
+	}
+}
+
+// TestReceiptsInRangeOnlyUsersRooms: an incremental /sync reads the receipts
+// of the rooms the user is joined to (or whose membership changed in the
+// range), not every receipt on the server.
+func TestReceiptsInRangeOnlyUsersRooms(t *testing.T) {
+	ctx := context.Background()
+	for backend, db := range openBackends(t) {
+		t.Run(backend, func(t *testing.T) {
+			member := func(room, membership string, pos int64) {
+				if _, err := db.Exec(ctx, `INSERT INTO memberships (room_id, user_id, membership, event_id, stream_pos)
+					VALUES ($1, '@a:x', $2, $3, $4)`, room, membership, "$m"+room, pos); err != nil {
+					t.Fatal(err)
+				}
+			}
+			member("!joined:x", "join", 1)
+			member("!left-long-ago:x", "leave", 2)
+			member("!left-in-range:x", "leave", 15)
+			for i, room := range []string{"!joined:x", "!left-long-ago:x", "!left-in-range:x", "!stranger:x"} {
+				r := storage.Receipt{RoomID: room, UserID: "@b:x", Type: "m.read", EventID: "$e", TS: 1, Pos: int64(11 + i)}
+				if err := db.UpsertReceipt(ctx, r); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := db.ReceiptsInRange(ctx, "@a:x", 10, 20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var rooms []string
+			for _, r := range got {
+				rooms = append(rooms, r.RoomID)
+			}
+			if want := []string{"!joined:x", "!left-in-range:x"}; !slices.Equal(rooms, want) {
+				t.Fatalf("receipts from rooms %v, want %v", rooms, want)
+			}
+		})
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/pushrules"
 
+	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -102,6 +103,45 @@ func (s *Service) readPositions(ctx context.Context, roomID, userID string) (rea
 	return rp, nil
 }
 
+// membershipView is a user's membership history in a room. Like Synapse,
+// which records push actions only for the members of a room when an event is
+// sent, an event counts (unread counts, /notifications) only when the user
+// was joined at the time: never what was sent before they joined or while
+// they were away, whatever the room's history visibility lets them read.
+// Joined at the time implies they may see it (roomserver.HistoryVisibility).
+type membershipView struct {
+	hv roomserver.HistoryVisibility
+	// firstJoin is the position of the user's first join (0: never joined);
+	// spellStart that of the join that began their current stay (0: not joined).
+	firstJoin, spellStart int64
+}
+
+func (s *Service) membershipView(ctx context.Context, roomID, userID string) (membershipView, error) {
+	hist, err := s.rooms.UserMembershipHistory(ctx, roomID, userID)
+	if err != nil {
+		return membershipView{}, err
+	}
+	var mv membershipView
+	prev := "leave"
+	for _, m := range hist {
+		mv.hv.Memberships = append(mv.hv.Memberships, roomserver.Positioned{Pos: m.StreamPos, Value: m.Membership})
+		if m.Membership == "join" && prev != "join" {
+			mv.spellStart = m.StreamPos
+			if mv.firstJoin == 0 {
+				mv.firstJoin = m.StreamPos
+			}
+		}
+		if m.Membership != "join" {
+			mv.spellStart = 0
+		}
+		prev = m.Membership
+	}
+	return mv, nil
+}
+
+// counts reports whether the event at pos may notify the user.
+func (mv *membershipView) counts(pos int64) bool { return mv.hv.JoinedAt(pos) }
+
 // threadOf is the thread root of an event in a thread, or "main".
 func threadOf(ev *event.Event) string {
 	if rel, ok := ev.Content.Raw["m.relates_to"].(map[string]any); ok {
@@ -121,6 +161,7 @@ type unreadEntry struct {
 	rulesPos int64
 	threaded bool
 	rp       readPositions
+	members  membershipView // reloaded when the user's membership changes
 	upTo     int64
 	main     Counts
 	threads  map[string]Counts
@@ -163,7 +204,17 @@ func (s *Service) UnreadCounts(ctx context.Context, userID, roomID string, upTo 
 		if err != nil {
 			return Counts{}, nil, err
 		}
-		e = unreadEntry{rulesPos: rulesPos, threaded: threaded, rp: rp, upTo: rp.all, threads: map[string]Counts{}}
+		mv, err := s.membershipView(ctx, roomID, userID)
+		if err != nil {
+			return Counts{}, nil, err
+		}
+		// Count from the read receipt or, without one (or an older one),
+		// from the join that began the user's stay: not from the room's start.
+		from := max(rp.all, mv.spellStart)
+		if mv.spellStart == 0 {
+			from = max(rp.all, upTo) // not joined: nothing to count
+		}
+		e = unreadEntry{rulesPos: rulesPos, threaded: threaded, rp: rp, members: mv, upTo: from, threads: map[string]Counts{}}
 	}
 	if e.upTo < upTo {
 		var evs []storage.SyncEvent
@@ -204,14 +255,19 @@ func (s *Service) UnreadCounts(ctx context.Context, userID, roomID string, upTo 
 // countEvents adds evs, the events in (e.upTo, upTo], to e.
 func (s *Service) countEvents(ctx context.Context, userID, roomID string, e *unreadEntry, evs []storage.SyncEvent, upTo int64, rules *pushrules.PushRuleset) error {
 	e.upTo = upTo
+	var err error
 	for _, ev := range evs {
 		if ev.StateKey != nil {
 			e.room = nil // members, names or power levels may have changed
+			if ev.Type == "m.room.member" && *ev.StateKey == userID {
+				if e.members, err = s.membershipView(ctx, roomID, userID); err != nil {
+					return err
+				}
+			}
 		}
 	}
-	var err error
 	for _, ev := range evs {
-		if ev.Sender == userID {
+		if ev.Sender == userID || !e.members.counts(ev.Pos) {
 			continue
 		}
 		parsed := ParseEvent(ev)
@@ -260,10 +316,21 @@ type Notification struct {
 	pos        int64
 }
 
+// Bounds of GET /notifications: each of the user's rooms is read backwards
+// in batches of notificationBatch events, at most notificationRoomScan of
+// them per request.
+const (
+	notificationBatch    = 100
+	notificationRoomScan = 300
+)
+
 // Notifications lists the events in the user's joined rooms that notified
 // them, newest first, with positions below before (0: from the newest),
-// computed from the user's current push rules. It returns at most limit
-// entries and the position to continue from (0 when there are no more).
+// computed from the user's current push rules: only events sent while the
+// user was joined (membershipView). It returns at most limit entries and the
+// position to continue from (0 when there are no more). The work per room is
+// bounded: when a room's scan stops short, the page ends where that room's
+// scan did and the next one continues from there (possibly after an empty page).
 func (s *Service) Notifications(ctx context.Context, userID string, before int64, limit int, onlyHighlight bool) ([]Notification, int64, error) {
 	upTo := s.db.Stream.Current()
 	rooms, err := s.rooms.JoinedRooms(ctx, userID)
@@ -278,42 +345,77 @@ func (s *Service) Notifications(ctx context.Context, userID string, before int64
 		before = upTo + 1
 	}
 	var all []Notification
+	var cutoff int64 // notifications below it are not known yet: a room's scan stopped there
+	more := false    // a room stopped at limit notifications
 	for _, roomID := range rooms {
-		evs, _, err := s.rooms.RoomEventsRange(ctx, roomID, 0, before-1, maxUnreadScan)
+		mv, err := s.membershipView(ctx, roomID, userID)
 		if err != nil {
 			return nil, 0, err
+		}
+		if mv.firstJoin == 0 {
+			continue
 		}
 		rp, err := s.readPositions(ctx, roomID, userID)
 		if err != nil {
 			return nil, 0, err
 		}
 		var room *pushRoom
-		for _, e := range evs {
-			if e.Sender == userID {
-				continue
+		found, scanned := 0, 0
+		hi := before - 1
+		for found < limit && hi > mv.firstJoin {
+			if scanned >= notificationRoomScan {
+				cutoff = max(cutoff, hi+1)
+				break
 			}
-			ev := ParseEvent(e)
-			if ev == nil {
-				continue
+			evs, _, err := s.rooms.RoomEventsRange(ctx, roomID, mv.firstJoin, hi, notificationBatch)
+			if err != nil {
+				return nil, 0, err
 			}
-			if room == nil {
-				if room, err = s.pushRoom(ctx, roomID, userID); err != nil {
-					return nil, 0, err
+			if len(evs) == 0 {
+				break
+			}
+			scanned += len(evs)
+			hi = evs[0].Pos - 1
+			for i := len(evs) - 1; i >= 0 && found < limit; i-- {
+				e := evs[i]
+				if e.Sender == userID || !mv.counts(e.Pos) {
+					continue
 				}
+				ev := ParseEvent(e)
+				if ev == nil {
+					continue
+				}
+				if room == nil {
+					if room, err = s.pushRoom(ctx, roomID, userID); err != nil {
+						return nil, 0, err
+					}
+				}
+				actions := ruleset.GetActions(room, ev)
+				should := actions.Should()
+				if !should.Notify || (onlyHighlight && !should.Highlight) {
+					continue
+				}
+				found++
+				all = append(all, Notification{Actions: actions, Event: ClientEvent(e, userID, ""), Read: rp.read(threadOf(ev), e.Pos), RoomID: roomID, TS: e.TS, pos: e.Pos})
 			}
-			actions := ruleset.GetActions(room, ev)
-			should := actions.Should()
-			if !should.Notify || (onlyHighlight && !should.Highlight) {
-				continue
+			if len(evs) < notificationBatch {
+				break
 			}
-			all = append(all, Notification{Actions: actions, Event: ClientEvent(e, userID, ""), Read: rp.read(threadOf(ev), e.Pos), RoomID: roomID, TS: e.TS, pos: e.Pos})
 		}
+		more = more || found >= limit // the room may have older ones
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].pos > all[j].pos })
+	if cutoff > 0 {
+		n := sort.Search(len(all), func(i int) bool { return all[i].pos < cutoff })
+		all = all[:n]
+	}
 	var next int64
-	if len(all) > limit {
+	switch {
+	case len(all) > limit || (len(all) == limit && more):
 		all = all[:limit]
 		next = all[limit-1].pos
+	case cutoff > 0:
+		next = cutoff
 	}
 	return all, next, nil
 }

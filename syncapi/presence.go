@@ -43,10 +43,19 @@ func ValidPresence(state string) bool {
 	return state == PresenceOnline || state == PresenceOffline || state == PresenceUnavailable
 }
 
+// MaxStatusMsgBytes bounds a presence status message: it is copied into the
+// /sync of every user who shares a room with its author.
+const MaxStatusMsgBytes = 1024
+
 // SetPresence stores the user's presence and tells the users who share a
 // room with them. With presence disabled nothing is stored or sent.
 // setMsg=false keeps the current status message (sync's set_presence).
+// A status message over MaxStatusMsgBytes is refused with M_TOO_LARGE (the
+// spec's code for "the request or entity was too large").
 func (s *Service) SetPresence(ctx context.Context, userID, state string, statusMsg *string, setMsg bool) error {
+	if setMsg && statusMsg != nil && len(*statusMsg) > MaxStatusMsgBytes {
+		return mxhttp.TooLarge("status_msg exceeds %d bytes", MaxStatusMsgBytes)
+	}
 	if !s.presenceEnabled {
 		return nil
 	}

@@ -29,6 +29,7 @@ type Rooms interface {
 	EventPosition(ctx context.Context, roomID, eventID string) (int64, error)
 	RoomEventsRange(ctx context.Context, roomID string, from, to int64, limit int) ([]storage.SyncEvent, bool, error)
 	CurrentStateJSON(ctx context.Context, roomID, evType, stateKey string) (string, error)
+	UserMembershipHistory(ctx context.Context, roomID, userID string) ([]storage.UserMembershipChange, error)
 }
 
 // AccountData writes room account data (m.fully_read): accounts.Service.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -243,6 +244,31 @@ func TestPresence(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestPresenceStatusMsgBounded: a status message over 1 KiB (it would reach
+// every room-mate's /sync) is refused with 413 M_TOO_LARGE and changes
+// nothing; one of exactly 1 KiB is accepted.
+func TestPresenceStatusMsgBounded(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
+		ctx := context.Background()
+		alice := srv.Register(t, "alice")
+		path := "/_matrix/client/v3/presence/" + string(alice.UserID) + "/status"
+		ok := strings.Repeat("a", 1024)
+		if r := clientCall(t, alice, "PUT", path, map[string]any{"presence": "online", "status_msg": ok}); r.Status != 200 {
+			t.Fatalf("1 KiB status_msg: %d %s", r.Status, r.Raw)
+		}
+		for _, size := range []int{1025, 5 << 20} {
+			r := clientCall(t, alice, "PUT", path, map[string]any{"presence": "unavailable", "status_msg": strings.Repeat("b", size)})
+			if r.Status != 413 || r.errcode() != "M_TOO_LARGE" {
+				t.Errorf("%d-byte status_msg: %d %s, want 413 M_TOO_LARGE", size, r.Status, r.errcode())
+			}
+		}
+		got := must(alice.GetPresence(ctx, alice.UserID))
+		if got.Presence != event.PresenceOnline || got.StatusMsg != ok {
+			t.Errorf("refused updates changed presence: %s, %d-byte status", got.Presence, len(got.StatusMsg))
+		}
+	})
 }
 
 func syncPresenceOf(r *mautrix.RespSync, user id.UserID) event.Presence {

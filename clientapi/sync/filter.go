@@ -120,7 +120,9 @@ func typeMatches(pattern, typ string) bool {
 }
 
 // allows applies an event filter part to one event (type, sender, room and
-// contains_url; nil allows everything).
+// contains_url; nil allows everything). content may be nil for what has no
+// content to look into (typing, receipts, presence, account data): it has no
+// url, so contains_url true drops it and false keeps it.
 func allows(p *mautrix.FilterPart, typ, sender, roomID string, content func() map[string]any) bool {
 	if p == nil {
 		return true
@@ -157,7 +159,10 @@ func allows(p *mautrix.FilterPart, typ, sender, roomID string, content func() ma
 		}
 	}
 	if p.ContainsURL != nil {
-		_, has := content()["url"].(string)
+		has := false
+		if content != nil {
+			_, has = content()["url"].(string)
+		}
 		if has != *p.ContainsURL {
 			return false
 		}
@@ -174,6 +179,15 @@ func allowsEvent(p *mautrix.FilterPart, e storage.SyncEvent) bool {
 		_ = json.Unmarshal([]byte(e.JSON), &pdu)
 		return pdu.Content
 	})
+}
+
+// rawContent is the content func of allows for a JSON object.
+func rawContent(raw json.RawMessage) func() map[string]any {
+	return func() map[string]any {
+		var c map[string]any
+		_ = json.Unmarshal(raw, &c)
+		return c
+	}
 }
 
 // typeAllowed applies only a part's types/not_types.

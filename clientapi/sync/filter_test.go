@@ -3,6 +3,8 @@ package sync
 import (
 	"testing"
 
+	"maunium.net/go/mautrix"
+
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -57,5 +59,16 @@ func TestFilterParts(t *testing.T) {
 	}
 	if _, err := ParseFilter(`{"room": 5}`); err == nil {
 		t.Error("malformed filter accepted")
+	}
+}
+
+// TestAllowsWithoutContent: items with no content (typing, receipts,
+// presence) have no url: contains_url true drops them, false keeps them.
+func TestAllowsWithoutContent(t *testing.T) {
+	for _, want := range []bool{true, false} {
+		p := &mautrix.FilterPart{ContainsURL: &want}
+		if got := allows(p, "m.typing", "", "!a:x", nil); got == want {
+			t.Errorf("contains_url %v on an item without content: allows = %v", want, got)
+		}
 	}
 }

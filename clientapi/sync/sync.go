@@ -26,7 +26,7 @@ type Store interface {
 	RoomMembersSummaryAt(ctx context.Context, roomID string, at int64) (joined, invited []string, err error)
 	GetFilter(ctx context.Context, userID string, filterID int64) (json.RawMessage, error)
 	AccountDataSince(ctx context.Context, userID string, from, to int64) ([]storage.AccountData, error)
-	ReceiptsInRange(ctx context.Context, from, to int64) ([]storage.Receipt, error)
+	ReceiptsInRange(ctx context.Context, userID string, from, to int64) ([]storage.Receipt, error)
 	RoomReceipts(ctx context.Context, roomID string, to int64) ([]storage.Receipt, error)
 	UsersSharingRooms(ctx context.Context, userID string) ([]string, error)
 	HistoryVisibilityChanges(ctx context.Context, roomID string) ([]storage.PositionedValue, error)
@@ -122,11 +122,12 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 	var globalAcct []json.RawMessage
 	addAcct := func(a storage.AccountData, into map[string][]json.RawMessage) {
 		ev, _ := json.Marshal(map[string]any{"type": a.Type, "content": a.Content})
+		content := rawContent(a.Content)
 		if a.RoomID == "" {
-			if allows(f.AccountData, a.Type, "", "", nil) {
+			if allows(f.AccountData, a.Type, "", "", content) {
 				globalAcct = append(globalAcct, ev)
 			}
-		} else if allows(f.room().AccountData, a.Type, "", a.RoomID, nil) {
+		} else if allows(f.room().AccountData, a.Type, "", a.RoomID, content) {
 			into[a.RoomID] = append(into[a.RoomID], ev)
 		}
 	}
@@ -136,7 +137,7 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 	// Receipts for rooms continuing from since (newly joined rooms read all).
 	receipts := map[string][]storage.Receipt{}
 	if !req.Initial {
-		rs, err := s.store.ReceiptsInRange(ctx, since.Pos, to.Pos)
+		rs, err := s.store.ReceiptsInRange(ctx, req.UserID, since.Pos, to.Pos)
 		if err != nil {
 			return nil, err
 		}

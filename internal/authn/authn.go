@@ -76,3 +76,30 @@ func Require(v Verifier) func(http.Handler) http.Handler {
 		})
 	}
 }
+
+// Optional serves endpoints whose authentication the spec makes optional:
+// without a token the request goes on with no device in its context; with
+// one, the token must be valid (M_UNKNOWN_TOKEN otherwise) and the device is
+// carried as with Require.
+func Optional(v Verifier) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			token, ok := TokenFromRequest(r)
+			if !ok {
+				if r.Header.Get("Authorization") != "" {
+					// A malformed Authorization header is not "no token".
+					mxhttp.WriteError(w, r, mxhttp.MissingToken("Malformed Authorization header"))
+					return
+				}
+				next.ServeHTTP(w, r)
+				return
+			}
+			dev, err := v.VerifyAccessToken(r.Context(), token)
+			if err != nil {
+				mxhttp.WriteError(w, r, err)
+				return
+			}
+			next.ServeHTTP(w, r.WithContext(WithDevice(r.Context(), dev)))
+		})
+	}
+}

@@ -82,6 +82,10 @@ type Limits struct {
 	// LoginPerSecond and LoginBurst apply to /login and /register per IP.
 	LoginPerSecond float64 `yaml:"login_per_second"`
 	LoginBurst     int     `yaml:"login_burst"`
+	// CreateRoomPerSecond and CreateRoomBurst apply to POST /createRoom per
+	// user: creating a room writes a few dozen rows at least.
+	CreateRoomPerSecond float64 `yaml:"create_room_per_second"`
+	CreateRoomBurst     int     `yaml:"create_room_burst"`
 	// AccessTokenLifetime is how long an access token lives when the client asked
 	// for a refresh token; 0 disables expiry.
 	AccessTokenLifetime Duration `yaml:"access_token_lifetime"`
@@ -159,6 +163,8 @@ func Default() *Config {
 			Burst:               100,
 			LoginPerSecond:      1,
 			LoginBurst:          10,
+			CreateRoomPerSecond: 0.2,
+			CreateRoomBurst:     20,
 			AccessTokenLifetime: Duration{time.Hour},
 		},
 		Logging:  Logging{Level: "info", Format: "text"},
@@ -262,6 +268,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Media.MaxImagePixels <= 0 {
 		bad("media.max_image_pixels", "must be positive")
+	}
+	if c.Limits.CreateRoomPerSecond <= 0 || c.Limits.CreateRoomBurst <= 0 {
+		bad("limits.create_room_per_second", "create_room_per_second and create_room_burst must be positive")
 	}
 	switch c.Logging.Level {
 	case "debug", "info", "warn", "error":

@@ -62,6 +62,7 @@ func Start(t testing.TB, backend string, opts ...Options) *Server {
 	// Tests hammer the API from one IP: keep rate limits out of the way unless a test sets them.
 	cfg.Limits.RequestsPerSecond, cfg.Limits.Burst = 10000, 100000
 	cfg.Limits.LoginPerSecond, cfg.Limits.LoginBurst = 10000, 100000
+	cfg.Limits.CreateRoomPerSecond, cfg.Limits.CreateRoomBurst = 10000, 100000
 	switch backend {
 	case "sqlite":
 	case "postgres":

@@ -276,3 +276,48 @@ func TestTieBreaksByEventID(t *testing.T) {
 		})
 	}
 }
+
+// TestPowerSortFollowsAuthEdges: in the reverse topological power ordering,
+// an event comes after its auth ancestors even when its own key (sender
+// power, origin_server_ts, event ID) would put it first. Here one fork
+// changes the power levels twice, P2 citing P1 as its power levels auth
+// event; the other fork does not touch them. P2 must be applied after P1 and
+// win; ordering by the keys alone applies P1 last and picks it.
+func TestPowerSortFollowsAuthEdges(t *testing.T) {
+	cases := []struct {
+		name string
+		// build adds P1 and then P2 on top of START and returns the name of
+		// the other fork's head.
+		build func(r *testRoom) string
+	}{{
+		// Both by Alice; P2's clock is behind, so its timestamp is older.
+		name: "older timestamp",
+		build: func(r *testRoom) string {
+			r.state("P1", alice, typePL, "", users(alice, 100, bob, 10), "START")
+			r.ts -= 1000
+			r.state("P2", alice, typePL, "", users(alice, 100, bob, 20), "P1")
+			r.ts += 2000
+			return r.name(r.message("OTHER", zara, "START"))
+		},
+	}, {
+		// P1 by Bob (power 50), P2 by the more powerful Alice.
+		name: "more powerful sender",
+		build: func(r *testRoom) string {
+			r.state("PA", alice, typePL, "", users(alice, 100, bob, 50), "START")
+			r.state("P1", bob, typePL, "", users(alice, 100, bob, 50, charlie, 10), "PA")
+			r.state("P2", alice, typePL, "", users(alice, 100, bob, 50, charlie, 20), "P1")
+			return r.name(r.message("OTHER", zara, "PA"))
+		},
+	}}
+	for _, version := range v2Versions {
+		for _, tc := range cases {
+			t.Run("v"+string(version)+"/"+tc.name, func(t *testing.T) {
+				r := newTestRoom(t, version)
+				buildInitial(r)
+				other := tc.build(r)
+				r.assertWinner(r.resolve("P2", other), plKey, "P2")
+				r.assertWinner(r.resolve(other, "P2"), plKey, "P2")
+			})
+		}
+	}
+}
