@@ -51,9 +51,12 @@ limits:
   # Per client IP, and per user once authenticated.
   requests_per_second: 20
   burst: 100
-  # /login and /register, per client IP.
+  # /login and /register per client IP; failed passwords per account.
   login_per_second: 1
   login_burst: 10
+  # POST /createRoom per user.
+  create_room_per_second: 0.2
+  create_room_burst: 20
   # Lifetime of access tokens issued with a refresh token (0s: never expire).
   access_token_lifetime: 1h
 
