@@ -183,6 +183,9 @@ func (m *Module) queryKeysGet(w http.ResponseWriter, r *http.Request) error {
 		minValid = time.UnixMilli(ts)
 	}
 	out := notaryResponse{ServerKeys: m.notaryAnswer(r.Context(), server, nil, minValid)}
+	if out.ServerKeys == nil {
+		out.ServerKeys = []json.RawMessage{}
+	}
 	mxhttp.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
