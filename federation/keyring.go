@@ -94,13 +94,14 @@ func parseOldKey(line string) (OldKey, error) {
 	return OldKey{ID: id.NewKeyID(id.KeyAlgorithmEd25519, f[1]), Key: id.SigningKey(f[2]), ExpiredTS: time.UnixMilli(ts)}, nil
 }
 
-// validKeyVersion: the spec's [a-zA-Z0-9_] (non-empty).
+// validKeyVersion: the spec's [a-zA-Z0-9_] (non-empty), plus '-', which
+// keys generated before newSigningKey (mautrix's URL-safe base64 IDs) carry.
 func validKeyVersion(v string) bool {
 	if v == "" {
 		return false
 	}
 	for _, r := range v {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_') {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
 			return false
 		}
 	}
@@ -125,9 +126,9 @@ func RotateSigningKey(dataDir string, now time.Time) (*mfed.SigningKey, error) {
 	if err := os.WriteFile(filepath.Join(oldDir, version+".key"), []byte(line), 0o600); err != nil {
 		return nil, fmt.Errorf("retiring key %s: %w", old.ID, err)
 	}
-	key := mfed.GenerateSigningKey()
-	for key.ID == old.ID { // a 4-byte version can collide
-		key = mfed.GenerateSigningKey()
+	key := newSigningKey()
+	for key.ID == old.ID { // a short version can collide
+		key = newSigningKey()
 	}
 	tmp := keyPath + ".new"
 	if err := os.WriteFile(tmp, []byte(key.SynapseString()+"\n"), 0o600); err != nil {
@@ -137,6 +138,15 @@ func RotateSigningKey(dataDir string, now time.Time) (*mfed.SigningKey, error) {
 		return nil, fmt.Errorf("installing new signing key: %w", err)
 	}
 	return key, nil
+}
+
+// newSigningKey generates a key whose ID follows the spec's version grammar
+// [a-zA-Z0-9_] (mautrix's generated IDs may contain '-').
+func newSigningKey() *mfed.SigningKey {
+	k := mfed.GenerateSigningKey()
+	pub, _ := base64.RawStdEncoding.DecodeString(string(k.Pub))
+	k.ID = id.NewKeyID(id.KeyAlgorithmEd25519, fmt.Sprintf("a_%x", pub[:4]))
+	return k
 }
 
 // KeyRing is this server's keys: the signing key and the retired ones.
