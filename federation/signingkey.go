@@ -29,7 +29,7 @@ func LoadOrGenerateSigningKey(path string) (*federation.SigningKey, error) {
 	if !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("reading signing key: %w", err)
 	}
-	key := federation.GenerateSigningKey()
+	key := newSigningKey()
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("creating key directory: %w", err)
 	}

@@ -46,6 +46,8 @@ type Server struct {
 	Sync       *syncapi.Service
 	Syncer     *clientsync.Syncer
 	Media      *mediaapi.Service
+	// Federation: keys, key fetcher/notary, request authentication, outbound client.
+	Federation *federation.Module
 
 	handler http.Handler
 	http    *http.Server
@@ -57,7 +59,7 @@ func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	key, err := federation.LoadOrGenerateSigningKey(filepath.Join(cfg.DataDir, "signing.key"))
+	key, err := federation.LoadOrGenerateSigningKey(filepath.Join(cfg.DataDir, federation.SigningKeyFile))
 	if err != nil {
 		return nil, err
 	}
@@ -92,6 +94,21 @@ func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 		return nil, err
 	}
 	s.Rooms.AccountData = db // room tags are room account data
+	// Federation: our keys, remote keys (the roomserver verifies remote signatures with them).
+	if s.Federation, err = federation.New(federation.Options{
+		Config: cfg, SigningKey: key, Store: db, Metrics: s.Metrics,
+		Profiles: func(ctx context.Context, userID id.UserID) (map[string]any, error) {
+			p, err := s.Accounts.GetProfile(ctx, userID)
+			if err != nil {
+				return nil, err
+			}
+			return p.JSON(), nil
+		},
+	}); err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.Rooms.Keys = s.Federation.Fetcher
 	s.Accounts.OnProfileChanged(func(ctx context.Context, userID id.UserID, _ accounts.Profile) {
 		if err := s.Rooms.OnProfileChanged(ctx, userID); err != nil {
 			slog.ErrorContext(ctx, "updating member events after a profile change", "user", userID, "err", err)
@@ -128,6 +145,7 @@ func (s *Server) routes() http.Handler {
 	api := &clientapi.API{Config: s.Config, Accounts: s.Accounts, Keys: s.Keys, Rooms: s.Rooms,
 		Sync: syncArea{s.Syncer, s.Sync}, Media: s.Media, UserDirectory: userdirectory.New(s.DB)}
 	api.Mount(r)
+	s.Federation.Mount(r) // /_matrix/key, /_matrix/federation (nothing when federation is off)
 	return r
 }
 

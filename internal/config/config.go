@@ -5,6 +5,7 @@ package config
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -38,6 +39,8 @@ type Config struct {
 	Rooms    Rooms        `yaml:"rooms"`
 	Presence Presence     `yaml:"presence"`
 	Media    Media        `yaml:"media"`
+
+	Federation Federation `yaml:"federation"`
 
 	// ZeroConfig is set when no config file was given: registration is open and
 	// the server only listens on loopback.
@@ -126,6 +129,58 @@ type Media struct {
 	MaxImagePixels int64 `yaml:"max_image_pixels"`
 }
 
+// Federation configures the server-server API: signing-key publication, key
+// fetching, request authentication, outbound server discovery and the
+// server-level allow/deny policy.
+type Federation struct {
+	// Enabled serves /_matrix/federation and /_matrix/key and allows outbound
+	// federation. See FederationEnabled for the zero-config exception.
+	Enabled bool `yaml:"enabled"`
+	// KeyValidity is how far ahead our published keys' valid_until_ts lies.
+	KeyValidity Duration `yaml:"key_validity"`
+	// TrustedKeyServers are notaries asked for a server's keys when it cannot
+	// be reached directly. None by default: no third party learns whom we talk to.
+	TrustedKeyServers []TrustedKeyServer `yaml:"trusted_key_servers"`
+	// Hosts maps server names to host:port, consulted before discovery
+	// (tests and private deployments). Such targets may be private addresses.
+	Hosts map[string]string `yaml:"hosts"`
+	// InsecureHTTPHosts are server names from Hosts spoken to in plain HTTP
+	// (tests only; never a default).
+	InsecureHTTPHosts []string `yaml:"insecure_http_hosts"`
+	// TrustedCAFile is a PEM file of CA certificates trusted besides the
+	// system's, for outbound federation TLS.
+	TrustedCAFile string `yaml:"trusted_ca_file"`
+	// AllowedServers, if not empty, are the only servers we federate with;
+	// DeniedServers are refused whatever AllowedServers says. Patterns may use
+	// * (any run of characters) and ? (one character).
+	AllowedServers []string `yaml:"allowed_servers"`
+	DeniedServers  []string `yaml:"denied_servers"`
+	// RequestsPerSecond and Burst limit inbound federation requests per IP.
+	RequestsPerSecond float64 `yaml:"requests_per_second"`
+	Burst             int     `yaml:"burst"`
+}
+
+// TrustedKeyServer is a notary; VerifyKeys (key ID → unpadded base64), when
+// given, pin the notary's keys instead of fetching them.
+type TrustedKeyServer struct {
+	ServerName string            `yaml:"server_name"`
+	VerifyKeys map[string]string `yaml:"verify_keys"`
+}
+
+// FederationEnabled reports whether federation runs: federation.enabled,
+// except in zero-config mode with a localhost server name, where the server
+// listens on loopback only and no other server could reach or verify it.
+func (c *Config) FederationEnabled() bool {
+	if !c.Federation.Enabled {
+		return false
+	}
+	host := c.ServerName
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return !(c.ZeroConfig && strings.EqualFold(host, "localhost"))
+}
+
 // Duration is a time.Duration written as "1h30m" in YAML.
 type Duration struct{ time.Duration }
 
@@ -176,6 +231,12 @@ func Default() *Config {
 			UploadBurst:       20,
 			MaxPendingUploads: 10,
 			MaxImagePixels:    32_000_000,
+		},
+		Federation: Federation{
+			Enabled:           true,
+			KeyValidity:       Duration{24 * time.Hour},
+			RequestsPerSecond: 50,
+			Burst:             200,
 		},
 	}
 }
@@ -272,6 +333,7 @@ func (c *Config) Validate() error {
 	if c.Limits.CreateRoomPerSecond <= 0 || c.Limits.CreateRoomBurst <= 0 {
 		bad("limits.create_room_per_second", "create_room_per_second and create_room_burst must be positive")
 	}
+	c.validateFederation(bad)
 	switch c.Logging.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -288,6 +350,54 @@ func (c *Config) Validate() error {
 		bad("rooms.default_version", "must be a room version from 1 to 12, got %q", c.Rooms.DefaultVersion)
 	}
 	return errors.Join(errs...)
+}
+
+func (c *Config) validateFederation(bad func(key, format string, args ...any)) {
+	f := &c.Federation
+	if f.KeyValidity.Duration < time.Hour || f.KeyValidity.Duration > 7*24*time.Hour {
+		// Under an hour makes others refetch constantly; over 7 days is capped by every reader anyway.
+		bad("federation.key_validity", "must be between 1h and 168h, got %s", f.KeyValidity.Duration)
+	}
+	for i, ks := range f.TrustedKeyServers {
+		if err := ValidateServerName(ks.ServerName); err != nil {
+			bad(fmt.Sprintf("federation.trusted_key_servers[%d].server_name", i), "%v", err)
+		}
+		for keyID, key := range ks.VerifyKeys {
+			if !strings.HasPrefix(keyID, "ed25519:") || len(keyID) == len("ed25519:") {
+				bad(fmt.Sprintf("federation.trusted_key_servers[%d].verify_keys", i), "key ID %q must be ed25519:<version>", keyID)
+			}
+			if raw, err := base64.RawStdEncoding.DecodeString(key); err != nil || len(raw) != 32 {
+				bad(fmt.Sprintf("federation.trusted_key_servers[%d].verify_keys", i), "key %s must be 32 bytes of unpadded base64", keyID)
+			}
+		}
+	}
+	for name, addr := range f.Hosts {
+		if err := ValidateServerName(name); err != nil {
+			bad("federation.hosts", "server name %q: %v", name, err)
+		}
+		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+			bad("federation.hosts", "%s: must map to host:port, got %q", name, addr)
+		}
+	}
+	for _, name := range f.InsecureHTTPHosts {
+		if _, ok := f.Hosts[name]; !ok {
+			// Plain HTTP only to a target the operator named explicitly, never to a discovered one.
+			bad("federation.insecure_http_hosts", "%q must also be listed in federation.hosts", name)
+		}
+	}
+	if f.TrustedCAFile != "" {
+		if _, err := os.Stat(f.TrustedCAFile); err != nil {
+			bad("federation.trusted_ca_file", "%v", err)
+		}
+	}
+	for _, p := range append(append([]string{}, f.AllowedServers...), f.DeniedServers...) {
+		if strings.TrimSpace(p) == "" {
+			bad("federation.allowed_servers", "server patterns must not be empty")
+		}
+	}
+	if f.RequestsPerSecond <= 0 || f.Burst <= 0 {
+		bad("federation.requests_per_second", "requests_per_second and burst must be positive")
+	}
 }
 
 // ValidateServerName checks the grammar of a server name (host with optional port).

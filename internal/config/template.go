@@ -88,5 +88,33 @@ media:
   max_pending_uploads: 10
   # Largest image (width x height, in pixels) the server will thumbnail.
   max_image_pixels: 32000000
+
+federation:
+  # Serve the server-server API (/_matrix/federation, /_matrix/key) and talk
+  # to other homeservers. Other servers reach this one at https://<server_name>
+  # (port 8448, or as .well-known/matrix/server or SRV delegate).
+  enabled: true
+  # How long other servers may cache our signing key (valid_until_ts), 1h-168h.
+  key_validity: 24h
+  # Notaries asked for a server's keys when that server cannot be reached.
+  # None by default: a notary learns which servers we talk to.
+  # trusted_key_servers:
+  #   - server_name: "matrix.org"
+  #     verify_keys: {"ed25519:auto": "Noi6WqcDj0QmPxCNQqgezwTlBKrfqehY1u2FyWP9uYw"}
+  trusted_key_servers: []
+  # Server-level policy (patterns with * and ?). allowed_servers, when not
+  # empty, is the complete list of servers we federate with; denied_servers
+  # always wins. Refusals are logged and counted in
+  # myelin_federation_policy_refusals_total.
+  allowed_servers: []
+  denied_servers: []
+  # Inbound federation requests per remote IP.
+  requests_per_second: 50
+  burst: 200
+  # Testing only: fixed addresses for named servers (used before discovery;
+  # may be private addresses), plain HTTP to some of them, an extra CA.
+  # hosts: {"other.test": "127.0.0.1:8009"}
+  # insecure_http_hosts: ["other.test"]
+  # trusted_ca_file: "/etc/myelin/test-ca.pem"
 `, serverName, sharedSecret), "\n")
 }

@@ -1,0 +1,326 @@
+package federation
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	mfed "maunium.net/go/mautrix/federation"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/myelin-chat/myelin/internal/config"
+	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/internal/ratelimit"
+	"github.com/myelin-chat/myelin/storage"
+)
+
+// SoftwareVersion is reported by GET /_matrix/federation/v1/version and in
+// the outbound User-Agent.
+var SoftwareVersion = "0.1.0-dev"
+
+// ProfileFunc returns a local user's public profile as the client API's GET
+// /profile answers it (M_NOT_FOUND for unknown users).
+type ProfileFunc func(ctx context.Context, userID id.UserID) (map[string]any, error)
+
+// Options are what the federation module is built from.
+type Options struct {
+	Config     *config.Config
+	SigningKey *mfed.SigningKey
+	Store      KeyStore
+	Metrics    prometheus.Registerer // policy refusal counter; nil: unregistered
+	Profiles   ProfileFunc
+	// Policy overrides the configured server lists (tests, later the full
+	// data-localization policy); refusals are counted either way.
+	Policy Policy
+}
+
+// Module is the server-server API as far as it exists today: our keys, the
+// key fetcher and notary, request authentication, outbound client, version
+// and profile queries. Other federation endpoints answer 404 M_UNRECOGNIZED.
+type Module struct {
+	ServerName string
+	Keys       *KeyRing
+	Policy     *CountingPolicy
+	// Client sends signed requests to other servers (mautrix's client).
+	Client  *mfed.Client
+	Fetcher *KeyFetcher
+	Auth    *Authenticator
+	// Enabled is config.FederationEnabled(): when false no route is mounted
+	// and the fetcher refuses every remote server.
+	Enabled bool
+
+	profiles ProfileFunc
+	limiter  *ratelimit.Limiter
+}
+
+// New builds the federation module: loads old keys from
+// <data_dir>/old_signing_keys, sets up the policy, client and fetcher.
+func New(o Options) (*Module, error) {
+	cfg := o.Config
+	old, err := LoadOldKeys(filepath.Join(cfg.DataDir, OldSigningKeysDir))
+	if err != nil {
+		return nil, err
+	}
+	base := o.Policy
+	if base == nil {
+		base = AllowAll{}
+		if len(cfg.Federation.AllowedServers) > 0 || len(cfg.Federation.DeniedServers) > 0 {
+			base = ServerListPolicy{Allowed: cfg.Federation.AllowedServers, Denied: cfg.Federation.DeniedServers}
+		}
+	}
+	enabled := cfg.FederationEnabled()
+	if !enabled {
+		base = disabledPolicy{}
+	}
+	m := &Module{
+		ServerName: cfg.ServerName,
+		Keys:       &KeyRing{ServerName: cfg.ServerName, Key: o.SigningKey, Old: old, Validity: cfg.Federation.KeyValidity.Duration},
+		Policy:     NewCountingPolicy(base, o.Metrics),
+		Enabled:    enabled,
+		profiles:   o.Profiles,
+		limiter:    ratelimit.New(cfg.Federation.RequestsPerSecond, cfg.Federation.Burst),
+	}
+	if m.Client, err = NewClient(cfg, o.SigningKey, m.Policy); err != nil {
+		return nil, err
+	}
+	m.Fetcher = &KeyFetcher{Own: m.Keys, Store: o.Store, Client: m.Client, Notaries: cfg.Federation.TrustedKeyServers, Policy: m.Policy}
+	m.Auth = &Authenticator{ServerName: cfg.ServerName, Keys: m.Fetcher, Policy: m.Policy}
+	return m, nil
+}
+
+// disabledPolicy refuses everything: federation is switched off.
+type disabledPolicy struct{}
+
+func (disabledPolicy) AllowServer(context.Context, string, Purpose) bool { return false }
+
+// Mount adds the federation and key routes to r (nothing when disabled).
+func (m *Module) Mount(r chi.Router) {
+	if !m.Enabled {
+		return
+	}
+	r.Route("/_matrix/key/v2", func(r chi.Router) {
+		r.Use(m.rateLimit)
+		r.NotFound(notFound)
+		r.MethodNotAllowed(methodNotAllowed)
+		r.Get("/server", m.serverKeys)
+		r.Get("/query/{serverName}", mxhttp.HandlerFunc(m.queryKeysGet).ServeHTTP)
+		r.Post("/query", mxhttp.HandlerFunc(m.queryKeysPost).ServeHTTP)
+	})
+	r.Route("/_matrix/federation", func(r chi.Router) {
+		r.Use(m.rateLimit)
+		r.NotFound(notFound)
+		r.MethodNotAllowed(methodNotAllowed)
+		r.Get("/v1/version", m.version)
+		r.Group(func(r chi.Router) {
+			r.Use(m.Auth.Middleware)
+			r.Get("/v1/query/profile", mxhttp.JSON(m.queryProfile).ServeHTTP)
+		})
+	})
+}
+
+func notFound(w http.ResponseWriter, r *http.Request) {
+	mxhttp.WriteError(w, r, mxhttp.Unrecognized("Unrecognized request"))
+}
+
+func methodNotAllowed(w http.ResponseWriter, r *http.Request) {
+	mxhttp.WriteError(w, r, mxhttp.MethodNotAllowed())
+}
+
+// rateLimit limits federation requests per remote IP.
+func (m *Module) rateLimit(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ip, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			ip = r.RemoteAddr
+		}
+		if ok, wait := m.limiter.Allow(ip); !ok {
+			ms := wait.Milliseconds() + 1
+			w.Header().Set("Retry-After", strconv.FormatInt((ms+999)/1000, 10))
+			mxhttp.WriteError(w, r, mxhttp.LimitExceeded("Too many requests").With("retry_after_ms", ms))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (m *Module) version(w http.ResponseWriter, _ *http.Request) {
+	mxhttp.WriteJSON(w, http.StatusOK, mfed.RespServerVersion{Server: mfed.ServerVersion{Name: "Myelin", Version: SoftwareVersion}})
+}
+
+// GET /_matrix/key/v2/server
+func (m *Module) serverKeys(w http.ResponseWriter, r *http.Request) {
+	resp, err := m.Keys.Response(time.Now())
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, resp)
+}
+
+// maxNotaryServers bounds one POST /_matrix/key/v2/query: each unknown
+// server may cost an outbound fetch.
+const maxNotaryServers = 100
+
+type notaryResponse struct {
+	ServerKeys []json.RawMessage `json:"server_keys"`
+}
+
+// GET /_matrix/key/v2/query/{serverName}
+func (m *Module) queryKeysGet(w http.ResponseWriter, r *http.Request) error {
+	server := mxhttp.PathParam(r, "serverName")
+	minValid := time.Now()
+	if v := r.URL.Query().Get("minimum_valid_until_ts"); v != "" {
+		ts, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return mxhttp.InvalidParam("minimum_valid_until_ts must be an integer")
+		}
+		minValid = time.UnixMilli(ts)
+	}
+	out := notaryResponse{ServerKeys: m.notaryAnswer(r.Context(), server, nil, minValid)}
+	if out.ServerKeys == nil {
+		out.ServerKeys = []json.RawMessage{}
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// POST /_matrix/key/v2/query
+func (m *Module) queryKeysPost(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		ServerKeys map[string]map[id.KeyID]struct {
+			MinimumValidUntilTS *int64 `json:"minimum_valid_until_ts"`
+		} `json:"server_keys"`
+	}
+	if err := mxhttp.ReadJSON(r, &req); err != nil {
+		return err
+	}
+	if req.ServerKeys == nil {
+		return mxhttp.BadJSON("server_keys is required")
+	}
+	if len(req.ServerKeys) > maxNotaryServers {
+		return mxhttp.InvalidParam("At most %d servers per query", maxNotaryServers)
+	}
+	out := notaryResponse{ServerKeys: []json.RawMessage{}}
+	now := time.Now()
+	for server, criteria := range req.ServerKeys {
+		minValid := now
+		keyIDs := make([]id.KeyID, 0, len(criteria))
+		for keyID, c := range criteria {
+			keyIDs = append(keyIDs, keyID)
+			if c.MinimumValidUntilTS != nil && time.UnixMilli(*c.MinimumValidUntilTS).After(minValid) {
+				minValid = time.UnixMilli(*c.MinimumValidUntilTS)
+			}
+		}
+		out.ServerKeys = append(out.ServerKeys, m.notaryAnswer(r.Context(), server, keyIDs, minValid)...)
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// notaryAnswer returns server's key responses co-signed by us: from the
+// store when they satisfy the query, otherwise after fetching them from the
+// server directly (never through other notaries); the last cached responses
+// when the server is unreachable, so old signatures stay checkable; nothing
+// when there are none, the name is invalid or the policy refuses the server.
+func (m *Module) notaryAnswer(ctx context.Context, server string, keyIDs []id.KeyID, minValid time.Time) []json.RawMessage {
+	if server == m.ServerName {
+		own, err := m.Keys.Response(time.Now())
+		if err != nil {
+			return nil
+		}
+		return []json.RawMessage{own}
+	}
+	if config.ValidateServerName(server) != nil || !m.Policy.AllowServer(ctx, server, PurposeNotary) {
+		return nil
+	}
+	rows, err := m.Fetcher.Store.ServerKeys(ctx, server)
+	if err != nil {
+		return nil
+	}
+	if !satisfies(rows, keyIDs, minValid) {
+		var want id.KeyID
+		if len(keyIDs) > 0 {
+			want = keyIDs[0]
+		}
+		if err := m.Fetcher.refresh(ctx, server, want, minValid, false); err == nil {
+			if fresh, err := m.Fetcher.Store.ServerKeys(ctx, server); err == nil {
+				rows = fresh
+			}
+		}
+	}
+	seen := map[string]bool{}
+	var out []json.RawMessage
+	for _, k := range rows {
+		if seen[k.KeyJSON] {
+			continue
+		}
+		seen[k.KeyJSON] = true
+		signed, err := m.Keys.CoSign(json.RawMessage(k.KeyJSON))
+		if err != nil {
+			continue
+		}
+		out = append(out, signed)
+	}
+	return out
+}
+
+// satisfies: every requested key (any key, if none named) is stored and
+// valid until minValid.
+func satisfies(rows []storage.ServerKey, keyIDs []id.KeyID, minValid time.Time) bool {
+	valid := map[id.KeyID]bool{}
+	for i := range rows {
+		if !keyValidUntil(&rows[i]).Before(minValid) {
+			valid[id.KeyID(rows[i].KeyID)] = true
+		}
+	}
+	if len(keyIDs) == 0 {
+		return len(valid) > 0
+	}
+	for _, k := range keyIDs {
+		if !valid[k] {
+			return false
+		}
+	}
+	return true
+}
+
+// GET /_matrix/federation/v1/query/profile
+func (m *Module) queryProfile(r *http.Request) (any, error) {
+	q := r.URL.Query()
+	raw := q.Get("user_id")
+	if raw == "" {
+		return nil, mxhttp.MissingParam("user_id is required")
+	}
+	userID := id.UserID(raw)
+	localpart, server, err := userID.Parse()
+	if err != nil || localpart == "" {
+		return nil, mxhttp.InvalidParam("Invalid user_id %q", raw)
+	}
+	if server != m.ServerName {
+		return nil, mxhttp.NotFound("User %s is not local to this server", raw)
+	}
+	if !m.Policy.AllowServer(r.Context(), Origin(r.Context()), PurposeProfile) {
+		return nil, mxhttp.Forbidden("Profile lookup is not allowed for your server")
+	}
+	if m.profiles == nil {
+		return nil, mxhttp.Forbidden("Profile lookup over federation is disabled on this homeserver")
+	}
+	profile, err := m.profiles(r.Context(), userID)
+	if err != nil {
+		return nil, err
+	}
+	if field := q.Get("field"); field != "" {
+		v, ok := profile[field]
+		if !ok {
+			return nil, mxhttp.NotFound("User has no %s", field)
+		}
+		return map[string]any{field: v}, nil
+	}
+	return profile, nil
+}

@@ -1,0 +1,95 @@
+package federation
+
+import (
+	"context"
+	"log/slog"
+	"path"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Purpose says why the server is about to exchange data with another
+// server; policies may answer differently per purpose (the data-localization
+// policy will grow per-room and per-data-kind rules on this).
+type Purpose string
+
+// Purposes checked today.
+const (
+	PurposeInbound  Purpose = "inbound"   // an authenticated request from the server
+	PurposeKeyFetch Purpose = "key_fetch" // fetching the server's signing keys (directly or through a notary)
+	PurposeNotary   Purpose = "notary"    // answering a notary query about the server
+	PurposeProfile  Purpose = "profile"   // disclosing a local profile to the server
+	PurposeOutbound Purpose = "outbound"  // any other outbound request (the client's backstop)
+)
+
+// Policy decides whether the server may exchange data with another server.
+type Policy interface {
+	AllowServer(ctx context.Context, server string, purpose Purpose) bool
+}
+
+// AllowAll is the default policy: every server, every purpose.
+type AllowAll struct{}
+
+// AllowServer always allows.
+func (AllowAll) AllowServer(context.Context, string, Purpose) bool { return true }
+
+// ServerListPolicy allows servers by pattern: when Allowed is not empty only
+// matching servers pass, and a server matching Denied never does. Patterns
+// are matched case-insensitively against the whole server name (with port,
+// if any) and use * for any run of characters and ? for one.
+type ServerListPolicy struct {
+	Allowed []string
+	Denied  []string
+}
+
+// AllowServer applies the lists, whatever the purpose.
+func (p ServerListPolicy) AllowServer(_ context.Context, server string, _ Purpose) bool {
+	server = strings.ToLower(server)
+	if matchAny(p.Denied, server) {
+		return false
+	}
+	return len(p.Allowed) == 0 || matchAny(p.Allowed, server)
+}
+
+func matchAny(patterns []string, server string) bool {
+	for _, pat := range patterns {
+		// path.Match's * stops at '/', which server names never contain;
+		// '[' is escaped so a pattern is only * and ? wildcards.
+		pat = strings.ReplaceAll(strings.ToLower(strings.TrimSpace(pat)), "[", `\[`)
+		if ok, err := path.Match(pat, server); err == nil && ok {
+			return true
+		}
+	}
+	return false
+}
+
+// CountingPolicy wraps a policy: every refusal is logged and counted in
+// myelin_federation_policy_refusals_total{purpose}. The server name is in
+// the log, not in a label, so a flood of names cannot blow up the metric.
+type CountingPolicy struct {
+	Policy   Policy
+	refusals *prometheus.CounterVec
+}
+
+// NewCountingPolicy wraps p and registers its counter with reg (nil: unregistered).
+func NewCountingPolicy(p Policy, reg prometheus.Registerer) *CountingPolicy {
+	c := &CountingPolicy{Policy: p, refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "myelin_federation_policy_refusals_total",
+		Help: "Exchanges with other servers refused by the federation policy, by purpose.",
+	}, []string{"purpose"})}
+	if reg != nil {
+		reg.MustRegister(c.refusals)
+	}
+	return c
+}
+
+// AllowServer asks the wrapped policy and records a refusal.
+func (c *CountingPolicy) AllowServer(ctx context.Context, server string, purpose Purpose) bool {
+	if c.Policy.AllowServer(ctx, server, purpose) {
+		return true
+	}
+	c.refusals.WithLabelValues(string(purpose)).Inc()
+	slog.WarnContext(ctx, "federation policy refused a server", "server", server, "purpose", string(purpose))
+	return false
+}

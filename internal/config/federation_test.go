@@ -1,0 +1,92 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+)
+
+func TestValidateFederation(t *testing.T) {
+	cases := []struct {
+		key    string
+		mutate func(*Config)
+	}{
+		{"federation.key_validity", func(c *Config) { c.Federation.KeyValidity.Duration = 0 }},
+		{"federation.key_validity", func(c *Config) { c.Federation.KeyValidity.Duration = 30 * 24 * 3600e9 }},
+		{"federation.trusted_key_servers[0].server_name", func(c *Config) {
+			c.Federation.TrustedKeyServers = []TrustedKeyServer{{ServerName: "bad name"}}
+		}},
+		{"federation.trusted_key_servers[0].verify_keys", func(c *Config) {
+			c.Federation.TrustedKeyServers = []TrustedKeyServer{{ServerName: "n.example", VerifyKeys: map[string]string{"ed25519:a": "short"}}}
+		}},
+		{"federation.trusted_key_servers[0].verify_keys", func(c *Config) {
+			c.Federation.TrustedKeyServers = []TrustedKeyServer{{ServerName: "n.example",
+				VerifyKeys: map[string]string{"rsa:a": "Noi6WqcDj0QmPxCNQqgezwTlBKrfqehY1u2FyWP9uYw"}}}
+		}},
+		{"federation.hosts", func(c *Config) { c.Federation.Hosts = map[string]string{"a.test": "no-port"} }},
+		{"federation.hosts", func(c *Config) { c.Federation.Hosts = map[string]string{"bad name": "127.0.0.1:1"} }},
+		{"federation.insecure_http_hosts", func(c *Config) { c.Federation.InsecureHTTPHosts = []string{"unmapped.test"} }},
+		{"federation.trusted_ca_file", func(c *Config) { c.Federation.TrustedCAFile = "/nonexistent/ca.pem" }},
+		{"federation.allowed_servers", func(c *Config) { c.Federation.DeniedServers = []string{" "} }},
+		{"federation.requests_per_second", func(c *Config) { c.Federation.Burst = 0 }},
+	}
+	for _, c := range cases {
+		cfg := Default()
+		c.mutate(cfg)
+		var ke *KeyError
+		if err := cfg.Validate(); !errors.As(err, &ke) || ke.Key != c.key {
+			t.Errorf("%s: Validate() = %v", c.key, err)
+		}
+	}
+	ok := Default()
+	ok.Federation.Hosts = map[string]string{"a.test": "127.0.0.1:8448"}
+	ok.Federation.InsecureHTTPHosts = []string{"a.test"}
+	ok.Federation.TrustedKeyServers = []TrustedKeyServer{{ServerName: "n.example",
+		VerifyKeys: map[string]string{"ed25519:auto": "Noi6WqcDj0QmPxCNQqgezwTlBKrfqehY1u2FyWP9uYw"}}}
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFederationEnabled(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		zero, on   bool
+		serverName string
+		want       bool
+	}{
+		{"file config", false, true, "example.org", true},
+		{"file config, localhost", false, true, "localhost", true},
+		{"switched off", false, false, "example.org", false},
+		{"zero-config localhost", true, true, "localhost", false},
+		{"zero-config localhost:8008", true, true, "localhost:8008", false},
+		{"zero-config with a real name", true, true, "example.org", true},
+	} {
+		c := Default()
+		c.ZeroConfig, c.Federation.Enabled, c.ServerName = tc.zero, tc.on, tc.serverName
+		if got := c.FederationEnabled(); got != tc.want {
+			t.Errorf("%s: %v", tc.name, got)
+		}
+	}
+}
+
+// The template's federation section parses to the defaults.
+func TestTemplateFederation(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(p, []byte(Template("example.org", "s")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := Default().Federation
+	got, _ := yaml.Marshal(cfg.Federation)
+	want, _ := yaml.Marshal(def)
+	if string(got) != string(want) {
+		t.Fatalf("template federation section:\n%s\nwant:\n%s", got, want)
+	}
+}

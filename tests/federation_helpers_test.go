@@ -1,0 +1,153 @@
+package tests
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	mfed "maunium.net/go/mautrix/federation"
+
+	"github.com/myelin-chat/myelin/federation"
+	"github.com/myelin-chat/myelin/internal/config"
+	"github.com/myelin-chat/myelin/internal/testserver"
+)
+
+// Federation tests run several servers on loopback, each known to the others
+// through federation.hosts in plain HTTP. A server's port is only known once
+// it has started, so every server name maps to a relay: a loopback listener
+// opened before any server starts, forwarding to whatever address it is told
+// later (none: connections are refused, an unreachable server).
+
+type relay struct {
+	ln     net.Listener
+	target atomic.Pointer[string]
+}
+
+func newRelay(t testing.TB) *relay {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &relay{ln: ln}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r.serve(c)
+			}()
+		}
+	}()
+	return r
+}
+
+func (r *relay) addr() string { return r.ln.Addr().String() }
+
+// point sends the relay's connections to addr ("" refuses them).
+func (r *relay) point(addr string) { r.target.Store(&addr) }
+
+func (r *relay) serve(c net.Conn) {
+	defer c.Close()
+	target := r.target.Load()
+	if target == nil || *target == "" {
+		return
+	}
+	up, err := net.DialTimeout("tcp", *target, 5*time.Second)
+	if err != nil {
+		return
+	}
+	defer up.Close()
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(up, c); up.(*net.TCPConn).CloseWrite(); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(c, up); c.(*net.TCPConn).CloseWrite(); done <- struct{}{} }()
+	<-done
+	<-done
+}
+
+// fedNet is a set of server names with relays.
+type fedNet struct {
+	relays map[string]*relay
+}
+
+func newFedNet(t testing.TB, names ...string) *fedNet {
+	n := &fedNet{relays: map[string]*relay{}}
+	for _, name := range names {
+		n.relays[name] = newRelay(t)
+	}
+	return n
+}
+
+// hosts is the federation.hosts map every server of the net uses.
+func (n *fedNet) hosts() map[string]string {
+	out := map[string]string{}
+	for name, r := range n.relays {
+		out[name] = r.addr()
+	}
+	return out
+}
+
+func (n *fedNet) configure(cfg *config.Config) {
+	cfg.Federation.Hosts = n.hosts()
+	cfg.Federation.InsecureHTTPHosts = nil
+	for name := range n.relays {
+		cfg.Federation.InsecureHTTPHosts = append(cfg.Federation.InsecureHTTPHosts, name)
+	}
+	cfg.Federation.RequestsPerSecond, cfg.Federation.Burst = 10000, 100000
+}
+
+// start starts server name on backend, reachable by the others through its relay.
+func (n *fedNet) start(t *testing.T, backend, name string, configure ...func(*config.Config)) *testserver.Server {
+	t.Helper()
+	srv := testserver.Start(t, backend, testserver.Options{ServerName: name, Configure: func(cfg *config.Config) {
+		n.configure(cfg)
+		for _, f := range configure {
+			f(cfg)
+		}
+	}})
+	n.relays[name].point(srv.Config.Listen.HTTP)
+	return srv
+}
+
+// client is an outbound federation client speaking as origin with key,
+// routed over the net (to test what a misbehaving server could send).
+func (n *fedNet) client(t testing.TB, origin string, key *mfed.SigningKey) *mfed.Client {
+	t.Helper()
+	cfg := config.Default()
+	cfg.ServerName = origin
+	n.configure(cfg)
+	c, err := federation.NewClient(cfg, key, federation.AllowAll{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// errStatus is the HTTP status of a mautrix client error (0 if none).
+func errStatus(err error) int {
+	var httpErr mautrix.HTTPError
+	if errors.As(err, &httpErr) && httpErr.Response != nil {
+		return httpErr.Response.StatusCode
+	}
+	return 0
+}
+
+func ctxT(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
