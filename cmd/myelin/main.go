@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/myelin-chat/myelin/accounts"
+	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/homeserver"
 	"github.com/myelin-chat/myelin/internal/config"
 	"github.com/myelin-chat/myelin/storage"
@@ -33,12 +34,16 @@ Usage:
   myelin registration-token create|list [flags]
                                   manage registration tokens stored in the database
   myelin migrate [flags]          apply database migrations and exit
+  myelin rotate-signing-key [flags]
+                                  retire the federation signing key and make a new
+                                  one (run while the server is stopped)
   myelin version                  print the version
 
 Run "myelin <command> -h" for the flags of a command.
 `
 
 func main() {
+	federation.SoftwareVersion = version
 	args := os.Args[1:]
 	cmd := "run"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -56,6 +61,8 @@ func main() {
 		err = registrationTokenCmd(args)
 	case "migrate":
 		err = migrateCmd(args)
+	case "rotate-signing-key":
+		err = rotateSigningKeyCmd(args)
 	case "version":
 		fmt.Println("myelin", version)
 	case "help", "-h", "--help":
@@ -238,6 +245,23 @@ func migrateCmd(args []string) error {
 		return err
 	}
 	fmt.Println("schema version", v)
+	return nil
+}
+
+func rotateSigningKeyCmd(args []string) error {
+	fs := flag.NewFlagSet("rotate-signing-key", flag.ExitOnError)
+	var f serverFlags
+	f.register(fs)
+	_ = fs.Parse(args)
+	cfg, err := f.load()
+	if err != nil {
+		return err
+	}
+	key, err := federation.RotateSigningKey(cfg.DataDir, time.Now())
+	if err != nil {
+		return err
+	}
+	fmt.Println("new signing key", key.ID, "- the old key is kept in old_signing_keys/ and still published")
 	return nil
 }
 
