@@ -32,6 +32,7 @@ type API struct {
 
 	Media         Media         // media.go
 	UserDirectory UserDirectory // userdirectory.go
+	SlidingSync   http.Handler  // clientapi/slidingsync (MSC4186); nil: not served
 
 	ipLimiter     *ratelimit.Limiter
 	userLimiter   *ratelimit.Limiter
@@ -119,6 +120,9 @@ func (a *API) unstableRoutes(r chi.Router) {
 		a.keyRoutesUnstable(r)
 		if a.Rooms != nil {
 			r.Route("/im.nheko.summary", a.RoomSummaryUnstable) // MSC3266 room summary
+		}
+		if a.SlidingSync != nil { // MSC4186 simplified sliding sync
+			r.Method(http.MethodPost, "/org.matrix.simplified_msc3575/sync", a.SlidingSync)
 		}
 	})
 }

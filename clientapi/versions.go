@@ -18,7 +18,8 @@ func (a *API) versions(w http.ResponseWriter, r *http.Request) {
 			"r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9",
 		},
 		"unstable_features": map[string]bool{
-			"org.matrix.msc3916.stable": a.Media != nil,
+			"org.matrix.msc3916.stable":     a.Media != nil,
+			"org.matrix.simplified_msc3575": a.SlidingSync != nil,
 		},
 	})
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/myelin-chat/myelin/accounts"
 	"github.com/myelin-chat/myelin/clientapi"
+	"github.com/myelin-chat/myelin/clientapi/slidingsync"
 	clientsync "github.com/myelin-chat/myelin/clientapi/sync"
 	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/internal/config"
@@ -144,6 +145,7 @@ func (s *Server) routes() http.Handler {
 	}
 	api := &clientapi.API{Config: s.Config, Accounts: s.Accounts, Keys: s.Keys, Rooms: s.Rooms,
 		Sync: syncArea{s.Syncer, s.Sync}, Media: s.Media, UserDirectory: userdirectory.New(s.DB)}
+	api.SlidingSync = slidingsync.New(s.Syncer, s.DB, s.Sync, s.Keys)
 	api.Mount(r)
 	s.Federation.Mount(r) // /_matrix/key, /_matrix/federation (nothing when federation is off)
 	return r

@@ -1,0 +1,155 @@
+package slidingsync
+
+import (
+	"strconv"
+	"sync"
+	"time"
+
+	clientsync "github.com/myelin-chat/myelin/clientapi/sync"
+)
+
+// Per-connection state: what each connection (user, device, conn_id) was
+// sent, so that later responses carry only what changed. It lives in memory
+// only: after a restart, an eviction or an expiry the client is told
+// M_UNKNOWN_POS and starts the connection again.
+
+// roomSent is what a connection was sent of one room.
+type roomSent struct {
+	toPos      int64  // the room's events up to this stream position were considered
+	limit      int    // the timeline limit it was last sent with
+	stateKey   string // the required_state config it was last sent with
+	membership string
+	lazySent   map[string]bool // members whose m.room.member was sent (shared: copy on write)
+}
+
+// snapshot is a connection's state as of one issued pos. Snapshots are
+// immutable once stored; a response builds a new one.
+type snapshot struct {
+	tok      clientsync.Token
+	rooms    map[string]roomSent
+	counts   map[string]int // list counts last sent
+	toDevAck int64          // to-device messages deleted up to here
+}
+
+// conn is one connection's recent snapshots, keyed by pos id: the latest,
+// and a few before it (a client may retry with a pos whose response it never
+// processed).
+type conn struct {
+	snaps    map[uint64]*snapshot
+	lastUsed time.Time
+}
+
+const (
+	maxSnapshotsPerConn = 3
+	defaultMaxConns     = 10_000
+	defaultConnTTL      = 30 * time.Minute
+)
+
+// connections holds every connection's state, bounded in number and idle time.
+type connections struct {
+	mu       sync.Mutex
+	m        map[string]*conn
+	next     uint64
+	maxConns int
+	ttl      time.Duration
+	swept    time.Time
+	now      func() time.Time
+}
+
+func newConnections(maxConns int, ttl time.Duration) *connections {
+	// Pos ids start at the start-up time so that a pos from before a restart
+	// is never mistaken for a new one.
+	return &connections{m: map[string]*conn{}, next: uint64(time.Now().UnixNano()), maxConns: maxConns, ttl: ttl, now: time.Now}
+}
+
+func connKey(userID, deviceID, connID string) string {
+	return userID + "\x00" + deviceID + "\x00" + connID
+}
+
+// get returns the snapshot issued as pos on the connection, or nil.
+// Snapshots older than pos are dropped: asking for pos acknowledges it.
+func (c *connections) get(key, pos string) *snapshot {
+	id, err := strconv.ParseUint(pos, 10, 64)
+	if err != nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cn := c.m[key]
+	if cn == nil || c.now().Sub(cn.lastUsed) > c.ttl {
+		delete(c.m, key)
+		return nil
+	}
+	snap := cn.snaps[id]
+	if snap == nil {
+		return nil
+	}
+	for other := range cn.snaps {
+		if other < id {
+			delete(cn.snaps, other)
+		}
+	}
+	cn.lastUsed = c.now()
+	return snap
+}
+
+// put stores a snapshot and returns its pos. A new connection (initial
+// request) replaces whatever the conn_id had.
+func (c *connections) put(key string, snap *snapshot, fresh bool) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	c.sweepLocked(now)
+	cn := c.m[key]
+	if cn == nil || fresh {
+		if cn == nil && len(c.m) >= c.maxConns {
+			c.evictLocked()
+		}
+		cn = &conn{snaps: map[uint64]*snapshot{}}
+		c.m[key] = cn
+	}
+	c.next++
+	id := c.next
+	cn.snaps[id] = snap
+	for len(cn.snaps) > maxSnapshotsPerConn {
+		oldest := id
+		for other := range cn.snaps {
+			oldest = min(oldest, other)
+		}
+		delete(cn.snaps, oldest)
+	}
+	cn.lastUsed = now
+	return strconv.FormatUint(id, 10)
+}
+
+// sweepLocked drops idle connections, at most once a minute.
+func (c *connections) sweepLocked(now time.Time) {
+	if now.Sub(c.swept) < time.Minute {
+		return
+	}
+	c.swept = now
+	for k, cn := range c.m {
+		if now.Sub(cn.lastUsed) > c.ttl {
+			delete(c.m, k)
+		}
+	}
+}
+
+// evictLocked drops the least recently used connection.
+func (c *connections) evictLocked() {
+	var oldestKey string
+	var oldest time.Time
+	for k, cn := range c.m {
+		if oldestKey == "" || cn.lastUsed.Before(oldest) {
+			oldestKey, oldest = k, cn.lastUsed
+		}
+	}
+	delete(c.m, oldestKey)
+}
+
+// size is the number of connections held (tests).
+func (c *connections) size() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.m)
+}

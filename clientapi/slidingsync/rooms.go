@@ -1,0 +1,467 @@
+package slidingsync
+
+import (
+	"context"
+	"encoding/json"
+	"maps"
+	"slices"
+	"sort"
+
+	"github.com/tidwall/gjson"
+
+	clientsync "github.com/myelin-chat/myelin/clientapi/sync"
+	"github.com/myelin-chat/myelin/storage"
+)
+
+// bumpTypes are the events that count as activity for bump_stamp (MSC4186).
+var bumpTypes = map[string]bool{"m.room.create": true, "m.room.message": true, "m.room.encrypted": true,
+	"m.sticker": true, "m.call.invite": true, "m.poll.start": true, "m.beacon_info": true}
+
+// bumpScan is how many recent events are searched for a bump type.
+const bumpScan = 10
+
+// candidate is one room of the user's server-side room list.
+type candidate struct {
+	roomID     string
+	mem        *clientsync.Membership
+	membership string
+	upTo       int64 // the last position the user may see events of
+	recency    int64 // sort key: the latest event (or the membership event)
+	bump       int64
+}
+
+// roomList is the user's rooms sorted by recency, most recent first: joined,
+// invited and knocked rooms, rooms they were kicked or banned from, and rooms
+// they left that this connection was already sent.
+func (b *builder) roomList(ctx context.Context) ([]*candidate, error) {
+	var out []*candidate
+	for roomID, m := range b.mems {
+		at := m.At()
+		c := &candidate{roomID: roomID, mem: m, membership: at.Membership, upTo: at.StreamPos}
+		switch at.Membership {
+		case "join":
+			c.upTo = b.to.Pos
+		case "invite", "knock":
+		case "ban":
+			if !m.EverJoined() {
+				continue
+			}
+		case "leave":
+			_, sent := b.prev.rooms[roomID]
+			kicked := at.Sender != b.userID && m.EverJoined()
+			if !sent && !kicked {
+				continue
+			}
+		default:
+			continue
+		}
+		c.recency, c.bump = at.StreamPos, at.StreamPos
+		if c.membership == "join" || c.membership == "leave" || c.membership == "ban" {
+			recent, _, err := b.h.store.RoomEventsRange(ctx, roomID, 0, c.upTo, bumpScan)
+			if err != nil {
+				return nil, err
+			}
+			if n := len(recent); n > 0 {
+				c.recency, c.bump = recent[n-1].Pos, recent[n-1].Pos
+				for i := n - 1; i >= 0; i-- {
+					if bumpTypes[recent[i].Type] {
+						c.bump = recent[i].Pos
+						break
+					}
+				}
+			}
+		}
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].recency != out[j].recency {
+			return out[i].recency > out[j].recency
+		}
+		return out[i].roomID < out[j].roomID
+	})
+	return out, nil
+}
+
+// roomFacts are what list filters look at, read only when a filter needs them.
+type roomFacts struct {
+	state map[[2]string]string
+}
+
+// filterMatch applies a list's filters to a room.
+func (b *builder) filterMatch(ctx context.Context, f *listFilters, c *candidate) (bool, error) {
+	if inv := f.invite(); inv != nil && *inv != (c.membership == "invite") {
+		return false, nil
+	}
+	if f.IsDM != nil && *f.IsDM != b.dmRooms[c.roomID] {
+		return false, nil
+	}
+	if len(f.Tags) > 0 || len(f.NotTags) > 0 {
+		tags := b.tags[c.roomID]
+		for _, t := range f.NotTags {
+			if tags[t] {
+				return false, nil
+			}
+		}
+		if len(f.Tags) > 0 && !slices.ContainsFunc(f.Tags, func(t string) bool { return tags[t] }) {
+			return false, nil
+		}
+	}
+	if f.IsEncrypted == nil && f.RoomTypes == nil && f.NotRoomTypes == nil && f.Spaces == nil {
+		return true, nil
+	}
+	state, err := b.roomState(ctx, c)
+	if err != nil {
+		return false, err
+	}
+	if f.IsEncrypted != nil {
+		_, enc := state[[2]string{"m.room.encryption", ""}]
+		if enc != *f.IsEncrypted {
+			return false, nil
+		}
+	}
+	if f.RoomTypes != nil || f.NotRoomTypes != nil {
+		typ, err := b.roomType(ctx, state)
+		if err != nil {
+			return false, err
+		}
+		match := func(list []*string) bool {
+			return slices.ContainsFunc(list, func(t *string) bool { return (t == nil && typ == nil) || (t != nil && typ != nil && *t == *typ) })
+		}
+		if match(f.NotRoomTypes) || (f.RoomTypes != nil && !match(f.RoomTypes)) {
+			return false, nil
+		}
+	}
+	if f.Spaces != nil {
+		children, err := b.spaceChildren(ctx, f.Spaces)
+		if err != nil {
+			return false, err
+		}
+		if !children[c.roomID] {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// roomState is the room's state the user may see: current for joined rooms,
+// at the membership event otherwise (invites: what the invite carried is not
+// in the store, so the state at the invite event is used only for filters).
+func (b *builder) roomState(ctx context.Context, c *candidate) (map[[2]string]string, error) {
+	if f, ok := b.facts[c.roomID]; ok {
+		return f.state, nil
+	}
+	st, err := b.h.store.StateAtPosition(ctx, c.roomID, c.upTo)
+	if err != nil {
+		return nil, err
+	}
+	b.facts[c.roomID] = &roomFacts{state: st}
+	return st, nil
+}
+
+func (b *builder) roomType(ctx context.Context, state map[[2]string]string) (*string, error) {
+	id, ok := state[[2]string{"m.room.create", ""}]
+	if !ok {
+		return nil, nil
+	}
+	evs, err := b.h.store.EventsByID(ctx, []string{id})
+	if err != nil || len(evs) == 0 {
+		return nil, err
+	}
+	if t := gjson.Get(evs[0].JSON, "content.type"); t.Type == gjson.String {
+		s := t.String()
+		return &s, nil
+	}
+	return nil, nil
+}
+
+// spaceChildren are the rooms named by m.space.child in the given spaces the
+// user is joined to (not recursively, as the MSC says).
+func (b *builder) spaceChildren(ctx context.Context, spaces []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	for _, sp := range spaces {
+		m, ok := b.mems[sp]
+		if !ok || m.At().Membership != "join" {
+			continue
+		}
+		st, err := b.h.store.StateAtPosition(ctx, sp, b.to.Pos)
+		if err != nil {
+			return nil, err
+		}
+		var ids []string
+		for k, ev := range st {
+			if k[0] == "m.space.child" {
+				ids = append(ids, ev)
+			}
+		}
+		evs, err := b.h.store.EventsByID(ctx, ids)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range evs {
+			// A child event with empty content (no via) is a removed child.
+			if via := gjson.Get(e.JSON, "content.via"); via.IsArray() && len(via.Array()) > 0 && e.StateKey != nil {
+				out[*e.StateKey] = true
+			}
+		}
+	}
+	return out, nil
+}
+
+// roomResult builds a room's entry, or nil when there is nothing new to send.
+// It records what was sent in b.next.
+func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (*roomResult, error) {
+	sent, had := b.prev.rooms[c.roomID]
+	transient := func(m string) bool { return m == "invite" || m == "knock" }
+	initial := !had || (sent.membership != c.membership && (transient(sent.membership) || transient(c.membership) || c.membership == "join"))
+	rec := roomSent{toPos: c.upTo, limit: cfg.limit, stateKey: cfg.key(), membership: c.membership}
+
+	if transient(c.membership) {
+		if !initial {
+			return nil, nil
+		}
+		st, err := b.h.syncer.StrippedState(ctx, c.roomID, c.mem)
+		if err != nil {
+			return nil, err
+		}
+		b.next.rooms[c.roomID] = rec
+		return &roomResult{Initial: true, Membership: c.membership, BumpStamp: c.bump, InviteState: st, StrippedState: st,
+			IsDM: b.dmRooms[c.roomID]}, nil
+	}
+
+	from := int64(0)
+	expanded := false
+	stateChanged := false
+	if !initial {
+		from = sent.toPos
+		if cfg.limit > sent.limit {
+			from, expanded = 0, true
+		}
+		stateChanged = cfg.key() != sent.stateKey
+		rec.lazySent = sent.lazySent
+	}
+	if !initial && !expanded && !stateChanged && c.upTo <= sent.toPos && sent.membership == c.membership {
+		return nil, nil // nothing new (kept as sent)
+	}
+	viewer := b.h.syncer.Viewer(b.userID, b.deviceID, c.roomID, c.mem)
+	fetch := max(cfg.limit, 1) // one event at least, to see whether there is anything new
+	evs, limited, err := b.h.store.RoomEventsRange(ctx, c.roomID, from, c.upTo, fetch)
+	if err != nil {
+		return nil, err
+	}
+	if evs, err = viewer.Visible(ctx, evs); err != nil {
+		return nil, err
+	}
+	if !initial && !stateChanged && len(evs) == 0 && sent.membership == c.membership {
+		b.next.rooms[c.roomID] = rec
+		return nil, nil
+	}
+	allNew := !limited // evs are every event in (from, upTo]
+	if len(evs) > cfg.limit {
+		evs, limited = evs[len(evs)-cfg.limit:], true
+	}
+	res := &roomResult{Initial: initial, ExpandedTimeline: expanded && !initial, Membership: c.membership, BumpStamp: c.bump,
+		Limited: limited, IsDM: b.dmRooms[c.roomID]}
+	if res.Timeline, err = viewer.Render(ctx, evs); err != nil {
+		return nil, err
+	}
+	if len(evs) > 0 {
+		res.PrevBatch = viewer.PrevBatch(evs[0].Pos)
+	}
+	live := 0
+	for _, e := range evs {
+		if b.prevExists && e.Pos > b.prev.tok.Pos {
+			live++
+		}
+	}
+	res.NumLive = &live
+
+	// Which state to send: all that is wanted (new room or new config), or
+	// what changed since the room was last sent.
+	state, err := b.h.store.StateAtPosition(ctx, c.roomID, c.upTo)
+	if err != nil {
+		return nil, err
+	}
+	changed := state
+	if !initial && !stateChanged {
+		hasState := false
+		for _, e := range evs {
+			hasState = hasState || e.StateKey != nil
+		}
+		if allNew && !hasState {
+			changed = nil
+		} else {
+			before, err := b.h.store.StateAtPosition(ctx, c.roomID, sent.toPos)
+			if err != nil {
+				return nil, err
+			}
+			changed = map[[2]string]string{}
+			for k, ev := range state {
+				if before[k] != ev {
+					changed[k] = ev
+				}
+			}
+		}
+	}
+	var ids []string
+	for k, ev := range changed {
+		if cfg.wants(k[0], k[1], b.userID) {
+			ids = append(ids, ev)
+		}
+	}
+	// Lazy members: the timeline's senders and member event targets, once.
+	if cfg.lazy() {
+		lazy := map[string]bool{}
+		if !initial && !limited {
+			for k := range changed { // membership changes of a gapless sync
+				if k[0] == "m.room.member" {
+					lazy[k[1]] = true
+				}
+			}
+		}
+		for _, e := range evs {
+			lazy[e.Sender] = true
+			if e.Type == "m.room.member" && e.StateKey != nil {
+				lazy[*e.StateKey] = true
+			}
+		}
+		known := rec.lazySent
+		if initial || stateChanged || limited {
+			known = nil // the client drops its member cache on a gap
+		}
+		grown := maps.Clone(known)
+		if grown == nil {
+			grown = map[string]bool{}
+		}
+		for u := range lazy {
+			ev, ok := state[[2]string{"m.room.member", u}]
+			if !ok || (known[u] && changed[[2]string{"m.room.member", u}] == "") {
+				continue
+			}
+			if !cfg.wants("m.room.member", u, b.userID) {
+				ids = append(ids, ev)
+			}
+			grown[u] = true
+		}
+		rec.lazySent = grown
+	}
+	stateEvs, err := b.h.store.EventsByID(ctx, dedupe(ids))
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(stateEvs, func(i, j int) bool { return stateEvs[i].Pos < stateEvs[j].Pos })
+	if res.RequiredState, err = viewer.Render(ctx, stateEvs); err != nil {
+		return nil, err
+	}
+
+	// Name, avatar, heroes and counts when new or changed.
+	memberChange := initial || stateChanged || limited
+	for k := range changed {
+		memberChange = memberChange || k[0] == "m.room.member"
+	}
+	if err := b.nameAndAvatar(ctx, res, state, changed, initial || stateChanged); err != nil {
+		return nil, err
+	}
+	if memberChange {
+		joined, invited, err := b.h.store.RoomMembersSummaryAt(ctx, c.roomID, c.upTo)
+		if err != nil {
+			return nil, err
+		}
+		nj, ni := len(joined), len(invited)
+		res.JoinedCount, res.InvitedCount = &nj, &ni
+		if _, named := state[[2]string{"m.room.name", ""}]; !named {
+			if res.Heroes, err = b.heroes(ctx, state, append(joined, invited...)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if c.membership == "join" {
+		counts, _, err := b.h.module.UnreadCounts(ctx, b.userID, c.roomID, b.to.Pos, b.ruleset, b.rulesPos, false, nil, 0)
+		if err != nil {
+			return nil, err
+		}
+		res.NotificationCount, res.HighlightCount = &counts.Notifications, &counts.Highlights
+	}
+	b.next.rooms[c.roomID] = rec
+	return res, nil
+}
+
+// nameAndAvatar sets name and avatar when sending everything or when they changed.
+func (b *builder) nameAndAvatar(ctx context.Context, res *roomResult, state, changed map[[2]string]string, all bool) error {
+	for _, f := range []struct {
+		typ, field string
+		into       **json.RawMessage
+	}{{"m.room.name", "name", &res.Name}, {"m.room.avatar", "url", &res.Avatar}} {
+		k := [2]string{f.typ, ""}
+		if _, ch := changed[k]; !all && !ch {
+			continue
+		}
+		ev, ok := state[k]
+		if !ok {
+			continue // never set: omitted
+		}
+		evs, err := b.h.store.EventsByID(ctx, []string{ev})
+		if err != nil {
+			return err
+		}
+		v := json.RawMessage("null")
+		if len(evs) == 1 {
+			if s := gjson.Get(evs[0].JSON, "content."+f.field); s.Type == gjson.String && s.String() != "" {
+				v, _ = json.Marshal(s.String())
+			}
+		}
+		if string(v) == "null" && all {
+			continue
+		}
+		*f.into = &v
+	}
+	return nil
+}
+
+// heroes are up to five other members, with their display names and avatars.
+func (b *builder) heroes(ctx context.Context, state map[[2]string]string, members []string) ([]hero, error) {
+	var ids []string
+	var users []string
+	for _, u := range members {
+		if u == b.userID {
+			continue
+		}
+		if ev, ok := state[[2]string{"m.room.member", u}]; ok {
+			ids, users = append(ids, ev), append(users, u)
+		}
+		if len(users) == 5 {
+			break
+		}
+	}
+	evs, err := b.h.store.EventsByID(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	byUser := map[string]storage.SyncEvent{}
+	for _, e := range evs {
+		if e.StateKey != nil {
+			byUser[*e.StateKey] = e
+		}
+	}
+	out := make([]hero, 0, len(users))
+	for _, u := range users {
+		h := hero{UserID: u}
+		if e, ok := byUser[u]; ok {
+			h.DisplayName = gjson.Get(e.JSON, "content.displayname").String()
+			h.AvatarURL = gjson.Get(e.JSON, "content.avatar_url").String()
+		}
+		out = append(out, h)
+	}
+	return out, nil
+}
+
+func dedupe(ids []string) []string {
+	seen := map[string]bool{}
+	out := ids[:0:0]
+	for _, id := range ids {
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	return out
+}

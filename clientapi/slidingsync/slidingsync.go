@@ -1,0 +1,346 @@
+// Package slidingsync answers simplified sliding sync (MSC4186), the sync
+// Element X uses: POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync.
+//
+// It reads through the same building blocks as GET /sync (clientapi/sync):
+// memberships, room events with history visibility, rendering, stripped
+// state, the notifier long-poll. What is sliding-sync-specific is the room
+// list (sorted by recency, filtered and windowed by ranges), the per-connection
+// memory of what each room was sent, and the extensions' response shapes.
+package slidingsync
+
+import (
+	"context"
+	"encoding/json"
+	"maps"
+	"net/http"
+	"strconv"
+	"time"
+
+	"maunium.net/go/mautrix/pushrules"
+
+	clientsync "github.com/myelin-chat/myelin/clientapi/sync"
+	"github.com/myelin-chat/myelin/internal/authn"
+	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/storage"
+	"github.com/myelin-chat/myelin/syncapi"
+)
+
+// Store is what sliding sync reads directly; *storage.DB satisfies it.
+type Store interface {
+	RoomEventsRange(ctx context.Context, roomID string, from, to int64, limit int) ([]storage.SyncEvent, bool, error)
+	StateAtPosition(ctx context.Context, roomID string, pos int64) (map[[2]string]string, error)
+	EventsByID(ctx context.Context, ids []string) ([]storage.SyncEvent, error)
+	RoomMembersSummaryAt(ctx context.Context, roomID string, at int64) (joined, invited []string, err error)
+	AccountDataSince(ctx context.Context, userID string, from, to int64) ([]storage.AccountData, error)
+	ReceiptsInRange(ctx context.Context, userID string, from, to int64) ([]storage.Receipt, error)
+	RoomReceipts(ctx context.Context, roomID string, to int64) ([]storage.Receipt, error)
+}
+
+// maxTimeout caps a long-poll, as for GET /sync.
+const maxTimeout = 5 * time.Minute
+
+// Handler serves sliding sync.
+type Handler struct {
+	syncer *clientsync.Syncer
+	store  Store
+	module *syncapi.Service
+	keys   clientsync.Keys // nil: no to_device or e2ee extension data
+	conns  *connections
+}
+
+// New builds the handler. keys may be nil.
+func New(syncer *clientsync.Syncer, store Store, module *syncapi.Service, keys clientsync.Keys) *Handler {
+	return &Handler{syncer: syncer, store: store, module: module, keys: keys, conns: newConnections(defaultMaxConns, defaultConnTTL)}
+}
+
+// ServeHTTP answers POST .../org.matrix.simplified_msc3575/sync.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	resp, err := h.handle(r)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, resp)
+}
+
+func (h *Handler) handle(r *http.Request) (*response, error) {
+	ctx := r.Context()
+	dev := authn.FromContext(ctx)
+	userID, deviceID := dev.UserID.String(), dev.DeviceID.String()
+	var req request
+	if err := mxhttp.ReadJSON(r, &req); err != nil {
+		return nil, err
+	}
+	if err := req.validate(); err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	pos := q.Get("pos")
+	if pos == "" && req.Pos != nil {
+		pos = *req.Pos
+	}
+	timeout := time.Duration(0)
+	if v := q.Get("timeout"); v != "" {
+		ms, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || ms < 0 {
+			return nil, mxhttp.InvalidParam("timeout must be a non-negative integer (milliseconds)")
+		}
+		timeout = time.Duration(ms) * time.Millisecond
+	} else if req.Timeout != nil {
+		if *req.Timeout < 0 {
+			return nil, mxhttp.InvalidParam("timeout must not be negative")
+		}
+		timeout = time.Duration(*req.Timeout) * time.Millisecond
+	}
+	timeout = min(timeout, maxTimeout)
+	presence := q.Get("set_presence")
+	if presence == "" && req.SetPresence != nil {
+		presence = *req.SetPresence
+	}
+	if presence == "" {
+		presence = syncapi.PresenceOnline
+	}
+	if !syncapi.ValidPresence(presence) {
+		return nil, mxhttp.InvalidParam("set_presence must be online, offline or unavailable")
+	}
+
+	key := connKey(userID, deviceID, req.ConnID)
+	prev := &snapshot{rooms: map[string]roomSent{}, counts: map[string]int{}}
+	prevExists := false
+	if pos != "" {
+		snap := h.conns.get(key, pos)
+		if snap == nil {
+			return nil, errUnknownPos("Unknown or expired pos; start a new connection")
+		}
+		prev, prevExists = snap, true
+	}
+	if presence != syncapi.PresenceOffline {
+		if err := h.module.SetPresence(ctx, userID, presence, nil, false); err != nil {
+			return nil, err
+		}
+	}
+	b := &builder{h: h, req: &req, userID: userID, deviceID: deviceID, prev: prev, prevExists: prevExists}
+	resp, next, err := h.sync(ctx, b, timeout)
+	if err != nil {
+		return nil, err
+	}
+	resp.Pos = h.conns.put(key, next, !prevExists)
+	return resp, nil
+}
+
+// sync builds the answer at once, or long-polls until there is something
+// for a continuing connection (like GET /sync).
+func (h *Handler) sync(ctx context.Context, b *builder, timeout time.Duration) (*response, *snapshot, error) {
+	n := h.syncer.Notifier()
+	mark := n.WakeMark()
+	to := h.syncer.Current()
+	resp, next, err := b.build(ctx, to)
+	if err != nil || !b.prevExists || timeout == 0 || b.hasUpdates(resp) {
+		return resp, next, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		if !n.WaitMarked(ctx, b.userID, to.Pos, mark) {
+			return resp, next, nil
+		}
+		mark = n.WakeMark()
+		cur := h.syncer.Current()
+		if cur == to {
+			continue
+		}
+		r, nx, err := b.build(ctx, cur)
+		if err != nil {
+			if ctx.Err() != nil {
+				return resp, next, nil // timed out mid-build: answer with what we had
+			}
+			return nil, nil, err
+		}
+		resp, next, to = r, nx, cur
+		if b.hasUpdates(resp) {
+			return resp, next, nil
+		}
+	}
+}
+
+// builder builds one response against the connection's previous snapshot.
+type builder struct {
+	h                *Handler
+	req              *request
+	userID, deviceID string
+	prev             *snapshot
+	prevExists       bool
+
+	// Per build:
+	to       clientsync.Token
+	next     *snapshot
+	mems     map[string]*clientsync.Membership
+	facts    map[string]*roomFacts
+	dmRooms  map[string]bool
+	tags     map[string]map[string]bool
+	acct     []storage.AccountData
+	ruleset  *pushrules.PushRuleset
+	rulesPos int64
+	toDevice int64 // the to-device since the answer acknowledges (extension state)
+}
+
+// since is the stream position the connection was last answered at (0: new).
+func (b *builder) since() int64 {
+	if !b.prevExists {
+		return 0
+	}
+	return b.prev.tok.Pos
+}
+
+func (b *builder) build(ctx context.Context, to clientsync.Token) (*response, *snapshot, error) {
+	b.to = to
+	b.next = &snapshot{tok: to, rooms: maps.Clone(b.prev.rooms), counts: map[string]int{}, toDevAck: b.prev.toDevAck}
+	b.facts = map[string]*roomFacts{}
+	var err error
+	if b.mems, err = b.h.syncer.Memberships(ctx, b.userID, to.Pos); err != nil {
+		return nil, nil, err
+	}
+	if b.acct, err = b.h.store.AccountDataSince(ctx, b.userID, 0, to.Pos); err != nil {
+		return nil, nil, err
+	}
+	b.dmRooms, b.tags = map[string]bool{}, map[string]map[string]bool{}
+	for _, a := range b.acct {
+		switch {
+		case a.RoomID == "" && a.Type == "m.direct":
+			var direct map[string][]string
+			_ = json.Unmarshal(a.Content, &direct)
+			for _, rooms := range direct {
+				for _, r := range rooms {
+					b.dmRooms[r] = true
+				}
+			}
+		case a.RoomID != "" && a.Type == "m.tag":
+			var tags struct {
+				Tags map[string]json.RawMessage `json:"tags"`
+			}
+			_ = json.Unmarshal(a.Content, &tags)
+			set := map[string]bool{}
+			for t := range tags.Tags {
+				set[t] = true
+			}
+			b.tags[a.RoomID] = set
+		}
+	}
+	if b.ruleset, b.rulesPos, err = b.h.module.PushRuleset(ctx, b.userID); err != nil {
+		return nil, nil, err
+	}
+
+	list, err := b.roomList(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	resp := &response{Lists: map[string]listResult{}, Rooms: map[string]*roomResult{}, Extensions: map[string]any{}}
+	configs := map[string]*combined{}
+	listsOf := map[string][]string{}
+	byID := map[string]*candidate{}
+	for _, c := range list {
+		byID[c.roomID] = c
+	}
+	for _, name := range sortedKeys(b.req.Lists) {
+		l := b.req.Lists[name]
+		idx := 0
+		for _, c := range list {
+			ok, err := b.filterMatch(ctx, l.Filters, c)
+			if err != nil {
+				return nil, nil, err
+			}
+			if !ok {
+				continue
+			}
+			if inRanges(l.Ranges, idx) {
+				cfg := configs[c.roomID]
+				if cfg == nil {
+					cfg = &combined{}
+					configs[c.roomID] = cfg
+				}
+				cfg.add(l.roomConfig)
+				listsOf[c.roomID] = append(listsOf[c.roomID], name)
+			}
+			idx++
+		}
+		resp.Lists[name] = listResult{Count: idx}
+		b.next.counts[name] = idx
+	}
+	for roomID, sub := range b.req.RoomSubscriptions {
+		c := byID[roomID]
+		if c == nil {
+			// Not in the list (e.g. left by themselves): still visible if
+			// the user was ever joined, invited or knocked.
+			m, ok := b.mems[roomID]
+			if !ok {
+				continue // never a member: ignored, as the MSC says
+			}
+			at := m.At()
+			if at.Membership == "ban" && !m.EverJoined() {
+				continue
+			}
+			c = &candidate{roomID: roomID, mem: m, membership: at.Membership, upTo: at.StreamPos, recency: at.StreamPos, bump: at.StreamPos}
+			byID[roomID] = c
+		}
+		cfg := configs[roomID]
+		if cfg == nil {
+			cfg = &combined{}
+			configs[roomID] = cfg
+		}
+		cfg.add(sub)
+	}
+	for _, roomID := range sortedKeys(configs) {
+		res, err := b.roomResult(ctx, byID[roomID], configs[roomID])
+		if err != nil {
+			return nil, nil, err
+		}
+		if res != nil {
+			res.Lists = listsOf[roomID]
+			resp.Rooms[roomID] = res
+		}
+	}
+	if err := b.extensions(ctx, resp, configs); err != nil {
+		return nil, nil, err
+	}
+	return resp, b.next, nil
+}
+
+func inRanges(ranges [][]int64, i int) bool {
+	if ranges == nil {
+		return true // no range: the whole list
+	}
+	for _, r := range ranges {
+		if int64(i) >= r[0] && int64(i) <= r[1] {
+			return true
+		}
+	}
+	return false
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sortStrings(keys)
+	return keys
+}
+
+// hasUpdates reports whether a continuing connection's answer carries
+// anything (key counts alone do not count).
+func (b *builder) hasUpdates(resp *response) bool {
+	if len(resp.Rooms) > 0 {
+		return true
+	}
+	for name, l := range resp.Lists {
+		if old, ok := b.prev.counts[name]; !ok || old != l.Count {
+			return true
+		}
+	}
+	for _, ext := range resp.Extensions {
+		if e, ok := ext.(interface{ hasData() bool }); ok && e.hasData() {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,119 @@
+package slidingsync
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+)
+
+func TestConnectionsOwnershipRetryAndAck(t *testing.T) {
+	c := newConnections(10, time.Hour)
+	a, b := connKey("@a:x", "D", ""), connKey("@b:x", "D", "")
+	p1 := c.put(a, &snapshot{}, true)
+	if c.get(b, p1) != nil {
+		t.Fatal("another user's connection resolved a pos it was not issued")
+	}
+	if c.get(connKey("@a:x", "D", "other"), p1) != nil {
+		t.Fatal("another conn_id resolved the pos")
+	}
+	if c.get(a, p1) == nil || c.get(a, p1) == nil {
+		t.Fatal("the latest pos must resolve, also when retried")
+	}
+	p2 := c.put(a, &snapshot{}, false)
+	if c.get(a, p1) == nil {
+		t.Fatal("a pos whose successor was never used must still resolve (the response may be lost)")
+	}
+	if c.get(a, p2) == nil {
+		t.Fatal("new pos does not resolve")
+	}
+	if c.get(a, p1) != nil {
+		t.Fatal("using a newer pos must drop the older one")
+	}
+	if c.get(a, "nonsense") != nil || c.get(a, "") != nil {
+		t.Fatal("garbage pos resolved")
+	}
+	// A new connection on the same conn_id replaces the old state.
+	p3 := c.put(a, &snapshot{}, true)
+	if c.get(a, p2) != nil || c.get(a, p3) == nil {
+		t.Fatal("an initial request did not replace the connection")
+	}
+}
+
+func TestConnectionsBoundedAndExpiring(t *testing.T) {
+	now := time.Unix(1000, 0)
+	c := newConnections(3, time.Minute)
+	c.now = func() time.Time { return now }
+	var first string
+	for i := range 5 {
+		now = now.Add(time.Second)
+		p := c.put(connKey("@a:x", "D", string(rune('a'+i))), &snapshot{}, true)
+		if i == 0 {
+			first = p
+		}
+	}
+	if c.size() != 3 {
+		t.Fatalf("%d connections held, cap 3", c.size())
+	}
+	if c.get(connKey("@a:x", "D", "a"), first) != nil {
+		t.Fatal("the least recently used connection was not evicted")
+	}
+	key := connKey("@a:x", "D", "e")
+	p := c.put(key, &snapshot{}, false)
+	now = now.Add(2 * time.Minute)
+	if c.get(key, p) != nil {
+		t.Fatal("an idle connection did not expire")
+	}
+	// Snapshots per connection stay bounded.
+	for range 10 {
+		c.put(key, &snapshot{}, false)
+	}
+	c.mu.Lock()
+	n := len(c.m[key].snaps)
+	c.mu.Unlock()
+	if n > maxSnapshotsPerConn {
+		t.Fatalf("%d snapshots kept, cap %d", n, maxSnapshotsPerConn)
+	}
+}
+
+func TestRequiredStateMatching(t *testing.T) {
+	const me = "@me:x"
+	cases := []struct {
+		raw        string
+		typ, key   string
+		want, lazy bool
+	}{
+		{`[["m.room.name",""]]`, "m.room.name", "", true, false},
+		{`[["m.room.name",""]]`, "m.room.topic", "", false, false},
+		{`[["*","*"]]`, "m.room.member", "@u:x", true, false},
+		{`[["m.room.member","*"]]`, "m.room.member", "@u:x", true, false},
+		{`[["*",""]]`, "m.room.member", "@u:x", false, false},
+		{`[["m.room.member","$ME"]]`, "m.room.member", me, true, false},
+		{`[["m.room.member","$ME"]]`, "m.room.member", "@u:x", false, false},
+		{`[["m.room.member","$LAZY"]]`, "m.room.member", "@u:x", false, true},
+		{`{"include":[{}],"exclude":[{"type":"m.room.create","state_key":""}]}`, "m.room.create", "", false, false},
+		{`{"include":[{}],"exclude":[{"type":"m.room.create","state_key":""}]}`, "m.room.topic", "", true, false},
+		{`{"include":[{"state_key":""}],"lazy_members":true}`, "m.room.topic", "", true, true},
+		{`{"include":[{"state_key":""}]}`, "m.room.member", "@u:x", false, false},
+	}
+	for _, tc := range cases {
+		st, err := parseRequiredState(json.RawMessage(tc.raw))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.raw, err)
+		}
+		cfg := combined{states: []stateConfig{st}}
+		if got := cfg.wants(tc.typ, tc.key, me); got != tc.want || cfg.lazy() != tc.lazy {
+			t.Errorf("%s wants (%s, %s) = %v lazy %v; want %v lazy %v", tc.raw, tc.typ, tc.key, got, cfg.lazy(), tc.want, tc.lazy)
+		}
+	}
+	// Combining is a union: an exclude of one config does not hide what another includes.
+	a, _ := parseRequiredState(json.RawMessage(`{"include":[{}],"exclude":[{"type":"m.room.create"}]}`))
+	b, _ := parseRequiredState(json.RawMessage(`[["m.room.create",""]]`))
+	if cfg := (combined{states: []stateConfig{a, b}}); !cfg.wants("m.room.create", "", me) {
+		t.Error("combined configs are not a superset")
+	}
+	for _, bad := range []string{`5`, `"x"`, `[["a"]]`, `[["a","b","c"]]`, `[[1,2]]`, `{"include":5}`} {
+		if _, err := parseRequiredState(json.RawMessage(bad)); err == nil {
+			t.Errorf("%s parsed", bad)
+		}
+	}
+}
