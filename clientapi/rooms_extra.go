@@ -143,9 +143,18 @@ func (a *API) relations(r *http.Request) (any, error) {
 	if dir != "" && dir != "b" && dir != "f" {
 		return nil, mxhttp.InvalidParam("dir must be b or f")
 	}
+	var recurse *bool
+	if q.Has("recurse") {
+		v := q.Get("recurse")
+		if v != "true" && v != "false" {
+			return nil, mxhttp.InvalidParam("recurse must be true or false")
+		}
+		b := v == "true"
+		recurse = &b
+	}
 	return a.Rooms.Relations(readCtx(r), authn.FromRequest(r).UserID, roomID, roomserver.RelationsRequest{
 		EventID: id.EventID(mxhttp.PathParam(r, "eventID")), RelType: mxhttp.PathParam(r, "relType"), EventType: mxhttp.PathParam(r, "eventType"),
-		From: q.Get("from"), Backward: dir != "f", Limit: limit,
+		From: q.Get("from"), Backward: dir != "f", Limit: limit, Recurse: recurse,
 	})
 }
 

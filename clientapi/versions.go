@@ -7,16 +7,18 @@ import (
 )
 
 // versions lists the spec versions whose endpoints we actually serve.
-// v1.7 added async media uploads (media.go). v1.10 is not claimed yet (no
-// recursion on /relations), nor v1.11 (no unsigned.membership); authenticated
-// media (v1.11's MSC3916) is announced the way MSC3916 provides for servers
-// not yet at v1.11: the org.matrix.msc3916.stable flag, which Element and the
-// Matrix SDKs check.
+// v1.7 added async media uploads (media.go); v1.10 recursion on /relations
+// (roomserver.MaxRelationsDepth); v1.11 unsigned.membership on every client
+// event and authenticated media, so v1.11 is claimed only when the media
+// module is on. org.matrix.msc3916.stable stays: clients still check it.
+// Authentication is optional here (v1.10, MSC4026): a token is ignored.
 func (a *API) versions(w http.ResponseWriter, r *http.Request) {
+	versions := []string{"r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10"}
+	if a.Media != nil {
+		versions = append(versions, "v1.11")
+	}
 	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{
-		"versions": []string{
-			"r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9",
-		},
+		"versions": versions,
 		"unstable_features": map[string]bool{
 			"org.matrix.msc3916.stable":     a.Media != nil,
 			"org.matrix.simplified_msc3575": a.SlidingSync != nil,

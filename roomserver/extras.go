@@ -25,13 +25,21 @@ type RelationsRequest struct {
 	From      string
 	Backward  bool
 	Limit     int
+	// Recurse is the recurse parameter (v1.10, MSC3981); nil when not given.
+	Recurse *bool
 }
+
+// MaxRelationsDepth is how many relationships deep /relations?recurse=true
+// follows (the spec asks for at least 3).
+const MaxRelationsDepth = 3
 
 // RelationsResponse is its answer.
 type RelationsResponse struct {
 	Chunk     []*ClientEvent `json:"chunk"`
 	NextBatch string         `json:"next_batch,omitempty"`
 	PrevBatch string         `json:"prev_batch,omitempty"`
+	// RecursionDepth is the depth used, present exactly when recurse was given.
+	RecursionDepth *int `json:"recursion_depth,omitempty"`
 }
 
 // Relations lists events relating to an event the user can see.
@@ -55,11 +63,18 @@ func (s *Server) Relations(ctx context.Context, user id.UserID, roomID id.RoomID
 	if limit <= 0 || limit > 100 {
 		limit = 50
 	}
-	evs, err := s.db.Relations(ctx, string(roomID), string(req.EventID), req.RelType, req.EventType, from, req.Backward, limit+1)
+	hops := 1
+	if req.Recurse != nil && *req.Recurse {
+		hops = MaxRelationsDepth
+	}
+	evs, err := s.db.Relations(ctx, string(roomID), string(req.EventID), req.RelType, req.EventType, hops, from, req.Backward, limit+1)
 	if err != nil {
 		return nil, err
 	}
 	resp := &RelationsResponse{Chunk: []*ClientEvent{}}
+	if req.Recurse != nil {
+		resp.RecursionDepth = &hops
+	}
 	for i, se := range evs {
 		if i == limit {
 			resp.NextBatch = StreamToken(evs[i-1].StreamPos)

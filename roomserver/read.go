@@ -107,11 +107,13 @@ func (s *Server) toClient(ctx context.Context, version id.RoomVersion, v *viewer
 }
 
 // clientEvents converts stored events to the client format with the unsigned
-// data the spec's ClientEvent describes: age; redacted_because; for state
+// data the spec's ClientEvent describes: age; redacted_because; the viewer's
+// membership at the event (v1.11, MSC4115; from the membership history the
+// viewer already holds, no query per event); for state
 // events replaces_state and, when the viewer may see the replaced event,
 // prev_content; transaction_id when the viewer's device sent the event. The
 // redactions and replaced events are loaded in one query. v may be nil (no
-// viewer: no prev_content, no transaction_id).
+// viewer: no prev_content, no transaction_id, no membership).
 func (s *Server) clientEvents(ctx context.Context, version id.RoomVersion, v *viewer, ses []*storage.StoredEvent) ([]*ClientEvent, error) {
 	var related []string
 	for _, se := range ses {
@@ -139,9 +141,15 @@ func (s *Server) clientEvents(ctx context.Context, version id.RoomVersion, v *vi
 		if r := loaded[se.RedactedBy]; r != nil && se.RedactedBy != "" {
 			if re, err := eventFromStored(version, r); err == nil {
 				because = re.Client(nil)
+				if v != nil {
+					because.Unsigned["membership"] = v.hv.MembershipAt(r.StreamPos)
+				}
 			}
 		}
 		ce := e.Client(because)
+		if v != nil {
+			ce.Unsigned["membership"] = v.hv.MembershipAt(se.StreamPos)
+		}
 		if se.ReplacesState != "" {
 			ce.Unsigned["replaces_state"] = se.ReplacesState
 			if p := loaded[se.ReplacesState]; p != nil && v != nil && v.canSee(p.StreamPos) {

@@ -58,6 +58,16 @@ func (h *HistoryVisibility) JoinedAt(pos int64) bool {
 	return prior == "join" || at == "join"
 }
 
+// MembershipAt is the user's membership in the room at the event at stream
+// position pos, the event's own effect included (MSC4115's
+// unsigned.membership): "leave" before they were ever invited or joined.
+// Stream order stands for the DAG's: a membership event of the user at a
+// lower position is taken to precede the event.
+func (h *HistoryVisibility) MembershipAt(pos int64) string {
+	_, at := before(h.Memberships, pos, "leave")
+	return at
+}
+
 // CanSee reports whether the user may see the event at stream position pos.
 // The rules apply to the state before the event; for the room's
 // history_visibility events and the user's own membership events, the state

@@ -497,8 +497,12 @@ func (db *DB) HistoryVisibilityChanges(ctx context.Context, roomID string) ([]Po
 }
 
 // Relations lists events relating to eventID (optionally of one rel_type and
-// event type) in stream order, paginated by stream position.
-func (db *DB) Relations(ctx context.Context, roomID, eventID, relType, evType string, from int64, backwards bool, limit int) ([]*StoredEvent, error) {
+// event type) in stream order, paginated by stream position. With hops > 1
+// it also lists the events relating to those, and so on, up to hops
+// relationships away (MSC3981's recursion): every event on the way must pass
+// the same filters, and the bound keeps a cycle of relations (possible with
+// the sender-chosen event IDs of room versions 1 and 2) finite.
+func (db *DB) Relations(ctx context.Context, roomID, eventID, relType, evType string, hops int, from int64, backwards bool, limit int) ([]*StoredEvent, error) {
 	cond, order := "stream_pos > $5", "ASC"
 	if backwards {
 		cond, order = "stream_pos < $5", "DESC"
@@ -506,9 +510,21 @@ func (db *DB) Relations(ctx context.Context, roomID, eventID, relType, evType st
 			from = 1 << 62
 		}
 	}
-	return collectEvents(db.Query(ctx, `SELECT `+eventColumns+` FROM events
+	if hops <= 1 {
+		return collectEvents(db.Query(ctx, `SELECT `+eventColumns+` FROM events
 		WHERE relates_to = $1 AND room_id = $2 AND ($3 = '' OR rel_type = $3) AND ($4 = '' OR type = $4) AND NOT soft_failed AND `+cond+`
 		ORDER BY stream_pos `+order+` LIMIT $6`, eventID, roomID, relType, evType, from, limit))
+	}
+	return collectEvents(db.Query(ctx, `WITH RECURSIVE related(event_id, hops) AS (
+			SELECT event_id, 1 FROM events
+			WHERE relates_to = $1 AND room_id = $2 AND ($3 = '' OR rel_type = $3) AND ($4 = '' OR type = $4) AND NOT soft_failed
+			UNION ALL
+			SELECT e.event_id, r.hops + 1 FROM events e JOIN related r ON e.relates_to = r.event_id
+			WHERE r.hops < $7 AND e.room_id = $2 AND ($3 = '' OR e.rel_type = $3) AND ($4 = '' OR e.type = $4) AND NOT e.soft_failed
+		)
+		SELECT `+eventColumns+` FROM events
+		WHERE event_id IN (SELECT event_id FROM related) AND event_id <> $1 AND `+cond+`
+		ORDER BY stream_pos `+order+` LIMIT $6`, eventID, roomID, relType, evType, from, limit, hops))
 }
 
 // ThreadRoots lists the events of a room that have thread replies, newest

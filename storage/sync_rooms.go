@@ -28,6 +28,9 @@ type SyncEvent struct {
 	// PrevContent is the replaced event's content, filled by readers that
 	// checked the user may see it (not by the store).
 	PrevContent json.RawMessage
+	// Membership is the requesting user's membership at the event
+	// (unsigned.membership), filled by readers that know it (not by the store).
+	Membership string
 }
 
 const syncEventCols = `stream_pos, event_id, room_id, type, state_key, sender, origin_server_ts, json,

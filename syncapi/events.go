@@ -17,7 +17,8 @@ var clientKeys = []string{"content", "origin_server_ts", "room_id", "sender", "s
 // dropped, event_id added, and the unsigned data the spec describes built by
 // this server (never copied from the PDU): age; replaces_state and
 // prev_content (when the caller filled e.PrevContent, i.e. the user may see
-// the replaced event); transaction_id when that device sent the event. A
+// the replaced event); membership (when the caller filled e.Membership, the
+// user's membership at the event); transaction_id when that device sent the event. A
 // malformed stored PDU yields nil.
 func ClientEvent(e storage.SyncEvent, userID, deviceID string) json.RawMessage {
 	var pdu map[string]json.RawMessage
@@ -47,6 +48,9 @@ func ClientEvent(e storage.SyncEvent, userID, deviceID string) json.RawMessage {
 		if len(e.PrevContent) > 0 {
 			unsigned["prev_content"] = e.PrevContent
 		}
+	}
+	if e.Membership != "" {
+		unsigned["membership"] = e.Membership
 	}
 	if e.TxnID != "" && deviceID != "" && e.Sender == userID && e.TxnDevice == deviceID {
 		unsigned["transaction_id"] = e.TxnID

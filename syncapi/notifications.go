@@ -396,6 +396,7 @@ func (s *Service) Notifications(ctx context.Context, userID string, before int64
 					continue
 				}
 				found++
+				e.Membership = mv.hv.MembershipAt(e.Pos)
 				all = append(all, Notification{Actions: actions, Event: ClientEvent(e, userID, ""), Read: rp.read(threadOf(ev), e.Pos), RoomID: roomID, TS: e.TS, pos: e.Pos})
 			}
 			if len(evs) < notificationBatch {

@@ -57,7 +57,8 @@ func (s *Syncer) visible(ctx context.Context, v *roomViewer, evs []storage.SyncE
 }
 
 // render converts events for the requesting device, with prev_content of
-// state events whose replaced event the user may see (loaded in one query).
+// state events whose replaced event the user may see (loaded in one query)
+// and the user's membership at each event (unsigned.membership).
 func (s *Syncer) render(ctx context.Context, req *Request, v *roomViewer, evs []storage.SyncEvent) ([]json.RawMessage, error) {
 	var replaced []string
 	for _, e := range evs {
@@ -86,6 +87,7 @@ func (s *Syncer) render(ctx context.Context, req *Request, v *roomViewer, evs []
 		if e.ReplacesState != "" {
 			e.PrevContent = prev[e.ReplacesState]
 		}
+		e.Membership = v.hv.MembershipAt(e.Pos)
 		if ce := syncapi.ClientEvent(e, req.UserID, req.DeviceID); ce != nil {
 			out = append(out, ce)
 		}
