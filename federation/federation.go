@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -18,6 +19,13 @@ import (
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/internal/ratelimit"
 	"github.com/myelin-chat/myelin/storage"
+)
+
+// Bounds on what unauthenticated key queries can make us do.
+const (
+	maxKeyResponseBytes = 1 << 20
+	notaryQueryTimeout  = 20 * time.Second
+	notaryParallelism   = 8
 )
 
 // SoftwareVersion is reported by GET /_matrix/federation/v1/version and in
@@ -89,7 +97,11 @@ func New(o Options) (*Module, error) {
 	if m.Client, err = NewClient(cfg, o.SigningKey, m.Policy); err != nil {
 		return nil, err
 	}
-	m.Fetcher = &KeyFetcher{Own: m.Keys, Store: o.Store, Client: m.Client, Notaries: cfg.Federation.TrustedKeyServers, Policy: m.Policy}
+	// Key responses are a few KiB: fetch them with a client that reads at most
+	// maxKeyResponseBytes, so that a hostile server cannot make us buffer more.
+	keyClient := *m.Client
+	keyClient.ResponseSizeLimit = maxKeyResponseBytes
+	m.Fetcher = &KeyFetcher{Own: m.Keys, Store: o.Store, Client: &keyClient, Notaries: cfg.Federation.TrustedKeyServers, Policy: m.Policy}
 	m.Auth = &Authenticator{ServerName: cfg.ServerName, Keys: m.Fetcher, Policy: m.Policy}
 	return m, nil
 }
@@ -208,6 +220,14 @@ func (m *Module) queryKeysPost(w http.ResponseWriter, r *http.Request) error {
 	}
 	out := notaryResponse{ServerKeys: []json.RawMessage{}}
 	now := time.Now()
+	// One deadline for the whole query and a few fetches at a time: an
+	// unauthenticated request must not hold a handler (or many outbound
+	// connections) for long.
+	ctx, cancel := context.WithTimeout(r.Context(), notaryQueryTimeout)
+	defer cancel()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, notaryParallelism)
 	for server, criteria := range req.ServerKeys {
 		minValid := now
 		keyIDs := make([]id.KeyID, 0, len(criteria))
@@ -217,8 +237,17 @@ func (m *Module) queryKeysPost(w http.ResponseWriter, r *http.Request) error {
 				minValid = time.UnixMilli(*c.MinimumValidUntilTS)
 			}
 		}
-		out.ServerKeys = append(out.ServerKeys, m.notaryAnswer(r.Context(), server, keyIDs, minValid)...)
+		wg.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			answer := m.notaryAnswer(ctx, server, keyIDs, minValid)
+			mu.Lock()
+			out.ServerKeys = append(out.ServerKeys, answer...)
+			mu.Unlock()
+		}()
 	}
+	wg.Wait()
 	mxhttp.WriteJSON(w, http.StatusOK, out)
 	return nil
 }

@@ -147,6 +147,9 @@ func (f *KeyFetcher) Lookup(ctx context.Context, serverName string, keyID id.Key
 	return nil, fmt.Errorf("%w: %s of %s", ErrKeyNotFound, keyID, serverName)
 }
 
+// maxTrackedFailures bounds the per-server backoff records.
+const maxTrackedFailures = 10000
+
 // refresh fetches serverName's keys (directly, then, if viaNotaries and the
 // key is still missing or not valid long enough, through the notaries),
 // honouring the policy and the failure backoff; concurrent refreshes of one
@@ -159,21 +162,27 @@ func (f *KeyFetcher) refresh(ctx context.Context, serverName string, keyID id.Ke
 		return err
 	}
 	flight := fmt.Sprintf("%t\x00%s", viaNotaries, serverName)
-	_, err, _ := f.group.Do(flight, func() (any, error) {
+	reached, err, _ := f.group.Do(flight, func() (any, error) {
 		// Detached from the first caller's context so that its cancellation
 		// does not fail the others sharing the fetch; still bounded.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestTimeout)
 		defer cancel()
 		err := f.fetchDirect(fctx, serverName)
-		if err == nil && f.has(fctx, serverName, keyID, minValidUntil) || !viaNotaries || len(f.Notaries) == 0 {
-			return nil, err
+		reached := err == nil
+		if reached && f.has(fctx, serverName, keyID, minValidUntil) || !viaNotaries || len(f.Notaries) == 0 {
+			return reached, err
 		}
 		if nerr := f.fetchFromNotaries(fctx, serverName, keyID, minValidUntil); nerr != nil {
-			return nil, errors.Join(err, nerr)
+			return reached, errors.Join(err, nerr)
 		}
-		return nil, nil
+		return reached, nil
 	})
-	f.recordOutcome(serverName, err)
+	// Back off only when the server could not be asked. A key ID it does not
+	// have is an answer, not an outage: an unauthenticated X-Matrix header
+	// names any key ID it likes, and must not cut us off from a real partner.
+	if r, _ := reached.(bool); !r || err == nil {
+		f.recordOutcome(serverName, err)
+	}
 	return err
 }
 
@@ -200,6 +209,18 @@ func (f *KeyFetcher) recordOutcome(serverName string, err error) {
 	}
 	if f.failures == nil {
 		f.failures = map[string]*fetchFailure{}
+	}
+	if len(f.failures) >= maxTrackedFailures {
+		// Server names come from unauthenticated input: keep the map bounded.
+		now := f.now()
+		for name, fl := range f.failures {
+			if now.After(fl.until) {
+				delete(f.failures, name)
+			}
+		}
+		if len(f.failures) >= maxTrackedFailures {
+			clear(f.failures)
+		}
 	}
 	fl := f.failures[serverName]
 	if fl == nil {
@@ -283,7 +304,7 @@ func (f *KeyFetcher) fetchFromNotaries(ctx context.Context, serverName string, k
 func (f *KeyFetcher) checkNotarySignature(ctx context.Context, notary config.TrustedKeyServer, raw json.RawMessage) error {
 	if len(notary.VerifyKeys) > 0 {
 		for keyID, key := range notary.VerifyKeys {
-			if signutil.VerifyJSON(notary.ServerName, id.KeyID(keyID), id.SigningKey(key), raw) == nil {
+			if validPublicKey(id.SigningKey(key)) && signutil.VerifyJSON(notary.ServerName, id.KeyID(keyID), id.SigningKey(key), raw) == nil {
 				return nil
 			}
 		}
@@ -328,6 +349,12 @@ func (f *KeyFetcher) checkResponse(serverName string, resp *mfed.ServerKeyRespon
 	}
 	if resp.ValidUntilTS.IsZero() {
 		return nil, fmt.Errorf("%w: no valid_until_ts", ErrBadKeyResponse)
+	}
+	// Key sizes first: ed25519.Verify panics on a public key of the wrong length.
+	for keyID, k := range resp.VerifyKeys {
+		if !validPublicKey(k.Key) {
+			return nil, fmt.Errorf("%w: key %s is not an ed25519 public key", ErrBadKeyResponse, keyID)
+		}
 	}
 	if err := resp.VerifySelfSignature(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadKeyResponse, err)

@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -128,6 +129,30 @@ func TestFederationFetchKeyDirect(t *testing.T) {
 	}
 }
 
+// A request naming a key ID the origin does not have (any X-Matrix header
+// can) is answered "not found" without putting the origin into backoff:
+// otherwise a forged header could cut a real partner off.
+func TestFederationUnknownKeyIDDoesNotBackOff(t *testing.T) {
+	n := newFedNet(t, "a.test", "b.test", "c.test")
+	b := n.start(t, "sqlite", "b.test")
+	n.start(t, "sqlite", "c.test")
+	// With a notary, a key ID B lacks is also asked of C, which lacks it too.
+	a := n.start(t, "sqlite", "a.test", func(cfg *config.Config) {
+		cfg.Federation.TrustedKeyServers = []config.TrustedKeyServer{{ServerName: "c.test"}}
+	})
+	if _, _, err := a.Federation.Fetcher.GetKey("b.test", "ed25519:forged", time.Now()); err == nil {
+		t.Fatal("a forged key ID was found")
+	}
+	// B answered: it is not in backoff, so the next lookup (here another
+	// unknown ID; in real life a key refresh) still asks it.
+	if _, _, err := a.Federation.Fetcher.GetKey("b.test", "ed25519:forged2", time.Now()); err == nil || errors.Is(err, federation.ErrFetchBackoff) {
+		t.Fatalf("after a forged key ID, B is in backoff: %v", err)
+	}
+	if key, _, err := a.Federation.Fetcher.GetKey("b.test", b.SigningKey.ID, time.Now()); err != nil || key != b.SigningKey.Pub {
+		t.Fatalf("real key after a forged key ID: %s %v", key, err)
+	}
+}
+
 // B is unreachable from A; A asks notary C, which fetches B's keys, and
 // checks both B's self-signature and C's signature. C's notary endpoints
 // answer directly too.
@@ -247,6 +272,20 @@ func TestFederationTamperedKeyResponses(t *testing.T) {
 		{"another server's name", func(raw []byte) []byte { return must(sjson.SetBytes(raw, "server_name", "b.test")) }},
 		{"no valid_until_ts", func(raw []byte) []byte { return must(sjson.DeleteBytes(raw, "valid_until_ts")) }},
 		{"not JSON", func([]byte) []byte { return []byte("<html>") }},
+		// ed25519.Verify panics on a public key of the wrong length: the size
+		// check must come first.
+		{"31-byte verify key", func(raw []byte) []byte {
+			var skr map[string]any
+			must(0, json.Unmarshal(raw, &skr))
+			for k := range skr["verify_keys"].(map[string]any) {
+				skr["verify_keys"].(map[string]any)[k] = map[string]any{"key": base64.RawStdEncoding.EncodeToString(make([]byte, 31))}
+			}
+			return must(json.Marshal(skr))
+		}},
+		// A hostile server must not make us buffer more than a key response needs.
+		{"body over the size cap", func(raw []byte) []byte {
+			return must(sjson.SetBytes(raw, "padding", strings.Repeat("x", 2<<20)))
+		}},
 	}
 	for _, backend := range testserver.Backends {
 		t.Run(backend, func(t *testing.T) {
