@@ -154,7 +154,7 @@ func (a *API) relations(r *http.Request) (any, error) {
 	}
 	return a.Rooms.Relations(readCtx(r), authn.FromRequest(r).UserID, roomID, roomserver.RelationsRequest{
 		EventID: id.EventID(mxhttp.PathParam(r, "eventID")), RelType: mxhttp.PathParam(r, "relType"), EventType: mxhttp.PathParam(r, "eventType"),
-		From: q.Get("from"), Backward: dir != "f", Limit: limit, Recurse: recurse,
+		From: q.Get("from"), To: q.Get("to"), Backward: dir != "f", Limit: limit, Recurse: recurse,
 	})
 }
 

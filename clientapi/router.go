@@ -52,6 +52,7 @@ func (a *API) Mount(r chi.Router) {
 
 	r.Get("/.well-known/matrix/client", a.wellKnownClient)
 	r.Get("/.well-known/matrix/server", a.wellKnownServer)
+	r.Get("/.well-known/matrix/support", a.wellKnownSupport)
 
 	r.Route("/_matrix/client", func(r chi.Router) {
 		r.Use(a.rateLimitIP)

@@ -35,3 +35,13 @@ func (a *API) wellKnownClient(w http.ResponseWriter, r *http.Request) {
 func (a *API) wellKnownServer(w http.ResponseWriter, r *http.Request) {
 	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"m.server": a.Config.ServerName})
 }
+
+// wellKnownSupport serves the config's support section (spec v1.10,
+// MSC1929); 404 when none is configured, as a server without the file.
+func (a *API) wellKnownSupport(w http.ResponseWriter, r *http.Request) {
+	if !a.Config.Support.Set() {
+		mxhttp.WriteError(w, r, mxhttp.NotFound("No support information is configured"))
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, a.Config.Support)
+}

@@ -23,6 +23,7 @@ type RelationsRequest struct {
 	RelType   string
 	EventType string
 	From      string
+	To        string // stop at this token ("" none), as /messages does
 	Backward  bool
 	Limit     int
 	// Recurse is the recurse parameter (v1.10, MSC3981); nil when not given.
@@ -59,6 +60,14 @@ func (s *Server) Relations(ctx context.Context, user id.UserID, roomID id.RoomID
 		}
 		from = t.Stream
 	}
+	var to *int64
+	if req.To != "" {
+		t, err := ParseToken(req.To)
+		if err != nil {
+			return nil, mxhttp.InvalidParam("Invalid to token")
+		}
+		to = &t.Stream
+	}
 	limit := req.Limit
 	if limit <= 0 || limit > 100 {
 		limit = 50
@@ -67,7 +76,7 @@ func (s *Server) Relations(ctx context.Context, user id.UserID, roomID id.RoomID
 	if req.Recurse != nil && *req.Recurse {
 		hops = MaxRelationsDepth
 	}
-	evs, err := s.db.Relations(ctx, string(roomID), string(req.EventID), req.RelType, req.EventType, hops, from, req.Backward, limit+1)
+	evs, err := s.db.Relations(ctx, string(roomID), string(req.EventID), req.RelType, req.EventType, hops, from, to, req.Backward, limit+1)
 	if err != nil {
 		return nil, err
 	}

@@ -502,18 +502,23 @@ func (db *DB) HistoryVisibilityChanges(ctx context.Context, roomID string) ([]Po
 // relationships away (MSC3981's recursion): every event on the way must pass
 // the same filters, and the bound keeps a cycle of relations (possible with
 // the sender-chosen event IDs of room versions 1 and 2) finite.
-func (db *DB) Relations(ctx context.Context, roomID, eventID, relType, evType string, hops int, from int64, backwards bool, limit int) ([]*StoredEvent, error) {
-	cond, order := "stream_pos > $5", "ASC"
+func (db *DB) Relations(ctx context.Context, roomID, eventID, relType, evType string, hops int, from int64, to *int64, backwards bool, limit int) ([]*StoredEvent, error) {
+	// to is a point just after a stream position, as in /messages: going
+	// back, the events after it; going forward, the events up to it.
+	cond, order, stop := "stream_pos > $5 AND stream_pos <= $%d", "ASC", int64(1<<62)
 	if backwards {
-		cond, order = "stream_pos < $5", "DESC"
+		cond, order, stop = "stream_pos < $5 AND stream_pos > $%d", "DESC", -1
 		if from <= 0 {
 			from = 1 << 62
 		}
 	}
+	if to != nil {
+		stop = *to
+	}
 	if hops <= 1 {
 		return collectEvents(db.Query(ctx, `SELECT `+eventColumns+` FROM events
-		WHERE relates_to = $1 AND room_id = $2 AND ($3 = '' OR rel_type = $3) AND ($4 = '' OR type = $4) AND NOT soft_failed AND `+cond+`
-		ORDER BY stream_pos `+order+` LIMIT $6`, eventID, roomID, relType, evType, from, limit))
+		WHERE relates_to = $1 AND room_id = $2 AND ($3 = '' OR rel_type = $3) AND ($4 = '' OR type = $4) AND NOT soft_failed AND `+fmt.Sprintf(cond, 7)+`
+		ORDER BY stream_pos `+order+` LIMIT $6`, eventID, roomID, relType, evType, from, limit, stop))
 	}
 	return collectEvents(db.Query(ctx, `WITH RECURSIVE related(event_id, hops) AS (
 			SELECT event_id, 1 FROM events
@@ -523,8 +528,8 @@ func (db *DB) Relations(ctx context.Context, roomID, eventID, relType, evType st
 			WHERE r.hops < $7 AND e.room_id = $2 AND ($3 = '' OR e.rel_type = $3) AND ($4 = '' OR e.type = $4) AND NOT e.soft_failed
 		)
 		SELECT `+eventColumns+` FROM events
-		WHERE event_id IN (SELECT event_id FROM related) AND event_id <> $1 AND `+cond+`
-		ORDER BY stream_pos `+order+` LIMIT $6`, eventID, roomID, relType, evType, from, limit, hops))
+		WHERE event_id IN (SELECT event_id FROM related) AND event_id <> $1 AND `+fmt.Sprintf(cond, 8)+`
+		ORDER BY stream_pos `+order+` LIMIT $6`, eventID, roomID, relType, evType, from, limit, hops, stop))
 }
 
 // ThreadRoots lists the events of a room that have thread replies, newest

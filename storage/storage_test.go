@@ -3,6 +3,8 @@ package storage_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -159,6 +161,46 @@ func TestReceiptsInRangeOnlyUsersRooms(t *testing.T) {
 			}
 			if want := []string{"!joined:x", "!left-in-range:x"}; !slices.Equal(rooms, want) {
 				t.Fatalf("receipts from rooms %v, want %v", rooms, want)
+			}
+		})
+	}
+}
+
+func TestLatestEventPositions(t *testing.T) {
+	ctx := context.Background()
+	for backend, db := range openBackends(t) {
+		t.Run(backend, func(t *testing.T) {
+			insert := func(id, room string, pos int64, softFailed bool) {
+				t.Helper()
+				if _, err := db.Exec(ctx, `INSERT INTO events (event_id, room_id, stream_pos, depth, type, sender,
+					origin_server_ts, json, state_before, state_after, soft_failed)
+					VALUES ($1, $2, $3, 1, 'm.room.message', '@a:x', 1, '{}', 0, 0, $4)`, id, room, pos, softFailed); err != nil {
+					t.Fatal(err)
+				}
+			}
+			insert("$a1", "!a:x", 10, false)
+			insert("$a2", "!a:x", 20, false)
+			insert("$a3", "!a:x", 30, true) // soft-failed: never counted
+			insert("$b1", "!b:x", 15, false)
+			insert("$b2", "!b:x", 25, false)
+			bounds := map[string]int64{"!a:x": 100, "!b:x": 20, "!c:x": 100, "!d:x": 5}
+			// More rooms than one statement holds, none of them with events.
+			for i := range 1200 {
+				bounds[fmt.Sprintf("!e%d:x", i)] = 100
+			}
+			bounds["!d:x"] = 5
+			insert("$d1", "!d:x", 7, false) // above its bound
+			got, err := db.LatestEventPositions(ctx, bounds)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]int64{"!a:x": 20, "!b:x": 15}
+			if !maps.Equal(got, want) {
+				t.Fatalf("LatestEventPositions = %v, want %v", got, want)
+			}
+			got, err = db.LatestEventPositions(ctx, map[string]int64{"!b:x": 100})
+			if err != nil || got["!b:x"] != 25 {
+				t.Fatalf("LatestEventPositions(!b) = %v, %v; want 25", got, err)
 			}
 		})
 	}

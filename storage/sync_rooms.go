@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 )
 
 // SyncEvent is a room event as /sync reads it.
@@ -250,4 +251,60 @@ func (db *DB) RoomMembersSummaryAt(ctx context.Context, roomID string, at int64)
 		}
 	}
 	return joined, invited, nil
+}
+
+// latestPositionsChunk bounds the rooms of one LatestEventPositions statement
+// (two arguments each, well under both backends' placeholder limits).
+const latestPositionsChunk = 500
+
+// LatestEventPositions returns, for each room of bounds, the stream position
+// of its latest event at or below the room's bound (soft-failed events are
+// never shown, so never counted); rooms without such an event are absent.
+// One statement per latestPositionsChunk rooms, each room one backwards step
+// on events_room_stream, instead of one query per room.
+func (db *DB) LatestEventPositions(ctx context.Context, bounds map[string]int64) (map[string]int64, error) {
+	out := make(map[string]int64, len(bounds))
+	rooms := make([]string, 0, len(bounds))
+	for r := range bounds {
+		rooms = append(rooms, r)
+	}
+	for len(rooms) > 0 {
+		chunk := rooms[:min(len(rooms), latestPositionsChunk)]
+		rooms = rooms[len(chunk):]
+		var q strings.Builder
+		args := make([]any, 0, 2*len(chunk))
+		q.WriteString(`WITH b (room_id, up_to) AS (VALUES `)
+		for i, r := range chunk {
+			if i > 0 {
+				q.WriteString(", ")
+			}
+			// CAST: PostgreSQL cannot infer the types of bare VALUES parameters.
+			fmt.Fprintf(&q, "(CAST($%d AS TEXT), CAST($%d AS BIGINT))", 2*i+1, 2*i+2)
+			args = append(args, r, bounds[r])
+		}
+		q.WriteString(`) SELECT b.room_id, (SELECT e.stream_pos FROM events e
+			WHERE e.room_id = b.room_id AND e.stream_pos <= b.up_to AND NOT e.soft_failed
+			ORDER BY e.stream_pos DESC LIMIT 1) FROM b`)
+		rows, err := db.Query(ctx, q.String(), args...)
+		if err != nil {
+			return nil, fmt.Errorf("reading latest event positions: %w", err)
+		}
+		for rows.Next() {
+			var room string
+			var pos *int64
+			if err := rows.Scan(&room, &pos); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("reading latest event positions: %w", err)
+			}
+			if pos != nil {
+				out[room] = *pos
+			}
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("reading latest event positions: %w", err)
+		}
+	}
+	return out, nil
 }

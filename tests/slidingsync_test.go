@@ -77,6 +77,26 @@ func TestSlidingSyncListsAndIncremental(t *testing.T) {
 		if b := ssTimelineBodies(ro); !slices.Contains(b, "o1") {
 			t.Errorf("older timeline %v lacks o1", b)
 		}
+		// unsigned.membership (MSC4115): bob's membership at each event, as in /sync.
+		for _, field := range []string{"timeline", "required_state"} {
+			evs := asList(ro[field])
+			if len(evs) == 0 {
+				t.Errorf("older room has no %s", field)
+			}
+			for _, e := range evs {
+				// Events from before bob was invited: "leave" (never joined).
+				// bob's own membership events carry the membership they set.
+				want := "leave"
+				if obj(obj(e)["content"])["body"] == "o1" {
+					want = "join"
+				} else if obj(e)["type"] == "m.room.member" && obj(e)["state_key"] == string(bob.UserID) {
+					want = obj(obj(e)["content"])["membership"].(string)
+				}
+				if m := obj(obj(e)["unsigned"])["membership"]; m != want {
+					t.Errorf("%s event %v: unsigned.membership = %v, want %s", field, obj(e)["type"], m, want)
+				}
+			}
+		}
 		if rn["heroes"] == nil || rn["name"] != nil {
 			t.Errorf("unnamed room: heroes=%v name=%v", rn["heroes"], rn["name"])
 		}

@@ -28,6 +28,27 @@ type candidate struct {
 	upTo       int64 // the last position the user may see events of
 	recency    int64 // sort key: the latest event (or the membership event)
 	bump       int64
+	scanBump   bool // bump is still to be searched for below recency (only for rooms sent)
+}
+
+// bumpStamp is the room's latest bump-type event among its bumpScan latest
+// (the latest event when there is none), read only for rooms being sent.
+func (b *builder) bumpStamp(ctx context.Context, c *candidate) (int64, error) {
+	if !c.scanBump {
+		return c.bump, nil
+	}
+	recent, _, err := b.h.store.RoomEventsRange(ctx, c.roomID, 0, c.upTo, bumpScan)
+	if err != nil {
+		return 0, err
+	}
+	c.bump, c.scanBump = c.recency, false
+	for i := len(recent) - 1; i >= 0; i-- {
+		if bumpTypes[recent[i].Type] {
+			c.bump = recent[i].Pos
+			break
+		}
+	}
+	return c.bump, nil
 }
 
 // roomList is the user's rooms sorted by recency, most recent first: joined,
@@ -56,22 +77,26 @@ func (b *builder) roomList(ctx context.Context) ([]*candidate, error) {
 			continue
 		}
 		c.recency, c.bump = at.StreamPos, at.StreamPos
-		if c.membership == "join" || c.membership == "leave" || c.membership == "ban" {
-			recent, _, err := b.h.store.RoomEventsRange(ctx, roomID, 0, c.upTo, bumpScan)
-			if err != nil {
-				return nil, err
-			}
-			if n := len(recent); n > 0 {
-				c.recency, c.bump = recent[n-1].Pos, recent[n-1].Pos
-				for i := n - 1; i >= 0; i-- {
-					if bumpTypes[recent[i].Type] {
-						c.bump = recent[i].Pos
-						break
-					}
-				}
-			}
-		}
 		out = append(out, c)
+	}
+	// Joined rooms sort by their latest event the user may see, rooms left
+	// or banned from by the latest event up to the membership: one query
+	// for all of them.
+	bounds := map[string]int64{}
+	for _, c := range out {
+		if c.membership != "invite" && c.membership != "knock" {
+			bounds[c.roomID] = c.upTo
+		}
+	}
+	latest, err := b.h.store.LatestEventPositions(ctx, bounds)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range out {
+		if pos, ok := latest[c.roomID]; ok {
+			c.recency = pos
+			c.scanBump = true
+		}
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].recency != out[j].recency {
@@ -242,6 +267,10 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 	if !initial && !expanded && !stateChanged && c.upTo <= sent.toPos && sent.membership == c.membership {
 		return nil, nil // nothing new (kept as sent)
 	}
+	bump, err := b.bumpStamp(ctx, c)
+	if err != nil {
+		return nil, err
+	}
 	viewer := b.h.syncer.Viewer(b.userID, b.deviceID, c.roomID, c.mem)
 	fetch := max(cfg.limit, 1) // one event at least, to see whether there is anything new
 	evs, limited, err := b.h.store.RoomEventsRange(ctx, c.roomID, from, c.upTo, fetch)
@@ -259,7 +288,7 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 	if len(evs) > cfg.limit {
 		evs, limited = evs[len(evs)-cfg.limit:], true
 	}
-	res := &roomResult{Initial: initial, ExpandedTimeline: expanded && !initial, Membership: c.membership, BumpStamp: c.bump,
+	res := &roomResult{Initial: initial, ExpandedTimeline: expanded && !initial, Membership: c.membership, BumpStamp: bump,
 		Limited: limited, IsDM: b.dmRooms[c.roomID]}
 	if res.Timeline, err = viewer.Render(ctx, evs); err != nil {
 		return nil, err

@@ -10,12 +10,15 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/mail"
 	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+	"maunium.net/go/mautrix/id"
 )
 
 // Registration modes.
@@ -39,6 +42,7 @@ type Config struct {
 	Rooms    Rooms        `yaml:"rooms"`
 	Presence Presence     `yaml:"presence"`
 	Media    Media        `yaml:"media"`
+	Support  Support      `yaml:"support"`
 
 	Federation Federation `yaml:"federation"`
 
@@ -109,6 +113,25 @@ type Rooms struct {
 type Presence struct {
 	Enabled bool `yaml:"enabled"`
 }
+
+// Support is served as /.well-known/matrix/support (MSC1929, spec v1.10):
+// how to reach the server's administrators. Unset (no contacts, no page): 404.
+type Support struct {
+	Contacts    []SupportContact `yaml:"contacts" json:"contacts,omitempty"`
+	SupportPage string           `yaml:"support_page" json:"support_page,omitempty"`
+}
+
+// SupportContact is one way to reach an administrator: a Matrix ID and/or
+// an email address, with a role (m.role.admin, m.role.security or a
+// namespaced identifier of one's own).
+type SupportContact struct {
+	MatrixID     string `yaml:"matrix_id" json:"matrix_id,omitempty"`
+	EmailAddress string `yaml:"email_address" json:"email_address,omitempty"`
+	Role         string `yaml:"role" json:"role"`
+}
+
+// Set reports whether there is anything to serve.
+func (s Support) Set() bool { return len(s.Contacts) > 0 || s.SupportPage != "" }
 
 // Media configures the content repository (mediaapi).
 type Media struct {
@@ -334,6 +357,7 @@ func (c *Config) Validate() error {
 		bad("limits.create_room_per_second", "create_room_per_second and create_room_burst must be positive")
 	}
 	c.validateFederation(bad)
+	c.validateSupport(bad)
 	switch c.Logging.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -350,6 +374,45 @@ func (c *Config) Validate() error {
 		bad("rooms.default_version", "must be a room version from 1 to 12, got %q", c.Rooms.DefaultVersion)
 	}
 	return errors.Join(errs...)
+}
+
+// namespacedRole is the common namespaced identifier grammar (appendices):
+// a reversed domain, lowercase; "m." is the spec's own namespace.
+var namespacedRole = regexp.MustCompile(`^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)+$`)
+
+func (c *Config) validateSupport(bad func(key, format string, args ...any)) {
+	s := &c.Support
+	if s.SupportPage != "" {
+		u, err := url.Parse(s.SupportPage)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			bad("support.support_page", "must be an absolute http(s) URL, got %q", s.SupportPage)
+		}
+	}
+	for i, ct := range s.Contacts {
+		key := fmt.Sprintf("support.contacts[%d]", i)
+		if ct.MatrixID == "" && ct.EmailAddress == "" {
+			bad(key, "needs matrix_id or email_address")
+		}
+		if ct.MatrixID != "" {
+			// Parse, not ParseAndValidate: the contact may be a historical
+			// user ID on another server.
+			if local, server, err := id.UserID(ct.MatrixID).Parse(); err != nil || local == "" || ValidateServerName(server) != nil {
+				bad(key+".matrix_id", "must be a Matrix user ID (@user:server), got %q", ct.MatrixID)
+			}
+		}
+		if ct.EmailAddress != "" {
+			if a, err := mail.ParseAddress(ct.EmailAddress); err != nil || a.Address != ct.EmailAddress {
+				bad(key+".email_address", "must be a bare email address, got %q", ct.EmailAddress)
+			}
+		}
+		switch {
+		case ct.Role == "":
+			bad(key+".role", "is required (m.role.admin, m.role.security or a namespaced identifier)")
+		case ct.Role == "m.role.admin" || ct.Role == "m.role.security":
+		case strings.HasPrefix(ct.Role, "m.") || len(ct.Role) > 255 || !namespacedRole.MatchString(ct.Role):
+			bad(key+".role", "must be m.role.admin, m.role.security or a namespaced identifier such as org.example.role, got %q", ct.Role)
+		}
+	}
 }
 
 func (c *Config) validateFederation(bad func(key, format string, args ...any)) {

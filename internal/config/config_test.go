@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -34,6 +35,27 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"media.uploads_per_second", func(c *Config) { c.Media.UploadBurst = 0 }},
 		{"media.max_pending_uploads", func(c *Config) { c.Media.MaxPendingUploads = 0 }},
 		{"media.max_image_pixels", func(c *Config) { c.Media.MaxImagePixels = -1 }},
+		{"support.support_page", func(c *Config) { c.Support.SupportPage = "javascript:alert(1)" }},
+		{"support.contacts[0]", func(c *Config) { c.Support.Contacts = []SupportContact{{Role: "m.role.admin"}} }},
+		{"support.contacts[0].matrix_id", func(c *Config) {
+			c.Support.Contacts = []SupportContact{{MatrixID: "admin", Role: "m.role.admin"}}
+		}},
+		{"support.contacts[0].matrix_id", func(c *Config) {
+			c.Support.Contacts = []SupportContact{{MatrixID: "@admin:bad host", Role: "m.role.admin"}}
+		}},
+		{"support.contacts[0].email_address", func(c *Config) {
+			c.Support.Contacts = []SupportContact{{EmailAddress: "Admin <a@example.org>", Role: "m.role.admin"}}
+		}},
+		{"support.contacts[0].email_address", func(c *Config) {
+			c.Support.Contacts = []SupportContact{{EmailAddress: "nobody", Role: "m.role.admin"}}
+		}},
+		{"support.contacts[0].role", func(c *Config) { c.Support.Contacts = []SupportContact{{MatrixID: "@a:example.org"}} }},
+		{"support.contacts[0].role", func(c *Config) {
+			c.Support.Contacts = []SupportContact{{MatrixID: "@a:example.org", Role: "m.role.janitor"}}
+		}},
+		{"support.contacts[1].role", func(c *Config) {
+			c.Support.Contacts = []SupportContact{{MatrixID: "@a:example.org", Role: "m.role.admin"}, {EmailAddress: "a@example.org", Role: "admin"}}
+		}},
 	}
 	for _, c := range cases {
 		cfg := Default()
@@ -51,6 +73,15 @@ func TestValidateNamesTheKey(t *testing.T) {
 	if err := Default().Validate(); err != nil {
 		t.Fatalf("defaults invalid: %v", err)
 	}
+	ok := Default()
+	ok.Support = Support{SupportPage: "https://example.org/help", Contacts: []SupportContact{
+		{MatrixID: "@admin:example.org", EmailAddress: "admin@example.org", Role: "m.role.admin"},
+		{EmailAddress: "security@example.org", Role: "m.role.security"},
+		{MatrixID: "@Legacy:other.example:8448", Role: "org.example.moderation"},
+	}}
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("valid support section rejected: %v", err)
+	}
 }
 
 func TestLoad(t *testing.T) {
@@ -61,6 +92,16 @@ func TestLoad(t *testing.T) {
 			t.Fatal(err)
 		}
 		return p
+	}
+	sup, err := Load(write("support.yaml", "support:\n  contacts:\n    - matrix_id: \"@admin:example.org\"\n      role: m.role.admin\n  support_page: https://example.org/help\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Support{SupportPage: "https://example.org/help", Contacts: []SupportContact{{MatrixID: "@admin:example.org", Role: "m.role.admin"}}}); !reflect.DeepEqual(sup.Support, want) {
+		t.Fatalf("support section loaded as %+v, want %+v", sup.Support, want)
+	}
+	if _, err := Load(write("badsupport.yaml", "support:\n  contacts:\n    - role: m.role.admin\n")); err == nil || !strings.Contains(err.Error(), "support.contacts[0]") {
+		t.Fatalf("a contact without matrix_id or email_address: %v", err)
 	}
 	cfg, err := Load(write("empty.yaml", ""))
 	if err != nil {

@@ -89,6 +89,17 @@ media:
   # Largest image (width x height, in pixels) the server will thumbnail.
   max_image_pixels: 32000000
 
+# Served as https://<server_name>/.well-known/matrix/support (how users reach
+# the administrators). Unset: 404. Each contact needs a role (m.role.admin,
+# m.role.security or e.g. org.example.moderation) and a matrix_id and/or an
+# email_address; support_page is an http(s) URL.
+#support:
+#  contacts:
+#    - matrix_id: "@admin:example.org"
+#      email_address: admin@example.org
+#      role: m.role.admin
+#  support_page: https://example.org/support
+
 federation:
   # Serve the server-server API (/_matrix/federation, /_matrix/key) and talk
   # to other homeservers. Other servers reach this one at https://<server_name>
