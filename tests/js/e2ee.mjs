@@ -171,8 +171,13 @@ async function main() {
     step("A and B bootstrapped cross-signing");
     await waitFor("B to see A's cross-signing keys", () => bob.getCrypto().userHasCrossSigningKeys(aCreds.user_id, true));
     await verifyBySas(bob, alice);
-    await waitFor("B to trust A's identity", async () =>
-        (await bob.getCrypto().getUserVerificationStatus(aCreds.user_id)).isCrossSigningVerified());
+    await waitFor("B to trust A's identity", async () => {
+        if ((await bob.getCrypto().getUserVerificationStatus(aCreds.user_id)).isCrossSigningVerified()) return true;
+        // B's signature of A's master key may have been uploaded after B last
+        // downloaded A's keys: fetch them again rather than wait for a device-list change.
+        await bob.getCrypto().getUserDeviceInfo([aCreds.user_id], true);
+        return false;
+    });
     step("B verified A (SAS) and trusts A's cross-signing identity");
 
     // 4. Key backup, restored on a fresh device of A.
