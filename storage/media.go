@@ -45,6 +45,9 @@ func (db *DB) InsertMedia(ctx context.Context, m MediaRow) error {
 // Expired pending IDs of the uploader are deleted on the way.
 func (db *DB) CreatePendingMedia(ctx context.Context, origin, mediaID, uploader string, now, expires int64, maxPending int) (ok bool, err error) {
 	err = db.Tx(ctx, func(tx Querier) error {
+		if err := lockUploader(ctx, tx, uploader); err != nil {
+			return err
+		}
 		if _, err := tx.Exec(ctx, `DELETE FROM media WHERE uploader = $1 AND uploaded_ts = 0 AND expires_ts <= $2`, uploader, now); err != nil {
 			return err
 		}
@@ -64,6 +67,19 @@ func (db *DB) CreatePendingMedia(ctx context.Context, origin, mediaID, uploader 
 		return false, fmt.Errorf("creating pending media %s/%s: %w", origin, mediaID, err)
 	}
 	return ok, nil
+}
+
+// lockUploader serializes, per uploader, the transactions that check and then
+// change the uploader's media: the upsert locks the uploader's row in
+// media_uploader_locks until the transaction ends (PostgreSQL; SQLite has one
+// writer). It must be the transaction's first statement on media.
+func lockUploader(ctx context.Context, tx Querier, uploader string) error {
+	_, err := tx.Exec(ctx, `INSERT INTO media_uploader_locks (uploader) VALUES ($1)
+		ON CONFLICT (uploader) DO UPDATE SET uploader = excluded.uploader`, uploader)
+	if err != nil {
+		return fmt.Errorf("locking media of %s: %w", uploader, err)
+	}
+	return nil
 }
 
 // CompletePendingMedia fills a pending media ID with its uploaded content. It
@@ -87,9 +103,15 @@ func (db *DB) CompletePendingMedia(ctx context.Context, m MediaRow) error {
 		if uploader != m.Uploader || expires <= m.UploadedTS {
 			return ErrNotFound
 		}
-		_, err = tx.Exec(ctx, `UPDATE media SET content_type = $3, size = $4, filename = $5, sha256 = $6, uploaded_ts = $7, expires_ts = 0
+		// A concurrent upload to the same ID may have filled it since the
+		// SELECT (PostgreSQL re-checks the WHERE after waiting for its lock):
+		// then nothing is updated and this upload lost.
+		n, err := tx.Exec(ctx, `UPDATE media SET content_type = $3, size = $4, filename = $5, sha256 = $6, uploaded_ts = $7, expires_ts = 0
 			WHERE origin = $1 AND media_id = $2 AND sha256 = ''`,
 			m.Origin, m.MediaID, m.ContentType, m.Size, m.Filename, m.SHA256, m.UploadedTS)
+		if err == nil && n == 0 {
+			done = true
+		}
 		return err
 	})
 	if err != nil {
