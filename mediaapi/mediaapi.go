@@ -26,6 +26,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/myelin-chat/myelin/internal/config"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
@@ -168,6 +169,24 @@ func cleanFilename(name string) (string, error) {
 		}
 	}
 	return name, nil
+}
+
+// sanitizeFilename makes a file name another server sent storable and
+// servable: invalid UTF-8 and control characters dropped, cut to 255 bytes on
+// a character boundary. Unlike cleanFilename it never refuses (the fetch
+// itself was fine).
+func sanitizeFilename(name string) string {
+	name = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return -1
+		}
+		return r
+	}, strings.ToValidUTF8(name, ""))
+	for len(name) > 255 {
+		_, n := utf8.DecodeLastRuneInString(name)
+		name = name[:len(name)-n]
+	}
+	return name
 }
 
 // Upload stores content under a new media ID: POST /upload.
@@ -360,7 +379,7 @@ func (s *Service) lookupRemote(ctx context.Context, serverName, mediaID string, 
 	}
 	now := s.now().UnixMilli()
 	row := storage.MediaRow{Origin: serverName, MediaID: mediaID, ContentType: cleanContentType(contentType),
-		Filename: filename, Size: size, SHA256: sum, CreatedTS: now, UploadedTS: now}
+		Filename: sanitizeFilename(filename), Size: size, SHA256: sum, CreatedTS: now, UploadedTS: now}
 	if err := s.store.InsertMedia(ctx, row); err != nil && !storage.IsUniqueViolation(err) {
 		return nil, err
 	}
