@@ -35,9 +35,10 @@ import (
 
 // Store is what the content repository needs from the shared store.
 type Store interface {
-	InsertMedia(ctx context.Context, m storage.MediaRow) error
+	InsertMedia(ctx context.Context, m storage.MediaRow, quota int64) error
 	CreatePendingMedia(ctx context.Context, origin, mediaID, uploader string, now, expires int64, maxPending int) (bool, error)
-	CompletePendingMedia(ctx context.Context, m storage.MediaRow) error
+	CompletePendingMedia(ctx context.Context, m storage.MediaRow, quota int64) error
+	MediaUsage(ctx context.Context, uploader string) (int64, error)
 	GetMedia(ctx context.Context, origin, mediaID string) (*storage.MediaRow, error)
 	GetMediaThumbnail(ctx context.Context, origin, mediaID string, width, height int, method string, animated bool) (*storage.MediaThumbnail, error)
 	PutMediaThumbnail(ctx context.Context, t storage.MediaThumbnail) error
@@ -127,7 +128,27 @@ type Upload struct {
 	Uploader    string
 	ContentType string // "" for application/octet-stream
 	Filename    string
+	Length      int64 // declared length (Content-Length), -1 when unknown
 	Body        io.Reader
+}
+
+var errQuota = mxhttp.Forbidden("Media upload quota reached (media.max_bytes_per_user)")
+
+// checkQuota refuses, before the body is read, an upload that cannot fit in
+// the uploader's quota. The authoritative check is the store's, when the
+// upload is recorded (concurrent uploads, undeclared lengths).
+func (s *Service) checkQuota(ctx context.Context, up Upload) error {
+	if s.cfg.MaxBytesPerUser <= 0 {
+		return nil
+	}
+	used, err := s.store.MediaUsage(ctx, up.Uploader)
+	if err != nil {
+		return err
+	}
+	if used+max(up.Length, 0) > s.cfg.MaxBytesPerUser || (up.Length < 0 && used >= s.cfg.MaxBytesPerUser) {
+		return errQuota
+	}
+	return nil
 }
 
 var mediaIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,255}$`)
@@ -195,6 +216,9 @@ func (s *Service) Upload(ctx context.Context, up Upload) (*Media, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.checkQuota(ctx, up); err != nil {
+		return nil, err
+	}
 	sum, size, err := s.blobs.put(up.Body, s.cfg.MaxUploadBytes)
 	if err != nil {
 		return nil, err
@@ -208,7 +232,9 @@ func (s *Service) storeBlob(ctx context.Context, uploader, contentType string, m
 	row := storage.MediaRow{Origin: s.serverName, MediaID: newMediaID(), Uploader: uploader,
 		ContentType: cleanContentType(contentType), Size: m.Size, Filename: m.Filename, SHA256: m.SHA256,
 		CreatedTS: now, UploadedTS: now}
-	if err := s.store.InsertMedia(ctx, row); err != nil {
+	if err := s.store.InsertMedia(ctx, row, s.cfg.MaxBytesPerUser); errors.Is(err, storage.ErrMediaQuota) {
+		return nil, errQuota
+	} else if err != nil {
 		return nil, err
 	}
 	return mediaOf(&row), nil
@@ -255,13 +281,18 @@ func (s *Service) UploadTo(ctx context.Context, serverName, mediaID string, up U
 	if row.ExpiresTS <= s.now().UnixMilli() {
 		return mxhttp.NotFound("The media ID has expired")
 	}
+	if err := s.checkQuota(ctx, up); err != nil {
+		return err
+	}
 	sum, size, err := s.blobs.put(up.Body, s.cfg.MaxUploadBytes)
 	if err != nil {
 		return err
 	}
 	err = s.store.CompletePendingMedia(ctx, storage.MediaRow{Origin: serverName, MediaID: mediaID, Uploader: up.Uploader,
-		ContentType: cleanContentType(up.ContentType), Size: size, Filename: name, SHA256: sum, UploadedTS: s.now().UnixMilli()})
+		ContentType: cleanContentType(up.ContentType), Size: size, Filename: name, SHA256: sum, UploadedTS: s.now().UnixMilli()}, s.cfg.MaxBytesPerUser)
 	switch {
+	case errors.Is(err, storage.ErrMediaQuota):
+		return errQuota
 	case errors.Is(err, storage.ErrMediaUploaded):
 		return mxhttp.CannotOverwrite("Media already uploaded")
 	case errors.Is(err, storage.ErrNotFound):
@@ -380,7 +411,7 @@ func (s *Service) lookupRemote(ctx context.Context, serverName, mediaID string, 
 	now := s.now().UnixMilli()
 	row := storage.MediaRow{Origin: serverName, MediaID: mediaID, ContentType: cleanContentType(contentType),
 		Filename: sanitizeFilename(filename), Size: size, SHA256: sum, CreatedTS: now, UploadedTS: now}
-	if err := s.store.InsertMedia(ctx, row); err != nil && !storage.IsUniqueViolation(err) {
+	if err := s.store.InsertMedia(ctx, row, 0); err != nil && !storage.IsUniqueViolation(err) {
 		return nil, err
 	}
 	return mediaOf(&row), nil

@@ -2,7 +2,10 @@ package mediaapi
 
 import (
 	"context"
+	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -39,5 +42,24 @@ func TestRemoteFilenameCleaned(t *testing.T) {
 		if m.Filename != tc.want {
 			t.Errorf("remote file name %q stored as %q, want %q", tc.name, m.Filename, tc.want)
 		}
+	}
+}
+
+func TestStartupSweepsTmp(t *testing.T) {
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	tmp := filepath.Join(cfg.DataDir, "media", "tmp")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	stale := filepath.Join(tmp, "upload-123")
+	if err := os.WriteFile(stale, make([]byte, 4096), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(newMemStore(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stale temporary upload survived start-up: %v", err)
 	}
 }

@@ -127,6 +127,9 @@ type Media struct {
 	MaxPendingUploads int `yaml:"max_pending_uploads"`
 	// MaxImagePixels is the largest image (width × height) the server thumbnails.
 	MaxImagePixels int64 `yaml:"max_image_pixels"`
+	// MaxBytesPerUser is a user's upload quota: the total size of the media
+	// they uploaded (403 M_FORBIDDEN beyond). 0 is unlimited.
+	MaxBytesPerUser int64 `yaml:"max_bytes_per_user"`
 }
 
 // Federation configures the server-server API: signing-key publication, key
@@ -231,6 +234,7 @@ func Default() *Config {
 			UploadBurst:       20,
 			MaxPendingUploads: 10,
 			MaxImagePixels:    32_000_000,
+			MaxBytesPerUser:   1 << 30,
 		},
 		Federation: Federation{
 			Enabled:           true,
@@ -329,6 +333,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Media.MaxImagePixels <= 0 {
 		bad("media.max_image_pixels", "must be positive")
+	}
+	if c.Media.MaxBytesPerUser < 0 {
+		bad("media.max_bytes_per_user", "must not be negative (0 is unlimited)")
 	}
 	if c.Limits.CreateRoomPerSecond <= 0 || c.Limits.CreateRoomBurst <= 0 {
 		bad("limits.create_room_per_second", "create_room_per_second and create_room_burst must be positive")

@@ -34,6 +34,7 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"media.uploads_per_second", func(c *Config) { c.Media.UploadBurst = 0 }},
 		{"media.max_pending_uploads", func(c *Config) { c.Media.MaxPendingUploads = 0 }},
 		{"media.max_image_pixels", func(c *Config) { c.Media.MaxImagePixels = -1 }},
+		{"media.max_bytes_per_user", func(c *Config) { c.Media.MaxBytesPerUser = -1 }},
 	}
 	for _, c := range cases {
 		cfg := Default()

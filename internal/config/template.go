@@ -86,6 +86,8 @@ media:
   uploads_per_second: 2
   upload_burst: 20
   max_pending_uploads: 10
+  # Upload quota per user: total bytes of the media a user uploaded (0: none).
+  max_bytes_per_user: 1073741824
   # Largest image (width x height, in pixels) the server will thumbnail.
   max_image_pixels: 32000000
 
