@@ -236,6 +236,10 @@ func (a *API) thumbnailMedia(legacy bool) http.Handler {
 		if err != nil {
 			return err
 		}
+		req.Requester = "ip:" + clientIP(r)
+		if d := authn.FromRequest(r); d != nil {
+			req.Requester = d.UserID.String()
+		}
 		m, err := a.lookupMedia(r, legacy)
 		if err != nil {
 			return err

@@ -35,6 +35,8 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"media.max_pending_uploads", func(c *Config) { c.Media.MaxPendingUploads = 0 }},
 		{"media.max_image_pixels", func(c *Config) { c.Media.MaxImagePixels = -1 }},
 		{"media.max_bytes_per_user", func(c *Config) { c.Media.MaxBytesPerUser = -1 }},
+		{"media.thumbnail_memory_bytes", func(c *Config) { c.Media.ThumbnailMemoryBytes = 1000 }},
+		{"media.thumbnails_per_second", func(c *Config) { c.Media.ThumbnailBurst = 0 }},
 	}
 	for _, c := range cases {
 		cfg := Default()

@@ -90,6 +90,12 @@ media:
   max_bytes_per_user: 1073741824
   # Largest image (width x height, in pixels) the server will thumbnail.
   max_image_pixels: 32000000
+  # Memory for images being decoded for thumbnails at once (bytes, estimated
+  # from size and pixel format: a 16-bit RGBA PNG takes 8 bytes a pixel).
+  thumbnail_memory_bytes: 268435456
+  # Thumbnail generations per user (cached thumbnails are free): rate, burst.
+  thumbnails_per_second: 2
+  thumbnail_burst: 30
 
 federation:
   # Serve the server-server API (/_matrix/federation, /_matrix/key) and talk
