@@ -53,7 +53,7 @@ func (a *API) mediaRoutes(r chi.Router) {
 	if a.Media == nil {
 		return
 	}
-	a.uploadLimiter = ratelimit.New(a.Config.Media.UploadsPerSecond, a.Config.Media.UploadBurst)
+	a.ensureUploadLimiter()
 	r.Route("/_matrix/media", func(r chi.Router) {
 		r.Use(a.rateLimitIP)
 		r.Group(func(r chi.Router) {
@@ -63,7 +63,8 @@ func (a *API) mediaRoutes(r chi.Router) {
 				r.With(a.rateLimitUpload).Method(http.MethodPost, v+"/upload", mxhttp.JSON(a.uploadMedia))
 				r.With(a.rateLimitUpload).Method(http.MethodPut, v+"/upload/{serverName}/{mediaId}", mxhttp.JSON(a.uploadMediaTo))
 				r.Method(http.MethodGet, v+"/config", mxhttp.JSON(a.mediaConfig))
-				r.Method(http.MethodGet, v+"/preview_url", mxhttp.JSON(a.previewURL))
+				// A preview makes the server fetch (and store): the upload limit.
+				r.With(a.rateLimitUpload).Method(http.MethodGet, v+"/preview_url", mxhttp.JSON(a.previewURL))
 			}
 		})
 		for _, v := range []string{"/v3", "/r0"} {
@@ -79,11 +80,20 @@ func (a *API) mediaRoutesV1(r chi.Router) {
 	if a.Media == nil {
 		return
 	}
+	a.ensureUploadLimiter()
 	r.Method(http.MethodGet, "/media/config", mxhttp.JSON(a.mediaConfig))
-	r.Method(http.MethodGet, "/media/preview_url", mxhttp.JSON(a.previewURL))
+	r.With(a.rateLimitUpload).Method(http.MethodGet, "/media/preview_url", mxhttp.JSON(a.previewURL))
 	r.Method(http.MethodGet, "/media/download/{serverName}/{mediaId}", a.downloadMedia(false))
 	r.Method(http.MethodGet, "/media/download/{serverName}/{mediaId}/{fileName}", a.downloadMedia(false))
 	r.Method(http.MethodGet, "/media/thumbnail/{serverName}/{mediaId}", a.thumbnailMedia(false))
+}
+
+// ensureUploadLimiter creates the per-user upload limiter shared by the
+// /_matrix/media and /_matrix/client/v1/media routes (whichever mounts first).
+func (a *API) ensureUploadLimiter() {
+	if a.uploadLimiter == nil {
+		a.uploadLimiter = ratelimit.New(a.Config.Media.UploadsPerSecond, a.Config.Media.UploadBurst)
+	}
 }
 
 func (a *API) rateLimitUpload(next http.Handler) http.Handler {
@@ -102,6 +112,7 @@ func (a *API) upload(r *http.Request) (mediaapi.Upload, error) {
 		Uploader:    authn.FromRequest(r).UserID.String(),
 		ContentType: r.Header.Get("Content-Type"),
 		Filename:    r.URL.Query().Get("filename"),
+		Length:      r.ContentLength,
 		Body:        r.Body,
 	}, nil
 }
@@ -224,6 +235,10 @@ func (a *API) thumbnailMedia(legacy bool) http.Handler {
 		req, err := thumbnailRequest(r)
 		if err != nil {
 			return err
+		}
+		req.Requester = "ip:" + clientIP(r)
+		if d := authn.FromRequest(r); d != nil {
+			req.Requester = d.UserID.String()
 		}
 		m, err := a.lookupMedia(r, legacy)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -25,7 +26,28 @@ func newBlobStore(root string) (*blobStore, error) {
 			return nil, fmt.Errorf("creating media directory: %w", err)
 		}
 	}
+	if err := sweepTmp(filepath.Join(root, "tmp")); err != nil {
+		return nil, err
+	}
 	return &blobStore{root: root}, nil
+}
+
+// sweepTmp removes what a crash left in tmp (partial uploads, thumbnails).
+// It runs at start-up, before any upload can be writing there.
+func sweepTmp(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", dir, err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return fmt.Errorf("removing stale upload: %w", err)
+		}
+	}
+	if len(entries) > 0 {
+		slog.Info("removed stale media temporary files", "dir", dir, "count", len(entries))
+	}
+	return nil
 }
 
 func (b *blobStore) path(sum string) string {

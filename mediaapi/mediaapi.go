@@ -26,6 +26,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/myelin-chat/myelin/internal/config"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
@@ -34,9 +35,10 @@ import (
 
 // Store is what the content repository needs from the shared store.
 type Store interface {
-	InsertMedia(ctx context.Context, m storage.MediaRow) error
+	InsertMedia(ctx context.Context, m storage.MediaRow, quota int64) error
 	CreatePendingMedia(ctx context.Context, origin, mediaID, uploader string, now, expires int64, maxPending int) (bool, error)
-	CompletePendingMedia(ctx context.Context, m storage.MediaRow) error
+	CompletePendingMedia(ctx context.Context, m storage.MediaRow, quota int64) error
+	MediaUsage(ctx context.Context, uploader string) (int64, error)
 	GetMedia(ctx context.Context, origin, mediaID string) (*storage.MediaRow, error)
 	GetMediaThumbnail(ctx context.Context, origin, mediaID string, width, height int, method string, animated bool) (*storage.MediaThumbnail, error)
 	PutMediaThumbnail(ctx context.Context, t storage.MediaThumbnail) error
@@ -126,7 +128,27 @@ type Upload struct {
 	Uploader    string
 	ContentType string // "" for application/octet-stream
 	Filename    string
+	Length      int64 // declared length (Content-Length), -1 when unknown
 	Body        io.Reader
+}
+
+var errQuota = mxhttp.Forbidden("Media upload quota reached (media.max_bytes_per_user)")
+
+// checkQuota refuses, before the body is read, an upload that cannot fit in
+// the uploader's quota. The authoritative check is the store's, when the
+// upload is recorded (concurrent uploads, undeclared lengths).
+func (s *Service) checkQuota(ctx context.Context, up Upload) error {
+	if s.cfg.MaxBytesPerUser <= 0 {
+		return nil
+	}
+	used, err := s.store.MediaUsage(ctx, up.Uploader)
+	if err != nil {
+		return err
+	}
+	if used+max(up.Length, 0) > s.cfg.MaxBytesPerUser || (up.Length < 0 && used >= s.cfg.MaxBytesPerUser) {
+		return errQuota
+	}
+	return nil
 }
 
 var mediaIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,255}$`)
@@ -170,10 +192,31 @@ func cleanFilename(name string) (string, error) {
 	return name, nil
 }
 
+// sanitizeFilename makes a file name another server sent storable and
+// servable: invalid UTF-8 and control characters dropped, cut to 255 bytes on
+// a character boundary. Unlike cleanFilename it never refuses (the fetch
+// itself was fine).
+func sanitizeFilename(name string) string {
+	name = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return -1
+		}
+		return r
+	}, strings.ToValidUTF8(name, ""))
+	for len(name) > 255 {
+		_, n := utf8.DecodeLastRuneInString(name)
+		name = name[:len(name)-n]
+	}
+	return name
+}
+
 // Upload stores content under a new media ID: POST /upload.
 func (s *Service) Upload(ctx context.Context, up Upload) (*Media, error) {
 	name, err := cleanFilename(up.Filename)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.checkQuota(ctx, up); err != nil {
 		return nil, err
 	}
 	sum, size, err := s.blobs.put(up.Body, s.cfg.MaxUploadBytes)
@@ -189,7 +232,9 @@ func (s *Service) storeBlob(ctx context.Context, uploader, contentType string, m
 	row := storage.MediaRow{Origin: s.serverName, MediaID: newMediaID(), Uploader: uploader,
 		ContentType: cleanContentType(contentType), Size: m.Size, Filename: m.Filename, SHA256: m.SHA256,
 		CreatedTS: now, UploadedTS: now}
-	if err := s.store.InsertMedia(ctx, row); err != nil {
+	if err := s.store.InsertMedia(ctx, row, s.cfg.MaxBytesPerUser); errors.Is(err, storage.ErrMediaQuota) {
+		return nil, errQuota
+	} else if err != nil {
 		return nil, err
 	}
 	return mediaOf(&row), nil
@@ -236,13 +281,18 @@ func (s *Service) UploadTo(ctx context.Context, serverName, mediaID string, up U
 	if row.ExpiresTS <= s.now().UnixMilli() {
 		return mxhttp.NotFound("The media ID has expired")
 	}
+	if err := s.checkQuota(ctx, up); err != nil {
+		return err
+	}
 	sum, size, err := s.blobs.put(up.Body, s.cfg.MaxUploadBytes)
 	if err != nil {
 		return err
 	}
 	err = s.store.CompletePendingMedia(ctx, storage.MediaRow{Origin: serverName, MediaID: mediaID, Uploader: up.Uploader,
-		ContentType: cleanContentType(up.ContentType), Size: size, Filename: name, SHA256: sum, UploadedTS: s.now().UnixMilli()})
+		ContentType: cleanContentType(up.ContentType), Size: size, Filename: name, SHA256: sum, UploadedTS: s.now().UnixMilli()}, s.cfg.MaxBytesPerUser)
 	switch {
+	case errors.Is(err, storage.ErrMediaQuota):
+		return errQuota
 	case errors.Is(err, storage.ErrMediaUploaded):
 		return mxhttp.CannotOverwrite("Media already uploaded")
 	case errors.Is(err, storage.ErrNotFound):
@@ -360,8 +410,8 @@ func (s *Service) lookupRemote(ctx context.Context, serverName, mediaID string, 
 	}
 	now := s.now().UnixMilli()
 	row := storage.MediaRow{Origin: serverName, MediaID: mediaID, ContentType: cleanContentType(contentType),
-		Filename: filename, Size: size, SHA256: sum, CreatedTS: now, UploadedTS: now}
-	if err := s.store.InsertMedia(ctx, row); err != nil && !storage.IsUniqueViolation(err) {
+		Filename: sanitizeFilename(filename), Size: size, SHA256: sum, CreatedTS: now, UploadedTS: now}
+	if err := s.store.InsertMedia(ctx, row, 0); err != nil && !storage.IsUniqueViolation(err) {
 		return nil, err
 	}
 	return mediaOf(&row), nil

@@ -29,18 +29,19 @@ func newMemStore() *memStore {
 	return &memStore{media: map[string]storage.MediaRow{}, thumbs: map[string]storage.MediaThumbnail{}}
 }
 
-func (m *memStore) InsertMedia(_ context.Context, r storage.MediaRow) error {
+func (m *memStore) InsertMedia(_ context.Context, r storage.MediaRow, _ int64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.media[r.Origin+"/"+r.MediaID] = r
 	return nil
 }
 func (m *memStore) CreatePendingMedia(_ context.Context, origin, mediaID, uploader string, now, expires int64, _ int) (bool, error) {
-	return true, m.InsertMedia(context.Background(), storage.MediaRow{Origin: origin, MediaID: mediaID, Uploader: uploader, CreatedTS: now, ExpiresTS: expires})
+	return true, m.InsertMedia(context.Background(), storage.MediaRow{Origin: origin, MediaID: mediaID, Uploader: uploader, CreatedTS: now, ExpiresTS: expires}, 0)
 }
-func (m *memStore) CompletePendingMedia(_ context.Context, r storage.MediaRow) error {
-	return m.InsertMedia(context.Background(), r)
+func (m *memStore) CompletePendingMedia(_ context.Context, r storage.MediaRow, _ int64) error {
+	return m.InsertMedia(context.Background(), r, 0)
 }
+func (m *memStore) MediaUsage(context.Context, string) (int64, error) { return 0, nil }
 func (m *memStore) GetMedia(_ context.Context, origin, mediaID string) (*storage.MediaRow, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

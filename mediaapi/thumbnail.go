@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"image/color"
 	"image/gif"
 	"image/jpeg"
 	"image/png"
@@ -15,9 +16,11 @@ import (
 	"strconv"
 
 	"golang.org/x/image/draw"
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/internal/ratelimit"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -28,12 +31,15 @@ import (
 // aspect ratio, "crop" fills the box and cuts the overflow; never upscaled,
 // and an image already inside the box is served as it is. Scale boxes are
 // snapped to the spec's recommended sizes (or rounded up to multiples of
-// 256), so that a handful of thumbnails per image are generated and cached
-// whatever sizes clients ask for; crop thumbnails are cached at the
-// recommended sizes only.
+// 256), and so are crop boxes: a bounded set of thumbnails per image is
+// generated, and every one is cached, whatever sizes clients ask for.
 //
 // Decompression bombs: the header's dimensions are checked (image.DecodeConfig)
-// against media.max_image_pixels before anything is decoded.
+// against media.max_image_pixels before anything is decoded, and each decode
+// first reserves its estimated memory (pixels × bytes per pixel of the
+// header's color model) from a weighted semaphore holding
+// media.thumbnail_memory_bytes, so concurrent decodes stay within it. Only
+// generation is rate-limited per user; cached thumbnails are not.
 
 // Thumbnail methods.
 const (
@@ -51,6 +57,9 @@ type ThumbnailRequest struct {
 	Width, Height int
 	Method        string // crop or scale
 	Animated      bool
+	// Requester keys the generation rate limit: the user ID, or the client
+	// address on unauthenticated endpoints.
+	Requester string
 }
 
 // Thumbnail is the content to serve for a thumbnail request: a generated
@@ -63,12 +72,42 @@ type Thumbnail struct {
 
 type thumbnailer struct {
 	s       *Service
-	sem     chan struct{} // bounds concurrent decodes (CPU and memory)
+	sem     chan struct{}       // bounds concurrent decodes (CPU)
+	mem     *semaphore.Weighted // bounds the memory of concurrent decodes, in bytes
+	budget  int64
+	limiter *ratelimit.Limiter // generations per requester
 	flights singleflight.Group
 }
 
 func newThumbnailer(s *Service) *thumbnailer {
-	return &thumbnailer{s: s, sem: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)))}
+	return &thumbnailer{s: s, sem: make(chan struct{}, max(1, runtime.GOMAXPROCS(0))),
+		mem: semaphore.NewWeighted(s.cfg.ThumbnailMemoryBytes), budget: s.cfg.ThumbnailMemoryBytes,
+		limiter: ratelimit.New(s.cfg.ThumbnailsPerSecond, s.cfg.ThumbnailBurst)}
+}
+
+// decodeCost estimates the bytes a decode of an image with this header
+// allocates: its pixels in the decoder's in-memory format, plus the output.
+func decodeCost(cfg image.Config, out [2]int) int64 {
+	var bpp float64
+	switch cfg.ColorModel {
+	case color.RGBA64Model, color.NRGBA64Model:
+		bpp = 8
+	case color.RGBAModel, color.NRGBAModel, color.CMYKModel:
+		bpp = 4
+	case color.YCbCrModel:
+		bpp = 3 // 4:4:4 at worst
+	case color.Gray16Model:
+		bpp = 2
+	case color.GrayModel, color.AlphaModel:
+		bpp = 1
+	default:
+		if _, ok := cfg.ColorModel.(color.Palette); ok {
+			bpp = 1
+		} else {
+			bpp = 8 // unknown: assume the widest
+		}
+	}
+	return int64(math.Ceil(float64(cfg.Width)*float64(cfg.Height)*bpp)) + int64(out[0])*int64(out[1])*4
 }
 
 // Thumbnail returns a thumbnail of m, generating and caching it if needed.
@@ -80,20 +119,20 @@ func (s *Service) Thumbnail(ctx context.Context, m *Media, req ThumbnailRequest)
 		return nil, mxhttp.InvalidParam("method must be crop or scale")
 	}
 	box := thumbnailBox(req)
-	cacheable := req.Method == MethodScale || isStandardBox(box)
 	// Only GIFs can be animated here, and only by serving the original.
 	animated := req.Animated && isGIF(m.ContentType)
-	if cacheable {
-		t, err := s.store.GetMediaThumbnail(ctx, m.Origin, m.MediaID, box[0], box[1], req.Method, animated)
-		if err == nil {
-			return &Thumbnail{ContentType: t.ContentType, SHA256: t.SHA256, Size: t.Size}, nil
-		} else if !errors.Is(err, storage.ErrNotFound) {
-			return nil, err
-		}
+	t, err := s.store.GetMediaThumbnail(ctx, m.Origin, m.MediaID, box[0], box[1], req.Method, animated)
+	if err == nil {
+		return &Thumbnail{ContentType: t.ContentType, SHA256: t.SHA256, Size: t.Size}, nil
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return nil, err
+	}
+	if ok, wait := s.thumbs.limiter.Allow(req.Requester); !ok {
+		return nil, mxhttp.LimitExceeded("Too many thumbnails generated").With("retry_after_ms", wait.Milliseconds()+1)
 	}
 	key := m.Origin + "/" + m.MediaID + "/" + strconv.Itoa(box[0]) + "x" + strconv.Itoa(box[1]) + req.Method + strconv.FormatBool(animated)
 	v, err, _ := s.thumbs.flights.Do(key, func() (any, error) {
-		return s.thumbs.generate(context.WithoutCancel(ctx), m, box, req.Method, animated, cacheable)
+		return s.thumbs.generate(context.WithoutCancel(ctx), m, box, req.Method, animated)
 	})
 	if err != nil {
 		return nil, err
@@ -105,7 +144,7 @@ func (s *Service) Thumbnail(ctx context.Context, m *Media, req ThumbnailRequest)
 func thumbnailBox(req ThumbnailRequest) [2]int {
 	w, h := min(req.Width, maxThumbnailSide), min(req.Height, maxThumbnailSide)
 	if req.Method == MethodCrop {
-		return [2]int{w, h}
+		return cropBox(w, h)
 	}
 	for _, b := range standardBoxes {
 		if b[0] >= w && b[1] >= h {
@@ -116,20 +155,36 @@ func thumbnailBox(req ThumbnailRequest) [2]int {
 	return [2]int{roundUp(w), roundUp(h)}
 }
 
-func isStandardBox(b [2]int) bool {
-	for _, s := range standardBoxes {
-		if s == b {
-			return true
+// cropLadder are the long sides of crop boxes (each divisible by 8).
+var cropLadder = []int{32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048}
+
+// cropBox snaps a crop request to a bounded set of boxes, keeping what the
+// spec asks of crops: at least the requested size, and the requested aspect
+// ratio (to within 1/8 of the long side). The long side goes up to the
+// ladder, the short side scales with it and rounds up to an eighth of it; so
+// 32×32 and 96×96 stay themselves, and at most ~200 crops exist per image.
+func cropBox(w, h int) [2]int {
+	long, short := max(w, h), min(w, h)
+	l := cropLadder[len(cropLadder)-1]
+	for _, c := range cropLadder {
+		if c >= long {
+			l = c
+			break
 		}
 	}
-	return false
+	step := l / 8
+	s := min(l, (short*l+long*step-1)/(long*step)*step) // ceil(short·l/long) up to a multiple of step
+	if w >= h {
+		return [2]int{l, s}
+	}
+	return [2]int{s, l}
 }
 
 func isGIF(contentType string) bool { return baseType(contentType) == "image/gif" }
 
 var cannotThumbnail = mxhttp.Unknown("Cannot generate thumbnails for the requested content")
 
-func (t *thumbnailer) generate(ctx context.Context, m *Media, box [2]int, method string, animated, cache bool) (*Thumbnail, error) {
+func (t *thumbnailer) generate(ctx context.Context, m *Media, box [2]int, method string, animated bool) (*Thumbnail, error) {
 	select {
 	case t.sem <- struct{}{}:
 		defer func() { <-t.sem }()
@@ -154,8 +209,16 @@ func (t *thumbnailer) generate(ctx context.Context, m *Media, box [2]int, method
 	if fits && (format != "gif" || animated) {
 		// Small enough already: the original is the thumbnail (an animated
 		// GIF only when animation was asked for).
-		return t.record(ctx, m, box, method, animated, cache, original)
+		return t.record(ctx, m, box, method, animated, original)
 	}
+	cost := decodeCost(cfg, [2]int{cw, ch})
+	if cost > t.budget {
+		return nil, mxhttp.TooLarge("Image is too large to thumbnail")
+	}
+	if err := t.mem.Acquire(ctx, cost); err != nil {
+		return nil, err
+	}
+	defer t.mem.Release(cost)
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return nil, fmt.Errorf("rewinding %s: %w", m.MXC(), err)
 	}
@@ -182,13 +245,10 @@ func (t *thumbnailer) generate(ctx context.Context, m *Media, box [2]int, method
 	if err != nil {
 		return nil, err
 	}
-	return t.record(ctx, m, box, method, animated, cache, &Thumbnail{ContentType: contentType, SHA256: sum, Size: size})
+	return t.record(ctx, m, box, method, animated, &Thumbnail{ContentType: contentType, SHA256: sum, Size: size})
 }
 
-func (t *thumbnailer) record(ctx context.Context, m *Media, box [2]int, method string, animated, cache bool, th *Thumbnail) (*Thumbnail, error) {
-	if !cache {
-		return th, nil
-	}
+func (t *thumbnailer) record(ctx context.Context, m *Media, box [2]int, method string, animated bool, th *Thumbnail) (*Thumbnail, error) {
 	err := t.s.store.PutMediaThumbnail(ctx, storage.MediaThumbnail{Origin: m.Origin, MediaID: m.MediaID,
 		Width: box[0], Height: box[1], Method: method, Animated: animated,
 		ContentType: th.ContentType, Size: th.Size, SHA256: th.SHA256, CreatedTS: t.s.now().UnixMilli()})

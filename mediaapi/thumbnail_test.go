@@ -1,6 +1,10 @@
 package mediaapi
 
 import (
+	"bytes"
+	"image"
+	"image/color"
+	"image/png"
 	"strings"
 	"testing"
 )
@@ -37,8 +41,15 @@ func TestThumbnailBox(t *testing.T) {
 		{ThumbnailRequest{Width: 300, Height: 200, Method: MethodScale}, [2]int{320, 240}},
 		{ThumbnailRequest{Width: 801, Height: 10, Method: MethodScale}, [2]int{1024, 256}},
 		{ThumbnailRequest{Width: 100000, Height: 100000, Method: MethodScale}, [2]int{2048, 2048}},
-		{ThumbnailRequest{Width: 50, Height: 20, Method: MethodCrop}, [2]int{50, 20}},
-		{ThumbnailRequest{Width: 5000, Height: 20, Method: MethodCrop}, [2]int{2048, 20}},
+		// Crops snap too (so every crop is cacheable), to at least the
+		// requested size and about its aspect ratio.
+		{ThumbnailRequest{Width: 50, Height: 20, Method: MethodCrop}, [2]int{64, 32}},
+		{ThumbnailRequest{Width: 20, Height: 50, Method: MethodCrop}, [2]int{32, 64}},
+		{ThumbnailRequest{Width: 32, Height: 32, Method: MethodCrop}, [2]int{32, 32}},
+		{ThumbnailRequest{Width: 96, Height: 96, Method: MethodCrop}, [2]int{96, 96}},
+		{ThumbnailRequest{Width: 100, Height: 30, Method: MethodCrop}, [2]int{128, 48}},
+		{ThumbnailRequest{Width: 777, Height: 333, Method: MethodCrop}, [2]int{1024, 512}},
+		{ThumbnailRequest{Width: 5000, Height: 20, Method: MethodCrop}, [2]int{2048, 256}},
 	} {
 		if got := thumbnailBox(tc.req); got != tc.want {
 			t.Errorf("%+v: got %v, want %v", tc.req, got, tc.want)
@@ -102,5 +113,46 @@ func TestCleanContentTypeAndIDs(t *testing.T) {
 	}
 	if id := newMediaID(); !ValidMediaID(id) || len(id) < 20 {
 		t.Errorf("newMediaID() = %q", id)
+	}
+}
+
+// Every crop box holds the request and is one of a bounded set.
+func TestCropBoxBounded(t *testing.T) {
+	seen := map[[2]int]bool{}
+	for w := 1; w <= 2100; w += 7 {
+		for h := 1; h <= 2100; h += 11 {
+			b := thumbnailBox(ThumbnailRequest{Width: w, Height: h, Method: MethodCrop})
+			if b[0] < min(w, maxThumbnailSide) || b[1] < min(h, maxThumbnailSide) {
+				t.Fatalf("crop %dx%d snapped to %v, smaller than asked", w, h, b)
+			}
+			seen[b] = true
+		}
+	}
+	if len(seen) > 2*8*len(cropLadder) {
+		t.Fatalf("%d distinct crop boxes", len(seen))
+	}
+}
+
+func TestDecodeCost(t *testing.T) {
+	for _, tc := range []struct {
+		img  image.Image
+		want int64 // for a 1×1 output
+	}{
+		{image.NewRGBA64(image.Rect(0, 0, 100, 50)), 100*50*8 + 4}, // 16-bit PNG: 8 bytes a pixel
+		{image.NewNRGBA(image.Rect(0, 0, 100, 50)), 100*50*4 + 4},
+		{image.NewGray(image.Rect(0, 0, 100, 50)), 100*50 + 4},
+		{image.NewPaletted(image.Rect(0, 0, 100, 50), color.Palette{color.Black, color.White}), 100*50 + 4},
+	} {
+		var buf bytes.Buffer
+		if err := png.Encode(&buf, tc.img); err != nil {
+			t.Fatal(err)
+		}
+		cfg, _, err := image.DecodeConfig(&buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := decodeCost(cfg, [2]int{1, 1}); got != tc.want {
+			t.Errorf("%T: cost %d, want %d", tc.img, got, tc.want)
+		}
 	}
 }

@@ -29,15 +29,62 @@ type MediaRow struct {
 // already has content.
 var ErrMediaUploaded = errors.New("media already uploaded")
 
-// InsertMedia stores the row of a completed upload.
-func (db *DB) InsertMedia(ctx context.Context, m MediaRow) error {
-	_, err := db.Exec(ctx, `INSERT INTO media (origin, media_id, uploader, content_type, size, filename, sha256, created_ts, uploaded_ts, expires_ts)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0)`,
-		m.Origin, m.MediaID, m.Uploader, m.ContentType, m.Size, m.Filename, m.SHA256, m.CreatedTS, m.UploadedTS)
-	if err != nil {
+// ErrMediaQuota is returned when an upload would take its uploader past
+// their byte quota.
+var ErrMediaQuota = errors.New("media quota exceeded")
+
+// InsertMedia stores the row of a completed upload. With quota > 0 and an
+// uploader, it returns ErrMediaQuota (storing nothing) when the uploader's
+// media would then total more than quota bytes.
+func (db *DB) InsertMedia(ctx context.Context, m MediaRow, quota int64) error {
+	err := db.Tx(ctx, func(tx Querier) error {
+		if err := checkQuota(ctx, tx, m.Uploader, m.Size, quota); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO media (origin, media_id, uploader, content_type, size, filename, sha256, created_ts, uploaded_ts, expires_ts)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0)`,
+			m.Origin, m.MediaID, m.Uploader, m.ContentType, m.Size, m.Filename, m.SHA256, m.CreatedTS, m.UploadedTS)
+		return err
+	})
+	if errors.Is(err, ErrMediaQuota) {
+		return ErrMediaQuota
+	} else if err != nil {
 		return fmt.Errorf("inserting media %s/%s: %w", m.Origin, m.MediaID, err)
 	}
 	return nil
+}
+
+// checkQuota locks uploader's media (lockUploader) and returns ErrMediaQuota
+// when adding size bytes would take them past quota (0: unlimited).
+func checkQuota(ctx context.Context, tx Querier, uploader string, size, quota int64) error {
+	if quota <= 0 || uploader == "" {
+		return nil
+	}
+	if err := lockUploader(ctx, tx, uploader); err != nil {
+		return err
+	}
+	used, err := mediaUsage(ctx, tx, uploader)
+	if err != nil {
+		return err
+	}
+	if used+size > quota {
+		return ErrMediaQuota
+	}
+	return nil
+}
+
+func mediaUsage(ctx context.Context, q Querier, uploader string) (int64, error) {
+	var used int64
+	if err := q.QueryRow(ctx, `SELECT COALESCE(SUM(size), 0) FROM media WHERE uploader = $1`, uploader).Scan(&used); err != nil {
+		return 0, fmt.Errorf("reading media usage of %s: %w", uploader, err)
+	}
+	return used, nil
+}
+
+// MediaUsage is the total size of the media uploader has uploaded (their
+// quota usage).
+func (db *DB) MediaUsage(ctx context.Context, uploader string) (int64, error) {
+	return mediaUsage(ctx, db, uploader)
 }
 
 // CreatePendingMedia reserves a media ID for an asynchronous upload, unless
@@ -45,6 +92,9 @@ func (db *DB) InsertMedia(ctx context.Context, m MediaRow) error {
 // Expired pending IDs of the uploader are deleted on the way.
 func (db *DB) CreatePendingMedia(ctx context.Context, origin, mediaID, uploader string, now, expires int64, maxPending int) (ok bool, err error) {
 	err = db.Tx(ctx, func(tx Querier) error {
+		if err := lockUploader(ctx, tx, uploader); err != nil {
+			return err
+		}
 		if _, err := tx.Exec(ctx, `DELETE FROM media WHERE uploader = $1 AND uploaded_ts = 0 AND expires_ts <= $2`, uploader, now); err != nil {
 			return err
 		}
@@ -66,11 +116,25 @@ func (db *DB) CreatePendingMedia(ctx context.Context, origin, mediaID, uploader 
 	return ok, nil
 }
 
+// lockUploader serializes, per uploader, the transactions that check and then
+// change the uploader's media: the upsert locks the uploader's row in
+// media_uploader_locks until the transaction ends (PostgreSQL; SQLite has one
+// writer). It must be the transaction's first statement on media.
+func lockUploader(ctx context.Context, tx Querier, uploader string) error {
+	_, err := tx.Exec(ctx, `INSERT INTO media_uploader_locks (uploader) VALUES ($1)
+		ON CONFLICT (uploader) DO UPDATE SET uploader = excluded.uploader`, uploader)
+	if err != nil {
+		return fmt.Errorf("locking media of %s: %w", uploader, err)
+	}
+	return nil
+}
+
 // CompletePendingMedia fills a pending media ID with its uploaded content. It
 // returns ErrNotFound when the ID does not exist, has expired or belongs to
-// another user (the caller tells these apart with GetMedia when it must), and
-// ErrMediaUploaded when it already has content.
-func (db *DB) CompletePendingMedia(ctx context.Context, m MediaRow) error {
+// another user (the caller tells these apart with GetMedia when it must),
+// ErrMediaUploaded when it already has content, and ErrMediaQuota when the
+// content would take the uploader past quota bytes (0: unlimited).
+func (db *DB) CompletePendingMedia(ctx context.Context, m MediaRow, quota int64) error {
 	var done bool
 	err := db.Tx(ctx, func(tx Querier) error {
 		var uploader, sha string
@@ -87,14 +151,23 @@ func (db *DB) CompletePendingMedia(ctx context.Context, m MediaRow) error {
 		if uploader != m.Uploader || expires <= m.UploadedTS {
 			return ErrNotFound
 		}
-		_, err = tx.Exec(ctx, `UPDATE media SET content_type = $3, size = $4, filename = $5, sha256 = $6, uploaded_ts = $7, expires_ts = 0
+		if err := checkQuota(ctx, tx, m.Uploader, m.Size, quota); err != nil {
+			return err
+		}
+		// A concurrent upload to the same ID may have filled it since the
+		// SELECT (PostgreSQL re-checks the WHERE after waiting for its lock):
+		// then nothing is updated and this upload lost.
+		n, err := tx.Exec(ctx, `UPDATE media SET content_type = $3, size = $4, filename = $5, sha256 = $6, uploaded_ts = $7, expires_ts = 0
 			WHERE origin = $1 AND media_id = $2 AND sha256 = ''`,
 			m.Origin, m.MediaID, m.ContentType, m.Size, m.Filename, m.SHA256, m.UploadedTS)
+		if err == nil && n == 0 {
+			done = true
+		}
 		return err
 	})
 	if err != nil {
-		if errors.Is(err, ErrNotFound) {
-			return ErrNotFound
+		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrMediaQuota) {
+			return err
 		}
 		return fmt.Errorf("completing media %s/%s: %w", m.Origin, m.MediaID, err)
 	}

@@ -311,7 +311,7 @@ func TestMediaThumbnails(t *testing.T) {
 			{"png crop", pngMXC, 96, 96, "crop", false, "image/png", 96, 96},
 			{"png scale", pngMXC, 320, 240, "scale", false, "image/png", 320, 160},
 			{"png default method", pngMXC, 300, 200, "", false, "image/png", 320, 160},
-			{"png crop odd size", pngMXC, 100, 30, "crop", false, "image/png", 100, 30},
+			{"png crop odd size", pngMXC, 100, 30, "crop", false, "image/png", 128, 48}, // snapped, aspect kept
 			{"jpeg scale", jpgMXC, 320, 240, "scale", false, "image/jpeg", 320, 240},
 			{"jpeg crop", jpgMXC, 32, 32, "crop", false, "image/jpeg", 32, 32},
 			{"gif first frame", gifMXC, 96, 96, "scale", false, "image/png", 96, 64},

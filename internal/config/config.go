@@ -150,6 +150,16 @@ type Media struct {
 	MaxPendingUploads int `yaml:"max_pending_uploads"`
 	// MaxImagePixels is the largest image (width × height) the server thumbnails.
 	MaxImagePixels int64 `yaml:"max_image_pixels"`
+	// MaxBytesPerUser is a user's upload quota: the total size of the media
+	// they uploaded (403 M_FORBIDDEN beyond). 0 is unlimited.
+	MaxBytesPerUser int64 `yaml:"max_bytes_per_user"`
+	// ThumbnailMemoryBytes bounds the memory of the images being decoded for
+	// thumbnails at once (estimated from each image's size and pixel format).
+	ThumbnailMemoryBytes int64 `yaml:"thumbnail_memory_bytes"`
+	// ThumbnailsPerSecond and ThumbnailBurst rate-limit thumbnail generation
+	// per user (cached thumbnails are not counted).
+	ThumbnailsPerSecond float64 `yaml:"thumbnails_per_second"`
+	ThumbnailBurst      int     `yaml:"thumbnail_burst"`
 }
 
 // Federation configures the server-server API: signing-key publication, key
@@ -254,6 +264,11 @@ func Default() *Config {
 			UploadBurst:       20,
 			MaxPendingUploads: 10,
 			MaxImagePixels:    32_000_000,
+			MaxBytesPerUser:   1 << 30,
+
+			ThumbnailMemoryBytes: 256 << 20,
+			ThumbnailsPerSecond:  2,
+			ThumbnailBurst:       30,
 		},
 		Federation: Federation{
 			Enabled:           true,
@@ -352,6 +367,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Media.MaxImagePixels <= 0 {
 		bad("media.max_image_pixels", "must be positive")
+	}
+	if c.Media.MaxBytesPerUser < 0 {
+		bad("media.max_bytes_per_user", "must not be negative (0 is unlimited)")
+	}
+	if c.Media.ThumbnailMemoryBytes < 1<<20 {
+		bad("media.thumbnail_memory_bytes", "must be at least 1048576")
+	}
+	if c.Media.ThumbnailsPerSecond <= 0 || c.Media.ThumbnailBurst <= 0 {
+		bad("media.thumbnails_per_second", "thumbnails_per_second and thumbnail_burst must be positive")
 	}
 	if c.Limits.CreateRoomPerSecond <= 0 || c.Limits.CreateRoomBurst <= 0 {
 		bad("limits.create_room_per_second", "create_room_per_second and create_room_burst must be positive")

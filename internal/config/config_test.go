@@ -56,6 +56,9 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"support.contacts[1].role", func(c *Config) {
 			c.Support.Contacts = []SupportContact{{MatrixID: "@a:example.org", Role: "m.role.admin"}, {EmailAddress: "a@example.org", Role: "admin"}}
 		}},
+		{"media.max_bytes_per_user", func(c *Config) { c.Media.MaxBytesPerUser = -1 }},
+		{"media.thumbnail_memory_bytes", func(c *Config) { c.Media.ThumbnailMemoryBytes = 1000 }},
+		{"media.thumbnails_per_second", func(c *Config) { c.Media.ThumbnailBurst = 0 }},
 	}
 	for _, c := range cases {
 		cfg := Default()

@@ -86,8 +86,16 @@ media:
   uploads_per_second: 2
   upload_burst: 20
   max_pending_uploads: 10
+  # Upload quota per user: total bytes of the media a user uploaded (0: none).
+  max_bytes_per_user: 1073741824
   # Largest image (width x height, in pixels) the server will thumbnail.
   max_image_pixels: 32000000
+  # Memory for images being decoded for thumbnails at once (bytes, estimated
+  # from size and pixel format: a 16-bit RGBA PNG takes 8 bytes a pixel).
+  thumbnail_memory_bytes: 268435456
+  # Thumbnail generations per user (cached thumbnails are free): rate, burst.
+  thumbnails_per_second: 2
+  thumbnail_burst: 30
 
 # Served as https://<server_name>/.well-known/matrix/support (how users reach
 # the administrators). Unset: 404. Each contact needs a role (m.role.admin,
