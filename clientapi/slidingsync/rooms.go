@@ -26,6 +26,8 @@ type candidate struct {
 	mem        *clientsync.Membership
 	membership string
 	upTo       int64 // the last position the user may see events of
+	statePos   int64 // the last position the user may see the state at (their latest join's end once left)
+	retired    bool  // never joined, left or banned: an invite or knock that ended
 	recency    int64 // sort key: the latest event (or the membership event)
 	bump       int64
 	scanBump   bool // bump is still to be searched for below recency (only for rooms sent)
@@ -57,34 +59,32 @@ func (b *builder) bumpStamp(ctx context.Context, c *candidate) (int64, error) {
 func (b *builder) roomList(ctx context.Context) ([]*candidate, error) {
 	var out []*candidate
 	for roomID, m := range b.mems {
-		at := m.At()
-		c := &candidate{roomID: roomID, mem: m, membership: at.Membership, upTo: at.StreamPos}
-		switch at.Membership {
-		case "join":
-			c.upTo = b.to.Pos
-		case "invite", "knock":
+		c := b.candidate(roomID, m)
+		_, sent := b.prev.rooms[roomID]
+		switch c.membership {
+		case "join", "invite", "knock":
 		case "ban":
-			if !m.EverJoined() {
+			// Banned without ever joining: only to retire an invite or
+			// knock this connection was sent.
+			if c.retired && !sent {
 				continue
 			}
 		case "leave":
-			_, sent := b.prev.rooms[roomID]
-			kicked := at.Sender != b.userID && m.EverJoined()
+			kicked := m.At().Sender != b.userID && !c.retired
 			if !sent && !kicked {
 				continue
 			}
 		default:
 			continue
 		}
-		c.recency, c.bump = at.StreamPos, at.StreamPos
 		out = append(out, c)
 	}
 	// Joined rooms sort by their latest event the user may see, rooms left
-	// or banned from by the latest event up to the membership: one query
-	// for all of them.
+	// or banned from by the latest event up to the membership (retired
+	// invites and knocks by the membership event): one query for all of them.
 	bounds := map[string]int64{}
 	for _, c := range out {
-		if c.membership != "invite" && c.membership != "knock" {
+		if c.membership != "invite" && c.membership != "knock" && !c.retired {
 			bounds[c.roomID] = c.upTo
 		}
 	}
@@ -105,6 +105,24 @@ func (b *builder) roomList(ctx context.Context) ([]*candidate, error) {
 		return out[i].roomID < out[j].roomID
 	})
 	return out, nil
+}
+
+// candidate is the room as the user may see it, from their membership.
+func (b *builder) candidate(roomID string, m *clientsync.Membership) *candidate {
+	at := m.At()
+	c := &candidate{roomID: roomID, mem: m, membership: at.Membership, upTo: at.StreamPos, statePos: at.StreamPos,
+		recency: at.StreamPos, bump: at.StreamPos}
+	switch at.Membership {
+	case "join":
+		c.upTo, c.statePos = b.to.Pos, b.to.Pos
+	case "leave", "ban":
+		if end, ok := m.JoinEnd(); ok {
+			c.statePos = end
+		} else {
+			c.retired = true
+		}
+	}
+	return c
 }
 
 // roomFacts are what list filters look at, read only when a filter needs them.
@@ -175,7 +193,7 @@ func (b *builder) roomState(ctx context.Context, c *candidate) (map[[2]string]st
 	if f, ok := b.facts[c.roomID]; ok {
 		return f.state, nil
 	}
-	st, err := b.h.store.StateAtPosition(ctx, c.roomID, c.upTo)
+	st, err := b.h.store.StateAtPosition(ctx, c.roomID, c.statePos)
 	if err != nil {
 		return nil, err
 	}
@@ -252,6 +270,12 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 		return &roomResult{Initial: true, Membership: c.membership, BumpStamp: c.bump, InviteState: st, StrippedState: st,
 			IsDM: b.dmRooms[c.roomID]}, nil
 	}
+	if c.retired {
+		if !initial && sent.membership == c.membership {
+			return nil, nil
+		}
+		return b.retiredResult(ctx, c, rec, initial)
+	}
 
 	from := int64(0)
 	expanded := false
@@ -306,7 +330,7 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 
 	// Which state to send: all that is wanted (new room or new config), or
 	// what changed since the room was last sent.
-	state, err := b.h.store.StateAtPosition(ctx, c.roomID, c.upTo)
+	state, err := b.h.store.StateAtPosition(ctx, c.roomID, c.statePos)
 	if err != nil {
 		return nil, err
 	}
@@ -391,7 +415,7 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 		return nil, err
 	}
 	if memberChange {
-		joined, invited, err := b.h.store.RoomMembersSummaryAt(ctx, c.roomID, c.upTo)
+		joined, invited, err := b.h.store.RoomMembersSummaryAt(ctx, c.roomID, c.statePos)
 		if err != nil {
 			return nil, err
 		}
@@ -410,6 +434,28 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 		}
 		res.NotificationCount, res.HighlightCount = &counts.Notifications, &counts.Highlights
 	}
+	b.next.rooms[c.roomID] = rec
+	return res, nil
+}
+
+// retiredResult is a room the user never joined whose invite or knock ended:
+// they never saw more than stripped state, so they get their own membership
+// event only (no required_state, counts or heroes).
+func (b *builder) retiredResult(ctx context.Context, c *candidate, rec roomSent, initial bool) (*roomResult, error) {
+	evs, err := b.h.store.EventsByID(ctx, []string{c.mem.At().EventID})
+	if err != nil {
+		return nil, err
+	}
+	viewer := b.h.syncer.Viewer(b.userID, b.deviceID, c.roomID, c.mem)
+	res := &roomResult{Initial: initial, Membership: c.membership, BumpStamp: c.bump, IsDM: b.dmRooms[c.roomID]}
+	if res.Timeline, err = viewer.Render(ctx, evs); err != nil {
+		return nil, err
+	}
+	live := 0
+	if b.prevExists && c.upTo > b.prev.tok.Pos {
+		live = len(res.Timeline)
+	}
+	res.NumLive = &live
 	b.next.rooms[c.roomID] = rec
 	return res, nil
 }

@@ -271,16 +271,17 @@ func (b *builder) build(ctx context.Context, to clientsync.Token) (*response, *s
 		c := byID[roomID]
 		if c == nil {
 			// Not in the list (e.g. left by themselves): still visible if
-			// the user was ever joined, invited or knocked.
+			// the user was ever joined, or is invited or knocking. A room
+			// whose invite or knock ended without a join shows nothing
+			// more: ignored, as the MSC says of rooms the user may not see.
 			m, ok := b.mems[roomID]
 			if !ok {
-				continue // never a member: ignored, as the MSC says
+				continue // never a member
 			}
-			at := m.At()
-			if at.Membership == "ban" && !m.EverJoined() {
+			c = b.candidate(roomID, m)
+			if c.retired {
 				continue
 			}
-			c = &candidate{roomID: roomID, mem: m, membership: at.Membership, upTo: at.StreamPos, recency: at.StreamPos, bump: at.StreamPos}
 			byID[roomID] = c
 		}
 		cfg := configs[roomID]
