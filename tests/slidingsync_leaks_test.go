@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -176,5 +177,40 @@ func TestLeftRoomStateIsAtTheLeave(t *testing.T) {
 		must(alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.UserID}))
 		must(bob.LeaveRoom(ctx, room))
 		run("rejected re-invite")
+	})
+}
+
+// TestSlidingSyncSpacesFilter: a list filtered on spaces (named many times
+// over) holds the spaces' children only; more than 50 spaces is refused.
+func TestSlidingSyncSpacesFilter(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
+		ctx := context.Background()
+		alice := srv.Register(t, "alice")
+		space := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", CreationContent: map[string]any{"type": "m.space"}})
+		child := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+		other := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+		must(alice.SendStateEvent(ctx, space, event.StateSpaceChild, string(child), map[string]any{"via": []string{"localhost"}}))
+		spaces := make([]string, 5000)
+		for i := range spaces {
+			spaces[i] = string(space)
+		}
+		lists := map[string]any{}
+		for i := range 20 {
+			lists[fmt.Sprint("l", i)] = map[string]any{"ranges": [][]int{{0, 9}}, "timeline_limit": 0, "filters": map[string]any{"spaces": spaces}}
+		}
+		resp := slidingSync(t, alice, "", 0, map[string]any{"lists": lists})
+		rooms := ssRooms(resp)
+		if rooms[string(child)] == nil || rooms[string(other)] != nil || rooms[string(space)] != nil {
+			t.Errorf("spaces filter returned %v, want only %s", keysOf(rooms), child)
+		}
+		tooMany := make([]string, 51)
+		for i := range tooMany {
+			tooMany[i] = fmt.Sprintf("!s%d:localhost", i)
+		}
+		r := clientCall(t, alice, "POST", slidingPath, map[string]any{"lists": map[string]any{"a": map[string]any{
+			"ranges": [][]int{{0, 9}}, "filters": map[string]any{"spaces": tooMany}}}})
+		if r.Status != 400 || r.errcode() != "M_INVALID_PARAM" {
+			t.Errorf("51 spaces: %d %s, want 400 M_INVALID_PARAM", r.Status, r.Raw)
+		}
 	})
 }

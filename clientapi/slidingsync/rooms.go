@@ -130,8 +130,9 @@ type roomFacts struct {
 	state map[[2]string]string
 }
 
-// filterMatch applies a list's filters to a room.
-func (b *builder) filterMatch(ctx context.Context, f *listFilters, c *candidate) (bool, error) {
+// filterMatch applies a list's filters to a room; kids are the children of
+// the filter's spaces (listChildren).
+func (b *builder) filterMatch(ctx context.Context, f *listFilters, kids map[string]bool, c *candidate) (bool, error) {
 	if inv := f.invite(); inv != nil && *inv != (c.membership == "invite") {
 		return false, nil
 	}
@@ -174,14 +175,8 @@ func (b *builder) filterMatch(ctx context.Context, f *listFilters, c *candidate)
 			return false, nil
 		}
 	}
-	if f.Spaces != nil {
-		children, err := b.spaceChildren(ctx, f.Spaces)
-		if err != nil {
-			return false, err
-		}
-		if !children[c.roomID] {
-			return false, nil
-		}
+	if f.Spaces != nil && !kids[c.roomID] {
+		return false, nil
 	}
 	return true, nil
 }
@@ -217,34 +212,58 @@ func (b *builder) roomType(ctx context.Context, state map[[2]string]string) (*st
 	return nil, nil
 }
 
-// spaceChildren are the rooms named by m.space.child in the given spaces the
-// user is joined to (not recursively, as the MSC says).
-func (b *builder) spaceChildren(ctx context.Context, spaces []string) (map[string]bool, error) {
+// listChildren are the rooms named by m.space.child in the given spaces the
+// user is joined to (not recursively, as the MSC says); nil when the list
+// does not filter on spaces. Each space is read once per response.
+func (b *builder) listChildren(ctx context.Context, spaces []string) (map[string]bool, error) {
+	if spaces == nil {
+		return nil, nil
+	}
 	out := map[string]bool{}
 	for _, sp := range spaces {
-		m, ok := b.mems[sp]
-		if !ok || m.At().Membership != "join" {
-			continue
-		}
-		st, err := b.h.store.StateAtPosition(ctx, sp, b.to.Pos)
+		kids, err := b.spaceChildren(ctx, sp)
 		if err != nil {
 			return nil, err
 		}
-		var ids []string
-		for k, ev := range st {
-			if k[0] == "m.space.child" {
-				ids = append(ids, ev)
-			}
+		for r := range kids {
+			out[r] = true
 		}
-		evs, err := b.h.store.EventsByID(ctx, ids)
-		if err != nil {
-			return nil, err
+	}
+	return out, nil
+}
+
+// spaceChildren are one space's children (none unless the user is joined),
+// cached for the build.
+func (b *builder) spaceChildren(ctx context.Context, sp string) (map[string]bool, error) {
+	if kids, ok := b.spaces[sp]; ok {
+		return kids, nil
+	}
+	out := map[string]bool{}
+	b.spaces[sp] = out
+	m, ok := b.mems[sp]
+	if !ok || m.At().Membership != "join" {
+		return out, nil
+	}
+	st, err := b.h.store.StateAtPosition(ctx, sp, b.to.Pos)
+	if err != nil {
+		delete(b.spaces, sp)
+		return nil, err
+	}
+	var ids []string
+	for k, ev := range st {
+		if k[0] == "m.space.child" {
+			ids = append(ids, ev)
 		}
-		for _, e := range evs {
-			// A child event with empty content (no via) is a removed child.
-			if via := gjson.Get(e.JSON, "content.via"); via.IsArray() && len(via.Array()) > 0 && e.StateKey != nil {
-				out[*e.StateKey] = true
-			}
+	}
+	evs, err := b.h.store.EventsByID(ctx, ids)
+	if err != nil {
+		delete(b.spaces, sp)
+		return nil, err
+	}
+	for _, e := range evs {
+		// A child event with empty content (no via) is a removed child.
+		if via := gjson.Get(e.JSON, "content.via"); via.IsArray() && len(via.Array()) > 0 && e.StateKey != nil {
+			out[*e.StateKey] = true
 		}
 	}
 	return out, nil

@@ -177,6 +177,7 @@ type builder struct {
 	next     *snapshot
 	mems     map[string]*clientsync.Membership
 	facts    map[string]*roomFacts
+	spaces   map[string]map[string]bool // children of each space read (spaceChildren)
 	dmRooms  map[string]bool
 	tags     map[string]map[string]bool
 	acct     []storage.AccountData
@@ -197,6 +198,7 @@ func (b *builder) build(ctx context.Context, to clientsync.Token) (*response, *s
 	b.to = to
 	b.next = &snapshot{tok: to, rooms: maps.Clone(b.prev.rooms), counts: map[string]int{}, toDevAck: b.prev.toDevAck}
 	b.facts = map[string]*roomFacts{}
+	b.spaces = map[string]map[string]bool{}
 	var err error
 	if b.mems, err = b.h.syncer.Memberships(ctx, b.userID, to.Pos); err != nil {
 		return nil, nil, err
@@ -244,9 +246,13 @@ func (b *builder) build(ctx context.Context, to clientsync.Token) (*response, *s
 	}
 	for _, name := range sortedKeys(b.req.Lists) {
 		l := b.req.Lists[name]
+		kids, err := b.listChildren(ctx, l.Filters.Spaces)
+		if err != nil {
+			return nil, nil, err
+		}
 		idx := 0
 		for _, c := range list {
-			ok, err := b.filterMatch(ctx, l.Filters, c)
+			ok, err := b.filterMatch(ctx, l.Filters, kids, c)
 			if err != nil {
 				return nil, nil, err
 			}

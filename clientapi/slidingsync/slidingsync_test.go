@@ -2,8 +2,12 @@ package slidingsync
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/myelin-chat/myelin/internal/mxhttp"
 )
 
 func TestConnectionsOwnershipRetryAndAck(t *testing.T) {
@@ -114,6 +118,52 @@ func TestRequiredStateMatching(t *testing.T) {
 	for _, bad := range []string{`5`, `"x"`, `[["a"]]`, `[["a","b","c"]]`, `[[1,2]]`, `{"include":5}`} {
 		if _, err := parseRequiredState(json.RawMessage(bad)); err == nil {
 			t.Errorf("%s parsed", bad)
+		}
+	}
+}
+
+func TestFilterEntriesDedupedAndCapped(t *testing.T) {
+	spaces := func(n, distinct int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf("!s%d:x", i%distinct)
+		}
+		return out
+	}
+	list := func(f *listFilters) map[string]listConfig { return map[string]listConfig{"a": {Filters: f}} }
+	// 10,000 entries naming 50 spaces: accepted, 50 kept.
+	req := &request{Lists: list(&listFilters{Spaces: spaces(10_000, 50), Tags: []string{"t", "t", "u"}})}
+	if err := req.validate(); err != nil {
+		t.Fatalf("duplicates refused: %v", err)
+	}
+	if f := req.Lists["a"].Filters; len(f.Spaces) != 50 || len(f.Tags) != 2 {
+		t.Errorf("kept %d spaces, %d tags; want 50, 2", len(f.Spaces), len(f.Tags))
+	}
+	many := make([]*string, 51)
+	for i := range many {
+		s := fmt.Sprint("t", i)
+		many[i] = &s
+	}
+	lists := map[string]listConfig{}
+	for i := range 3 {
+		sp := make([]string, 50)
+		for j := range sp {
+			sp[j] = fmt.Sprintf("!s%d-%d:x", i, j)
+		}
+		lists[fmt.Sprint("l", i)] = listConfig{Filters: &listFilters{Spaces: sp}}
+	}
+	for name, bad := range map[string]*request{
+		"51 spaces":             {Lists: list(&listFilters{Spaces: spaces(51, 51)})},
+		"51 tags":               {Lists: list(&listFilters{Tags: spaces(51, 51)})},
+		"51 not_tags":           {Lists: list(&listFilters{NotTags: spaces(51, 51)})},
+		"51 room_types":         {Lists: list(&listFilters{RoomTypes: many})},
+		"51 not_room_types":     {Lists: list(&listFilters{NotRoomTypes: many})},
+		"150 spaces in 3 lists": {Lists: lists},
+	} {
+		err := bad.validate()
+		var mx *mxhttp.Error
+		if !errors.As(err, &mx) || mx.Code != "M_INVALID_PARAM" || mx.Status != 400 {
+			t.Errorf("%s: %v, want 400 M_INVALID_PARAM", name, err)
 		}
 	}
 }
