@@ -167,3 +167,46 @@ func TestFilterEntriesDedupedAndCapped(t *testing.T) {
 		}
 	}
 }
+
+func TestConnectionsCappedPerDevice(t *testing.T) {
+	now := time.Unix(1000, 0)
+	c := newConnections(100, time.Hour)
+	c.now = func() time.Time { return now }
+	victim := connKey("@victim:x", "V", "")
+	vpos := c.put(victim, &snapshot{}, true)
+	var first string
+	for i := range 50 {
+		now = now.Add(time.Second)
+		p := c.put(connKey("@mallory:x", "M", fmt.Sprint("c", i)), &snapshot{}, true)
+		if i == 0 {
+			first = p
+		}
+	}
+	if c.get(victim, vpos) == nil {
+		t.Fatal("one device's connections evicted another user's")
+	}
+	if n := c.size(); n != maxConnsPerDevice+1 {
+		t.Errorf("%d connections held, want %d for the device plus the victim's", n, maxConnsPerDevice+1)
+	}
+	if c.get(connKey("@mallory:x", "M", "c0"), first) != nil {
+		t.Error("the device's least recently used connection was kept")
+	}
+	if c.get(connKey("@mallory:x", "M", "c49"), "") != nil {
+		t.Error("garbage pos resolved")
+	}
+	// A NUL in conn_id does not move a connection to another device.
+	c.put(connKey("@mallory:x", "M", "x\x00y"), &snapshot{}, true)
+	if c.get(victim, vpos) == nil {
+		t.Fatal("a NUL conn_id evicted another device's connection")
+	}
+	// Rooms per snapshot stay bounded.
+	rooms := map[string]roomSent{}
+	for i := range maxRoomsPerConn + 100 {
+		rooms[fmt.Sprint("!r", i)] = roomSent{}
+	}
+	key := connKey("@a:x", "D", "")
+	p := c.put(key, &snapshot{rooms: rooms}, true)
+	if n := len(c.get(key, p).rooms); n != maxRoomsPerConn {
+		t.Errorf("%d rooms remembered, cap %d", n, maxRoomsPerConn)
+	}
+}
