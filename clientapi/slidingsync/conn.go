@@ -2,6 +2,7 @@ package slidingsync
 
 import (
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -41,8 +42,14 @@ type conn struct {
 
 const (
 	maxSnapshotsPerConn = 3
-	defaultMaxConns     = 10_000
-	defaultConnTTL      = 30 * time.Minute
+	// One device's connections (one per conn_id): a client opening more
+	// evicts its own least recently used, never other users'.
+	maxConnsPerDevice = 10
+	// Rooms remembered per snapshot: beyond this, the rest are forgotten
+	// (sent again in full when they next match).
+	maxRoomsPerConn = 5_000
+	defaultMaxConns = 10_000
+	defaultConnTTL  = 30 * time.Minute
 )
 
 // connections holds every connection's state, bounded in number and idle time.
@@ -102,14 +109,18 @@ func (c *connections) put(key string, snap *snapshot, fresh bool) string {
 	c.sweepLocked(now)
 	cn := c.m[key]
 	if cn == nil || fresh {
-		if cn == nil && len(c.m) >= c.maxConns {
-			c.evictLocked()
+		if cn == nil {
+			c.evictDeviceLocked(key)
+			if len(c.m) >= c.maxConns {
+				c.evictLocked()
+			}
 		}
 		cn = &conn{snaps: map[uint64]*snapshot{}}
 		c.m[key] = cn
 	}
 	c.next++
 	id := c.next
+	trimRooms(snap)
 	cn.snaps[id] = snap
 	for len(cn.snaps) > maxSnapshotsPerConn {
 		oldest := id
@@ -132,6 +143,48 @@ func (c *connections) sweepLocked(now time.Time) {
 		if now.Sub(cn.lastUsed) > c.ttl {
 			delete(c.m, k)
 		}
+	}
+}
+
+// deviceOf is the (user, device) part of a connection key.
+func deviceOf(key string) string {
+	parts := strings.SplitN(key, "\x00", 3)
+	if len(parts) < 2 {
+		return key
+	}
+	return parts[0] + "\x00" + parts[1]
+}
+
+// evictDeviceLocked makes room for one more connection of key's device by
+// dropping that device's least recently used connections.
+func (c *connections) evictDeviceLocked(key string) {
+	dev := deviceOf(key)
+	var mine []string
+	for k := range c.m {
+		if deviceOf(k) == dev {
+			mine = append(mine, k)
+		}
+	}
+	for len(mine) >= maxConnsPerDevice {
+		oldest := 0
+		for i, k := range mine {
+			if c.m[k].lastUsed.Before(c.m[mine[oldest]].lastUsed) {
+				oldest = i
+			}
+		}
+		delete(c.m, mine[oldest])
+		mine = append(mine[:oldest], mine[oldest+1:]...)
+	}
+}
+
+// trimRooms bounds what one snapshot remembers: rooms beyond the cap are
+// forgotten, so they are sent again as new when they next match.
+func trimRooms(snap *snapshot) {
+	for k := range snap.rooms {
+		if len(snap.rooms) <= maxRoomsPerConn {
+			return
+		}
+		delete(snap.rooms, k)
 	}
 }
 

@@ -17,6 +17,11 @@ const (
 	maxTimelineLimit = 100
 	maxStateRules    = 100
 	maxConnIDLen     = 255
+	// Each filter's lists (spaces, tags, room types) after removing
+	// duplicates, and the distinct spaces of all lists together: every
+	// space is one state read per response.
+	maxFilterEntries = 50
+	maxSpacesTotal   = 100
 )
 
 // errUnknownPos tells the client to start the connection again.
@@ -272,6 +277,7 @@ func (req *request) validate() error {
 	if len(req.RoomSubscriptions) > maxSubscriptions {
 		return mxhttp.InvalidParam("At most %d room subscriptions are allowed", maxSubscriptions)
 	}
+	spaces := map[string]bool{}
 	for name, l := range req.Lists {
 		if name == "" || len(name) > 64 {
 			return mxhttp.InvalidParam("List names must be 1 to 64 characters")
@@ -293,6 +299,15 @@ func (req *request) validate() error {
 		if l.Filters == nil {
 			l.Filters = &listFilters{}
 		}
+		if err := l.Filters.normalize(name); err != nil {
+			return err
+		}
+		for _, sp := range l.Filters.Spaces {
+			spaces[sp] = true
+		}
+		if len(spaces) > maxSpacesTotal {
+			return mxhttp.InvalidParam("At most %d distinct spaces may be filtered on across all lists", maxSpacesTotal)
+		}
 		req.Lists[name] = l
 	}
 	for roomID, sub := range req.RoomSubscriptions {
@@ -308,6 +323,48 @@ func (req *request) validate() error {
 		return mxhttp.InvalidParam("to_device limit must not be negative")
 	}
 	return nil
+}
+
+// normalize drops duplicate filter entries and caps what remains.
+func (f *listFilters) normalize(list string) error {
+	var err error
+	uniq := func(field string, in []string) []string {
+		if in == nil {
+			return nil
+		}
+		out := dedupe(in)
+		if len(out) > maxFilterEntries && err == nil {
+			err = mxhttp.InvalidParam("List %q: filters.%s may have at most %d entries", list, field, maxFilterEntries)
+		}
+		return out
+	}
+	uniqTypes := func(field string, in []*string) []*string {
+		if in == nil {
+			return nil
+		}
+		seen := map[string]bool{}
+		out := in[:0:0]
+		for _, t := range in {
+			k := "\x00null"
+			if t != nil {
+				k = *t
+			}
+			if !seen[k] {
+				seen[k] = true
+				out = append(out, t)
+			}
+		}
+		if len(out) > maxFilterEntries && err == nil {
+			err = mxhttp.InvalidParam("List %q: filters.%s may have at most %d entries", list, field, maxFilterEntries)
+		}
+		return out
+	}
+	f.Spaces = uniq("spaces", f.Spaces)
+	f.Tags = uniq("tags", f.Tags)
+	f.NotTags = uniq("not_tags", f.NotTags)
+	f.RoomTypes = uniqTypes("room_types", f.RoomTypes)
+	f.NotRoomTypes = uniqTypes("not_room_types", f.NotRoomTypes)
+	return err
 }
 
 func (c *roomConfig) parse() error {

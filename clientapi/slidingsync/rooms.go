@@ -26,6 +26,8 @@ type candidate struct {
 	mem        *clientsync.Membership
 	membership string
 	upTo       int64 // the last position the user may see events of
+	statePos   int64 // the last position the user may see the state at (their latest join's end once left)
+	retired    bool  // never joined, left or banned: an invite or knock that ended
 	recency    int64 // sort key: the latest event (or the membership event)
 	bump       int64
 	scanBump   bool // bump is still to be searched for below recency (only for rooms sent)
@@ -57,34 +59,32 @@ func (b *builder) bumpStamp(ctx context.Context, c *candidate) (int64, error) {
 func (b *builder) roomList(ctx context.Context) ([]*candidate, error) {
 	var out []*candidate
 	for roomID, m := range b.mems {
-		at := m.At()
-		c := &candidate{roomID: roomID, mem: m, membership: at.Membership, upTo: at.StreamPos}
-		switch at.Membership {
-		case "join":
-			c.upTo = b.to.Pos
-		case "invite", "knock":
+		c := b.candidate(roomID, m)
+		_, sent := b.prev.rooms[roomID]
+		switch c.membership {
+		case "join", "invite", "knock":
 		case "ban":
-			if !m.EverJoined() {
+			// Banned without ever joining: only to retire an invite or
+			// knock this connection was sent.
+			if c.retired && !sent {
 				continue
 			}
 		case "leave":
-			_, sent := b.prev.rooms[roomID]
-			kicked := at.Sender != b.userID && m.EverJoined()
+			kicked := m.At().Sender != b.userID && !c.retired
 			if !sent && !kicked {
 				continue
 			}
 		default:
 			continue
 		}
-		c.recency, c.bump = at.StreamPos, at.StreamPos
 		out = append(out, c)
 	}
 	// Joined rooms sort by their latest event the user may see, rooms left
-	// or banned from by the latest event up to the membership: one query
-	// for all of them.
+	// or banned from by the latest event up to the membership (retired
+	// invites and knocks by the membership event): one query for all of them.
 	bounds := map[string]int64{}
 	for _, c := range out {
-		if c.membership != "invite" && c.membership != "knock" {
+		if c.membership != "invite" && c.membership != "knock" && !c.retired {
 			bounds[c.roomID] = c.upTo
 		}
 	}
@@ -107,13 +107,32 @@ func (b *builder) roomList(ctx context.Context) ([]*candidate, error) {
 	return out, nil
 }
 
+// candidate is the room as the user may see it, from their membership.
+func (b *builder) candidate(roomID string, m *clientsync.Membership) *candidate {
+	at := m.At()
+	c := &candidate{roomID: roomID, mem: m, membership: at.Membership, upTo: at.StreamPos, statePos: at.StreamPos,
+		recency: at.StreamPos, bump: at.StreamPos}
+	switch at.Membership {
+	case "join":
+		c.upTo, c.statePos = b.to.Pos, b.to.Pos
+	case "leave", "ban":
+		if end, ok := m.JoinEnd(); ok {
+			c.statePos = end
+		} else {
+			c.retired = true
+		}
+	}
+	return c
+}
+
 // roomFacts are what list filters look at, read only when a filter needs them.
 type roomFacts struct {
 	state map[[2]string]string
 }
 
-// filterMatch applies a list's filters to a room.
-func (b *builder) filterMatch(ctx context.Context, f *listFilters, c *candidate) (bool, error) {
+// filterMatch applies a list's filters to a room; kids are the children of
+// the filter's spaces (listChildren).
+func (b *builder) filterMatch(ctx context.Context, f *listFilters, kids map[string]bool, c *candidate) (bool, error) {
 	if inv := f.invite(); inv != nil && *inv != (c.membership == "invite") {
 		return false, nil
 	}
@@ -156,14 +175,8 @@ func (b *builder) filterMatch(ctx context.Context, f *listFilters, c *candidate)
 			return false, nil
 		}
 	}
-	if f.Spaces != nil {
-		children, err := b.spaceChildren(ctx, f.Spaces)
-		if err != nil {
-			return false, err
-		}
-		if !children[c.roomID] {
-			return false, nil
-		}
+	if f.Spaces != nil && !kids[c.roomID] {
+		return false, nil
 	}
 	return true, nil
 }
@@ -175,7 +188,7 @@ func (b *builder) roomState(ctx context.Context, c *candidate) (map[[2]string]st
 	if f, ok := b.facts[c.roomID]; ok {
 		return f.state, nil
 	}
-	st, err := b.h.store.StateAtPosition(ctx, c.roomID, c.upTo)
+	st, err := b.h.store.StateAtPosition(ctx, c.roomID, c.statePos)
 	if err != nil {
 		return nil, err
 	}
@@ -199,34 +212,58 @@ func (b *builder) roomType(ctx context.Context, state map[[2]string]string) (*st
 	return nil, nil
 }
 
-// spaceChildren are the rooms named by m.space.child in the given spaces the
-// user is joined to (not recursively, as the MSC says).
-func (b *builder) spaceChildren(ctx context.Context, spaces []string) (map[string]bool, error) {
+// listChildren are the rooms named by m.space.child in the given spaces the
+// user is joined to (not recursively, as the MSC says); nil when the list
+// does not filter on spaces. Each space is read once per response.
+func (b *builder) listChildren(ctx context.Context, spaces []string) (map[string]bool, error) {
+	if spaces == nil {
+		return nil, nil
+	}
 	out := map[string]bool{}
 	for _, sp := range spaces {
-		m, ok := b.mems[sp]
-		if !ok || m.At().Membership != "join" {
-			continue
-		}
-		st, err := b.h.store.StateAtPosition(ctx, sp, b.to.Pos)
+		kids, err := b.spaceChildren(ctx, sp)
 		if err != nil {
 			return nil, err
 		}
-		var ids []string
-		for k, ev := range st {
-			if k[0] == "m.space.child" {
-				ids = append(ids, ev)
-			}
+		for r := range kids {
+			out[r] = true
 		}
-		evs, err := b.h.store.EventsByID(ctx, ids)
-		if err != nil {
-			return nil, err
+	}
+	return out, nil
+}
+
+// spaceChildren are one space's children (none unless the user is joined),
+// cached for the build.
+func (b *builder) spaceChildren(ctx context.Context, sp string) (map[string]bool, error) {
+	if kids, ok := b.spaces[sp]; ok {
+		return kids, nil
+	}
+	out := map[string]bool{}
+	b.spaces[sp] = out
+	m, ok := b.mems[sp]
+	if !ok || m.At().Membership != "join" {
+		return out, nil
+	}
+	st, err := b.h.store.StateAtPosition(ctx, sp, b.to.Pos)
+	if err != nil {
+		delete(b.spaces, sp)
+		return nil, err
+	}
+	var ids []string
+	for k, ev := range st {
+		if k[0] == "m.space.child" {
+			ids = append(ids, ev)
 		}
-		for _, e := range evs {
-			// A child event with empty content (no via) is a removed child.
-			if via := gjson.Get(e.JSON, "content.via"); via.IsArray() && len(via.Array()) > 0 && e.StateKey != nil {
-				out[*e.StateKey] = true
-			}
+	}
+	evs, err := b.h.store.EventsByID(ctx, ids)
+	if err != nil {
+		delete(b.spaces, sp)
+		return nil, err
+	}
+	for _, e := range evs {
+		// A child event with empty content (no via) is a removed child.
+		if via := gjson.Get(e.JSON, "content.via"); via.IsArray() && len(via.Array()) > 0 && e.StateKey != nil {
+			out[*e.StateKey] = true
 		}
 	}
 	return out, nil
@@ -251,6 +288,12 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 		b.next.rooms[c.roomID] = rec
 		return &roomResult{Initial: true, Membership: c.membership, BumpStamp: c.bump, InviteState: st, StrippedState: st,
 			IsDM: b.dmRooms[c.roomID]}, nil
+	}
+	if c.retired {
+		if !initial && sent.membership == c.membership {
+			return nil, nil
+		}
+		return b.retiredResult(ctx, c, rec, initial)
 	}
 
 	from := int64(0)
@@ -306,7 +349,7 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 
 	// Which state to send: all that is wanted (new room or new config), or
 	// what changed since the room was last sent.
-	state, err := b.h.store.StateAtPosition(ctx, c.roomID, c.upTo)
+	state, err := b.h.store.StateAtPosition(ctx, c.roomID, c.statePos)
 	if err != nil {
 		return nil, err
 	}
@@ -391,7 +434,7 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 		return nil, err
 	}
 	if memberChange {
-		joined, invited, err := b.h.store.RoomMembersSummaryAt(ctx, c.roomID, c.upTo)
+		joined, invited, err := b.h.store.RoomMembersSummaryAt(ctx, c.roomID, c.statePos)
 		if err != nil {
 			return nil, err
 		}
@@ -410,6 +453,28 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 		}
 		res.NotificationCount, res.HighlightCount = &counts.Notifications, &counts.Highlights
 	}
+	b.next.rooms[c.roomID] = rec
+	return res, nil
+}
+
+// retiredResult is a room the user never joined whose invite or knock ended:
+// they never saw more than stripped state, so they get their own membership
+// event only (no required_state, counts or heroes).
+func (b *builder) retiredResult(ctx context.Context, c *candidate, rec roomSent, initial bool) (*roomResult, error) {
+	evs, err := b.h.store.EventsByID(ctx, []string{c.mem.At().EventID})
+	if err != nil {
+		return nil, err
+	}
+	viewer := b.h.syncer.Viewer(b.userID, b.deviceID, c.roomID, c.mem)
+	res := &roomResult{Initial: initial, Membership: c.membership, BumpStamp: c.bump, IsDM: b.dmRooms[c.roomID]}
+	if res.Timeline, err = viewer.Render(ctx, evs); err != nil {
+		return nil, err
+	}
+	live := 0
+	if b.prevExists && c.upTo > b.prev.tok.Pos {
+		live = len(res.Timeline)
+	}
+	res.NumLive = &live
 	b.next.rooms[c.roomID] = rec
 	return res, nil
 }

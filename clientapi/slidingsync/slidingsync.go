@@ -177,6 +177,7 @@ type builder struct {
 	next     *snapshot
 	mems     map[string]*clientsync.Membership
 	facts    map[string]*roomFacts
+	spaces   map[string]map[string]bool // children of each space read (spaceChildren)
 	dmRooms  map[string]bool
 	tags     map[string]map[string]bool
 	acct     []storage.AccountData
@@ -197,6 +198,7 @@ func (b *builder) build(ctx context.Context, to clientsync.Token) (*response, *s
 	b.to = to
 	b.next = &snapshot{tok: to, rooms: maps.Clone(b.prev.rooms), counts: map[string]int{}, toDevAck: b.prev.toDevAck}
 	b.facts = map[string]*roomFacts{}
+	b.spaces = map[string]map[string]bool{}
 	var err error
 	if b.mems, err = b.h.syncer.Memberships(ctx, b.userID, to.Pos); err != nil {
 		return nil, nil, err
@@ -244,9 +246,13 @@ func (b *builder) build(ctx context.Context, to clientsync.Token) (*response, *s
 	}
 	for _, name := range sortedKeys(b.req.Lists) {
 		l := b.req.Lists[name]
+		kids, err := b.listChildren(ctx, l.Filters.Spaces)
+		if err != nil {
+			return nil, nil, err
+		}
 		idx := 0
 		for _, c := range list {
-			ok, err := b.filterMatch(ctx, l.Filters, c)
+			ok, err := b.filterMatch(ctx, l.Filters, kids, c)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -271,16 +277,17 @@ func (b *builder) build(ctx context.Context, to clientsync.Token) (*response, *s
 		c := byID[roomID]
 		if c == nil {
 			// Not in the list (e.g. left by themselves): still visible if
-			// the user was ever joined, invited or knocked.
+			// the user was ever joined, or is invited or knocking. A room
+			// whose invite or knock ended without a join shows nothing
+			// more: ignored, as the MSC says of rooms the user may not see.
 			m, ok := b.mems[roomID]
 			if !ok {
-				continue // never a member: ignored, as the MSC says
+				continue // never a member
 			}
-			at := m.At()
-			if at.Membership == "ban" && !m.EverJoined() {
+			c = b.candidate(roomID, m)
+			if c.retired {
 				continue
 			}
-			c = &candidate{roomID: roomID, mem: m, membership: at.Membership, upTo: at.StreamPos, recency: at.StreamPos, bump: at.StreamPos}
 			byID[roomID] = c
 		}
 		cfg := configs[roomID]

@@ -2,8 +2,12 @@ package slidingsync
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/myelin-chat/myelin/internal/mxhttp"
 )
 
 func TestConnectionsOwnershipRetryAndAck(t *testing.T) {
@@ -115,5 +119,94 @@ func TestRequiredStateMatching(t *testing.T) {
 		if _, err := parseRequiredState(json.RawMessage(bad)); err == nil {
 			t.Errorf("%s parsed", bad)
 		}
+	}
+}
+
+func TestFilterEntriesDedupedAndCapped(t *testing.T) {
+	spaces := func(n, distinct int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf("!s%d:x", i%distinct)
+		}
+		return out
+	}
+	list := func(f *listFilters) map[string]listConfig { return map[string]listConfig{"a": {Filters: f}} }
+	// 10,000 entries naming 50 spaces: accepted, 50 kept.
+	req := &request{Lists: list(&listFilters{Spaces: spaces(10_000, 50), Tags: []string{"t", "t", "u"}})}
+	if err := req.validate(); err != nil {
+		t.Fatalf("duplicates refused: %v", err)
+	}
+	if f := req.Lists["a"].Filters; len(f.Spaces) != 50 || len(f.Tags) != 2 {
+		t.Errorf("kept %d spaces, %d tags; want 50, 2", len(f.Spaces), len(f.Tags))
+	}
+	many := make([]*string, 51)
+	for i := range many {
+		s := fmt.Sprint("t", i)
+		many[i] = &s
+	}
+	lists := map[string]listConfig{}
+	for i := range 3 {
+		sp := make([]string, 50)
+		for j := range sp {
+			sp[j] = fmt.Sprintf("!s%d-%d:x", i, j)
+		}
+		lists[fmt.Sprint("l", i)] = listConfig{Filters: &listFilters{Spaces: sp}}
+	}
+	for name, bad := range map[string]*request{
+		"51 spaces":             {Lists: list(&listFilters{Spaces: spaces(51, 51)})},
+		"51 tags":               {Lists: list(&listFilters{Tags: spaces(51, 51)})},
+		"51 not_tags":           {Lists: list(&listFilters{NotTags: spaces(51, 51)})},
+		"51 room_types":         {Lists: list(&listFilters{RoomTypes: many})},
+		"51 not_room_types":     {Lists: list(&listFilters{NotRoomTypes: many})},
+		"150 spaces in 3 lists": {Lists: lists},
+	} {
+		err := bad.validate()
+		var mx *mxhttp.Error
+		if !errors.As(err, &mx) || mx.Code != "M_INVALID_PARAM" || mx.Status != 400 {
+			t.Errorf("%s: %v, want 400 M_INVALID_PARAM", name, err)
+		}
+	}
+}
+
+func TestConnectionsCappedPerDevice(t *testing.T) {
+	now := time.Unix(1000, 0)
+	c := newConnections(100, time.Hour)
+	c.now = func() time.Time { return now }
+	victim := connKey("@victim:x", "V", "")
+	vpos := c.put(victim, &snapshot{}, true)
+	var first string
+	for i := range 50 {
+		now = now.Add(time.Second)
+		p := c.put(connKey("@mallory:x", "M", fmt.Sprint("c", i)), &snapshot{}, true)
+		if i == 0 {
+			first = p
+		}
+	}
+	if c.get(victim, vpos) == nil {
+		t.Fatal("one device's connections evicted another user's")
+	}
+	if n := c.size(); n != maxConnsPerDevice+1 {
+		t.Errorf("%d connections held, want %d for the device plus the victim's", n, maxConnsPerDevice+1)
+	}
+	if c.get(connKey("@mallory:x", "M", "c0"), first) != nil {
+		t.Error("the device's least recently used connection was kept")
+	}
+	if c.get(connKey("@mallory:x", "M", "c49"), "") != nil {
+		t.Error("garbage pos resolved")
+	}
+	// A NUL in conn_id does not move a connection to another device.
+	c.put(connKey("@mallory:x", "M", "x\x00y"), &snapshot{}, true)
+	if c.get(victim, vpos) == nil {
+		t.Fatal("a NUL conn_id evicted another device's connection")
+	}
+	// Rooms per snapshot stay bounded.
+	rooms := map[string]roomSent{}
+	for i := range maxRoomsPerConn + 100 {
+		rooms[fmt.Sprint("!r", i)] = roomSent{}
+	}
+	key := connKey("@a:x", "D", "")
+	p := c.put(key, &snapshot{rooms: rooms}, true)
+	if n := len(c.get(key, p).rooms); n != maxRoomsPerConn {
+		t.Errorf("%d rooms remembered, cap %d", n, maxRoomsPerConn)
 	}
 }

@@ -272,14 +272,16 @@ func receiptEvent(userID string, receipts []storage.Receipt) json.RawMessage {
 
 // leftRoom is a room the user left or was kicked or banned from: the
 // timeline up to and including their leave event, and the state before it.
-func (s *Syncer) leftRoom(ctx context.Context, req *Request, v *roomViewer, since Token, leave storage.UserMembershipChange) (*LeftRoom, error) {
+// joinEnd is where their latest join ended: the state never goes past it
+// (a later invite they rejected showed them only stripped state).
+func (s *Syncer) leftRoom(ctx context.Context, req *Request, v *roomViewer, since Token, leave storage.UserMembershipChange, joinEnd int64) (*LeftRoom, error) {
 	lr := &LeftRoom{}
 	evs, tl, _, err := s.timeline(ctx, req, v, since.Pos, leave.StreamPos)
 	if err != nil {
 		return nil, err
 	}
 	lr.Timeline = tl
-	if lr.State, err = s.state(ctx, req, v, evs, since.Pos, leave.StreamPos, true, true); err != nil {
+	if lr.State, err = s.state(ctx, req, v, evs, since.Pos, joinEnd, true, true); err != nil {
 		return nil, err
 	}
 	if req.UseStateAfter {
@@ -287,6 +289,34 @@ func (s *Syncer) leftRoom(ctx context.Context, req *Request, v *roomViewer, sinc
 		if lr.StateAfter == nil {
 			lr.StateAfter = &Events{Events: []json.RawMessage{}}
 		}
+	}
+	return lr, nil
+}
+
+// retiredRoom is a room the user never joined whose invite or knock ended
+// (rejected, withdrawn, refused, or banned): they never saw more than
+// stripped state, so they get only their own membership event, no state.
+func (s *Syncer) retiredRoom(ctx context.Context, req *Request, v *roomViewer, leave storage.UserMembershipChange) (*LeftRoom, error) {
+	evs, err := s.store.EventsByID(ctx, []string{leave.EventID})
+	if err != nil {
+		return nil, err
+	}
+	kept := evs[:0]
+	for _, e := range evs {
+		if allowsEvent(req.Filter.room().Timeline, e) {
+			kept = append(kept, e)
+		}
+	}
+	out, err := s.render(ctx, req, v, kept)
+	if err != nil {
+		return nil, err
+	}
+	lr := &LeftRoom{Timeline: &Timeline{Events: out}}
+	if len(out) == 0 {
+		lr.Timeline = nil
+	}
+	if req.UseStateAfter {
+		lr.StateAfter = &Events{Events: []json.RawMessage{}}
 	}
 	return lr, nil
 }

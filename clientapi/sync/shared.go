@@ -27,6 +27,11 @@ func (m *Membership) EverJoined() bool {
 	return false
 }
 
+// JoinEnd is the position of the membership event that ended the user's
+// latest join (the last state they may see of a room they left); ok is false
+// when they never joined or are still joined.
+func (m *Membership) JoinEnd() (pos int64, ok bool) { return m.m.joinEnd() }
+
 // Memberships is every room the user has a membership event in, up to to.
 func (s *Syncer) Memberships(ctx context.Context, userID string, to int64) (map[string]*Membership, error) {
 	mems, err := s.memberships(ctx, userID, 0, to)

@@ -234,7 +234,12 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 			if !req.Initial && !m.changed {
 				continue
 			}
-			lr, err := s.leftRoom(ctx, req, s.roomViewer(roomID, m), since, m.at)
+			var lr *LeftRoom
+			if end, ok := m.joinEnd(); ok {
+				lr, err = s.leftRoom(ctx, req, s.roomViewer(roomID, m), since, m.at, end)
+			} else {
+				lr, err = s.retiredRoom(ctx, req, s.roomViewer(roomID, m), m.at)
+			}
 			if err != nil {
 				return nil, err
 			}
@@ -294,6 +299,21 @@ func (s *Syncer) memberships(ctx context.Context, userID string, since, to int64
 		m.history = append(m.history, storage.PositionedValue{Pos: e.StreamPos, Value: e.Membership})
 	}
 	return out, nil
+}
+
+// joinEnd is the position of the membership event that ended the user's
+// latest join: the last state they may see of a room they left. ok is false
+// when they never joined (or are still joined).
+func (m *roomMembership) joinEnd() (pos int64, ok bool) {
+	for i := len(m.history) - 1; i >= 0; i-- {
+		if m.history[i].Value == "join" {
+			if i+1 < len(m.history) {
+				return m.history[i+1].Pos, true
+			}
+			return 0, false
+		}
+	}
+	return 0, false
 }
 
 func (s *Syncer) presence(ctx context.Context, req *Request, resp *Response, since, to Token) error {
