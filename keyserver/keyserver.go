@@ -163,8 +163,17 @@ func (s *Service) DeviceListChanges(ctx context.Context, userID string, from, to
 	if err != nil {
 		return nil, nil, err
 	}
+	var joined, gone []string
+	if mc, ok := s.members.(MembershipChanges); ok {
+		if joined, gone, err = mc.SharedUsersChangedBetween(ctx, userID, from, to); err != nil {
+			return nil, nil, fmt.Errorf("reading membership changes: %w", err)
+		}
+	}
+	changed, left = []string{}, []string{}
+	// Who shares a room with userID now is needed only to filter changes;
+	// most incremental syncs have none and skip the query (a hot path).
 	shared := map[string]bool{userID: true}
-	if s.members != nil {
+	if s.members != nil && (len(all) > 0 || len(gone) > 0) {
 		users, err := s.members.UsersSharingRoomsWith(ctx, userID)
 		if err != nil {
 			return nil, nil, fmt.Errorf("reading shared rooms: %w", err)
@@ -180,28 +189,16 @@ func (s *Service) DeviceListChanges(ctx context.Context, userID string, from, to
 			changed = append(changed, u)
 		}
 	}
-	if mc, ok := s.members.(MembershipChanges); ok {
-		joined, gone, err := mc.SharedUsersChangedBetween(ctx, userID, from, to)
-		if err != nil {
-			return nil, nil, fmt.Errorf("reading membership changes: %w", err)
-		}
-		for _, u := range joined {
-			if !seen[u] {
-				seen[u] = true
-				changed = append(changed, u)
-			}
-		}
-		for _, u := range gone {
-			if !shared[u] {
-				left = append(left, u)
-			}
+	for _, u := range joined {
+		if !seen[u] {
+			seen[u] = true
+			changed = append(changed, u)
 		}
 	}
-	if changed == nil {
-		changed = []string{}
-	}
-	if left == nil {
-		left = []string{}
+	for _, u := range gone {
+		if !shared[u] {
+			left = append(left, u)
+		}
 	}
 	return changed, left, nil
 }
