@@ -82,6 +82,15 @@ type serverFlags struct {
 	configPath, dataDir, httpAddr, serverName string
 }
 
+// parseServerFlags parses the arguments of a command whose only flags are the server flags.
+func parseServerFlags(command string, args []string) *serverFlags {
+	fs := flag.NewFlagSet(command, flag.ExitOnError)
+	f := &serverFlags{}
+	f.register(fs)
+	_ = fs.Parse(args)
+	return f
+}
+
 func (f *serverFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.configPath, "config", "", "YAML config file (default: zero-config mode)")
 	fs.StringVar(&f.dataDir, "data-dir", "", "data directory (default ./data)")
@@ -136,10 +145,7 @@ func setupLogging(cfg *config.Config) {
 }
 
 func runCmd(args []string) error {
-	fs := flag.NewFlagSet("run", flag.ExitOnError)
-	var f serverFlags
-	f.register(fs)
-	_ = fs.Parse(args)
+	f := parseServerFlags("run", args)
 	cfg, err := f.load()
 	if err != nil {
 		return err
@@ -230,10 +236,7 @@ func registerUserCmd(args []string) error {
 }
 
 func migrateCmd(args []string) error {
-	fs := flag.NewFlagSet("migrate", flag.ExitOnError)
-	var f serverFlags
-	f.register(fs)
-	_ = fs.Parse(args)
+	f := parseServerFlags("migrate", args)
 	ctx := context.Background()
 	db, err := f.openStore(ctx)
 	if err != nil {
@@ -249,10 +252,7 @@ func migrateCmd(args []string) error {
 }
 
 func rotateSigningKeyCmd(args []string) error {
-	fs := flag.NewFlagSet("rotate-signing-key", flag.ExitOnError)
-	var f serverFlags
-	f.register(fs)
-	_ = fs.Parse(args)
+	f := parseServerFlags("rotate-signing-key", args)
 	cfg, err := f.load()
 	if err != nil {
 		return err
