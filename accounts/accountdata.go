@@ -48,8 +48,11 @@ func (s *Service) PutAccountData(ctx context.Context, userID id.UserID, roomID i
 	if obj == nil {
 		return mxhttp.BadJSON("Account data content must be a JSON object")
 	}
-	pos, finish := s.store.AllocateStreamPos()
-	err := s.store.PutAccountData(ctx, userID.String(), string(roomID), typ, content, pos)
+	pos, finish, err := s.store.AllocateStreamPos()
+	if err != nil {
+		return err
+	}
+	err = s.store.PutAccountData(ctx, userID.String(), string(roomID), typ, content, pos)
 	finish()
 	if err != nil {
 		return err

@@ -60,7 +60,7 @@ type Store interface {
 	ReserveRegistrationToken(ctx context.Context, sessionID, token string, completed []string, now int64) (bool, error)
 	SettleRegistrationToken(ctx context.Context, token string, used bool) error
 
-	AllocateStreamPos() (int64, func())
+	AllocateStreamPos() (int64, func(), error)
 	PutAccountData(ctx context.Context, userID, roomID, typ string, content []byte, pos int64) error
 	GetAccountData(ctx context.Context, userID, roomID, typ string) (json.RawMessage, error)
 	AccountDataSince(ctx context.Context, userID string, fromPos, toPos int64) ([]storage.AccountData, error)

@@ -130,7 +130,10 @@ func (s *Service) UploadDeviceSigningKeys(ctx context.Context, userID string, re
 	if p.unchanged {
 		return nil
 	}
-	pos, finish := s.stream.Allocate()
+	pos, finish, err := s.stream.Allocate()
+	if err != nil {
+		return err
+	}
 	err = s.store.SetCrossSigningKeys(ctx, userID, p.keys, pos, s.now().UnixMilli())
 	finish()
 	if err != nil {
@@ -195,10 +198,13 @@ func (s *Service) UploadSignatures(ctx context.Context, signer string, req map[s
 		}
 	}
 	if len(good) > 0 {
-		pos, finish := s.stream.Allocate()
+		pos, finish, err := s.stream.Allocate()
+		if err != nil {
+			return nil, err
+		}
 		// Signing another user's master key changes the signer's view (their
 		// other devices must learn of it), not the target's.
-		err := s.store.AddSignatures(ctx, good, []string{signer}, pos)
+		err = s.store.AddSignatures(ctx, good, []string{signer}, pos)
 		finish()
 		if err != nil {
 			return nil, fmt.Errorf("storing signatures: %w", err)

@@ -53,7 +53,10 @@ func (s *Service) PutDehydratedDevice(ctx context.Context, userID string, req *D
 	if err != nil {
 		return "", err
 	}
-	pos, finish := s.stream.Allocate()
+	pos, finish, err := s.stream.Allocate()
+	if err != nil {
+		return "", err
+	}
 	up.StreamPos = pos
 	err = s.store.PutDehydratedDevice(ctx, userID, storage.DehydratedDevice{
 		DeviceID: req.DeviceID, DeviceData: req.DeviceData, DisplayName: req.InitialDisplayName}, *up)

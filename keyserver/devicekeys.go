@@ -175,7 +175,10 @@ func (s *Service) Upload(ctx context.Context, userID, deviceID string, req *Uplo
 	if err != nil {
 		return nil, err
 	}
-	pos, finish := s.stream.Allocate()
+	pos, finish, err := s.stream.Allocate()
+	if err != nil {
+		return nil, err
+	}
 	up.StreamPos = pos
 	changed, err := s.store.UploadKeys(ctx, *up)
 	finish()

@@ -57,7 +57,7 @@ type Store interface {
 
 // Stream hands out positions in the /sync stream (*storage.Stream).
 type Stream interface {
-	Allocate() (pos int64, finish func())
+	Allocate() (pos int64, finish func(), err error)
 }
 
 // Notifier wakes /sync long-polls (*notifier.Notifier).
@@ -229,7 +229,10 @@ func (s *Service) DeleteDevices(ctx context.Context, userID string, deviceIDs []
 	if len(deviceIDs) == 0 {
 		return nil
 	}
-	pos, finish := s.stream.Allocate()
+	pos, finish, err := s.stream.Allocate()
+	if err != nil {
+		return err
+	}
 	changed, err := s.store.DeleteDeviceKeys(ctx, userID, deviceIDs, pos)
 	finish()
 	if err != nil {
@@ -245,8 +248,11 @@ func (s *Service) DeleteDevices(ctx context.Context, userID string, deviceIDs []
 // (an inbound m.device_list_update or m.signing_key_update EDU) and tells the
 // local users sharing rooms with them.
 func (s *Service) RemoteDeviceListUpdated(ctx context.Context, userID string) error {
-	pos, finish := s.stream.Allocate()
-	err := s.store.MarkDeviceListChanged(ctx, userID, pos)
+	pos, finish, err := s.stream.Allocate()
+	if err != nil {
+		return err
+	}
+	err = s.store.MarkDeviceListChanged(ctx, userID, pos)
 	finish()
 	if err != nil {
 		return err

@@ -68,7 +68,10 @@ func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, eventT
 		}
 		return msgs[i].DeviceID < msgs[j].DeviceID
 	})
-	pos, finish := s.stream.Allocate()
+	pos, finish, err := s.stream.Allocate()
+	if err != nil {
+		return err
+	}
 	delivered, dup, err := s.store.SendToDevice(ctx, sender, senderDevice, txnID, msgs, pos, s.now().UnixMilli(), s.MaxPendingToDevice)
 	finish()
 	if err != nil {
@@ -109,7 +112,10 @@ func (s *Service) ReceiveToDevice(ctx context.Context, origin, sender, eventType
 			msgs = append(msgs, storage.ToDeviceMessage{UserID: u, DeviceID: dev, Sender: sender, Type: eventType, Content: content})
 		}
 	}
-	pos, finish := s.stream.Allocate()
+	pos, finish, err := s.stream.Allocate()
+	if err != nil {
+		return err
+	}
 	// Remote senders are keyed by server: their message IDs are unique per origin.
 	delivered, dup, err := s.store.SendToDevice(ctx, "", origin, messageID, msgs, pos, s.now().UnixMilli(), s.MaxPendingToDevice)
 	finish()

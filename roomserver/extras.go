@@ -520,7 +520,10 @@ func (s *Server) SetTag(ctx context.Context, user id.UserID, roomID id.RoomID, t
 		}
 		doc.Tags[tag] = content
 	}
-	pos, finish := s.db.Stream.Allocate()
+	pos, finish, err := s.db.Stream.Allocate()
+	if err != nil {
+		return err
+	}
 	err = s.AccountData.PutAccountData(ctx, string(user), string(roomID), "m.tag", mustJSON(doc), pos)
 	finish()
 	if err != nil {

@@ -449,7 +449,10 @@ func (b *batchWrite) addEvent(rs *roomState, e *Event, stateBefore int64, softFa
 
 func (b *batchWrite) commit(ctx context.Context, w *worker) error {
 	rs := w.state
-	first, finish := b.s.db.Stream.AllocateN(len(b.events))
+	first, finish, err := b.s.db.Stream.AllocateN(len(b.events))
+	if err != nil {
+		return err
+	}
 	defer finish()
 	for i, e := range b.events {
 		e.StreamPos = first + int64(i)

@@ -92,4 +92,4 @@ func (db *DB) GetFilter(ctx context.Context, userID string, filterID int64) (jso
 
 // AllocateStreamPos takes a position in the one stream (db.Stream.Allocate),
 // for modules that see the store through an interface.
-func (db *DB) AllocateStreamPos() (int64, func()) { return db.Stream.Allocate() }
+func (db *DB) AllocateStreamPos() (int64, func(), error) { return db.Stream.Allocate() }

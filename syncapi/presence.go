@@ -93,8 +93,11 @@ func (s *Service) SetPresence(ctx context.Context, userID, state string, statusM
 // storePresence writes a presence change at a new stream position and wakes
 // the users who share a room with userID (and userID).
 func (s *Service) storePresence(ctx context.Context, userID, state string, statusMsg *string, lastActive int64, active bool) error {
-	pos, finish := s.db.Stream.Allocate()
-	err := s.db.SetPresence(ctx, storage.Presence{
+	pos, finish, err := s.db.Stream.Allocate()
+	if err != nil {
+		return err
+	}
+	err = s.db.SetPresence(ctx, storage.Presence{
 		UserID: userID, State: state, StatusMsg: statusMsg, LastActiveTS: lastActive,
 		CurrentlyActive: active, Pos: pos,
 	})

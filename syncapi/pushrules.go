@@ -218,8 +218,11 @@ func indexOf(rules []*pushrules.PushRule, ruleID string) int {
 // modify applies change to the user's stored rules in one transaction at a new
 // stream position, and notifies the user (m.push_rules account data changed).
 func (s *Service) modify(ctx context.Context, userID string, change func(st *storedRules, effective Rules) error) error {
-	pos, finish := s.db.Stream.Allocate()
-	err := s.db.UpdatePushRules(ctx, userID, pos, func(current string) (string, error) {
+	pos, finish, err := s.db.Stream.Allocate()
+	if err != nil {
+		return err
+	}
+	err = s.db.UpdatePushRules(ctx, userID, pos, func(current string) (string, error) {
 		st, err := parseStored(current)
 		if err != nil {
 			return "", err

@@ -139,8 +139,11 @@ func (s *Service) SendReceipt(ctx context.Context, roomID, userID, receiptType, 
 			return err
 		}
 	}
-	pos, finish := s.db.Stream.Allocate()
-	err := s.db.UpsertReceipt(ctx, storage.Receipt{
+	pos, finish, err := s.db.Stream.Allocate()
+	if err != nil {
+		return err
+	}
+	err = s.db.UpsertReceipt(ctx, storage.Receipt{
 		RoomID: roomID, UserID: userID, Type: receiptType, ThreadID: threadID,
 		EventID: eventID, TS: time.Now().UnixMilli(), Pos: pos,
 	})

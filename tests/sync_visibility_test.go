@@ -99,7 +99,10 @@ func TestSyncSummaryAtSyncPosition(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
 		alice, bob, carol := srv.Register(t, "alice"), srv.Register(t, "bob"), srv.Register(t, "carol")
 		room := shareRoom(t, alice, bob)
-		_, finish := srv.DB.Stream.Allocate() // a writer in flight: the safe position stops here
+		_, finish, err := srv.DB.Stream.Allocate() // a writer in flight: the safe position stops here
+		if err != nil {
+			t.Fatal(err)
+		}
 		finished := false
 		defer func() {
 			if !finished {
