@@ -129,6 +129,12 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 		if !ValidEventType(st.Type) || len(st.StateKey) > MaxFieldBytes {
 			return "", mxhttp.BadJSON("Invalid initial_state entry")
 		}
+		switch st.Type {
+		case "m.room.create", "m.room.member", "m.room.redaction":
+			// Built by the request itself or through the membership
+			// endpoints' checks (member_state.go); a redaction is no state.
+			return "", mxhttp.InvalidParam("initial_state cannot contain %s events", st.Type)
+		}
 		if st.Type == "m.room.power_levels" {
 			if err := validatePowerLevels(rv, st.Content); err != nil {
 				return "", err
@@ -281,7 +287,7 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 		})))
 	}
 	for _, u := range invitees {
-		makers = append(makers, s.inviteMaker(ctx, sender, u, "", req.IsDirect))
+		makers = append(makers, s.inviteMaker(ctx, sender, u, "", req.IsDirect, nil))
 	}
 	if _, err := s.submit(ctx, roomID, &request{create: createEv, makers: makers}); err != nil {
 		if errors.Is(err, context.Canceled) {

@@ -138,6 +138,10 @@ type ref struct {
 
 // buildEvent assembles, hashes and signs a PDU of the given room version.
 func (s *Server) buildEvent(version id.RoomVersion, roomID id.RoomID, p *proto, prev, auth []ref, depth, ts int64) (*Event, error) {
+	// A remote event may sit at the top of canonical JSON's range; "if the
+	// room's depth is already at the limit, the depth must be set to the
+	// limit" (server-server API, PDU depth, room v6+: 2^53-1).
+	depth = min(depth, maxCanonicalInt)
 	content := p.Content
 	if len(content) == 0 {
 		content = json.RawMessage("{}")

@@ -2,7 +2,6 @@ package roomserver
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -237,11 +236,10 @@ func (s *Server) applyRedaction(ctx context.Context, rs *roomState, b *batchWrit
 // ---- power levels ----
 
 func (s *Server) powerLevels(rs *roomState) *event.PowerLevelsEventContent {
-	pl := &event.PowerLevelsEventContent{}
 	if e := rs.get("m.room.power_levels", ""); e != nil {
-		_ = json.Unmarshal(e.PDU.Content, pl)
-		return pl
+		return parsePowerLevels(rs.version, e.PDU.Content)
 	}
+	pl := &event.PowerLevelsEventContent{}
 	// No power levels: the creator has 100, everyone else 0 (auth rules).
 	pl.Users = map[id.UserID]int{}
 	if c := rs.get("m.room.create", ""); c != nil {
@@ -275,10 +273,8 @@ func (s *Server) userLevel(rs *roomState, u id.UserID) int {
 }
 
 func redactLevel(rs *roomState) int {
-	pl := &event.PowerLevelsEventContent{}
 	if e := rs.get("m.room.power_levels", ""); e != nil {
-		_ = json.Unmarshal(e.PDU.Content, pl)
-		return pl.Redact()
+		return parsePowerLevels(rs.version, e.PDU.Content).Redact()
 	}
 	return 50
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 
 	"github.com/tidwall/gjson"
@@ -35,10 +36,12 @@ func (s *Server) memberContent(ctx context.Context, user id.UserID, membership, 
 	if reason != "" {
 		c["reason"] = reason
 	}
-	for k, v := range extra {
-		c[k] = v
+	maps.Copy(c, extra)
+	raw, err := json.Marshal(c)
+	if err != nil {
+		return nil, mxhttp.BadJSON("Invalid member content: %v", err)
 	}
-	return mustJSON(c), nil
+	return raw, nil
 }
 
 // strippedState is the stripped state given to invitees and knockers.
@@ -56,13 +59,14 @@ func strippedState(rs *roomState, sender id.UserID) []StrippedState {
 	return out
 }
 
-func (s *Server) inviteMaker(ctx context.Context, sender, target id.UserID, reason string, isDirect bool) maker {
+func (s *Server) inviteMaker(ctx context.Context, sender, target id.UserID, reason string, isDirect bool, extra map[string]any) maker {
 	return func(rs *roomState) (*proto, error) {
-		extra := map[string]any{}
+		all := map[string]any{}
 		if isDirect {
-			extra["is_direct"] = true
+			all["is_direct"] = true
 		}
-		content, err := s.memberContent(ctx, target, "invite", reason, extra)
+		maps.Copy(all, extra)
+		content, err := s.memberContent(ctx, target, "invite", reason, all)
 		if err != nil {
 			return nil, err
 		}
@@ -110,50 +114,75 @@ func (s *Server) Join(ctx context.Context, user id.UserID, roomIDOrAlias, reason
 	if err != nil {
 		return "", err
 	}
+	mk, err := s.joinMaker(ctx, user, reason, nil, false)
+	if err != nil {
+		return "", err
+	}
+	if _, err := s.submitMember(ctx, roomID, mk); err != nil && !errors.Is(err, errSkip) {
+		return "", err
+	}
+	return roomID, nil
+}
+
+// joinMaker makes user's join, with extra content over the profile. A join
+// by a user already joined is skipped, unless rejoin (a member state PUT:
+// a profile change). In a restricted room only this path, having checked the
+// allow list, names the authorising user.
+func (s *Server) joinMaker(ctx context.Context, user id.UserID, reason string, extra map[string]any, rejoin bool) (maker, error) {
 	// Rooms the user is joined to, for restricted join rules (read outside the room's worker).
 	joined, err := s.db.RoomsOfUser(ctx, string(user), "join")
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	joinedSet := map[string]bool{}
 	for _, m := range joined {
 		joinedSet[m.RoomID] = true
 	}
-	base, err := s.memberContent(ctx, user, "join", reason, nil)
+	base, err := s.memberContent(ctx, user, "join", reason, extra)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	skip := false
-	_, err = s.submit(ctx, roomID, &request{makers: []maker{func(rs *roomState) (*proto, error) {
+	return func(rs *roomState) (*proto, error) {
 		current := rs.membership(user)
+		if current == "join" && !rejoin {
+			return nil, errSkip
+		}
 		content := base
 		rule := ""
 		if jr := rs.get("m.room.join_rules", ""); jr != nil {
 			rule = jr.ContentString("join_rule")
 		}
-		if current == "join" {
-			skip = true
-			return nil, errSkip
-		}
-		if (rule == "restricted" || rule == "knock_restricted") && current != "invite" && rs.version.RestrictedJoins() {
+		if (rule == "restricted" || rule == "knock_restricted") && current != "invite" && current != "join" && rs.version.RestrictedJoins() {
 			via, err := s.authoriseRestrictedJoin(rs, joinedSet)
 			if err != nil {
 				return nil, err
 			}
-			var c map[string]any
-			_ = json.Unmarshal(base, &c)
-			c["join_authorised_via_users_server"] = via
-			content = mustJSON(c)
+			if content, err = withContentKey(base, "join_authorised_via_users_server", via); err != nil {
+				return nil, err
+			}
 		}
 		return &proto{Type: "m.room.member", StateKey: stateKeyPtr(string(user)), Sender: user, Content: content}, nil
-	}}})
-	if skip || errors.Is(err, errSkip) {
-		return roomID, nil
+	}, nil
+}
+
+// withContentKey returns content with key set to v, other values untouched.
+func withContentKey(content json.RawMessage, key string, v any) (json.RawMessage, error) {
+	var c map[string]json.RawMessage
+	if err := json.Unmarshal(content, &c); err != nil {
+		return nil, fmt.Errorf("member content: %w", err)
 	}
+	c[key] = mustJSON(v)
+	return mustJSON(c), nil
+}
+
+// submitMember runs one membership maker in the room's worker and returns
+// the event written, or errSkip when there was nothing to do.
+func (s *Server) submitMember(ctx context.Context, roomID id.RoomID, mk maker) (*Event, error) {
+	evs, err := s.submit(ctx, roomID, &request{makers: []maker{mk}})
 	if err != nil {
-		return "", clientErr(err)
+		return nil, clientErr(err)
 	}
-	return roomID, nil
+	return evs[len(evs)-1], nil
 }
 
 // errSkip tells the worker a request has nothing to do.
@@ -199,8 +228,32 @@ type MembershipAction struct {
 	IsDirect bool
 }
 
+// actionRemove is the leave a member state PUT sets for another user: a kick,
+// or an unban when the target is banned. Not offered to the endpoints.
+const actionRemove = "remove"
+
 // ChangeMembership performs a membership action through the auth rules.
 func (s *Server) ChangeMembership(ctx context.Context, a MembershipAction) error {
+	switch a.Action {
+	case "invite", "kick", "ban", "unban", "leave":
+	default:
+		return mxhttp.InvalidParam("Unknown membership action")
+	}
+	if err := s.checkMembershipAction(ctx, a); err != nil {
+		return err
+	}
+	mk, err := s.membershipMaker(ctx, a, nil)
+	if err != nil {
+		return err
+	}
+	if _, err := s.submitMember(ctx, a.RoomID, mk); err != nil && !errors.Is(err, errSkip) {
+		return err
+	}
+	return nil
+}
+
+// checkMembershipAction refuses an action on an invalid target or unknown room.
+func (s *Server) checkMembershipAction(ctx context.Context, a MembershipAction) error {
 	if a.Action != "leave" && !ValidUserID(string(a.Target)) {
 		return mxhttp.InvalidParam("Invalid user ID")
 	}
@@ -212,14 +265,19 @@ func (s *Server) ChangeMembership(ctx context.Context, a MembershipAction) error
 	} else if err != nil {
 		return err
 	}
-	var mk maker
-	switch a.Action {
-	case "invite":
-		if !s.isLocal(a.Target) {
-			return mxhttp.Forbidden("Inviting users of other servers needs federation, which is not enabled")
-		}
-		inv := s.inviteMaker(ctx, a.Sender, a.Target, a.Reason, a.IsDirect)
-		mk = func(rs *roomState) (*proto, error) {
+	if a.Action == "invite" && !s.isLocal(a.Target) {
+		return mxhttp.Forbidden("Inviting users of other servers needs federation, which is not enabled")
+	}
+	return nil
+}
+
+// membershipMaker makes the member event of an invite, kick, ban, unban,
+// leave or remove, with extra content over the defaults, checking the
+// target's current membership as the endpoints do.
+func (s *Server) membershipMaker(ctx context.Context, a MembershipAction, extra map[string]any) (maker, error) {
+	if a.Action == "invite" {
+		inv := s.inviteMaker(ctx, a.Sender, a.Target, a.Reason, a.IsDirect, extra)
+		return func(rs *roomState) (*proto, error) {
 			switch rs.membership(a.Target) {
 			case "join":
 				return nil, mxhttp.Forbidden("%s is already in the room", a.Target)
@@ -227,48 +285,47 @@ func (s *Server) ChangeMembership(ctx context.Context, a MembershipAction) error
 				return nil, mxhttp.Forbidden("%s is banned from the room", a.Target)
 			}
 			return inv(rs)
-		}
-	case "kick", "ban", "unban", "leave":
-		target, membership := a.Target, "leave"
-		if a.Action == "ban" {
-			membership = "ban"
-		}
-		if a.Action == "leave" {
-			target = a.Sender
-		}
-		content, err := s.memberContent(ctx, target, membership, a.Reason, nil)
-		if err != nil {
-			return err
-		}
-		mk = func(rs *roomState) (*proto, error) {
-			cur := rs.membership(target)
-			switch a.Action {
-			case "unban":
-				if cur != "ban" {
-					return nil, mxhttp.Forbidden("%s is not banned", target)
-				}
-			case "kick":
-				if cur != "join" && cur != "invite" && cur != "knock" {
-					return nil, mxhttp.Forbidden("%s is not in the room", target)
-				}
-			case "leave":
-				if cur == "leave" || cur == "ban" {
-					if rs.membership(a.Sender) == "ban" {
-						return nil, mxhttp.Forbidden("You are banned from this room")
-					}
-					return nil, errSkip // already left: nothing to do
-				}
+		}, nil
+	}
+	target, membership := a.Target, "leave"
+	if a.Action == "ban" {
+		membership = "ban"
+	}
+	if a.Action == "leave" {
+		target = a.Sender
+	}
+	content, err := s.memberContent(ctx, target, membership, a.Reason, extra)
+	if err != nil {
+		return nil, err
+	}
+	return func(rs *roomState) (*proto, error) {
+		cur := rs.membership(target)
+		action := a.Action
+		if action == actionRemove {
+			action = "kick"
+			if cur == "ban" {
+				action = "unban"
 			}
-			return &proto{Type: "m.room.member", StateKey: stateKeyPtr(string(target)), Sender: a.Sender, Content: content}, nil
 		}
-	default:
-		return mxhttp.InvalidParam("Unknown membership action")
-	}
-	_, err := s.submit(ctx, a.RoomID, &request{makers: []maker{mk}})
-	if errors.Is(err, errSkip) {
-		return nil
-	}
-	return clientErr(err)
+		switch action {
+		case "unban":
+			if cur != "ban" {
+				return nil, mxhttp.Forbidden("%s is not banned", target)
+			}
+		case "kick":
+			if cur != "join" && cur != "invite" && cur != "knock" {
+				return nil, mxhttp.Forbidden("%s is not in the room", target)
+			}
+		case "leave":
+			if cur == "leave" || cur == "ban" {
+				if rs.membership(a.Sender) == "ban" {
+					return nil, mxhttp.Forbidden("You are banned from this room")
+				}
+				return nil, errSkip // already left: nothing to do
+			}
+		}
+		return &proto{Type: "m.room.member", StateKey: stateKeyPtr(string(target)), Sender: a.Sender, Content: content}, nil
+	}, nil
 }
 
 // Knock asks to join a room whose join rule allows knocking.
@@ -277,21 +334,29 @@ func (s *Server) Knock(ctx context.Context, user id.UserID, roomIDOrAlias, reaso
 	if err != nil {
 		return "", err
 	}
-	content, err := s.memberContent(ctx, user, "knock", reason, nil)
+	mk, err := s.knockMaker(ctx, user, reason, nil)
 	if err != nil {
 		return "", err
 	}
-	_, err = s.submit(ctx, roomID, &request{makers: []maker{func(rs *roomState) (*proto, error) {
+	if _, err := s.submitMember(ctx, roomID, mk); err != nil {
+		return "", err
+	}
+	return roomID, nil
+}
+
+// knockMaker makes user's knock, with extra content over the profile.
+func (s *Server) knockMaker(ctx context.Context, user id.UserID, reason string, extra map[string]any) (maker, error) {
+	content, err := s.memberContent(ctx, user, "knock", reason, extra)
+	if err != nil {
+		return nil, err
+	}
+	return func(rs *roomState) (*proto, error) {
 		if !rs.version.Knocks() {
 			return nil, mxhttp.Forbidden("Room version %s does not support knocking", rs.version)
 		}
 		unsigned := mustJSON(map[string]any{"knock_room_state": strippedState(rs, user)})
 		return &proto{Type: "m.room.member", StateKey: stateKeyPtr(string(user)), Sender: user, Content: content, Unsigned: unsigned}, nil
-	}}})
-	if err != nil {
-		return "", clientErr(err)
-	}
-	return roomID, nil
+	}, nil
 }
 
 // Forget hides a room the user has left from their room lists.

@@ -72,6 +72,10 @@ func (s *Server) Send(ctx context.Context, r SendRequest) (id.EventID, error) {
 			}
 		case "m.room.create":
 			return "", mxhttp.Forbidden("The create event cannot be replaced")
+		case "m.room.member":
+			return s.sendMember(ctx, r) // through the membership endpoints' checks
+		case "m.room.redaction":
+			return "", errRedactionState
 		}
 	}
 	if r.Type == "m.room.redaction" && r.StateKey == nil {

@@ -4,7 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
+	"maps"
+	"math"
 
+	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/internal/mxhttp"
@@ -68,25 +72,11 @@ func (s *Server) Upgrade(ctx context.Context, user id.UserID, oldRoom id.RoomID,
 	}
 	// Power levels: the old ones, with the upgrading user able to set up the
 	// new room (creators of v12 rooms are implicit and must not be listed).
-	var oldPL map[string]json.RawMessage
+	var origPL map[string]json.RawMessage
 	if e := rs.get("m.room.power_levels", ""); e != nil {
-		_ = json.Unmarshal(e.PDU.Content, &oldPL)
+		_ = json.Unmarshal(e.PDU.Content, &origPL)
 	}
-	if oldPL == nil {
-		oldPL = map[string]json.RawMessage{}
-	}
-	users := map[string]json.RawMessage{}
-	if raw, ok := oldPL["users"]; ok {
-		_ = json.Unmarshal(raw, &users)
-	}
-	nv := id.RoomVersion(newVersion)
-	if nv.PrivilegedRoomCreators() {
-		delete(users, string(user))
-	} else {
-		users[string(user)] = mustJSON(max(100, min(level, 1<<53)))
-	}
-	oldPL["users"] = mustJSON(users)
-	req.PowerLevelContentOverride = oldPL
+	req.PowerLevelContentOverride = s.upgradedLevels(rs, user, origPL, id.RoomVersion(newVersion))
 	// Keep the canonical alias state; the aliases themselves move below.
 	newRoom, err := s.CreateRoom(ctx, user, req)
 	if err != nil {
@@ -97,24 +87,8 @@ func (s *Server) Upgrade(ctx context.Context, user id.UserID, oldRoom id.RoomID,
 		Content: mustJSON(map[string]string{"body": "This room has been replaced", "replacement_room": string(newRoom)})}); err != nil {
 		return "", err
 	}
-	restricted := map[string]json.RawMessage{}
-	for k, v := range oldPL {
-		restricted[k] = v
-	}
-	var usersDefault int
-	if raw, ok := oldPL["users_default"]; ok {
-		_ = json.Unmarshal(raw, &usersDefault)
-	}
-	lock := mustJSON(max(50, usersDefault+1))
-	restricted["events_default"], restricted["invite"] = lock, lock
-	if e := rs.get("m.room.power_levels", ""); e != nil {
-		var orig map[string]json.RawMessage
-		_ = json.Unmarshal(e.PDU.Content, &orig)
-		restricted["users"] = orig["users"]
-		if _, err := s.Send(ctx, SendRequest{Sender: user, RoomID: oldRoom, Type: "m.room.power_levels", StateKey: stateKeyPtr(""),
-			Content: mustJSON(restricted)}); err != nil {
-			return "", err
-		}
+	if origPL != nil {
+		s.lockDownOldRoom(ctx, user, oldRoom, origPL, level)
 	}
 	if err := s.db.MoveAliases(ctx, string(oldRoom), string(newRoom)); err != nil {
 		return "", err
@@ -124,4 +98,65 @@ func (s *Server) Upgrade(ctx context.Context, user id.UserID, oldRoom id.RoomID,
 		_ = s.db.SetRoomPublic(ctx, string(newRoom), true)
 	}
 	return newRoom, nil
+}
+
+// upgradedLevels are the power levels of the replacement room: the old ones
+// as integers within canonical JSON's range (string levels of old room
+// versions are invalid from v10), with the upgrading user at 100 or more.
+// Creators of a v12 room are above every level there; in a room of an
+// earlier version they get the highest level the old room names, so that
+// they still rank with its top.
+func (s *Server) upgradedLevels(rs *roomState, user id.UserID, origPL map[string]json.RawMessage, nv id.RoomVersion) map[string]json.RawMessage {
+	pl := integerLevels(origPL)
+	users := map[string]int64{}
+	if raw, ok := pl["users"]; ok {
+		_ = json.Unmarshal(raw, &users)
+	}
+	if nv.PrivilegedRoomCreators() {
+		delete(users, string(user))
+	} else {
+		mine := int64(s.userLevel(rs, user))
+		if mine == math.MaxInt {
+			mine = highestLevel(pl)
+		}
+		mine = max(100, clampCanonical(mine))
+		users[string(user)] = mine
+		if rs.version.PrivilegedRoomCreators() {
+			for _, c := range creators(rs) {
+				users[string(c)] = mine
+			}
+		}
+	}
+	pl["users"] = mustJSON(users)
+	return pl
+}
+
+// lockDownOldRoom raises events_default and invite in the old room above
+// users_default, so that only its moderators speak there (never lowering a
+// level, nor raising one above the upgrading user's, which the auth rules
+// would refuse). The upgrade is done by then: a failure is logged, as
+// Synapse does.
+func (s *Server) lockDownOldRoom(ctx context.Context, user id.UserID, oldRoom id.RoomID, origPL map[string]json.RawMessage, userLevel int) {
+	level := func(key string, def int64) int64 {
+		if n, ok := levelValue(gjson.ParseBytes(origPL[key])); ok {
+			return clampCanonical(n)
+		}
+		return def
+	}
+	lock := min(max(50, level("users_default", 0)+1), clampCanonical(int64(userLevel)))
+	restricted := maps.Clone(origPL)
+	changed := false
+	for _, k := range []string{"events_default", "invite"} {
+		if level(k, 0) < lock {
+			restricted[k] = mustJSON(lock)
+			changed = true
+		}
+	}
+	if !changed {
+		return
+	}
+	if _, err := s.Send(ctx, SendRequest{Sender: user, RoomID: oldRoom, Type: "m.room.power_levels", StateKey: stateKeyPtr(""),
+		Content: mustJSON(restricted)}); err != nil {
+		slog.Warn("roomserver: cannot lock down the upgraded room", "room", oldRoom, "err", err)
+	}
 }

@@ -2,6 +2,7 @@ package roomserver
 
 import (
 	"encoding/json"
+	"strconv"
 	"strings"
 
 	"github.com/tidwall/gjson"
@@ -98,8 +99,9 @@ func validatePowerLevels(version id.RoomVersion, content []byte) error {
 		return mxhttp.BadJSON("Power levels must be an object")
 	}
 	isLevel := func(v gjson.Result) bool {
-		if v.Type == gjson.Number {
-			return v.Num == float64(int64(v.Num)) && v.Num >= -(1<<53) && v.Num <= 1<<53
+		if v.Type == gjson.Number { // exactly, from the text: 2^53+1 reads as the float 2^53
+			n, err := strconv.ParseInt(v.Raw, 10, 64)
+			return err == nil && n == clampCanonical(n)
 		}
 		if v.Type == gjson.String && !version.ValidatePowerLevelInts() {
 			var n json.Number = json.Number(strings.TrimSpace(v.Str))
