@@ -9,7 +9,7 @@
 //     `users` entry whose level equals the sender's own (eventauth.go,
 //     allowPowerChangeMap). The spec rejects such an event, so the `users`
 //     rule is checked here first and the event never reaches that code.
-//     (Reported upstream: docs in /work/briefs/upstream-mautrix-report.md.)
+//     (To be reported upstream; drop the check once mautrix fixes it.)
 package authrules
 
 import (
