@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	mfed "maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/internal/metrics"
@@ -184,5 +185,37 @@ func setLevels(t *testing.T, s *Server, roomID id.RoomID, sender id.UserID, leve
 	pl["users"] = levels
 	if _, err := s.Send(ctx, SendRequest{Sender: sender, RoomID: roomID, Type: "m.room.power_levels", StateKey: stateKeyPtr(""), Content: mustJSON(pl)}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRemotePowerLevelsRemovingEqualAdmin: the same power levels change
+// received over federation is rejected (it used to crash the room worker
+// through the auth check against the event's own auth events).
+func TestRemotePowerLevelsRemovingEqualAdmin(t *testing.T) {
+	s := newTestServer(t)
+	ctx := context.Background()
+	remoteKey := mfed.GenerateSigningKey()
+	s.Keys = fixedKeys{"remote.test": remoteKey}
+	remote := &Server{key: remoteKey, serverName: "remote.test"}
+	owner, ruser := user("owner"), id.UserID("@r:remote.test")
+	roomID, err := s.CreateRoom(ctx, owner, &CreateRoomRequest{Preset: "public_chat",
+		PowerLevelContentOverride: map[string]json.RawMessage{"users": mustJSON(map[id.UserID]int{owner: 100, ruser: 100})}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	row, _ := s.db.GetRoom(ctx, string(roomID))
+	joinRaw := remoteEvent(t, s, remote, roomID, &proto{Type: "m.room.member", StateKey: stateKeyPtr(string(ruser)), Sender: ruser,
+		Content: mustJSON(map[string]string{"membership": "join"})}, id.EventID(row.Extremities[0]))
+	joinEv, err := s.Input(ctx, roomID, joinRaw, "remote.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropOwner := remoteEvent(t, s, remote, roomID, &proto{Type: "m.room.power_levels", StateKey: stateKeyPtr(""), Sender: ruser,
+		Content: mustJSON(map[string]any{"users": map[id.UserID]int{ruser: 100}})}, joinEv.ID)
+	if _, err := s.Input(ctx, roomID, dropOwner, "remote.test"); !errors.Is(err, ErrRejected) {
+		t.Fatalf("remote event removing an equal admin: %v, want ErrRejected", err)
+	}
+	if _, err := s.Send(ctx, SendRequest{Sender: owner, RoomID: roomID, Type: "m.room.message", Content: []byte(`{"msgtype":"m.text","body":"still here"}`)}); err != nil {
+		t.Fatalf("message after the rejected event: %v", err)
 	}
 }
