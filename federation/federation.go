@@ -18,6 +18,7 @@ import (
 	"github.com/myelin-chat/myelin/internal/config"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/internal/ratelimit"
+	"github.com/myelin-chat/myelin/internal/recovery"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -239,13 +240,15 @@ func (m *Module) queryKeysPost(w http.ResponseWriter, r *http.Request) error {
 		}
 		wg.Add(1)
 		slots <- struct{}{}
-		go func() {
+		// A panic answers nothing for that server (the handler's recovery
+		// does not cover this goroutine).
+		recovery.Go(recovery.Notary, func() {
 			defer func() { <-slots; wg.Done() }()
 			answer := m.notaryAnswer(ctx, server, keyIDs, minValid)
 			mu.Lock()
 			out.ServerKeys = append(out.ServerKeys, answer...)
 			mu.Unlock()
-		}()
+		}, "server", server)
 	}
 	wg.Wait()
 	mxhttp.WriteJSON(w, http.StatusOK, out)

@@ -14,6 +14,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/internal/recovery"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -266,7 +267,12 @@ func askRemote[T any](ctx context.Context, fed Federation, timeout time.Duration
 	for server, users := range byServer {
 		waiting[server] = true
 		go func() {
-			v, err := ask(ctx, server, users)
+			// A panic becomes this server's failure instead of a crash.
+			var v T
+			err := recovery.Call(recovery.RemoteQuery, func() (err error) {
+				v, err = ask(ctx, server, users)
+				return err
+			}, "server", server)
 			answers <- answer{server, v, err}
 		}()
 	}

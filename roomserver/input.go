@@ -14,6 +14,8 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/internal/recovery"
+	"github.com/myelin-chat/myelin/roomserver/authrules"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -46,7 +48,7 @@ func (s *Server) applyLocal(ctx context.Context, w *worker, b *batchWrite, req *
 	}
 	var out []*Event
 	if c := req.create; c != nil {
-		if err := eventauth.Authorize(c.Version, c.PDU, nil, nil, s.getKey); err != nil {
+		if err := authrules.Authorize(c.Version, c.PDU, nil, nil, s.getKey); err != nil {
 			return nil, mxhttp.Forbidden("Create event not allowed: %v", err)
 		}
 		rs := &roomState{id: c.RoomID, version: c.Version, state: map[pdu.StateKey]*Event{}, creator: c.PDU.Sender}
@@ -139,17 +141,22 @@ func (s *Server) buildAndAuthorize(rs *roomState, p *proto) (*Event, error) {
 		}
 		return out, nil
 	}
-	if err := eventauth.Authorize(rs.version, ev.PDU, nil, getEvents, s.getKey); err != nil {
+	if err := authrules.Authorize(rs.version, ev.PDU, nil, getEvents, s.getKey); err != nil {
 		return nil, authError(err)
 	}
 	return ev, nil
 }
 
-// authError turns an auth rule failure into the client's M_FORBIDDEN.
+// authError turns an auth rule failure into the client's M_FORBIDDEN. A
+// panic in the rules is a rejection too; its details stay in the log.
 func authError(err error) error {
 	var afe eventauth.AuthFailError
 	if errors.As(err, &afe) {
 		return mxhttp.Forbidden("%s", afe.Error())
+	}
+	var pe *recovery.PanicError
+	if errors.As(err, &pe) {
+		return mxhttp.Forbidden("Event not allowed by the auth rules")
 	}
 	return mxhttp.Forbidden("Event not allowed: %v", err)
 }

@@ -9,10 +9,10 @@ import (
 	"time"
 
 	"github.com/tidwall/gjson"
-	"maunium.net/go/mautrix/federation/eventauth"
 	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/myelin-chat/myelin/roomserver/authrules"
 	"github.com/myelin-chat/myelin/roomserver/stateres"
 	"github.com/myelin-chat/myelin/storage"
 )
@@ -131,7 +131,7 @@ func (s *Server) authAgainst(ctx context.Context, prov *dbProvider, ev *Event, s
 		}
 		return out, nil
 	}
-	return eventauth.Authorize(ev.Version, ev.PDU, authEvents, getEvents, s.getKey)
+	return authrules.Authorize(ev.Version, ev.PDU, authEvents, getEvents, s.getKey)
 }
 
 func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *remoteInput) (*Event, error) {
@@ -179,7 +179,7 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 		}
 		return out, nil
 	}
-	if err := eventauth.Authorize(rs.version, ev.PDU, nil, getEvents, s.getKey); err != nil {
+	if err := authrules.Authorize(rs.version, ev.PDU, nil, getEvents, s.getKey); err != nil {
 		return nil, fmt.Errorf("%w: auth events: %v", ErrRejected, err)
 	}
 	// 2. The state before the event, from its prev_events.

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/myelin-chat/myelin/internal/config"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/internal/notifier"
+	"github.com/myelin-chat/myelin/internal/recovery"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -133,6 +135,9 @@ type worker struct {
 	queue   chan *request
 	pending int // requests handed to the worker and not finished; guarded by Server.workersMu
 	state   *roomState
+	// applying is the index in the current batch of the request being
+	// applied, -1 outside that step: what a panic is blamed on.
+	applying int
 }
 
 // submit queues a request for the room and waits for its result.
@@ -202,11 +207,58 @@ func (s *Server) run(w *worker) {
 // lookups read prev events from the store) are not grouped with others.
 func (r *request) alone() bool { return r.create != nil || len(r.makers) > 1 || r.remote != nil }
 
+// processAndRelease processes a batch, surviving panics: a panic while one
+// request's events are applied fails that request alone, and the rest of the
+// batch is processed again from the stored state (nothing was committed); a
+// panic anywhere else fails every request not yet answered. Either way the
+// worker goes on to the next requests.
 func (s *Server) processAndRelease(w *worker, batch []*request) {
-	s.process(w, batch)
+	n := len(batch)
+	for len(batch) > 0 {
+		failed := s.processRecovering(w, batch)
+		if failed < 0 {
+			break
+		}
+		batch = slices.Delete(slices.Clone(batch), failed, failed+1)
+	}
 	s.workersMu.Lock()
-	w.pending -= len(batch)
+	w.pending -= n
 	s.workersMu.Unlock()
+}
+
+// processRecovering runs process. After a panic it answers the failed
+// requests and returns the index of the request to drop before processing
+// the rest again, or -1 when the batch is done with.
+func (s *Server) processRecovering(w *worker, batch []*request) (retryWithout int) {
+	w.applying = -1
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		err := recovery.Recovered(recovery.RoomWorker, v, "room", w.roomID)
+		w.state = nil // the cache may hold half-applied changes; reload it
+		if i := w.applying; i >= 0 {
+			answer(batch[i], result{nil, err})
+			retryWithout = i
+			return
+		}
+		for _, req := range batch {
+			answer(req, result{nil, err})
+		}
+		retryWithout = -1
+	}()
+	s.process(w, batch)
+	return -1
+}
+
+// answer gives a request its result unless it already has one (done holds
+// one result, read once).
+func answer(req *request, r result) {
+	select {
+	case req.done <- r:
+	default:
+	}
 }
 
 // process applies a batch of requests to the room and commits them together.
@@ -231,6 +283,7 @@ func (s *Server) process(w *worker, batch []*request) {
 		}
 		var evs []*Event
 		var err error
+		w.applying = i
 		if req.remote != nil {
 			var ev *Event
 			ev, err = s.applyRemote(ctx, w, b, req.remote)
@@ -240,6 +293,7 @@ func (s *Server) process(w *worker, batch []*request) {
 		} else {
 			evs, err = s.applyLocal(ctx, w, b, req)
 		}
+		w.applying = -1
 		if err != nil && req.alone() {
 			// A multi-event request runs alone: drop whatever it changed.
 			w.state = nil
@@ -519,7 +573,11 @@ func (b *batchWrite) commit(ctx context.Context, w *worker) error {
 				continue
 			}
 			for _, h := range hooks {
-				h.OnEventPersisted(ctx, e, servers)
+				// The events are stored: a failing hook must not fail them.
+				_ = recovery.Call(recovery.RoomWorker, func() error {
+					h.OnEventPersisted(ctx, e, servers)
+					return nil
+				}, "room", rs.id, "event_id", e.ID)
 			}
 		}
 	}

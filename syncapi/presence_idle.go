@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/myelin-chat/myelin/internal/recovery"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -43,7 +44,7 @@ func (s *Service) touchPresenceAt(userID string, at time.Time) {
 	if a == nil {
 		a = &presenceActivity{}
 		s.activity[userID] = a
-		a.timer = time.AfterFunc(s.idleAfter, func() { s.decayPresence(userID) })
+		a.timer = time.AfterFunc(s.idleAfter, recovery.Func(recovery.PresenceTimer, func() { s.decayPresence(userID) }, "user", userID))
 	} else {
 		a.timer.Reset(s.idleAfter)
 	}

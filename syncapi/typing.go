@@ -4,6 +4,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/myelin-chat/myelin/internal/recovery"
 )
 
 // Typing holds who is typing in which room, in memory only (the spec makes
@@ -55,7 +57,7 @@ func (t *Typing) Set(roomID, userID string, typing bool, timeout time.Duration) 
 	}
 	if typing {
 		entry := &typingEntry{}
-		entry.timer = time.AfterFunc(timeout, func() { t.expire(roomID, userID, entry) })
+		entry.timer = time.AfterFunc(timeout, recovery.Func(recovery.TypingTimer, func() { t.expire(roomID, userID, entry) }, "room", roomID))
 		rt.users[userID] = entry
 	}
 	changed := typing != was

@@ -1,5 +1,5 @@
 // Package metrics exposes Prometheus metrics: HTTP requests by route and
-// status, latency histograms, and database pool figures.
+// status, latency histograms, database pool figures, and recovered panics.
 package metrics
 
 import (
@@ -31,9 +31,17 @@ func New() *Registry {
 		Name: "myelin_http_request_duration_seconds", Help: "HTTP request latency by route pattern and method.",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 	}, []string{"route", "method"})
-	r.MustRegister(r.requests, r.latency)
+	r.MustRegister(r.requests, r.latency, PanicsRecovered)
 	return r
 }
+
+// PanicsRecovered counts panics turned into errors instead of crashing the
+// process (internal/recovery), by where they happened: the auth rules, a
+// room worker, a timer. It is process-wide, like the panics it counts, and
+// registered with every server's registry.
+var PanicsRecovered = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "myelin_panics_recovered_total", Help: "Panics recovered instead of crashing the process, by where they happened.",
+}, []string{"where"})
 
 // PoolStatsFunc reports database connections: open, in use, idle.
 type PoolStatsFunc func() (open, inUse, idle int)

@@ -30,7 +30,7 @@ type eventNode struct {
 	// needs to clear them.
 	reachedGen, expandedGen uint32
 
-	inUnconflictedChain bool  // in the auth chain of the unconflicted state
+	inUnconflictedChain bool  // an unconflicted event or in the auth chain of one
 	setCount            int32 // number of state sets whose auth chain reaches this node (outside the above)
 }
 
@@ -146,16 +146,20 @@ func (g *eventGraph) walkAuthChains(ctx context.Context, starts []nodeID, skip f
 	return reached, nil
 }
 
-// authDifference computes ∪Cᵢ − ∩Cᵢ where Cᵢ is the auth chain of state set i:
-// the union of its events' auth chains. Following the spec's wording, Cᵢ
-// does not contain set i's events themselves. (Synapse's implementation adds
-// them; that differs only for an unconflicted event cited in some sets' auth
-// chains but not all, which we replay and Synapse does not.)
+// authDifference computes ∪Cᵢ − ∩Cᵢ where Cᵢ is the full auth chain of
+// state set i. The spec defines it as "the union of the auth chains for each
+// event in Sᵢ", which read literally leaves out Sᵢ's own events; Synapse
+// counts them (its auth chain difference starts every state set from its
+// own events: event_federation.py, _get_auth_chain_difference_txn), and so
+// does gomatrixserverlib. The readings differ for an unconflicted event that
+// some sets' events cite and others' do not: literally it is in the
+// difference and replayed, for Synapse it is in every Cᵢ. Servers must
+// agree, so we match Synapse: Cᵢ includes Sᵢ's events.
 //
-// Every Cᵢ contains U, the auth chain of the unconflicted events, so the
-// difference is (∪Dᵢ − ∩Dᵢ) − U with Dᵢ the auth chain of set i's conflicted
-// events. A node outside U cannot be reached through a node inside U (its
-// ancestors are all in U), so the Dᵢ walks stop at U: U is walked once,
+// Every Cᵢ contains U, the unconflicted events and their auth chains, so the
+// difference is (∪Dᵢ − ∩Dᵢ) − U with Dᵢ set i's conflicted events and their
+// auth chains. A node outside U cannot be reached through a node inside U
+// (its ancestors are all in U), so the Dᵢ walks stop at U: U is walked once,
 // however many state sets share it, and the per-set walks stay small.
 func (g *eventGraph) authDifference(ctx context.Context, stateSets []StateMap, unconflicted StateMap, conflicted map[pdu.StateKey][]id.EventID) ([]nodeID, error) {
 	starts := make([]nodeID, 0, len(unconflicted))
@@ -166,7 +170,7 @@ func (g *eventGraph) authDifference(ctx context.Context, stateSets []StateMap, u
 	if err != nil {
 		return nil, fmt.Errorf("walking auth chain of unconflicted state: %w", err)
 	}
-	for _, n := range inU {
+	for _, n := range append(inU, starts...) {
 		g.nodes[n].inUnconflictedChain = true
 	}
 	inUnconflictedChain := func(n nodeID) bool { return g.nodes[n].inUnconflictedChain }
@@ -182,6 +186,13 @@ func (g *eventGraph) authDifference(ctx context.Context, stateSets []StateMap, u
 		reached, err := g.walkAuthChains(ctx, starts, inUnconflictedChain)
 		if err != nil {
 			return nil, fmt.Errorf("walking auth chain of state set %d: %w", i, err)
+		}
+		// The set's own conflicted events, unless another one cites them.
+		for _, n := range starts {
+			if node := &g.nodes[n]; node.reachedGen != g.walkGen && !node.inUnconflictedChain {
+				node.reachedGen = g.walkGen
+				reached = append(reached, n)
+			}
 		}
 		for _, n := range reached {
 			if g.nodes[n].setCount == 0 {

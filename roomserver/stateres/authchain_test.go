@@ -9,12 +9,12 @@ import (
 	"maunium.net/go/mautrix/id"
 )
 
-// TestAuthDifferenceExcludesTheStateEvents: for A ← B ← C (each citing the
-// previous as auth event) and the state sets {A, B} and {C}, the auth chains
-// are {A} and {B, A}, so the auth difference is {B}. The auth chain of a
-// state set is the union of its events' auth chains, which does not contain
-// the events themselves. (Synapse includes them and would answer {C}.)
-func TestAuthDifferenceExcludesTheStateEvents(t *testing.T) {
+// TestAuthDifferenceIncludesTheStateEvents: for A ← B ← C (each citing the
+// previous as auth event) and the state sets {A, B} and {C}, the full auth
+// chains are {A, B} and {C, B, A}, so the auth difference is {C}. Like
+// Synapse, the full auth chain of a state set contains its own events (read
+// literally the spec would give {A} and {B, A}, and so {B}).
+func TestAuthDifferenceIncludesTheStateEvents(t *testing.T) {
 	r := newTestRoom(t, id.RoomV11)
 	buildInitial(r)
 	r.add(eventSpec{name: "A", sender: alice, typ: "a", stateKey: sk(""), prevs: []string{"START"}, authOverride: []string{}})
@@ -28,7 +28,7 @@ func TestAuthDifferenceExcludesTheStateEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	assertNames(t, r, "auth difference", diff, "B")
+	assertNames(t, r, "auth difference", diff, "C")
 }
 
 // TestAuthDifferenceOfForks: the auth difference holds what one fork's auth
@@ -43,9 +43,10 @@ func TestAuthDifferenceOfForks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Only TB's fork cites PA; Bob's join IMB is cited by PA on that side but
-	// by nothing in the other state set.
-	assertNames(t, r, "auth difference", diff, "PA", "IMB")
+	// The conflicted events: only TB's fork has PA (and TB), only the other
+	// has TA. Bob's join IMB, cited by PA on one side only, is state in both
+	// sets and so in both full auth chains.
+	assertNames(t, r, "auth difference", diff, "PA", "TA", "TB")
 }
 
 type failingProvider struct{ err error }

@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"time"
 
-	"maunium.net/go/mautrix/federation/eventauth"
 	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/myelin-chat/myelin/roomserver/authrules"
 )
 
 // stateView is a state map being built on top of a read-only base, so the
@@ -142,6 +143,11 @@ func (r *resolver) allowed(n nodeID, state *stateView) (bool, error) {
 			if chosen, err = r.usableEvent(evtID); err != nil {
 				return false, err
 			}
+			if !isStateKey(chosen, key.Type, key.StateKey) {
+				// A state set from elsewhere may name an event that is not
+				// the state event for its key; it cannot stand for that key.
+				chosen = nil
+			}
 		}
 		if chosen == nil {
 			for _, a := range r.g.nodes[n].auth {
@@ -156,7 +162,8 @@ func (r *resolver) allowed(n nodeID, state *stateView) (bool, error) {
 			authEvents = append(authEvents, chosen)
 		}
 	}
-	err := eventauth.Authorize(r.version, evt, authEvents, r.getEvents, r.getKey)
+	// A panic inside the rules is recovered by authrules and is a rejection.
+	err := authrules.Authorize(r.version, evt, authEvents, r.getEvents, r.getKey)
 	if r.fetchErr != nil {
 		return false, r.fetchErr
 	}

@@ -7,9 +7,10 @@ import (
 	"slices"
 	"testing"
 
-	"maunium.net/go/mautrix/federation/eventauth"
 	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/myelin-chat/myelin/roomserver/authrules"
 )
 
 const (
@@ -157,6 +158,11 @@ type eventSpec struct {
 	// authOverride replaces the selected auth events (names), to build events
 	// whose auth events disagree with the state.
 	authOverride []string
+	ts           int64 // origin_server_ts, if not 0
+	// eventID, if set, is the event's ID instead of the computed one (needs
+	// pdu.UseInternalMetaForGetEventID), to replay a history from elsewhere
+	// with its event ID tie-breaks.
+	eventID id.EventID
 }
 
 func sk(s string) *string { return &s }
@@ -212,6 +218,9 @@ func (r *testRoom) insert(spec eventSpec, prevs []id.EventID, before StateMap) (
 	if r.tsFromDepth {
 		ts = 1_700_000_000_000 + depth
 	}
+	if spec.ts != 0 {
+		ts = spec.ts
+	}
 	evt := &pdu.PDU{
 		AuthEvents:     []id.EventID{},
 		Content:        rawContent,
@@ -241,7 +250,9 @@ func (r *testRoom) insert(spec eventSpec, prevs []id.EventID, before StateMap) (
 	if err = evt.FillContentHash(); err != nil {
 		r.tb.Fatal(err)
 	}
-	if r.version.EventIDFormat() == id.EventIDFormatCustom {
+	if spec.eventID != "" {
+		evtID = spec.eventID
+	} else if r.version.EventIDFormat() == id.EventIDFormatCustom {
 		evtID = id.EventID(fmt.Sprintf("$%s:example.com", spec.name))
 	} else if evtID, err = evt.GetEventID(r.version); err != nil {
 		r.tb.Fatal(err)
@@ -254,7 +265,7 @@ func (r *testRoom) insert(spec eventSpec, prevs []id.EventID, before StateMap) (
 	r.ids[spec.name] = evtID
 	r.names[evtID] = spec.name
 
-	if err = eventauth.Authorize(r.version, evt, nil, r.getEvents, nil); err != nil {
+	if err = authrules.Authorize(r.version, evt, nil, r.getEvents, nil); err != nil {
 		evt.InternalMeta.Rejected = true
 	}
 	return evtID, !evt.InternalMeta.Rejected

@@ -43,42 +43,20 @@ func (h *powerHeap) Pop() any {
 }
 
 // reverseTopologicalPowerSort orders events from earliest to latest: Kahn's
-// algorithm over the auth DAG restricted to the given events, picking the
-// smallest candidate by powerSortKey at every step.
-//
-// An auth ancestor may be reachable only through events outside the set, so
-// each event's edges go to its nearest ancestors inside the set (found
-// through any number of outside events). That gives the same reachability,
-// and so the same orderings, as the full auth DAG. (Synapse and ruma follow
-// only edges within the full conflicted set; the two agree whenever such a
-// path exists, which v2.1's conflicted state subgraph ensures between
-// conflicted events.)
-func (r *resolver) reverseTopologicalPowerSort(events []nodeID) []nodeID {
-	inSet := make(map[nodeID]bool, len(events))
-	for _, n := range events {
-		inSet[n] = true
-	}
-	parentsMemo := make(map[nodeID][]nodeID)
-	var parentsOf func(n nodeID) []nodeID
-	// parentsOf returns the nearest in-set auth ancestors of an event (in
-	// the set or not), sorted: its edges in the restricted graph.
-	parentsOf = func(n nodeID) []nodeID {
-		if f, ok := parentsMemo[n]; ok {
-			return f
-		}
-		parentsMemo[n] = nil // the auth graph is acyclic; this only guards bad data
+// algorithm over the auth DAG restricted to the given events (inSet), picking
+// the smallest candidate by powerSortKey at every step. Only auth_events
+// edges between two events of the set count, as in Synapse (see
+// powerClosure); an event caught in a cycle of bad data is left out.
+func (r *resolver) reverseTopologicalPowerSort(events []nodeID, inSet map[nodeID]bool) []nodeID {
+	parentsOf := func(n nodeID) []nodeID {
 		var f []nodeID
 		for _, a := range r.g.nodes[n].auth {
-			if inSet[a] {
+			if inSet[a] && a != n {
 				f = append(f, a)
-			} else {
-				f = append(f, parentsOf(a)...)
 			}
 		}
 		slices.Sort(f)
-		f = slices.Compact(f)
-		parentsMemo[n] = f
-		return f
+		return slices.Compact(f)
 	}
 
 	outDegree := make(map[nodeID]int, len(events))

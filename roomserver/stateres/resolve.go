@@ -50,10 +50,18 @@ var ErrNeedsInternalEventIDs = errors.New("room versions 1 and 2 need pdu.UseInt
 // version. The result is a new map; the inputs are not modified.
 //
 // Rejected events (InternalMeta.Rejected) are never admitted into the resolved
-// state from a conflict, nor used as auth events. The spec (v2 "Rejected
-// events") would re-admit an event that was rejected only because of the state
-// at the event if it passes auth against the resolved state; we cannot tell
-// the two kinds of rejection apart, so like Synapse we keep them out.
+// state from a conflict, nor used as auth events. The spec (v2, "Rejected
+// events") says otherwise for some:
+//
+//	Events that have been rejected due to failing auth based on the state at
+//	the event (rather than based on their auth chain) are handled as usual by
+//	the algorithm, unless otherwise specified.
+//
+// so such an event held by another server's state set would be re-checked
+// against the partially resolved state and could win (gomatrixserverlib does
+// that). Synapse never admits a previously rejected event (a known deviation,
+// synapse#13797), and we cannot tell the two kinds of rejection apart anyway.
+// Servers must agree, so we match Synapse.
 func Resolve(ctx context.Context, roomVersion id.RoomVersion, stateSets []StateMap, provider EventProvider) (StateMap, error) {
 	if !roomVersion.IsKnown() {
 		return nil, fmt.Errorf("stateres: %w %q", id.ErrUnknownRoomVersion, roomVersion)

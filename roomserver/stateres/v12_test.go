@@ -143,13 +143,14 @@ func TestV12ConflictedStateSubgraph(t *testing.T) {
 	}
 	r.assertWinner(state, plKey, "P2")
 
-	// Bob's join IMB is cited by P2 only, so only the correct set's auth chain
-	// has it. P1 is in both chains and so only comes in through the subgraph.
+	// P1 is in both auth chains (Zara's join cites it), so the auth
+	// difference is only the conflicted P2 (P0 is cited by P1): P1 only comes
+	// in through the subgraph. (Bob's join IMB is state in both sets.)
 	diff, err := AuthDifference(ctx, []StateMap{correct, outdated}, r)
 	if err != nil {
 		t.Fatal(err)
 	}
-	assertNames(t, r, "auth difference", diff, "IMB")
+	assertNames(t, r, "auth difference", diff, "P2")
 	g := newEventGraph(r)
 	sub, err := g.conflictedSubgraph(ctx, g.internAll([]id.EventID{r.id("P0"), r.id("P2")}))
 	if err != nil {
