@@ -11,9 +11,11 @@ import (
 	"io"
 	"net"
 	"net/mail"
+	"net/netip"
 	"net/url"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -487,27 +489,91 @@ func (c *Config) validateFederation(bad func(key, format string, args ...any)) {
 	}
 }
 
-// ValidateServerName checks the grammar of a server name (host with optional port).
+// ValidateServerName checks a server name against the spec grammar
+// (appendices, "Server name"); see ParseServerName.
 func ValidateServerName(name string) error {
+	_, _, err := ParseServerName(name)
+	return err
+}
+
+// Bounds of a server name beyond the grammar: the whole name (as mautrix
+// and other servers bound it) and a DNS host (user IDs are 255 bytes in all).
+const (
+	maxServerNameLen = 255
+	maxDNSNameLen    = 230
+)
+
+// ParseServerName splits a server name per the spec grammar: the host is a
+// dotted-quad IPv4 literal (each part 0-255), a bracketed IPv6 literal, or a
+// DNS name of labels of letters, digits and hyphens (1-63 characters each,
+// no empty label: no leading, trailing or double dot); the port, when given,
+// is 1-65535. port is 0 when the name has none. Names are untrusted input
+// (X-Matrix origins, notary queries): nothing is looked up before this.
+func ParseServerName(name string) (host string, port int, err error) {
 	if name == "" {
-		return errors.New("must not be empty")
+		return "", 0, errors.New("must not be empty")
 	}
-	host := name
-	if h, port, err := net.SplitHostPort(name); err == nil {
-		host = h
-		if port == "" {
-			return fmt.Errorf("invalid port in %q", name)
+	if len(name) > maxServerNameLen {
+		return "", 0, fmt.Errorf("server name is longer than %d bytes", maxServerNameLen)
+	}
+	host = name
+	if i := strings.LastIndexByte(name, ':'); i >= 0 && !strings.HasSuffix(name, "]") {
+		if port, err = parsePort(name[i+1:]); err != nil {
+			return "", 0, fmt.Errorf("%q: %w", name, err)
 		}
+		host = name[:i]
 	}
-	if net.ParseIP(strings.Trim(host, "[]")) != nil {
-		return nil
+	switch {
+	case strings.HasPrefix(host, "["):
+		err = validIPv6Literal(host)
+	case strings.Trim(host, "0123456789.") == "":
+		if a, perr := netip.ParseAddr(host); perr != nil || !a.Is4() {
+			err = errors.New("invalid IPv4 literal")
+		}
+	default:
+		err = validDNSName(host)
 	}
-	if len(host) > 230 {
-		return fmt.Errorf("%q is too long", name)
+	if err != nil {
+		return "", 0, fmt.Errorf("%q: %w", name, err)
 	}
-	for _, r := range host {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
-			return fmt.Errorf("%q contains invalid character %q", name, r)
+	return host, port, nil
+}
+
+func parsePort(p string) (int, error) {
+	if p == "" || len(p) > 5 || strings.Trim(p, "0123456789") != "" {
+		return 0, errors.New("port must be 1 to 5 digits")
+	}
+	n, _ := strconv.Atoi(p)
+	if n < 1 || n > 65535 {
+		return 0, errors.New("port must be between 1 and 65535")
+	}
+	return n, nil
+}
+
+func validIPv6Literal(host string) error {
+	inner, ok := strings.CutPrefix(host, "[")
+	inner, ok2 := strings.CutSuffix(inner, "]")
+	if !ok || !ok2 || len(inner) < 2 || len(inner) > 45 || strings.Trim(inner, "0123456789abcdefABCDEF:.") != "" {
+		return errors.New("invalid IPv6 literal")
+	}
+	if a, err := netip.ParseAddr(inner); err != nil || !a.Is6() {
+		return errors.New("invalid IPv6 literal")
+	}
+	return nil
+}
+
+func validDNSName(host string) error {
+	if len(host) > maxDNSNameLen {
+		return fmt.Errorf("host is longer than %d bytes", maxDNSNameLen)
+	}
+	for label := range strings.SplitSeq(host, ".") {
+		if label == "" || len(label) > 63 {
+			return errors.New("host labels must be 1 to 63 characters (no empty label)")
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return fmt.Errorf("host contains invalid character %q", r)
+			}
 		}
 	}
 	return nil
