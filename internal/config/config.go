@@ -187,7 +187,8 @@ type Federation struct {
 	TrustedCAFile string `yaml:"trusted_ca_file"`
 	// AllowedServers, if not empty, are the only servers we federate with;
 	// DeniedServers are refused whatever AllowedServers says. Patterns may use
-	// * (any run of characters) and ? (one character).
+	// * (any run of characters) and ? (one character) and match the host
+	// without port, case-insensitively, as m.room.server_acl does.
 	AllowedServers []string `yaml:"allowed_servers"`
 	DeniedServers  []string `yaml:"denied_servers"`
 	// RequestsPerSecond and Burst limit inbound federation requests per IP.
@@ -482,6 +483,10 @@ func (c *Config) validateFederation(bad func(key, format string, args ...any)) {
 	for _, p := range append(append([]string{}, f.AllowedServers...), f.DeniedServers...) {
 		if strings.TrimSpace(p) == "" {
 			bad("federation.allowed_servers", "server patterns must not be empty")
+		}
+		// Hosts are matched without port, as server ACLs match.
+		if host := p[strings.LastIndexByte(p, ']')+1:]; strings.Contains(host, ":") {
+			bad("federation.allowed_servers", "pattern %q has a port: patterns match the host only", p)
 		}
 	}
 	if f.RequestsPerSecond <= 0 || f.Burst <= 0 {

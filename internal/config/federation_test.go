@@ -32,6 +32,8 @@ func TestValidateFederation(t *testing.T) {
 		{"federation.insecure_http_hosts", func(c *Config) { c.Federation.InsecureHTTPHosts = []string{"unmapped.test"} }},
 		{"federation.trusted_ca_file", func(c *Config) { c.Federation.TrustedCAFile = "/nonexistent/ca.pem" }},
 		{"federation.allowed_servers", func(c *Config) { c.Federation.DeniedServers = []string{" "} }},
+		{"federation.allowed_servers", func(c *Config) { c.Federation.AllowedServers = []string{"a.example:8448"} }},
+		{"federation.allowed_servers", func(c *Config) { c.Federation.DeniedServers = []string{"[::1]:8448"} }},
 		{"federation.requests_per_second", func(c *Config) { c.Federation.Burst = 0 }},
 	}
 	for _, c := range cases {
@@ -45,6 +47,7 @@ func TestValidateFederation(t *testing.T) {
 	ok := Default()
 	ok.Federation.Hosts = map[string]string{"a.test": "127.0.0.1:8448"}
 	ok.Federation.InsecureHTTPHosts = []string{"a.test"}
+	ok.Federation.DeniedServers = []string{"[::1]", "*.evil.example"}
 	ok.Federation.TrustedKeyServers = []TrustedKeyServer{{ServerName: "n.example",
 		VerifyKeys: map[string]string{"ed25519:auto": "Noi6WqcDj0QmPxCNQqgezwTlBKrfqehY1u2FyWP9uYw"}}}
 	if err := ok.Validate(); err != nil {

@@ -121,7 +121,8 @@ federation:
   #   - server_name: "matrix.org"
   #     verify_keys: {"ed25519:auto": "Noi6WqcDj0QmPxCNQqgezwTlBKrfqehY1u2FyWP9uYw"}
   trusted_key_servers: []
-  # Server-level policy (patterns with * and ?). allowed_servers, when not
+  # Server-level policy (patterns with * and ?, matched against the host
+  # without port, as server ACLs do). allowed_servers, when not
   # empty, is the complete list of servers we federate with; denied_servers
   # always wins. Refusals are logged and counted in
   # myelin_federation_policy_refusals_total.
