@@ -100,13 +100,13 @@ func TestDiscovery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srt := c.HTTP.Transport.(*routingTransport).discovered.(*mfed.ServerResolvingTransport)
-	srt.ResolveOpts.DNSClient = fakeDNS(t, map[string]net.SRV{
+	srt := c.HTTP.Transport.(*limitTransport).next.(*routingTransport).discovered.(*discoveredTransport)
+	srt.resolver.opts.DNSClient = fakeDNS(t, map[string]net.SRV{
 		"_matrix-fed._tcp.srv.example.com.":    {Target: "target.example.com.", Port: 1234},
 		"_matrix-fed._tcp.deleg2.example.com.": {Target: "t2.example.com.", Port: 4321},
 		"_matrix._tcp.legacy.example.com.":     {Target: "old.example.com.", Port: 5555},
 	})
-	srt.ResolveOpts.HTTPClient = &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+	srt.resolver.opts.HTTPClient = &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
 		body, status := `{}`, 404
 		switch r.URL.Host {
 		case "wk.example.com":
@@ -122,7 +122,7 @@ func TestDiscovery(t *testing.T) {
 		return &http.Response{StatusCode: status, Body: io.NopCloser(strings.NewReader(body)), Header: http.Header{}, Request: r}, nil
 	})}
 	var dialed string
-	srt.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+	srt.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		mu.Lock()
 		dialed = addr
 		mu.Unlock()
@@ -131,7 +131,7 @@ func TestDiscovery(t *testing.T) {
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(ts.Certificate())
-	srt.Transport.TLSClientConfig = &tls.Config{RootCAs: pool}
+	srt.transport.TLSClientConfig = &tls.Config{RootCAs: pool}
 
 	for _, tc := range []struct {
 		server, dial, host string
@@ -187,7 +187,7 @@ func TestDiscoveryRefusesPrivateAddresses(t *testing.T) {
 	}
 	_, port, _ := net.SplitHostPort(ts.Listener.Addr().String())
 	for _, server := range []string{"127.0.0.1:" + port, "[::1]:" + port, "localhost:" + port} {
-		if _, err := c.Version(context.Background(), server); err == nil || !errors.Is(err, mfed.ErrIPFiltered) {
+		if _, err := c.Version(context.Background(), server); err == nil || !errors.Is(err, ErrNonPublicAddress) {
 			t.Errorf("%s: want a refusal, got %v", server, err)
 		}
 	}

@@ -2,6 +2,7 @@ package storage_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/myelin-chat/myelin/storage"
@@ -13,9 +14,9 @@ func TestServerKeysNeverRegress(t *testing.T) {
 	ctx := context.Background()
 	for backend, db := range openBackends(t) {
 		t.Run(backend, func(t *testing.T) {
-			key := func(validUntil, expired int64, json string) storage.ServerKey {
-				return storage.ServerKey{ServerName: "b.test", KeyID: "ed25519:k", VerifyKey: "pub",
-					ValidUntilTS: validUntil, ExpiredTS: expired, KeyJSON: json, FetchedTS: validUntil + expired}
+			key := func(validUntil, expired int64, pub string) storage.ServerKey {
+				return storage.ServerKey{ServerName: "b.test", KeyID: "ed25519:k", VerifyKey: pub,
+					ValidUntilTS: validUntil, ExpiredTS: expired, FetchedTS: validUntil + expired}
 			}
 			get := func() storage.ServerKey {
 				t.Helper()
@@ -36,7 +37,7 @@ func TestServerKeysNeverRegress(t *testing.T) {
 			}
 			must(db.StoreServerKeys(ctx, []storage.ServerKey{key(2000, 0, `{"v":2}`)}))
 			must(db.StoreServerKeys(ctx, []storage.ServerKey{key(1000, 0, `{"v":1}`)})) // stale
-			if k := get(); k.ValidUntilTS != 2000 || k.KeyJSON != `{"v":2}` {
+			if k := get(); k.ValidUntilTS != 2000 || k.VerifyKey != `{"v":2}` {
 				t.Fatalf("stale response won: %+v", k)
 			}
 			must(db.StoreServerKeys(ctx, []storage.ServerKey{key(3000, 0, `{"v":3}`)}))
@@ -51,6 +52,63 @@ func TestServerKeysNeverRegress(t *testing.T) {
 			all, err := db.ServerKeys(ctx, "b.test")
 			if err != nil || len(all) != 1 {
 				t.Fatalf("ServerKeys: %v %v", all, err)
+			}
+		})
+	}
+}
+
+// A server's stored responses and keys are bounded however many distinct
+// responses it serves: the latest responses (by validity) and the most
+// recently fetched keys are kept; an identical response is stored once.
+func TestServerKeyResponsesPruned(t *testing.T) {
+	ctx := context.Background()
+	for backend, db := range openBackends(t) {
+		t.Run(backend, func(t *testing.T) {
+			store := func(i int, json string, keys int) {
+				t.Helper()
+				resp := storage.ServerKeyResponse{ServerName: "evil.test", ValidUntilTS: int64(1000 + i), FetchedTS: int64(i), JSON: json}
+				var ks []storage.ServerKey
+				for j := range keys {
+					ks = append(ks, storage.ServerKey{ServerName: "evil.test", KeyID: fmt.Sprintf("ed25519:r%d_%d", i, j),
+						VerifyKey: "pub", ExpiredTS: 1, FetchedTS: int64(i)})
+				}
+				if err := db.StoreServerKeyResponse(ctx, resp, ks); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := range 10 {
+				store(i, fmt.Sprintf(`{"n":%d}`, i), 60)
+			}
+			store(10, `{"n":9}`, 0) // the same response again, fetched later
+			resps, err := db.ServerKeyResponses(ctx, "evil.test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(resps) != storage.KeptServerKeyResponses || resps[0].JSON != `{"n":9}` || resps[0].FetchedTS != 10 ||
+				resps[0].ValidUntilTS != 1010 || resps[1].JSON != `{"n":8}` {
+				t.Fatalf("kept responses: %+v", resps)
+			}
+			var n int
+			if err := db.QueryRow(ctx, `SELECT COUNT(*) FROM server_key_responses WHERE server_name = 'evil.test'`).Scan(&n); err != nil || n != 2 {
+				t.Fatalf("%d response rows (%v)", n, err)
+			}
+			keys, err := db.ServerKeys(ctx, "evil.test")
+			if err != nil || len(keys) != storage.KeptServerKeys {
+				t.Fatalf("%d keys kept (%v)", len(keys), err)
+			}
+			if _, err := db.GetServerKey(ctx, "evil.test", "ed25519:r9_59"); err != nil {
+				t.Fatalf("a key of the latest response was pruned: %v", err)
+			}
+			if _, err := db.GetServerKey(ctx, "evil.test", "ed25519:r0_0"); err != storage.ErrNotFound {
+				t.Fatalf("the oldest key was kept: %v", err)
+			}
+			// Other servers are untouched by the pruning.
+			if err := db.StoreServerKeys(ctx, []storage.ServerKey{{ServerName: "good.test", KeyID: "ed25519:a", VerifyKey: "p", ValidUntilTS: 5}}); err != nil {
+				t.Fatal(err)
+			}
+			store(11, `{"n":11}`, 1)
+			if _, err := db.GetServerKey(ctx, "good.test", "ed25519:a"); err != nil {
+				t.Fatalf("another server's key was pruned: %v", err)
 			}
 		})
 	}

@@ -194,6 +194,15 @@ type Federation struct {
 	// RequestsPerSecond and Burst limit inbound federation requests per IP.
 	RequestsPerSecond float64 `yaml:"requests_per_second"`
 	Burst             int     `yaml:"burst"`
+	// NotaryRequestsPerSecond and NotaryBurst limit notary queries
+	// (/_matrix/key/v2/query) per IP, on top of the above.
+	NotaryRequestsPerSecond float64 `yaml:"notary_requests_per_second"`
+	NotaryBurst             int     `yaml:"notary_burst"`
+	// KeyFetchesPerSecond and KeyFetchBurst limit the outbound key fetches
+	// one remote IP can cause (notary queries, X-Matrix headers naming keys
+	// not stored yet).
+	KeyFetchesPerSecond float64 `yaml:"key_fetches_per_second"`
+	KeyFetchBurst       int     `yaml:"key_fetch_burst"`
 }
 
 // TrustedKeyServer is a notary; VerifyKeys (key ID → unpadded base64), when
@@ -278,6 +287,11 @@ func Default() *Config {
 			KeyValidity:       Duration{24 * time.Hour},
 			RequestsPerSecond: 50,
 			Burst:             200,
+
+			NotaryRequestsPerSecond: 1,
+			NotaryBurst:             10,
+			KeyFetchesPerSecond:     0.2,
+			KeyFetchBurst:           20,
 		},
 	}
 }
@@ -491,6 +505,12 @@ func (c *Config) validateFederation(bad func(key, format string, args ...any)) {
 	}
 	if f.RequestsPerSecond <= 0 || f.Burst <= 0 {
 		bad("federation.requests_per_second", "requests_per_second and burst must be positive")
+	}
+	if f.NotaryRequestsPerSecond <= 0 || f.NotaryBurst <= 0 {
+		bad("federation.notary_requests_per_second", "notary_requests_per_second and notary_burst must be positive")
+	}
+	if f.KeyFetchesPerSecond <= 0 || f.KeyFetchBurst <= 0 {
+		bad("federation.key_fetches_per_second", "key_fetches_per_second and key_fetch_burst must be positive")
 	}
 }
 

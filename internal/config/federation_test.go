@@ -35,6 +35,8 @@ func TestValidateFederation(t *testing.T) {
 		{"federation.allowed_servers", func(c *Config) { c.Federation.AllowedServers = []string{"a.example:8448"} }},
 		{"federation.allowed_servers", func(c *Config) { c.Federation.DeniedServers = []string{"[::1]:8448"} }},
 		{"federation.requests_per_second", func(c *Config) { c.Federation.Burst = 0 }},
+		{"federation.notary_requests_per_second", func(c *Config) { c.Federation.NotaryBurst = 0 }},
+		{"federation.key_fetches_per_second", func(c *Config) { c.Federation.KeyFetchesPerSecond = -1 }},
 	}
 	for _, c := range cases {
 		cfg := Default()
