@@ -118,3 +118,87 @@ func TestFederationKeyStorageBounded(t *testing.T) {
 }
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+// manyNamesKeyServer answers key requests for any server name (its Host)
+// with a genuine response signed by a key of that name, counting requests.
+func manyNamesKeyServer(t *testing.T) (*httptest.Server, *atomic.Int32) {
+	var mu sync.Mutex
+	keys := map[string]*mfed.SigningKey{}
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		mu.Lock()
+		if keys[r.Host] == nil {
+			keys[r.Host] = mfed.GenerateSigningKey()
+		}
+		key := keys[r.Host]
+		mu.Unlock()
+		skr := map[string]any{"server_name": r.Host, "valid_until_ts": time.Now().Add(time.Hour).UnixMilli(),
+			"verify_keys": map[string]any{string(key.ID): map[string]any{"key": string(key.Pub)}}}
+		sig := must(key.SignJSON(skr))
+		skr["signatures"] = map[string]any{r.Host: map[string]any{string(key.ID): sig}}
+		_, _ = w.Write(must(json.Marshal(skr)))
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &hits
+}
+
+// An unauthenticated notary query naming many servers fetches only a few of
+// them (the rest are answered from the store), key IDs per server are
+// bounded, and notary queries are rate-limited per IP.
+func TestFederationNotaryFanOutBounded(t *testing.T) {
+	for _, backend := range testserver.Backends {
+		t.Run(backend, func(t *testing.T) {
+			keySrv, hits := manyNamesKeyServer(t)
+			names := map[string]any{}
+			a := testserver.Start(t, backend, testserver.Options{ServerName: "a.test", Configure: func(cfg *config.Config) {
+				cfg.Federation.Hosts = map[string]string{}
+				for i := range 30 {
+					name := fmt.Sprintf("s%d.test", i)
+					names[name] = map[string]any{}
+					cfg.Federation.Hosts[name] = strings.TrimPrefix(keySrv.URL, "http://")
+					cfg.Federation.InsecureHTTPHosts = append(cfg.Federation.InsecureHTTPHosts, name)
+				}
+				cfg.Federation.RequestsPerSecond, cfg.Federation.Burst = 10000, 100000
+				cfg.Federation.KeyFetchesPerSecond, cfg.Federation.KeyFetchBurst = 10000, 100000
+				cfg.Federation.NotaryRequestsPerSecond, cfg.Federation.NotaryBurst = 0.001, 3
+			}})
+			query := func() rawResp {
+				return doJSON(t, a, "POST", "/_matrix/key/v2/query", "", map[string]any{"server_keys": names})
+			}
+			r := query()
+			if r.Status != 200 {
+				t.Fatalf("query: %d %s", r.Status, r.Raw)
+			}
+			if n := hits.Load(); n > 10 {
+				t.Fatalf("one query caused %d fetches", n)
+			}
+			if got := len(r.Body["server_keys"].([]any)); got != int(hits.Load()) {
+				t.Fatalf("%d responses for %d fetched servers", got, hits.Load())
+			}
+			// The next query fetches a few more and answers the known ones from the store.
+			r = query()
+			if got := len(r.Body["server_keys"].([]any)); r.Status != 200 || got != int(hits.Load()) || got <= 10 {
+				t.Fatalf("second query: %d, %d responses, %d fetches", r.Status, got, hits.Load())
+			}
+			// Too many key IDs for one server.
+			ids := map[string]any{}
+			for i := range 33 {
+				ids[fmt.Sprintf("ed25519:k%d", i)] = map[string]any{}
+			}
+			r = doJSON(t, a, "POST", "/_matrix/key/v2/query", "", map[string]any{"server_keys": map[string]any{"s1.test": ids}})
+			if r.Status != 400 || r.errcode() != "M_INVALID_PARAM" {
+				t.Fatalf("33 key IDs: %d %s", r.Status, r.Raw)
+			}
+			// The burst of 3 notary queries is spent.
+			r = do(t, a, "GET", "/_matrix/key/v2/query/s1.test", "", nil)
+			if r.Status != 429 || r.errcode() != "M_LIMIT_EXCEEDED" {
+				t.Fatalf("fourth notary query: %d %s", r.Status, r.Raw)
+			}
+			// Other key endpoints are not held back by the notary limit.
+			if r := do(t, a, "GET", "/_matrix/key/v2/server", "", nil); r.Status != 200 {
+				t.Fatalf("own keys: %d", r.Status)
+			}
+		})
+	}
+}
