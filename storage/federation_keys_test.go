@@ -3,8 +3,10 @@ package storage_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"testing"
 
+	"github.com/myelin-chat/myelin/internal/testserver"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -109,6 +111,69 @@ func TestServerKeyResponsesPruned(t *testing.T) {
 			store(11, `{"n":11}`, 1)
 			if _, err := db.GetServerKey(ctx, "good.test", "ed25519:a"); err != nil {
 				t.Fatalf("another server's key was pruned: %v", err)
+			}
+		})
+	}
+}
+
+// Migration 0080 on a store holding keys the old way (the whole response in
+// every key row): each distinct response is kept once, the latest two per
+// server, and each server keeps at most KeptServerKeys keys.
+func TestServerKeysMigration(t *testing.T) {
+	ctx := context.Background()
+	for _, backend := range testserver.Backends {
+		t.Run(backend, func(t *testing.T) {
+			url := "sqlite:" + filepath.Join(t.TempDir(), "m.db")
+			if backend == "postgres" {
+				var err error
+				if url, err = testserver.PostgresURL(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			db, err := storage.Open(ctx, url, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Back to the schema before 0080, with old-style rows: a hostile
+			// server with 300 keys over 5 responses, a good one with 2 keys in one.
+			for _, q := range []string{
+				`DROP TABLE server_key_responses`,
+				`ALTER TABLE server_keys ADD COLUMN key_json TEXT NOT NULL DEFAULT ''`,
+				`DELETE FROM schema_migrations WHERE version = 80`,
+			} {
+				if _, err := db.Exec(ctx, q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			insert := func(server, keyID string, validUntil, fetched int64, json string) {
+				if _, err := db.Exec(ctx, `INSERT INTO server_keys (server_name, key_id, verify_key, valid_until_ts, expired_ts, key_json, fetched_ts)
+					VALUES ($1, $2, 'pub', $3, 0, $4, $5)`, server, keyID, validUntil, json, fetched); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := range 300 {
+				insert("evil.test", fmt.Sprintf("ed25519:k%d", i), int64(1000+i/60), int64(i), fmt.Sprintf(`{"r":%d}`, i/60))
+			}
+			insert("good.test", "ed25519:a", 5000, 1, `{"good":1}`)
+			insert("good.test", "ed25519:b", 5000, 1, `{"good":1}`)
+			db.Close()
+			if db, err = storage.Open(ctx, url, 2); err != nil {
+				t.Fatalf("migrating: %v", err)
+			}
+			defer db.Close()
+			resps, err := db.ServerKeyResponses(ctx, "evil.test")
+			if err != nil || len(resps) != 2 || resps[0].JSON != `{"r":4}` || resps[1].JSON != `{"r":3}` {
+				t.Fatalf("evil.test responses: %+v %v", resps, err)
+			}
+			if keys, err := db.ServerKeys(ctx, "evil.test"); err != nil || len(keys) != storage.KeptServerKeys || keys[0].KeyID != "ed25519:k299" {
+				t.Fatalf("evil.test keys: %d %v", len(keys), err)
+			}
+			resps, err = db.ServerKeyResponses(ctx, "good.test")
+			if err != nil || len(resps) != 1 || resps[0].JSON != `{"good":1}` || resps[0].ValidUntilTS != 5000 {
+				t.Fatalf("good.test responses: %+v %v", resps, err)
+			}
+			if keys, err := db.ServerKeys(ctx, "good.test"); err != nil || len(keys) != 2 {
+				t.Fatalf("good.test keys: %d %v", len(keys), err)
 			}
 		})
 	}
