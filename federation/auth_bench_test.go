@@ -30,7 +30,15 @@ func (m memKeys) GetServerKey(_ context.Context, server, keyID string) (*storage
 	return &k, nil
 }
 
+func (m memKeys) StoreServerKeyResponse(ctx context.Context, _ storage.ServerKeyResponse, keys []storage.ServerKey) error {
+	return m.StoreServerKeys(ctx, keys)
+}
+
 func (m memKeys) ServerKeys(context.Context, string) ([]storage.ServerKey, error) { return nil, nil }
+
+func (m memKeys) ServerKeyResponses(context.Context, string) ([]storage.ServerKeyResponse, error) {
+	return nil, nil
+}
 
 // BenchmarkAuthenticate: verifying one signed PUT with a 1 KiB body, the
 // origin's key already stored (the common case for every inbound request).

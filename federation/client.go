@@ -21,14 +21,17 @@ import (
 )
 
 // Outbound federation is mautrix's federation.Client (X-Matrix request
-// signing, typed endpoints) with its transport replaced by routingTransport:
+// signing, typed endpoints) with its transport replaced by ours:
+//   - a server name outside the spec grammar is refused before anything;
 //   - servers named in federation.hosts go to the mapped address (HTTPS, or
 //     plain HTTP for federation.insecure_http_hosts), with the server name as
 //     Host header and TLS name — this is how tests federate on one machine;
-//   - every other server is discovered by mautrix's resolver (.well-known,
-//     SRV _matrix-fed._tcp / _matrix._tcp, port 8448), cached in memory, and
+//   - every other server is discovered (resolver: .well-known, SRV
+//     _matrix-fed._tcp / _matrix._tcp, port 8448; mautrix's pieces, with a
+//     bounded cache, short caching of failures and a checked m.server) and
 //     reached only at public addresses: the dialer refuses private and
-//     loopback addresses at connect time, and so does the .well-known fetch.
+//     loopback addresses at connect time, and so does the .well-known fetch;
+//   - every response body is capped by endpoint (responseLimit).
 
 // ErrNonPublicAddress: a discovered server resolved to a private address.
 var ErrNonPublicAddress = errors.New("refusing to connect to a non-public address")
@@ -62,24 +65,24 @@ func NewClient(cfg *config.Config, key *mfed.SigningKey, policy Policy) (*mfed.C
 	c.AllowServer = func(server string) bool {
 		return policy.AllowServer(context.Background(), server, PurposeOutbound)
 	}
-	srt, ok := c.HTTP.Transport.(*mfed.ServerResolvingTransport)
-	if !ok {
-		return nil, fmt.Errorf("unexpected mautrix federation transport %T", c.HTTP.Transport)
+	// The transport caps each response by endpoint; mautrix's own cap stays
+	// as the ceiling above the largest of them.
+	c.ResponseSizeLimit = max(c.ResponseSizeLimit, ResponseLimitSendJoin)
+	discovered := &discoveredTransport{
+		resolver: newResolver(&mfed.ResolveServerNameOpts{HTTPClient: wellKnownClient(tlsConf), DNSClient: net.DefaultResolver}),
+		dial:     publicOnlyDialer().DialContext,
 	}
-	srt.ResolveOpts = &mfed.ResolveServerNameOpts{
-		HTTPClient: wellKnownClient(tlsConf),
-		DNSClient:  net.DefaultResolver,
-	}
+	discovered.transport = settings.WithDial(discovered.dialResolved).Configure(&http.Transport{})
 	rt := &routingTransport{
 		hosts:      cfg.Federation.Hosts,
 		insecure:   map[string]bool{},
-		discovered: srt,
+		discovered: discovered,
 	}
 	for _, name := range cfg.Federation.InsecureHTTPHosts {
 		rt.insecure[name] = true
 	}
 	rt.fixed = settings.WithDial(rt.dialFixed).Configure(&http.Transport{})
-	c.HTTP.Transport = rt
+	c.HTTP.Transport = &limitTransport{next: rt}
 	return c, nil
 }
 
@@ -152,6 +155,9 @@ func (t *routingTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		return nil, fmt.Errorf("unsupported scheme %q", req.URL.Scheme)
 	}
 	server := req.URL.Host
+	if err := config.ValidateServerName(server); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadServerName, err)
+	}
 	addr, ok := t.hosts[server]
 	if !ok {
 		return t.discovered.RoundTrip(req)

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
 	mfed "maunium.net/go/mautrix/federation"
@@ -100,13 +102,13 @@ func TestDiscovery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srt := c.HTTP.Transport.(*routingTransport).discovered.(*mfed.ServerResolvingTransport)
-	srt.ResolveOpts.DNSClient = fakeDNS(t, map[string]net.SRV{
+	srt := c.HTTP.Transport.(*limitTransport).next.(*routingTransport).discovered.(*discoveredTransport)
+	srt.resolver.opts.DNSClient = fakeDNS(t, map[string]net.SRV{
 		"_matrix-fed._tcp.srv.example.com.":    {Target: "target.example.com.", Port: 1234},
 		"_matrix-fed._tcp.deleg2.example.com.": {Target: "t2.example.com.", Port: 4321},
 		"_matrix._tcp.legacy.example.com.":     {Target: "old.example.com.", Port: 5555},
 	})
-	srt.ResolveOpts.HTTPClient = &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+	srt.resolver.opts.HTTPClient = &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
 		body, status := `{}`, 404
 		switch r.URL.Host {
 		case "wk.example.com":
@@ -115,6 +117,8 @@ func TestDiscovery(t *testing.T) {
 			body, status = `{"m.server":"deleg2.example.com"}`, 200
 		case "bad.example.com":
 			body, status = `{"m.server":`, 200
+		case "badname.example.com":
+			body, status = `{"m.server":"evil host:99999"}`, 200
 		}
 		if r.URL.Scheme != "https" || r.URL.Path != "/.well-known/matrix/server" {
 			t.Errorf("well-known fetched at %s", r.URL)
@@ -122,7 +126,7 @@ func TestDiscovery(t *testing.T) {
 		return &http.Response{StatusCode: status, Body: io.NopCloser(strings.NewReader(body)), Header: http.Header{}, Request: r}, nil
 	})}
 	var dialed string
-	srt.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+	srt.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		mu.Lock()
 		dialed = addr
 		mu.Unlock()
@@ -131,7 +135,7 @@ func TestDiscovery(t *testing.T) {
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(ts.Certificate())
-	srt.Transport.TLSClientConfig = &tls.Config{RootCAs: pool}
+	srt.transport.TLSClientConfig = &tls.Config{RootCAs: pool}
 
 	for _, tc := range []struct {
 		server, dial, host string
@@ -144,6 +148,7 @@ func TestDiscovery(t *testing.T) {
 		{"srv.example.com", "target.example.com:1234", "srv.example.com"},              // no well-known: SRV _matrix-fed
 		{"legacy.example.com", "old.example.com:5555", "legacy.example.com"},           // deprecated _matrix._tcp
 		{"bad.example.com", "bad.example.com:8448", "bad.example.com"},                 // invalid well-known: as if none
+		{"badname.example.com", "badname.example.com:8448", "badname.example.com"},     // invalid m.server: as if none
 		{"plain.example.com", "plain.example.com:8448", "plain.example.com"},           // nothing: port 8448
 	} {
 		t.Run(tc.server, func(t *testing.T) {
@@ -160,6 +165,18 @@ func TestDiscovery(t *testing.T) {
 				t.Fatalf("dialed %q with Host %q, want %q with %q", dialed, gotHost, tc.dial, tc.host)
 			}
 		})
+	}
+
+	// A failed or invalid .well-known is retried soon, a valid one cached for long.
+	for server, maxTTL := range map[string]time.Duration{"plain.example.com": resolutionFailureTTL,
+		"badname.example.com": resolutionFailureTTL, "wk.example.com": resolutionTTL} {
+		res, ok := srt.resolver.cache.get(server)
+		if !ok {
+			t.Fatalf("%s not cached", server)
+		}
+		if ttl := time.Until(res.Expires); ttl > maxTTL || ttl < maxTTL-time.Minute {
+			t.Errorf("%s cached for %s, want %s", server, ttl, maxTTL)
+		}
 	}
 
 	// A statically mapped server: its address, plain HTTP, its name as Host.
@@ -187,7 +204,7 @@ func TestDiscoveryRefusesPrivateAddresses(t *testing.T) {
 	}
 	_, port, _ := net.SplitHostPort(ts.Listener.Addr().String())
 	for _, server := range []string{"127.0.0.1:" + port, "[::1]:" + port, "localhost:" + port} {
-		if _, err := c.Version(context.Background(), server); err == nil || !errors.Is(err, mfed.ErrIPFiltered) {
+		if _, err := c.Version(context.Background(), server); err == nil || !errors.Is(err, ErrNonPublicAddress) {
 			t.Errorf("%s: want a refusal, got %v", server, err)
 		}
 	}
@@ -204,5 +221,23 @@ func TestDiscoveryRefusesPrivateAddresses(t *testing.T) {
 	}
 	if _, err := c.Version(context.Background(), "local.test"); err != nil {
 		t.Fatalf("mapped server: %v", err)
+	}
+}
+
+// The resolution cache is bounded whatever names are asked for, and no
+// per-name state outlives a lookup.
+func TestResolverBounded(t *testing.T) {
+	r := newResolver(&mfed.ResolveServerNameOpts{})
+	for i := range maxCachedResolutions + 1000 {
+		name := fmt.Sprintf("10.%d.%d.%d:8448", i>>16&255, i>>8&255, i&255)
+		if _, err := r.resolve(context.Background(), name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := r.cache.len(); n != maxCachedResolutions {
+		t.Fatalf("%d cached resolutions", n)
+	}
+	if _, err := r.resolve(context.Background(), "a.test:99999"); !errors.Is(err, ErrBadServerName) {
+		t.Fatalf("bad port: %v", err)
 	}
 }

@@ -3,11 +3,13 @@ package federation
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -24,9 +26,14 @@ import (
 
 // Bounds on what unauthenticated key queries can make us do.
 const (
-	maxKeyResponseBytes = 1 << 20
-	notaryQueryTimeout  = 20 * time.Second
-	notaryParallelism   = 8
+	notaryQueryTimeout = 20 * time.Second // fetching for one query; answers from the store follow
+	notaryParallelism  = 8
+	// maxNotaryServers and maxNotaryKeyIDs bound one POST /_matrix/key/v2/query
+	// (400 M_INVALID_PARAM beyond); notaryFetchesPerQuery is how many of its
+	// servers may be fetched, the others are answered from the store.
+	maxNotaryServers      = 100
+	maxNotaryKeyIDs       = 32
+	notaryFetchesPerQuery = 10
 )
 
 // SoftwareVersion is reported by GET /_matrix/federation/v1/version and in
@@ -64,8 +71,9 @@ type Module struct {
 	// and the fetcher refuses every remote server.
 	Enabled bool
 
-	profiles ProfileFunc
-	limiter  *ratelimit.Limiter
+	profiles      ProfileFunc
+	limiter       *ratelimit.Limiter
+	notaryLimiter *ratelimit.Limiter
 }
 
 // New builds the federation module: loads old keys from
@@ -94,15 +102,15 @@ func New(o Options) (*Module, error) {
 		Enabled:    enabled,
 		profiles:   o.Profiles,
 		limiter:    ratelimit.New(cfg.Federation.RequestsPerSecond, cfg.Federation.Burst),
+
+		notaryLimiter: ratelimit.New(cfg.Federation.NotaryRequestsPerSecond, cfg.Federation.NotaryBurst),
 	}
 	if m.Client, err = NewClient(cfg, o.SigningKey, m.Policy); err != nil {
 		return nil, err
 	}
-	// Key responses are a few KiB: fetch them with a client that reads at most
-	// maxKeyResponseBytes, so that a hostile server cannot make us buffer more.
-	keyClient := *m.Client
-	keyClient.ResponseSizeLimit = maxKeyResponseBytes
-	m.Fetcher = &KeyFetcher{Own: m.Keys, Store: o.Store, Client: &keyClient, Notaries: cfg.Federation.TrustedKeyServers, Policy: m.Policy}
+	// Key responses are small: the transport caps them (ResponseLimitKeys).
+	m.Fetcher = &KeyFetcher{Own: m.Keys, Store: o.Store, Client: m.Client, Notaries: cfg.Federation.TrustedKeyServers, Policy: m.Policy,
+		RequesterFetches: ratelimit.New(cfg.Federation.KeyFetchesPerSecond, cfg.Federation.KeyFetchBurst)}
 	m.Auth = &Authenticator{ServerName: cfg.ServerName, Keys: m.Fetcher, Policy: m.Policy}
 	return m, nil
 }
@@ -122,8 +130,8 @@ func (m *Module) Mount(r chi.Router) {
 		r.NotFound(notFound)
 		r.MethodNotAllowed(methodNotAllowed)
 		r.Get("/server", m.serverKeys)
-		r.Get("/query/{serverName}", mxhttp.HandlerFunc(m.queryKeysGet).ServeHTTP)
-		r.Post("/query", mxhttp.HandlerFunc(m.queryKeysPost).ServeHTTP)
+		r.With(m.notaryRateLimit).Get("/query/{serverName}", mxhttp.HandlerFunc(m.queryKeysGet).ServeHTTP)
+		r.With(m.notaryRateLimit).Post("/query", mxhttp.HandlerFunc(m.queryKeysPost).ServeHTTP)
 	})
 	r.Route("/_matrix/federation", func(r chi.Router) {
 		r.Use(m.rateLimit)
@@ -145,20 +153,30 @@ func methodNotAllowed(w http.ResponseWriter, r *http.Request) {
 	mxhttp.WriteError(w, r, mxhttp.MethodNotAllowed())
 }
 
-// rateLimit limits federation requests per remote IP.
+// rateLimit limits federation requests per remote IP, and marks the
+// request's context with the IP: key fetches it causes count against it.
 func (m *Module) rateLimit(next http.Handler) http.Handler {
+	return limitPerIP(m.limiter, next)
+}
+
+// notaryRateLimit limits notary queries per remote IP.
+func (m *Module) notaryRateLimit(next http.Handler) http.Handler {
+	return limitPerIP(m.notaryLimiter, next)
+}
+
+func limitPerIP(l *ratelimit.Limiter, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ip, _, err := net.SplitHostPort(r.RemoteAddr)
 		if err != nil {
 			ip = r.RemoteAddr
 		}
-		if ok, wait := m.limiter.Allow(ip); !ok {
+		if ok, wait := l.Allow(ip); !ok {
 			ms := wait.Milliseconds() + 1
 			w.Header().Set("Retry-After", strconv.FormatInt((ms+999)/1000, 10))
 			mxhttp.WriteError(w, r, mxhttp.LimitExceeded("Too many requests").With("retry_after_ms", ms))
 			return
 		}
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, r.WithContext(WithRequester(r.Context(), ip)))
 	})
 }
 
@@ -176,10 +194,6 @@ func (m *Module) serverKeys(w http.ResponseWriter, r *http.Request) {
 	mxhttp.WriteJSON(w, http.StatusOK, resp)
 }
 
-// maxNotaryServers bounds one POST /_matrix/key/v2/query: each unknown
-// server may cost an outbound fetch.
-const maxNotaryServers = 100
-
 type notaryResponse struct {
 	ServerKeys []json.RawMessage `json:"server_keys"`
 }
@@ -195,7 +209,9 @@ func (m *Module) queryKeysGet(w http.ResponseWriter, r *http.Request) error {
 		}
 		minValid = time.UnixMilli(ts)
 	}
-	out := notaryResponse{ServerKeys: m.notaryAnswer(r.Context(), server, nil, minValid)}
+	fetchCtx, cancel := context.WithTimeout(r.Context(), notaryQueryTimeout)
+	defer cancel()
+	out := notaryResponse{ServerKeys: m.notaryAnswer(r.Context(), fetchCtx, server, nil, minValid, nil)}
 	if out.ServerKeys == nil {
 		out.ServerKeys = []json.RawMessage{}
 	}
@@ -219,13 +235,20 @@ func (m *Module) queryKeysPost(w http.ResponseWriter, r *http.Request) error {
 	if len(req.ServerKeys) > maxNotaryServers {
 		return mxhttp.InvalidParam("At most %d servers per query", maxNotaryServers)
 	}
+	for server, criteria := range req.ServerKeys {
+		if len(criteria) > maxNotaryKeyIDs {
+			return mxhttp.InvalidParam("At most %d key IDs per server (%.100q has %d)", maxNotaryKeyIDs, server, len(criteria))
+		}
+	}
 	out := notaryResponse{ServerKeys: []json.RawMessage{}}
 	now := time.Now()
-	// One deadline for the whole query and a few fetches at a time: an
-	// unauthenticated request must not hold a handler (or many outbound
-	// connections) for long.
-	ctx, cancel := context.WithTimeout(r.Context(), notaryQueryTimeout)
+	// One deadline for the fetches of the whole query, a few at a time and
+	// a few in all: an unauthenticated request must not hold a handler (or
+	// many outbound connections) for long. Answers from the store need none.
+	fetchCtx, cancel := context.WithTimeout(r.Context(), notaryQueryTimeout)
 	defer cancel()
+	var budget atomic.Int32
+	budget.Store(notaryFetchesPerQuery)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, notaryParallelism)
@@ -244,7 +267,7 @@ func (m *Module) queryKeysPost(w http.ResponseWriter, r *http.Request) error {
 		// does not cover this goroutine).
 		recovery.Go(recovery.Notary, func() {
 			defer func() { <-slots; wg.Done() }()
-			answer := m.notaryAnswer(ctx, server, keyIDs, minValid)
+			answer := m.notaryAnswer(r.Context(), fetchCtx, server, keyIDs, minValid, &budget)
 			mu.Lock()
 			out.ServerKeys = append(out.ServerKeys, answer...)
 			mu.Unlock()
@@ -255,12 +278,13 @@ func (m *Module) queryKeysPost(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// notaryAnswer returns server's key responses co-signed by us: from the
-// store when they satisfy the query, otherwise after fetching them from the
-// server directly (never through other notaries); the last cached responses
-// when the server is unreachable, so old signatures stay checkable; nothing
-// when there are none, the name is invalid or the policy refuses the server.
-func (m *Module) notaryAnswer(ctx context.Context, server string, keyIDs []id.KeyID, minValid time.Time) []json.RawMessage {
+// notaryAnswer returns server's latest stored key responses co-signed by
+// us. When they do not satisfy the query the server is asked first
+// (directly, never through other notaries; within fetchCtx, and only while
+// budget, if any, lasts); an unreachable server's last responses are still
+// returned, so old signatures stay checkable. Nothing when there are none,
+// the name is invalid or the policy refuses the server.
+func (m *Module) notaryAnswer(ctx, fetchCtx context.Context, server string, keyIDs []id.KeyID, minValid time.Time, budget *atomic.Int32) []json.RawMessage {
 	if server == m.ServerName {
 		own, err := m.Keys.Response(time.Now())
 		if err != nil {
@@ -275,29 +299,24 @@ func (m *Module) notaryAnswer(ctx context.Context, server string, keyIDs []id.Ke
 	if err != nil {
 		return nil
 	}
-	if !satisfies(rows, keyIDs, minValid) {
+	if !satisfies(rows, keyIDs, minValid) && (budget == nil || budget.Add(-1) >= 0) {
 		var want id.KeyID
 		if len(keyIDs) > 0 {
 			want = keyIDs[0]
 		}
-		if err := m.Fetcher.refresh(ctx, server, want, minValid, false); err == nil {
-			if fresh, err := m.Fetcher.Store.ServerKeys(ctx, server); err == nil {
-				rows = fresh
-			}
+		if err := m.Fetcher.refresh(fetchCtx, server, want, minValid, false); err != nil {
+			slog.DebugContext(ctx, "notary: fetching keys failed", "server", server, "err", err)
 		}
 	}
-	seen := map[string]bool{}
-	var out []json.RawMessage
-	for _, k := range rows {
-		if seen[k.KeyJSON] {
-			continue
+	resps, err := m.Fetcher.Store.ServerKeyResponses(ctx, server)
+	if err != nil {
+		return nil
+	}
+	out := make([]json.RawMessage, 0, len(resps))
+	for _, resp := range resps {
+		if signed, err := m.Keys.CoSign(json.RawMessage(resp.JSON)); err == nil {
+			out = append(out, signed)
 		}
-		seen[k.KeyJSON] = true
-		signed, err := m.Keys.CoSign(json.RawMessage(k.KeyJSON))
-		if err != nil {
-			continue
-		}
-		out = append(out, signed)
 	}
 	return out
 }

@@ -56,15 +56,15 @@ func TestParseXMatrix(t *testing.T) {
 
 func TestServerListPolicy(t *testing.T) {
 	ctx := context.Background()
-	p := ServerListPolicy{Allowed: []string{"*.partner.example", "solo.example", "port.example:84??"}, Denied: []string{"bad.partner.example", "[x]"}}
+	p := ServerListPolicy{Allowed: []string{"*.partner.example", "solo.example", "IP.Example."}, Denied: []string{"bad.partner.example", "[x]"}}
 	for server, want := range map[string]bool{
 		"a.partner.example":   true,
 		"A.Partner.Example":   true,
 		"partner.example":     false, // *. needs a label
 		"bad.partner.example": false, // denied wins
 		"solo.example":        true,
-		"solo.example:8448":   false, // patterns match the whole name, port included
-		"port.example:8448":   true,
+		"solo.example:8448":   true, // hosts are matched without port, as server ACLs do
+		"ip.example":          true, // patterns are normalized too
 		"other.example":       false,
 		"[x]":                 false,
 	} {
@@ -81,6 +81,31 @@ func TestServerListPolicy(t *testing.T) {
 	c.AllowServer(ctx, "y.example", PurposeProfile)
 	if got := testutil.ToFloat64(c.refusals.WithLabelValues("profile")); got != 2 {
 		t.Fatalf("refusals counted: %v", got)
+	}
+}
+
+// A deny of evil.example.com holds whatever spelling of the name is used:
+// case, trailing dot, port. Malformed names are refused outright.
+func TestPolicyNormalizesNames(t *testing.T) {
+	ctx := context.Background()
+	deny := NewCountingPolicy(ServerListPolicy{Denied: []string{"evil.example.com"}}, nil)
+	for _, name := range []string{"evil.example.com", "EVIL.Example.Com", "evil.example.com.", "evil.example.com:8448",
+		"Evil.Example.Com.:443", "evil.example.com:99999", "bad name", ""} {
+		if deny.AllowServer(ctx, name, PurposeKeyFetch) {
+			t.Errorf("%q passed a deny of evil.example.com", name)
+		}
+	}
+	allow := NewCountingPolicy(ServerListPolicy{Allowed: []string{"good.example", "[::1]"}}, nil)
+	for name, want := range map[string]bool{"good.example": true, "GOOD.example:8448": true, "[::1]:8448": true,
+		"good.example.evil.test": false, "good.example:0": false} {
+		if got := allow.AllowServer(ctx, name, PurposeInbound); got != want {
+			t.Errorf("allow list, %q: %v, want %v", name, got, want)
+		}
+	}
+	for name, want := range map[string]string{"A.Example.:8448": "a.example", "[::1]:8448": "[::1]", "x.test": "x.test"} {
+		if got := PolicyHost(name); got != want {
+			t.Errorf("PolicyHost(%q) = %q, want %q", name, got, want)
+		}
 	}
 }
 

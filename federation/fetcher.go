@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,18 +13,19 @@ import (
 	"go.mau.fi/util/jsontime"
 	"golang.org/x/sync/singleflight"
 	mfed "maunium.net/go/mautrix/federation"
-	"maunium.net/go/mautrix/federation/signutil"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/internal/config"
+	"github.com/myelin-chat/myelin/internal/ratelimit"
 	"github.com/myelin-chat/myelin/storage"
 )
 
 // KeyStore persists remote servers' keys (implemented by *storage.DB).
 type KeyStore interface {
-	StoreServerKeys(ctx context.Context, keys []storage.ServerKey) error
+	StoreServerKeyResponse(ctx context.Context, resp storage.ServerKeyResponse, keys []storage.ServerKey) error
 	GetServerKey(ctx context.Context, serverName, keyID string) (*storage.ServerKey, error)
 	ServerKeys(ctx context.Context, serverName string) ([]storage.ServerKey, error)
+	ServerKeyResponses(ctx context.Context, serverName string) ([]storage.ServerKeyResponse, error)
 }
 
 // KeyClient is the part of the federation client the fetcher uses
@@ -41,24 +41,40 @@ var (
 	ErrServerDenied   = errors.New("server refused by the federation policy")
 	ErrFetchBackoff   = errors.New("recent key fetch failed; backing off")
 	ErrBadKeyResponse = errors.New("invalid key response")
+	ErrBadServerName  = errors.New("invalid server name")
+	ErrFetchLimited   = errors.New("too many key fetches caused by this requester")
 )
 
 // maxKeyValidity caps a fetched valid_until_ts, as the spec requires (the
 // lesser of valid_until_ts and 7 days ahead).
 const maxKeyValidity = 7 * 24 * time.Hour
 
-// Negative-cache backoff after a failed fetch: doubling from min to max.
+// How often servers are asked for their keys. Lookups come from
+// unauthenticated input (any X-Matrix header names any origin and key ID,
+// any notary query any server), so every bound holds per server and per
+// requester, and memory for them is bounded too.
 const (
+	// Negative-cache backoff after a failed fetch: doubling from min to max.
+	// The max stays short: a failure may have been provoked by someone else.
 	minFetchBackoff = 30 * time.Second
-	maxFetchBackoff = time.Hour
+	maxFetchBackoff = 10 * time.Minute
+	// minRefetchInterval: after a server answered, key IDs it did not list
+	// are answered "not found" from that answer for this long instead of
+	// asking again (a forged key ID per request would otherwise be a fetch
+	// per request; a real new key waits at most this long).
+	minRefetchInterval = time.Minute
+	// maxTrackedServers bounds the per-server records (LRU).
+	maxTrackedServers = 10000
 )
 
 // KeyFetcher finds other servers' signing keys: from the store, else from
 // the server itself (GET /_matrix/key/v2/server), else from the configured
 // notaries (POST /_matrix/key/v2/query). Every response is checked (server
-// name, self-signatures, notary signatures) before any key is stored.
-// Failures are cached per server with exponential backoff, and concurrent
-// lookups of one server share one fetch. It implements roomserver.KeyGetter.
+// name, self-signatures, notary signatures, bounds) before anything is
+// stored. Failures are cached per server with exponential backoff, a server
+// that answered is not asked again for minRefetchInterval, fetches caused by
+// one requester are rate-limited, and concurrent lookups of one server share
+// one fetch. It implements roomserver.KeyGetter.
 type KeyFetcher struct {
 	Own      *KeyRing
 	Store    KeyStore
@@ -68,10 +84,14 @@ type KeyFetcher struct {
 	// Timeout bounds a GetKey call (which has no context of its own).
 	Timeout time.Duration
 	Now     func() time.Time
+	// RequesterFetches limits the fetches one requester (WithRequester) may
+	// cause; nil: unlimited.
+	RequesterFetches *ratelimit.Limiter
 
 	group    singleflight.Group
-	mu       sync.Mutex
-	failures map[string]*fetchFailure
+	initOnce sync.Once
+	failures *lru[string, fetchFailure]
+	answered *lru[string, time.Time] // when each server last answered
 }
 
 type fetchFailure struct {
@@ -80,11 +100,31 @@ type fetchFailure struct {
 	err   error
 }
 
+func (f *KeyFetcher) init() {
+	f.initOnce.Do(func() {
+		f.failures = newLRU[string, fetchFailure](maxTrackedServers)
+		f.answered = newLRU[string, time.Time](maxTrackedServers)
+	})
+}
+
 func (f *KeyFetcher) now() time.Time {
 	if f.Now != nil {
 		return f.Now()
 	}
 	return time.Now()
+}
+
+type requesterKey struct{}
+
+// WithRequester marks ctx as serving a request from requester (a remote
+// IP): the key fetches it causes count against that requester's budget.
+func WithRequester(ctx context.Context, requester string) context.Context {
+	return context.WithValue(ctx, requesterKey{}, requester)
+}
+
+func requesterOf(ctx context.Context) string {
+	s, _ := ctx.Value(requesterKey{}).(string)
+	return s
 }
 
 // GetKey implements roomserver.KeyGetter (mautrix's pdu.GetKeyFunc): the key
@@ -128,6 +168,13 @@ func (f *KeyFetcher) Lookup(ctx context.Context, serverName string, keyID id.Key
 		}
 		return k, nil
 	}
+	if err := config.ValidateServerName(serverName); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadServerName, err)
+	}
+	if !validKeyID(keyID) {
+		// Nothing is stored under such an ID, and no response may carry one.
+		return nil, fmt.Errorf("%w: %q of %s is not an ed25519 key ID", ErrKeyNotFound, keyID, serverName)
+	}
 	stored, err := f.Store.GetServerKey(ctx, serverName, string(keyID))
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
 		return nil, err
@@ -147,43 +194,54 @@ func (f *KeyFetcher) Lookup(ctx context.Context, serverName string, keyID id.Key
 	return nil, fmt.Errorf("%w: %s of %s", ErrKeyNotFound, keyID, serverName)
 }
 
-// maxTrackedFailures bounds the per-server backoff records.
-const maxTrackedFailures = 10000
-
 // refresh fetches serverName's keys (directly, then, if viaNotaries and the
 // key is still missing or not valid long enough, through the notaries),
-// honouring the policy and the failure backoff; concurrent refreshes of one
-// server share one fetch.
+// honouring the name grammar, the policy, the failure backoff, the refetch
+// interval and the requester's budget; concurrent refreshes of one server
+// share one fetch, which a caller stops waiting for when its ctx ends.
 func (f *KeyFetcher) refresh(ctx context.Context, serverName string, keyID id.KeyID, minValidUntil time.Time, viaNotaries bool) error {
+	f.init()
+	if err := config.ValidateServerName(serverName); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadServerName, err)
+	}
 	if !f.Policy.AllowServer(ctx, serverName, PurposeKeyFetch) {
 		return ErrServerDenied
 	}
 	if err := f.backingOff(serverName); err != nil {
 		return err
 	}
+	if at, ok := f.answered.get(serverName); ok && f.now().Sub(at) < minRefetchInterval {
+		return nil // what it answered a moment ago stands
+	}
+	if r := requesterOf(ctx); r != "" && f.RequesterFetches != nil {
+		if ok, _ := f.RequesterFetches.Allow(r); !ok {
+			return ErrFetchLimited
+		}
+	}
 	flight := fmt.Sprintf("%t\x00%s", viaNotaries, serverName)
-	reached, err, _ := f.group.Do(flight, func() (any, error) {
+	ch := f.group.DoChan(flight, func() (any, error) {
 		// Detached from the first caller's context so that its cancellation
 		// does not fail the others sharing the fetch; still bounded.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestTimeout)
 		defer cancel()
 		err := f.fetchDirect(fctx, serverName)
 		reached := err == nil
-		if reached && f.has(fctx, serverName, keyID, minValidUntil) || !viaNotaries || len(f.Notaries) == 0 {
-			return reached, err
+		if (!reached || !f.has(fctx, serverName, keyID, minValidUntil)) && viaNotaries && len(f.Notaries) > 0 {
+			if nerr := f.fetchFromNotaries(fctx, serverName, keyID, minValidUntil); nerr != nil {
+				err = errors.Join(err, nerr)
+			} else {
+				err = nil
+			}
 		}
-		if nerr := f.fetchFromNotaries(fctx, serverName, keyID, minValidUntil); nerr != nil {
-			return reached, errors.Join(err, nerr)
-		}
-		return reached, nil
+		f.recordOutcome(serverName, reached, err)
+		return nil, err
 	})
-	// Back off only when the server could not be asked. A key ID it does not
-	// have is an answer, not an outage: an unauthenticated X-Matrix header
-	// names any key ID it likes, and must not cut us off from a real partner.
-	if r, _ := reached.(bool); !r || err == nil {
-		f.recordOutcome(serverName, err)
+	select {
+	case res := <-ch:
+		return res.Err
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the keys of %s: %w", serverName, ctx.Err())
 	}
-	return err
 }
 
 func (f *KeyFetcher) has(ctx context.Context, serverName string, keyID id.KeyID, minValidUntil time.Time) bool {
@@ -192,44 +250,29 @@ func (f *KeyFetcher) has(ctx context.Context, serverName string, keyID id.KeyID,
 }
 
 func (f *KeyFetcher) backingOff(serverName string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if fl := f.failures[serverName]; fl != nil && f.now().Before(fl.until) {
+	if fl, ok := f.failures.get(serverName); ok && f.now().Before(fl.until) {
 		return fmt.Errorf("%w (until %s): %v", ErrFetchBackoff, fl.until.Format(time.RFC3339), fl.err)
 	}
 	return nil
 }
 
-func (f *KeyFetcher) recordOutcome(serverName string, err error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err == nil {
-		delete(f.failures, serverName)
+// recordOutcome notes a fetch: a server that answered starts the refetch
+// interval and leaves backoff. Only a server that could not be asked (and
+// no notary knew its keys) backs off: a key ID it does not have is an
+// answer, not an outage, and an unauthenticated X-Matrix header names any
+// key ID it likes.
+func (f *KeyFetcher) recordOutcome(serverName string, reached bool, err error) {
+	now := f.now()
+	if reached || err == nil {
+		f.answered.put(serverName, now)
+		f.failures.remove(serverName)
 		return
 	}
-	if f.failures == nil {
-		f.failures = map[string]*fetchFailure{}
-	}
-	if len(f.failures) >= maxTrackedFailures {
-		// Server names come from unauthenticated input: keep the map bounded.
-		now := f.now()
-		for name, fl := range f.failures {
-			if now.After(fl.until) {
-				delete(f.failures, name)
-			}
-		}
-		if len(f.failures) >= maxTrackedFailures {
-			clear(f.failures)
-		}
-	}
-	fl := f.failures[serverName]
-	if fl == nil {
-		fl = &fetchFailure{}
-		f.failures[serverName] = fl
-	}
-	fl.count++
-	backoff := minFetchBackoff << min(fl.count-1, 10)
-	fl.until, fl.err = f.now().Add(min(backoff, maxFetchBackoff)), err
+	fl := f.failures.update(serverName, func(fl fetchFailure, _ bool) fetchFailure {
+		fl.count++
+		fl.until, fl.err = now.Add(min(minFetchBackoff<<min(fl.count-1, 10), maxFetchBackoff)), err
+		return fl
+	})
 	slog.Warn("fetching server keys failed", "server", serverName, "failures", fl.count, "retry_after", fl.until, "err", err)
 }
 
@@ -239,11 +282,11 @@ func (f *KeyFetcher) fetchDirect(ctx context.Context, serverName string) error {
 	if err != nil {
 		return fmt.Errorf("fetching keys from %s: %w", serverName, err)
 	}
-	keys, err := f.checkResponse(serverName, resp)
+	stored, keys, err := f.checkResponse(serverName, resp)
 	if err != nil {
 		return fmt.Errorf("keys from %s: %w", serverName, err)
 	}
-	return f.Store.StoreServerKeys(ctx, keys)
+	return f.Store.StoreServerKeyResponse(ctx, stored, keys)
 }
 
 // fetchFromNotaries asks each notary in turn until one answers with the key.
@@ -265,31 +308,20 @@ func (f *KeyFetcher) fetchFromNotaries(ctx context.Context, serverName string, k
 			errs = append(errs, fmt.Errorf("notary %s: %w", notary.ServerName, err))
 			continue
 		}
-		var keys []storage.ServerKey
-		for _, skr := range resp.ServerKeys {
-			if skr == nil || skr.ServerName != serverName {
-				continue // a notary may add others; only what we asked for is taken
-			}
-			if err := f.checkNotarySignature(ctx, notary, skr.Raw); err != nil {
-				errs = append(errs, fmt.Errorf("notary %s: %w", notary.ServerName, err))
-				keys = nil
-				break
-			}
-			k, err := f.checkResponse(serverName, skr)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("notary %s: %w", notary.ServerName, err))
-				keys = nil
-				break
-			}
-			keys = append(keys, k...)
+		checked, err := f.checkNotaryAnswer(ctx, notary, serverName, resp)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("notary %s: %w", notary.ServerName, err))
+			continue
 		}
-		if err := f.Store.StoreServerKeys(ctx, keys); err != nil {
-			return err
+		for _, c := range checked {
+			if err := f.Store.StoreServerKeyResponse(ctx, c.resp, c.keys); err != nil {
+				return err
+			}
 		}
 		if f.has(ctx, serverName, keyID, minValidUntil) {
 			return nil
 		}
-		if len(keys) > 0 {
+		if len(checked) > 0 {
 			errs = append(errs, fmt.Errorf("notary %s: no key %s valid long enough", notary.ServerName, keyID))
 		}
 	}
@@ -299,24 +331,61 @@ func (f *KeyFetcher) fetchFromNotaries(ctx context.Context, serverName string, k
 	return errors.Join(errs...)
 }
 
+// checkedResponse is a key response that passed every check, ready to store.
+type checkedResponse struct {
+	resp storage.ServerKeyResponse
+	keys []storage.ServerKey
+}
+
+// checkNotaryAnswer checks a notary's answer about serverName: the first
+// few responses about that server (a notary may add others; only what we
+// asked for is taken), each signed by the notary and valid on its own.
+// One bad response spoils the answer.
+func (f *KeyFetcher) checkNotaryAnswer(ctx context.Context, notary config.TrustedKeyServer, serverName string, resp *mfed.QueryKeysResponse) ([]checkedResponse, error) {
+	var out []checkedResponse
+	for _, skr := range resp.ServerKeys {
+		if skr == nil || skr.ServerName != serverName {
+			continue
+		}
+		if len(out) == storage.KeptServerKeyResponses {
+			break // only the latest are kept anyway
+		}
+		if err := f.checkNotarySignature(ctx, notary, skr); err != nil {
+			return nil, err
+		}
+		stored, keys, err := f.checkResponse(serverName, skr)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, checkedResponse{stored, keys})
+	}
+	return out, nil
+}
+
 // checkNotarySignature requires a valid signature by the notary: with a
 // pinned key if the configuration gives any, else with its published key.
-func (f *KeyFetcher) checkNotarySignature(ctx context.Context, notary config.TrustedKeyServer, raw json.RawMessage) error {
+// The signed form is computed once; a few signatures are tried at most.
+func (f *KeyFetcher) checkNotarySignature(ctx context.Context, notary config.TrustedKeyServer, skr *mfed.ServerKeyResponse) error {
+	msg, err := signedForm(skr.Raw)
+	if err != nil {
+		return err
+	}
 	if len(notary.VerifyKeys) > 0 {
 		for keyID, key := range notary.VerifyKeys {
-			if validPublicKey(id.SigningKey(key)) && signutil.VerifyJSON(notary.ServerName, id.KeyID(keyID), id.SigningKey(key), raw) == nil {
+			if validPublicKey(id.SigningKey(key)) && verifyCanonical(skr.Signatures, notary.ServerName, id.KeyID(keyID), id.SigningKey(key), msg) == nil {
 				return nil
 			}
 		}
 		return fmt.Errorf("%w: no valid signature by a pinned key of the notary", ErrBadKeyResponse)
 	}
-	var signed struct {
-		Signatures map[string]map[id.KeyID]string `json:"signatures"`
-	}
-	if err := json.Unmarshal(raw, &signed); err != nil {
-		return fmt.Errorf("%w: %v", ErrBadKeyResponse, err)
-	}
-	for keyID := range signed.Signatures[notary.ServerName] {
+	tried := 0
+	for keyID := range skr.Signatures[notary.ServerName] {
+		if !validKeyID(keyID) {
+			continue
+		}
+		if tried++; tried > maxNotarySignatures {
+			break
+		}
 		// The notary's own key, fetched directly only (never notary-of-notary).
 		k, err := f.Store.GetServerKey(ctx, notary.ServerName, string(keyID))
 		if err != nil || keyValidUntil(k).Before(f.now()) {
@@ -327,60 +396,83 @@ func (f *KeyFetcher) checkNotarySignature(ctx context.Context, notary config.Tru
 				continue
 			}
 		}
-		if k.ExpiredTS == 0 && signutil.VerifyJSON(notary.ServerName, keyID, id.SigningKey(k.VerifyKey), raw) == nil {
+		if k.ExpiredTS == 0 && verifyCanonical(skr.Signatures, notary.ServerName, keyID, id.SigningKey(k.VerifyKey), msg) == nil {
 			return nil
 		}
 	}
 	return fmt.Errorf("%w: no valid signature by the notary", ErrBadKeyResponse)
 }
 
-// checkResponse validates a key response for serverName and returns the
-// rows to store: server name, every verify key's self-signature, key sizes,
-// valid_until_ts capped at now + 7 days.
-func (f *KeyFetcher) checkResponse(serverName string, resp *mfed.ServerKeyResponse) ([]storage.ServerKey, error) {
-	if resp == nil || len(resp.Raw) == 0 {
-		return nil, fmt.Errorf("%w: empty", ErrBadKeyResponse)
-	}
-	if resp.ServerName != serverName {
-		return nil, fmt.Errorf("%w: server_name is %q", ErrBadKeyResponse, resp.ServerName)
-	}
-	if len(resp.VerifyKeys) == 0 {
-		return nil, fmt.Errorf("%w: no verify_keys", ErrBadKeyResponse)
-	}
-	if resp.ValidUntilTS.IsZero() {
-		return nil, fmt.Errorf("%w: no valid_until_ts", ErrBadKeyResponse)
+// checkResponse validates a key response for serverName and returns what
+// to store: server name, bounded counts of keys with valid IDs and 32-byte
+// ed25519 keys, every verify key's self-signature (over the signed form,
+// computed once), valid_until_ts capped at now + 7 days. Old keys with an
+// invalid key or no expired_ts are left out.
+func (f *KeyFetcher) checkResponse(serverName string, resp *mfed.ServerKeyResponse) (storage.ServerKeyResponse, []storage.ServerKey, error) {
+	var none storage.ServerKeyResponse
+	switch {
+	case resp == nil || len(resp.Raw) == 0:
+		return none, nil, fmt.Errorf("%w: empty", ErrBadKeyResponse)
+	case resp.ServerName != serverName:
+		return none, nil, fmt.Errorf("%w: server_name is %q", ErrBadKeyResponse, resp.ServerName)
+	case len(resp.VerifyKeys) == 0:
+		return none, nil, fmt.Errorf("%w: no verify_keys", ErrBadKeyResponse)
+	case len(resp.VerifyKeys) > maxVerifyKeys:
+		return none, nil, fmt.Errorf("%w: %d verify_keys, at most %d accepted", ErrBadKeyResponse, len(resp.VerifyKeys), maxVerifyKeys)
+	case len(resp.OldVerifyKeys) > maxOldVerifyKeys:
+		return none, nil, fmt.Errorf("%w: %d old_verify_keys, at most %d accepted", ErrBadKeyResponse, len(resp.OldVerifyKeys), maxOldVerifyKeys)
+	case resp.ValidUntilTS.IsZero():
+		return none, nil, fmt.Errorf("%w: no valid_until_ts", ErrBadKeyResponse)
 	}
 	// Key sizes first: ed25519.Verify panics on a public key of the wrong length.
 	for keyID, k := range resp.VerifyKeys {
+		if !validKeyID(keyID) {
+			return none, nil, fmt.Errorf("%w: invalid key ID %.80q", ErrBadKeyResponse, keyID)
+		}
 		if !validPublicKey(k.Key) {
-			return nil, fmt.Errorf("%w: key %s is not an ed25519 public key", ErrBadKeyResponse, keyID)
+			return none, nil, fmt.Errorf("%w: key %s is not an ed25519 public key", ErrBadKeyResponse, keyID)
 		}
 	}
-	if err := resp.VerifySelfSignature(); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadKeyResponse, err)
+	for keyID := range resp.OldVerifyKeys {
+		if !validKeyID(keyID) {
+			return none, nil, fmt.Errorf("%w: invalid old key ID %.80q", ErrBadKeyResponse, keyID)
+		}
+	}
+	if err := verifySelfSignatures(resp); err != nil {
+		return none, nil, err
 	}
 	now := f.now()
-	validUntil := resp.ValidUntilTS.Time
-	if limit := now.Add(maxKeyValidity); validUntil.After(limit) {
-		validUntil = limit
-	}
-	raw := string(resp.Raw)
-	var out []storage.ServerKey
+	validUntil := min(resp.ValidUntilTS.UnixMilli(), now.Add(maxKeyValidity).UnixMilli())
+	out := make([]storage.ServerKey, 0, len(resp.VerifyKeys)+len(resp.OldVerifyKeys))
 	for keyID, k := range resp.VerifyKeys {
-		if !validPublicKey(k.Key) {
-			return nil, fmt.Errorf("%w: key %s is not an ed25519 public key", ErrBadKeyResponse, keyID)
-		}
 		out = append(out, storage.ServerKey{ServerName: serverName, KeyID: string(keyID), VerifyKey: string(k.Key),
-			ValidUntilTS: validUntil.UnixMilli(), KeyJSON: raw, FetchedTS: now.UnixMilli()})
+			ValidUntilTS: validUntil, FetchedTS: now.UnixMilli()})
 	}
 	for keyID, k := range resp.OldVerifyKeys {
 		if _, current := resp.VerifyKeys[keyID]; current || !validPublicKey(k.Key) || k.ExpiredTS.IsZero() {
 			continue
 		}
 		out = append(out, storage.ServerKey{ServerName: serverName, KeyID: string(keyID), VerifyKey: string(k.Key),
-			ExpiredTS: k.ExpiredTS.UnixMilli(), KeyJSON: raw, FetchedTS: now.UnixMilli()})
+			ExpiredTS: k.ExpiredTS.UnixMilli(), FetchedTS: now.UnixMilli()})
 	}
-	return out, nil
+	stored := storage.ServerKeyResponse{ServerName: serverName, ValidUntilTS: validUntil, FetchedTS: now.UnixMilli(), JSON: string(resp.Raw)}
+	return stored, out, nil
+}
+
+// verifySelfSignatures checks that every verify key signed the response.
+// mautrix's ServerKeyResponse.VerifySelfSignature does the same but
+// canonicalizes the whole body again for each key.
+func verifySelfSignatures(resp *mfed.ServerKeyResponse) error {
+	msg, err := signedForm(resp.Raw)
+	if err != nil {
+		return err
+	}
+	for keyID, k := range resp.VerifyKeys {
+		if err := verifyCanonical(resp.Signatures, resp.ServerName, keyID, k.Key, msg); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func validPublicKey(k id.SigningKey) bool {

@@ -196,16 +196,19 @@ func (k *KeyRing) Lookup(keyID id.KeyID, now time.Time) (id.SigningKey, time.Tim
 }
 
 // CoSign adds our signature to a signed JSON object (a notary co-signing
-// another server's key response) and returns the result.
+// another server's key response) and returns the result. Like every
+// signature it covers the object without "signatures" and "unsigned"
+// (mautrix's SignJSON leaves "unsigned" in, which no verifier expects).
 func (k *KeyRing) CoSign(raw json.RawMessage) (json.RawMessage, error) {
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &obj); err != nil {
 		return nil, fmt.Errorf("co-signing: %w", err)
 	}
-	sig, err := k.Key.SignJSON(raw) // signs the object without signatures/unsigned
+	msg, err := signedForm(raw)
 	if err != nil {
 		return nil, fmt.Errorf("co-signing: %w", err)
 	}
+	sig := base64.RawStdEncoding.EncodeToString(k.Key.SignCanonicalJSON(msg))
 	sigs := map[string]map[string]string{}
 	if s, ok := obj["signatures"]; ok {
 		if err := json.Unmarshal(s, &sigs); err != nil {

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/myelin-chat/myelin/internal/config"
 )
 
 // Purpose says why the server is about to exchange data with another
@@ -34,10 +36,27 @@ type AllowAll struct{}
 // AllowServer always allows.
 func (AllowAll) AllowServer(context.Context, string, Purpose) bool { return true }
 
+// PolicyHost is the form of a server name that policy decisions are made
+// on, as m.room.server_acl matches servers: the host without its port,
+// lowercased, without trailing dots. evil.example.com, EVIL.example.com.,
+// and evil.example.com:8448 are one server to a policy.
+func PolicyHost(server string) string {
+	host := server
+	if strings.HasPrefix(host, "[") {
+		if end := strings.IndexByte(host, ']'); end >= 0 {
+			host = host[:end+1]
+		}
+	} else if i := strings.IndexByte(host, ':'); i >= 0 {
+		host = host[:i]
+	}
+	return strings.TrimRight(strings.ToLower(host), ".")
+}
+
 // ServerListPolicy allows servers by pattern: when Allowed is not empty only
 // matching servers pass, and a server matching Denied never does. Patterns
-// are matched case-insensitively against the whole server name (with port,
-// if any) and use * for any run of characters and ? for one.
+// are matched as m.room.server_acl matches: case-insensitively against the
+// host without port (PolicyHost), with * for any run of characters and ?
+// for one.
 type ServerListPolicy struct {
 	Allowed []string
 	Denied  []string
@@ -45,19 +64,19 @@ type ServerListPolicy struct {
 
 // AllowServer applies the lists, whatever the purpose.
 func (p ServerListPolicy) AllowServer(_ context.Context, server string, _ Purpose) bool {
-	server = strings.ToLower(server)
-	if matchAny(p.Denied, server) {
+	host := PolicyHost(server)
+	if matchAny(p.Denied, host) {
 		return false
 	}
-	return len(p.Allowed) == 0 || matchAny(p.Allowed, server)
+	return len(p.Allowed) == 0 || matchAny(p.Allowed, host)
 }
 
-func matchAny(patterns []string, server string) bool {
+func matchAny(patterns []string, host string) bool {
 	for _, pat := range patterns {
 		// path.Match's * stops at '/', which server names never contain;
 		// '[' is escaped so a pattern is only * and ? wildcards.
-		pat = strings.ReplaceAll(strings.ToLower(strings.TrimSpace(pat)), "[", `\[`)
-		if ok, err := path.Match(pat, server); err == nil && ok {
+		pat = strings.ReplaceAll(strings.TrimRight(strings.ToLower(strings.TrimSpace(pat)), "."), "[", `\[`)
+		if ok, err := path.Match(pat, host); err == nil && ok {
 			return true
 		}
 	}
@@ -84,9 +103,11 @@ func NewCountingPolicy(p Policy, reg prometheus.Registerer) *CountingPolicy {
 	return c
 }
 
-// AllowServer asks the wrapped policy and records a refusal.
+// AllowServer asks the wrapped policy about PolicyHost(server) and records
+// a refusal. A name outside the server-name grammar is always refused: no
+// policy can tell what it would name.
 func (c *CountingPolicy) AllowServer(ctx context.Context, server string, purpose Purpose) bool {
-	if c.Policy.AllowServer(ctx, server, purpose) {
+	if config.ValidateServerName(server) == nil && c.Policy.AllowServer(ctx, PolicyHost(server), purpose) {
 		return true
 	}
 	c.refusals.WithLabelValues(string(purpose)).Inc()

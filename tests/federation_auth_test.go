@@ -81,13 +81,13 @@ func TestFederationRequestAuth(t *testing.T) {
 			xKey := mfed.GenerateSigningKey()
 			past := time.Now().Add(-time.Hour).UnixMilli()
 			must(0, b.DB.StoreServerKeys(ctx, []storage.ServerKey{{ServerName: "x.test", KeyID: string(xKey.ID),
-				VerifyKey: string(xKey.Pub), ValidUntilTS: past, KeyJSON: "{}", FetchedTS: past}}))
+				VerifyKey: string(xKey.Pub), ValidUntilTS: past, FetchedTS: past}}))
 			err = n.client(t, "x.test", xKey).Query(ctx, "b.test", "profile", query, &one)
 			assertMatrixErr(t, err, 401, "M_UNAUTHORIZED", "has expired")
 			// ... and an old (retired) key may sign events but not requests.
 			oldKey := mfed.GenerateSigningKey()
 			must(0, b.DB.StoreServerKeys(ctx, []storage.ServerKey{{ServerName: "x.test", KeyID: string(oldKey.ID),
-				VerifyKey: string(oldKey.Pub), ExpiredTS: time.Now().Add(time.Hour).UnixMilli(), KeyJSON: "{}", FetchedTS: past}}))
+				VerifyKey: string(oldKey.Pub), ExpiredTS: time.Now().Add(time.Hour).UnixMilli(), FetchedTS: past}}))
 			err = n.client(t, "x.test", oldKey).Query(ctx, "b.test", "profile", query, &one)
 			assertMatrixErr(t, err, 401, "M_UNAUTHORIZED", "has expired")
 

@@ -108,6 +108,8 @@ func (n *fedNet) configure(cfg *config.Config) {
 		cfg.Federation.InsecureHTTPHosts = append(cfg.Federation.InsecureHTTPHosts, name)
 	}
 	cfg.Federation.RequestsPerSecond, cfg.Federation.Burst = 10000, 100000
+	cfg.Federation.NotaryRequestsPerSecond, cfg.Federation.NotaryBurst = 10000, 100000
+	cfg.Federation.KeyFetchesPerSecond, cfg.Federation.KeyFetchBurst = 10000, 100000
 }
 
 // start starts server name on backend, reachable by the others through its relay.

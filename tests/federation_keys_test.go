@@ -173,8 +173,11 @@ func TestFederationFetchKeyViaNotary(t *testing.T) {
 			if err != nil || key != b.SigningKey.Pub {
 				t.Fatalf("via notary: %s %v", key, err)
 			}
-			stored := must(a.DB.GetServerKey(ctxT(t), "b.test", string(b.SigningKey.ID)))
-			if err := signutil.VerifyJSON("c.test", c.SigningKey.ID, c.SigningKey.Pub, json.RawMessage(stored.KeyJSON)); err != nil {
+			stored := must(a.DB.ServerKeyResponses(ctxT(t), "b.test"))
+			if len(stored) != 1 {
+				t.Fatalf("%d responses stored", len(stored))
+			}
+			if err := signutil.VerifyJSON("c.test", c.SigningKey.ID, c.SigningKey.Pub, json.RawMessage(stored[0].JSON)); err != nil {
 				t.Fatalf("stored response lacks the notary's signature: %v", err)
 			}
 

@@ -11,9 +11,11 @@ import (
 	"io"
 	"net"
 	"net/mail"
+	"net/netip"
 	"net/url"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -185,12 +187,22 @@ type Federation struct {
 	TrustedCAFile string `yaml:"trusted_ca_file"`
 	// AllowedServers, if not empty, are the only servers we federate with;
 	// DeniedServers are refused whatever AllowedServers says. Patterns may use
-	// * (any run of characters) and ? (one character).
+	// * (any run of characters) and ? (one character) and match the host
+	// without port, case-insensitively, as m.room.server_acl does.
 	AllowedServers []string `yaml:"allowed_servers"`
 	DeniedServers  []string `yaml:"denied_servers"`
 	// RequestsPerSecond and Burst limit inbound federation requests per IP.
 	RequestsPerSecond float64 `yaml:"requests_per_second"`
 	Burst             int     `yaml:"burst"`
+	// NotaryRequestsPerSecond and NotaryBurst limit notary queries
+	// (/_matrix/key/v2/query) per IP, on top of the above.
+	NotaryRequestsPerSecond float64 `yaml:"notary_requests_per_second"`
+	NotaryBurst             int     `yaml:"notary_burst"`
+	// KeyFetchesPerSecond and KeyFetchBurst limit the outbound key fetches
+	// one remote IP can cause (notary queries, X-Matrix headers naming keys
+	// not stored yet).
+	KeyFetchesPerSecond float64 `yaml:"key_fetches_per_second"`
+	KeyFetchBurst       int     `yaml:"key_fetch_burst"`
 }
 
 // TrustedKeyServer is a notary; VerifyKeys (key ID → unpadded base64), when
@@ -275,6 +287,11 @@ func Default() *Config {
 			KeyValidity:       Duration{24 * time.Hour},
 			RequestsPerSecond: 50,
 			Burst:             200,
+
+			NotaryRequestsPerSecond: 1,
+			NotaryBurst:             10,
+			KeyFetchesPerSecond:     0.2,
+			KeyFetchBurst:           20,
 		},
 	}
 }
@@ -481,33 +498,107 @@ func (c *Config) validateFederation(bad func(key, format string, args ...any)) {
 		if strings.TrimSpace(p) == "" {
 			bad("federation.allowed_servers", "server patterns must not be empty")
 		}
+		// Hosts are matched without port, as server ACLs match.
+		if host := p[strings.LastIndexByte(p, ']')+1:]; strings.Contains(host, ":") {
+			bad("federation.allowed_servers", "pattern %q has a port: patterns match the host only", p)
+		}
 	}
 	if f.RequestsPerSecond <= 0 || f.Burst <= 0 {
 		bad("federation.requests_per_second", "requests_per_second and burst must be positive")
 	}
+	if f.NotaryRequestsPerSecond <= 0 || f.NotaryBurst <= 0 {
+		bad("federation.notary_requests_per_second", "notary_requests_per_second and notary_burst must be positive")
+	}
+	if f.KeyFetchesPerSecond <= 0 || f.KeyFetchBurst <= 0 {
+		bad("federation.key_fetches_per_second", "key_fetches_per_second and key_fetch_burst must be positive")
+	}
 }
 
-// ValidateServerName checks the grammar of a server name (host with optional port).
+// ValidateServerName checks a server name against the spec grammar
+// (appendices, "Server name"); see ParseServerName.
 func ValidateServerName(name string) error {
+	_, _, err := ParseServerName(name)
+	return err
+}
+
+// Bounds of a server name beyond the grammar: the whole name (as mautrix
+// and other servers bound it) and a DNS host (user IDs are 255 bytes in all).
+const (
+	maxServerNameLen = 255
+	maxDNSNameLen    = 230
+)
+
+// ParseServerName splits a server name per the spec grammar: the host is a
+// dotted-quad IPv4 literal (each part 0-255), a bracketed IPv6 literal, or a
+// DNS name of labels of letters, digits and hyphens (1-63 characters each,
+// no empty label: no leading, trailing or double dot); the port, when given,
+// is 1-65535. port is 0 when the name has none. Names are untrusted input
+// (X-Matrix origins, notary queries): nothing is looked up before this.
+func ParseServerName(name string) (host string, port int, err error) {
 	if name == "" {
-		return errors.New("must not be empty")
+		return "", 0, errors.New("must not be empty")
 	}
-	host := name
-	if h, port, err := net.SplitHostPort(name); err == nil {
-		host = h
-		if port == "" {
-			return fmt.Errorf("invalid port in %q", name)
+	if len(name) > maxServerNameLen {
+		return "", 0, fmt.Errorf("server name is longer than %d bytes", maxServerNameLen)
+	}
+	host = name
+	if i := strings.LastIndexByte(name, ':'); i >= 0 && !strings.HasSuffix(name, "]") {
+		if port, err = parsePort(name[i+1:]); err != nil {
+			return "", 0, fmt.Errorf("%q: %w", name, err)
 		}
+		host = name[:i]
 	}
-	if net.ParseIP(strings.Trim(host, "[]")) != nil {
-		return nil
+	switch {
+	case strings.HasPrefix(host, "["):
+		err = validIPv6Literal(host)
+	case strings.Trim(host, "0123456789.") == "":
+		if a, perr := netip.ParseAddr(host); perr != nil || !a.Is4() {
+			err = errors.New("invalid IPv4 literal")
+		}
+	default:
+		err = validDNSName(host)
 	}
-	if len(host) > 230 {
-		return fmt.Errorf("%q is too long", name)
+	if err != nil {
+		return "", 0, fmt.Errorf("%q: %w", name, err)
 	}
-	for _, r := range host {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
-			return fmt.Errorf("%q contains invalid character %q", name, r)
+	return host, port, nil
+}
+
+func parsePort(p string) (int, error) {
+	if p == "" || len(p) > 5 || strings.Trim(p, "0123456789") != "" {
+		return 0, errors.New("port must be 1 to 5 digits")
+	}
+	n, _ := strconv.Atoi(p)
+	if n < 1 || n > 65535 {
+		return 0, errors.New("port must be between 1 and 65535")
+	}
+	return n, nil
+}
+
+func validIPv6Literal(host string) error {
+	inner, ok := strings.CutPrefix(host, "[")
+	inner, ok2 := strings.CutSuffix(inner, "]")
+	if !ok || !ok2 || len(inner) < 2 || len(inner) > 45 || strings.Trim(inner, "0123456789abcdefABCDEF:.") != "" {
+		return errors.New("invalid IPv6 literal")
+	}
+	if a, err := netip.ParseAddr(inner); err != nil || !a.Is6() {
+		return errors.New("invalid IPv6 literal")
+	}
+	return nil
+}
+
+func validDNSName(host string) error {
+	if len(host) > maxDNSNameLen {
+		return fmt.Errorf("host is longer than %d bytes", maxDNSNameLen)
+	}
+	for label := range strings.SplitSeq(host, ".") {
+		if label == "" || len(label) > 63 {
+			return errors.New("host labels must be 1 to 63 characters (no empty label)")
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return fmt.Errorf("host contains invalid character %q", r)
+			}
 		}
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"gopkg.in/yaml.v3"
@@ -31,7 +32,11 @@ func TestValidateFederation(t *testing.T) {
 		{"federation.insecure_http_hosts", func(c *Config) { c.Federation.InsecureHTTPHosts = []string{"unmapped.test"} }},
 		{"federation.trusted_ca_file", func(c *Config) { c.Federation.TrustedCAFile = "/nonexistent/ca.pem" }},
 		{"federation.allowed_servers", func(c *Config) { c.Federation.DeniedServers = []string{" "} }},
+		{"federation.allowed_servers", func(c *Config) { c.Federation.AllowedServers = []string{"a.example:8448"} }},
+		{"federation.allowed_servers", func(c *Config) { c.Federation.DeniedServers = []string{"[::1]:8448"} }},
 		{"federation.requests_per_second", func(c *Config) { c.Federation.Burst = 0 }},
+		{"federation.notary_requests_per_second", func(c *Config) { c.Federation.NotaryBurst = 0 }},
+		{"federation.key_fetches_per_second", func(c *Config) { c.Federation.KeyFetchesPerSecond = -1 }},
 	}
 	for _, c := range cases {
 		cfg := Default()
@@ -44,6 +49,7 @@ func TestValidateFederation(t *testing.T) {
 	ok := Default()
 	ok.Federation.Hosts = map[string]string{"a.test": "127.0.0.1:8448"}
 	ok.Federation.InsecureHTTPHosts = []string{"a.test"}
+	ok.Federation.DeniedServers = []string{"[::1]", "*.evil.example"}
 	ok.Federation.TrustedKeyServers = []TrustedKeyServer{{ServerName: "n.example",
 		VerifyKeys: map[string]string{"ed25519:auto": "Noi6WqcDj0QmPxCNQqgezwTlBKrfqehY1u2FyWP9uYw"}}}
 	if err := ok.Validate(); err != nil {
@@ -88,5 +94,40 @@ func TestTemplateFederation(t *testing.T) {
 	want, _ := yaml.Marshal(def)
 	if string(got) != string(want) {
 		t.Fatalf("template federation section:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// Server names follow the spec grammar, with bounds: anything else is
+// refused before a fetch, a policy decision or a cache entry.
+func TestParseServerName(t *testing.T) {
+	for name, want := range map[string]struct {
+		host string
+		port int
+	}{
+		"example.com":        {"example.com", 0},
+		"Example.COM:8448":   {"Example.COM", 8448},
+		"localhost:1":        {"localhost", 1},
+		"1.2.3.4":            {"1.2.3.4", 0},
+		"1.2.3.4:65535":      {"1.2.3.4", 65535},
+		"[1234:5678::abcd]":  {"[1234:5678::abcd]", 0},
+		"[::1]:8448":         {"[::1]", 8448},
+		"a-b.c--d.example":   {"a-b.c--d.example", 0},
+		"xn--bcher-kva.test": {"xn--bcher-kva.test", 0},
+	} {
+		host, port, err := ParseServerName(name)
+		if err != nil || host != want.host || port != want.port {
+			t.Errorf("%q: %q %d %v, want %q %d", name, host, port, err, want.host, want.port)
+		}
+	}
+	for _, bad := range []string{
+		"", "example.com:", "example.com:0", "example.com:99999", "example.com:65536", "example.com:+80",
+		"example.com:080000", "example.com:8448:1", "::1", "[::1", "[::1]x", "[1.2.3.4]", "[::1%eth0]",
+		"[" + strings.Repeat("1", 46) + "]", "256.1.1.1", "1.2.3", "01.2.3.4", "evil.example.com.", ".example.com",
+		"a..b", "under_score.test", "bad name", "ünicode.test", strings.Repeat("a", 64) + ".test",
+		strings.Repeat("a.", 116) + "aa", strings.Repeat("a", 250) + ":8448",
+	} {
+		if host, port, err := ParseServerName(bad); err == nil {
+			t.Errorf("%q accepted as %q %d", bad, host, port)
+		}
 	}
 }

@@ -121,7 +121,8 @@ federation:
   #   - server_name: "matrix.org"
   #     verify_keys: {"ed25519:auto": "Noi6WqcDj0QmPxCNQqgezwTlBKrfqehY1u2FyWP9uYw"}
   trusted_key_servers: []
-  # Server-level policy (patterns with * and ?). allowed_servers, when not
+  # Server-level policy (patterns with * and ?, matched against the host
+  # without port, as server ACLs do). allowed_servers, when not
   # empty, is the complete list of servers we federate with; denied_servers
   # always wins. Refusals are logged and counted in
   # myelin_federation_policy_refusals_total.
@@ -130,6 +131,12 @@ federation:
   # Inbound federation requests per remote IP.
   requests_per_second: 50
   burst: 200
+  # Notary queries (/_matrix/key/v2/query) per remote IP, on top of the above,
+  # and the outbound key fetches one remote IP may cause.
+  notary_requests_per_second: 1
+  notary_burst: 10
+  key_fetches_per_second: 0.2
+  key_fetch_burst: 20
   # Testing only: fixed addresses for named servers (used before discovery;
   # may be private addresses), plain HTTP to some of them, an extra CA.
   # hosts: {"other.test": "127.0.0.1:8009"}
