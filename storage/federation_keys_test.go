@@ -116,7 +116,7 @@ func TestServerKeyResponsesPruned(t *testing.T) {
 	}
 }
 
-// Migration 0080 on a store holding keys the old way (the whole response in
+// Migration 0090 on a store holding keys the old way (the whole response in
 // every key row): each distinct response is kept once, the latest two per
 // server, and each server keeps at most KeptServerKeys keys.
 func TestServerKeysMigration(t *testing.T) {
@@ -134,12 +134,12 @@ func TestServerKeysMigration(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			// Back to the schema before 0080, with old-style rows: a hostile
+			// Back to the schema before 0090, with old-style rows: a hostile
 			// server with 300 keys over 5 responses, a good one with 2 keys in one.
 			for _, q := range []string{
 				`DROP TABLE server_key_responses`,
 				`ALTER TABLE server_keys ADD COLUMN key_json TEXT NOT NULL DEFAULT ''`,
-				`DELETE FROM schema_migrations WHERE version = 80`,
+				`DELETE FROM schema_migrations WHERE version = 90`,
 			} {
 				if _, err := db.Exec(ctx, q); err != nil {
 					t.Fatal(err)
