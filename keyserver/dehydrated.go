@@ -61,7 +61,7 @@ func (s *Service) PutDehydratedDevice(ctx context.Context, userID string, req *D
 	if storage.IsUniqueViolation(err) {
 		return "", mxhttp.InvalidParam("device_id %s is already in use", req.DeviceID)
 	}
-	if err != nil {
+	if err := uploadError(err); err != nil {
 		return "", fmt.Errorf("storing dehydrated device: %w", err)
 	}
 	s.deviceListChanged(ctx, userID, pos)
