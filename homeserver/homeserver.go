@@ -26,6 +26,7 @@ import (
 	"github.com/myelin-chat/myelin/internal/metrics"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/internal/notifier"
+	"github.com/myelin-chat/myelin/internal/ratelimit"
 	"github.com/myelin-chat/myelin/keyserver"
 	"github.com/myelin-chat/myelin/mediaapi"
 	"github.com/myelin-chat/myelin/roomserver"
@@ -164,10 +165,13 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
+// loopbackOnly serves local clients only. A request that carries forwarding
+// headers came through a proxy, which may well run on this host: refused
+// too, so that a proxy on the same machine does not publish /metrics.
 func loopbackOnly(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host, _, _ := net.SplitHostPort(r.RemoteAddr)
-		if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() || ratelimit.Forwarded(r) {
 			mxhttp.WriteError(w, r, mxhttp.Forbidden("Metrics are only served to loopback clients"))
 			return
 		}

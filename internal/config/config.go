@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/mail"
+	"net/netip"
 	"net/url"
 	"os"
 	"regexp"
@@ -59,6 +60,34 @@ type Listen struct {
 	// Metrics serves /metrics on its own address when set; otherwise /metrics is
 	// served on the HTTP listener to loopback clients only.
 	Metrics string `yaml:"metrics"`
+	// TrustedProxies are the reverse proxies (IP addresses or CIDR prefixes)
+	// whose X-Forwarded-For is believed: a request from one of them comes from
+	// the rightmost address in that header that is not itself a trusted proxy.
+	// Empty: the peer address, whatever the headers say.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+}
+
+// TrustedProxyPrefixes returns listen.trusted_proxies parsed (a bare address
+// is a one-address prefix). Entries that do not parse are left out: Validate
+// refuses them.
+func (l Listen) TrustedProxyPrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range l.TrustedProxies {
+		if p, ok := parseAddrOrPrefix(s); ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func parseAddrOrPrefix(s string) (netip.Prefix, bool) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), true
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), true
+	}
+	return netip.Prefix{}, false
 }
 
 // Database selects and tunes the store.
@@ -327,6 +356,11 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen.HTTP); err != nil {
 		bad("listen.http", "must be host:port, got %q", c.Listen.HTTP)
+	}
+	for i, p := range c.Listen.TrustedProxies {
+		if _, ok := parseAddrOrPrefix(p); !ok {
+			bad(fmt.Sprintf("listen.trusted_proxies[%d]", i), "must be an IP address or a CIDR prefix, got %q", p)
+		}
 	}
 	if c.Listen.Metrics != "" {
 		if _, _, err := net.SplitHostPort(c.Listen.Metrics); err != nil {

@@ -25,6 +25,9 @@ listen:
   http: "127.0.0.1:8008"
   # Serve /metrics on a separate address (default: on http, loopback only).
   # metrics: "127.0.0.1:9090"
+  # Reverse proxies whose X-Forwarded-For is believed (addresses or CIDRs), so
+  # that rate limits and device IPs see the real client. Default: none.
+  # trusted_proxies: ["127.0.0.1", "::1"]
 
 database:
   # Empty or sqlite:PATH for the embedded SQLite store (default <data_dir>/myelin.db);
