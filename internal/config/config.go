@@ -44,6 +44,7 @@ type Config struct {
 	Presence Presence     `yaml:"presence"`
 	Media    Media        `yaml:"media"`
 	Support  Support      `yaml:"support"`
+	Push     Push         `yaml:"push"`
 
 	Federation Federation `yaml:"federation"`
 
@@ -88,6 +89,15 @@ func parseAddrOrPrefix(s string) (netip.Prefix, bool) {
 		return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), true
 	}
 	return netip.Prefix{}, false
+}
+
+// Push configures push notifications (pushers).
+type Push struct {
+	// AllowPrivateGateways lets http pushers name a push gateway on a
+	// loopback, private or otherwise non-public address: for development
+	// and tests only, as any user could then make the server call its own
+	// network.
+	AllowPrivateGateways bool `yaml:"allow_private_gateways"`
 }
 
 // Database selects and tunes the store.

@@ -100,6 +100,11 @@ media:
   thumbnails_per_second: 2
   thumbnail_burst: 30
 
+push:
+  # Let http pushers name a push gateway on a loopback or private address.
+  # Development only: any user could make the server call its own network.
+  allow_private_gateways: false
+
 # Served as https://<server_name>/.well-known/matrix/support (how users reach
 # the administrators). Unset: 404. Each contact needs a role (m.role.admin,
 # m.role.security or e.g. org.example.moderation) and a matrix_id and/or an
