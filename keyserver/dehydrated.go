@@ -14,6 +14,11 @@ import (
 // user's one offline device, whose keys are uploaded with it and whose
 // to-device messages wait until a new login rehydrates it.
 
+const (
+	maxDeviceIDBytes   = 255
+	maxDeviceNameBytes = 1000
+)
+
 // DehydratedDeviceRequest is the body of PUT /dehydrated_device.
 type DehydratedDeviceRequest struct {
 	DeviceID           string          `json:"device_id"`
@@ -39,6 +44,13 @@ type DehydratedEvents struct {
 func (s *Service) PutDehydratedDevice(ctx context.Context, userID string, req *DehydratedDeviceRequest) (string, error) {
 	if req.DeviceID == "" {
 		return "", mxhttp.MissingParam("device_id is required")
+	}
+	// The bounds accounts applies to the devices of a login.
+	if len(req.DeviceID) > maxDeviceIDBytes {
+		return "", mxhttp.InvalidParam("device_id is longer than %d bytes", maxDeviceIDBytes)
+	}
+	if len(req.InitialDisplayName) > maxDeviceNameBytes {
+		return "", mxhttp.InvalidParam("initial_device_display_name is longer than %d bytes", maxDeviceNameBytes)
 	}
 	var data struct {
 		Algorithm string `json:"algorithm"`

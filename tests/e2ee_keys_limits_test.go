@@ -88,3 +88,25 @@ func TestKeyClaimOrdering(t *testing.T) {
 		}
 	})
 }
+
+// TestDehydratedDeviceLimits: a dehydrated device's ID and display name have
+// the bounds of a login's device.
+func TestDehydratedDeviceLimits(t *testing.T) {
+	srv := testserver.Start(t, "sqlite")
+	alice := srv.Register(t, "alice")
+	const path = "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device"
+	put := func(deviceID, name string) rawResp {
+		d := newTestDevice(alice.UserID.String(), deviceID)
+		return clientCall(t, alice, "PUT", path, map[string]any{"device_id": deviceID, "device_data": map[string]any{"algorithm": "m.dehydration.v1.olm"},
+			"initial_device_display_name": name, "device_keys": d.deviceKeys(t)})
+	}
+	if r := put(strings.Repeat("D", 300), "x"); r.Status != 400 || r.errcode() != "M_INVALID_PARAM" {
+		t.Fatalf("300-byte device_id = %d %s, want 400 M_INVALID_PARAM", r.Status, r.Raw)
+	}
+	if r := put("DEHYDRATED", strings.Repeat("n", 5000)); r.Status != 400 || r.errcode() != "M_INVALID_PARAM" {
+		t.Fatalf("5000-byte display name = %d %.200s, want 400 M_INVALID_PARAM", r.Status, r.Raw)
+	}
+	if r := put("DEHYDRATED", "Backup device"); r.Status != 200 {
+		t.Fatalf("dehydrated device = %d %s", r.Status, r.Raw)
+	}
+}
