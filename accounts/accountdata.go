@@ -81,32 +81,6 @@ func (s *Service) AccountDataSince(ctx context.Context, userID id.UserID, fromPo
 	return s.store.AccountDataSince(ctx, userID.String(), fromPos, toPos)
 }
 
-// ParseFilter validates a filter definition (as POSTed, or inline in /sync's
-// filter parameter): wrong JSON types are M_BAD_JSON, bad values M_INVALID_PARAM.
-func ParseFilter(raw []byte) (*mautrix.Filter, error) {
-	var f mautrix.Filter
-	if err := mxhttp.DecodeJSON(raw, &f); err != nil {
-		return nil, err
-	}
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
-		return nil, mxhttp.BadJSON("A filter must be a JSON object")
-	}
-	if f.EventFormat != "" && f.EventFormat != mautrix.EventFormatClient && f.EventFormat != mautrix.EventFormatFederation {
-		return nil, mxhttp.BadJSON("event_format must be \"client\" or \"federation\"")
-	}
-	parts := []*mautrix.FilterPart{f.AccountData, f.Presence}
-	if f.Room != nil {
-		parts = append(parts, f.Room.AccountData, f.Room.Ephemeral, f.Room.State, f.Room.Timeline)
-	}
-	for _, p := range parts {
-		if p != nil && p.Limit < 0 {
-			return nil, mxhttp.BadJSON("limit must not be negative")
-		}
-	}
-	return &f, nil
-}
-
 // CreateFilter validates and stores a filter, returning its ID.
 func (s *Service) CreateFilter(ctx context.Context, userID id.UserID, raw []byte) (string, error) {
 	if _, err := ParseFilter(raw); err != nil {

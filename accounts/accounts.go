@@ -41,6 +41,7 @@ type Store interface {
 	CreateDeviceWithToken(ctx context.Context, d storage.Device, accessHash string, expiresTS int64, refreshHash string) error
 	LookupAccessToken(ctx context.Context, tokenHash string) (*storage.TokenOwner, error)
 	RotateRefreshToken(ctx context.Context, oldRefreshHash, accessHash string, expiresTS int64, refreshHash string, now int64) (string, string, error)
+	ConfirmRefresh(ctx context.Context, userID, deviceID, refreshHash string) error
 	CreateLoginToken(ctx context.Context, tokenHash, userID string, expiresTS int64) error
 	ConsumeLoginToken(ctx context.Context, tokenHash string, now int64) (string, error)
 
@@ -345,13 +346,17 @@ func (s *Service) issueTokens(sess *Session, now time.Time, withRefresh bool) (a
 }
 
 // Refresh exchanges a refresh token for a new access token and refresh token.
-// The old refresh token and the device's old access token stop working.
+// As the spec asks, the old refresh token (and the access token issued with
+// it) keep working until one of the new tokens is used, so a client that lost
+// this answer can refresh again.
 func (s *Service) Refresh(ctx context.Context, refreshToken string) (*Session, error) {
 	sess := &Session{}
 	now := s.now()
 	accessHash, expires, refreshHash := s.issueTokens(sess, now, true)
 	userID, deviceID, err := s.store.RotateRefreshToken(ctx, hashToken(refreshToken), accessHash, expires, refreshHash, now.UnixMilli())
 	if errors.Is(err, storage.ErrNotFound) {
+		// Unknown, revoked by the use of its successor, or its device is gone:
+		// nothing to re-login into here, so not a soft logout.
 		return nil, mxhttp.UnknownToken("Unknown refresh token").With("soft_logout", false)
 	}
 	if err != nil {
@@ -376,6 +381,13 @@ func (s *Service) VerifyAccessToken(ctx context.Context, token string) (*authn.D
 	if owner.ExpiresTS != 0 && s.now().UnixMilli() >= owner.ExpiresTS {
 		// The client may refresh: soft logout keeps its data.
 		return nil, mxhttp.UnknownToken("Access token has expired").With("soft_logout", true)
+	}
+	if owner.RefreshPending {
+		// The first use of a refreshed token: the refresh token it replaced
+		// (kept for a client that lost the answer) is revoked now.
+		if err := s.store.ConfirmRefresh(ctx, owner.UserID, owner.DeviceID, owner.RefreshHash); err != nil {
+			return nil, fmt.Errorf("revoking the replaced refresh token: %w", err)
+		}
 	}
 	return &authn.Device{UserID: id.UserID(owner.UserID), DeviceID: id.DeviceID(owner.DeviceID), IsAdmin: owner.IsAdmin}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"regexp"
+	"unicode/utf8"
 
 	"maunium.net/go/mautrix/id"
 
@@ -41,11 +42,15 @@ const (
 	ProfileAvatarURL   = "avatar_url"
 )
 
-// Limits from the spec's profile API.
+// Limits: the total and the key length are the spec's; the display name and
+// avatar URL bounds (in characters) are Synapse's. Both are copied into every
+// member event of the user and served to anyone (GET /profile, the user
+// directory), so they are bounded on their own, below the total.
 const (
 	maxProfileBytes    = 64 * 1024
 	maxProfileKeyBytes = 255
-	maxDisplayName     = 256
+	MaxDisplayName     = 256
+	MaxAvatarURL       = 1000
 )
 
 // profileKeyRE is the spec's keyName pattern.
@@ -71,8 +76,9 @@ func (s *Service) GetProfile(ctx context.Context, userID id.UserID) (*Profile, e
 }
 
 // SetProfileField sets one profile field of userID to value (raw JSON);
-// value nil deletes it. displayname must be a string and avatar_url an mxc://
-// URI (null clears either).
+// value nil deletes it. displayname and avatar_url must be strings (null
+// clears either). avatar_url is not required to be an mxc:// URI: clients
+// and Complement's TestAvatarUrlUpdate set others.
 func (s *Service) SetProfileField(ctx context.Context, userID id.UserID, key string, value json.RawMessage) error {
 	if len(key) > maxProfileKeyBytes {
 		return (&mxhttp.Error{Status: 400, Code: "M_KEY_TOO_LARGE", Message: "Profile key is longer than 255 bytes"})
@@ -94,23 +100,26 @@ func (s *Service) SetProfileField(ctx context.Context, userID id.UserID, key str
 			}
 		}
 		if key == ProfileDisplayName {
-			if len(str) > maxDisplayName {
-				return mxhttp.InvalidParam("displayname is longer than %d bytes", maxDisplayName)
-			}
-			if err := s.store.SetDisplayName(ctx, userID.String(), str); err != nil {
-				return err
+			if utf8.RuneCountInString(str) > MaxDisplayName {
+				return mxhttp.InvalidParam("displayname is longer than %d characters", MaxDisplayName)
 			}
 			p.DisplayName = str
 		} else {
-			if str != "" {
-				if _, err := id.ParseContentURI(str); err != nil {
-					return mxhttp.InvalidParam("avatar_url must be an mxc:// URI")
-				}
-			}
-			if err := s.store.SetAvatarURL(ctx, userID.String(), str); err != nil {
-				return err
+			if utf8.RuneCountInString(str) > MaxAvatarURL {
+				return mxhttp.InvalidParam("avatar_url is longer than %d characters", MaxAvatarURL)
 			}
 			p.AvatarURL = id.ContentURIString(str)
+		}
+		if err := checkProfileSize(p); err != nil {
+			return err
+		}
+		if key == ProfileDisplayName {
+			err = s.store.SetDisplayName(ctx, userID.String(), str)
+		} else {
+			err = s.store.SetAvatarURL(ctx, userID.String(), str)
+		}
+		if err != nil {
+			return err
 		}
 		ctx = context.WithoutCancel(ctx)
 		_, profileChanged, _ := s.hooks()
@@ -135,8 +144,16 @@ func (s *Service) SetProfileField(ctx context.Context, userID id.UserID, key str
 		fields[key] = value
 	}
 	p.Fields = fields
+	if err := checkProfileSize(p); err != nil {
+		return err
+	}
+	return s.store.SetProfileFields(ctx, userID.String(), fields)
+}
+
+// checkProfileSize enforces the spec's bound on the whole profile.
+func checkProfileSize(p *Profile) error {
 	if size, _ := json.Marshal(p.JSON()); len(size) > maxProfileBytes {
 		return &mxhttp.Error{Status: 400, Code: "M_PROFILE_TOO_LARGE", Message: "The profile would exceed 64 KiB"}
 	}
-	return s.store.SetProfileFields(ctx, userID.String(), fields)
+	return nil
 }

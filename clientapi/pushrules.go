@@ -9,6 +9,7 @@ import (
 
 	"github.com/myelin-chat/myelin/internal/authn"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/syncapi"
 )
 
 func (a *API) pushRuleRoutes(r chi.Router) {
@@ -56,7 +57,13 @@ func (a *API) pushRule(r *http.Request) (*pushrules.PushRule, error) {
 	return a.Sync.PushRule(r.Context(), user, kind, ruleID)
 }
 
-func (a *API) getPushRule(r *http.Request) (any, error) { return a.pushRule(r) }
+func (a *API) getPushRule(r *http.Request) (any, error) {
+	rule, err := a.pushRule(r)
+	if err != nil {
+		return nil, err
+	}
+	return syncapi.WireRule{PushRule: rule, Actions: syncapi.WireActions(rule.Actions)}, nil
+}
 
 func (a *API) putPushRule(r *http.Request) (any, error) {
 	user, kind, ruleID, err := ruleParams(r)
@@ -117,11 +124,7 @@ func (a *API) getPushRuleActions(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	actions := rule.Actions
-	if actions == nil {
-		actions = pushrules.PushActionArray{}
-	}
-	return map[string]any{"actions": actions}, nil
+	return map[string]any{"actions": syncapi.WireActions(rule.Actions)}, nil
 }
 
 func (a *API) putPushRuleActions(r *http.Request) (any, error) {

@@ -9,6 +9,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/myelin-chat/myelin/accounts"
 	"github.com/myelin-chat/myelin/internal/authn"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/roomserver"
@@ -361,7 +362,7 @@ func (a *API) roomMessages(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	filter, err := roomserver.ParseFilter(q.Get("filter"))
+	filter, err := parseEventFilter(q.Get("filter"))
 	if err != nil {
 		return nil, err
 	}
@@ -382,9 +383,18 @@ func (a *API) eventContext(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	filter, err := roomserver.ParseFilter(r.URL.Query().Get("filter"))
+	filter, err := parseEventFilter(r.URL.Query().Get("filter"))
 	if err != nil {
 		return nil, err
 	}
 	return a.Rooms.Context(readCtx(r), authn.FromRequest(r).UserID, roomID, id.EventID(mxhttp.PathParam(r, "eventID")), limit, filter)
+}
+
+// parseEventFilter checks a RoomEventFilter with the validator POST /filter
+// applies (accounts.ParseEventFilter) and parses it for the roomserver.
+func parseEventFilter(raw string) (*roomserver.EventFilter, error) {
+	if _, err := accounts.ParseEventFilter(raw); err != nil {
+		return nil, err
+	}
+	return roomserver.ParseFilter(raw)
 }

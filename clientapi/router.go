@@ -4,6 +4,7 @@
 package clientapi
 
 import (
+	"context"
 	"log/slog"
 	"net"
 	"net/http"
@@ -137,10 +138,13 @@ func (a *API) optionalAuth(next http.Handler) http.Handler {
 }
 
 // Middleware wraps the whole HTTP surface: panic recovery, CORS, OPTIONS,
-// the body cap and Matrix-shaped 404/405.
+// the body cap, the client address (through trusted proxies) and
+// Matrix-shaped 404/405.
 func Middleware(cfg *config.Config) func(http.Handler) http.Handler {
+	proxies := ratelimit.NewProxies(cfg.Listen.TrustedProxyPrefixes())
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			r = r.WithContext(context.WithValue(r.Context(), clientIPKey{}, proxies.ClientIP(r)))
 			defer func() {
 				if v := recover(); v != nil {
 					if v == http.ErrAbortHandler {
@@ -215,9 +219,14 @@ func limitBy(l *ratelimit.Limiter, key func(*http.Request) string, next http.Han
 	})
 }
 
-// clientIP is the peer address. (Behind a reverse proxy, the proxy's address;
-// trusting X-Forwarded-For needs an explicit trusted-proxy setting.)
+type clientIPKey struct{}
+
+// clientIP is the client's address as Middleware found it: the peer, or
+// through a trusted proxy (listen.trusted_proxies) the forwarded address.
 func clientIP(r *http.Request) string {
+	if ip, ok := r.Context().Value(clientIPKey{}).(string); ok {
+		return ip
+	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr

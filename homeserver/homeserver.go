@@ -26,6 +26,7 @@ import (
 	"github.com/myelin-chat/myelin/internal/metrics"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/internal/notifier"
+	"github.com/myelin-chat/myelin/internal/ratelimit"
 	"github.com/myelin-chat/myelin/keyserver"
 	"github.com/myelin-chat/myelin/mediaapi"
 	"github.com/myelin-chat/myelin/roomserver"
@@ -123,6 +124,7 @@ func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 	})
 	// Sync: the module (typing, receipts, presence, push) and GET /sync.
 	s.Sync = syncapi.New(db, db, s.Notifier, cfg.Presence.Enabled, s.Accounts)
+	s.Sync.AllowPrivatePushGateways = cfg.Push.AllowPrivateGateways
 	s.Syncer = clientsync.New(db, db.Stream, s.Sync, s.Keys, s.Notifier)
 	s.Syncer.PrevBatch = func(_ string, pos int64) string { return roomserver.StreamToken(pos - 1) }
 	// Content repository: blobs under <data_dir>/media, metadata in the store.
@@ -164,10 +166,13 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
+// loopbackOnly serves local clients only. A request that carries forwarding
+// headers came through a proxy, which may well run on this host: refused
+// too, so that a proxy on the same machine does not publish /metrics.
 func loopbackOnly(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host, _, _ := net.SplitHostPort(r.RemoteAddr)
-		if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() || ratelimit.Forwarded(r) {
 			mxhttp.WriteError(w, r, mxhttp.Forbidden("Metrics are only served to loopback clients"))
 			return
 		}

@@ -14,6 +14,11 @@ import (
 // user's one offline device, whose keys are uploaded with it and whose
 // to-device messages wait until a new login rehydrates it.
 
+const (
+	maxDeviceIDBytes   = 255
+	maxDeviceNameBytes = 1000
+)
+
 // DehydratedDeviceRequest is the body of PUT /dehydrated_device.
 type DehydratedDeviceRequest struct {
 	DeviceID           string          `json:"device_id"`
@@ -40,6 +45,13 @@ func (s *Service) PutDehydratedDevice(ctx context.Context, userID string, req *D
 	if req.DeviceID == "" {
 		return "", mxhttp.MissingParam("device_id is required")
 	}
+	// The bounds accounts applies to the devices of a login.
+	if len(req.DeviceID) > maxDeviceIDBytes {
+		return "", mxhttp.InvalidParam("device_id is longer than %d bytes", maxDeviceIDBytes)
+	}
+	if len(req.InitialDisplayName) > maxDeviceNameBytes {
+		return "", mxhttp.InvalidParam("initial_device_display_name is longer than %d bytes", maxDeviceNameBytes)
+	}
 	var data struct {
 		Algorithm string `json:"algorithm"`
 	}
@@ -64,7 +76,7 @@ func (s *Service) PutDehydratedDevice(ctx context.Context, userID string, req *D
 	if storage.IsUniqueViolation(err) {
 		return "", mxhttp.InvalidParam("device_id %s is already in use", req.DeviceID)
 	}
-	if err != nil {
+	if err := uploadError(err); err != nil {
 		return "", fmt.Errorf("storing dehydrated device: %w", err)
 	}
 	s.deviceListChanged(ctx, userID, pos)

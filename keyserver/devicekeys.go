@@ -82,9 +82,23 @@ func withoutUnsigned(raw []byte) ([]byte, error) {
 	return canonical(b)
 }
 
+// Bounds on what one device may hold, checked before any signature is
+// verified and again against what is stored. Honest clients keep about 50
+// one-time keys on the server (libolm and vodozemac remember at most 100
+// private ones); 500 is also Synapse's bound. A device has one fallback key per
+// algorithm, and there are few algorithms.
+const (
+	MaxOneTimeKeys  = 500
+	MaxFallbackKeys = 16
+	maxKeyIDBytes   = 255 // "algorithm:key_id"
+)
+
 // checkOneTimeKeys validates one-time or fallback keys: "algorithm:key_id" →
 // value. signed_* keys must be signed by the device's ed25519 key ed.
-func checkOneTimeKeys(keys map[string]json.RawMessage, userID, deviceID, ed, what string) ([]storage.OneTimeKey, error) {
+func checkOneTimeKeys(keys map[string]json.RawMessage, userID, deviceID, ed, what string, limit int) ([]storage.OneTimeKey, error) {
+	if len(keys) > limit {
+		return nil, mxhttp.InvalidParam("%s: %d keys in one upload; a device may hold at most %d", what, len(keys), limit)
+	}
 	ids := make([]string, 0, len(keys))
 	for k := range keys {
 		ids = append(ids, k)
@@ -96,6 +110,9 @@ func checkOneTimeKeys(keys map[string]json.RawMessage, userID, deviceID, ed, wha
 		alg, keyID, ok := strings.Cut(full, ":")
 		if !ok || alg == "" || keyID == "" {
 			return nil, mxhttp.InvalidParam("%s: key ID %q is not of the form algorithm:key_id", what, full)
+		}
+		if len(full) > maxKeyIDBytes {
+			return nil, mxhttp.InvalidParam("%s: key IDs are at most %d bytes", what, maxKeyIDBytes)
 		}
 		if strings.HasPrefix(alg, "signed_") {
 			var k struct {
@@ -133,7 +150,8 @@ func checkOneTimeKeys(keys map[string]json.RawMessage, userID, deviceID, ed, wha
 
 // prepareUpload validates an upload for (userID, deviceID) into a storage.KeyUpload.
 func (s *Service) prepareUpload(ctx context.Context, userID, deviceID string, req *UploadRequest) (*storage.KeyUpload, error) {
-	up := &storage.KeyUpload{UserID: userID, DeviceID: deviceID, Now: s.now().UnixMilli()}
+	up := &storage.KeyUpload{UserID: userID, DeviceID: deviceID, Now: s.now().UnixMilli(),
+		MaxOneTimeKeys: MaxOneTimeKeys, MaxFallbackKeys: MaxFallbackKeys}
 	var ed string
 	if len(req.DeviceKeys) > 0 && string(req.DeviceKeys) != "null" {
 		dk, err := checkDeviceKeys(req.DeviceKeys, userID, deviceID)
@@ -154,10 +172,10 @@ func (s *Service) prepareUpload(ctx context.Context, userID, deviceID string, re
 		ed = stored
 	}
 	var err error
-	if up.OneTimeKeys, err = checkOneTimeKeys(req.OneTimeKeys, userID, deviceID, ed, "one_time_keys"); err != nil {
+	if up.OneTimeKeys, err = checkOneTimeKeys(req.OneTimeKeys, userID, deviceID, ed, "one_time_keys", MaxOneTimeKeys); err != nil {
 		return nil, err
 	}
-	if up.FallbackKeys, err = checkOneTimeKeys(fallback, userID, deviceID, ed, "fallback_keys"); err != nil {
+	if up.FallbackKeys, err = checkOneTimeKeys(fallback, userID, deviceID, ed, "fallback_keys", MaxFallbackKeys); err != nil {
 		return nil, err
 	}
 	algs := map[string]bool{}
@@ -168,6 +186,20 @@ func (s *Service) prepareUpload(ctx context.Context, userID, deviceID string, re
 		algs[k.Algorithm] = true
 	}
 	return up, nil
+}
+
+// uploadError turns the storage errors of a refused upload into the client's
+// error; other errors pass through.
+func uploadError(err error) error {
+	var conflict *storage.KeyConflictError
+	if errors.As(err, &conflict) {
+		return mxhttp.InvalidParam("One-time key %s already exists with different content", conflict.KeyID)
+	}
+	var limit *storage.KeyLimitError
+	if errors.As(err, &limit) {
+		return mxhttp.InvalidParam("The device would hold %d %s; at most %d are kept per device", limit.Held, limit.What, limit.Max)
+	}
+	return err
 }
 
 // Upload handles POST /keys/upload for the calling device.
@@ -183,11 +215,7 @@ func (s *Service) Upload(ctx context.Context, userID, deviceID string, req *Uplo
 	up.StreamPos = pos
 	changed, err := s.store.UploadKeys(ctx, *up)
 	finish()
-	var conflict *storage.KeyConflictError
-	if errors.As(err, &conflict) {
-		return nil, mxhttp.InvalidParam("One-time key %s already exists with different content", conflict.KeyID)
-	}
-	if err != nil {
+	if err := uploadError(err); err != nil {
 		return nil, fmt.Errorf("storing keys: %w", err)
 	}
 	if changed {

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/myelin-chat/myelin/internal/netguard"
@@ -30,59 +28,8 @@ var ErrNonPublicAddress = errors.New("address is not public")
 func IsPublicAddr(ip netip.Addr) bool { return netguard.IsPublicAddr(ip) }
 
 // parseHostIP parses host as an IP address in any form a resolver might
-// accept: standard forms, bracketed IPv6, and the inet_aton forms that
-// getaddrinfo accepts and netip does not (2130706433, 0x7f.1, 0177.0.0.1,
-// 127.1). It reports false for anything that must be resolved by name.
-func parseHostIP(host string) (netip.Addr, bool) {
-	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	if ip, err := netip.ParseAddr(host); err == nil {
-		return ip, true
-	}
-	return parseInetAton(host)
-}
-
-// parseInetAton implements inet_aton(3): 1 to 4 parts, each decimal, octal
-// (leading 0) or hex (0x); the last part fills the remaining bytes.
-func parseInetAton(s string) (netip.Addr, bool) {
-	parts := strings.Split(s, ".")
-	if len(parts) > 4 {
-		return netip.Addr{}, false
-	}
-	vals := make([]uint64, len(parts))
-	for i, p := range parts {
-		base := 10
-		switch {
-		case strings.HasPrefix(p, "0x") || strings.HasPrefix(p, "0X"):
-			base, p = 16, p[2:]
-		case len(p) > 1 && p[0] == '0':
-			base, p = 8, p[1:]
-		}
-		if p == "" && base != 16 {
-			return netip.Addr{}, false
-		}
-		if p == "" { // "0x" alone is 0 to inet_aton
-			p = "0"
-		}
-		v, err := strconv.ParseUint(p, base, 32)
-		if err != nil {
-			return netip.Addr{}, false
-		}
-		vals[i] = v
-	}
-	var n uint64
-	for i, v := range vals[:len(vals)-1] {
-		if v > 0xff {
-			return netip.Addr{}, false
-		}
-		n |= v << (8 * (3 - i))
-	}
-	last := vals[len(vals)-1]
-	if last >= 1<<(8*(4-(len(vals)-1))) {
-		return netip.Addr{}, false
-	}
-	n |= last
-	return netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}), true
-}
+// accept (internal/netguard.ParseHostIP).
+func parseHostIP(host string) (netip.Addr, bool) { return netguard.ParseHostIP(host) }
 
 // resolver looks up a host's addresses (a test swaps it).
 type resolver interface {
@@ -103,8 +50,7 @@ func checkedAddrsWith(ctx context.Context, r resolver, allow func(netip.Addr) bo
 		}
 		return []netip.Addr{ip.Unmap()}, nil
 	}
-	// RFC 6761: localhost names never leave the machine, whatever DNS says.
-	if h := strings.ToLower(strings.TrimSuffix(host, ".")); h == "localhost" || strings.HasSuffix(h, ".localhost") {
+	if netguard.IsLocalhostName(host) {
 		return nil, fmt.Errorf("%s: %w", host, ErrNonPublicAddress)
 	}
 	addrs, err := r.LookupNetIP(ctx, "ip", host)

@@ -38,6 +38,11 @@ type TokenOwner struct {
 	IsAdmin     bool
 	Deactivated bool
 	ExpiresTS   int64
+	// RefreshHash is the refresh token issued with the access token ("" if
+	// none); RefreshPending says the refresh token it was exchanged for is
+	// still valid, until ConfirmRefresh.
+	RefreshHash    string
+	RefreshPending bool
 }
 
 // ErrUserExists is returned when a user ID is taken.
@@ -180,8 +185,8 @@ func deleteDeviceTokens(ctx context.Context, tx Querier, userID, deviceID string
 }
 
 func insertTokens(ctx context.Context, tx Querier, userID, deviceID, accessHash string, expiresTS int64, refreshHash string, now int64) error {
-	if _, err := tx.Exec(ctx, `INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, expires_ts)
-		VALUES ($1, $2, $3, $4, $5)`, accessHash, userID, deviceID, now, expiresTS); err != nil {
+	if _, err := tx.Exec(ctx, `INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, expires_ts, refresh_hash)
+		VALUES ($1, $2, $3, $4, $5, $6)`, accessHash, userID, deviceID, now, expiresTS, nullString(refreshHash)); err != nil {
 		return err
 	}
 	if refreshHash != "" {
@@ -196,39 +201,69 @@ func insertTokens(ctx context.Context, tx Querier, userID, deviceID, accessHash 
 // LookupAccessToken finds the owner of a hashed access token.
 func (db *DB) LookupAccessToken(ctx context.Context, tokenHash string) (*TokenOwner, error) {
 	var o TokenOwner
-	err := db.QueryRow(ctx, `SELECT t.user_id, t.device_id, u.is_admin, u.deactivated, t.expires_ts
+	var refresh *string
+	err := db.QueryRow(ctx, `SELECT t.user_id, t.device_id, u.is_admin, u.deactivated, t.expires_ts, t.refresh_hash,
+			t.refresh_hash IS NOT NULL AND EXISTS (SELECT 1 FROM refresh_tokens p WHERE p.next_hash = t.refresh_hash)
 		FROM access_tokens t JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = $1`, tokenHash).
-		Scan(&o.UserID, &o.DeviceID, &o.IsAdmin, &o.Deactivated, &o.ExpiresTS)
+		Scan(&o.UserID, &o.DeviceID, &o.IsAdmin, &o.Deactivated, &o.ExpiresTS, &refresh, &o.RefreshPending)
 	if err != nil {
 		return nil, err
 	}
+	o.RefreshHash = deref(refresh)
 	return &o, nil
 }
 
-// RotateRefreshToken consumes a refresh token: it is deleted together with
-// the device's current access tokens, and the new pair is stored, in one
-// transaction. ErrNotFound when the token is unknown or already used.
+// RotateRefreshToken exchanges a refresh token for a new access and refresh
+// token, in one transaction; ErrNotFound when it is unknown or revoked.
+//
+// The spec keeps the old refresh token valid until one of the new tokens is
+// used, so a client that lost the answer can refresh again: the old token and
+// the access token issued with it stay, marked as superseded by the new
+// refresh token (next_hash), and whatever an earlier use of the same token
+// issued is dropped. Everything else of the device goes: using a refresh token
+// confirms it, revoking the token it replaced.
 func (db *DB) RotateRefreshToken(ctx context.Context, oldRefreshHash, accessHash string, expiresTS int64, refreshHash string, now int64) (userID, deviceID string, err error) {
 	err = db.Tx(ctx, func(tx Querier) error {
-		if err := tx.QueryRow(ctx, `SELECT user_id, device_id FROM refresh_tokens WHERE token_hash = $1`, oldRefreshHash).
-			Scan(&userID, &deviceID); err != nil {
+		// The update locks the row on PostgreSQL: concurrent uses of one
+		// token run one after the other, and the last one's tokens win.
+		if err := tx.QueryRow(ctx, `UPDATE refresh_tokens SET next_hash = $2 WHERE token_hash = $1 RETURNING user_id, device_id`,
+			oldRefreshHash, refreshHash).Scan(&userID, &deviceID); err != nil {
 			return err
 		}
-		// Deleting first makes concurrent uses of the same token race on the
-		// row: only one transaction deletes it.
-		n, err := tx.Exec(ctx, `DELETE FROM refresh_tokens WHERE token_hash = $1`, oldRefreshHash)
-		if err != nil {
+		if _, err := tx.Exec(ctx, `DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2 AND token_hash <> $3`,
+			userID, deviceID, oldRefreshHash); err != nil {
 			return err
 		}
-		if n == 0 {
-			return ErrNotFound
-		}
-		if err := deleteDeviceTokens(ctx, tx, userID, deviceID); err != nil {
+		if err := deleteAccessTokensExcept(ctx, tx, userID, deviceID, oldRefreshHash); err != nil {
 			return err
 		}
 		return insertTokens(ctx, tx, userID, deviceID, accessHash, expiresTS, refreshHash, now)
 	})
 	return userID, deviceID, err
+}
+
+// ConfirmRefresh is called when an access token issued with refreshHash is
+// first used: the refresh token exchanged for it, and the access tokens issued
+// before, are revoked.
+func (db *DB) ConfirmRefresh(ctx context.Context, userID, deviceID, refreshHash string) error {
+	return db.Tx(ctx, func(tx Querier) error {
+		n, err := tx.Exec(ctx, `DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2 AND next_hash = $3`,
+			userID, deviceID, refreshHash)
+		if err != nil || n == 0 {
+			// Nothing to confirm: another request did, or the old refresh
+			// token was used again meanwhile and these tokens are on their way out.
+			return err
+		}
+		return deleteAccessTokensExcept(ctx, tx, userID, deviceID, refreshHash)
+	})
+}
+
+// deleteAccessTokensExcept deletes a device's access tokens other than those
+// issued with the refresh token refreshHash.
+func deleteAccessTokensExcept(ctx context.Context, tx Querier, userID, deviceID, refreshHash string) error {
+	_, err := tx.Exec(ctx, `DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2
+		AND (refresh_hash IS NULL OR refresh_hash <> $3)`, userID, deviceID, refreshHash)
+	return err
 }
 
 // CreateLoginToken stores a single-use login token.

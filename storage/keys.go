@@ -41,6 +41,22 @@ type KeyUpload struct {
 	FallbackKeys []OneTimeKey // at most one per algorithm; replaces the stored one
 	StreamPos    int64        // device-list change position, used if the device keys changed
 	Now          int64
+	// MaxOneTimeKeys and MaxFallbackKeys bound what the device may hold
+	// after the upload (0: no bound); past them the upload changes nothing
+	// and fails with a *KeyLimitError.
+	MaxOneTimeKeys  int
+	MaxFallbackKeys int
+}
+
+// KeyLimitError reports an upload that would leave a device holding more
+// one-time (or fallback) keys than allowed.
+type KeyLimitError struct {
+	What      string // "one-time keys" or "fallback keys"
+	Held, Max int
+}
+
+func (e *KeyLimitError) Error() string {
+	return fmt.Sprintf("the device would hold %d %s, more than %d", e.Held, e.What, e.Max)
 }
 
 // KeyConflictError reports a one-time key ID re-uploaded with different content.
@@ -95,22 +111,50 @@ func uploadKeysTx(ctx context.Context, tx Querier, up KeyUpload) (changed bool, 
 			}
 		}
 	}
+	if err := storeOneTimeKeys(ctx, tx, up); err != nil {
+		return false, err
+	}
+	if err := storeFallbackKeys(ctx, tx, up); err != nil {
+		return false, err
+	}
+	return changed, nil
+}
+
+// storeOneTimeKeys adds an upload's one-time keys, numbered after the
+// device's earlier uploads so that claims take the oldest first.
+func storeOneTimeKeys(ctx context.Context, tx Querier, up KeyUpload) error {
+	if len(up.OneTimeKeys) == 0 {
+		return nil
+	}
+	var seq int64
+	if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(seq), 0) + 1 FROM one_time_keys WHERE user_id = $1 AND device_id = $2`,
+		up.UserID, up.DeviceID).Scan(&seq); err != nil {
+		return fmt.Errorf("numbering one-time keys: %w", err)
+	}
 	for _, k := range up.OneTimeKeys {
-		n, err := tx.Exec(ctx, `INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key_json)
-			VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`, up.UserID, up.DeviceID, k.Algorithm, k.KeyID, string(k.KeyJSON))
+		n, err := tx.Exec(ctx, `INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key_json, seq)
+			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`, up.UserID, up.DeviceID, k.Algorithm, k.KeyID, string(k.KeyJSON), seq)
 		if err != nil {
-			return false, fmt.Errorf("inserting one-time key: %w", err)
+			return fmt.Errorf("inserting one-time key: %w", err)
 		}
 		if n == 0 {
 			var old string
 			if err := tx.QueryRow(ctx, `SELECT key_json FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 AND key_id = $4`,
 				up.UserID, up.DeviceID, k.Algorithm, k.KeyID).Scan(&old); err != nil {
-				return false, fmt.Errorf("reading one-time key: %w", err)
+				return fmt.Errorf("reading one-time key: %w", err)
 			}
 			if old != string(k.KeyJSON) {
-				return false, &KeyConflictError{KeyID: k.Algorithm + ":" + k.KeyID}
+				return &KeyConflictError{KeyID: k.Algorithm + ":" + k.KeyID}
 			}
 		}
+	}
+	return checkKeyCount(ctx, tx, up, "one_time_keys", "one-time keys", up.MaxOneTimeKeys)
+}
+
+// storeFallbackKeys stores an upload's fallback keys, one per algorithm.
+func storeFallbackKeys(ctx context.Context, tx Querier, up KeyUpload) error {
+	if len(up.FallbackKeys) == 0 {
+		return nil
 	}
 	for _, k := range up.FallbackKeys {
 		// Re-uploading the same key keeps its used flag; a new key starts unused.
@@ -119,10 +163,28 @@ func uploadKeysTx(ctx context.Context, tx Querier, up KeyUpload) (changed bool, 
 			ON CONFLICT (user_id, device_id, algorithm) DO UPDATE SET key_id = excluded.key_id, key_json = excluded.key_json,
 				used = CASE WHEN fallback_keys.key_json = excluded.key_json THEN fallback_keys.used ELSE FALSE END`,
 			up.UserID, up.DeviceID, k.Algorithm, k.KeyID, string(k.KeyJSON)); err != nil {
-			return false, fmt.Errorf("storing fallback key: %w", err)
+			return fmt.Errorf("storing fallback key: %w", err)
 		}
 	}
-	return changed, nil
+	return checkKeyCount(ctx, tx, up, "fallback_keys", "fallback keys", up.MaxFallbackKeys)
+}
+
+// checkKeyCount fails with a *KeyLimitError (rolling the upload back) when
+// the device now holds more than limit rows of table; limit 0 is no bound.
+// Counting after the insert counts re-uploaded keys once.
+func checkKeyCount(ctx context.Context, tx Querier, up KeyUpload, table, what string, limit int) error {
+	if limit <= 0 {
+		return nil
+	}
+	var n int
+	if err := tx.QueryRow(ctx, `SELECT COUNT(*) FROM `+table+` WHERE user_id = $1 AND device_id = $2`,
+		up.UserID, up.DeviceID).Scan(&n); err != nil {
+		return fmt.Errorf("counting %s: %w", what, err)
+	}
+	if n > limit {
+		return &KeyLimitError{What: what, Held: n, Max: limit}
+	}
+	return nil
 }
 
 func markDeviceListChanged(ctx context.Context, tx Querier, userID string, pos int64) error {
@@ -307,15 +369,17 @@ type ClaimedKey struct {
 	KeyJSON []byte
 }
 
-// claimOneTimeKeyQuery removes and returns one key. On PostgreSQL, SKIP LOCKED
+// claimOneTimeKeyQuery removes and returns one key, the oldest (as Synapse
+// does): clients that hold too many private keys forget the oldest first, so
+// those should be the ones already handed out. On PostgreSQL, SKIP LOCKED
 // makes concurrent claimers take different rows instead of both choosing the
 // same row and one of them finding it gone; SQLite has a single writer.
 var claimOneTimeKeyQuery = map[Dialect]string{
 	SQLite: `DELETE FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 AND key_id =
-		(SELECT key_id FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 ORDER BY key_id LIMIT 1)
+		(SELECT key_id FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 ORDER BY seq, key_id LIMIT 1)
 		RETURNING key_id, key_json`,
 	Postgres: `DELETE FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 AND key_id =
-		(SELECT key_id FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 ORDER BY key_id LIMIT 1
+		(SELECT key_id FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 ORDER BY seq, key_id LIMIT 1
 		 FOR UPDATE SKIP LOCKED)
 		RETURNING key_id, key_json`,
 }

@@ -307,12 +307,12 @@ func (s *Service) countEvents(ctx context.Context, userID, roomID string, e *unr
 
 // Notification is one entry of GET /notifications.
 type Notification struct {
-	Actions    pushrules.PushActionArray `json:"actions"`
-	Event      json.RawMessage           `json:"event"`
-	ProfileTag string                    `json:"profile_tag,omitempty"`
-	Read       bool                      `json:"read"`
-	RoomID     string                    `json:"room_id"`
-	TS         int64                     `json:"ts"`
+	Actions    WireActions     `json:"actions"`
+	Event      json.RawMessage `json:"event"`
+	ProfileTag string          `json:"profile_tag,omitempty"`
+	Read       bool            `json:"read"`
+	RoomID     string          `json:"room_id"`
+	TS         int64           `json:"ts"`
 	pos        int64
 }
 
@@ -344,9 +344,9 @@ func (s *Service) Notifications(ctx context.Context, userID string, before int64
 	if before <= 0 || before > upTo+1 {
 		before = upTo + 1
 	}
-	var all []Notification
-	var cutoff int64 // notifications below it are not known yet: a room's scan stopped there
-	more := false    // a room stopped at limit notifications
+	all := []Notification{} // the answer's "notifications" is an array, even empty
+	var cutoff int64        // notifications below it are not known yet: a room's scan stopped there
+	more := false           // a room stopped at limit notifications
 	for _, roomID := range rooms {
 		mv, err := s.membershipView(ctx, roomID, userID)
 		if err != nil {
@@ -397,7 +397,7 @@ func (s *Service) Notifications(ctx context.Context, userID string, before int64
 				}
 				found++
 				e.Membership = mv.hv.MembershipAt(e.Pos)
-				all = append(all, Notification{Actions: actions, Event: ClientEvent(e, userID, ""), Read: rp.read(threadOf(ev), e.Pos), RoomID: roomID, TS: e.TS, pos: e.Pos})
+				all = append(all, Notification{Actions: WireActions(actions), Event: ClientEvent(e, userID, ""), Read: rp.read(threadOf(ev), e.Pos), RoomID: roomID, TS: e.TS, pos: e.Pos})
 			}
 			if len(evs) < notificationBatch {
 				break

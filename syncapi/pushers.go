@@ -3,8 +3,10 @@ package syncapi
 import (
 	"context"
 	"encoding/json"
+	"net/url"
 
 	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/internal/netguard"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -19,6 +21,56 @@ type PusherRequest struct {
 	Lang              string          `json:"lang"`
 	Data              json.RawMessage `json:"data"`
 	Append            bool            `json:"append"`
+}
+
+// Bounds on the free-text fields of a pusher (the spec bounds app_id and
+// pushkey only); the whole pusher is stored and served back.
+const (
+	maxPusherTextBytes = 1024 // app_display_name, device_display_name, profile_tag
+	maxPusherLangBytes = 64
+	maxPusherDataBytes = 8 * 1024
+	maxGatewayURLBytes = 2048
+)
+
+// gatewayPath is the path the spec requires of an http pusher's data.url.
+const gatewayPath = "/_matrix/push/v1/notify"
+
+// checkGatewayURL checks an http pusher's data.url: an absolute http(s) URL
+// with the spec's path, on a public host unless push.allow_private_gateways.
+// The host is not resolved here (DNS may change by delivery time): push
+// delivery, when it exists, must dial through netguard's address check too.
+func (s *Service) checkGatewayURL(raw string) error {
+	if len(raw) > maxGatewayURLBytes {
+		return mxhttp.InvalidParam("data.url is longer than %d bytes", maxGatewayURLBytes)
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Opaque != "" {
+		return mxhttp.InvalidParam("data.url must be an absolute https (or http) URL")
+	}
+	if u.Path != gatewayPath {
+		return mxhttp.InvalidParam("data.url must have the path %s", gatewayPath)
+	}
+	if !s.AllowPrivatePushGateways && !netguard.CheckHostLiteral(u.Hostname()) {
+		return mxhttp.InvalidParam("data.url must name a push gateway on a public address")
+	}
+	return nil
+}
+
+// checkPusherText bounds the free-text fields.
+func checkPusherText(req PusherRequest) error {
+	for name, v := range map[string]string{"app_display_name": req.AppDisplayName,
+		"device_display_name": req.DeviceDisplayName, "profile_tag": req.ProfileTag} {
+		if len(v) > maxPusherTextBytes {
+			return mxhttp.InvalidParam("%s is longer than %d bytes", name, maxPusherTextBytes)
+		}
+	}
+	if len(req.Lang) > maxPusherLangBytes {
+		return mxhttp.InvalidParam("lang is longer than %d bytes", maxPusherLangBytes)
+	}
+	if len(req.Data) > maxPusherDataBytes {
+		return mxhttp.InvalidParam("data is larger than %d bytes", maxPusherDataBytes)
+	}
+	return nil
 }
 
 // SetPusher creates, replaces or (kind null) deletes a pusher. Delivery to
@@ -42,14 +94,23 @@ func (s *Service) SetPusher(ctx context.Context, userID, deviceID string, req Pu
 	if req.AppDisplayName == "" || req.DeviceDisplayName == "" || req.Lang == "" || len(req.Data) == 0 {
 		return mxhttp.MissingParam("app_display_name, device_display_name, lang and data are required")
 	}
+	if err := checkPusherText(req); err != nil {
+		return err
+	}
 	var data map[string]any
 	if err := json.Unmarshal(req.Data, &data); err != nil || data == nil {
 		return mxhttp.BadJSON("data must be an object")
 	}
 	if *req.Kind == "http" {
-		u, _ := data["url"].(string)
-		if u == "" {
+		u, ok := data["url"].(string)
+		if _, present := data["url"]; !present {
 			return mxhttp.MissingParam("data.url is required for http pushers")
+		}
+		if !ok {
+			return mxhttp.BadJSON("data.url must be a string")
+		}
+		if err := s.checkGatewayURL(u); err != nil {
+			return err
 		}
 	}
 	pusher := map[string]any{

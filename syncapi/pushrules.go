@@ -49,14 +49,41 @@ func (r Rules) Ruleset() *pushrules.PushRuleset {
 	}
 }
 
-// MarshalJSON writes every kind, empty kinds as [] rather than null.
+// MarshalJSON writes every kind, empty kinds as [] rather than null, and the
+// rules as WireRule.
 func (r Rules) MarshalJSON() ([]byte, error) {
-	out := make(map[string][]*pushrules.PushRule, len(RuleKinds))
+	out := make(map[string][]WireRule, len(RuleKinds))
 	for _, k := range RuleKinds {
-		out[k] = r[k]
-		if out[k] == nil {
-			out[k] = []*pushrules.PushRule{}
+		out[k] = make([]WireRule, 0, len(r[k]))
+		for _, rule := range r[k] {
+			out[k] = append(out[k], WireRule{PushRule: rule, Actions: WireActions(rule.Actions)})
 		}
+	}
+	return json.Marshal(out)
+}
+
+// WireRule is a push rule as served to clients: its actions as WireActions.
+type WireRule struct {
+	*pushrules.PushRule
+	Actions WireActions `json:"actions"`
+}
+
+// WireActions are push actions as served to clients. mautrix writes a
+// set_tweak without a value as "value": null, and clients read a present
+// value as given (matrix-js-sdk: a null highlight tweak is no highlight),
+// whereas the spec's {"set_tweak": "highlight"} means true; nil is [], not
+// null.
+type WireActions pushrules.PushActionArray
+
+// MarshalJSON writes the actions, leaving out absent tweak values.
+func (a WireActions) MarshalJSON() ([]byte, error) {
+	out := make([]any, 0, len(a))
+	for _, act := range a {
+		if act.Action == pushrules.ActionSetTweak && act.Value == nil {
+			out = append(out, map[string]any{"set_tweak": act.Tweak})
+			continue
+		}
+		out = append(out, act)
 	}
 	return json.Marshal(out)
 }

@@ -46,6 +46,9 @@ type Service struct {
 	accountData     AccountData
 
 	Typing *Typing
+	// AllowPrivatePushGateways admits pushers whose gateway is on a
+	// non-public address (push.allow_private_gateways; development only).
+	AllowPrivatePushGateways bool
 
 	rulesMu  sync.Mutex
 	rules    map[string]*cachedRules

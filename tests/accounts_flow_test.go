@@ -175,14 +175,15 @@ func TestAccountsFlow(t *testing.T) {
 		if ref.Status != 200 || newAccess == "" || newRefresh == "" || newRefresh == lr.RefreshToken || ref.Body["expires_in_ms"] == nil {
 			t.Fatalf("refresh = %d %v", ref.Status, ref.Body)
 		}
+		// Using the new access token revokes the old tokens (TestRefreshTokenLostAnswer has the details).
+		if r := do(t, srv, "GET", "/_matrix/client/v3/account/whoami", newAccess, nil); r.Status != 200 || r.Body["device_id"] != string(lr.DeviceID) {
+			t.Fatalf("new access token = %d %v", r.Status, r.Body)
+		}
 		if r := doJSON(t, srv, "POST", "/_matrix/client/v3/refresh", "", map[string]any{"refresh_token": lr.RefreshToken}); r.Status != 401 || r.errcode() != "M_UNKNOWN_TOKEN" {
 			t.Fatalf("reused refresh token = %d %v", r.Status, r.Body)
 		}
 		if r := do(t, srv, "GET", "/_matrix/client/v3/account/whoami", lr.AccessToken, nil); r.Status != 401 || r.errcode() != "M_UNKNOWN_TOKEN" {
 			t.Fatalf("old access token after refresh = %d %v", r.Status, r.Body)
-		}
-		if r := do(t, srv, "GET", "/_matrix/client/v3/account/whoami", newAccess, nil); r.Status != 200 || r.Body["device_id"] != string(lr.DeviceID) {
-			t.Fatalf("new access token = %d %v", r.Status, r.Body)
 		}
 
 		// Login token (get_token is UIA-protected), single use.

@@ -2,11 +2,14 @@ package sync
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strings"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/myelin-chat/myelin/accounts"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/storage"
 )
@@ -22,14 +25,30 @@ const defaultTimelineLimit = 10
 // maxTimelineLimit caps what a client may ask for.
 const maxTimelineLimit = 100
 
-// ParseFilter decodes a filter definition (stored or inline).
+// ParseFilter checks and decodes an inline filter definition with the
+// validator POST /filter applies (accounts.ParseFilter). It is a query
+// parameter: every refusal is M_INVALID_PARAM.
 func ParseFilter(raw string) (*Filter, error) {
-	f := &Filter{}
 	if strings.TrimSpace(raw) == "" {
-		return f, nil
+		return &Filter{}, nil
 	}
-	if err := mxhttp.DecodeJSON([]byte(raw), &f.Filter); err != nil {
-		return nil, mxhttp.InvalidParam("Invalid filter: %v", err)
+	parsed, err := accounts.ParseFilter([]byte(raw))
+	var mErr *mxhttp.Error
+	if errors.As(err, &mErr) {
+		return nil, mxhttp.InvalidParam("Invalid filter: %s", mErr.Message)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &Filter{Filter: *parsed}, nil
+}
+
+// parseStoredFilter decodes a filter stored by POST /filter, which checked
+// it then: a filter stored before a check was added keeps working.
+func parseStoredFilter(raw []byte) (*Filter, error) {
+	f := &Filter{}
+	if err := mxhttp.DecodeJSON(raw, &f.Filter); err != nil {
+		return nil, fmt.Errorf("stored filter: %w", err)
 	}
 	return f, nil
 }

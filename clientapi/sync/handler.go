@@ -123,7 +123,7 @@ func (s *Syncer) loadFilter(ctx context.Context, userID, param string) (*Filter,
 	if err != nil {
 		return nil, fmt.Errorf("reading filter %s: %w", param, err)
 	}
-	return ParseFilter(string(raw))
+	return parseStoredFilter(raw)
 }
 
 // Sync answers one request: at once when there is something after its token

@@ -45,6 +45,7 @@ type Config struct {
 	Presence Presence     `yaml:"presence"`
 	Media    Media        `yaml:"media"`
 	Support  Support      `yaml:"support"`
+	Push     Push         `yaml:"push"`
 
 	Federation Federation `yaml:"federation"`
 
@@ -61,6 +62,43 @@ type Listen struct {
 	// Metrics serves /metrics on its own address when set; otherwise /metrics is
 	// served on the HTTP listener to loopback clients only.
 	Metrics string `yaml:"metrics"`
+	// TrustedProxies are the reverse proxies (IP addresses or CIDR prefixes)
+	// whose X-Forwarded-For is believed: a request from one of them comes from
+	// the rightmost address in that header that is not itself a trusted proxy.
+	// Empty: the peer address, whatever the headers say.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+}
+
+// TrustedProxyPrefixes returns listen.trusted_proxies parsed (a bare address
+// is a one-address prefix). Entries that do not parse are left out: Validate
+// refuses them.
+func (l Listen) TrustedProxyPrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range l.TrustedProxies {
+		if p, ok := parseAddrOrPrefix(s); ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func parseAddrOrPrefix(s string) (netip.Prefix, bool) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), true
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), true
+	}
+	return netip.Prefix{}, false
+}
+
+// Push configures push notifications (pushers).
+type Push struct {
+	// AllowPrivateGateways lets http pushers name a push gateway on a
+	// loopback, private or otherwise non-public address: for development
+	// and tests only, as any user could then make the server call its own
+	// network.
+	AllowPrivateGateways bool `yaml:"allow_private_gateways"`
 }
 
 // Database selects and tunes the store.
@@ -344,6 +382,11 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen.HTTP); err != nil {
 		bad("listen.http", "must be host:port, got %q", c.Listen.HTTP)
+	}
+	for i, p := range c.Listen.TrustedProxies {
+		if _, ok := parseAddrOrPrefix(p); !ok {
+			bad(fmt.Sprintf("listen.trusted_proxies[%d]", i), "must be an IP address or a CIDR prefix, got %q", p)
+		}
 	}
 	if c.Listen.Metrics != "" {
 		if _, _, err := net.SplitHostPort(c.Listen.Metrics); err != nil {

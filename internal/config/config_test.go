@@ -21,6 +21,7 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"data_dir", func(c *Config) { c.DataDir = "" }},
 		{"listen.http", func(c *Config) { c.Listen.HTTP = "nonsense" }},
 		{"listen.metrics", func(c *Config) { c.Listen.Metrics = "nonsense" }},
+		{"listen.trusted_proxies[1]", func(c *Config) { c.Listen.TrustedProxies = []string{"10.0.0.0/8", "proxy.example"} }},
 		{"database.url", func(c *Config) { c.Database.URL = "mysql://x" }},
 		{"database.max_open_conns", func(c *Config) { c.Database.MaxOpenConns = -1 }},
 		{"registration.mode", func(c *Config) { c.Register.Mode = "sometimes" }},

@@ -25,6 +25,9 @@ listen:
   http: "127.0.0.1:8008"
   # Serve /metrics on a separate address (default: on http, loopback only).
   # metrics: "127.0.0.1:9090"
+  # Reverse proxies whose X-Forwarded-For is believed (addresses or CIDRs), so
+  # that rate limits and device IPs see the real client. Default: none.
+  # trusted_proxies: ["127.0.0.1", "::1"]
 
 database:
   # Empty or sqlite:PATH for the embedded SQLite store (default <data_dir>/myelin.db);
@@ -96,6 +99,11 @@ media:
   # Thumbnail generations per user (cached thumbnails are free): rate, burst.
   thumbnails_per_second: 2
   thumbnail_burst: 30
+
+push:
+  # Let http pushers name a push gateway on a loopback or private address.
+  # Development only: any user could make the server call its own network.
+  allow_private_gateways: false
 
 # Served as https://<server_name>/.well-known/matrix/support (how users reach
 # the administrators). Unset: 404. Each contact needs a role (m.role.admin,

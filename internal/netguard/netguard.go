@@ -1,10 +1,14 @@
 // Package netguard decides which IP addresses the server may connect to on a
 // user's or a remote server's say: only public unicast addresses, so that
 // nobody can make the server reach its own private network (SSRF). The URL
-// previewer and outbound federation share it.
+// previewer, outbound federation and pusher URLs share it.
 package netguard
 
-import "net/netip"
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+)
 
 // deniedPrefixes are special-purpose ranges (IANA IPv4/IPv6 special-purpose
 // registries) that must never be fetched. IPv4-mapped IPv6 addresses are
@@ -64,4 +68,77 @@ func IsPublicAddr(ip netip.Addr) bool {
 		}
 	}
 	return true
+}
+
+// ParseHostIP parses host as an IP address in any form a resolver might
+// accept: standard forms, bracketed IPv6, and the inet_aton forms that
+// getaddrinfo accepts and netip does not (2130706433, 0x7f.1, 0177.0.0.1,
+// 127.1). It reports false for anything that must be resolved by name.
+func ParseHostIP(host string) (netip.Addr, bool) {
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip, true
+	}
+	return parseInetAton(host)
+}
+
+// parseInetAton implements inet_aton(3): 1 to 4 parts, each decimal, octal
+// (leading 0) or hex (0x); the last part fills the remaining bytes.
+func parseInetAton(s string) (netip.Addr, bool) {
+	parts := strings.Split(s, ".")
+	if len(parts) > 4 {
+		return netip.Addr{}, false
+	}
+	vals := make([]uint64, len(parts))
+	for i, p := range parts {
+		base := 10
+		switch {
+		case strings.HasPrefix(p, "0x") || strings.HasPrefix(p, "0X"):
+			base, p = 16, p[2:]
+		case len(p) > 1 && p[0] == '0':
+			base, p = 8, p[1:]
+		}
+		if p == "" && base != 16 {
+			return netip.Addr{}, false
+		}
+		if p == "" { // "0x" alone is 0 to inet_aton
+			p = "0"
+		}
+		v, err := strconv.ParseUint(p, base, 32)
+		if err != nil {
+			return netip.Addr{}, false
+		}
+		vals[i] = v
+	}
+	var n uint64
+	for i, v := range vals[:len(vals)-1] {
+		if v > 0xff {
+			return netip.Addr{}, false
+		}
+		n |= v << (8 * (3 - i))
+	}
+	last := vals[len(vals)-1]
+	if last >= 1<<(8*(4-(len(vals)-1))) {
+		return netip.Addr{}, false
+	}
+	n |= last
+	return netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}), true
+}
+
+// IsLocalhostName reports whether host is a localhost name (RFC 6761: such
+// names never leave the machine, whatever DNS says).
+func IsLocalhostName(host string) bool {
+	h := strings.ToLower(strings.TrimSuffix(host, "."))
+	return h == "localhost" || strings.HasSuffix(h, ".localhost")
+}
+
+// CheckHostLiteral refuses, without resolving anything, a host that names a
+// non-public target: an IP address (in any form a resolver accepts) that is
+// not public, or a localhost name. A name that resolves to a private address
+// passes: that is for the dialer to refuse at connect time, as DNS may change.
+func CheckHostLiteral(host string) bool {
+	if ip, ok := ParseHostIP(host); ok {
+		return IsPublicAddr(ip)
+	}
+	return host != "" && !IsLocalhostName(host)
 }
