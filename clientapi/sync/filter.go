@@ -7,6 +7,7 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/myelin-chat/myelin/accounts"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/storage"
 )
@@ -22,16 +23,17 @@ const defaultTimelineLimit = 10
 // maxTimelineLimit caps what a client may ask for.
 const maxTimelineLimit = 100
 
-// ParseFilter decodes a filter definition (stored or inline).
+// ParseFilter decodes a filter definition (stored or inline) with the
+// validation POST /filter applies, so that an inline filter is no laxer.
 func ParseFilter(raw string) (*Filter, error) {
-	f := &Filter{}
 	if strings.TrimSpace(raw) == "" {
-		return f, nil
+		return &Filter{}, nil
 	}
-	if err := mxhttp.DecodeJSON([]byte(raw), &f.Filter); err != nil {
+	f, err := accounts.ParseFilter([]byte(raw))
+	if err != nil {
 		return nil, mxhttp.InvalidParam("Invalid filter: %v", err)
 	}
-	return f, nil
+	return &Filter{Filter: *f}, nil
 }
 
 func (f *Filter) room() *mautrix.RoomFilter {
