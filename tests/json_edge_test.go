@@ -244,3 +244,35 @@ func TestQueryParametersCheckedEachOnItsOwn(t *testing.T) {
 		t.Errorf("a malformed escape alone is not refused (handlers never see it): %d %s", resp.Status, resp.Raw)
 	}
 }
+
+// TestUnauthenticatedBodiesCheckedAtTheEdge: what Complement's
+// TestRequestEncodingFails expects of /register (invalid UTF-8 is M_NOT_JSON),
+// for every unauthenticated endpoint that takes JSON; and a /messages filter
+// (query JSON) gets the same checks as a body.
+func TestUnauthenticatedBodiesCheckedAtTheEdge(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
+		for _, path := range []string{"/_matrix/client/v3/register", "/_matrix/client/v3/login", "/_matrix/client/v3/refresh"} {
+			for body, code := range map[string]string{
+				"{\"username\":\"\xff\",\"password\":\"x\"}": "M_NOT_JSON",
+				`{"username":"\ud800","password":"x"}`:       "M_BAD_JSON",
+			} {
+				if r := do(t, srv, "POST", path, "", []byte(body)); r.Status != http.StatusBadRequest || r.errcode() != code {
+					t.Errorf("POST %s %.30q = %d %s, want 400 %s", path, body, r.Status, r.Raw, code)
+				}
+			}
+		}
+		alice := srv.Register(t, "alice")
+		room := createRoom(t, alice, nil)
+		base := "/_matrix/client/v3/rooms/" + url.PathEscape(string(room)) + "/messages?dir=b&filter="
+		for filter, code := range map[string]string{
+			`{"types":["\ud800"]}`: "M_BAD_JSON",
+			`{"limit":1` + strings.Repeat(`,"x":[`, 1) + strings.Repeat("[", 120) + strings.Repeat("]", 121) + `}`: "M_BAD_JSON",
+			`{"types":["m.room.message"]}`: "",
+		} {
+			r := clientCall(t, alice, "GET", base+url.QueryEscape(filter), nil)
+			if (code == "" && r.Status != http.StatusOK) || (code != "" && (r.Status != http.StatusBadRequest || r.errcode() != code)) {
+				t.Errorf("/messages filter %.40q = %d %.200s, want %q", filter, r.Status, r.Raw, code)
+			}
+		}
+	})
+}
