@@ -667,7 +667,7 @@ func ParseFilter(raw string) (*EventFilter, error) {
 	}
 	var f EventFilter
 	if err := mxhttp.DecodeJSON([]byte(raw), &f); err != nil { // the JSON edge's checks, as for bodies
-		return nil, err
+		return nil, mxhttp.BadJSON("Invalid filter: %v", err)
 	}
 	return &f, nil
 }
