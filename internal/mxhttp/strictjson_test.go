@@ -181,3 +181,38 @@ func depth(v any) int {
 	}
 	return 0
 }
+
+// BenchmarkCheckJSON: the edge's cost on a message body and on a large
+// to-device batch (100 recipients' encrypted payloads, ~64 KiB).
+func BenchmarkCheckJSON(b *testing.B) {
+	msg := []byte(`{"msgtype":"m.text","body":"` + strings.Repeat("hello world ", 80) + `","m.relates_to":{"rel_type":"m.thread","event_id":"$abc"}}`)
+	var sb strings.Builder
+	sb.WriteString(`{"messages":{`)
+	for i := range 100 {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteString(`"@user` + strings.Repeat("x", i%7) + string(rune('a'+i%26)) + `:example.org":{"DEVICE":{"algorithm":"m.olm.v1.curve25519-aes-sha2","sender_key":"abc","ciphertext":{"key":{"type":0,"body":"` + strings.Repeat("QUJD", 150) + `"}}}}`)
+	}
+	sb.WriteString(`}}`)
+	batch := []byte(sb.String())
+	for _, c := range []struct {
+		name  string
+		check func([]byte) error
+		body  []byte
+	}{
+		{"CheckJSON/message", CheckJSON, msg},
+		{"CheckEventJSON/message", CheckEventJSON, msg},
+		{"CheckJSON/to-device batch", CheckJSON, batch},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(c.body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := c.check(c.body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
