@@ -240,6 +240,13 @@ func TestQueryParametersCheckedEachOnItsOwn(t *testing.T) {
 			t.Errorf("GET /publicRooms%s = %d %s, want 400 M_INVALID_PARAM", q, resp.Status, resp.Raw)
 		}
 	}
+	// Path parameters: percent-decoded, they are checked the same way (a
+	// UTF-8-encoded surrogate is not UTF-8).
+	for _, p := range []string{"/_matrix/client/v3/rooms/%ED%A0%80/state", "/_matrix/client/v3/profile/%40a%FF%3Ab", "/_matrix/client/v3/rooms/%21a%00%3Ab/state"} {
+		if resp := clientCall(t, alice, "GET", p, nil); resp.Status != http.StatusBadRequest || resp.errcode() != "M_INVALID_PARAM" {
+			t.Errorf("GET %s = %d %s, want 400 M_INVALID_PARAM", p, resp.Status, resp.Raw)
+		}
+	}
 	if resp := clientCall(t, alice, "GET", "/_matrix/client/v3/publicRooms?x=%zz&limit=5", nil); resp.Status != http.StatusOK {
 		t.Errorf("a malformed escape alone is not refused (handlers never see it): %d %s", resp.Status, resp.Raw)
 	}
