@@ -19,7 +19,7 @@ func ownUser(r *http.Request, what string) (id.UserID, error) {
 }
 
 func (a *API) putAccountData(r *http.Request) (any, error) {
-	body, err := mxhttp.ReadBody(r)
+	body, err := mxhttp.ReadRawJSON(r)
 	if err != nil {
 		return nil, err
 	}

@@ -7,7 +7,7 @@ import (
 )
 
 func (a *API) createFilter(r *http.Request) (any, error) {
-	body, err := mxhttp.ReadBody(r)
+	body, err := mxhttp.ReadRawJSON(r)
 	if err != nil {
 		return nil, err
 	}

@@ -171,7 +171,7 @@ func Middleware(cfg *config.Config) func(http.Handler) http.Handler {
 				mxhttp.WriteError(w, r, mxhttp.TooLarge("Request body exceeds %d bytes", limit))
 				return
 			}
-			if !cleanText(r.URL.Path) || !cleanText(r.URL.RawQuery) {
+			if !cleanText(r.URL.Path) || !cleanQuery(r.URL.RawQuery) {
 				mxhttp.WriteError(w, r, mxhttp.InvalidParam("Path and query must be valid UTF-8 without NUL characters"))
 				return
 			}
@@ -241,4 +241,22 @@ func cleanText(s string) bool {
 		s = u
 	}
 	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
+}
+
+// cleanQuery is cleanText for each name and value of a query, as handlers
+// will see them: unescaping the query whole would let one malformed escape
+// ("%zz") exempt the rest ("&x=%ff") from the check.
+func cleanQuery(raw string) bool {
+	values, _ := url.ParseQuery(raw) // what r.URL.Query() gives handlers
+	for k, vs := range values {
+		if !utf8.ValidString(k) || strings.ContainsRune(k, 0) {
+			return false
+		}
+		for _, v := range vs {
+			if !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -168,8 +168,8 @@ func (a *Authenticator) Authenticate(r *http.Request) (string, []byte, error) {
 			}
 			return "", nil, mxhttp.Unknown("Reading the request body failed")
 		}
-		if len(body) > 0 && !json.Valid(body) {
-			return "", nil, mxhttp.NotJSON("Request body is not JSON")
+		if err := mxhttp.CheckJSON(body); err != nil {
+			return "", nil, err
 		}
 	}
 	now := time.Now()

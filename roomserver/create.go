@@ -80,6 +80,9 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 		return "", mxhttp.UnsupportedRoomVer("Room version %q is not supported", version)
 	}
 	rv := id.RoomVersion(version)
+	if err := req.checkEventJSON(); err != nil {
+		return "", err
+	}
 	preset := req.Preset
 	switch preset {
 	case "":
@@ -311,6 +314,28 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 		}
 	}
 	return roomID, nil
+}
+
+// checkEventJSON refuses the client's JSON that would go into the room's
+// events but could not be signed as canonical JSON (mxhttp.CheckEventJSON),
+// before anything is built.
+func (req *CreateRoomRequest) checkEventJSON() error {
+	var parts []json.RawMessage
+	for _, v := range req.CreationContent {
+		parts = append(parts, v)
+	}
+	for _, v := range req.PowerLevelContentOverride {
+		parts = append(parts, v)
+	}
+	for _, st := range req.InitialState {
+		parts = append(parts, st.Content)
+	}
+	for _, v := range parts {
+		if err := mxhttp.CheckEventJSON(v); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func randomString(n int) string {

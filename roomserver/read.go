@@ -666,7 +666,7 @@ func ParseFilter(raw string) (*EventFilter, error) {
 		return nil, nil
 	}
 	var f EventFilter
-	if err := json.Unmarshal([]byte(raw), &f); err != nil {
+	if err := mxhttp.DecodeJSON([]byte(raw), &f); err != nil { // the JSON edge's checks, as for bodies
 		return nil, mxhttp.BadJSON("Invalid filter: %v", err)
 	}
 	return &f, nil

@@ -38,6 +38,11 @@ func (s *Server) Send(ctx context.Context, r SendRequest) (id.EventID, error) {
 	if len(r.Content) > MaxPDUBytes {
 		return "", mxhttp.TooLarge("Event exceeds %d bytes", MaxPDUBytes)
 	}
+	// Content that could not be signed as canonical JSON is the client's
+	// fault (M_BAD_JSON), found before anything is built.
+	if err := mxhttp.CheckEventJSON(r.Content); err != nil {
+		return "", err
+	}
 	obj := gjson.ParseBytes(r.Content)
 	if !obj.IsObject() {
 		return "", mxhttp.BadJSON("Event content must be a JSON object")

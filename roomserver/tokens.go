@@ -34,26 +34,36 @@ type Token struct {
 	Stream      int64
 }
 
-// ParseToken parses a pagination token.
+// ParseToken parses a pagination token. Positions are written in decimal
+// without sign or leading zeros, so that each token has one spelling.
 func ParseToken(s string) (Token, error) {
 	switch {
 	case strings.HasPrefix(s, "t"):
 		d, st, ok := strings.Cut(s[1:], "_")
-		depth, err1 := strconv.ParseInt(d, 10, 64)
-		stream, err2 := strconv.ParseInt(st, 10, 64)
-		if !ok || err1 != nil || err2 != nil {
+		depth, ok1 := parsePosition(d)
+		stream, ok2 := parsePosition(st)
+		if !ok || !ok1 || !ok2 {
 			return Token{}, fmt.Errorf("invalid token %q", s)
 		}
 		return Token{Topological: true, Depth: depth, Stream: stream}, nil
 	case strings.HasPrefix(s, "s"):
 		num, _, _ := strings.Cut(s[1:], "_")
-		stream, err := strconv.ParseInt(num, 10, 64)
-		if err != nil || stream < 0 {
+		stream, ok := parsePosition(num)
+		if !ok {
 			return Token{}, fmt.Errorf("invalid token %q", s)
 		}
 		return Token{Stream: stream}, nil
 	}
 	return Token{}, fmt.Errorf("invalid token %q", s)
+}
+
+// parsePosition parses a non-negative decimal as tokens write it.
+func parsePosition(s string) (int64, bool) {
+	if s == "" || s[0] < '0' || s[0] > '9' || (s[0] == '0' && len(s) > 1) {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
 }
 
 func (t Token) topo() storage.TopoPos { return storage.TopoPos{Depth: t.Depth, Stream: t.Stream} }

@@ -65,6 +65,10 @@ func TestNoRouteAnswers500OnGarbage(t *testing.T) {
 			strings.Repeat("[", 5000) + strings.Repeat("]", 5000),
 			// NUL inside strings: PostgreSQL text cannot hold it
 			`{"displayname": "a\u0000b", "body": "\u0000", "msgtype": "m.text", "name": "\u0000", "topic": "x\u0000", "alias": "#\u0000:localhost", "room_id": "!\u0000:localhost", "reason": "\u0000", "user_id": "@\u0000:localhost"}`,
+			// invalid UTF-8, unpaired surrogates, numbers that are not canonical JSON
+			"{\"displayname\": \"\xff\", \"body\": \"\xed\xa0\x80\", \"msgtype\": \"m.text\", \"reason\": \"\xc3\", \"messages\": {\"@alice:localhost\": {\"*\": {\"x\": \"\xff\"}}}}",
+			`{"displayname": "\ud800", "body": "\udc00", "msgtype": "m.text", "name": "\ud800", "reason": "\udfff", "messages": {"@alice:localhost": {"*": {"x": "\ud800"}}}}`,
+			`{"body": "x", "msgtype": "m.text", "n": 1.5, "big": 9007199254740993, "inf": 1e400, "creation_content": {"f": 1.5}, "initial_state": [{"type": "m.x", "state_key": "", "content": {"n": 1e400}}], "power_level_content_override": {"ban": 9007199254740993}}`,
 		}
 		client := &http.Client{}
 		requests := 0

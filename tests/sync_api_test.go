@@ -32,6 +32,10 @@ func TestSyncBadInput(t *testing.T) {
 			{"set_presence": "busy"},
 			{"filter": "12345"},       // no such stored filter
 			{"filter": `{"room": 7}`}, // malformed inline filter
+			// inline filters get POST /filter's validation
+			{"filter": `{"room": {"timeline": {"limit": -1}}}`},
+			{"filter": `{"event_format": "bogus"}`},
+			{"filter": `{"room": {"timeline": {"types": ["\ud800"]}}}`},
 			{"use_state_after": "yes"},
 		}
 		for _, q := range cases {

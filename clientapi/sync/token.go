@@ -35,8 +35,12 @@ func ParseToken(s string) (Token, error) {
 	}
 	var n [3]int64
 	for i, p := range parts {
+		// Digits only, as String writes them: ParseInt also takes "+0" and "-0".
+		if p == "" || p[0] < '0' || p[0] > '9' || (len(p) > 1 && p[0] == '0') {
+			return Token{}, bad
+		}
 		v, err := strconv.ParseInt(p, 10, 64)
-		if err != nil || v < 0 || (len(p) > 1 && p[0] == '0') || p == "" {
+		if err != nil {
 			return Token{}, bad
 		}
 		n[i] = v

@@ -51,15 +51,29 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 // into v. Not JSON at all gives M_NOT_JSON; JSON of the wrong shape gives M_BAD_JSON;
 // a body over the cap gives M_TOO_LARGE. An empty body decodes as {}.
 func ReadJSON(r *http.Request, v any) error {
-	body, err := ReadBody(r)
+	body, err := readBody(r)
 	if err != nil {
 		return err
 	}
 	return DecodeJSON(body, v)
 }
 
-// ReadBody reads the raw request body: M_TOO_LARGE over the configured cap.
-func ReadBody(r *http.Request) ([]byte, error) {
+// ReadRawJSON reads the request body for a handler that keeps it raw (account
+// data, filters), after the same checks DecodeJSON makes (CheckJSON).
+func ReadRawJSON(r *http.Request) (json.RawMessage, error) {
+	body, err := readBody(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := CheckJSON(body); err != nil {
+		return nil, err
+	}
+	return body, nil
+}
+
+// readBody reads the raw request body: M_TOO_LARGE over the configured cap.
+// Unexported so that every body a handler sees has been through CheckJSON.
+func readBody(r *http.Request) ([]byte, error) {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		var maxErr *http.MaxBytesError
@@ -76,12 +90,8 @@ func DecodeJSON(body []byte, v any) error {
 	if len(strings.TrimSpace(string(body))) == 0 {
 		body = []byte("{}")
 	}
-	if !json.Valid(body) {
-		return NotJSON("Content not JSON.")
-	}
-	if HasNULEscape(body) {
-		// PostgreSQL text cannot hold NUL; no Matrix identifier or text needs it.
-		return BadJSON("Strings may not contain the NUL character (\\u0000)")
+	if err := CheckJSON(body); err != nil {
+		return err
 	}
 	if err := json.Unmarshal(body, v); err != nil {
 		var typeErr *json.UnmarshalTypeError
