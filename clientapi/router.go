@@ -5,11 +5,9 @@ package clientapi
 
 import (
 	"context"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -21,6 +19,7 @@ import (
 	"github.com/myelin-chat/myelin/internal/config"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/internal/ratelimit"
+	"github.com/myelin-chat/myelin/internal/recovery"
 )
 
 // API holds the modules the client-server handlers call.
@@ -150,7 +149,7 @@ func Middleware(cfg *config.Config) func(http.Handler) http.Handler {
 					if v == http.ErrAbortHandler {
 						panic(v)
 					}
-					slog.Error("panic serving request", "method", r.Method, "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
+					recovery.Recovered(recovery.HTTPHandler, v, "method", r.Method, "path", r.URL.Path)
 					mxhttp.WriteError(w, r, mxhttp.Internal("Internal server error"))
 				}
 			}()

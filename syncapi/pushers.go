@@ -97,16 +97,19 @@ func (s *Service) SetPusher(ctx context.Context, userID, deviceID string, req Pu
 	if err := checkPusherText(req); err != nil {
 		return err
 	}
-	var data map[string]any
+	// data is kept as the client sent it (the JSON edge checked it): decoding
+	// it into Go values would round integers beyond 2^53.
+	var data map[string]json.RawMessage
 	if err := json.Unmarshal(req.Data, &data); err != nil || data == nil {
 		return mxhttp.BadJSON("data must be an object")
 	}
 	if *req.Kind == "http" {
-		u, ok := data["url"].(string)
-		if _, present := data["url"]; !present {
+		rawURL, present := data["url"]
+		if !present {
 			return mxhttp.MissingParam("data.url is required for http pushers")
 		}
-		if !ok {
+		var u string
+		if err := json.Unmarshal(rawURL, &u); err != nil {
 			return mxhttp.BadJSON("data.url must be a string")
 		}
 		if err := s.checkGatewayURL(u); err != nil {
@@ -116,7 +119,7 @@ func (s *Service) SetPusher(ctx context.Context, userID, deviceID string, req Pu
 	pusher := map[string]any{
 		"app_id": *req.AppID, "pushkey": *req.PushKey, "kind": *req.Kind,
 		"app_display_name": req.AppDisplayName, "device_display_name": req.DeviceDisplayName,
-		"lang": req.Lang, "data": data,
+		"lang": req.Lang, "data": req.Data,
 	}
 	if req.ProfileTag != "" {
 		pusher["profile_tag"] = req.ProfileTag

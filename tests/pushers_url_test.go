@@ -87,3 +87,20 @@ func TestPusherPrivateGatewaysAllowed(t *testing.T) {
 		t.Fatalf("file:// with the allowance = %d %s", r.Status, r.Raw)
 	}
 }
+
+// TestPusherDataKeptExactly: a pusher's data is served back as the client set
+// it; an integer beyond 2^53 is not rounded through a float on the way.
+func TestPusherDataKeptExactly(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice")
+		body := `{"kind":"http","app_id":"a","pushkey":"k","app_display_name":"A","device_display_name":"D","lang":"en",` +
+			`"data":{"url":"https://push.example.org/_matrix/push/v1/notify","big":9007199254740993,"format":"event_id_only"}}`
+		if r := clientCall(t, alice, "POST", "/_matrix/client/v3/pushers/set", body); r.Status != 200 {
+			t.Fatalf("set pusher = %d %s", r.Status, r.Raw)
+		}
+		r := clientCall(t, alice, "GET", "/_matrix/client/v3/pushers", nil)
+		if r.Status != 200 || !strings.Contains(r.Raw, `"big":9007199254740993`) || !strings.Contains(r.Raw, `"format":"event_id_only"`) {
+			t.Fatalf("pushers = %d %s", r.Status, r.Raw)
+		}
+	})
+}

@@ -3,9 +3,10 @@
 // process down. Every recovered panic is logged with its stack and counted in
 // metrics.PanicsRecovered.
 //
-// Request handlers are covered by the HTTP middleware; this package is for
-// the calls and goroutines the middleware does not see: the auth rules, room
-// workers, timers and fan-out goroutines.
+// Request handlers are covered by the HTTP middleware (which records its
+// panics here too, as HTTPHandler); Call, Go and Func are for the calls and
+// goroutines the middleware does not see: the auth rules, room workers,
+// timers and fan-out goroutines.
 package recovery
 
 import (
@@ -25,6 +26,7 @@ const (
 	RemoteQuery   = "keyserver_remote_query"
 	TypingTimer   = "typing_timer"
 	PresenceTimer = "presence_timer"
+	HTTPHandler   = "http_handler"
 )
 
 // PanicError is what a recovered panic becomes.
