@@ -21,31 +21,45 @@ func TestE2EEWithMatrixJSSDK(t *testing.T) {
 	if testing.Short() {
 		t.Skip("real-client E2EE test skipped in -short mode")
 	}
+	jsDir, node := jsNode(t)
+	for _, backend := range testserver.Backends {
+		t.Run(backend, func(t *testing.T) {
+			runJSScenario(t, jsDir, node, "e2ee.mjs", testserver.Start(t, backend).URL, "[e2ee] PASS")
+		})
+	}
+}
+
+// jsNode installs tests/js's pinned dependencies and returns that directory
+// and the Node 22 binary from node_modules (matrix-js-sdk 43 needs Node 22).
+func jsNode(t *testing.T) (jsDir, node string) {
+	t.Helper()
 	jsDir, err := filepath.Abs("js")
 	if err != nil {
 		t.Fatal(err)
 	}
 	npmCI(t, jsDir)
-	node := filepath.Join(jsDir, "node_modules", ".bin", "node")
+	node = filepath.Join(jsDir, "node_modules", ".bin", "node")
 	if out, err := exec.Command(node, "--version").Output(); err != nil || !strings.HasPrefix(string(out), "v22.") {
 		t.Fatalf("node from node_modules: %q, %v (matrix-js-sdk 43 needs Node 22)", out, err)
 	}
-	for _, backend := range testserver.Backends {
-		t.Run(backend, func(t *testing.T) {
-			srv := testserver.Start(t, backend)
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			defer cancel()
-			cmd := exec.CommandContext(ctx, node, "e2ee.mjs")
-			cmd.Dir = jsDir
-			cmd.Env = append(os.Environ(), "MYELIN_URL="+srv.URL)
-			var out bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &out, &out
-			err := cmd.Run()
-			t.Logf("e2ee.mjs output:\n%s", out.String())
-			if err != nil || !strings.Contains(out.String(), "[e2ee] PASS") {
-				t.Fatalf("real-client E2EE scenario failed: %v", err)
-			}
-		})
+	return jsDir, node
+}
+
+// runJSScenario runs one scenario script against the server at url and
+// fails the test unless it exits 0 having printed pass.
+func runJSScenario(t *testing.T, jsDir, node, script, url, pass string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, script)
+	cmd.Dir = jsDir
+	cmd.Env = append(os.Environ(), "MYELIN_URL="+url)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	t.Logf("%s output:\n%s", script, out.String())
+	if err != nil || !strings.Contains(out.String(), pass) {
+		t.Fatalf("real-client scenario %s failed: %v", script, err)
 	}
 }
 

@@ -16,9 +16,13 @@ import (
 
 // roomSent is what a connection was sent of one room.
 type roomSent struct {
-	toPos      int64  // the room's events up to this stream position were considered
-	limit      int    // the timeline limit it was last sent with
-	stateKey   string // the required_state config it was last sent with
+	toPos int64 // the room's events up to this stream position were considered
+	// limit is how many of the latest events up to toPos the client has
+	// without a gap: the timeline limit it was last sent with, or more when
+	// it has had every event since a larger one.
+	limit      int
+	cfg        *combined // the room config it was last sent with (immutable)
+	stateKey   string    // cfg.key()
 	membership string
 	lazySent   map[string]bool // members whose m.room.member was sent (shared: copy on write)
 }
@@ -30,6 +34,19 @@ type snapshot struct {
 	rooms    map[string]roomSent
 	counts   map[string]int // list counts last sent
 	toDevAck int64          // to-device messages deleted up to here
+	// subs are the room subscriptions in force: each request's
+	// room_subscriptions add to or replace them, unsubscribe_rooms removes
+	// them (matrix-js-sdk sends a subscription once; matrix-rust-sdk sends
+	// them all every time). At most maxSubscriptions, the least recently
+	// given dropped first.
+	subs map[string]subscription
+	reqs uint64 // requests answered on the connection, to order subs
+}
+
+// subscription is a remembered room subscription.
+type subscription struct {
+	cfg  roomConfig
+	last uint64 // the request (snapshot.reqs) that last gave it
 }
 
 // conn is one connection's recent snapshots, keyed by pos id: the latest,

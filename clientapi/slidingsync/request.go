@@ -41,7 +41,10 @@ type request struct {
 	SetPresence       *string               `json:"set_presence"`
 	Lists             map[string]listConfig `json:"lists"`
 	RoomSubscriptions map[string]roomConfig `json:"room_subscriptions"`
-	Extensions        extensionsRequest     `json:"extensions"`
+	// Subscriptions are remembered by the connection (MSC3575's sticky
+	// parameters, as matrix-js-sdk expects) until named here.
+	UnsubscribeRooms []string          `json:"unsubscribe_rooms"`
+	Extensions       extensionsRequest `json:"extensions"`
 }
 
 // roomConfig is what to send for a matched room.
@@ -185,19 +188,22 @@ func (c *combined) key() string {
 	return strings.Join(keys, "\n")
 }
 
+// key is canonical: the same rules in another order (or repeated) are the
+// same config, so a client re-sending its config does not look like a change.
 func (c *stateConfig) key() string {
-	var b strings.Builder
-	for _, r := range c.include {
-		b.WriteString(ruleKey(r) + ";")
+	rules := func(rs []stateRule) string {
+		keys := make([]string, len(rs))
+		for i, r := range rs {
+			keys[i] = ruleKey(r)
+		}
+		sort.Strings(keys)
+		return strings.Join(dedupe(keys), ";")
 	}
-	b.WriteString("|")
-	for _, r := range c.exclude {
-		b.WriteString(ruleKey(r) + ";")
-	}
+	k := rules(c.include) + "|" + rules(c.exclude)
 	if c.lazy {
-		b.WriteString("|lazy")
+		k += "|lazy"
 	}
-	return b.String()
+	return k
 }
 
 func ruleKey(r stateRule) string {
@@ -318,6 +324,14 @@ func (req *request) validate() error {
 			return err
 		}
 		req.RoomSubscriptions[roomID] = sub
+	}
+	if len(req.UnsubscribeRooms) > maxSubscriptions {
+		return mxhttp.InvalidParam("At most %d rooms may be unsubscribed at once", maxSubscriptions)
+	}
+	for _, roomID := range req.UnsubscribeRooms {
+		if !strings.HasPrefix(roomID, "!") {
+			return mxhttp.InvalidParam("unsubscribe_rooms entries must be room IDs")
+		}
 	}
 	if td := req.Extensions.ToDevice; td != nil && td.Limit != nil && *td.Limit < 0 {
 		return mxhttp.InvalidParam("to_device limit must not be negative")

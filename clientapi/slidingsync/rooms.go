@@ -275,7 +275,7 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 	sent, had := b.prev.rooms[c.roomID]
 	transient := func(m string) bool { return m == "invite" || m == "knock" }
 	initial := !had || (sent.membership != c.membership && (transient(sent.membership) || transient(c.membership) || c.membership == "join"))
-	rec := roomSent{toPos: c.upTo, limit: cfg.limit, stateKey: cfg.key(), membership: c.membership}
+	rec := roomSent{toPos: c.upTo, limit: cfg.limit, cfg: cfg, stateKey: cfg.key(), membership: c.membership}
 
 	if transient(c.membership) {
 		if !initial {
@@ -298,17 +298,25 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 
 	from := int64(0)
 	expanded := false
-	stateChanged := false
+	cfgChanged := false
 	if !initial {
 		from = sent.toPos
 		if cfg.limit > sent.limit {
 			from, expanded = 0, true
 		}
-		stateChanged = cfg.key() != sent.stateKey
+		cfgChanged = rec.stateKey != sent.stateKey
 		rec.lazySent = sent.lazySent
 	}
-	if !initial && !expanded && !stateChanged && c.upTo <= sent.toPos && sent.membership == c.membership {
+	if !initial && !expanded && !cfgChanged && c.upTo <= sent.toPos && sent.membership == c.membership {
 		return nil, nil // nothing new (kept as sent)
+	}
+	var state, wider map[[2]string]string
+	if cfgChanged {
+		var err error
+		if state, err = b.h.store.StateAtPosition(ctx, c.roomID, c.statePos); err != nil {
+			return nil, err
+		}
+		wider = b.newlyWanted(state, sent.cfg, cfg)
 	}
 	bump, err := b.bumpStamp(ctx, c)
 	if err != nil {
@@ -323,13 +331,18 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 	if evs, err = viewer.Visible(ctx, evs); err != nil {
 		return nil, err
 	}
-	if !initial && !stateChanged && len(evs) == 0 && sent.membership == c.membership {
-		b.next.rooms[c.roomID] = rec
+	if !initial && len(evs) == 0 && len(wider) == 0 && sent.membership == c.membership {
+		b.next.rooms[c.roomID] = rec // a config that only shrank changes nothing the client has
 		return nil, nil
 	}
 	allNew := !limited // evs are every event in (from, upTo]
 	if len(evs) > cfg.limit {
 		evs, limited = evs[len(evs)-cfg.limit:], true
+	}
+	if !initial && !limited {
+		// Every event since was sent: the client still has the latest
+		// sent.limit before them (re-subscribing need not resend those).
+		rec.limit = max(rec.limit, sent.limit)
 	}
 	res := &roomResult{Initial: initial, ExpandedTimeline: expanded && !initial, Membership: c.membership, BumpStamp: bump,
 		Limited: limited, IsDM: b.dmRooms[c.roomID]}
@@ -347,14 +360,16 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 	}
 	res.NumLive = &live
 
-	// Which state to send: all that is wanted (new room or new config), or
-	// what changed since the room was last sent.
-	state, err := b.h.store.StateAtPosition(ctx, c.roomID, c.statePos)
-	if err != nil {
-		return nil, err
+	// Which state to send: all that is wanted for a new room; else what
+	// changed since the room was last sent, and what a widened config newly
+	// wants.
+	if state == nil {
+		if state, err = b.h.store.StateAtPosition(ctx, c.roomID, c.statePos); err != nil {
+			return nil, err
+		}
 	}
 	changed := state
-	if !initial && !stateChanged {
+	if !initial {
 		hasState := false
 		for _, e := range evs {
 			hasState = hasState || e.StateKey != nil
@@ -380,6 +395,9 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 			ids = append(ids, ev)
 		}
 	}
+	for _, ev := range wider {
+		ids = append(ids, ev)
+	}
 	// Lazy members: the timeline's senders and member event targets, once.
 	if cfg.lazy() {
 		lazy := map[string]bool{}
@@ -397,7 +415,7 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 			}
 		}
 		known := rec.lazySent
-		if initial || stateChanged || limited {
+		if initial || limited {
 			known = nil // the client drops its member cache on a gap
 		}
 		grown := maps.Clone(known)
@@ -426,11 +444,11 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 	}
 
 	// Name, avatar, heroes and counts when new or changed.
-	memberChange := initial || stateChanged || limited
+	memberChange := initial || limited
 	for k := range changed {
 		memberChange = memberChange || k[0] == "m.room.member"
 	}
-	if err := b.nameAndAvatar(ctx, res, state, changed, initial || stateChanged); err != nil {
+	if err := b.nameAndAvatar(ctx, res, state, changed, initial); err != nil {
 		return nil, err
 	}
 	if memberChange {
@@ -455,6 +473,19 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 	}
 	b.next.rooms[c.roomID] = rec
 	return res, nil
+}
+
+// newlyWanted is the part of state that the room's new config wants and
+// its previous one did not (MSC4186 "Changes to required_state"): what a
+// widened config sends at once. Lazy members follow the timeline instead.
+func (b *builder) newlyWanted(state map[[2]string]string, old, cfg *combined) map[[2]string]string {
+	out := map[[2]string]string{}
+	for k, ev := range state {
+		if cfg.wants(k[0], k[1], b.userID) && (old == nil || !old.wants(k[0], k[1], b.userID)) {
+			out[k] = ev
+		}
+	}
+	return out
 }
 
 // retiredResult is a room the user never joined whose invite or knock ended:

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"maps"
 	"net/http"
+	"sort"
 	"strconv"
 	"time"
 
@@ -121,6 +122,7 @@ func (h *Handler) handle(r *http.Request) (*response, error) {
 		}
 	}
 	b := &builder{h: h, req: &req, userID: userID, deviceID: deviceID, prev: prev, prevExists: prevExists}
+	b.subs, b.reqs = nextSubscriptions(prev, &req)
 	resp, next, err := h.sync(ctx, b, timeout)
 	if err != nil {
 		return nil, err
@@ -171,6 +173,8 @@ type builder struct {
 	userID, deviceID string
 	prev             *snapshot
 	prevExists       bool
+	subs             map[string]subscription // in force for this request (nextSubscriptions)
+	reqs             uint64
 
 	// Per build:
 	to       clientsync.Token
@@ -196,7 +200,8 @@ func (b *builder) since() int64 {
 
 func (b *builder) build(ctx context.Context, to clientsync.Token) (*response, *snapshot, error) {
 	b.to = to
-	b.next = &snapshot{tok: to, rooms: maps.Clone(b.prev.rooms), counts: map[string]int{}, toDevAck: b.prev.toDevAck}
+	b.next = &snapshot{tok: to, rooms: maps.Clone(b.prev.rooms), counts: map[string]int{}, toDevAck: b.prev.toDevAck,
+		subs: b.subs, reqs: b.reqs}
 	b.facts = map[string]*roomFacts{}
 	b.spaces = map[string]map[string]bool{}
 	var err error
@@ -273,7 +278,7 @@ func (b *builder) build(ctx context.Context, to clientsync.Token) (*response, *s
 		resp.Lists[name] = listResult{Count: idx}
 		b.next.counts[name] = idx
 	}
-	for roomID, sub := range b.req.RoomSubscriptions {
+	for roomID, sub := range b.subs {
 		c := byID[roomID]
 		if c == nil {
 			// Not in the list (e.g. left by themselves): still visible if
@@ -295,7 +300,7 @@ func (b *builder) build(ctx context.Context, to clientsync.Token) (*response, *s
 			cfg = &combined{}
 			configs[roomID] = cfg
 		}
-		cfg.add(sub)
+		cfg.add(sub.cfg)
 	}
 	for _, roomID := range sortedKeys(configs) {
 		res, err := b.roomResult(ctx, byID[roomID], configs[roomID])
@@ -311,6 +316,32 @@ func (b *builder) build(ctx context.Context, to clientsync.Token) (*response, *s
 		return nil, nil, err
 	}
 	return resp, b.next, nil
+}
+
+// nextSubscriptions are the connection's room subscriptions once req is
+// applied to the previous snapshot's: unsubscribe_rooms removes, then
+// room_subscriptions adds or replaces. Beyond maxSubscriptions, those given
+// least recently are dropped (never one of this request's).
+func nextSubscriptions(prev *snapshot, req *request) (map[string]subscription, uint64) {
+	reqs := prev.reqs + 1
+	subs := maps.Clone(prev.subs)
+	if subs == nil {
+		subs = map[string]subscription{}
+	}
+	for _, roomID := range req.UnsubscribeRooms {
+		delete(subs, roomID)
+	}
+	for roomID, cfg := range req.RoomSubscriptions {
+		subs[roomID] = subscription{cfg: cfg, last: reqs}
+	}
+	if len(subs) > maxSubscriptions {
+		ids := sortedKeys(subs)
+		sort.SliceStable(ids, func(i, j int) bool { return subs[ids[i]].last < subs[ids[j]].last })
+		for _, roomID := range ids[:len(subs)-maxSubscriptions] {
+			delete(subs, roomID)
+		}
+	}
+	return subs, reqs
 }
 
 func inRanges(ranges [][]int64, i int) bool {
