@@ -302,6 +302,14 @@ func TestSlidingSyncToDeviceAndE2EE(t *testing.T) {
 	})
 }
 
+func manyRoomIDs(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("!r%d:localhost", i)
+	}
+	return out
+}
+
 func TestSlidingSyncBadInput(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
 		bob := srv.Register(t, "bob")
@@ -333,6 +341,9 @@ func TestSlidingSyncBadInput(t *testing.T) {
 			{"lists not an object", "", `{"lists":[1]}`, 400, "M_BAD_JSON"},
 			{"too many lists", "", map[string]any{"lists": manyLists}, 400, "M_INVALID_PARAM"},
 			{"subscription not a room ID", "", `{"room_subscriptions":{"nope":{"timeline_limit":1}}}`, 400, "M_INVALID_PARAM"},
+			{"unsubscribe not a room ID", "", `{"unsubscribe_rooms":["nope"]}`, 400, "M_INVALID_PARAM"},
+			{"unsubscribe not a list", "", `{"unsubscribe_rooms":"!a:b"}`, 400, "M_BAD_JSON"},
+			{"unsubscribe too many", "", map[string]any{"unsubscribe_rooms": manyRoomIDs(101)}, 400, "M_INVALID_PARAM"},
 			{"bad timeout", "?timeout=-5", map[string]any{}, 400, "M_INVALID_PARAM"},
 			{"bad set_presence", "?set_presence=dancing", map[string]any{}, 400, "M_INVALID_PARAM"},
 			{"not JSON", "", "{nope", 400, "M_NOT_JSON"},

@@ -331,18 +331,19 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 	if evs, err = viewer.Visible(ctx, evs); err != nil {
 		return nil, err
 	}
-	if !initial && len(evs) == 0 && len(wider) == 0 && sent.membership == c.membership {
-		b.next.rooms[c.roomID] = rec // a config that only shrank changes nothing the client has
-		return nil, nil
-	}
 	allNew := !limited // evs are every event in (from, upTo]
 	if len(evs) > cfg.limit {
 		evs, limited = evs[len(evs)-cfg.limit:], true
 	}
 	if !initial && !limited {
-		// Every event since was sent: the client still has the latest
-		// sent.limit before them (re-subscribing need not resend those).
+		// The client has every event since it was last sent the room, so
+		// still the latest sent.limit before them: a config that shrank and
+		// grows again need not resend those.
 		rec.limit = max(rec.limit, sent.limit)
+	}
+	if !initial && len(evs) == 0 && len(wider) == 0 && sent.membership == c.membership {
+		b.next.rooms[c.roomID] = rec // nothing new; a config that only shrank changes nothing the client has
+		return nil, nil
 	}
 	res := &roomResult{Initial: initial, ExpandedTimeline: expanded && !initial, Membership: c.membership, BumpStamp: bump,
 		Limited: limited, IsDM: b.dmRooms[c.roomID]}

@@ -210,3 +210,39 @@ func TestConnectionsCappedPerDevice(t *testing.T) {
 		t.Errorf("%d rooms remembered, cap %d", n, maxRoomsPerConn)
 	}
 }
+
+// Remembered subscriptions are bounded: past maxSubscriptions, those given
+// least recently go first, never one of the current request's; unsubscribe
+// and re-subscribe apply in that order, on a copy (snapshots are immutable).
+func TestSubscriptionsRememberedAndBounded(t *testing.T) {
+	prev := &snapshot{}
+	for i := range maxSubscriptions {
+		req := &request{RoomSubscriptions: map[string]roomConfig{fmt.Sprintf("!r%03d:x", i): {}}}
+		prev.subs, prev.reqs = nextSubscriptions(prev, req)
+	}
+	if len(prev.subs) != maxSubscriptions {
+		t.Fatalf("remembered %d subscriptions, want %d", len(prev.subs), maxSubscriptions)
+	}
+	before := prev.subs
+	// r050 is dropped, r000 given again, two rooms added: one over the cap,
+	// so r001, now the one given least recently, goes.
+	req := &request{RoomSubscriptions: map[string]roomConfig{"!r000:x": {}, "!new1:x": {}, "!new2:x": {}},
+		UnsubscribeRooms: []string{"!r050:x"}}
+	subs, _ := nextSubscriptions(prev, req)
+	if len(subs) != maxSubscriptions {
+		t.Fatalf("%d subscriptions after the cap, want %d", len(subs), maxSubscriptions)
+	}
+	for _, gone := range []string{"!r001:x", "!r050:x"} {
+		if _, ok := subs[gone]; ok {
+			t.Errorf("%s still subscribed", gone)
+		}
+	}
+	for _, kept := range []string{"!r000:x", "!r002:x", "!new1:x", "!new2:x", "!r099:x"} {
+		if _, ok := subs[kept]; !ok {
+			t.Errorf("%s dropped", kept)
+		}
+	}
+	if len(before) != maxSubscriptions || before["!r050:x"].last == 0 {
+		t.Error("the previous snapshot's subscriptions were modified")
+	}
+}
