@@ -335,6 +335,12 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 	if len(evs) > cfg.limit {
 		evs, limited = evs[len(evs)-cfg.limit:], true
 	}
+	// An expanded timeline repeats events the client has, before the new
+	// ones: flagged limited, as a batch to merge into what it holds rather
+	// than to append (matrix-js-sdk de-duplicates and inserts the older
+	// events as history only for limited or initial rooms; otherwise it
+	// appends them after the latest event, out of order).
+	limited = limited || (expanded && len(evs) > 0)
 	if !initial && !limited {
 		// The client has every event since it was last sent the room, so
 		// still the latest sent.limit before them: a config that shrank and

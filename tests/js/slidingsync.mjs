@@ -5,10 +5,10 @@
 // omits it from later requests until it is dropped with unsubscribe_rooms, so
 // the server must remember it for the connection.
 //
-// alice opens a room; while her sync is held back (a slow network), charlie
-// joins with a display name, bob changes the topic and sends 5 messages. The
-// scenario fails unless alice's client then has all 5 messages, the topic and
-// charlie's display name. Progress goes to stdout, one line per step.
+// alice opens a room, whose history must then be in order. While her sync is
+// held back (a slow network), charlie joins with a display name, bob changes
+// the topic and sends 5 messages. The scenario fails unless alice's client
+// then has all 5 messages, the topic and charlie's display name. Progress goes to stdout, one line per step.
 import * as sdk from "matrix-js-sdk";
 import { logger } from "matrix-js-sdk/lib/logger.js";
 import { SlidingSync, SlidingSyncEvent, SlidingSyncState } from "matrix-js-sdk/lib/sliding-sync.js";
@@ -104,7 +104,10 @@ const { room_id: roomId } = await api(
     bob.access_token,
 );
 await api("POST", `/join/${encodeURIComponent(roomId)}`, {}, alice.access_token);
-step(`bob created ${roomId}; alice joined`);
+for (const body of ["before 1", "before 2"]) {
+    await api("PUT", `/rooms/${encodeURIComponent(roomId)}/send/m.room.message/${body.replace(" ", "")}`, { msgtype: "m.text", body }, bob.access_token);
+}
+step(`bob created ${roomId}; alice joined; bob sent 2 messages`);
 
 const client = sdk.createClient({
     baseUrl: BASE,
@@ -135,6 +138,13 @@ if (syncBodies.slice(subscribedAt + 1).some((b) => b.room_subscriptions)) {
     fail("SlidingSync re-sent the subscription: the scenario does not exercise the sticky subscription");
 }
 step("the subscription was sent once and omitted from the next request");
+// Opening the room expanded its timeline from the list's 1 event: the
+// history must come before that event, not after it.
+const order = room.getLiveTimeline().getEvents().map((e) => e.getContent().body ?? e.getType());
+if (order[0] !== "m.room.create" || order.indexOf("before 1") > order.indexOf("before 2") || order.at(-1) !== "before 2") {
+    fail(`timeline out of order after opening the room: ${order.join(", ")}`);
+}
+step("the room's history is in order");
 
 // Events arrive while alice's sync is held back.
 closeGate();
