@@ -285,8 +285,11 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 		makers = append(makers, state("m.room.name", "", mustJSON(map[string]string{"name": req.Name})))
 	}
 	if req.Topic != "" {
+		// The plain topic and its rich form (spec v1.15: m.topic is an
+		// m.text content block of text representations).
 		makers = append(makers, state("m.room.topic", "", mustJSON(map[string]any{
-			"topic": req.Topic, "m.topic": []map[string]string{{"body": req.Topic, "mimetype": "text/plain"}},
+			"topic":   req.Topic,
+			"m.topic": map[string]any{"m.text": []map[string]string{{"body": req.Topic, "mimetype": "text/plain"}}},
 		})))
 	}
 	for _, u := range invitees {

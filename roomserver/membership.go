@@ -110,11 +110,39 @@ func (s *Server) knownRoom(ctx context.Context, roomIDOrAlias string) (id.RoomID
 
 // Join joins user to a room given by ID or alias.
 func (s *Server) Join(ctx context.Context, user id.UserID, roomIDOrAlias, reason string) (id.RoomID, error) {
+	return s.join(ctx, user, roomIDOrAlias, reason, nil)
+}
+
+// JoinWithContent is Join with the client's /join body: its keys go into the
+// member event's content (the spec's reason and any other, as in Synapse),
+// except third_party_signed (a request to the server, not content), the
+// membership and the keys only the server may set (clientExtraContent).
+func (s *Server) JoinWithContent(ctx context.Context, user id.UserID, roomIDOrAlias string, body map[string]json.RawMessage) (id.RoomID, error) {
+	if raw, ok := body["reason"]; ok {
+		var reason string
+		if err := json.Unmarshal(raw, &reason); err != nil {
+			return "", mxhttp.BadJSON("reason must be a string")
+		}
+	}
+	c := maps.Clone(body)
+	delete(c, "third_party_signed")
+	extra, err := clientExtraContent(c)
+	if err != nil {
+		return "", err
+	}
+	// The body becomes signed event content: it must be canonical JSON.
+	if err := mxhttp.CheckEventJSON(mustJSON(extra)); err != nil {
+		return "", err
+	}
+	return s.join(ctx, user, roomIDOrAlias, "", extra)
+}
+
+func (s *Server) join(ctx context.Context, user id.UserID, roomIDOrAlias, reason string, extra map[string]any) (id.RoomID, error) {
 	roomID, err := s.knownRoom(ctx, roomIDOrAlias)
 	if err != nil {
 		return "", err
 	}
-	mk, err := s.joinMaker(ctx, user, reason, nil, false)
+	mk, err := s.joinMaker(ctx, user, reason, extra, false)
 	if err != nil {
 		return "", err
 	}
