@@ -44,17 +44,22 @@ func (s *Server) memberContent(ctx context.Context, user id.UserID, membership, 
 	return raw, nil
 }
 
-// strippedState is the stripped state given to invitees and knockers.
-func strippedState(rs *roomState, sender id.UserID) []StrippedState {
-	var out []StrippedState
-	for _, t := range []string{"m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar", "m.room.canonical_alias",
+// strippedState is the stripped state given to invitees and knockers. The
+// create event goes whole, as its PDU (spec v1.16, MSC4311): with it an
+// invitee can check the room ID of a v12 room and see its origin_server_ts.
+func strippedState(rs *roomState, sender id.UserID) []json.RawMessage {
+	var out []json.RawMessage
+	if e := rs.get("m.room.create", ""); e != nil {
+		out = append(out, json.RawMessage(e.JSON))
+	}
+	for _, t := range []string{"m.room.join_rules", "m.room.name", "m.room.avatar", "m.room.canonical_alias",
 		"m.room.encryption", "m.room.topic", "m.room.guest_access", "m.room.history_visibility"} {
 		if e := rs.get(t, ""); e != nil {
-			out = append(out, e.Stripped())
+			out = append(out, mustJSON(e.Stripped()))
 		}
 	}
 	if e := rs.get("m.room.member", string(sender)); e != nil {
-		out = append(out, e.Stripped())
+		out = append(out, mustJSON(e.Stripped()))
 	}
 	return out
 }

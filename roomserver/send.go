@@ -74,7 +74,8 @@ func (s *Server) Send(ctx context.Context, r SendRequest) (id.EventID, error) {
 				return "", err
 			}
 		case "m.room.create":
-			return "", mxhttp.Forbidden("The create event cannot be replaced")
+			// Only createRoom makes one; from v12 it also names the room (MSC4291).
+			return "", mxhttp.InvalidParam("The create event cannot be sent; rooms are created with /createRoom")
 		case "m.room.member":
 			return s.sendMember(ctx, r) // through the membership endpoints' checks
 		case "m.room.redaction":
@@ -92,6 +93,11 @@ func (s *Server) Send(ctx context.Context, r SendRequest) (id.EventID, error) {
 	evs, err := s.submit(ctx, r.RoomID, &request{txn: txn, makers: []maker{func(rs *roomState) (*proto, error) {
 		if r.StateKey != nil && rs.membership(r.Sender) != "join" && r.Type != "m.room.member" {
 			return nil, mxhttp.Forbidden("You are not in this room")
+		}
+		if r.StateKey != nil && r.Type == "m.room.power_levels" && rs.version.PrivilegedRoomCreators() {
+			if err := checkCreatorsUnlisted(r.Content, creators(rs)); err != nil {
+				return nil, err
+			}
 		}
 		// Setting state to what it already is, as its sender, changes nothing:
 		// answer with the current event rather than add a duplicate (as Synapse does).
