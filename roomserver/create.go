@@ -116,6 +116,10 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 			invitees = append(invitees, id.UserID(u))
 		}
 	}
+	invitees, err := s.filterInvitees(ctx, sender, invitees)
+	if err != nil {
+		return "", err
+	}
 	var alias string
 	if req.RoomAliasName != "" {
 		alias = "#" + req.RoomAliasName + ":" + s.serverName

@@ -309,6 +309,15 @@ func (s *Server) checkMembershipAction(ctx context.Context, a MembershipAction) 
 // target's current membership as the endpoints do.
 func (s *Server) membershipMaker(ctx context.Context, a MembershipAction, extra map[string]any) (maker, error) {
 	if a.Action == "invite" {
+		switch rule, err := s.inviteRuleFor(ctx, a.Sender, a.Target); {
+		case err != nil:
+			return nil, err
+		case rule == inviteBlock:
+			return nil, errInviteBlocked
+		case rule == inviteIgnore:
+			// Dropped unseen: the inviter is answered as if it went out.
+			return func(*roomState) (*proto, error) { return nil, errSkip }, nil
+		}
 		inv := s.inviteMaker(ctx, a.Sender, a.Target, a.Reason, a.IsDirect, extra)
 		return func(rs *roomState) (*proto, error) {
 			switch rs.membership(a.Target) {
