@@ -21,7 +21,7 @@ type Rooms interface {
 	Send(ctx context.Context, r roomserver.SendRequest) (id.EventID, error)
 	Redact(ctx context.Context, sender id.UserID, deviceID id.DeviceID, roomID id.RoomID, eventID id.EventID, reason, txnID string) (id.EventID, error)
 	ResolveRoom(ctx context.Context, roomIDOrAlias string) (id.RoomID, error)
-	Join(ctx context.Context, user id.UserID, roomIDOrAlias, reason string) (id.RoomID, error)
+	JoinWithContent(ctx context.Context, user id.UserID, roomIDOrAlias string, body map[string]json.RawMessage) (id.RoomID, error)
 	Knock(ctx context.Context, user id.UserID, roomIDOrAlias, reason string) (id.RoomID, error)
 	ChangeMembership(ctx context.Context, a roomserver.MembershipAction) error
 	Forget(ctx context.Context, user id.UserID, roomID id.RoomID) error
@@ -119,8 +119,9 @@ type membershipBody struct {
 }
 
 func (a *API) joinRoom(r *http.Request) (any, error) {
-	var body membershipBody
-	if err := mxhttp.ReadJSON(r, &body); err != nil {
+	// The body's keys go into the member event (roomserver.JoinWithContent).
+	body, err := mxhttp.ReadJSONObject(r)
+	if err != nil {
 		return nil, err
 	}
 	target := mxhttp.PathParam(r, "roomIDOrAlias")
@@ -131,7 +132,7 @@ func (a *API) joinRoom(r *http.Request) (any, error) {
 		}
 		target = string(roomID)
 	}
-	roomID, err := a.Rooms.Join(r.Context(), authn.FromRequest(r).UserID, target, body.Reason)
+	roomID, err := a.Rooms.JoinWithContent(r.Context(), authn.FromRequest(r).UserID, target, body)
 	if err != nil {
 		return nil, err
 	}

@@ -16,7 +16,7 @@ import (
 
 // RoomsExtras is what the remaining room endpoints need.
 type RoomsExtras interface {
-	Upgrade(ctx context.Context, user id.UserID, oldRoom id.RoomID, newVersion string) (id.RoomID, error)
+	UpgradeWithCreators(ctx context.Context, user id.UserID, oldRoom id.RoomID, newVersion string, additionalCreators []string) (id.RoomID, error)
 	Relations(ctx context.Context, user id.UserID, roomID id.RoomID, req roomserver.RelationsRequest) (*roomserver.RelationsResponse, error)
 	Threads(ctx context.Context, user id.UserID, roomID id.RoomID, include, from string, limit int) (*roomserver.ThreadsResponse, error)
 	TimestampToEvent(ctx context.Context, user id.UserID, roomID id.RoomID, ts int64, forwards bool) (id.EventID, int64, error)
@@ -58,7 +58,8 @@ func (a *API) upgradeRoom(r *http.Request) (any, error) {
 		return nil, err
 	}
 	var body struct {
-		NewVersion string `json:"new_version"`
+		NewVersion         string   `json:"new_version"`
+		AdditionalCreators []string `json:"additional_creators"`
 	}
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
 		return nil, err
@@ -66,7 +67,7 @@ func (a *API) upgradeRoom(r *http.Request) (any, error) {
 	if body.NewVersion == "" {
 		return nil, mxhttp.BadJSON("Missing new_version")
 	}
-	newRoom, err := a.Rooms.Upgrade(r.Context(), authn.FromRequest(r).UserID, roomID, body.NewVersion)
+	newRoom, err := a.Rooms.UpgradeWithCreators(r.Context(), authn.FromRequest(r).UserID, roomID, body.NewVersion, body.AdditionalCreators)
 	if err != nil {
 		return nil, err
 	}

@@ -158,19 +158,28 @@ type KeyRing struct {
 	Validity time.Duration
 }
 
+// serverKeys is mautrix's ServerKeyResponse with old_verify_keys always
+// present, {} when there are none (as Synapse answers; other servers'
+// parsers and Complement expect the key), where mautrix omits an empty one.
+type serverKeys struct {
+	ServerName    string                            `json:"server_name"`
+	VerifyKeys    map[id.KeyID]mfed.ServerVerifyKey `json:"verify_keys"`
+	OldVerifyKeys map[id.KeyID]mfed.OldVerifyKey    `json:"old_verify_keys"`
+	Signatures    map[string]map[id.KeyID]string    `json:"signatures,omitempty"`
+	ValidUntilTS  jsontime.UnixMilli                `json:"valid_until_ts"`
+}
+
 // Response is our signed GET /_matrix/key/v2/server answer, built at now.
 func (k *KeyRing) Response(now time.Time) (json.RawMessage, error) {
-	skr := &mfed.ServerKeyResponse{
-		ServerName:   k.ServerName,
-		VerifyKeys:   map[id.KeyID]mfed.ServerVerifyKey{k.Key.ID: {Key: k.Key.Pub}},
-		ValidUntilTS: jsontime.UM(now.Add(k.Validity)),
+	skr := &serverKeys{
+		ServerName:    k.ServerName,
+		VerifyKeys:    map[id.KeyID]mfed.ServerVerifyKey{k.Key.ID: {Key: k.Key.Pub}},
+		OldVerifyKeys: make(map[id.KeyID]mfed.OldVerifyKey, len(k.Old)),
+		ValidUntilTS:  jsontime.UM(now.Add(k.Validity)),
 	}
-	if len(k.Old) > 0 {
-		skr.OldVerifyKeys = make(map[id.KeyID]mfed.OldVerifyKey, len(k.Old))
-		for _, o := range k.Old {
-			if o.ID != k.Key.ID {
-				skr.OldVerifyKeys[o.ID] = mfed.OldVerifyKey{Key: o.Key, ExpiredTS: jsontime.UM(o.ExpiredTS)}
-			}
+	for _, o := range k.Old {
+		if o.ID != k.Key.ID {
+			skr.OldVerifyKeys[o.ID] = mfed.OldVerifyKey{Key: o.Key, ExpiredTS: jsontime.UM(o.ExpiredTS)}
 		}
 	}
 	sig, err := k.Key.SignJSON(skr)

@@ -68,15 +68,21 @@ func checkedAddrsWith(ctx context.Context, r resolver, allow func(netip.Addr) bo
 	return addrs, nil
 }
 
-// guardedDialer dials only public addresses.
+// guardedDialer dials only the addresses allow admits.
 type guardedDialer struct {
 	resolver resolver
 	allow    func(netip.Addr) bool // IsPublicAddr; tests of the fetch path admit a loopback test server
 	dialer   net.Dialer
 }
 
-func newGuardedDialer() *guardedDialer {
-	d := &guardedDialer{resolver: net.DefaultResolver, allow: IsPublicAddr}
+// newGuardedDialer dials public addresses, and those of private networks
+// too if allowPrivate (media.url_preview_allow_private, for closed networks).
+func newGuardedDialer(allowPrivate bool) *guardedDialer {
+	allow := IsPublicAddr
+	if allowPrivate {
+		allow = func(ip netip.Addr) bool { return IsPublicAddr(ip) || netguard.IsPrivateNetworkAddr(ip) }
+	}
+	d := &guardedDialer{resolver: net.DefaultResolver, allow: allow}
 	d.dialer.Control = func(network, address string, _ syscall.RawConn) error {
 		ap, err := netip.ParseAddrPort(address)
 		if err != nil || !d.allow(ap.Addr()) {

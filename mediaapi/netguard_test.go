@@ -163,7 +163,7 @@ func TestCheckedAddrs(t *testing.T) {
 // redirect, a resolver answer that changed): its Control hook checks the
 // address actually dialed.
 func TestGuardedDialerRefusesPrivate(t *testing.T) {
-	d := newGuardedDialer()
+	d := newGuardedDialer(false)
 	d.resolver = fakeResolver{"rebind.example": {"127.0.0.1"}}
 	for _, addr := range []string{"127.0.0.1:80", "[::1]:80", "rebind.example:80", "localhost:80", "169.254.169.254:80"} {
 		if _, err := d.DialContext(context.Background(), "tcp", addr); !errors.Is(err, ErrNonPublicAddress) {
@@ -178,5 +178,21 @@ func TestGuardedDialerRefusesPrivate(t *testing.T) {
 	}
 	if err := d.dialer.Control("tcp", "93.184.215.14:443", nil); err != nil {
 		t.Errorf("Control(public) = %v", err)
+	}
+}
+
+// media.url_preview_allow_private admits private networks (RFC 1918, CGNAT,
+// unique local) and nothing else: loopback and link-local stay refused.
+func TestGuardedDialerAllowPrivate(t *testing.T) {
+	d := newGuardedDialer(true)
+	for _, addr := range []string{"10.1.2.3:80", "172.17.0.1:80", "192.168.1.1:80", "100.100.1.1:80", "[fd00::2]:80", "93.184.215.14:443"} {
+		if err := d.dialer.Control("tcp", addr, nil); err != nil {
+			t.Errorf("Control(%s) = %v, want allowed", addr, err)
+		}
+	}
+	for _, addr := range []string{"127.0.0.1:80", "[::1]:80", "169.254.169.254:80", "[fe80::1]:80", "0.0.0.0:80", "224.0.0.1:80"} {
+		if err := d.dialer.Control("tcp", addr, nil); !errors.Is(err, ErrNonPublicAddress) {
+			t.Errorf("Control(%s) = %v, want ErrNonPublicAddress", addr, err)
+		}
 	}
 }

@@ -23,7 +23,8 @@ import (
 // names and returns its OpenGraph metadata, with og:image re-hosted as media.
 // Off by default (media.url_previews): fetching arbitrary URLs on behalf of
 // users reveals their links to the server and to the linked site. When on,
-// every fetch goes through guardedDialer (netguard.go), follows at most
+// every fetch goes through guardedDialer (netguard.go; private networks only
+// with media.url_preview_allow_private), follows at most
 // maxPreviewRedirects redirects (each checked the same way), and is capped in
 // time and size.
 
@@ -54,7 +55,7 @@ type cachedPreview struct {
 }
 
 func newPreviewer(s *Service) *previewer {
-	p := &previewer{s: s, dialer: newGuardedDialer(), cache: map[string]cachedPreview{}}
+	p := &previewer{s: s, dialer: newGuardedDialer(s.cfg.URLPreviewAllowPrivate), cache: map[string]cachedPreview{}}
 	transport := &http.Transport{
 		Proxy:                  nil, // never through an environment proxy: it would dial for us, unchecked
 		DialContext:            p.dialer.DialContext,

@@ -116,6 +116,10 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 			invitees = append(invitees, id.UserID(u))
 		}
 	}
+	invitees, err := s.filterInvitees(ctx, sender, invitees)
+	if err != nil {
+		return "", err
+	}
 	var alias string
 	if req.RoomAliasName != "" {
 		alias = "#" + req.RoomAliasName + ":" + s.serverName
@@ -180,6 +184,7 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 		if preset == "trusted_private_chat" {
 			additionalCreators = append(additionalCreators, invitees...)
 		}
+		additionalCreators = uniqueUsers(additionalCreators)
 		if len(additionalCreators) > 0 {
 			createContent["additional_creators"] = mustJSON(additionalCreators)
 		}
@@ -203,6 +208,12 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 	roomID = createEv.RoomID
 
 	// Power levels: defaults, preset changes, then the client's override.
+	// From v12, sending m.room.tombstone (upgrading) needs more than the
+	// default admin level 100: the creators' alone by default (MSC4289).
+	tombstoneLevel := 100
+	if rv.PrivilegedRoomCreators() {
+		tombstoneLevel = 150
+	}
 	users := map[string]int{}
 	if !rv.PrivilegedRoomCreators() {
 		users[string(sender)] = 100
@@ -223,7 +234,7 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 		"invite":         mustJSON(0),
 		"events": mustJSON(map[string]int{
 			"m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
-			"m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
+			"m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": tombstoneLevel,
 			"m.room.server_acl": 100, "m.room.encryption": 100,
 		}),
 		"notifications": mustJSON(map[string]int{"room": 50}),
@@ -240,6 +251,19 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 	}
 	if err := validatePowerLevels(rv, rawPL); err != nil {
 		return "", err
+	}
+	if rv.PrivilegedRoomCreators() {
+		allCreators := append([]id.UserID{sender}, additionalCreators...)
+		if err := checkCreatorsUnlisted(rawPL, allCreators); err != nil {
+			return "", err
+		}
+		for _, st := range req.InitialState {
+			if st.Type == "m.room.power_levels" && st.StateKey == "" {
+				if err := checkCreatorsUnlisted(st.Content, allCreators); err != nil {
+					return "", err
+				}
+			}
+		}
 	}
 
 	joinRule, history, guest := "invite", "shared", "can_join"
@@ -285,8 +309,11 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 		makers = append(makers, state("m.room.name", "", mustJSON(map[string]string{"name": req.Name})))
 	}
 	if req.Topic != "" {
+		// The plain topic and its rich form (spec v1.15: m.topic is an
+		// m.text content block of text representations).
 		makers = append(makers, state("m.room.topic", "", mustJSON(map[string]any{
-			"topic": req.Topic, "m.topic": []map[string]string{{"body": req.Topic, "mimetype": "text/plain"}},
+			"topic":   req.Topic,
+			"m.topic": map[string]any{"m.text": []map[string]string{{"body": req.Topic, "mimetype": "text/plain"}}},
 		})))
 	}
 	for _, u := range invitees {
@@ -336,6 +363,19 @@ func (req *CreateRoomRequest) checkEventJSON() error {
 		}
 	}
 	return nil
+}
+
+// uniqueUsers returns users without repeats, in their first order.
+func uniqueUsers(users []id.UserID) []id.UserID {
+	seen := map[id.UserID]bool{}
+	out := users[:0]
+	for _, u := range users {
+		if !seen[u] {
+			seen[u] = true
+			out = append(out, u)
+		}
+	}
+	return out
 }
 
 func randomString(n int) string {

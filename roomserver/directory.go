@@ -2,7 +2,9 @@ package roomserver
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"log/slog"
 	"sort"
 	"strconv"
 	"strings"
@@ -85,7 +87,67 @@ func (s *Server) DeleteAlias(ctx context.Context, user id.UserID, isAdmin bool, 
 			return mxhttp.Forbidden("You may not delete this alias")
 		}
 	}
-	return s.db.DeleteAlias(ctx, alias)
+	if err := s.db.DeleteAlias(ctx, alias); err != nil {
+		return err
+	}
+	s.dropCanonicalAlias(ctx, user, id.RoomID(roomID), alias)
+	return nil
+}
+
+// dropCanonicalAlias removes a deleted alias from the room's
+// m.room.canonical_alias (alias and alt_aliases), as the deleting user, so
+// that the room does not advertise an alias that leads nowhere. The alias is
+// gone by then whatever happens here: a user without the power to change the
+// event (an alias creator may delete their alias without it) leaves the event
+// as it is, as in Synapse.
+func (s *Server) dropCanonicalAlias(ctx context.Context, user id.UserID, roomID id.RoomID, alias string) {
+	_, err := s.submit(ctx, roomID, &request{makers: []maker{func(rs *roomState) (*proto, error) {
+		cur := rs.get("m.room.canonical_alias", "")
+		if cur == nil {
+			return nil, errSkip
+		}
+		content, changed := withoutAlias(cur.PDU.Content, alias)
+		if !changed {
+			return nil, errSkip
+		}
+		return &proto{Type: "m.room.canonical_alias", StateKey: stateKeyPtr(""), Sender: user, Content: content}, nil
+	}}})
+	if err != nil && !errors.Is(err, errSkip) {
+		slog.Info("roomserver: deleted alias left in m.room.canonical_alias", "room", roomID, "alias", alias, "user", user, "err", err)
+	}
+}
+
+// withoutAlias returns canonical_alias content without alias, and whether
+// it was there. Other keys are kept; an emptied alt_aliases is dropped.
+func withoutAlias(content json.RawMessage, alias string) (json.RawMessage, bool) {
+	var c map[string]json.RawMessage
+	if err := json.Unmarshal(content, &c); err != nil {
+		return nil, false
+	}
+	changed := false
+	var main string
+	if json.Unmarshal(c["alias"], &main) == nil && main == alias {
+		delete(c, "alias")
+		changed = true
+	}
+	var alt []json.RawMessage
+	if raw, ok := c["alt_aliases"]; ok && json.Unmarshal(raw, &alt) == nil {
+		kept := alt[:0]
+		for _, a := range alt {
+			var s string
+			if json.Unmarshal(a, &s) == nil && s == alias {
+				changed = true
+				continue
+			}
+			kept = append(kept, a)
+		}
+		if len(kept) == 0 {
+			delete(c, "alt_aliases")
+		} else {
+			c["alt_aliases"] = mustJSON(kept)
+		}
+	}
+	return mustJSON(c), changed
 }
 
 // RoomAliases lists a room's local aliases; the user must be able to see the room.

@@ -4,8 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"strconv"
-	"strings"
+	"fmt"
+	"sort"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -369,29 +369,33 @@ func (s *Server) Hierarchy(ctx context.Context, user id.UserID, roomID id.RoomID
 	} else if !ok {
 		return nil, mxhttp.Forbidden("You cannot see this room")
 	}
-	skip := 0
-	if from != "" {
-		if skip, err = strconv.Atoi(strings.TrimPrefix(from, "h")); err != nil || skip < 0 {
-			return nil, mxhttp.InvalidParam("Invalid from token")
-		}
-	}
 	if limit <= 0 || limit > 100 {
 		limit = 50
 	}
 	if maxDepth <= 0 {
 		maxDepth = 10
 	}
+	skip, err := parseHierarchyToken(from, maxDepth, suggestedOnly)
+	if err != nil {
+		return nil, err
+	}
+	// Depth-first, as the spec pages the tree: a stack whose top is the
+	// next child in the space's order (children are pushed in reverse).
 	type item struct {
 		room  id.RoomID
 		depth int
 	}
-	queue := []item{{roomID, 0}}
-	seen := map[id.RoomID]bool{roomID: true}
+	stack := []item{{roomID, 0}}
+	seen := map[id.RoomID]bool{}
 	resp := &HierarchyResponse{Rooms: []*HierarchyRoom{}}
 	index := 0
-	for len(queue) > 0 {
-		it := queue[0]
-		queue = queue[1:]
+	for len(stack) > 0 {
+		it := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if seen[it.room] {
+			continue
+		}
+		seen[it.room] = true
 		info, err := s.roomInfo(ctx, it.room)
 		if err != nil {
 			return nil, err
@@ -412,36 +416,27 @@ func (s *Server) Hierarchy(ctx context.Context, user id.UserID, roomID id.RoomID
 			}
 		}
 		hr := &HierarchyRoom{PublicRoom: *info, AllowedRoomIDs: allowed, ChildrenState: []json.RawMessage{}}
-		state, err := s.db.CurrentStateEvents(ctx, string(it.room))
-		if err != nil {
-			return nil, err
-		}
-		for _, se := range state {
-			if se.Type != "m.space.child" || se.StateKey == nil {
-				continue
+		// Only a space has children: m.space.child in another room is no link.
+		if info.RoomType == "m.space" {
+			children, err := s.spaceChildren(ctx, it.room, suggestedOnly)
+			if err != nil {
+				return nil, err
 			}
-			content := gjson.GetBytes(se.JSON, "content")
-			if !content.Get("via").IsArray() || len(content.Get("via").Array()) == 0 {
-				continue // a child without via is removed
+			for _, c := range children {
+				hr.ChildrenState = append(hr.ChildrenState, c.event)
 			}
-			if suggestedOnly && !content.Get("suggested").Bool() {
-				continue
-			}
-			hr.ChildrenState = append(hr.ChildrenState, mustJSON(map[string]any{
-				"type": se.Type, "state_key": *se.StateKey, "sender": se.Sender, "origin_server_ts": se.OriginServerTS,
-				"content": json.RawMessage(content.Raw),
-			}))
-			child := id.RoomID(*se.StateKey)
-			if it.depth < maxDepth && !seen[child] {
-				if _, err := s.roomVersion(ctx, child); err == nil {
-					seen[child] = true
-					queue = append(queue, item{child, it.depth + 1})
+			for i := len(children) - 1; i >= 0; i-- {
+				child := children[i].room
+				if it.depth < maxDepth && !seen[child] {
+					if _, err := s.roomVersion(ctx, child); err == nil {
+						stack = append(stack, item{child, it.depth + 1})
+					}
 				}
 			}
 		}
 		if index >= skip {
 			if len(resp.Rooms) == limit {
-				resp.NextBatch = "h" + strconv.Itoa(index)
+				resp.NextBatch = hierarchyToken(index, maxDepth, suggestedOnly)
 				break
 			}
 			resp.Rooms = append(resp.Rooms, hr)
@@ -449,6 +444,98 @@ func (s *Server) Hierarchy(ctx context.Context, user id.UserID, roomID id.RoomID
 		index++
 	}
 	return resp, nil
+}
+
+// hierarchyToken is a /hierarchy next_batch: the index of the next room in
+// the traversal, and the parameters it was made with, which the spec does
+// not let change between pages.
+func hierarchyToken(index, maxDepth int, suggestedOnly bool) string {
+	return fmt.Sprintf("h%d_%d_%t", index, maxDepth, suggestedOnly)
+}
+
+// parseHierarchyToken returns the index a from token resumes at (0 for none).
+func parseHierarchyToken(from string, maxDepth int, suggestedOnly bool) (int, error) {
+	if from == "" {
+		return 0, nil
+	}
+	var index, depth int
+	var suggested bool
+	if n, err := fmt.Sscanf(from, "h%d_%d_%t", &index, &depth, &suggested); err != nil || n != 3 || index < 0 ||
+		from != hierarchyToken(index, depth, suggested) {
+		return 0, mxhttp.InvalidParam("Invalid from token")
+	}
+	if depth != maxDepth || suggested != suggestedOnly {
+		return 0, mxhttp.InvalidParam("suggested_only and max_depth cannot change on paginated requests")
+	}
+	return index, nil
+}
+
+// spaceChild is a child link of a space, as /hierarchy lists it.
+type spaceChild struct {
+	room  id.RoomID
+	event json.RawMessage // stripped, with origin_server_ts
+	order string          // "" when absent or invalid
+	ts    int64
+}
+
+// spaceChildren returns a space's valid child links (a non-empty via) in
+// the spec's order: children with a valid order key first, by that key,
+// then by the link's origin_server_ts, then by room ID.
+func (s *Server) spaceChildren(ctx context.Context, space id.RoomID, suggestedOnly bool) ([]spaceChild, error) {
+	state, err := s.db.CurrentStateEvents(ctx, string(space))
+	if err != nil {
+		return nil, err
+	}
+	var out []spaceChild
+	for _, se := range state {
+		if se.Type != "m.space.child" || se.StateKey == nil {
+			continue
+		}
+		content := gjson.GetBytes(se.JSON, "content")
+		if !content.Get("via").IsArray() || len(content.Get("via").Array()) == 0 {
+			continue // a child without via is removed
+		}
+		if suggestedOnly && !content.Get("suggested").Bool() {
+			continue
+		}
+		c := spaceChild{room: id.RoomID(*se.StateKey), ts: se.OriginServerTS}
+		if o := content.Get("order"); o.Type == gjson.String && validChildOrder(o.Str) {
+			c.order = o.Str
+		}
+		c.event = mustJSON(map[string]any{
+			"type": se.Type, "state_key": *se.StateKey, "sender": se.Sender, "origin_server_ts": se.OriginServerTS,
+			"content": json.RawMessage(content.Raw),
+		})
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if (a.order != "") != (b.order != "") {
+			return a.order != ""
+		}
+		if a.order != b.order {
+			return a.order < b.order
+		}
+		if a.ts != b.ts {
+			return a.ts < b.ts
+		}
+		return a.room < b.room
+	})
+	return out, nil
+}
+
+// validChildOrder reports whether an m.space.child order is valid: 1 to 50
+// characters from \x20 to \x7E.
+func validChildOrder(o string) bool {
+	if o == "" || len(o) > 50 {
+		return false
+	}
+	for i := 0; i < len(o); i++ {
+		if o[i] < 0x20 || o[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // ---- reports ----

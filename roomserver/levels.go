@@ -9,6 +9,8 @@ import (
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/myelin-chat/myelin/internal/mxhttp"
 )
 
 // maxCanonicalInt bounds every integer this server signs: canonical JSON
@@ -123,4 +125,23 @@ func highestLevel(content map[string]json.RawMessage) int64 {
 		}
 	}
 	return clampCanonical(top)
+}
+
+// checkCreatorsUnlisted refuses power levels that list a room creator in
+// users: from v12 creators rank above every level and the auth rules reject
+// such an event (MSC4289). A client's request that would make one is bad
+// input (400), not a permission failure.
+func checkCreatorsUnlisted(content []byte, creators []id.UserID) error {
+	isCreator := map[string]bool{}
+	for _, c := range creators {
+		isCreator[string(c)] = true
+	}
+	var err error
+	gjson.GetBytes(content, "users").ForEach(func(k, _ gjson.Result) bool {
+		if isCreator[k.Str] {
+			err = mxhttp.InvalidParam("%s is a creator of this room and cannot be listed in power levels users", k.Str)
+		}
+		return err == nil
+	})
+	return err
 }

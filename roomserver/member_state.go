@@ -124,8 +124,18 @@ func clientMemberContent(content json.RawMessage) (string, map[string]any, error
 	default:
 		return "", nil, mxhttp.BadJSON("Unknown membership %q", membership)
 	}
+	extra, err := clientExtraContent(c)
+	if err != nil {
+		return "", nil, err
+	}
+	return membership, extra, nil
+}
+
+// clientExtraContent is the member content a client adds to the membership
+// it asks for: every key but membership and those only the server may set.
+func clientExtraContent(c map[string]json.RawMessage) (map[string]any, error) {
 	if _, ok := c[keyThirdPartyInvite]; ok {
-		return "", nil, mxhttp.Forbidden("Third-party invites are not supported")
+		return nil, mxhttp.Forbidden("Third-party invites are not supported")
 	}
 	extra := map[string]any{}
 	for k, v := range c {
@@ -133,5 +143,5 @@ func clientMemberContent(content json.RawMessage) (string, map[string]any, error
 			extra[k] = v
 		}
 	}
-	return membership, extra, nil
+	return extra, nil
 }

@@ -44,17 +44,22 @@ func (s *Server) memberContent(ctx context.Context, user id.UserID, membership, 
 	return raw, nil
 }
 
-// strippedState is the stripped state given to invitees and knockers.
-func strippedState(rs *roomState, sender id.UserID) []StrippedState {
-	var out []StrippedState
-	for _, t := range []string{"m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar", "m.room.canonical_alias",
+// strippedState is the stripped state given to invitees and knockers. The
+// create event goes whole, as its PDU (spec v1.16, MSC4311): with it an
+// invitee can check the room ID of a v12 room and see its origin_server_ts.
+func strippedState(rs *roomState, sender id.UserID) []json.RawMessage {
+	var out []json.RawMessage
+	if e := rs.get("m.room.create", ""); e != nil {
+		out = append(out, json.RawMessage(e.JSON))
+	}
+	for _, t := range []string{"m.room.join_rules", "m.room.name", "m.room.avatar", "m.room.canonical_alias",
 		"m.room.encryption", "m.room.topic", "m.room.guest_access", "m.room.history_visibility"} {
 		if e := rs.get(t, ""); e != nil {
-			out = append(out, e.Stripped())
+			out = append(out, mustJSON(e.Stripped()))
 		}
 	}
 	if e := rs.get("m.room.member", string(sender)); e != nil {
-		out = append(out, e.Stripped())
+		out = append(out, mustJSON(e.Stripped()))
 	}
 	return out
 }
@@ -110,11 +115,39 @@ func (s *Server) knownRoom(ctx context.Context, roomIDOrAlias string) (id.RoomID
 
 // Join joins user to a room given by ID or alias.
 func (s *Server) Join(ctx context.Context, user id.UserID, roomIDOrAlias, reason string) (id.RoomID, error) {
+	return s.join(ctx, user, roomIDOrAlias, reason, nil)
+}
+
+// JoinWithContent is Join with the client's /join body: its keys go into the
+// member event's content (the spec's reason and any other, as in Synapse),
+// except third_party_signed (a request to the server, not content), the
+// membership and the keys only the server may set (clientExtraContent).
+func (s *Server) JoinWithContent(ctx context.Context, user id.UserID, roomIDOrAlias string, body map[string]json.RawMessage) (id.RoomID, error) {
+	if raw, ok := body["reason"]; ok {
+		var reason string
+		if err := json.Unmarshal(raw, &reason); err != nil {
+			return "", mxhttp.BadJSON("reason must be a string")
+		}
+	}
+	c := maps.Clone(body)
+	delete(c, "third_party_signed")
+	extra, err := clientExtraContent(c)
+	if err != nil {
+		return "", err
+	}
+	// The body becomes signed event content: it must be canonical JSON.
+	if err := mxhttp.CheckEventJSON(mustJSON(extra)); err != nil {
+		return "", err
+	}
+	return s.join(ctx, user, roomIDOrAlias, "", extra)
+}
+
+func (s *Server) join(ctx context.Context, user id.UserID, roomIDOrAlias, reason string, extra map[string]any) (id.RoomID, error) {
 	roomID, err := s.knownRoom(ctx, roomIDOrAlias)
 	if err != nil {
 		return "", err
 	}
-	mk, err := s.joinMaker(ctx, user, reason, nil, false)
+	mk, err := s.joinMaker(ctx, user, reason, extra, false)
 	if err != nil {
 		return "", err
 	}
@@ -276,6 +309,15 @@ func (s *Server) checkMembershipAction(ctx context.Context, a MembershipAction) 
 // target's current membership as the endpoints do.
 func (s *Server) membershipMaker(ctx context.Context, a MembershipAction, extra map[string]any) (maker, error) {
 	if a.Action == "invite" {
+		switch rule, err := s.inviteRuleFor(ctx, a.Sender, a.Target); {
+		case err != nil:
+			return nil, err
+		case rule == inviteBlock:
+			return nil, errInviteBlocked
+		case rule == inviteIgnore:
+			// Dropped unseen: the inviter is answered as if it went out.
+			return func(*roomState) (*proto, error) { return nil, errSkip }, nil
+		}
 		inv := s.inviteMaker(ctx, a.Sender, a.Target, a.Reason, a.IsDirect, extra)
 		return func(rs *roomState) (*proto, error) {
 			switch rs.membership(a.Target) {

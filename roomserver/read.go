@@ -348,10 +348,12 @@ func (s *Server) Members(ctx context.Context, user id.UserID, roomID id.RoomID, 
 	return out, nil
 }
 
-// JoinedMember is an entry of GET /joined_members.
+// JoinedMember is an entry of GET /joined_members. An unset display name
+// or avatar is null rather than absent, as Synapse answers and clients and
+// Complement expect.
 type JoinedMember struct {
-	DisplayName *string `json:"display_name,omitempty"`
-	AvatarURL   *string `json:"avatar_url,omitempty"`
+	DisplayName *string `json:"display_name"`
+	AvatarURL   *string `json:"avatar_url"`
 }
 
 // JoinedMembers returns the joined members with their profiles; the user must be joined.

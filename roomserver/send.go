@@ -48,12 +48,10 @@ func (s *Server) Send(ctx context.Context, r SendRequest) (id.EventID, error) {
 		return "", mxhttp.BadJSON("Event content must be a JSON object")
 	}
 	var txn *storage.TxnRecord
-	if r.TxnID != "" {
-		txn = &storage.TxnRecord{UserID: string(r.Sender), DeviceID: string(r.DeviceID), TxnID: r.TxnID}
-		if roomID, evID, err := s.db.LookupTxn(ctx, txn.UserID, txn.DeviceID, txn.TxnID); err == nil {
-			if roomID != string(r.RoomID) {
-				return "", mxhttp.InvalidParam("Transaction ID already used in another room")
-			}
+	if r.TxnID != "" && !(r.Type == "m.room.redaction" && r.StateKey == nil) { // Redact keys its own
+		txn = &storage.TxnRecord{UserID: string(r.Sender), DeviceID: string(r.DeviceID),
+			TxnID: txnScope("send", string(r.RoomID), r.Type, r.TxnID), ClientTxnID: r.TxnID}
+		if _, evID, err := s.db.LookupTxn(ctx, txn.UserID, txn.DeviceID, txn.TxnID); err == nil {
 			return id.EventID(evID), nil
 		} else if !errors.Is(err, storage.ErrNotFound) {
 			return "", err
@@ -76,7 +74,8 @@ func (s *Server) Send(ctx context.Context, r SendRequest) (id.EventID, error) {
 				return "", err
 			}
 		case "m.room.create":
-			return "", mxhttp.Forbidden("The create event cannot be replaced")
+			// Only createRoom makes one; from v12 it also names the room (MSC4291).
+			return "", mxhttp.InvalidParam("The create event cannot be sent; rooms are created with /createRoom")
 		case "m.room.member":
 			return s.sendMember(ctx, r) // through the membership endpoints' checks
 		case "m.room.redaction":
@@ -94,6 +93,11 @@ func (s *Server) Send(ctx context.Context, r SendRequest) (id.EventID, error) {
 	evs, err := s.submit(ctx, r.RoomID, &request{txn: txn, makers: []maker{func(rs *roomState) (*proto, error) {
 		if r.StateKey != nil && rs.membership(r.Sender) != "join" && r.Type != "m.room.member" {
 			return nil, mxhttp.Forbidden("You are not in this room")
+		}
+		if r.StateKey != nil && r.Type == "m.room.power_levels" && rs.version.PrivilegedRoomCreators() {
+			if err := checkCreatorsUnlisted(r.Content, creators(rs)); err != nil {
+				return nil, err
+			}
 		}
 		// Setting state to what it already is, as its sender, changes nothing:
 		// answer with the current event rather than add a duplicate (as Synapse does).
@@ -163,7 +167,8 @@ func (s *Server) Redact(ctx context.Context, sender id.UserID, deviceID id.Devic
 	}
 	var txn *storage.TxnRecord
 	if txnID != "" {
-		txn = &storage.TxnRecord{UserID: string(sender), DeviceID: string(deviceID), TxnID: "redact:" + txnID, ClientTxnID: txnID}
+		txn = &storage.TxnRecord{UserID: string(sender), DeviceID: string(deviceID),
+			TxnID: txnScope("redact", string(roomID), string(eventID), txnID), ClientTxnID: txnID}
 		if _, evID, err := s.db.LookupTxn(ctx, txn.UserID, txn.DeviceID, txn.TxnID); err == nil {
 			return id.EventID(evID), nil
 		}
@@ -208,6 +213,14 @@ func (s *Server) Redact(ctx context.Context, sender id.UserID, deviceID id.Devic
 		return "", clientErr(err)
 	}
 	return evs[len(evs)-1].ID, nil
+}
+
+// txnScope is the key under which a transaction ID is remembered: the spec
+// scopes a transaction ID to a device and an endpoint path, so the same ID
+// on another room (or event type, or redacted event) is another request.
+// A JSON list keeps the parts apart whatever they contain.
+func txnScope(endpoint string, params ...string) string {
+	return string(mustJSON(append([]string{endpoint}, params...)))
 }
 
 // sameContent compares two event contents as canonical JSON.

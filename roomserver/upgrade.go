@@ -25,8 +25,19 @@ var upgradeCarriedState = []string{
 // tombstone pointing forward, state, power levels and aliases move across,
 // and the old room is locked down.
 func (s *Server) Upgrade(ctx context.Context, user id.UserID, oldRoom id.RoomID, newVersion string) (id.RoomID, error) {
+	return s.UpgradeWithCreators(ctx, user, oldRoom, newVersion, nil)
+}
+
+// UpgradeWithCreators is Upgrade naming the new room's additional creators
+// (the upgrade body's additional_creators: in v12 rooms, besides the
+// upgrading user; ignored for versions without them, as the spec says).
+func (s *Server) UpgradeWithCreators(ctx context.Context, user id.UserID, oldRoom id.RoomID, newVersion string, additionalCreators []string) (id.RoomID, error) {
 	if !SupportedRoomVersion(newVersion) {
 		return "", mxhttp.UnsupportedRoomVer("Room version %q is not supported", newVersion)
+	}
+	extraCreators, err := upgradeCreators(user, id.RoomVersion(newVersion), additionalCreators)
+	if err != nil {
+		return "", err
 	}
 	rs, err := s.snapshotState(ctx, oldRoom)
 	if errors.Is(err, ErrUnknownRoom) {
@@ -65,6 +76,12 @@ func (s *Server) Upgrade(ctx context.Context, user id.UserID, oldRoom id.RoomID,
 			}
 		}
 	}
+	if len(extraCreators) > 0 {
+		if req.CreationContent == nil {
+			req.CreationContent = map[string]json.RawMessage{}
+		}
+		req.CreationContent["additional_creators"] = mustJSON(extraCreators)
+	}
 	for _, t := range upgradeCarriedState {
 		if e := rs.get(t, ""); e != nil {
 			req.carried = append(req.carried, InitialStateEvent{Type: t, Content: json.RawMessage(e.PDU.Content)})
@@ -76,7 +93,7 @@ func (s *Server) Upgrade(ctx context.Context, user id.UserID, oldRoom id.RoomID,
 	if e := rs.get("m.room.power_levels", ""); e != nil {
 		_ = json.Unmarshal(e.PDU.Content, &origPL)
 	}
-	req.PowerLevelContentOverride = s.upgradedLevels(rs, user, origPL, id.RoomVersion(newVersion))
+	req.PowerLevelContentOverride = s.upgradedLevels(rs, user, extraCreators, origPL, id.RoomVersion(newVersion))
 	// Keep the canonical alias state; the aliases themselves move below.
 	newRoom, err := s.CreateRoom(ctx, user, req)
 	if err != nil {
@@ -100,13 +117,32 @@ func (s *Server) Upgrade(ctx context.Context, user id.UserID, oldRoom id.RoomID,
 	return newRoom, nil
 }
 
+// upgradeCreators validates the additional creators asked for an upgrade to
+// version nv: user IDs, without repeats or the upgrading user (a creator
+// anyway); none for a version without additional creators.
+func upgradeCreators(user id.UserID, nv id.RoomVersion, asked []string) ([]id.UserID, error) {
+	if !nv.PrivilegedRoomCreators() {
+		return nil, nil
+	}
+	var out []id.UserID
+	for _, u := range asked {
+		if !ValidUserID(u) {
+			return nil, mxhttp.BadJSON("Invalid user ID %q in additional_creators", u)
+		}
+		if id.UserID(u) != user {
+			out = append(out, id.UserID(u))
+		}
+	}
+	return uniqueUsers(out), nil
+}
+
 // upgradedLevels are the power levels of the replacement room: the old ones
 // as integers within canonical JSON's range (string levels of old room
 // versions are invalid from v10), with the upgrading user at 100 or more.
 // Creators of a v12 room are above every level there; in a room of an
 // earlier version they get the highest level the old room names, so that
 // they still rank with its top.
-func (s *Server) upgradedLevels(rs *roomState, user id.UserID, origPL map[string]json.RawMessage, nv id.RoomVersion) map[string]json.RawMessage {
+func (s *Server) upgradedLevels(rs *roomState, user id.UserID, extraCreators []id.UserID, origPL map[string]json.RawMessage, nv id.RoomVersion) map[string]json.RawMessage {
 	pl := integerLevels(origPL)
 	users := map[string]int64{}
 	if raw, ok := pl["users"]; ok {
@@ -114,6 +150,9 @@ func (s *Server) upgradedLevels(rs *roomState, user id.UserID, origPL map[string
 	}
 	if nv.PrivilegedRoomCreators() {
 		delete(users, string(user))
+		for _, c := range extraCreators {
+			delete(users, string(c))
+		}
 	} else {
 		mine := int64(s.userLevel(rs, user))
 		if mine == math.MaxInt {

@@ -74,8 +74,8 @@ type RoomRow struct {
 // TxnRecord maps a client transaction ID to the event it created.
 type TxnRecord struct {
 	UserID, DeviceID, TxnID, RoomID, EventID string
-	// ClientTxnID is the ID as the client gave it, when TxnID is namespaced
-	// (redactions); it becomes the event's unsigned.transaction_id.
+	// ClientTxnID is the ID as the client gave it; TxnID is namespaced by
+	// endpoint path (roomserver txnScope). It becomes unsigned.transaction_id.
 	ClientTxnID string
 }
 

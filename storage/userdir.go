@@ -39,7 +39,8 @@ type DirectoryUser struct {
 
 // SearchUserDirectory returns up to limit users visible to searcher whose
 // user ID or display name contains term (case-insensitively), best matches
-// first, and whether more matched.
+// first, and whether more matched. The searcher is not among them (as in
+// Synapse; Complement's directory tests count the results).
 func (db *DB) SearchUserDirectory(ctx context.Context, searcher, term string, limit int) ([]DirectoryUser, bool, error) {
 	lower, content := "LOWER", func(path string) string {
 		return "(%s.json::jsonb #>> '{content," + path + "}')"
@@ -69,7 +70,7 @@ func (db *DB) SearchUserDirectory(ctx context.Context, searcher, term string, li
 			FROM candidates c
 			JOIN events me ON me.event_id = c.event_id
 			LEFT JOIN users u ON u.user_id = c.user_id
-			WHERE (u.user_id IS NULL OR NOT u.deactivated)
+			WHERE (u.user_id IS NULL OR NOT u.deactivated) AND c.user_id <> $1
 			  AND (` + lower + `(c.user_id) LIKE $2 ESCAPE '\' OR ` + lower + `(` + name + `) LIKE $2 ESCAPE '\')
 			GROUP BY c.user_id
 		)

@@ -353,3 +353,25 @@ func TestFederationNotarySignatureChecked(t *testing.T) {
 		t.Fatalf("stored despite the bad notary signature: %v", err)
 	}
 }
+
+// With no retired keys, GET /_matrix/key/v2/server still names
+// old_verify_keys, as {} (Synapse does; Complement's key checks expect it),
+// and the signature covers it.
+func TestFederationServerKeysEmptyOld(t *testing.T) {
+	for _, backend := range testserver.Backends {
+		t.Run(backend, func(t *testing.T) {
+			n := newFedNet(t, "a.test")
+			a := n.start(t, backend, "a.test")
+			resp := do(t, a, "GET", "/_matrix/key/v2/server", "", nil)
+			old, ok := resp.Body["old_verify_keys"].(map[string]any)
+			if resp.Status != http.StatusOK || !ok || len(old) != 0 {
+				t.Fatalf("key response: %d %s", resp.Status, resp.Raw)
+			}
+			var skr mfed.ServerKeyResponse
+			must(0, json.Unmarshal([]byte(resp.Raw), &skr))
+			if err := skr.VerifySelfSignature(); err != nil {
+				t.Fatalf("self-signature: %v", err)
+			}
+		})
+	}
+}

@@ -1,9 +1,9 @@
 // Package userdirectory answers POST /user_directory/search: the users a
 // searcher can see through rooms (a shared joined room, or a room with a
 // public join rule or world-readable history), matched case-insensitively
-// on user ID and display name. Remote directories are not queried (the spec
-// only asks that they SHOULD be); that and the data-localization rule for
-// member profiles come with federation.
+// on user ID and display name; never the searcher themself. Remote
+// directories are not queried (the spec only asks that they SHOULD be); that
+// and the data-localization rule for member profiles come with federation.
 package userdirectory
 
 import (

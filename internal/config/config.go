@@ -183,6 +183,10 @@ type Media struct {
 	LegacyUnauthenticated bool `yaml:"legacy_unauthenticated"`
 	// URLPreviews enables GET /media/preview_url (the server fetches the URLs users send).
 	URLPreviews bool `yaml:"url_previews"`
+	// URLPreviewAllowPrivate lets previews fetch from private networks
+	// (RFC 1918, CGNAT, IPv6 unique local): for closed deployments whose
+	// linked sites live there. Loopback and link-local stay refused.
+	URLPreviewAllowPrivate bool `yaml:"url_preview_allow_private"`
 	// UploadsPerSecond and UploadBurst rate-limit uploads and creates per user.
 	UploadsPerSecond float64 `yaml:"uploads_per_second"`
 	UploadBurst      int     `yaml:"upload_burst"`

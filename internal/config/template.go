@@ -83,8 +83,12 @@ media:
   # every current client uses the authenticated /_matrix/client/v1/media API.
   legacy_unauthenticated: false
   # Let clients ask the server to fetch URL previews (OpenGraph). The server
-  # then fetches every URL users preview; private addresses are always refused.
+  # then fetches every URL users preview; non-public addresses are refused.
   url_previews: false
+  # Closed networks only: let previews fetch from private networks too
+  # (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7). Loopback and
+  # link-local (cloud metadata) addresses stay refused.
+  url_preview_allow_private: false
   # Uploads per user: rate and burst; created-but-unfinished async uploads.
   uploads_per_second: 2
   upload_burst: 20

@@ -70,6 +70,34 @@ func IsPublicAddr(ip netip.Addr) bool {
 	return true
 }
 
+// privateNetworks are the address ranges of closed networks: RFC 1918,
+// carrier-grade NAT (which overlay VPNs such as Tailscale use) and IPv6
+// unique local addresses. Loopback, link-local (cloud metadata) and the
+// other special-purpose ranges are not among them.
+var privateNetworks = []netip.Prefix{
+	netip.MustParsePrefix("10.0.0.0/8"),
+	netip.MustParsePrefix("172.16.0.0/12"),
+	netip.MustParsePrefix("192.168.0.0/16"),
+	netip.MustParsePrefix("100.64.0.0/10"),
+	netip.MustParsePrefix("fc00::/7"),
+}
+
+// IsPrivateNetworkAddr reports whether ip is on a private network (see
+// privateNetworks): what an operator of a closed deployment may choose to
+// let the server fetch from.
+func IsPrivateNetworkAddr(ip netip.Addr) bool {
+	if !ip.IsValid() {
+		return false
+	}
+	ip = ip.Unmap().WithZone("")
+	for _, p := range privateNetworks {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
 // ParseHostIP parses host as an IP address in any form a resolver might
 // accept: standard forms, bracketed IPv6, and the inet_aton forms that
 // getaddrinfo accepts and netip does not (2130706433, 0x7f.1, 0177.0.0.1,
