@@ -200,6 +200,12 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 			if err != nil {
 				return nil, err
 			}
+			if !req.Initial && !m.joinedAt() && jr.Timeline != nil {
+				// Joined since the token: the client has none of the room's
+				// history, so the timeline is marked limited to have it
+				// paginate from prev_batch (as Synapse does).
+				jr.Timeline.Limited = true
+			}
 			jr.AccountData = eventsOrNil(acctEvs)
 			if jr.Timeline == nil && jr.State == nil && (jr.StateAfter == nil || len(jr.StateAfter.Events) == 0) && jr.Ephemeral == nil && jr.AccountData == nil && !newly {
 				continue
@@ -236,7 +242,8 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 			}
 			var lr *LeftRoom
 			if end, ok := m.joinEnd(); ok {
-				lr, err = s.leftRoom(ctx, req, s.roomViewer(roomID, m), since, m.at, end)
+				full := req.Initial || req.FullState || !m.joinedAt()
+				lr, err = s.leftRoom(ctx, req, s.roomViewer(roomID, m), since, m.at, end, full)
 			} else {
 				lr, err = s.retiredRoom(ctx, req, s.roomViewer(roomID, m), m.at)
 			}
@@ -300,6 +307,9 @@ func (s *Syncer) memberships(ctx context.Context, userID string, since, to int64
 	}
 	return out, nil
 }
+
+// joinedAt reports whether the user was joined at the since token.
+func (m *roomMembership) joinedAt() bool { return m.before != nil && m.before.Membership == "join" }
 
 // joinEnd is the position of the membership event that ended the user's
 // latest join: the last state they may see of a room they left. ok is false
