@@ -146,3 +146,48 @@ func TestSyncNewlyJoinedRoomLimited(t *testing.T) {
 		}
 	})
 }
+
+// presenceOf reports whether a sync answer carries presence for user.
+func presenceOf(resp *mautrix.RespSync, user id.UserID) bool {
+	for _, e := range resp.Presence.Events {
+		if e.Sender == user {
+			return true
+		}
+	}
+	return false
+}
+
+// TestSyncPresenceOfNewMembers: an incremental sync tells the user the
+// presence of users they newly share a room with (set before the since
+// token), both when someone joins their room and when they join a room;
+// the next sync does not repeat it.
+func TestSyncPresenceOfNewMembers(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
+		ctx := context.Background()
+		alice, bob, carol := srv.Register(t, "alice"), srv.Register(t, "bob"), srv.Register(t, "carol")
+		for _, c := range []*mautrix.Client{bob, carol} {
+			if err := c.SetPresence(ctx, mautrix.ReqPresence{Presence: event.PresenceOnline}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		room := shareRoom(t, alice)
+		carolsRoom := shareRoom(t, carol)
+
+		aliceSince := syncOnce(t, alice, "", "", 0).NextBatch
+		joinRoom(t, bob, room)
+		resp := syncOnce(t, alice, aliceSince, "", 0)
+		if !presenceOf(resp, bob.UserID) {
+			t.Errorf("alice does not see the presence of bob, who joined her room")
+		}
+		if again := syncOnce(t, alice, resp.NextBatch, "", 0); presenceOf(again, bob.UserID) {
+			t.Errorf("bob's presence repeated in the next sync")
+		}
+
+		aliceSince = resp.NextBatch
+		joinRoom(t, alice, carolsRoom)
+		resp = syncOnce(t, alice, aliceSince, "", 0)
+		if !presenceOf(resp, carol.UserID) {
+			t.Errorf("alice does not see the presence of carol, whose room she joined")
+		}
+	})
+}

@@ -7,6 +7,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
+	"slices"
 	"sort"
 
 	"github.com/myelin-chat/myelin/internal/notifier"
@@ -30,6 +32,7 @@ type Store interface {
 	RoomReceipts(ctx context.Context, roomID string, to int64) ([]storage.Receipt, error)
 	UsersSharingRooms(ctx context.Context, userID string) ([]string, error)
 	HistoryVisibilityChanges(ctx context.Context, roomID string) ([]storage.PositionedValue, error)
+	UsersJoinedBetween(ctx context.Context, roomID string, from, to int64) ([]string, error)
 }
 
 // Keys is what /sync reads from the keyserver (keyserver.Service). It may be
@@ -270,7 +273,7 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 	}
 	resp.AccountData = eventsOrNil(globalAcct)
 
-	if err := s.presence(ctx, req, resp, since, to); err != nil {
+	if err := s.presence(ctx, req, resp, since, to, mems, newRooms); err != nil {
 		return nil, err
 	}
 	if err := s.e2ee(ctx, req, resp, since, to); err != nil {
@@ -326,7 +329,7 @@ func (m *roomMembership) joinEnd() (pos int64, ok bool) {
 	return 0, false
 }
 
-func (s *Syncer) presence(ctx context.Context, req *Request, resp *Response, since, to Token) error {
+func (s *Syncer) presence(ctx context.Context, req *Request, resp *Response, since, to Token, mems map[string]*roomMembership, newRooms map[string]bool) error {
 	if !s.module.PresenceEnabled() || !typeAllowed(req.Filter.Presence, "m.presence") {
 		return nil // off, or the filter wants no presence at all
 	}
@@ -345,6 +348,24 @@ func (s *Syncer) presence(ctx context.Context, req *Request, resp *Response, sin
 	if err != nil {
 		return err
 	}
+	if !req.Initial {
+		// Users newly sharing a room are told about whatever their presence
+		// is, not only changes since the token.
+		newly, err := s.newlySharedUsers(ctx, req, mems, newRooms, since, to)
+		if err != nil {
+			return err
+		}
+		for _, p := range ps {
+			delete(newly, p.UserID)
+		}
+		if len(newly) > 0 {
+			more, err := s.module.PresenceSince(ctx, slices.Sorted(maps.Keys(newly)), 0, to.Pos)
+			if err != nil {
+				return err
+			}
+			ps = append(ps, more...)
+		}
+	}
 	var evs []json.RawMessage
 	for _, p := range ps {
 		if !allows(req.Filter.Presence, "m.presence", p.UserID, "", nil) {
@@ -355,6 +376,34 @@ func (s *Syncer) presence(ctx context.Context, req *Request, resp *Response, sin
 	}
 	resp.Presence = eventsOrNil(evs)
 	return nil
+}
+
+// newlySharedUsers are the users who came to share a joined room with the
+// user in (since, to]: every member of a room the user joined, and those who
+// joined one of the user's rooms that has events in the range.
+func (s *Syncer) newlySharedUsers(ctx context.Context, req *Request, mems map[string]*roomMembership, newRooms map[string]bool, since, to Token) (map[string]bool, error) {
+	out := map[string]bool{}
+	for roomID, m := range mems {
+		if m.at.Membership != "join" {
+			continue
+		}
+		var users []string
+		var err error
+		switch {
+		case !m.joinedAt():
+			users, _, err = s.store.RoomMembersSummaryAt(ctx, roomID, to.Pos)
+		case newRooms[roomID]:
+			users, err = s.store.UsersJoinedBetween(ctx, roomID, since.Pos, to.Pos)
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range users {
+			out[u] = true
+		}
+	}
+	delete(out, req.UserID)
+	return out, nil
 }
 
 func (s *Syncer) e2ee(ctx context.Context, req *Request, resp *Response, since, to Token) error {
