@@ -191,3 +191,41 @@ func TestSyncPresenceOfNewMembers(t *testing.T) {
 		}
 	})
 }
+
+// TestSyncIgnoredUsers: invites from users in m.ignored_user_list are not
+// shown (initial and incremental sync), and their messages are left out of
+// the timeline while their state events stay.
+func TestSyncIgnoredUsers(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
+		ctx := context.Background()
+		alice, bob, chris := srv.Register(t, "alice"), srv.Register(t, "bob"), srv.Register(t, "chris")
+		shared := shareRoom(t, bob, alice)
+		if err := alice.SetAccountData(ctx, "m.ignored_user_list", map[string]any{
+			"ignored_users": map[string]any{string(bob.UserID): map[string]any{}}}); err != nil {
+			t.Fatal(err)
+		}
+		since := syncOnce(t, alice, "", "", 0).NextBatch
+
+		bobRoom := must(bob.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{alice.UserID}})).RoomID
+		chrisRoom := must(chris.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{alice.UserID}})).RoomID
+		msg := sendText(t, bob, shared, "ignore me")
+		topic := must(bob.SendStateEvent(ctx, shared, event.StateTopic, "", map[string]any{"topic": "still shown"})).EventID
+
+		for name, s := range map[string]string{"incremental": since, "initial": ""} {
+			resp := syncOnce(t, alice, s, "", 0)
+			if _, ok := resp.Rooms.Invite[bobRoom]; ok {
+				t.Errorf("%s sync shows the invite of ignored bob", name)
+			}
+			if _, ok := resp.Rooms.Invite[chrisRoom]; !ok {
+				t.Errorf("%s sync lacks chris's invite", name)
+			}
+			tl := resp.Rooms.Join[shared].Timeline.Events
+			if syncHasEvent(tl, msg) {
+				t.Errorf("%s sync shows ignored bob's message", name)
+			}
+			if !syncHasEvent(tl, topic) {
+				t.Errorf("%s sync lacks ignored bob's state event", name)
+			}
+		}
+	})
+}

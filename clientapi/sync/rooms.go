@@ -26,19 +26,20 @@ func (s *Syncer) timeline(ctx context.Context, req *Request, v *roomViewer, from
 	if limit == 0 {
 		return s.emptyTimeline(ctx, roomID, from, to)
 	}
+	filtering := restrictive(part) || len(req.ignored) > 0
 	fetch := limit
-	if restrictive(part) {
+	if filtering {
 		fetch = max(limit*10, 200) // filtered events do not count towards the limit
 	}
 	evs, limited, err := s.store.RoomEventsRange(ctx, roomID, from, to, fetch)
 	if err != nil {
 		return nil, nil, false, err
 	}
-	complete = !limited && !restrictive(part)
-	if restrictive(part) {
+	complete = !limited && !filtering
+	if filtering {
 		kept := evs[:0:0]
 		for _, e := range evs {
-			if allowsEvent(part, e) {
+			if allowsEvent(part, e) && !(e.StateKey == nil && req.ignored[e.Sender]) {
 				kept = append(kept, e)
 			}
 		}

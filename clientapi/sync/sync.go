@@ -33,6 +33,7 @@ type Store interface {
 	UsersSharingRooms(ctx context.Context, userID string) ([]string, error)
 	HistoryVisibilityChanges(ctx context.Context, roomID string) ([]storage.PositionedValue, error)
 	UsersJoinedBetween(ctx context.Context, roomID string, from, to int64) ([]string, error)
+	IgnoredUsers(ctx context.Context, userID string) (map[string]bool, error)
 }
 
 // Keys is what /sync reads from the keyserver (keyserver.Service). It may be
@@ -85,6 +86,9 @@ type Request struct {
 	UseStateAfter    bool // state_after (state up to the end of the timeline) instead of state
 	Filter           *Filter
 	sinceParam       string // the since token as given ("" for an initial sync)
+	// ignored are the users in the user's m.ignored_user_list: their
+	// invites and non-state timeline events are left out.
+	ignored map[string]bool
 }
 
 // DeviceKey identifies the requesting device in caches.
@@ -105,6 +109,11 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 	}
 	resp := &Response{toDevice: to.Pos}
 	f := req.Filter
+	ignored, err := s.store.IgnoredUsers(ctx, req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	req.ignored = ignored
 
 	mems, err := s.memberships(ctx, req.UserID, since.Pos, to.Pos)
 	if err != nil {
@@ -220,6 +229,9 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 		case "invite", "knock":
 			if !req.Initial && !m.changed {
 				continue
+			}
+			if m.at.Membership == "invite" && req.ignored[m.at.Sender] {
+				continue // the spec: invites from ignored users are not sent
 			}
 			stripped, err := s.strippedState(ctx, roomID, m.at)
 			if err != nil {
