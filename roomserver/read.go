@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 
@@ -34,12 +35,39 @@ func (s *Server) viewer(ctx context.Context, roomID id.RoomID, user id.UserID) (
 	if err != nil {
 		return nil, err
 	}
+	if mh, err = withoutForgotten(ctx, s.db, roomID, user, mh); err != nil {
+		return nil, err
+	}
 	v := &viewer{user: user, device: requestingDevice(ctx, user), memberHist: mh, hv: HistoryVisibility{Visibility: vh}}
 	v.hv.Memberships = make([]Positioned, len(mh))
 	for i, m := range mh {
 		v.hv.Memberships[i] = Positioned{Pos: m.StreamPos, Value: m.Membership}
 	}
 	return v, nil
+}
+
+// withoutForgotten drops the membership history of a room the user forgot:
+// after /forget they may no longer read its history (the spec), so they are
+// treated as never having been in it (world-readable rooms stay readable).
+// Only a leave or ban can be forgotten, and a new membership clears it.
+func withoutForgotten(ctx context.Context, db *storage.DB, roomID id.RoomID, user id.UserID, mh []storage.UserMembershipChange) ([]storage.UserMembershipChange, error) {
+	if len(mh) == 0 {
+		return mh, nil
+	}
+	if last := mh[len(mh)-1].Membership; last != "leave" && last != "ban" {
+		return mh, nil
+	}
+	m, err := db.GetMembership(ctx, string(roomID), string(user))
+	if errors.Is(err, storage.ErrNotFound) {
+		return mh, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the membership of %s in %s: %w", user, roomID, err)
+	}
+	if m.Forgotten {
+		return nil, nil
+	}
+	return mh, nil
 }
 
 func (v *viewer) current() string {
@@ -452,9 +480,12 @@ func (f *EventFilter) Matches(se *storage.StoredEvent) bool {
 // MessagesRequest is GET /rooms/{id}/messages.
 type MessagesRequest struct {
 	From, To string
-	Backward bool
-	Limit    int
-	Filter   *EventFilter
+	// Dir is "b" (backwards) or "f"; anything else is M_INVALID_PARAM,
+	// answered after the room access check so that a user who may not read
+	// the room learns only that.
+	Dir    string
+	Limit  int
+	Filter *EventFilter
 }
 
 // MessagesResponse is its answer.
@@ -491,6 +522,10 @@ func (s *Server) Messages(ctx context.Context, user id.UserID, roomID id.RoomID,
 			return nil, mxhttp.Forbidden("You are not in this room")
 		}
 	}
+	if req.Dir != "b" && req.Dir != "f" {
+		return nil, mxhttp.InvalidParam("dir must be b or f")
+	}
+	backward := req.Dir == "b"
 	limit := req.Limit
 	if limit <= 0 {
 		limit = 10
@@ -504,7 +539,7 @@ func (s *Server) Messages(ctx context.Context, user id.UserID, roomID id.RoomID,
 		if from, err = s.tokenPos(ctx, roomID, req.From); err != nil {
 			return nil, err
 		}
-	case req.Backward:
+	case backward:
 		from = storage.TopoPos{Depth: 1 << 62, Stream: 0}
 	default:
 		from = storage.TopoPos{Depth: -1, Stream: 0}
@@ -529,13 +564,13 @@ func (s *Server) Messages(ctx context.Context, user id.UserID, roomID id.RoomID,
 	batchSize := min(max(limit*2, 50), 1000)
 	scanned := 0
 	for len(kept) < limit && scanned < maxMessagesScan {
-		batch, err := s.db.RoomEventsByTopology(ctx, string(roomID), cursor, to, req.Backward, batchSize, ranges)
+		batch, err := s.db.RoomEventsByTopology(ctx, string(roomID), cursor, to, backward, batchSize, ranges)
 		if err != nil {
 			return nil, err
 		}
 		scanned += len(batch)
 		for _, se := range batch {
-			if req.Backward {
+			if backward {
 				cursor = storage.TopoPos{Depth: se.Depth, Stream: se.StreamPos - 1}
 			} else {
 				cursor = storage.TopoPos{Depth: se.Depth, Stream: se.StreamPos}
@@ -611,11 +646,11 @@ func (s *Server) Context(ctx context.Context, user id.UserID, roomID id.RoomID, 
 	}
 	before, after := limit/2, limit-limit/2
 	resp := &ContextResponse{Event: ev, EventsBefore: []*ClientEvent{}, EventsAfter: []*ClientEvent{}}
-	back, err := s.Messages(ctx, user, roomID, MessagesRequest{From: TopologicalToken(se.Depth, se.StreamPos-1), Backward: true, Limit: max(before, 1), Filter: filter})
+	back, err := s.Messages(ctx, user, roomID, MessagesRequest{From: TopologicalToken(se.Depth, se.StreamPos-1), Dir: "b", Limit: max(before, 1), Filter: filter})
 	if err != nil {
 		return nil, err
 	}
-	fwd, err := s.Messages(ctx, user, roomID, MessagesRequest{From: TopologicalToken(se.Depth, se.StreamPos), Limit: max(after, 1), Filter: filter})
+	fwd, err := s.Messages(ctx, user, roomID, MessagesRequest{From: TopologicalToken(se.Depth, se.StreamPos), Dir: "f", Limit: max(after, 1), Filter: filter})
 	if err != nil {
 		return nil, err
 	}

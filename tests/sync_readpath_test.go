@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"net/url"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -226,6 +227,51 @@ func TestSyncIgnoredUsers(t *testing.T) {
 			if !syncHasEvent(tl, topic) {
 				t.Errorf("%s sync lacks ignored bob's state event", name)
 			}
+		}
+	})
+}
+
+// TestRoomForgottenHidden: a forgotten room is gone from initial syncs (with
+// include_leave too), an incremental sync from before the leave still shows
+// the leave, and its history can no longer be read (403 even without dir).
+func TestRoomForgottenHidden(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
+		ctx := context.Background()
+		alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+		room := shareRoom(t, alice, bob)
+		sendText(t, alice, room, "hello")
+		beforeLeave := syncOnce(t, alice, "", "", 0).NextBatch
+		must(alice.LeaveRoom(ctx, room))
+		must(alice.ForgetRoom(ctx, room))
+		sendText(t, bob, room, "after")
+
+		filter := `{"room":{"include_leave":true}}`
+		resp := must(rawSync(t, alice, map[string]string{"timeout": "0", "filter": filter}))
+		for _, sec := range []string{"join", "invite", "leave", "knock"} {
+			if rawRoom(resp, sec, room) != nil {
+				t.Errorf("forgotten room in rooms.%s of an initial sync", sec)
+			}
+		}
+		resp = must(rawSync(t, alice, map[string]string{"timeout": "0", "filter": filter, "since": beforeLeave}))
+		if rawRoom(resp, "leave", room) == nil {
+			t.Errorf("the leave of a forgotten room missing from an incremental sync from before it")
+		}
+
+		base := "/_matrix/client/v3/rooms/" + url.PathEscape(string(room))
+		for _, path := range []string{"/messages", "/messages?dir=b", "/members", "/state"} {
+			r := clientCall(t, alice, "GET", base+path, nil)
+			if r.Status != 403 || r.errcode() != "M_FORBIDDEN" {
+				t.Errorf("GET %s of a forgotten room: %d %s, want 403 M_FORBIDDEN", path, r.Status, r.Raw)
+			}
+		}
+		// Not in the room at all and no dir: still the access answer first.
+		carol := srv.Register(t, "carol")
+		if r := clientCall(t, carol, "GET", base+"/messages", nil); r.Status != 403 {
+			t.Errorf("GET /messages without dir by a stranger: %d %s, want 403", r.Status, r.Raw)
+		}
+		// In the room, no dir: the parameter is required.
+		if r := clientCall(t, bob, "GET", base+"/messages", nil); r.Status != 400 || r.errcode() != "M_INVALID_PARAM" {
+			t.Errorf("GET /messages without dir by a member: %d %s, want 400 M_INVALID_PARAM", r.Status, r.Raw)
 		}
 	})
 }

@@ -34,6 +34,7 @@ type Store interface {
 	HistoryVisibilityChanges(ctx context.Context, roomID string) ([]storage.PositionedValue, error)
 	UsersJoinedBetween(ctx context.Context, roomID string, from, to int64) ([]string, error)
 	IgnoredUsers(ctx context.Context, userID string) (map[string]bool, error)
+	ForgottenRooms(ctx context.Context, userID string) (map[string]bool, error)
 }
 
 // Keys is what /sync reads from the keyserver (keyserver.Service). It may be
@@ -173,9 +174,15 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 		roomIDs = append(roomIDs, r)
 	}
 	sort.Strings(roomIDs)
+	var forgotten map[string]bool
+	if req.Initial { // incremental syncs still report the leave of a room forgotten since
+		if forgotten, err = s.store.ForgottenRooms(ctx, req.UserID); err != nil {
+			return nil, err
+		}
+	}
 	for _, roomID := range roomIDs {
 		m := mems[roomID]
-		if !f.RoomAllowed(roomID) {
+		if !f.RoomAllowed(roomID) || forgotten[roomID] {
 			continue
 		}
 		switch m.at.Membership {
