@@ -343,13 +343,7 @@ func (s *Server) Members(ctx context.Context, user id.UserID, roomID id.RoomID, 
 		if !current && at > pos {
 			at = pos
 		}
-		// Nor the members at a point the user may not see (before they
-		// joined a room with joined history, say): the earliest they may.
-		at, ok := v.firstVisibleFrom(at)
-		if !ok {
-			return nil, mxhttp.Forbidden("You may not see the room at that point")
-		}
-		if entries, err = s.db.StateAtStream(ctx, string(roomID), at); err != nil {
+		if entries, err = s.membersAtPoint(ctx, roomID, v, at); err != nil {
 			return nil, err
 		}
 	} else if entries, _, err = s.stateVisibleTo(ctx, roomID, v); err != nil {
@@ -374,6 +368,26 @@ func (s *Server) Members(ctx context.Context, user id.UserID, roomID id.RoomID, 
 		out = append(out, e)
 	}
 	return out, nil
+}
+
+// membersAtPoint is the room state at stream position at for /members?at=:
+// the state after the last event at or before it. A point before the room's
+// first member (a prev_batch from before the create event, as /sync gives
+// for a timeline that starts with the room) names the room as it began:
+// the state once its creator joined, not an empty room.
+func (s *Server) membersAtPoint(ctx context.Context, roomID id.RoomID, v *viewer, at int64) ([]storage.StateEntry, error) {
+	first, err := s.db.FirstMemberPosition(ctx, string(roomID))
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return nil, fmt.Errorf("reading the first member of %s: %w", roomID, err)
+	}
+	at = max(at, first)
+	// Nor the members at a point the user may not see (before they
+	// joined a room with joined history, say): the earliest they may.
+	at, ok := v.firstVisibleFrom(at)
+	if !ok {
+		return nil, mxhttp.Forbidden("You may not see the room at that point")
+	}
+	return s.db.StateAtStream(ctx, string(roomID), at)
 }
 
 // JoinedMember is an entry of GET /joined_members.

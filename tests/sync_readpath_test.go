@@ -275,3 +275,30 @@ func TestRoomForgottenHidden(t *testing.T) {
 		}
 	})
 }
+
+// TestMembersAtPrevBatch: /members?at=<a sync's prev_batch> gives the members
+// at that point, not the current ones and not none.
+func TestMembersAtPrevBatch(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
+		alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+		room := shareRoom(t, alice)
+		sendText(t, alice, room, "Hello world!")
+		resp := syncOnce(t, alice, "", "", 0)
+		at := resp.Rooms.Join[room].Timeline.PrevBatch
+		joinRoom(t, bob, room)
+		sendText(t, bob, room, "Hello back")
+
+		r := clientCall(t, alice, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(string(room))+"/members?at="+url.QueryEscape(at), nil)
+		if r.Status != 200 {
+			t.Fatalf("members at %s: %d %s", at, r.Status, r.Raw)
+		}
+		chunk, _ := r.Body["chunk"].([]any)
+		var members []string
+		for _, e := range chunk {
+			members = append(members, e.(map[string]any)["state_key"].(string))
+		}
+		if len(members) != 1 || members[0] != string(alice.UserID) {
+			t.Errorf("members at %s: %v, want alice alone", at, members)
+		}
+	})
+}
