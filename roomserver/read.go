@@ -598,8 +598,11 @@ func (s *Server) Messages(ctx context.Context, user id.UserID, roomID id.RoomID,
 			}
 		}
 		if len(batch) < batchSize {
-			if len(kept) < limit {
-				cursor = storage.TopoPos{} // exhausted: no end token
+			if len(kept) == 0 {
+				// Exhausted with nothing to show: no end token. With
+				// events it stays, as Synapse gives it and clients expect
+				// (Complement); the next page is this empty one.
+				cursor = storage.TopoPos{}
 			}
 			break
 		}

@@ -302,3 +302,30 @@ func TestMembersAtPrevBatch(t *testing.T) {
 		}
 	})
 }
+
+// TestMessagesFilteredEnd: /messages with a filter that drops events still
+// gives an end token with the events it returns (clients page on with it;
+// the next page is empty and has none).
+func TestMessagesFilteredEnd(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
+		ctx := context.Background()
+		alice := srv.Register(t, "alice")
+		room := shareRoom(t, alice)
+		sendText(t, alice, room, "test")
+		must(alice.SendMessageEvent(ctx, room, event.EventMessage, map[string]any{
+			"msgtype": "m.file", "body": "test.png", "url": "mxc://example.org/abc"}))
+		base := "/_matrix/client/v3/rooms/" + url.PathEscape(string(room)) + "/messages?dir=b&filter=" +
+			url.QueryEscape(`{"contains_url":true}`)
+		r := clientCall(t, alice, "GET", base, nil)
+		chunk, _ := r.Body["chunk"].([]any)
+		end, _ := r.Body["end"].(string)
+		if r.Status != 200 || len(chunk) != 1 || end == "" {
+			t.Fatalf("filtered /messages: %d %s, want one event and an end token", r.Status, r.Raw)
+		}
+		r = clientCall(t, alice, "GET", base+"&from="+url.QueryEscape(end), nil)
+		chunk, _ = r.Body["chunk"].([]any)
+		if _, has := r.Body["end"]; r.Status != 200 || len(chunk) != 0 || has {
+			t.Errorf("the page after the last: %d %s, want no events and no end", r.Status, r.Raw)
+		}
+	})
+}
