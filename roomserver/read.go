@@ -540,6 +540,11 @@ func (s *Server) Messages(ctx context.Context, user id.UserID, roomID id.RoomID,
 		return nil, mxhttp.InvalidParam("dir must be b or f")
 	}
 	backward := req.Dir == "b"
+	// Non-state events of users the reader ignores are not shown (as in /sync).
+	ignored, err := s.db.IgnoredUsers(ctx, string(user))
+	if err != nil {
+		return nil, err
+	}
 	limit := req.Limit
 	if limit <= 0 {
 		limit = 10
@@ -589,7 +594,7 @@ func (s *Server) Messages(ctx context.Context, user id.UserID, roomID id.RoomID,
 			} else {
 				cursor = storage.TopoPos{Depth: se.Depth, Stream: se.StreamPos}
 			}
-			if v.canSee(se.StreamPos) && req.Filter.Matches(se) {
+			if v.canSee(se.StreamPos) && req.Filter.Matches(se) && !(se.StateKey == nil && ignored[se.Sender]) {
 				kept = append(kept, se)
 				senders[se.Sender] = true
 			}

@@ -195,7 +195,7 @@ func TestSyncPresenceOfNewMembers(t *testing.T) {
 
 // TestSyncIgnoredUsers: invites from users in m.ignored_user_list are not
 // shown (initial and incremental sync), and their messages are left out of
-// the timeline while their state events stay.
+// the timeline and /messages while their state events stay.
 func TestSyncIgnoredUsers(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
 		ctx := context.Background()
@@ -227,6 +227,11 @@ func TestSyncIgnoredUsers(t *testing.T) {
 			if !syncHasEvent(tl, topic) {
 				t.Errorf("%s sync lacks ignored bob's state event", name)
 			}
+		}
+		// /messages leaves them out the same way.
+		page := must(alice.Messages(ctx, shared, "", "", mautrix.DirectionBackward, nil, 100))
+		if syncHasEvent(page.Chunk, msg) || !syncHasEvent(page.Chunk, topic) {
+			t.Errorf("/messages shows ignored bob's message or lacks his state event")
 		}
 	})
 }
