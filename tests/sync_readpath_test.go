@@ -334,3 +334,17 @@ func TestMessagesFilteredEnd(t *testing.T) {
 		}
 	})
 }
+
+// TestSyncTimelineLimitedAlwaysSent: every timeline says whether it is
+// limited, false included (clients and Complement read the key).
+func TestSyncTimelineLimitedAlwaysSent(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice")
+		room := shareRoom(t, alice)
+		resp := must(rawSync(t, alice, map[string]string{"timeout": "0"}))
+		tl, _ := rawRoom(resp, "join", room)["timeline"].(map[string]any)
+		if limited, ok := tl["limited"].(bool); !ok || limited {
+			t.Errorf("timeline of a small room: %v, want limited false", tl)
+		}
+	})
+}
