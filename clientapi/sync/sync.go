@@ -32,7 +32,7 @@ type Store interface {
 	RoomReceipts(ctx context.Context, roomID string, to int64) ([]storage.Receipt, error)
 	UsersSharingRooms(ctx context.Context, userID string) ([]string, error)
 	HistoryVisibilityChanges(ctx context.Context, roomID string) ([]storage.PositionedValue, error)
-	UsersJoinedBetween(ctx context.Context, roomID string, from, to int64) ([]string, error)
+	UsersJoinedBetween(ctx context.Context, userID string, from, to int64) ([]string, error)
 	IgnoredUsers(ctx context.Context, userID string) (map[string]bool, error)
 	ForgottenRooms(ctx context.Context, userID string) (map[string]bool, error)
 }
@@ -292,7 +292,7 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 	}
 	resp.AccountData = eventsOrNil(globalAcct)
 
-	if err := s.presence(ctx, req, resp, since, to, mems, newRooms); err != nil {
+	if err := s.presence(ctx, req, resp, since, to, mems); err != nil {
 		return nil, err
 	}
 	if err := s.e2ee(ctx, req, resp, since, to); err != nil {
@@ -348,7 +348,7 @@ func (m *roomMembership) joinEnd() (pos int64, ok bool) {
 	return 0, false
 }
 
-func (s *Syncer) presence(ctx context.Context, req *Request, resp *Response, since, to Token, mems map[string]*roomMembership, newRooms map[string]bool) error {
+func (s *Syncer) presence(ctx context.Context, req *Request, resp *Response, since, to Token, mems map[string]*roomMembership) error {
 	if !s.module.PresenceEnabled() || !typeAllowed(req.Filter.Presence, "m.presence") {
 		return nil // off, or the filter wants no presence at all
 	}
@@ -370,7 +370,7 @@ func (s *Syncer) presence(ctx context.Context, req *Request, resp *Response, sin
 	if !req.Initial {
 		// Users newly sharing a room are told about whatever their presence
 		// is, not only changes since the token.
-		newly, err := s.newlySharedUsers(ctx, req, mems, newRooms, since, to)
+		newly, err := s.newlySharedUsers(ctx, req, mems, since, to)
 		if err != nil {
 			return err
 		}
@@ -399,25 +399,25 @@ func (s *Syncer) presence(ctx context.Context, req *Request, resp *Response, sin
 
 // newlySharedUsers are the users who came to share a joined room with the
 // user in (since, to]: every member of a room the user joined, and those who
-// joined one of the user's rooms that has events in the range.
-func (s *Syncer) newlySharedUsers(ctx context.Context, req *Request, mems map[string]*roomMembership, newRooms map[string]bool, since, to Token) (map[string]bool, error) {
+// joined one of the user's rooms.
+func (s *Syncer) newlySharedUsers(ctx context.Context, req *Request, mems map[string]*roomMembership, since, to Token) (map[string]bool, error) {
+	joined, err := s.store.UsersJoinedBetween(ctx, req.UserID, since.Pos, to.Pos)
+	if err != nil {
+		return nil, err
+	}
 	out := map[string]bool{}
+	for _, u := range joined {
+		out[u] = true
+	}
 	for roomID, m := range mems {
-		if m.at.Membership != "join" {
+		if m.at.Membership != "join" || m.joinedAt() {
 			continue
 		}
-		var users []string
-		var err error
-		switch {
-		case !m.joinedAt():
-			users, _, err = s.store.RoomMembersSummaryAt(ctx, roomID, to.Pos)
-		case newRooms[roomID]:
-			users, err = s.store.UsersJoinedBetween(ctx, roomID, since.Pos, to.Pos)
-		}
+		members, _, err := s.store.RoomMembersSummaryAt(ctx, roomID, to.Pos)
 		if err != nil {
 			return nil, err
 		}
-		for _, u := range users {
+		for _, u := range members {
 			out[u] = true
 		}
 	}
