@@ -355,10 +355,6 @@ func (a *API) roomMessages(r *http.Request) (any, error) {
 		return nil, err
 	}
 	q := r.URL.Query()
-	dir := q.Get("dir")
-	if dir != "b" && dir != "f" {
-		return nil, mxhttp.InvalidParam("dir must be b or f")
-	}
 	limit, err := intParam(r, "limit", 10)
 	if err != nil {
 		return nil, err
@@ -371,7 +367,7 @@ func (a *API) roomMessages(r *http.Request) (any, error) {
 		limit = filter.Limit
 	}
 	return a.Rooms.Messages(readCtx(r), authn.FromRequest(r).UserID, roomID, roomserver.MessagesRequest{
-		From: q.Get("from"), To: q.Get("to"), Backward: dir == "b", Limit: limit, Filter: filter,
+		From: q.Get("from"), To: q.Get("to"), Dir: q.Get("dir"), Limit: limit, Filter: filter,
 	})
 }
 

@@ -43,7 +43,7 @@ func TestMessagesSkipsHiddenHistory(t *testing.T) {
 			t.Fatal("pagination does not end")
 		}
 		reads0 := s.db.Reads()
-		resp, err := s.Messages(ctx, bob, room, MessagesRequest{From: from, Backward: true, Limit: 1})
+		resp, err := s.Messages(ctx, bob, room, MessagesRequest{From: from, Dir: "b", Limit: 1})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 
@@ -34,12 +35,39 @@ func (s *Server) viewer(ctx context.Context, roomID id.RoomID, user id.UserID) (
 	if err != nil {
 		return nil, err
 	}
+	if mh, err = withoutForgotten(ctx, s.db, roomID, user, mh); err != nil {
+		return nil, err
+	}
 	v := &viewer{user: user, device: requestingDevice(ctx, user), memberHist: mh, hv: HistoryVisibility{Visibility: vh}}
 	v.hv.Memberships = make([]Positioned, len(mh))
 	for i, m := range mh {
 		v.hv.Memberships[i] = Positioned{Pos: m.StreamPos, Value: m.Membership}
 	}
 	return v, nil
+}
+
+// withoutForgotten drops the membership history of a room the user forgot:
+// after /forget they may no longer read its history (the spec), so they are
+// treated as never having been in it (world-readable rooms stay readable).
+// Only a leave or ban can be forgotten, and a new membership clears it.
+func withoutForgotten(ctx context.Context, db *storage.DB, roomID id.RoomID, user id.UserID, mh []storage.UserMembershipChange) ([]storage.UserMembershipChange, error) {
+	if len(mh) == 0 {
+		return mh, nil
+	}
+	if last := mh[len(mh)-1].Membership; last != "leave" && last != "ban" {
+		return mh, nil
+	}
+	m, err := db.GetMembership(ctx, string(roomID), string(user))
+	if errors.Is(err, storage.ErrNotFound) {
+		return mh, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the membership of %s in %s: %w", user, roomID, err)
+	}
+	if m.Forgotten {
+		return nil, nil
+	}
+	return mh, nil
 }
 
 func (v *viewer) current() string {
@@ -315,13 +343,7 @@ func (s *Server) Members(ctx context.Context, user id.UserID, roomID id.RoomID, 
 		if !current && at > pos {
 			at = pos
 		}
-		// Nor the members at a point the user may not see (before they
-		// joined a room with joined history, say): the earliest they may.
-		at, ok := v.firstVisibleFrom(at)
-		if !ok {
-			return nil, mxhttp.Forbidden("You may not see the room at that point")
-		}
-		if entries, err = s.db.StateAtStream(ctx, string(roomID), at); err != nil {
+		if entries, err = s.membersAtPoint(ctx, roomID, v, at); err != nil {
 			return nil, err
 		}
 	} else if entries, _, err = s.stateVisibleTo(ctx, roomID, v); err != nil {
@@ -346,6 +368,26 @@ func (s *Server) Members(ctx context.Context, user id.UserID, roomID id.RoomID, 
 		out = append(out, e)
 	}
 	return out, nil
+}
+
+// membersAtPoint is the room state at stream position at for /members?at=:
+// the state after the last event at or before it. A point before the room's
+// first member (a prev_batch from before the create event, as /sync gives
+// for a timeline that starts with the room) names the room as it began:
+// the state once its creator joined, not an empty room.
+func (s *Server) membersAtPoint(ctx context.Context, roomID id.RoomID, v *viewer, at int64) ([]storage.StateEntry, error) {
+	first, err := s.db.FirstMemberPosition(ctx, string(roomID))
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return nil, fmt.Errorf("reading the first member of %s: %w", roomID, err)
+	}
+	at = max(at, first)
+	// Nor the members at a point the user may not see (before they
+	// joined a room with joined history, say): the earliest they may.
+	at, ok := v.firstVisibleFrom(at)
+	if !ok {
+		return nil, mxhttp.Forbidden("You may not see the room at that point")
+	}
+	return s.db.StateAtStream(ctx, string(roomID), at)
 }
 
 // JoinedMember is an entry of GET /joined_members. An unset display name
@@ -454,9 +496,12 @@ func (f *EventFilter) Matches(se *storage.StoredEvent) bool {
 // MessagesRequest is GET /rooms/{id}/messages.
 type MessagesRequest struct {
 	From, To string
-	Backward bool
-	Limit    int
-	Filter   *EventFilter
+	// Dir is "b" (backwards) or "f"; anything else is M_INVALID_PARAM,
+	// answered after the room access check so that a user who may not read
+	// the room learns only that.
+	Dir    string
+	Limit  int
+	Filter *EventFilter
 }
 
 // MessagesResponse is its answer.
@@ -493,6 +538,15 @@ func (s *Server) Messages(ctx context.Context, user id.UserID, roomID id.RoomID,
 			return nil, mxhttp.Forbidden("You are not in this room")
 		}
 	}
+	if req.Dir != "b" && req.Dir != "f" {
+		return nil, mxhttp.InvalidParam("dir must be b or f")
+	}
+	backward := req.Dir == "b"
+	// Non-state events of users the reader ignores are not shown (as in /sync).
+	ignored, err := s.db.IgnoredUsers(ctx, string(user))
+	if err != nil {
+		return nil, err
+	}
 	limit := req.Limit
 	if limit <= 0 {
 		limit = 10
@@ -506,7 +560,7 @@ func (s *Server) Messages(ctx context.Context, user id.UserID, roomID id.RoomID,
 		if from, err = s.tokenPos(ctx, roomID, req.From); err != nil {
 			return nil, err
 		}
-	case req.Backward:
+	case backward:
 		from = storage.TopoPos{Depth: 1 << 62, Stream: 0}
 	default:
 		from = storage.TopoPos{Depth: -1, Stream: 0}
@@ -531,18 +585,18 @@ func (s *Server) Messages(ctx context.Context, user id.UserID, roomID id.RoomID,
 	batchSize := min(max(limit*2, 50), 1000)
 	scanned := 0
 	for len(kept) < limit && scanned < maxMessagesScan {
-		batch, err := s.db.RoomEventsByTopology(ctx, string(roomID), cursor, to, req.Backward, batchSize, ranges)
+		batch, err := s.db.RoomEventsByTopology(ctx, string(roomID), cursor, to, backward, batchSize, ranges)
 		if err != nil {
 			return nil, err
 		}
 		scanned += len(batch)
 		for _, se := range batch {
-			if req.Backward {
+			if backward {
 				cursor = storage.TopoPos{Depth: se.Depth, Stream: se.StreamPos - 1}
 			} else {
 				cursor = storage.TopoPos{Depth: se.Depth, Stream: se.StreamPos}
 			}
-			if v.canSee(se.StreamPos) && req.Filter.Matches(se) {
+			if v.canSee(se.StreamPos) && req.Filter.Matches(se) && !(se.StateKey == nil && ignored[se.Sender]) {
 				kept = append(kept, se)
 				senders[se.Sender] = true
 			}
@@ -551,8 +605,11 @@ func (s *Server) Messages(ctx context.Context, user id.UserID, roomID id.RoomID,
 			}
 		}
 		if len(batch) < batchSize {
-			if len(kept) < limit {
-				cursor = storage.TopoPos{} // exhausted: no end token
+			if len(kept) == 0 {
+				// Exhausted with nothing to show: no end token. With
+				// events it stays, as Synapse gives it and clients expect
+				// (Complement); the next page is this empty one.
+				cursor = storage.TopoPos{}
 			}
 			break
 		}
@@ -613,11 +670,11 @@ func (s *Server) Context(ctx context.Context, user id.UserID, roomID id.RoomID, 
 	}
 	before, after := limit/2, limit-limit/2
 	resp := &ContextResponse{Event: ev, EventsBefore: []*ClientEvent{}, EventsAfter: []*ClientEvent{}}
-	back, err := s.Messages(ctx, user, roomID, MessagesRequest{From: TopologicalToken(se.Depth, se.StreamPos-1), Backward: true, Limit: max(before, 1), Filter: filter})
+	back, err := s.Messages(ctx, user, roomID, MessagesRequest{From: TopologicalToken(se.Depth, se.StreamPos-1), Dir: "b", Limit: max(before, 1), Filter: filter})
 	if err != nil {
 		return nil, err
 	}
-	fwd, err := s.Messages(ctx, user, roomID, MessagesRequest{From: TopologicalToken(se.Depth, se.StreamPos), Limit: max(after, 1), Filter: filter})
+	fwd, err := s.Messages(ctx, user, roomID, MessagesRequest{From: TopologicalToken(se.Depth, se.StreamPos), Dir: "f", Limit: max(after, 1), Filter: filter})
 	if err != nil {
 		return nil, err
 	}

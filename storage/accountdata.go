@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 )
 
@@ -35,6 +36,30 @@ func (db *DB) GetAccountData(ctx context.Context, userID, roomID, typ string) (j
 		return nil, err
 	}
 	return json.RawMessage(content), nil
+}
+
+// IgnoredUsers is the set of users in userID's m.ignored_user_list (nil
+// when none): their invites and non-state events are not shown to userID.
+func (db *DB) IgnoredUsers(ctx context.Context, userID string) (map[string]bool, error) {
+	raw, err := db.GetAccountData(ctx, userID, "", "m.ignored_user_list")
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the ignored users of %s: %w", userID, err)
+	}
+	var list struct {
+		IgnoredUsers map[string]json.RawMessage `json:"ignored_users"`
+	}
+	_ = json.Unmarshal(raw, &list) // a malformed list ignores no one
+	if len(list.IgnoredUsers) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]bool, len(list.IgnoredUsers))
+	for u := range list.IgnoredUsers {
+		out[u] = true
+	}
+	return out, nil
 }
 
 // AccountDataSince returns the user's entries (global and per room) changed in

@@ -399,6 +399,15 @@ func (db *DB) StateAtStream(ctx context.Context, roomID string, pos int64) ([]St
 	return db.SnapshotState(ctx, snap)
 }
 
+// FirstMemberPosition is the stream position of the room's first membership
+// event (its creator's join); ErrNotFound if it has none.
+func (db *DB) FirstMemberPosition(ctx context.Context, roomID string) (int64, error) {
+	var pos int64
+	err := db.QueryRow(ctx, `SELECT stream_pos FROM events WHERE room_id = $1 AND type = 'm.room.member' AND NOT soft_failed
+		ORDER BY stream_pos LIMIT 1`, roomID).Scan(&pos)
+	return pos, err
+}
+
 // UserMembershipChange is one membership event concerning a user.
 type UserMembershipChange struct {
 	RoomID     string

@@ -130,6 +130,19 @@ func (db *DB) ForgetRoom(ctx context.Context, roomID, userID string) error {
 	return err
 }
 
+// ForgottenRooms is the set of rooms the user forgot (and has not rejoined).
+func (db *DB) ForgottenRooms(ctx context.Context, userID string) (map[string]bool, error) {
+	rooms, err := collectStrings(db.Query(ctx, `SELECT room_id FROM memberships WHERE user_id = $1 AND forgotten`, userID))
+	if err != nil {
+		return nil, fmt.Errorf("listing the forgotten rooms of %s: %w", userID, err)
+	}
+	out := make(map[string]bool, len(rooms))
+	for _, r := range rooms {
+		out[r] = true
+	}
+	return out, nil
+}
+
 // LookupTxn returns the event a client transaction created; ErrNotFound if none.
 func (db *DB) LookupTxn(ctx context.Context, userID, deviceID, txnID string) (roomID, eventID string, err error) {
 	err = db.QueryRow(ctx, `SELECT room_id, event_id FROM room_txns WHERE user_id = $1 AND device_id = $2 AND txn_id = $3`,

@@ -114,6 +114,18 @@ func (db *DB) UsersSharingRooms(ctx context.Context, userID string) ([]string, e
 		WHERE a.user_id = $1 AND a.membership = 'join'`, userID)
 }
 
+// UsersJoinedBetween lists the users whose membership became join in
+// (from, to] in a room userID is joined to: a join replacing another
+// membership (or none), not a profile change of someone already joined.
+// One range scan over the stream, however many rooms the user is in.
+func (db *DB) UsersJoinedBetween(ctx context.Context, userID string, from, to int64) ([]string, error) {
+	return db.userList(ctx, `SELECT DISTINCT e.state_key FROM events e
+		JOIN memberships m ON m.room_id = e.room_id AND m.user_id = $1 AND m.membership = 'join'
+		LEFT JOIN events p ON p.event_id = e.replaces_state
+		WHERE e.stream_pos > $2 AND e.stream_pos <= $3 AND e.type = 'm.room.member' AND e.membership = 'join'
+			AND NOT e.soft_failed AND (p.membership IS NULL OR p.membership <> 'join')`, userID, from, to)
+}
+
 func (db *DB) userList(ctx context.Context, q string, args ...any) ([]string, error) {
 	out, err := collectStrings(db.Query(ctx, q, args...))
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
@@ -17,6 +18,16 @@ import (
 // Filter is a parsed sync filter with the spec's defaults filled in.
 type Filter struct {
 	mautrix.Filter
+	// zeroTimeline: the filter asks for a timeline limit of 0, which
+	// mautrix's Limit (omitempty) cannot tell from none.
+	zeroTimeline bool
+}
+
+// withRaw notes what the decoded filter loses from its JSON.
+func (f *Filter) withRaw(raw []byte) *Filter {
+	lim := gjson.GetBytes(raw, "room.timeline.limit")
+	f.zeroTimeline = lim.Type == gjson.Number && lim.Num == 0
+	return f
 }
 
 // defaultTimelineLimit is the timeline limit when the filter sets none.
@@ -40,7 +51,7 @@ func ParseFilter(raw string) (*Filter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Filter{Filter: *parsed}, nil
+	return (&Filter{Filter: *parsed}).withRaw([]byte(raw)), nil
 }
 
 // parseStoredFilter decodes a filter stored by POST /filter, which checked
@@ -50,7 +61,7 @@ func parseStoredFilter(raw []byte) (*Filter, error) {
 	if err := mxhttp.DecodeJSON(raw, &f.Filter); err != nil {
 		return nil, fmt.Errorf("stored filter: %w", err)
 	}
-	return f, nil
+	return f.withRaw(raw), nil
 }
 
 func (f *Filter) room() *mautrix.RoomFilter {
@@ -60,8 +71,11 @@ func (f *Filter) room() *mautrix.RoomFilter {
 	return f.Room
 }
 
-// TimelineLimit is the number of timeline events per room.
+// TimelineLimit is the number of timeline events per room (0: none).
 func (f *Filter) TimelineLimit() int {
+	if f.zeroTimeline {
+		return 0
+	}
 	if tl := f.room().Timeline; tl != nil && tl.Limit > 0 {
 		return min(tl.Limit, maxTimelineLimit)
 	}

@@ -47,7 +47,7 @@ func eventsOrNil(evs []json.RawMessage) *Events {
 // Timeline is a room's timeline section.
 type Timeline struct {
 	Events    []json.RawMessage `json:"events"`
-	Limited   bool              `json:"limited,omitempty"`
+	Limited   bool              `json:"limited"`
 	PrevBatch string            `json:"prev_batch,omitempty"`
 }
 

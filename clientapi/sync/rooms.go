@@ -23,19 +23,23 @@ func (s *Syncer) timeline(ctx context.Context, req *Request, v *roomViewer, from
 	roomID := v.roomID
 	part := req.Filter.room().Timeline
 	limit := req.Filter.TimelineLimit()
+	if limit == 0 {
+		return s.emptyTimeline(ctx, roomID, from, to)
+	}
+	filtering := restrictive(part) || len(req.ignored) > 0
 	fetch := limit
-	if restrictive(part) {
+	if filtering {
 		fetch = max(limit*10, 200) // filtered events do not count towards the limit
 	}
 	evs, limited, err := s.store.RoomEventsRange(ctx, roomID, from, to, fetch)
 	if err != nil {
 		return nil, nil, false, err
 	}
-	complete = !limited && !restrictive(part)
-	if restrictive(part) {
+	complete = !limited && !filtering
+	if filtering {
 		kept := evs[:0:0]
 		for _, e := range evs {
-			if allowsEvent(part, e) {
+			if allowsEvent(part, e) && !(e.StateKey == nil && req.ignored[e.Sender]) {
 				kept = append(kept, e)
 			}
 		}
@@ -57,6 +61,16 @@ func (s *Syncer) timeline(ctx context.Context, req *Request, v *roomViewer, from
 		return nil, nil, false, err
 	}
 	return evs, tl, complete, nil
+}
+
+// emptyTimeline is the timeline of a filter with limit 0: no events,
+// limited when the room has any in (from, to], and a prev_batch from the end.
+func (s *Syncer) emptyTimeline(ctx context.Context, roomID string, from, to int64) ([]storage.SyncEvent, *Timeline, bool, error) {
+	_, limited, err := s.store.RoomEventsRange(ctx, roomID, from, to, 0)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	return nil, &Timeline{Events: []json.RawMessage{}, Limited: limited, PrevBatch: s.PrevBatch(roomID, to+1)}, !limited, nil
 }
 
 // state is the state section: the state at the start of the timeline (all of
@@ -273,15 +287,23 @@ func receiptEvent(userID string, receipts []storage.Receipt) json.RawMessage {
 // leftRoom is a room the user left or was kicked or banned from: the
 // timeline up to and including their leave event, and the state before it.
 // joinEnd is where their latest join ended: the state never goes past it
-// (a later invite they rejected showed them only stripped state).
-func (s *Syncer) leftRoom(ctx context.Context, req *Request, v *roomViewer, since Token, leave storage.UserMembershipChange, joinEnd int64) (*LeftRoom, error) {
+// (a later invite they rejected showed them only stripped state). full is
+// set when the client has none of the room yet (an initial or full-state
+// sync, or a room joined and left since the token): the whole state, the
+// timeline from the start; otherwise, as for a joined room, what changed
+// since the token that the timeline does not carry.
+func (s *Syncer) leftRoom(ctx context.Context, req *Request, v *roomViewer, since Token, leave storage.UserMembershipChange, joinEnd int64, full bool) (*LeftRoom, error) {
 	lr := &LeftRoom{}
-	evs, tl, _, err := s.timeline(ctx, req, v, since.Pos, leave.StreamPos)
+	from := since.Pos
+	if full {
+		from = 0
+	}
+	evs, tl, _, err := s.timeline(ctx, req, v, from, leave.StreamPos)
 	if err != nil {
 		return nil, err
 	}
 	lr.Timeline = tl
-	if lr.State, err = s.state(ctx, req, v, evs, since.Pos, joinEnd, true, true); err != nil {
+	if lr.State, err = s.state(ctx, req, v, evs, since.Pos, joinEnd, full, tl != nil && tl.Limited); err != nil {
 		return nil, err
 	}
 	if req.UseStateAfter {

@@ -7,6 +7,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
+	"slices"
 	"sort"
 
 	"github.com/myelin-chat/myelin/internal/notifier"
@@ -30,6 +32,9 @@ type Store interface {
 	RoomReceipts(ctx context.Context, roomID string, to int64) ([]storage.Receipt, error)
 	UsersSharingRooms(ctx context.Context, userID string) ([]string, error)
 	HistoryVisibilityChanges(ctx context.Context, roomID string) ([]storage.PositionedValue, error)
+	UsersJoinedBetween(ctx context.Context, userID string, from, to int64) ([]string, error)
+	IgnoredUsers(ctx context.Context, userID string) (map[string]bool, error)
+	ForgottenRooms(ctx context.Context, userID string) (map[string]bool, error)
 }
 
 // Keys is what /sync reads from the keyserver (keyserver.Service). It may be
@@ -82,6 +87,9 @@ type Request struct {
 	UseStateAfter    bool // state_after (state up to the end of the timeline) instead of state
 	Filter           *Filter
 	sinceParam       string // the since token as given ("" for an initial sync)
+	// ignored are the users in the user's m.ignored_user_list: their
+	// invites and non-state timeline events are left out.
+	ignored map[string]bool
 }
 
 // DeviceKey identifies the requesting device in caches.
@@ -102,6 +110,11 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 	}
 	resp := &Response{toDevice: to.Pos}
 	f := req.Filter
+	ignored, err := s.store.IgnoredUsers(ctx, req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	req.ignored = ignored
 
 	mems, err := s.memberships(ctx, req.UserID, since.Pos, to.Pos)
 	if err != nil {
@@ -161,9 +174,15 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 		roomIDs = append(roomIDs, r)
 	}
 	sort.Strings(roomIDs)
+	var forgotten map[string]bool
+	if req.Initial { // incremental syncs still report the leave of a room forgotten since
+		if forgotten, err = s.store.ForgottenRooms(ctx, req.UserID); err != nil {
+			return nil, err
+		}
+	}
 	for _, roomID := range roomIDs {
 		m := mems[roomID]
-		if !f.RoomAllowed(roomID) {
+		if !f.RoomAllowed(roomID) || forgotten[roomID] {
 			continue
 		}
 		switch m.at.Membership {
@@ -200,6 +219,12 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 			if err != nil {
 				return nil, err
 			}
+			if !req.Initial && !m.joinedAt() && jr.Timeline != nil {
+				// Joined since the token: the client has none of the room's
+				// history, so the timeline is marked limited to have it
+				// paginate from prev_batch (as Synapse does).
+				jr.Timeline.Limited = true
+			}
 			jr.AccountData = eventsOrNil(acctEvs)
 			if jr.Timeline == nil && jr.State == nil && (jr.StateAfter == nil || len(jr.StateAfter.Events) == 0) && jr.Ephemeral == nil && jr.AccountData == nil && !newly {
 				continue
@@ -211,6 +236,9 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 		case "invite", "knock":
 			if !req.Initial && !m.changed {
 				continue
+			}
+			if m.at.Membership == "invite" && req.ignored[m.at.Sender] {
+				continue // the spec: invites from ignored users are not sent
 			}
 			stripped, err := s.strippedState(ctx, roomID, m.at)
 			if err != nil {
@@ -236,7 +264,8 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 			}
 			var lr *LeftRoom
 			if end, ok := m.joinEnd(); ok {
-				lr, err = s.leftRoom(ctx, req, s.roomViewer(roomID, m), since, m.at, end)
+				full := req.Initial || req.FullState || !m.joinedAt()
+				lr, err = s.leftRoom(ctx, req, s.roomViewer(roomID, m), since, m.at, end, full)
 			} else {
 				lr, err = s.retiredRoom(ctx, req, s.roomViewer(roomID, m), m.at)
 			}
@@ -263,7 +292,7 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 	}
 	resp.AccountData = eventsOrNil(globalAcct)
 
-	if err := s.presence(ctx, req, resp, since, to); err != nil {
+	if err := s.presence(ctx, req, resp, since, to, mems); err != nil {
 		return nil, err
 	}
 	if err := s.e2ee(ctx, req, resp, since, to); err != nil {
@@ -301,6 +330,9 @@ func (s *Syncer) memberships(ctx context.Context, userID string, since, to int64
 	return out, nil
 }
 
+// joinedAt reports whether the user was joined at the since token.
+func (m *roomMembership) joinedAt() bool { return m.before != nil && m.before.Membership == "join" }
+
 // joinEnd is the position of the membership event that ended the user's
 // latest join: the last state they may see of a room they left. ok is false
 // when they never joined (or are still joined).
@@ -316,7 +348,7 @@ func (m *roomMembership) joinEnd() (pos int64, ok bool) {
 	return 0, false
 }
 
-func (s *Syncer) presence(ctx context.Context, req *Request, resp *Response, since, to Token) error {
+func (s *Syncer) presence(ctx context.Context, req *Request, resp *Response, since, to Token, mems map[string]*roomMembership) error {
 	if !s.module.PresenceEnabled() || !typeAllowed(req.Filter.Presence, "m.presence") {
 		return nil // off, or the filter wants no presence at all
 	}
@@ -335,6 +367,24 @@ func (s *Syncer) presence(ctx context.Context, req *Request, resp *Response, sin
 	if err != nil {
 		return err
 	}
+	if !req.Initial {
+		// Users newly sharing a room are told about whatever their presence
+		// is, not only changes since the token.
+		newly, err := s.newlySharedUsers(ctx, req, mems, since, to)
+		if err != nil {
+			return err
+		}
+		for _, p := range ps {
+			delete(newly, p.UserID)
+		}
+		if len(newly) > 0 {
+			more, err := s.module.PresenceSince(ctx, slices.Sorted(maps.Keys(newly)), 0, to.Pos)
+			if err != nil {
+				return err
+			}
+			ps = append(ps, more...)
+		}
+	}
 	var evs []json.RawMessage
 	for _, p := range ps {
 		if !allows(req.Filter.Presence, "m.presence", p.UserID, "", nil) {
@@ -345,6 +395,34 @@ func (s *Syncer) presence(ctx context.Context, req *Request, resp *Response, sin
 	}
 	resp.Presence = eventsOrNil(evs)
 	return nil
+}
+
+// newlySharedUsers are the users who came to share a joined room with the
+// user in (since, to]: every member of a room the user joined, and those who
+// joined one of the user's rooms.
+func (s *Syncer) newlySharedUsers(ctx context.Context, req *Request, mems map[string]*roomMembership, since, to Token) (map[string]bool, error) {
+	joined, err := s.store.UsersJoinedBetween(ctx, req.UserID, since.Pos, to.Pos)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, u := range joined {
+		out[u] = true
+	}
+	for roomID, m := range mems {
+		if m.at.Membership != "join" || m.joinedAt() {
+			continue
+		}
+		members, _, err := s.store.RoomMembersSummaryAt(ctx, roomID, to.Pos)
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range members {
+			out[u] = true
+		}
+	}
+	delete(out, req.UserID)
+	return out, nil
 }
 
 func (s *Syncer) e2ee(ctx context.Context, req *Request, resp *Response, since, to Token) error {
