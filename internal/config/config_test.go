@@ -33,7 +33,9 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"logging.level", func(c *Config) { c.Logging.Level = "loud" }},
 		{"logging.format", func(c *Config) { c.Logging.Format = "xml" }},
 		{"logging.access_log", func(c *Config) { c.Logging.AccessLog = "verbose" }},
-		{"calls.turn_uris[0]", func(c *Config) { c.Calls.TurnURIs, c.Calls.TurnSharedSecret = []string{"https://turn.example.org"}, "s" }},
+		{"calls.turn_uris[0]", func(c *Config) {
+			c.Calls.TurnURIs, c.Calls.TurnSharedSecret = []string{"https://turn.example.org"}, "s"
+		}},
 		{"calls.turn_uris", func(c *Config) { c.Calls.TurnURIs = []string{"turn:turn.example.org"} }},
 		{"calls.turn_shared_secret", func(c *Config) {
 			c.Calls.TurnSharedSecret, c.Calls.TurnUsername, c.Calls.TurnPassword = "s", "u", "p"
