@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+
 	"github.com/myelin-chat/myelin/internal/testserver"
 )
 
@@ -107,5 +110,29 @@ func TestDefaultPushRulesWireShape(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("no m.push_rules in the initial sync: %.300s", r.Raw)
+	}
+}
+
+// TestLegacyMentionHighlights: a message naming the user in its body, from a
+// client that does not send m.mentions (nheko 0.11, bots), highlights (the
+// legacy rules, Complement TestThreadedReceipts); with m.mentions present the
+// body is not looked at.
+func TestLegacyMentionHighlights(t *testing.T) {
+	srv := testserver.Start(t, "sqlite")
+	alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+	room := shareRoom(t, alice, bob)
+	sendText(t, alice, room, "Hello "+bob.UserID.String()+"!")
+	if _, err := alice.SendMessageEvent(t.Context(), room, event.EventMessage, map[string]any{
+		"msgtype": "m.text", "body": "bob, look", "m.mentions": map[string]any{}}); err != nil {
+		t.Fatal(err)
+	}
+	last := sendText(t, alice, room, "no mention here")
+	resp := syncUntil(t, bob, "", "", func(r *mautrix.RespSync) bool {
+		j := r.Rooms.Join[room]
+		return j != nil && syncHasEvent(j.Timeline.Events, last)
+	})
+	counts := resp.Rooms.Join[room].UnreadNotifications
+	if counts == nil || counts.HighlightCount != 1 || counts.NotificationCount != 3 {
+		t.Fatalf("bob's unread counts = %+v, want 3 notifications, 1 highlight", counts)
 	}
 }
