@@ -158,6 +158,11 @@ func (s *Service) AuthenticateUIA(ctx context.Context, req UIARequest) (*UIAResu
 			if req.UserID == "" {
 				return nil, challenge(mxhttp.Forbidden("m.login.password is only for existing accounts"))
 			}
+			if err := s.checkUIAIdentifier(req.UserID, &auth); err != nil {
+				// Authenticating as someone else is refused outright (403,
+				// as Synapse does), not answered with another challenge.
+				return nil, err
+			}
 			if err := s.checkUIAPassword(ctx, req.UserID, &auth); err != nil {
 				var mErr *mxhttp.Error
 				if errors.As(err, &mErr) && mErr.Code != "M_LIMIT_EXCEEDED" {
@@ -240,18 +245,24 @@ func (s *Service) newUIASession(ctx context.Context, req UIARequest, now time.Ti
 	return sess, nil
 }
 
-// checkUIAPassword checks an m.login.password stage: the identifier must name
-// the authenticated user and the password must be theirs.
-func (s *Service) checkUIAPassword(ctx context.Context, userID id.UserID, auth *uiaAuth) error {
+// checkUIAIdentifier checks that the identifier of an m.login.password
+// stage, if any, names the authenticated user.
+func (s *Service) checkUIAIdentifier(userID id.UserID, auth *uiaAuth) error {
 	user := auth.User
-	if auth.Identifier != nil {
-		if auth.Identifier.Type != "m.id.user" {
-			return mxhttp.Forbidden("Unsupported identifier type %q", auth.Identifier.Type)
-		}
+	if auth.Identifier != nil && auth.Identifier.Type == "m.id.user" {
 		user = auth.Identifier.User
 	}
 	if user != "" && s.ResolveUser(user) != userID {
 		return mxhttp.Forbidden("The identifier does not match the authenticated user")
+	}
+	return nil
+}
+
+// checkUIAPassword checks an m.login.password stage: the password must be
+// the authenticated user's (checkUIAIdentifier checked whom it names).
+func (s *Service) checkUIAPassword(ctx context.Context, userID id.UserID, auth *uiaAuth) error {
+	if auth.Identifier != nil && auth.Identifier.Type != "m.id.user" {
+		return mxhttp.Forbidden("Unsupported identifier type %q", auth.Identifier.Type)
 	}
 	if len(auth.Password) > maxPasswordBytes {
 		return mxhttp.Forbidden("Invalid password")
@@ -266,12 +277,18 @@ func (s *Service) checkUIAPassword(ctx context.Context, userID id.UserID, auth *
 	return nil
 }
 
-// ResolveUser accepts a full user ID or a bare localpart.
+// ResolveUser accepts a full user ID or a bare localpart. Local user IDs are
+// case-insensitive here (logins, UIA identifiers): localparts are registered
+// in lower case, as Synapse does, so @Alice:server is @alice:server.
 func (s *Service) ResolveUser(user string) id.UserID {
-	if strings.HasPrefix(user, "@") {
-		return id.UserID(user)
+	if !strings.HasPrefix(user, "@") {
+		return s.UserID(strings.ToLower(user))
 	}
-	return s.UserID(strings.ToLower(user))
+	localpart, server, ok := strings.Cut(user[1:], ":")
+	if ok && server == s.cfg.ServerName {
+		return s.UserID(strings.ToLower(localpart))
+	}
+	return id.UserID(user)
 }
 
 func errMessage(err error) string {

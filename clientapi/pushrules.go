@@ -62,7 +62,7 @@ func (a *API) getPushRule(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return syncapi.WireRule{PushRule: rule, Actions: syncapi.WireActions(rule.Actions)}, nil
+	return syncapi.WireRule{Rule: rule, Kind: mxhttp.PathParam(r, "kind")}, nil
 }
 
 func (a *API) putPushRule(r *http.Request) (any, error) {

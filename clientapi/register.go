@@ -3,6 +3,7 @@ package clientapi
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 
 	"github.com/myelin-chat/myelin/accounts"
 	"github.com/myelin-chat/myelin/internal/config"
@@ -35,6 +36,8 @@ func (a *API) register(r *http.Request) (any, error) {
 		return nil, err
 	}
 	ctx := r.Context()
+	// Localparts are lower-cased, as Synapse does: "Alice" registers @alice.
+	req.Username = strings.ToLower(req.Username)
 	// Problems with the request itself are reported before any auth stage.
 	if req.Username != "" {
 		if err := a.Accounts.CheckUsernameAvailable(ctx, req.Username); err != nil {
@@ -89,7 +92,7 @@ func (a *API) register(r *http.Request) (any, error) {
 
 // registerAvailable is GET /register/available?username=.
 func (a *API) registerAvailable(r *http.Request) (any, error) {
-	username := r.URL.Query().Get("username")
+	username := strings.ToLower(r.URL.Query().Get("username"))
 	if username == "" {
 		return nil, mxhttp.MissingParam("username is required")
 	}

@@ -93,6 +93,7 @@ func (a *API) clientRoutes(r chi.Router) {
 		a.syncRoutes(r)
 		a.keyRoutes(r)
 		a.userDirectoryRoutes(r)
+		a.callRoutes(r)
 	})
 }
 
@@ -136,13 +137,14 @@ func (a *API) optionalAuth(next http.Handler) http.Handler {
 	return authn.Optional(a.Accounts)(a.recordSeen(next))
 }
 
-// Middleware wraps the whole HTTP surface: panic recovery, CORS, OPTIONS,
-// the body cap, the client address (through trusted proxies) and
-// Matrix-shaped 404/405.
+// Middleware wraps the whole HTTP surface: the access log, panic recovery,
+// CORS, OPTIONS, the body cap, the client address (through trusted proxies)
+// and Matrix-shaped 404/405.
 func Middleware(cfg *config.Config) func(http.Handler) http.Handler {
 	proxies := ratelimit.NewProxies(cfg.Listen.TrustedProxyPrefixes())
+	level := accessLogLevel(cfg.Logging.AccessLog)
 	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		return accessLog(level, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			r = r.WithContext(context.WithValue(r.Context(), clientIPKey{}, proxies.ClientIP(r)))
 			defer func() {
 				if v := recover(); v != nil {
@@ -176,7 +178,7 @@ func Middleware(cfg *config.Config) func(http.Handler) http.Handler {
 			}
 			r.Body = http.MaxBytesReader(w, r.Body, limit)
 			next.ServeHTTP(w, r)
-		})
+		}))
 	}
 }
 

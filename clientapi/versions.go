@@ -27,9 +27,11 @@ func (a *API) versions(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) wellKnownClient(w http.ResponseWriter, r *http.Request) {
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{
-		"m.homeserver": map[string]string{"base_url": a.Config.BaseURL()},
-	})
+	doc := map[string]any{"m.homeserver": map[string]string{"base_url": a.Config.BaseURL()}}
+	if foci := a.Config.Calls.RTCFoci; len(foci) > 0 {
+		doc["org.matrix.msc4143.rtc_foci"] = foci // MSC4143: where Element Call finds its SFU
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, doc)
 }
 
 func (a *API) wellKnownServer(w http.ResponseWriter, r *http.Request) {

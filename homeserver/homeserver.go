@@ -125,6 +125,7 @@ func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 	// Sync: the module (typing, receipts, presence, push) and GET /sync.
 	s.Sync = syncapi.New(db, db, s.Notifier, cfg.Presence.Enabled, s.Accounts)
 	s.Sync.AllowPrivatePushGateways = cfg.Push.AllowPrivateGateways
+	s.Rooms.AddHook(s.Sync) // room upgrades carry the members' push rules over
 	s.Syncer = clientsync.New(db, db.Stream, s.Sync, s.Keys, s.Notifier)
 	s.Syncer.PrevBatch = func(_ string, pos int64) string { return roomserver.StreamToken(pos - 1) }
 	// Content repository: blobs under <data_dir>/media, metadata in the store.

@@ -33,15 +33,20 @@ type UploadResponse struct {
 }
 
 type deviceKeysBody struct {
-	UserID     string            `json:"user_id"`
-	DeviceID   string            `json:"device_id"`
-	Algorithms []string          `json:"algorithms"`
-	Keys       map[string]string `json:"keys"`
-	Dehydrated bool              `json:"dehydrated"`
+	UserID     string                       `json:"user_id"`
+	DeviceID   string                       `json:"device_id"`
+	Algorithms []string                     `json:"algorithms"`
+	Keys       map[string]string            `json:"keys"`
+	Signatures map[string]map[string]string `json:"signatures"`
+	Dehydrated bool                         `json:"dehydrated"`
 }
 
-// checkDeviceKeys validates a device_keys object for (userID, deviceID): the
-// ids, algorithms, identity keys and the device's self-signature.
+// checkDeviceKeys validates a device_keys object for (userID, deviceID): its
+// required fields (missing or malformed: M_BAD_JSON), the ids, and the
+// device's self-signature when there is one. Unsigned keys are accepted, as
+// Synapse and Dendrite do (clients check the self-signature when they query
+// the keys, and refuse a device without one); a self-signature that does not
+// verify is refused.
 func checkDeviceKeys(raw json.RawMessage, userID, deviceID string) (*storage.DeviceKeys, error) {
 	var dk deviceKeysBody
 	if err := mxhttp.DecodeJSON(raw, &dk); err != nil {
@@ -51,14 +56,19 @@ func checkDeviceKeys(raw json.RawMessage, userID, deviceID string) (*storage.Dev
 		return nil, mxhttp.InvalidParam("device_keys.user_id and device_id must be %s and %s", userID, deviceID)
 	}
 	if len(dk.Algorithms) == 0 {
-		return nil, mxhttp.InvalidParam("device_keys.algorithms must list the supported algorithms")
+		return nil, mxhttp.BadJSON("device_keys.algorithms must list the supported algorithms")
 	}
 	ed, curve := dk.Keys["ed25519:"+deviceID], dk.Keys["curve25519:"+deviceID]
 	if !isKey(ed) || !isKey(curve) {
-		return nil, mxhttp.InvalidParam("device_keys.keys must hold ed25519:%s and curve25519:%s keys", deviceID, deviceID)
+		return nil, mxhttp.BadJSON("device_keys.keys must hold ed25519:%s and curve25519:%s keys", deviceID, deviceID)
 	}
-	if err := verifySignature(raw, userID, deviceID, ed); err != nil {
-		return nil, mxhttp.InvalidSignature("device_keys: %v", err)
+	if dk.Signatures == nil {
+		return nil, mxhttp.BadJSON("device_keys.signatures is required")
+	}
+	if _, signed := dk.Signatures[userID]["ed25519:"+deviceID]; signed {
+		if err := verifySignature(raw, userID, deviceID, ed); err != nil {
+			return nil, mxhttp.InvalidSignature("device_keys: %v", err)
+		}
 	}
 	stored, err := withoutUnsigned(raw)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"maunium.net/go/mautrix/id"
@@ -37,6 +38,7 @@ type Store interface {
 
 	MarkDeviceListChanged(ctx context.Context, userID string, pos int64) error
 	DeviceListChangedBetween(ctx context.Context, from, to int64) ([]string, error)
+	DeviceListChangedFor(ctx context.Context, viewer string, from, to int64) ([]string, error)
 
 	SendToDevice(ctx context.Context, senderUser, senderDevice, txnID string, msgs []storage.ToDeviceMessage,
 		pos, now int64, maxPending int) ([]string, bool, error)
@@ -156,10 +158,16 @@ func (s *Service) deviceListChanged(ctx context.Context, userID string, pos int6
 
 // DeviceListChanges is what /sync and /keys/changes report to userID for the
 // stream range (from, to]: users sharing a room with userID (or userID
-// itself) whose devices or cross-signing keys changed, and users userID no
-// longer shares a room with (when the membership source can tell).
+// itself) whose devices or cross-signing keys changed, users whose master key
+// userID signed (their keys changed for userID alone, as Synapse reports
+// them), and users userID no longer shares a room with (when the membership
+// source can tell).
 func (s *Service) DeviceListChanges(ctx context.Context, userID string, from, to int64) (changed, left []string, err error) {
 	all, err := s.store.DeviceListChangedBetween(ctx, from, to)
+	if err != nil {
+		return nil, nil, err
+	}
+	signed, err := s.store.DeviceListChangedFor(ctx, userID, from, to)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -189,7 +197,7 @@ func (s *Service) DeviceListChanges(ctx context.Context, userID string, from, to
 			changed = append(changed, u)
 		}
 	}
-	for _, u := range joined {
+	for _, u := range slices.Concat(joined, signed) {
 		if !seen[u] {
 			seen[u] = true
 			changed = append(changed, u)

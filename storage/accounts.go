@@ -126,6 +126,7 @@ func (db *DB) DeactivateUser(ctx context.Context, userID string, erase bool) ([]
 			`DELETE FROM refresh_tokens WHERE user_id = $1`,
 			`DELETE FROM login_tokens WHERE user_id = $1`,
 			`DELETE FROM devices WHERE user_id = $1`,
+			`DELETE FROM pushers WHERE user_id = $1`,
 			`DELETE FROM uia_sessions WHERE user_id = $1`,
 		}
 		if erase {
@@ -182,6 +183,20 @@ func deleteDeviceTokens(ctx context.Context, tx Querier, userID, deviceID string
 	}
 	_, err := tx.Exec(ctx, `DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2`, userID, deviceID)
 	return err
+}
+
+// deleteDevice removes a device with its tokens and the pushers it
+// registered (a pusher belongs to the session that set it, as in Synapse:
+// pushers of other sessions go when a password change logs them out). It
+// returns how many device rows went (0: there was no such device).
+func deleteDevice(ctx context.Context, tx Querier, userID, deviceID string) (int64, error) {
+	if err := deleteDeviceTokens(ctx, tx, userID, deviceID); err != nil {
+		return 0, err
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM pushers WHERE user_id = $1 AND device_id = $2`, userID, deviceID); err != nil {
+		return 0, err
+	}
+	return tx.Exec(ctx, `DELETE FROM devices WHERE user_id = $1 AND device_id = $2`, userID, deviceID)
 }
 
 func insertTokens(ctx context.Context, tx Querier, userID, deviceID, accessHash string, expiresTS int64, refreshHash string, now int64) error {
@@ -355,10 +370,7 @@ func (db *DB) DeleteDevices(ctx context.Context, userID string, deviceIDs []stri
 	err := db.Tx(ctx, func(tx Querier) error {
 		deleted = deleted[:0]
 		for _, d := range deviceIDs {
-			if err := deleteDeviceTokens(ctx, tx, userID, d); err != nil {
-				return err
-			}
-			n, err := tx.Exec(ctx, `DELETE FROM devices WHERE user_id = $1 AND device_id = $2`, userID, d)
+			n, err := deleteDevice(ctx, tx, userID, d)
 			if err != nil {
 				return err
 			}
@@ -412,10 +424,7 @@ func (db *DB) ChangePassword(ctx context.Context, userID, hash string, logoutOth
 			if d == keepDevice {
 				continue
 			}
-			if err := deleteDeviceTokens(ctx, tx, userID, d); err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, `DELETE FROM devices WHERE user_id = $1 AND device_id = $2`, userID, d); err != nil {
+			if _, err := deleteDevice(ctx, tx, userID, d); err != nil {
 				return err
 			}
 			deleted = append(deleted, d)

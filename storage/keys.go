@@ -211,6 +211,17 @@ func (db *DB) DeviceListChangedBetween(ctx context.Context, from, to int64) ([]s
 	return users, nil
 }
 
+// DeviceListChangedFor lists the users whose keys changed for viewer alone
+// (viewer signed them) at a position in (from, to].
+func (db *DB) DeviceListChangedFor(ctx context.Context, viewer string, from, to int64) ([]string, error) {
+	users, err := collectStrings(db.Query(ctx, `SELECT user_id FROM device_list_changes_for
+		WHERE viewer_user_id = $1 AND stream_pos > $2 AND stream_pos <= $3`, viewer, from, to))
+	if err != nil {
+		return nil, fmt.Errorf("reading key changes seen by %s: %w", viewer, err)
+	}
+	return users, nil
+}
+
 // DeviceKeyEd25519 returns a device's ed25519 identity key; ErrNotFound if it has no keys.
 func (db *DB) DeviceKeyEd25519(ctx context.Context, userID, deviceID string) (string, error) {
 	var k string
@@ -337,7 +348,8 @@ func (db *DB) SignaturesOn(ctx context.Context, userIDs []string) ([]KeySignatur
 }
 
 // AddSignatures stores verified signatures and records device-list changes for
-// changedUsers at pos, in one transaction.
+// changedUsers at pos, in one transaction. A signature on another user's key
+// is a change of that user's keys for the signer alone (DeviceListChangedFor).
 func (db *DB) AddSignatures(ctx context.Context, sigs []KeySignature, changedUsers []string, pos int64) error {
 	return db.Tx(ctx, func(tx Querier) error {
 		for _, s := range sigs {
@@ -346,6 +358,13 @@ func (db *DB) AddSignatures(ctx context.Context, sigs []KeySignature, changedUse
 				DO UPDATE SET signature = excluded.signature`,
 				s.TargetUserID, s.TargetKeyID, s.SignerUserID, s.SignerKeyID, s.Signature); err != nil {
 				return fmt.Errorf("storing signature: %w", err)
+			}
+			if s.TargetUserID != s.SignerUserID {
+				if _, err := tx.Exec(ctx, `INSERT INTO device_list_changes_for (viewer_user_id, user_id, stream_pos) VALUES ($1, $2, $3)
+					ON CONFLICT (viewer_user_id, user_id) DO UPDATE SET stream_pos = excluded.stream_pos`,
+					s.SignerUserID, s.TargetUserID, pos); err != nil {
+					return fmt.Errorf("recording a signed user's key change: %w", err)
+				}
 			}
 		}
 		for _, u := range changedUsers {

@@ -15,7 +15,12 @@ import (
 )
 
 // The server-default push rules of the spec (v1.19, "Predefined Rules"), with
-// "[the user's Matrix ID]" substituted per user.
+// "[the user's Matrix ID]" and "[the local part of the user's Matrix ID]"
+// substituted per user. Like Synapse, they keep the legacy body-mention rules
+// that v1.17 removed (.m.rule.contains_display_name, .m.rule.roomnotif and
+// .m.rule.contains_user_name, in their v1.16 places): clients that do not send
+// m.mentions (nheko 0.11, bridges, bots) still mention people by name, and
+// the evaluation (mautrix) skips those rules for events with m.mentions.
 //
 //go:embed default_pushrules.json
 var defaultRulesJSON string
@@ -56,16 +61,61 @@ func (r Rules) MarshalJSON() ([]byte, error) {
 	for _, k := range RuleKinds {
 		out[k] = make([]WireRule, 0, len(r[k]))
 		for _, rule := range r[k] {
-			out[k] = append(out[k], WireRule{PushRule: rule, Actions: WireActions(rule.Actions)})
+			out[k] = append(out[k], WireRule{Rule: rule, Kind: k})
 		}
 	}
 	return json.Marshal(out)
 }
 
-// WireRule is a push rule as served to clients: its actions as WireActions.
+// WireRule is a push rule of kind Kind as served to clients, in the spec's
+// shape. mautrix's own marshalling drifts from it in ways clients notice
+// (nheko 0.11 rejected the whole m.push_rules event and ran with no rules):
+// it drops an empty "pattern" (the tombstone and server_acl conditions match
+// state_key ""), an empty "conditions" list, and writes tweaks without a
+// value as "value": null (see WireActions).
 type WireRule struct {
-	*pushrules.PushRule
-	Actions WireActions `json:"actions"`
+	Rule *pushrules.PushRule
+	Kind string
+}
+
+// MarshalJSON writes the fields the rule's kind has: conditions for override
+// and underride rules, a pattern for content rules, neither for room and
+// sender rules.
+func (w WireRule) MarshalJSON() ([]byte, error) {
+	out := map[string]any{"rule_id": w.Rule.RuleID, "default": w.Rule.Default, "enabled": w.Rule.Enabled,
+		"actions": WireActions(w.Rule.Actions)}
+	switch w.Kind {
+	case "content":
+		out["pattern"] = w.Rule.Pattern
+	case "override", "underride":
+		conds := make([]wireCondition, len(w.Rule.Conditions))
+		for i, c := range w.Rule.Conditions {
+			conds[i] = wireCondition{c}
+		}
+		out["conditions"] = conds
+	}
+	return json.Marshal(out)
+}
+
+// wireCondition writes a condition with the parameters its kind defines,
+// empty ones included.
+type wireCondition struct{ c *pushrules.PushCondition }
+
+func (w wireCondition) MarshalJSON() ([]byte, error) {
+	c := w.c
+	switch c.Kind {
+	case pushrules.KindEventMatch:
+		return json.Marshal(map[string]any{"kind": c.Kind, "key": c.Key, "pattern": c.Pattern})
+	case pushrules.KindEventPropertyIs, pushrules.KindEventPropertyContains:
+		return json.Marshal(map[string]any{"kind": c.Kind, "key": c.Key, "value": c.Value})
+	case pushrules.KindContainsDisplayName:
+		return json.Marshal(map[string]any{"kind": c.Kind})
+	case pushrules.KindRoomMemberCount:
+		return json.Marshal(map[string]any{"kind": c.Kind, "is": c.MemberCountCondition})
+	case pushrules.KindSenderNotificationPermission:
+		return json.Marshal(map[string]any{"kind": c.Kind, "key": c.Key})
+	}
+	return json.Marshal(c) // kinds the spec does not define: as mautrix keeps them
 }
 
 // WireActions are push actions as served to clients. mautrix writes a
@@ -89,12 +139,20 @@ func (a WireActions) MarshalJSON() ([]byte, error) {
 }
 
 func defaultRules(userID string) map[string][]*pushrules.PushRule {
-	raw := strings.ReplaceAll(defaultRulesJSON, "[the user's Matrix ID]", userID)
+	localpart, _, _ := strings.Cut(strings.TrimPrefix(userID, "@"), ":")
+	raw := strings.NewReplacer("[the user's Matrix ID]", jsonString(userID),
+		"[the local part of the user's Matrix ID]", jsonString(localpart)).Replace(defaultRulesJSON)
 	var rules map[string][]*pushrules.PushRule
 	if err := json.Unmarshal([]byte(raw), &rules); err != nil {
 		panic("syncapi: bad default push rules: " + err.Error())
 	}
 	return rules
+}
+
+// jsonString is s escaped for use inside a JSON string literal.
+func jsonString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b[1 : len(b)-1])
 }
 
 func validKind(kind string) bool {

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 )
 
 type fakeRoom struct{ members int }
@@ -12,7 +13,7 @@ type fakeRoom struct{ members int }
 func (r fakeRoom) GetOwnDisplayname() string { return "Alice" }
 func (r fakeRoom) GetMemberCount() int       { return r.members }
 func (r fakeRoom) GetPowerLevels() *event.PowerLevelsEventContent {
-	return &event.PowerLevelsEventContent{}
+	return &event.PowerLevelsEventContent{Users: map[id.UserID]int{"@bob:x": 50}} // the sender may notify the room
 }
 
 func evt(t *testing.T, typ, content string) *event.Event {
@@ -44,6 +45,12 @@ func TestDefaultRulesEvaluate(t *testing.T) {
 		{"edit", "m.room.message", `{"msgtype":"m.text","body":"*","m.relates_to":{"rel_type":"m.replace","event_id":"$x"}}`, 5, false, false},
 		{"encrypted", "m.room.encrypted", `{}`, 5, true, false},
 		{"custom", "org.example", `{}`, 5, false, false},
+		// The legacy body-mention rules, for clients that do not send m.mentions.
+		{"display name in body", "m.room.message", `{"msgtype":"m.text","body":"hi Alice!"}`, 5, true, true},
+		{"localpart in body", "m.room.message", `{"msgtype":"m.text","body":"hello @alice:x!"}`, 5, true, true},
+		{"localpart inside a word", "m.room.message", `{"msgtype":"m.text","body":"malice"}`, 5, true, false},
+		{"@room in body", "m.room.message", `{"msgtype":"m.text","body":"@room look"}`, 5, true, true},
+		{"body mentions but m.mentions present", "m.room.message", `{"msgtype":"m.text","body":"hi Alice @room","m.mentions":{}}`, 5, true, false},
 	}
 	for _, c := range cases {
 		s := rs.GetActions(fakeRoom{c.members}, evt(t, c.typ, c.content)).Should()

@@ -106,7 +106,7 @@ func TestAccountsBadInput(t *testing.T) {
 			{"password no auth", "POST", v3 + "/account/password", "alice", `{"new_password": "long-enough-1"}`, 401, ""},
 			{"password wrong stage", "POST", v3 + "/account/password", "alice", `{"new_password": "long-enough-1", "auth": {"type": "m.login.dummy"}}`, 401, "M_FORBIDDEN"},
 			{"password wrong password", "POST", v3 + "/account/password", "alice", `{"new_password": "long-enough-1", "auth": {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "wrong"}}`, 401, "M_FORBIDDEN"},
-			{"password other user's identifier", "POST", v3 + "/account/password", "alice", `{"new_password": "long-enough-1", "auth": {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "bob"}, "password": "password-bob"}}`, 401, "M_FORBIDDEN"},
+			{"password other user's identifier", "POST", v3 + "/account/password", "alice", `{"new_password": "long-enough-1", "auth": {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "bob"}, "password": "password-bob"}}`, 403, "M_FORBIDDEN"}, // refused outright, as Synapse does (Complement TestDeviceManagement)
 			{"password no token", "POST", v3 + "/account/password", "", `{"new_password": "long-enough-1"}`, 401, "M_MISSING_TOKEN"},
 			{"session of another operation", "POST", v3 + "/account/deactivate", "alice", `{"auth": {"type": "m.login.password", "session": "` + otherSession + `", "user": "alice", "password": "password-alice"}}`, 403, "M_FORBIDDEN"},
 			{"session of another user", "POST", v3 + "/account/password", "bob", `{"new_password": "long-enough-1", "auth": {"type": "m.login.password", "session": "` + otherSession + `", "user": "bob", "password": "password-bob"}}`, 403, "M_FORBIDDEN"},

@@ -182,11 +182,11 @@ func TestKeysBadInput(t *testing.T) {
 	}{
 		{"not json", "POST", "/keys/upload", "{nope", 400, "M_NOT_JSON"},
 		{"device keys not an object", "POST", "/keys/upload", map[string]any{"device_keys": "x"}, 400, "M_BAD_JSON"},
-		{"unsigned device keys", "POST", "/keys/upload", map[string]any{"device_keys": unsigned}, 400, "M_INVALID_SIGNATURE"},
+		{"device keys without signatures", "POST", "/keys/upload", map[string]any{"device_keys": unsigned}, 400, "M_BAD_JSON"},
 		{"signature by another key", "POST", "/keys/upload", map[string]any{"device_keys": badSig}, 400, "M_INVALID_SIGNATURE"},
 		{"tampered after signing", "POST", "/keys/upload", map[string]any{"device_keys": tampered}, 400, "M_INVALID_SIGNATURE"},
 		{"wrong user", "POST", "/keys/upload", map[string]any{"device_keys": wrongUser}, 400, "M_INVALID_PARAM"},
-		{"missing curve25519", "POST", "/keys/upload", map[string]any{"device_keys": noCurve}, 400, "M_INVALID_PARAM"},
+		{"missing curve25519", "POST", "/keys/upload", map[string]any{"device_keys": noCurve}, 400, "M_BAD_JSON"},
 		{"one-time key signed by another device", "POST", "/keys/upload", map[string]any{"device_keys": good,
 			"one_time_keys": map[string]any{"signed_curve25519:A": other.signedKey(t, false)}}, 400, "M_INVALID_SIGNATURE"},
 		{"one-time key id without algorithm", "POST", "/keys/upload", map[string]any{"device_keys": good,

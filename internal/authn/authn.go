@@ -27,8 +27,23 @@ type Verifier interface {
 
 type ctxKey struct{}
 
+type trackerKey struct{}
+
+// Tracker lets a handler outside authentication (the access log) learn whom
+// a request authenticated as: WithDevice records the device in it.
+type Tracker struct{ Device *Device }
+
+// WithTracker returns ctx carrying a new Tracker.
+func WithTracker(ctx context.Context) (context.Context, *Tracker) {
+	t := &Tracker{}
+	return context.WithValue(ctx, trackerKey{}, t), t
+}
+
 // WithDevice returns ctx carrying d.
 func WithDevice(ctx context.Context, d *Device) context.Context {
+	if t, ok := ctx.Value(trackerKey{}).(*Tracker); ok {
+		t.Device = d
+	}
 	return context.WithValue(ctx, ctxKey{}, d)
 }
 

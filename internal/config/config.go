@@ -46,6 +46,7 @@ type Config struct {
 	Media    Media        `yaml:"media"`
 	Support  Support      `yaml:"support"`
 	Push     Push         `yaml:"push"`
+	Calls    Calls        `yaml:"calls"`
 
 	Federation Federation `yaml:"federation"`
 
@@ -142,6 +143,42 @@ type Limits struct {
 type Logging struct {
 	Level  string `yaml:"level"`  // debug, info, warn, error
 	Format string `yaml:"format"` // text or json
+	// AccessLog is the level of the access log's line per HTTP request
+	// (method, route pattern, status, duration, user, request ID): debug,
+	// info, warn or error, or off. Answers of 5xx are logged at error.
+	AccessLog string `yaml:"access_log"`
+}
+
+// Calls configures voice and video calls: TURN relays for 1:1 calls (GET
+// /voip/turnServer) and the MatrixRTC foci of group calls (Element Call),
+// advertised in /.well-known/matrix/client.
+type Calls struct {
+	// TurnURIs are the TURN (or STUN) URIs clients may use, e.g.
+	// "turns:turn.example.org:5349?transport=tcp". None: no TURN is offered.
+	TurnURIs []string `yaml:"turn_uris"`
+	// TurnSharedSecret is coturn's static-auth-secret (use-auth-secret):
+	// each user gets short-lived credentials derived from it.
+	TurnSharedSecret string `yaml:"turn_shared_secret"`
+	// TurnUsername and TurnPassword are static credentials, for a TURN
+	// server without the shared-secret scheme (every user gets the same).
+	TurnUsername string `yaml:"turn_username"`
+	TurnPassword string `yaml:"turn_password"`
+	// TurnUserLifetime is how long shared-secret credentials stay valid.
+	TurnUserLifetime Duration `yaml:"turn_user_lifetime"`
+	// RTCFoci are advertised as org.matrix.msc4143.rtc_foci (MSC4143).
+	RTCFoci []RTCFocus `yaml:"rtc_foci"`
+}
+
+// RTCFocus is a MatrixRTC focus: for type livekit, the URL of the LiveKit
+// JWT service (lk-jwt-service) in front of the LiveKit SFU.
+type RTCFocus struct {
+	Type              string `yaml:"type" json:"type"`
+	LiveKitServiceURL string `yaml:"livekit_service_url" json:"livekit_service_url,omitempty"`
+}
+
+// TurnConfigured reports whether /voip/turnServer has credentials to give.
+func (c Calls) TurnConfigured() bool {
+	return len(c.TurnURIs) > 0 && (c.TurnSharedSecret != "" || c.TurnUsername != "")
 }
 
 // Rooms holds room defaults.
@@ -309,7 +346,8 @@ func Default() *Config {
 			CreateRoomBurst:     20,
 			AccessTokenLifetime: Duration{time.Hour},
 		},
-		Logging:  Logging{Level: "info", Format: "text"},
+		Logging:  Logging{Level: "info", Format: "text", AccessLog: "info"},
+		Calls:    Calls{TurnUserLifetime: Duration{time.Hour}},
 		Rooms:    Rooms{DefaultVersion: "11"},
 		Presence: Presence{Enabled: true},
 		Media: Media{
@@ -456,6 +494,12 @@ func (c *Config) Validate() error {
 	default:
 		bad("logging.format", "must be text or json, got %q", c.Logging.Format)
 	}
+	switch c.Logging.AccessLog {
+	case "off", "debug", "info", "warn", "error":
+	default:
+		bad("logging.access_log", "must be off, debug, info, warn or error, got %q", c.Logging.AccessLog)
+	}
+	c.validateCalls(bad)
 	switch c.Rooms.DefaultVersion {
 	case "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12":
 	default:
@@ -499,6 +543,41 @@ func (c *Config) validateSupport(bad func(key, format string, args ...any)) {
 		case ct.Role == "m.role.admin" || ct.Role == "m.role.security":
 		case strings.HasPrefix(ct.Role, "m.") || len(ct.Role) > 255 || !namespacedRole.MatchString(ct.Role):
 			bad(key+".role", "must be m.role.admin, m.role.security or a namespaced identifier such as org.example.role, got %q", ct.Role)
+		}
+	}
+}
+
+func (c *Config) validateCalls(bad func(key, format string, args ...any)) {
+	cl := &c.Calls
+	for i, u := range cl.TurnURIs {
+		if !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") && !strings.HasPrefix(u, "stun:") {
+			bad(fmt.Sprintf("calls.turn_uris[%d]", i), "must be a turn:, turns: or stun: URI, got %q", u)
+		}
+	}
+	if cl.TurnSharedSecret != "" && cl.TurnUsername != "" {
+		bad("calls.turn_shared_secret", "set either turn_shared_secret or turn_username/turn_password, not both")
+	}
+	if (cl.TurnUsername == "") != (cl.TurnPassword == "") {
+		bad("calls.turn_username", "turn_username and turn_password go together")
+	}
+	if len(cl.TurnURIs) > 0 && cl.TurnSharedSecret == "" && cl.TurnUsername == "" {
+		bad("calls.turn_uris", "need turn_shared_secret or turn_username/turn_password")
+	}
+	if cl.TurnUserLifetime.Duration < time.Minute || cl.TurnUserLifetime.Duration > 7*24*time.Hour {
+		bad("calls.turn_user_lifetime", "must be between 1m and 168h, got %s", cl.TurnUserLifetime.Duration)
+	}
+	for i, f := range cl.RTCFoci {
+		key := fmt.Sprintf("calls.rtc_foci[%d]", i)
+		switch f.Type {
+		case "livekit":
+			u, err := url.Parse(f.LiveKitServiceURL)
+			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				bad(key+".livekit_service_url", "must be an absolute http(s) URL, got %q", f.LiveKitServiceURL)
+			}
+		case "":
+			bad(key+".type", "is required (livekit)")
+		default:
+			bad(key+".type", "only livekit foci are supported, got %q", f.Type)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestValidateNamesTheKey: every invalid value is reported with its key.
@@ -31,6 +32,18 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"limits.login_per_second", func(c *Config) { c.Limits.LoginBurst = 0 }},
 		{"logging.level", func(c *Config) { c.Logging.Level = "loud" }},
 		{"logging.format", func(c *Config) { c.Logging.Format = "xml" }},
+		{"logging.access_log", func(c *Config) { c.Logging.AccessLog = "verbose" }},
+		{"calls.turn_uris[0]", func(c *Config) {
+			c.Calls.TurnURIs, c.Calls.TurnSharedSecret = []string{"https://turn.example.org"}, "s"
+		}},
+		{"calls.turn_uris", func(c *Config) { c.Calls.TurnURIs = []string{"turn:turn.example.org"} }},
+		{"calls.turn_shared_secret", func(c *Config) {
+			c.Calls.TurnSharedSecret, c.Calls.TurnUsername, c.Calls.TurnPassword = "s", "u", "p"
+		}},
+		{"calls.turn_username", func(c *Config) { c.Calls.TurnUsername = "u" }},
+		{"calls.turn_user_lifetime", func(c *Config) { c.Calls.TurnUserLifetime.Duration = time.Second }},
+		{"calls.rtc_foci[0].type", func(c *Config) { c.Calls.RTCFoci = []RTCFocus{{Type: "mesh"}} }},
+		{"calls.rtc_foci[0].livekit_service_url", func(c *Config) { c.Calls.RTCFoci = []RTCFocus{{Type: "livekit"}} }},
 		{"rooms.default_version", func(c *Config) { c.Rooms.DefaultVersion = "13" }},
 		{"media.max_upload_bytes", func(c *Config) { c.Media.MaxUploadBytes = 100 }},
 		{"media.uploads_per_second", func(c *Config) { c.Media.UploadBurst = 0 }},

@@ -66,6 +66,10 @@ limits:
 logging:
   level: info   # debug, info, warn, error
   format: text  # text or json
+  # One line per HTTP request (method, route pattern, status, duration, user,
+  # request ID; never tokens or query strings), at this level: debug, info,
+  # warn, error, or off. 5xx answers are logged at error.
+  access_log: info
 
 rooms:
   # Room version for new rooms when the client does not ask for one (1-12).
@@ -119,6 +123,22 @@ push:
 #      email_address: admin@example.org
 #      role: m.role.admin
 #  support_page: https://example.org/support
+
+# Voice and video calls. 1:1 calls need a TURN relay for clients behind NAT
+# (see docs/operations.md for coturn); with none configured,
+# /voip/turnServer answers {} and calls only work between directly reachable
+# clients. Use turn_shared_secret (coturn's static-auth-secret) or a static
+# turn_username/turn_password, not both.
+calls:
+  # turn_uris: ["turns:turn.example.org:5349?transport=tcp", "turn:turn.example.org:3478?transport=udp"]
+  # turn_shared_secret: "the static-auth-secret of coturn"
+  # How long shared-secret credentials stay valid.
+  turn_user_lifetime: 1h0m0s
+  # MatrixRTC foci for group calls (Element Call), advertised in
+  # /.well-known/matrix/client as org.matrix.msc4143.rtc_foci.
+  # rtc_foci:
+  #   - type: livekit
+  #     livekit_service_url: "https://livekit-jwt.example.org"
 
 federation:
   # Serve the server-server API (/_matrix/federation, /_matrix/key) and talk

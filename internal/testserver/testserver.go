@@ -63,6 +63,7 @@ func Start(t testing.TB, backend string, opts ...Options) *Server {
 	cfg.Limits.RequestsPerSecond, cfg.Limits.Burst = 10000, 100000
 	cfg.Limits.LoginPerSecond, cfg.Limits.LoginBurst = 10000, 100000
 	cfg.Limits.CreateRoomPerSecond, cfg.Limits.CreateRoomBurst = 10000, 100000
+	cfg.Logging.AccessLog = "debug" // below the default logger's level: test output stays readable
 	switch backend {
 	case "sqlite":
 	case "postgres":
