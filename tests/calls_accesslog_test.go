@@ -83,8 +83,6 @@ func TestTurnServerCredentials(t *testing.T) {
 	}
 }
 
-func mustMarshal(v any) string { b, _ := json.Marshal(v); return string(b) }
-
 // syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
 type syncBuffer struct {
 	mu  sync.Mutex
