@@ -93,6 +93,7 @@ func (a *API) clientRoutes(r chi.Router) {
 		a.syncRoutes(r)
 		a.keyRoutes(r)
 		a.userDirectoryRoutes(r)
+		a.searchRoutes(r)
 	})
 }
 
