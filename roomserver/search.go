@@ -199,16 +199,14 @@ func (s *Server) Search(ctx context.Context, user id.UserID, req SearchRequest) 
 	if len(q.Terms) == 0 {
 		return resp, nil
 	}
-	rooms, err := s.searchRooms(ctx, user, &req, tok, q)
+	rooms, count, err := s.searchRooms(ctx, user, &req, tok, q)
 	if err != nil {
 		return nil, err
 	}
 	if len(q.Ranges) == 0 {
 		return resp, nil
 	}
-	if resp.Count, err = s.db.CountSearch(ctx, q); err != nil {
-		return nil, err
-	}
+	resp.Count = count
 	hits, more, err := s.searchPage(ctx, q, rooms, tok)
 	if err != nil {
 		return nil, err
@@ -268,16 +266,13 @@ func (s *Server) searchQuery(user id.UserID, req *SearchRequest, tok *searchToke
 // searchRooms sets q.Ranges to what the user may see of the rooms searched:
 // the rooms they have a membership in (not forgotten), narrowed by the
 // filter (and a room-scoped token); only rooms holding a match at all are
-// looked at closely.
-func (s *Server) searchRooms(ctx context.Context, user id.UserID, req *SearchRequest, tok *searchToken, q *storage.SearchQuery) (map[id.RoomID]*searchRoom, error) {
+// looked at closely. It returns those rooms and the number of results.
+func (s *Server) searchRooms(ctx context.Context, user id.UserID, req *SearchRequest, tok *searchToken, q *storage.SearchQuery) (map[id.RoomID]*searchRoom, int, error) {
 	ms, err := s.db.RoomsOfUser(ctx, string(user))
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	var f *EventFilter
-	if req.Filter != nil {
-		f = req.Filter
-	}
+	f := req.Filter
 	for _, m := range ms {
 		if f != nil && ((f.Rooms != nil && !slices.Contains(f.Rooms, m.RoomID)) || slices.Contains(f.NotRooms, m.RoomID)) {
 			continue
@@ -285,34 +280,58 @@ func (s *Server) searchRooms(ctx context.Context, user id.UserID, req *SearchReq
 		if tok != nil && tok.Group == "room_id" && tok.Value != m.RoomID {
 			continue
 		}
-		q.Ranges = append(q.Ranges, storage.SearchRange{RoomID: m.RoomID, From: 0, To: 1 << 62})
+		q.Ranges = append(q.Ranges, storage.SearchRange{RoomID: m.RoomID, From: 0, To: wholeHistory})
 	}
 	if len(q.Ranges) == 0 {
-		return nil, nil
+		return nil, 0, nil
 	}
 	matched, err := s.db.SearchRooms(ctx, q)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
+	// Rooms whose whole history the user may see keep their count; the
+	// others are counted again within what the user may see.
+	count := 0
+	partial := &storage.SearchQuery{}
+	*partial = *q
+	partial.Ranges = nil
 	q.Ranges = nil
 	rooms := map[id.RoomID]*searchRoom{}
-	for _, r := range matched {
+	for r, n := range matched {
 		roomID := id.RoomID(r)
 		version, err := s.roomVersion(ctx, roomID)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		v, err := s.viewer(ctx, roomID, user)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		rooms[roomID] = &searchRoom{version: version, v: v}
-		for _, span := range v.hv.VisibleRanges() {
-			q.Ranges = append(q.Ranges, storage.SearchRange{RoomID: r, From: span[0], To: span[1]})
+		spans := v.hv.VisibleRanges()
+		if len(spans) == 1 && spans[0][0] <= 0 && spans[0][1] >= wholeHistory-1 {
+			count += n
+			q.Ranges = append(q.Ranges, storage.SearchRange{RoomID: r, From: 0, To: wholeHistory})
+			continue
+		}
+		for _, span := range spans {
+			rng := storage.SearchRange{RoomID: r, From: span[0], To: span[1]}
+			q.Ranges = append(q.Ranges, rng)
+			partial.Ranges = append(partial.Ranges, rng)
 		}
 	}
-	return rooms, nil
+	if len(partial.Ranges) > 0 {
+		n, err := s.db.CountSearch(ctx, partial)
+		if err != nil {
+			return nil, 0, err
+		}
+		count += n
+	}
+	return rooms, count, nil
 }
+
+// wholeHistory is the end of the range of every stream position.
+const wholeHistory = int64(1) << 62
 
 // searchPage reads one page of results the user may see, and whether more
 // may follow (the page is full).

@@ -2,7 +2,6 @@ package storage
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"unicode/utf8"
@@ -118,29 +117,32 @@ type SearchHit struct {
 	Rank  float64
 }
 
-// searchSQL builds the FROM/WHERE of a search and its arguments.
-func (db *DB) searchSQL(q *SearchQuery) (from string, rank string, args []any, err error) {
-	ranges, err := json.Marshal(q.Ranges)
-	if err != nil {
-		return "", "", nil, err
-	}
-	args = []any{db.matchQuery(q.Terms), string(ranges)}
+// searchSQL builds the FROM/WHERE of a search and its arguments. The
+// ranges are a VALUES list joined on room_id (the planner indexes it), the
+// full-text match drives the query.
+// It returns the WITH clause and a body whose %s is the select list.
+func (db *DB) searchSQL(q *SearchQuery) (with, body, rank string, args []any) {
+	args = []any{db.matchQuery(q.Terms)}
 	arg := func(v any) string {
 		args = append(args, v)
 		return fmt.Sprintf("$%d", len(args))
 	}
+	rows := make([]string, len(q.Ranges))
+	for i, r := range q.Ranges {
+		rows[i] = fmt.Sprintf("(CAST(%s AS TEXT), CAST(%s AS BIGINT), CAST(%s AS BIGINT))", arg(r.RoomID), arg(r.From), arg(r.To))
+	}
+	with = "WITH v(r, lo, hi) AS (VALUES " + strings.Join(rows, ", ") + ") "
 	var where []string
+	var from string
 	if db.dialect == Postgres {
 		from = `event_search s JOIN events e ON e.stream_pos = s.stream_pos
 			CROSS JOIN to_tsquery('english', $1) tq
-			JOIN jsonb_to_recordset($2::jsonb) AS v(r TEXT, lo BIGINT, hi BIGINT)
-				ON e.room_id = v.r AND e.stream_pos BETWEEN v.lo AND v.hi`
+			JOIN v ON e.room_id = v.r AND e.stream_pos BETWEEN v.lo AND v.hi`
 		where = append(where, "s.vector @@ tq")
 		rank = "ts_rank_cd(s.vector, tq)"
 	} else {
 		from = `event_search s JOIN events e ON e.stream_pos = s.rowid
-			JOIN json_each($2) v ON e.room_id = json_extract(v.value, '$.r')
-				AND e.stream_pos BETWEEN json_extract(v.value, '$.lo') AND json_extract(v.value, '$.hi')`
+			JOIN v ON e.room_id = v.r AND e.stream_pos BETWEEN v.lo AND v.hi`
 		where = append(where, "event_search MATCH $1")
 		rank = "-bm25(event_search)"
 	}
@@ -193,7 +195,7 @@ func (db *DB) searchSQL(q *SearchQuery) (from string, rank string, args []any, e
 		}
 		where = append(where, hasURL)
 	}
-	return from + " WHERE " + strings.Join(where, " AND "), rank, args, nil
+	return with, "%s FROM " + from + " WHERE " + strings.Join(where, " AND "), rank, args
 }
 
 // matchQuery renders the terms in the backend's query syntax. Terms are
@@ -219,28 +221,37 @@ func (db *DB) SearchEvents(ctx context.Context, q *SearchQuery) ([]SearchHit, er
 	if len(q.Terms) == 0 || len(q.Ranges) == 0 || len(q.Types) == 0 {
 		return nil, nil
 	}
-	from, rank, args, err := db.searchSQL(q)
-	if err != nil {
-		return nil, err
-	}
+	with, body, rank, args := db.searchSQL(q)
 	arg := func(v any) string {
 		args = append(args, v)
 		return fmt.Sprintf("$%d", len(args))
 	}
-	order := "stream_pos DESC"
-	cursor := "TRUE"
+	var query string
 	if q.ByRank {
-		order = "score DESC, stream_pos DESC"
+		cursor := "TRUE"
 		if q.After {
 			r := arg(q.AfterRank)
-			cursor = "(score < " + r + " OR (score = " + r + " AND stream_pos < " + arg(q.AfterPos) + "))"
+			cursor = "(score < " + r + " OR (score = " + r + " AND pos < " + arg(q.AfterPos) + "))"
 		}
-	} else if q.After {
-		cursor = "stream_pos < " + arg(q.AfterPos)
+		// Rank and sort positions only; the page's rows are read after.
+		matches := fmt.Sprintf(body, "SELECT e.stream_pos AS pos, "+rank+" AS score")
+		query = with + `SELECT ` + prefixed("ev") + `, hits.score FROM (
+				SELECT pos, score FROM (` + matches + `) m WHERE ` + cursor + `
+				ORDER BY score DESC, pos DESC LIMIT ` + arg(q.Limit) + `
+			) hits JOIN events ev ON ev.stream_pos = hits.pos
+			ORDER BY hits.score DESC, hits.pos DESC`
+	} else {
+		// Latest first straight from the index's order: no ranking, no sort of every match.
+		pos := "s.rowid"
+		if db.dialect == Postgres {
+			pos = "s.stream_pos"
+		}
+		cursor := ""
+		if q.After {
+			cursor = " AND " + pos + " < " + arg(q.AfterPos)
+		}
+		query = with + fmt.Sprintf(body, "SELECT "+prefixed("e")+", 0.0") + cursor + ` ORDER BY ` + pos + ` DESC LIMIT ` + arg(q.Limit)
 	}
-	query := `SELECT ` + eventColumns + `, score FROM (
-			SELECT ` + prefixed("e") + `, ` + rank + ` AS score FROM ` + from + `
-		) hits WHERE ` + cursor + ` ORDER BY ` + order + ` LIMIT ` + arg(q.Limit)
 	rows, err := db.Query(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("searching events: %w", err)
@@ -275,42 +286,34 @@ func (db *DB) CountSearch(ctx context.Context, q *SearchQuery) (int, error) {
 	if len(q.Terms) == 0 || len(q.Ranges) == 0 || len(q.Types) == 0 {
 		return 0, nil
 	}
-	from, _, args, err := db.searchSQL(q)
-	if err != nil {
-		return 0, err
-	}
+	with, body, _, args := db.searchSQL(q)
 	var n int
-	if err := db.QueryRow(ctx, `SELECT COUNT(*) FROM `+from, args...).Scan(&n); err != nil {
+	if err := db.QueryRow(ctx, with+fmt.Sprintf(body, "SELECT COUNT(*)"), args...).Scan(&n); err != nil {
 		return 0, fmt.Errorf("counting search results: %w", err)
 	}
 	return n, nil
 }
 
-// SearchRooms returns which rooms of the query's ranges hold a match.
-func (db *DB) SearchRooms(ctx context.Context, q *SearchQuery) ([]string, error) {
+// SearchRooms returns the rooms of the query's ranges holding matches, and
+// how many each.
+func (db *DB) SearchRooms(ctx context.Context, q *SearchQuery) (map[string]int, error) {
 	if len(q.Terms) == 0 || len(q.Ranges) == 0 || len(q.Types) == 0 {
 		return nil, nil
 	}
-	from, _, args, err := db.searchSQL(q)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := db.Query(ctx, `SELECT DISTINCT e.room_id FROM `+from, args...)
+	with, body, _, args := db.searchSQL(q)
+	rows, err := db.Query(ctx, with+fmt.Sprintf(body, "SELECT e.room_id, COUNT(*)")+" GROUP BY e.room_id", args...)
 	if err != nil {
 		return nil, fmt.Errorf("searching rooms: %w", err)
 	}
-	return scanStrings(rows)
-}
-
-func scanStrings(rows Rows) ([]string, error) {
 	defer rows.Close()
-	var out []string
+	out := map[string]int{}
 	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			return nil, err
+		var room string
+		var n int
+		if err := rows.Scan(&room, &n); err != nil {
+			return nil, fmt.Errorf("searching rooms: %w", err)
 		}
-		out = append(out, s)
+		out[room] = n
 	}
 	return out, rows.Err()
 }

@@ -254,7 +254,14 @@ func TestSearchRedactedEvents(t *testing.T) {
 		room := privateRoom(t, alice)
 		redacted := sendText(t, alice, room, "This message is going to be redacted")
 		visible := sendText(t, alice, room, "This message is not going to be redacted")
+		if n := searchIndexRows(t, srv, redacted); n != 1 {
+			t.Fatalf("index rows of the event before its redaction: %d", n)
+		}
 		must(alice.RedactEvent(context.Background(), room, redacted, mautrix.ReqRedact{Reason: "testing"}))
+		// The redaction removed the event's row, not only hid it.
+		if n := searchIndexRows(t, srv, redacted); n != 0 {
+			t.Fatalf("index rows of a redacted event: %d", n)
+		}
 		for _, order := range []string{"rank", "recent"} {
 			re := mustSearch(t, alice, map[string]any{"keys": []string{"content.body"}, "order_by": order,
 				"search_term": "redacted", "filter": inRooms(room)}, "")
@@ -263,6 +270,21 @@ func TestSearchRedactedEvents(t *testing.T) {
 			}
 		}
 	})
+}
+
+// searchIndexRows counts the search index rows of an event.
+func searchIndexRows(t *testing.T, srv *testserver.Server, ev id.EventID) int {
+	t.Helper()
+	key := "rowid" // SQLite's FTS5 table
+	if strings.HasPrefix(srv.Config.Database.URL, "postgres") {
+		key = "stream_pos"
+	}
+	var n int
+	if err := srv.DB.QueryRow(context.Background(), `SELECT COUNT(*) FROM event_search WHERE `+key+
+		` = (SELECT stream_pos FROM events WHERE event_id = $1)`, ev.String()).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // A user finds only what they may see: not what was sent before they joined
@@ -472,6 +494,12 @@ func TestSearchAcrossRestartAndBackfill(t *testing.T) {
 			alice := srv.Register(t, "alice")
 			room := privateRoom(t, alice)
 			first := sendText(t, alice, room, "capybara before the restart")
+			// Neither a redacted event nor one of an encrypted room is (re)indexed.
+			gone := sendText(t, alice, room, "capybara to be redacted")
+			must(alice.RedactEvent(context.Background(), room, gone, mautrix.ReqRedact{}))
+			secret := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", InitialState: []*event.Event{{
+				Type: event.StateEncryption, Content: event.Content{Raw: map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}}}}})
+			sendText(t, alice, secret, "capybara in an encrypted room")
 			srv, alice = restart(srv, alice, nil)
 			second := sendText(t, alice, room, "capybara after the restart")
 			re := mustSearch(t, alice, map[string]any{"search_term": "capybara", "order_by": "recent"}, "")
