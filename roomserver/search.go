@@ -285,7 +285,9 @@ func (s *Server) searchRooms(ctx context.Context, user id.UserID, req *SearchReq
 	if len(q.Ranges) == 0 {
 		return nil, 0, nil
 	}
-	matched, err := s.db.SearchRooms(ctx, q)
+	unranked := *q
+	unranked.ByRank = false
+	matched, err := s.db.SearchRooms(ctx, &unranked)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -294,7 +296,7 @@ func (s *Server) searchRooms(ctx context.Context, user id.UserID, req *SearchReq
 	count := 0
 	partial := &storage.SearchQuery{}
 	*partial = *q
-	partial.Ranges = nil
+	partial.Ranges, partial.ByRank = nil, false
 	q.Ranges = nil
 	rooms := map[id.RoomID]*searchRoom{}
 	for r, n := range matched {

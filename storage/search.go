@@ -135,11 +135,18 @@ func (db *DB) searchSQL(q *SearchQuery) (with, body, rank string, args []any) {
 	var where []string
 	var from string
 	if db.dialect == Postgres {
-		from = `event_search s JOIN events e ON e.stream_pos = s.stream_pos
-			CROSS JOIN to_tsquery('english', $1) tq
-			JOIN v ON e.room_id = v.r AND e.stream_pos BETWEEN v.lo AND v.hi`
-		where = append(where, "s.vector @@ tq")
-		rank = "ts_rank_cd(s.vector, tq)"
+		// The matches first (the GIN index), then the rooms: left to itself
+		// the planner reads every event of the rooms searched instead.
+		// (The rank is computed there too, when asked for: the vectors stay out of the CTE.)
+		score := "0.0"
+		if q.ByRank {
+			score = "ts_rank_cd(i.vector, to_tsquery('english', $1))"
+		}
+		with += `, s AS MATERIALIZED (SELECT i.stream_pos, ie.room_id, ` + score + ` AS score FROM event_search i
+			JOIN events ie ON ie.stream_pos = i.stream_pos WHERE i.vector @@ to_tsquery('english', $1)) `
+		from = `s JOIN v ON s.room_id = v.r AND s.stream_pos BETWEEN v.lo AND v.hi
+			JOIN events e ON e.stream_pos = s.stream_pos`
+		rank = "s.score"
 	} else {
 		from = `event_search s JOIN events e ON e.stream_pos = s.rowid
 			JOIN v ON e.room_id = v.r AND e.stream_pos BETWEEN v.lo AND v.hi`
