@@ -34,6 +34,10 @@ const (
 	// maxSearchRounds bounds the queries one page may take when results
 	// the ranges let through are hidden after all (merged ranges).
 	maxSearchRounds = 5
+	// maxSearchRanges bounds the (room, span) pairs one query names (three
+	// parameters each, within both backends' limits): past it, the rooms
+	// with the oldest membership changes are left out.
+	maxSearchRanges = 8000
 )
 
 // SearchRequest is the room_events criteria of POST /search.
@@ -273,7 +277,11 @@ func (s *Server) searchRooms(ctx context.Context, user id.UserID, req *SearchReq
 		return nil, 0, err
 	}
 	f := req.Filter
+	slices.Reverse(ms) // latest membership change first
 	for _, m := range ms {
+		if len(q.Ranges) >= maxSearchRanges {
+			break
+		}
 		if f != nil && ((f.Rooms != nil && !slices.Contains(f.Rooms, m.RoomID)) || slices.Contains(f.NotRooms, m.RoomID)) {
 			continue
 		}
@@ -309,8 +317,11 @@ func (s *Server) searchRooms(ctx context.Context, user id.UserID, req *SearchReq
 		if err != nil {
 			return nil, 0, err
 		}
-		rooms[roomID] = &searchRoom{version: version, v: v}
 		spans := v.hv.VisibleRanges()
+		if len(q.Ranges)+len(spans) > maxSearchRanges {
+			continue
+		}
+		rooms[roomID] = &searchRoom{version: version, v: v}
 		if len(spans) == 1 && spans[0][0] <= 0 && spans[0][1] >= wholeHistory-1 {
 			count += n
 			q.Ranges = append(q.Ranges, storage.SearchRange{RoomID: r, From: 0, To: wholeHistory})
