@@ -452,6 +452,12 @@ func TestSearchBadInput(t *testing.T) {
 		if re := mustSearch(t, alice, map[string]any{"search_term": "!!! ..."}, ""); re.Get("count").Int() != 0 || !re.Get("results").IsArray() {
 			t.Fatalf("no words: %s", re.Raw)
 		}
+		// Whatever a client types is words, never query syntax or a 500.
+		for _, term := range []string{"中文 ١٢٣ ǅx", "NEAR(a b) AND OR NOT", "a:* & !b | (c)", "\"\" * ^ -x", "ﬁ ß İ", strings.Repeat("x", 999)} {
+			if r, re := searchRoomEvents(t, alice, map[string]any{"search_term": term}, ""); r.Status != 200 || !re.Get("results").IsArray() {
+				t.Errorf("term %q: %d %s", term, r.Status, r.Raw)
+			}
+		}
 		// No room_events category: an empty answer.
 		if r := clientCall(t, alice, "POST", "/_matrix/client/v3/search", map[string]any{"search_categories": map[string]any{}}); r.Status != 200 {
 			t.Fatalf("no category: %d %s", r.Status, r.Raw)
