@@ -211,18 +211,17 @@ func (s *Server) Search(ctx context.Context, user id.UserID, req SearchRequest) 
 		return resp, nil
 	}
 	resp.Count = count
-	hits, more, err := s.searchPage(ctx, q, rooms, tok)
+	hits, cursor, err := s.searchPage(ctx, q, rooms)
 	if err != nil {
 		return nil, err
 	}
 	if err := s.renderSearch(ctx, &req, rooms, hits, resp); err != nil {
 		return nil, err
 	}
-	if more && len(hits) > 0 {
-		last := hits[len(hits)-1]
-		next := searchToken{Order: req.OrderBy, Pos: last.Event.StreamPos}
+	if cursor != nil {
+		next := searchToken{Order: req.OrderBy, Pos: cursor.Event.StreamPos}
 		if q.ByRank {
-			next.Rank = last.Rank
+			next.Rank = cursor.Rank
 		}
 		if tok != nil {
 			next.Group, next.Value = tok.Group, tok.Value
@@ -346,16 +345,18 @@ func (s *Server) searchRooms(ctx context.Context, user id.UserID, req *SearchReq
 // wholeHistory is the end of the range of every stream position.
 const wholeHistory = int64(1) << 62
 
-// searchPage reads one page of results the user may see, and whether more
-// may follow (the page is full).
-func (s *Server) searchPage(ctx context.Context, q *storage.SearchQuery, rooms map[id.RoomID]*searchRoom, tok *searchToken) ([]storage.SearchHit, bool, error) {
+// searchPage reads one page of results the user may see. When more may
+// follow (the page is full, or the rounds ran out), it returns the cursor
+// after the last row read.
+func (s *Server) searchPage(ctx context.Context, q *storage.SearchQuery, rooms map[id.RoomID]*searchRoom) ([]storage.SearchHit, *storage.SearchHit, error) {
 	var out []storage.SearchHit
 	limit := q.Limit
+	var last storage.SearchHit
 	for round := 0; round < maxSearchRounds && len(out) < limit; round++ {
 		q.Limit = limit - len(out)
 		hits, err := s.db.SearchEvents(ctx, q)
 		if err != nil {
-			return nil, false, err
+			return nil, nil, err
 		}
 		for _, h := range hits {
 			if r := rooms[id.RoomID(h.Event.RoomID)]; r != nil && r.v.canSee(h.Event.StreamPos) {
@@ -363,13 +364,13 @@ func (s *Server) searchPage(ctx context.Context, q *storage.SearchQuery, rooms m
 			}
 		}
 		if len(hits) < q.Limit {
-			return out, false, nil
+			return out, nil, nil
 		}
-		last := hits[len(hits)-1]
+		last = hits[len(hits)-1]
 		q.After, q.AfterRank, q.AfterPos = true, last.Rank, last.Event.StreamPos
 	}
 	q.Limit = limit
-	return out, len(out) >= limit, nil
+	return out, &last, nil
 }
 
 // renderSearch fills results, context, state and groups for the hits.
