@@ -526,3 +526,49 @@ func TestSearchAcrossRestartAndBackfill(t *testing.T) {
 		})
 	}
 }
+
+// With more separate spans of visible history than a query names (the ranges
+// merge past 16), each result is still checked: paging finds exactly what the
+// user saw.
+func TestSearchManyVisibleSpans(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
+		alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+		ctx := context.Background()
+		room := createRoom(t, bob, &mautrix.ReqCreateRoom{Preset: "public_chat", InitialState: []*event.Event{{
+			Type: event.StateHistoryVisibility, Content: event.Content{Raw: map[string]any{"history_visibility": "joined"}}}}})
+		var seen []string
+		for i := range 20 {
+			sendText(t, bob, room, fmt.Sprintf("ibis hidden %d", i))
+			joinRoom(t, alice, room)
+			seen = append(seen, sendText(t, bob, room, fmt.Sprintf("ibis seen %d", i)).String())
+			must(alice.LeaveRoom(ctx, room))
+		}
+		slices.Reverse(seen)
+		for _, order := range []string{"recent", "rank"} {
+			var got []string
+			next := ""
+			for page := 0; page < 20; page++ {
+				re := mustSearch(t, alice, map[string]any{"search_term": "ibis", "order_by": order, "filter": map[string]any{"limit": 3}}, next)
+				for _, r := range re.Get("results").Array() {
+					if b := r.Get("result.content.body").Str; !strings.Contains(b, "seen") {
+						t.Fatalf("%s: hidden event found: %s", order, b)
+					}
+				}
+				got = append(got, resultIDs(re)...)
+				if next = re.Get("next_batch").Str; next == "" {
+					break
+				}
+			}
+			if order == "rank" {
+				slices.Sort(got)
+				want := slices.Clone(seen)
+				slices.Sort(want)
+				if !slices.Equal(got, want) {
+					t.Fatalf("rank: got %d results, want the %d seen", len(got), len(want))
+				}
+			} else if !slices.Equal(got, seen) {
+				t.Fatalf("recent: got %v, want %v", got, seen)
+			}
+		}
+	})
+}
