@@ -37,6 +37,7 @@ type Rooms interface {
 
 	RoomsDirectory
 	RoomsExtras
+	RoomsSearch // search.go
 }
 
 // roomRoutes are the room endpoints under /r0 and /v3.

@@ -94,6 +94,7 @@ func (a *API) clientRoutes(r chi.Router) {
 		a.keyRoutes(r)
 		a.userDirectoryRoutes(r)
 		a.callRoutes(r)
+		a.searchRoutes(r)
 	})
 }
 

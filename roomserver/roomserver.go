@@ -544,6 +544,7 @@ func (b *batchWrite) commit(ctx context.Context, w *worker) error {
 	wr.Memberships = dedupeMemberships(wr.Memberships)
 	wr.Snapshot = rs.snapshot
 	wr.MaxDepth = rs.depth
+	wr.Encrypted = rs.get("m.room.encryption", "") != nil // not indexed for search
 	for _, x := range rs.extremities {
 		wr.Extremities = append(wr.Extremities, string(x.ID))
 	}

@@ -100,6 +100,9 @@ type RoomWrite struct {
 	Snapshot     int64 // the room's new current state snapshot
 	Extremities  []string
 	MaxDepth     int64
+	// Encrypted: the room is end-to-end encrypted, so its events are not
+	// indexed for search (search.go).
+	Encrypted bool
 }
 
 // WriteRoomEvents persists a batch of events of one room, their state
@@ -136,6 +139,11 @@ func (db *DB) WriteRoomEvents(ctx context.Context, w *RoomWrite) error {
 				nullString(e.ReplacesState), nullString(e.TxnDevice), nullString(e.TxnID)); err != nil {
 				return fmt.Errorf("inserting event %s: %w", e.EventID, err)
 			}
+			if !e.SoftFailed && !w.Encrypted {
+				if err := db.indexForSearch(ctx, tx, &e); err != nil {
+					return err
+				}
+			}
 		}
 		for _, t := range w.Txns {
 			if _, err := tx.Exec(ctx, `INSERT INTO room_txns (user_id, device_id, txn_id, room_id, event_id) VALUES ($1, $2, $3, $4, $5)`,
@@ -147,6 +155,9 @@ func (db *DB) WriteRoomEvents(ctx context.Context, w *RoomWrite) error {
 			if _, err := tx.Exec(ctx, `UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3`,
 				string(r.RedactedJSON), r.RedactedBy, r.EventID); err != nil {
 				return fmt.Errorf("redacting %s: %w", r.EventID, err)
+			}
+			if err := db.unindexForSearch(ctx, tx, r.EventID); err != nil {
+				return err
 			}
 		}
 		for _, s := range w.StateRemoved {
