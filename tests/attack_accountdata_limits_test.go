@@ -51,3 +51,38 @@ func TestAccountDataIsBounded(t *testing.T) {
 		}
 	})
 }
+
+// TestRoomTagsAreBounded: a tag's content (the whole body) is kept in the
+// room's m.tag account data, which /sync sends: a room's tags past 64 KiB are
+// refused with M_TOO_LARGE and nothing changes; ordinary tags and removing
+// tags still work.
+func TestRoomTagsAreBounded(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice")
+		room := shareRoom(t, alice)
+		tags := "/_matrix/client/v3/user/" + url.PathEscape(alice.UserID.String()) + "/rooms/" + url.PathEscape(string(room)) + "/tags"
+		if r := clientCall(t, alice, "PUT", tags+"/u.work", map[string]any{"order": 0.5}); r.Status != 200 {
+			t.Fatalf("ordinary tag: %d %s", r.Status, r.Raw)
+		}
+		r := clientCall(t, alice, "PUT", tags+"/u.big", map[string]any{"order": 1, "junk": strings.Repeat("j", 1_000_000)})
+		if r.Status != 413 || r.errcode() != "M_TOO_LARGE" {
+			t.Errorf("a 1 MB tag: %d %.200s, want 413 M_TOO_LARGE", r.Status, r.Raw)
+		}
+		n := 0
+		for ; n < 1000; n++ {
+			if r := clientCall(t, alice, "PUT", tags+"/"+fmt.Sprintf("u.%0250d", n), map[string]any{"order": 0.1}); r.Status != 200 {
+				break
+			}
+		}
+		if n == 1000 {
+			t.Error("1000 tags of 255 bytes on one room were accepted")
+		}
+		got := clientCall(t, alice, "GET", tags, nil)
+		if strings.Contains(got.Raw, "jjjj") || !strings.Contains(got.Raw, "u.work") {
+			t.Errorf("tags after refused changes: %.200s", got.Raw)
+		}
+		if r := clientCall(t, alice, "DELETE", tags+"/u.work", nil); r.Status != 200 {
+			t.Errorf("removing a tag at the bound: %d %s", r.Status, r.Raw)
+		}
+	})
+}
