@@ -63,6 +63,7 @@ type Store interface {
 
 	AllocateStreamPos() (int64, func(), error)
 	PutAccountData(ctx context.Context, userID, roomID, typ string, content []byte, pos int64) error
+	AccountDataSize(ctx context.Context, userID, roomID, typ string) (int64, error)
 	GetAccountData(ctx context.Context, userID, roomID, typ string) (json.RawMessage, error)
 	AccountDataSince(ctx context.Context, userID string, fromPos, toPos int64) ([]storage.AccountData, error)
 	CreateFilter(ctx context.Context, userID string, filter []byte) (int64, error)

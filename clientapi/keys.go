@@ -12,6 +12,7 @@ import (
 	"github.com/myelin-chat/myelin/internal/authn"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/keyserver"
+	"github.com/myelin-chat/myelin/roomserver"
 )
 
 // Keys is what the end-to-end encryption handlers need from the keyserver
@@ -167,7 +168,15 @@ func (a *API) keysSignaturesUpload(r *http.Request) (any, error) {
 }
 
 func (a *API) sendToDevice(r *http.Request) (any, error) {
-	eventType, txnID := mxhttp.PathParam(r, "eventType"), mxhttp.PathParam(r, "txnId")
+	eventType := mxhttp.PathParam(r, "eventType")
+	if !roomserver.ValidEventType(eventType) {
+		// The type is stored with, and relayed to, every recipient device.
+		return nil, mxhttp.InvalidParam("Invalid event type: 1 to %d bytes, no control characters", roomserver.MaxFieldBytes)
+	}
+	txnID, err := txnIDParam(r, "txnId")
+	if err != nil {
+		return nil, err
+	}
 	var req struct {
 		Messages map[string]map[string]json.RawMessage `json:"messages"`
 	}

@@ -206,7 +206,26 @@ func readContent(r *http.Request) (json.RawMessage, error) {
 }
 
 func (a *API) sendMessage(r *http.Request) (any, error) {
-	return a.sendEvent(r, nil, mxhttp.PathParam(r, "txnID"))
+	txnID, err := txnIDParam(r, "txnID")
+	if err != nil {
+		return nil, err
+	}
+	return a.sendEvent(r, nil, txnID)
+}
+
+// maxTxnIDBytes bounds a transaction ID. It is stored with the sender's
+// device (for as long as retries matter) and the spec sets no bound, so
+// without one a single request could have the server keep an ID as long as
+// an HTTP request line (~1 MB). Clients send a few dozen bytes.
+const maxTxnIDBytes = roomserver.MaxFieldBytes
+
+// txnIDParam is the path parameter name as a transaction ID.
+func txnIDParam(r *http.Request, name string) (string, error) {
+	txnID := mxhttp.PathParam(r, name)
+	if len(txnID) > maxTxnIDBytes {
+		return "", mxhttp.InvalidParam("Transaction ID exceeds %d bytes", maxTxnIDBytes)
+	}
+	return txnID, nil
 }
 
 // stateKeyParam is the state key: the rest of the path after /state/{eventType}/.
@@ -288,8 +307,12 @@ func (a *API) redactEvent(r *http.Request) (any, error) {
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
 		return nil, err
 	}
+	txnID, err := txnIDParam(r, "txnID")
+	if err != nil {
+		return nil, err
+	}
 	d := authn.FromRequest(r)
-	evID, err := a.Rooms.Redact(r.Context(), d.UserID, d.DeviceID, roomID, id.EventID(mxhttp.PathParam(r, "eventID")), body.Reason, mxhttp.PathParam(r, "txnID"))
+	evID, err := a.Rooms.Redact(r.Context(), d.UserID, d.DeviceID, roomID, id.EventID(mxhttp.PathParam(r, "eventID")), body.Reason, txnID)
 	if err != nil {
 		return nil, err
 	}

@@ -109,6 +109,27 @@ func TestPolicyNormalizesNames(t *testing.T) {
 	}
 }
 
+// A deny of an IP literal holds for every spelling of the address: IPv6
+// zero compression and leading zeros, and IPv4-mapped IPv6 (which reaches
+// the IPv4 host). Patterns are normalized the same way.
+func TestPolicyIPLiteralSpellings(t *testing.T) {
+	ctx := context.Background()
+	deny := NewCountingPolicy(ServerListPolicy{Denied: []string{"[2001:db8::1]", "192.0.2.1", "[0:0::0:2]"}}, nil)
+	for _, name := range []string{"[2001:db8::1]", "[2001:DB8::1]:8448", "[2001:db8:0:0:0:0:0:1]", "[2001:0db8::0001]",
+		"192.0.2.1:443", "[::ffff:192.0.2.1]", "[::ffff:c000:201]:8448", "[::2]", "[0:0:0:0:0:0:0:2]"} {
+		if deny.AllowServer(ctx, name, PurposeKeyFetch) {
+			t.Errorf("%q passed the deny list", name)
+		}
+	}
+	if !deny.AllowServer(ctx, "[2001:db8::2]", PurposeKeyFetch) || !deny.AllowServer(ctx, "192.0.2.2", PurposeKeyFetch) {
+		t.Error("other addresses must pass")
+	}
+	allow := ServerListPolicy{Allowed: []string{"[2001:0DB8::1]"}}
+	if !allow.AllowServer(ctx, "[2001:db8:0::1]:8448", PurposeInbound) {
+		t.Error("an allow list entry must match the address in another spelling")
+	}
+}
+
 func TestOldKeysAndRotation(t *testing.T) {
 	dir := t.TempDir()
 	first, err := LoadOrGenerateSigningKey(filepath.Join(dir, SigningKeyFile))

@@ -3,6 +3,7 @@ package federation
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"path"
 	"strings"
 
@@ -49,7 +50,23 @@ func PolicyHost(server string) string {
 	} else if i := strings.IndexByte(host, ':'); i >= 0 {
 		host = host[:i]
 	}
-	return strings.TrimRight(strings.ToLower(host), ".")
+	return canonicalIPHost(strings.TrimRight(strings.ToLower(host), "."))
+}
+
+// canonicalIPHost writes an IP literal host one way: an IPv6 address has many
+// spellings ([2001:db8::1], [2001:0db8:0:0::1]) and an IPv4-mapped one
+// ([::ffff:192.0.2.1]) reaches the IPv4 host, so a deny of one spelling must
+// hold for all. Other hosts are returned as they are.
+func canonicalIPHost(host string) string {
+	inner := strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	a, err := netip.ParseAddr(inner)
+	if err != nil || a.Zone() != "" {
+		return host
+	}
+	if a = a.Unmap(); a.Is4() {
+		return a.String()
+	}
+	return "[" + a.String() + "]"
 }
 
 // ServerListPolicy allows servers by pattern: when Allowed is not empty only
@@ -75,7 +92,8 @@ func matchAny(patterns []string, host string) bool {
 	for _, pat := range patterns {
 		// path.Match's * stops at '/', which server names never contain;
 		// '[' is escaped so a pattern is only * and ? wildcards.
-		pat = strings.ReplaceAll(strings.TrimRight(strings.ToLower(strings.TrimSpace(pat)), "."), "[", `\[`)
+		pat = canonicalIPHost(strings.TrimRight(strings.ToLower(strings.TrimSpace(pat)), "."))
+		pat = strings.ReplaceAll(pat, "[", `\[`)
 		if ok, err := path.Match(pat, host); err == nil && ok {
 			return true
 		}

@@ -78,7 +78,10 @@ func checkDeviceKeys(raw json.RawMessage, userID, deviceID string) (*storage.Dev
 }
 
 // withoutUnsigned drops the client's unsigned field (the server supplies its
-// own on query) and canonicalizes.
+// own on query) and canonicalizes. What remains is signed JSON that other
+// clients canonicalize to verify, so it must already be canonical JSON's
+// kind of JSON (integers within ±(2^53-1), no -0, no duplicate keys):
+// anything else is the client's M_BAD_JSON, not a re-encoding we would store.
 func withoutUnsigned(raw []byte) ([]byte, error) {
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
@@ -87,9 +90,16 @@ func withoutUnsigned(raw []byte) ([]byte, error) {
 	delete(obj, "unsigned")
 	b, err := json.Marshal(obj)
 	if err != nil {
+		return nil, mxhttp.BadJSON("Expected a JSON object")
+	}
+	if err := mxhttp.CheckEventJSON(b); err != nil {
 		return nil, err
 	}
-	return canonical(b)
+	c, err := canonical(b)
+	if err != nil {
+		return nil, mxhttp.BadJSON("Signed key is not canonical JSON: %v", err)
+	}
+	return c, nil
 }
 
 // Bounds on what one device may hold, checked before any signature is

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"sort"
 
 	"maunium.net/go/mautrix/id"
@@ -44,6 +43,10 @@ func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, eventT
 	if len(remote) > 0 && s.fed == nil {
 		return mxhttp.Forbidden("Cannot send to-device messages to remote users: federation is not enabled on this server")
 	}
+	isLocal := make(map[string]bool, len(local))
+	for _, u := range local {
+		isLocal[u] = true
+	}
 	var msgs []storage.ToDeviceMessage
 	for _, u := range users {
 		for dev, content := range messages[u] {
@@ -57,7 +60,7 @@ func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, eventT
 			if dev == "" {
 				return mxhttp.InvalidParam("Empty device ID for %s", u)
 			}
-			if slices.Contains(local, u) {
+			if isLocal[u] { // a set: users × local would be quadratic
 				msgs = append(msgs, storage.ToDeviceMessage{UserID: u, DeviceID: dev, Sender: sender, Type: eventType, Content: content})
 			}
 		}

@@ -580,6 +580,11 @@ func (s *Server) Tags(ctx context.Context, user id.UserID, roomID id.RoomID) (js
 	return raw, err
 }
 
+// maxTagsBytes bounds a room's m.tag account data: each tag's content (the
+// client's whole body, normally {"order": n}) is kept in it and sent in /sync.
+// Without a bound one PUT stored 9 MB, past the account data bounds.
+const maxTagsBytes = 64 * 1024
+
 // SetTag adds or removes (content nil) a tag on a room.
 func (s *Server) SetTag(ctx context.Context, user id.UserID, roomID id.RoomID, tag string, content json.RawMessage) error {
 	if s.AccountData == nil {
@@ -607,11 +612,15 @@ func (s *Server) SetTag(ctx context.Context, user id.UserID, roomID id.RoomID, t
 		}
 		doc.Tags[tag] = content
 	}
+	stored := mustJSON(doc)
+	if content != nil && len(stored) > maxTagsBytes {
+		return mxhttp.TooLarge("A room's tags may hold at most %d bytes", maxTagsBytes)
+	}
 	pos, finish, err := s.db.Stream.Allocate()
 	if err != nil {
 		return err
 	}
-	err = s.AccountData.PutAccountData(ctx, string(user), string(roomID), "m.tag", mustJSON(doc), pos)
+	err = s.AccountData.PutAccountData(ctx, string(user), string(roomID), "m.tag", stored, pos)
 	finish()
 	if err != nil {
 		return err

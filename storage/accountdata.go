@@ -27,6 +27,18 @@ func (db *DB) PutAccountData(ctx context.Context, userID, roomID, typ string, co
 	return nil
 }
 
+// AccountDataSize is the size, in characters, of a user's account data
+// entries (global and per room) other than the entry (roomID, typ).
+func (db *DB) AccountDataSize(ctx context.Context, userID, roomID, typ string) (int64, error) {
+	var n int64
+	err := db.QueryRow(ctx, `SELECT COALESCE(SUM(LENGTH(content)), 0) FROM account_data
+		WHERE user_id = $1 AND NOT (room_id = $2 AND type = $3)`, userID, roomID, typ).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("measuring account data of %s: %w", userID, err)
+	}
+	return n, nil
+}
+
 // GetAccountData loads one entry's content; ErrNotFound if there is none.
 func (db *DB) GetAccountData(ctx context.Context, userID, roomID, typ string) (json.RawMessage, error) {
 	var content string

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 )
 
 // End-to-end encryption: device keys, one-time and fallback keys, cross-signing
@@ -403,10 +405,75 @@ var claimOneTimeKeyQuery = map[Dialect]string{
 		RETURNING key_id, key_json`,
 }
 
-// ClaimKeys atomically takes one one-time key per claim, or, when a device
-// has none left, its fallback key (which is then marked used). Claims for
-// devices with neither are left out of the result.
+// claimBatch is how many claims one write transaction makes: a request may
+// name any number of devices, and on SQLite a transaction holds the one
+// writer, so other writers (room events, to-device) wait between batches at
+// most, not for the whole request.
+const claimBatch = 100
+
+// ClaimKeys takes one one-time key per claim, or, when a device has none
+// left, its fallback key (which is then marked used). Claims for devices with
+// neither are left out of the result. Each claim is atomic (a key is never
+// handed out twice); the request as a whole is not: claims are made in
+// batches, and only for devices that hold keys (found by reads first), so a
+// request naming many devices that do not exist costs reads, not writes.
 func (db *DB) ClaimKeys(ctx context.Context, claims []KeyClaim) ([]ClaimedKey, error) {
+	claims, err := db.claimable(ctx, claims)
+	if err != nil {
+		return nil, err
+	}
+	var out []ClaimedKey
+	for len(claims) > 0 {
+		n := min(claimBatch, len(claims))
+		got, err := db.claimBatch(ctx, claims[:n])
+		if err != nil {
+			return out, err
+		}
+		out = append(out, got...)
+		claims = claims[n:]
+	}
+	return out, nil
+}
+
+// claimable keeps the claims whose device holds a one-time or fallback key
+// of any algorithm.
+func (db *DB) claimable(ctx context.Context, claims []KeyClaim) ([]KeyClaim, error) {
+	users := map[string]bool{}
+	for _, c := range claims {
+		users[c.UserID] = true
+	}
+	has := map[[2]string]bool{}
+	err := inChunks(slices.Collect(maps.Keys(users)), func(chunk []string) error {
+		in := placeholders(1, len(chunk))
+		rows, err := db.Query(ctx, `SELECT DISTINCT user_id, device_id FROM one_time_keys WHERE user_id IN (`+in+`)
+			UNION SELECT user_id, device_id FROM fallback_keys WHERE user_id IN (`+in+`)`, anyArgs(chunk)...)
+		if err != nil {
+			return fmt.Errorf("finding devices with keys to claim: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var u, d string
+			if err := rows.Scan(&u, &d); err != nil {
+				return err
+			}
+			has[[2]string{u, d}] = true
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := claims[:0:0]
+	for _, c := range claims {
+		if has[[2]string{c.UserID, c.DeviceID}] {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// claimBatch makes claims in one transaction.
+func (db *DB) claimBatch(ctx context.Context, claims []KeyClaim) ([]ClaimedKey, error) {
 	var out []ClaimedKey
 	err := db.Tx(ctx, func(tx Querier) error {
 		out = out[:0]

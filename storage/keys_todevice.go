@@ -33,22 +33,13 @@ func (db *DB) SendToDevice(ctx context.Context, senderUser, senderDevice, txnID 
 			dup = true
 			return nil
 		}
-		devices := map[string]map[string]bool{} // target user → their devices
+		devices, err := devicesOf(ctx, tx, msgs)
+		if err != nil {
+			return err
+		}
 		seen := map[string]bool{}
 		for _, m := range msgs {
-			devs, ok := devices[m.UserID]
-			if !ok {
-				list, err := collectStrings(tx.Query(ctx, `SELECT device_id FROM devices WHERE user_id = $1
-					UNION SELECT device_id FROM dehydrated_devices WHERE user_id = $1`, m.UserID))
-				if err != nil {
-					return fmt.Errorf("listing devices: %w", err)
-				}
-				devs = map[string]bool{}
-				for _, d := range list {
-					devs[d] = true
-				}
-				devices[m.UserID] = devs
-			}
+			devs := devices[m.UserID]
 			targets := []string{m.DeviceID}
 			if m.DeviceID == "*" {
 				targets = targets[:0]
@@ -84,6 +75,39 @@ func (db *DB) SendToDevice(ctx context.Context, senderUser, senderDevice, txnID 
 		return err
 	})
 	return delivered, dup, err
+}
+
+// devicesOf lists the devices (dehydrated ones too) of the users msgs are
+// for: user → device IDs. One query per chunk of users, not per user: a
+// request may name tens of thousands of users, and this runs in the write
+// transaction.
+func devicesOf(ctx context.Context, tx Querier, msgs []ToDeviceMessage) (map[string]map[string]bool, error) {
+	devices := map[string]map[string]bool{}
+	var users []string
+	for _, m := range msgs {
+		if _, ok := devices[m.UserID]; !ok {
+			devices[m.UserID] = map[string]bool{}
+			users = append(users, m.UserID)
+		}
+	}
+	err := inChunks(users, func(chunk []string) error {
+		in := placeholders(1, len(chunk))
+		rows, err := tx.Query(ctx, `SELECT user_id, device_id FROM devices WHERE user_id IN (`+in+`)
+			UNION SELECT user_id, device_id FROM dehydrated_devices WHERE user_id IN (`+in+`)`, anyArgs(chunk)...)
+		if err != nil {
+			return fmt.Errorf("listing devices: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var u, d string
+			if err := rows.Scan(&u, &d); err != nil {
+				return err
+			}
+			devices[u][d] = true
+		}
+		return rows.Err()
+	})
+	return devices, err
 }
 
 // ToDeviceSince returns up to limit messages for a device after stream position after, oldest first.

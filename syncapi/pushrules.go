@@ -316,6 +316,9 @@ func (s *Service) modify(ctx context.Context, userID string, change func(st *sto
 			return "", err
 		}
 		b, err := json.Marshal(st)
+		if err == nil && len(b) > maxPushRulesBytes && len(b) > len(current) {
+			return "", mxhttp.TooLarge("A user's push rules may hold at most %d bytes", maxPushRulesBytes)
+		}
 		return string(b), err
 	})
 	finish()
@@ -330,6 +333,19 @@ func (s *Service) modify(ctx context.Context, userID string, change func(st *sto
 	return nil
 }
 
+// Bounds on push rules. Every event in a user's rooms is matched against all
+// their rules (conditions and glob patterns), the whole set is rewritten on
+// each change and sent as m.push_rules account data: without bounds one user
+// could store megabytes of patterns (20,000 conditions were accepted in one
+// rule) and make every message in their rooms cost seconds of CPU. Clients'
+// rules are a few hundred bytes; a user with per-room settings in thousands
+// of rooms stays well under the total.
+const (
+	maxPushRuleBytes  = 8 * 1024    // one rule as stored (conditions, pattern, actions)
+	maxPushRulesBytes = 1024 * 1024 // all of a user's rules
+	maxRuleIDBytes    = 255
+)
+
 // SetPushRule creates or updates a user-defined rule (PUT /pushrules/global/{kind}/{ruleId}).
 func (s *Service) SetPushRule(ctx context.Context, userID, kind, ruleID, before, after string, rule *pushrules.PushRule) error {
 	if !validKind(kind) {
@@ -337,6 +353,9 @@ func (s *Service) SetPushRule(ctx context.Context, userID, kind, ruleID, before,
 	}
 	if ruleID == "" || strings.HasPrefix(ruleID, ".") || strings.ContainsAny(ruleID, `/\`) {
 		return mxhttp.InvalidParam("Invalid rule_id: it must not be empty, start with '.', or contain slashes")
+	}
+	if len(ruleID) > maxRuleIDBytes {
+		return mxhttp.InvalidParam("rule_id exceeds %d bytes", maxRuleIDBytes)
 	}
 	switch kind {
 	case "content":
@@ -362,6 +381,9 @@ func (s *Service) SetPushRule(ctx context.Context, userID, kind, ruleID, before,
 		}
 	}
 	rule.RuleID, rule.Default, rule.Enabled = ruleID, false, true
+	if b, err := json.Marshal(rule); err != nil || len(b) > maxPushRuleBytes {
+		return mxhttp.TooLarge("A push rule may hold at most %d bytes", maxPushRuleBytes)
+	}
 	return s.modify(ctx, userID, func(st *storedRules, _ Rules) error {
 		list := st.User[kind]
 		if i := indexOf(list, ruleID); i >= 0 {
@@ -420,6 +442,9 @@ func (s *Service) SetPushRuleEnabled(ctx context.Context, userID, kind, ruleID s
 func (s *Service) SetPushRuleActions(ctx context.Context, userID, kind, ruleID string, actions pushrules.PushActionArray) error {
 	if actions == nil {
 		actions = pushrules.PushActionArray{}
+	}
+	if b, err := json.Marshal(actions); err != nil || len(b) > maxPushRuleBytes {
+		return mxhttp.TooLarge("A push rule may hold at most %d bytes", maxPushRuleBytes)
 	}
 	return s.modifyRule(ctx, userID, kind, ruleID,
 		func(r *pushrules.PushRule) { r.Actions = actions },
