@@ -33,6 +33,7 @@ var jsonInputs = []jsonInput{
 	{"2^53+1", `9007199254740993`, false, "", "M_BAD_JSON"},
 	{"1e400", `1e400`, false, "M_BAD_JSON", "M_BAD_JSON"},
 	{"deep nesting", strings.Repeat("[", 150) + strings.Repeat("]", 150), false, "M_BAD_JSON", "M_BAD_JSON"},
+	{"duplicate keys", `{"k":"first","k":"second"}`, false, "M_BAD_JSON", "M_BAD_JSON"},
 	// must still pass
 	{"surrogate pair", `"\ud83d\ude00"`, true, "", ""},
 	{"2^53-1", `9007199254740991`, false, "", ""},
@@ -51,7 +52,7 @@ type jsonEndpoint struct {
 
 // TestClientJSONIsCheckedAtTheEdge: every endpoint that takes client JSON
 // refuses invalid UTF-8 (M_NOT_JSON), unpaired surrogate escapes, numbers
-// beyond float64 and deep nesting (M_BAD_JSON), and, where the JSON becomes a
+// beyond float64, deep nesting and duplicate keys (M_BAD_JSON), and, where the JSON becomes a
 // signed event, anything that is not canonical JSON (floats, integers outside
 // ±(2^53-1)): 400, and nothing stored — while a surrogate pair and 2^53-1 are
 // accepted. Before, such JSON was relayed into other users' /sync, or was a 500.

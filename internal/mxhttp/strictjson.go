@@ -27,7 +27,11 @@ const MaxJSONDepth = 100
 //     refuses them;
 //   - the escape \u0000: M_BAD_JSON (PostgreSQL text cannot hold NUL);
 //   - numbers beyond float64 (1e400): M_BAD_JSON — strict decoders refuse them;
-//   - nesting deeper than MaxJSONDepth: M_BAD_JSON.
+//   - nesting deeper than MaxJSONDepth: M_BAD_JSON;
+//   - duplicate keys in an object: M_BAD_JSON — decoders disagree on which
+//     value wins (and strict ones refuse the object), so two clients reading
+//     one relayed to-device message or account data entry could see
+//     different things.
 //
 // Floats and large integers pass: account data, to-device messages and other
 // JSON that is never signed may hold them. JSON that becomes event content
@@ -44,8 +48,7 @@ func CheckJSON(body []byte) error { return checkJSON(body, false) }
 // send; we do the same, and for every room version (Synapse lets floats into
 // room versions 1-5, which we could not sign), and we also refuse what Synapse
 // accepts by normalizing after parsing: "-0", "1.0" and "1e2" (we keep the
-// client's bytes as the content, and they would not be canonical), and
-// duplicate keys (canonical JSON has one value per key). Everything is
+// client's bytes as the content, and they would not be canonical). Everything is
 // M_BAD_JSON, checked on the raw bytes: a float64 round trip would turn 2^53+1
 // into an acceptable 2^53.
 func CheckEventJSON(body []byte) error { return checkJSON(body, true) }
@@ -67,7 +70,7 @@ func checkJSON(body []byte, event bool) error {
 func walkJSON(body []byte, event bool) error {
 	d := jsontext.NewDecoder(bytes.NewReader(body),
 		jsontext.AllowInvalidUTF8(false), // refuses unpaired surrogate escapes
-		jsontext.AllowDuplicateNames(!event))
+		jsontext.AllowDuplicateNames(false))
 	for {
 		switch d.PeekKind() {
 		case '"': // a string or an object key
@@ -102,7 +105,7 @@ func walkJSON(body []byte, event bool) error {
 }
 
 // walkError describes what the decoder refused in text that json.Valid and
-// utf8.Valid accepted: an unpaired surrogate or, in event content, a duplicate key.
+// utf8.Valid accepted: an unpaired surrogate or a duplicate key.
 func walkError(err error) error {
 	if errors.Is(err, jsontext.ErrDuplicateName) {
 		return BadJSON("Duplicate key in JSON object: %v", err)
