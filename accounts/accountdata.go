@@ -101,8 +101,16 @@ func (s *Service) AccountDataSince(ctx context.Context, userID id.UserID, fromPo
 	return s.store.AccountDataSince(ctx, userID.String(), fromPos, toPos)
 }
 
+// MaxFilterBytes bounds a stored filter. Filters keep unknown keys (they are
+// returned as uploaded), so the bound is on the text: the largest real one (a
+// few hundred room IDs in a list) is far below it.
+const MaxFilterBytes = 64 << 10
+
 // CreateFilter validates and stores a filter, returning its ID.
 func (s *Service) CreateFilter(ctx context.Context, userID id.UserID, raw []byte) (string, error) {
+	if len(raw) > MaxFilterBytes {
+		return "", mxhttp.TooLarge("A filter may be at most %d bytes", MaxFilterBytes)
+	}
 	if _, err := ParseFilter(raw); err != nil {
 		return "", err
 	}

@@ -48,9 +48,17 @@ type BackupKeysResponse struct {
 	Etag  string `json:"etag"`
 }
 
+// MaxBackupDataBytes bounds a backup version's auth_data and each backed-up
+// session's session_data: an encrypted room key is well under 1 KiB and
+// auth_data holds a public key and signatures.
+const MaxBackupDataBytes = 64 << 10
+
 func checkAuthData(algorithm string, authData json.RawMessage) error {
 	if algorithm == "" {
 		return mxhttp.MissingParam("algorithm is required")
+	}
+	if len(authData) > MaxBackupDataBytes {
+		return mxhttp.TooLarge("auth_data may be at most %d bytes", MaxBackupDataBytes)
 	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(authData, &obj); err != nil || obj == nil {
@@ -180,6 +188,9 @@ func (s *Service) PutBackupKeys(ctx context.Context, userID, version string, roo
 	var keys []storage.BackupKey
 	for room, rk := range rooms {
 		for session, k := range rk.Sessions {
+			if len(k.SessionData) > MaxBackupDataBytes {
+				return nil, mxhttp.TooLarge("session_data for %s/%s exceeds %d bytes", room, session, MaxBackupDataBytes)
+			}
 			var obj map[string]json.RawMessage
 			if err := json.Unmarshal(k.SessionData, &obj); err != nil || obj == nil {
 				return nil, mxhttp.BadJSON("session_data for %s/%s must be a JSON object", room, session)

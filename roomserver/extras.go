@@ -540,6 +540,10 @@ func validChildOrder(o string) bool {
 
 // ---- reports ----
 
+// MaxReportReasonBytes bounds a report's reason: it is stored for the
+// server's admins, and no one writes a report longer than a few paragraphs.
+const MaxReportReasonBytes = 4096
+
 // Report records a user's report of an event (or of the room when eventID is "").
 func (s *Server) Report(ctx context.Context, user id.UserID, roomID id.RoomID, eventID id.EventID, reason string, score *int64) error {
 	if eventID != "" {
@@ -553,6 +557,9 @@ func (s *Server) Report(ctx context.Context, user id.UserID, roomID id.RoomID, e
 	}
 	if score != nil && (*score < -100 || *score > 0) {
 		return mxhttp.InvalidParam("score must be between -100 and 0")
+	}
+	if len(reason) > MaxReportReasonBytes {
+		return mxhttp.InvalidParam("reason exceeds %d bytes", MaxReportReasonBytes)
 	}
 	return s.db.AddReport(ctx, string(roomID), string(eventID), string(user), reason, score, time.Now().UnixMilli())
 }
