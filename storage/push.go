@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -101,4 +102,25 @@ func (db *DB) Pushers(ctx context.Context, userID string) ([]Pusher, error) {
 		out = append(out, p)
 	}
 	return out, rows.Err()
+}
+
+// UsersWithPushRulesMentioning returns the users whose own push rules contain
+// text (a room ID): the few to look at when a room is replaced, instead of
+// reading every member's rules. A superset (LIKE's "_" matches any
+// character); callers match exactly.
+func (db *DB) UsersWithPushRulesMentioning(ctx context.Context, text string) ([]string, error) {
+	rows, err := db.Query(ctx, `SELECT user_id FROM push_rules WHERE ruleset LIKE $1`, "%"+strings.ReplaceAll(text, "%", "")+"%")
+	if err != nil {
+		return nil, fmt.Errorf("finding push rules mentioning %s: %w", text, err)
+	}
+	defer rows.Close()
+	var users []string
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, err
+		}
+		users = append(users, u)
+	}
+	return users, rows.Err()
 }

@@ -33,12 +33,28 @@ func (s *Service) OnEventPersisted(ctx context.Context, ev *roomserver.Event, _ 
 	if sigil, local, _ := id.ParseCommonIdentifier(c.Replacement); sigil != '!' || local == "" {
 		return
 	}
+	// This runs in the room's worker: read only the rules that name the room,
+	// not every member's (one query, however large the room).
+	candidates, err := s.db.UsersWithPushRulesMentioning(ctx, string(ev.RoomID))
+	if err != nil || len(candidates) == 0 {
+		if err != nil {
+			slog.WarnContext(ctx, "push rules not carried over to the replacement room", "room", ev.RoomID, "err", err)
+		}
+		return
+	}
 	members, err := s.rooms.JoinedMembers(ctx, string(ev.RoomID))
 	if err != nil {
 		slog.WarnContext(ctx, "push rules not carried over to the replacement room", "room", ev.RoomID, "err", err)
 		return
 	}
+	named := make(map[string]bool, len(candidates))
+	for _, u := range candidates {
+		named[u] = true
+	}
 	for _, u := range members {
+		if !named[u] {
+			continue
+		}
 		if err := s.CopyRoomPushRules(ctx, u, string(ev.RoomID), c.Replacement); err != nil {
 			slog.WarnContext(ctx, "push rules not carried over to the replacement room", "room", ev.RoomID, "user", u, "err", err)
 		}
