@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"testing"
 	"time"
@@ -169,6 +170,12 @@ func TestServerNoticesRoomKeptAcrossRestart(t *testing.T) {
 			admin := noticeAdmin(t, srv)
 			alice := srv.Register(t, "alice")
 			system := srv.UserID("notices")
+			// Reserved before the system user exists (created by the first notice).
+			reg := httpCall(t, srv.URL, http.MethodPost, "/_matrix/client/v3/register", "", map[string]any{
+				"username": "notices", "password": "password-notices", "auth": map[string]any{"type": "m.login.dummy"}})
+			if reg.Status != http.StatusBadRequest || reg.errcode() != "M_EXCLUSIVE" {
+				t.Fatalf("registering the configured notices user: %d %s", reg.Status, reg.Raw)
+			}
 			sendNotice(t, admin, alice.UserID, "before", "")
 			roomID := noticeInvite(t, alice, system)
 
@@ -194,11 +201,41 @@ func TestServerNoticesRoomKeptAcrossRestart(t *testing.T) {
 			if ev := clientCall(t, alice2, http.MethodGet, "/_matrix/client/v3/rooms/"+roomID.String()+"/event/"+evID, nil); ev.Status != http.StatusOK {
 				t.Fatalf("the notice after the restart is not in the same room: %d %s", ev.Status, ev.Raw)
 			}
-			reg := httpCall(t, srv2.URL, http.MethodPost, "/_matrix/client/v3/register", "", map[string]any{
-				"username": "notices", "password": "password-notices", "auth": map[string]any{"type": "m.login.dummy"}})
-			if reg.errcode() != "M_EXCLUSIVE" {
-				t.Fatalf("registering the configured notices user: %d %s", reg.Status, reg.Raw)
-			}
 		})
 	}
+}
+
+// TestServerNoticesDeactivatedUser: deactivating an account rejects even its
+// server notices invite (it leaves every room), and a deactivated user is
+// sent no more notices (404).
+func TestServerNoticesDeactivatedUser(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
+		admin := noticeAdmin(t, srv)
+		alice := srv.Register(t, "alice")
+		system := srv.UserID("_server")
+		sendNotice(t, admin, alice.UserID, "hello", "")
+		roomID := noticeInvite(t, alice, system)
+		ctx := context.Background()
+		if err := srv.Accounts.Deactivate(ctx, alice.UserID, false); err != nil {
+			t.Fatal(err)
+		}
+		ev, err := srv.Rooms.StateEvent(ctx, system, roomID, "m.room.member", alice.UserID.String())
+		if err != nil || obj(jsonMap(t, ev.Content))["membership"] != "leave" {
+			t.Fatalf("alice's membership after deactivation: %v %v", ev, err)
+		}
+		r := clientCall(t, admin, http.MethodPost, noticePath, map[string]any{
+			"user_id": alice.UserID, "content": map[string]any{"msgtype": "m.text", "body": "x"}})
+		if r.Status != http.StatusNotFound || r.errcode() != "M_NOT_FOUND" {
+			t.Fatalf("notice to a deactivated user: %d %s", r.Status, r.Raw)
+		}
+	})
+}
+
+func jsonMap(t *testing.T, raw []byte) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
