@@ -3,7 +3,9 @@ package tests
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -123,6 +125,9 @@ func TestServerNotices(t *testing.T) {
 		if reg.Status != http.StatusBadRequest || reg.errcode() != "M_EXCLUSIVE" {
 			t.Fatalf("registering the server notices user: %d %s", reg.Status, reg.Raw)
 		}
+		if _, err := loginPassword(t, srv, "_server", "", ""); err == nil {
+			t.Fatal("logged in as the server notices user with an empty password")
+		}
 	})
 }
 
@@ -238,4 +243,29 @@ func jsonMap(t *testing.T, raw []byte) map[string]any {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// TestServerNoticesConcurrentFirstNotices: notices sent at once to a user
+// without a room yet make one room, not one each.
+func TestServerNoticesConcurrentFirstNotices(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
+		admin := noticeAdmin(t, srv)
+		alice := srv.Register(t, "alice")
+		var wg sync.WaitGroup
+		for i := range 5 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := clientCall(t, admin, http.MethodPost, noticePath, map[string]any{
+					"user_id": alice.UserID, "content": map[string]any{"msgtype": "m.text", "body": fmt.Sprint(i)}})
+				if r.Status != http.StatusOK {
+					t.Errorf("notice %d: %d %s", i, r.Status, r.Raw)
+				}
+			}()
+		}
+		wg.Wait()
+		if invites := obj(syncRooms(t, alice)["invite"]); len(invites) != 1 {
+			t.Fatalf("%d notice rooms, want 1", len(invites))
+		}
+	})
 }
