@@ -183,6 +183,10 @@ func (s *Service) ValidateLocalpart(localpart string) error {
 	if len(s.UserID(localpart)) > 255 {
 		return mxhttp.InvalidUsername("User ID is longer than 255 characters")
 	}
+	if localpart == s.cfg.ServerNotices.SystemUserLocalpart {
+		// The server notices sender (created by the servernotices module).
+		return mxhttp.Exclusive("User ID %q is reserved for server notices", localpart)
+	}
 	if strings.HasPrefix(localpart, "_") {
 		return mxhttp.InvalidUsername("User ID may not begin with '_'")
 	}

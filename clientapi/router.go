@@ -33,6 +33,7 @@ type API struct {
 	Media         Media         // media.go
 	UserDirectory UserDirectory // userdirectory.go
 	SlidingSync   http.Handler  // clientapi/slidingsync (MSC4186); nil: not served
+	ServerNotices ServerNotices // admin.go; nil: not served
 
 	ipLimiter     *ratelimit.Limiter
 	userLimiter   *ratelimit.Limiter
@@ -69,6 +70,10 @@ func (a *API) Mount(r chi.Router) {
 	r.Group(func(r chi.Router) {
 		r.Use(a.rateLimitLogin)
 		a.synapseAdminRoutes(r)
+	})
+	r.Group(func(r chi.Router) {
+		r.Use(a.requireAuth, a.rateLimitUser)
+		a.synapseAdminAuthedRoutes(r)
 	})
 }
 

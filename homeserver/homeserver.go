@@ -30,6 +30,7 @@ import (
 	"github.com/myelin-chat/myelin/keyserver"
 	"github.com/myelin-chat/myelin/mediaapi"
 	"github.com/myelin-chat/myelin/roomserver"
+	"github.com/myelin-chat/myelin/servernotices"
 	"github.com/myelin-chat/myelin/storage"
 	"github.com/myelin-chat/myelin/syncapi"
 	"github.com/myelin-chat/myelin/userdirectory"
@@ -48,6 +49,7 @@ type Server struct {
 	Sync       *syncapi.Service
 	Syncer     *clientsync.Syncer
 	Media      *mediaapi.Service
+	Notices    *servernotices.Service
 	// Federation: keys, key fetcher/notary, request authentication, outbound client.
 	Federation *federation.Module
 
@@ -96,6 +98,9 @@ func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 		return nil, err
 	}
 	s.Rooms.AccountData = db // room tags are room account data
+	// Server notices: the system user's rooms; their invites cannot be rejected.
+	s.Notices = servernotices.New(s.Rooms, db, cfg)
+	s.Rooms.NoticeRooms = s.Notices
 	// Federation: our keys, remote keys (the roomserver verifies remote signatures with them).
 	if s.Federation, err = federation.New(federation.Options{
 		Config: cfg, SigningKey: key, Store: db, Metrics: s.Metrics,
@@ -147,7 +152,8 @@ func (s *Server) routes() http.Handler {
 		r.With(loopbackOnly).Get("/metrics", s.Metrics.Handler().ServeHTTP)
 	}
 	api := &clientapi.API{Config: s.Config, Accounts: s.Accounts, Keys: s.Keys, Rooms: s.Rooms,
-		Sync: syncArea{s.Syncer, s.Sync}, Media: s.Media, UserDirectory: userdirectory.New(s.DB)}
+		Sync: syncArea{s.Syncer, s.Sync}, Media: s.Media, UserDirectory: userdirectory.New(s.DB),
+		ServerNotices: s.Notices}
 	api.SlidingSync = slidingsync.New(s.Syncer, s.DB, s.Sync, s.Keys)
 	api.Mount(r)
 	s.Federation.Mount(r) // /_matrix/key, /_matrix/federation (nothing when federation is off)

@@ -259,6 +259,16 @@ type MembershipAction struct {
 	Action   string // invite, kick, ban, unban, leave
 	Reason   string
 	IsDirect bool
+
+	// deactivating: the account is being deactivated; it leaves every room,
+	// server notice invites included.
+	deactivating bool
+}
+
+// NoticeRooms tells whether a room is a user's server notices room, whose
+// invite the user may not reject (the server_notices module).
+type NoticeRooms interface {
+	IsServerNoticeRoom(ctx context.Context, user id.UserID, roomID id.RoomID) (bool, error)
 }
 
 // actionRemove is the leave a member state PUT sets for another user: a kick,
@@ -365,9 +375,31 @@ func (s *Server) membershipMaker(ctx context.Context, a MembershipAction, extra 
 				}
 				return nil, errSkip // already left: nothing to do
 			}
+			if cur == "invite" && !a.deactivating {
+				if err := s.checkNoticeInviteReject(ctx, target, a.RoomID); err != nil {
+					return nil, err
+				}
+			}
 		}
 		return &proto{Type: "m.room.member", StateKey: stateKeyPtr(string(target)), Sender: a.Sender, Content: content}, nil
 	}, nil
+}
+
+// checkNoticeInviteReject refuses to reject the invite to one's server
+// notices room (spec: M_CANNOT_LEAVE_SERVER_NOTICE_ROOM); once joined, the
+// user may leave it.
+func (s *Server) checkNoticeInviteReject(ctx context.Context, user id.UserID, roomID id.RoomID) error {
+	if s.NoticeRooms == nil {
+		return nil
+	}
+	notice, err := s.NoticeRooms.IsServerNoticeRoom(ctx, user, roomID)
+	if err != nil {
+		return fmt.Errorf("checking for a server notices room: %w", err)
+	}
+	if notice {
+		return mxhttp.CannotLeaveServerN("You cannot reject the invite to your server notices room")
+	}
+	return nil
 }
 
 // Knock asks to join a room whose join rule allows knocking.
@@ -453,7 +485,7 @@ func (s *Server) LeaveAllRooms(ctx context.Context, user id.UserID) error {
 	}
 	var errs []error
 	for _, m := range rooms {
-		err := s.ChangeMembership(ctx, MembershipAction{Sender: user, RoomID: id.RoomID(m.RoomID), Target: user, Action: "leave"})
+		err := s.ChangeMembership(ctx, MembershipAction{Sender: user, RoomID: id.RoomID(m.RoomID), Target: user, Action: "leave", deactivating: true})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("leaving %s: %w", m.RoomID, err))
 		}

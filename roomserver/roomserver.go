@@ -52,6 +52,8 @@ type Server struct {
 	Keys KeyGetter
 	// AccountData stores room tags; nil until the accounts module provides it.
 	AccountData AccountDataStore
+	// NoticeRooms refuses rejecting a server notices invite; nil: no such rooms.
+	NoticeRooms NoticeRooms
 
 	hooksMu sync.RWMutex
 	hooks   []EventPersistedHook

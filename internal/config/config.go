@@ -48,6 +48,8 @@ type Config struct {
 	Push     Push         `yaml:"push"`
 	Calls    Calls        `yaml:"calls"`
 
+	ServerNotices ServerNotices `yaml:"server_notices"`
+
 	Federation Federation `yaml:"federation"`
 
 	// ZeroConfig is set when no config file was given: registration is open and
@@ -190,6 +192,17 @@ type Rooms struct {
 type Presence struct {
 	Enabled bool `yaml:"enabled"`
 }
+
+// ServerNotices configures the system user that sends server notices
+// (admin API /_synapse/admin/v1/send_server_notice) and the rooms it sends
+// them in. The localpart is reserved: nobody can register it.
+type ServerNotices struct {
+	Enabled             bool   `yaml:"enabled"`
+	SystemUserLocalpart string `yaml:"system_user_localpart"`
+	RoomName            string `yaml:"room_name"`
+}
+
+var serverNoticesLocalpartRE = regexp.MustCompile(`^[a-z0-9._=\-/+]+$`)
 
 // Support is served as /.well-known/matrix/support (MSC1929, spec v1.10):
 // how to reach the server's administrators. Unset (no contacts, no page): 404.
@@ -350,6 +363,9 @@ func Default() *Config {
 		Calls:    Calls{TurnUserLifetime: Duration{time.Hour}},
 		Rooms:    Rooms{DefaultVersion: "11"},
 		Presence: Presence{Enabled: true},
+		ServerNotices: ServerNotices{
+			Enabled: true, SystemUserLocalpart: "_server", RoomName: "Server Notices",
+		},
 		Media: Media{
 			MaxUploadBytes:    50 << 20,
 			UploadsPerSecond:  2,
@@ -412,6 +428,9 @@ func (c *Config) Validate() error {
 	}
 	if err := ValidateServerName(c.ServerName); err != nil {
 		bad("server_name", "%v", err)
+	}
+	if sn := c.ServerNotices; sn.Enabled && !serverNoticesLocalpartRE.MatchString(sn.SystemUserLocalpart) {
+		bad("server_notices.system_user_localpart", "must be a non-empty user ID localpart (a-z, 0-9, . _ = - / +)")
 	}
 	if c.PublicBaseURL != "" {
 		u, err := url.Parse(c.PublicBaseURL)

@@ -79,6 +79,14 @@ presence:
   # false switches presence off entirely (metadata minimization).
   enabled: true
 
+server_notices:
+  # Admins send notices with POST /_synapse/admin/v1/send_server_notice; each
+  # user gets them in one invite-only room, tagged m.server_notice.
+  enabled: true
+  # The system user that sends them (reserved: nobody can register it).
+  system_user_localpart: _server
+  room_name: Server Notices
+
 media:
   # Largest upload, in bytes (advertised to clients as m.upload.size).
   max_upload_bytes: 52428800

@@ -80,7 +80,7 @@ var (
 	ServerNotTrusted   = newErr(http.StatusBadRequest, "M_SERVER_NOT_TRUSTED")
 	WrongRoomKeysVer   = newErr(http.StatusForbidden, "M_WRONG_ROOM_KEYS_VERSION")
 	ResourceLimit      = newErr(http.StatusForbidden, "M_RESOURCE_LIMIT_EXCEEDED")
-	CannotLeaveServerN = newErr(http.StatusBadRequest, "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM")
+	CannotLeaveServerN = newErr(http.StatusForbidden, "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM")
 	UnableToAuthorize  = newErr(http.StatusForbidden, "M_UNABLE_TO_AUTHORISE_JOIN")
 	UnableToGrant      = newErr(http.StatusBadRequest, "M_UNABLE_TO_GRANT_JOIN")
 	NotYetUploaded     = newErr(http.StatusGatewayTimeout, "M_NOT_YET_UPLOADED")
