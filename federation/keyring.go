@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"go.mau.fi/util/jsontime"
+	"maunium.net/go/mautrix/crypto/canonicaljson"
 	mfed "maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/id"
 )
@@ -187,7 +188,9 @@ func (k *KeyRing) Response(now time.Time) (json.RawMessage, error) {
 		return nil, fmt.Errorf("signing key response: %w", err)
 	}
 	skr.Signatures = map[string]map[id.KeyID]string{k.ServerName: {k.Key.ID: sig}}
-	return json.Marshal(skr)
+	// Served as canonical JSON, as Synapse does: a verifier may check the
+	// signature against the body as received, minus "signatures".
+	return canonicaljson.Marshal(skr)
 }
 
 // Lookup returns one of our own keys and until when it is valid (the

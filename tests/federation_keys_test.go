@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -371,6 +372,19 @@ func TestFederationServerKeysEmptyOld(t *testing.T) {
 			must(0, json.Unmarshal([]byte(resp.Raw), &skr))
 			if err := skr.VerifySelfSignature(); err != nil {
 				t.Fatalf("self-signature: %v", err)
+			}
+			// The body is canonical JSON as served: the signature verifies over
+			// the bytes received minus "signatures", as Complement checks it.
+			unsigned, err := sjson.DeleteBytes([]byte(resp.Raw), "signatures")
+			must(0, err)
+			for keyID, sig := range skr.Signatures["a.test"] {
+				pub, err := base64.RawStdEncoding.DecodeString(string(skr.VerifyKeys[keyID].Key))
+				must(0, err)
+				raw, err := base64.RawStdEncoding.DecodeString(sig)
+				must(0, err)
+				if !ed25519.Verify(pub, unsigned, raw) {
+					t.Fatalf("signature %s does not verify over the body as served: %s", keyID, unsigned)
+				}
 			}
 		})
 	}
