@@ -11,6 +11,7 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/myelin-chat/myelin/internal/config"
 	"github.com/myelin-chat/myelin/internal/testserver"
 )
 
@@ -171,4 +172,23 @@ func sendText(t testing.TB, c *mautrix.Client, room id.RoomID, body string) id.E
 		t.Fatalf("%s sending %q: %v", c.UserID, body, err)
 	}
 	return resp.EventID
+}
+
+// restartableOptions returns options whose every start uses one data
+// directory and one database (the first start's: on PostgreSQL a fresh one),
+// so a test can stop a server and start it again on the same store. extra,
+// if not nil, adjusts the configuration further.
+func restartableOptions(t *testing.T, extra func(*config.Config)) testserver.Options {
+	dir := t.TempDir()
+	var dbURL string
+	return testserver.Options{Configure: func(c *config.Config) {
+		c.DataDir = dir
+		if dbURL == "" {
+			dbURL = c.Database.URL
+		}
+		c.Database.URL = dbURL
+		if extra != nil {
+			extra(c)
+		}
+	}}
 }

@@ -161,16 +161,7 @@ func TestServerNoticesRoomKeptAcrossRestart(t *testing.T) {
 	for _, backend := range testserver.Backends {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()
-			dir := t.TempDir()
-			var dbURL string
-			conf := testserver.Options{Configure: func(c *config.Config) {
-				c.DataDir = dir
-				if dbURL == "" {
-					dbURL = c.Database.URL
-				}
-				c.Database.URL = dbURL
-				c.ServerNotices.SystemUserLocalpart = "notices"
-			}}
+			conf := restartableOptions(t, func(c *config.Config) { c.ServerNotices.SystemUserLocalpart = "notices" })
 			srv := testserver.Start(t, backend, conf)
 			admin := noticeAdmin(t, srv)
 			alice := srv.Register(t, "alice")

@@ -8,7 +8,6 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 
-	"github.com/myelin-chat/myelin/internal/config"
 	"github.com/myelin-chat/myelin/internal/testserver"
 )
 
@@ -23,15 +22,7 @@ func TestSyncAcrossRestartWithAcknowledgedToDevice(t *testing.T) {
 	for _, backend := range testserver.Backends {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()
-			dir := t.TempDir()
-			var dbURL string
-			conf := testserver.Options{Configure: func(c *config.Config) {
-				c.DataDir = dir
-				if dbURL == "" {
-					dbURL = c.Database.URL // the first start's (PostgreSQL: a fresh database)
-				}
-				c.Database.URL = dbURL
-			}}
+			conf := restartableOptions(t, nil)
 			srv := testserver.Start(t, backend, conf)
 			alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
 			room := shareRoom(t, alice, bob)
