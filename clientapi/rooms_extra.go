@@ -2,7 +2,6 @@ package clientapi
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"strconv"
 
@@ -23,8 +22,6 @@ type RoomsExtras interface {
 	Summary(ctx context.Context, user id.UserID, roomIDOrAlias string) (*roomserver.RoomSummary, error)
 	Hierarchy(ctx context.Context, user id.UserID, roomID id.RoomID, suggestedOnly bool, maxDepth, limit int, from string) (*roomserver.HierarchyResponse, error)
 	Report(ctx context.Context, user id.UserID, roomID id.RoomID, eventID id.EventID, reason string, score *int64) error
-	Tags(ctx context.Context, user id.UserID, roomID id.RoomID) (json.RawMessage, error)
-	SetTag(ctx context.Context, user id.UserID, roomID id.RoomID, tag string, content json.RawMessage) error
 }
 
 func (a *API) roomExtraRoutes(r chi.Router) {
@@ -107,7 +104,7 @@ func (a *API) getTags(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return a.Rooms.Tags(r.Context(), u, roomID)
+	return a.Accounts.Tags(r.Context(), u, roomID)
 }
 
 func (a *API) putTag(r *http.Request) (any, error) {
@@ -119,7 +116,7 @@ func (a *API) putTag(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return mxhttp.EmptyOr(a.Rooms.SetTag(r.Context(), u, roomID, mxhttp.PathParam(r, "tag"), content))
+	return mxhttp.EmptyOr(a.Accounts.SetTag(r.Context(), u, roomID, mxhttp.PathParam(r, "tag"), content))
 }
 
 func (a *API) deleteTag(r *http.Request) (any, error) {
@@ -127,7 +124,7 @@ func (a *API) deleteTag(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return mxhttp.EmptyOr(a.Rooms.SetTag(r.Context(), u, roomID, mxhttp.PathParam(r, "tag"), nil))
+	return mxhttp.EmptyOr(a.Accounts.SetTag(r.Context(), u, roomID, mxhttp.PathParam(r, "tag"), nil))
 }
 
 func (a *API) relations(r *http.Request) (any, error) {

@@ -97,9 +97,8 @@ func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 		db.Close()
 		return nil, err
 	}
-	s.Rooms.AccountData = db // room tags are room account data
 	// Server notices: the system user's rooms; their invites cannot be rejected.
-	s.Notices = servernotices.New(s.Rooms, db, cfg)
+	s.Notices = servernotices.New(s.Rooms, s.Accounts, db, cfg)
 	s.Rooms.NoticeRooms = s.Notices
 	// Federation: our keys, remote keys (the roomserver verifies remote signatures with them).
 	if s.Federation, err = federation.New(federation.Options{

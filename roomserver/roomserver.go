@@ -50,8 +50,6 @@ type Server struct {
 
 	// Keys verifies remote signatures; nil until federation provides one.
 	Keys KeyGetter
-	// AccountData stores room tags; nil until the accounts module provides it.
-	AccountData AccountDataStore
 	// NoticeRooms refuses rejecting a server notices invite; nil: no such rooms.
 	NoticeRooms NoticeRooms
 

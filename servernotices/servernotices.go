@@ -31,8 +31,12 @@ type Rooms interface {
 	CreateRoom(ctx context.Context, sender id.UserID, req *roomserver.CreateRoomRequest) (id.RoomID, error)
 	ChangeMembership(ctx context.Context, a roomserver.MembershipAction) error
 	Send(ctx context.Context, r roomserver.SendRequest) (id.EventID, error)
-	SetTag(ctx context.Context, user id.UserID, roomID id.RoomID, tag string, content json.RawMessage) error
 	StateEvent(ctx context.Context, user id.UserID, roomID id.RoomID, evType, stateKey string) (*roomserver.ClientEvent, error)
+}
+
+// Tags sets a room tag (the accounts module: tags are room account data).
+type Tags interface {
+	SetTag(ctx context.Context, user id.UserID, roomID id.RoomID, tag string, content json.RawMessage) error
 }
 
 // Store holds the users and each user's notices room.
@@ -46,6 +50,7 @@ type Store interface {
 // Service sends server notices.
 type Service struct {
 	rooms      Rooms
+	tags       Tags
 	store      Store
 	cfg        config.ServerNotices
 	serverName string
@@ -54,8 +59,8 @@ type Service struct {
 }
 
 // New returns the module for cfg.
-func New(rooms Rooms, store Store, cfg *config.Config) *Service {
-	return &Service{rooms: rooms, store: store, cfg: cfg.ServerNotices, serverName: cfg.ServerName}
+func New(rooms Rooms, tags Tags, store Store, cfg *config.Config) *Service {
+	return &Service{rooms: rooms, tags: tags, store: store, cfg: cfg.ServerNotices, serverName: cfg.ServerName}
 }
 
 // SystemUser is the user that sends the notices.
@@ -179,7 +184,7 @@ func (s *Service) createRoom(ctx context.Context, user id.UserID) (id.RoomID, er
 		return "", err
 	}
 	// The tag is the user's room account data: their clients show the room apart.
-	if err := s.rooms.SetTag(ctx, user, roomID, TagServerNotice, json.RawMessage(`{}`)); err != nil {
+	if err := s.tags.SetTag(ctx, user, roomID, TagServerNotice, json.RawMessage(`{}`)); err != nil {
 		return "", fmt.Errorf("tagging the server notices room of %s: %w", user, err)
 	}
 	return roomID, nil
