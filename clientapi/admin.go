@@ -76,7 +76,7 @@ func (a *API) sendServerNotice(r *http.Request) (any, error) {
 	}
 	eventID, err := a.ServerNotices.Send(r.Context(), dev.UserID, n, mxhttp.PathParam(r, "txnID"))
 	if err != nil {
-		return nil, err
+		return nil, roomError(err) // the notice goes through the roomserver
 	}
 	return map[string]string{"event_id": eventID.String()}, nil
 }

@@ -108,7 +108,7 @@ func (a *API) createRoom(r *http.Request) (any, error) {
 	}
 	roomID, err := a.Rooms.CreateRoom(r.Context(), authn.FromRequest(r).UserID, &req)
 	if err != nil {
-		return nil, err
+		return nil, roomError(err)
 	}
 	return map[string]any{"room_id": roomID}, nil
 }
@@ -135,7 +135,7 @@ func (a *API) joinRoom(r *http.Request) (any, error) {
 	}
 	roomID, err := a.Rooms.JoinWithContent(r.Context(), authn.FromRequest(r).UserID, target, body)
 	if err != nil {
-		return nil, err
+		return nil, roomError(err)
 	}
 	return map[string]any{"room_id": roomID}, nil
 }
@@ -147,7 +147,7 @@ func (a *API) knockRoom(r *http.Request) (any, error) {
 	}
 	roomID, err := a.Rooms.Knock(r.Context(), authn.FromRequest(r).UserID, mxhttp.PathParam(r, "roomIDOrAlias"), body.Reason)
 	if err != nil {
-		return nil, err
+		return nil, roomError(err)
 	}
 	return map[string]any{"room_id": roomID}, nil
 }
@@ -170,10 +170,10 @@ func (a *API) membership(action string) func(r *http.Request) (any, error) {
 				return nil, mxhttp.InvalidParam("Invalid user_id")
 			}
 		}
-		return mxhttp.EmptyOr(a.Rooms.ChangeMembership(r.Context(), roomserver.MembershipAction{
+		return mxhttp.EmptyOr(roomError(a.Rooms.ChangeMembership(r.Context(), roomserver.MembershipAction{
 			Sender: authn.FromRequest(r).UserID, RoomID: roomID, Target: id.UserID(body.UserID), Action: action,
 			Reason: body.Reason, IsDirect: body.IsDirect,
-		}))
+		})))
 	}
 }
 
@@ -182,13 +182,13 @@ func (a *API) forgetRoom(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return mxhttp.EmptyOr(a.Rooms.Forget(r.Context(), authn.FromRequest(r).UserID, roomID))
+	return mxhttp.EmptyOr(roomError(a.Rooms.Forget(r.Context(), authn.FromRequest(r).UserID, roomID)))
 }
 
 func (a *API) joinedRooms(r *http.Request) (any, error) {
 	rooms, err := a.Rooms.JoinedRooms(r.Context(), authn.FromRequest(r).UserID)
 	if err != nil {
-		return nil, err
+		return nil, roomError(err)
 	}
 	return map[string]any{"joined_rooms": rooms}, nil
 }
@@ -255,7 +255,7 @@ func (a *API) sendEvent(r *http.Request, stateKey *string, txnID string) (any, e
 		Sender: d.UserID, DeviceID: d.DeviceID, RoomID: roomID, Type: evType, StateKey: stateKey, Content: content, TxnID: txnID,
 	})
 	if err != nil {
-		return nil, err
+		return nil, roomError(err)
 	}
 	return map[string]any{"event_id": evID}, nil
 }
@@ -280,7 +280,7 @@ func (a *API) getState(r *http.Request) (any, error) {
 	}
 	ev, err := a.Rooms.StateEvent(readCtx(r), authn.FromRequest(r).UserID, roomID, evType, stateKeyParam(r))
 	if err != nil {
-		return nil, err
+		return nil, roomError(err)
 	}
 	if r.URL.Query().Get("format") == "event" {
 		return ev, nil
@@ -293,7 +293,7 @@ func (a *API) roomState(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return a.Rooms.State(readCtx(r), authn.FromRequest(r).UserID, roomID)
+	return roomResult(a.Rooms.State(readCtx(r), authn.FromRequest(r).UserID, roomID))
 }
 
 func (a *API) redactEvent(r *http.Request) (any, error) {
@@ -314,7 +314,7 @@ func (a *API) redactEvent(r *http.Request) (any, error) {
 	d := authn.FromRequest(r)
 	evID, err := a.Rooms.Redact(r.Context(), d.UserID, d.DeviceID, roomID, id.EventID(mxhttp.PathParam(r, "eventID")), body.Reason, txnID)
 	if err != nil {
-		return nil, err
+		return nil, roomError(err)
 	}
 	return map[string]any{"event_id": evID}, nil
 }
@@ -324,7 +324,7 @@ func (a *API) getEvent(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return a.Rooms.Event(readCtx(r), authn.FromRequest(r).UserID, roomID, id.EventID(mxhttp.PathParam(r, "eventID")))
+	return roomResult(a.Rooms.Event(readCtx(r), authn.FromRequest(r).UserID, roomID, id.EventID(mxhttp.PathParam(r, "eventID"))))
 }
 
 func (a *API) roomMembers(r *http.Request) (any, error) {
@@ -344,7 +344,7 @@ func (a *API) roomMembers(r *http.Request) (any, error) {
 		At: q.Get("at"), Membership: q.Get("membership"), NotMembership: q.Get("not_membership"),
 	})
 	if err != nil {
-		return nil, err
+		return nil, roomError(err)
 	}
 	return map[string]any{"chunk": evs}, nil
 }
@@ -356,7 +356,7 @@ func (a *API) joinedMembers(r *http.Request) (any, error) {
 	}
 	m, err := a.Rooms.JoinedMembers(r.Context(), authn.FromRequest(r).UserID, roomID)
 	if err != nil {
-		return nil, err
+		return nil, roomError(err)
 	}
 	return map[string]any{"joined": m}, nil
 }
@@ -390,9 +390,9 @@ func (a *API) roomMessages(r *http.Request) (any, error) {
 	if filter != nil && filter.Limit > 0 && q.Get("limit") == "" {
 		limit = filter.Limit
 	}
-	return a.Rooms.Messages(readCtx(r), authn.FromRequest(r).UserID, roomID, roomserver.MessagesRequest{
+	return roomResult(a.Rooms.Messages(readCtx(r), authn.FromRequest(r).UserID, roomID, roomserver.MessagesRequest{
 		From: q.Get("from"), To: q.Get("to"), Dir: q.Get("dir"), Limit: limit, Filter: filter,
-	})
+	}))
 }
 
 func (a *API) eventContext(r *http.Request) (any, error) {
@@ -408,7 +408,7 @@ func (a *API) eventContext(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return a.Rooms.Context(readCtx(r), authn.FromRequest(r).UserID, roomID, id.EventID(mxhttp.PathParam(r, "eventID")), limit, filter)
+	return roomResult(a.Rooms.Context(readCtx(r), authn.FromRequest(r).UserID, roomID, id.EventID(mxhttp.PathParam(r, "eventID")), limit, filter))
 }
 
 // parseEventFilter checks a RoomEventFilter with the validator POST /filter

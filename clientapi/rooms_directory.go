@@ -41,16 +41,16 @@ func (a *API) putAlias(r *http.Request) (any, error) {
 	if body.RoomID == "" {
 		return nil, mxhttp.MissingParam("Missing room_id")
 	}
-	return mxhttp.EmptyOr(a.Rooms.SetAlias(r.Context(), authn.FromRequest(r).UserID, mxhttp.PathParam(r, "alias"), id.RoomID(body.RoomID)))
+	return mxhttp.EmptyOr(roomError(a.Rooms.SetAlias(r.Context(), authn.FromRequest(r).UserID, mxhttp.PathParam(r, "alias"), id.RoomID(body.RoomID))))
 }
 
 func (a *API) getAlias(r *http.Request) (any, error) {
-	return a.Rooms.GetAlias(r.Context(), mxhttp.PathParam(r, "alias"))
+	return roomResult(a.Rooms.GetAlias(r.Context(), mxhttp.PathParam(r, "alias")))
 }
 
 func (a *API) deleteAlias(r *http.Request) (any, error) {
 	d := authn.FromRequest(r)
-	return mxhttp.EmptyOr(a.Rooms.DeleteAlias(r.Context(), d.UserID, d.IsAdmin, mxhttp.PathParam(r, "alias")))
+	return mxhttp.EmptyOr(roomError(a.Rooms.DeleteAlias(r.Context(), d.UserID, d.IsAdmin, mxhttp.PathParam(r, "alias"))))
 }
 
 func (a *API) roomAliases(r *http.Request) (any, error) {
@@ -60,7 +60,7 @@ func (a *API) roomAliases(r *http.Request) (any, error) {
 	}
 	aliases, err := a.Rooms.RoomAliases(r.Context(), authn.FromRequest(r).UserID, roomID)
 	if err != nil {
-		return nil, err
+		return nil, roomError(err)
 	}
 	return map[string]any{"aliases": aliases}, nil
 }
@@ -76,7 +76,7 @@ func (a *API) putVisibility(r *http.Request) (any, error) {
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
 		return nil, err
 	}
-	return mxhttp.EmptyOr(a.Rooms.SetVisibility(r.Context(), authn.FromRequest(r).UserID, roomID, body.Visibility))
+	return mxhttp.EmptyOr(roomError(a.Rooms.SetVisibility(r.Context(), authn.FromRequest(r).UserID, roomID, body.Visibility)))
 }
 
 func (a *API) getVisibility(r *http.Request) (any, error) {
@@ -86,7 +86,7 @@ func (a *API) getVisibility(r *http.Request) (any, error) {
 	}
 	v, err := a.Rooms.GetVisibility(r.Context(), roomID)
 	if err != nil {
-		return nil, err
+		return nil, roomError(err)
 	}
 	return map[string]string{"visibility": v}, nil
 }
@@ -121,5 +121,5 @@ func (a *API) publicRooms(r *http.Request) (any, error) {
 	if srv := q.Get("server"); srv != "" && srv != a.Config.ServerName {
 		return nil, mxhttp.Forbidden("Querying other servers' directories needs federation")
 	}
-	return a.Rooms.PublicRooms(r.Context(), req)
+	return roomResult(a.Rooms.PublicRooms(r.Context(), req))
 }

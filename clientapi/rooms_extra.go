@@ -66,7 +66,7 @@ func (a *API) upgradeRoom(r *http.Request) (any, error) {
 	}
 	newRoom, err := a.Rooms.UpgradeWithCreators(r.Context(), authn.FromRequest(r).UserID, roomID, body.NewVersion, body.AdditionalCreators)
 	if err != nil {
-		return nil, err
+		return nil, roomError(err)
 	}
 	return map[string]any{"replacement_room": newRoom}, nil
 }
@@ -83,7 +83,7 @@ func (a *API) report(r *http.Request) (any, error) {
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
 		return nil, err
 	}
-	return mxhttp.EmptyOr(a.Rooms.Report(r.Context(), authn.FromRequest(r).UserID, roomID, id.EventID(mxhttp.PathParam(r, "eventID")), body.Reason, body.Score))
+	return mxhttp.EmptyOr(roomError(a.Rooms.Report(r.Context(), authn.FromRequest(r).UserID, roomID, id.EventID(mxhttp.PathParam(r, "eventID")), body.Reason, body.Score)))
 }
 
 // ownRoomParams checks that {userID} is the caller.
@@ -150,10 +150,10 @@ func (a *API) relations(r *http.Request) (any, error) {
 		b := v == "true"
 		recurse = &b
 	}
-	return a.Rooms.Relations(readCtx(r), authn.FromRequest(r).UserID, roomID, roomserver.RelationsRequest{
+	return roomResult(a.Rooms.Relations(readCtx(r), authn.FromRequest(r).UserID, roomID, roomserver.RelationsRequest{
 		EventID: id.EventID(mxhttp.PathParam(r, "eventID")), RelType: mxhttp.PathParam(r, "relType"), EventType: mxhttp.PathParam(r, "eventType"),
 		From: q.Get("from"), To: q.Get("to"), Backward: dir != "f", Limit: limit, Recurse: recurse,
-	})
+	}))
 }
 
 func (a *API) threads(r *http.Request) (any, error) {
@@ -166,7 +166,7 @@ func (a *API) threads(r *http.Request) (any, error) {
 		return nil, err
 	}
 	q := r.URL.Query()
-	return a.Rooms.Threads(readCtx(r), authn.FromRequest(r).UserID, roomID, q.Get("include"), q.Get("from"), limit)
+	return roomResult(a.Rooms.Threads(readCtx(r), authn.FromRequest(r).UserID, roomID, q.Get("include"), q.Get("from"), limit))
 }
 
 func (a *API) hierarchy(r *http.Request) (any, error) {
@@ -184,7 +184,7 @@ func (a *API) hierarchy(r *http.Request) (any, error) {
 	}
 	q := r.URL.Query()
 	suggested := q.Get("suggested_only") == "true"
-	return a.Rooms.Hierarchy(r.Context(), authn.FromRequest(r).UserID, roomID, suggested, maxDepth, limit, q.Get("from"))
+	return roomResult(a.Rooms.Hierarchy(r.Context(), authn.FromRequest(r).UserID, roomID, suggested, maxDepth, limit, q.Get("from")))
 }
 
 func (a *API) timestampToEvent(r *http.Request) (any, error) {
@@ -203,7 +203,7 @@ func (a *API) timestampToEvent(r *http.Request) (any, error) {
 	}
 	evID, evTS, err := a.Rooms.TimestampToEvent(r.Context(), authn.FromRequest(r).UserID, roomID, ts, dir == "f")
 	if err != nil {
-		return nil, err
+		return nil, roomError(err)
 	}
 	return map[string]any{"event_id": evID, "origin_server_ts": evTS}, nil
 }
@@ -217,5 +217,5 @@ func (a *API) roomSummary(r *http.Request) (any, error) {
 	if d := authn.FromRequest(r); d != nil {
 		user = d.UserID
 	}
-	return a.Rooms.Summary(r.Context(), user, mxhttp.PathParam(r, "roomIDOrAlias"))
+	return roomResult(a.Rooms.Summary(r.Context(), user, mxhttp.PathParam(r, "roomIDOrAlias")))
 }

@@ -89,7 +89,7 @@ func (a *API) search(r *http.Request) (any, error) {
 	}
 	res, err := a.Rooms.Search(readCtx(r), authn.FromRequest(r).UserID, req)
 	if err != nil {
-		return nil, err
+		return nil, roomError(err)
 	}
 	return map[string]any{"search_categories": map[string]any{"room_events": res}}, nil
 }

@@ -8,18 +8,27 @@ import (
 	"testing"
 
 	"maunium.net/go/mautrix/id"
-
-	"github.com/myelin-chat/myelin/internal/mxhttp"
 )
 
 // These tests drive every membership transition and power-level rule
 // through the real input path (Send/ChangeMembership/Join/Knock/Redact),
 // checking both the allowed and the refused case.
 
+// errCode names err's kind by the errcode clients get for it.
 func errCode(err error) string {
-	var m *mxhttp.Error
-	if errors.As(err, &m) {
-		return m.Code
+	var e *Error
+	if errors.As(err, &e) {
+		switch e.Kind {
+		case ErrForbidden:
+			return "M_FORBIDDEN"
+		case ErrNotFound:
+			return "M_NOT_FOUND"
+		case ErrInvalidParam:
+			return "M_INVALID_PARAM"
+		case ErrBadJSON:
+			return "M_BAD_JSON"
+		}
+		return "kind: " + e.Kind.Error()
 	}
 	if err == nil {
 		return ""

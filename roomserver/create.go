@@ -77,7 +77,7 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 		version = s.cfg.Rooms.DefaultVersion
 	}
 	if !SupportedRoomVersion(version) {
-		return "", mxhttp.UnsupportedRoomVer("Room version %q is not supported", version)
+		return "", newError(ErrUnsupportedRoomVersion, "Room version %q is not supported", version)
 	}
 	rv := id.RoomVersion(version)
 	if err := req.checkEventJSON(); err != nil {
@@ -92,25 +92,25 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 		}
 	case "private_chat", "public_chat", "trusted_private_chat":
 	default:
-		return "", mxhttp.BadJSON("Unknown preset %q", req.Preset)
+		return "", badJSON("Unknown preset %q", req.Preset)
 	}
 	switch req.Visibility {
 	case "", "private", "public":
 	default:
-		return "", mxhttp.BadJSON("Unknown visibility %q", req.Visibility)
+		return "", badJSON("Unknown visibility %q", req.Visibility)
 	}
 	// Each invite and initial_state entry is an event (and a state snapshot)
 	// written in the request: bounded.
 	if len(req.Invite) > MaxCreateInvites {
-		return "", mxhttp.InvalidParam("At most %d users can be invited when creating a room", MaxCreateInvites)
+		return "", invalidParam("At most %d users can be invited when creating a room", MaxCreateInvites)
 	}
 	if len(req.InitialState) > MaxCreateInitialState {
-		return "", mxhttp.InvalidParam("At most %d initial_state events are accepted when creating a room", MaxCreateInitialState)
+		return "", invalidParam("At most %d initial_state events are accepted when creating a room", MaxCreateInitialState)
 	}
 	var invitees []id.UserID
 	for _, u := range req.Invite {
 		if !ValidUserID(u) {
-			return "", mxhttp.InvalidParam("Invalid user ID %q in invite", u)
+			return "", invalidParam("Invalid user ID %q in invite", u)
 		}
 		if id.UserID(u) != sender {
 			invitees = append(invitees, id.UserID(u))
@@ -124,23 +124,23 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 	if req.RoomAliasName != "" {
 		alias = "#" + req.RoomAliasName + ":" + s.serverName
 		if !ValidAlias(alias) {
-			return "", mxhttp.InvalidParam("Invalid room_alias_name")
+			return "", invalidParam("Invalid room_alias_name")
 		}
 		if _, _, err := s.db.ResolveAlias(ctx, alias); err == nil {
-			return "", mxhttp.RoomInUse("Room alias already taken")
+			return "", newError(ErrRoomInUse, "Room alias already taken")
 		} else if !errors.Is(err, storage.ErrNotFound) {
 			return "", err
 		}
 	}
 	for _, st := range req.InitialState {
 		if !ValidEventType(st.Type) || len(st.StateKey) > MaxFieldBytes {
-			return "", mxhttp.BadJSON("Invalid initial_state entry")
+			return "", badJSON("Invalid initial_state entry")
 		}
 		switch st.Type {
 		case "m.room.create", "m.room.member", "m.room.redaction":
 			// Built by the request itself or through the membership
 			// endpoints' checks (member_state.go); a redaction is no state.
-			return "", mxhttp.InvalidParam("initial_state cannot contain %s events", st.Type)
+			return "", invalidParam("initial_state cannot contain %s events", st.Type)
 		}
 		if st.Type == "m.room.power_levels" {
 			if err := validatePowerLevels(rv, st.Content); err != nil {
@@ -172,11 +172,11 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 		if raw, ok := createContent["additional_creators"]; ok {
 			var list []string
 			if err := json.Unmarshal(raw, &list); err != nil {
-				return "", mxhttp.BadJSON("additional_creators must be a list of user IDs")
+				return "", badJSON("additional_creators must be a list of user IDs")
 			}
 			for _, u := range list {
 				if !ValidUserID(u) {
-					return "", mxhttp.BadJSON("Invalid user ID %q in additional_creators", u)
+					return "", badJSON("Invalid user ID %q in additional_creators", u)
 				}
 				additionalCreators = append(additionalCreators, id.UserID(u))
 			}
@@ -191,7 +191,7 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 	}
 	rawCreate, err := json.Marshal(createContent)
 	if err != nil {
-		return "", mxhttp.BadJSON("Invalid creation_content")
+		return "", badJSON("Invalid creation_content")
 	}
 	var roomID id.RoomID
 	if !rv.RoomIDIsCreateEventID() {
@@ -247,7 +247,7 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 	}
 	rawPL, err := json.Marshal(pl)
 	if err != nil {
-		return "", mxhttp.BadJSON("Invalid power_level_content_override")
+		return "", badJSON("Invalid power_level_content_override")
 	}
 	if err := validatePowerLevels(rv, rawPL); err != nil {
 		return "", err
@@ -323,10 +323,11 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 		if errors.Is(err, context.Canceled) {
 			return "", err
 		}
-		var mErr *mxhttp.Error
-		if errors.As(err, &mErr) && mErr.Code == "M_FORBIDDEN" {
-			// An initial event the auth rules refuse is bad input to createRoom.
-			return "", mxhttp.InvalidParam("Cannot create room: %s", mErr.Message)
+		var rErr *Error
+		if errors.As(err, &rErr) && rErr.Kind == ErrForbidden {
+			// An initial event the auth rules refuse is bad input to createRoom
+			// (the message, not %w: the answer is of one kind only).
+			return "", invalidParam("Cannot create room: %s", rErr.Message)
 		}
 		return "", err
 	}
@@ -359,7 +360,7 @@ func (req *CreateRoomRequest) checkEventJSON() error {
 	}
 	for _, v := range parts {
 		if err := mxhttp.CheckEventJSON(v); err != nil {
-			return err
+			return eventJSONError(err)
 		}
 	}
 	return nil

@@ -12,31 +12,30 @@ import (
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/storage"
 )
 
 // SetAlias maps a local alias to a room (PUT /directory/room/{alias}).
 func (s *Server) SetAlias(ctx context.Context, user id.UserID, alias string, roomID id.RoomID) error {
 	if !ValidAlias(alias) {
-		return mxhttp.InvalidParam("Invalid room alias")
+		return invalidParam("Invalid room alias")
 	}
 	if _, server, _ := strings.Cut(alias, ":"); server != s.serverName {
-		return mxhttp.InvalidParam("Alias must be on this server")
+		return invalidParam("Alias must be on this server")
 	}
 	if !ValidRoomID(string(roomID)) {
-		return mxhttp.InvalidParam("Invalid room ID")
+		return invalidParam("Invalid room ID")
 	}
 	if _, err := s.roomVersion(ctx, roomID); errors.Is(err, ErrUnknownRoom) {
-		return mxhttp.NotFound("Unknown room")
+		return notFound("Unknown room")
 	} else if err != nil {
 		return err
 	}
 	if m, err := s.db.GetMembership(ctx, string(roomID), string(user)); err != nil || m.Membership != "join" {
-		return mxhttp.Forbidden("You are not in this room")
+		return forbidden("You are not in this room")
 	}
 	if err := s.db.CreateAlias(ctx, alias, string(roomID), string(user)); errors.Is(err, storage.ErrAliasExists) {
-		return (&mxhttp.Error{Status: 409, Code: "M_UNKNOWN", Message: "Room alias already exists"})
+		return newError(ErrConflict, "Room alias already exists")
 	} else if err != nil {
 		return err
 	}
@@ -52,11 +51,11 @@ type AliasInfo struct {
 // GetAlias resolves an alias.
 func (s *Server) GetAlias(ctx context.Context, alias string) (*AliasInfo, error) {
 	if !ValidAlias(alias) {
-		return nil, mxhttp.InvalidParam("Invalid room alias")
+		return nil, invalidParam("Invalid room alias")
 	}
 	roomID, _, err := s.db.ResolveAlias(ctx, alias)
 	if errors.Is(err, storage.ErrNotFound) {
-		return nil, mxhttp.NotFound("Room alias %s not found", alias)
+		return nil, notFound("Room alias %s not found", alias)
 	}
 	if err != nil {
 		return nil, err
@@ -68,11 +67,11 @@ func (s *Server) GetAlias(ctx context.Context, alias string) (*AliasInfo, error)
 // change m.room.canonical_alias, or a server admin may.
 func (s *Server) DeleteAlias(ctx context.Context, user id.UserID, isAdmin bool, alias string) error {
 	if !ValidAlias(alias) {
-		return mxhttp.InvalidParam("Invalid room alias")
+		return invalidParam("Invalid room alias")
 	}
 	roomID, creator, err := s.db.ResolveAlias(ctx, alias)
 	if errors.Is(err, storage.ErrNotFound) {
-		return mxhttp.NotFound("Room alias %s not found", alias)
+		return notFound("Room alias %s not found", alias)
 	}
 	if err != nil {
 		return err
@@ -84,7 +83,7 @@ func (s *Server) DeleteAlias(ctx context.Context, user id.UserID, isAdmin bool, 
 		}
 		pl := s.powerLevels(rs)
 		if rs.membership(user) != "join" || s.userLevel(rs, user) < pl.GetEventLevel(eventType("m.room.canonical_alias", true)) {
-			return mxhttp.Forbidden("You may not delete this alias")
+			return forbidden("You may not delete this alias")
 		}
 	}
 	if err := s.db.DeleteAlias(ctx, alias); err != nil {
@@ -159,7 +158,7 @@ func (s *Server) RoomAliases(ctx context.Context, user id.UserID, roomID id.Room
 	if v.current() != "join" {
 		cur, err := s.db.CurrentStateEvent(ctx, string(roomID), "m.room.history_visibility", "")
 		if err != nil || gjson.GetBytes(cur.JSON, "content.history_visibility").Str != "world_readable" {
-			return nil, mxhttp.Forbidden("You are not in this room")
+			return nil, forbidden("You are not in this room")
 		}
 	}
 	return s.db.RoomAliases(ctx, string(roomID))
@@ -168,18 +167,18 @@ func (s *Server) RoomAliases(ctx context.Context, user id.UserID, roomID id.Room
 // SetVisibility publishes a room in (or removes it from) the directory.
 func (s *Server) SetVisibility(ctx context.Context, user id.UserID, roomID id.RoomID, visibility string) error {
 	if visibility != "public" && visibility != "private" {
-		return mxhttp.InvalidParam("visibility must be public or private")
+		return invalidParam("visibility must be public or private")
 	}
 	rs, err := s.snapshotState(ctx, roomID)
 	if errors.Is(err, ErrUnknownRoom) {
-		return mxhttp.NotFound("Unknown room")
+		return notFound("Unknown room")
 	}
 	if err != nil {
 		return err
 	}
 	pl := s.powerLevels(rs)
 	if rs.membership(user) != "join" || s.userLevel(rs, user) < pl.GetEventLevel(eventType("m.room.canonical_alias", true)) {
-		return mxhttp.Forbidden("You may not change this room's directory visibility")
+		return forbidden("You may not change this room's directory visibility")
 	}
 	return s.db.SetRoomPublic(ctx, string(roomID), visibility == "public")
 }
@@ -188,7 +187,7 @@ func (s *Server) SetVisibility(ctx context.Context, user id.UserID, roomID id.Ro
 func (s *Server) GetVisibility(ctx context.Context, roomID id.RoomID) (string, error) {
 	row, err := s.db.GetRoom(ctx, string(roomID))
 	if errors.Is(err, storage.ErrNotFound) {
-		return "", mxhttp.NotFound("Unknown room")
+		return "", notFound("Unknown room")
 	}
 	if err != nil {
 		return "", err
@@ -268,7 +267,7 @@ func (s *Server) PublicRooms(ctx context.Context, req PublicRoomsRequest) (*Publ
 	if req.Since != "" {
 		n, err := strconv.Atoi(strings.TrimPrefix(req.Since, "o"))
 		if err != nil || n < 0 {
-			return nil, mxhttp.InvalidParam("Invalid since token")
+			return nil, invalidParam("Invalid since token")
 		}
 		start = min(n, len(rooms))
 	}

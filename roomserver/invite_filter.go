@@ -10,7 +10,6 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
-	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -27,7 +26,7 @@ import (
 const InviteFilterType = "org.matrix.msc4155.invite_permission_config"
 
 // errInviteBlocked answers an invite the invitee blocks.
-var errInviteBlocked = &mxhttp.Error{Status: 403, Code: "ORG.MATRIX.MSC4155.INVITE_BLOCKED", Message: "This user does not accept invites from you"}
+var errInviteBlocked = &Error{Kind: ErrInviteBlocked, Message: "This user does not accept invites from you"}
 
 type inviteRule int
 

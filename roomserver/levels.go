@@ -9,8 +9,6 @@ import (
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
-
-	"github.com/myelin-chat/myelin/internal/mxhttp"
 )
 
 // maxCanonicalInt bounds every integer this server signs: canonical JSON
@@ -139,7 +137,7 @@ func checkCreatorsUnlisted(content []byte, creators []id.UserID) error {
 	var err error
 	gjson.GetBytes(content, "users").ForEach(func(k, _ gjson.Result) bool {
 		if isCreator[k.Str] {
-			err = mxhttp.InvalidParam("%s is a creator of this room and cannot be listed in power levels users", k.Str)
+			err = invalidParam("%s is a creator of this room and cannot be listed in power levels users", k.Str)
 		}
 		return err == nil
 	})

@@ -39,7 +39,7 @@ func (s *Server) memberContent(ctx context.Context, user id.UserID, membership, 
 	maps.Copy(c, extra)
 	raw, err := json.Marshal(c)
 	if err != nil {
-		return nil, mxhttp.BadJSON("Invalid member content: %v", err)
+		return nil, badJSON("Invalid member content: %w", err)
 	}
 	return raw, nil
 }
@@ -84,16 +84,16 @@ func (s *Server) inviteMaker(ctx context.Context, sender, target id.UserID, reas
 func (s *Server) ResolveRoom(ctx context.Context, roomIDOrAlias string) (id.RoomID, error) {
 	if strings.HasPrefix(roomIDOrAlias, "#") {
 		if !ValidAlias(roomIDOrAlias) {
-			return "", mxhttp.InvalidParam("Invalid room alias")
+			return "", invalidParam("Invalid room alias")
 		}
 		roomID, _, err := s.db.ResolveAlias(ctx, roomIDOrAlias)
 		if errors.Is(err, storage.ErrNotFound) {
-			return "", mxhttp.NotFound("Room alias not found")
+			return "", notFound("Room alias not found")
 		}
 		return id.RoomID(roomID), err
 	}
 	if !ValidRoomID(roomIDOrAlias) {
-		return "", mxhttp.InvalidParam("Invalid room ID or alias")
+		return "", invalidParam("Invalid room ID or alias")
 	}
 	return id.RoomID(roomIDOrAlias), nil
 }
@@ -106,7 +106,7 @@ func (s *Server) knownRoom(ctx context.Context, roomIDOrAlias string) (id.RoomID
 		return "", err
 	}
 	if _, err := s.roomVersion(ctx, roomID); errors.Is(err, ErrUnknownRoom) {
-		return "", mxhttp.NotFound("No known servers for this room")
+		return "", notFound("No known servers for this room")
 	} else if err != nil {
 		return "", err
 	}
@@ -126,7 +126,7 @@ func (s *Server) JoinWithContent(ctx context.Context, user id.UserID, roomIDOrAl
 	if raw, ok := body["reason"]; ok {
 		var reason string
 		if err := json.Unmarshal(raw, &reason); err != nil {
-			return "", mxhttp.BadJSON("reason must be a string")
+			return "", badJSON("reason must be a string")
 		}
 	}
 	c := maps.Clone(body)
@@ -137,7 +137,7 @@ func (s *Server) JoinWithContent(ctx context.Context, user id.UserID, roomIDOrAl
 	}
 	// The body becomes signed event content: it must be canonical JSON.
 	if err := mxhttp.CheckEventJSON(mustJSON(extra)); err != nil {
-		return "", err
+		return "", eventJSONError(err)
 	}
 	return s.join(ctx, user, roomIDOrAlias, "", extra)
 }
@@ -232,7 +232,7 @@ func (s *Server) authoriseRestrictedJoin(rs *roomState, userRooms map[string]boo
 		}
 	}
 	if !allowed {
-		return "", mxhttp.Forbidden("You do not belong to any of the rooms this room is restricted to")
+		return "", forbidden("You do not belong to any of the rooms this room is restricted to")
 	}
 	pl := s.powerLevels(rs)
 	best, bestLevel := id.UserID(""), -1<<62
@@ -246,7 +246,7 @@ func (s *Server) authoriseRestrictedJoin(rs *roomState, userRooms map[string]boo
 		}
 	}
 	if best == "" {
-		return "", mxhttp.UnableToAuthorize("No local member can authorise this join")
+		return "", newError(ErrUnableToAuthoriseJoin, "No local member can authorise this join")
 	}
 	return best, nil
 }
@@ -280,7 +280,7 @@ func (s *Server) ChangeMembership(ctx context.Context, a MembershipAction) error
 	switch a.Action {
 	case "invite", "kick", "ban", "unban", "leave":
 	default:
-		return mxhttp.InvalidParam("Unknown membership action")
+		return invalidParam("Unknown membership action")
 	}
 	if err := s.checkMembershipAction(ctx, a); err != nil {
 		return err
@@ -298,18 +298,18 @@ func (s *Server) ChangeMembership(ctx context.Context, a MembershipAction) error
 // checkMembershipAction refuses an action on an invalid target or unknown room.
 func (s *Server) checkMembershipAction(ctx context.Context, a MembershipAction) error {
 	if a.Action != "leave" && !ValidUserID(string(a.Target)) {
-		return mxhttp.InvalidParam("Invalid user ID")
+		return invalidParam("Invalid user ID")
 	}
 	if _, err := s.roomVersion(ctx, a.RoomID); errors.Is(err, ErrUnknownRoom) {
 		if a.Action == "leave" {
-			return mxhttp.NotFound("Unknown room")
+			return notFound("Unknown room")
 		}
-		return mxhttp.Forbidden("You are not in this room")
+		return forbidden("You are not in this room")
 	} else if err != nil {
 		return err
 	}
 	if a.Action == "invite" && !s.isLocal(a.Target) {
-		return mxhttp.Forbidden("Inviting users of other servers needs federation, which is not enabled")
+		return forbidden("Inviting users of other servers needs federation, which is not enabled")
 	}
 	return nil
 }
@@ -332,9 +332,9 @@ func (s *Server) membershipMaker(ctx context.Context, a MembershipAction, extra 
 		return func(rs *roomState) (*proto, error) {
 			switch rs.membership(a.Target) {
 			case "join":
-				return nil, mxhttp.Forbidden("%s is already in the room", a.Target)
+				return nil, forbidden("%s is already in the room", a.Target)
 			case "ban":
-				return nil, mxhttp.Forbidden("%s is banned from the room", a.Target)
+				return nil, forbidden("%s is banned from the room", a.Target)
 			}
 			return inv(rs)
 		}, nil
@@ -362,16 +362,16 @@ func (s *Server) membershipMaker(ctx context.Context, a MembershipAction, extra 
 		switch action {
 		case "unban":
 			if cur != "ban" {
-				return nil, mxhttp.Forbidden("%s is not banned", target)
+				return nil, forbidden("%s is not banned", target)
 			}
 		case "kick":
 			if cur != "join" && cur != "invite" && cur != "knock" {
-				return nil, mxhttp.Forbidden("%s is not in the room", target)
+				return nil, forbidden("%s is not in the room", target)
 			}
 		case "leave":
 			if cur == "leave" || cur == "ban" {
 				if rs.membership(a.Sender) == "ban" {
-					return nil, mxhttp.Forbidden("You are banned from this room")
+					return nil, forbidden("You are banned from this room")
 				}
 				return nil, errSkip // already left: nothing to do
 			}
@@ -397,7 +397,7 @@ func (s *Server) checkNoticeInviteReject(ctx context.Context, user id.UserID, ro
 		return fmt.Errorf("checking for a server notices room: %w", err)
 	}
 	if notice {
-		return mxhttp.CannotLeaveServerN("You cannot reject the invite to your server notices room")
+		return newError(ErrNoticeRoomInvite, "You cannot reject the invite to your server notices room")
 	}
 	return nil
 }
@@ -426,7 +426,7 @@ func (s *Server) knockMaker(ctx context.Context, user id.UserID, reason string, 
 	}
 	return func(rs *roomState) (*proto, error) {
 		if !rs.version.Knocks() {
-			return nil, mxhttp.Forbidden("Room version %s does not support knocking", rs.version)
+			return nil, forbidden("Room version %s does not support knocking", rs.version)
 		}
 		unsigned := mustJSON(map[string]any{"knock_room_state": strippedState(rs, user)})
 		return &proto{Type: "m.room.member", StateKey: stateKeyPtr(string(user)), Sender: user, Content: content, Unsigned: unsigned}, nil
@@ -437,13 +437,13 @@ func (s *Server) knockMaker(ctx context.Context, user id.UserID, reason string, 
 func (s *Server) Forget(ctx context.Context, user id.UserID, roomID id.RoomID) error {
 	m, err := s.db.GetMembership(ctx, string(roomID), string(user))
 	if errors.Is(err, storage.ErrNotFound) {
-		return mxhttp.NotFound("You have never been in this room")
+		return notFound("You have never been in this room")
 	}
 	if err != nil {
 		return err
 	}
 	if m.Membership == "join" || m.Membership == "invite" || m.Membership == "knock" {
-		return mxhttp.Unknown("You must leave the room before forgetting it")
+		return newError(ErrInvalidState, "You must leave the room before forgetting it")
 	}
 	return s.db.ForgetRoom(ctx, string(roomID), string(user))
 }

@@ -22,7 +22,6 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/internal/config"
-	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/internal/notifier"
 	"github.com/myelin-chat/myelin/internal/recovery"
 	"github.com/myelin-chat/myelin/storage"
@@ -614,10 +613,11 @@ func dedupeMemberships(in []storage.MembershipChange) []storage.MembershipChange
 	return out
 }
 
-// unknownRoomErr maps internal errors to what clients should see.
+// clientErr maps ErrUnknownRoom (no state for the room) to the not-found
+// error callers answer.
 func clientErr(err error) error {
 	if errors.Is(err, ErrUnknownRoom) {
-		return mxhttp.NotFound("Unknown room")
+		return notFound("Unknown room")
 	}
 	return err
 }

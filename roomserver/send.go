@@ -30,22 +30,22 @@ type SendRequest struct {
 // A retried transaction ID returns the original event.
 func (s *Server) Send(ctx context.Context, r SendRequest) (id.EventID, error) {
 	if !ValidEventType(r.Type) {
-		return "", mxhttp.InvalidParam("Invalid event type")
+		return "", invalidParam("Invalid event type")
 	}
 	if r.StateKey != nil && len(*r.StateKey) > MaxFieldBytes {
-		return "", mxhttp.InvalidParam("State key exceeds %d bytes", MaxFieldBytes)
+		return "", invalidParam("State key exceeds %d bytes", MaxFieldBytes)
 	}
 	if len(r.Content) > MaxPDUBytes {
-		return "", mxhttp.TooLarge("Event exceeds %d bytes", MaxPDUBytes)
+		return "", tooLarge("Event exceeds %d bytes", MaxPDUBytes)
 	}
 	// Content that could not be signed as canonical JSON is the client's
 	// fault (M_BAD_JSON), found before anything is built.
 	if err := mxhttp.CheckEventJSON(r.Content); err != nil {
-		return "", err
+		return "", eventJSONError(err)
 	}
 	obj := gjson.ParseBytes(r.Content)
 	if !obj.IsObject() {
-		return "", mxhttp.BadJSON("Event content must be a JSON object")
+		return "", badJSON("Event content must be a JSON object")
 	}
 	var txn *storage.TxnRecord
 	if r.TxnID != "" && !(r.Type == "m.room.redaction" && r.StateKey == nil) { // Redact keys its own
@@ -59,7 +59,7 @@ func (s *Server) Send(ctx context.Context, r SendRequest) (id.EventID, error) {
 	}
 	version, err := s.roomVersion(ctx, r.RoomID)
 	if errors.Is(err, ErrUnknownRoom) {
-		return "", mxhttp.Forbidden("You are not in this room")
+		return "", forbidden("You are not in this room")
 	} else if err != nil {
 		return "", err
 	}
@@ -75,7 +75,7 @@ func (s *Server) Send(ctx context.Context, r SendRequest) (id.EventID, error) {
 			}
 		case "m.room.create":
 			// Only createRoom makes one; from v12 it also names the room (MSC4291).
-			return "", mxhttp.InvalidParam("The create event cannot be sent; rooms are created with /createRoom")
+			return "", invalidParam("The create event cannot be sent; rooms are created with /createRoom")
 		case "m.room.member":
 			return s.sendMember(ctx, r) // through the membership endpoints' checks
 		case "m.room.redaction":
@@ -85,14 +85,14 @@ func (s *Server) Send(ctx context.Context, r SendRequest) (id.EventID, error) {
 	if r.Type == "m.room.redaction" && r.StateKey == nil {
 		target := obj.Get("redacts").Str
 		if target == "" {
-			return "", mxhttp.BadJSON("Redaction needs content.redacts")
+			return "", badJSON("Redaction needs content.redacts")
 		}
 		return s.Redact(ctx, r.Sender, r.DeviceID, r.RoomID, id.EventID(target), obj.Get("reason").Str, r.TxnID)
 	}
 	var unchanged id.EventID
 	evs, err := s.submit(ctx, r.RoomID, &request{txn: txn, makers: []maker{func(rs *roomState) (*proto, error) {
 		if r.StateKey != nil && rs.membership(r.Sender) != "join" && r.Type != "m.room.member" {
-			return nil, mxhttp.Forbidden("You are not in this room")
+			return nil, forbidden("You are not in this room")
 		}
 		if r.StateKey != nil && r.Type == "m.room.power_levels" && rs.version.PrivilegedRoomCreators() {
 			if err := checkCreatorsUnlisted(r.Content, creators(rs)); err != nil {
@@ -125,7 +125,7 @@ func (s *Server) validateCanonicalAlias(ctx context.Context, roomID id.RoomID, c
 	var aliases []string
 	if a := obj.Get("alias"); a.Exists() {
 		if a.Type != gjson.String {
-			return mxhttp.InvalidParam("alias must be a string")
+			return invalidParam("alias must be a string")
 		}
 		if a.Str != "" {
 			aliases = append(aliases, a.Str)
@@ -133,25 +133,25 @@ func (s *Server) validateCanonicalAlias(ctx context.Context, roomID id.RoomID, c
 	}
 	if alt := obj.Get("alt_aliases"); alt.Exists() {
 		if !alt.IsArray() {
-			return mxhttp.InvalidParam("alt_aliases must be a list")
+			return invalidParam("alt_aliases must be a list")
 		}
 		for _, a := range alt.Array() {
 			if a.Type != gjson.String {
-				return mxhttp.InvalidParam("alt_aliases must be a list of strings")
+				return invalidParam("alt_aliases must be a list of strings")
 			}
 			aliases = append(aliases, a.Str)
 		}
 	}
 	for _, a := range aliases {
 		if !ValidAlias(a) {
-			return mxhttp.InvalidParam("Invalid alias %q", a)
+			return invalidParam("Invalid alias %q", a)
 		}
 		if _, server, _ := strings.Cut(a, ":"); server != s.serverName {
 			continue // remote aliases would need a federation query
 		}
 		target, _, err := s.db.ResolveAlias(ctx, a)
 		if errors.Is(err, storage.ErrNotFound) || (err == nil && target != string(roomID)) {
-			return (&mxhttp.Error{Status: 400, Code: "M_BAD_ALIAS", Message: "Alias " + a + " does not point to this room"})
+			return newError(ErrBadAlias, "Alias %s does not point to this room", a)
 		}
 		if err != nil {
 			return err
@@ -163,7 +163,7 @@ func (s *Server) validateCanonicalAlias(ctx context.Context, roomID id.RoomID, c
 // Redact sends a redaction of eventID.
 func (s *Server) Redact(ctx context.Context, sender id.UserID, deviceID id.DeviceID, roomID id.RoomID, eventID id.EventID, reason, txnID string) (id.EventID, error) {
 	if !ValidEventID(string(eventID)) {
-		return "", mxhttp.InvalidParam("Invalid event ID")
+		return "", invalidParam("Invalid event ID")
 	}
 	var txn *storage.TxnRecord
 	if txnID != "" {
@@ -174,7 +174,7 @@ func (s *Server) Redact(ctx context.Context, sender id.UserID, deviceID id.Devic
 		}
 	}
 	if _, err := s.roomVersion(ctx, roomID); errors.Is(err, ErrUnknownRoom) {
-		return "", mxhttp.Forbidden("You are not in this room")
+		return "", forbidden("You are not in this room")
 	} else if err != nil {
 		return "", err
 	}
@@ -187,14 +187,14 @@ func (s *Server) Redact(ctx context.Context, sender id.UserID, deviceID id.Devic
 	}
 	evs, err := s.submit(ctx, roomID, &request{txn: txn, makers: []maker{func(rs *roomState) (*proto, error) {
 		if rs.membership(sender) != "join" {
-			return nil, mxhttp.Forbidden("You are not in this room")
+			return nil, forbidden("You are not in this room")
 		}
 		if target == nil {
-			return nil, mxhttp.NotFound("Event not found")
+			return nil, notFound("Event not found")
 		}
 		// Redacting someone else's event needs the redact power level.
 		if id.UserID(target.Sender) != sender && s.userLevel(rs, sender) < redactLevel(rs) {
-			return nil, mxhttp.Forbidden("You do not have permission to redact this event")
+			return nil, forbidden("You do not have permission to redact this event")
 		}
 		content := map[string]any{}
 		if reason != "" {

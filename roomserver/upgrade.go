@@ -10,8 +10,6 @@ import (
 
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
-
-	"github.com/myelin-chat/myelin/internal/mxhttp"
 )
 
 // upgradeCarriedState is the state copied into the replacement room.
@@ -33,7 +31,7 @@ func (s *Server) Upgrade(ctx context.Context, user id.UserID, oldRoom id.RoomID,
 // upgrading user; ignored for versions without them, as the spec says).
 func (s *Server) UpgradeWithCreators(ctx context.Context, user id.UserID, oldRoom id.RoomID, newVersion string, additionalCreators []string) (id.RoomID, error) {
 	if !SupportedRoomVersion(newVersion) {
-		return "", mxhttp.UnsupportedRoomVer("Room version %q is not supported", newVersion)
+		return "", newError(ErrUnsupportedRoomVersion, "Room version %q is not supported", newVersion)
 	}
 	extraCreators, err := upgradeCreators(user, id.RoomVersion(newVersion), additionalCreators)
 	if err != nil {
@@ -41,21 +39,21 @@ func (s *Server) UpgradeWithCreators(ctx context.Context, user id.UserID, oldRoo
 	}
 	rs, err := s.snapshotState(ctx, oldRoom)
 	if errors.Is(err, ErrUnknownRoom) {
-		return "", mxhttp.Forbidden("You are not in this room")
+		return "", forbidden("You are not in this room")
 	}
 	if err != nil {
 		return "", err
 	}
 	if rs.membership(user) != "join" {
-		return "", mxhttp.Forbidden("You are not in this room")
+		return "", forbidden("You are not in this room")
 	}
 	pl := s.powerLevels(rs)
 	level := s.userLevel(rs, user)
 	if level < pl.GetEventLevel(eventType("m.room.tombstone", true)) {
-		return "", mxhttp.Forbidden("You may not upgrade this room")
+		return "", forbidden("You may not upgrade this room")
 	}
 	if t := rs.get("m.room.tombstone", ""); t != nil {
-		return "", mxhttp.BadJSON("This room has already been upgraded")
+		return "", badJSON("This room has already been upgraded")
 	}
 	create := rs.get("m.room.create", "")
 	req := &CreateRoomRequest{RoomVersion: newVersion, predecessor: &predecessor{roomID: oldRoom}}
@@ -127,7 +125,7 @@ func upgradeCreators(user id.UserID, nv id.RoomVersion, asked []string) ([]id.Us
 	var out []id.UserID
 	for _, u := range asked {
 		if !ValidUserID(u) {
-			return nil, mxhttp.BadJSON("Invalid user ID %q in additional_creators", u)
+			return nil, badJSON("Invalid user ID %q in additional_creators", u)
 		}
 		if id.UserID(u) != user {
 			out = append(out, id.UserID(u))

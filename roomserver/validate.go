@@ -7,8 +7,6 @@ import (
 
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
-
-	"github.com/myelin-chat/myelin/internal/mxhttp"
 )
 
 // ValidRoomID reports whether s has the grammar of a room ID: "!" then an
@@ -92,11 +90,11 @@ func ValidEventID(s string) bool { return len(s) >= 2 && len(s) <= MaxFieldBytes
 // malformed content is a 400 rather than an auth failure.
 func validatePowerLevels(version id.RoomVersion, content []byte) error {
 	if !gjson.ValidBytes(content) {
-		return mxhttp.NotJSON("Content is not JSON")
+		return newError(ErrNotJSON, "Content is not JSON")
 	}
 	obj := gjson.ParseBytes(content)
 	if !obj.IsObject() {
-		return mxhttp.BadJSON("Power levels must be an object")
+		return badJSON("Power levels must be an object")
 	}
 	isLevel := func(v gjson.Result) bool {
 		if v.Type == gjson.Number { // exactly, from the text: 2^53+1 reads as the float 2^53
@@ -112,7 +110,7 @@ func validatePowerLevels(version id.RoomVersion, content []byte) error {
 	}
 	for _, k := range []string{"ban", "events_default", "invite", "kick", "redact", "state_default", "users_default"} {
 		if v := obj.Get(k); v.Exists() && !isLevel(v) {
-			return mxhttp.BadJSON("Power level %q must be an integer", k)
+			return badJSON("Power level %q must be an integer", k)
 		}
 	}
 	for _, k := range []string{"events", "users", "notifications"} {
@@ -121,16 +119,16 @@ func validatePowerLevels(version id.RoomVersion, content []byte) error {
 			continue
 		}
 		if !v.IsObject() {
-			return mxhttp.BadJSON("Power levels %q must be an object", k)
+			return badJSON("Power levels %q must be an object", k)
 		}
 		var err error
 		v.ForEach(func(key, val gjson.Result) bool {
 			if !isLevel(val) {
-				err = mxhttp.BadJSON("Power level %s.%s must be an integer", k, key.Str)
+				err = badJSON("Power level %s.%s must be an integer", k, key.Str)
 				return false
 			}
 			if k == "users" && !ValidUserID(key.Str) {
-				err = mxhttp.BadJSON("%q in power levels users is not a user ID", key.Str)
+				err = badJSON("%q in power levels users is not a user ID", key.Str)
 				return false
 			}
 			return true

@@ -195,7 +195,7 @@ func (s *Service) createRoom(ctx context.Context, user id.UserID) (id.RoomID, er
 func (s *Service) membership(ctx context.Context, roomID id.RoomID, user id.UserID) (string, error) {
 	ev, err := s.rooms.StateEvent(ctx, s.SystemUser(), roomID, "m.room.member", user.String())
 	var mxErr *mxhttp.Error
-	if errors.As(err, &mxErr) && mxErr.Status == http.StatusNotFound {
+	if errors.Is(err, roomserver.ErrNotFound) || errors.As(err, &mxErr) && mxErr.Status == http.StatusNotFound {
 		return "", nil
 	}
 	if err != nil {
