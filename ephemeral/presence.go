@@ -1,4 +1,4 @@
-package syncapi
+package ephemeral
 
 import (
 	"context"
@@ -93,7 +93,7 @@ func (s *Service) SetPresence(ctx context.Context, userID, state string, statusM
 // storePresence writes a presence change at a new stream position and wakes
 // the users who share a room with userID (and userID).
 func (s *Service) storePresence(ctx context.Context, userID, state string, statusMsg *string, lastActive int64, active bool) error {
-	pos, finish, err := s.db.Stream.Allocate()
+	pos, finish, err := s.stream.Allocate()
 	if err != nil {
 		return err
 	}

@@ -1,9 +1,8 @@
-// Package syncapi is the module behind the sync-side client endpoints: typing
-// (in memory), receipts and read markers, presence, push rules (server
-// defaults merged with the user's own), pushers (stored; delivery to push
-// gateways comes later) and unread notification counts. /sync itself
-// (clientapi/sync) reads from it.
-package syncapi
+// Package ephemeral is the module behind the client endpoints whose data
+// /sync carries outside the room timelines: typing (in memory), receipts and
+// read markers, and presence. GET /sync (clientapi/syncv2) and sliding sync
+// read from it.
+package ephemeral
 
 import (
 	"context"
@@ -16,20 +15,37 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/internal/mxhttp"
-	"github.com/myelin-chat/myelin/internal/notifier"
 	"github.com/myelin-chat/myelin/storage"
 )
+
+// Store is what the module keeps in the store. *storage.DB satisfies it.
+type Store interface {
+	UpsertReceipt(ctx context.Context, r storage.Receipt) error
+	GetPresence(ctx context.Context, userID string) (*storage.Presence, error)
+	SetPresence(ctx context.Context, p storage.Presence) error
+	PresenceSince(ctx context.Context, userIDs []string, from, to int64) ([]storage.Presence, error)
+	UsersNotOffline(ctx context.Context) ([]string, error)
+}
+
+// Stream hands out the stream positions receipts and presence are written
+// at: *storage.Stream.
+type Stream interface {
+	Allocate() (pos int64, finish func(), err error)
+}
 
 // Rooms is what the module reads about rooms. *storage.DB satisfies it.
 type Rooms interface {
 	Membership(ctx context.Context, roomID, userID string) (string, error)
-	JoinedRooms(ctx context.Context, userID string) ([]string, error)
 	JoinedMembers(ctx context.Context, roomID string) ([]string, error)
 	UsersSharingRooms(ctx context.Context, userID string) ([]string, error)
 	EventPosition(ctx context.Context, roomID, eventID string) (int64, error)
-	RoomEventsRange(ctx context.Context, roomID string, from, to int64, limit int) ([]storage.SyncEvent, bool, error)
-	CurrentStateJSON(ctx context.Context, roomID, evType, stateKey string) (string, error)
-	UserMembershipHistory(ctx context.Context, roomID, userID string) ([]storage.UserMembershipChange, error)
+}
+
+// Notifier wakes the /sync long-polls of the users a change concerns:
+// *notifier.Notifier.
+type Notifier interface {
+	Notify(pos int64, users ...string)
+	Wake(users ...string)
 }
 
 // AccountData writes room account data (m.fully_read): accounts.Service.
@@ -37,42 +53,54 @@ type AccountData interface {
 	PutAccountData(ctx context.Context, userID id.UserID, roomID id.RoomID, typ string, content json.RawMessage) error
 }
 
-// Service is the sync-side module.
+// ReceiptWatcher is told after a user's read receipt in a room moved: the
+// push module's unread counts for that room start over (push.Service).
+type ReceiptWatcher interface {
+	ReceiptMoved(userID, roomID string)
+}
+
+// Options are what the module is built from.
+type Options struct {
+	Store    Store
+	Stream   Stream
+	Rooms    Rooms
+	Notifier Notifier
+	// AccountData may be nil: read markers then refuse m.fully_read.
+	AccountData AccountData
+	// Receipts may be nil.
+	Receipts ReceiptWatcher
+	// Presence is the presence.enabled switch: off, nothing is stored or sent.
+	Presence bool
+}
+
+// Service is the module.
 type Service struct {
-	db              *storage.DB
+	db              Store
+	stream          Stream
 	rooms           Rooms
-	notifier        *notifier.Notifier
+	notifier        Notifier
 	presenceEnabled bool
 	accountData     AccountData
+	receipts        ReceiptWatcher
 
 	Typing *Typing
-	// AllowPrivatePushGateways admits pushers whose gateway is on a
-	// non-public address (push.allow_private_gateways; development only).
-	AllowPrivatePushGateways bool
-
-	rulesMu  sync.Mutex
-	rules    map[string]*cachedRules
-	rulesGen map[string]int64
 
 	presenceMu   sync.Mutex
 	presence     map[string]string // user → last stored presence state
 	activity     map[string]*presenceActivity
 	idleAfter    time.Duration
 	offlineAfter time.Duration
-
-	unreadMu sync.Mutex
-	unread   map[string]*unreadEntry // user\x00room → counts so far
 }
 
-// New builds the module. accountData may be nil until the accounts module
-// provides it (read markers then refuse m.fully_read).
-func New(db *storage.DB, rooms Rooms, n *notifier.Notifier, presenceEnabled bool, accountData AccountData) *Service {
-	s := &Service{db: db, rooms: rooms, notifier: n, presenceEnabled: presenceEnabled, accountData: accountData,
-		unread: map[string]*unreadEntry{}, rules: map[string]*cachedRules{}, rulesGen: map[string]int64{},
+// New builds the module and, with presence on, re-arms the idle timers of the
+// users stored as not offline.
+func New(o Options) *Service {
+	s := &Service{db: o.Store, stream: o.Stream, rooms: o.Rooms, notifier: o.Notifier, presenceEnabled: o.Presence,
+		accountData: o.AccountData, receipts: o.Receipts,
 		presence: map[string]string{}, activity: map[string]*presenceActivity{},
 		idleAfter: DefaultIdleAfter, offlineAfter: DefaultOfflineAfter}
 	s.Typing = NewTyping(s.typingChanged)
-	if presenceEnabled {
+	if s.presenceEnabled {
 		if err := s.rearmPresence(context.Background()); err != nil {
 			slog.Error("presence: re-arming idle timers", "err", err)
 		}
@@ -142,7 +170,7 @@ func (s *Service) SendReceipt(ctx context.Context, roomID, userID, receiptType, 
 			return err
 		}
 	}
-	pos, finish, err := s.db.Stream.Allocate()
+	pos, finish, err := s.stream.Allocate()
 	if err != nil {
 		return err
 	}
@@ -154,7 +182,9 @@ func (s *Service) SendReceipt(ctx context.Context, roomID, userID, receiptType, 
 	if err != nil {
 		return err
 	}
-	s.forgetUnread(userID, roomID)
+	if s.receipts != nil {
+		s.receipts.ReceiptMoved(userID, roomID)
+	}
 	if receiptType == ReceiptReadPrivate {
 		s.notifier.Notify(pos, userID)
 		return nil

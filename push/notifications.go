@@ -1,4 +1,4 @@
-package syncapi
+package push
 
 import (
 	"context"
@@ -9,8 +9,8 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/pushrules"
 
-	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/storage"
+	"github.com/myelin-chat/myelin/visibility"
 )
 
 // Unread counts are computed when read: the events after the user's read
@@ -84,7 +84,7 @@ func (s *Service) readPositions(ctx context.Context, roomID, userID string) (rea
 		return rp, err
 	}
 	for _, r := range receipts {
-		if r.Type != ReceiptRead && r.Type != ReceiptReadPrivate {
+		if r.Type != string(event.ReceiptTypeRead) && r.Type != string(event.ReceiptTypeReadPrivate) {
 			continue
 		}
 		pos, err := s.rooms.EventPosition(ctx, roomID, r.EventID)
@@ -108,9 +108,9 @@ func (s *Service) readPositions(ctx context.Context, roomID, userID string) (rea
 // sent, an event counts (unread counts, /notifications) only when the user
 // was joined at the time: never what was sent before they joined or while
 // they were away, whatever the room's history visibility lets them read.
-// Joined at the time implies they may see it (roomserver.HistoryVisibility).
+// Joined at the time implies they may see it (visibility.History).
 type membershipView struct {
-	hv roomserver.HistoryVisibility
+	hv visibility.History
 	// firstJoin is the position of the user's first join (0: never joined);
 	// spellStart that of the join that began their current stay (0: not joined).
 	firstJoin, spellStart int64
@@ -124,7 +124,7 @@ func (s *Service) membershipView(ctx context.Context, roomID, userID string) (me
 	var mv membershipView
 	prev := "leave"
 	for _, m := range hist {
-		mv.hv.Memberships = append(mv.hv.Memberships, roomserver.Positioned{Pos: m.StreamPos, Value: m.Membership})
+		mv.hv.Memberships = append(mv.hv.Memberships, visibility.Positioned{Pos: m.StreamPos, Value: m.Membership})
 		if m.Membership == "join" && prev != "join" {
 			mv.spellStart = m.StreamPos
 			if mv.firstJoin == 0 {
@@ -332,7 +332,7 @@ const (
 // bounded: when a room's scan stops short, the page ends where that room's
 // scan did and the next one continues from there (possibly after an empty page).
 func (s *Service) Notifications(ctx context.Context, userID string, before int64, limit int, onlyHighlight bool) ([]Notification, int64, error) {
-	upTo := s.db.Stream.Current()
+	upTo := s.stream.Current()
 	rooms, err := s.rooms.JoinedRooms(ctx, userID)
 	if err != nil {
 		return nil, 0, err

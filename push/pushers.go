@@ -1,4 +1,4 @@
-package syncapi
+package push
 
 import (
 	"context"
@@ -50,7 +50,7 @@ func (s *Service) checkGatewayURL(raw string) error {
 	if u.Path != gatewayPath {
 		return mxhttp.InvalidParam("data.url must have the path %s", gatewayPath)
 	}
-	if !s.AllowPrivatePushGateways && !netguard.CheckHostLiteral(u.Hostname()) {
+	if !s.allowPrivateGateways && !netguard.CheckHostLiteral(u.Hostname()) {
 		return mxhttp.InvalidParam("data.url must name a push gateway on a public address")
 	}
 	return nil

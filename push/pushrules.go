@@ -1,4 +1,4 @@
-package syncapi
+package push
 
 import (
 	"context"
@@ -144,7 +144,7 @@ func defaultRules(userID string) map[string][]*pushrules.PushRule {
 		"[the local part of the user's Matrix ID]", jsonString(localpart)).Replace(defaultRulesJSON)
 	var rules map[string][]*pushrules.PushRule
 	if err := json.Unmarshal([]byte(raw), &rules); err != nil {
-		panic("syncapi: bad default push rules: " + err.Error())
+		panic("push: bad default push rules: " + err.Error())
 	}
 	return rules
 }
@@ -303,7 +303,7 @@ func indexOf(rules []*pushrules.PushRule, ruleID string) int {
 // modify applies change to the user's stored rules in one transaction at a new
 // stream position, and notifies the user (m.push_rules account data changed).
 func (s *Service) modify(ctx context.Context, userID string, change func(st *storedRules, effective Rules) error) error {
-	pos, finish, err := s.db.Stream.Allocate()
+	pos, finish, err := s.stream.Allocate()
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package syncapi
+package push
 
 import (
 	"encoding/json"

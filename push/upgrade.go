@@ -1,4 +1,4 @@
-package syncapi
+package push
 
 import (
 	"context"
@@ -8,26 +8,26 @@ import (
 	"slices"
 	"strings"
 
+	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
 	"maunium.net/go/mautrix/pushrules"
 
-	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/storage"
 )
 
-// OnEventPersisted implements roomserver.EventPersistedHook. When a room is
+// OnRoomEvent is told about every new room event. When a room is
 // replaced (an m.room.tombstone, sent by POST /upgrade or by hand), its
 // joined members keep their notification settings for it in the replacement
 // room, as Synapse does on upgrade. The hook runs before the tombstone's
 // sender gets the answer, so the rules are there when the client moves on.
-func (s *Service) OnEventPersisted(ctx context.Context, ev *roomserver.Event, _ []string) {
-	if ev.PDU.Type != "m.room.tombstone" || ev.PDU.StateKey == nil || *ev.PDU.StateKey != "" {
+func (s *Service) OnRoomEvent(ctx context.Context, ev *pdu.PDU) {
+	if ev.Type != "m.room.tombstone" || ev.StateKey == nil || *ev.StateKey != "" {
 		return
 	}
 	var c struct {
 		Replacement string `json:"replacement_room"`
 	}
-	if json.Unmarshal(ev.PDU.Content, &c) != nil || c.Replacement == string(ev.RoomID) {
+	if json.Unmarshal(ev.Content, &c) != nil || c.Replacement == string(ev.RoomID) {
 		return
 	}
 	if sigil, local, _ := id.ParseCommonIdentifier(c.Replacement); sigil != '!' || local == "" {

@@ -12,7 +12,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 )
 
 // TestPutStateUnchanged: a state PUT whose content equals the current

@@ -14,7 +14,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"maunium.net/go/mautrix"
 
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 )
 
 // TestNoRouteAnswers500OnGarbage walks every registered route and sends it

@@ -12,8 +12,8 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 	"github.com/myelin-chat/myelin/internal/config"
-	"github.com/myelin-chat/myelin/internal/testserver"
 )
 
 const noticePath = "/_synapse/admin/v1/send_server_notice"

@@ -1,10 +1,10 @@
-package roomserver
+// Package visibility holds the spec's room history visibility rules, which
+// every API that serves room events to a client applies: /messages,
+// /context, /event, relations, search, /sync, sliding sync and notifications.
+package visibility
 
 import (
-	"context"
 	"slices"
-
-	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/storage"
 )
@@ -13,11 +13,11 @@ import (
 // stream position (the position of the event that set it).
 type Positioned = storage.PositionedValue
 
-// HistoryVisibility applies the spec's history visibility rules
+// History applies the spec's history visibility rules
 // (client-server API, "Room History Visibility", server behaviour) for one
 // user in one room. /messages, /context, /event, relations and /sync all
 // decide with it, so every API shows a user the same events.
-type HistoryVisibility struct {
+type History struct {
 	// Memberships are the user's membership events in the room, ascending by position.
 	Memberships []Positioned
 	// Visibility are the room's m.room.history_visibility events (their
@@ -53,7 +53,7 @@ func normalVisibility(v string) string {
 // sent (or the event is their own join or leave after having joined): then
 // the event is visible whatever the history visibility, so callers can skip
 // loading Visibility.
-func (h *HistoryVisibility) JoinedAt(pos int64) bool {
+func (h *History) JoinedAt(pos int64) bool {
 	prior, at := before(h.Memberships, pos, "leave")
 	return prior == "join" || at == "join"
 }
@@ -63,7 +63,7 @@ func (h *HistoryVisibility) JoinedAt(pos int64) bool {
 // unsigned.membership): "leave" before they were ever invited or joined.
 // Stream order stands for the DAG's: a membership event of the user at a
 // lower position is taken to precede the event.
-func (h *HistoryVisibility) MembershipAt(pos int64) string {
+func (h *History) MembershipAt(pos int64) string {
 	_, at := before(h.Memberships, pos, "leave")
 	return at
 }
@@ -72,7 +72,7 @@ func (h *HistoryVisibility) MembershipAt(pos int64) string {
 // The rules apply to the state before the event; for the room's
 // history_visibility events and the user's own membership events, the state
 // after the event may allow it too (both are in the lists at pos).
-func (h *HistoryVisibility) CanSee(pos int64) bool {
+func (h *History) CanSee(pos int64) bool {
 	visPrior, visAt := before(h.Visibility, pos, "shared")
 	memPrior, memAt := before(h.Memberships, pos, "leave")
 	if h.allowed(normalVisibility(visPrior), memPrior, pos) {
@@ -90,7 +90,7 @@ const maxVisibleRanges = 16
 // maxVisibleRanges, neighbouring ranges are merged, so the ranges may hold
 // some hidden positions too: CanSee still decides each event. Empty when
 // the user may see nothing.
-func (h *HistoryVisibility) VisibleRanges() [][2]int64 {
+func (h *History) VisibleRanges() [][2]int64 {
 	const end = int64(1) << 62
 	// CanSee only changes at the positions of the user's membership events
 	// and of the room's history_visibility events: it is constant between them.
@@ -137,7 +137,7 @@ func (h *HistoryVisibility) VisibleRanges() [][2]int64 {
 	return out
 }
 
-func (h *HistoryVisibility) allowed(vis, membership string, pos int64) bool {
+func (h *History) allowed(vis, membership string, pos int64) bool {
 	switch {
 	case vis == "world_readable", membership == "join":
 		return true
@@ -152,26 +152,4 @@ func (h *HistoryVisibility) allowed(vis, membership string, pos int64) bool {
 		return membership == "invite"
 	}
 	return false
-}
-
-type deviceKey struct{}
-
-type requester struct {
-	user   id.UserID
-	device id.DeviceID
-}
-
-// WithDevice tells the read APIs (Event, Messages, Context, State, Members,
-// Relations, Threads) which device of user is asking: events that device sent
-// with a transaction ID carry unsigned.transaction_id, for no one else.
-func WithDevice(ctx context.Context, user id.UserID, device id.DeviceID) context.Context {
-	return context.WithValue(ctx, deviceKey{}, requester{user, device})
-}
-
-// requestingDevice is the device WithDevice recorded for user ("" if none).
-func requestingDevice(ctx context.Context, user id.UserID) id.DeviceID {
-	if r, ok := ctx.Value(deviceKey{}).(requester); ok && r.user == user {
-		return r.device
-	}
-	return ""
 }

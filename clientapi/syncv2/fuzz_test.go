@@ -1,4 +1,4 @@
-package sync
+package syncv2
 
 import (
 	"errors"

@@ -1,4 +1,4 @@
-package sync
+package syncv2
 
 import (
 	"context"
@@ -9,9 +9,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/myelin-chat/myelin/ephemeral"
 	"github.com/myelin-chat/myelin/internal/authn"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
-	"github.com/myelin-chat/myelin/syncapi"
 )
 
 // testHookBeforeWait, when set by a test, runs between a long-poll's first
@@ -66,9 +66,9 @@ func (s *Syncer) handle(r *http.Request) (*Response, error) {
 	}
 	setPresence := q.Get("set_presence")
 	if setPresence == "" {
-		setPresence = syncapi.PresenceOnline
+		setPresence = ephemeral.PresenceOnline
 	}
-	if !syncapi.ValidPresence(setPresence) {
+	if !ephemeral.ValidPresence(setPresence) {
 		return nil, mxhttp.InvalidParam("set_presence must be online, offline or unavailable")
 	}
 	filter, err := s.loadFilter(ctx, req.UserID, q.Get("filter"))
@@ -78,8 +78,8 @@ func (s *Syncer) handle(r *http.Request) (*Response, error) {
 	req.Filter = filter
 
 	// "offline" only means: don't mark the user online by syncing.
-	if setPresence != syncapi.PresenceOffline {
-		if err := s.module.SetPresence(ctx, req.UserID, setPresence, nil, false); err != nil {
+	if setPresence != ephemeral.PresenceOffline {
+		if err := s.ephemeral.SetPresence(ctx, req.UserID, setPresence, nil, false); err != nil {
 			return nil, err
 		}
 	}
@@ -170,6 +170,6 @@ func (s *Syncer) Sync(ctx context.Context, req *Request, timeout time.Duration) 
 func (s *Syncer) current() Token {
 	// The typing serial first: a change after it is reported again next time
 	// rather than lost.
-	typing := s.module.Typing.Serial()
+	typing := s.ephemeral.Typing.Serial()
 	return Token{Pos: s.stream.Current(), Typing: typing}
 }

@@ -1,9 +1,9 @@
-package sync
+package syncv2
 
 import (
 	"encoding/json"
 
-	"github.com/myelin-chat/myelin/syncapi"
+	"github.com/myelin-chat/myelin/push"
 )
 
 // Response is the body of GET /sync (sync.yaml). Empty sections are left out.
@@ -60,14 +60,14 @@ type Summary struct {
 
 // JoinedRoom is one room in rooms.join.
 type JoinedRoom struct {
-	Summary     *Summary                  `json:"summary,omitempty"`
-	State       *Events                   `json:"state,omitempty"`
-	StateAfter  *Events                   `json:"state_after,omitempty"`
-	Timeline    *Timeline                 `json:"timeline,omitempty"`
-	Ephemeral   *Events                   `json:"ephemeral,omitempty"`
-	AccountData *Events                   `json:"account_data,omitempty"`
-	Unread      *syncapi.Counts           `json:"unread_notifications,omitempty"`
-	UnreadThr   map[string]syncapi.Counts `json:"unread_thread_notifications,omitempty"`
+	Summary     *Summary               `json:"summary,omitempty"`
+	State       *Events                `json:"state,omitempty"`
+	StateAfter  *Events                `json:"state_after,omitempty"`
+	Timeline    *Timeline              `json:"timeline,omitempty"`
+	Ephemeral   *Events                `json:"ephemeral,omitempty"`
+	AccountData *Events                `json:"account_data,omitempty"`
+	Unread      *push.Counts           `json:"unread_notifications,omitempty"`
+	UnreadThr   map[string]push.Counts `json:"unread_thread_notifications,omitempty"`
 }
 
 // InvitedRoom is one room in rooms.invite.

@@ -1,4 +1,4 @@
-package sync
+package syncv2
 
 import (
 	"context"
@@ -7,8 +7,8 @@ import (
 
 	"maunium.net/go/mautrix/pushrules"
 
+	"github.com/myelin-chat/myelin/ephemeral"
 	"github.com/myelin-chat/myelin/storage"
-	"github.com/myelin-chat/myelin/syncapi"
 )
 
 // timeline reads the room's timeline in (from, to] through the filter: the
@@ -208,7 +208,7 @@ func (s *Syncer) joinedRoom(ctx context.Context, req *Request, v *roomViewer, si
 	if newly {
 		typingSince = 0
 	}
-	if users, changed := s.module.Typing.Since(roomID, typingSince); changed && allows(req.Filter.room().Ephemeral, "m.typing", "", roomID, nil) {
+	if users, changed := s.ephemeral.Typing.Since(roomID, typingSince); changed && allows(req.Filter.room().Ephemeral, "m.typing", "", roomID, nil) {
 		if users == nil {
 			users = []string{}
 		}
@@ -240,7 +240,7 @@ func (s *Syncer) joinedRoom(ctx context.Context, req *Request, v *roomViewer, si
 		}
 		jr.Summary = sum
 	}
-	main, threads, err := s.module.UnreadCounts(ctx, req.UserID, roomID, to.Pos, ruleset, rulesPos, req.Filter.ThreadNotifications(), recentOrNil(evs, complete), from)
+	main, threads, err := s.push.UnreadCounts(ctx, req.UserID, roomID, to.Pos, ruleset, rulesPos, req.Filter.ThreadNotifications(), recentOrNil(evs, complete), from)
 	if err != nil {
 		return nil, err
 	}
@@ -257,7 +257,7 @@ func receiptEvent(userID string, receipts []storage.Receipt) json.RawMessage {
 	content := map[string]map[string]map[string]map[string]any{}
 	n := 0
 	for _, r := range receipts {
-		if r.Type == syncapi.ReceiptReadPrivate && r.UserID != userID {
+		if r.Type == ephemeral.ReceiptReadPrivate && r.UserID != userID {
 			continue
 		}
 		byType := content[r.EventID]

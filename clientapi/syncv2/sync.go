@@ -1,7 +1,7 @@
-// Package sync answers GET /sync: it reads everything after the client's
+// Package syncv2 answers GET /sync (v2, as opposed to sliding sync): it reads everything after the client's
 // token up to the stream's safe position, shapes it by the client's filter,
 // and long-polls on the notifier when there is nothing new.
-package sync
+package syncv2
 
 import (
 	"context"
@@ -11,10 +11,11 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/myelin-chat/myelin/ephemeral"
 	"github.com/myelin-chat/myelin/internal/notifier"
 	"github.com/myelin-chat/myelin/keyserver"
+	"github.com/myelin-chat/myelin/push"
 	"github.com/myelin-chat/myelin/storage"
-	"github.com/myelin-chat/myelin/syncapi"
 )
 
 // Store is what /sync reads from the store; *storage.DB satisfies it.
@@ -60,21 +61,23 @@ type Stream interface{ Current() int64 }
 
 // Syncer builds /sync responses.
 type Syncer struct {
-	store    Store
-	module   *syncapi.Service
-	keys     Keys
-	notifier *notifier.Notifier
-	stream   Stream
-	lazy     *lazyMembers
-	toDevice *toDeviceAcks
+	store     Store
+	ephemeral *ephemeral.Service
+	push      *push.Service
+	keys      Keys
+	notifier  *notifier.Notifier
+	stream    Stream
+	lazy      *lazyMembers
+	toDevice  *toDeviceAcks
 	// PrevBatch makes the /messages token that continues backwards from
 	// before the event at position pos in roomID.
 	PrevBatch func(roomID string, pos int64) string
 }
 
-// New builds a Syncer. keys may be nil.
-func New(store Store, stream Stream, module *syncapi.Service, keys Keys, n *notifier.Notifier) *Syncer {
-	return &Syncer{store: store, stream: stream, module: module, keys: keys, notifier: n, lazy: newLazyMembers(), toDevice: newToDeviceAcks(),
+// New builds a Syncer: typing, receipts and presence come from eph, push
+// rules and unread counts from rules. keys may be nil.
+func New(store Store, stream Stream, eph *ephemeral.Service, rules *push.Service, keys Keys, n *notifier.Notifier) *Syncer {
+	return &Syncer{store: store, stream: stream, ephemeral: eph, push: rules, keys: keys, notifier: n, lazy: newLazyMembers(), toDevice: newToDeviceAcks(),
 		PrevBatch: func(_ string, pos int64) string { return Token{Pos: pos - 1}.String() }}
 }
 
@@ -158,11 +161,11 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 			receipts[r.RoomID] = append(receipts[r.RoomID], r)
 		}
 	}
-	rules, rulesPos, err := s.module.PushRules(ctx, req.UserID)
+	rules, rulesPos, err := s.push.PushRules(ctx, req.UserID)
 	if err != nil {
 		return nil, err
 	}
-	ruleset, _, err := s.module.PushRuleset(ctx, req.UserID)
+	ruleset, _, err := s.push.PushRuleset(ctx, req.UserID)
 	if err != nil {
 		return nil, err
 	}
@@ -189,7 +192,7 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 		case "join":
 			newly := req.Initial || req.FullState || m.before == nil || m.before.Membership != "join"
 			if !newly && !newRooms[roomID] && len(receipts[roomID]) == 0 && len(roomAcct[roomID]) == 0 {
-				if _, changed := s.module.Typing.Since(roomID, since.Typing); !changed {
+				if _, changed := s.ephemeral.Typing.Since(roomID, since.Typing); !changed {
 					continue
 				}
 			}
@@ -349,7 +352,7 @@ func (m *roomMembership) joinEnd() (pos int64, ok bool) {
 }
 
 func (s *Syncer) presence(ctx context.Context, req *Request, resp *Response, since, to Token, mems map[string]*roomMembership) error {
-	if !s.module.PresenceEnabled() || !typeAllowed(req.Filter.Presence, "m.presence") {
+	if !s.ephemeral.PresenceEnabled() || !typeAllowed(req.Filter.Presence, "m.presence") {
 		return nil // off, or the filter wants no presence at all
 	}
 	users, err := s.store.UsersSharingRooms(ctx, req.UserID)
@@ -363,7 +366,7 @@ func (s *Syncer) presence(ctx context.Context, req *Request, resp *Response, sin
 	if !found {
 		users = append(users, req.UserID)
 	}
-	ps, err := s.module.PresenceSince(ctx, users, since.Pos, to.Pos)
+	ps, err := s.ephemeral.PresenceSince(ctx, users, since.Pos, to.Pos)
 	if err != nil {
 		return err
 	}
@@ -378,7 +381,7 @@ func (s *Syncer) presence(ctx context.Context, req *Request, resp *Response, sin
 			delete(newly, p.UserID)
 		}
 		if len(newly) > 0 {
-			more, err := s.module.PresenceSince(ctx, slices.Sorted(maps.Keys(newly)), 0, to.Pos)
+			more, err := s.ephemeral.PresenceSince(ctx, slices.Sorted(maps.Keys(newly)), 0, to.Pos)
 			if err != nil {
 				return err
 			}
@@ -390,7 +393,7 @@ func (s *Syncer) presence(ctx context.Context, req *Request, resp *Response, sin
 		if !allows(req.Filter.Presence, "m.presence", p.UserID, "", nil) {
 			continue
 		}
-		ev, _ := json.Marshal(map[string]any{"type": "m.presence", "sender": p.UserID, "content": s.module.PresenceContent(p)})
+		ev, _ := json.Marshal(map[string]any{"type": "m.presence", "sender": p.UserID, "content": s.ephemeral.PresenceContent(p)})
 		evs = append(evs, ev)
 	}
 	resp.Presence = eventsOrNil(evs)

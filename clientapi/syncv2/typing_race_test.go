@@ -1,4 +1,4 @@
-package sync_test
+package syncv2_test
 
 import (
 	"context"
@@ -9,8 +9,8 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 
-	clientsync "github.com/myelin-chat/myelin/clientapi/sync"
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/clientapi/syncv2"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 )
 
 func TestMain(m *testing.M) { testserver.Main(m) }
@@ -34,14 +34,14 @@ func TestTypingBetweenReadAndWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	var once sync.Once
-	clientsync.SetTestHookBeforeWait(func() {
+	syncv2.SetTestHookBeforeWait(func() {
 		once.Do(func() {
-			if err := srv.Sync.SetTyping(ctx, room.RoomID.String(), bob.UserID.String(), true, time.Minute); err != nil {
+			if err := srv.Ephemeral.SetTyping(ctx, room.RoomID.String(), bob.UserID.String(), true, time.Minute); err != nil {
 				t.Error(err)
 			}
 		})
 	})
-	defer clientsync.SetTestHookBeforeWait(nil)
+	defer syncv2.SetTestHookBeforeWait(nil)
 	start := time.Now()
 	resp, err := alice.SyncRequest(ctx, 8000, first.NextBatch, `{"presence":{"not_types":["*"]}}`, false, event.PresenceOnline)
 	if err != nil {

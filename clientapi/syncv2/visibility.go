@@ -1,4 +1,4 @@
-package sync
+package syncv2
 
 import (
 	"context"
@@ -6,24 +6,24 @@ import (
 
 	"github.com/tidwall/gjson"
 
-	"github.com/myelin-chat/myelin/roomserver"
+	"github.com/myelin-chat/myelin/push"
 	"github.com/myelin-chat/myelin/storage"
-	"github.com/myelin-chat/myelin/syncapi"
+	"github.com/myelin-chat/myelin/visibility"
 )
 
 // roomViewer applies the room's history visibility for the syncing user,
-// exactly as /messages does (roomserver.HistoryVisibility). The user's
+// exactly as /messages does (visibility.History). The user's
 // membership history comes with the sync's membership read; the room's
 // history_visibility changes are read only when some event was sent while the
 // user was not joined (never in the common incremental case).
 type roomViewer struct {
 	roomID string
-	hv     roomserver.HistoryVisibility
+	hv     visibility.History
 	loaded bool // hv.Visibility read
 }
 
 func (s *Syncer) roomViewer(roomID string, m *roomMembership) *roomViewer {
-	return &roomViewer{roomID: roomID, hv: roomserver.HistoryVisibility{Memberships: m.history}}
+	return &roomViewer{roomID: roomID, hv: visibility.History{Memberships: m.history}}
 }
 
 // canSee reports whether the user may see the event at pos.
@@ -88,7 +88,7 @@ func (s *Syncer) render(ctx context.Context, req *Request, v *roomViewer, evs []
 			e.PrevContent = prev[e.ReplacesState]
 		}
 		e.Membership = v.hv.MembershipAt(e.Pos)
-		if ce := syncapi.ClientEvent(e, req.UserID, req.DeviceID); ce != nil {
+		if ce := push.ClientEvent(e, req.UserID, req.DeviceID); ce != nil {
 			out = append(out, ce)
 		}
 	}
