@@ -18,8 +18,9 @@ import (
 // OnRoomEvent is told about every new room event. When a room is
 // replaced (an m.room.tombstone, sent by POST /upgrade or by hand), its
 // joined members keep their notification settings for it in the replacement
-// room, as Synapse does on upgrade. The hook runs before the tombstone's
-// sender gets the answer, so the rules are there when the client moves on.
+// room, as Synapse does on upgrade. The homeserver calls it from the room
+// writer's hook, before the tombstone's sender gets the answer, so the rules
+// are there when the client moves on.
 func (s *Service) OnRoomEvent(ctx context.Context, ev *pdu.PDU) {
 	if ev.Type != "m.room.tombstone" || ev.StateKey == nil || *ev.StateKey != "" {
 		return
