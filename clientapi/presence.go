@@ -5,9 +5,9 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/myelin-chat/myelin/ephemeral"
 	"github.com/myelin-chat/myelin/internal/authn"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
-	"github.com/myelin-chat/myelin/syncapi"
 )
 
 func (a *API) presenceRoutes(r chi.Router) {
@@ -38,7 +38,7 @@ func (a *API) putPresence(r *http.Request) (any, error) {
 	if body.Presence == "" {
 		return nil, mxhttp.BadJSON("presence is required")
 	}
-	if !syncapi.ValidPresence(body.Presence) {
+	if !ephemeral.ValidPresence(body.Presence) {
 		return nil, mxhttp.InvalidParam("presence must be online, offline or unavailable")
 	}
 	return mxhttp.EmptyOr(a.Sync.SetPresence(r.Context(), dev.UserID.String(), body.Presence, body.StatusMsg, true))

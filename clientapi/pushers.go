@@ -7,7 +7,7 @@ import (
 
 	"github.com/myelin-chat/myelin/internal/authn"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
-	"github.com/myelin-chat/myelin/syncapi"
+	"github.com/myelin-chat/myelin/push"
 )
 
 func (a *API) pusherRoutes(r chi.Router) {
@@ -29,7 +29,7 @@ func (a *API) getPushers(r *http.Request) (any, error) {
 // is not implemented yet.
 func (a *API) setPusher(r *http.Request) (any, error) {
 	dev := authn.FromRequest(r)
-	var req syncapi.PusherRequest
+	var req push.PusherRequest
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
 		return nil, err
 	}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/myelin-chat/myelin/internal/authn"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
-	"github.com/myelin-chat/myelin/syncapi"
+	"github.com/myelin-chat/myelin/push"
 )
 
 func (a *API) pushRuleRoutes(r chi.Router) {
@@ -62,7 +62,7 @@ func (a *API) getPushRule(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return syncapi.WireRule{Rule: rule, Kind: mxhttp.PathParam(r, "kind")}, nil
+	return push.WireRule{Rule: rule, Kind: mxhttp.PathParam(r, "kind")}, nil
 }
 
 func (a *API) putPushRule(r *http.Request) (any, error) {
@@ -124,7 +124,7 @@ func (a *API) getPushRuleActions(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"actions": syncapi.WireActions(rule.Actions)}, nil
+	return map[string]any{"actions": push.WireActions(rule.Actions)}, nil
 }
 
 func (a *API) putPushRuleActions(r *http.Request) (any, error) {

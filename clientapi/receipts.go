@@ -7,9 +7,9 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/myelin-chat/myelin/ephemeral"
 	"github.com/myelin-chat/myelin/internal/authn"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
-	"github.com/myelin-chat/myelin/syncapi"
 )
 
 func (a *API) receiptRoutes(r chi.Router) {
@@ -34,9 +34,9 @@ func (a *API) postReceipt(r *http.Request) (any, error) {
 		return nil, mxhttp.InvalidParam("Invalid event ID")
 	}
 	switch typ {
-	case syncapi.ReceiptRead, syncapi.ReceiptReadPrivate:
+	case ephemeral.ReceiptRead, ephemeral.ReceiptReadPrivate:
 		err = a.Sync.SendReceipt(r.Context(), roomID, dev.UserID.String(), typ, eventID, threadID)
-	case syncapi.FullyRead:
+	case ephemeral.FullyRead:
 		if threadID != "" {
 			return nil, mxhttp.InvalidParam("thread_id is not allowed for m.fully_read")
 		}

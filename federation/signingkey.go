@@ -1,6 +1,8 @@
-// Package federation is the server-server API: signing keys, key fetching,
-// server discovery, inbound handlers, the outbound queue and the
-// data-localization policy checks.
+// Package federation is the server-server API as far as it exists: signing
+// keys, the key fetcher and notary, X-Matrix request signing and
+// verification, server discovery, the server-level policy (which servers the
+// server talks to, per purpose), /version and profile queries. There is no
+// room federation yet: no outbound event queue, no per-room policy.
 package federation
 
 import (

@@ -20,7 +20,8 @@ import (
 	"github.com/myelin-chat/myelin/accounts"
 	"github.com/myelin-chat/myelin/clientapi"
 	"github.com/myelin-chat/myelin/clientapi/slidingsync"
-	clientsync "github.com/myelin-chat/myelin/clientapi/sync"
+	"github.com/myelin-chat/myelin/clientapi/syncv2"
+	"github.com/myelin-chat/myelin/ephemeral"
 	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/internal/config"
 	"github.com/myelin-chat/myelin/internal/metrics"
@@ -29,10 +30,10 @@ import (
 	"github.com/myelin-chat/myelin/internal/ratelimit"
 	"github.com/myelin-chat/myelin/keyserver"
 	"github.com/myelin-chat/myelin/mediaapi"
+	"github.com/myelin-chat/myelin/push"
 	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/servernotices"
 	"github.com/myelin-chat/myelin/storage"
-	"github.com/myelin-chat/myelin/syncapi"
 	"github.com/myelin-chat/myelin/userdirectory"
 )
 
@@ -46,8 +47,9 @@ type Server struct {
 	Metrics    *metrics.Registry
 	Keys       *keyserver.Service
 	Rooms      *roomserver.Server
-	Sync       *syncapi.Service
-	Syncer     *clientsync.Syncer
+	Ephemeral  *ephemeral.Service
+	Push       *push.Service
+	Syncer     *syncv2.Syncer
 	Media      *mediaapi.Service
 	Notices    *servernotices.Service
 	// Federation: keys, key fetcher/notary, request authentication, outbound client.
@@ -126,11 +128,14 @@ func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 			slog.ErrorContext(ctx, "leaving the rooms of a deactivated account", "user", userID, "err", err)
 		}
 	})
-	// Sync: the module (typing, receipts, presence, push) and GET /sync.
-	s.Sync = syncapi.New(db, db, s.Notifier, cfg.Presence.Enabled, s.Accounts)
-	s.Sync.AllowPrivatePushGateways = cfg.Push.AllowPrivateGateways
-	s.Rooms.AddHook(s.Sync) // room upgrades carry the members' push rules over
-	s.Syncer = clientsync.New(db, db.Stream, s.Sync, s.Keys, s.Notifier)
+	// Push rules, pushers and unread counts; typing, receipts and presence
+	// (a read receipt resets the unread counts); GET /sync over both.
+	s.Push = push.New(push.Options{Store: db, Stream: db.Stream, Rooms: db, Notifier: s.Notifier,
+		AllowPrivateGateways: cfg.Push.AllowPrivateGateways})
+	s.Rooms.AddHook(pushHook{s.Push}) // room upgrades carry the members' push rules over
+	s.Ephemeral = ephemeral.New(ephemeral.Options{Store: db, Stream: db.Stream, Rooms: db, Notifier: s.Notifier,
+		AccountData: s.Accounts, Receipts: s.Push, Presence: cfg.Presence.Enabled})
+	s.Syncer = syncv2.New(db, db.Stream, s.Ephemeral, s.Push, s.Keys, s.Notifier)
 	s.Syncer.PrevBatch = func(_ string, pos int64) string { return roomserver.StreamToken(pos - 1) }
 	// Content repository: blobs under <data_dir>/media, metadata in the store.
 	if s.Media, err = mediaapi.New(db, cfg); err != nil {
@@ -151,9 +156,9 @@ func (s *Server) routes() http.Handler {
 		r.With(loopbackOnly).Get("/metrics", s.Metrics.Handler().ServeHTTP)
 	}
 	api := &clientapi.API{Config: s.Config, Accounts: s.Accounts, Keys: s.Keys, Rooms: s.Rooms,
-		Sync: syncArea{s.Syncer, s.Sync}, Media: s.Media, UserDirectory: userdirectory.New(s.DB),
+		Sync: syncArea{s.Syncer, s.Ephemeral, s.Push}, Media: s.Media, UserDirectory: userdirectory.New(s.DB),
 		ServerNotices: s.Notices}
-	api.SlidingSync = slidingsync.New(s.Syncer, s.DB, s.Sync, s.Keys)
+	api.SlidingSync = slidingsync.New(s.Syncer, s.DB, s.Ephemeral, s.Push, s.Keys)
 	api.Mount(r)
 	s.Federation.Mount(r) // /_matrix/key, /_matrix/federation (nothing when federation is off)
 	return r
@@ -233,13 +238,29 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.http != nil {
 		err = s.http.Shutdown(ctx)
 	}
-	s.Sync.Close()
+	s.Ephemeral.Close()
 	s.DB.Close()
 	return err
 }
 
-// syncArea is the client API's sync area: GET /sync plus the sync module.
+// syncArea is the client API's sync area: GET /sync plus the modules behind
+// the endpoints around it.
 type syncArea struct {
-	*clientsync.Syncer
-	*syncapi.Service
+	*syncv2.Syncer
+	*ephemeralModule
+	*pushModule
+}
+
+// Both modules' types are named Service: embedded under these names.
+type (
+	ephemeralModule = ephemeral.Service
+	pushModule      = push.Service
+)
+
+// pushHook tells the push module about every event the room writer
+// committed (the tombstone of an upgrade carries push rules over).
+type pushHook struct{ *push.Service }
+
+func (h pushHook) OnEventPersisted(ctx context.Context, ev *roomserver.Event, _ []string) {
+	h.OnRoomEvent(ctx, ev.PDU)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"testing"
 )
 
@@ -66,49 +65,6 @@ func TestMessagesSkipsHiddenHistory(t *testing.T) {
 	for _, typ := range seen[2:] {
 		if typ == "m.room.message" {
 			t.Fatalf("bob saw a hidden message: %v", seen)
-		}
-	}
-}
-
-// TestVisibleRangesCoverCanSee: for random membership and visibility
-// histories, every position CanSee allows is inside VisibleRanges; with few
-// changes (no merging) the ranges hold exactly those positions.
-func TestVisibleRangesCoverCanSee(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	memberships := []string{"join", "leave", "invite", "ban", "knock"}
-	visibilities := []string{"joined", "shared", "invited", "world_readable"}
-	for iter := 0; iter < 2000; iter++ {
-		var h HistoryVisibility
-		pos := int64(0)
-		changes := rng.IntN(40)
-		for i := 0; i < changes; i++ {
-			pos += 1 + rng.Int64N(5)
-			if rng.IntN(3) == 0 {
-				h.Visibility = append(h.Visibility, Positioned{Pos: pos, Value: visibilities[rng.IntN(len(visibilities))]})
-			} else {
-				h.Memberships = append(h.Memberships, Positioned{Pos: pos, Value: memberships[rng.IntN(len(memberships))]})
-			}
-		}
-		ranges := h.VisibleRanges()
-		in := func(p int64) bool {
-			for _, r := range ranges {
-				if r[0] <= p && p <= r[1] {
-					return true
-				}
-			}
-			return false
-		}
-		exact := len(ranges) < maxVisibleRanges
-		for p := int64(0); p <= pos+3; p++ {
-			if h.CanSee(p) && !in(p) {
-				t.Fatalf("history %+v: CanSee(%d) but not in ranges %v", h, p, ranges)
-			}
-			if exact && !h.CanSee(p) && in(p) {
-				t.Fatalf("history %+v: %d hidden but in ranges %v", h, p, ranges)
-			}
-		}
-		if h.CanSee(pos+1) != in(1<<61) {
-			t.Fatalf("history %+v: the open end disagrees with CanSee: ranges %v", h, ranges)
 		}
 	}
 }

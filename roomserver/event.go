@@ -246,8 +246,9 @@ func checkSize(e *Event) error {
 
 func jsonValue(raw json.RawMessage) []byte { return []byte(raw) }
 
-// redactedJSON returns the wire JSON of e with the redaction algorithm of its
-// room version applied, recording the redaction in unsigned.redacted_because.
+// redactedEvent returns e as stored once redacted: the redaction algorithm of
+// its room version applied, signatures and hashes kept. (Clients see the
+// redaction in unsigned.redacted_because, added when events are rendered.)
 func redactedEvent(e *Event) (*Event, error) {
 	if e.Version.EventIDFormat() == id.EventIDFormatCustom {
 		var v1 pdu.RoomV1PDU

@@ -13,17 +13,18 @@ import (
 
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/storage"
+	"github.com/myelin-chat/myelin/visibility"
 )
 
 // ---- history visibility ----
 
-// viewer decides which events of a room a user may see (HistoryVisibility)
+// viewer decides which events of a room a user may see (visibility.History)
 // and which of them were sent by the requesting device.
 type viewer struct {
 	user       id.UserID
 	device     id.DeviceID
 	memberHist []storage.UserMembershipChange
-	hv         HistoryVisibility
+	hv         visibility.History
 }
 
 func (s *Server) viewer(ctx context.Context, roomID id.RoomID, user id.UserID) (*viewer, error) {
@@ -38,10 +39,10 @@ func (s *Server) viewer(ctx context.Context, roomID id.RoomID, user id.UserID) (
 	if mh, err = withoutForgotten(ctx, s.db, roomID, user, mh); err != nil {
 		return nil, err
 	}
-	v := &viewer{user: user, device: requestingDevice(ctx, user), memberHist: mh, hv: HistoryVisibility{Visibility: vh}}
-	v.hv.Memberships = make([]Positioned, len(mh))
+	v := &viewer{user: user, device: requestingDevice(ctx, user), memberHist: mh, hv: visibility.History{Visibility: vh}}
+	v.hv.Memberships = make([]visibility.Positioned, len(mh))
 	for i, m := range mh {
-		v.hv.Memberships[i] = Positioned{Pos: m.StreamPos, Value: m.Membership}
+		v.hv.Memberships[i] = visibility.Positioned{Pos: m.StreamPos, Value: m.Membership}
 	}
 	return v, nil
 }
@@ -87,7 +88,7 @@ func (v *viewer) firstVisibleFrom(pos int64) (int64, bool) {
 		return pos, true
 	}
 	var candidates []int64
-	for _, list := range [][]Positioned{v.hv.Memberships, v.hv.Visibility} {
+	for _, list := range [][]visibility.Positioned{v.hv.Memberships, v.hv.Visibility} {
 		for _, p := range list {
 			if p.Pos > pos {
 				candidates = append(candidates, p.Pos)

@@ -27,8 +27,9 @@ import (
 	"github.com/myelin-chat/myelin/storage"
 )
 
-// EventPersistedHook is told about every event after it committed; the
-// federation sender implements it to send local events to other servers.
+// EventPersistedHook is told about every event after it committed, in the
+// room's worker. Today only the push module is (through the homeserver): a
+// tombstone carries the members' push rules over to the replacement room.
 type EventPersistedHook interface {
 	OnEventPersisted(ctx context.Context, ev *Event, joinedServers []string)
 }
@@ -552,7 +553,9 @@ func (b *batchWrite) commit(ctx context.Context, w *worker) error {
 	}
 	rs.created = true
 	finish()
-	// Wake /sync of everyone the batch concerns.
+	// The positions are finished: wake the /sync of the room's local joined
+	// and invited members, and of the local users whose membership the batch
+	// changed (who may no longer be either).
 	users := b.s.localMembers(rs)
 	if len(b.notify) > 0 {
 		users = append([]string(nil), users...)

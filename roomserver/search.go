@@ -18,7 +18,7 @@ import (
 // Server-side search (POST /search, category room_events): full text over
 // the events the user may see, in the rooms they have a membership in. The
 // index is written with the events (storage/search.go); visibility is
-// roomserver.HistoryVisibility's, pushed into SQL as each room's visible
+// visibility.History's, pushed into SQL as each room's visible
 // stream ranges and checked again per result.
 
 const (

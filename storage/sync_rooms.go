@@ -135,7 +135,7 @@ func (db *DB) userList(ctx context.Context, q string, args ...any) ([]string, er
 }
 
 // EventPosition is the stream position of an event in a room; ErrNotFound when
-// the room has no such (visible) event.
+// the room has no such event or it was soft-failed.
 func (db *DB) EventPosition(ctx context.Context, roomID, eventID string) (int64, error) {
 	var pos int64
 	err := db.QueryRow(ctx, `SELECT stream_pos FROM events WHERE event_id = $1 AND room_id = $2 AND NOT soft_failed`, eventID, roomID).Scan(&pos)
@@ -145,7 +145,7 @@ func (db *DB) EventPosition(ctx context.Context, roomID, eventID string) (int64,
 	return pos, err
 }
 
-// CurrentStateEvent returns the JSON of the room's current state event
+// CurrentStateJSON returns the JSON of the room's current state event
 // (type, stateKey); ErrNotFound when unset.
 func (db *DB) CurrentStateJSON(ctx context.Context, roomID, evType, stateKey string) (string, error) {
 	var js string

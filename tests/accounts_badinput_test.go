@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 	"github.com/myelin-chat/myelin/internal/config"
-	"github.com/myelin-chat/myelin/internal/testserver"
 )
 
 // badCase is one request and the Matrix error it must get.

@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/myelin-chat/myelin/accounts"
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 )
 
 // BenchmarkAuthenticatedRequest measures an authenticated round trip

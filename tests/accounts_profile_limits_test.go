@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/myelin-chat/myelin/accounts"
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 )
 
 // TestProfileFieldLimits: displayname and avatar_url are bounded (a 5 MB

@@ -3,7 +3,7 @@ package tests
 import (
 	"testing"
 
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 )
 
 // refreshLogin logs user in with refresh_token: true and returns the access

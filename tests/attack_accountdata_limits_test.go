@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 )
 
 // TestAccountDataIsBounded: every initial /sync loads and sends all of a

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 )
 
 // TestCrossSigningKeyNotCanonicalJSON: a cross-signing key is signed JSON that

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 )
 
 // TestKeyClaimOfManyDevicesDoesNotHoldWriters: one /keys/claim naming 200,000

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 )
 
 // TestPushRulesAreBounded: every event in a user's rooms is matched against

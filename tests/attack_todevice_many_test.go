@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 )
 
 // TestSendToDeviceToManyUsers: one sendToDevice naming 20,000 users of this

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 )
 
 // TestTransactionIDsAndToDeviceTypesAreBounded: a transaction ID is stored

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 	"github.com/myelin-chat/myelin/internal/config"
-	"github.com/myelin-chat/myelin/internal/testserver"
 )
 
 // TestCallEndpointsUnconfigured: without TURN, /voip/turnServer is 200 {}

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 	"github.com/myelin-chat/myelin/keyserver"
 )
 

@@ -7,7 +7,7 @@ import (
 
 	"maunium.net/go/mautrix"
 
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 )
 
 // TestDeviceListsFollowSharedRooms checks the device-list fan-out against

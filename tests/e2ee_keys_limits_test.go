@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 	"github.com/myelin-chat/myelin/keyserver"
 )
 

@@ -10,7 +10,7 @@ import (
 
 	"maunium.net/go/mautrix"
 
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 )
 
 func uploadDevice(t *testing.T, c *mautrix.Client, otks int) *testDevice {

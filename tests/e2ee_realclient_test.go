@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 )
 
 // TestE2EEWithMatrixJSSDK runs tests/js/e2ee.mjs: two matrix-js-sdk 43 clients

@@ -7,7 +7,7 @@ import (
 
 	"maunium.net/go/mautrix"
 
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 )
 
 // crossSign uploads master, self-signing and user-signing keys for c and

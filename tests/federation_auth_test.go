@@ -11,8 +11,8 @@ import (
 	mfed "maunium.net/go/mautrix/federation"
 
 	"github.com/myelin-chat/myelin/federation"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 	"github.com/myelin-chat/myelin/internal/config"
-	"github.com/myelin-chat/myelin/internal/testserver"
 	"github.com/myelin-chat/myelin/storage"
 )
 

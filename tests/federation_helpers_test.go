@@ -14,8 +14,8 @@ import (
 	mfed "maunium.net/go/mautrix/federation"
 
 	"github.com/myelin-chat/myelin/federation"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 	"github.com/myelin-chat/myelin/internal/config"
-	"github.com/myelin-chat/myelin/internal/testserver"
 )
 
 // Federation tests run several servers on loopback, each known to the others

@@ -16,8 +16,8 @@ import (
 	"go.mau.fi/util/jsontime"
 	mfed "maunium.net/go/mautrix/federation"
 
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 	"github.com/myelin-chat/myelin/internal/config"
-	"github.com/myelin-chat/myelin/internal/testserver"
 )
 
 // rotatingKeyServer is a hostile "evil.test" whose every key response is

@@ -19,8 +19,8 @@ import (
 	"maunium.net/go/mautrix/federation/signutil"
 
 	"github.com/myelin-chat/myelin/federation"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 	"github.com/myelin-chat/myelin/internal/config"
-	"github.com/myelin-chat/myelin/internal/testserver"
 	"github.com/myelin-chat/myelin/storage"
 )
 

@@ -4,7 +4,7 @@ import (
 	"net/url"
 	"testing"
 
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 )
 
 // TestFilterValidation: POST /filter, /sync's inline filter and the

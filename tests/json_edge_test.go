@@ -9,7 +9,7 @@ import (
 
 	"maunium.net/go/mautrix"
 
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 )
 
 // jsonInput is one JSON value a client may put in a request body.

@@ -5,7 +5,7 @@ package tests
 import (
 	"testing"
 
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 )
 
 func TestMain(m *testing.M) { testserver.Main(m) }

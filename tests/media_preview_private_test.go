@@ -11,9 +11,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 	"github.com/myelin-chat/myelin/internal/config"
 	"github.com/myelin-chat/myelin/internal/netguard"
-	"github.com/myelin-chat/myelin/internal/testserver"
 )
 
 // privateListener listens on one of this machine's private-network addresses

@@ -5,8 +5,8 @@ import (
 	"net/url"
 	"testing"
 
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 	"github.com/myelin-chat/myelin/internal/config"
-	"github.com/myelin-chat/myelin/internal/testserver"
 )
 
 // Disk-exhaustion guards: the per-user upload quota and the upload rate

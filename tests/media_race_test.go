@@ -8,8 +8,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 	"github.com/myelin-chat/myelin/internal/config"
-	"github.com/myelin-chat/myelin/internal/testserver"
 )
 
 // Concurrent requests racing for the same pending media ID or the same

@@ -23,8 +23,8 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 	"github.com/myelin-chat/myelin/internal/config"
-	"github.com/myelin-chat/myelin/internal/testserver"
 )
 
 // Content repository end to end: mautrix-go's media calls and raw HTTP for

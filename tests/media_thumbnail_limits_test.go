@@ -9,8 +9,8 @@ import (
 	"image/png"
 	"testing"
 
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 	"github.com/myelin-chat/myelin/internal/config"
-	"github.com/myelin-chat/myelin/internal/testserver"
 )
 
 // Thumbnail generation limits: the decoded-bytes budget and the per-user

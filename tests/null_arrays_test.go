@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 )
 
 // findNulls lists the JSON paths in raw whose value is null. The spec's

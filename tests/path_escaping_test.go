@@ -9,8 +9,8 @@ import (
 
 	"maunium.net/go/mautrix/pushrules"
 
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 	"github.com/myelin-chat/myelin/internal/config"
-	"github.com/myelin-chat/myelin/internal/testserver"
 )
 
 // escapeAll percent-encodes every byte but unreserved ones, as browser

@@ -6,7 +6,7 @@ import (
 
 	"maunium.net/go/mautrix"
 
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 )
 
 // TestOptionalAuthEndpoints: the endpoints whose OpenAPI definition has no

@@ -4,8 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 	"github.com/myelin-chat/myelin/internal/config"
-	"github.com/myelin-chat/myelin/internal/testserver"
 )
 
 func pusherBody(url any) map[string]any {

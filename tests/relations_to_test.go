@@ -8,7 +8,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 )
 
 // TestRelationsTo: /relations stops at the `to` token (relations.yaml), a

@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 	"github.com/myelin-chat/myelin/internal/config"
-	"github.com/myelin-chat/myelin/internal/testserver"
 )
 
 // TestCreateRoomBounded: createRoom takes at most 100 invites and 200

@@ -6,7 +6,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 )
 
 // TestRestrictedRoomMemberUpdate: a member already joined to a restricted

@@ -6,7 +6,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 )
 
 // Room version 12 as Complement's v12_test.go checks it (MSC4289 creators,

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 	"github.com/myelin-chat/myelin/roomserver"
 )
 

@@ -3,7 +3,7 @@ package tests
 import (
 	"testing"
 
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 )
 
 // TestSlidingSyncWithMatrixJSSDK runs tests/js/slidingsync.mjs: matrix-js-sdk's

@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 )
 
 // TestRegisterLoginWhoami is the smallest end-to-end path: a real mautrix

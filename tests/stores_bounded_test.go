@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 )
 
 // TestStoredClientTextIsBounded: filters, report reasons and key backup data

@@ -7,8 +7,8 @@ import (
 
 	"maunium.net/go/mautrix/event"
 
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 	"github.com/myelin-chat/myelin/internal/config"
-	"github.com/myelin-chat/myelin/internal/testserver"
 )
 
 // TestPresenceDecays: a user who stops syncing goes unavailable after the
@@ -18,7 +18,7 @@ import (
 func TestPresenceDecays(t *testing.T) {
 	opts := testserver.Options{Configure: func(c *config.Config) { c.Presence.Enabled = true }}
 	forEachBackendWith(t, opts, func(t *testing.T, srv *testserver.Server) {
-		srv.Sync.SetPresenceTimeouts(400*time.Millisecond, 1500*time.Millisecond)
+		srv.Ephemeral.SetPresenceTimeouts(400*time.Millisecond, 1500*time.Millisecond)
 		ctx := context.Background()
 		alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
 		shareRoom(t, alice, bob)

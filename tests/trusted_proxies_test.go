@@ -5,8 +5,8 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 	"github.com/myelin-chat/myelin/internal/config"
-	"github.com/myelin-chat/myelin/internal/testserver"
 )
 
 // getWithHeaders is a GET with extra headers; it returns the status and body.

@@ -7,8 +7,8 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/myelin-chat/myelin/homeserver/testserver"
 	"github.com/myelin-chat/myelin/internal/config"
-	"github.com/myelin-chat/myelin/internal/testserver"
 )
 
 // getWellKnownSupport fetches /.well-known/matrix/support without a token.

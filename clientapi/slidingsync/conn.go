@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	clientsync "github.com/myelin-chat/myelin/clientapi/sync"
+	"github.com/myelin-chat/myelin/clientapi/syncv2"
 )
 
 // Per-connection state: what each connection (user, device, conn_id) was
@@ -30,7 +30,7 @@ type roomSent struct {
 // snapshot is a connection's state as of one issued pos. Snapshots are
 // immutable once stored; a response builds a new one.
 type snapshot struct {
-	tok      clientsync.Token
+	tok      syncv2.Token
 	rooms    map[string]roomSent
 	counts   map[string]int // list counts last sent
 	toDevAck int64          // to-device messages deleted up to here

@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"strconv"
 
-	clientsync "github.com/myelin-chat/myelin/clientapi/sync"
+	"github.com/myelin-chat/myelin/clientapi/syncv2"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/storage"
 )
@@ -101,7 +101,7 @@ func (b *builder) extensions(ctx context.Context, resp *response, rooms map[stri
 			}
 		}
 		if !b.prevExists || b.rulesPos > since {
-			rules, _, err := b.h.module.PushRules(ctx, b.userID)
+			rules, _, err := b.h.push.PushRules(ctx, b.userID)
 			if err != nil {
 				return err
 			}
@@ -134,7 +134,7 @@ func (b *builder) extensions(ctx context.Context, resp *response, rooms map[stri
 					return err
 				}
 			}
-			if ev := clientsync.ReceiptEvent(b.userID, rs); ev != nil {
+			if ev := syncv2.ReceiptEvent(b.userID, rs); ev != nil {
 				r.Rooms[roomID] = ev
 			}
 		}
@@ -150,7 +150,7 @@ func (b *builder) extensions(ctx context.Context, resp *response, rooms map[stri
 			if full(roomID) {
 				typingSince = 0
 			}
-			users, changed := b.h.module.Typing.Since(roomID, typingSince)
+			users, changed := b.h.ephemeral.Typing.Since(roomID, typingSince)
 			if !changed || (typingSince == 0 && len(users) == 0) {
 				continue
 			}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/tidwall/gjson"
 
-	clientsync "github.com/myelin-chat/myelin/clientapi/sync"
+	"github.com/myelin-chat/myelin/clientapi/syncv2"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -23,7 +23,7 @@ const bumpScan = 10
 // candidate is one room of the user's server-side room list.
 type candidate struct {
 	roomID     string
-	mem        *clientsync.Membership
+	mem        *syncv2.Membership
 	membership string
 	upTo       int64 // the last position the user may see events of
 	statePos   int64 // the last position the user may see the state at (their latest join's end once left)
@@ -108,7 +108,7 @@ func (b *builder) roomList(ctx context.Context) ([]*candidate, error) {
 }
 
 // candidate is the room as the user may see it, from their membership.
-func (b *builder) candidate(roomID string, m *clientsync.Membership) *candidate {
+func (b *builder) candidate(roomID string, m *syncv2.Membership) *candidate {
 	at := m.At()
 	c := &candidate{roomID: roomID, mem: m, membership: at.Membership, upTo: at.StreamPos, statePos: at.StreamPos,
 		recency: at.StreamPos, bump: at.StreamPos}
@@ -472,7 +472,7 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 		}
 	}
 	if c.membership == "join" {
-		counts, _, err := b.h.module.UnreadCounts(ctx, b.userID, c.roomID, b.to.Pos, b.ruleset, b.rulesPos, false, nil, 0)
+		counts, _, err := b.h.push.UnreadCounts(ctx, b.userID, c.roomID, b.to.Pos, b.ruleset, b.rulesPos, false, nil, 0)
 		if err != nil {
 			return nil, err
 		}

@@ -1,7 +1,7 @@
 // Package slidingsync answers simplified sliding sync (MSC4186), the sync
 // Element X uses: POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync.
 //
-// It reads through the same building blocks as GET /sync (clientapi/sync):
+// It reads through the same building blocks as GET /sync (clientapi/syncv2):
 // memberships, room events with history visibility, rendering, stripped
 // state, the notifier long-poll. What is sliding-sync-specific is the room
 // list (sorted by recency, filtered and windowed by ranges), the per-connection
@@ -19,11 +19,12 @@ import (
 
 	"maunium.net/go/mautrix/pushrules"
 
-	clientsync "github.com/myelin-chat/myelin/clientapi/sync"
+	"github.com/myelin-chat/myelin/clientapi/syncv2"
+	"github.com/myelin-chat/myelin/ephemeral"
 	"github.com/myelin-chat/myelin/internal/authn"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/push"
 	"github.com/myelin-chat/myelin/storage"
-	"github.com/myelin-chat/myelin/syncapi"
 )
 
 // Store is what sliding sync reads directly; *storage.DB satisfies it.
@@ -43,16 +44,18 @@ const maxTimeout = 5 * time.Minute
 
 // Handler serves sliding sync.
 type Handler struct {
-	syncer *clientsync.Syncer
-	store  Store
-	module *syncapi.Service
-	keys   clientsync.Keys // nil: no to_device or e2ee extension data
-	conns  *connections
+	syncer    *syncv2.Syncer
+	store     Store
+	ephemeral *ephemeral.Service
+	push      *push.Service
+	keys      syncv2.Keys // nil: no to_device or e2ee extension data
+	conns     *connections
 }
 
-// New builds the handler. keys may be nil.
-func New(syncer *clientsync.Syncer, store Store, module *syncapi.Service, keys clientsync.Keys) *Handler {
-	return &Handler{syncer: syncer, store: store, module: module, keys: keys, conns: newConnections(defaultMaxConns, defaultConnTTL)}
+// New builds the handler: typing and presence come from eph, push rules and
+// unread counts from rules. keys may be nil.
+func New(syncer *syncv2.Syncer, store Store, eph *ephemeral.Service, rules *push.Service, keys syncv2.Keys) *Handler {
+	return &Handler{syncer: syncer, store: store, ephemeral: eph, push: rules, keys: keys, conns: newConnections(defaultMaxConns, defaultConnTTL)}
 }
 
 // ServeHTTP answers POST .../org.matrix.simplified_msc3575/sync.
@@ -100,9 +103,9 @@ func (h *Handler) handle(r *http.Request) (*response, error) {
 		presence = *req.SetPresence
 	}
 	if presence == "" {
-		presence = syncapi.PresenceOnline
+		presence = ephemeral.PresenceOnline
 	}
-	if !syncapi.ValidPresence(presence) {
+	if !ephemeral.ValidPresence(presence) {
 		return nil, mxhttp.InvalidParam("set_presence must be online, offline or unavailable")
 	}
 
@@ -116,8 +119,8 @@ func (h *Handler) handle(r *http.Request) (*response, error) {
 		}
 		prev, prevExists = snap, true
 	}
-	if presence != syncapi.PresenceOffline {
-		if err := h.module.SetPresence(ctx, userID, presence, nil, false); err != nil {
+	if presence != ephemeral.PresenceOffline {
+		if err := h.ephemeral.SetPresence(ctx, userID, presence, nil, false); err != nil {
 			return nil, err
 		}
 	}
@@ -177,9 +180,9 @@ type builder struct {
 	reqs             uint64
 
 	// Per build:
-	to       clientsync.Token
+	to       syncv2.Token
 	next     *snapshot
-	mems     map[string]*clientsync.Membership
+	mems     map[string]*syncv2.Membership
 	facts    map[string]*roomFacts
 	spaces   map[string]map[string]bool // children of each space read (spaceChildren)
 	dmRooms  map[string]bool
@@ -198,7 +201,7 @@ func (b *builder) since() int64 {
 	return b.prev.tok.Pos
 }
 
-func (b *builder) build(ctx context.Context, to clientsync.Token) (*response, *snapshot, error) {
+func (b *builder) build(ctx context.Context, to syncv2.Token) (*response, *snapshot, error) {
 	b.to = to
 	b.next = &snapshot{tok: to, rooms: maps.Clone(b.prev.rooms), counts: map[string]int{}, toDevAck: b.prev.toDevAck,
 		subs: b.subs, reqs: b.reqs}
@@ -234,7 +237,7 @@ func (b *builder) build(ctx context.Context, to clientsync.Token) (*response, *s
 			b.tags[a.RoomID] = set
 		}
 	}
-	if b.ruleset, b.rulesPos, err = b.h.module.PushRuleset(ctx, b.userID); err != nil {
+	if b.ruleset, b.rulesPos, err = b.h.push.PushRuleset(ctx, b.userID); err != nil {
 		return nil, nil, err
 	}
 

@@ -1,4 +1,0 @@
-package sync
-
-// SetTestHookBeforeWait sets the hook run between a long-poll's read and its wait.
-func SetTestHookBeforeWait(f func()) { testHookBeforeWait = f }

@@ -1,0 +1,422 @@
+package push
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sort"
+
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/pushrules"
+
+	"github.com/myelin-chat/myelin/storage"
+	"github.com/myelin-chat/myelin/visibility"
+)
+
+// Unread counts are computed when read: the events after the user's read
+// receipt are evaluated against the user's push rules. maxUnreadScan bounds
+// the work per room; counts saturate there.
+const maxUnreadScan = 500
+
+// Counts are a room's (or thread's) unread notification and highlight counts.
+type Counts struct {
+	Notifications int `json:"notification_count"`
+	Highlights    int `json:"highlight_count"`
+}
+
+// pushRoom is the room context push conditions ask about.
+type pushRoom struct {
+	members     int
+	displayName string
+	power       *event.PowerLevelsEventContent
+}
+
+func (r *pushRoom) GetOwnDisplayname() string                      { return r.displayName }
+func (r *pushRoom) GetMemberCount() int                            { return r.members }
+func (r *pushRoom) GetPowerLevels() *event.PowerLevelsEventContent { return r.power }
+
+func (s *Service) pushRoom(ctx context.Context, roomID, userID string) (*pushRoom, error) {
+	members, err := s.rooms.JoinedMembers(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	r := &pushRoom{members: len(members)}
+	if js, err := s.rooms.CurrentStateJSON(ctx, roomID, "m.room.member", userID); err == nil {
+		var pdu struct {
+			Content struct {
+				DisplayName string `json:"displayname"`
+			} `json:"content"`
+		}
+		_ = json.Unmarshal([]byte(js), &pdu)
+		r.displayName = pdu.Content.DisplayName
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return nil, err
+	}
+	if js, err := s.rooms.CurrentStateJSON(ctx, roomID, "m.room.power_levels", ""); err == nil {
+		var pdu struct {
+			Content event.PowerLevelsEventContent `json:"content"`
+		}
+		if json.Unmarshal([]byte(js), &pdu) == nil {
+			r.power = &pdu.Content
+		}
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return nil, err
+	}
+	return r, nil
+}
+
+// readPositions are the positions up to which the user has read a room:
+// unthreaded receipts cover everything, threaded ones their thread ("main"
+// is the main timeline).
+type readPositions struct {
+	all     int64
+	threads map[string]int64
+}
+
+func (rp readPositions) read(thread string, pos int64) bool {
+	return pos <= rp.all || pos <= rp.threads[thread]
+}
+
+func (s *Service) readPositions(ctx context.Context, roomID, userID string) (readPositions, error) {
+	rp := readPositions{threads: map[string]int64{}}
+	receipts, err := s.db.UserReceipts(ctx, roomID, userID)
+	if err != nil {
+		return rp, err
+	}
+	for _, r := range receipts {
+		if r.Type != string(event.ReceiptTypeRead) && r.Type != string(event.ReceiptTypeReadPrivate) {
+			continue
+		}
+		pos, err := s.rooms.EventPosition(ctx, roomID, r.EventID)
+		if errors.Is(err, storage.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return rp, err
+		}
+		if r.ThreadID == "" {
+			rp.all = max(rp.all, pos)
+		} else {
+			rp.threads[r.ThreadID] = max(rp.threads[r.ThreadID], pos)
+		}
+	}
+	return rp, nil
+}
+
+// membershipView is a user's membership history in a room. Like Synapse,
+// which records push actions only for the members of a room when an event is
+// sent, an event counts (unread counts, /notifications) only when the user
+// was joined at the time: never what was sent before they joined or while
+// they were away, whatever the room's history visibility lets them read.
+// Joined at the time implies they may see it (visibility.History).
+type membershipView struct {
+	hv visibility.History
+	// firstJoin is the position of the user's first join (0: never joined);
+	// spellStart that of the join that began their current stay (0: not joined).
+	firstJoin, spellStart int64
+}
+
+func (s *Service) membershipView(ctx context.Context, roomID, userID string) (membershipView, error) {
+	hist, err := s.rooms.UserMembershipHistory(ctx, roomID, userID)
+	if err != nil {
+		return membershipView{}, err
+	}
+	var mv membershipView
+	prev := "leave"
+	for _, m := range hist {
+		mv.hv.Memberships = append(mv.hv.Memberships, visibility.Positioned{Pos: m.StreamPos, Value: m.Membership})
+		if m.Membership == "join" && prev != "join" {
+			mv.spellStart = m.StreamPos
+			if mv.firstJoin == 0 {
+				mv.firstJoin = m.StreamPos
+			}
+		}
+		if m.Membership != "join" {
+			mv.spellStart = 0
+		}
+		prev = m.Membership
+	}
+	return mv, nil
+}
+
+// counts reports whether the event at pos may notify the user.
+func (mv *membershipView) counts(pos int64) bool { return mv.hv.JoinedAt(pos) }
+
+// threadOf is the thread root of an event in a thread, or "main".
+func threadOf(ev *event.Event) string {
+	if rel, ok := ev.Content.Raw["m.relates_to"].(map[string]any); ok {
+		if rel["rel_type"] == "m.thread" {
+			if root, ok := rel["event_id"].(string); ok && root != "" {
+				return root
+			}
+		}
+	}
+	return "main"
+}
+
+// unreadEntry caches a user's counts in a room up to a position, so that each
+// /sync only evaluates the events that arrived since the last one. It is
+// dropped when the user's receipts or push rules change.
+type unreadEntry struct {
+	rulesPos int64
+	threaded bool
+	rp       readPositions
+	members  membershipView // reloaded when the user's membership changes
+	upTo     int64
+	main     Counts
+	threads  map[string]Counts
+	room     *pushRoom // push context; dropped when state events pass
+}
+
+// maxUnreadEntries bounds the cache; past it the cache starts over.
+const maxUnreadEntries = 100_000
+
+func unreadKey(userID, roomID string) string { return userID + "\x00" + roomID }
+
+func (s *Service) forgetUnread(userID, roomID string) {
+	s.unreadMu.Lock()
+	delete(s.unread, unreadKey(userID, roomID))
+	s.unreadMu.Unlock()
+}
+
+// UnreadCounts counts the room's unread notifications for userID up to
+// position upTo. With threaded, events in threads are counted per thread
+// root and left out of the main counts (unread_thread_notifications).
+// rulesPos is the stream position of the user's push rules (a change
+// invalidates cached counts).
+//
+// recent, when not nil, are all the room's events in (recentFrom, upTo], as
+// the caller already read them: they spare a query.
+func (s *Service) UnreadCounts(ctx context.Context, userID, roomID string, upTo int64, rules *pushrules.PushRuleset, rulesPos int64, threaded bool, recent []storage.SyncEvent, recentFrom int64) (Counts, map[string]Counts, error) {
+	key := unreadKey(userID, roomID)
+	s.unreadMu.Lock()
+	cached := s.unread[key]
+	s.unreadMu.Unlock()
+	var e unreadEntry
+	if cached != nil && cached.rulesPos == rulesPos && cached.threaded == threaded && cached.upTo <= upTo {
+		e = *cached
+		e.threads = make(map[string]Counts, len(cached.threads))
+		for k, v := range cached.threads {
+			e.threads[k] = v
+		}
+	} else {
+		rp, err := s.readPositions(ctx, roomID, userID)
+		if err != nil {
+			return Counts{}, nil, err
+		}
+		mv, err := s.membershipView(ctx, roomID, userID)
+		if err != nil {
+			return Counts{}, nil, err
+		}
+		// Count from the read receipt or, without one (or an older one),
+		// from the join that began the user's stay: not from the room's start.
+		from := max(rp.all, mv.spellStart)
+		if mv.spellStart == 0 {
+			from = max(rp.all, upTo) // not joined: nothing to count
+		}
+		e = unreadEntry{rulesPos: rulesPos, threaded: threaded, rp: rp, members: mv, upTo: from, threads: map[string]Counts{}}
+	}
+	if e.upTo < upTo {
+		var evs []storage.SyncEvent
+		if recent != nil && recentFrom <= e.upTo {
+			for _, ev := range recent {
+				if ev.Pos > e.upTo {
+					evs = append(evs, ev)
+				}
+			}
+		} else {
+			var err error
+			if evs, _, err = s.rooms.RoomEventsRange(ctx, roomID, e.upTo, upTo, maxUnreadScan); err != nil {
+				return Counts{}, nil, err
+			}
+		}
+		if err := s.countEvents(ctx, userID, roomID, &e, evs, upTo, rules); err != nil {
+			return Counts{}, nil, err
+		}
+	}
+	s.unreadMu.Lock()
+	if len(s.unread) >= maxUnreadEntries {
+		s.unread = map[string]*unreadEntry{}
+	}
+	if cur := s.unread[key]; cur == nil || cur.upTo <= e.upTo {
+		stored := e
+		s.unread[key] = &stored
+	}
+	s.unreadMu.Unlock()
+	threads := make(map[string]Counts, len(e.threads))
+	for k, v := range e.threads {
+		if v.Notifications > 0 {
+			threads[k] = v
+		}
+	}
+	return e.main, threads, nil
+}
+
+// countEvents adds evs, the events in (e.upTo, upTo], to e.
+func (s *Service) countEvents(ctx context.Context, userID, roomID string, e *unreadEntry, evs []storage.SyncEvent, upTo int64, rules *pushrules.PushRuleset) error {
+	e.upTo = upTo
+	var err error
+	for _, ev := range evs {
+		if ev.StateKey != nil {
+			e.room = nil // members, names or power levels may have changed
+			if ev.Type == "m.room.member" && *ev.StateKey == userID {
+				if e.members, err = s.membershipView(ctx, roomID, userID); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	for _, ev := range evs {
+		if ev.Sender == userID || !e.members.counts(ev.Pos) {
+			continue
+		}
+		parsed := ParseEvent(ev)
+		if parsed == nil {
+			continue
+		}
+		thread := threadOf(parsed)
+		if e.rp.read(thread, ev.Pos) {
+			continue
+		}
+		if e.room == nil {
+			if e.room, err = s.pushRoom(ctx, roomID, userID); err != nil {
+				return err
+			}
+		}
+		should := rules.GetActions(e.room, parsed).Should()
+		if !should.Notify {
+			continue
+		}
+		c := e.main
+		inThread := e.threaded && thread != "main"
+		if inThread {
+			c = e.threads[thread]
+		}
+		c.Notifications++
+		if should.Highlight {
+			c.Highlights++
+		}
+		if inThread {
+			e.threads[thread] = c
+		} else {
+			e.main = c
+		}
+	}
+	return nil
+}
+
+// Notification is one entry of GET /notifications.
+type Notification struct {
+	Actions    WireActions     `json:"actions"`
+	Event      json.RawMessage `json:"event"`
+	ProfileTag string          `json:"profile_tag,omitempty"`
+	Read       bool            `json:"read"`
+	RoomID     string          `json:"room_id"`
+	TS         int64           `json:"ts"`
+	pos        int64
+}
+
+// Bounds of GET /notifications: each of the user's rooms is read backwards
+// in batches of notificationBatch events, at most notificationRoomScan of
+// them per request.
+const (
+	notificationBatch    = 100
+	notificationRoomScan = 300
+)
+
+// Notifications lists the events in the user's joined rooms that notified
+// them, newest first, with positions below before (0: from the newest),
+// computed from the user's current push rules: only events sent while the
+// user was joined (membershipView). It returns at most limit entries and the
+// position to continue from (0 when there are no more). The work per room is
+// bounded: when a room's scan stops short, the page ends where that room's
+// scan did and the next one continues from there (possibly after an empty page).
+func (s *Service) Notifications(ctx context.Context, userID string, before int64, limit int, onlyHighlight bool) ([]Notification, int64, error) {
+	upTo := s.stream.Current()
+	rooms, err := s.rooms.JoinedRooms(ctx, userID)
+	if err != nil {
+		return nil, 0, err
+	}
+	ruleset, _, err := s.PushRuleset(ctx, userID)
+	if err != nil {
+		return nil, 0, err
+	}
+	if before <= 0 || before > upTo+1 {
+		before = upTo + 1
+	}
+	all := []Notification{} // the answer's "notifications" is an array, even empty
+	var cutoff int64        // notifications below it are not known yet: a room's scan stopped there
+	more := false           // a room stopped at limit notifications
+	for _, roomID := range rooms {
+		mv, err := s.membershipView(ctx, roomID, userID)
+		if err != nil {
+			return nil, 0, err
+		}
+		if mv.firstJoin == 0 {
+			continue
+		}
+		rp, err := s.readPositions(ctx, roomID, userID)
+		if err != nil {
+			return nil, 0, err
+		}
+		var room *pushRoom
+		found, scanned := 0, 0
+		hi := before - 1
+		for found < limit && hi > mv.firstJoin {
+			if scanned >= notificationRoomScan {
+				cutoff = max(cutoff, hi+1)
+				break
+			}
+			evs, _, err := s.rooms.RoomEventsRange(ctx, roomID, mv.firstJoin, hi, notificationBatch)
+			if err != nil {
+				return nil, 0, err
+			}
+			if len(evs) == 0 {
+				break
+			}
+			scanned += len(evs)
+			hi = evs[0].Pos - 1
+			for i := len(evs) - 1; i >= 0 && found < limit; i-- {
+				e := evs[i]
+				if e.Sender == userID || !mv.counts(e.Pos) {
+					continue
+				}
+				ev := ParseEvent(e)
+				if ev == nil {
+					continue
+				}
+				if room == nil {
+					if room, err = s.pushRoom(ctx, roomID, userID); err != nil {
+						return nil, 0, err
+					}
+				}
+				actions := ruleset.GetActions(room, ev)
+				should := actions.Should()
+				if !should.Notify || (onlyHighlight && !should.Highlight) {
+					continue
+				}
+				found++
+				e.Membership = mv.hv.MembershipAt(e.Pos)
+				all = append(all, Notification{Actions: WireActions(actions), Event: ClientEvent(e, userID, ""), Read: rp.read(threadOf(ev), e.Pos), RoomID: roomID, TS: e.TS, pos: e.Pos})
+			}
+			if len(evs) < notificationBatch {
+				break
+			}
+		}
+		more = more || found >= limit // the room may have older ones
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].pos > all[j].pos })
+	if cutoff > 0 {
+		n := sort.Search(len(all), func(i int) bool { return all[i].pos < cutoff })
+		all = all[:n]
+	}
+	var next int64
+	switch {
+	case len(all) > limit || (len(all) == limit && more):
+		all = all[:limit]
+		next = all[limit-1].pos
+	case cutoff > 0:
+		next = cutoff
+	}
+	return all, next, nil
+}

@@ -1,0 +1,85 @@
+// Package push is the module behind push rules (server defaults merged with
+// the user's own), pushers (stored; delivery to push gateways comes later),
+// unread notification counts and GET /notifications, and the copy of a
+// room's push rules to its replacement when it is upgraded. /sync
+// (clientapi/syncv2) and sliding sync read the rules and counts from it.
+package push
+
+import (
+	"context"
+	"sync"
+
+	"github.com/myelin-chat/myelin/storage"
+)
+
+// Store is what the module keeps in the store. *storage.DB satisfies it.
+type Store interface {
+	PushRules(ctx context.Context, userID string) (ruleset string, pos int64, err error)
+	UpdatePushRules(ctx context.Context, userID string, pos int64, update func(current string) (string, error)) error
+	UsersWithPushRulesMentioning(ctx context.Context, text string) ([]string, error)
+	SetPusher(ctx context.Context, p storage.Pusher, appendPusher bool) error
+	DeletePusher(ctx context.Context, userID, appID, pushKey string) error
+	Pushers(ctx context.Context, userID string) ([]storage.Pusher, error)
+	UserReceipts(ctx context.Context, roomID, userID string) ([]storage.Receipt, error)
+}
+
+// Stream is the stream push rule changes are written at, and that
+// /notifications reads up to: *storage.Stream.
+type Stream interface {
+	Allocate() (pos int64, finish func(), err error)
+	Current() int64
+}
+
+// Rooms is what the module reads about rooms. *storage.DB satisfies it.
+type Rooms interface {
+	JoinedRooms(ctx context.Context, userID string) ([]string, error)
+	JoinedMembers(ctx context.Context, roomID string) ([]string, error)
+	EventPosition(ctx context.Context, roomID, eventID string) (int64, error)
+	RoomEventsRange(ctx context.Context, roomID string, from, to int64, limit int) ([]storage.SyncEvent, bool, error)
+	CurrentStateJSON(ctx context.Context, roomID, evType, stateKey string) (string, error)
+	UserMembershipHistory(ctx context.Context, roomID, userID string) ([]storage.UserMembershipChange, error)
+}
+
+// Notifier wakes the /sync long-polls of the users a change concerns:
+// *notifier.Notifier.
+type Notifier interface {
+	Notify(pos int64, users ...string)
+}
+
+// Options are what the module is built from.
+type Options struct {
+	Store    Store
+	Stream   Stream
+	Rooms    Rooms
+	Notifier Notifier
+	// AllowPrivateGateways admits pushers whose gateway is on a non-public
+	// address (push.allow_private_gateways; development only).
+	AllowPrivateGateways bool
+}
+
+// Service is the module.
+type Service struct {
+	db                   Store
+	stream               Stream
+	rooms                Rooms
+	notifier             Notifier
+	allowPrivateGateways bool
+
+	rulesMu  sync.Mutex
+	rules    map[string]*cachedRules
+	rulesGen map[string]int64
+
+	unreadMu sync.Mutex
+	unread   map[string]*unreadEntry // user\x00room → counts so far
+}
+
+// New builds the module.
+func New(o Options) *Service {
+	return &Service{db: o.Store, stream: o.Stream, rooms: o.Rooms, notifier: o.Notifier,
+		allowPrivateGateways: o.AllowPrivateGateways,
+		rules:                map[string]*cachedRules{}, rulesGen: map[string]int64{}, unread: map[string]*unreadEntry{}}
+}
+
+// ReceiptMoved drops the cached unread counts of userID in roomID: their read
+// receipt there moved (ephemeral.ReceiptWatcher).
+func (s *Service) ReceiptMoved(userID, roomID string) { s.forgetUnread(userID, roomID) }
