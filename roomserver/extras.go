@@ -577,10 +577,10 @@ var ErrNoAccountData = mxhttp.Unrecognized("Room tags need the account data stor
 
 // Tags returns a user's tags on a room.
 func (s *Server) Tags(ctx context.Context, user id.UserID, roomID id.RoomID) (json.RawMessage, error) {
-	if s.AccountData == nil {
+	if s.accountData == nil {
 		return nil, ErrNoAccountData
 	}
-	raw, err := s.AccountData.GetAccountData(ctx, string(user), string(roomID), "m.tag")
+	raw, err := s.accountData.GetAccountData(ctx, string(user), string(roomID), "m.tag")
 	if errors.Is(err, storage.ErrNotFound) || (err == nil && len(raw) == 0) {
 		return json.RawMessage(`{"tags":{}}`), nil
 	}
@@ -594,7 +594,7 @@ const maxTagsBytes = 64 * 1024
 
 // SetTag adds or removes (content nil) a tag on a room.
 func (s *Server) SetTag(ctx context.Context, user id.UserID, roomID id.RoomID, tag string, content json.RawMessage) error {
-	if s.AccountData == nil {
+	if s.accountData == nil {
 		return ErrNoAccountData
 	}
 	if tag == "" || len(tag) > MaxFieldBytes {
@@ -627,7 +627,7 @@ func (s *Server) SetTag(ctx context.Context, user id.UserID, roomID id.RoomID, t
 	if err != nil {
 		return err
 	}
-	err = s.AccountData.PutAccountData(ctx, string(user), string(roomID), "m.tag", stored, pos)
+	err = s.accountData.PutAccountData(ctx, string(user), string(roomID), "m.tag", stored, pos)
 	finish()
 	if err != nil {
 		return err

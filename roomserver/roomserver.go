@@ -48,12 +48,9 @@ type Server struct {
 	serverName string
 	notifier   *notifier.Notifier
 
-	// Keys verifies remote signatures; nil until federation provides one.
-	Keys KeyGetter
-	// AccountData stores room tags; nil until the accounts module provides it.
-	AccountData AccountDataStore
-	// NoticeRooms refuses rejecting a server notices invite; nil: no such rooms.
-	NoticeRooms NoticeRooms
+	keys        KeyGetter
+	accountData AccountDataStore
+	noticeRooms NoticeRooms
 
 	hooksMu sync.RWMutex
 	hooks   []EventPersistedHook
@@ -84,14 +81,31 @@ func needKeyframe(chainLen, stateSize int) bool {
 	return n >= keyframeInterval && 2*n >= stateSize
 }
 
+// Options are what the roomserver is built from.
+type Options struct {
+	DB         *storage.DB
+	Config     *config.Config
+	SigningKey *mfed.SigningKey
+	Notifier   *notifier.Notifier
+	// Keys verifies remote signatures (federation's key fetcher); nil:
+	// events signed by other servers are refused.
+	Keys KeyGetter
+	// AccountData stores room tags (room account data, the store's).
+	AccountData AccountDataStore
+	// NoticeRooms knows each user's server notices room (the store's), whose
+	// invite cannot be rejected; nil: there are none.
+	NoticeRooms NoticeRooms
+}
+
 // New builds the roomserver.
-func New(ctx context.Context, db *storage.DB, cfg *config.Config, key *mfed.SigningKey, n *notifier.Notifier) (*Server, error) {
-	last, err := db.MaxSnapshotID(ctx)
+func New(ctx context.Context, o Options) (*Server, error) {
+	last, err := o.DB.MaxSnapshotID(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("roomserver: %w", err)
 	}
 	return &Server{
-		db: db, cfg: cfg, key: key, serverName: cfg.ServerName, notifier: n,
+		db: o.DB, cfg: o.Config, key: o.SigningKey, serverName: o.Config.ServerName, notifier: o.Notifier,
+		keys: o.Keys, accountData: o.AccountData, noticeRooms: o.NoticeRooms,
 		workers: map[id.RoomID]*worker{}, lastSnapID: last, BatchSize: 256,
 	}, nil
 }

@@ -50,9 +50,19 @@ type Handler struct {
 	conns  *connections
 }
 
-// New builds the handler. keys may be nil.
-func New(syncer *clientsync.Syncer, store Store, module *syncapi.Service, keys clientsync.Keys) *Handler {
-	return &Handler{syncer: syncer, store: store, module: module, keys: keys, conns: newConnections(defaultMaxConns, defaultConnTTL)}
+// Options are what the handler is built from.
+type Options struct {
+	// Syncer builds the rooms' timelines and state as GET /sync does.
+	Syncer *clientsync.Syncer
+	Store  Store
+	// Module is typing, receipts, presence and push.
+	Module *syncapi.Service
+	Keys   clientsync.Keys // nil: no to_device or e2ee extension data
+}
+
+// New builds the handler.
+func New(o Options) *Handler {
+	return &Handler{syncer: o.Syncer, store: o.Store, module: o.Module, keys: o.Keys, conns: newConnections(defaultMaxConns, defaultConnTTL)}
 }
 
 // ServeHTTP answers POST .../org.matrix.simplified_msc3575/sync.
