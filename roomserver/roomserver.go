@@ -23,7 +23,6 @@ import (
 
 	"github.com/myelin-chat/myelin/internal/config"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
-	"github.com/myelin-chat/myelin/internal/notifier"
 	"github.com/myelin-chat/myelin/internal/recovery"
 	"github.com/myelin-chat/myelin/storage"
 )
@@ -40,13 +39,19 @@ type KeyGetter interface {
 	GetKey(serverName string, keyID id.KeyID, minValidUntil time.Time) (key id.SigningKey, validUntil time.Time, err error)
 }
 
+// Notifier wakes the /sync long-polls of the users a new position concerns
+// (internal/notifier).
+type Notifier interface {
+	Notify(pos int64, users ...string)
+}
+
 // Server is the roomserver.
 type Server struct {
 	db         *storage.DB
 	cfg        *config.Config
 	key        *mfed.SigningKey
 	serverName string
-	notifier   *notifier.Notifier
+	notifier   Notifier
 
 	keys        KeyGetter
 	accountData AccountDataStore
@@ -86,7 +91,7 @@ type Options struct {
 	DB         *storage.DB
 	Config     *config.Config
 	SigningKey *mfed.SigningKey
-	Notifier   *notifier.Notifier
+	Notifier   Notifier // nil: nobody is woken (tests)
 	// Keys verifies remote signatures (federation's key fetcher); nil:
 	// events signed by other servers are refused.
 	Keys KeyGetter
