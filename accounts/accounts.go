@@ -1,10 +1,10 @@
 // Package accounts owns local users: registration, passwords, devices, access
 // and refresh tokens, user-interactive auth, profiles, account data and filters.
 //
-// Other modules react to account changes through hooks (register them while
-// assembling the server): OnDeviceDeleted (the keyserver drops the device's
-// keys and to-device messages), OnProfileChanged (the roomserver sends
-// membership updates), OnDeactivated (the roomserver makes the user leave).
+// Other modules follow account changes through the interfaces it is built
+// with (Options): deleted devices lose their keys and to-device messages
+// (Devices, the keyserver); a changed display name or avatar is sent to the
+// user's rooms and a deactivated account leaves them (Rooms, the roomserver).
 package accounts
 
 import (
@@ -75,13 +75,19 @@ type Notifier interface {
 	Notify(pos int64, users ...string)
 }
 
-// Hook signatures. Hooks run after the change committed; they must not fail
-// the request, so they log their own errors.
-type (
-	DeviceDeletedFunc  func(ctx context.Context, userID id.UserID, deviceIDs []id.DeviceID)
-	ProfileChangedFunc func(ctx context.Context, userID id.UserID, profile Profile)
-	DeactivatedFunc    func(ctx context.Context, userID id.UserID, erase bool)
-)
+// DeviceKeys drops what the keyserver holds for deleted devices.
+type DeviceKeys interface {
+	DeleteDevices(ctx context.Context, userID string, deviceIDs []string) error
+}
+
+// Rooms is what accounts asks of the roomserver.
+type Rooms interface {
+	// OnProfileChanged sends the user's new member event to their rooms.
+	OnProfileChanged(ctx context.Context, userID id.UserID) error
+	// LeaveAllRooms leaves, rejects and withdraws every membership of a
+	// deactivated user.
+	LeaveAllRooms(ctx context.Context, userID id.UserID) error
+}
 
 // Service implements account operations for the client API and the CLI.
 type Service struct {
@@ -89,11 +95,8 @@ type Service struct {
 	cfg      *config.Config
 	now      func() time.Time
 	notifier Notifier
-
-	hooksMu        sync.RWMutex
-	deviceDeleted  []DeviceDeletedFunc
-	profileChanged []ProfileChangedFunc
-	deactivated    []DeactivatedFunc
+	devices  DeviceKeys
+	rooms    Rooms
 
 	seenMu sync.Mutex
 	seen   map[string]int64 // "user|device" -> unix ms of the last last_seen write
@@ -103,58 +106,67 @@ type Service struct {
 	passwordTries *ratelimit.Limiter // password checks per account (login and UIA)
 }
 
-// New returns an accounts service over store.
-func New(store Store, cfg *config.Config) *Service {
-	return &Service{store: store, cfg: cfg, now: time.Now, seen: map[string]int64{}, nonces: nonceStore{m: map[string]time.Time{}},
-		passwordTries: ratelimit.New(cfg.Limits.LoginPerSecond, cfg.Limits.LoginBurst)}
+// Options are what the accounts service is built from. Notifier, Devices
+// and Rooms may be nil (unit tests): their part is then skipped.
+type Options struct {
+	Store  Store
+	Config *config.Config
+	// Notifier is woken after account data changes.
+	Notifier Notifier
+	Devices  DeviceKeys
+	Rooms    Rooms
 }
 
-// SetNotifier sets the notifier woken after account data changes.
-func (s *Service) SetNotifier(n Notifier) { s.notifier = n }
-
-// OnDeviceDeleted registers fn to run after devices were deleted (logout,
-// DELETE /devices, password change, deactivation).
-func (s *Service) OnDeviceDeleted(fn DeviceDeletedFunc) {
-	s.deviceDeleted = append(s.deviceDeleted, fn)
+// New returns an accounts service.
+func New(o Options) *Service {
+	return &Service{store: o.Store, cfg: o.Config, now: time.Now, notifier: o.Notifier, devices: o.Devices, rooms: o.Rooms,
+		seen: map[string]int64{}, nonces: nonceStore{m: map[string]time.Time{}},
+		passwordTries: ratelimit.New(o.Config.Limits.LoginPerSecond, o.Config.Limits.LoginBurst)}
 }
 
-// OnProfileChanged registers fn to run after a user's display name or avatar
-// changed.
-func (s *Service) OnProfileChanged(fn ProfileChangedFunc) {
-	s.hooksMu.Lock()
-	defer s.hooksMu.Unlock()
-	s.profileChanged = append(s.profileChanged, fn)
-}
+// The follow-ups below run after the change committed, on a context that
+// outlives the request; they must not fail it, so they log their own errors.
 
-// OnDeactivated registers fn to run after an account was deactivated.
-func (s *Service) OnDeactivated(fn DeactivatedFunc) {
-	s.hooksMu.Lock()
-	defer s.hooksMu.Unlock()
-	s.deactivated = append(s.deactivated, fn)
-}
-
-// hooks returns the registered hooks (a snapshot, safe to run unlocked).
-func (s *Service) hooks() ([]DeviceDeletedFunc, []ProfileChangedFunc, []DeactivatedFunc) {
-	s.hooksMu.RLock()
-	defer s.hooksMu.RUnlock()
-	return s.deviceDeleted, s.profileChanged, s.deactivated
-}
-
+// fireDeviceDeleted forgets the devices' last-seen writes and drops their
+// keys and to-device messages.
 func (s *Service) fireDeviceDeleted(ctx context.Context, userID id.UserID, devices []string) {
 	if len(devices) == 0 {
 		return
 	}
-	ids := make([]id.DeviceID, len(devices))
 	s.seenMu.Lock()
-	for i, d := range devices {
-		ids[i] = id.DeviceID(d)
+	for _, d := range devices {
 		delete(s.seen, userID.String()+"|"+d)
 	}
 	s.seenMu.Unlock()
+	if s.devices == nil {
+		return
+	}
 	ctx = context.WithoutCancel(ctx)
-	deviceDeleted, _, _ := s.hooks()
-	for _, fn := range deviceDeleted {
-		fn(ctx, userID, ids)
+	if err := s.devices.DeleteDevices(ctx, userID.String(), devices); err != nil {
+		slog.ErrorContext(ctx, "deleting keys of deleted devices", "user", userID, "err", err)
+	}
+}
+
+// fireProfileChanged updates the user's member events.
+func (s *Service) fireProfileChanged(ctx context.Context, userID id.UserID) {
+	if s.rooms == nil {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	if err := s.rooms.OnProfileChanged(ctx, userID); err != nil {
+		slog.ErrorContext(ctx, "updating member events after a profile change", "user", userID, "err", err)
+	}
+}
+
+// fireDeactivated makes a deactivated account leave its rooms, reject its
+// invites and withdraw its knocks.
+func (s *Service) fireDeactivated(ctx context.Context, userID id.UserID) {
+	if s.rooms == nil {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	if err := s.rooms.LeaveAllRooms(ctx, userID); err != nil {
+		slog.ErrorContext(ctx, "leaving the rooms of a deactivated account", "user", userID, "err", err)
 	}
 }
 
@@ -288,11 +300,7 @@ func (s *Service) Deactivate(ctx context.Context, userID id.UserID, erase bool) 
 		return err
 	}
 	s.fireDeviceDeleted(ctx, userID, deleted)
-	ctx = context.WithoutCancel(ctx)
-	_, _, deactivated := s.hooks()
-	for _, fn := range deactivated {
-		fn(ctx, userID, erase)
-	}
+	s.fireDeactivated(ctx, userID)
 	slog.InfoContext(ctx, "account deactivated", "user_id", userID, "erase", erase)
 	return nil
 }

@@ -76,7 +76,7 @@ func (s *Service) SetDeviceDisplayName(ctx context.Context, userID id.UserID, de
 }
 
 // DeleteDevices deletes devices and their tokens, then runs the
-// OnDeviceDeleted hooks for those that existed.
+// keyserver drops the keys of those that existed.
 func (s *Service) DeleteDevices(ctx context.Context, userID id.UserID, deviceIDs []id.DeviceID) error {
 	ids := make([]string, len(deviceIDs))
 	for i, d := range deviceIDs {

@@ -75,6 +75,16 @@ func (s *Service) GetProfile(ctx context.Context, userID id.UserID) (*Profile, e
 	return &Profile{DisplayName: u.DisplayName, AvatarURL: id.ContentURIString(u.AvatarURL), Fields: u.ProfileFields}, nil
 }
 
+// ProfileJSON is userID's profile as GET /profile/{userId} answers it
+// (federation's profile query).
+func (s *Service) ProfileJSON(ctx context.Context, userID id.UserID) (map[string]any, error) {
+	p, err := s.GetProfile(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	return p.JSON(), nil
+}
+
 // SetProfileField sets one profile field of userID to value (raw JSON);
 // value nil deletes it. displayname and avatar_url must be strings (null
 // clears either). avatar_url is not required to be an mxc:// URI: clients
@@ -121,11 +131,7 @@ func (s *Service) SetProfileField(ctx context.Context, userID id.UserID, key str
 		if err != nil {
 			return err
 		}
-		ctx = context.WithoutCancel(ctx)
-		_, profileChanged, _ := s.hooks()
-		for _, fn := range profileChanged {
-			fn(ctx, userID, *p)
-		}
+		s.fireProfileChanged(ctx, userID)
 		return nil
 	}
 	fields := make(map[string]json.RawMessage, len(p.Fields)+1)

@@ -78,7 +78,7 @@ func TestSharedSecretMAC(t *testing.T) {
 
 func TestNoncesSingleUseAndExpire(t *testing.T) {
 	now := time.Unix(1000, 0)
-	s := New(nil, config.Default())
+	s := New(Options{Config: config.Default()})
 	s.now = func() time.Time { return now }
 	n := s.NewRegistrationNonce()
 	if !s.takeNonce(n) {
@@ -111,7 +111,7 @@ func TestRegistrationTokenSyntax(t *testing.T) {
 func TestConfigTokensConstantTimeMatch(t *testing.T) {
 	cfg := config.Default()
 	cfg.Register.Tokens = []string{"alpha", "beta"}
-	s := New(nil, cfg)
+	s := New(Options{Config: cfg})
 	for tok, want := range map[string]bool{"alpha": true, "beta": true, "alph": false, "alphaa": false, "": false} {
 		if got := s.configToken(tok); got != want {
 			t.Errorf("configToken(%q) = %v", tok, got)

@@ -40,26 +40,30 @@ const (
 // the outbound User-Agent.
 var SoftwareVersion = "0.1.0-dev"
 
-// ProfileFunc returns a local user's public profile as the client API's GET
-// /profile answers it (M_NOT_FOUND for unknown users).
-type ProfileFunc func(ctx context.Context, userID id.UserID) (map[string]any, error)
+// Profiles answers profile queries for local users (the accounts module):
+// the profile as the client API's GET /profile answers it, M_NOT_FOUND for
+// unknown users.
+type Profiles interface {
+	ProfileJSON(ctx context.Context, userID id.UserID) (map[string]any, error)
+}
 
-// Options are what the federation module is built from.
-type Options struct {
+// TransportOptions are what the transport is built from.
+type TransportOptions struct {
 	Config     *config.Config
 	SigningKey *mfed.SigningKey
 	Store      KeyStore
 	Metrics    prometheus.Registerer // policy refusal counter; nil: unregistered
-	Profiles   ProfileFunc
 	// Policy overrides the configured server lists (tests, later the full
 	// data-localization policy); refusals are counted either way.
 	Policy Policy
 }
 
-// Module is the server-server API as far as it exists today: our keys, the
-// key fetcher and notary, request authentication, outbound client, version
-// and profile queries. Other federation endpoints answer 404 M_UNRECOGNIZED.
-type Module struct {
+// Transport is the part of federation other modules need before the
+// federation API exists: our keys, the policy, the outbound client, the
+// remote key fetcher (the roomserver verifies remote signatures with it) and
+// inbound request authentication. It depends on nothing but the store, so it
+// is built first.
+type Transport struct {
 	ServerName string
 	Keys       *KeyRing
 	Policy     *CountingPolicy
@@ -70,15 +74,11 @@ type Module struct {
 	// Enabled is config.FederationEnabled(): when false no route is mounted
 	// and the fetcher refuses every remote server.
 	Enabled bool
-
-	profiles      ProfileFunc
-	limiter       *ratelimit.Limiter
-	notaryLimiter *ratelimit.Limiter
 }
 
-// New builds the federation module: loads old keys from
-// <data_dir>/old_signing_keys, sets up the policy, client and fetcher.
-func New(o Options) (*Module, error) {
+// NewTransport loads old keys from <data_dir>/old_signing_keys and sets up
+// the policy, client, fetcher and authenticator.
+func NewTransport(o TransportOptions) (*Transport, error) {
 	cfg := o.Config
 	old, err := LoadOldKeys(filepath.Join(cfg.DataDir, OldSigningKeysDir))
 	if err != nil {
@@ -95,24 +95,51 @@ func New(o Options) (*Module, error) {
 	if !enabled {
 		base = disabledPolicy{}
 	}
-	m := &Module{
+	t := &Transport{
 		ServerName: cfg.ServerName,
 		Keys:       &KeyRing{ServerName: cfg.ServerName, Key: o.SigningKey, Old: old, Validity: cfg.Federation.KeyValidity.Duration},
 		Policy:     NewCountingPolicy(base, o.Metrics),
 		Enabled:    enabled,
-		profiles:   o.Profiles,
-		limiter:    ratelimit.New(cfg.Federation.RequestsPerSecond, cfg.Federation.Burst),
-
-		notaryLimiter: ratelimit.New(cfg.Federation.NotaryRequestsPerSecond, cfg.Federation.NotaryBurst),
 	}
-	if m.Client, err = NewClient(cfg, o.SigningKey, m.Policy); err != nil {
+	if t.Client, err = NewClient(cfg, o.SigningKey, t.Policy); err != nil {
 		return nil, err
 	}
 	// Key responses are small: the transport caps them (ResponseLimitKeys).
-	m.Fetcher = &KeyFetcher{Own: m.Keys, Store: o.Store, Client: m.Client, Notaries: cfg.Federation.TrustedKeyServers, Policy: m.Policy,
+	t.Fetcher = &KeyFetcher{Own: t.Keys, Store: o.Store, Client: t.Client, Notaries: cfg.Federation.TrustedKeyServers, Policy: t.Policy,
 		RequesterFetches: ratelimit.New(cfg.Federation.KeyFetchesPerSecond, cfg.Federation.KeyFetchBurst)}
-	m.Auth = &Authenticator{ServerName: cfg.ServerName, Keys: m.Fetcher, Policy: m.Policy}
-	return m, nil
+	t.Auth = &Authenticator{ServerName: cfg.ServerName, Keys: t.Fetcher, Policy: t.Policy}
+	return t, nil
+}
+
+// Options are what the federation module is built from.
+type Options struct {
+	Config    *config.Config
+	Transport *Transport
+	// Profiles answers profile queries; nil: they are refused.
+	Profiles Profiles
+}
+
+// Module is the server-server API as far as it exists today: our keys, the
+// key fetcher and notary, request authentication, outbound client, version
+// and profile queries. Other federation endpoints answer 404 M_UNRECOGNIZED.
+type Module struct {
+	*Transport
+
+	profiles      Profiles
+	limiter       *ratelimit.Limiter
+	notaryLimiter *ratelimit.Limiter
+}
+
+// New builds the federation API over an already built transport.
+func New(o Options) *Module {
+	cfg := o.Config
+	return &Module{
+		Transport: o.Transport,
+		profiles:  o.Profiles,
+		limiter:   ratelimit.New(cfg.Federation.RequestsPerSecond, cfg.Federation.Burst),
+
+		notaryLimiter: ratelimit.New(cfg.Federation.NotaryRequestsPerSecond, cfg.Federation.NotaryBurst),
+	}
 }
 
 // disabledPolicy refuses everything: federation is switched off.
@@ -362,7 +389,7 @@ func (m *Module) queryProfile(r *http.Request) (any, error) {
 	if m.profiles == nil {
 		return nil, mxhttp.Forbidden("Profile lookup over federation is disabled on this homeserver")
 	}
-	profile, err := m.profiles(r.Context(), userID)
+	profile, err := m.profiles.ProfileJSON(r.Context(), userID)
 	if err != nil {
 		return nil, err
 	}

@@ -15,7 +15,6 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	mfed "maunium.net/go/mautrix/federation"
-	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/accounts"
 	"github.com/myelin-chat/myelin/clientapi"
@@ -50,8 +49,11 @@ type Server struct {
 	Ephemeral  *ephemeral.Service
 	Push       *push.Service
 	Syncer     *syncv2.Syncer
-	Media      *mediaapi.Service
-	Notices    *servernotices.Service
+	// SlidingSync serves MSC4186 sliding sync.
+	SlidingSync   *slidingsync.Handler
+	UserDirectory *userdirectory.Service
+	Media         *mediaapi.Service
+	Notices       *servernotices.Service
 	// Federation: keys, key fetcher/notary, request authentication, outbound client.
 	Federation *federation.Module
 
@@ -59,8 +61,23 @@ type Server struct {
 	http    *http.Server
 }
 
-// New builds a server from cfg: opens (and migrates) the store and loads or
-// creates the signing key. It does not listen yet.
+// New builds a server from cfg: opens (and migrates) the store, loads or
+// creates the signing key and builds every module once, from the modules it
+// needs. It does not listen yet.
+//
+// The order is the dependency graph, leaves first. The store, signing key
+// and notifier need nothing. The keyserver needs only the store. The
+// federation transport (our keys, policy, client, remote key fetcher) needs
+// only the store, and the roomserver verifies remote signatures with its
+// fetcher, so it comes before the roomserver; the federation API answers
+// profile queries from accounts and comes last. The roomserver asks the
+// store, not the notices module, whether a room is a user's notices room,
+// so it comes before servernotices, which sends as the system user through
+// it. Accounts tells the roomserver of profile changes and deactivations and
+// the keyserver of deleted devices, so it follows both; servernotices tags
+// its rooms through accounts. The ephemeral module writes m.fully_read
+// through accounts and tells push of read receipts; GET /sync and sliding
+// sync read ephemeral, push and the keyserver.
 func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -73,77 +90,49 @@ func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening store: %w", err)
 	}
-	s := &Server{
-		Config:     cfg,
-		DB:         db,
-		SigningKey: key,
-		Accounts:   accounts.New(db, cfg),
-		Notifier:   notifier.New(db.Stream.Current()),
-		Metrics:    metrics.New(),
-	}
+	s := &Server{Config: cfg, DB: db, SigningKey: key, Notifier: notifier.New(db.Stream.Current()), Metrics: metrics.New()}
 	s.Metrics.RegisterDBPool(db.PoolStats)
 	db.Stream.OnAdvance(s.Notifier.Advanced)
-	s.Accounts.SetNotifier(s.Notifier)
-	// Keyserver: device-list changes fan out to the users sharing a room (the store's memberships).
-	s.Keys = keyserver.New(db, db.Stream, s.Notifier, db, cfg.ServerName)
-	s.Accounts.OnDeviceDeleted(func(ctx context.Context, userID id.UserID, deviceIDs []id.DeviceID) {
-		ids := make([]string, len(deviceIDs))
-		for i, d := range deviceIDs {
-			ids[i] = d.String()
-		}
-		if err := s.Keys.DeleteDevices(ctx, userID.String(), ids); err != nil {
-			slog.ErrorContext(ctx, "deleting keys of deleted devices", "user", userID, "err", err)
-		}
-	})
-	if s.Rooms, err = roomserver.New(ctx, db, cfg, key, s.Notifier); err != nil {
-		db.Close()
-		return nil, err
-	}
-	// Server notices: the system user's rooms; their invites cannot be rejected.
-	s.Notices = servernotices.New(s.Rooms, s.Accounts, db, cfg)
-	s.Rooms.NoticeRooms = s.Notices
-	// Federation: our keys, remote keys (the roomserver verifies remote signatures with them).
-	if s.Federation, err = federation.New(federation.Options{
-		Config: cfg, SigningKey: key, Store: db, Metrics: s.Metrics,
-		Profiles: func(ctx context.Context, userID id.UserID) (map[string]any, error) {
-			p, err := s.Accounts.GetProfile(ctx, userID)
-			if err != nil {
-				return nil, err
-			}
-			return p.JSON(), nil
-		},
-	}); err != nil {
-		db.Close()
-		return nil, err
-	}
-	s.Rooms.Keys = s.Federation.Fetcher
-	s.Accounts.OnProfileChanged(func(ctx context.Context, userID id.UserID, _ accounts.Profile) {
-		if err := s.Rooms.OnProfileChanged(ctx, userID); err != nil {
-			slog.ErrorContext(ctx, "updating member events after a profile change", "user", userID, "err", err)
-		}
-	})
-	// A deactivated account leaves its rooms, rejects its invites and withdraws its knocks.
-	s.Accounts.OnDeactivated(func(ctx context.Context, userID id.UserID, _ bool) {
-		if err := s.Rooms.LeaveAllRooms(ctx, userID); err != nil {
-			slog.ErrorContext(ctx, "leaving the rooms of a deactivated account", "user", userID, "err", err)
-		}
-	})
-	// Push rules, pushers and unread counts; typing, receipts and presence
-	// (a read receipt resets the unread counts); GET /sync over both.
-	s.Push = push.New(push.Options{Store: db, Stream: db.Stream, Rooms: db, Notifier: s.Notifier,
-		AllowPrivateGateways: cfg.Push.AllowPrivateGateways})
-	s.Rooms.AddHook(pushHook{s.Push}) // room upgrades carry the members' push rules over
-	s.Ephemeral = ephemeral.New(ephemeral.Options{Store: db, Stream: db.Stream, Rooms: db, Notifier: s.Notifier,
-		AccountData: s.Accounts, Receipts: s.Push, Presence: cfg.Presence.Enabled})
-	s.Syncer = syncv2.New(db, db.Stream, s.Ephemeral, s.Push, s.Keys, s.Notifier)
-	s.Syncer.PrevBatch = func(_ string, pos int64) string { return roomserver.StreamToken(pos - 1) }
-	// Content repository: blobs under <data_dir>/media, metadata in the store.
-	if s.Media, err = mediaapi.New(db, cfg); err != nil {
+	if err := s.build(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}
 	s.handler = s.routes()
 	return s, nil
+}
+
+// build builds the modules over s's store, key and notifier (see New).
+func (s *Server) build(ctx context.Context) error {
+	cfg, db, key := s.Config, s.DB, s.SigningKey
+	// Device-list changes fan out to the users sharing a room (the store's memberships).
+	s.Keys = keyserver.New(keyserver.Options{Store: db, Stream: db.Stream, Notifier: s.Notifier, Members: db, ServerName: cfg.ServerName})
+	transport, err := federation.NewTransport(federation.TransportOptions{Config: cfg, SigningKey: key, Store: db, Metrics: s.Metrics})
+	if err != nil {
+		return err
+	}
+	// Server notices rooms are recorded in the store.
+	if s.Rooms, err = roomserver.New(ctx, roomserver.Options{DB: db, Config: cfg, SigningKey: key, Notifier: s.Notifier,
+		Keys: transport.Fetcher, NoticeRooms: db}); err != nil {
+		return err
+	}
+	s.Accounts = accounts.New(accounts.Options{Store: db, Config: cfg, Notifier: s.Notifier, Devices: s.Keys, Rooms: s.Rooms})
+	// The notices room is tagged m.server_notice: room account data, through accounts.
+	s.Notices = servernotices.New(servernotices.Options{Rooms: s.Rooms, Tags: s.Accounts, Store: db, Config: cfg})
+	s.Federation = federation.New(federation.Options{Config: cfg, Transport: transport, Profiles: s.Accounts})
+	// Push rules, pushers and unread counts; typing, receipts and presence
+	// (a read receipt resets the unread counts); GET /sync and sliding sync over both.
+	s.Push = push.New(push.Options{Store: db, Stream: db.Stream, Rooms: db, Notifier: s.Notifier,
+		AllowPrivateGateways: cfg.Push.AllowPrivateGateways})
+	s.Rooms.AddHook(pushHook{s.Push}) // room upgrades carry the members' push rules over
+	s.Ephemeral = ephemeral.New(ephemeral.Options{Store: db, Stream: db.Stream, Rooms: db, Notifier: s.Notifier,
+		AccountData: s.Accounts, Receipts: s.Push, Presence: cfg.Presence.Enabled})
+	s.Syncer = syncv2.New(syncv2.Options{Store: db, Stream: db.Stream, Ephemeral: s.Ephemeral, Push: s.Push, Keys: s.Keys,
+		Notifier: s.Notifier, PrevBatch: func(_ string, pos int64) string { return roomserver.StreamToken(pos - 1) }})
+	s.SlidingSync = slidingsync.New(slidingsync.Options{Syncer: s.Syncer, Store: db, Ephemeral: s.Ephemeral, Push: s.Push, Keys: s.Keys})
+	s.UserDirectory = userdirectory.New(userdirectory.Options{Store: db})
+	// Content repository: blobs under <data_dir>/media, metadata in the store.
+	s.Media, err = mediaapi.New(mediaapi.Options{Store: db, Config: cfg})
+	return err
 }
 
 func (s *Server) routes() http.Handler {
@@ -156,9 +145,8 @@ func (s *Server) routes() http.Handler {
 		r.With(loopbackOnly).Get("/metrics", s.Metrics.Handler().ServeHTTP)
 	}
 	api := &clientapi.API{Config: s.Config, Accounts: s.Accounts, Keys: s.Keys, Rooms: s.Rooms,
-		Sync: syncArea{s.Syncer, s.Ephemeral, s.Push}, Media: s.Media, UserDirectory: userdirectory.New(s.DB),
+		Sync: syncArea{s.Syncer, s.Ephemeral, s.Push}, SlidingSync: s.SlidingSync, Media: s.Media, UserDirectory: s.UserDirectory,
 		ServerNotices: s.Notices}
-	api.SlidingSync = slidingsync.New(s.Syncer, s.DB, s.Ephemeral, s.Push, s.Keys)
 	api.Mount(r)
 	s.Federation.Mount(r) // /_matrix/key, /_matrix/federation (nothing when federation is off)
 	return r

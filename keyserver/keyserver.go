@@ -118,20 +118,26 @@ const (
 	MaxToDeviceContentBytes = 64 * 1024
 )
 
-// New returns a keyserver. members tells who shares rooms with whom (the
-// store's memberships); with nil only the user themself is told of changes.
-func New(store Store, stream Stream, notifier Notifier, members RoomMembership, serverName string) *Service {
-	return &Service{
-		store: store, stream: stream, notifier: notifier, members: members, serverName: serverName,
-		now: time.Now, MaxPendingToDevice: DefaultMaxPendingToDevice,
-	}
+// Options are what the keyserver is built from.
+type Options struct {
+	Store    Store
+	Stream   Stream
+	Notifier Notifier
+	// Members tells who shares rooms with whom (the store's memberships);
+	// nil: only the user themself is told of their device-list changes.
+	Members RoomMembership
+	// Federation reaches remote users' keys and devices; nil: none.
+	Federation Federation
+	ServerName string
 }
 
-// SetFederation plugs in the federation module for remote users.
-func (s *Service) SetFederation(f Federation) { s.fed = f }
-
-// SetRoomMembership replaces the membership source.
-func (s *Service) SetRoomMembership(m RoomMembership) { s.members = m }
+// New returns a keyserver.
+func New(o Options) *Service {
+	return &Service{
+		store: o.Store, stream: o.Stream, notifier: o.Notifier, members: o.Members, fed: o.Federation,
+		serverName: o.ServerName, now: time.Now, MaxPendingToDevice: DefaultMaxPendingToDevice,
+	}
+}
 
 func (s *Service) isLocal(userID string) bool {
 	_, server, err := id.UserID(userID).Parse()

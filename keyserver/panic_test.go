@@ -22,8 +22,7 @@ func (panickingFederation) QueryKeys(context.Context, string, map[string][]strin
 // fan-out goroutine the HTTP recovery does not cover, is reported as that
 // server's failure instead of ending the process.
 func TestRemoteQueryPanicIsAFailure(t *testing.T) {
-	s := New(nil, nil, nil, nil, "local.example")
-	s.SetFederation(panickingFederation{})
+	s := New(Options{ServerName: "local.example", Federation: panickingFederation{}})
 	counter := metrics.PanicsRecovered.WithLabelValues(recovery.RemoteQuery)
 	before := testutil.ToFloat64(counter)
 	resp, err := s.Query(context.Background(), "@me:local.example", &QueryRequest{Timeout: 5000,

@@ -36,10 +36,9 @@ func (f fakeFederation) QueryKeys(ctx context.Context, server string, q map[stri
 }
 
 func TestQueryRemoteTimeoutAndFailures(t *testing.T) {
-	s := New(nil, nil, nil, nil, "local.example")
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
-	s.SetFederation(fakeFederation{release: release})
+	s := New(Options{ServerName: "local.example", Federation: fakeFederation{release: release}})
 	req := &QueryRequest{Timeout: 50, DeviceKeys: map[string][]string{
 		"@a:fast.example": nil, "@b:slow.example": nil, "@c:down.example": nil,
 	}}
@@ -64,7 +63,7 @@ func TestQueryRemoteTimeoutAndFailures(t *testing.T) {
 }
 
 func TestQueryWithoutFederationReportsRemoteServers(t *testing.T) {
-	s := New(nil, nil, nil, nil, "local.example")
+	s := New(Options{ServerName: "local.example"})
 	resp, err := s.Query(context.Background(), "@me:local.example", &QueryRequest{DeviceKeys: map[string][]string{"@a:remote.example": nil}})
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +93,7 @@ func TestRemoteTimeout(t *testing.T) {
 			t.Errorf("remoteTimeout(%d): %s, want M_INVALID_PARAM", tc.ms, mErr.Code)
 		}
 	}
-	s := New(nil, nil, nil, nil, "local.example")
+	s := New(Options{ServerName: "local.example"})
 	for _, call := range []func() error{
 		func() error {
 			_, err := s.Query(context.Background(), "@me:local.example", &QueryRequest{Timeout: -5})

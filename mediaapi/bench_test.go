@@ -13,7 +13,7 @@ import (
 func benchService(b *testing.B) *Service {
 	cfg := config.Default()
 	cfg.DataDir = b.TempDir()
-	s, err := New(newMemStore(), cfg)
+	s, err := New(Options{Store: newMemStore(), Config: cfg})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -72,10 +72,8 @@ type Service struct {
 	cfg        config.Media
 	now        func() time.Time
 
-	// Remote, when set, fetches other servers' media; Policy, when set, is
-	// asked first.
-	Remote RemoteFetcher
-	Policy RemotePolicy
+	remote RemoteFetcher
+	policy RemotePolicy
 
 	mu      sync.Mutex
 	waiters map[string]*waiter // media ID → downloads waiting for its pending upload
@@ -84,18 +82,30 @@ type Service struct {
 	previews *previewer
 }
 
-// New returns the content repository storing blobs under dataDir/media.
-func New(store Store, cfg *config.Config) (*Service, error) {
-	blobs, err := newBlobStore(cfg.DataDir + "/media")
+// Options are what the content repository is built from.
+type Options struct {
+	Store  Store
+	Config *config.Config
+	// Remote fetches other servers' media; nil: remote media is M_NOT_FOUND.
+	Remote RemoteFetcher
+	// Policy, when set, is asked before remote media is fetched or served.
+	Policy RemotePolicy
+}
+
+// New returns the content repository storing blobs under <data_dir>/media.
+func New(o Options) (*Service, error) {
+	blobs, err := newBlobStore(o.Config.DataDir + "/media")
 	if err != nil {
 		return nil, err
 	}
 	s := &Service{
-		store:      store,
+		store:      o.Store,
 		blobs:      blobs,
-		serverName: cfg.ServerName,
-		cfg:        cfg.Media,
+		serverName: o.Config.ServerName,
+		cfg:        o.Config.Media,
 		now:        time.Now,
+		remote:     o.Remote,
+		policy:     o.Policy,
 		waiters:    map[string]*waiter{},
 	}
 	s.thumbs = newThumbnailer(s)
@@ -378,8 +388,8 @@ func (s *Service) Lookup(ctx context.Context, serverName, mediaID string, timeou
 
 func (s *Service) lookupRemote(ctx context.Context, serverName, mediaID string, allowRemote bool) (*Media, error) {
 	if row, err := s.store.GetMedia(ctx, serverName, mediaID); err == nil && row.SHA256 != "" {
-		if s.Policy != nil {
-			if err := s.Policy.AllowRemoteMedia(ctx, serverName); err != nil {
+		if s.policy != nil {
+			if err := s.policy.AllowRemoteMedia(ctx, serverName); err != nil {
 				return nil, err
 			}
 		}
@@ -387,15 +397,15 @@ func (s *Service) lookupRemote(ctx context.Context, serverName, mediaID string, 
 	} else if err != nil && !errors.Is(err, storage.ErrNotFound) {
 		return nil, err
 	}
-	if !allowRemote || s.Remote == nil {
+	if !allowRemote || s.remote == nil {
 		return nil, mxhttp.NotFound("Unknown media")
 	}
-	if s.Policy != nil {
-		if err := s.Policy.AllowRemoteMedia(ctx, serverName); err != nil {
+	if s.policy != nil {
+		if err := s.policy.AllowRemoteMedia(ctx, serverName); err != nil {
 			return nil, err
 		}
 	}
-	contentType, filename, body, err := s.Remote.FetchMedia(ctx, serverName, mediaID, s.cfg.MaxUploadBytes)
+	contentType, filename, body, err := s.remote.FetchMedia(ctx, serverName, mediaID, s.cfg.MaxUploadBytes)
 	if err != nil {
 		return nil, err
 	}

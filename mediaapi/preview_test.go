@@ -90,7 +90,7 @@ func TestPreviewFetch(t *testing.T) {
 	cfg.DataDir = t.TempDir()
 	cfg.Media.URLPreviews = true
 	store := newMemStore()
-	s, err := New(store, cfg)
+	s, err := New(Options{Store: store, Config: cfg})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,11 +30,10 @@ func TestRemoteFilenameCleaned(t *testing.T) {
 		cfg := config.Default()
 		cfg.DataDir = t.TempDir()
 		cfg.ServerName = "here.example"
-		s, err := New(newMemStore(), cfg)
+		s, err := New(Options{Store: newMemStore(), Config: cfg, Remote: fakeRemote{filename: tc.name}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.Remote = fakeRemote{filename: tc.name}
 		m, err := s.Lookup(context.Background(), "there.example", "abc", 0, true)
 		if err != nil {
 			t.Fatalf("%q: %v", tc.name, err)
@@ -56,7 +55,7 @@ func TestStartupSweepsTmp(t *testing.T) {
 	if err := os.WriteFile(stale, make([]byte, 4096), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(newMemStore(), cfg); err != nil {
+	if _, err := New(Options{Store: newMemStore(), Config: cfg}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {

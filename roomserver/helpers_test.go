@@ -16,6 +16,13 @@ import (
 // newTestServer opens a roomserver over a fresh SQLite store.
 func newTestServer(t testing.TB) *Server {
 	t.Helper()
+	return newTestServerWith(t, Options{})
+}
+
+// newTestServerWith is newTestServer with o's remaining options (the store,
+// config, signing key and notifier are filled in).
+func newTestServerWith(t testing.TB, o Options) *Server {
+	t.Helper()
 	ctx := context.Background()
 	db, err := storage.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "test.db"), 4)
 	if err != nil {
@@ -24,7 +31,8 @@ func newTestServer(t testing.TB) *Server {
 	t.Cleanup(db.Close)
 	cfg := config.Default()
 	cfg.ServerName = "test.local"
-	s, err := New(ctx, db, cfg, mfed.GenerateSigningKey(), notifier.New(db.Stream.Current()))
+	o.DB, o.Config, o.SigningKey, o.Notifier = db, cfg, mfed.GenerateSigningKey(), notifier.New(db.Stream.Current())
+	s, err := New(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}

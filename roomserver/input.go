@@ -166,10 +166,10 @@ func (s *Server) getKey(serverName string, keyID id.KeyID, minValidUntil time.Ti
 	if serverName == s.serverName && keyID == s.key.ID {
 		return s.key.Pub, time.Now().Add(24 * time.Hour), nil
 	}
-	if s.Keys == nil {
+	if s.keys == nil {
 		return "", time.Time{}, fmt.Errorf("no key getter for %s", serverName)
 	}
-	return s.Keys.GetKey(serverName, keyID, minValidUntil)
+	return s.keys.GetKey(serverName, keyID, minValidUntil)
 }
 
 // redactsOf returns the target of a redaction event.

@@ -28,10 +28,9 @@ func TestPowerLevelRange(t *testing.T) {
 // TestDepthStaysCanonical: after a remote event at the largest depth
 // canonical JSON carries, local events can still be built and signed.
 func TestDepthStaysCanonical(t *testing.T) {
-	s := newTestServer(t)
-	ctx := context.Background()
 	remoteKey := mfed.GenerateSigningKey()
-	s.Keys = fixedKeys{"remote.test": remoteKey}
+	s := newTestServerWith(t, Options{Keys: fixedKeys{"remote.test": remoteKey}})
+	ctx := context.Background()
 	remote := &Server{key: remoteKey, serverName: "remote.test"}
 	roomID, err := s.CreateRoom(ctx, user("owner"), &CreateRoomRequest{Preset: "public_chat"})
 	if err != nil {

@@ -265,10 +265,10 @@ type MembershipAction struct {
 	deactivating bool
 }
 
-// NoticeRooms tells whether a room is a user's server notices room, whose
-// invite the user may not reject (the server_notices module).
+// NoticeRooms is the store's record of each user's server notices room
+// (storage.ErrNotFound: none), whose invite the user may not reject.
 type NoticeRooms interface {
-	IsServerNoticeRoom(ctx context.Context, user id.UserID, roomID id.RoomID) (bool, error)
+	ServerNoticeRoom(ctx context.Context, userID string) (string, error)
 }
 
 // actionRemove is the leave a member state PUT sets for another user: a kick,
@@ -389,14 +389,17 @@ func (s *Server) membershipMaker(ctx context.Context, a MembershipAction, extra 
 // notices room (spec: M_CANNOT_LEAVE_SERVER_NOTICE_ROOM); once joined, the
 // user may leave it.
 func (s *Server) checkNoticeInviteReject(ctx context.Context, user id.UserID, roomID id.RoomID) error {
-	if s.NoticeRooms == nil {
+	if s.noticeRooms == nil {
 		return nil
 	}
-	notice, err := s.NoticeRooms.IsServerNoticeRoom(ctx, user, roomID)
+	notice, err := s.noticeRooms.ServerNoticeRoom(ctx, user.String())
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("checking for a server notices room: %w", err)
 	}
-	if notice {
+	if notice == roomID.String() {
 		return newError(ErrNoticeRoomInvite, "You cannot reject the invite to your server notices room")
 	}
 	return nil

@@ -57,10 +57,9 @@ func remoteEvent(t *testing.T, s, remote *Server, roomID id.RoomID, p *proto, pr
 }
 
 func TestRemoteInput(t *testing.T) {
-	s := newTestServer(t)
-	ctx := context.Background()
 	remoteKey := mfed.GenerateSigningKey()
-	s.Keys = fixedKeys{"remote.test": remoteKey}
+	s := newTestServerWith(t, Options{Keys: fixedKeys{"remote.test": remoteKey}})
+	ctx := context.Background()
 	remote := &Server{key: remoteKey, serverName: "remote.test"}
 	roomID, err := s.CreateRoom(ctx, user("owner"), &CreateRoomRequest{Preset: "public_chat"})
 	if err != nil {

@@ -22,7 +22,6 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/internal/config"
-	"github.com/myelin-chat/myelin/internal/notifier"
 	"github.com/myelin-chat/myelin/internal/recovery"
 	"github.com/myelin-chat/myelin/storage"
 )
@@ -40,18 +39,22 @@ type KeyGetter interface {
 	GetKey(serverName string, keyID id.KeyID, minValidUntil time.Time) (key id.SigningKey, validUntil time.Time, err error)
 }
 
+// Notifier wakes the /sync long-polls of the users a new position concerns
+// (internal/notifier).
+type Notifier interface {
+	Notify(pos int64, users ...string)
+}
+
 // Server is the roomserver.
 type Server struct {
 	db         *storage.DB
 	cfg        *config.Config
 	key        *mfed.SigningKey
 	serverName string
-	notifier   *notifier.Notifier
+	notifier   Notifier
 
-	// Keys verifies remote signatures; nil until federation provides one.
-	Keys KeyGetter
-	// NoticeRooms refuses rejecting a server notices invite; nil: no such rooms.
-	NoticeRooms NoticeRooms
+	keys        KeyGetter
+	noticeRooms NoticeRooms
 
 	hooksMu sync.RWMutex
 	hooks   []EventPersistedHook
@@ -82,14 +85,29 @@ func needKeyframe(chainLen, stateSize int) bool {
 	return n >= keyframeInterval && 2*n >= stateSize
 }
 
+// Options are what the roomserver is built from.
+type Options struct {
+	DB         *storage.DB
+	Config     *config.Config
+	SigningKey *mfed.SigningKey
+	Notifier   Notifier // nil: nobody is woken (tests)
+	// Keys verifies remote signatures (federation's key fetcher); nil:
+	// events signed by other servers are refused.
+	Keys KeyGetter
+	// NoticeRooms knows each user's server notices room (the store's), whose
+	// invite cannot be rejected; nil: there are none.
+	NoticeRooms NoticeRooms
+}
+
 // New builds the roomserver.
-func New(ctx context.Context, db *storage.DB, cfg *config.Config, key *mfed.SigningKey, n *notifier.Notifier) (*Server, error) {
-	last, err := db.MaxSnapshotID(ctx)
+func New(ctx context.Context, o Options) (*Server, error) {
+	last, err := o.DB.MaxSnapshotID(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("roomserver: %w", err)
 	}
 	return &Server{
-		db: db, cfg: cfg, key: key, serverName: cfg.ServerName, notifier: n,
+		db: o.DB, cfg: o.Config, key: o.SigningKey, serverName: o.Config.ServerName, notifier: o.Notifier,
+		keys: o.Keys, noticeRooms: o.NoticeRooms,
 		workers: map[id.RoomID]*worker{}, lastSnapID: last, BatchSize: 256,
 	}, nil
 }

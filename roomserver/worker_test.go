@@ -192,10 +192,9 @@ func setLevels(t *testing.T, s *Server, roomID id.RoomID, sender id.UserID, leve
 // received over federation is rejected (it used to crash the room worker
 // through the auth check against the event's own auth events).
 func TestRemotePowerLevelsRemovingEqualAdmin(t *testing.T) {
-	s := newTestServer(t)
-	ctx := context.Background()
 	remoteKey := mfed.GenerateSigningKey()
-	s.Keys = fixedKeys{"remote.test": remoteKey}
+	s := newTestServerWith(t, Options{Keys: fixedKeys{"remote.test": remoteKey}})
+	ctx := context.Background()
 	remote := &Server{key: remoteKey, serverName: "remote.test"}
 	owner, ruser := user("owner"), id.UserID("@r:remote.test")
 	roomID, err := s.CreateRoom(ctx, owner, &CreateRoomRequest{Preset: "public_chat",

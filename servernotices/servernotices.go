@@ -2,7 +2,7 @@
 // "Server Notices"): messages from the server's system user to one local
 // user, in a private room tagged m.server_notice that the system user creates
 // on the first notice and reuses for every later one. The user cannot reject
-// its invite (the roomserver asks IsServerNoticeRoom); once joined, they may
+// its invite (the roomserver looks the room up in the store); once joined, they may
 // leave, and the next notice invites them again.
 package servernotices
 
@@ -58,9 +58,17 @@ type Service struct {
 	mu sync.Mutex
 }
 
-// New returns the module for cfg.
-func New(rooms Rooms, tags Tags, store Store, cfg *config.Config) *Service {
-	return &Service{rooms: rooms, tags: tags, store: store, cfg: cfg.ServerNotices, serverName: cfg.ServerName}
+// Options are what the module is built from.
+type Options struct {
+	Rooms  Rooms
+	Tags   Tags // the notice room's m.server_notice tag
+	Store  Store
+	Config *config.Config
+}
+
+// New returns the module.
+func New(o Options) *Service {
+	return &Service{rooms: o.Rooms, tags: o.Tags, store: o.Store, cfg: o.Config.ServerNotices, serverName: o.Config.ServerName}
 }
 
 // SystemUser is the user that sends the notices.
@@ -208,13 +216,4 @@ func (s *Service) membership(ctx context.Context, roomID id.RoomID, user id.User
 		return "", fmt.Errorf("corrupt member event in %s: %w", roomID, err)
 	}
 	return c.Membership, nil
-}
-
-// IsServerNoticeRoom tells the roomserver whether roomID is user's notices room.
-func (s *Service) IsServerNoticeRoom(ctx context.Context, user id.UserID, roomID id.RoomID) (bool, error) {
-	stored, err := s.store.ServerNoticeRoom(ctx, user.String())
-	if errors.Is(err, storage.ErrNotFound) {
-		return false, nil
-	}
-	return err == nil && stored == roomID.String(), err
 }

@@ -3,11 +3,11 @@ package tests
 import (
 	"context"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/accounts"
@@ -20,22 +20,11 @@ import (
 func TestAccountsFlow(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
 		ctx := context.Background()
-		var hookMu sync.Mutex
-		var deletedDevices []id.DeviceID
-		var profileNames []string
-		srv.Accounts.OnDeviceDeleted(func(_ context.Context, _ id.UserID, ids []id.DeviceID) {
-			hookMu.Lock()
-			deletedDevices = append(deletedDevices, ids...)
-			hookMu.Unlock()
-		})
-		srv.Accounts.OnProfileChanged(func(_ context.Context, _ id.UserID, p accounts.Profile) {
-			hookMu.Lock()
-			profileNames = append(profileNames, p.DisplayName)
-			hookMu.Unlock()
-		})
 		alice := srv.Register(t, "alice")
 		aliceID := srv.UserID("alice")
 		const pw = "password-alice"
+		// A profile change reaches alice's rooms (accounts → roomserver).
+		joined := createRoom(t, alice, nil)
 
 		// Profile: set the display name, read it back.
 		if err := alice.SetDisplayName(ctx, "Alice Liddell"); err != nil {
@@ -55,11 +44,10 @@ func TestAccountsFlow(t *testing.T) {
 			t.Fatalf("avatar = %v", prof.AvatarURL)
 		}
 
-		hookMu.Lock()
-		if len(profileNames) == 0 || profileNames[0] != "Alice Liddell" {
-			t.Fatalf("OnProfileChanged saw %v", profileNames)
+		var member event.MemberEventContent
+		if err := alice.StateEvent(ctx, joined, event.StateMember, aliceID.String(), &member); err != nil || member.Displayname != "Alice Liddell" {
+			t.Fatalf("member event after the profile change = %+v, %v", member, err)
 		}
-		hookMu.Unlock()
 
 		// Account data, global and per room; a write wakes /sync waiters.
 		type data struct{ N int }
@@ -112,6 +100,9 @@ func TestAccountsFlow(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Its keys go with it (accounts → keyserver).
+		keysMustCall(t, second, "POST", "/_matrix/client/v3/keys/upload",
+			map[string]any{"device_keys": newTestDevice(aliceID.String(), "SECOND").deviceKeys(t)})
 		devs, err := alice.GetDevicesInfo(ctx)
 		if err != nil || len(devs.Devices) != 2 {
 			t.Fatalf("devices = %+v, %v", devs, err)
@@ -134,11 +125,10 @@ func TestAccountsFlow(t *testing.T) {
 		if devs, _ = alice.GetDevicesInfo(ctx); len(devs.Devices) != 1 {
 			t.Fatalf("devices after delete = %+v", devs)
 		}
-		hookMu.Lock()
-		if len(deletedDevices) != 1 || deletedDevices[0] != "SECOND" {
-			t.Fatalf("OnDeviceDeleted saw %v", deletedDevices)
+		q := keysMustCall(t, alice, "POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{aliceID.String(): []string{}}})
+		if _, ok := obj(obj(q["device_keys"])[aliceID.String()])["SECOND"]; ok {
+			t.Fatalf("deleted device's keys still queried: %v", q)
 		}
-		hookMu.Unlock()
 
 		// Change the password: the other device is logged out, this one stays.
 		other, err := loginPassword(t, srv, "alice", pw, "OTHER")

@@ -28,8 +28,11 @@ const (
 // Service is the user directory.
 type Service struct{ store Store }
 
-// New returns the user directory over store.
-func New(store Store) *Service { return &Service{store: store} }
+// Options are what the user directory is built from.
+type Options struct{ Store Store }
+
+// New returns the user directory.
+func New(o Options) *Service { return &Service{store: o.Store} }
 
 // User is one result.
 type User struct {

@@ -52,10 +52,20 @@ type Handler struct {
 	conns     *connections
 }
 
-// New builds the handler: typing and presence come from eph, push rules and
-// unread counts from rules. keys may be nil.
-func New(syncer *syncv2.Syncer, store Store, eph *ephemeral.Service, rules *push.Service, keys syncv2.Keys) *Handler {
-	return &Handler{syncer: syncer, store: store, ephemeral: eph, push: rules, keys: keys, conns: newConnections(defaultMaxConns, defaultConnTTL)}
+// Options are what the handler is built from.
+type Options struct {
+	// Syncer builds the rooms' timelines and state as GET /sync does.
+	Syncer    *syncv2.Syncer
+	Store     Store
+	Ephemeral *ephemeral.Service // typing, receipts, presence
+	Push      *push.Service      // push rules, unread counts
+	Keys      syncv2.Keys        // nil: no to_device or e2ee extension data
+}
+
+// New builds the handler.
+func New(o Options) *Handler {
+	return &Handler{syncer: o.Syncer, store: o.Store, ephemeral: o.Ephemeral, push: o.Push, keys: o.Keys,
+		conns: newConnections(defaultMaxConns, defaultConnTTL)}
 }
 
 // ServeHTTP answers POST .../org.matrix.simplified_msc3575/sync.

@@ -69,17 +69,35 @@ type Syncer struct {
 	stream    Stream
 	lazy      *lazyMembers
 	toDevice  *toDeviceAcks
+	prevBatch func(roomID string, pos int64) string
+}
+
+// Options are what a Syncer is built from.
+type Options struct {
+	Store     Store
+	Stream    Stream
+	Ephemeral *ephemeral.Service // typing, receipts, presence
+	Push      *push.Service      // push rules, unread counts
+	Keys      Keys               // nil: no E2EE sections
+	Notifier  *notifier.Notifier
 	// PrevBatch makes the /messages token that continues backwards from
-	// before the event at position pos in roomID.
+	// before the event at position pos in roomID; nil: a since token there.
 	PrevBatch func(roomID string, pos int64) string
 }
 
-// New builds a Syncer: typing, receipts and presence come from eph, push
-// rules and unread counts from rules. keys may be nil.
-func New(store Store, stream Stream, eph *ephemeral.Service, rules *push.Service, keys Keys, n *notifier.Notifier) *Syncer {
-	return &Syncer{store: store, stream: stream, ephemeral: eph, push: rules, keys: keys, notifier: n, lazy: newLazyMembers(), toDevice: newToDeviceAcks(),
-		PrevBatch: func(_ string, pos int64) string { return Token{Pos: pos - 1}.String() }}
+// New builds a Syncer.
+func New(o Options) *Syncer {
+	s := &Syncer{store: o.Store, stream: o.Stream, ephemeral: o.Ephemeral, push: o.Push, keys: o.Keys, notifier: o.Notifier,
+		lazy: newLazyMembers(), toDevice: newToDeviceAcks(), prevBatch: o.PrevBatch}
+	if s.prevBatch == nil {
+		s.prevBatch = func(_ string, pos int64) string { return Token{Pos: pos - 1}.String() }
+	}
+	return s
 }
+
+// PrevBatch is the /messages token that continues backwards from before the
+// event at position pos in roomID.
+func (s *Syncer) PrevBatch(roomID string, pos int64) string { return s.prevBatch(roomID, pos) }
 
 // Request is one /sync call.
 type Request struct {
