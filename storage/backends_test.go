@@ -13,7 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/internal/pgtest"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -47,7 +47,7 @@ type templateDB struct {
 
 func (p *templateDB) copy(ctx context.Context) (string, error) {
 	p.once.Do(func() {
-		if p.template, p.err = testserver.PostgresURL(ctx); p.err != nil {
+		if p.template, p.err = pgtest.URL(ctx); p.err != nil {
 			return
 		}
 		var db *storage.DB
@@ -55,7 +55,7 @@ func (p *templateDB) copy(ctx context.Context) (string, error) {
 			return
 		}
 		db.Close()
-		p.maint, p.err = testserver.PostgresURL(ctx)
+		p.maint, p.err = pgtest.URL(ctx)
 	})
 	if p.err != nil {
 		return "", p.err
@@ -83,7 +83,7 @@ func (p *templateDB) copy(ctx context.Context) (string, error) {
 // forEachBackend runs test as a subtest per backend, each on a fresh store.
 func forEachBackend(t *testing.T, test func(t *testing.T, db *storage.DB)) {
 	t.Helper()
-	for _, backend := range testserver.Backends {
+	for _, backend := range pgtest.Backends {
 		t.Run(backend, func(t *testing.T) {
 			db, err := storage.Open(context.Background(), storeURL(t, backend), 8)
 			if err != nil {

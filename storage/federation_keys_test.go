@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/myelin-chat/myelin/homeserver/testserver"
+	"github.com/myelin-chat/myelin/internal/pgtest"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -121,12 +121,12 @@ func TestServerKeyResponsesPruned(t *testing.T) {
 // server, and each server keeps at most KeptServerKeys keys.
 func TestServerKeysMigration(t *testing.T) {
 	ctx := context.Background()
-	for _, backend := range testserver.Backends {
+	for _, backend := range pgtest.Backends {
 		t.Run(backend, func(t *testing.T) {
 			url := "sqlite:" + filepath.Join(t.TempDir(), "m.db")
 			if backend == "postgres" {
 				var err error
-				if url, err = testserver.PostgresURL(ctx); err != nil {
+				if url, err = pgtest.URL(ctx); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -10,22 +10,22 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/myelin-chat/myelin/homeserver/testserver"
+	"github.com/myelin-chat/myelin/internal/pgtest"
 	"github.com/myelin-chat/myelin/storage"
 )
 
-func TestMain(m *testing.M) { testserver.Main(m) }
+func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // openBackends opens a fresh store on every backend.
 func openBackends(t *testing.T) map[string]*storage.DB {
 	t.Helper()
 	ctx := context.Background()
 	dbs := map[string]*storage.DB{}
-	for _, backend := range testserver.Backends {
+	for _, backend := range pgtest.Backends {
 		url := "sqlite:" + filepath.Join(t.TempDir(), "test.db")
 		if backend == "postgres" {
 			var err error
-			if url, err = testserver.PostgresURL(ctx); err != nil {
+			if url, err = pgtest.URL(ctx); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -219,12 +219,12 @@ func TestLatestEventPositions(t *testing.T) {
 // were (beyond one reserved block too), not after the largest surviving row.
 func TestStreamNeverReusesPositionsAfterRestart(t *testing.T) {
 	ctx := context.Background()
-	for _, backend := range testserver.Backends {
+	for _, backend := range pgtest.Backends {
 		t.Run(backend, func(t *testing.T) {
 			url := "sqlite:" + filepath.Join(t.TempDir(), "test.db")
 			if backend == "postgres" {
 				var err error
-				if url, err = testserver.PostgresURL(ctx); err != nil {
+				if url, err = pgtest.URL(ctx); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/myelin-chat/myelin/internal/testserver"
+	"github.com/myelin-chat/myelin/internal/pgtest"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -13,7 +13,7 @@ import (
 // resumes, even past the reserved high-water mark.
 func TestStreamResumesAboveEveryAreasRows(t *testing.T) {
 	ctx := context.Background()
-	for _, backend := range testserver.Backends {
+	for _, backend := range pgtest.Backends {
 		t.Run(backend, func(t *testing.T) {
 			url := storeURL(t, backend)
 			open := func() *storage.DB {

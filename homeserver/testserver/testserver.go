@@ -6,7 +6,6 @@ import (
 	"context"
 	"net"
 	"net/http"
-	"os"
 	"testing"
 	"time"
 
@@ -15,10 +14,11 @@ import (
 
 	"github.com/myelin-chat/myelin/homeserver"
 	"github.com/myelin-chat/myelin/internal/config"
+	"github.com/myelin-chat/myelin/internal/pgtest"
 )
 
 // Backends lists the store backends every integration test runs against.
-var Backends = []string{"sqlite", "postgres"}
+var Backends = pgtest.Backends
 
 // Server is a running test homeserver.
 type Server struct {
@@ -33,11 +33,7 @@ type Options struct {
 }
 
 // Main is a TestMain body: it runs the tests, then stops the shared PostgreSQL cluster.
-func Main(m *testing.M) {
-	code := m.Run()
-	StopPostgres()
-	os.Exit(code)
-}
+func Main(m *testing.M) { pgtest.Main(m) }
 
 // Start starts a server on a free loopback port with the given backend
 // ("sqlite" or "postgres"); it is shut down when the test ends.
@@ -67,7 +63,7 @@ func Start(t testing.TB, backend string, opts ...Options) *Server {
 	switch backend {
 	case "sqlite":
 	case "postgres":
-		u, err := PostgresURL(context.Background())
+		u, err := pgtest.URL(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,5 @@
-package testserver
+// Package pgtest starts a throwaway PostgreSQL cluster for tests.
+package pgtest
 
 import (
 	"bytes"
@@ -13,10 +14,21 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 )
+
+// Backends lists the store backends every storage-touching test runs against.
+var Backends = []string{"sqlite", "postgres"}
+
+// Main is a TestMain body: it runs the tests, then stops the shared cluster.
+func Main(m *testing.M) {
+	code := m.Run()
+	Stop()
+	os.Exit(code)
+}
 
 // A throwaway PostgreSQL cluster shared by all tests of one test binary,
 // started on first use (initdb + pg_ctl on a free port in a temp dir) unless
@@ -30,8 +42,8 @@ var (
 	pgDBSeq   atomic.Int64
 )
 
-// PostgresURL creates a fresh, empty database and returns its URL.
-func PostgresURL(ctx context.Context) (string, error) {
+// URL creates a fresh, empty database and returns its URL.
+func URL(ctx context.Context) (string, error) {
 	pgOnce.Do(func() {
 		if u := os.Getenv("MYELIN_TEST_POSTGRES_URL"); u != "" {
 			pgBaseURL = u
@@ -55,8 +67,8 @@ func PostgresURL(ctx context.Context) (string, error) {
 	return fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", cfg.User, cfg.Host, cfg.Port, name), nil
 }
 
-// StopPostgres stops the throwaway cluster, if one was started. Call it from TestMain.
-func StopPostgres() {
+// Stop stops the throwaway cluster, if one was started. Call it from TestMain.
+func Stop() {
 	if pgStop != nil {
 		pgStop()
 	}
