@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -22,13 +23,15 @@ import (
 
 // Rooms is what the module reads about rooms. *storage.DB satisfies it.
 type Rooms interface {
-	Membership(ctx context.Context, roomID, userID string) (string, error)
-	JoinedRooms(ctx context.Context, userID string) ([]string, error)
+	GetMembership(ctx context.Context, roomID, userID string) (*storage.Membership, error)
+	RoomsOfUser(ctx context.Context, userID string, memberships ...string) ([]storage.Membership, error)
 	JoinedMembers(ctx context.Context, roomID string) ([]string, error)
 	UsersSharingRooms(ctx context.Context, userID string) ([]string, error)
 	EventPosition(ctx context.Context, roomID, eventID string) (int64, error)
-	RoomEventsRange(ctx context.Context, roomID string, from, to int64, limit int) ([]storage.SyncEvent, bool, error)
-	CurrentStateJSON(ctx context.Context, roomID, evType, stateKey string) (string, error)
+	RoomEventsRange(ctx context.Context, roomID string, from, to int64, limit int) ([]*storage.Event, bool, error)
+	CurrentStateEvent(ctx context.Context, roomID, evType, stateKey string) (*storage.Event, error)
+	// GetEvents loads the events a rendered notification refers to (clientevent.Store).
+	GetEvents(ctx context.Context, ids []string) (map[string]*storage.Event, error)
 	UserMembershipHistory(ctx context.Context, roomID, userID string) ([]storage.UserMembershipChange, error)
 }
 
@@ -92,11 +95,11 @@ func (s *Service) typingChanged(roomID string) {
 }
 
 func (s *Service) requireJoined(ctx context.Context, roomID, userID string) error {
-	m, err := s.rooms.Membership(ctx, roomID, userID)
-	if err != nil {
-		return err
+	m, err := s.rooms.GetMembership(ctx, roomID, userID)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return fmt.Errorf("reading the membership of %s in %s: %w", userID, roomID, err)
 	}
-	if m != "join" {
+	if m == nil || m.Membership != "join" {
 		return mxhttp.Forbidden("You are not joined to this room")
 	}
 	return nil
