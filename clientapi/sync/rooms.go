@@ -6,6 +6,7 @@ import (
 
 	"maunium.net/go/mautrix/pushrules"
 
+	"github.com/myelin-chat/myelin/clientevent"
 	"github.com/myelin-chat/myelin/storage"
 	"github.com/myelin-chat/myelin/syncapi"
 )
@@ -380,27 +381,13 @@ func (s *Syncer) strippedState(ctx context.Context, roomID string, m storage.Use
 			return nil, err
 		}
 		for _, e := range stateEvs {
-			out = append(out, stripped(e))
+			out = append(out, clientevent.Stripped(e))
 		}
 	}
 	if len(evs) == 1 {
-		out = append(out, stripped(evs[0]))
+		out = append(out, clientevent.Stripped(evs[0]))
 	}
 	return out, nil
-}
-
-// stripped is the StrippedStateEvent form: content, sender, state_key, type.
-func stripped(e *storage.Event) json.RawMessage {
-	var pdu struct {
-		Content json.RawMessage `json:"content"`
-	}
-	_ = json.Unmarshal([]byte(e.JSON), &pdu)
-	sk := ""
-	if e.StateKey != nil {
-		sk = *e.StateKey
-	}
-	b, _ := json.Marshal(map[string]any{"type": e.Type, "state_key": sk, "sender": e.Sender, "content": pdu.Content})
-	return b
 }
 
 // recentOrNil passes a complete event range on (non-nil even when empty).
