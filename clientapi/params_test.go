@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha1"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -54,7 +55,7 @@ func (f *fakeRooms) Send(_ context.Context, r roomserver.SendRequest) (id.EventI
 	return "$sent", nil
 }
 
-func (f *fakeRooms) Members(_ context.Context, _ id.UserID, _ id.RoomID, q roomserver.MembersQuery) ([]*roomserver.ClientEvent, error) {
+func (f *fakeRooms) Members(_ context.Context, _ id.UserID, _ id.RoomID, q roomserver.MembersQuery) ([]json.RawMessage, error) {
 	f.calls++
 	f.members = q
 	return nil, nil

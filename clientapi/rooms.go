@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/accounts"
@@ -26,10 +27,10 @@ type Rooms interface {
 	ChangeMembership(ctx context.Context, a roomserver.MembershipAction) error
 	Forget(ctx context.Context, user id.UserID, roomID id.RoomID) error
 
-	State(ctx context.Context, user id.UserID, roomID id.RoomID) ([]*roomserver.ClientEvent, error)
-	StateEvent(ctx context.Context, user id.UserID, roomID id.RoomID, evType, stateKey string) (*roomserver.ClientEvent, error)
-	Event(ctx context.Context, user id.UserID, roomID id.RoomID, eventID id.EventID) (*roomserver.ClientEvent, error)
-	Members(ctx context.Context, user id.UserID, roomID id.RoomID, q roomserver.MembersQuery) ([]*roomserver.ClientEvent, error)
+	State(ctx context.Context, user id.UserID, roomID id.RoomID) ([]json.RawMessage, error)
+	StateEvent(ctx context.Context, user id.UserID, roomID id.RoomID, evType, stateKey string) (json.RawMessage, error)
+	Event(ctx context.Context, user id.UserID, roomID id.RoomID, eventID id.EventID) (json.RawMessage, error)
+	Members(ctx context.Context, user id.UserID, roomID id.RoomID, q roomserver.MembersQuery) ([]json.RawMessage, error)
 	JoinedMembers(ctx context.Context, user id.UserID, roomID id.RoomID) (map[id.UserID]roomserver.JoinedMember, error)
 	JoinedRooms(ctx context.Context, user id.UserID) ([]id.RoomID, error)
 	Messages(ctx context.Context, user id.UserID, roomID id.RoomID, req roomserver.MessagesRequest) (*roomserver.MessagesResponse, error)
@@ -285,7 +286,7 @@ func (a *API) getState(r *http.Request) (any, error) {
 	if r.URL.Query().Get("format") == "event" {
 		return ev, nil
 	}
-	return ev.Content, nil
+	return json.RawMessage(gjson.GetBytes(ev, "content").Raw), nil
 }
 
 func (a *API) roomState(r *http.Request) (any, error) {

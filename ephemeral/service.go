@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -35,7 +36,7 @@ type Stream interface {
 
 // Rooms is what the module reads about rooms. *storage.DB satisfies it.
 type Rooms interface {
-	Membership(ctx context.Context, roomID, userID string) (string, error)
+	GetMembership(ctx context.Context, roomID, userID string) (*storage.Membership, error)
 	JoinedMembers(ctx context.Context, roomID string) ([]string, error)
 	UsersSharingRooms(ctx context.Context, userID string) ([]string, error)
 	EventPosition(ctx context.Context, roomID, eventID string) (int64, error)
@@ -120,11 +121,11 @@ func (s *Service) typingChanged(roomID string) {
 }
 
 func (s *Service) requireJoined(ctx context.Context, roomID, userID string) error {
-	m, err := s.rooms.Membership(ctx, roomID, userID)
-	if err != nil {
-		return err
+	m, err := s.rooms.GetMembership(ctx, roomID, userID)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return fmt.Errorf("reading the membership of %s in %s: %w", userID, roomID, err)
 	}
-	if m != "join" {
+	if m == nil || m.Membership != "join" {
 		return mxhttp.Forbidden("You are not joined to this room")
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/pushrules"
 
+	"github.com/myelin-chat/myelin/clientevent"
 	"github.com/myelin-chat/myelin/storage"
 	"github.com/myelin-chat/myelin/visibility"
 )
@@ -41,22 +42,22 @@ func (s *Service) pushRoom(ctx context.Context, roomID, userID string) (*pushRoo
 		return nil, err
 	}
 	r := &pushRoom{members: len(members)}
-	if js, err := s.rooms.CurrentStateJSON(ctx, roomID, "m.room.member", userID); err == nil {
+	if ev, err := s.rooms.CurrentStateEvent(ctx, roomID, "m.room.member", userID); err == nil {
 		var pdu struct {
 			Content struct {
 				DisplayName string `json:"displayname"`
 			} `json:"content"`
 		}
-		_ = json.Unmarshal([]byte(js), &pdu)
+		_ = json.Unmarshal(ev.JSON, &pdu)
 		r.displayName = pdu.Content.DisplayName
 	} else if !errors.Is(err, storage.ErrNotFound) {
 		return nil, err
 	}
-	if js, err := s.rooms.CurrentStateJSON(ctx, roomID, "m.room.power_levels", ""); err == nil {
+	if ev, err := s.rooms.CurrentStateEvent(ctx, roomID, "m.room.power_levels", ""); err == nil {
 		var pdu struct {
 			Content event.PowerLevelsEventContent `json:"content"`
 		}
-		if json.Unmarshal([]byte(js), &pdu) == nil {
+		if json.Unmarshal(ev.JSON, &pdu) == nil {
 			r.power = &pdu.Content
 		}
 	} else if !errors.Is(err, storage.ErrNotFound) {
@@ -139,6 +140,26 @@ func (s *Service) membershipView(ctx context.Context, roomID, userID string) (me
 	return mv, nil
 }
 
+// notificationViewer renders notifications for the user: their membership at
+// each event, and prev_content only where they may see the replaced event
+// (the room's history visibility read only when that needs it).
+func (s *Service) notificationViewer(ctx context.Context, roomID, userID string, mv *membershipView) *clientevent.Viewer {
+	loaded := false
+	return &clientevent.Viewer{UserID: userID, MembershipAt: mv.hv.MembershipAt, CanSee: func(pos int64) (bool, error) {
+		if mv.hv.JoinedAt(pos) {
+			return true, nil
+		}
+		if !loaded {
+			vis, err := s.rooms.HistoryVisibilityChanges(ctx, roomID)
+			if err != nil {
+				return false, err
+			}
+			mv.hv.Visibility, loaded = vis, true
+		}
+		return mv.hv.CanSee(pos), nil
+	}}
+}
+
 // counts reports whether the event at pos may notify the user.
 func (mv *membershipView) counts(pos int64) bool { return mv.hv.JoinedAt(pos) }
 
@@ -187,7 +208,7 @@ func (s *Service) forgetUnread(userID, roomID string) {
 //
 // recent, when not nil, are all the room's events in (recentFrom, upTo], as
 // the caller already read them: they spare a query.
-func (s *Service) UnreadCounts(ctx context.Context, userID, roomID string, upTo int64, rules *pushrules.PushRuleset, rulesPos int64, threaded bool, recent []storage.SyncEvent, recentFrom int64) (Counts, map[string]Counts, error) {
+func (s *Service) UnreadCounts(ctx context.Context, userID, roomID string, upTo int64, rules *pushrules.PushRuleset, rulesPos int64, threaded bool, recent []*storage.Event, recentFrom int64) (Counts, map[string]Counts, error) {
 	key := unreadKey(userID, roomID)
 	s.unreadMu.Lock()
 	cached := s.unread[key]
@@ -217,10 +238,10 @@ func (s *Service) UnreadCounts(ctx context.Context, userID, roomID string, upTo 
 		e = unreadEntry{rulesPos: rulesPos, threaded: threaded, rp: rp, members: mv, upTo: from, threads: map[string]Counts{}}
 	}
 	if e.upTo < upTo {
-		var evs []storage.SyncEvent
+		var evs []*storage.Event
 		if recent != nil && recentFrom <= e.upTo {
 			for _, ev := range recent {
-				if ev.Pos > e.upTo {
+				if ev.StreamPos > e.upTo {
 					evs = append(evs, ev)
 				}
 			}
@@ -253,7 +274,7 @@ func (s *Service) UnreadCounts(ctx context.Context, userID, roomID string, upTo 
 }
 
 // countEvents adds evs, the events in (e.upTo, upTo], to e.
-func (s *Service) countEvents(ctx context.Context, userID, roomID string, e *unreadEntry, evs []storage.SyncEvent, upTo int64, rules *pushrules.PushRuleset) error {
+func (s *Service) countEvents(ctx context.Context, userID, roomID string, e *unreadEntry, evs []*storage.Event, upTo int64, rules *pushrules.PushRuleset) error {
 	e.upTo = upTo
 	var err error
 	for _, ev := range evs {
@@ -267,15 +288,15 @@ func (s *Service) countEvents(ctx context.Context, userID, roomID string, e *unr
 		}
 	}
 	for _, ev := range evs {
-		if ev.Sender == userID || !e.members.counts(ev.Pos) {
+		if ev.Sender == userID || !e.members.counts(ev.StreamPos) {
 			continue
 		}
-		parsed := ParseEvent(ev)
+		parsed := clientevent.PushEvent(ev)
 		if parsed == nil {
 			continue
 		}
 		thread := threadOf(parsed)
-		if e.rp.read(thread, ev.Pos) {
+		if e.rp.read(thread, ev.StreamPos) {
 			continue
 		}
 		if e.room == nil {
@@ -333,7 +354,7 @@ const (
 // scan did and the next one continues from there (possibly after an empty page).
 func (s *Service) Notifications(ctx context.Context, userID string, before int64, limit int, onlyHighlight bool) ([]Notification, int64, error) {
 	upTo := s.stream.Current()
-	rooms, err := s.rooms.JoinedRooms(ctx, userID)
+	rooms, err := s.rooms.RoomsOfUser(ctx, userID, "join")
 	if err != nil {
 		return nil, 0, err
 	}
@@ -347,7 +368,8 @@ func (s *Service) Notifications(ctx context.Context, userID string, before int64
 	all := []Notification{} // the answer's "notifications" is an array, even empty
 	var cutoff int64        // notifications below it are not known yet: a room's scan stopped there
 	more := false           // a room stopped at limit notifications
-	for _, roomID := range rooms {
+	for _, room := range rooms {
+		roomID := room.RoomID
 		mv, err := s.membershipView(ctx, roomID, userID)
 		if err != nil {
 			return nil, 0, err
@@ -359,7 +381,8 @@ func (s *Service) Notifications(ctx context.Context, userID string, before int64
 		if err != nil {
 			return nil, 0, err
 		}
-		var room *pushRoom
+		var pr *pushRoom
+		var notified []*storage.Event // rendered together once the room is scanned
 		found, scanned := 0, 0
 		hi := before - 1
 		for found < limit && hi > mv.firstJoin {
@@ -375,32 +398,41 @@ func (s *Service) Notifications(ctx context.Context, userID string, before int64
 				break
 			}
 			scanned += len(evs)
-			hi = evs[0].Pos - 1
+			hi = evs[0].StreamPos - 1
 			for i := len(evs) - 1; i >= 0 && found < limit; i-- {
 				e := evs[i]
-				if e.Sender == userID || !mv.counts(e.Pos) {
+				if e.Sender == userID || !mv.counts(e.StreamPos) {
 					continue
 				}
-				ev := ParseEvent(e)
+				ev := clientevent.PushEvent(e)
 				if ev == nil {
 					continue
 				}
-				if room == nil {
-					if room, err = s.pushRoom(ctx, roomID, userID); err != nil {
+				if pr == nil {
+					if pr, err = s.pushRoom(ctx, roomID, userID); err != nil {
 						return nil, 0, err
 					}
 				}
-				actions := ruleset.GetActions(room, ev)
+				actions := ruleset.GetActions(pr, ev)
 				should := actions.Should()
 				if !should.Notify || (onlyHighlight && !should.Highlight) {
 					continue
 				}
 				found++
-				e.Membership = mv.hv.MembershipAt(e.Pos)
-				all = append(all, Notification{Actions: WireActions(actions), Event: ClientEvent(e, userID, ""), Read: rp.read(threadOf(ev), e.Pos), RoomID: roomID, TS: e.TS, pos: e.Pos})
+				notified = append(notified, e)
+				all = append(all, Notification{Actions: WireActions(actions), Read: rp.read(threadOf(ev), e.StreamPos), RoomID: roomID, TS: e.OriginServerTS, pos: e.StreamPos})
 			}
 			if len(evs) < notificationBatch {
 				break
+			}
+		}
+		if len(notified) > 0 {
+			rendered, err := clientevent.Render(ctx, s.rooms, s.notificationViewer(ctx, roomID, userID, &mv), notified)
+			if err != nil {
+				return nil, 0, err
+			}
+			for i, ev := range rendered {
+				all[len(all)-len(rendered)+i].Event = ev
 			}
 		}
 		more = more || found >= limit // the room may have older ones

@@ -32,12 +32,15 @@ type Stream interface {
 
 // Rooms is what the module reads about rooms. *storage.DB satisfies it.
 type Rooms interface {
-	JoinedRooms(ctx context.Context, userID string) ([]string, error)
+	RoomsOfUser(ctx context.Context, userID string, memberships ...string) ([]storage.Membership, error)
 	JoinedMembers(ctx context.Context, roomID string) ([]string, error)
 	EventPosition(ctx context.Context, roomID, eventID string) (int64, error)
-	RoomEventsRange(ctx context.Context, roomID string, from, to int64, limit int) ([]storage.SyncEvent, bool, error)
-	CurrentStateJSON(ctx context.Context, roomID, evType, stateKey string) (string, error)
+	RoomEventsRange(ctx context.Context, roomID string, from, to int64, limit int) ([]*storage.Event, bool, error)
+	CurrentStateEvent(ctx context.Context, roomID, evType, stateKey string) (*storage.Event, error)
 	UserMembershipHistory(ctx context.Context, roomID, userID string) ([]storage.UserMembershipChange, error)
+	HistoryVisibilityChanges(ctx context.Context, roomID string) ([]storage.PositionedValue, error)
+	// GetEvents loads the events a rendered notification refers to (clientevent.Store).
+	GetEvents(ctx context.Context, ids []string) (map[string]*storage.Event, error)
 }
 
 // Notifier wakes the /sync long-polls of the users a change concerns:

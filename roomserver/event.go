@@ -108,7 +108,7 @@ func v1ToPDU(v *pdu.RoomV1PDU) *pdu.PDU {
 	}
 }
 
-func eventFromStored(version id.RoomVersion, se *storage.StoredEvent) (*Event, error) {
+func eventFromStored(version id.RoomVersion, se *storage.Event) (*Event, error) {
 	e, err := parseEvent(version, id.EventID(se.EventID), se.JSON)
 	if err != nil {
 		return nil, fmt.Errorf("event %s: %w", se.EventID, err)

@@ -11,6 +11,7 @@ import (
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/myelin-chat/myelin/clientevent"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/storage"
 )
@@ -36,19 +37,16 @@ const MaxRelationsDepth = 3
 
 // RelationsResponse is its answer.
 type RelationsResponse struct {
-	Chunk     []*ClientEvent `json:"chunk"`
-	NextBatch string         `json:"next_batch,omitempty"`
-	PrevBatch string         `json:"prev_batch,omitempty"`
+	Chunk     []json.RawMessage `json:"chunk"`
+	NextBatch string            `json:"next_batch,omitempty"`
+	PrevBatch string            `json:"prev_batch,omitempty"`
 	// RecursionDepth is the depth used, present exactly when recurse was given.
 	RecursionDepth *int `json:"recursion_depth,omitempty"`
 }
 
 // Relations lists events relating to an event the user can see.
 func (s *Server) Relations(ctx context.Context, user id.UserID, roomID id.RoomID, req RelationsRequest) (*RelationsResponse, error) {
-	if _, err := s.Event(ctx, user, roomID, req.EventID); err != nil {
-		return nil, err
-	}
-	version, v, err := s.roomAndViewer(ctx, user, roomID)
+	v, _, err := s.visibleEvent(ctx, user, roomID, req.EventID)
 	if err != nil {
 		return nil, err
 	}
@@ -80,23 +78,24 @@ func (s *Server) Relations(ctx context.Context, user id.UserID, roomID id.RoomID
 	if err != nil {
 		return nil, err
 	}
-	resp := &RelationsResponse{Chunk: []*ClientEvent{}}
+	resp := &RelationsResponse{Chunk: []json.RawMessage{}}
 	if req.Recurse != nil {
 		resp.RecursionDepth = &hops
 	}
+	var kept []*storage.Event
 	for i, se := range evs {
 		if i == limit {
 			resp.NextBatch = StreamToken(evs[i-1].StreamPos)
 			break
 		}
-		if !v.canSee(se.StreamPos) {
-			continue
+		if v.canSee(se.StreamPos) {
+			kept = append(kept, se)
 		}
-		ce, err := s.toClient(ctx, version, v, se)
-		if err != nil {
+	}
+	if len(kept) > 0 {
+		if resp.Chunk, err = s.clientEvents(ctx, v, kept); err != nil {
 			return nil, err
 		}
-		resp.Chunk = append(resp.Chunk, ce)
 	}
 	if req.From != "" {
 		resp.PrevBatch = req.From
@@ -106,13 +105,13 @@ func (s *Server) Relations(ctx context.Context, user id.UserID, roomID id.RoomID
 
 // ThreadsResponse is GET /v1/rooms/{id}/threads.
 type ThreadsResponse struct {
-	Chunk     []*ClientEvent `json:"chunk"`
-	NextBatch string         `json:"next_batch,omitempty"`
+	Chunk     []json.RawMessage `json:"chunk"`
+	NextBatch string            `json:"next_batch,omitempty"`
 }
 
 // Threads lists thread roots, latest activity first.
 func (s *Server) Threads(ctx context.Context, user id.UserID, roomID id.RoomID, include, from string, limit int) (*ThreadsResponse, error) {
-	version, v, err := s.roomAndViewer(ctx, user, roomID)
+	_, v, err := s.roomAndViewer(ctx, user, roomID)
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +136,7 @@ func (s *Server) Threads(ctx context.Context, user id.UserID, roomID id.RoomID, 
 	if err != nil {
 		return nil, err
 	}
-	resp := &ThreadsResponse{Chunk: []*ClientEvent{}}
+	resp := &ThreadsResponse{Chunk: []json.RawMessage{}}
 	for i, root := range roots {
 		if i == limit {
 			resp.NextBatch = StreamToken(latest[i-1])
@@ -167,7 +166,7 @@ func (s *Server) Threads(ctx context.Context, user id.UserID, roomID id.RoomID, 
 		if include == "participated" && !participated {
 			continue
 		}
-		ce, err := s.toClient(ctx, version, v, root)
+		ce, err := s.toClient(ctx, v, root)
 		if err != nil {
 			return nil, err
 		}
@@ -177,11 +176,13 @@ func (s *Server) Threads(ctx context.Context, user id.UserID, roomID id.RoomID, 
 			if err != nil {
 				return nil, err
 			}
-			if lc, err := s.toClient(ctx, version, v, last); err == nil {
+			if lc, err := s.toClient(ctx, v, last); err == nil {
 				summary["latest_event"] = lc
 			}
 		}
-		ce.Unsigned["m.relations"] = map[string]any{"m.thread": summary}
+		if ce, err = clientevent.WithUnsigned(ce, "m.relations", map[string]any{"m.thread": summary}); err != nil {
+			return nil, err
+		}
 		resp.Chunk = append(resp.Chunk, ce)
 	}
 	return resp, nil

@@ -1,16 +1,19 @@
 package roomserver
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/myelin-chat/myelin/clientevent"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/storage"
 	"github.com/myelin-chat/myelin/visibility"
@@ -126,73 +129,20 @@ func (v *viewer) lastVisiblePos() (pos int64, current bool) {
 
 // ---- event loading ----
 
-// toClient converts one stored event for the viewer (see clientEvents).
-func (s *Server) toClient(ctx context.Context, version id.RoomVersion, v *viewer, se *storage.StoredEvent) (*ClientEvent, error) {
-	out, err := s.clientEvents(ctx, version, v, []*storage.StoredEvent{se})
-	if err != nil {
-		return nil, err
-	}
-	return out[0], nil
+// client is the viewer as the renderer takes it.
+func (v *viewer) client() *clientevent.Viewer {
+	return &clientevent.Viewer{UserID: string(v.user), DeviceID: string(v.device), MembershipAt: v.hv.MembershipAt,
+		CanSee: func(pos int64) (bool, error) { return v.canSee(pos), nil }}
 }
 
-// clientEvents converts stored events to the client format with the unsigned
-// data the spec's ClientEvent describes: age; redacted_because; the viewer's
-// membership at the event (v1.11, MSC4115; from the membership history the
-// viewer already holds, no query per event); for state
-// events replaces_state and, when the viewer may see the replaced event,
-// prev_content; transaction_id when the viewer's device sent the event. The
-// redactions and replaced events are loaded in one query. v may be nil (no
-// viewer: no prev_content, no transaction_id, no membership).
-func (s *Server) clientEvents(ctx context.Context, version id.RoomVersion, v *viewer, ses []*storage.StoredEvent) ([]*ClientEvent, error) {
-	var related []string
-	for _, se := range ses {
-		if se.RedactedBy != "" {
-			related = append(related, se.RedactedBy)
-		}
-		if se.ReplacesState != "" && v != nil {
-			related = append(related, se.ReplacesState)
-		}
-	}
-	var loaded map[string]*storage.StoredEvent
-	if len(related) > 0 {
-		var err error
-		if loaded, err = s.db.GetEvents(ctx, related); err != nil {
-			return nil, err
-		}
-	}
-	out := make([]*ClientEvent, len(ses))
-	for i, se := range ses {
-		e, err := eventFromStored(version, se)
-		if err != nil {
-			return nil, err
-		}
-		var because *ClientEvent
-		if r := loaded[se.RedactedBy]; r != nil && se.RedactedBy != "" {
-			if re, err := eventFromStored(version, r); err == nil {
-				because = re.Client(nil)
-				if v != nil {
-					because.Unsigned["membership"] = v.hv.MembershipAt(r.StreamPos)
-				}
-			}
-		}
-		ce := e.Client(because)
-		if v != nil {
-			ce.Unsigned["membership"] = v.hv.MembershipAt(se.StreamPos)
-		}
-		if se.ReplacesState != "" {
-			ce.Unsigned["replaces_state"] = se.ReplacesState
-			if p := loaded[se.ReplacesState]; p != nil && v != nil && v.canSee(p.StreamPos) {
-				if c := gjson.GetBytes(p.JSON, "content"); c.IsObject() {
-					ce.Unsigned["prev_content"] = json.RawMessage(c.Raw)
-				}
-			}
-		}
-		if v != nil && se.TxnID != "" && v.device != "" && se.Sender == string(v.user) && se.TxnDevice == string(v.device) {
-			ce.Unsigned["transaction_id"] = se.TxnID
-		}
-		out[i] = ce
-	}
-	return out, nil
+// clientEvents renders stored events for the viewer (clientevent.Render).
+func (s *Server) clientEvents(ctx context.Context, v *viewer, ses []*storage.Event) ([]json.RawMessage, error) {
+	return clientevent.Render(ctx, s.db, v.client(), ses)
+}
+
+// toClient renders one stored event for the viewer.
+func (s *Server) toClient(ctx context.Context, v *viewer, se *storage.Event) (json.RawMessage, error) {
+	return clientevent.One(ctx, s.db, v.client(), se)
 }
 
 // roomAndViewer loads what every read needs, mapping unknown rooms to M_FORBIDDEN
@@ -217,7 +167,7 @@ func (s *Server) roomAndViewer(ctx context.Context, user id.UserID, roomID id.Ro
 
 // stateVisibleTo returns the room state the user may read: the current state
 // when joined (or the room is world readable), else the state when they left.
-func (s *Server) stateVisibleTo(ctx context.Context, roomID id.RoomID, v *viewer) ([]storage.StateEntry, bool, error) {
+func (s *Server) stateVisibleTo(ctx context.Context, roomID id.RoomID, v *viewer) (storage.StateMap, bool, error) {
 	pos, current := v.lastVisiblePos()
 	if !current && pos < 0 {
 		if cur, err := s.db.CurrentStateEvent(ctx, string(roomID), "m.room.history_visibility", ""); err == nil &&
@@ -232,19 +182,19 @@ func (s *Server) stateVisibleTo(ctx context.Context, roomID id.RoomID, v *viewer
 		if err != nil {
 			return nil, false, err
 		}
-		out := make([]storage.StateEntry, 0, len(evs))
+		out := make(storage.StateMap, len(evs))
 		for _, e := range evs {
-			out = append(out, storage.StateEntry{Type: e.Type, StateKey: *e.StateKey, EventID: e.EventID})
+			out[storage.StateKey{Type: e.Type, StateKey: *e.StateKey}] = e.EventID
 		}
 		return out, true, nil
 	}
-	st, err := s.db.StateAtStream(ctx, string(roomID), pos)
+	st, err := s.db.StateAtPosition(ctx, string(roomID), pos)
 	return st, false, err
 }
 
 // State returns the room state the user may see (GET /rooms/{id}/state).
-func (s *Server) State(ctx context.Context, user id.UserID, roomID id.RoomID) ([]*ClientEvent, error) {
-	version, v, err := s.roomAndViewer(ctx, user, roomID)
+func (s *Server) State(ctx context.Context, user id.UserID, roomID id.RoomID) ([]json.RawMessage, error) {
+	_, v, err := s.roomAndViewer(ctx, user, roomID)
 	if err != nil {
 		return nil, err
 	}
@@ -252,69 +202,86 @@ func (s *Server) State(ctx context.Context, user id.UserID, roomID id.RoomID) ([
 	if err != nil {
 		return nil, err
 	}
-	return s.loadClientEvents(ctx, version, v, entries)
+	return s.loadClientEvents(ctx, v, entries)
 }
 
-func (s *Server) loadClientEvents(ctx context.Context, version id.RoomVersion, v *viewer, entries []storage.StateEntry) ([]*ClientEvent, error) {
-	ids := make([]string, len(entries))
-	for i, e := range entries {
-		ids[i] = e.EventID
+// loadClientEvents renders the events of a state, in stream order.
+func (s *Server) loadClientEvents(ctx context.Context, v *viewer, state storage.StateMap) ([]json.RawMessage, error) {
+	ses, err := s.stateEvents(ctx, state)
+	if err != nil {
+		return nil, err
+	}
+	return s.clientEvents(ctx, v, ses)
+}
+
+// stateEvents loads the events of a state, in stream order.
+func (s *Server) stateEvents(ctx context.Context, state storage.StateMap) ([]*storage.Event, error) {
+	ids := make([]string, 0, len(state))
+	for _, x := range state {
+		ids = append(ids, x)
 	}
 	evs, err := s.db.GetEvents(ctx, ids)
 	if err != nil {
 		return nil, err
 	}
-	ses := make([]*storage.StoredEvent, 0, len(entries))
-	for _, x := range ids {
-		if se, ok := evs[x]; ok {
-			ses = append(ses, se)
-		}
+	ses := make([]*storage.Event, 0, len(evs))
+	for _, se := range evs {
+		ses = append(ses, se)
 	}
-	return s.clientEvents(ctx, version, v, ses)
+	slices.SortFunc(ses, func(a, b *storage.Event) int { return cmp.Compare(a.StreamPos, b.StreamPos) })
+	return ses, nil
 }
 
 // StateEvent returns one state event the user may see; M_NOT_FOUND if unset.
-func (s *Server) StateEvent(ctx context.Context, user id.UserID, roomID id.RoomID, evType, stateKey string) (*ClientEvent, error) {
-	version, v, err := s.roomAndViewer(ctx, user, roomID)
+func (s *Server) StateEvent(ctx context.Context, user id.UserID, roomID id.RoomID, evType, stateKey string) (json.RawMessage, error) {
+	_, v, err := s.roomAndViewer(ctx, user, roomID)
 	if err != nil {
 		return nil, err
 	}
-	entries, _, err := s.stateVisibleTo(ctx, roomID, v)
+	state, _, err := s.stateVisibleTo(ctx, roomID, v)
 	if err != nil {
 		return nil, err
 	}
-	for _, e := range entries {
-		if e.Type == evType && e.StateKey == stateKey {
-			se, err := s.db.GetEvent(ctx, e.EventID)
-			if err != nil {
-				return nil, err
-			}
-			return s.toClient(ctx, version, v, se)
-		}
+	eventID, ok := state[storage.StateKey{Type: evType, StateKey: stateKey}]
+	if !ok {
+		return nil, mxhttp.NotFound("Event not found")
 	}
-	return nil, mxhttp.NotFound("Event not found")
+	se, err := s.db.GetEvent(ctx, eventID)
+	if err != nil {
+		return nil, err
+	}
+	return s.toClient(ctx, v, se)
 }
 
 // Event returns one event the user may see (GET /rooms/{id}/event/{eventId}).
-func (s *Server) Event(ctx context.Context, user id.UserID, roomID id.RoomID, eventID id.EventID) (*ClientEvent, error) {
-	if !ValidEventID(string(eventID)) {
-		return nil, mxhttp.NotFound("Event not found")
-	}
-	version, v, err := s.roomAndViewer(ctx, user, roomID)
+func (s *Server) Event(ctx context.Context, user id.UserID, roomID id.RoomID, eventID id.EventID) (json.RawMessage, error) {
+	v, se, err := s.visibleEvent(ctx, user, roomID, eventID)
 	if err != nil {
 		return nil, err
+	}
+	return s.toClient(ctx, v, se)
+}
+
+// visibleEvent loads an event of the room the user may see, and the viewer.
+func (s *Server) visibleEvent(ctx context.Context, user id.UserID, roomID id.RoomID, eventID id.EventID) (*viewer, *storage.Event, error) {
+	if !ValidEventID(string(eventID)) {
+		return nil, nil, mxhttp.NotFound("Event not found")
+	}
+	_, v, err := s.roomAndViewer(ctx, user, roomID)
+	if err != nil {
+		return nil, nil, err
 	}
 	se, err := s.db.GetEvent(ctx, string(eventID))
 	if errors.Is(err, storage.ErrNotFound) || (err == nil && (se.RoomID != string(roomID) || se.SoftFailed)) {
-		return nil, mxhttp.NotFound("Event not found")
+		return nil, nil, mxhttp.NotFound("Event not found")
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if !v.canSee(se.StreamPos) {
-		return nil, mxhttp.NotFound("Event not found or not visible to you")
+		return nil, nil, mxhttp.NotFound("Event not found or not visible to you")
 	}
-	return s.toClient(ctx, version, v, se)
+	return v, se, nil
 }
 
 // MembersQuery filters GET /rooms/{id}/members.
@@ -325,12 +292,12 @@ type MembersQuery struct {
 }
 
 // Members returns member events of the room the user may see.
-func (s *Server) Members(ctx context.Context, user id.UserID, roomID id.RoomID, q MembersQuery) ([]*ClientEvent, error) {
-	version, v, err := s.roomAndViewer(ctx, user, roomID)
+func (s *Server) Members(ctx context.Context, user id.UserID, roomID id.RoomID, q MembersQuery) ([]json.RawMessage, error) {
+	_, v, err := s.roomAndViewer(ctx, user, roomID)
 	if err != nil {
 		return nil, err
 	}
-	var entries []storage.StateEntry
+	var entries storage.StateMap
 	pos, current := v.lastVisiblePos()
 	if q.At != "" {
 		tok, err := ParseToken(q.At)
@@ -350,25 +317,25 @@ func (s *Server) Members(ctx context.Context, user id.UserID, roomID id.RoomID, 
 	} else if entries, _, err = s.stateVisibleTo(ctx, roomID, v); err != nil {
 		return nil, err
 	}
-	var members []storage.StateEntry
-	for _, e := range entries {
-		if e.Type == "m.room.member" {
-			members = append(members, e)
+	members := storage.StateMap{}
+	for k, e := range entries {
+		if k.Type == "m.room.member" {
+			members[k] = e
 		}
 	}
-	evs, err := s.loadClientEvents(ctx, version, v, members)
+	evs, err := s.stateEvents(ctx, members)
 	if err != nil {
 		return nil, err
 	}
-	out := evs[:0]
+	kept := evs[:0]
 	for _, e := range evs {
-		m := gjson.GetBytes(e.Content, "membership").Str
+		m := e.Membership
 		if (q.Membership != "" && m != q.Membership) || (q.NotMembership != "" && m == q.NotMembership) {
 			continue
 		}
-		out = append(out, e)
+		kept = append(kept, e)
 	}
-	return out, nil
+	return s.clientEvents(ctx, v, kept)
 }
 
 // membersAtPoint is the room state at stream position at for /members?at=:
@@ -376,7 +343,7 @@ func (s *Server) Members(ctx context.Context, user id.UserID, roomID id.RoomID, 
 // first member (a prev_batch from before the create event, as /sync gives
 // for a timeline that starts with the room) names the room as it began:
 // the state once its creator joined, not an empty room.
-func (s *Server) membersAtPoint(ctx context.Context, roomID id.RoomID, v *viewer, at int64) ([]storage.StateEntry, error) {
+func (s *Server) membersAtPoint(ctx context.Context, roomID id.RoomID, v *viewer, at int64) (storage.StateMap, error) {
 	first, err := s.db.FirstMemberPosition(ctx, string(roomID))
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
 		return nil, fmt.Errorf("reading the first member of %s: %w", roomID, err)
@@ -388,7 +355,7 @@ func (s *Server) membersAtPoint(ctx context.Context, roomID id.RoomID, v *viewer
 	if !ok {
 		return nil, mxhttp.Forbidden("You may not see the room at that point")
 	}
-	return s.db.StateAtStream(ctx, string(roomID), at)
+	return s.db.StateAtPosition(ctx, string(roomID), at)
 }
 
 // JoinedMember is an entry of GET /joined_members. An unset display name
@@ -472,7 +439,7 @@ func typeMatches(pattern, t string) bool {
 }
 
 // Matches reports whether an event passes the filter.
-func (f *EventFilter) Matches(se *storage.StoredEvent) bool {
+func (f *EventFilter) Matches(se *storage.Event) bool {
 	if f == nil {
 		return true
 	}
@@ -507,10 +474,10 @@ type MessagesRequest struct {
 
 // MessagesResponse is its answer.
 type MessagesResponse struct {
-	Start string         `json:"start"`
-	End   string         `json:"end,omitempty"`
-	Chunk []*ClientEvent `json:"chunk"`
-	State []*ClientEvent `json:"state,omitempty"`
+	Start string            `json:"start"`
+	End   string            `json:"end,omitempty"`
+	Chunk []json.RawMessage `json:"chunk"`
+	State []json.RawMessage `json:"state,omitempty"`
 }
 
 func (s *Server) tokenPos(ctx context.Context, roomID id.RoomID, tok string) (storage.TopoPos, error) {
@@ -529,7 +496,7 @@ const maxMessagesScan = 2000
 
 // Messages pages through a room's history in topological order.
 func (s *Server) Messages(ctx context.Context, user id.UserID, roomID id.RoomID, req MessagesRequest) (*MessagesResponse, error) {
-	version, v, err := s.roomAndViewer(ctx, user, roomID)
+	_, v, err := s.roomAndViewer(ctx, user, roomID)
 	if err != nil {
 		return nil, err
 	}
@@ -574,11 +541,11 @@ func (s *Server) Messages(ctx context.Context, user id.UserID, roomID id.RoomID,
 		}
 		to = &p
 	}
-	resp := &MessagesResponse{Chunk: []*ClientEvent{}}
+	resp := &MessagesResponse{Chunk: []json.RawMessage{}}
 	resp.Start = TopologicalToken(from.Depth, from.Stream)
 	cursor := from
 	senders := map[string]bool{}
-	var kept []*storage.StoredEvent
+	var kept []*storage.Event
 	// Hidden history is skipped in SQL (the user's visible stream ranges);
 	// what is read and dropped still (a filter's misses) is capped per
 	// request: past the cap the answer ends early, with an end token.
@@ -619,12 +586,12 @@ func (s *Server) Messages(ctx context.Context, user id.UserID, roomID id.RoomID,
 		resp.End = TopologicalToken(cursor.Depth, cursor.Stream)
 	}
 	if len(kept) > 0 {
-		if resp.Chunk, err = s.clientEvents(ctx, version, v, kept); err != nil {
+		if resp.Chunk, err = s.clientEvents(ctx, v, kept); err != nil {
 			return nil, err
 		}
 	}
 	if req.Filter != nil && req.Filter.LazyLoadMembers && len(senders) > 0 {
-		st, err := s.membersOf(ctx, version, v, roomID, senders)
+		st, err := s.membersOf(ctx, v, roomID, senders)
 		if err != nil {
 			return nil, err
 		}
@@ -633,33 +600,34 @@ func (s *Server) Messages(ctx context.Context, user id.UserID, roomID id.RoomID,
 	return resp, nil
 }
 
-func (s *Server) membersOf(ctx context.Context, version id.RoomVersion, v *viewer, roomID id.RoomID, users map[string]bool) ([]*ClientEvent, error) {
-	var entries []storage.StateEntry
+func (s *Server) membersOf(ctx context.Context, v *viewer, roomID id.RoomID, users map[string]bool) ([]json.RawMessage, error) {
+	var ses []*storage.Event
 	for u := range users {
 		if se, err := s.db.CurrentStateEvent(ctx, string(roomID), "m.room.member", u); err == nil {
-			entries = append(entries, storage.StateEntry{Type: "m.room.member", StateKey: u, EventID: se.EventID})
+			ses = append(ses, se)
 		}
 	}
-	return s.loadClientEvents(ctx, version, v, entries)
+	slices.SortFunc(ses, func(a, b *storage.Event) int { return cmp.Compare(a.StreamPos, b.StreamPos) })
+	return s.clientEvents(ctx, v, ses)
 }
 
 // ContextResponse is GET /rooms/{id}/context/{eventId}.
 type ContextResponse struct {
-	Start        string         `json:"start,omitempty"`
-	End          string         `json:"end,omitempty"`
-	EventsBefore []*ClientEvent `json:"events_before"`
-	Event        *ClientEvent   `json:"event"`
-	EventsAfter  []*ClientEvent `json:"events_after"`
-	State        []*ClientEvent `json:"state"`
+	Start        string            `json:"start,omitempty"`
+	End          string            `json:"end,omitempty"`
+	EventsBefore []json.RawMessage `json:"events_before"`
+	Event        json.RawMessage   `json:"event"`
+	EventsAfter  []json.RawMessage `json:"events_after"`
+	State        []json.RawMessage `json:"state"`
 }
 
 // Context returns events around an event.
 func (s *Server) Context(ctx context.Context, user id.UserID, roomID id.RoomID, eventID id.EventID, limit int, filter *EventFilter) (*ContextResponse, error) {
-	ev, err := s.Event(ctx, user, roomID, eventID)
+	v, se, err := s.visibleEvent(ctx, user, roomID, eventID)
 	if err != nil {
 		return nil, err
 	}
-	se, err := s.db.GetEvent(ctx, string(eventID))
+	ev, err := s.toClient(ctx, v, se)
 	if err != nil {
 		return nil, err
 	}
@@ -670,7 +638,7 @@ func (s *Server) Context(ctx context.Context, user id.UserID, roomID id.RoomID, 
 		limit = 100
 	}
 	before, after := limit/2, limit-limit/2
-	resp := &ContextResponse{Event: ev, EventsBefore: []*ClientEvent{}, EventsAfter: []*ClientEvent{}}
+	resp := &ContextResponse{Event: ev, EventsBefore: []json.RawMessage{}, EventsAfter: []json.RawMessage{}}
 	back, err := s.Messages(ctx, user, roomID, MessagesRequest{From: TopologicalToken(se.Depth, se.StreamPos-1), Dir: "b", Limit: max(before, 1), Filter: filter})
 	if err != nil {
 		return nil, err
@@ -693,28 +661,24 @@ func (s *Server) Context(ctx context.Context, user id.UserID, roomID id.RoomID, 
 	if resp.End == "" {
 		resp.End = TopologicalToken(se.Depth, se.StreamPos)
 		if n := len(resp.EventsAfter); n > 0 {
-			if last, err := s.db.GetEvent(ctx, string(resp.EventsAfter[n-1].EventID)); err == nil {
+			if last, err := s.db.GetEvent(ctx, gjson.GetBytes(resp.EventsAfter[n-1], "event_id").Str); err == nil {
 				resp.End = TopologicalToken(last.Depth, last.StreamPos)
 			}
 		}
 	}
 	// State at the event.
-	entries, err := s.db.SnapshotState(ctx, se.StateBefore)
+	state, err := s.db.SnapshotState(ctx, se.StateBefore)
 	if err != nil {
 		return nil, err
 	}
 	if filter != nil && filter.LazyLoadMembers {
-		want := map[string]bool{string(ev.Sender): true}
+		want := map[string]bool{se.Sender: true}
 		for _, e := range append(resp.EventsBefore, resp.EventsAfter...) {
-			want[string(e.Sender)] = true
+			want[gjson.GetBytes(e, "sender").Str] = true
 		}
-		entries = slices.DeleteFunc(entries, func(e storage.StateEntry) bool { return e.Type == "m.room.member" && !want[e.StateKey] })
+		maps.DeleteFunc(state, func(k storage.StateKey, _ string) bool { return k.Type == "m.room.member" && !want[k.StateKey] })
 	}
-	version, v, err := s.roomAndViewer(ctx, user, roomID)
-	if err != nil {
-		return nil, err
-	}
-	if resp.State, err = s.loadClientEvents(ctx, version, v, entries); err != nil {
+	if resp.State, err = s.loadClientEvents(ctx, v, state); err != nil {
 		return nil, err
 	}
 	return resp, nil

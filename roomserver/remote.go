@@ -83,13 +83,13 @@ func (p *dbProvider) GetKey(serverName string, keyID id.KeyID, minValidUntil tim
 }
 
 func (s *Server) stateMapOf(ctx context.Context, snapshot int64) (stateres.StateMap, error) {
-	entries, err := s.db.SnapshotState(ctx, snapshot)
+	state, err := s.db.SnapshotState(ctx, snapshot)
 	if err != nil {
 		return nil, err
 	}
-	m := make(stateres.StateMap, len(entries))
-	for _, e := range entries {
-		m[pdu.StateKey{Type: e.Type, StateKey: e.StateKey}] = id.EventID(e.EventID)
+	m := make(stateres.StateMap, len(state))
+	for k, x := range state {
+		m[pdu.StateKey{Type: k.Type, StateKey: k.StateKey}] = id.EventID(x)
 	}
 	return m, nil
 }

@@ -535,7 +535,7 @@ func (b *batchWrite) commit(ctx context.Context, w *worker) error {
 	}
 	for _, e := range b.events {
 		relatesTo, relType := relation(e)
-		se := storage.StoredEvent{
+		se := storage.Event{
 			EventID: string(e.ID), RoomID: string(rs.id), StreamPos: e.StreamPos, Depth: e.PDU.Depth, Type: e.PDU.Type,
 			StateKey: e.PDU.StateKey, Sender: string(e.PDU.Sender), OriginServerTS: e.PDU.OriginServerTS, JSON: e.JSON,
 			StateBefore: e.StateBefore, StateAfter: e.StateAfter, SoftFailed: e.SoftFailed, RelatesTo: relatesTo, RelType: relType,

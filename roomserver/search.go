@@ -64,16 +64,16 @@ type SearchResponse struct {
 	Count      int                                      `json:"count"`
 	Highlights []string                                 `json:"highlights"`
 	Results    []SearchResult                           `json:"results"`
-	State      map[id.RoomID][]*ClientEvent             `json:"state,omitempty"`
+	State      map[id.RoomID][]json.RawMessage          `json:"state,omitempty"`
 	Groups     map[string]map[string]*SearchResultGroup `json:"groups,omitempty"`
 	NextBatch  string                                   `json:"next_batch,omitempty"`
 }
 
 // SearchResult is one result.
 type SearchResult struct {
-	Rank    float64        `json:"rank"`
-	Result  *ClientEvent   `json:"result"`
-	Context *SearchContext `json:"context,omitempty"`
+	Rank    float64         `json:"rank"`
+	Result  json.RawMessage `json:"result"`
+	Context *SearchContext  `json:"context,omitempty"`
 }
 
 // SearchContext is the context of a result.
@@ -81,8 +81,8 @@ type SearchContext struct {
 	Start        string                      `json:"start,omitempty"`
 	End          string                      `json:"end,omitempty"`
 	ProfileInfo  map[id.UserID]SearchProfile `json:"profile_info,omitempty"`
-	EventsBefore []*ClientEvent              `json:"events_before"`
-	EventsAfter  []*ClientEvent              `json:"events_after"`
+	EventsBefore []json.RawMessage           `json:"events_before"`
+	EventsAfter  []json.RawMessage           `json:"events_after"`
 }
 
 // SearchProfile is a sender's profile at the time of a result.
@@ -382,11 +382,11 @@ func (s *Server) renderSearch(ctx context.Context, req *SearchRequest, rooms map
 	resp.Results = make([]SearchResult, len(hits))
 	for roomID, idx := range byRoom {
 		r := rooms[roomID]
-		ses := make([]*storage.StoredEvent, len(idx))
+		ses := make([]*storage.Event, len(idx))
 		for j, i := range idx {
 			ses[j] = hits[i].Event
 		}
-		evs, err := s.clientEvents(ctx, r.version, r.v, ses)
+		evs, err := s.clientEvents(ctx, r.v, ses)
 		if err != nil {
 			return err
 		}
@@ -404,14 +404,14 @@ func (s *Server) renderSearch(ctx context.Context, req *SearchRequest, rooms map
 		}
 	}
 	if req.IncludeState && len(byRoom) > 0 {
-		resp.State = map[id.RoomID][]*ClientEvent{}
+		resp.State = map[id.RoomID][]json.RawMessage{}
 		for roomID := range byRoom {
 			r := rooms[roomID]
 			entries, _, err := s.stateVisibleTo(ctx, roomID, r.v)
 			if err != nil {
 				return err
 			}
-			if resp.State[roomID], err = s.loadClientEvents(ctx, r.version, r.v, entries); err != nil {
+			if resp.State[roomID], err = s.loadClientEvents(ctx, r.v, entries); err != nil {
 				return err
 			}
 		}
@@ -435,7 +435,7 @@ func (s *Server) renderSearch(ctx context.Context, req *SearchRequest, rooms map
 	return nil
 }
 
-func groupValue(group string, se *storage.StoredEvent) string {
+func groupValue(group string, se *storage.Event) string {
 	if group == "sender" {
 		return se.Sender
 	}
@@ -458,8 +458,8 @@ func groupTokens(resp *SearchResponse, hits []storage.SearchHit, next searchToke
 
 // searchContext is the events around a result, read as /messages reads
 // them (same visibility, filter and renderer), and the sender's profile then.
-func (s *Server) searchContext(ctx context.Context, req *SearchRequest, r *searchRoom, se *storage.StoredEvent) (*SearchContext, error) {
-	c := &SearchContext{EventsBefore: []*ClientEvent{}, EventsAfter: []*ClientEvent{}}
+func (s *Server) searchContext(ctx context.Context, req *SearchRequest, r *searchRoom, se *storage.Event) (*SearchContext, error) {
+	c := &SearchContext{EventsBefore: []json.RawMessage{}, EventsAfter: []json.RawMessage{}}
 	roomID := id.RoomID(se.RoomID)
 	filter := req.Filter
 	if filter != nil {

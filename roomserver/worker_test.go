@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/tidwall/gjson"
 	mfed "maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/id"
 
@@ -179,7 +180,7 @@ func setLevels(t *testing.T, s *Server, roomID id.RoomID, sender id.UserID, leve
 		t.Fatal(err)
 	}
 	var pl map[string]any
-	if err := json.Unmarshal(ev.Content, &pl); err != nil {
+	if err := json.Unmarshal([]byte(gjson.GetBytes(ev, "content").Raw), &pl); err != nil {
 		t.Fatal(err)
 	}
 	pl["users"] = levels

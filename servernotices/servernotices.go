@@ -31,7 +31,7 @@ type Rooms interface {
 	CreateRoom(ctx context.Context, sender id.UserID, req *roomserver.CreateRoomRequest) (id.RoomID, error)
 	ChangeMembership(ctx context.Context, a roomserver.MembershipAction) error
 	Send(ctx context.Context, r roomserver.SendRequest) (id.EventID, error)
-	StateEvent(ctx context.Context, user id.UserID, roomID id.RoomID, evType, stateKey string) (*roomserver.ClientEvent, error)
+	StateEvent(ctx context.Context, user id.UserID, roomID id.RoomID, evType, stateKey string) (json.RawMessage, error)
 }
 
 // Tags sets a room tag (the accounts module: tags are room account data).
@@ -210,10 +210,12 @@ func (s *Service) membership(ctx context.Context, roomID id.RoomID, user id.User
 		return "", fmt.Errorf("reading %s's membership of their server notices room: %w", user, err)
 	}
 	var c struct {
-		Membership string `json:"membership"`
+		Content struct {
+			Membership string `json:"membership"`
+		} `json:"content"`
 	}
-	if err := json.Unmarshal(ev.Content, &c); err != nil {
+	if err := json.Unmarshal(ev, &c); err != nil {
 		return "", fmt.Errorf("corrupt member event in %s: %w", roomID, err)
 	}
-	return c.Membership, nil
+	return c.Content.Membership, nil
 }

@@ -16,9 +16,20 @@ type StateEntry struct {
 	EventID  string
 }
 
-// StoredEvent is an event row as written by the roomserver and read back by
-// /sync and the room APIs.
-type StoredEvent struct {
+// StateKey names a slot of room state.
+type StateKey struct{ Type, StateKey string }
+
+// StateMap is a room state as readers get it: the event ID in each slot.
+// (Writes describe state changes as []StateEntry, where an empty event ID
+// removes a slot.)
+type StateMap map[StateKey]string
+
+// Event is the one row type of the events table: the roomserver writes it,
+// every reader (room APIs, /sync, sliding sync, push) reads it back, and
+// clientevent renders it for clients. It holds only what is stored: values
+// that depend on the reader (prev_content, the reader's membership at the
+// event) are inputs of the renderer, not fields here.
+type Event struct {
 	EventID        string
 	RoomID         string
 	StreamPos      int64
@@ -34,7 +45,7 @@ type StoredEvent struct {
 	RedactedBy     string
 	RelatesTo      string
 	RelType        string
-	Membership     string // for m.room.member events
+	Membership     string // content.membership of an m.room.member event
 	ReplacesState  string // the state event this one replaced (unsigned.replaces_state)
 	TxnDevice      string // the device that sent it with a transaction ID
 	TxnID          string // that client transaction ID (unsigned.transaction_id)
@@ -91,7 +102,7 @@ type RoomWrite struct {
 	NewRoom      *RoomRow // set when the batch creates the room
 	RoomID       string
 	Snapshots    []Snapshot
-	Events       []StoredEvent
+	Events       []Event
 	Txns         []TxnRecord
 	Redactions   []Redaction
 	StateChanges []StateEntry // upserts into current_state
@@ -222,9 +233,9 @@ func (db *DB) MaxSnapshotID(ctx context.Context) (int64, error) {
 
 // SnapshotState loads the full state a snapshot names, walking its chain back
 // to the keyframe. Snapshot 0 is the empty state.
-func (db *DB) SnapshotState(ctx context.Context, snapshot int64) ([]StateEntry, error) {
+func (db *DB) SnapshotState(ctx context.Context, snapshot int64) (StateMap, error) {
 	if snapshot == 0 {
-		return nil, nil
+		return StateMap{}, nil
 	}
 	rows, err := db.Query(ctx, `WITH RECURSIVE chain(id, parent, n) AS (
 			SELECT snapshot_id, parent_id, 0 FROM state_snapshots WHERE snapshot_id = $1
@@ -237,22 +248,21 @@ func (db *DB) SnapshotState(ctx context.Context, snapshot int64) ([]StateEntry, 
 		return nil, fmt.Errorf("loading snapshot %d: %w", snapshot, err)
 	}
 	defer rows.Close()
-	type key struct{ t, k string }
-	idx := map[key]int{}
-	var out []StateEntry
+	out := StateMap{}
 	for rows.Next() {
-		var e StateEntry
+		var k StateKey
+		var eventID string
 		var n int
-		if err := rows.Scan(&e.Type, &e.StateKey, &e.EventID, &n); err != nil {
-			return nil, err
+		if err := rows.Scan(&k.Type, &k.StateKey, &eventID, &n); err != nil {
+			return nil, fmt.Errorf("loading snapshot %d: %w", snapshot, err)
 		}
-		// Oldest first: later (closer) snapshots override.
-		if i, ok := idx[key{e.Type, e.StateKey}]; ok {
-			out[i] = e
-			continue
+		// Oldest first: later (closer) snapshots override; an empty event
+		// ID removes the slot.
+		if eventID == "" {
+			delete(out, k)
+		} else {
+			out[k] = eventID
 		}
-		idx[key{e.Type, e.StateKey}] = len(out)
-		out = append(out, e)
 	}
 	return out, rows.Err()
 }
@@ -260,8 +270,8 @@ func (db *DB) SnapshotState(ctx context.Context, snapshot int64) ([]StateEntry, 
 const eventColumns = `event_id, room_id, stream_pos, depth, type, state_key, sender, origin_server_ts, json,
 	state_before, state_after, soft_failed, redacted_by, relates_to, rel_type, membership, replaces_state, txn_device, txn_id`
 
-func scanEvent(r interface{ Scan(...any) error }) (*StoredEvent, error) {
-	var e StoredEvent
+func scanEvent(r interface{ Scan(...any) error }) (*Event, error) {
+	var e Event
 	var js string
 	var stateKey, redactedBy, relatesTo, relType, membership, replaces, txnDevice, txnID *string
 	if err := r.Scan(&e.EventID, &e.RoomID, &e.StreamPos, &e.Depth, &e.Type, &stateKey, &e.Sender, &e.OriginServerTS, &js,
@@ -275,12 +285,12 @@ func scanEvent(r interface{ Scan(...any) error }) (*StoredEvent, error) {
 	return &e, nil
 }
 
-func collectEvents(rows Rows, err error) ([]*StoredEvent, error) {
+func collectEvents(rows Rows, err error) ([]*Event, error) {
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []*StoredEvent
+	var out []*Event
 	for rows.Next() {
 		e, err := scanEvent(rows)
 		if err != nil {
@@ -292,13 +302,13 @@ func collectEvents(rows Rows, err error) ([]*StoredEvent, error) {
 }
 
 // GetEvent loads one event by ID; ErrNotFound if unknown.
-func (db *DB) GetEvent(ctx context.Context, eventID string) (*StoredEvent, error) {
+func (db *DB) GetEvent(ctx context.Context, eventID string) (*Event, error) {
 	return scanEvent(db.QueryRow(ctx, `SELECT `+eventColumns+` FROM events WHERE event_id = $1`, eventID))
 }
 
 // GetEvents loads events by ID; unknown IDs are absent from the result.
-func (db *DB) GetEvents(ctx context.Context, ids []string) (map[string]*StoredEvent, error) {
-	out := make(map[string]*StoredEvent, len(ids))
+func (db *DB) GetEvents(ctx context.Context, ids []string) (map[string]*Event, error) {
+	out := make(map[string]*Event, len(ids))
 	err := inChunks(ids, func(chunk []string) error {
 		evs, err := collectEvents(db.Query(ctx, `SELECT `+eventColumns+` FROM events WHERE event_id IN (`+placeholders(1, len(chunk))+`)`,
 			anyArgs(chunk)...))
@@ -313,22 +323,6 @@ func (db *DB) GetEvents(ctx context.Context, ids []string) (map[string]*StoredEv
 	return out, nil
 }
 
-// RoomEventsByStream returns a room's timeline events (not soft-failed) with
-// after < stream_pos <= upTo, ascending, or descending when backwards, at most
-// limit of them. upTo <= 0 means no upper bound.
-func (db *DB) RoomEventsByStream(ctx context.Context, roomID string, after, upTo int64, backwards bool, limit int) ([]*StoredEvent, error) {
-	if upTo <= 0 {
-		upTo = 1 << 62
-	}
-	order := "ASC"
-	if backwards {
-		order = "DESC"
-	}
-	return collectEvents(db.Query(ctx, `SELECT `+eventColumns+` FROM events
-		WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3 AND NOT soft_failed
-		ORDER BY stream_pos `+order+` LIMIT $4`, roomID, after, upTo, limit))
-}
-
 // TopoPos is a position in a room's topological order: just after the event
 // at (Depth, Stream).
 type TopoPos struct{ Depth, Stream int64 }
@@ -338,7 +332,7 @@ type TopoPos struct{ Depth, Stream int64 }
 // (inclusive, when set); backwards those at or before from down to to
 // (exclusive). With streamRanges (inclusive stream position ranges), only
 // events inside one of them: the rest is skipped in the database.
-func (db *DB) RoomEventsByTopology(ctx context.Context, roomID string, from TopoPos, to *TopoPos, backwards bool, limit int, streamRanges [][2]int64) ([]*StoredEvent, error) {
+func (db *DB) RoomEventsByTopology(ctx context.Context, roomID string, from TopoPos, to *TopoPos, backwards bool, limit int, streamRanges [][2]int64) ([]*Event, error) {
 	args := []any{roomID, from.Depth, from.Stream, 0, 0, limit}
 	inRanges := ""
 	if streamRanges != nil {
@@ -397,15 +391,24 @@ func (db *DB) snapshotAtStream(ctx context.Context, roomID string, pos int64) (i
 	return snap, err
 }
 
-// StateAtStream returns the room state after the last event at or before
-// stream position pos (empty if the room had no events then).
-func (db *DB) StateAtStream(ctx context.Context, roomID string, pos int64) ([]StateEntry, error) {
+// StateAtPosition returns the room's state after its last event at or
+// before stream position pos (empty when the room had no events by then).
+func (db *DB) StateAtPosition(ctx context.Context, roomID string, pos int64) (StateMap, error) {
 	snap, err := db.snapshotAtStream(ctx, roomID, pos)
 	if err == ErrNotFound {
-		return nil, nil
+		return StateMap{}, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("reading state of %s at %d: %w", roomID, pos, err)
+	}
+	return db.SnapshotState(ctx, snap)
+}
+
+// StateBeforeEvent returns the room state before the event (its state_before snapshot).
+func (db *DB) StateBeforeEvent(ctx context.Context, eventID string) (StateMap, error) {
+	var snap int64
+	if err := db.QueryRow(ctx, `SELECT state_before FROM events WHERE event_id = $1`, eventID).Scan(&snap); err != nil {
+		return nil, fmt.Errorf("reading state before %s: %w", eventID, err)
 	}
 	return db.SnapshotState(ctx, snap)
 }
@@ -522,7 +525,7 @@ func (db *DB) HistoryVisibilityChanges(ctx context.Context, roomID string) ([]Po
 // relationships away (MSC3981's recursion): every event on the way must pass
 // the same filters, and the bound keeps a cycle of relations (possible with
 // the sender-chosen event IDs of room versions 1 and 2) finite.
-func (db *DB) Relations(ctx context.Context, roomID, eventID, relType, evType string, hops int, from int64, to *int64, backwards bool, limit int) ([]*StoredEvent, error) {
+func (db *DB) Relations(ctx context.Context, roomID, eventID, relType, evType string, hops int, from int64, to *int64, backwards bool, limit int) ([]*Event, error) {
 	// to is a point just after a stream position, as in /messages: going
 	// back, the events after it; going forward, the events up to it.
 	cond, order, stop := "stream_pos > $5 AND stream_pos <= $%d", "ASC", int64(1<<62)
@@ -554,7 +557,7 @@ func (db *DB) Relations(ctx context.Context, roomID, eventID, relType, evType st
 
 // ThreadRoots lists the events of a room that have thread replies, newest
 // thread activity first, before stream position `before` (0: no bound).
-func (db *DB) ThreadRoots(ctx context.Context, roomID string, before int64, limit int) ([]*StoredEvent, []int64, error) {
+func (db *DB) ThreadRoots(ctx context.Context, roomID string, before int64, limit int) ([]*Event, []int64, error) {
 	if before <= 0 {
 		before = 1 << 62
 	}
@@ -583,7 +586,7 @@ func (db *DB) ThreadRoots(ctx context.Context, roomID string, before int64, limi
 	if err != nil {
 		return nil, nil, err
 	}
-	var out []*StoredEvent
+	var out []*Event
 	var outLatest []int64
 	for i, id := range ids {
 		if e, ok := evs[id]; ok && e.RoomID == roomID {
@@ -622,7 +625,7 @@ func (db *DB) ThreadReplies(ctx context.Context, rootID string) ([]ThreadReply, 
 
 // EventNearTimestamp finds the room's event closest to ts in the direction
 // given (forwards: the first at or after ts; backwards: the last at or before).
-func (db *DB) EventNearTimestamp(ctx context.Context, roomID string, ts int64, forwards bool) (*StoredEvent, error) {
+func (db *DB) EventNearTimestamp(ctx context.Context, roomID string, ts int64, forwards bool) (*Event, error) {
 	if forwards {
 		return scanEvent(db.QueryRow(ctx, `SELECT `+eventColumns+` FROM events WHERE room_id = $1 AND origin_server_ts >= $2 AND NOT soft_failed
 			ORDER BY origin_server_ts ASC, stream_pos ASC LIMIT 1`, roomID, ts))

@@ -25,13 +25,13 @@ func (db *DB) GetRoom(ctx context.Context, roomID string) (*RoomRow, error) {
 }
 
 // CurrentStateEvents returns the events of a room's current state.
-func (db *DB) CurrentStateEvents(ctx context.Context, roomID string) ([]*StoredEvent, error) {
+func (db *DB) CurrentStateEvents(ctx context.Context, roomID string) ([]*Event, error) {
 	return collectEvents(db.Query(ctx, `SELECT `+prefixed("e")+` FROM current_state c JOIN events e ON e.event_id = c.event_id
 		WHERE c.room_id = $1`, roomID))
 }
 
 // CurrentStateEvent returns one event of a room's current state; ErrNotFound if unset.
-func (db *DB) CurrentStateEvent(ctx context.Context, roomID, evType, stateKey string) (*StoredEvent, error) {
+func (db *DB) CurrentStateEvent(ctx context.Context, roomID, evType, stateKey string) (*Event, error) {
 	return scanEvent(db.QueryRow(ctx, `SELECT `+prefixed("e")+` FROM current_state c JOIN events e ON e.event_id = c.event_id
 		WHERE c.room_id = $1 AND c.type = $2 AND c.state_key = $3`, roomID, evType, stateKey))
 }

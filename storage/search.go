@@ -26,7 +26,7 @@ var SearchKeyTypes = map[string]string{
 }
 
 // searchText is the text an event contributes to the index ("" for none).
-func searchText(e *StoredEvent) string {
+func searchText(e *Event) string {
 	content := gjson.GetBytes(e.JSON, "content")
 	var text string
 	switch {
@@ -56,7 +56,7 @@ func stringField(obj gjson.Result, key string) string {
 }
 
 // indexForSearch adds an event to the search index if it has searchable text.
-func (db *DB) indexForSearch(ctx context.Context, tx Querier, e *StoredEvent) error {
+func (db *DB) indexForSearch(ctx context.Context, tx Querier, e *Event) error {
 	text := searchText(e)
 	if strings.TrimSpace(text) == "" {
 		return nil
@@ -113,7 +113,7 @@ type SearchQuery struct {
 
 // SearchHit is one search result.
 type SearchHit struct {
-	Event *StoredEvent
+	Event *Event
 	Rank  float64
 }
 
@@ -327,7 +327,7 @@ func (db *DB) SearchRooms(ctx context.Context, q *SearchQuery) (map[string]int, 
 
 // MemberEventBefore is the latest m.room.member event of user in the room
 // before stream position pos (their profile then); ErrNotFound if none.
-func (db *DB) MemberEventBefore(ctx context.Context, roomID, userID string, pos int64) (*StoredEvent, error) {
+func (db *DB) MemberEventBefore(ctx context.Context, roomID, userID string, pos int64) (*Event, error) {
 	return scanEvent(db.QueryRow(ctx, `SELECT `+eventColumns+` FROM events
 		WHERE state_key = $1 AND stream_pos < $2 AND type = 'm.room.member' AND room_id = $3 AND NOT soft_failed
 		ORDER BY stream_pos DESC LIMIT 1`, userID, pos, roomID))

@@ -7,58 +7,15 @@ package storage
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 )
 
-// SyncEvent is a room event as /sync reads it.
-type SyncEvent struct {
-	Pos      int64
-	EventID  string
-	RoomID   string
-	Type     string
-	StateKey *string
-	Sender   string
-	TS       int64
-	JSON     string // the PDU as stored
-
-	ReplacesState string // the state event this one replaced
-	TxnDevice     string // the device that sent it with a transaction ID
-	TxnID         string // and that transaction ID
-	// PrevContent is the replaced event's content, filled by readers that
-	// checked the user may see it (not by the store).
-	PrevContent json.RawMessage
-	// Membership is the requesting user's membership at the event
-	// (unsigned.membership), filled by readers that know it (not by the store).
-	Membership string
-}
-
-const syncEventCols = `stream_pos, event_id, room_id, type, state_key, sender, origin_server_ts, json,
-	COALESCE(replaces_state, ''), COALESCE(txn_device, ''), COALESCE(txn_id, '')`
-
-func collectSyncEvents(rows Rows, err error) ([]SyncEvent, error) {
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []SyncEvent
-	for rows.Next() {
-		var e SyncEvent
-		if err := rows.Scan(&e.Pos, &e.EventID, &e.RoomID, &e.Type, &e.StateKey, &e.Sender, &e.TS, &e.JSON,
-			&e.ReplacesState, &e.TxnDevice, &e.TxnID); err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	return out, rows.Err()
-}
-
 // RoomEventsRange returns the room's last `limit` events with positions in
 // (from, to], oldest first, and whether more events in the range were left
 // out. Soft-failed events are never shown to clients.
-func (db *DB) RoomEventsRange(ctx context.Context, roomID string, from, to int64, limit int) ([]SyncEvent, bool, error) {
-	evs, err := collectSyncEvents(db.Query(ctx, `SELECT `+syncEventCols+` FROM events
+func (db *DB) RoomEventsRange(ctx context.Context, roomID string, from, to int64, limit int) ([]*Event, bool, error) {
+	evs, err := collectEvents(db.Query(ctx, `SELECT `+eventColumns+` FROM events
 		WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3 AND NOT soft_failed
 		ORDER BY stream_pos DESC LIMIT $4`, roomID, from, to, limit+1))
 	if err != nil {
@@ -87,19 +44,6 @@ func (db *DB) RoomsWithEvents(ctx context.Context, from, to int64) (map[string]b
 		out[r] = true
 	}
 	return out, nil
-}
-
-// Membership is user's current membership in room, "" when none.
-func (db *DB) Membership(ctx context.Context, roomID, userID string) (string, error) {
-	var m string
-	err := db.QueryRow(ctx, `SELECT membership FROM memberships WHERE room_id = $1 AND user_id = $2`, roomID, userID).Scan(&m)
-	if err == ErrNotFound {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("reading membership of %s in %s: %w", userID, roomID, err)
-	}
-	return m, nil
 }
 
 // JoinedMembers lists the room's currently joined users.
@@ -143,77 +87,6 @@ func (db *DB) EventPosition(ctx context.Context, roomID, eventID string) (int64,
 		err = fmt.Errorf("reading position of %s: %w", eventID, err)
 	}
 	return pos, err
-}
-
-// CurrentStateJSON returns the JSON of the room's current state event
-// (type, stateKey); ErrNotFound when unset.
-func (db *DB) CurrentStateJSON(ctx context.Context, roomID, evType, stateKey string) (string, error) {
-	var js string
-	err := db.QueryRow(ctx, `SELECT e.json FROM current_state c JOIN events e ON e.event_id = c.event_id
-		WHERE c.room_id = $1 AND c.type = $2 AND c.state_key = $3`, roomID, evType, stateKey).Scan(&js)
-	if err != nil && err != ErrNotFound {
-		err = fmt.Errorf("reading state %s/%s of %s: %w", evType, stateKey, roomID, err)
-	}
-	return js, err
-}
-
-// StateAtPosition returns the room's state after the last event with
-// position <= pos, as event IDs keyed by (type, state_key); nil when the room
-// had no events by then.
-func (db *DB) StateAtPosition(ctx context.Context, roomID string, pos int64) (map[[2]string]string, error) {
-	snap, err := db.snapshotAtStream(ctx, roomID, pos)
-	if err == ErrNotFound {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading state of %s at %d: %w", roomID, pos, err)
-	}
-	return db.stateMap(ctx, snap)
-}
-
-// SyncStateBeforeEvent returns the state before the event (its state_before snapshot).
-func (db *DB) SyncStateBeforeEvent(ctx context.Context, eventID string) (map[[2]string]string, error) {
-	var snap int64
-	if err := db.QueryRow(ctx, `SELECT state_before FROM events WHERE event_id = $1`, eventID).Scan(&snap); err != nil {
-		return nil, fmt.Errorf("reading state before %s: %w", eventID, err)
-	}
-	return db.stateMap(ctx, snap)
-}
-
-// stateMap is SnapshotState keyed by (type, state_key); an entry with an
-// empty event ID removes the key.
-func (db *DB) stateMap(ctx context.Context, snap int64) (map[[2]string]string, error) {
-	entries, err := db.SnapshotState(ctx, snap)
-	if err != nil {
-		return nil, err
-	}
-	state := make(map[[2]string]string, len(entries))
-	for _, e := range entries {
-		if e.EventID != "" {
-			state[[2]string{e.Type, e.StateKey}] = e.EventID
-		}
-	}
-	return state, nil
-}
-
-// EventsByID loads events (in no particular order); missing IDs are skipped.
-func (db *DB) EventsByID(ctx context.Context, ids []string) ([]SyncEvent, error) {
-	var out []SyncEvent
-	err := inChunks(ids, func(chunk []string) error {
-		evs, err := collectSyncEvents(db.Query(ctx, `SELECT `+syncEventCols+` FROM events WHERE event_id IN (`+placeholders(1, len(chunk))+`)`,
-			anyArgs(chunk)...))
-		out = append(out, evs...)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("loading events: %w", err)
-	}
-	return out, nil
-}
-
-// JoinedRooms lists the rooms userID is currently joined to.
-func (db *DB) JoinedRooms(ctx context.Context, userID string) ([]string, error) {
-	return db.userList(ctx, `SELECT room_id FROM memberships WHERE user_id = $1 AND membership = 'join'`, userID)
 }
 
 // RoomMembersSummaryAt lists the room's joined and invited users as of stream

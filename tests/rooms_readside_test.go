@@ -38,25 +38,25 @@ func TestRoomReadSide(t *testing.T) {
 		if len(changes) != 2 || changes[0].Membership != "join" || changes[1].Membership != "leave" || changes[0].RoomID != rid {
 			t.Fatalf("membership changes = %+v", changes)
 		}
-		evs, err := db.RoomEventsByStream(ctx, rid, afterJoin, end, false, 10)
+		evs, limited, err := db.RoomEventsRange(ctx, rid, afterJoin, end, 10)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(evs) != 3 || evs[0].Type != "m.room.message" || evs[2].Membership != "leave" {
+		if len(evs) != 3 || limited || evs[0].Type != "m.room.message" || evs[2].Membership != "leave" {
 			t.Fatalf("events after join = %d", len(evs))
 		}
-		back, err := db.RoomEventsByStream(ctx, rid, 0, end, true, 2)
-		if err != nil || len(back) != 2 || back[0].StreamPos <= back[1].StreamPos {
-			t.Fatalf("descending events: %v", err)
+		last, limited, err := db.RoomEventsRange(ctx, rid, 0, end, 2)
+		if err != nil || len(last) != 2 || !limited || last[0].StreamPos >= last[1].StreamPos || last[1].StreamPos != evs[2].StreamPos {
+			t.Fatalf("last events: %v", err)
 		}
 		// State at a stream position: the name before the rename.
-		st, err := db.StateAtStream(ctx, rid, afterJoin)
+		st, err := db.StateAtPosition(ctx, rid, afterJoin)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, e := range st {
-			if e.Type == "m.room.name" {
-				ev, _ := db.GetEvent(ctx, e.EventID)
+		for k, eventID := range st {
+			if k.Type == "m.room.name" {
+				ev, _ := db.GetEvent(ctx, eventID)
 				if want := `"name":"before"`; !strings.Contains(string(ev.JSON), want) {
 					t.Fatalf("name at join: %s", ev.JSON)
 				}

@@ -216,7 +216,7 @@ func TestServerNoticesDeactivatedUser(t *testing.T) {
 			t.Fatal(err)
 		}
 		ev, err := srv.Rooms.StateEvent(ctx, system, roomID, "m.room.member", alice.UserID.String())
-		if err != nil || obj(jsonMap(t, ev.Content))["membership"] != "leave" {
+		if err != nil || obj(jsonMap(t, ev)["content"])["membership"] != "leave" {
 			t.Fatalf("alice's membership after deactivation: %v %v", ev, err)
 		}
 		r := clientCall(t, admin, http.MethodPost, noticePath, map[string]any{

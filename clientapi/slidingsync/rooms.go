@@ -46,7 +46,7 @@ func (b *builder) bumpStamp(ctx context.Context, c *candidate) (int64, error) {
 	c.bump, c.scanBump = c.recency, false
 	for i := len(recent) - 1; i >= 0; i-- {
 		if bumpTypes[recent[i].Type] {
-			c.bump = recent[i].Pos
+			c.bump = recent[i].StreamPos
 			break
 		}
 	}
@@ -127,7 +127,7 @@ func (b *builder) candidate(roomID string, m *syncv2.Membership) *candidate {
 
 // roomFacts are what list filters look at, read only when a filter needs them.
 type roomFacts struct {
-	state map[[2]string]string
+	state storage.StateMap
 }
 
 // filterMatch applies a list's filters to a room; kids are the children of
@@ -158,7 +158,7 @@ func (b *builder) filterMatch(ctx context.Context, f *listFilters, kids map[stri
 		return false, err
 	}
 	if f.IsEncrypted != nil {
-		_, enc := state[[2]string{"m.room.encryption", ""}]
+		_, enc := state[storage.StateKey{Type: "m.room.encryption", StateKey: ""}]
 		if enc != *f.IsEncrypted {
 			return false, nil
 		}
@@ -184,7 +184,7 @@ func (b *builder) filterMatch(ctx context.Context, f *listFilters, kids map[stri
 // roomState is the room's state the user may see: current for joined rooms,
 // at the membership event otherwise (invites: what the invite carried is not
 // in the store, so the state at the invite event is used only for filters).
-func (b *builder) roomState(ctx context.Context, c *candidate) (map[[2]string]string, error) {
+func (b *builder) roomState(ctx context.Context, c *candidate) (storage.StateMap, error) {
 	if f, ok := b.facts[c.roomID]; ok {
 		return f.state, nil
 	}
@@ -196,16 +196,16 @@ func (b *builder) roomState(ctx context.Context, c *candidate) (map[[2]string]st
 	return st, nil
 }
 
-func (b *builder) roomType(ctx context.Context, state map[[2]string]string) (*string, error) {
-	id, ok := state[[2]string{"m.room.create", ""}]
+func (b *builder) roomType(ctx context.Context, state storage.StateMap) (*string, error) {
+	id, ok := state[storage.StateKey{Type: "m.room.create", StateKey: ""}]
 	if !ok {
 		return nil, nil
 	}
-	evs, err := b.h.store.EventsByID(ctx, []string{id})
+	evs, err := syncv2.LoadEvents(ctx, b.h.store, []string{id})
 	if err != nil || len(evs) == 0 {
 		return nil, err
 	}
-	if t := gjson.Get(evs[0].JSON, "content.type"); t.Type == gjson.String {
+	if t := gjson.GetBytes(evs[0].JSON, "content.type"); t.Type == gjson.String {
 		s := t.String()
 		return &s, nil
 	}
@@ -251,18 +251,18 @@ func (b *builder) spaceChildren(ctx context.Context, sp string) (map[string]bool
 	}
 	var ids []string
 	for k, ev := range st {
-		if k[0] == "m.space.child" {
+		if k.Type == "m.space.child" {
 			ids = append(ids, ev)
 		}
 	}
-	evs, err := b.h.store.EventsByID(ctx, ids)
+	evs, err := syncv2.LoadEvents(ctx, b.h.store, ids)
 	if err != nil {
 		delete(b.spaces, sp)
 		return nil, err
 	}
 	for _, e := range evs {
 		// A child event with empty content (no via) is a removed child.
-		if via := gjson.Get(e.JSON, "content.via"); via.IsArray() && len(via.Array()) > 0 && e.StateKey != nil {
+		if via := gjson.GetBytes(e.JSON, "content.via"); via.IsArray() && len(via.Array()) > 0 && e.StateKey != nil {
 			out[*e.StateKey] = true
 		}
 	}
@@ -310,7 +310,7 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 	if !initial && !expanded && !cfgChanged && c.upTo <= sent.toPos && sent.membership == c.membership {
 		return nil, nil // nothing new (kept as sent)
 	}
-	var state, wider map[[2]string]string
+	var state, wider storage.StateMap
 	if cfgChanged {
 		var err error
 		if state, err = b.h.store.StateAtPosition(ctx, c.roomID, c.statePos); err != nil {
@@ -357,11 +357,11 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 		return nil, err
 	}
 	if len(evs) > 0 {
-		res.PrevBatch = viewer.PrevBatch(evs[0].Pos)
+		res.PrevBatch = viewer.PrevBatch(evs[0].StreamPos)
 	}
 	live := 0
 	for _, e := range evs {
-		if b.prevExists && e.Pos > b.prev.tok.Pos {
+		if b.prevExists && e.StreamPos > b.prev.tok.Pos {
 			live++
 		}
 	}
@@ -388,7 +388,7 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 			if err != nil {
 				return nil, err
 			}
-			changed = map[[2]string]string{}
+			changed = storage.StateMap{}
 			for k, ev := range state {
 				if before[k] != ev {
 					changed[k] = ev
@@ -398,7 +398,7 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 	}
 	var ids []string
 	for k, ev := range changed {
-		if cfg.wants(k[0], k[1], b.userID) {
+		if cfg.wants(k.Type, k.StateKey, b.userID) {
 			ids = append(ids, ev)
 		}
 	}
@@ -410,8 +410,8 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 		lazy := map[string]bool{}
 		if !initial && !limited {
 			for k := range changed { // membership changes of a gapless sync
-				if k[0] == "m.room.member" {
-					lazy[k[1]] = true
+				if k.Type == "m.room.member" {
+					lazy[k.StateKey] = true
 				}
 			}
 		}
@@ -430,8 +430,8 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 			grown = map[string]bool{}
 		}
 		for u := range lazy {
-			ev, ok := state[[2]string{"m.room.member", u}]
-			if !ok || (known[u] && changed[[2]string{"m.room.member", u}] == "") {
+			ev, ok := state[storage.StateKey{Type: "m.room.member", StateKey: u}]
+			if !ok || (known[u] && changed[storage.StateKey{Type: "m.room.member", StateKey: u}] == "") {
 				continue
 			}
 			if !cfg.wants("m.room.member", u, b.userID) {
@@ -441,11 +441,10 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 		}
 		rec.lazySent = grown
 	}
-	stateEvs, err := b.h.store.EventsByID(ctx, dedupe(ids))
+	stateEvs, err := syncv2.LoadEvents(ctx, b.h.store, dedupe(ids))
 	if err != nil {
 		return nil, err
 	}
-	sort.Slice(stateEvs, func(i, j int) bool { return stateEvs[i].Pos < stateEvs[j].Pos })
 	if res.RequiredState, err = viewer.Render(ctx, stateEvs); err != nil {
 		return nil, err
 	}
@@ -453,7 +452,7 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 	// Name, avatar, heroes and counts when new or changed.
 	memberChange := initial || limited
 	for k := range changed {
-		memberChange = memberChange || k[0] == "m.room.member"
+		memberChange = memberChange || k.Type == "m.room.member"
 	}
 	if err := b.nameAndAvatar(ctx, res, state, changed, initial); err != nil {
 		return nil, err
@@ -465,7 +464,7 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 		}
 		nj, ni := len(joined), len(invited)
 		res.JoinedCount, res.InvitedCount = &nj, &ni
-		if _, named := state[[2]string{"m.room.name", ""}]; !named {
+		if _, named := state[storage.StateKey{Type: "m.room.name", StateKey: ""}]; !named {
 			if res.Heroes, err = b.heroes(ctx, state, append(joined, invited...)); err != nil {
 				return nil, err
 			}
@@ -485,10 +484,10 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 // newlyWanted is the part of state that the room's new config wants and
 // its previous one did not (MSC4186 "Changes to required_state"): what a
 // widened config sends at once. Lazy members follow the timeline instead.
-func (b *builder) newlyWanted(state map[[2]string]string, old, cfg *combined) map[[2]string]string {
-	out := map[[2]string]string{}
+func (b *builder) newlyWanted(state storage.StateMap, old, cfg *combined) storage.StateMap {
+	out := storage.StateMap{}
 	for k, ev := range state {
-		if cfg.wants(k[0], k[1], b.userID) && (old == nil || !old.wants(k[0], k[1], b.userID)) {
+		if cfg.wants(k.Type, k.StateKey, b.userID) && (old == nil || !old.wants(k.Type, k.StateKey, b.userID)) {
 			out[k] = ev
 		}
 	}
@@ -499,7 +498,7 @@ func (b *builder) newlyWanted(state map[[2]string]string, old, cfg *combined) ma
 // they never saw more than stripped state, so they get their own membership
 // event only (no required_state, counts or heroes).
 func (b *builder) retiredResult(ctx context.Context, c *candidate, rec roomSent, initial bool) (*roomResult, error) {
-	evs, err := b.h.store.EventsByID(ctx, []string{c.mem.At().EventID})
+	evs, err := syncv2.LoadEvents(ctx, b.h.store, []string{c.mem.At().EventID})
 	if err != nil {
 		return nil, err
 	}
@@ -518,12 +517,12 @@ func (b *builder) retiredResult(ctx context.Context, c *candidate, rec roomSent,
 }
 
 // nameAndAvatar sets name and avatar when sending everything or when they changed.
-func (b *builder) nameAndAvatar(ctx context.Context, res *roomResult, state, changed map[[2]string]string, all bool) error {
+func (b *builder) nameAndAvatar(ctx context.Context, res *roomResult, state, changed storage.StateMap, all bool) error {
 	for _, f := range []struct {
 		typ, field string
 		into       **json.RawMessage
 	}{{"m.room.name", "name", &res.Name}, {"m.room.avatar", "url", &res.Avatar}} {
-		k := [2]string{f.typ, ""}
+		k := storage.StateKey{Type: f.typ, StateKey: ""}
 		if _, ch := changed[k]; !all && !ch {
 			continue
 		}
@@ -531,13 +530,13 @@ func (b *builder) nameAndAvatar(ctx context.Context, res *roomResult, state, cha
 		if !ok {
 			continue // never set: omitted
 		}
-		evs, err := b.h.store.EventsByID(ctx, []string{ev})
+		evs, err := syncv2.LoadEvents(ctx, b.h.store, []string{ev})
 		if err != nil {
 			return err
 		}
 		v := json.RawMessage("null")
 		if len(evs) == 1 {
-			if s := gjson.Get(evs[0].JSON, "content."+f.field); s.Type == gjson.String && s.String() != "" {
+			if s := gjson.GetBytes(evs[0].JSON, "content."+f.field); s.Type == gjson.String && s.String() != "" {
 				v, _ = json.Marshal(s.String())
 			}
 		}
@@ -550,25 +549,25 @@ func (b *builder) nameAndAvatar(ctx context.Context, res *roomResult, state, cha
 }
 
 // heroes are up to five other members, with their display names and avatars.
-func (b *builder) heroes(ctx context.Context, state map[[2]string]string, members []string) ([]hero, error) {
+func (b *builder) heroes(ctx context.Context, state storage.StateMap, members []string) ([]hero, error) {
 	var ids []string
 	var users []string
 	for _, u := range members {
 		if u == b.userID {
 			continue
 		}
-		if ev, ok := state[[2]string{"m.room.member", u}]; ok {
+		if ev, ok := state[storage.StateKey{Type: "m.room.member", StateKey: u}]; ok {
 			ids, users = append(ids, ev), append(users, u)
 		}
 		if len(users) == 5 {
 			break
 		}
 	}
-	evs, err := b.h.store.EventsByID(ctx, ids)
+	evs, err := syncv2.LoadEvents(ctx, b.h.store, ids)
 	if err != nil {
 		return nil, err
 	}
-	byUser := map[string]storage.SyncEvent{}
+	byUser := map[string]*storage.Event{}
 	for _, e := range evs {
 		if e.StateKey != nil {
 			byUser[*e.StateKey] = e
@@ -578,8 +577,8 @@ func (b *builder) heroes(ctx context.Context, state map[[2]string]string, member
 	for _, u := range users {
 		h := hero{UserID: u}
 		if e, ok := byUser[u]; ok {
-			h.DisplayName = gjson.Get(e.JSON, "content.displayname").String()
-			h.AvatarURL = gjson.Get(e.JSON, "content.avatar_url").String()
+			h.DisplayName = gjson.GetBytes(e.JSON, "content.displayname").String()
+			h.AvatarURL = gjson.GetBytes(e.JSON, "content.avatar_url").String()
 		}
 		out = append(out, h)
 	}

@@ -29,10 +29,10 @@ import (
 
 // Store is what sliding sync reads directly; *storage.DB satisfies it.
 type Store interface {
-	RoomEventsRange(ctx context.Context, roomID string, from, to int64, limit int) ([]storage.SyncEvent, bool, error)
+	RoomEventsRange(ctx context.Context, roomID string, from, to int64, limit int) ([]*storage.Event, bool, error)
 	LatestEventPositions(ctx context.Context, bounds map[string]int64) (map[string]int64, error)
-	StateAtPosition(ctx context.Context, roomID string, pos int64) (map[[2]string]string, error)
-	EventsByID(ctx context.Context, ids []string) ([]storage.SyncEvent, error)
+	StateAtPosition(ctx context.Context, roomID string, pos int64) (storage.StateMap, error)
+	GetEvents(ctx context.Context, ids []string) (map[string]*storage.Event, error)
 	RoomMembersSummaryAt(ctx context.Context, roomID string, at int64) (joined, invited []string, err error)
 	AccountDataSince(ctx context.Context, userID string, from, to int64) ([]storage.AccountData, error)
 	ReceiptsInRange(ctx context.Context, userID string, from, to int64) ([]storage.Receipt, error)

@@ -204,7 +204,7 @@ func allows(p *mautrix.FilterPart, typ, sender, roomID string, content func() ma
 }
 
 // allowsEvent applies a part to a stored room event.
-func allowsEvent(p *mautrix.FilterPart, e storage.SyncEvent) bool {
+func allowsEvent(p *mautrix.FilterPart, e *storage.Event) bool {
 	return allows(p, e.Type, e.Sender, e.RoomID, func() map[string]any {
 		var pdu struct {
 			Content map[string]any `json:"content"`

@@ -42,8 +42,8 @@ func TestFilterParts(t *testing.T) {
 		t.Fatal("rooms/not_rooms not applied")
 	}
 	tl := f.Room.Timeline
-	ev := func(typ, sender, js string) storage.SyncEvent {
-		return storage.SyncEvent{Type: typ, Sender: sender, RoomID: "!a:x", JSON: js}
+	ev := func(typ, sender, js string) *storage.Event {
+		return &storage.Event{Type: typ, Sender: sender, RoomID: "!a:x", JSON: []byte(js)}
 	}
 	if !allowsEvent(tl, ev("m.room.message", "@a:x", `{"content":{"url":"mxc://x/y"}}`)) {
 		t.Error("matching event dropped")

@@ -62,10 +62,10 @@ func FuzzParseFilter(f *testing.F) {
 	} {
 		f.Add(s)
 	}
-	events := []storage.SyncEvent{
-		{Type: "m.room.message", Sender: "@a:b", RoomID: "!r:b", JSON: `{"content":{"url":"mxc://b/x"}}`},
-		{Type: "m.room.member", Sender: "@c:d", RoomID: "!s:b", JSON: `{"content":{"membership":"join"}}`},
-		{Type: "", Sender: "", RoomID: "", JSON: `not json`},
+	events := []*storage.Event{
+		{Type: "m.room.message", Sender: "@a:b", RoomID: "!r:b", JSON: []byte(`{"content":{"url":"mxc://b/x"}}`)},
+		{Type: "m.room.member", Sender: "@c:d", RoomID: "!s:b", JSON: []byte(`{"content":{"membership":"join"}}`)},
+		{Type: "", Sender: "", RoomID: "", JSON: []byte(`not json`)},
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
 		stored, errStored := accounts.ParseFilter([]byte(raw))

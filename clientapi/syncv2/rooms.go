@@ -3,10 +3,10 @@ package syncv2
 import (
 	"context"
 	"encoding/json"
-	"sort"
 
 	"maunium.net/go/mautrix/pushrules"
 
+	"github.com/myelin-chat/myelin/clientevent"
 	"github.com/myelin-chat/myelin/ephemeral"
 	"github.com/myelin-chat/myelin/storage"
 )
@@ -19,7 +19,7 @@ import (
 // in (from, to] (no filter dropped any, none left out).
 //
 // Events the user may not see (history visibility) are left out.
-func (s *Syncer) timeline(ctx context.Context, req *Request, v *roomViewer, from, to int64) (evs []storage.SyncEvent, tl *Timeline, complete bool, err error) {
+func (s *Syncer) timeline(ctx context.Context, req *Request, v *roomViewer, from, to int64) (evs []*storage.Event, tl *Timeline, complete bool, err error) {
 	roomID := v.roomID
 	part := req.Filter.room().Timeline
 	limit := req.Filter.TimelineLimit()
@@ -56,7 +56,7 @@ func (s *Syncer) timeline(ctx context.Context, req *Request, v *roomViewer, from
 	if len(evs) == 0 {
 		return nil, nil, complete, nil
 	}
-	tl = &Timeline{Limited: limited, PrevBatch: s.PrevBatch(roomID, evs[0].Pos)}
+	tl = &Timeline{Limited: limited, PrevBatch: s.PrevBatch(roomID, evs[0].StreamPos)}
 	if tl.Events, err = s.render(ctx, req, v, evs); err != nil {
 		return nil, nil, false, err
 	}
@@ -65,7 +65,7 @@ func (s *Syncer) timeline(ctx context.Context, req *Request, v *roomViewer, from
 
 // emptyTimeline is the timeline of a filter with limit 0: no events,
 // limited when the room has any in (from, to], and a prev_batch from the end.
-func (s *Syncer) emptyTimeline(ctx context.Context, roomID string, from, to int64) ([]storage.SyncEvent, *Timeline, bool, error) {
+func (s *Syncer) emptyTimeline(ctx context.Context, roomID string, from, to int64) ([]*storage.Event, *Timeline, bool, error) {
 	_, limited, err := s.store.RoomEventsRange(ctx, roomID, from, to, 0)
 	if err != nil {
 		return nil, nil, false, err
@@ -78,7 +78,7 @@ func (s *Syncer) emptyTimeline(ctx context.Context, roomID string, from, to int6
 // the timeline, with lazy-loaded members reduced to the timeline's senders.
 // With use_state_after it is the state at the end of the timeline (end)
 // instead, timeline events included.
-func (s *Syncer) state(ctx context.Context, req *Request, v *roomViewer, evs []storage.SyncEvent, since, end int64, full, limited bool) (*Events, error) {
+func (s *Syncer) state(ctx context.Context, req *Request, v *roomViewer, evs []*storage.Event, since, end int64, full, limited bool) (*Events, error) {
 	roomID := v.roomID
 	lazy := req.Filter.LazyLoadMembers()
 	delta := limited || (req.UseStateAfter && len(evs) > 0)
@@ -98,17 +98,17 @@ func (s *Syncer) state(ctx context.Context, req *Request, v *roomViewer, evs []s
 	if !full && !delta && (!lazy || !needMembers) {
 		return nil, nil // the timeline alone carries every state change
 	}
-	var start map[[2]string]string
+	var start storage.StateMap
 	var err error
 	if len(evs) > 0 && !req.UseStateAfter {
-		start, err = s.store.SyncStateBeforeEvent(ctx, evs[0].EventID)
+		start, err = s.store.StateBeforeEvent(ctx, evs[0].EventID)
 	} else {
 		start, err = s.store.StateAtPosition(ctx, roomID, end)
 	}
 	if err != nil {
 		return nil, err
 	}
-	want := map[[2]string]string{}
+	want := storage.StateMap{}
 	switch {
 	case full:
 		want = start
@@ -128,15 +128,15 @@ func (s *Syncer) state(ctx context.Context, req *Request, v *roomViewer, evs []s
 		inTimeline[e.EventID] = true
 	}
 	if lazy {
-		lazyWant := map[[2]string]string{}
+		lazyWant := storage.StateMap{}
 		for k, ev := range want {
-			if k[0] != "m.room.member" || senders[k[1]] {
+			if k.Type != "m.room.member" || senders[k.StateKey] {
 				lazyWant[k] = ev
 			}
 		}
 		// The senders' member events the device may not have yet.
 		for u := range senders {
-			k := [2]string{"m.room.member", u}
+			k := storage.StateKey{Type: "m.room.member", StateKey: u}
 			if ev, ok := start[k]; ok && !known[u] {
 				lazyWant[k] = ev
 			}
@@ -155,11 +155,10 @@ func (s *Syncer) state(ctx context.Context, req *Request, v *roomViewer, evs []s
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	stateEvs, err := s.store.EventsByID(ctx, ids)
+	stateEvs, err := LoadEvents(ctx, s.store, ids)
 	if err != nil {
 		return nil, err
 	}
-	sort.Slice(stateEvs, func(i, j int) bool { return stateEvs[i].Pos < stateEvs[j].Pos })
 	part := req.Filter.room().State
 	kept := stateEvs[:0]
 	for _, e := range stateEvs {
@@ -319,7 +318,7 @@ func (s *Syncer) leftRoom(ctx context.Context, req *Request, v *roomViewer, sinc
 // (rejected, withdrawn, refused, or banned): they never saw more than
 // stripped state, so they get only their own membership event, no state.
 func (s *Syncer) retiredRoom(ctx context.Context, req *Request, v *roomViewer, leave storage.UserMembershipChange) (*LeftRoom, error) {
-	evs, err := s.store.EventsByID(ctx, []string{leave.EventID})
+	evs, err := LoadEvents(ctx, s.store, []string{leave.EventID})
 	if err != nil {
 		return nil, err
 	}
@@ -353,7 +352,7 @@ var strippedTypes = []string{"m.room.create", "m.room.join_rules", "m.room.name"
 // knock_room_state, as sent over federation), else taken from the room state
 // at the event, plus the membership event itself.
 func (s *Syncer) strippedState(ctx context.Context, roomID string, m storage.UserMembershipChange) ([]json.RawMessage, error) {
-	evs, err := s.store.EventsByID(ctx, []string{m.EventID})
+	evs, err := LoadEvents(ctx, s.store, []string{m.EventID})
 	if err != nil {
 		return nil, err
 	}
@@ -373,45 +372,31 @@ func (s *Syncer) strippedState(ctx context.Context, roomID string, m storage.Use
 		}
 		var ids []string
 		for _, t := range strippedTypes {
-			if ev, ok := state[[2]string{t, ""}]; ok && ev != m.EventID {
+			if ev, ok := state[storage.StateKey{Type: t, StateKey: ""}]; ok && ev != m.EventID {
 				ids = append(ids, ev)
 			}
 		}
-		stateEvs, err := s.store.EventsByID(ctx, ids)
+		stateEvs, err := LoadEvents(ctx, s.store, ids)
 		if err != nil {
 			return nil, err
 		}
 		for _, e := range stateEvs {
-			out = append(out, stripped(e))
+			out = append(out, clientevent.Stripped(e))
 		}
 	}
 	if len(evs) == 1 {
-		out = append(out, stripped(evs[0]))
+		out = append(out, clientevent.Stripped(evs[0]))
 	}
 	return out, nil
 }
 
-// stripped is the StrippedStateEvent form: content, sender, state_key, type.
-func stripped(e storage.SyncEvent) json.RawMessage {
-	var pdu struct {
-		Content json.RawMessage `json:"content"`
-	}
-	_ = json.Unmarshal([]byte(e.JSON), &pdu)
-	sk := ""
-	if e.StateKey != nil {
-		sk = *e.StateKey
-	}
-	b, _ := json.Marshal(map[string]any{"type": e.Type, "state_key": sk, "sender": e.Sender, "content": pdu.Content})
-	return b
-}
-
 // recentOrNil passes a complete event range on (non-nil even when empty).
-func recentOrNil(evs []storage.SyncEvent, complete bool) []storage.SyncEvent {
+func recentOrNil(evs []*storage.Event, complete bool) []*storage.Event {
 	if !complete {
 		return nil
 	}
 	if evs == nil {
-		return []storage.SyncEvent{}
+		return []*storage.Event{}
 	}
 	return evs
 }

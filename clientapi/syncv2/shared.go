@@ -1,9 +1,12 @@
 package syncv2
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"slices"
 
+	"github.com/myelin-chat/myelin/clientevent"
 	"github.com/myelin-chat/myelin/internal/notifier"
 	"github.com/myelin-chat/myelin/storage"
 )
@@ -60,13 +63,13 @@ func (s *Syncer) Viewer(userID, deviceID, roomID string, m *Membership) *Viewer 
 }
 
 // Visible keeps the events the user may see.
-func (v *Viewer) Visible(ctx context.Context, evs []storage.SyncEvent) ([]storage.SyncEvent, error) {
+func (v *Viewer) Visible(ctx context.Context, evs []*storage.Event) ([]*storage.Event, error) {
 	kept, _, err := v.s.visible(ctx, v.v, evs)
 	return kept, err
 }
 
 // Render converts events to the client format (with prev_content the user may see).
-func (v *Viewer) Render(ctx context.Context, evs []storage.SyncEvent) ([]json.RawMessage, error) {
+func (v *Viewer) Render(ctx context.Context, evs []*storage.Event) ([]json.RawMessage, error) {
 	return v.s.render(ctx, v.req, v.v, evs)
 }
 
@@ -89,5 +92,19 @@ func ReceiptEvent(userID string, receipts []storage.Receipt) json.RawMessage {
 	return receiptEvent(userID, receipts)
 }
 
-// Stripped is the StrippedStateEvent form of an event.
-func Stripped(e storage.SyncEvent) json.RawMessage { return stripped(e) }
+// LoadEvents loads events by ID in stream order; unknown IDs are left out.
+func LoadEvents(ctx context.Context, store clientevent.Store, ids []string) ([]*storage.Event, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	byID, err := store.GetEvents(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*storage.Event, 0, len(byID))
+	for _, e := range byID {
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(a, b *storage.Event) int { return cmp.Compare(a.StreamPos, b.StreamPos) })
+	return out, nil
+}

@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/json"
 
-	"github.com/tidwall/gjson"
-
-	"github.com/myelin-chat/myelin/push"
+	"github.com/myelin-chat/myelin/clientevent"
 	"github.com/myelin-chat/myelin/storage"
 	"github.com/myelin-chat/myelin/visibility"
 )
@@ -42,10 +40,10 @@ func (s *Syncer) canSee(ctx context.Context, v *roomViewer, pos int64) (bool, er
 }
 
 // visible keeps the events the user may see; dropped reports whether any was left out.
-func (s *Syncer) visible(ctx context.Context, v *roomViewer, evs []storage.SyncEvent) (kept []storage.SyncEvent, dropped bool, err error) {
+func (s *Syncer) visible(ctx context.Context, v *roomViewer, evs []*storage.Event) (kept []*storage.Event, dropped bool, err error) {
 	kept = evs[:0:0]
 	for _, e := range evs {
-		ok, err := s.canSee(ctx, v, e.Pos)
+		ok, err := s.canSee(ctx, v, e.StreamPos)
 		if err != nil {
 			return nil, false, err
 		}
@@ -56,41 +54,10 @@ func (s *Syncer) visible(ctx context.Context, v *roomViewer, evs []storage.SyncE
 	return kept, len(kept) < len(evs), nil
 }
 
-// render converts events for the requesting device, with prev_content of
-// state events whose replaced event the user may see (loaded in one query)
+// render converts events for the requesting device (clientevent.Render):
+// with prev_content of state events whose replaced event the user may see
 // and the user's membership at each event (unsigned.membership).
-func (s *Syncer) render(ctx context.Context, req *Request, v *roomViewer, evs []storage.SyncEvent) ([]json.RawMessage, error) {
-	var replaced []string
-	for _, e := range evs {
-		if e.ReplacesState != "" {
-			replaced = append(replaced, e.ReplacesState)
-		}
-	}
-	prev := map[string]json.RawMessage{}
-	if len(replaced) > 0 {
-		pes, err := s.store.EventsByID(ctx, replaced)
-		if err != nil {
-			return nil, err
-		}
-		for _, p := range pes {
-			ok, err := s.canSee(ctx, v, p.Pos)
-			if err != nil {
-				return nil, err
-			}
-			if c := gjson.Get(p.JSON, "content"); ok && c.IsObject() {
-				prev[p.EventID] = json.RawMessage(c.Raw)
-			}
-		}
-	}
-	out := make([]json.RawMessage, 0, len(evs))
-	for _, e := range evs {
-		if e.ReplacesState != "" {
-			e.PrevContent = prev[e.ReplacesState]
-		}
-		e.Membership = v.hv.MembershipAt(e.Pos)
-		if ce := push.ClientEvent(e, req.UserID, req.DeviceID); ce != nil {
-			out = append(out, ce)
-		}
-	}
-	return out, nil
+func (s *Syncer) render(ctx context.Context, req *Request, v *roomViewer, evs []*storage.Event) ([]json.RawMessage, error) {
+	return clientevent.Render(ctx, s.store, &clientevent.Viewer{UserID: req.UserID, DeviceID: req.DeviceID,
+		MembershipAt: v.hv.MembershipAt, CanSee: func(pos int64) (bool, error) { return s.canSee(ctx, v, pos) }}, evs)
 }
