@@ -23,6 +23,7 @@ import (
 	clientsync "github.com/myelin-chat/myelin/clientapi/sync"
 	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/internal/config"
+	"github.com/myelin-chat/myelin/internal/follower"
 	"github.com/myelin-chat/myelin/internal/metrics"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/internal/notifier"
@@ -52,6 +53,8 @@ type Server struct {
 	Notices    *servernotices.Service
 	// Federation: keys, key fetcher/notary, request authentication, outbound client.
 	Federation *federation.Module
+	// Followers tail the stream for work that follows new events; closed on Shutdown.
+	Followers []*follower.Follower
 
 	handler http.Handler
 	http    *http.Server
@@ -130,13 +133,23 @@ func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 	// Sync: the module (typing, receipts, presence, push) and GET /sync.
 	s.Sync = syncapi.New(db, db, s.Notifier, cfg.Presence.Enabled, s.Accounts)
 	s.Sync.AllowPrivatePushGateways = cfg.Push.AllowPrivateGateways
-	s.Rooms.AddHook(s.Sync) // room upgrades carry the members' push rules over
 	s.Syncer = clientsync.New(db, db.Stream, s.Sync, s.Keys, s.Notifier)
 	s.Syncer.PrevBatch = func(_ string, pos int64) string { return roomserver.StreamToken(pos - 1) }
 	// Content repository: blobs under <data_dir>/media, metadata in the store.
 	if s.Media, err = mediaapi.New(db, cfg); err != nil {
 		db.Close()
 		return nil, err
+	}
+	// Followers of new room events, each from its cursor in the store.
+	upgrades, err := follower.Start(ctx, follower.Options{Name: syncapi.UpgradeFollower, Store: db, Stream: db.Stream,
+		Handle: s.Sync.CopyPushRulesOnUpgrade}) // room upgrades carry the members' push rules over
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.Followers = append(s.Followers, upgrades)
+	for _, f := range s.Followers {
+		s.Metrics.RegisterFollowerLag(f.Name(), f.Lag)
 	}
 	s.handler = s.routes()
 	return s, nil
@@ -233,6 +246,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	var err error
 	if s.http != nil {
 		err = s.http.Shutdown(ctx)
+	}
+	for _, f := range s.Followers {
+		f.Close()
 	}
 	s.Sync.Close()
 	s.DB.Close()
