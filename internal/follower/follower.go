@@ -4,11 +4,11 @@
 // one stream (storage.Stream) from a cursor it keeps in the store: woken when
 // the stream advances, it reads the events after its cursor in pages, hands
 // each page to its handler and moves the cursor past the page once the
-// handler succeeded.
+// handler succeeded (writing it to the store at most about once a second).
 //
-// Delivery is at least once: a crash (or a failed cursor write) after the
-// handler ran and before the cursor moved hands the same events over again,
-// so handlers must be idempotent. A handler error or panic retries the same
+// Delivery is at least once: a crash after the handler ran and before the
+// cursor was written hands the same events over again, so handlers must be
+// idempotent. A handler error or panic retries the same
 // page with a growing delay; a handler that can never succeed on an event
 // holds its follower there, so handlers should only fail for what may pass
 // (the store being unavailable) and log-and-skip what never will.
@@ -59,11 +59,15 @@ type Options struct {
 	MinBackoff, MaxBackoff time.Duration
 }
 
-// saveEvery: positions without events (to-device messages, receipts…) move
-// the cursor in memory; it is written when a page was handled, at Close, or
-// once it is this far ahead of the saved one, so that a restart does not
-// reread much and an idle follower does not write on every stream advance.
-const saveEvery = 1000
+// The cursor moves in memory with every page, and is written at most every
+// saveInterval (and at Close), or sooner once saveEvery positions ahead of
+// the saved one: a follower does not add a write to every commit of the room
+// writer, and a crash replays at most about a second of events (delivery is
+// at least once anyway).
+const (
+	saveInterval = time.Second
+	saveEvery    = 1000
+)
 
 // Follower is one running follower.
 type Follower struct {
@@ -73,9 +77,10 @@ type Follower struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu     sync.Mutex
-	cursor int64 // everything up to here is handled
-	saved  int64 // the cursor as last written to the store
+	mu      sync.Mutex
+	cursor  int64     // everything up to here is handled
+	saved   int64     // the cursor as last written to the store
+	savedAt time.Time // when
 }
 
 // Start loads the follower's cursor (or, the first time, saves the stream's
@@ -101,7 +106,7 @@ func Start(ctx context.Context, opts Options) (*Follower, error) {
 			return nil, fmt.Errorf("follower %s: %w", opts.Name, err)
 		}
 	}
-	f := &Follower{opts: opts, wake: make(chan struct{}, 1), done: make(chan struct{}), cursor: pos, saved: pos}
+	f := &Follower{opts: opts, wake: make(chan struct{}, 1), done: make(chan struct{}), cursor: pos, saved: pos, savedAt: time.Now()}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
 	// The stream keeps its callbacks for its lifetime: after Close this one
 	// only fills a buffer nobody reads.
@@ -148,9 +153,19 @@ func (f *Follower) run() {
 	defer close(f.done)
 	backoff := time.Duration(0)
 	for {
+		// Idle with a cursor not yet written: write it after a while.
+		var saveLater <-chan time.Time
+		if f.unsaved() {
+			saveLater = time.After(saveInterval)
+		}
 		select {
 		case <-f.ctx.Done():
 			return
+		case <-saveLater:
+			if err := f.save(f.ctx, true); err != nil && f.ctx.Err() == nil {
+				slog.Warn("saving a follower's cursor", "follower", f.opts.Name, "err", err)
+			}
+			continue
 		case <-f.wake:
 		}
 		if err := f.catchUp(); err != nil {
@@ -178,7 +193,7 @@ func (f *Follower) catchUp() error {
 		upTo := f.opts.Stream.Current()
 		after := f.Position()
 		if after >= upTo {
-			return f.save(f.ctx, false)
+			return nil
 		}
 		evs, err := f.opts.Store.StreamEvents(f.ctx, after, upTo, f.opts.PageSize)
 		if err != nil {
@@ -198,26 +213,32 @@ func (f *Follower) catchUp() error {
 		f.mu.Lock()
 		f.cursor = next
 		f.mu.Unlock()
-		if err := f.save(f.ctx, len(evs) > 0); err != nil {
+		if err := f.save(f.ctx, false); err != nil {
 			return err
 		}
 	}
 }
 
-// save writes the cursor when it moved past handled events (force) or far
-// enough since the last write.
+func (f *Follower) unsaved() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.cursor != f.saved
+}
+
+// save writes the cursor if it moved: always when forced, else only once it
+// is saveInterval or saveEvery positions past the last write.
 func (f *Follower) save(ctx context.Context, force bool) error {
 	f.mu.Lock()
-	cursor, saved := f.cursor, f.saved
+	cursor, saved, savedAt := f.cursor, f.saved, f.savedAt
 	f.mu.Unlock()
-	if cursor == saved || (!force && cursor-saved < saveEvery) {
+	if cursor == saved || (!force && cursor-saved < saveEvery && time.Since(savedAt) < saveInterval) {
 		return nil
 	}
 	if err := f.opts.Store.SaveStreamCursor(ctx, f.opts.Name, cursor); err != nil {
 		return err
 	}
 	f.mu.Lock()
-	f.saved = cursor
+	f.saved, f.savedAt = cursor, time.Now()
 	f.mu.Unlock()
 	return nil
 }
