@@ -23,6 +23,7 @@ import (
 	"github.com/myelin-chat/myelin/ephemeral"
 	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/internal/config"
+	"github.com/myelin-chat/myelin/internal/follower"
 	"github.com/myelin-chat/myelin/internal/metrics"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/internal/notifier"
@@ -56,6 +57,8 @@ type Server struct {
 	Notices       *servernotices.Service
 	// Federation: keys, key fetcher/notary, request authentication, outbound client.
 	Federation *federation.Module
+	// Followers tail the stream for work that follows new events; closed on Shutdown.
+	Followers []*follower.Follower
 
 	handler http.Handler
 	http    *http.Server
@@ -97,6 +100,17 @@ func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 		db.Close()
 		return nil, err
 	}
+	// Followers of new room events, each from its cursor in the store.
+	upgrades, err := follower.Start(ctx, follower.Options{Name: push.UpgradeFollower, Store: db, Stream: db.Stream,
+		Handle: s.Push.CopyPushRulesOnUpgrade}) // room upgrades carry the members' push rules over
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.Followers = append(s.Followers, upgrades)
+	for _, f := range s.Followers {
+		s.Metrics.RegisterFollowerLag(f.Name(), f.Lag)
+	}
 	s.handler = s.routes()
 	return s, nil
 }
@@ -123,7 +137,6 @@ func (s *Server) build(ctx context.Context) error {
 	// (a read receipt resets the unread counts); GET /sync and sliding sync over both.
 	s.Push = push.New(push.Options{Store: db, Stream: db.Stream, Rooms: db, Notifier: s.Notifier,
 		AllowPrivateGateways: cfg.Push.AllowPrivateGateways})
-	s.Rooms.AddHook(pushHook{s.Push}) // room upgrades carry the members' push rules over
 	s.Ephemeral = ephemeral.New(ephemeral.Options{Store: db, Stream: db.Stream, Rooms: db, Notifier: s.Notifier,
 		AccountData: s.Accounts, Receipts: s.Push, Presence: cfg.Presence.Enabled})
 	s.Syncer = syncv2.New(syncv2.Options{Store: db, Stream: db.Stream, Ephemeral: s.Ephemeral, Push: s.Push, Keys: s.Keys,
@@ -226,6 +239,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.http != nil {
 		err = s.http.Shutdown(ctx)
 	}
+	for _, f := range s.Followers {
+		f.Close()
+	}
 	s.Ephemeral.Close()
 	s.DB.Close()
 	return err
@@ -244,11 +260,3 @@ type (
 	ephemeralModule = ephemeral.Service
 	pushModule      = push.Service
 )
-
-// pushHook tells the push module about every event the room writer
-// committed (the tombstone of an upgrade carries push rules over).
-type pushHook struct{ *push.Service }
-
-func (h pushHook) OnEventPersisted(ctx context.Context, ev *roomserver.Event, _ []string) {
-	h.OnRoomEvent(ctx, ev.PDU)
-}

@@ -4,49 +4,69 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
 
-	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
 	"maunium.net/go/mautrix/pushrules"
 
 	"github.com/myelin-chat/myelin/storage"
 )
 
-// OnRoomEvent is told about every new room event. When a room is
-// replaced (an m.room.tombstone, sent by POST /upgrade or by hand), its
-// joined members keep their notification settings for it in the replacement
-// room, as Synapse does on upgrade. The homeserver calls it from the room
-// writer's hook, before the tombstone's sender gets the answer, so the rules
-// are there when the client moves on.
-func (s *Service) OnRoomEvent(ctx context.Context, ev *pdu.PDU) {
-	if ev.Type != "m.room.tombstone" || ev.StateKey == nil || *ev.StateKey != "" {
-		return
-	}
-	var c struct {
-		Replacement string `json:"replacement_room"`
-	}
-	if json.Unmarshal(ev.Content, &c) != nil || c.Replacement == string(ev.RoomID) {
-		return
-	}
-	if sigil, local, _ := id.ParseCommonIdentifier(c.Replacement); sigil != '!' || local == "" {
-		return
-	}
-	// This runs in the room's worker: read only the rules that name the room,
-	// not every member's (one query, however large the room).
-	candidates, err := s.db.UsersWithPushRulesMentioning(ctx, string(ev.RoomID))
-	if err != nil || len(candidates) == 0 {
-		if err != nil {
-			slog.WarnContext(ctx, "push rules not carried over to the replacement room", "room", ev.RoomID, "err", err)
+// UpgradeFollower names the follower (internal/follower) that runs
+// CopyPushRulesOnUpgrade; it is the key of its cursor in the store.
+const UpgradeFollower = "push_rules_room_upgrade"
+
+// CopyPushRulesOnUpgrade follows new room events. When a room is replaced
+// (an m.room.tombstone, sent by POST /upgrade or by hand), its joined members
+// keep their notification settings for it in the replacement room, as Synapse
+// does on upgrade. It runs shortly after the tombstone's commit, outside the
+// room writer: the members are those joined when it runs, and the client sees
+// the copied rules arrive in /sync as an m.push_rules change. Copying is
+// idempotent (rules already there are kept), as a follower must be. It fails
+// (and is retried) only when the store cannot be read; a user whose rules
+// cannot be copied is logged and skipped.
+func (s *Service) CopyPushRulesOnUpgrade(ctx context.Context, events []*storage.Event) error {
+	for _, ev := range events {
+		if ev.Type != "m.room.tombstone" || ev.StateKey == nil || *ev.StateKey != "" {
+			continue
 		}
-		return
+		var pdu struct {
+			Content struct {
+				Replacement string `json:"replacement_room"`
+			} `json:"content"`
+		}
+		if json.Unmarshal(ev.JSON, &pdu) != nil {
+			continue
+		}
+		if err := s.copyToReplacement(ctx, ev.RoomID, pdu.Content.Replacement); err != nil {
+			return err
+		}
 	}
-	members, err := s.rooms.JoinedMembers(ctx, string(ev.RoomID))
+	return nil
+}
+
+func (s *Service) copyToReplacement(ctx context.Context, roomID, replacement string) error {
+	if replacement == roomID {
+		return nil
+	}
+	if sigil, local, _ := id.ParseCommonIdentifier(replacement); sigil != '!' || local == "" {
+		return nil
+	}
+	// Read only the rules that name the room, not every member's (one query,
+	// however large the room).
+	candidates, err := s.db.UsersWithPushRulesMentioning(ctx, roomID)
 	if err != nil {
-		slog.WarnContext(ctx, "push rules not carried over to the replacement room", "room", ev.RoomID, "err", err)
-		return
+		return fmt.Errorf("copying push rules from %s: %w", roomID, err)
+	}
+	if len(candidates) == 0 {
+		return nil
+	}
+	members, err := s.rooms.JoinedMembers(ctx, roomID)
+	if err != nil {
+		return fmt.Errorf("copying push rules from %s: %w", roomID, err)
 	}
 	named := make(map[string]bool, len(candidates))
 	for _, u := range candidates {
@@ -56,10 +76,11 @@ func (s *Service) OnRoomEvent(ctx context.Context, ev *pdu.PDU) {
 		if !named[u] {
 			continue
 		}
-		if err := s.CopyRoomPushRules(ctx, u, string(ev.RoomID), c.Replacement); err != nil {
-			slog.WarnContext(ctx, "push rules not carried over to the replacement room", "room", ev.RoomID, "user", u, "err", err)
+		if err := s.CopyRoomPushRules(ctx, u, roomID, replacement); err != nil {
+			slog.WarnContext(ctx, "push rules not carried over to the replacement room", "room", roomID, "user", u, "err", err)
 		}
 	}
+	return nil
 }
 
 // CopyRoomPushRules gives userID's own rules about room from to room to: the

@@ -283,6 +283,9 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 	}
 	for k := range current {
 		if _, ok := newState[k]; !ok {
+			if k.Type == "m.room.member" {
+				b.notePrevMembership(rs, k.StateKey)
+			}
 			delete(rs.state, k)
 			rs.locals = nil
 			b.write.StateRemoved = append(b.write.StateRemoved, storage.StateEntry{Type: k.Type, StateKey: k.StateKey})
@@ -301,6 +304,9 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 			}
 		} else {
 			return nil, fmt.Errorf("resolved state names unknown event %s", x)
+		}
+		if k.Type == "m.room.member" {
+			b.notePrevMembership(rs, k.StateKey)
 		}
 		rs.state[k] = e
 		rs.locals = nil

@@ -3,8 +3,10 @@
 // one input path that is serialized per room: a worker per room takes queued
 // requests in batches, builds and authorizes each event against the room's
 // cached current state, stores its state as a delta snapshot, and commits the
-// whole batch in one transaction (group commit) before notifying /sync and the
-// federation sender.
+// whole batch in one transaction (group commit) before notifying /sync.
+// Nothing else runs in the commit: work that follows new events (the push
+// rules of upgraded rooms; later the federation sender) tails the stream
+// from its own cursor (internal/follower).
 package roomserver
 
 import (
@@ -25,13 +27,6 @@ import (
 	"github.com/myelin-chat/myelin/internal/recovery"
 	"github.com/myelin-chat/myelin/storage"
 )
-
-// EventPersistedHook is told about every event after it committed, in the
-// room's worker. Today only the push module is (through the homeserver): a
-// tombstone carries the members' push rules over to the replacement room.
-type EventPersistedHook interface {
-	OnEventPersisted(ctx context.Context, ev *Event, joinedServers []string)
-}
 
 // KeyGetter fetches server signing keys for verifying remote events
 // (implemented by the federation key fetcher).
@@ -55,9 +50,6 @@ type Server struct {
 
 	keys        KeyGetter
 	noticeRooms NoticeRooms
-
-	hooksMu sync.RWMutex
-	hooks   []EventPersistedHook
 
 	workersMu sync.Mutex
 	workers   map[id.RoomID]*worker
@@ -110,13 +102,6 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		keys: o.Keys, noticeRooms: o.NoticeRooms,
 		workers: map[id.RoomID]*worker{}, lastSnapID: last, BatchSize: 256,
 	}, nil
-}
-
-// AddHook registers a hook called after every persisted event.
-func (s *Server) AddHook(h EventPersistedHook) {
-	s.hooksMu.Lock()
-	s.hooks = append(s.hooks, h)
-	s.hooksMu.Unlock()
 }
 
 func (s *Server) nextSnapshotID() int64 {
@@ -390,21 +375,6 @@ func (s *Server) localMembers(rs *roomState) []string {
 	return out
 }
 
-// joinedServers lists the servers with joined members (federation fan-out).
-func joinedServers(rs *roomState) []string {
-	seen := map[string]bool{}
-	var out []string
-	for k, e := range rs.state {
-		if k.Type == "m.room.member" && e.Membership() == "join" {
-			if hs := id.UserID(k.StateKey).Homeserver(); !seen[hs] {
-				seen[hs] = true
-				out = append(out, hs)
-			}
-		}
-	}
-	return out
-}
-
 // ErrUnknownRoom is returned for rooms this server has no state for.
 var ErrUnknownRoom = errors.New("unknown room")
 
@@ -470,6 +440,26 @@ type batchWrite struct {
 	memberEvents []*Event
 	stateEvents  []*Event
 	txnFor       map[id.EventID]*storage.TxnRecord
+	// prevMembership: each user whose membership the batch changes, with
+	// their membership before it ("" for none), from the cached state; the
+	// store moves the room's joined-server counts by the difference.
+	prevMembership map[string]string
+}
+
+// notePrevMembership remembers userID's membership before the batch, the first
+// time the batch changes it (call it before changing rs.state).
+func (b *batchWrite) notePrevMembership(rs *roomState, userID string) {
+	if b.prevMembership == nil {
+		b.prevMembership = map[string]string{}
+	}
+	if _, ok := b.prevMembership[userID]; ok {
+		return
+	}
+	prev := ""
+	if e := rs.get("m.room.member", userID); e != nil {
+		prev = e.Membership()
+	}
+	b.prevMembership[userID] = prev
 }
 
 func txnKey(t *storage.TxnRecord) string { return t.UserID + "\x00" + t.DeviceID + "\x00" + t.TxnID }
@@ -485,6 +475,9 @@ func (b *batchWrite) addEvent(rs *roomState, e *Event, stateBefore int64, softFa
 		snap := storage.Snapshot{ID: snapID, RoomID: string(rs.id)}
 		if old := rs.state[e.Key()]; old != nil {
 			e.ReplacesState = old.ID
+		}
+		if e.PDU.Type == "m.room.member" {
+			b.notePrevMembership(rs, *e.PDU.StateKey)
 		}
 		rs.state[e.Key()] = e
 		if rs.snapshot == 0 || needKeyframe(rs.chainLen, len(rs.state)) {
@@ -560,6 +553,9 @@ func (b *batchWrite) commit(ctx context.Context, w *worker) error {
 	// Only the last change per key matters for current_state and memberships.
 	wr.StateChanges = dedupeState(wr.StateChanges)
 	wr.Memberships = dedupeMemberships(wr.Memberships)
+	for i := range wr.Memberships {
+		wr.Memberships[i].Prev = b.prevMembership[wr.Memberships[i].UserID]
+	}
 	wr.Snapshot = rs.snapshot
 	wr.MaxDepth = rs.depth
 	wr.Encrypted = rs.get("m.room.encryption", "") != nil // not indexed for search
@@ -583,24 +579,6 @@ func (b *batchWrite) commit(ctx context.Context, w *worker) error {
 	}
 	if b.s.notifier != nil {
 		b.s.notifier.Notify(b.events[len(b.events)-1].StreamPos, users...)
-	}
-	b.s.hooksMu.RLock()
-	hooks := b.s.hooks
-	b.s.hooksMu.RUnlock()
-	if len(hooks) > 0 {
-		servers := joinedServers(rs)
-		for _, e := range b.events {
-			if e.SoftFailed {
-				continue
-			}
-			for _, h := range hooks {
-				// The events are stored: a failing hook must not fail them.
-				_ = recovery.Call(recovery.RoomWorker, func() error {
-					h.OnEventPersisted(ctx, e, servers)
-					return nil
-				}, "room", rs.id, "event_id", e.ID)
-			}
-		}
 	}
 	return nil
 }

@@ -67,6 +67,9 @@ type MembershipChange struct {
 	Membership string
 	EventID    string
 	StreamPos  int64
+	// Prev is the user's membership before this write ("" for none): the
+	// room_servers counts move by the difference.
+	Prev string
 }
 
 // RoomRow is a room's row in rooms.
@@ -117,8 +120,8 @@ type RoomWrite struct {
 }
 
 // WriteRoomEvents persists a batch of events of one room, their state
-// snapshots, the room's new current state and forward extremities, all in one
-// transaction.
+// snapshots, the room's new current state, memberships and joined servers
+// (room_servers), and forward extremities, all in one transaction.
 func (db *DB) WriteRoomEvents(ctx context.Context, w *RoomWrite) error {
 	extrem, err := json.Marshal(w.Extremities)
 	if err != nil {
@@ -192,6 +195,9 @@ func (db *DB) WriteRoomEvents(ctx context.Context, w *RoomWrite) error {
 				w.RoomID, m.UserID, m.Membership, m.EventID, m.StreamPos); err != nil {
 				return fmt.Errorf("updating membership: %w", err)
 			}
+		}
+		if err := updateRoomServers(ctx, tx, w.RoomID, w.Memberships); err != nil {
+			return err
 		}
 		if _, err := tx.Exec(ctx, `UPDATE rooms SET state_snapshot = $1, extremities = $2, max_depth = $3 WHERE room_id = $4`,
 			w.Snapshot, string(extrem), w.MaxDepth, w.RoomID); err != nil {

@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"encoding/json"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -13,7 +14,8 @@ import (
 // by hand: a new room, then a tombstone), its joined members' rules for it
 // (a room rule; an override rule named after the room, as clients mute a
 // room) are copied to the replacement room, and /sync shows the change
-// (Complement TestPushRuleRoomUpgrade). Members without such rules get none.
+// (Complement TestPushRuleRoomUpgrade, which also waits for it in /sync).
+// Members without such rules get none.
 func TestPushRulesFollowRoomUpgrade(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
 		alice, alice2, bob := srv.Register(t, "alice"), srv.Register(t, "alice2"), srv.Register(t, "bob")
@@ -38,7 +40,10 @@ func TestPushRulesFollowRoomUpgrade(t *testing.T) {
 			put(alice2, "room/"+string(old), map[string]any{"actions": []string{"dont_notify"}})
 			put(alice2, "override/"+string(old), map[string]any{"actions": []string{},
 				"conditions": []any{map[string]any{"kind": "event_match", "key": "room_id", "pattern": string(old)}}})
-			since := syncOnce(t, alice2, "", "", 0).NextBatch
+			since := map[*mautrix.Client]string{}
+			for _, c := range []*mautrix.Client{alice, alice2} {
+				since[c] = syncOnce(t, c, "", "", 0).NextBatch
+			}
 
 			var newRoom id.RoomID
 			if manual {
@@ -56,6 +61,11 @@ func TestPushRulesFollowRoomUpgrade(t *testing.T) {
 				r := upgradeRoom(t, alice, old, "11")
 				newRoom = id.RoomID(r.Body["replacement_room"].(string))
 			}
+			// The copy follows the tombstone (a stream follower): /sync shows
+			// it arrive as a change of m.push_rules.
+			for _, c := range []*mautrix.Client{alice, alice2} {
+				syncUntil(t, c, since[c], "", syncHasRoomPushRule(newRoom))
+			}
 			for _, c := range []*mautrix.Client{alice, alice2} {
 				rules := roomRules(c)
 				rule := rules["room/"+string(newRoom)]
@@ -70,14 +80,33 @@ func TestPushRulesFollowRoomUpgrade(t *testing.T) {
 			if rules := roomRules(bob); rules["room/"+string(newRoom)] != nil {
 				t.Fatalf("bob got rules he never had: %v", rules)
 			}
-			syncUntil(t, alice2, since, "", func(r *mautrix.RespSync) bool {
-				for _, ev := range r.AccountData.Events {
-					if ev.Type.Type == "m.push_rules" {
-						return true
-					}
-				}
-				return false
-			})
 		}
 	})
+}
+
+// syncHasRoomPushRule: the response carries m.push_rules with a room rule for room.
+func syncHasRoomPushRule(room id.RoomID) func(*mautrix.RespSync) bool {
+	return func(r *mautrix.RespSync) bool {
+		for _, ev := range r.AccountData.Events {
+			if ev.Type.Type != "m.push_rules" {
+				continue
+			}
+			var c struct {
+				Global struct {
+					Room []struct {
+						RuleID string `json:"rule_id"`
+					} `json:"room"`
+				} `json:"global"`
+			}
+			if json.Unmarshal(ev.Content.VeryRaw, &c) != nil {
+				continue
+			}
+			for _, rule := range c.Global.Room {
+				if rule.RuleID == string(room) {
+					return true
+				}
+			}
+		}
+		return false
+	}
 }

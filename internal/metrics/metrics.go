@@ -60,6 +60,15 @@ func (r *Registry) RegisterDBPool(stats PoolStatsFunc) {
 	)
 }
 
+// RegisterFollowerLag exports how far a stream follower (internal/follower)
+// is behind the stream, in positions.
+func (r *Registry) RegisterFollowerLag(name string, lag func() int64) {
+	r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "myelin_follower_lag_positions", Help: "Stream positions a follower of new events has yet to handle.",
+		ConstLabels: prometheus.Labels{"follower": name},
+	}, func() float64 { return float64(lag()) }))
+}
+
 // Handler serves the registry in the Prometheus text format.
 func (r *Registry) Handler() http.Handler {
 	return promhttp.HandlerFor(r.Registry, promhttp.HandlerOpts{})

@@ -27,6 +27,7 @@ const (
 	TypingTimer   = "typing_timer"
 	PresenceTimer = "presence_timer"
 	HTTPHandler   = "http_handler"
+	Follower      = "follower"
 )
 
 // PanicError is what a recovered panic becomes.
