@@ -87,11 +87,7 @@ func (s *Server) stateMapOf(ctx context.Context, snapshot int64) (stateres.State
 	if err != nil {
 		return nil, err
 	}
-	m := make(stateres.StateMap, len(state))
-	for k, x := range state {
-		m[pdu.StateKey{Type: k.Type, StateKey: k.StateKey}] = id.EventID(x)
-	}
-	return m, nil
+	return toStateres(state), nil
 }
 
 // authAgainst authorizes ev against the auth events a state map selects for it.
@@ -288,7 +284,7 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 			}
 			delete(rs.state, k)
 			rs.locals = nil
-			b.write.StateRemoved = append(b.write.StateRemoved, storage.StateEntry{Type: k.Type, StateKey: k.StateKey})
+			b.write.StateChanges[storage.StateKey(k)] = "" // removed
 		}
 	}
 	for k, x := range newState {
@@ -310,7 +306,7 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 		}
 		rs.state[k] = e
 		rs.locals = nil
-		b.write.StateChanges = append(b.write.StateChanges, storage.StateEntry{Type: k.Type, StateKey: k.StateKey, EventID: string(x)})
+		b.write.StateChanges[storage.StateKey(k)] = string(x)
 		if k.Type == "m.room.member" {
 			if e == ev {
 				b.memberEvents = append(b.memberEvents, e)
@@ -336,11 +332,7 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 // keyframe stages a full snapshot of a state map.
 func (b *batchWrite) keyframe(roomID id.RoomID, state stateres.StateMap) int64 {
 	snapID := b.s.nextSnapshotID()
-	snap := storage.Snapshot{ID: snapID, RoomID: string(roomID)}
-	for k, x := range state {
-		snap.Entries = append(snap.Entries, storage.StateEntry{Type: k.Type, StateKey: k.StateKey, EventID: string(x)})
-	}
-	b.write.Snapshots = append(b.write.Snapshots, snap)
+	b.write.Snapshots = append(b.write.Snapshots, storage.Snapshot{ID: snapID, RoomID: string(roomID), Entries: fromStateres(state)})
 	return snapID
 }
 

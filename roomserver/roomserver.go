@@ -267,7 +267,7 @@ func answer(req *request, r result) {
 // process applies a batch of requests to the room and commits them together.
 func (s *Server) process(w *worker, batch []*request) {
 	ctx := context.Background()
-	b := &batchWrite{s: s, write: &storage.RoomWrite{RoomID: string(w.roomID)}, txns: map[string]id.EventID{}}
+	b := &batchWrite{s: s, write: &storage.RoomWrite{RoomID: string(w.roomID), StateChanges: storage.StateMap{}}, txns: map[string]id.EventID{}}
 	type outcome struct {
 		events []*Event
 		err    error
@@ -480,20 +480,22 @@ func (b *batchWrite) addEvent(rs *roomState, e *Event, stateBefore int64, softFa
 			b.notePrevMembership(rs, *e.PDU.StateKey)
 		}
 		rs.state[e.Key()] = e
+		key := storage.StateKey(e.Key())
 		if rs.snapshot == 0 || needKeyframe(rs.chainLen, len(rs.state)) {
+			snap.Entries = make(storage.StateMap, len(rs.state))
 			for k, se := range rs.state {
-				snap.Entries = append(snap.Entries, storage.StateEntry{Type: k.Type, StateKey: k.StateKey, EventID: string(se.ID)})
+				snap.Entries[storage.StateKey(k)] = string(se.ID)
 			}
 			snap.ChainLen = 0
 		} else {
 			snap.Parent = rs.snapshot
 			snap.ChainLen = rs.chainLen + 1
-			snap.Entries = []storage.StateEntry{{Type: e.PDU.Type, StateKey: *e.PDU.StateKey, EventID: string(e.ID)}}
+			snap.Entries = storage.StateMap{key: string(e.ID)}
 		}
 		b.write.Snapshots = append(b.write.Snapshots, snap)
 		rs.snapshot, rs.chainLen = snapID, snap.ChainLen
 		e.StateAfter = snapID
-		b.write.StateChanges = append(b.write.StateChanges, storage.StateEntry{Type: e.PDU.Type, StateKey: *e.PDU.StateKey, EventID: string(e.ID)})
+		b.write.StateChanges[key] = string(e.ID)
 		b.stateEvents = append(b.stateEvents, e)
 		if e.PDU.Type == "m.room.member" {
 			rs.locals = nil
@@ -550,8 +552,8 @@ func (b *batchWrite) commit(ctx context.Context, w *worker) error {
 		wr.Memberships = append(wr.Memberships, storage.MembershipChange{
 			UserID: *e.PDU.StateKey, Membership: e.Membership(), EventID: string(e.ID), StreamPos: e.StreamPos})
 	}
-	// Only the last change per key matters for current_state and memberships.
-	wr.StateChanges = dedupeState(wr.StateChanges)
+	// Only the last change per user matters for memberships (StateChanges,
+	// a map, holds only the last change per slot already).
 	wr.Memberships = dedupeMemberships(wr.Memberships)
 	for i := range wr.Memberships {
 		wr.Memberships[i].Prev = b.prevMembership[wr.Memberships[i].UserID]
@@ -581,21 +583,6 @@ func (b *batchWrite) commit(ctx context.Context, w *worker) error {
 		b.s.notifier.Notify(b.events[len(b.events)-1].StreamPos, users...)
 	}
 	return nil
-}
-
-func dedupeState(in []storage.StateEntry) []storage.StateEntry {
-	type k struct{ t, s string }
-	last := map[k]int{}
-	for i, e := range in {
-		last[k{e.Type, e.StateKey}] = i
-	}
-	out := in[:0:0]
-	for i, e := range in {
-		if last[k{e.Type, e.StateKey}] == i {
-			out = append(out, e)
-		}
-	}
-	return out
 }
 
 func dedupeMemberships(in []storage.MembershipChange) []storage.MembershipChange {

@@ -4,25 +4,36 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 )
 
 func init() { registerStreamTable("events") }
 
-// StateEntry is one (type, state_key) → event ID entry of a room state.
-type StateEntry struct {
-	Type     string
-	StateKey string
-	EventID  string
-}
-
 // StateKey names a slot of room state.
 type StateKey struct{ Type, StateKey string }
 
-// StateMap is a room state as readers get it: the event ID in each slot.
-// (Writes describe state changes as []StateEntry, where an empty event ID
-// removes a slot.)
+// StateMap is the one shape of room state at the storage boundary: the event
+// ID in each slot. A read returns a whole state and never holds an empty ID.
+// A write (Snapshot.Entries of a delta, RoomWrite.StateChanges) holds only the
+// slots it changes, and an empty event ID there removes the slot.
 type StateMap map[StateKey]string
+
+// sortedKeys returns m's keys ordered by type, then state key, so that writes
+// happen in a reproducible order.
+func (m StateMap) sortedKeys() []StateKey {
+	keys := make([]StateKey, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b StateKey) int {
+		if c := strings.Compare(a.Type, b.Type); c != 0 {
+			return c
+		}
+		return strings.Compare(a.StateKey, b.StateKey)
+	})
+	return keys
+}
 
 // Event is the one row type of the events table: the roomserver writes it,
 // every reader (room APIs, /sync, sliding sync, push) reads it back, and
@@ -51,14 +62,14 @@ type Event struct {
 	TxnID          string // that client transaction ID (unsigned.transaction_id)
 }
 
-// Snapshot is a new state snapshot: the entries differing from Parent, or the
-// whole state when Parent is 0 (a keyframe).
+// Snapshot is a new state snapshot: the slots differing from Parent (an empty
+// event ID removes one), or the whole state when Parent is 0 (a keyframe).
 type Snapshot struct {
 	ID       int64
 	RoomID   string
 	Parent   int64
 	ChainLen int
-	Entries  []StateEntry
+	Entries  StateMap
 }
 
 // MembershipChange updates the memberships table.
@@ -108,8 +119,7 @@ type RoomWrite struct {
 	Events       []Event
 	Txns         []TxnRecord
 	Redactions   []Redaction
-	StateChanges []StateEntry // upserts into current_state
-	StateRemoved []StateEntry // keys removed from current_state (after state resolution)
+	StateChanges StateMap // the slots of current_state the batch changes ("" removes one)
 	Memberships  []MembershipChange
 	Snapshot     int64 // the room's new current state snapshot
 	Extremities  []string
@@ -174,16 +184,17 @@ func (db *DB) WriteRoomEvents(ctx context.Context, w *RoomWrite) error {
 				return err
 			}
 		}
-		for _, s := range w.StateRemoved {
-			if _, err := tx.Exec(ctx, `DELETE FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3`,
-				w.RoomID, s.Type, s.StateKey); err != nil {
-				return fmt.Errorf("updating current state: %w", err)
+		for _, k := range w.StateChanges.sortedKeys() {
+			var err error
+			if eventID := w.StateChanges[k]; eventID == "" {
+				_, err = tx.Exec(ctx, `DELETE FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3`,
+					w.RoomID, k.Type, k.StateKey)
+			} else {
+				_, err = tx.Exec(ctx, `INSERT INTO current_state (room_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)
+					ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id`,
+					w.RoomID, k.Type, k.StateKey, eventID)
 			}
-		}
-		for _, s := range w.StateChanges {
-			if _, err := tx.Exec(ctx, `INSERT INTO current_state (room_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)
-				ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id`,
-				w.RoomID, s.Type, s.StateKey, s.EventID); err != nil {
+			if err != nil {
 				return fmt.Errorf("updating current state: %w", err)
 			}
 		}
@@ -207,20 +218,22 @@ func (db *DB) WriteRoomEvents(ctx context.Context, w *RoomWrite) error {
 	})
 }
 
-func insertEntries(ctx context.Context, tx Querier, snapshot int64, entries []StateEntry) error {
+func insertEntries(ctx context.Context, tx Querier, snapshot int64, entries StateMap) error {
 	// Multi-row inserts: keyframes of large rooms hold thousands of entries.
+	// Sorted, so that the rows (and their order) are reproducible.
+	keys := entries.sortedKeys()
 	const chunk = 200
-	for start := 0; start < len(entries); start += chunk {
-		end := min(start+chunk, len(entries))
+	for start := 0; start < len(keys); start += chunk {
+		end := min(start+chunk, len(keys))
 		var sb strings.Builder
 		sb.WriteString(`INSERT INTO state_snapshot_entries (snapshot_id, type, state_key, event_id) VALUES `)
 		args := make([]any, 0, (end-start)*4)
-		for i, e := range entries[start:end] {
+		for i, k := range keys[start:end] {
 			if i > 0 {
 				sb.WriteByte(',')
 			}
 			sb.WriteString("(" + placeholders(len(args)+1, 4) + ")")
-			args = append(args, snapshot, e.Type, e.StateKey, e.EventID)
+			args = append(args, snapshot, k.Type, k.StateKey, entries[k])
 		}
 		if _, err := tx.Exec(ctx, sb.String(), args...); err != nil {
 			return fmt.Errorf("inserting snapshot entries: %w", err)
