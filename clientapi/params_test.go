@@ -20,6 +20,7 @@ import (
 	"github.com/myelin-chat/myelin/internal/config"
 	"github.com/myelin-chat/myelin/mediaapi"
 	"github.com/myelin-chat/myelin/roomserver"
+	"github.com/myelin-chat/myelin/roomview"
 )
 
 // errFake ends a call that reached the fake: the handler's parsing is what
@@ -30,20 +31,21 @@ var errFake = errors.New("reached the module")
 // override are nil and would panic, so a test fails if a handler calls one.
 type fakeRooms struct {
 	Rooms
+	RoomView
 	calls    int
-	messages roomserver.MessagesRequest
+	messages roomview.MessagesRequest
 	send     roomserver.SendRequest
-	members  roomserver.MembersQuery
+	members  roomview.MembersQuery
 	limit    int
 }
 
-func (f *fakeRooms) Messages(_ context.Context, _ id.UserID, _ id.RoomID, req roomserver.MessagesRequest) (*roomserver.MessagesResponse, error) {
+func (f *fakeRooms) Messages(_ context.Context, _ id.UserID, _ id.RoomID, req roomview.MessagesRequest) (*roomview.MessagesResponse, error) {
 	f.calls++
 	f.messages = req
 	return nil, errFake
 }
 
-func (f *fakeRooms) Context(_ context.Context, _ id.UserID, _ id.RoomID, _ id.EventID, limit int, _ *roomserver.EventFilter) (*roomserver.ContextResponse, error) {
+func (f *fakeRooms) Context(_ context.Context, _ id.UserID, _ id.RoomID, _ id.EventID, limit int, _ *roomview.EventFilter) (*roomview.ContextResponse, error) {
 	f.calls++
 	f.limit = limit
 	return nil, errFake
@@ -55,7 +57,7 @@ func (f *fakeRooms) Send(_ context.Context, r roomserver.SendRequest) (id.EventI
 	return "$sent", nil
 }
 
-func (f *fakeRooms) Members(_ context.Context, _ id.UserID, _ id.RoomID, q roomserver.MembersQuery) ([]json.RawMessage, error) {
+func (f *fakeRooms) Members(_ context.Context, _ id.UserID, _ id.RoomID, q roomview.MembersQuery) ([]json.RawMessage, error) {
 	f.calls++
 	f.members = q
 	return nil, nil
@@ -88,7 +90,7 @@ func authedRouter(api *API) http.Handler {
 
 func TestRoomMessagesParameters(t *testing.T) {
 	rooms := &fakeRooms{}
-	h := authedRouter(&API{Rooms: rooms})
+	h := authedRouter(&API{Rooms: rooms, RoomView: rooms})
 	get := func(query string) answer {
 		t.Helper()
 		return serve(t, h, httptest.NewRequest("GET", "/_matrix/client/v3/rooms/!r:x/messages"+query, nil))
@@ -151,9 +153,9 @@ func TestRoomMessagesParameters(t *testing.T) {
 
 func TestRoomMembersParameters(t *testing.T) {
 	rooms := &fakeRooms{}
-	h := authedRouter(&API{Rooms: rooms})
+	h := authedRouter(&API{Rooms: rooms, RoomView: rooms})
 	a := serve(t, h, httptest.NewRequest("GET", "/_matrix/client/v3/rooms/!r:x/members?membership=join&not_membership=ban&at=tok", nil))
-	if a.code != 200 || rooms.members != (roomserver.MembersQuery{At: "tok", Membership: "join", NotMembership: "ban"}) {
+	if a.code != 200 || rooms.members != (roomview.MembersQuery{At: "tok", Membership: "join", NotMembership: "ban"}) {
 		t.Fatalf("members = %d %v, query %+v", a.code, a.body, rooms.members)
 	}
 	for _, q := range []string{"?membership=joined", "?not_membership=JOIN", "?membership=*"} {
@@ -167,7 +169,7 @@ func TestRoomMembersParameters(t *testing.T) {
 
 func TestSendParameters(t *testing.T) {
 	rooms := &fakeRooms{}
-	h := authedRouter(&API{Rooms: rooms})
+	h := authedRouter(&API{Rooms: rooms, RoomView: rooms})
 	put := func(path, body string) answer {
 		t.Helper()
 		return serve(t, h, httptest.NewRequest("PUT", "/_matrix/client/v3/rooms/!r:x"+path, strings.NewReader(body)))

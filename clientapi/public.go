@@ -14,7 +14,7 @@ import (
 func (a *API) publicRoutes(r chi.Router) {
 	r.Method(http.MethodGet, "/profile/{userId}", mxhttp.JSON(a.getProfile))
 	r.Method(http.MethodGet, "/profile/{userId}/{keyName}", mxhttp.JSON(a.getProfileField))
-	if a.Rooms == nil {
+	if a.Directory == nil {
 		return
 	}
 	r.Method(http.MethodGet, "/directory/room/{alias}", mxhttp.JSON(a.getAlias))
@@ -25,7 +25,7 @@ func (a *API) publicRoutes(r chi.Router) {
 // publicRoutesV1 are those under /v1: the room summary, which servers MAY
 // serve anonymously for rooms anyone could find (room_summary.yaml).
 func (a *API) publicRoutesV1(r chi.Router) {
-	if a.Rooms == nil {
+	if a.RoomView == nil {
 		return
 	}
 	r.Method(http.MethodGet, "/room_summary/{roomIDOrAlias}", mxhttp.JSON(a.roomSummary))

@@ -14,9 +14,10 @@ import (
 	"github.com/myelin-chat/myelin/internal/authn"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/roomserver"
+	"github.com/myelin-chat/myelin/roomview"
 )
 
-// Rooms is what the room handlers need from the roomserver.
+// Rooms is what the room handlers need from the room writer (roomserver).
 type Rooms interface {
 	CreateRoom(ctx context.Context, sender id.UserID, req *roomserver.CreateRoomRequest) (id.RoomID, error)
 	Send(ctx context.Context, r roomserver.SendRequest) (id.EventID, error)
@@ -26,17 +27,21 @@ type Rooms interface {
 	Knock(ctx context.Context, user id.UserID, roomIDOrAlias, reason string) (id.RoomID, error)
 	ChangeMembership(ctx context.Context, a roomserver.MembershipAction) error
 	Forget(ctx context.Context, user id.UserID, roomID id.RoomID) error
+	UpgradeWithCreators(ctx context.Context, user id.UserID, oldRoom id.RoomID, newVersion string, additionalCreators []string) (id.RoomID, error)
+}
 
+// RoomView is what the room read handlers need (roomview): rooms as the
+// requesting user may read them.
+type RoomView interface {
 	State(ctx context.Context, user id.UserID, roomID id.RoomID) ([]json.RawMessage, error)
 	StateEvent(ctx context.Context, user id.UserID, roomID id.RoomID, evType, stateKey string) (json.RawMessage, error)
 	Event(ctx context.Context, user id.UserID, roomID id.RoomID, eventID id.EventID) (json.RawMessage, error)
-	Members(ctx context.Context, user id.UserID, roomID id.RoomID, q roomserver.MembersQuery) ([]json.RawMessage, error)
-	JoinedMembers(ctx context.Context, user id.UserID, roomID id.RoomID) (map[id.UserID]roomserver.JoinedMember, error)
+	Members(ctx context.Context, user id.UserID, roomID id.RoomID, q roomview.MembersQuery) ([]json.RawMessage, error)
+	JoinedMembers(ctx context.Context, user id.UserID, roomID id.RoomID) (map[id.UserID]roomview.JoinedMember, error)
 	JoinedRooms(ctx context.Context, user id.UserID) ([]id.RoomID, error)
-	Messages(ctx context.Context, user id.UserID, roomID id.RoomID, req roomserver.MessagesRequest) (*roomserver.MessagesResponse, error)
-	Context(ctx context.Context, user id.UserID, roomID id.RoomID, eventID id.EventID, limit int, filter *roomserver.EventFilter) (*roomserver.ContextResponse, error)
+	Messages(ctx context.Context, user id.UserID, roomID id.RoomID, req roomview.MessagesRequest) (*roomview.MessagesResponse, error)
+	Context(ctx context.Context, user id.UserID, roomID id.RoomID, eventID id.EventID, limit int, filter *roomview.EventFilter) (*roomview.ContextResponse, error)
 
-	RoomsDirectory
 	RoomsExtras
 	RoomsSearch // search.go
 }
@@ -85,7 +90,7 @@ func (a *API) roomRoutesV1(r chi.Router) {
 // requesting device, which is shown the transaction IDs of its own events.
 func readCtx(r *http.Request) context.Context {
 	d := authn.FromRequest(r)
-	return roomserver.WithDevice(r.Context(), d.UserID, d.DeviceID)
+	return roomview.WithDevice(r.Context(), d.UserID, d.DeviceID)
 }
 
 // roomIDParam returns the {roomID} path parameter, validated.
@@ -187,7 +192,7 @@ func (a *API) forgetRoom(r *http.Request) (any, error) {
 }
 
 func (a *API) joinedRooms(r *http.Request) (any, error) {
-	rooms, err := a.Rooms.JoinedRooms(r.Context(), authn.FromRequest(r).UserID)
+	rooms, err := a.RoomView.JoinedRooms(r.Context(), authn.FromRequest(r).UserID)
 	if err != nil {
 		return nil, roomError(err)
 	}
@@ -279,7 +284,7 @@ func (a *API) getState(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	ev, err := a.Rooms.StateEvent(readCtx(r), authn.FromRequest(r).UserID, roomID, evType, stateKeyParam(r))
+	ev, err := a.RoomView.StateEvent(readCtx(r), authn.FromRequest(r).UserID, roomID, evType, stateKeyParam(r))
 	if err != nil {
 		return nil, roomError(err)
 	}
@@ -294,7 +299,7 @@ func (a *API) roomState(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return roomResult(a.Rooms.State(readCtx(r), authn.FromRequest(r).UserID, roomID))
+	return roomResult(a.RoomView.State(readCtx(r), authn.FromRequest(r).UserID, roomID))
 }
 
 func (a *API) redactEvent(r *http.Request) (any, error) {
@@ -325,7 +330,7 @@ func (a *API) getEvent(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return roomResult(a.Rooms.Event(readCtx(r), authn.FromRequest(r).UserID, roomID, id.EventID(mxhttp.PathParam(r, "eventID"))))
+	return roomResult(a.RoomView.Event(readCtx(r), authn.FromRequest(r).UserID, roomID, id.EventID(mxhttp.PathParam(r, "eventID"))))
 }
 
 func (a *API) roomMembers(r *http.Request) (any, error) {
@@ -341,7 +346,7 @@ func (a *API) roomMembers(r *http.Request) (any, error) {
 			return nil, mxhttp.InvalidParam("Invalid %s", k)
 		}
 	}
-	evs, err := a.Rooms.Members(readCtx(r), authn.FromRequest(r).UserID, roomID, roomserver.MembersQuery{
+	evs, err := a.RoomView.Members(readCtx(r), authn.FromRequest(r).UserID, roomID, roomview.MembersQuery{
 		At: q.Get("at"), Membership: q.Get("membership"), NotMembership: q.Get("not_membership"),
 	})
 	if err != nil {
@@ -355,7 +360,7 @@ func (a *API) joinedMembers(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := a.Rooms.JoinedMembers(r.Context(), authn.FromRequest(r).UserID, roomID)
+	m, err := a.RoomView.JoinedMembers(r.Context(), authn.FromRequest(r).UserID, roomID)
 	if err != nil {
 		return nil, roomError(err)
 	}
@@ -391,7 +396,7 @@ func (a *API) roomMessages(r *http.Request) (any, error) {
 	if filter != nil && filter.Limit > 0 && q.Get("limit") == "" {
 		limit = filter.Limit
 	}
-	return roomResult(a.Rooms.Messages(readCtx(r), authn.FromRequest(r).UserID, roomID, roomserver.MessagesRequest{
+	return roomResult(a.RoomView.Messages(readCtx(r), authn.FromRequest(r).UserID, roomID, roomview.MessagesRequest{
 		From: q.Get("from"), To: q.Get("to"), Dir: q.Get("dir"), Limit: limit, Filter: filter,
 	}))
 }
@@ -409,14 +414,14 @@ func (a *API) eventContext(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return roomResult(a.Rooms.Context(readCtx(r), authn.FromRequest(r).UserID, roomID, id.EventID(mxhttp.PathParam(r, "eventID")), limit, filter))
+	return roomResult(a.RoomView.Context(readCtx(r), authn.FromRequest(r).UserID, roomID, id.EventID(mxhttp.PathParam(r, "eventID")), limit, filter))
 }
 
 // parseEventFilter checks a RoomEventFilter with the validator POST /filter
-// applies (accounts.ParseEventFilter) and parses it for the roomserver.
-func parseEventFilter(raw string) (*roomserver.EventFilter, error) {
+// applies (accounts.ParseEventFilter) and parses it for the room reads.
+func parseEventFilter(raw string) (*roomview.EventFilter, error) {
 	if _, err := accounts.ParseEventFilter(raw); err != nil {
 		return nil, err
 	}
-	return roomserver.ParseFilter(raw)
+	return roomResult(roomview.ParseFilter(raw))
 }

@@ -7,23 +7,26 @@ import (
 	"github.com/go-chi/chi/v5"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/myelin-chat/myelin/directory"
 	"github.com/myelin-chat/myelin/internal/authn"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
-	"github.com/myelin-chat/myelin/roomserver"
 )
 
-// RoomsDirectory is what the alias and room directory handlers need.
-type RoomsDirectory interface {
+// Directory is what the alias and room directory handlers need (directory).
+type Directory interface {
 	SetAlias(ctx context.Context, user id.UserID, alias string, roomID id.RoomID) error
-	GetAlias(ctx context.Context, alias string) (*roomserver.AliasInfo, error)
+	GetAlias(ctx context.Context, alias string) (*directory.AliasInfo, error)
 	DeleteAlias(ctx context.Context, user id.UserID, isAdmin bool, alias string) error
 	RoomAliases(ctx context.Context, user id.UserID, roomID id.RoomID) ([]string, error)
 	SetVisibility(ctx context.Context, user id.UserID, roomID id.RoomID, visibility string) error
 	GetVisibility(ctx context.Context, roomID id.RoomID) (string, error)
-	PublicRooms(ctx context.Context, req roomserver.PublicRoomsRequest) (*roomserver.PublicRoomsResponse, error)
+	PublicRooms(ctx context.Context, req directory.PublicRoomsRequest) (*directory.PublicRoomsResponse, error)
 }
 
 func (a *API) directoryRoutes(r chi.Router) {
+	if a.Directory == nil {
+		return
+	}
 	r.Method(http.MethodPut, "/directory/room/{alias}", mxhttp.JSON(a.putAlias))
 	r.Method(http.MethodDelete, "/directory/room/{alias}", mxhttp.JSON(a.deleteAlias))
 	r.Method(http.MethodGet, "/rooms/{roomID}/aliases", mxhttp.JSON(a.roomAliases))
@@ -41,16 +44,16 @@ func (a *API) putAlias(r *http.Request) (any, error) {
 	if body.RoomID == "" {
 		return nil, mxhttp.MissingParam("Missing room_id")
 	}
-	return mxhttp.EmptyOr(roomError(a.Rooms.SetAlias(r.Context(), authn.FromRequest(r).UserID, mxhttp.PathParam(r, "alias"), id.RoomID(body.RoomID))))
+	return mxhttp.EmptyOr(roomError(a.Directory.SetAlias(r.Context(), authn.FromRequest(r).UserID, mxhttp.PathParam(r, "alias"), id.RoomID(body.RoomID))))
 }
 
 func (a *API) getAlias(r *http.Request) (any, error) {
-	return roomResult(a.Rooms.GetAlias(r.Context(), mxhttp.PathParam(r, "alias")))
+	return roomResult(a.Directory.GetAlias(r.Context(), mxhttp.PathParam(r, "alias")))
 }
 
 func (a *API) deleteAlias(r *http.Request) (any, error) {
 	d := authn.FromRequest(r)
-	return mxhttp.EmptyOr(roomError(a.Rooms.DeleteAlias(r.Context(), d.UserID, d.IsAdmin, mxhttp.PathParam(r, "alias"))))
+	return mxhttp.EmptyOr(roomError(a.Directory.DeleteAlias(r.Context(), d.UserID, d.IsAdmin, mxhttp.PathParam(r, "alias"))))
 }
 
 func (a *API) roomAliases(r *http.Request) (any, error) {
@@ -58,7 +61,7 @@ func (a *API) roomAliases(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	aliases, err := a.Rooms.RoomAliases(r.Context(), authn.FromRequest(r).UserID, roomID)
+	aliases, err := a.Directory.RoomAliases(r.Context(), authn.FromRequest(r).UserID, roomID)
 	if err != nil {
 		return nil, roomError(err)
 	}
@@ -76,7 +79,7 @@ func (a *API) putVisibility(r *http.Request) (any, error) {
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
 		return nil, err
 	}
-	return mxhttp.EmptyOr(roomError(a.Rooms.SetVisibility(r.Context(), authn.FromRequest(r).UserID, roomID, body.Visibility)))
+	return mxhttp.EmptyOr(roomError(a.Directory.SetVisibility(r.Context(), authn.FromRequest(r).UserID, roomID, body.Visibility)))
 }
 
 func (a *API) getVisibility(r *http.Request) (any, error) {
@@ -84,7 +87,7 @@ func (a *API) getVisibility(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	v, err := a.Rooms.GetVisibility(r.Context(), roomID)
+	v, err := a.Directory.GetVisibility(r.Context(), roomID)
 	if err != nil {
 		return nil, roomError(err)
 	}
@@ -92,7 +95,7 @@ func (a *API) getVisibility(r *http.Request) (any, error) {
 }
 
 func (a *API) publicRooms(r *http.Request) (any, error) {
-	var req roomserver.PublicRoomsRequest
+	var req directory.PublicRoomsRequest
 	q := r.URL.Query()
 	if r.Method == http.MethodPost {
 		var body struct {
@@ -121,5 +124,5 @@ func (a *API) publicRooms(r *http.Request) (any, error) {
 	if srv := q.Get("server"); srv != "" && srv != a.Config.ServerName {
 		return nil, mxhttp.Forbidden("Querying other servers' directories needs federation")
 	}
-	return roomResult(a.Rooms.PublicRooms(r.Context(), req))
+	return roomResult(a.Directory.PublicRooms(r.Context(), req))
 }

@@ -10,17 +10,16 @@ import (
 
 	"github.com/myelin-chat/myelin/internal/authn"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
-	"github.com/myelin-chat/myelin/roomserver"
+	"github.com/myelin-chat/myelin/roomview"
 )
 
-// RoomsExtras is what the remaining room endpoints need.
+// RoomsExtras is what the remaining room read endpoints need (roomview).
 type RoomsExtras interface {
-	UpgradeWithCreators(ctx context.Context, user id.UserID, oldRoom id.RoomID, newVersion string, additionalCreators []string) (id.RoomID, error)
-	Relations(ctx context.Context, user id.UserID, roomID id.RoomID, req roomserver.RelationsRequest) (*roomserver.RelationsResponse, error)
-	Threads(ctx context.Context, user id.UserID, roomID id.RoomID, include, from string, limit int) (*roomserver.ThreadsResponse, error)
+	Relations(ctx context.Context, user id.UserID, roomID id.RoomID, req roomview.RelationsRequest) (*roomview.RelationsResponse, error)
+	Threads(ctx context.Context, user id.UserID, roomID id.RoomID, include, from string, limit int) (*roomview.ThreadsResponse, error)
 	TimestampToEvent(ctx context.Context, user id.UserID, roomID id.RoomID, ts int64, forwards bool) (id.EventID, int64, error)
-	Summary(ctx context.Context, user id.UserID, roomIDOrAlias string) (*roomserver.RoomSummary, error)
-	Hierarchy(ctx context.Context, user id.UserID, roomID id.RoomID, suggestedOnly bool, maxDepth, limit int, from string) (*roomserver.HierarchyResponse, error)
+	Summary(ctx context.Context, user id.UserID, roomIDOrAlias string) (*roomview.RoomSummary, error)
+	Hierarchy(ctx context.Context, user id.UserID, roomID id.RoomID, suggestedOnly bool, maxDepth, limit int, from string) (*roomview.HierarchyResponse, error)
 	Report(ctx context.Context, user id.UserID, roomID id.RoomID, eventID id.EventID, reason string, score *int64) error
 }
 
@@ -83,7 +82,7 @@ func (a *API) report(r *http.Request) (any, error) {
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
 		return nil, err
 	}
-	return mxhttp.EmptyOr(roomError(a.Rooms.Report(r.Context(), authn.FromRequest(r).UserID, roomID, id.EventID(mxhttp.PathParam(r, "eventID")), body.Reason, body.Score)))
+	return mxhttp.EmptyOr(roomError(a.RoomView.Report(r.Context(), authn.FromRequest(r).UserID, roomID, id.EventID(mxhttp.PathParam(r, "eventID")), body.Reason, body.Score)))
 }
 
 // ownRoomParams checks that {userID} is the caller.
@@ -150,7 +149,7 @@ func (a *API) relations(r *http.Request) (any, error) {
 		b := v == "true"
 		recurse = &b
 	}
-	return roomResult(a.Rooms.Relations(readCtx(r), authn.FromRequest(r).UserID, roomID, roomserver.RelationsRequest{
+	return roomResult(a.RoomView.Relations(readCtx(r), authn.FromRequest(r).UserID, roomID, roomview.RelationsRequest{
 		EventID: id.EventID(mxhttp.PathParam(r, "eventID")), RelType: mxhttp.PathParam(r, "relType"), EventType: mxhttp.PathParam(r, "eventType"),
 		From: q.Get("from"), To: q.Get("to"), Backward: dir != "f", Limit: limit, Recurse: recurse,
 	}))
@@ -166,7 +165,7 @@ func (a *API) threads(r *http.Request) (any, error) {
 		return nil, err
 	}
 	q := r.URL.Query()
-	return roomResult(a.Rooms.Threads(readCtx(r), authn.FromRequest(r).UserID, roomID, q.Get("include"), q.Get("from"), limit))
+	return roomResult(a.RoomView.Threads(readCtx(r), authn.FromRequest(r).UserID, roomID, q.Get("include"), q.Get("from"), limit))
 }
 
 func (a *API) hierarchy(r *http.Request) (any, error) {
@@ -184,7 +183,7 @@ func (a *API) hierarchy(r *http.Request) (any, error) {
 	}
 	q := r.URL.Query()
 	suggested := q.Get("suggested_only") == "true"
-	return roomResult(a.Rooms.Hierarchy(r.Context(), authn.FromRequest(r).UserID, roomID, suggested, maxDepth, limit, q.Get("from")))
+	return roomResult(a.RoomView.Hierarchy(r.Context(), authn.FromRequest(r).UserID, roomID, suggested, maxDepth, limit, q.Get("from")))
 }
 
 func (a *API) timestampToEvent(r *http.Request) (any, error) {
@@ -201,7 +200,7 @@ func (a *API) timestampToEvent(r *http.Request) (any, error) {
 	if dir != "f" && dir != "b" {
 		return nil, mxhttp.InvalidParam("dir must be f or b")
 	}
-	evID, evTS, err := a.Rooms.TimestampToEvent(r.Context(), authn.FromRequest(r).UserID, roomID, ts, dir == "f")
+	evID, evTS, err := a.RoomView.TimestampToEvent(r.Context(), authn.FromRequest(r).UserID, roomID, ts, dir == "f")
 	if err != nil {
 		return nil, roomError(err)
 	}
@@ -217,5 +216,5 @@ func (a *API) roomSummary(r *http.Request) (any, error) {
 	if d := authn.FromRequest(r); d != nil {
 		user = d.UserID
 	}
-	return roomResult(a.Rooms.Summary(r.Context(), user, mxhttp.PathParam(r, "roomIDOrAlias")))
+	return roomResult(a.RoomView.Summary(r.Context(), user, mxhttp.PathParam(r, "roomIDOrAlias")))
 }

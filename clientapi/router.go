@@ -24,11 +24,13 @@ import (
 
 // API holds the modules the client-server handlers call.
 type API struct {
-	Config   *config.Config
-	Accounts *accounts.Service
-	Rooms    Rooms // rooms.go
-	Sync     Sync  // sync.go
-	Keys     Keys  // keys.go
+	Config    *config.Config
+	Accounts  *accounts.Service
+	Rooms     Rooms     // rooms.go: the room writer
+	RoomView  RoomView  // rooms.go: the room reads
+	Directory Directory // rooms_directory.go: aliases and published rooms
+	Sync      Sync      // sync.go
+	Keys      Keys      // keys.go
 
 	Media         Media         // media.go
 	UserDirectory UserDirectory // userdirectory.go
@@ -126,7 +128,7 @@ func (a *API) unstableRoutes(r chi.Router) {
 	r.Group(func(r chi.Router) {
 		r.Use(a.requireAuth, a.rateLimitUser)
 		a.keyRoutesUnstable(r)
-		if a.Rooms != nil {
+		if a.RoomView != nil {
 			r.Route("/im.nheko.summary", a.RoomSummaryUnstable) // MSC3266 room summary
 		}
 		if a.SlidingSync != nil { // MSC4186 simplified sliding sync

@@ -10,16 +10,16 @@ import (
 
 	"github.com/myelin-chat/myelin/internal/authn"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
-	"github.com/myelin-chat/myelin/roomserver"
+	"github.com/myelin-chat/myelin/roomview"
 )
 
-// RoomsSearch is server-side search (roomserver.Server.Search).
+// RoomsSearch is server-side search (roomview.Service.Search).
 type RoomsSearch interface {
-	Search(ctx context.Context, user id.UserID, req roomserver.SearchRequest) (*roomserver.SearchResponse, error)
+	Search(ctx context.Context, user id.UserID, req roomview.SearchRequest) (*roomview.SearchResponse, error)
 }
 
 func (a *API) searchRoutes(r chi.Router) {
-	if a.Rooms == nil {
+	if a.RoomView == nil {
 		return
 	}
 	r.Method(http.MethodPost, "/search", mxhttp.JSON(a.search))
@@ -63,7 +63,7 @@ func (a *API) search(r *http.Request) (any, error) {
 	if re.SearchTerm == nil {
 		return nil, mxhttp.MissingParam("Missing search_categories.room_events.search_term")
 	}
-	req := roomserver.SearchRequest{Term: *re.SearchTerm, Keys: re.Keys, OrderBy: re.OrderBy,
+	req := roomview.SearchRequest{Term: *re.SearchTerm, Keys: re.Keys, OrderBy: re.OrderBy,
 		IncludeState: re.IncludeState, NextBatch: r.URL.Query().Get("next_batch")}
 	if len(re.Filter) > 0 && string(re.Filter) != "null" {
 		f, err := parseEventFilter(string(re.Filter))
@@ -73,8 +73,8 @@ func (a *API) search(r *http.Request) (any, error) {
 		req.Filter = f
 	}
 	if c := re.EventContext; c != nil {
-		req.Context = &roomserver.SearchContextRequest{BeforeLimit: roomserver.DefaultSearchContext,
-			AfterLimit: roomserver.DefaultSearchContext, IncludeProfile: c.IncludeProfile}
+		req.Context = &roomview.SearchContextRequest{BeforeLimit: roomview.DefaultSearchContext,
+			AfterLimit: roomview.DefaultSearchContext, IncludeProfile: c.IncludeProfile}
 		if c.BeforeLimit != nil {
 			req.Context.BeforeLimit = *c.BeforeLimit
 		}
@@ -87,7 +87,7 @@ func (a *API) search(r *http.Request) (any, error) {
 			req.GroupBy = append(req.GroupBy, k.Key)
 		}
 	}
-	res, err := a.Rooms.Search(readCtx(r), authn.FromRequest(r).UserID, req)
+	res, err := a.RoomView.Search(readCtx(r), authn.FromRequest(r).UserID, req)
 	if err != nil {
 		return nil, roomError(err)
 	}

@@ -8,7 +8,7 @@ import (
 
 // versions lists the spec versions whose endpoints we actually serve.
 // v1.7 added async media uploads (media.go); v1.10 recursion on /relations
-// (roomserver.MaxRelationsDepth); v1.11 unsigned.membership on every client
+// (roomview.MaxRelationsDepth); v1.11 unsigned.membership on every client
 // event and authenticated media, so v1.11 is claimed only when the media
 // module is on. org.matrix.msc3916.stable stays: clients still check it.
 // Authentication is optional here (v1.10, MSC4026): a token is ignored.

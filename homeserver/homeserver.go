@@ -20,6 +20,7 @@ import (
 	"github.com/myelin-chat/myelin/clientapi"
 	"github.com/myelin-chat/myelin/clientapi/slidingsync"
 	"github.com/myelin-chat/myelin/clientapi/syncv2"
+	"github.com/myelin-chat/myelin/directory"
 	"github.com/myelin-chat/myelin/ephemeral"
 	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/internal/config"
@@ -32,6 +33,7 @@ import (
 	"github.com/myelin-chat/myelin/mediaapi"
 	"github.com/myelin-chat/myelin/push"
 	"github.com/myelin-chat/myelin/roomserver"
+	"github.com/myelin-chat/myelin/roomview"
 	"github.com/myelin-chat/myelin/servernotices"
 	"github.com/myelin-chat/myelin/storage"
 	"github.com/myelin-chat/myelin/userdirectory"
@@ -46,7 +48,9 @@ type Server struct {
 	Notifier   *notifier.Notifier
 	Metrics    *metrics.Registry
 	Keys       *keyserver.Service
-	Rooms      *roomserver.Server
+	Rooms      *roomserver.Server // the room writer
+	RoomView   *roomview.Service  // rooms as clients read them
+	Directory  *directory.Service // aliases and published rooms
 	Ephemeral  *ephemeral.Service
 	Push       *push.Service
 	Syncer     *syncv2.Syncer
@@ -125,13 +129,16 @@ func (s *Server) build(ctx context.Context) error {
 		return err
 	}
 	// Server notices rooms are recorded in the store.
-	if s.Rooms, err = roomserver.New(ctx, roomserver.Options{DB: db, Config: cfg, SigningKey: key, Notifier: s.Notifier,
+	if s.Rooms, err = roomserver.New(ctx, roomserver.Options{Store: db, Stream: db.Stream, Config: cfg, SigningKey: key, Notifier: s.Notifier,
 		Keys: transport.Fetcher, NoticeRooms: db}); err != nil {
 		return err
 	}
+	s.RoomView = roomview.New(roomview.Options{Store: db})
+	// Deleting an alias drops it from m.room.canonical_alias through the writer.
+	s.Directory = directory.New(directory.Options{Store: db, Rooms: s.Rooms, ServerName: cfg.ServerName})
 	s.Accounts = accounts.New(accounts.Options{Store: db, Config: cfg, Notifier: s.Notifier, Devices: s.Keys, Rooms: s.Rooms})
 	// The notices room is tagged m.server_notice: room account data, through accounts.
-	s.Notices = servernotices.New(servernotices.Options{Rooms: s.Rooms, Tags: s.Accounts, Store: db, Config: cfg})
+	s.Notices = servernotices.New(servernotices.Options{Rooms: s.Rooms, View: s.RoomView, Tags: s.Accounts, Store: db, Config: cfg})
 	s.Federation = federation.New(federation.Options{Config: cfg, Transport: transport, Profiles: s.Accounts})
 	// Push rules, pushers and unread counts; typing, receipts and presence
 	// (a read receipt resets the unread counts); GET /sync and sliding sync over both.
@@ -140,7 +147,7 @@ func (s *Server) build(ctx context.Context) error {
 	s.Ephemeral = ephemeral.New(ephemeral.Options{Store: db, Stream: db.Stream, Rooms: db, Notifier: s.Notifier,
 		AccountData: s.Accounts, Receipts: s.Push, Presence: cfg.Presence.Enabled})
 	s.Syncer = syncv2.New(syncv2.Options{Store: db, Stream: db.Stream, Ephemeral: s.Ephemeral, Push: s.Push, Keys: s.Keys,
-		Notifier: s.Notifier, PrevBatch: func(_ string, pos int64) string { return roomserver.StreamToken(pos - 1) }})
+		Notifier: s.Notifier, PrevBatch: func(_ string, pos int64) string { return roomview.StreamToken(pos - 1) }})
 	s.SlidingSync = slidingsync.New(slidingsync.Options{Syncer: s.Syncer, Store: db, Ephemeral: s.Ephemeral, Push: s.Push, Keys: s.Keys})
 	s.UserDirectory = userdirectory.New(userdirectory.Options{Store: db})
 	// Content repository: blobs under <data_dir>/media, metadata in the store.
@@ -157,7 +164,7 @@ func (s *Server) routes() http.Handler {
 	if s.Config.Listen.Metrics == "" {
 		r.With(loopbackOnly).Get("/metrics", s.Metrics.Handler().ServeHTTP)
 	}
-	api := &clientapi.API{Config: s.Config, Accounts: s.Accounts, Keys: s.Keys, Rooms: s.Rooms,
+	api := &clientapi.API{Config: s.Config, Accounts: s.Accounts, Keys: s.Keys, Rooms: s.Rooms, RoomView: s.RoomView, Directory: s.Directory,
 		Sync: syncArea{s.Syncer, s.Ephemeral, s.Push}, SlidingSync: s.SlidingSync, Media: s.Media, UserDirectory: s.UserDirectory,
 		ServerNotices: s.Notices}
 	api.Mount(r)

@@ -65,7 +65,7 @@ func (e *authEnv) join(u string) error {
 
 func (e *authEnv) setPL(mutate func(pl map[string]any)) {
 	e.t.Helper()
-	ev, err := e.s.StateEvent(e.ctx, user("owner"), e.room, "m.room.power_levels", "")
+	ev, err := readState(e.ctx, e.s, e.room, "m.room.power_levels", "")
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -198,7 +198,7 @@ func TestAuthJoinRules(t *testing.T) {
 					t.Fatal(err)
 				}
 				expect(t, "restricted join via allowed room", e.join("bob"), "")
-				ev, err := s.StateEvent(ctx, user("bob"), roomID, "m.room.member", string(user("bob")))
+				ev, err := readState(ctx, s, roomID, "m.room.member", string(user("bob")))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -259,7 +259,7 @@ func TestAuthRedactionPower(t *testing.T) {
 			_, err = e.s.Redact(e.ctx, user("owner"), "D", e.room, carolMsg, "mod", "")
 			expect(t, "redact other's with power", err, "")
 			for _, evID := range []id.EventID{bobMsg, carolMsg} {
-				ev, err := e.s.Event(e.ctx, user("owner"), e.room, evID)
+				ev, err := readEvent(e.ctx, e.s, e.room, evID)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -267,7 +267,7 @@ func TestAuthRedactionPower(t *testing.T) {
 					t.Fatalf("redacted event %s: %s", evID, ev)
 				}
 			}
-			ev, err := e.s.Event(e.ctx, user("owner"), e.room, ownerMsg)
+			ev, err := readEvent(e.ctx, e.s, e.room, ownerMsg)
 			if err != nil || gjson.GetBytes(ev, "content").Raw == "{}" {
 				t.Fatalf("unredacted event lost content: %s %v", ev, err)
 			}
@@ -289,7 +289,7 @@ func TestRedactionKeepsProtectedKeys(t *testing.T) {
 			if _, err := e.s.Redact(e.ctx, user("owner"), "D", e.room, evID, "", ""); err != nil {
 				t.Fatal(err)
 			}
-			ev, err := e.s.Event(e.ctx, user("owner"), e.room, evID)
+			ev, err := readEvent(e.ctx, e.s, e.room, evID)
 			if err != nil {
 				t.Fatal(err)
 			}

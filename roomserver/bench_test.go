@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"maunium.net/go/mautrix/id"
+
+	"github.com/myelin-chat/myelin/storage"
 )
 
 // roomWithMembers creates a public room and joins n users concurrently (so
@@ -73,7 +75,7 @@ func BenchmarkStoragePerMessage(b *testing.B) {
 			s := newTestServer(b)
 			roomID := roomWithMembers(b, s, members)
 			ctx := context.Background()
-			rows0, bytes0, err := s.db.RoomStorageFootprint(ctx, string(roomID))
+			rows0, bytes0, err := s.db.(*storage.DB).RoomStorageFootprint(ctx, string(roomID))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -85,7 +87,7 @@ func BenchmarkStoragePerMessage(b *testing.B) {
 				}
 			}
 			b.StopTimer()
-			rows1, bytes1, err := s.db.RoomStorageFootprint(ctx, string(roomID))
+			rows1, bytes1, err := s.db.(*storage.DB).RoomStorageFootprint(ctx, string(roomID))
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -77,7 +77,7 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 		version = s.cfg.Rooms.DefaultVersion
 	}
 	if !SupportedRoomVersion(version) {
-		return "", newError(ErrUnsupportedRoomVersion, "Room version %q is not supported", version)
+		return "", NewError(ErrUnsupportedRoomVersion, "Room version %q is not supported", version)
 	}
 	rv := id.RoomVersion(version)
 	if err := req.checkEventJSON(); err != nil {
@@ -127,7 +127,7 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 			return "", invalidParam("Invalid room_alias_name")
 		}
 		if _, _, err := s.db.ResolveAlias(ctx, alias); err == nil {
-			return "", newError(ErrRoomInUse, "Room alias already taken")
+			return "", NewError(ErrRoomInUse, "Room alias already taken")
 		} else if !errors.Is(err, storage.ErrNotFound) {
 			return "", err
 		}

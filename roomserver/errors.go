@@ -7,7 +7,8 @@ import (
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 )
 
-// The kinds of failure the roomserver reports to its callers. Each caller
+// The kinds of failure the roomserver, and the room modules beside it
+// (roomview, directory), report to their callers. Each caller
 // maps them to its own answer: clientapi to Matrix errcodes (clientapi's
 // roomError), the federation handlers to theirs. Test with errors.Is; the
 // human message is in an *Error. A specific kind wraps a general one, so a
@@ -52,9 +53,9 @@ func (e *Error) Is(target error) bool { return errors.Is(e.Kind, target) }
 // Unwrap returns the cause, if the message was made with %w.
 func (e *Error) Unwrap() error { return e.cause }
 
-// newError makes an *Error of kind; format and args are as fmt.Errorf's, a %w
+// NewError makes an *Error of kind; format and args are as fmt.Errorf's, a %w
 // naming the cause. Without args the format is the message as is.
-func newError(kind error, format string, args ...any) *Error {
+func NewError(kind error, format string, args ...any) *Error {
 	if len(args) == 0 {
 		return &Error{Kind: kind, Message: format}
 	}
@@ -62,13 +63,13 @@ func newError(kind error, format string, args ...any) *Error {
 	return &Error{Kind: kind, Message: err.Error(), cause: errors.Unwrap(err)}
 }
 
-func notFound(format string, args ...any) error  { return newError(ErrNotFound, format, args...) }
-func forbidden(format string, args ...any) error { return newError(ErrForbidden, format, args...) }
+func notFound(format string, args ...any) error  { return NewError(ErrNotFound, format, args...) }
+func forbidden(format string, args ...any) error { return NewError(ErrForbidden, format, args...) }
 func invalidParam(format string, args ...any) error {
-	return newError(ErrInvalidParam, format, args...)
+	return NewError(ErrInvalidParam, format, args...)
 }
-func badJSON(format string, args ...any) error  { return newError(ErrBadJSON, format, args...) }
-func tooLarge(format string, args ...any) error { return newError(ErrTooLarge, format, args...) }
+func badJSON(format string, args ...any) error  { return NewError(ErrBadJSON, format, args...) }
+func tooLarge(format string, args ...any) error { return NewError(ErrTooLarge, format, args...) }
 
 // eventJSONError converts the JSON checks the roomserver shares with the
 // HTTP edge (mxhttp.CheckEventJSON, which answers *mxhttp.Error) into the

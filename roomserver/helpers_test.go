@@ -2,12 +2,15 @@ package roomserver
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"path/filepath"
 	"testing"
 
 	mfed "maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/myelin-chat/myelin/clientevent"
 	"github.com/myelin-chat/myelin/internal/config"
 	"github.com/myelin-chat/myelin/internal/notifier"
 	"github.com/myelin-chat/myelin/storage"
@@ -31,7 +34,7 @@ func newTestServerWith(t testing.TB, o Options) *Server {
 	t.Cleanup(db.Close)
 	cfg := config.Default()
 	cfg.ServerName = "test.local"
-	o.DB, o.Config, o.SigningKey, o.Notifier = db, cfg, mfed.GenerateSigningKey(), notifier.New(db.Stream.Current())
+	o.Store, o.Stream, o.Config, o.SigningKey, o.Notifier = db, db.Stream, cfg, mfed.GenerateSigningKey(), notifier.New(db.Stream.Current())
 	s, err := New(ctx, o)
 	if err != nil {
 		t.Fatal(err)
@@ -40,3 +43,30 @@ func newTestServerWith(t testing.TB, o Options) *Server {
 }
 
 func user(name string) id.UserID { return id.UserID("@" + name + ":test.local") }
+
+// readEvent renders a stored event of the room as a client reads it (the
+// client reads are roomview's; these tests check what the writer stored).
+// A soft-failed event is not served.
+func readEvent(ctx context.Context, s *Server, roomID id.RoomID, eventID id.EventID) (json.RawMessage, error) {
+	se, err := s.db.GetEvent(ctx, string(eventID))
+	if err != nil {
+		return nil, err
+	}
+	if se.RoomID != string(roomID) || se.SoftFailed {
+		return nil, errors.New("event not found")
+	}
+	return clientevent.One(ctx, s.db, nil, se)
+}
+
+// readState renders the room's current state event (evType, stateKey).
+func readState(ctx context.Context, s *Server, roomID id.RoomID, evType, stateKey string) (json.RawMessage, error) {
+	rs, err := s.loadRoom(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	e := rs.get(evType, stateKey)
+	if e == nil {
+		return nil, errors.New("state event not found")
+	}
+	return readEvent(ctx, s, roomID, e.ID)
+}

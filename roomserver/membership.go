@@ -246,7 +246,7 @@ func (s *Server) authoriseRestrictedJoin(rs *roomState, userRooms map[string]boo
 		}
 	}
 	if best == "" {
-		return "", newError(ErrUnableToAuthoriseJoin, "No local member can authorise this join")
+		return "", NewError(ErrUnableToAuthoriseJoin, "No local member can authorise this join")
 	}
 	return best, nil
 }
@@ -400,7 +400,7 @@ func (s *Server) checkNoticeInviteReject(ctx context.Context, user id.UserID, ro
 		return fmt.Errorf("checking for a server notices room: %w", err)
 	}
 	if notice == roomID.String() {
-		return newError(ErrNoticeRoomInvite, "You cannot reject the invite to your server notices room")
+		return NewError(ErrNoticeRoomInvite, "You cannot reject the invite to your server notices room")
 	}
 	return nil
 }
@@ -446,7 +446,7 @@ func (s *Server) Forget(ctx context.Context, user id.UserID, roomID id.RoomID) e
 		return err
 	}
 	if m.Membership == "join" || m.Membership == "invite" || m.Membership == "knock" {
-		return newError(ErrInvalidState, "You must leave the room before forgetting it")
+		return NewError(ErrInvalidState, "You must leave the room before forgetting it")
 	}
 	return s.db.ForgetRoom(ctx, string(roomID), string(user))
 }

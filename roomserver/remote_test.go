@@ -122,7 +122,7 @@ func TestRemoteInput(t *testing.T) {
 	if !late.SoftFailed {
 		t.Fatal("message from banned user was not soft-failed")
 	}
-	if _, err := s.Event(ctx, user("owner"), roomID, late.ID); err == nil {
+	if _, err := readEvent(ctx, s, roomID, late.ID); err == nil {
 		t.Fatal("soft-failed event is served")
 	}
 

@@ -42,7 +42,8 @@ type Notifier interface {
 
 // Server is the roomserver.
 type Server struct {
-	db         *storage.DB
+	db         Store
+	stream     Stream
 	cfg        *config.Config
 	key        *mfed.SigningKey
 	serverName string
@@ -79,7 +80,8 @@ func needKeyframe(chainLen, stateSize int) bool {
 
 // Options are what the roomserver is built from.
 type Options struct {
-	DB         *storage.DB
+	Store      Store
+	Stream     Stream // the store's (*storage.DB).Stream
 	Config     *config.Config
 	SigningKey *mfed.SigningKey
 	Notifier   Notifier // nil: nobody is woken (tests)
@@ -93,12 +95,12 @@ type Options struct {
 
 // New builds the roomserver.
 func New(ctx context.Context, o Options) (*Server, error) {
-	last, err := o.DB.MaxSnapshotID(ctx)
+	last, err := o.Store.MaxSnapshotID(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("roomserver: %w", err)
 	}
 	return &Server{
-		db: o.DB, cfg: o.Config, key: o.SigningKey, serverName: o.Config.ServerName, notifier: o.Notifier,
+		db: o.Store, stream: o.Stream, cfg: o.Config, key: o.SigningKey, serverName: o.Config.ServerName, notifier: o.Notifier,
 		keys: o.Keys, noticeRooms: o.NoticeRooms,
 		workers: map[id.RoomID]*worker{}, lastSnapID: last, BatchSize: 256,
 	}, nil
@@ -516,7 +518,7 @@ func (b *batchWrite) addEvent(rs *roomState, e *Event, stateBefore int64, softFa
 
 func (b *batchWrite) commit(ctx context.Context, w *worker) error {
 	rs := w.state
-	first, finish, err := b.s.db.Stream.AllocateN(len(b.events))
+	first, finish, err := b.s.stream.AllocateN(len(b.events))
 	if err != nil {
 		return err
 	}

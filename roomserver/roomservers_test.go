@@ -53,7 +53,7 @@ func TestRoomServersFollowMemberships(t *testing.T) {
 				}
 				cfg := config.Default()
 				cfg.ServerName = "test.local"
-				s, err := roomserver.New(ctx, roomserver.Options{DB: db, Config: cfg, SigningKey: mfed.GenerateSigningKey(),
+				s, err := roomserver.New(ctx, roomserver.Options{Store: db, Stream: db.Stream, Config: cfg, SigningKey: mfed.GenerateSigningKey(),
 					Notifier: notifier.New(db.Stream.Current()), Keys: keyOf{"remote.test": remoteKey}})
 				if err != nil {
 					t.Fatal(err)

@@ -151,7 +151,7 @@ func (s *Server) validateCanonicalAlias(ctx context.Context, roomID id.RoomID, c
 		}
 		target, _, err := s.db.ResolveAlias(ctx, a)
 		if errors.Is(err, storage.ErrNotFound) || (err == nil && target != string(roomID)) {
-			return newError(ErrBadAlias, "Alias %s does not point to this room", a)
+			return NewError(ErrBadAlias, "Alias %s does not point to this room", a)
 		}
 		if err != nil {
 			return err

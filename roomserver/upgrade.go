@@ -31,7 +31,7 @@ func (s *Server) Upgrade(ctx context.Context, user id.UserID, oldRoom id.RoomID,
 // upgrading user; ignored for versions without them, as the spec says).
 func (s *Server) UpgradeWithCreators(ctx context.Context, user id.UserID, oldRoom id.RoomID, newVersion string, additionalCreators []string) (id.RoomID, error) {
 	if !SupportedRoomVersion(newVersion) {
-		return "", newError(ErrUnsupportedRoomVersion, "Room version %q is not supported", newVersion)
+		return "", NewError(ErrUnsupportedRoomVersion, "Room version %q is not supported", newVersion)
 	}
 	extraCreators, err := upgradeCreators(user, id.RoomVersion(newVersion), additionalCreators)
 	if err != nil {

@@ -90,7 +90,7 @@ func ValidEventID(s string) bool { return len(s) >= 2 && len(s) <= MaxFieldBytes
 // malformed content is a 400 rather than an auth failure.
 func validatePowerLevels(version id.RoomVersion, content []byte) error {
 	if !gjson.ValidBytes(content) {
-		return newError(ErrNotJSON, "Content is not JSON")
+		return NewError(ErrNotJSON, "Content is not JSON")
 	}
 	obj := gjson.ParseBytes(content)
 	if !obj.IsObject() {

@@ -175,7 +175,7 @@ func TestPowerLevelsRemovingEqualAdmin(t *testing.T) {
 func setLevels(t *testing.T, s *Server, roomID id.RoomID, sender id.UserID, levels map[string]int) {
 	t.Helper()
 	ctx := context.Background()
-	ev, err := s.StateEvent(ctx, sender, roomID, "m.room.power_levels", "")
+	ev, err := readState(ctx, s, roomID, "m.room.power_levels", "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"sync"
 	"time"
 
@@ -31,6 +30,10 @@ type Rooms interface {
 	CreateRoom(ctx context.Context, sender id.UserID, req *roomserver.CreateRoomRequest) (id.RoomID, error)
 	ChangeMembership(ctx context.Context, a roomserver.MembershipAction) error
 	Send(ctx context.Context, r roomserver.SendRequest) (id.EventID, error)
+}
+
+// RoomView reads a room as the system user may (roomview).
+type RoomView interface {
 	StateEvent(ctx context.Context, user id.UserID, roomID id.RoomID, evType, stateKey string) (json.RawMessage, error)
 }
 
@@ -50,6 +53,7 @@ type Store interface {
 // Service sends server notices.
 type Service struct {
 	rooms      Rooms
+	view       RoomView
 	tags       Tags
 	store      Store
 	cfg        config.ServerNotices
@@ -61,14 +65,15 @@ type Service struct {
 // Options are what the module is built from.
 type Options struct {
 	Rooms  Rooms
-	Tags   Tags // the notice room's m.server_notice tag
+	View   RoomView // the user's membership of their notices room
+	Tags   Tags     // the notice room's m.server_notice tag
 	Store  Store
 	Config *config.Config
 }
 
 // New returns the module.
 func New(o Options) *Service {
-	return &Service{rooms: o.Rooms, tags: o.Tags, store: o.Store, cfg: o.Config.ServerNotices, serverName: o.Config.ServerName}
+	return &Service{rooms: o.Rooms, view: o.View, tags: o.Tags, store: o.Store, cfg: o.Config.ServerNotices, serverName: o.Config.ServerName}
 }
 
 // SystemUser is the user that sends the notices.
@@ -201,9 +206,8 @@ func (s *Service) createRoom(ctx context.Context, user id.UserID) (id.RoomID, er
 // membership is the user's membership in the room as the system user sees it
 // ("" when they never had one).
 func (s *Service) membership(ctx context.Context, roomID id.RoomID, user id.UserID) (string, error) {
-	ev, err := s.rooms.StateEvent(ctx, s.SystemUser(), roomID, "m.room.member", user.String())
-	var mxErr *mxhttp.Error
-	if errors.Is(err, roomserver.ErrNotFound) || errors.As(err, &mxErr) && mxErr.Status == http.StatusNotFound {
+	ev, err := s.view.StateEvent(ctx, s.SystemUser(), roomID, "m.room.member", user.String())
+	if errors.Is(err, roomserver.ErrNotFound) {
 		return "", nil
 	}
 	if err != nil {

@@ -10,7 +10,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/homeserver/testserver"
-	"github.com/myelin-chat/myelin/roomserver"
+	"github.com/myelin-chat/myelin/roomview"
 )
 
 // TestRoomReadSide checks the storage methods /sync builds on, on both
@@ -71,7 +71,7 @@ func TestRoomReadSide(t *testing.T) {
 			t.Fatalf("heroes %v %v", heroes, err)
 		}
 		// A /sync prev_batch (stream token) is accepted by /messages.
-		resp := must(alice.Messages(ctx, roomID.RoomID, roomserver.StreamToken(end), "", mautrix.DirectionBackward, nil, 2))
+		resp := must(alice.Messages(ctx, roomID.RoomID, roomview.StreamToken(end), "", mautrix.DirectionBackward, nil, 2))
 		if len(resp.Chunk) != 2 || resp.Chunk[0].Type.Type != "m.room.member" || resp.Chunk[0].StateKey == nil || id.UserID(*resp.Chunk[0].StateKey) != bob.UserID {
 			t.Fatalf("messages from stream token: %+v", resp.Chunk)
 		}

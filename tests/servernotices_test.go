@@ -215,7 +215,7 @@ func TestServerNoticesDeactivatedUser(t *testing.T) {
 		if err := srv.Accounts.Deactivate(ctx, alice.UserID, false); err != nil {
 			t.Fatal(err)
 		}
-		ev, err := srv.Rooms.StateEvent(ctx, system, roomID, "m.room.member", alice.UserID.String())
+		ev, err := srv.RoomView.StateEvent(ctx, system, roomID, "m.room.member", alice.UserID.String())
 		if err != nil || obj(jsonMap(t, ev)["content"])["membership"] != "leave" {
 			t.Fatalf("alice's membership after deactivation: %v %v", ev, err)
 		}

@@ -1,4 +1,4 @@
-package roomserver
+package roomview
 
 import (
 	"context"
@@ -12,7 +12,6 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/clientevent"
-	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -45,7 +44,7 @@ type RelationsResponse struct {
 }
 
 // Relations lists events relating to an event the user can see.
-func (s *Server) Relations(ctx context.Context, user id.UserID, roomID id.RoomID, req RelationsRequest) (*RelationsResponse, error) {
+func (s *Service) Relations(ctx context.Context, user id.UserID, roomID id.RoomID, req RelationsRequest) (*RelationsResponse, error) {
 	v, _, err := s.visibleEvent(ctx, user, roomID, req.EventID)
 	if err != nil {
 		return nil, err
@@ -54,7 +53,7 @@ func (s *Server) Relations(ctx context.Context, user id.UserID, roomID id.RoomID
 	if req.From != "" {
 		t, err := ParseToken(req.From)
 		if err != nil {
-			return nil, mxhttp.InvalidParam("Invalid from token")
+			return nil, invalidParam("Invalid from token")
 		}
 		from = t.Stream
 	}
@@ -62,7 +61,7 @@ func (s *Server) Relations(ctx context.Context, user id.UserID, roomID id.RoomID
 	if req.To != "" {
 		t, err := ParseToken(req.To)
 		if err != nil {
-			return nil, mxhttp.InvalidParam("Invalid to token")
+			return nil, invalidParam("Invalid to token")
 		}
 		to = &t.Stream
 	}
@@ -110,22 +109,22 @@ type ThreadsResponse struct {
 }
 
 // Threads lists thread roots, latest activity first.
-func (s *Server) Threads(ctx context.Context, user id.UserID, roomID id.RoomID, include, from string, limit int) (*ThreadsResponse, error) {
+func (s *Service) Threads(ctx context.Context, user id.UserID, roomID id.RoomID, include, from string, limit int) (*ThreadsResponse, error) {
 	_, v, err := s.roomAndViewer(ctx, user, roomID)
 	if err != nil {
 		return nil, err
 	}
 	if v.current() != "join" && len(v.memberHist) == 0 {
-		return nil, mxhttp.Forbidden("You are not in this room")
+		return nil, forbidden("You are not in this room")
 	}
 	if include != "" && include != "all" && include != "participated" {
-		return nil, mxhttp.InvalidParam("include must be all or participated")
+		return nil, invalidParam("include must be all or participated")
 	}
 	var before int64
 	if from != "" {
 		t, err := ParseToken(from)
 		if err != nil {
-			return nil, mxhttp.InvalidParam("Invalid from token")
+			return nil, invalidParam("Invalid from token")
 		}
 		before = t.Stream
 	}
@@ -191,17 +190,17 @@ func (s *Server) Threads(ctx context.Context, user id.UserID, roomID id.RoomID, 
 // ---- timestamp_to_event ----
 
 // TimestampToEvent finds the event closest to ts in the given direction.
-func (s *Server) TimestampToEvent(ctx context.Context, user id.UserID, roomID id.RoomID, ts int64, forwards bool) (id.EventID, int64, error) {
+func (s *Service) TimestampToEvent(ctx context.Context, user id.UserID, roomID id.RoomID, ts int64, forwards bool) (id.EventID, int64, error) {
 	_, v, err := s.roomAndViewer(ctx, user, roomID)
 	if err != nil {
 		return "", 0, err
 	}
 	if v.current() != "join" && len(v.memberHist) == 0 {
-		return "", 0, mxhttp.Forbidden("You are not in this room")
+		return "", 0, forbidden("You are not in this room")
 	}
 	se, err := s.db.EventNearTimestamp(ctx, string(roomID), ts, forwards)
 	if errors.Is(err, storage.ErrNotFound) || (err == nil && !v.canSee(se.StreamPos)) {
-		return "", 0, mxhttp.NotFound("No event found")
+		return "", 0, notFound("No event found")
 	}
 	if err != nil {
 		return "", 0, err
@@ -222,7 +221,7 @@ type RoomSummary struct {
 
 // allowedRooms are the rooms whose members may join a restricted (or
 // knock_restricted) room: its join rules' m.room_membership allow conditions.
-func (s *Server) allowedRooms(ctx context.Context, roomID id.RoomID, joinRule string) ([]string, error) {
+func (s *Service) allowedRooms(ctx context.Context, roomID id.RoomID, joinRule string) ([]string, error) {
 	if joinRule != "restricted" && joinRule != "knock_restricted" {
 		return nil, nil
 	}
@@ -248,7 +247,7 @@ func (s *Server) allowedRooms(ctx context.Context, roomID id.RoomID, joinRule st
 // public, knockable (knock, knock_restricted) or world_readable; for a
 // restricted room, only a user who meets one of its allow conditions (is
 // joined to one of allowed).
-func (s *Server) canPeek(ctx context.Context, user id.UserID, info *PublicRoom, membership string, allowed []string) (bool, error) {
+func (s *Service) canPeek(ctx context.Context, user id.UserID, info *PublicRoom, membership string, allowed []string) (bool, error) {
 	switch membership {
 	case "join", "invite", "knock":
 		return true, nil
@@ -279,7 +278,7 @@ func (s *Server) canPeek(ctx context.Context, user id.UserID, info *PublicRoom, 
 }
 
 // membershipOf is user's current membership in room ("" when none or anonymous).
-func (s *Server) membershipOf(ctx context.Context, roomID id.RoomID, user id.UserID) (string, error) {
+func (s *Service) membershipOf(ctx context.Context, roomID id.RoomID, user id.UserID) (string, error) {
 	if user == "" {
 		return "", nil
 	}
@@ -295,14 +294,14 @@ func (s *Server) membershipOf(ctx context.Context, roomID id.RoomID, user id.Use
 
 // Summary describes a room to a user who may see it; user is "" for an
 // anonymous request (then the answer has no membership).
-func (s *Server) Summary(ctx context.Context, user id.UserID, roomIDOrAlias string) (*RoomSummary, error) {
-	roomID, err := s.ResolveRoom(ctx, roomIDOrAlias)
+func (s *Service) Summary(ctx context.Context, user id.UserID, roomIDOrAlias string) (*RoomSummary, error) {
+	roomID, err := s.resolveRoom(ctx, roomIDOrAlias)
 	if err != nil {
 		return nil, err
 	}
 	version, err := s.roomVersion(ctx, roomID)
-	if errors.Is(err, ErrUnknownRoom) {
-		return nil, mxhttp.NotFound("Room not found")
+	if errors.Is(err, errUnknownRoom) {
+		return nil, notFound("Room not found")
 	}
 	if err != nil {
 		return nil, err
@@ -322,7 +321,7 @@ func (s *Server) Summary(ctx context.Context, user id.UserID, roomIDOrAlias stri
 	if ok, err := s.canPeek(ctx, user, info, membership, allowed); err != nil {
 		return nil, err
 	} else if !ok {
-		return nil, mxhttp.NotFound("Room not found or not visible to you")
+		return nil, notFound("Room not found or not visible to you")
 	}
 	sum := &RoomSummary{PublicRoom: *info, AllowedRoomIDs: allowed, Membership: membership, RoomVersion: string(version)}
 	if sum.Membership == "" && user != "" {
@@ -349,13 +348,13 @@ type HierarchyResponse struct {
 
 // Hierarchy walks a space's m.space.child links breadth first over the rooms
 // this server knows, listing those the user may see.
-func (s *Server) Hierarchy(ctx context.Context, user id.UserID, roomID id.RoomID, suggestedOnly bool, maxDepth, limit int, from string) (*HierarchyResponse, error) {
+func (s *Service) Hierarchy(ctx context.Context, user id.UserID, roomID id.RoomID, suggestedOnly bool, maxDepth, limit int, from string) (*HierarchyResponse, error) {
 	root, err := s.roomInfo(ctx, roomID)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.roomVersion(ctx, roomID); errors.Is(err, ErrUnknownRoom) {
-		return nil, mxhttp.Forbidden("You cannot see this room")
+	if _, err := s.roomVersion(ctx, roomID); errors.Is(err, errUnknownRoom) {
+		return nil, forbidden("You cannot see this room")
 	}
 	membership, err := s.membershipOf(ctx, roomID, user)
 	if err != nil {
@@ -368,7 +367,7 @@ func (s *Server) Hierarchy(ctx context.Context, user id.UserID, roomID id.RoomID
 	if ok, err := s.canPeek(ctx, user, root, membership, rootAllowed); err != nil {
 		return nil, err
 	} else if !ok {
-		return nil, mxhttp.Forbidden("You cannot see this room")
+		return nil, forbidden("You cannot see this room")
 	}
 	if limit <= 0 || limit > 100 {
 		limit = 50
@@ -463,10 +462,10 @@ func parseHierarchyToken(from string, maxDepth int, suggestedOnly bool) (int, er
 	var suggested bool
 	if n, err := fmt.Sscanf(from, "h%d_%d_%t", &index, &depth, &suggested); err != nil || n != 3 || index < 0 ||
 		from != hierarchyToken(index, depth, suggested) {
-		return 0, mxhttp.InvalidParam("Invalid from token")
+		return 0, invalidParam("Invalid from token")
 	}
 	if depth != maxDepth || suggested != suggestedOnly {
-		return 0, mxhttp.InvalidParam("suggested_only and max_depth cannot change on paginated requests")
+		return 0, invalidParam("suggested_only and max_depth cannot change on paginated requests")
 	}
 	return index, nil
 }
@@ -482,7 +481,7 @@ type spaceChild struct {
 // spaceChildren returns a space's valid child links (a non-empty via) in
 // the spec's order: children with a valid order key first, by that key,
 // then by the link's origin_server_ts, then by room ID.
-func (s *Server) spaceChildren(ctx context.Context, space id.RoomID, suggestedOnly bool) ([]spaceChild, error) {
+func (s *Service) spaceChildren(ctx context.Context, space id.RoomID, suggestedOnly bool) ([]spaceChild, error) {
 	state, err := s.db.CurrentStateEvents(ctx, string(space))
 	if err != nil {
 		return nil, err
@@ -546,21 +545,21 @@ func validChildOrder(o string) bool {
 const MaxReportReasonBytes = 4096
 
 // Report records a user's report of an event (or of the room when eventID is "").
-func (s *Server) Report(ctx context.Context, user id.UserID, roomID id.RoomID, eventID id.EventID, reason string, score *int64) error {
+func (s *Service) Report(ctx context.Context, user id.UserID, roomID id.RoomID, eventID id.EventID, reason string, score *int64) error {
 	if eventID != "" {
 		if _, err := s.Event(ctx, user, roomID, eventID); err != nil {
 			return err
 		}
-	} else if _, err := s.roomVersion(ctx, roomID); errors.Is(err, ErrUnknownRoom) {
-		return mxhttp.NotFound("Room not found")
+	} else if _, err := s.roomVersion(ctx, roomID); errors.Is(err, errUnknownRoom) {
+		return notFound("Room not found")
 	} else if err != nil {
 		return err
 	}
 	if score != nil && (*score < -100 || *score > 0) {
-		return mxhttp.InvalidParam("score must be between -100 and 0")
+		return invalidParam("score must be between -100 and 0")
 	}
 	if len(reason) > MaxReportReasonBytes {
-		return mxhttp.InvalidParam("reason exceeds %d bytes", MaxReportReasonBytes)
+		return invalidParam("reason exceeds %d bytes", MaxReportReasonBytes)
 	}
 	return s.db.AddReport(ctx, string(roomID), string(eventID), string(user), reason, score, time.Now().UnixMilli())
 }

@@ -1,4 +1,4 @@
-package roomserver
+package roomview
 
 import (
 	"context"

@@ -1,4 +1,10 @@
-package roomserver
+// Package directory is the room directory: local room aliases (set, resolve,
+// delete, list) and the rooms published in /publicRooms. It reads and
+// writes its own tables through the store; the one room event it causes —
+// dropping a deleted alias from m.room.canonical_alias — goes through the
+// room writer (Rooms), as does the power check on the room's state. Its
+// failures are the roomserver's error kinds (roomserver.Error).
+package directory
 
 import (
 	"context"
@@ -12,21 +18,82 @@ import (
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/myelin-chat/myelin/roomserver"
+	"github.com/myelin-chat/myelin/roomview"
 	"github.com/myelin-chat/myelin/storage"
 )
 
+// Store is what the directory uses of the store (*storage.DB).
+type Store interface {
+	roomview.InfoStore // a published room's entry
+	GetRoom(ctx context.Context, roomID string) (*storage.RoomRow, error)
+	GetMembership(ctx context.Context, roomID, userID string) (*storage.Membership, error)
+	CreateAlias(ctx context.Context, alias, roomID, creator string) error
+	ResolveAlias(ctx context.Context, alias string) (roomID, creator string, err error)
+	DeleteAlias(ctx context.Context, alias string) error
+	RoomAliases(ctx context.Context, roomID string) ([]string, error)
+	SetRoomPublic(ctx context.Context, roomID string, public bool) error
+	PublicRoomIDs(ctx context.Context) ([]string, error)
+}
+
+// Rooms is what the directory asks of the room writer (roomserver).
+type Rooms interface {
+	// MaySendState: whether user, joined, may send a state event of evType.
+	MaySendState(ctx context.Context, user id.UserID, roomID id.RoomID, evType string) (bool, error)
+	// EditState sends a new version of a state event made by edit from the current one.
+	EditState(ctx context.Context, sender id.UserID, roomID id.RoomID, evType, stateKey string,
+		edit func(content json.RawMessage) (json.RawMessage, bool)) (bool, error)
+}
+
+// Options are what the directory is built from.
+type Options struct {
+	Store      Store
+	Rooms      Rooms
+	ServerName string // aliases are made on this server only
+}
+
+// Service is the room directory.
+type Service struct {
+	db         Store
+	rooms      Rooms
+	serverName string
+}
+
+// New builds the directory.
+func New(o Options) *Service {
+	return &Service{db: o.Store, rooms: o.Rooms, serverName: o.ServerName}
+}
+
+func notFound(format string, args ...any) error {
+	return roomserver.NewError(roomserver.ErrNotFound, format, args...)
+}
+func forbidden(format string, args ...any) error {
+	return roomserver.NewError(roomserver.ErrForbidden, format, args...)
+}
+func invalidParam(format string, args ...any) error {
+	return roomserver.NewError(roomserver.ErrInvalidParam, format, args...)
+}
+
+func mustJSON(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
 // SetAlias maps a local alias to a room (PUT /directory/room/{alias}).
-func (s *Server) SetAlias(ctx context.Context, user id.UserID, alias string, roomID id.RoomID) error {
-	if !ValidAlias(alias) {
+func (s *Service) SetAlias(ctx context.Context, user id.UserID, alias string, roomID id.RoomID) error {
+	if !roomserver.ValidAlias(alias) {
 		return invalidParam("Invalid room alias")
 	}
 	if _, server, _ := strings.Cut(alias, ":"); server != s.serverName {
 		return invalidParam("Alias must be on this server")
 	}
-	if !ValidRoomID(string(roomID)) {
+	if !roomserver.ValidRoomID(string(roomID)) {
 		return invalidParam("Invalid room ID")
 	}
-	if _, err := s.roomVersion(ctx, roomID); errors.Is(err, ErrUnknownRoom) {
+	if _, err := s.db.GetRoom(ctx, string(roomID)); errors.Is(err, storage.ErrNotFound) {
 		return notFound("Unknown room")
 	} else if err != nil {
 		return err
@@ -35,7 +102,7 @@ func (s *Server) SetAlias(ctx context.Context, user id.UserID, alias string, roo
 		return forbidden("You are not in this room")
 	}
 	if err := s.db.CreateAlias(ctx, alias, string(roomID), string(user)); errors.Is(err, storage.ErrAliasExists) {
-		return newError(ErrConflict, "Room alias already exists")
+		return roomserver.NewError(roomserver.ErrConflict, "Room alias already exists")
 	} else if err != nil {
 		return err
 	}
@@ -49,8 +116,8 @@ type AliasInfo struct {
 }
 
 // GetAlias resolves an alias.
-func (s *Server) GetAlias(ctx context.Context, alias string) (*AliasInfo, error) {
-	if !ValidAlias(alias) {
+func (s *Service) GetAlias(ctx context.Context, alias string) (*AliasInfo, error) {
+	if !roomserver.ValidAlias(alias) {
 		return nil, invalidParam("Invalid room alias")
 	}
 	roomID, _, err := s.db.ResolveAlias(ctx, alias)
@@ -65,8 +132,8 @@ func (s *Server) GetAlias(ctx context.Context, alias string) (*AliasInfo, error)
 
 // DeleteAlias removes an alias: its creator, a room member with the power to
 // change m.room.canonical_alias, or a server admin may.
-func (s *Server) DeleteAlias(ctx context.Context, user id.UserID, isAdmin bool, alias string) error {
-	if !ValidAlias(alias) {
+func (s *Service) DeleteAlias(ctx context.Context, user id.UserID, isAdmin bool, alias string) error {
+	if !roomserver.ValidAlias(alias) {
 		return invalidParam("Invalid room alias")
 	}
 	roomID, creator, err := s.db.ResolveAlias(ctx, alias)
@@ -77,12 +144,11 @@ func (s *Server) DeleteAlias(ctx context.Context, user id.UserID, isAdmin bool, 
 		return err
 	}
 	if creator != string(user) && !isAdmin {
-		rs, err := s.snapshotState(ctx, id.RoomID(roomID))
+		may, err := s.rooms.MaySendState(ctx, user, id.RoomID(roomID), "m.room.canonical_alias")
 		if err != nil {
 			return err
 		}
-		pl := s.powerLevels(rs)
-		if rs.membership(user) != "join" || s.userLevel(rs, user) < pl.GetEventLevel(eventType("m.room.canonical_alias", true)) {
+		if !may {
 			return forbidden("You may not delete this alias")
 		}
 	}
@@ -99,20 +165,12 @@ func (s *Server) DeleteAlias(ctx context.Context, user id.UserID, isAdmin bool, 
 // gone by then whatever happens here: a user without the power to change the
 // event (an alias creator may delete their alias without it) leaves the event
 // as it is, as in Synapse.
-func (s *Server) dropCanonicalAlias(ctx context.Context, user id.UserID, roomID id.RoomID, alias string) {
-	_, err := s.submit(ctx, roomID, &request{makers: []maker{func(rs *roomState) (*proto, error) {
-		cur := rs.get("m.room.canonical_alias", "")
-		if cur == nil {
-			return nil, errSkip
-		}
-		content, changed := withoutAlias(cur.PDU.Content, alias)
-		if !changed {
-			return nil, errSkip
-		}
-		return &proto{Type: "m.room.canonical_alias", StateKey: stateKeyPtr(""), Sender: user, Content: content}, nil
-	}}})
-	if err != nil && !errors.Is(err, errSkip) {
-		slog.Info("roomserver: deleted alias left in m.room.canonical_alias", "room", roomID, "alias", alias, "user", user, "err", err)
+func (s *Service) dropCanonicalAlias(ctx context.Context, user id.UserID, roomID id.RoomID, alias string) {
+	_, err := s.rooms.EditState(ctx, user, roomID, "m.room.canonical_alias", "", func(content json.RawMessage) (json.RawMessage, bool) {
+		return withoutAlias(content, alias)
+	})
+	if err != nil {
+		slog.Info("directory: deleted alias left in m.room.canonical_alias", "room", roomID, "alias", alias, "user", user, "err", err)
 	}
 }
 
@@ -150,12 +208,20 @@ func withoutAlias(content json.RawMessage, alias string) (json.RawMessage, bool)
 }
 
 // RoomAliases lists a room's local aliases; the user must be able to see the room.
-func (s *Server) RoomAliases(ctx context.Context, user id.UserID, roomID id.RoomID) ([]string, error) {
-	_, v, err := s.roomAndViewer(ctx, user, roomID)
-	if err != nil {
+func (s *Service) RoomAliases(ctx context.Context, user id.UserID, roomID id.RoomID) ([]string, error) {
+	if !roomserver.ValidRoomID(string(roomID)) {
+		return nil, invalidParam("Invalid room ID")
+	}
+	if _, err := s.db.GetRoom(ctx, string(roomID)); errors.Is(err, storage.ErrNotFound) {
+		return nil, forbidden("You are not in this room")
+	} else if err != nil {
 		return nil, err
 	}
-	if v.current() != "join" {
+	m, err := s.db.GetMembership(ctx, string(roomID), string(user))
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return nil, err
+	}
+	if m == nil || m.Membership != "join" {
 		cur, err := s.db.CurrentStateEvent(ctx, string(roomID), "m.room.history_visibility", "")
 		if err != nil || gjson.GetBytes(cur.JSON, "content.history_visibility").Str != "world_readable" {
 			return nil, forbidden("You are not in this room")
@@ -165,26 +231,22 @@ func (s *Server) RoomAliases(ctx context.Context, user id.UserID, roomID id.Room
 }
 
 // SetVisibility publishes a room in (or removes it from) the directory.
-func (s *Server) SetVisibility(ctx context.Context, user id.UserID, roomID id.RoomID, visibility string) error {
+func (s *Service) SetVisibility(ctx context.Context, user id.UserID, roomID id.RoomID, visibility string) error {
 	if visibility != "public" && visibility != "private" {
 		return invalidParam("visibility must be public or private")
 	}
-	rs, err := s.snapshotState(ctx, roomID)
-	if errors.Is(err, ErrUnknownRoom) {
-		return notFound("Unknown room")
-	}
+	may, err := s.rooms.MaySendState(ctx, user, roomID, "m.room.canonical_alias")
 	if err != nil {
 		return err
 	}
-	pl := s.powerLevels(rs)
-	if rs.membership(user) != "join" || s.userLevel(rs, user) < pl.GetEventLevel(eventType("m.room.canonical_alias", true)) {
+	if !may {
 		return forbidden("You may not change this room's directory visibility")
 	}
 	return s.db.SetRoomPublic(ctx, string(roomID), visibility == "public")
 }
 
 // GetVisibility returns a room's directory visibility.
-func (s *Server) GetVisibility(ctx context.Context, roomID id.RoomID) (string, error) {
+func (s *Service) GetVisibility(ctx context.Context, roomID id.RoomID) (string, error) {
 	row, err := s.db.GetRoom(ctx, string(roomID))
 	if errors.Is(err, storage.ErrNotFound) {
 		return "", notFound("Unknown room")
@@ -196,20 +258,6 @@ func (s *Server) GetVisibility(ctx context.Context, roomID id.RoomID) (string, e
 		return "public", nil
 	}
 	return "private", nil
-}
-
-// PublicRoom is a room directory entry (also the room summary's base).
-type PublicRoom struct {
-	RoomID           id.RoomID `json:"room_id"`
-	Name             string    `json:"name,omitempty"`
-	Topic            string    `json:"topic,omitempty"`
-	CanonicalAlias   string    `json:"canonical_alias,omitempty"`
-	AvatarURL        string    `json:"avatar_url,omitempty"`
-	NumJoinedMembers int       `json:"num_joined_members"`
-	WorldReadable    bool      `json:"world_readable"`
-	GuestCanJoin     bool      `json:"guest_can_join"`
-	JoinRule         string    `json:"join_rule,omitempty"`
-	RoomType         string    `json:"room_type,omitempty"`
 }
 
 // PublicRoomsRequest is GET/POST /publicRooms.
@@ -224,22 +272,22 @@ type PublicRoomsRequest struct {
 
 // PublicRoomsResponse is the directory page.
 type PublicRoomsResponse struct {
-	Chunk                  []*PublicRoom `json:"chunk"`
-	NextBatch              string        `json:"next_batch,omitempty"`
-	PrevBatch              string        `json:"prev_batch,omitempty"`
-	TotalRoomCountEstimate int           `json:"total_room_count_estimate"`
+	Chunk                  []*roomview.PublicRoom `json:"chunk"`
+	NextBatch              string                 `json:"next_batch,omitempty"`
+	PrevBatch              string                 `json:"prev_batch,omitempty"`
+	TotalRoomCountEstimate int                    `json:"total_room_count_estimate"`
 }
 
 // PublicRooms lists published rooms, most members first.
-func (s *Server) PublicRooms(ctx context.Context, req PublicRoomsRequest) (*PublicRoomsResponse, error) {
+func (s *Service) PublicRooms(ctx context.Context, req PublicRoomsRequest) (*PublicRoomsResponse, error) {
 	ids, err := s.db.PublicRoomIDs(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var rooms []*PublicRoom
+	var rooms []*roomview.PublicRoom
 	term := strings.ToLower(req.Filter.GenericSearchTerm)
 	for _, r := range ids {
-		pr, err := s.roomInfo(ctx, id.RoomID(r))
+		pr, err := roomview.RoomInfo(ctx, s.db, id.RoomID(r))
 		if err != nil {
 			return nil, err
 		}
@@ -278,7 +326,7 @@ func (s *Server) PublicRooms(ctx context.Context, req PublicRoomsRequest) (*Publ
 	end := min(start+limit, len(rooms))
 	resp := &PublicRoomsResponse{Chunk: rooms[start:end], TotalRoomCountEstimate: len(rooms)}
 	if resp.Chunk == nil {
-		resp.Chunk = []*PublicRoom{}
+		resp.Chunk = []*roomview.PublicRoom{}
 	}
 	if end < len(rooms) {
 		resp.NextBatch = "o" + strconv.Itoa(end)
@@ -287,28 +335,4 @@ func (s *Server) PublicRooms(ctx context.Context, req PublicRoomsRequest) (*Publ
 		resp.PrevBatch = "o" + strconv.Itoa(max(0, start-limit))
 	}
 	return resp, nil
-}
-
-// roomInfo summarizes a room from its current state.
-func (s *Server) roomInfo(ctx context.Context, roomID id.RoomID) (*PublicRoom, error) {
-	pr := &PublicRoom{RoomID: roomID}
-	get := func(t, path string) string {
-		e, err := s.db.CurrentStateEvent(ctx, string(roomID), t, "")
-		if err != nil {
-			return ""
-		}
-		return gjson.GetBytes(e.JSON, "content."+path).Str
-	}
-	pr.Name, pr.Topic, pr.CanonicalAlias, pr.AvatarURL = get("m.room.name", "name"), get("m.room.topic", "topic"),
-		get("m.room.canonical_alias", "alias"), get("m.room.avatar", "url")
-	pr.WorldReadable = get("m.room.history_visibility", "history_visibility") == "world_readable"
-	pr.GuestCanJoin = get("m.room.guest_access", "guest_access") == "can_join"
-	pr.JoinRule = get("m.room.join_rules", "join_rule")
-	pr.RoomType = get("m.room.create", "type")
-	joined, _, err := s.db.MemberCounts(ctx, string(roomID))
-	if err != nil {
-		return nil, err
-	}
-	pr.NumJoinedMembers = joined
-	return pr, nil
 }

@@ -1,4 +1,4 @@
-package roomserver
+package roomview
 
 import (
 	"cmp"
@@ -15,6 +15,7 @@ import (
 
 	"github.com/myelin-chat/myelin/clientevent"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/storage"
 	"github.com/myelin-chat/myelin/visibility"
 )
@@ -30,7 +31,7 @@ type viewer struct {
 	hv         visibility.History
 }
 
-func (s *Server) viewer(ctx context.Context, roomID id.RoomID, user id.UserID) (*viewer, error) {
+func (s *Service) viewer(ctx context.Context, roomID id.RoomID, user id.UserID) (*viewer, error) {
 	mh, err := s.db.UserMembershipHistory(ctx, string(roomID), string(user))
 	if err != nil {
 		return nil, err
@@ -54,7 +55,7 @@ func (s *Server) viewer(ctx context.Context, roomID id.RoomID, user id.UserID) (
 // after /forget they may no longer read its history (the spec), so they are
 // treated as never having been in it (world-readable rooms stay readable).
 // Only a leave or ban can be forgotten, and a new membership clears it.
-func withoutForgotten(ctx context.Context, db *storage.DB, roomID id.RoomID, user id.UserID, mh []storage.UserMembershipChange) ([]storage.UserMembershipChange, error) {
+func withoutForgotten(ctx context.Context, db Store, roomID id.RoomID, user id.UserID, mh []storage.UserMembershipChange) ([]storage.UserMembershipChange, error) {
 	if len(mh) == 0 {
 		return mh, nil
 	}
@@ -136,24 +137,24 @@ func (v *viewer) client() *clientevent.Viewer {
 }
 
 // clientEvents renders stored events for the viewer (clientevent.Render).
-func (s *Server) clientEvents(ctx context.Context, v *viewer, ses []*storage.Event) ([]json.RawMessage, error) {
+func (s *Service) clientEvents(ctx context.Context, v *viewer, ses []*storage.Event) ([]json.RawMessage, error) {
 	return clientevent.Render(ctx, s.db, v.client(), ses)
 }
 
 // toClient renders one stored event for the viewer.
-func (s *Server) toClient(ctx context.Context, v *viewer, se *storage.Event) (json.RawMessage, error) {
+func (s *Service) toClient(ctx context.Context, v *viewer, se *storage.Event) (json.RawMessage, error) {
 	return clientevent.One(ctx, s.db, v.client(), se)
 }
 
 // roomAndViewer loads what every read needs, mapping unknown rooms to M_FORBIDDEN
 // (the spec's answer when the user is not, or never was, in the room).
-func (s *Server) roomAndViewer(ctx context.Context, user id.UserID, roomID id.RoomID) (id.RoomVersion, *viewer, error) {
-	if !ValidRoomID(string(roomID)) {
-		return "", nil, mxhttp.InvalidParam("Invalid room ID")
+func (s *Service) roomAndViewer(ctx context.Context, user id.UserID, roomID id.RoomID) (id.RoomVersion, *viewer, error) {
+	if !roomserver.ValidRoomID(string(roomID)) {
+		return "", nil, invalidParam("Invalid room ID")
 	}
 	version, err := s.roomVersion(ctx, roomID)
-	if errors.Is(err, ErrUnknownRoom) {
-		return "", nil, mxhttp.Forbidden("You are not in this room")
+	if errors.Is(err, errUnknownRoom) {
+		return "", nil, forbidden("You are not in this room")
 	}
 	if err != nil {
 		return "", nil, err
@@ -167,14 +168,14 @@ func (s *Server) roomAndViewer(ctx context.Context, user id.UserID, roomID id.Ro
 
 // stateVisibleTo returns the room state the user may read: the current state
 // when joined (or the room is world readable), else the state when they left.
-func (s *Server) stateVisibleTo(ctx context.Context, roomID id.RoomID, v *viewer) (storage.StateMap, bool, error) {
+func (s *Service) stateVisibleTo(ctx context.Context, roomID id.RoomID, v *viewer) (storage.StateMap, bool, error) {
 	pos, current := v.lastVisiblePos()
 	if !current && pos < 0 {
 		if cur, err := s.db.CurrentStateEvent(ctx, string(roomID), "m.room.history_visibility", ""); err == nil &&
 			gjson.GetBytes(cur.JSON, "content.history_visibility").Str == "world_readable" {
 			current = true
 		} else {
-			return nil, false, mxhttp.Forbidden("You are not in this room")
+			return nil, false, forbidden("You are not in this room")
 		}
 	}
 	if current {
@@ -193,7 +194,7 @@ func (s *Server) stateVisibleTo(ctx context.Context, roomID id.RoomID, v *viewer
 }
 
 // State returns the room state the user may see (GET /rooms/{id}/state).
-func (s *Server) State(ctx context.Context, user id.UserID, roomID id.RoomID) ([]json.RawMessage, error) {
+func (s *Service) State(ctx context.Context, user id.UserID, roomID id.RoomID) ([]json.RawMessage, error) {
 	_, v, err := s.roomAndViewer(ctx, user, roomID)
 	if err != nil {
 		return nil, err
@@ -206,7 +207,7 @@ func (s *Server) State(ctx context.Context, user id.UserID, roomID id.RoomID) ([
 }
 
 // loadClientEvents renders the events of a state, in stream order.
-func (s *Server) loadClientEvents(ctx context.Context, v *viewer, state storage.StateMap) ([]json.RawMessage, error) {
+func (s *Service) loadClientEvents(ctx context.Context, v *viewer, state storage.StateMap) ([]json.RawMessage, error) {
 	ses, err := s.stateEvents(ctx, state)
 	if err != nil {
 		return nil, err
@@ -215,7 +216,7 @@ func (s *Server) loadClientEvents(ctx context.Context, v *viewer, state storage.
 }
 
 // stateEvents loads the events of a state, in stream order.
-func (s *Server) stateEvents(ctx context.Context, state storage.StateMap) ([]*storage.Event, error) {
+func (s *Service) stateEvents(ctx context.Context, state storage.StateMap) ([]*storage.Event, error) {
 	ids := make([]string, 0, len(state))
 	for _, x := range state {
 		ids = append(ids, x)
@@ -233,7 +234,7 @@ func (s *Server) stateEvents(ctx context.Context, state storage.StateMap) ([]*st
 }
 
 // StateEvent returns one state event the user may see; M_NOT_FOUND if unset.
-func (s *Server) StateEvent(ctx context.Context, user id.UserID, roomID id.RoomID, evType, stateKey string) (json.RawMessage, error) {
+func (s *Service) StateEvent(ctx context.Context, user id.UserID, roomID id.RoomID, evType, stateKey string) (json.RawMessage, error) {
 	_, v, err := s.roomAndViewer(ctx, user, roomID)
 	if err != nil {
 		return nil, err
@@ -244,7 +245,7 @@ func (s *Server) StateEvent(ctx context.Context, user id.UserID, roomID id.RoomI
 	}
 	eventID, ok := state[storage.StateKey{Type: evType, StateKey: stateKey}]
 	if !ok {
-		return nil, mxhttp.NotFound("Event not found")
+		return nil, notFound("Event not found")
 	}
 	se, err := s.db.GetEvent(ctx, eventID)
 	if err != nil {
@@ -254,7 +255,7 @@ func (s *Server) StateEvent(ctx context.Context, user id.UserID, roomID id.RoomI
 }
 
 // Event returns one event the user may see (GET /rooms/{id}/event/{eventId}).
-func (s *Server) Event(ctx context.Context, user id.UserID, roomID id.RoomID, eventID id.EventID) (json.RawMessage, error) {
+func (s *Service) Event(ctx context.Context, user id.UserID, roomID id.RoomID, eventID id.EventID) (json.RawMessage, error) {
 	v, se, err := s.visibleEvent(ctx, user, roomID, eventID)
 	if err != nil {
 		return nil, err
@@ -263,9 +264,9 @@ func (s *Server) Event(ctx context.Context, user id.UserID, roomID id.RoomID, ev
 }
 
 // visibleEvent loads an event of the room the user may see, and the viewer.
-func (s *Server) visibleEvent(ctx context.Context, user id.UserID, roomID id.RoomID, eventID id.EventID) (*viewer, *storage.Event, error) {
-	if !ValidEventID(string(eventID)) {
-		return nil, nil, mxhttp.NotFound("Event not found")
+func (s *Service) visibleEvent(ctx context.Context, user id.UserID, roomID id.RoomID, eventID id.EventID) (*viewer, *storage.Event, error) {
+	if !roomserver.ValidEventID(string(eventID)) {
+		return nil, nil, notFound("Event not found")
 	}
 	_, v, err := s.roomAndViewer(ctx, user, roomID)
 	if err != nil {
@@ -273,13 +274,13 @@ func (s *Server) visibleEvent(ctx context.Context, user id.UserID, roomID id.Roo
 	}
 	se, err := s.db.GetEvent(ctx, string(eventID))
 	if errors.Is(err, storage.ErrNotFound) || (err == nil && (se.RoomID != string(roomID) || se.SoftFailed)) {
-		return nil, nil, mxhttp.NotFound("Event not found")
+		return nil, nil, notFound("Event not found")
 	}
 	if err != nil {
 		return nil, nil, err
 	}
 	if !v.canSee(se.StreamPos) {
-		return nil, nil, mxhttp.NotFound("Event not found or not visible to you")
+		return nil, nil, notFound("Event not found or not visible to you")
 	}
 	return v, se, nil
 }
@@ -292,7 +293,7 @@ type MembersQuery struct {
 }
 
 // Members returns member events of the room the user may see.
-func (s *Server) Members(ctx context.Context, user id.UserID, roomID id.RoomID, q MembersQuery) ([]json.RawMessage, error) {
+func (s *Service) Members(ctx context.Context, user id.UserID, roomID id.RoomID, q MembersQuery) ([]json.RawMessage, error) {
 	_, v, err := s.roomAndViewer(ctx, user, roomID)
 	if err != nil {
 		return nil, err
@@ -302,11 +303,11 @@ func (s *Server) Members(ctx context.Context, user id.UserID, roomID id.RoomID, 
 	if q.At != "" {
 		tok, err := ParseToken(q.At)
 		if err != nil {
-			return nil, mxhttp.InvalidParam("Invalid at token")
+			return nil, invalidParam("Invalid at token")
 		}
 		at := tok.Stream
 		if !current && pos < 0 {
-			return nil, mxhttp.Forbidden("You are not in this room")
+			return nil, forbidden("You are not in this room")
 		}
 		if !current && at > pos {
 			at = pos
@@ -343,7 +344,7 @@ func (s *Server) Members(ctx context.Context, user id.UserID, roomID id.RoomID, 
 // first member (a prev_batch from before the create event, as /sync gives
 // for a timeline that starts with the room) names the room as it began:
 // the state once its creator joined, not an empty room.
-func (s *Server) membersAtPoint(ctx context.Context, roomID id.RoomID, v *viewer, at int64) (storage.StateMap, error) {
+func (s *Service) membersAtPoint(ctx context.Context, roomID id.RoomID, v *viewer, at int64) (storage.StateMap, error) {
 	first, err := s.db.FirstMemberPosition(ctx, string(roomID))
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
 		return nil, fmt.Errorf("reading the first member of %s: %w", roomID, err)
@@ -353,7 +354,7 @@ func (s *Server) membersAtPoint(ctx context.Context, roomID id.RoomID, v *viewer
 	// joined a room with joined history, say): the earliest they may.
 	at, ok := v.firstVisibleFrom(at)
 	if !ok {
-		return nil, mxhttp.Forbidden("You may not see the room at that point")
+		return nil, forbidden("You may not see the room at that point")
 	}
 	return s.db.StateAtPosition(ctx, string(roomID), at)
 }
@@ -367,13 +368,13 @@ type JoinedMember struct {
 }
 
 // JoinedMembers returns the joined members with their profiles; the user must be joined.
-func (s *Server) JoinedMembers(ctx context.Context, user id.UserID, roomID id.RoomID) (map[id.UserID]JoinedMember, error) {
+func (s *Service) JoinedMembers(ctx context.Context, user id.UserID, roomID id.RoomID) (map[id.UserID]JoinedMember, error) {
 	_, v, err := s.roomAndViewer(ctx, user, roomID)
 	if err != nil {
 		return nil, err
 	}
 	if v.current() != "join" {
-		return nil, mxhttp.Forbidden("You are not in this room")
+		return nil, forbidden("You are not in this room")
 	}
 	ms, err := s.db.RoomMembers(ctx, string(roomID), "join")
 	if err != nil {
@@ -404,7 +405,7 @@ func (s *Server) JoinedMembers(ctx context.Context, user id.UserID, roomID id.Ro
 }
 
 // JoinedRooms lists the rooms the user is joined to.
-func (s *Server) JoinedRooms(ctx context.Context, user id.UserID) ([]id.RoomID, error) {
+func (s *Service) JoinedRooms(ctx context.Context, user id.UserID) ([]id.RoomID, error) {
 	ms, err := s.db.RoomsOfUser(ctx, string(user), "join")
 	if err != nil {
 		return nil, err
@@ -480,10 +481,10 @@ type MessagesResponse struct {
 	State []json.RawMessage `json:"state,omitempty"`
 }
 
-func (s *Server) tokenPos(ctx context.Context, roomID id.RoomID, tok string) (storage.TopoPos, error) {
+func (s *Service) tokenPos(ctx context.Context, roomID id.RoomID, tok string) (storage.TopoPos, error) {
 	t, err := ParseToken(tok)
 	if err != nil {
-		return storage.TopoPos{}, mxhttp.InvalidParam("Invalid pagination token")
+		return storage.TopoPos{}, invalidParam("Invalid pagination token")
 	}
 	if t.Topological {
 		return t.topo(), nil
@@ -495,7 +496,7 @@ func (s *Server) tokenPos(ctx context.Context, roomID id.RoomID, tok string) (st
 const maxMessagesScan = 2000
 
 // Messages pages through a room's history in topological order.
-func (s *Server) Messages(ctx context.Context, user id.UserID, roomID id.RoomID, req MessagesRequest) (*MessagesResponse, error) {
+func (s *Service) Messages(ctx context.Context, user id.UserID, roomID id.RoomID, req MessagesRequest) (*MessagesResponse, error) {
 	_, v, err := s.roomAndViewer(ctx, user, roomID)
 	if err != nil {
 		return nil, err
@@ -503,11 +504,11 @@ func (s *Server) Messages(ctx context.Context, user id.UserID, roomID id.RoomID,
 	if v.current() != "join" && len(v.memberHist) == 0 {
 		if cur, err := s.db.CurrentStateEvent(ctx, string(roomID), "m.room.history_visibility", ""); err != nil ||
 			gjson.GetBytes(cur.JSON, "content.history_visibility").Str != "world_readable" {
-			return nil, mxhttp.Forbidden("You are not in this room")
+			return nil, forbidden("You are not in this room")
 		}
 	}
 	if req.Dir != "b" && req.Dir != "f" {
-		return nil, mxhttp.InvalidParam("dir must be b or f")
+		return nil, invalidParam("dir must be b or f")
 	}
 	backward := req.Dir == "b"
 	// Non-state events of users the reader ignores are not shown (as in /sync).
@@ -600,7 +601,7 @@ func (s *Server) Messages(ctx context.Context, user id.UserID, roomID id.RoomID,
 	return resp, nil
 }
 
-func (s *Server) membersOf(ctx context.Context, v *viewer, roomID id.RoomID, users map[string]bool) ([]json.RawMessage, error) {
+func (s *Service) membersOf(ctx context.Context, v *viewer, roomID id.RoomID, users map[string]bool) ([]json.RawMessage, error) {
 	var ses []*storage.Event
 	for u := range users {
 		if se, err := s.db.CurrentStateEvent(ctx, string(roomID), "m.room.member", u); err == nil {
@@ -622,7 +623,7 @@ type ContextResponse struct {
 }
 
 // Context returns events around an event.
-func (s *Server) Context(ctx context.Context, user id.UserID, roomID id.RoomID, eventID id.EventID, limit int, filter *EventFilter) (*ContextResponse, error) {
+func (s *Service) Context(ctx context.Context, user id.UserID, roomID id.RoomID, eventID id.EventID, limit int, filter *EventFilter) (*ContextResponse, error) {
 	v, se, err := s.visibleEvent(ctx, user, roomID, eventID)
 	if err != nil {
 		return nil, err
@@ -691,7 +692,7 @@ func ParseFilter(raw string) (*EventFilter, error) {
 	}
 	var f EventFilter
 	if err := mxhttp.DecodeJSON([]byte(raw), &f); err != nil { // the JSON edge's checks, as for bodies
-		return nil, mxhttp.BadJSON("Invalid filter: %v", err)
+		return nil, badJSON("Invalid filter: %v", err)
 	}
 	return &f, nil
 }

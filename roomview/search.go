@@ -1,4 +1,4 @@
-package roomserver
+package roomview
 
 import (
 	"context"
@@ -11,7 +11,6 @@ import (
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -119,7 +118,7 @@ func parseSearchToken(s string) (*searchToken, error) {
 	var t searchToken
 	if err != nil || len(s) > 2048 || json.Unmarshal(b, &t) != nil ||
 		(t.Order != "rank" && t.Order != "recent") || (t.Group != "" && t.Group != "room_id" && t.Group != "sender") {
-		return nil, mxhttp.InvalidParam("Invalid next_batch token")
+		return nil, invalidParam("Invalid next_batch token")
 	}
 	return &t, nil
 }
@@ -149,28 +148,28 @@ func words(s string) []string {
 // validate checks the request and normalises its defaults.
 func (r *SearchRequest) validate() error {
 	if len(r.Term) > MaxSearchTermBytes {
-		return mxhttp.InvalidParam("search_term is longer than %d bytes", MaxSearchTermBytes)
+		return invalidParam("search_term is longer than %d bytes", MaxSearchTermBytes)
 	}
 	switch r.OrderBy {
 	case "":
 		r.OrderBy = "rank"
 	case "rank", "recent":
 	default:
-		return mxhttp.InvalidParam("order_by must be \"rank\" or \"recent\"")
+		return invalidParam("order_by must be \"rank\" or \"recent\"")
 	}
 	for _, k := range r.Keys {
 		if _, ok := storage.SearchKeyTypes[k]; !ok {
-			return mxhttp.InvalidParam("Unknown search key %q", k)
+			return invalidParam("Unknown search key %q", k)
 		}
 	}
 	for _, g := range r.GroupBy {
 		if g != "room_id" && g != "sender" {
-			return mxhttp.InvalidParam("Unknown group_by key %q", g)
+			return invalidParam("Unknown group_by key %q", g)
 		}
 	}
 	if c := r.Context; c != nil {
 		if c.BeforeLimit < 0 || c.AfterLimit < 0 {
-			return mxhttp.InvalidParam("event_context limits must not be negative")
+			return invalidParam("event_context limits must not be negative")
 		}
 		c.BeforeLimit, c.AfterLimit = min(c.BeforeLimit, MaxSearchContext), min(c.AfterLimit, MaxSearchContext)
 	}
@@ -184,7 +183,7 @@ type searchRoom struct {
 }
 
 // Search runs a room_events search for user.
-func (s *Server) Search(ctx context.Context, user id.UserID, req SearchRequest) (*SearchResponse, error) {
+func (s *Service) Search(ctx context.Context, user id.UserID, req SearchRequest) (*SearchResponse, error) {
 	if err := req.validate(); err != nil {
 		return nil, err
 	}
@@ -195,7 +194,7 @@ func (s *Server) Search(ctx context.Context, user id.UserID, req SearchRequest) 
 			return nil, err
 		}
 		if tok.Order != req.OrderBy {
-			return nil, mxhttp.InvalidParam("next_batch belongs to a search with order_by %q", tok.Order)
+			return nil, invalidParam("next_batch belongs to a search with order_by %q", tok.Order)
 		}
 	}
 	resp := &SearchResponse{Highlights: []string{}, Results: []SearchResult{}}
@@ -234,7 +233,7 @@ func (s *Server) Search(ctx context.Context, user id.UserID, req SearchRequest) 
 }
 
 // searchQuery builds the storage query from the request, without ranges.
-func (s *Server) searchQuery(user id.UserID, req *SearchRequest, tok *searchToken) *storage.SearchQuery {
+func (s *Service) searchQuery(user id.UserID, req *SearchRequest, tok *searchToken) *storage.SearchQuery {
 	q := &storage.SearchQuery{Terms: SearchTerms(req.Term), ByRank: req.OrderBy == "rank", Limit: DefaultSearchLimit}
 	keys := req.Keys
 	if len(keys) == 0 {
@@ -270,7 +269,7 @@ func (s *Server) searchQuery(user id.UserID, req *SearchRequest, tok *searchToke
 // the rooms they have a membership in (not forgotten), narrowed by the
 // filter (and a room-scoped token); only rooms holding a match at all are
 // looked at closely. It returns those rooms and the number of results.
-func (s *Server) searchRooms(ctx context.Context, user id.UserID, req *SearchRequest, tok *searchToken, q *storage.SearchQuery) (map[id.RoomID]*searchRoom, int, error) {
+func (s *Service) searchRooms(ctx context.Context, user id.UserID, req *SearchRequest, tok *searchToken, q *storage.SearchQuery) (map[id.RoomID]*searchRoom, int, error) {
 	ms, err := s.db.RoomsOfUser(ctx, string(user))
 	if err != nil {
 		return nil, 0, err
@@ -348,7 +347,7 @@ const wholeHistory = int64(1) << 62
 // searchPage reads one page of results the user may see. When more may
 // follow (the page is full, or the rounds ran out), it returns the cursor
 // after the last row read.
-func (s *Server) searchPage(ctx context.Context, q *storage.SearchQuery, rooms map[id.RoomID]*searchRoom) ([]storage.SearchHit, *storage.SearchHit, error) {
+func (s *Service) searchPage(ctx context.Context, q *storage.SearchQuery, rooms map[id.RoomID]*searchRoom) ([]storage.SearchHit, *storage.SearchHit, error) {
 	var out []storage.SearchHit
 	limit := q.Limit
 	var last storage.SearchHit
@@ -374,7 +373,7 @@ func (s *Server) searchPage(ctx context.Context, q *storage.SearchQuery, rooms m
 }
 
 // renderSearch fills results, context, state and groups for the hits.
-func (s *Server) renderSearch(ctx context.Context, req *SearchRequest, rooms map[id.RoomID]*searchRoom, hits []storage.SearchHit, resp *SearchResponse) error {
+func (s *Service) renderSearch(ctx context.Context, req *SearchRequest, rooms map[id.RoomID]*searchRoom, hits []storage.SearchHit, resp *SearchResponse) error {
 	byRoom := map[id.RoomID][]int{}
 	for i, h := range hits {
 		byRoom[id.RoomID(h.Event.RoomID)] = append(byRoom[id.RoomID(h.Event.RoomID)], i)
@@ -458,7 +457,7 @@ func groupTokens(resp *SearchResponse, hits []storage.SearchHit, next searchToke
 
 // searchContext is the events around a result, read as /messages reads
 // them (same visibility, filter and renderer), and the sender's profile then.
-func (s *Server) searchContext(ctx context.Context, req *SearchRequest, r *searchRoom, se *storage.Event) (*SearchContext, error) {
+func (s *Service) searchContext(ctx context.Context, req *SearchRequest, r *searchRoom, se *storage.Event) (*SearchContext, error) {
 	c := &SearchContext{EventsBefore: []json.RawMessage{}, EventsAfter: []json.RawMessage{}}
 	roomID := id.RoomID(se.RoomID)
 	filter := req.Filter

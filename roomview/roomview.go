@@ -1,0 +1,120 @@
+// Package roomview is rooms as a client reads them: /messages, /context,
+// /event, /state, /members, /joined_members, /joined_rooms, relations,
+// threads, timestamp_to_event, the room summary and space hierarchy,
+// server-side search and event reports. It reads the store only, never
+// through the room writer (roomserver), and applies history visibility
+// (visibility) for the reading user. Its failures are the roomserver's error
+// kinds (roomserver.Error), which clientapi and the federation handlers map.
+package roomview
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/myelin-chat/myelin/roomserver"
+	"github.com/myelin-chat/myelin/storage"
+)
+
+// Store is what the reads use of the store (*storage.DB).
+type Store interface {
+	GetRoom(ctx context.Context, roomID string) (*storage.RoomRow, error)
+	ResolveAlias(ctx context.Context, alias string) (roomID, creator string, err error)
+	GetEvent(ctx context.Context, eventID string) (*storage.Event, error)
+	GetEvents(ctx context.Context, ids []string) (map[string]*storage.Event, error)
+	CurrentStateEvent(ctx context.Context, roomID, evType, stateKey string) (*storage.Event, error)
+	CurrentStateEvents(ctx context.Context, roomID string) ([]*storage.Event, error)
+	SnapshotState(ctx context.Context, snapshot int64) (storage.StateMap, error)
+	StateAtPosition(ctx context.Context, roomID string, pos int64) (storage.StateMap, error)
+	GetMembership(ctx context.Context, roomID, userID string) (*storage.Membership, error)
+	RoomMembers(ctx context.Context, roomID string, memberships ...string) ([]storage.Membership, error)
+	RoomsOfUser(ctx context.Context, userID string, memberships ...string) ([]storage.Membership, error)
+	MemberCounts(ctx context.Context, roomID string) (joined, invited int, err error)
+	FirstMemberPosition(ctx context.Context, roomID string) (int64, error)
+	MemberEventBefore(ctx context.Context, roomID, userID string, pos int64) (*storage.Event, error)
+	UserMembershipHistory(ctx context.Context, roomID, userID string) ([]storage.UserMembershipChange, error)
+	HistoryVisibilityChanges(ctx context.Context, roomID string) ([]storage.PositionedValue, error)
+	IgnoredUsers(ctx context.Context, userID string) (map[string]bool, error)
+	TopoPosAtStream(ctx context.Context, roomID string, pos int64) (storage.TopoPos, error)
+	RoomEventsByTopology(ctx context.Context, roomID string, from storage.TopoPos, to *storage.TopoPos, backwards bool, limit int, streamRanges [][2]int64) ([]*storage.Event, error)
+	Relations(ctx context.Context, roomID, eventID, relType, evType string, hops int, from int64, to *int64, backwards bool, limit int) ([]*storage.Event, error)
+	ThreadRoots(ctx context.Context, roomID string, before int64, limit int) ([]*storage.Event, []int64, error)
+	ThreadReplies(ctx context.Context, rootID string) ([]storage.ThreadReply, error)
+	EventNearTimestamp(ctx context.Context, roomID string, ts int64, forwards bool) (*storage.Event, error)
+	SearchEvents(ctx context.Context, q *storage.SearchQuery) ([]storage.SearchHit, error)
+	CountSearch(ctx context.Context, q *storage.SearchQuery) (int, error)
+	SearchRooms(ctx context.Context, q *storage.SearchQuery) (map[string]int, error)
+	// AddReport records a user's report of an event or room for the admins.
+	AddReport(ctx context.Context, roomID, eventID, reporter, reason string, score *int64, ts int64) error
+}
+
+// Options are what the reads are built from.
+type Options struct {
+	Store Store
+}
+
+// Service answers the client reads of rooms.
+type Service struct {
+	db Store
+}
+
+// New builds the service.
+func New(o Options) *Service { return &Service{db: o.Store} }
+
+// errUnknownRoom: the server has no state for the room.
+var errUnknownRoom = errors.New("unknown room")
+
+// roomVersion returns a known room's version (errUnknownRoom for others).
+func (s *Service) roomVersion(ctx context.Context, roomID id.RoomID) (id.RoomVersion, error) {
+	row, err := s.db.GetRoom(ctx, string(roomID))
+	if errors.Is(err, storage.ErrNotFound) {
+		return "", errUnknownRoom
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading room %s: %w", roomID, err)
+	}
+	return id.RoomVersion(row.RoomVersion), nil
+}
+
+// resolveRoom resolves a room ID or a local alias to a room ID.
+func (s *Service) resolveRoom(ctx context.Context, roomIDOrAlias string) (id.RoomID, error) {
+	if strings.HasPrefix(roomIDOrAlias, "#") {
+		if !roomserver.ValidAlias(roomIDOrAlias) {
+			return "", invalidParam("Invalid room alias")
+		}
+		roomID, _, err := s.db.ResolveAlias(ctx, roomIDOrAlias)
+		if errors.Is(err, storage.ErrNotFound) {
+			return "", notFound("Room alias not found")
+		}
+		return id.RoomID(roomID), err
+	}
+	if !roomserver.ValidRoomID(roomIDOrAlias) {
+		return "", invalidParam("Invalid room ID or alias")
+	}
+	return id.RoomID(roomIDOrAlias), nil
+}
+
+func notFound(format string, args ...any) error {
+	return roomserver.NewError(roomserver.ErrNotFound, format, args...)
+}
+func forbidden(format string, args ...any) error {
+	return roomserver.NewError(roomserver.ErrForbidden, format, args...)
+}
+func invalidParam(format string, args ...any) error {
+	return roomserver.NewError(roomserver.ErrInvalidParam, format, args...)
+}
+func badJSON(format string, args ...any) error {
+	return roomserver.NewError(roomserver.ErrBadJSON, format, args...)
+}
+
+func mustJSON(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
