@@ -77,7 +77,7 @@ type Server struct {
 // federation transport (our keys, policy, client, remote key fetcher) needs
 // only the store, and the roomserver verifies remote signatures with its
 // fetcher, so it comes before the roomserver; the federation API answers
-// profile queries from accounts and comes last. The roomserver asks the
+// profile queries from accounts and comes after it. The roomserver asks the
 // store, not the notices module, whether a room is a user's notices room,
 // so it comes before servernotices, which sends as the system user through
 // it. Accounts tells the roomserver of profile changes and deactivations and
