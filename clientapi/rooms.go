@@ -22,7 +22,6 @@ type Rooms interface {
 	CreateRoom(ctx context.Context, sender id.UserID, req *roomserver.CreateRoomRequest) (id.RoomID, error)
 	Send(ctx context.Context, r roomserver.SendRequest) (id.EventID, error)
 	Redact(ctx context.Context, sender id.UserID, deviceID id.DeviceID, roomID id.RoomID, eventID id.EventID, reason, txnID string) (id.EventID, error)
-	ResolveRoom(ctx context.Context, roomIDOrAlias string) (id.RoomID, error)
 	JoinWithContent(ctx context.Context, user id.UserID, roomIDOrAlias string, body map[string]json.RawMessage) (id.RoomID, error)
 	Knock(ctx context.Context, user id.UserID, roomIDOrAlias, reason string) (id.RoomID, error)
 	ChangeMembership(ctx context.Context, a roomserver.MembershipAction) error

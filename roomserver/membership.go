@@ -80,17 +80,27 @@ func (s *Server) inviteMaker(ctx context.Context, sender, target id.UserID, reas
 	}
 }
 
-// ResolveRoom turns a room ID or alias into a room ID.
-func (s *Server) ResolveRoom(ctx context.Context, roomIDOrAlias string) (id.RoomID, error) {
+// Aliases resolves local room aliases (*storage.DB, or a module's Store).
+type Aliases interface {
+	ResolveAlias(ctx context.Context, alias string) (roomID, creator string, err error)
+}
+
+// ResolveRoom turns a room ID or local alias into a room ID (the room need
+// not be known): ErrInvalidParam for a malformed one, ErrNotFound for an
+// alias no room has. The writer and roomview resolve with it alike.
+func ResolveRoom(ctx context.Context, aliases Aliases, roomIDOrAlias string) (id.RoomID, error) {
 	if strings.HasPrefix(roomIDOrAlias, "#") {
 		if !ValidAlias(roomIDOrAlias) {
 			return "", invalidParam("Invalid room alias")
 		}
-		roomID, _, err := s.db.ResolveAlias(ctx, roomIDOrAlias)
+		roomID, _, err := aliases.ResolveAlias(ctx, roomIDOrAlias)
 		if errors.Is(err, storage.ErrNotFound) {
 			return "", notFound("Room alias not found")
 		}
-		return id.RoomID(roomID), err
+		if err != nil {
+			return "", fmt.Errorf("resolving %s: %w", roomIDOrAlias, err)
+		}
+		return id.RoomID(roomID), nil
 	}
 	if !ValidRoomID(roomIDOrAlias) {
 		return "", invalidParam("Invalid room ID or alias")
@@ -101,7 +111,7 @@ func (s *Server) ResolveRoom(ctx context.Context, roomIDOrAlias string) (id.Room
 // knownRoom resolves a room ID or alias to a room this server has;
 // M_NOT_FOUND for one it has never seen.
 func (s *Server) knownRoom(ctx context.Context, roomIDOrAlias string) (id.RoomID, error) {
-	roomID, err := s.ResolveRoom(ctx, roomIDOrAlias)
+	roomID, err := ResolveRoom(ctx, s.db, roomIDOrAlias)
 	if err != nil {
 		return "", err
 	}

@@ -12,6 +12,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/clientevent"
+	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -295,7 +296,7 @@ func (s *Service) membershipOf(ctx context.Context, roomID id.RoomID, user id.Us
 // Summary describes a room to a user who may see it; user is "" for an
 // anonymous request (then the answer has no membership).
 func (s *Service) Summary(ctx context.Context, user id.UserID, roomIDOrAlias string) (*RoomSummary, error) {
-	roomID, err := s.resolveRoom(ctx, roomIDOrAlias)
+	roomID, err := roomserver.ResolveRoom(ctx, s.db, roomIDOrAlias)
 	if err != nil {
 		return nil, err
 	}

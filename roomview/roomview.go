@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 
 	"maunium.net/go/mautrix/id"
 
@@ -78,24 +77,6 @@ func (s *Service) roomVersion(ctx context.Context, roomID id.RoomID) (id.RoomVer
 		return "", fmt.Errorf("reading room %s: %w", roomID, err)
 	}
 	return id.RoomVersion(row.RoomVersion), nil
-}
-
-// resolveRoom resolves a room ID or a local alias to a room ID.
-func (s *Service) resolveRoom(ctx context.Context, roomIDOrAlias string) (id.RoomID, error) {
-	if strings.HasPrefix(roomIDOrAlias, "#") {
-		if !roomserver.ValidAlias(roomIDOrAlias) {
-			return "", invalidParam("Invalid room alias")
-		}
-		roomID, _, err := s.db.ResolveAlias(ctx, roomIDOrAlias)
-		if errors.Is(err, storage.ErrNotFound) {
-			return "", notFound("Room alias not found")
-		}
-		return id.RoomID(roomID), err
-	}
-	if !roomserver.ValidRoomID(roomIDOrAlias) {
-		return "", invalidParam("Invalid room ID or alias")
-	}
-	return id.RoomID(roomIDOrAlias), nil
 }
 
 func notFound(format string, args ...any) error {

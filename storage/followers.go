@@ -20,20 +20,11 @@ func ServerOfUser(userID string) string {
 // JoinedServers lists the servers with at least one joined member in the
 // room (room_servers), sorted.
 func (db *DB) JoinedServers(ctx context.Context, roomID string) ([]string, error) {
-	rows, err := db.Query(ctx, `SELECT server_name FROM room_servers WHERE room_id = $1 AND joined > 0 ORDER BY server_name`, roomID)
+	out, err := collectStrings(db.Query(ctx, `SELECT server_name FROM room_servers WHERE room_id = $1 AND joined > 0 ORDER BY server_name`, roomID))
 	if err != nil {
 		return nil, fmt.Errorf("listing the servers of %s: %w", roomID, err)
 	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // updateRoomServers applies the joined-member changes of a batch's

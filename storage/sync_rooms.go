@@ -1,6 +1,6 @@
 package storage
 
-// Read-side queries /sync and the sync module need from the room tables
+// Read-side queries /sync, sliding sync, push and ephemeral need from the room tables
 // (written by the roomserver, migrations/0010_rooms.sql). Only reads live
 // here; every query takes an upper stream bound so that readers never see
 // positions above the stream's safe position.

@@ -15,7 +15,7 @@ type Response struct {
 	ToDevice    *Events        `json:"to_device,omitempty"`
 	DeviceLists *DeviceLists   `json:"device_lists,omitempty"`
 	OTKCounts   map[string]int `json:"device_one_time_keys_count,omitempty"`
-	// Always sent (even empty) once the keyserver is wired, so clients know
+	// Always sent (even empty) when /sync has a keyserver (Options.Keys), so clients know
 	// the server supports fallback keys.
 	FallbackKeyTypes *[]string `json:"device_unused_fallback_key_types,omitempty"`
 
