@@ -38,7 +38,7 @@ func (a *API) getNotifications(r *http.Request) (any, error) {
 	if only != "" && only != "highlight" {
 		return nil, mxhttp.InvalidParam("only must be \"highlight\"")
 	}
-	list, next, err := a.Sync.Notifications(r.Context(), dev.UserID.String(), before, limit, only == "highlight")
+	list, next, err := a.Push.Notifications(r.Context(), dev.UserID.String(), before, limit, only == "highlight")
 	if err != nil {
 		return nil, err
 	}

@@ -18,7 +18,7 @@ func (a *API) presenceRoutes(r chi.Router) {
 // getPresence: GET /presence/{userId}/status (presence.yaml).
 func (a *API) getPresence(r *http.Request) (any, error) {
 	dev := authn.FromRequest(r)
-	return a.Sync.GetPresence(r.Context(), dev.UserID.String(), mxhttp.PathParam(r, "userId"))
+	return a.Ephemeral.GetPresence(r.Context(), dev.UserID.String(), mxhttp.PathParam(r, "userId"))
 }
 
 // putPresence: PUT /presence/{userId}/status. With presence disabled the
@@ -41,5 +41,5 @@ func (a *API) putPresence(r *http.Request) (any, error) {
 	if !ephemeral.ValidPresence(body.Presence) {
 		return nil, mxhttp.InvalidParam("presence must be online, offline or unavailable")
 	}
-	return mxhttp.EmptyOr(a.Sync.SetPresence(r.Context(), dev.UserID.String(), body.Presence, body.StatusMsg, true))
+	return mxhttp.EmptyOr(a.Ephemeral.SetPresence(r.Context(), dev.UserID.String(), body.Presence, body.StatusMsg, true))
 }

@@ -18,7 +18,7 @@ func (a *API) pusherRoutes(r chi.Router) {
 // getPushers: GET /pushers (pusher.yaml).
 func (a *API) getPushers(r *http.Request) (any, error) {
 	dev := authn.FromRequest(r)
-	list, err := a.Sync.Pushers(r.Context(), dev.UserID.String())
+	list, err := a.Push.Pushers(r.Context(), dev.UserID.String())
 	if err != nil {
 		return nil, err
 	}
@@ -33,5 +33,5 @@ func (a *API) setPusher(r *http.Request) (any, error) {
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
 		return nil, err
 	}
-	return mxhttp.EmptyOr(a.Sync.SetPusher(r.Context(), dev.UserID.String(), dev.DeviceID.String(), req))
+	return mxhttp.EmptyOr(a.Push.SetPusher(r.Context(), dev.UserID.String(), dev.DeviceID.String(), req))
 }

@@ -28,7 +28,7 @@ func (a *API) pushRuleRoutes(r chi.Router) {
 }
 
 func (a *API) getPushRules(r *http.Request) (any, error) {
-	rules, _, err := a.Sync.PushRules(r.Context(), authn.FromRequest(r).UserID.String())
+	rules, _, err := a.Push.PushRules(r.Context(), authn.FromRequest(r).UserID.String())
 	if err != nil {
 		return nil, err
 	}
@@ -36,7 +36,7 @@ func (a *API) getPushRules(r *http.Request) (any, error) {
 }
 
 func (a *API) getGlobalPushRules(r *http.Request) (any, error) {
-	rules, _, err := a.Sync.PushRules(r.Context(), authn.FromRequest(r).UserID.String())
+	rules, _, err := a.Push.PushRules(r.Context(), authn.FromRequest(r).UserID.String())
 	return rules, err
 }
 
@@ -54,7 +54,7 @@ func (a *API) pushRule(r *http.Request) (*pushrules.PushRule, error) {
 	if err != nil {
 		return nil, err
 	}
-	return a.Sync.PushRule(r.Context(), user, kind, ruleID)
+	return a.Push.PushRule(r.Context(), user, kind, ruleID)
 }
 
 func (a *API) getPushRule(r *http.Request) (any, error) {
@@ -83,7 +83,7 @@ func (a *API) putPushRule(r *http.Request) (any, error) {
 	}
 	rule := &pushrules.PushRule{Actions: *body.Actions, Conditions: body.Conditions, Pattern: body.Pattern}
 	q := r.URL.Query()
-	return mxhttp.EmptyOr(a.Sync.SetPushRule(r.Context(), user, kind, ruleID, q.Get("before"), q.Get("after"), rule))
+	return mxhttp.EmptyOr(a.Push.SetPushRule(r.Context(), user, kind, ruleID, q.Get("before"), q.Get("after"), rule))
 }
 
 func (a *API) deletePushRule(r *http.Request) (any, error) {
@@ -91,7 +91,7 @@ func (a *API) deletePushRule(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return mxhttp.EmptyOr(a.Sync.DeletePushRule(r.Context(), user, kind, ruleID))
+	return mxhttp.EmptyOr(a.Push.DeletePushRule(r.Context(), user, kind, ruleID))
 }
 
 func (a *API) getPushRuleEnabled(r *http.Request) (any, error) {
@@ -116,7 +116,7 @@ func (a *API) putPushRuleEnabled(r *http.Request) (any, error) {
 	if body.Enabled == nil {
 		return nil, mxhttp.BadJSON("enabled is required")
 	}
-	return mxhttp.EmptyOr(a.Sync.SetPushRuleEnabled(r.Context(), user, kind, ruleID, *body.Enabled))
+	return mxhttp.EmptyOr(a.Push.SetPushRuleEnabled(r.Context(), user, kind, ruleID, *body.Enabled))
 }
 
 func (a *API) getPushRuleActions(r *http.Request) (any, error) {
@@ -145,5 +145,5 @@ func (a *API) putPushRuleActions(r *http.Request) (any, error) {
 	if err := json.Unmarshal(*body.Actions, &actions); err != nil {
 		return nil, mxhttp.BadJSON("actions must be an array of actions")
 	}
-	return mxhttp.EmptyOr(a.Sync.SetPushRuleActions(r.Context(), user, kind, ruleID, actions))
+	return mxhttp.EmptyOr(a.Push.SetPushRuleActions(r.Context(), user, kind, ruleID, actions))
 }

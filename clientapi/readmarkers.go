@@ -24,5 +24,5 @@ func (a *API) postReadMarkers(r *http.Request) (any, error) {
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
 		return nil, err
 	}
-	return mxhttp.EmptyOr(a.Sync.SetReadMarkers(r.Context(), mxhttp.PathParam(r, "roomId"), dev.UserID.String(), body.FullyRead, body.Read, body.ReadPrivate))
+	return mxhttp.EmptyOr(a.Ephemeral.SetReadMarkers(r.Context(), mxhttp.PathParam(r, "roomId"), dev.UserID.String(), body.FullyRead, body.Read, body.ReadPrivate))
 }

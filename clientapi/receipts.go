@@ -35,12 +35,12 @@ func (a *API) postReceipt(r *http.Request) (any, error) {
 	}
 	switch typ {
 	case ephemeral.ReceiptRead, ephemeral.ReceiptReadPrivate:
-		err = a.Sync.SendReceipt(r.Context(), roomID, dev.UserID.String(), typ, eventID, threadID)
+		err = a.Ephemeral.SendReceipt(r.Context(), roomID, dev.UserID.String(), typ, eventID, threadID)
 	case ephemeral.FullyRead:
 		if threadID != "" {
 			return nil, mxhttp.InvalidParam("thread_id is not allowed for m.fully_read")
 		}
-		err = a.Sync.SetReadMarkers(r.Context(), roomID, dev.UserID.String(), eventID, "", "")
+		err = a.Ephemeral.SetReadMarkers(r.Context(), roomID, dev.UserID.String(), eventID, "", "")
 	default:
 		return nil, mxhttp.InvalidParam("Unknown receipt type %q", typ)
 	}

@@ -29,9 +29,11 @@ type API struct {
 	Rooms     Rooms     // rooms.go: the room writer
 	RoomView  RoomView  // rooms.go: the room reads
 	Directory Directory // rooms_directory.go: aliases and published rooms
-	Sync      Sync      // sync.go
 	Keys      Keys      // keys.go
 
+	Sync          http.Handler  // sync.go: GET /sync (clientapi/syncv2)
+	Ephemeral     Ephemeral     // ephemeral.go: typing, receipts, read markers, presence
+	Push          Push          // push.go: push rules, pushers, notifications
 	Media         Media         // media.go
 	UserDirectory UserDirectory // userdirectory.go
 	SlidingSync   http.Handler  // clientapi/slidingsync (MSC4186); nil: not served
@@ -98,6 +100,8 @@ func (a *API) clientRoutes(r chi.Router) {
 		a.accountRoutes(r)
 		a.roomRoutes(r)
 		a.syncRoutes(r)
+		a.ephemeralRoutes(r)
+		a.pushRoutes(r)
 		a.keyRoutes(r)
 		a.userDirectoryRoutes(r)
 		a.callRoutes(r)

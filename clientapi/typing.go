@@ -37,5 +37,5 @@ func (a *API) putTyping(r *http.Request) (any, error) {
 		}
 		timeout = time.Duration(*body.Timeout) * time.Millisecond
 	}
-	return mxhttp.EmptyOr(a.Sync.SetTyping(r.Context(), mxhttp.PathParam(r, "roomId"), dev.UserID.String(), *body.Typing, timeout))
+	return mxhttp.EmptyOr(a.Ephemeral.SetTyping(r.Context(), mxhttp.PathParam(r, "roomId"), dev.UserID.String(), *body.Typing, timeout))
 }

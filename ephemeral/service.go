@@ -83,8 +83,7 @@ type Service struct {
 	presenceEnabled bool
 	accountData     AccountData
 	receipts        ReceiptWatcher
-
-	Typing *Typing
+	typing          *Typing
 
 	presenceMu   sync.Mutex
 	presence     map[string]string // user → last stored presence state
@@ -100,7 +99,7 @@ func New(o Options) *Service {
 		accountData: o.AccountData, receipts: o.Receipts,
 		presence: map[string]string{}, activity: map[string]*presenceActivity{},
 		idleAfter: DefaultIdleAfter, offlineAfter: DefaultOfflineAfter}
-	s.Typing = NewTyping(s.typingChanged)
+	s.typing = NewTyping(s.typingChanged)
 	if s.presenceEnabled {
 		if err := s.rearmPresence(context.Background()); err != nil {
 			slog.Error("presence: re-arming idle timers", "err", err)
@@ -111,6 +110,14 @@ func New(o Options) *Service {
 
 // PresenceEnabled reports the presence.enabled switch.
 func (s *Service) PresenceEnabled() bool { return s.presenceEnabled }
+
+// TypingSerial is the serial of the latest typing change (a /sync token's typing part).
+func (s *Service) TypingSerial() int64 { return s.typing.Serial() }
+
+// TypingSince returns roomID's typing users and whether the list changed after serial.
+func (s *Service) TypingSince(roomID string, serial int64) (users []string, changed bool) {
+	return s.typing.Since(roomID, serial)
+}
 
 func (s *Service) typingChanged(roomID string) {
 	members, err := s.rooms.JoinedMembers(context.Background(), roomID)
@@ -140,7 +147,7 @@ func (s *Service) SetTyping(ctx context.Context, roomID, userID string, typing b
 	if timeout <= 0 || timeout > maxTimeout {
 		timeout = maxTimeout
 	}
-	s.Typing.Set(roomID, userID, typing, timeout)
+	s.typing.Set(roomID, userID, typing, timeout)
 	return nil
 }
 

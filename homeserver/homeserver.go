@@ -101,17 +101,13 @@ func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 	s.Metrics.RegisterDBPool(db.PoolStats)
 	db.Stream.OnAdvance(s.Notifier.Advanced)
 	if err := s.build(ctx); err != nil {
-		db.Close()
+		s.close()
 		return nil, err
 	}
-	// Followers of new room events, each from its cursor in the store.
-	upgrades, err := follower.Start(ctx, follower.Options{Name: push.UpgradeFollower, Store: db, Stream: db.Stream,
-		Handle: s.Push.CopyPushRulesOnUpgrade}) // room upgrades carry the members' push rules over
-	if err != nil {
-		db.Close()
+	if err := s.startFollowers(ctx); err != nil {
+		s.close()
 		return nil, err
 	}
-	s.Followers = append(s.Followers, upgrades)
 	for _, f := range s.Followers {
 		s.Metrics.RegisterFollowerLag(f.Name(), f.Lag)
 	}
@@ -146,13 +142,40 @@ func (s *Server) build(ctx context.Context) error {
 		AllowPrivateGateways: cfg.Push.AllowPrivateGateways})
 	s.Ephemeral = ephemeral.New(ephemeral.Options{Store: db, Stream: db.Stream, Rooms: db, Notifier: s.Notifier,
 		AccountData: s.Accounts, Receipts: s.Push, Presence: cfg.Presence.Enabled})
+	// A limited timeline's prev_batch is a roomview pagination token.
 	s.Syncer = syncv2.New(syncv2.Options{Store: db, Stream: db.Stream, Ephemeral: s.Ephemeral, Push: s.Push, Keys: s.Keys,
-		Notifier: s.Notifier, PrevBatch: func(_ string, pos int64) string { return roomview.StreamToken(pos - 1) }})
-	s.SlidingSync = slidingsync.New(slidingsync.Options{Syncer: s.Syncer, Store: db, Ephemeral: s.Ephemeral, Push: s.Push, Keys: s.Keys})
+		Notifier: s.Notifier, Tokens: roomviewTokens{}})
+	s.SlidingSync = slidingsync.New(slidingsync.Options{Syncer: s.Syncer, Store: db, Ephemeral: s.Ephemeral, Push: s.Push,
+		Notifier: s.Notifier, Keys: s.Keys})
 	s.UserDirectory = userdirectory.New(userdirectory.Options{Store: db})
 	// Content repository: blobs under <data_dir>/media, metadata in the store.
 	s.Media, err = mediaapi.New(mediaapi.Options{Store: db, Config: cfg})
 	return err
+}
+
+// startFollowers starts the followers of new room events, each from its
+// cursor in the store.
+func (s *Server) startFollowers(ctx context.Context) error {
+	upgrades, err := follower.Start(ctx, follower.Options{Name: push.UpgradeFollower, Store: s.DB, Stream: s.DB.Stream,
+		Handle: s.Push.CopyPushRulesOnUpgrade}) // room upgrades carry the members' push rules over
+	if err != nil {
+		return err
+	}
+	s.Followers = append(s.Followers, upgrades)
+	return nil
+}
+
+// close releases what New built, in reverse order: the followers (which
+// save their cursors), the presence timers, then the store. It is also the
+// cleanup of a New that failed part-way, so it skips what was not built.
+func (s *Server) close() {
+	for i := len(s.Followers) - 1; i >= 0; i-- {
+		s.Followers[i].Close()
+	}
+	if s.Ephemeral != nil {
+		s.Ephemeral.Close()
+	}
+	s.DB.Close()
 }
 
 func (s *Server) routes() http.Handler {
@@ -165,7 +188,7 @@ func (s *Server) routes() http.Handler {
 		r.With(loopbackOnly).Get("/metrics", s.Metrics.Handler().ServeHTTP)
 	}
 	api := &clientapi.API{Config: s.Config, Accounts: s.Accounts, Keys: s.Keys, Rooms: s.Rooms, RoomView: s.RoomView, Directory: s.Directory,
-		Sync: syncArea{s.Syncer, s.Ephemeral, s.Push}, SlidingSync: s.SlidingSync, Media: s.Media, UserDirectory: s.UserDirectory,
+		Sync: s.Syncer, Ephemeral: s.Ephemeral, Push: s.Push, SlidingSync: s.SlidingSync, Media: s.Media, UserDirectory: s.UserDirectory,
 		ServerNotices: s.Notices}
 	api.Mount(r)
 	s.Federation.Mount(r) // /_matrix/key, /_matrix/federation (nothing when federation is off)
@@ -237,7 +260,7 @@ func (s *Server) ListenAndServe() error {
 }
 
 // Shutdown stops accepting requests, lets in-flight ones finish (until ctx
-// ends), then closes the store.
+// ends), then closes what New built (close).
 func (s *Server) Shutdown(ctx context.Context) error {
 	// Long-polling /sync requests answer at once (empty, as at their timeout)
 	// so they do not hold the shutdown for up to their timeout.
@@ -246,24 +269,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.http != nil {
 		err = s.http.Shutdown(ctx)
 	}
-	for _, f := range s.Followers {
-		f.Close()
-	}
-	s.Ephemeral.Close()
-	s.DB.Close()
+	s.close()
 	return err
 }
 
-// syncArea is the client API's sync area: GET /sync plus the modules behind
-// the endpoints around it.
-type syncArea struct {
-	*syncv2.Syncer
-	*ephemeralModule
-	*pushModule
-}
+// roomviewTokens spells /sync's prev_batch as roomview's /messages reads it.
+type roomviewTokens struct{}
 
-// Both modules' types are named Service: embedded under these names.
-type (
-	ephemeralModule = ephemeral.Service
-	pushModule      = push.Service
-)
+func (roomviewTokens) StreamToken(pos int64) string { return roomview.StreamToken(pos) }

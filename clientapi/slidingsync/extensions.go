@@ -150,7 +150,7 @@ func (b *builder) extensions(ctx context.Context, resp *response, rooms map[stri
 			if full(roomID) {
 				typingSince = 0
 			}
-			users, changed := b.h.ephemeral.Typing.Since(roomID, typingSince)
+			users, changed := b.h.ephemeral.TypingSince(roomID, typingSince)
 			if !changed || (typingSince == 0 && len(users) == 0) {
 				continue
 			}

@@ -42,12 +42,43 @@ type Store interface {
 // maxTimeout caps a long-poll, as for GET /sync.
 const maxTimeout = 5 * time.Minute
 
+// Syncer is what sliding sync builds on from GET /sync (syncv2.Syncer):
+// the read position, memberships, stripped state and per-room viewers.
+type Syncer interface {
+	Current() syncv2.Token
+	Memberships(ctx context.Context, userID string, to int64) (map[string]*syncv2.Membership, error)
+	StrippedState(ctx context.Context, roomID string, m *syncv2.Membership) ([]json.RawMessage, error)
+	Viewer(userID, deviceID, roomID string, m *syncv2.Membership) *syncv2.Viewer
+}
+
+// Ephemeral is what sliding sync reads of typing, and how it marks the
+// syncing user present (ephemeral.Service).
+type Ephemeral interface {
+	TypingSince(roomID string, serial int64) (users []string, changed bool)
+	SetPresence(ctx context.Context, userID, state string, statusMsg *string, setMsg bool) error
+}
+
+// Push is what sliding sync reads of push rules and unread counts (push.Service).
+type Push interface {
+	PushRules(ctx context.Context, userID string) (push.Rules, int64, error)
+	PushRuleset(ctx context.Context, userID string) (*pushrules.PushRuleset, int64, error)
+	UnreadCounts(ctx context.Context, userID, roomID string, upTo int64, rules *pushrules.PushRuleset, rulesPos int64,
+		threaded bool, recent []*storage.Event, recentFrom int64) (push.Counts, map[string]push.Counts, error)
+}
+
+// Notifier is what a long-poll waits on (internal/notifier), as for GET /sync.
+type Notifier interface {
+	WakeMark() uint64
+	WaitMarked(ctx context.Context, user string, after int64, mark uint64) bool
+}
+
 // Handler serves sliding sync.
 type Handler struct {
-	syncer    *syncv2.Syncer
+	syncer    Syncer
 	store     Store
-	ephemeral *ephemeral.Service
-	push      *push.Service
+	ephemeral Ephemeral
+	push      Push
+	notifier  Notifier
 	keys      syncv2.Keys // nil: no to_device or e2ee extension data
 	conns     *connections
 }
@@ -55,16 +86,17 @@ type Handler struct {
 // Options are what the handler is built from.
 type Options struct {
 	// Syncer builds the rooms' timelines and state as GET /sync does.
-	Syncer    *syncv2.Syncer
+	Syncer    Syncer
 	Store     Store
-	Ephemeral *ephemeral.Service // typing, receipts, presence
-	Push      *push.Service      // push rules, unread counts
-	Keys      syncv2.Keys        // nil: no to_device or e2ee extension data
+	Ephemeral Ephemeral   // typing, presence
+	Push      Push        // push rules, unread counts
+	Notifier  Notifier    // long-polls wait on it
+	Keys      syncv2.Keys // nil: no to_device or e2ee extension data
 }
 
 // New builds the handler.
 func New(o Options) *Handler {
-	return &Handler{syncer: o.Syncer, store: o.Store, ephemeral: o.Ephemeral, push: o.Push, keys: o.Keys,
+	return &Handler{syncer: o.Syncer, store: o.Store, ephemeral: o.Ephemeral, push: o.Push, notifier: o.Notifier, keys: o.Keys,
 		conns: newConnections(defaultMaxConns, defaultConnTTL)}
 }
 
@@ -147,7 +179,7 @@ func (h *Handler) handle(r *http.Request) (*response, error) {
 // sync builds the answer at once, or long-polls until there is something
 // for a continuing connection (like GET /sync).
 func (h *Handler) sync(ctx context.Context, b *builder, timeout time.Duration) (*response, *snapshot, error) {
-	n := h.syncer.Notifier()
+	n := h.notifier
 	mark := n.WakeMark()
 	to := h.syncer.Current()
 	resp, next, err := b.build(ctx, to)

@@ -170,6 +170,6 @@ func (s *Syncer) Sync(ctx context.Context, req *Request, timeout time.Duration) 
 func (s *Syncer) current() Token {
 	// The typing serial first: a change after it is reported again next time
 	// rather than lost.
-	typing := s.ephemeral.Typing.Serial()
+	typing := s.ephemeral.TypingSerial()
 	return Token{Pos: s.stream.Current(), Typing: typing}
 }

@@ -56,7 +56,7 @@ func (s *Syncer) timeline(ctx context.Context, req *Request, v *roomViewer, from
 	if len(evs) == 0 {
 		return nil, nil, complete, nil
 	}
-	tl = &Timeline{Limited: limited, PrevBatch: s.PrevBatch(roomID, evs[0].StreamPos)}
+	tl = &Timeline{Limited: limited, PrevBatch: s.prevBatch(evs[0].StreamPos)}
 	if tl.Events, err = s.render(ctx, req, v, evs); err != nil {
 		return nil, nil, false, err
 	}
@@ -70,7 +70,7 @@ func (s *Syncer) emptyTimeline(ctx context.Context, roomID string, from, to int6
 	if err != nil {
 		return nil, nil, false, err
 	}
-	return nil, &Timeline{Events: []json.RawMessage{}, Limited: limited, PrevBatch: s.PrevBatch(roomID, to+1)}, !limited, nil
+	return nil, &Timeline{Events: []json.RawMessage{}, Limited: limited, PrevBatch: s.prevBatch(to + 1)}, !limited, nil
 }
 
 // state is the state section: the state at the start of the timeline (all of
@@ -207,7 +207,7 @@ func (s *Syncer) joinedRoom(ctx context.Context, req *Request, v *roomViewer, si
 	if newly {
 		typingSince = 0
 	}
-	if users, changed := s.ephemeral.Typing.Since(roomID, typingSince); changed && allows(req.Filter.room().Ephemeral, "m.typing", "", roomID, nil) {
+	if users, changed := s.ephemeral.TypingSince(roomID, typingSince); changed && allows(req.Filter.room().Ephemeral, "m.typing", "", roomID, nil) {
 		if users == nil {
 			users = []string{}
 		}

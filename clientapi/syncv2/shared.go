@@ -7,7 +7,6 @@ import (
 	"slices"
 
 	"github.com/myelin-chat/myelin/clientevent"
-	"github.com/myelin-chat/myelin/internal/notifier"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -74,7 +73,7 @@ func (v *Viewer) Render(ctx context.Context, evs []*storage.Event) ([]json.RawMe
 }
 
 // PrevBatch is the /messages token that continues backwards from before pos.
-func (v *Viewer) PrevBatch(pos int64) string { return v.s.PrevBatch(v.v.roomID, pos) }
+func (v *Viewer) PrevBatch(pos int64) string { return v.s.prevBatch(pos) }
 
 // StrippedState is the stripped state shown with an invite or knock.
 func (s *Syncer) StrippedState(ctx context.Context, roomID string, m *Membership) ([]json.RawMessage, error) {
@@ -83,9 +82,6 @@ func (s *Syncer) StrippedState(ctx context.Context, roomID string, m *Membership
 
 // Current is the position a read may safely go up to (stream and typing).
 func (s *Syncer) Current() Token { return s.current() }
-
-// Notifier is the notifier long-polls wait on.
-func (s *Syncer) Notifier() *notifier.Notifier { return s.notifier }
 
 // ReceiptEvent renders receipts as one m.receipt event (nil if none the user may see).
 func ReceiptEvent(userID string, receipts []storage.Receipt) json.RawMessage {

@@ -11,8 +11,9 @@ import (
 	"slices"
 	"sort"
 
+	"maunium.net/go/mautrix/pushrules"
+
 	"github.com/myelin-chat/myelin/ephemeral"
-	"github.com/myelin-chat/myelin/internal/notifier"
 	"github.com/myelin-chat/myelin/keyserver"
 	"github.com/myelin-chat/myelin/push"
 	"github.com/myelin-chat/myelin/storage"
@@ -59,45 +60,73 @@ const toDeviceLimit = 100
 // Stream is the store's stream; Current is the safe read position.
 type Stream interface{ Current() int64 }
 
+// Ephemeral is what /sync reads of typing and presence, and how it marks
+// the syncing user present (ephemeral.Service).
+type Ephemeral interface {
+	TypingSerial() int64
+	TypingSince(roomID string, serial int64) (users []string, changed bool)
+	SetPresence(ctx context.Context, userID, state string, statusMsg *string, setMsg bool) error
+	PresenceEnabled() bool
+	PresenceSince(ctx context.Context, users []string, from, to int64) ([]storage.Presence, error)
+	PresenceContent(p storage.Presence) ephemeral.PresenceContent
+}
+
+// Push is what /sync reads of push rules and unread counts (push.Service).
+type Push interface {
+	PushRules(ctx context.Context, userID string) (push.Rules, int64, error)
+	PushRuleset(ctx context.Context, userID string) (*pushrules.PushRuleset, int64, error)
+	UnreadCounts(ctx context.Context, userID, roomID string, upTo int64, rules *pushrules.PushRuleset, rulesPos int64,
+		threaded bool, recent []*storage.Event, recentFrom int64) (push.Counts, map[string]push.Counts, error)
+}
+
+// Notifier is what a long-poll waits on (internal/notifier): take a mark
+// before reading, then wait for news for the user after a position or for a
+// wake-up since the mark.
+type Notifier interface {
+	WakeMark() uint64
+	WaitMarked(ctx context.Context, user string, after int64, mark uint64) bool
+}
+
+// Tokens spells the pagination tokens /messages takes (roomview's), which
+// a limited timeline's prev_batch is.
+type Tokens interface {
+	// StreamToken is the token for the point just after stream position pos.
+	StreamToken(pos int64) string
+}
+
 // Syncer builds /sync responses.
 type Syncer struct {
 	store     Store
-	ephemeral *ephemeral.Service
-	push      *push.Service
+	ephemeral Ephemeral
+	push      Push
 	keys      Keys
-	notifier  *notifier.Notifier
+	notifier  Notifier
 	stream    Stream
+	tokens    Tokens
 	lazy      *lazyMembers
 	toDevice  *toDeviceAcks
-	prevBatch func(roomID string, pos int64) string
 }
 
 // Options are what a Syncer is built from.
 type Options struct {
 	Store     Store
 	Stream    Stream
-	Ephemeral *ephemeral.Service // typing, receipts, presence
-	Push      *push.Service      // push rules, unread counts
-	Keys      Keys               // nil: no E2EE sections
-	Notifier  *notifier.Notifier
-	// PrevBatch makes the /messages token that continues backwards from
-	// before the event at position pos in roomID; nil: a since token there.
-	PrevBatch func(roomID string, pos int64) string
+	Ephemeral Ephemeral // typing, presence
+	Push      Push      // push rules, unread counts
+	Keys      Keys      // nil: no E2EE sections
+	Notifier  Notifier
+	Tokens    Tokens // prev_batch tokens
 }
 
 // New builds a Syncer.
 func New(o Options) *Syncer {
-	s := &Syncer{store: o.Store, stream: o.Stream, ephemeral: o.Ephemeral, push: o.Push, keys: o.Keys, notifier: o.Notifier,
-		lazy: newLazyMembers(), toDevice: newToDeviceAcks(), prevBatch: o.PrevBatch}
-	if s.prevBatch == nil {
-		s.prevBatch = func(_ string, pos int64) string { return Token{Pos: pos - 1}.String() }
-	}
-	return s
+	return &Syncer{store: o.Store, stream: o.Stream, ephemeral: o.Ephemeral, push: o.Push, keys: o.Keys, notifier: o.Notifier,
+		tokens: o.Tokens, lazy: newLazyMembers(), toDevice: newToDeviceAcks()}
 }
 
-// PrevBatch is the /messages token that continues backwards from before the
-// event at position pos in roomID.
-func (s *Syncer) PrevBatch(roomID string, pos int64) string { return s.prevBatch(roomID, pos) }
+// prevBatch is the /messages token that continues backwards from before the
+// event at position pos.
+func (s *Syncer) prevBatch(pos int64) string { return s.tokens.StreamToken(pos - 1) }
 
 // Request is one /sync call.
 type Request struct {
@@ -210,7 +239,7 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 		case "join":
 			newly := req.Initial || req.FullState || m.before == nil || m.before.Membership != "join"
 			if !newly && !newRooms[roomID] && len(receipts[roomID]) == 0 && len(roomAcct[roomID]) == 0 {
-				if _, changed := s.ephemeral.Typing.Since(roomID, since.Typing); !changed {
+				if _, changed := s.ephemeral.TypingSince(roomID, since.Typing); !changed {
 					continue
 				}
 			}
