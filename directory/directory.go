@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sort"
 	"strconv"
@@ -64,42 +65,28 @@ func New(o Options) *Service {
 	return &Service{db: o.Store, rooms: o.Rooms, serverName: o.ServerName}
 }
 
-func notFound(format string, args ...any) error {
-	return roomserver.NewError(roomserver.ErrNotFound, format, args...)
-}
-func forbidden(format string, args ...any) error {
-	return roomserver.NewError(roomserver.ErrForbidden, format, args...)
-}
-func invalidParam(format string, args ...any) error {
-	return roomserver.NewError(roomserver.ErrInvalidParam, format, args...)
-}
-
-func mustJSON(v any) json.RawMessage {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
-
 // SetAlias maps a local alias to a room (PUT /directory/room/{alias}).
 func (s *Service) SetAlias(ctx context.Context, user id.UserID, alias string, roomID id.RoomID) error {
 	if !roomserver.ValidAlias(alias) {
-		return invalidParam("Invalid room alias")
+		return roomserver.InvalidParam("Invalid room alias")
 	}
 	if _, server, _ := strings.Cut(alias, ":"); server != s.serverName {
-		return invalidParam("Alias must be on this server")
+		return roomserver.InvalidParam("Alias must be on this server")
 	}
 	if !roomserver.ValidRoomID(string(roomID)) {
-		return invalidParam("Invalid room ID")
+		return roomserver.InvalidParam("Invalid room ID")
 	}
 	if _, err := s.db.GetRoom(ctx, string(roomID)); errors.Is(err, storage.ErrNotFound) {
-		return notFound("Unknown room")
+		return roomserver.NotFound("Unknown room")
 	} else if err != nil {
 		return err
 	}
-	if m, err := s.db.GetMembership(ctx, string(roomID), string(user)); err != nil || m.Membership != "join" {
-		return forbidden("You are not in this room")
+	m, err := s.db.GetMembership(ctx, string(roomID), string(user))
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return fmt.Errorf("reading %s's membership of %s: %w", user, roomID, err)
+	}
+	if m == nil || m.Membership != "join" {
+		return roomserver.Forbidden("You are not in this room")
 	}
 	if err := s.db.CreateAlias(ctx, alias, string(roomID), string(user)); errors.Is(err, storage.ErrAliasExists) {
 		return roomserver.NewError(roomserver.ErrConflict, "Room alias already exists")
@@ -118,11 +105,11 @@ type AliasInfo struct {
 // GetAlias resolves an alias.
 func (s *Service) GetAlias(ctx context.Context, alias string) (*AliasInfo, error) {
 	if !roomserver.ValidAlias(alias) {
-		return nil, invalidParam("Invalid room alias")
+		return nil, roomserver.InvalidParam("Invalid room alias")
 	}
 	roomID, _, err := s.db.ResolveAlias(ctx, alias)
 	if errors.Is(err, storage.ErrNotFound) {
-		return nil, notFound("Room alias %s not found", alias)
+		return nil, roomserver.NotFound("Room alias %s not found", alias)
 	}
 	if err != nil {
 		return nil, err
@@ -134,11 +121,11 @@ func (s *Service) GetAlias(ctx context.Context, alias string) (*AliasInfo, error
 // change m.room.canonical_alias, or a server admin may.
 func (s *Service) DeleteAlias(ctx context.Context, user id.UserID, isAdmin bool, alias string) error {
 	if !roomserver.ValidAlias(alias) {
-		return invalidParam("Invalid room alias")
+		return roomserver.InvalidParam("Invalid room alias")
 	}
 	roomID, creator, err := s.db.ResolveAlias(ctx, alias)
 	if errors.Is(err, storage.ErrNotFound) {
-		return notFound("Room alias %s not found", alias)
+		return roomserver.NotFound("Room alias %s not found", alias)
 	}
 	if err != nil {
 		return err
@@ -149,7 +136,7 @@ func (s *Service) DeleteAlias(ctx context.Context, user id.UserID, isAdmin bool,
 			return err
 		}
 		if !may {
-			return forbidden("You may not delete this alias")
+			return roomserver.Forbidden("You may not delete this alias")
 		}
 	}
 	if err := s.db.DeleteAlias(ctx, alias); err != nil {
@@ -201,30 +188,33 @@ func withoutAlias(content json.RawMessage, alias string) (json.RawMessage, bool)
 		if len(kept) == 0 {
 			delete(c, "alt_aliases")
 		} else {
-			c["alt_aliases"] = mustJSON(kept)
+			c["alt_aliases"] = roomserver.MustJSON(kept)
 		}
 	}
-	return mustJSON(c), changed
+	return roomserver.MustJSON(c), changed
 }
 
 // RoomAliases lists a room's local aliases; the user must be able to see the room.
 func (s *Service) RoomAliases(ctx context.Context, user id.UserID, roomID id.RoomID) ([]string, error) {
 	if !roomserver.ValidRoomID(string(roomID)) {
-		return nil, invalidParam("Invalid room ID")
+		return nil, roomserver.InvalidParam("Invalid room ID")
 	}
 	if _, err := s.db.GetRoom(ctx, string(roomID)); errors.Is(err, storage.ErrNotFound) {
-		return nil, forbidden("You are not in this room")
+		return nil, roomserver.Forbidden("You are not in this room")
 	} else if err != nil {
 		return nil, err
 	}
 	m, err := s.db.GetMembership(ctx, string(roomID), string(user))
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
-		return nil, err
+		return nil, fmt.Errorf("reading %s's membership of %s: %w", user, roomID, err)
 	}
 	if m == nil || m.Membership != "join" {
 		cur, err := s.db.CurrentStateEvent(ctx, string(roomID), "m.room.history_visibility", "")
-		if err != nil || gjson.GetBytes(cur.JSON, "content.history_visibility").Str != "world_readable" {
-			return nil, forbidden("You are not in this room")
+		if err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return nil, fmt.Errorf("reading the history visibility of %s: %w", roomID, err)
+		}
+		if cur == nil || gjson.GetBytes(cur.JSON, "content.history_visibility").Str != "world_readable" {
+			return nil, roomserver.Forbidden("You are not in this room")
 		}
 	}
 	return s.db.RoomAliases(ctx, string(roomID))
@@ -233,14 +223,14 @@ func (s *Service) RoomAliases(ctx context.Context, user id.UserID, roomID id.Roo
 // SetVisibility publishes a room in (or removes it from) the directory.
 func (s *Service) SetVisibility(ctx context.Context, user id.UserID, roomID id.RoomID, visibility string) error {
 	if visibility != "public" && visibility != "private" {
-		return invalidParam("visibility must be public or private")
+		return roomserver.InvalidParam("visibility must be public or private")
 	}
 	may, err := s.rooms.MaySendState(ctx, user, roomID, "m.room.canonical_alias")
 	if err != nil {
 		return err
 	}
 	if !may {
-		return forbidden("You may not change this room's directory visibility")
+		return roomserver.Forbidden("You may not change this room's directory visibility")
 	}
 	return s.db.SetRoomPublic(ctx, string(roomID), visibility == "public")
 }
@@ -249,7 +239,7 @@ func (s *Service) SetVisibility(ctx context.Context, user id.UserID, roomID id.R
 func (s *Service) GetVisibility(ctx context.Context, roomID id.RoomID) (string, error) {
 	row, err := s.db.GetRoom(ctx, string(roomID))
 	if errors.Is(err, storage.ErrNotFound) {
-		return "", notFound("Unknown room")
+		return "", roomserver.NotFound("Unknown room")
 	}
 	if err != nil {
 		return "", err
@@ -315,7 +305,7 @@ func (s *Service) PublicRooms(ctx context.Context, req PublicRoomsRequest) (*Pub
 	if req.Since != "" {
 		n, err := strconv.Atoi(strings.TrimPrefix(req.Since, "o"))
 		if err != nil || n < 0 {
-			return nil, invalidParam("Invalid since token")
+			return nil, roomserver.InvalidParam("Invalid since token")
 		}
 		start = min(n, len(rooms))
 	}

@@ -12,6 +12,7 @@ import (
 	"maunium.net/go/mautrix/id"
 	"maunium.net/go/mautrix/pushrules"
 
+	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -26,8 +27,8 @@ const UpgradeFollower = "push_rules_room_upgrade"
 // room writer: the members are those joined when it runs, and the client sees
 // the copied rules arrive in /sync as an m.push_rules change. Copying is
 // idempotent (rules already there are kept), as a follower must be. It fails
-// (and is retried) only when the store cannot be read; a user whose rules
-// cannot be copied is logged and skipped.
+// (and the follower retries the page) when the store fails; a user whose
+// rules can never be copied (errCannotCopy) is logged and skipped.
 func (s *Service) CopyPushRulesOnUpgrade(ctx context.Context, events []*storage.Event) error {
 	for _, ev := range events {
 		if ev.Type != "m.room.tombstone" || ev.StateKey == nil || *ev.StateKey != "" {
@@ -76,18 +77,26 @@ func (s *Service) copyToReplacement(ctx context.Context, roomID, replacement str
 		if !named[u] {
 			continue
 		}
-		if err := s.CopyRoomPushRules(ctx, u, roomID, replacement); err != nil {
+		err := s.CopyRoomPushRules(ctx, u, roomID, replacement)
+		if errors.Is(err, errCannotCopy) {
 			slog.WarnContext(ctx, "push rules not carried over to the replacement room", "room", roomID, "user", u, "err", err)
+		} else if err != nil {
+			return fmt.Errorf("copying the push rules of %s from %s: %w", u, roomID, err)
 		}
 	}
 	return nil
 }
 
+// errCannotCopy marks a user whose rules no retry would copy: their stored
+// rules do not parse, or the copies would take them past the size bound.
+var errCannotCopy = errors.New("push rules cannot be copied")
+
 // CopyRoomPushRules gives userID's own rules about room from to room to: the
 // room rule, and override and underride rules whose ID names the room (what
 // clients create to mute a room), with their room_id conditions moved over.
 // Rules the user already has for to are kept. Users without rules of their
-// own (remote users among them) cost one read.
+// own (remote users among them) cost one read. Store errors are returned as
+// they are; errCannotCopy wraps what no retry would mend.
 func (s *Service) CopyRoomPushRules(ctx context.Context, userID, from, to string) error {
 	raw, _, err := s.db.PushRules(ctx, userID)
 	if errors.Is(err, storage.ErrNotFound) {
@@ -98,15 +107,20 @@ func (s *Service) CopyRoomPushRules(ctx context.Context, userID, from, to string
 	}
 	st, err := parseStored(raw)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", errCannotCopy, err)
 	}
 	if !copyRoomRules(st, from, to) {
 		return nil // nothing to copy: no stream position spent
 	}
-	return s.modify(ctx, userID, func(st *storedRules, _ Rules) error {
+	err = s.modify(ctx, userID, func(st *storedRules, _ Rules) error {
 		copyRoomRules(st, from, to)
 		return nil
 	})
+	var bound *mxhttp.Error // modify's only answer of its own: the size bound
+	if errors.As(err, &bound) {
+		return fmt.Errorf("%w: %w", errCannotCopy, err)
+	}
+	return err
 }
 
 // copyRoomRules adds to st the copies CopyRoomPushRules describes, each just

@@ -72,7 +72,7 @@ func (e *authEnv) setPL(mutate func(pl map[string]any)) {
 	var pl map[string]any
 	_ = json.Unmarshal([]byte(gjson.GetBytes(ev, "content").Raw), &pl)
 	mutate(pl)
-	if _, err := e.s.Send(e.ctx, SendRequest{Sender: user("owner"), RoomID: e.room, Type: "m.room.power_levels", StateKey: stateKeyPtr(""), Content: mustJSON(pl)}); err != nil {
+	if _, err := e.s.Send(e.ctx, SendRequest{Sender: user("owner"), RoomID: e.room, Type: "m.room.power_levels", StateKey: stateKeyPtr(""), Content: MustJSON(pl)}); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -148,7 +148,7 @@ func TestAuthJoinRules(t *testing.T) {
 	for _, rule := range []string{"knock", "knock_restricted"} {
 		t.Run(rule, func(t *testing.T) {
 			e := newAuthEnv(t, &CreateRoomRequest{RoomVersion: "10", InitialState: []InitialStateEvent{
-				{Type: "m.room.join_rules", Content: mustJSON(map[string]any{"join_rule": rule, "allow": []any{}})},
+				{Type: "m.room.join_rules", Content: MustJSON(map[string]any{"join_rule": rule, "allow": []any{}})},
 			}})
 			expect(t, "join knock room", e.join("bob"), "M_FORBIDDEN")
 			_, err := e.s.Knock(e.ctx, user("bob"), string(e.room), "let me in")
@@ -171,7 +171,7 @@ func TestAuthJoinRules(t *testing.T) {
 	})
 	t.Run("knock in v6", func(t *testing.T) {
 		e := newAuthEnv(t, &CreateRoomRequest{RoomVersion: "6", InitialState: []InitialStateEvent{
-			{Type: "m.room.join_rules", Content: mustJSON(map[string]any{"join_rule": "knock"})},
+			{Type: "m.room.join_rules", Content: MustJSON(map[string]any{"join_rule": "knock"})},
 		}})
 		_, err := e.s.Knock(e.ctx, user("bob"), string(e.room), "")
 		expect(t, "knock unsupported version", err, "M_FORBIDDEN")
@@ -186,7 +186,7 @@ func TestAuthJoinRules(t *testing.T) {
 					t.Fatal(err)
 				}
 				roomID, err := s.CreateRoom(ctx, user("owner"), &CreateRoomRequest{RoomVersion: version, InitialState: []InitialStateEvent{
-					{Type: "m.room.join_rules", Content: mustJSON(map[string]any{"join_rule": rule,
+					{Type: "m.room.join_rules", Content: MustJSON(map[string]any{"join_rule": rule,
 						"allow": []any{map[string]any{"type": "m.room_membership", "room_id": space}}})},
 				}})
 				if err != nil {
@@ -232,7 +232,7 @@ func TestAuthPowerLevels(t *testing.T) {
 	// Nobody can grant more than their own level or change someone at their level.
 	e.setPL(func(pl map[string]any) { pl["users"].(map[string]any)[string(user("bob"))] = 50 })
 	pl := map[string]any{"users": map[string]any{string(user("owner")): 100, string(user("bob")): 100}}
-	expect(t, "grant above own level", send("bob", "m.room.power_levels", stateKeyPtr(""), string(mustJSON(pl))), "M_FORBIDDEN")
+	expect(t, "grant above own level", send("bob", "m.room.power_levels", stateKeyPtr(""), string(MustJSON(pl))), "M_FORBIDDEN")
 	// Private state keys: @-prefixed keys belong to their user.
 	expect(t, "other user's state key", send("bob", "m.custom", stateKeyPtr(string(user("owner"))), `{}`), "M_FORBIDDEN")
 	expect(t, "own state key", send("bob", "m.custom", stateKeyPtr(string(user("bob"))), `{}`), "")

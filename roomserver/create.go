@@ -62,7 +62,10 @@ func SupportedRoomVersion(v string) bool {
 
 func stateKeyPtr(s string) *string { return &s }
 
-func mustJSON(v any) json.RawMessage {
+// MustJSON marshals a value that always marshals (the maps, strings and
+// numbers event content is built from); a failure is a bug, so it panics.
+// Also for roomview and directory.
+func MustJSON(v any) json.RawMessage {
 	b, err := json.Marshal(v)
 	if err != nil {
 		panic(err)
@@ -92,25 +95,25 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 		}
 	case "private_chat", "public_chat", "trusted_private_chat":
 	default:
-		return "", badJSON("Unknown preset %q", req.Preset)
+		return "", BadJSON("Unknown preset %q", req.Preset)
 	}
 	switch req.Visibility {
 	case "", "private", "public":
 	default:
-		return "", badJSON("Unknown visibility %q", req.Visibility)
+		return "", BadJSON("Unknown visibility %q", req.Visibility)
 	}
 	// Each invite and initial_state entry is an event (and a state snapshot)
 	// written in the request: bounded.
 	if len(req.Invite) > MaxCreateInvites {
-		return "", invalidParam("At most %d users can be invited when creating a room", MaxCreateInvites)
+		return "", InvalidParam("At most %d users can be invited when creating a room", MaxCreateInvites)
 	}
 	if len(req.InitialState) > MaxCreateInitialState {
-		return "", invalidParam("At most %d initial_state events are accepted when creating a room", MaxCreateInitialState)
+		return "", InvalidParam("At most %d initial_state events are accepted when creating a room", MaxCreateInitialState)
 	}
 	var invitees []id.UserID
 	for _, u := range req.Invite {
 		if !ValidUserID(u) {
-			return "", invalidParam("Invalid user ID %q in invite", u)
+			return "", InvalidParam("Invalid user ID %q in invite", u)
 		}
 		if id.UserID(u) != sender {
 			invitees = append(invitees, id.UserID(u))
@@ -124,7 +127,7 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 	if req.RoomAliasName != "" {
 		alias = "#" + req.RoomAliasName + ":" + s.serverName
 		if !ValidAlias(alias) {
-			return "", invalidParam("Invalid room_alias_name")
+			return "", InvalidParam("Invalid room_alias_name")
 		}
 		if _, _, err := s.db.ResolveAlias(ctx, alias); err == nil {
 			return "", NewError(ErrRoomInUse, "Room alias already taken")
@@ -134,13 +137,13 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 	}
 	for _, st := range req.InitialState {
 		if !ValidEventType(st.Type) || len(st.StateKey) > MaxFieldBytes {
-			return "", badJSON("Invalid initial_state entry")
+			return "", BadJSON("Invalid initial_state entry")
 		}
 		switch st.Type {
 		case "m.room.create", "m.room.member", "m.room.redaction":
 			// Built by the request itself or through the membership
 			// endpoints' checks (member_state.go); a redaction is no state.
-			return "", invalidParam("initial_state cannot contain %s events", st.Type)
+			return "", InvalidParam("initial_state cannot contain %s events", st.Type)
 		}
 		if st.Type == "m.room.power_levels" {
 			if err := validatePowerLevels(rv, st.Content); err != nil {
@@ -154,9 +157,9 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 	for k, v := range req.CreationContent {
 		createContent[k] = v
 	}
-	createContent["room_version"] = mustJSON(version)
+	createContent["room_version"] = MustJSON(version)
 	if rv.CreatorInContent() {
-		createContent["creator"] = mustJSON(sender)
+		createContent["creator"] = MustJSON(sender)
 	} else {
 		delete(createContent, "creator")
 	}
@@ -165,18 +168,18 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 		if !rv.RoomIDIsCreateEventID() {
 			pred["event_id"] = string(req.predecessor.eventID)
 		}
-		createContent["predecessor"] = mustJSON(pred)
+		createContent["predecessor"] = MustJSON(pred)
 	}
 	var additionalCreators []id.UserID
 	if rv.PrivilegedRoomCreators() {
 		if raw, ok := createContent["additional_creators"]; ok {
 			var list []string
 			if err := json.Unmarshal(raw, &list); err != nil {
-				return "", badJSON("additional_creators must be a list of user IDs")
+				return "", BadJSON("additional_creators must be a list of user IDs")
 			}
 			for _, u := range list {
 				if !ValidUserID(u) {
-					return "", badJSON("Invalid user ID %q in additional_creators", u)
+					return "", BadJSON("Invalid user ID %q in additional_creators", u)
 				}
 				additionalCreators = append(additionalCreators, id.UserID(u))
 			}
@@ -186,12 +189,12 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 		}
 		additionalCreators = uniqueUsers(additionalCreators)
 		if len(additionalCreators) > 0 {
-			createContent["additional_creators"] = mustJSON(additionalCreators)
+			createContent["additional_creators"] = MustJSON(additionalCreators)
 		}
 	}
 	rawCreate, err := json.Marshal(createContent)
 	if err != nil {
-		return "", badJSON("Invalid creation_content")
+		return "", BadJSON("Invalid creation_content")
 	}
 	var roomID id.RoomID
 	if !rv.RoomIDIsCreateEventID() {
@@ -224,30 +227,30 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 		}
 	}
 	pl := map[string]json.RawMessage{
-		"users":          mustJSON(users),
-		"users_default":  mustJSON(0),
-		"events_default": mustJSON(0),
-		"state_default":  mustJSON(50),
-		"ban":            mustJSON(50),
-		"kick":           mustJSON(50),
-		"redact":         mustJSON(50),
-		"invite":         mustJSON(0),
-		"events": mustJSON(map[string]int{
+		"users":          MustJSON(users),
+		"users_default":  MustJSON(0),
+		"events_default": MustJSON(0),
+		"state_default":  MustJSON(50),
+		"ban":            MustJSON(50),
+		"kick":           MustJSON(50),
+		"redact":         MustJSON(50),
+		"invite":         MustJSON(0),
+		"events": MustJSON(map[string]int{
 			"m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
 			"m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": tombstoneLevel,
 			"m.room.server_acl": 100, "m.room.encryption": 100,
 		}),
-		"notifications": mustJSON(map[string]int{"room": 50}),
+		"notifications": MustJSON(map[string]int{"room": 50}),
 	}
 	if preset == "public_chat" {
-		pl["invite"] = mustJSON(0)
+		pl["invite"] = MustJSON(0)
 	}
 	for k, v := range req.PowerLevelContentOverride {
 		pl[k] = v
 	}
 	rawPL, err := json.Marshal(pl)
 	if err != nil {
-		return "", badJSON("Invalid power_level_content_override")
+		return "", BadJSON("Invalid power_level_content_override")
 	}
 	if err := validatePowerLevels(rv, rawPL); err != nil {
 		return "", err
@@ -282,7 +285,7 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 	}
 	makers := []maker{state("m.room.member", string(sender), joinContent), state("m.room.power_levels", "", rawPL)}
 	if alias != "" {
-		makers = append(makers, state("m.room.canonical_alias", "", mustJSON(map[string]string{"alias": alias})))
+		makers = append(makers, state("m.room.canonical_alias", "", MustJSON(map[string]string{"alias": alias})))
 	}
 	// Preset state unless initial_state sets the same keys.
 	overridden := map[string]bool{}
@@ -295,7 +298,7 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 		{"m.room.guest_access", "guest_access", guest},
 	} {
 		if !overridden[p.t+"\x00"] {
-			makers = append(makers, state(p.t, "", mustJSON(map[string]string{p.field: p.value})))
+			makers = append(makers, state(p.t, "", MustJSON(map[string]string{p.field: p.value})))
 		}
 	}
 	for _, st := range append(req.carried, req.InitialState...) {
@@ -306,12 +309,12 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 		makers = append(makers, state(st.Type, st.StateKey, content))
 	}
 	if req.Name != "" {
-		makers = append(makers, state("m.room.name", "", mustJSON(map[string]string{"name": req.Name})))
+		makers = append(makers, state("m.room.name", "", MustJSON(map[string]string{"name": req.Name})))
 	}
 	if req.Topic != "" {
 		// The plain topic and its rich form (spec v1.15: m.topic is an
 		// m.text content block of text representations).
-		makers = append(makers, state("m.room.topic", "", mustJSON(map[string]any{
+		makers = append(makers, state("m.room.topic", "", MustJSON(map[string]any{
 			"topic":   req.Topic,
 			"m.topic": map[string]any{"m.text": []map[string]string{{"body": req.Topic, "mimetype": "text/plain"}}},
 		})))
@@ -327,7 +330,7 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 		if errors.As(err, &rErr) && rErr.Kind == ErrForbidden {
 			// An initial event the auth rules refuse is bad input to createRoom
 			// (the message, not %w: the answer is of one kind only).
-			return "", invalidParam("Cannot create room: %s", rErr.Message)
+			return "", InvalidParam("Cannot create room: %s", rErr.Message)
 		}
 		return "", err
 	}

@@ -35,6 +35,10 @@ var (
 	ErrNoticeRoomInvite = fmt.Errorf("server notices invite: %w", ErrForbidden)
 	// ErrUnableToAuthoriseJoin: a restricted join no local member can authorise.
 	ErrUnableToAuthoriseJoin = fmt.Errorf("unable to authorise join: %w", ErrForbidden)
+	// ErrUnknownRoom: the server has no state for the room (RoomVersion). The
+	// writer answers it as not found; the reads turn it into M_FORBIDDEN (the
+	// spec's answer for a room the user is not in) or their own not found.
+	ErrUnknownRoom = fmt.Errorf("unknown room: %w", ErrNotFound)
 )
 
 // Error is a failure of one kind (one of the Err* sentinels) with the message
@@ -63,13 +67,16 @@ func NewError(kind error, format string, args ...any) *Error {
 	return &Error{Kind: kind, Message: err.Error(), cause: errors.Unwrap(err)}
 }
 
-func notFound(format string, args ...any) error  { return NewError(ErrNotFound, format, args...) }
-func forbidden(format string, args ...any) error { return NewError(ErrForbidden, format, args...) }
-func invalidParam(format string, args ...any) error {
+// NotFound, Forbidden, InvalidParam, BadJSON and TooLarge make an *Error of
+// their kind, for the roomserver and the room modules beside it (roomview,
+// directory); format and args are as NewError's.
+func NotFound(format string, args ...any) error  { return NewError(ErrNotFound, format, args...) }
+func Forbidden(format string, args ...any) error { return NewError(ErrForbidden, format, args...) }
+func InvalidParam(format string, args ...any) error {
 	return NewError(ErrInvalidParam, format, args...)
 }
-func badJSON(format string, args ...any) error  { return NewError(ErrBadJSON, format, args...) }
-func tooLarge(format string, args ...any) error { return NewError(ErrTooLarge, format, args...) }
+func BadJSON(format string, args ...any) error  { return NewError(ErrBadJSON, format, args...) }
+func TooLarge(format string, args ...any) error { return NewError(ErrTooLarge, format, args...) }
 
 // eventJSONError converts the JSON checks the roomserver shares with the
 // HTTP edge (mxhttp.CheckEventJSON, which answers *mxhttp.Error) into the

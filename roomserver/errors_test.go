@@ -12,7 +12,7 @@ import (
 // message the user reads and unwraps to its cause.
 func TestErrorKinds(t *testing.T) {
 	cause := errors.New("auth rule 4.1")
-	err := forbidden("Event not allowed: %w", cause)
+	err := Forbidden("Event not allowed: %w", cause)
 	if !errors.Is(err, ErrForbidden) || errors.Is(err, ErrNotFound) || !errors.Is(err, cause) {
 		t.Errorf("forbidden with cause: Is forbidden %v, not found %v, cause %v",
 			errors.Is(err, ErrForbidden), errors.Is(err, ErrNotFound), errors.Is(err, cause))
@@ -25,10 +25,10 @@ func TestErrorKinds(t *testing.T) {
 	if !errors.Is(errInviteBlocked, ErrInviteBlocked) || !errors.Is(errInviteBlocked, ErrForbidden) {
 		t.Error("an invite blocked is not also forbidden")
 	}
-	if errors.Is(forbidden("x"), ErrInviteBlocked) {
+	if errors.Is(Forbidden("x"), ErrInviteBlocked) {
 		t.Error("forbidden is an invite blocked")
 	}
-	if err := clientErr(ErrUnknownRoom); !errors.Is(err, ErrNotFound) {
+	if err := unknownRoom(); !errors.Is(err, ErrUnknownRoom) || !errors.Is(err, ErrNotFound) || err.Error() != "Unknown room" {
 		t.Errorf("unknown room: %v", err)
 	}
 }

@@ -223,23 +223,23 @@ func (s *Server) newV1EventID() id.EventID {
 func checkSize(e *Event) error {
 	p := e.PDU
 	if len(p.Type) > MaxFieldBytes {
-		return badJSON("Event type exceeds %d bytes", MaxFieldBytes)
+		return BadJSON("Event type exceeds %d bytes", MaxFieldBytes)
 	}
 	if p.StateKey != nil && len(*p.StateKey) > MaxFieldBytes {
-		return badJSON("State key exceeds %d bytes", MaxFieldBytes)
+		return BadJSON("State key exceeds %d bytes", MaxFieldBytes)
 	}
 	if len(p.Sender) > MaxFieldBytes || len(e.RoomID) > MaxFieldBytes {
-		return badJSON("Sender or room ID exceeds %d bytes", MaxFieldBytes)
+		return BadJSON("Sender or room ID exceeds %d bytes", MaxFieldBytes)
 	}
 	// The limit applies to the canonical PDU as sent over federation, without unsigned.
 	c := *p
 	c.Unsigned = nil
 	raw, err := canonicaljson.Marshal(&c)
 	if err != nil {
-		return badJSON("Event cannot be encoded: %w", err)
+		return BadJSON("Event cannot be encoded: %w", err)
 	}
 	if len(raw) > MaxPDUBytes {
-		return tooLarge("Event exceeds %d bytes", MaxPDUBytes)
+		return TooLarge("Event exceeds %d bytes", MaxPDUBytes)
 	}
 	return nil
 }

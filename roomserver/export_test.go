@@ -23,5 +23,5 @@ func RemoteMembership(t *testing.T, s *Server, key *mfed.SigningKey, roomID id.R
 	}
 	remote := &Server{key: key, serverName: userID.Homeserver()}
 	return remoteEvent(t, s, remote, roomID, &proto{Type: "m.room.member", StateKey: stateKeyPtr(string(userID)), Sender: userID,
-		Content: mustJSON(map[string]string{"membership": membership})}, prevs...)
+		Content: MustJSON(map[string]string{"membership": membership})}, prevs...)
 }

@@ -48,7 +48,7 @@ func (s *Server) applyLocal(ctx context.Context, w *worker, b *batchWrite, req *
 	var out []*Event
 	if c := req.create; c != nil {
 		if err := authrules.Authorize(c.Version, c.PDU, nil, nil, s.getKey); err != nil {
-			return nil, forbidden("Create event not allowed: %w", err)
+			return nil, Forbidden("Create event not allowed: %w", err)
 		}
 		rs := &roomState{id: c.RoomID, version: c.Version, state: map[pdu.StateKey]*Event{}, creator: c.PDU.Sender}
 		w.state = rs
@@ -90,13 +90,13 @@ func (s *Server) applyLocal(ctx context.Context, w *worker, b *batchWrite, req *
 // state before them is the current state.
 func (s *Server) buildAndAuthorize(rs *roomState, p *proto) (*Event, error) {
 	if p.StateKey != nil && len(*p.StateKey) > MaxFieldBytes {
-		return nil, badJSON("State key exceeds %d bytes", MaxFieldBytes)
+		return nil, BadJSON("State key exceeds %d bytes", MaxFieldBytes)
 	}
 	if len(p.Type) > MaxFieldBytes {
-		return nil, badJSON("Event type exceeds %d bytes", MaxFieldBytes)
+		return nil, BadJSON("Event type exceeds %d bytes", MaxFieldBytes)
 	}
 	if len(p.Content) > MaxPDUBytes {
-		return nil, tooLarge("Event exceeds %d bytes", MaxPDUBytes)
+		return nil, TooLarge("Event exceeds %d bytes", MaxPDUBytes)
 	}
 	ts := p.TS
 	if ts == 0 {
@@ -151,13 +151,13 @@ func (s *Server) buildAndAuthorize(rs *roomState, p *proto) (*Event, error) {
 func authError(err error) error {
 	var afe eventauth.AuthFailError
 	if errors.As(err, &afe) {
-		return forbidden("%w", afe)
+		return Forbidden("%w", afe)
 	}
 	var pe *recovery.PanicError
 	if errors.As(err, &pe) {
-		return forbidden("Event not allowed by the auth rules")
+		return Forbidden("Event not allowed by the auth rules")
 	}
-	return forbidden("Event not allowed: %w", err)
+	return Forbidden("Event not allowed: %w", err)
 }
 
 // getKey resolves signing keys for the auth rules: ours directly, others

@@ -90,10 +90,10 @@ func integerLevels(content map[string]json.RawMessage) map[string]json.RawMessag
 				}
 				return true
 			})
-			out[k] = mustJSON(m)
+			out[k] = MustJSON(m)
 		case "ban", "events_default", "invite", "kick", "redact", "state_default", "users_default":
 			if n, ok := levelValue(gjson.ParseBytes(raw)); ok {
-				out[k] = mustJSON(clampCanonical(n))
+				out[k] = MustJSON(clampCanonical(n))
 			}
 		default:
 			out[k] = raw
@@ -137,7 +137,7 @@ func checkCreatorsUnlisted(content []byte, creators []id.UserID) error {
 	var err error
 	gjson.GetBytes(content, "users").ForEach(func(k, _ gjson.Result) bool {
 		if isCreator[k.Str] {
-			err = invalidParam("%s is a creator of this room and cannot be listed in power levels users", k.Str)
+			err = InvalidParam("%s is a creator of this room and cannot be listed in power levels users", k.Str)
 		}
 		return err == nil
 	})

@@ -41,7 +41,7 @@ func TestDepthStaysCanonical(t *testing.T) {
 		t.Fatal(err)
 	}
 	ruser := id.UserID("@r:remote.test")
-	p := &proto{Type: "m.room.member", StateKey: stateKeyPtr(string(ruser)), Sender: ruser, Content: mustJSON(map[string]string{"membership": "join"})}
+	p := &proto{Type: "m.room.member", StateKey: stateKeyPtr(string(ruser)), Sender: ruser, Content: MustJSON(map[string]string{"membership": "join"})}
 	var auth []ref
 	for _, k := range (&pdu.PDU{Type: p.Type, StateKey: p.StateKey, Sender: p.Sender, Content: jsonValue(p.Content)}).AuthEventSelection(rs.version) {
 		if e := rs.state[k]; e != nil {

@@ -18,7 +18,7 @@ import (
 // errRedactionState refuses a state event of type m.room.redaction: from
 // room v11 its target is in content, and as state it would skip the power
 // check /redact makes.
-var errRedactionState = invalidParam("m.room.redaction is not a state event; use /redact")
+var errRedactionState = InvalidParam("m.room.redaction is not a state event; use /redact")
 
 // serverVouchedMemberKeys are member content keys a client cannot set.
 //
@@ -39,7 +39,7 @@ const (
 func (s *Server) sendMember(ctx context.Context, r SendRequest) (id.EventID, error) {
 	target := id.UserID(*r.StateKey)
 	if !ValidUserID(string(target)) {
-		return "", invalidParam("The state key of m.room.member must be a user ID")
+		return "", InvalidParam("The state key of m.room.member must be a user ID")
 	}
 	membership, extra, err := clientMemberContent(r.Content)
 	if err != nil {
@@ -50,7 +50,7 @@ func (s *Server) sendMember(ctx context.Context, r SendRequest) (id.EventID, err
 	switch membership {
 	case "join", "knock":
 		if !self {
-			return "", forbidden("You cannot %s on behalf of another user", membership)
+			return "", Forbidden("You cannot %s on behalf of another user", membership)
 		}
 		if membership == "join" {
 			mk, err = s.joinMaker(ctx, r.Sender, "", extra, true)
@@ -76,7 +76,7 @@ func (s *Server) sendMember(ctx context.Context, r SendRequest) (id.EventID, err
 		return unchanged, nil
 	}
 	if errors.Is(err, errSkip) {
-		return "", forbidden("%s has no membership to change", target)
+		return "", Forbidden("%s has no membership to change", target)
 	}
 	if err != nil {
 		return "", err
@@ -111,16 +111,16 @@ func unlessUnchanged(mk maker, sender, target id.UserID, unchanged *id.EventID) 
 func clientMemberContent(content json.RawMessage) (string, map[string]any, error) {
 	var c map[string]json.RawMessage
 	if err := json.Unmarshal(content, &c); err != nil {
-		return "", nil, badJSON("Member content must be a JSON object")
+		return "", nil, BadJSON("Member content must be a JSON object")
 	}
 	var membership string
 	if err := json.Unmarshal(c["membership"], &membership); err != nil {
-		return "", nil, badJSON("content.membership must be a string")
+		return "", nil, BadJSON("content.membership must be a string")
 	}
 	switch membership {
 	case "join", "knock", "invite", "leave", "ban":
 	default:
-		return "", nil, badJSON("Unknown membership %q", membership)
+		return "", nil, BadJSON("Unknown membership %q", membership)
 	}
 	extra, err := clientExtraContent(c)
 	if err != nil {
@@ -133,7 +133,7 @@ func clientMemberContent(content json.RawMessage) (string, map[string]any, error
 // it asks for: every key but membership and those only the server may set.
 func clientExtraContent(c map[string]json.RawMessage) (map[string]any, error) {
 	if _, ok := c[keyThirdPartyInvite]; ok {
-		return nil, forbidden("Third-party invites are not supported")
+		return nil, Forbidden("Third-party invites are not supported")
 	}
 	extra := map[string]any{}
 	for k, v := range c {

@@ -39,7 +39,7 @@ func (s *Server) memberContent(ctx context.Context, user id.UserID, membership, 
 	maps.Copy(c, extra)
 	raw, err := json.Marshal(c)
 	if err != nil {
-		return nil, badJSON("Invalid member content: %w", err)
+		return nil, BadJSON("Invalid member content: %w", err)
 	}
 	return raw, nil
 }
@@ -55,11 +55,11 @@ func strippedState(rs *roomState, sender id.UserID) []json.RawMessage {
 	for _, t := range []string{"m.room.join_rules", "m.room.name", "m.room.avatar", "m.room.canonical_alias",
 		"m.room.encryption", "m.room.topic", "m.room.guest_access", "m.room.history_visibility"} {
 		if e := rs.get(t, ""); e != nil {
-			out = append(out, mustJSON(e.Stripped()))
+			out = append(out, MustJSON(e.Stripped()))
 		}
 	}
 	if e := rs.get("m.room.member", string(sender)); e != nil {
-		out = append(out, mustJSON(e.Stripped()))
+		out = append(out, MustJSON(e.Stripped()))
 	}
 	return out
 }
@@ -75,7 +75,7 @@ func (s *Server) inviteMaker(ctx context.Context, sender, target id.UserID, reas
 		if err != nil {
 			return nil, err
 		}
-		unsigned := mustJSON(map[string]any{"invite_room_state": strippedState(rs, sender)})
+		unsigned := MustJSON(map[string]any{"invite_room_state": strippedState(rs, sender)})
 		return &proto{Type: "m.room.member", StateKey: stateKeyPtr(string(target)), Sender: sender, Content: content, Unsigned: unsigned}, nil
 	}
 }
@@ -91,11 +91,11 @@ type Aliases interface {
 func ResolveRoom(ctx context.Context, aliases Aliases, roomIDOrAlias string) (id.RoomID, error) {
 	if strings.HasPrefix(roomIDOrAlias, "#") {
 		if !ValidAlias(roomIDOrAlias) {
-			return "", invalidParam("Invalid room alias")
+			return "", InvalidParam("Invalid room alias")
 		}
 		roomID, _, err := aliases.ResolveAlias(ctx, roomIDOrAlias)
 		if errors.Is(err, storage.ErrNotFound) {
-			return "", notFound("Room alias not found")
+			return "", NotFound("Room alias not found")
 		}
 		if err != nil {
 			return "", fmt.Errorf("resolving %s: %w", roomIDOrAlias, err)
@@ -103,7 +103,7 @@ func ResolveRoom(ctx context.Context, aliases Aliases, roomIDOrAlias string) (id
 		return id.RoomID(roomID), nil
 	}
 	if !ValidRoomID(roomIDOrAlias) {
-		return "", invalidParam("Invalid room ID or alias")
+		return "", InvalidParam("Invalid room ID or alias")
 	}
 	return id.RoomID(roomIDOrAlias), nil
 }
@@ -115,8 +115,8 @@ func (s *Server) knownRoom(ctx context.Context, roomIDOrAlias string) (id.RoomID
 	if err != nil {
 		return "", err
 	}
-	if _, err := s.roomVersion(ctx, roomID); errors.Is(err, ErrUnknownRoom) {
-		return "", notFound("No known servers for this room")
+	if _, err := RoomVersion(ctx, s.db, roomID); errors.Is(err, ErrUnknownRoom) {
+		return "", NotFound("No known servers for this room")
 	} else if err != nil {
 		return "", err
 	}
@@ -136,7 +136,7 @@ func (s *Server) JoinWithContent(ctx context.Context, user id.UserID, roomIDOrAl
 	if raw, ok := body["reason"]; ok {
 		var reason string
 		if err := json.Unmarshal(raw, &reason); err != nil {
-			return "", badJSON("reason must be a string")
+			return "", BadJSON("reason must be a string")
 		}
 	}
 	c := maps.Clone(body)
@@ -146,7 +146,7 @@ func (s *Server) JoinWithContent(ctx context.Context, user id.UserID, roomIDOrAl
 		return "", err
 	}
 	// The body becomes signed event content: it must be canonical JSON.
-	if err := mxhttp.CheckEventJSON(mustJSON(extra)); err != nil {
+	if err := mxhttp.CheckEventJSON(MustJSON(extra)); err != nil {
 		return "", eventJSONError(err)
 	}
 	return s.join(ctx, user, roomIDOrAlias, "", extra)
@@ -214,8 +214,8 @@ func withContentKey(content json.RawMessage, key string, v any) (json.RawMessage
 	if err := json.Unmarshal(content, &c); err != nil {
 		return nil, fmt.Errorf("member content: %w", err)
 	}
-	c[key] = mustJSON(v)
-	return mustJSON(c), nil
+	c[key] = MustJSON(v)
+	return MustJSON(c), nil
 }
 
 // submitMember runs one membership maker in the room's worker and returns
@@ -223,7 +223,7 @@ func withContentKey(content json.RawMessage, key string, v any) (json.RawMessage
 func (s *Server) submitMember(ctx context.Context, roomID id.RoomID, mk maker) (*Event, error) {
 	evs, err := s.submit(ctx, roomID, &request{makers: []maker{mk}})
 	if err != nil {
-		return nil, clientErr(err)
+		return nil, err
 	}
 	return evs[len(evs)-1], nil
 }
@@ -242,7 +242,7 @@ func (s *Server) authoriseRestrictedJoin(rs *roomState, userRooms map[string]boo
 		}
 	}
 	if !allowed {
-		return "", forbidden("You do not belong to any of the rooms this room is restricted to")
+		return "", Forbidden("You do not belong to any of the rooms this room is restricted to")
 	}
 	pl := s.powerLevels(rs)
 	best, bestLevel := id.UserID(""), -1<<62
@@ -290,7 +290,7 @@ func (s *Server) ChangeMembership(ctx context.Context, a MembershipAction) error
 	switch a.Action {
 	case "invite", "kick", "ban", "unban", "leave":
 	default:
-		return invalidParam("Unknown membership action")
+		return InvalidParam("Unknown membership action")
 	}
 	if err := s.checkMembershipAction(ctx, a); err != nil {
 		return err
@@ -308,18 +308,18 @@ func (s *Server) ChangeMembership(ctx context.Context, a MembershipAction) error
 // checkMembershipAction refuses an action on an invalid target or unknown room.
 func (s *Server) checkMembershipAction(ctx context.Context, a MembershipAction) error {
 	if a.Action != "leave" && !ValidUserID(string(a.Target)) {
-		return invalidParam("Invalid user ID")
+		return InvalidParam("Invalid user ID")
 	}
-	if _, err := s.roomVersion(ctx, a.RoomID); errors.Is(err, ErrUnknownRoom) {
+	if _, err := RoomVersion(ctx, s.db, a.RoomID); errors.Is(err, ErrUnknownRoom) {
 		if a.Action == "leave" {
-			return notFound("Unknown room")
+			return NotFound("Unknown room")
 		}
-		return forbidden("You are not in this room")
+		return Forbidden("You are not in this room")
 	} else if err != nil {
 		return err
 	}
 	if a.Action == "invite" && !s.isLocal(a.Target) {
-		return forbidden("Inviting users of other servers needs federation, which is not enabled")
+		return Forbidden("Inviting users of other servers needs federation, which is not enabled")
 	}
 	return nil
 }
@@ -342,9 +342,9 @@ func (s *Server) membershipMaker(ctx context.Context, a MembershipAction, extra 
 		return func(rs *roomState) (*proto, error) {
 			switch rs.membership(a.Target) {
 			case "join":
-				return nil, forbidden("%s is already in the room", a.Target)
+				return nil, Forbidden("%s is already in the room", a.Target)
 			case "ban":
-				return nil, forbidden("%s is banned from the room", a.Target)
+				return nil, Forbidden("%s is banned from the room", a.Target)
 			}
 			return inv(rs)
 		}, nil
@@ -372,16 +372,16 @@ func (s *Server) membershipMaker(ctx context.Context, a MembershipAction, extra 
 		switch action {
 		case "unban":
 			if cur != "ban" {
-				return nil, forbidden("%s is not banned", target)
+				return nil, Forbidden("%s is not banned", target)
 			}
 		case "kick":
 			if cur != "join" && cur != "invite" && cur != "knock" {
-				return nil, forbidden("%s is not in the room", target)
+				return nil, Forbidden("%s is not in the room", target)
 			}
 		case "leave":
 			if cur == "leave" || cur == "ban" {
 				if rs.membership(a.Sender) == "ban" {
-					return nil, forbidden("You are banned from this room")
+					return nil, Forbidden("You are banned from this room")
 				}
 				return nil, errSkip // already left: nothing to do
 			}
@@ -439,9 +439,9 @@ func (s *Server) knockMaker(ctx context.Context, user id.UserID, reason string, 
 	}
 	return func(rs *roomState) (*proto, error) {
 		if !rs.version.Knocks() {
-			return nil, forbidden("Room version %s does not support knocking", rs.version)
+			return nil, Forbidden("Room version %s does not support knocking", rs.version)
 		}
-		unsigned := mustJSON(map[string]any{"knock_room_state": strippedState(rs, user)})
+		unsigned := MustJSON(map[string]any{"knock_room_state": strippedState(rs, user)})
 		return &proto{Type: "m.room.member", StateKey: stateKeyPtr(string(user)), Sender: user, Content: content, Unsigned: unsigned}, nil
 	}, nil
 }
@@ -450,7 +450,7 @@ func (s *Server) knockMaker(ctx context.Context, user id.UserID, reason string, 
 func (s *Server) Forget(ctx context.Context, user id.UserID, roomID id.RoomID) error {
 	m, err := s.db.GetMembership(ctx, string(roomID), string(user))
 	if errors.Is(err, storage.ErrNotFound) {
-		return notFound("You have never been in this room")
+		return NotFound("You have never been in this room")
 	}
 	if err != nil {
 		return err

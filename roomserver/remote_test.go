@@ -71,7 +71,7 @@ func TestRemoteInput(t *testing.T) {
 
 	// A remote join.
 	join := remoteEvent(t, s, remote, roomID, &proto{Type: "m.room.member", StateKey: stateKeyPtr(string(ruser)), Sender: ruser,
-		Content: mustJSON(map[string]string{"membership": "join"})}, head)
+		Content: MustJSON(map[string]string{"membership": "join"})}, head)
 	joinEv, err := s.Input(ctx, roomID, join, "remote.test")
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +86,7 @@ func TestRemoteInput(t *testing.T) {
 
 	// A fork: two remote messages on the same parent, then a local message merges them.
 	msg := func(body string) []byte {
-		return remoteEvent(t, s, remote, roomID, &proto{Type: "m.room.message", Sender: ruser, Content: mustJSON(map[string]string{"body": body})}, joinEv.ID)
+		return remoteEvent(t, s, remote, roomID, &proto{Type: "m.room.message", Sender: ruser, Content: MustJSON(map[string]string{"body": body})}, joinEv.ID)
 	}
 	a, err := s.Input(ctx, roomID, msg("a"), "remote.test")
 	if err != nil {

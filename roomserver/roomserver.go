@@ -58,8 +58,7 @@ type Server struct {
 	snapMu     sync.Mutex
 	lastSnapID int64
 
-	// BatchSize caps how many queued requests of a room commit together.
-	BatchSize int
+	batchSize int // Options.BatchSize
 }
 
 // keyframeInterval is the shortest snapshot chain after which a snapshot
@@ -91,7 +90,13 @@ type Options struct {
 	// NoticeRooms knows each user's server notices room (the store's), whose
 	// invite cannot be rejected; nil: there are none.
 	NoticeRooms NoticeRooms
+	// BatchSize caps how many queued requests of a room commit together
+	// (group commit); 0: defaultBatchSize.
+	BatchSize int
 }
+
+// defaultBatchSize is Options.BatchSize when unset.
+const defaultBatchSize = 256
 
 // New builds the roomserver.
 func New(ctx context.Context, o Options) (*Server, error) {
@@ -99,10 +104,14 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("roomserver: %w", err)
 	}
+	batchSize := o.BatchSize
+	if batchSize <= 0 {
+		batchSize = defaultBatchSize
+	}
 	return &Server{
 		db: o.Store, stream: o.Stream, cfg: o.Config, key: o.SigningKey, serverName: o.Config.ServerName, notifier: o.Notifier,
 		keys: o.Keys, noticeRooms: o.NoticeRooms,
-		workers: map[id.RoomID]*worker{}, lastSnapID: last, BatchSize: 256,
+		workers: map[id.RoomID]*worker{}, lastSnapID: last, batchSize: batchSize,
 	}, nil
 }
 
@@ -179,7 +188,7 @@ func (s *Server) run(w *worker) {
 			// that create a room or carry several events run alone.
 			if !req.alone() {
 			drain:
-				for len(batch) < s.BatchSize {
+				for len(batch) < s.batchSize {
 					select {
 					case r := <-w.queue:
 						if r.alone() {
@@ -377,13 +386,10 @@ func (s *Server) localMembers(rs *roomState) []string {
 	return out
 }
 
-// ErrUnknownRoom is returned for rooms this server has no state for.
-var ErrUnknownRoom = errors.New("unknown room")
-
 func (s *Server) loadRoom(ctx context.Context, roomID id.RoomID) (*roomState, error) {
 	row, err := s.db.GetRoom(ctx, string(roomID))
 	if errors.Is(err, storage.ErrNotFound) {
-		return nil, ErrUnknownRoom
+		return nil, unknownRoom()
 	}
 	if err != nil {
 		return nil, fmt.Errorf("loading room %s: %w", roomID, err)
@@ -418,17 +424,28 @@ func (s *Server) loadRoom(ctx context.Context, roomID id.RoomID) (*roomState, er
 	return rs, nil
 }
 
-// roomVersion returns a known room's version without going through its worker.
-func (s *Server) roomVersion(ctx context.Context, roomID id.RoomID) (id.RoomVersion, error) {
-	row, err := s.db.GetRoom(ctx, string(roomID))
+// RoomGetter reads a room's row (*storage.DB, or a module's Store).
+type RoomGetter interface {
+	GetRoom(ctx context.Context, roomID string) (*storage.RoomRow, error)
+}
+
+// RoomVersion returns a known room's version, without going through its
+// worker; ErrUnknownRoom for a room the server has no state for. The writer
+// and roomview ask it alike; each endpoint maps an unknown room to its answer.
+func RoomVersion(ctx context.Context, rooms RoomGetter, roomID id.RoomID) (id.RoomVersion, error) {
+	row, err := rooms.GetRoom(ctx, string(roomID))
 	if errors.Is(err, storage.ErrNotFound) {
-		return "", ErrUnknownRoom
+		return "", unknownRoom()
 	}
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("reading room %s: %w", roomID, err)
 	}
 	return id.RoomVersion(row.RoomVersion), nil
 }
+
+// unknownRoom is the ErrUnknownRoom answered where nothing more specific is:
+// a not-found error with the message clients read.
+func unknownRoom() error { return NewError(ErrUnknownRoom, "Unknown room") }
 
 // ---- batch building ----
 
@@ -599,15 +616,6 @@ func dedupeMemberships(in []storage.MembershipChange) []storage.MembershipChange
 		}
 	}
 	return out
-}
-
-// clientErr maps ErrUnknownRoom (no state for the room) to the not-found
-// error callers answer.
-func clientErr(err error) error {
-	if errors.Is(err, ErrUnknownRoom) {
-		return notFound("Unknown room")
-	}
-	return err
 }
 
 // snapshotState loads a room's current state from the store, outside its

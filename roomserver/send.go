@@ -30,13 +30,13 @@ type SendRequest struct {
 // A retried transaction ID returns the original event.
 func (s *Server) Send(ctx context.Context, r SendRequest) (id.EventID, error) {
 	if !ValidEventType(r.Type) {
-		return "", invalidParam("Invalid event type")
+		return "", InvalidParam("Invalid event type")
 	}
 	if r.StateKey != nil && len(*r.StateKey) > MaxFieldBytes {
-		return "", invalidParam("State key exceeds %d bytes", MaxFieldBytes)
+		return "", InvalidParam("State key exceeds %d bytes", MaxFieldBytes)
 	}
 	if len(r.Content) > MaxPDUBytes {
-		return "", tooLarge("Event exceeds %d bytes", MaxPDUBytes)
+		return "", TooLarge("Event exceeds %d bytes", MaxPDUBytes)
 	}
 	// Content that could not be signed as canonical JSON is the client's
 	// fault (M_BAD_JSON), found before anything is built.
@@ -45,7 +45,7 @@ func (s *Server) Send(ctx context.Context, r SendRequest) (id.EventID, error) {
 	}
 	obj := gjson.ParseBytes(r.Content)
 	if !obj.IsObject() {
-		return "", badJSON("Event content must be a JSON object")
+		return "", BadJSON("Event content must be a JSON object")
 	}
 	var txn *storage.TxnRecord
 	if r.TxnID != "" && !(r.Type == "m.room.redaction" && r.StateKey == nil) { // Redact keys its own
@@ -57,9 +57,9 @@ func (s *Server) Send(ctx context.Context, r SendRequest) (id.EventID, error) {
 			return "", err
 		}
 	}
-	version, err := s.roomVersion(ctx, r.RoomID)
+	version, err := RoomVersion(ctx, s.db, r.RoomID)
 	if errors.Is(err, ErrUnknownRoom) {
-		return "", forbidden("You are not in this room")
+		return "", Forbidden("You are not in this room")
 	} else if err != nil {
 		return "", err
 	}
@@ -75,7 +75,7 @@ func (s *Server) Send(ctx context.Context, r SendRequest) (id.EventID, error) {
 			}
 		case "m.room.create":
 			// Only createRoom makes one; from v12 it also names the room (MSC4291).
-			return "", invalidParam("The create event cannot be sent; rooms are created with /createRoom")
+			return "", InvalidParam("The create event cannot be sent; rooms are created with /createRoom")
 		case "m.room.member":
 			return s.sendMember(ctx, r) // through the membership endpoints' checks
 		case "m.room.redaction":
@@ -85,14 +85,14 @@ func (s *Server) Send(ctx context.Context, r SendRequest) (id.EventID, error) {
 	if r.Type == "m.room.redaction" && r.StateKey == nil {
 		target := obj.Get("redacts").Str
 		if target == "" {
-			return "", badJSON("Redaction needs content.redacts")
+			return "", BadJSON("Redaction needs content.redacts")
 		}
 		return s.Redact(ctx, r.Sender, r.DeviceID, r.RoomID, id.EventID(target), obj.Get("reason").Str, r.TxnID)
 	}
 	var unchanged id.EventID
 	evs, err := s.submit(ctx, r.RoomID, &request{txn: txn, makers: []maker{func(rs *roomState) (*proto, error) {
 		if r.StateKey != nil && rs.membership(r.Sender) != "join" && r.Type != "m.room.member" {
-			return nil, forbidden("You are not in this room")
+			return nil, Forbidden("You are not in this room")
 		}
 		if r.StateKey != nil && r.Type == "m.room.power_levels" && rs.version.PrivilegedRoomCreators() {
 			if err := checkCreatorsUnlisted(r.Content, creators(rs)); err != nil {
@@ -113,7 +113,7 @@ func (s *Server) Send(ctx context.Context, r SendRequest) (id.EventID, error) {
 		return unchanged, nil
 	}
 	if err != nil {
-		return "", clientErr(err)
+		return "", err
 	}
 	return evs[len(evs)-1].ID, nil
 }
@@ -125,7 +125,7 @@ func (s *Server) validateCanonicalAlias(ctx context.Context, roomID id.RoomID, c
 	var aliases []string
 	if a := obj.Get("alias"); a.Exists() {
 		if a.Type != gjson.String {
-			return invalidParam("alias must be a string")
+			return InvalidParam("alias must be a string")
 		}
 		if a.Str != "" {
 			aliases = append(aliases, a.Str)
@@ -133,18 +133,18 @@ func (s *Server) validateCanonicalAlias(ctx context.Context, roomID id.RoomID, c
 	}
 	if alt := obj.Get("alt_aliases"); alt.Exists() {
 		if !alt.IsArray() {
-			return invalidParam("alt_aliases must be a list")
+			return InvalidParam("alt_aliases must be a list")
 		}
 		for _, a := range alt.Array() {
 			if a.Type != gjson.String {
-				return invalidParam("alt_aliases must be a list of strings")
+				return InvalidParam("alt_aliases must be a list of strings")
 			}
 			aliases = append(aliases, a.Str)
 		}
 	}
 	for _, a := range aliases {
 		if !ValidAlias(a) {
-			return invalidParam("Invalid alias %q", a)
+			return InvalidParam("Invalid alias %q", a)
 		}
 		if _, server, _ := strings.Cut(a, ":"); server != s.serverName {
 			continue // remote aliases would need a federation query
@@ -163,7 +163,7 @@ func (s *Server) validateCanonicalAlias(ctx context.Context, roomID id.RoomID, c
 // Redact sends a redaction of eventID.
 func (s *Server) Redact(ctx context.Context, sender id.UserID, deviceID id.DeviceID, roomID id.RoomID, eventID id.EventID, reason, txnID string) (id.EventID, error) {
 	if !ValidEventID(string(eventID)) {
-		return "", invalidParam("Invalid event ID")
+		return "", InvalidParam("Invalid event ID")
 	}
 	var txn *storage.TxnRecord
 	if txnID != "" {
@@ -173,8 +173,8 @@ func (s *Server) Redact(ctx context.Context, sender id.UserID, deviceID id.Devic
 			return id.EventID(evID), nil
 		}
 	}
-	if _, err := s.roomVersion(ctx, roomID); errors.Is(err, ErrUnknownRoom) {
-		return "", forbidden("You are not in this room")
+	if _, err := RoomVersion(ctx, s.db, roomID); errors.Is(err, ErrUnknownRoom) {
+		return "", Forbidden("You are not in this room")
 	} else if err != nil {
 		return "", err
 	}
@@ -187,14 +187,14 @@ func (s *Server) Redact(ctx context.Context, sender id.UserID, deviceID id.Devic
 	}
 	evs, err := s.submit(ctx, roomID, &request{txn: txn, makers: []maker{func(rs *roomState) (*proto, error) {
 		if rs.membership(sender) != "join" {
-			return nil, forbidden("You are not in this room")
+			return nil, Forbidden("You are not in this room")
 		}
 		if target == nil {
-			return nil, notFound("Event not found")
+			return nil, NotFound("Event not found")
 		}
 		// Redacting someone else's event needs the redact power level.
 		if id.UserID(target.Sender) != sender && s.userLevel(rs, sender) < redactLevel(rs) {
-			return nil, forbidden("You do not have permission to redact this event")
+			return nil, Forbidden("You do not have permission to redact this event")
 		}
 		content := map[string]any{}
 		if reason != "" {
@@ -206,11 +206,11 @@ func (s *Server) Redact(ctx context.Context, sender id.UserID, deviceID id.Devic
 		} else {
 			p.Redacts = eventID
 		}
-		p.Content = mustJSON(content)
+		p.Content = MustJSON(content)
 		return p, nil
 	}}})
 	if err != nil {
-		return "", clientErr(err)
+		return "", err
 	}
 	return evs[len(evs)-1].ID, nil
 }
@@ -220,7 +220,7 @@ func (s *Server) Redact(ctx context.Context, sender id.UserID, deviceID id.Devic
 // on another room (or event type, or redacted event) is another request.
 // A JSON list keeps the parts apart whatever they contain.
 func txnScope(endpoint string, params ...string) string {
-	return string(mustJSON(append([]string{endpoint}, params...)))
+	return string(MustJSON(append([]string{endpoint}, params...)))
 }
 
 // sameContent compares two event contents as canonical JSON.

@@ -14,7 +14,7 @@ import (
 func (s *Server) MaySendState(ctx context.Context, user id.UserID, roomID id.RoomID, evType string) (bool, error) {
 	rs, err := s.snapshotState(ctx, roomID)
 	if err != nil {
-		return false, clientErr(err)
+		return false, err
 	}
 	pl := s.powerLevels(rs)
 	return rs.membership(user) == "join" && s.userLevel(rs, user) >= pl.GetEventLevel(eventType(evType, true)), nil
@@ -41,5 +41,5 @@ func (s *Server) EditState(ctx context.Context, sender id.UserID, roomID id.Room
 	if errors.Is(err, errSkip) {
 		return false, nil
 	}
-	return err == nil, clientErr(err)
+	return err == nil, err
 }

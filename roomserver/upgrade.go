@@ -39,21 +39,21 @@ func (s *Server) UpgradeWithCreators(ctx context.Context, user id.UserID, oldRoo
 	}
 	rs, err := s.snapshotState(ctx, oldRoom)
 	if errors.Is(err, ErrUnknownRoom) {
-		return "", forbidden("You are not in this room")
+		return "", Forbidden("You are not in this room")
 	}
 	if err != nil {
 		return "", err
 	}
 	if rs.membership(user) != "join" {
-		return "", forbidden("You are not in this room")
+		return "", Forbidden("You are not in this room")
 	}
 	pl := s.powerLevels(rs)
 	level := s.userLevel(rs, user)
 	if level < pl.GetEventLevel(eventType("m.room.tombstone", true)) {
-		return "", forbidden("You may not upgrade this room")
+		return "", Forbidden("You may not upgrade this room")
 	}
 	if t := rs.get("m.room.tombstone", ""); t != nil {
-		return "", badJSON("This room has already been upgraded")
+		return "", BadJSON("This room has already been upgraded")
 	}
 	create := rs.get("m.room.create", "")
 	req := &CreateRoomRequest{RoomVersion: newVersion, predecessor: &predecessor{roomID: oldRoom}}
@@ -61,7 +61,7 @@ func (s *Server) UpgradeWithCreators(ctx context.Context, user id.UserID, oldRoo
 		req.predecessor.eventID = last[0].ID
 	}
 	if t := create.ContentString("type"); t != "" {
-		req.CreationContent = map[string]json.RawMessage{"type": mustJSON(t)}
+		req.CreationContent = map[string]json.RawMessage{"type": MustJSON(t)}
 	}
 	if f := create.PDU.Content; len(f) > 0 {
 		var c map[string]json.RawMessage
@@ -78,7 +78,7 @@ func (s *Server) UpgradeWithCreators(ctx context.Context, user id.UserID, oldRoo
 		if req.CreationContent == nil {
 			req.CreationContent = map[string]json.RawMessage{}
 		}
-		req.CreationContent["additional_creators"] = mustJSON(extraCreators)
+		req.CreationContent["additional_creators"] = MustJSON(extraCreators)
 	}
 	for _, t := range upgradeCarriedState {
 		if e := rs.get(t, ""); e != nil {
@@ -99,7 +99,7 @@ func (s *Server) UpgradeWithCreators(ctx context.Context, user id.UserID, oldRoo
 	}
 	// Tombstone the old room and stop further activity there.
 	if _, err := s.Send(ctx, SendRequest{Sender: user, RoomID: oldRoom, Type: "m.room.tombstone", StateKey: stateKeyPtr(""),
-		Content: mustJSON(map[string]string{"body": "This room has been replaced", "replacement_room": string(newRoom)})}); err != nil {
+		Content: MustJSON(map[string]string{"body": "This room has been replaced", "replacement_room": string(newRoom)})}); err != nil {
 		return "", err
 	}
 	if origPL != nil {
@@ -125,7 +125,7 @@ func upgradeCreators(user id.UserID, nv id.RoomVersion, asked []string) ([]id.Us
 	var out []id.UserID
 	for _, u := range asked {
 		if !ValidUserID(u) {
-			return nil, badJSON("Invalid user ID %q in additional_creators", u)
+			return nil, BadJSON("Invalid user ID %q in additional_creators", u)
 		}
 		if id.UserID(u) != user {
 			out = append(out, id.UserID(u))
@@ -164,7 +164,7 @@ func (s *Server) upgradedLevels(rs *roomState, user id.UserID, extraCreators []i
 			}
 		}
 	}
-	pl["users"] = mustJSON(users)
+	pl["users"] = MustJSON(users)
 	return pl
 }
 
@@ -185,7 +185,7 @@ func (s *Server) lockDownOldRoom(ctx context.Context, user id.UserID, oldRoom id
 	changed := false
 	for _, k := range []string{"events_default", "invite"} {
 		if level(k, 0) < lock {
-			restricted[k] = mustJSON(lock)
+			restricted[k] = MustJSON(lock)
 			changed = true
 		}
 	}
@@ -193,7 +193,7 @@ func (s *Server) lockDownOldRoom(ctx context.Context, user id.UserID, oldRoom id
 		return
 	}
 	if _, err := s.Send(ctx, SendRequest{Sender: user, RoomID: oldRoom, Type: "m.room.power_levels", StateKey: stateKeyPtr(""),
-		Content: mustJSON(restricted)}); err != nil {
+		Content: MustJSON(restricted)}); err != nil {
 		slog.Warn("roomserver: cannot lock down the upgraded room", "room", oldRoom, "err", err)
 	}
 }

@@ -94,7 +94,7 @@ func validatePowerLevels(version id.RoomVersion, content []byte) error {
 	}
 	obj := gjson.ParseBytes(content)
 	if !obj.IsObject() {
-		return badJSON("Power levels must be an object")
+		return BadJSON("Power levels must be an object")
 	}
 	isLevel := func(v gjson.Result) bool {
 		if v.Type == gjson.Number { // exactly, from the text: 2^53+1 reads as the float 2^53
@@ -110,7 +110,7 @@ func validatePowerLevels(version id.RoomVersion, content []byte) error {
 	}
 	for _, k := range []string{"ban", "events_default", "invite", "kick", "redact", "state_default", "users_default"} {
 		if v := obj.Get(k); v.Exists() && !isLevel(v) {
-			return badJSON("Power level %q must be an integer", k)
+			return BadJSON("Power level %q must be an integer", k)
 		}
 	}
 	for _, k := range []string{"events", "users", "notifications"} {
@@ -119,16 +119,16 @@ func validatePowerLevels(version id.RoomVersion, content []byte) error {
 			continue
 		}
 		if !v.IsObject() {
-			return badJSON("Power levels %q must be an object", k)
+			return BadJSON("Power levels %q must be an object", k)
 		}
 		var err error
 		v.ForEach(func(key, val gjson.Result) bool {
 			if !isLevel(val) {
-				err = badJSON("Power level %s.%s must be an integer", k, key.Str)
+				err = BadJSON("Power level %s.%s must be an integer", k, key.Str)
 				return false
 			}
 			if k == "users" && !ValidUserID(key.Str) {
-				err = badJSON("%q in power levels users is not a user ID", key.Str)
+				err = BadJSON("%q in power levels users is not a user ID", key.Str)
 				return false
 			}
 			return true

@@ -18,7 +18,7 @@ import (
 
 func messageMaker(sender id.UserID, body string) maker {
 	return func(*roomState) (*proto, error) {
-		return &proto{Type: "m.room.message", Sender: sender, Content: mustJSON(map[string]string{"msgtype": "m.text", "body": body})}, nil
+		return &proto{Type: "m.room.message", Sender: sender, Content: MustJSON(map[string]string{"msgtype": "m.text", "body": body})}, nil
 	}
 }
 
@@ -144,7 +144,7 @@ func TestPowerLevelsRemovingEqualAdmin(t *testing.T) {
 				levels[string(owner)] = 100
 			}
 			roomID, err := s.CreateRoom(ctx, owner, &CreateRoomRequest{Preset: "public_chat", RoomVersion: version,
-				PowerLevelContentOverride: map[string]json.RawMessage{"users": mustJSON(levels)}})
+				PowerLevelContentOverride: map[string]json.RawMessage{"users": MustJSON(levels)}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -160,7 +160,7 @@ func TestPowerLevelsRemovingEqualAdmin(t *testing.T) {
 			}
 			without := map[string]int{string(admin): 100}
 			_, err = s.Send(ctx, SendRequest{Sender: admin, RoomID: roomID, Type: "m.room.power_levels", StateKey: stateKeyPtr(""),
-				Content: mustJSON(map[string]any{"users": without})})
+				Content: MustJSON(map[string]any{"users": without})})
 			if got := errCode(err); got != "M_FORBIDDEN" {
 				t.Fatalf("removing %s: %v, want M_FORBIDDEN", target, err)
 			}
@@ -184,7 +184,7 @@ func setLevels(t *testing.T, s *Server, roomID id.RoomID, sender id.UserID, leve
 		t.Fatal(err)
 	}
 	pl["users"] = levels
-	if _, err := s.Send(ctx, SendRequest{Sender: sender, RoomID: roomID, Type: "m.room.power_levels", StateKey: stateKeyPtr(""), Content: mustJSON(pl)}); err != nil {
+	if _, err := s.Send(ctx, SendRequest{Sender: sender, RoomID: roomID, Type: "m.room.power_levels", StateKey: stateKeyPtr(""), Content: MustJSON(pl)}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -199,19 +199,19 @@ func TestRemotePowerLevelsRemovingEqualAdmin(t *testing.T) {
 	remote := &Server{key: remoteKey, serverName: "remote.test"}
 	owner, ruser := user("owner"), id.UserID("@r:remote.test")
 	roomID, err := s.CreateRoom(ctx, owner, &CreateRoomRequest{Preset: "public_chat",
-		PowerLevelContentOverride: map[string]json.RawMessage{"users": mustJSON(map[id.UserID]int{owner: 100, ruser: 100})}})
+		PowerLevelContentOverride: map[string]json.RawMessage{"users": MustJSON(map[id.UserID]int{owner: 100, ruser: 100})}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	row, _ := s.db.GetRoom(ctx, string(roomID))
 	joinRaw := remoteEvent(t, s, remote, roomID, &proto{Type: "m.room.member", StateKey: stateKeyPtr(string(ruser)), Sender: ruser,
-		Content: mustJSON(map[string]string{"membership": "join"})}, id.EventID(row.Extremities[0]))
+		Content: MustJSON(map[string]string{"membership": "join"})}, id.EventID(row.Extremities[0]))
 	joinEv, err := s.Input(ctx, roomID, joinRaw, "remote.test")
 	if err != nil {
 		t.Fatal(err)
 	}
 	dropOwner := remoteEvent(t, s, remote, roomID, &proto{Type: "m.room.power_levels", StateKey: stateKeyPtr(""), Sender: ruser,
-		Content: mustJSON(map[string]any{"users": map[id.UserID]int{ruser: 100}})}, joinEv.ID)
+		Content: MustJSON(map[string]any{"users": map[id.UserID]int{ruser: 100}})}, joinEv.ID)
 	if _, err := s.Input(ctx, roomID, dropOwner, "remote.test"); !errors.Is(err, ErrRejected) {
 		t.Fatalf("remote event removing an equal admin: %v, want ErrRejected", err)
 	}

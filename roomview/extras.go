@@ -54,7 +54,7 @@ func (s *Service) Relations(ctx context.Context, user id.UserID, roomID id.RoomI
 	if req.From != "" {
 		t, err := ParseToken(req.From)
 		if err != nil {
-			return nil, invalidParam("Invalid from token")
+			return nil, roomserver.InvalidParam("Invalid from token")
 		}
 		from = t.Stream
 	}
@@ -62,7 +62,7 @@ func (s *Service) Relations(ctx context.Context, user id.UserID, roomID id.RoomI
 	if req.To != "" {
 		t, err := ParseToken(req.To)
 		if err != nil {
-			return nil, invalidParam("Invalid to token")
+			return nil, roomserver.InvalidParam("Invalid to token")
 		}
 		to = &t.Stream
 	}
@@ -116,16 +116,16 @@ func (s *Service) Threads(ctx context.Context, user id.UserID, roomID id.RoomID,
 		return nil, err
 	}
 	if v.current() != "join" && len(v.memberHist) == 0 {
-		return nil, forbidden("You are not in this room")
+		return nil, roomserver.Forbidden("You are not in this room")
 	}
 	if include != "" && include != "all" && include != "participated" {
-		return nil, invalidParam("include must be all or participated")
+		return nil, roomserver.InvalidParam("include must be all or participated")
 	}
 	var before int64
 	if from != "" {
 		t, err := ParseToken(from)
 		if err != nil {
-			return nil, invalidParam("Invalid from token")
+			return nil, roomserver.InvalidParam("Invalid from token")
 		}
 		before = t.Stream
 	}
@@ -197,11 +197,11 @@ func (s *Service) TimestampToEvent(ctx context.Context, user id.UserID, roomID i
 		return "", 0, err
 	}
 	if v.current() != "join" && len(v.memberHist) == 0 {
-		return "", 0, forbidden("You are not in this room")
+		return "", 0, roomserver.Forbidden("You are not in this room")
 	}
 	se, err := s.db.EventNearTimestamp(ctx, string(roomID), ts, forwards)
 	if errors.Is(err, storage.ErrNotFound) || (err == nil && !v.canSee(se.StreamPos)) {
-		return "", 0, notFound("No event found")
+		return "", 0, roomserver.NotFound("No event found")
 	}
 	if err != nil {
 		return "", 0, err
@@ -300,9 +300,9 @@ func (s *Service) Summary(ctx context.Context, user id.UserID, roomIDOrAlias str
 	if err != nil {
 		return nil, err
 	}
-	version, err := s.roomVersion(ctx, roomID)
-	if errors.Is(err, errUnknownRoom) {
-		return nil, notFound("Room not found")
+	version, err := roomserver.RoomVersion(ctx, s.db, roomID)
+	if errors.Is(err, roomserver.ErrUnknownRoom) {
+		return nil, roomserver.NotFound("Room not found")
 	}
 	if err != nil {
 		return nil, err
@@ -322,7 +322,7 @@ func (s *Service) Summary(ctx context.Context, user id.UserID, roomIDOrAlias str
 	if ok, err := s.canPeek(ctx, user, info, membership, allowed); err != nil {
 		return nil, err
 	} else if !ok {
-		return nil, notFound("Room not found or not visible to you")
+		return nil, roomserver.NotFound("Room not found or not visible to you")
 	}
 	sum := &RoomSummary{PublicRoom: *info, AllowedRoomIDs: allowed, Membership: membership, RoomVersion: string(version)}
 	if sum.Membership == "" && user != "" {
@@ -354,8 +354,10 @@ func (s *Service) Hierarchy(ctx context.Context, user id.UserID, roomID id.RoomI
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.roomVersion(ctx, roomID); errors.Is(err, errUnknownRoom) {
-		return nil, forbidden("You cannot see this room")
+	if _, err := roomserver.RoomVersion(ctx, s.db, roomID); errors.Is(err, roomserver.ErrUnknownRoom) {
+		return nil, roomserver.Forbidden("You cannot see this room")
+	} else if err != nil {
+		return nil, err
 	}
 	membership, err := s.membershipOf(ctx, roomID, user)
 	if err != nil {
@@ -368,7 +370,7 @@ func (s *Service) Hierarchy(ctx context.Context, user id.UserID, roomID id.RoomI
 	if ok, err := s.canPeek(ctx, user, root, membership, rootAllowed); err != nil {
 		return nil, err
 	} else if !ok {
-		return nil, forbidden("You cannot see this room")
+		return nil, roomserver.Forbidden("You cannot see this room")
 	}
 	if limit <= 0 || limit > 100 {
 		limit = 50
@@ -429,8 +431,11 @@ func (s *Service) Hierarchy(ctx context.Context, user id.UserID, roomID id.RoomI
 			for i := len(children) - 1; i >= 0; i-- {
 				child := children[i].room
 				if it.depth < maxDepth && !seen[child] {
-					if _, err := s.roomVersion(ctx, child); err == nil {
+					_, err := roomserver.RoomVersion(ctx, s.db, child)
+					if err == nil {
 						stack = append(stack, item{child, it.depth + 1})
+					} else if !errors.Is(err, roomserver.ErrUnknownRoom) {
+						return nil, err
 					}
 				}
 			}
@@ -463,10 +468,10 @@ func parseHierarchyToken(from string, maxDepth int, suggestedOnly bool) (int, er
 	var suggested bool
 	if n, err := fmt.Sscanf(from, "h%d_%d_%t", &index, &depth, &suggested); err != nil || n != 3 || index < 0 ||
 		from != hierarchyToken(index, depth, suggested) {
-		return 0, invalidParam("Invalid from token")
+		return 0, roomserver.InvalidParam("Invalid from token")
 	}
 	if depth != maxDepth || suggested != suggestedOnly {
-		return 0, invalidParam("suggested_only and max_depth cannot change on paginated requests")
+		return 0, roomserver.InvalidParam("suggested_only and max_depth cannot change on paginated requests")
 	}
 	return index, nil
 }
@@ -503,7 +508,7 @@ func (s *Service) spaceChildren(ctx context.Context, space id.RoomID, suggestedO
 		if o := content.Get("order"); o.Type == gjson.String && validChildOrder(o.Str) {
 			c.order = o.Str
 		}
-		c.event = mustJSON(map[string]any{
+		c.event = roomserver.MustJSON(map[string]any{
 			"type": se.Type, "state_key": *se.StateKey, "sender": se.Sender, "origin_server_ts": se.OriginServerTS,
 			"content": json.RawMessage(content.Raw),
 		})
@@ -551,16 +556,16 @@ func (s *Service) Report(ctx context.Context, user id.UserID, roomID id.RoomID, 
 		if _, err := s.Event(ctx, user, roomID, eventID); err != nil {
 			return err
 		}
-	} else if _, err := s.roomVersion(ctx, roomID); errors.Is(err, errUnknownRoom) {
-		return notFound("Room not found")
+	} else if _, err := roomserver.RoomVersion(ctx, s.db, roomID); errors.Is(err, roomserver.ErrUnknownRoom) {
+		return roomserver.NotFound("Room not found")
 	} else if err != nil {
 		return err
 	}
 	if score != nil && (*score < -100 || *score > 0) {
-		return invalidParam("score must be between -100 and 0")
+		return roomserver.InvalidParam("score must be between -100 and 0")
 	}
 	if len(reason) > MaxReportReasonBytes {
-		return invalidParam("reason exceeds %d bytes", MaxReportReasonBytes)
+		return roomserver.InvalidParam("reason exceeds %d bytes", MaxReportReasonBytes)
 	}
 	return s.db.AddReport(ctx, string(roomID), string(eventID), string(user), reason, score, time.Now().UnixMilli())
 }

@@ -2,6 +2,8 @@ package roomview
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
@@ -33,9 +35,19 @@ type InfoStore interface {
 // entry (directory) and the base of the summary and hierarchy entries.
 func RoomInfo(ctx context.Context, db InfoStore, roomID id.RoomID) (*PublicRoom, error) {
 	pr := &PublicRoom{RoomID: roomID}
+	var err error
+	// get reads a field of a state event's content: "" when the room has no
+	// such event; the first store error is kept in err.
 	get := func(t, path string) string {
-		e, err := db.CurrentStateEvent(ctx, string(roomID), t, "")
 		if err != nil {
+			return ""
+		}
+		e, gErr := db.CurrentStateEvent(ctx, string(roomID), t, "")
+		if errors.Is(gErr, storage.ErrNotFound) {
+			return ""
+		}
+		if gErr != nil {
+			err = fmt.Errorf("reading %s of %s: %w", t, roomID, gErr)
 			return ""
 		}
 		return gjson.GetBytes(e.JSON, "content."+path).Str
@@ -46,9 +58,12 @@ func RoomInfo(ctx context.Context, db InfoStore, roomID id.RoomID) (*PublicRoom,
 	pr.GuestCanJoin = get("m.room.guest_access", "guest_access") == "can_join"
 	pr.JoinRule = get("m.room.join_rules", "join_rule")
 	pr.RoomType = get("m.room.create", "type")
-	joined, _, err := db.MemberCounts(ctx, string(roomID))
 	if err != nil {
 		return nil, err
+	}
+	joined, _, err := db.MemberCounts(ctx, string(roomID))
+	if err != nil {
+		return nil, fmt.Errorf("counting members of %s: %w", roomID, err)
 	}
 	pr.NumJoinedMembers = joined
 	return pr, nil

@@ -150,11 +150,11 @@ func (s *Service) toClient(ctx context.Context, v *viewer, se *storage.Event) (j
 // (the spec's answer when the user is not, or never was, in the room).
 func (s *Service) roomAndViewer(ctx context.Context, user id.UserID, roomID id.RoomID) (id.RoomVersion, *viewer, error) {
 	if !roomserver.ValidRoomID(string(roomID)) {
-		return "", nil, invalidParam("Invalid room ID")
+		return "", nil, roomserver.InvalidParam("Invalid room ID")
 	}
-	version, err := s.roomVersion(ctx, roomID)
-	if errors.Is(err, errUnknownRoom) {
-		return "", nil, forbidden("You are not in this room")
+	version, err := roomserver.RoomVersion(ctx, s.db, roomID)
+	if errors.Is(err, roomserver.ErrUnknownRoom) {
+		return "", nil, roomserver.Forbidden("You are not in this room")
 	}
 	if err != nil {
 		return "", nil, err
@@ -175,7 +175,7 @@ func (s *Service) stateVisibleTo(ctx context.Context, roomID id.RoomID, v *viewe
 			gjson.GetBytes(cur.JSON, "content.history_visibility").Str == "world_readable" {
 			current = true
 		} else {
-			return nil, false, forbidden("You are not in this room")
+			return nil, false, roomserver.Forbidden("You are not in this room")
 		}
 	}
 	if current {
@@ -221,16 +221,7 @@ func (s *Service) stateEvents(ctx context.Context, state storage.StateMap) ([]*s
 	for _, x := range state {
 		ids = append(ids, x)
 	}
-	evs, err := s.db.GetEvents(ctx, ids)
-	if err != nil {
-		return nil, err
-	}
-	ses := make([]*storage.Event, 0, len(evs))
-	for _, se := range evs {
-		ses = append(ses, se)
-	}
-	slices.SortFunc(ses, func(a, b *storage.Event) int { return cmp.Compare(a.StreamPos, b.StreamPos) })
-	return ses, nil
+	return s.db.EventsInStreamOrder(ctx, ids)
 }
 
 // StateEvent returns one state event the user may see; M_NOT_FOUND if unset.
@@ -245,7 +236,7 @@ func (s *Service) StateEvent(ctx context.Context, user id.UserID, roomID id.Room
 	}
 	eventID, ok := state[storage.StateKey{Type: evType, StateKey: stateKey}]
 	if !ok {
-		return nil, notFound("Event not found")
+		return nil, roomserver.NotFound("Event not found")
 	}
 	se, err := s.db.GetEvent(ctx, eventID)
 	if err != nil {
@@ -266,7 +257,7 @@ func (s *Service) Event(ctx context.Context, user id.UserID, roomID id.RoomID, e
 // visibleEvent loads an event of the room the user may see, and the viewer.
 func (s *Service) visibleEvent(ctx context.Context, user id.UserID, roomID id.RoomID, eventID id.EventID) (*viewer, *storage.Event, error) {
 	if !roomserver.ValidEventID(string(eventID)) {
-		return nil, nil, notFound("Event not found")
+		return nil, nil, roomserver.NotFound("Event not found")
 	}
 	_, v, err := s.roomAndViewer(ctx, user, roomID)
 	if err != nil {
@@ -274,13 +265,13 @@ func (s *Service) visibleEvent(ctx context.Context, user id.UserID, roomID id.Ro
 	}
 	se, err := s.db.GetEvent(ctx, string(eventID))
 	if errors.Is(err, storage.ErrNotFound) || (err == nil && (se.RoomID != string(roomID) || se.SoftFailed)) {
-		return nil, nil, notFound("Event not found")
+		return nil, nil, roomserver.NotFound("Event not found")
 	}
 	if err != nil {
 		return nil, nil, err
 	}
 	if !v.canSee(se.StreamPos) {
-		return nil, nil, notFound("Event not found or not visible to you")
+		return nil, nil, roomserver.NotFound("Event not found or not visible to you")
 	}
 	return v, se, nil
 }
@@ -303,11 +294,11 @@ func (s *Service) Members(ctx context.Context, user id.UserID, roomID id.RoomID,
 	if q.At != "" {
 		tok, err := ParseToken(q.At)
 		if err != nil {
-			return nil, invalidParam("Invalid at token")
+			return nil, roomserver.InvalidParam("Invalid at token")
 		}
 		at := tok.Stream
 		if !current && pos < 0 {
-			return nil, forbidden("You are not in this room")
+			return nil, roomserver.Forbidden("You are not in this room")
 		}
 		if !current && at > pos {
 			at = pos
@@ -354,7 +345,7 @@ func (s *Service) membersAtPoint(ctx context.Context, roomID id.RoomID, v *viewe
 	// joined a room with joined history, say): the earliest they may.
 	at, ok := v.firstVisibleFrom(at)
 	if !ok {
-		return nil, forbidden("You may not see the room at that point")
+		return nil, roomserver.Forbidden("You may not see the room at that point")
 	}
 	return s.db.StateAtPosition(ctx, string(roomID), at)
 }
@@ -374,7 +365,7 @@ func (s *Service) JoinedMembers(ctx context.Context, user id.UserID, roomID id.R
 		return nil, err
 	}
 	if v.current() != "join" {
-		return nil, forbidden("You are not in this room")
+		return nil, roomserver.Forbidden("You are not in this room")
 	}
 	ms, err := s.db.RoomMembers(ctx, string(roomID), "join")
 	if err != nil {
@@ -484,7 +475,7 @@ type MessagesResponse struct {
 func (s *Service) tokenPos(ctx context.Context, roomID id.RoomID, tok string) (storage.TopoPos, error) {
 	t, err := ParseToken(tok)
 	if err != nil {
-		return storage.TopoPos{}, invalidParam("Invalid pagination token")
+		return storage.TopoPos{}, roomserver.InvalidParam("Invalid pagination token")
 	}
 	if t.Topological {
 		return t.topo(), nil
@@ -504,11 +495,11 @@ func (s *Service) Messages(ctx context.Context, user id.UserID, roomID id.RoomID
 	if v.current() != "join" && len(v.memberHist) == 0 {
 		if cur, err := s.db.CurrentStateEvent(ctx, string(roomID), "m.room.history_visibility", ""); err != nil ||
 			gjson.GetBytes(cur.JSON, "content.history_visibility").Str != "world_readable" {
-			return nil, forbidden("You are not in this room")
+			return nil, roomserver.Forbidden("You are not in this room")
 		}
 	}
 	if req.Dir != "b" && req.Dir != "f" {
-		return nil, invalidParam("dir must be b or f")
+		return nil, roomserver.InvalidParam("dir must be b or f")
 	}
 	backward := req.Dir == "b"
 	// Non-state events of users the reader ignores are not shown (as in /sync).
@@ -692,7 +683,7 @@ func ParseFilter(raw string) (*EventFilter, error) {
 	}
 	var f EventFilter
 	if err := mxhttp.DecodeJSON([]byte(raw), &f); err != nil { // the JSON edge's checks, as for bodies
-		return nil, badJSON("Invalid filter: %v", err)
+		return nil, roomserver.BadJSON("Invalid filter: %v", err)
 	}
 	return &f, nil
 }

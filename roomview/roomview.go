@@ -9,13 +9,7 @@ package roomview
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
 
-	"maunium.net/go/mautrix/id"
-
-	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -25,6 +19,8 @@ type Store interface {
 	ResolveAlias(ctx context.Context, alias string) (roomID, creator string, err error)
 	GetEvent(ctx context.Context, eventID string) (*storage.Event, error)
 	GetEvents(ctx context.Context, ids []string) (map[string]*storage.Event, error)
+	// EventsInStreamOrder is GetEvents as a list in stream order (a state's events).
+	EventsInStreamOrder(ctx context.Context, ids []string) ([]*storage.Event, error)
 	CurrentStateEvent(ctx context.Context, roomID, evType, stateKey string) (*storage.Event, error)
 	CurrentStateEvents(ctx context.Context, roomID string) ([]*storage.Event, error)
 	SnapshotState(ctx context.Context, snapshot int64) (storage.StateMap, error)
@@ -63,39 +59,3 @@ type Service struct {
 
 // New builds the service.
 func New(o Options) *Service { return &Service{db: o.Store} }
-
-// errUnknownRoom: the server has no state for the room.
-var errUnknownRoom = errors.New("unknown room")
-
-// roomVersion returns a known room's version (errUnknownRoom for others).
-func (s *Service) roomVersion(ctx context.Context, roomID id.RoomID) (id.RoomVersion, error) {
-	row, err := s.db.GetRoom(ctx, string(roomID))
-	if errors.Is(err, storage.ErrNotFound) {
-		return "", errUnknownRoom
-	}
-	if err != nil {
-		return "", fmt.Errorf("reading room %s: %w", roomID, err)
-	}
-	return id.RoomVersion(row.RoomVersion), nil
-}
-
-func notFound(format string, args ...any) error {
-	return roomserver.NewError(roomserver.ErrNotFound, format, args...)
-}
-func forbidden(format string, args ...any) error {
-	return roomserver.NewError(roomserver.ErrForbidden, format, args...)
-}
-func invalidParam(format string, args ...any) error {
-	return roomserver.NewError(roomserver.ErrInvalidParam, format, args...)
-}
-func badJSON(format string, args ...any) error {
-	return roomserver.NewError(roomserver.ErrBadJSON, format, args...)
-}
-
-func mustJSON(v any) json.RawMessage {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(err)
-	}
-	return b
-}

@@ -11,6 +11,7 @@ import (
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -118,7 +119,7 @@ func parseSearchToken(s string) (*searchToken, error) {
 	var t searchToken
 	if err != nil || len(s) > 2048 || json.Unmarshal(b, &t) != nil ||
 		(t.Order != "rank" && t.Order != "recent") || (t.Group != "" && t.Group != "room_id" && t.Group != "sender") {
-		return nil, invalidParam("Invalid next_batch token")
+		return nil, roomserver.InvalidParam("Invalid next_batch token")
 	}
 	return &t, nil
 }
@@ -148,28 +149,28 @@ func words(s string) []string {
 // validate checks the request and normalises its defaults.
 func (r *SearchRequest) validate() error {
 	if len(r.Term) > MaxSearchTermBytes {
-		return invalidParam("search_term is longer than %d bytes", MaxSearchTermBytes)
+		return roomserver.InvalidParam("search_term is longer than %d bytes", MaxSearchTermBytes)
 	}
 	switch r.OrderBy {
 	case "":
 		r.OrderBy = "rank"
 	case "rank", "recent":
 	default:
-		return invalidParam("order_by must be \"rank\" or \"recent\"")
+		return roomserver.InvalidParam("order_by must be \"rank\" or \"recent\"")
 	}
 	for _, k := range r.Keys {
 		if _, ok := storage.SearchKeyTypes[k]; !ok {
-			return invalidParam("Unknown search key %q", k)
+			return roomserver.InvalidParam("Unknown search key %q", k)
 		}
 	}
 	for _, g := range r.GroupBy {
 		if g != "room_id" && g != "sender" {
-			return invalidParam("Unknown group_by key %q", g)
+			return roomserver.InvalidParam("Unknown group_by key %q", g)
 		}
 	}
 	if c := r.Context; c != nil {
 		if c.BeforeLimit < 0 || c.AfterLimit < 0 {
-			return invalidParam("event_context limits must not be negative")
+			return roomserver.InvalidParam("event_context limits must not be negative")
 		}
 		c.BeforeLimit, c.AfterLimit = min(c.BeforeLimit, MaxSearchContext), min(c.AfterLimit, MaxSearchContext)
 	}
@@ -194,7 +195,7 @@ func (s *Service) Search(ctx context.Context, user id.UserID, req SearchRequest)
 			return nil, err
 		}
 		if tok.Order != req.OrderBy {
-			return nil, invalidParam("next_batch belongs to a search with order_by %q", tok.Order)
+			return nil, roomserver.InvalidParam("next_batch belongs to a search with order_by %q", tok.Order)
 		}
 	}
 	resp := &SearchResponse{Highlights: []string{}, Results: []SearchResult{}}
@@ -307,7 +308,7 @@ func (s *Service) searchRooms(ctx context.Context, user id.UserID, req *SearchRe
 	rooms := map[id.RoomID]*searchRoom{}
 	for r, n := range matched {
 		roomID := id.RoomID(r)
-		version, err := s.roomVersion(ctx, roomID)
+		version, err := roomserver.RoomVersion(ctx, s.db, roomID)
 		if err != nil {
 			return nil, 0, err
 		}

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -339,6 +340,24 @@ func (db *DB) GetEvents(ctx context.Context, ids []string) (map[string]*Event, e
 	if err != nil {
 		return nil, fmt.Errorf("loading events: %w", err)
 	}
+	return out, nil
+}
+
+// EventsInStreamOrder loads events by ID in stream order (the order a
+// state's events are shown in); unknown IDs are left out.
+func (db *DB) EventsInStreamOrder(ctx context.Context, ids []string) ([]*Event, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	byID, err := db.GetEvents(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Event, 0, len(byID))
+	for _, e := range byID {
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(a, b *Event) int { return cmp.Compare(a.StreamPos, b.StreamPos) })
 	return out, nil
 }
 

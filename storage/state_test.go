@@ -73,3 +73,38 @@ func TestWriteRoomEventsStateMaps(t *testing.T) {
 		})
 	}
 }
+
+// TestEventsInStreamOrder: events asked for by ID come back in stream order,
+// whatever the order asked in, once each, without the unknown IDs.
+func TestEventsInStreamOrder(t *testing.T) {
+	ctx := context.Background()
+	const room = "!r:x"
+	forEachBackend(t, func(t *testing.T, db *storage.DB) {
+		first, finish, err := db.Stream.AllocateN(3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer finish()
+		var events []storage.Event
+		for i := range 3 {
+			events = append(events, storage.Event{EventID: fmt.Sprintf("$e%d", i), RoomID: room, StreamPos: first + int64(i),
+				Depth: int64(i + 1), Type: "m.room.message", Sender: "@a:x", JSON: []byte(`{}`)})
+		}
+		must(t, db.WriteRoomEvents(ctx, &storage.RoomWrite{
+			NewRoom: &storage.RoomRow{RoomID: room, RoomVersion: "11", Creator: "@a:x"}, RoomID: room, Events: events}))
+		got, err := db.EventsInStreamOrder(ctx, []string{"$e2", "$unknown", "$e0", "$e1", "$e2"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, e := range got {
+			ids = append(ids, e.EventID)
+		}
+		if fmt.Sprint(ids) != "[$e0 $e1 $e2]" {
+			t.Errorf("events = %v, want [$e0 $e1 $e2]", ids)
+		}
+		if got, err := db.EventsInStreamOrder(ctx, nil); err != nil || len(got) != 0 {
+			t.Errorf("no IDs: %v, %v", got, err)
+		}
+	})
+}
