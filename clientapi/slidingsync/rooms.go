@@ -201,7 +201,7 @@ func (b *builder) roomType(ctx context.Context, state storage.StateMap) (*string
 	if !ok {
 		return nil, nil
 	}
-	evs, err := syncv2.LoadEvents(ctx, b.h.store, []string{id})
+	evs, err := b.h.store.EventsInStreamOrder(ctx, []string{id})
 	if err != nil || len(evs) == 0 {
 		return nil, err
 	}
@@ -255,7 +255,7 @@ func (b *builder) spaceChildren(ctx context.Context, sp string) (map[string]bool
 			ids = append(ids, ev)
 		}
 	}
-	evs, err := syncv2.LoadEvents(ctx, b.h.store, ids)
+	evs, err := b.h.store.EventsInStreamOrder(ctx, ids)
 	if err != nil {
 		delete(b.spaces, sp)
 		return nil, err
@@ -441,7 +441,7 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 		}
 		rec.lazySent = grown
 	}
-	stateEvs, err := syncv2.LoadEvents(ctx, b.h.store, dedupe(ids))
+	stateEvs, err := b.h.store.EventsInStreamOrder(ctx, dedupe(ids))
 	if err != nil {
 		return nil, err
 	}
@@ -498,7 +498,7 @@ func (b *builder) newlyWanted(state storage.StateMap, old, cfg *combined) storag
 // they never saw more than stripped state, so they get their own membership
 // event only (no required_state, counts or heroes).
 func (b *builder) retiredResult(ctx context.Context, c *candidate, rec roomSent, initial bool) (*roomResult, error) {
-	evs, err := syncv2.LoadEvents(ctx, b.h.store, []string{c.mem.At().EventID})
+	evs, err := b.h.store.EventsInStreamOrder(ctx, []string{c.mem.At().EventID})
 	if err != nil {
 		return nil, err
 	}
@@ -530,7 +530,7 @@ func (b *builder) nameAndAvatar(ctx context.Context, res *roomResult, state, cha
 		if !ok {
 			continue // never set: omitted
 		}
-		evs, err := syncv2.LoadEvents(ctx, b.h.store, []string{ev})
+		evs, err := b.h.store.EventsInStreamOrder(ctx, []string{ev})
 		if err != nil {
 			return err
 		}
@@ -563,7 +563,7 @@ func (b *builder) heroes(ctx context.Context, state storage.StateMap, members []
 			break
 		}
 	}
-	evs, err := syncv2.LoadEvents(ctx, b.h.store, ids)
+	evs, err := b.h.store.EventsInStreamOrder(ctx, ids)
 	if err != nil {
 		return nil, err
 	}

@@ -33,6 +33,7 @@ type Store interface {
 	LatestEventPositions(ctx context.Context, bounds map[string]int64) (map[string]int64, error)
 	StateAtPosition(ctx context.Context, roomID string, pos int64) (storage.StateMap, error)
 	GetEvents(ctx context.Context, ids []string) (map[string]*storage.Event, error)
+	EventsInStreamOrder(ctx context.Context, ids []string) ([]*storage.Event, error)
 	RoomMembersSummaryAt(ctx context.Context, roomID string, at int64) (joined, invited []string, err error)
 	AccountDataSince(ctx context.Context, userID string, from, to int64) ([]storage.AccountData, error)
 	ReceiptsInRange(ctx context.Context, userID string, from, to int64) ([]storage.Receipt, error)

@@ -155,7 +155,7 @@ func (s *Syncer) state(ctx context.Context, req *Request, v *roomViewer, evs []*
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	stateEvs, err := LoadEvents(ctx, s.store, ids)
+	stateEvs, err := s.store.EventsInStreamOrder(ctx, ids)
 	if err != nil {
 		return nil, err
 	}
@@ -318,7 +318,7 @@ func (s *Syncer) leftRoom(ctx context.Context, req *Request, v *roomViewer, sinc
 // (rejected, withdrawn, refused, or banned): they never saw more than
 // stripped state, so they get only their own membership event, no state.
 func (s *Syncer) retiredRoom(ctx context.Context, req *Request, v *roomViewer, leave storage.UserMembershipChange) (*LeftRoom, error) {
-	evs, err := LoadEvents(ctx, s.store, []string{leave.EventID})
+	evs, err := s.store.EventsInStreamOrder(ctx, []string{leave.EventID})
 	if err != nil {
 		return nil, err
 	}
@@ -352,7 +352,7 @@ var strippedTypes = []string{"m.room.create", "m.room.join_rules", "m.room.name"
 // knock_room_state, as sent over federation), else taken from the room state
 // at the event, plus the membership event itself.
 func (s *Syncer) strippedState(ctx context.Context, roomID string, m storage.UserMembershipChange) ([]json.RawMessage, error) {
-	evs, err := LoadEvents(ctx, s.store, []string{m.EventID})
+	evs, err := s.store.EventsInStreamOrder(ctx, []string{m.EventID})
 	if err != nil {
 		return nil, err
 	}
@@ -376,7 +376,7 @@ func (s *Syncer) strippedState(ctx context.Context, roomID string, m storage.Use
 				ids = append(ids, ev)
 			}
 		}
-		stateEvs, err := LoadEvents(ctx, s.store, ids)
+		stateEvs, err := s.store.EventsInStreamOrder(ctx, ids)
 		if err != nil {
 			return nil, err
 		}

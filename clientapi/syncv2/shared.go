@@ -1,12 +1,9 @@
 package syncv2
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
-	"slices"
 
-	"github.com/myelin-chat/myelin/clientevent"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -86,21 +83,4 @@ func (s *Syncer) Current() Token { return s.current() }
 // ReceiptEvent renders receipts as one m.receipt event (nil if none the user may see).
 func ReceiptEvent(userID string, receipts []storage.Receipt) json.RawMessage {
 	return receiptEvent(userID, receipts)
-}
-
-// LoadEvents loads events by ID in stream order; unknown IDs are left out.
-func LoadEvents(ctx context.Context, store clientevent.Store, ids []string) ([]*storage.Event, error) {
-	if len(ids) == 0 {
-		return nil, nil
-	}
-	byID, err := store.GetEvents(ctx, ids)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*storage.Event, 0, len(byID))
-	for _, e := range byID {
-		out = append(out, e)
-	}
-	slices.SortFunc(out, func(a, b *storage.Event) int { return cmp.Compare(a.StreamPos, b.StreamPos) })
-	return out, nil
 }
