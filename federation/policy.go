@@ -24,6 +24,7 @@ const (
 	PurposeNotary   Purpose = "notary"    // answering a notary query about the server
 	PurposeProfile  Purpose = "profile"   // disclosing a local profile to the server
 	PurposeOutbound Purpose = "outbound"  // any other outbound request (the client's backstop)
+	PurposeSend     Purpose = "send"      // sending the server our room events (federationsender)
 )
 
 // Policy decides whether the server may exchange data with another server.

@@ -24,6 +24,7 @@ import (
 	"github.com/myelin-chat/myelin/ephemeral"
 	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/internal/config"
+	"github.com/myelin-chat/myelin/federationsender"
 	"github.com/myelin-chat/myelin/internal/follower"
 	"github.com/myelin-chat/myelin/internal/metrics"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
@@ -61,6 +62,9 @@ type Server struct {
 	Notices       *servernotices.Service
 	// Federation: keys, key fetcher/notary, request authentication, outbound client.
 	Federation *federation.Module
+	// Sender delivers our room events to the other servers in the rooms
+	// (nil when federation is off); fed by a follower of the stream.
+	Sender *federationsender.Sender
 	// Followers tail the stream for work that follows new events; closed on Shutdown.
 	Followers []*follower.Follower
 
@@ -162,6 +166,22 @@ func (s *Server) startFollowers(ctx context.Context) error {
 		return err
 	}
 	s.Followers = append(s.Followers, upgrades)
+	if !s.Config.FederationEnabled() {
+		return nil
+	}
+	// Our room events to the other servers in their rooms: durable queues
+	// per destination in the store, sent through the transport's client.
+	t := s.Federation.Transport
+	if s.Sender, err = federationsender.New(ctx, federationsender.Options{ServerName: s.Config.ServerName, Store: s.DB,
+		Client: t.Client, Policy: t.Policy, Metrics: s.Metrics}); err != nil {
+		return err
+	}
+	sends, err := follower.Start(ctx, follower.Options{Name: federationsender.FollowerName, Store: s.DB, Stream: s.DB.Stream,
+		Handle: s.Sender.Handle})
+	if err != nil {
+		return err
+	}
+	s.Followers = append(s.Followers, sends)
 	return nil
 }
 
@@ -171,6 +191,9 @@ func (s *Server) startFollowers(ctx context.Context) error {
 func (s *Server) close() {
 	for i := len(s.Followers) - 1; i >= 0; i-- {
 		s.Followers[i].Close()
+	}
+	if s.Sender != nil { // after its follower: nothing queues to it any more
+		s.Sender.Close()
 	}
 	if s.Ephemeral != nil {
 		s.Ephemeral.Close()

@@ -1,0 +1,463 @@
+// Package federationsender delivers the PDUs this server originates to the
+// other servers in their rooms, losing nothing: a follower of the stream
+// (internal/follower) puts each new local event in a durable queue per
+// destination (the store's federation_queue), and one worker per
+// destination with queued events sends them as transactions
+// (PUT /_matrix/federation/v1/send/{txnId}, X-Matrix signed by the
+// federation transport's client), deletes what was acknowledged and retries
+// the rest with a persisted exponential backoff. After a long outage a
+// destination's queue is trimmed to the latest events of each room: the
+// destination fetches the gap itself (get_missing_events, backfill).
+package federationsender
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	mfed "maunium.net/go/mautrix/federation"
+
+	"github.com/myelin-chat/myelin/federation"
+	"github.com/myelin-chat/myelin/internal/recovery"
+	"github.com/myelin-chat/myelin/storage"
+)
+
+// FollowerName is the sender's stream cursor in the store.
+const FollowerName = "federation_sender"
+
+// Store is what the sender reads and writes (implemented by *storage.DB).
+type Store interface {
+	GetEvents(ctx context.Context, ids []string) (map[string]*storage.Event, error)
+	JoinedServersAt(ctx context.Context, roomID string, pos int64) ([]string, error)
+	EnqueueFederation(ctx context.Context, items []storage.FederationQueueItem) error
+	FederationDestinationState(ctx context.Context, dest string) (*storage.FederationDestination, error)
+	FederationQueuedDestinations(ctx context.Context) ([]string, error)
+	FederationBatch(ctx context.Context, dest string, upTo int64, limit int) ([]storage.FederationQueueItem, error)
+	StartFederationTxn(ctx context.Context, dest, txnID string, upTo int64) error
+	AckFederationTxn(ctx context.Context, dest string, upTo, nowMS int64) error
+	FederationTxnFailed(ctx context.Context, dest string, failures, backoffUntil int64) error
+	DropFederationQueue(ctx context.Context, dest string) (int64, error)
+	TrimFederationQueue(ctx context.Context, dest string, after int64, maxPerRoom, keep int) (int64, error)
+	FederationQueueStats(ctx context.Context, limit int) ([]storage.FederationQueueStat, storage.FederationQueueStat, error)
+}
+
+// Client sends a transaction (implemented by mautrix's *federation.Client,
+// the transport's Client: signing, discovery, private-address refusal).
+type Client interface {
+	SendTransaction(ctx context.Context, req *mfed.ReqSendTransaction) (*mfed.RespSendTransaction, error)
+}
+
+// Policy is the federation policy (federation.Policy).
+type Policy interface {
+	AllowServer(ctx context.Context, server string, purpose federation.Purpose) bool
+}
+
+// Options configure the sender. ServerName, Store, Client and Policy are required.
+type Options struct {
+	ServerName string
+	Store      Store
+	Client     Client
+	Policy     Policy
+	Metrics    Registerer // nil: no metrics
+	// MaxConcurrent bounds the destinations sent to at once (default 32).
+	MaxConcurrent int
+	// MinBackoff and MaxBackoff bound the delay after a failed transaction;
+	// it doubles with each consecutive failure (defaults 5s, 1h).
+	MinBackoff, MaxBackoff time.Duration
+	// MaxQueuedPerRoom is how many events of one room a destination's queue
+	// holds before the catch-up trim keeps only the latest KeepPerRoom
+	// (defaults 1000 and 100).
+	MaxQueuedPerRoom, KeepPerRoom int
+	// RequestTimeout bounds one transaction (default 60s).
+	RequestTimeout time.Duration
+	Now            func() time.Time // for tests; default time.Now
+}
+
+// MaxPDUsPerTxn is the spec's limit of PDUs in one transaction.
+const MaxPDUsPerTxn = 50
+
+// Sender is the running federation sender.
+type Sender struct {
+	opts    Options
+	metrics *senderMetrics
+	slots   chan struct{} // MaxConcurrent sends at once
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	workers map[string]*worker // destinations with a worker running or scheduled
+	closed  bool
+}
+
+// worker is one destination's delivery state in memory.
+type worker struct {
+	running bool
+	again   bool        // woken while running: look at the queue once more
+	timer   *time.Timer // a retry scheduled after a backoff
+	failing bool        // the last attempt failed: trim the queue as it grows
+}
+
+// New builds the sender and starts a worker for every destination that
+// still has queued events (from before a restart). Its Handle is the
+// handler of the sender's stream follower.
+func New(ctx context.Context, o Options) (*Sender, error) {
+	if o.MaxConcurrent <= 0 {
+		o.MaxConcurrent = 32
+	}
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = 5 * time.Second
+	}
+	if o.MaxBackoff < o.MinBackoff {
+		o.MaxBackoff = max(time.Hour, o.MinBackoff)
+	}
+	if o.MaxQueuedPerRoom <= 0 {
+		o.MaxQueuedPerRoom = 1000
+	}
+	if o.KeepPerRoom <= 0 || o.KeepPerRoom > o.MaxQueuedPerRoom {
+		o.KeepPerRoom = min(100, o.MaxQueuedPerRoom)
+	}
+	if o.RequestTimeout <= 0 {
+		o.RequestTimeout = time.Minute
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	s := &Sender{opts: o, slots: make(chan struct{}, o.MaxConcurrent), workers: map[string]*worker{}}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if o.Metrics != nil {
+		m, err := newMetrics(o.Metrics, s)
+		if err != nil {
+			return nil, err
+		}
+		s.metrics = m
+	} else {
+		s.metrics = noMetrics()
+	}
+	dests, err := o.Store.FederationQueuedDestinations(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range dests {
+		s.wake(d)
+	}
+	return s, nil
+}
+
+// Close stops the workers and waits for transactions in flight to end
+// (cancelled). What was not acknowledged stays queued.
+func (s *Sender) Close() {
+	s.mu.Lock()
+	s.closed = true
+	for _, w := range s.workers {
+		if w.timer != nil {
+			w.timer.Stop()
+		}
+	}
+	s.mu.Unlock()
+	s.cancel()
+	s.wg.Wait()
+}
+
+// Backoff is the delay after the given number of consecutive failures (≥ 1):
+// MinBackoff doubling up to MaxBackoff.
+func Backoff(failures int64, minB, maxB time.Duration) time.Duration {
+	d := minB
+	for i := int64(1); i < failures && d < maxB; i++ {
+		d *= 2
+	}
+	return min(d, maxB)
+}
+
+// TxnID names the transaction carrying a destination's queue up to the
+// stream position upTo. Positions are never reused and nothing at or below
+// an acknowledged position is queued again, so it is unique per
+// destination, and the same across retries (and restarts) of that batch.
+func TxnID(upTo int64) string { return "m" + strconv.FormatInt(upTo, 10) }
+
+// Handle is the stream follower's handler: it queues every event this
+// server originated for the servers in its room at that event. It is
+// idempotent (the queue ignores what it holds or was acknowledged).
+func (s *Sender) Handle(ctx context.Context, events []*storage.Event) error {
+	var items []storage.FederationQueueItem
+	now := s.opts.Now().UnixMilli()
+	// Within a page, a room's servers change only with a member event.
+	servers := map[string][]string{}
+	for _, ev := range events {
+		isMember := ev.Type == "m.room.member"
+		if storage.ServerOfUser(ev.Sender) != s.opts.ServerName {
+			if isMember {
+				delete(servers, ev.RoomID)
+			}
+			continue // received over federation: its origin sends it
+		}
+		dests, ok := servers[ev.RoomID]
+		if !ok || isMember {
+			var err error
+			if dests, err = s.opts.Store.JoinedServersAt(ctx, ev.RoomID, ev.StreamPos); err != nil {
+				return err
+			}
+			servers[ev.RoomID] = dests
+			if isMember {
+				delete(servers, ev.RoomID) // the next event sees the membership after it
+			}
+		}
+		for _, d := range dests {
+			if d == s.opts.ServerName || !s.opts.Policy.AllowServer(ctx, d, federation.PurposeSend) {
+				continue
+			}
+			items = append(items, storage.FederationQueueItem{Destination: d, StreamPos: ev.StreamPos, RoomID: ev.RoomID,
+				EventID: ev.EventID, QueuedTS: now})
+		}
+	}
+	if len(items) == 0 {
+		return nil
+	}
+	if err := s.opts.Store.EnqueueFederation(ctx, items); err != nil {
+		return err
+	}
+	woken := map[string]bool{}
+	for _, it := range items {
+		if !woken[it.Destination] {
+			woken[it.Destination] = true
+			s.trimIfFailing(ctx, it.Destination)
+			s.wake(it.Destination)
+		}
+	}
+	return nil
+}
+
+// trimIfFailing bounds the queue of a destination that is not answering, as
+// events are queued for it (its worker sleeps through the backoff).
+func (s *Sender) trimIfFailing(ctx context.Context, dest string) {
+	s.mu.Lock()
+	w := s.workers[dest]
+	failing := w != nil && w.failing
+	s.mu.Unlock()
+	if failing {
+		s.trim(ctx, dest)
+	}
+}
+
+func (s *Sender) trim(ctx context.Context, dest string) {
+	st, err := s.opts.Store.FederationDestinationState(ctx, dest)
+	if err != nil {
+		slog.Warn("federation sender: trimming a queue", "destination", dest, "err", err)
+		return
+	}
+	after := st.AckedUpto
+	if st.TxnID != "" {
+		after = st.TxnUpto // the transaction in flight is retried whole
+	}
+	n, err := s.opts.Store.TrimFederationQueue(ctx, dest, after, s.opts.MaxQueuedPerRoom, s.opts.KeepPerRoom)
+	if err != nil {
+		slog.Warn("federation sender: trimming a queue", "destination", dest, "err", err)
+	}
+	if n > 0 {
+		s.metrics.dropped.Add(float64(n))
+		slog.Info("federation sender: destination behind, dropped the middle of its queue", "destination", dest, "dropped", n)
+	}
+}
+
+// wake makes sure dest's worker looks at its queue: starts it, or tells the
+// running one to look again. A destination waiting out a backoff stays
+// asleep until its timer.
+func (s *Sender) wake(dest string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	w := s.workers[dest]
+	if w == nil {
+		w = &worker{}
+		s.workers[dest] = w
+	}
+	if w.timer != nil {
+		return
+	}
+	if w.running {
+		w.again = true
+		return
+	}
+	w.running = true
+	s.wg.Add(1)
+	go s.run(dest, w)
+}
+
+// run delivers dest's queue until it is empty, the destination fails (a
+// retry is scheduled) or the sender closes.
+func (s *Sender) run(dest string, w *worker) {
+	defer s.wg.Done()
+	for {
+		retryIn, err := s.deliver(dest)
+		s.mu.Lock()
+		switch {
+		case s.closed:
+			w.running = false
+			s.mu.Unlock()
+			return
+		case err != nil || retryIn > 0:
+			if err != nil { // the store failed: try again shortly
+				slog.Warn("federation sender", "destination", dest, "err", err)
+				retryIn = s.opts.MinBackoff
+			}
+			w.running, w.again = false, false
+			w.timer = time.AfterFunc(retryIn, func() {
+				s.mu.Lock()
+				w.timer = nil
+				s.mu.Unlock()
+				s.wake(dest)
+			})
+			s.mu.Unlock()
+			return
+		case w.again:
+			w.again = false
+			s.mu.Unlock()
+			continue
+		default:
+			// Empty: the worker ends (the next enqueue starts another).
+			delete(s.workers, dest)
+			s.mu.Unlock()
+			return
+		}
+	}
+}
+
+// deliver sends dest's queue, a transaction at a time, until it is empty
+// (0, nil) or an attempt failed (the backoff to wait, nil); a panic is an
+// error (logged and counted), retried like a store failure.
+func (s *Sender) deliver(dest string) (retry time.Duration, err error) {
+	if perr := recovery.Call("federation_sender", func() error {
+		retry, err = s.deliverLoop(dest)
+		return nil
+	}, "destination", dest); perr != nil {
+		return 0, perr
+	}
+	return retry, err
+}
+
+func (s *Sender) deliverLoop(dest string) (time.Duration, error) {
+	ctx := s.ctx
+	if dest == s.opts.ServerName || !s.opts.Policy.AllowServer(ctx, dest, federation.PurposeSend) {
+		n, err := s.opts.Store.DropFederationQueue(ctx, dest)
+		if n > 0 {
+			slog.Warn("federation sender: the policy refuses the destination; dropped its queue", "destination", dest, "dropped", n)
+		}
+		return 0, err
+	}
+	for ctx.Err() == nil {
+		st, err := s.opts.Store.FederationDestinationState(ctx, dest)
+		if err != nil {
+			return 0, err
+		}
+		if wait := time.UnixMilli(st.BackoffUntil).Sub(s.opts.Now()); wait > 0 {
+			s.setFailing(dest, true)
+			return wait, nil
+		}
+		upTo := int64(0)
+		if st.TxnID != "" {
+			upTo = st.TxnUpto
+		} else if st.Failures > 0 {
+			s.trim(ctx, dest) // back after an outage: catch up with the latest
+		}
+		batch, err := s.opts.Store.FederationBatch(ctx, dest, upTo, MaxPDUsPerTxn)
+		if err != nil {
+			return 0, err
+		}
+		if len(batch) == 0 {
+			if st.TxnID != "" { // everything it carried is gone (policy drop): forget it
+				if err := s.opts.Store.AckFederationTxn(ctx, dest, st.TxnUpto, s.opts.Now().UnixMilli()); err != nil {
+					return 0, err
+				}
+				continue
+			}
+			return 0, nil
+		}
+		txnID := st.TxnID
+		last := batch[len(batch)-1].StreamPos
+		if txnID == "" {
+			txnID = TxnID(last)
+			if err := s.opts.Store.StartFederationTxn(ctx, dest, txnID, last); err != nil {
+				return 0, err
+			}
+		} else {
+			last = st.TxnUpto
+		}
+		if err := s.send(ctx, dest, txnID, batch); err != nil {
+			if ctx.Err() != nil {
+				return 0, nil
+			}
+			failures := st.Failures + 1
+			wait := Backoff(failures, s.opts.MinBackoff, s.opts.MaxBackoff)
+			s.metrics.txns.WithLabelValues("failed").Inc()
+			slog.Info("federation sender: transaction failed; backing off", "destination", dest, "txn", txnID,
+				"failures", failures, "retry_in", wait, "err", err)
+			if err := s.opts.Store.FederationTxnFailed(ctx, dest, failures, s.opts.Now().Add(wait).UnixMilli()); err != nil {
+				return 0, err
+			}
+			s.setFailing(dest, true)
+			return wait, nil
+		}
+		s.metrics.txns.WithLabelValues("sent").Inc()
+		if err := s.opts.Store.AckFederationTxn(ctx, dest, last, s.opts.Now().UnixMilli()); err != nil {
+			return 0, err
+		}
+		s.setFailing(dest, false)
+	}
+	return 0, nil
+}
+
+func (s *Sender) setFailing(dest string, failing bool) {
+	s.mu.Lock()
+	if w := s.workers[dest]; w != nil {
+		w.failing = failing
+	}
+	s.mu.Unlock()
+}
+
+// send sends one transaction: a slot of MaxConcurrent, the PDUs as stored.
+// A 200 is success whatever it says of single PDUs (the spec: their errors
+// are not retried); they are logged.
+func (s *Sender) send(ctx context.Context, dest, txnID string, batch []storage.FederationQueueItem) error {
+	ids := make([]string, len(batch))
+	for i, it := range batch {
+		ids[i] = it.EventID
+	}
+	evs, err := s.opts.Store.GetEvents(ctx, ids)
+	if err != nil {
+		return err
+	}
+	req := &mfed.ReqSendTransaction{Destination: dest, TxnID: txnID, Origin: s.opts.ServerName, PDUs: make([]mfed.PDU, 0, len(batch))}
+	req.OriginServerTS.Time = s.opts.Now()
+	for _, it := range batch {
+		if ev := evs[it.EventID]; ev != nil {
+			req.PDUs = append(req.PDUs, mfed.PDU(ev.JSON))
+		}
+	}
+	select {
+	case s.slots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-s.slots }()
+	rctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+	defer cancel()
+	resp, err := s.opts.Client.SendTransaction(rctx, req)
+	if err != nil {
+		return fmt.Errorf("sending transaction %s to %s: %w", txnID, dest, err)
+	}
+	if resp != nil {
+		for evID, r := range resp.PDUs {
+			if r.Error != "" {
+				s.metrics.pduErrors.Inc()
+				slog.Info("federation sender: the destination refused a PDU", "destination", dest, "event_id", evID, "error", r.Error)
+			}
+		}
+	}
+	return nil
+}
