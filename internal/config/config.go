@@ -277,6 +277,13 @@ type Federation struct {
 	// TrustedCAFile is a PEM file of CA certificates trusted besides the
 	// system's, for outbound federation TLS.
 	TrustedCAFile string `yaml:"trusted_ca_file"`
+	// AllowedPrivateNetworks are CIDR ranges (e.g. 10.20.0.0/16,
+	// fd00:1::/64; a bare address is one address) that outbound federation
+	// may connect to although they are not public: for federation over an
+	// organization's internal network. Empty by default: public addresses
+	// only. URL previews and push gateways are not affected (they have
+	// their own settings).
+	AllowedPrivateNetworks []string `yaml:"allowed_private_networks"`
 	// AllowedServers, if not empty, are the only servers we federate with;
 	// DeniedServers are refused whatever AllowedServers says. Patterns may use
 	// * (any run of characters) and ? (one character) and match the host
@@ -302,6 +309,38 @@ type Federation struct {
 type TrustedKeyServer struct {
 	ServerName string            `yaml:"server_name"`
 	VerifyKeys map[string]string `yaml:"verify_keys"`
+}
+
+// AllowedPrivatePrefixes returns federation.allowed_private_networks
+// parsed (IPv4-mapped IPv6 ranges as IPv4). Entries that do not parse are
+// left out: Validate refuses them.
+func (f Federation) AllowedPrivatePrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range f.AllowedPrivateNetworks {
+		if p, ok := parseNetwork(s); ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// parseNetwork parses a CIDR range or one address, without zone (a zone
+// would name an interface, not a range), IPv4-mapped ranges as IPv4.
+func parseNetwork(s string) (netip.Prefix, bool) {
+	if strings.Contains(s, "%") {
+		return netip.Prefix{}, false
+	}
+	p, ok := parseAddrOrPrefix(s)
+	return unmapPrefix(p), ok
+}
+
+// unmapPrefix turns ::ffff:a.b.c.d/n (n ≥ 96) into a.b.c.d/(n-96): addresses
+// are unmapped before they are compared.
+func unmapPrefix(p netip.Prefix) netip.Prefix {
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96).Masked()
+	}
+	return p
 }
 
 // FederationEnabled reports whether federation runs: federation.enabled,
@@ -637,6 +676,17 @@ func (c *Config) validateFederation(bad func(key, format string, args ...any)) {
 	if f.TrustedCAFile != "" {
 		if _, err := os.Stat(f.TrustedCAFile); err != nil {
 			bad("federation.trusted_ca_file", "%v", err)
+		}
+	}
+	for i, s := range f.AllowedPrivateNetworks {
+		key := fmt.Sprintf("federation.allowed_private_networks[%d]", i)
+		p, ok := parseNetwork(s)
+		switch {
+		case !ok:
+			bad(key, "must be a CIDR range such as 10.0.0.0/8 or fd00::/8 (or one IP address, without zone), got %q", s)
+		case p.Bits() == 0:
+			// A catch-all would switch the guard off, loopback and cloud metadata included.
+			bad(key, "%q admits every address; list the private ranges federation may reach", s)
 		}
 	}
 	for _, p := range append(append([]string{}, f.AllowedServers...), f.DeniedServers...) {

@@ -177,6 +177,12 @@ federation:
   notary_burst: 10
   key_fetches_per_second: 0.2
   key_fetch_burst: 20
+  # Federation over an internal network: CIDR ranges (or single addresses)
+  # that outbound federation may connect to although they are not public,
+  # e.g. ["10.20.0.0/16", "fd00:1::/64"]. Empty: public addresses only.
+  # URL previews and push gateways are not opened by this (see their own
+  # keys); a catch-all such as 0.0.0.0/0 is refused.
+  allowed_private_networks: []
   # Testing only: fixed addresses for named servers (used before discovery;
   # may be private addresses), plain HTTP to some of them, an extra CA.
   # hosts: {"other.test": "127.0.0.1:8009"}
