@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -70,6 +71,52 @@ type Listen struct {
 	// the rightmost address in that header that is not itself a trusted proxy.
 	// Empty: the peer address, whatever the headers say.
 	TrustedProxies []string `yaml:"trusted_proxies"`
+	// Federation, when set (e.g. ":8448"), is a TLS listener of Myelin's own
+	// serving the whole API (federation, keys and the client API), so that
+	// other servers reach us without a reverse proxy. Its certificate comes
+	// from TLSCertificate/TLSKey (PEM files, reread on SIGHUP) or from ACME.
+	Federation     string `yaml:"federation"`
+	TLSCertificate string `yaml:"tls_certificate"`
+	TLSKey         string `yaml:"tls_key"`
+	ACME           ACME   `yaml:"acme"`
+}
+
+// ACME configures automatic certificates for listen.federation.
+type ACME struct {
+	Enabled bool `yaml:"enabled"`
+	// DirectoryURL is the ACME directory; empty: Let's Encrypt's production one.
+	DirectoryURL string `yaml:"directory_url"`
+	// Email is the account's contact at the ACME server (optional).
+	Email string `yaml:"email"`
+	// CacheDir keeps the account key and certificates; empty: <data_dir>/acme.
+	CacheDir string `yaml:"cache_dir"`
+	// Domains are the names certificates are obtained for; empty: the host
+	// of server_name.
+	Domains []string `yaml:"domains"`
+	// HTTPChallenge, when set (e.g. ":80"), serves HTTP-01 challenges there
+	// (and redirects everything else to HTTPS). Without it only TLS-ALPN-01
+	// is answered, which the ACME server checks on port 443.
+	HTTPChallenge string `yaml:"http_challenge"`
+}
+
+// ACMECacheDir is listen.acme.cache_dir or <data_dir>/acme.
+func (c *Config) ACMECacheDir() string {
+	if c.Listen.ACME.CacheDir != "" {
+		return c.Listen.ACME.CacheDir
+	}
+	return filepath.Join(c.DataDir, "acme")
+}
+
+// ACMEDomains is listen.acme.domains or the host of server_name.
+func (c *Config) ACMEDomains() []string {
+	if len(c.Listen.ACME.Domains) > 0 {
+		return c.Listen.ACME.Domains
+	}
+	host, _, err := ParseServerName(c.ServerName)
+	if err != nil {
+		return nil
+	}
+	return []string{host}
 }
 
 // TrustedProxyPrefixes returns listen.trusted_proxies parsed (a bare address
@@ -493,6 +540,7 @@ func (c *Config) Validate() error {
 			bad("listen.metrics", "must be host:port, got %q", c.Listen.Metrics)
 		}
 	}
+	c.validateTLS(bad)
 	if u := c.Database.URL; u != "" && !strings.HasPrefix(u, "sqlite:") && !strings.HasPrefix(u, "postgres://") && !strings.HasPrefix(u, "postgresql://") {
 		bad("database.url", "must be empty, sqlite:PATH or postgres://..., got %q", u)
 	}
@@ -636,6 +684,67 @@ func (c *Config) validateCalls(bad func(key, format string, args ...any)) {
 			bad(key+".type", "is required (livekit)")
 		default:
 			bad(key+".type", "only livekit foci are supported, got %q", f.Type)
+		}
+	}
+}
+
+// validateTLS checks the native TLS listener: an address, and a certificate
+// from exactly one source.
+func (c *Config) validateTLS(bad func(key, format string, args ...any)) {
+	l := &c.Listen
+	files := l.TLSCertificate != "" || l.TLSKey != ""
+	if l.Federation == "" {
+		if files {
+			bad("listen.tls_certificate", "needs listen.federation (the TLS listener it is for)")
+		}
+		if l.ACME.Enabled {
+			bad("listen.acme.enabled", "needs listen.federation (the TLS listener it is for)")
+		}
+		return
+	}
+	if _, _, err := net.SplitHostPort(l.Federation); err != nil {
+		bad("listen.federation", "must be host:port (e.g. \":8448\"), got %q", l.Federation)
+	}
+	switch {
+	case files && l.ACME.Enabled:
+		bad("listen.acme.enabled", "set either listen.tls_certificate/tls_key or listen.acme, not both")
+	case !files && !l.ACME.Enabled:
+		bad("listen.federation", "needs a certificate: listen.tls_certificate and listen.tls_key, or listen.acme.enabled")
+	case files && (l.TLSCertificate == "" || l.TLSKey == ""):
+		bad("listen.tls_certificate", "listen.tls_certificate and listen.tls_key go together")
+	case files:
+		for key, path := range map[string]string{"listen.tls_certificate": l.TLSCertificate, "listen.tls_key": l.TLSKey} {
+			if _, err := os.Stat(path); err != nil {
+				bad(key, "%v", err)
+			}
+		}
+	}
+	if !l.ACME.Enabled {
+		return
+	}
+	a := &l.ACME
+	if a.DirectoryURL != "" {
+		if u, err := url.Parse(a.DirectoryURL); err != nil || u.Scheme != "https" || u.Host == "" {
+			bad("listen.acme.directory_url", "must be an https URL, got %q", a.DirectoryURL)
+		}
+	}
+	if a.Email != "" {
+		if m, err := mail.ParseAddress(a.Email); err != nil || m.Address != a.Email {
+			bad("listen.acme.email", "must be a bare email address, got %q", a.Email)
+		}
+	}
+	domains := c.ACMEDomains()
+	if len(domains) == 0 {
+		bad("listen.acme.domains", "server_name has no host to certify: list the domains")
+	}
+	for i, d := range domains {
+		if strings.Trim(d, "0123456789.") == "" || strings.HasPrefix(d, "[") || validDNSName(d) != nil {
+			bad(fmt.Sprintf("listen.acme.domains[%d]", i), "must be a DNS name (certificates are not issued for IP addresses), got %q", d)
+		}
+	}
+	if a.HTTPChallenge != "" {
+		if _, _, err := net.SplitHostPort(a.HTTPChallenge); err != nil {
+			bad("listen.acme.http_challenge", "must be host:port (e.g. \":80\"), got %q", a.HTTPChallenge)
 		}
 	}
 }
