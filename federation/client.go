@@ -30,7 +30,9 @@ import (
 //     _matrix-fed._tcp / _matrix._tcp, port 8448; mautrix's pieces, with a
 //     bounded cache, short caching of failures and a checked m.server) and
 //     reached only at public addresses: the dialer refuses private and
-//     loopback addresses at connect time, and so does the .well-known fetch;
+//     loopback addresses at connect time, and so does the .well-known fetch
+//     — except in the ranges of federation.allowed_private_networks, which
+//     the operator listed for federation over an internal network;
 //   - every response body is capped by endpoint (responseLimit).
 
 // ErrNonPublicAddress: a discovered server resolved to a private address.
@@ -58,9 +60,10 @@ func NewClient(cfg *config.Config, key *mfed.SigningKey, policy Policy) (*mfed.C
 		WithTLSConfig(tlsConf)
 	c := mfed.NewClient(cfg.ServerName, key, mfed.NewInMemoryCache(), settings)
 	c.UserAgent = "Myelin/" + SoftwareVersion
+	allowed := netguard.PublicOrIn(cfg.Federation.AllowedPrivatePrefixes())
 	c.AllowIP = func(ip net.IP) bool { // checked on every connect, after resolution
 		a, ok := netip.AddrFromSlice(ip)
-		return ok && netguard.IsPublicAddr(a)
+		return ok && allowed(a)
 	}
 	c.AllowServer = func(server string) bool {
 		return policy.AllowServer(context.Background(), server, PurposeOutbound)
@@ -69,8 +72,8 @@ func NewClient(cfg *config.Config, key *mfed.SigningKey, policy Policy) (*mfed.C
 	// as the ceiling above the largest of them.
 	c.ResponseSizeLimit = max(c.ResponseSizeLimit, ResponseLimitSendJoin)
 	discovered := &discoveredTransport{
-		resolver: newResolver(&mfed.ResolveServerNameOpts{HTTPClient: wellKnownClient(tlsConf), DNSClient: net.DefaultResolver}),
-		dial:     publicOnlyDialer().DialContext,
+		resolver: newResolver(&mfed.ResolveServerNameOpts{HTTPClient: wellKnownClient(tlsConf, allowed), DNSClient: net.DefaultResolver}),
+		dial:     guardedDialer(allowed).DialContext,
 	}
 	discovered.transport = settings.WithDial(discovered.dialResolved).Configure(&http.Transport{})
 	rt := &routingTransport{
@@ -105,25 +108,26 @@ func tlsConfig(caFile string) (*tls.Config, error) {
 	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}, nil
 }
 
-// publicOnlyDialer refuses, at connect time, any address that is not public
-// (no DNS-rebinding window: the check is on the address actually dialled).
-func publicOnlyDialer() *net.Dialer {
+// guardedDialer refuses, at connect time, any address allowed refuses:
+// public addresses and the configured private ranges pass (no DNS-rebinding
+// window: the check is on the address actually dialled).
+func guardedDialer(allowed func(netip.Addr) bool) *net.Dialer {
 	return &net.Dialer{Timeout: dialTimeout, Control: func(network, address string, _ syscall.RawConn) error {
 		ap, err := netip.ParseAddrPort(address)
-		if err != nil || !netguard.IsPublicAddr(ap.Addr()) {
+		if err != nil || !allowed(ap.Addr()) {
 			return fmt.Errorf("%s: %w", address, ErrNonPublicAddress)
 		}
 		return nil
 	}}
 }
 
-// wellKnownClient fetches /.well-known/matrix/server: public addresses only,
-// a few redirects (the spec asks to follow them), a short timeout.
-func wellKnownClient(tlsConf *tls.Config) *http.Client {
+// wellKnownClient fetches /.well-known/matrix/server: the addresses allowed
+// admits only, a few redirects (the spec asks to follow them), a short timeout.
+func wellKnownClient(tlsConf *tls.Config, allowed func(netip.Addr) bool) *http.Client {
 	return &http.Client{
 		Timeout: wellKnownTimeout,
 		Transport: &http.Transport{
-			DialContext:         publicOnlyDialer().DialContext,
+			DialContext:         guardedDialer(allowed).DialContext,
 			TLSClientConfig:     tlsConf,
 			TLSHandshakeTimeout: wellKnownTimeout,
 		},

@@ -19,6 +19,7 @@ import (
 	mfed "maunium.net/go/mautrix/federation"
 
 	"github.com/myelin-chat/myelin/internal/config"
+	"github.com/myelin-chat/myelin/internal/netguard"
 )
 
 // fakeDNS answers SRV questions from a table over UDP on loopback; every
@@ -209,7 +210,7 @@ func TestDiscoveryRefusesPrivateAddresses(t *testing.T) {
 		}
 	}
 	// The .well-known fetch is guarded the same way.
-	if _, err := publicOnlyDialer().DialContext(context.Background(), "tcp", ts.Listener.Addr().String()); !errors.Is(err, ErrNonPublicAddress) {
+	if _, err := guardedDialer(netguard.IsPublicAddr).DialContext(context.Background(), "tcp", ts.Listener.Addr().String()); !errors.Is(err, ErrNonPublicAddress) {
 		t.Errorf("well-known dialer: %v", err)
 	}
 	// Mapped, the same loopback server is reachable.

@@ -5,12 +5,14 @@ package homeserver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -30,6 +32,7 @@ import (
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/internal/notifier"
 	"github.com/myelin-chat/myelin/internal/ratelimit"
+	"github.com/myelin-chat/myelin/internal/servertls"
 	"github.com/myelin-chat/myelin/keyserver"
 	"github.com/myelin-chat/myelin/mediaapi"
 	"github.com/myelin-chat/myelin/push"
@@ -69,7 +72,11 @@ type Server struct {
 	Followers []*follower.Follower
 
 	handler http.Handler
-	http    *http.Server
+	// tls is the certificate source of listen.federation (nil: no TLS listener).
+	tls servertls.Source
+
+	mu      sync.Mutex     // guards the servers below, started and stopped from different goroutines
+	servers []*http.Server // the HTTP and TLS listeners' servers
 }
 
 // New builds a server from cfg: opens (and migrates) the store, loads or
@@ -116,7 +123,41 @@ func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 		s.Metrics.RegisterFollowerLag(f.Name(), f.Lag)
 	}
 	s.handler = s.routes()
+	if s.tls, err = tlsSource(cfg); err != nil {
+		s.close()
+		return nil, err
+	}
 	return s, nil
+}
+
+// tlsSource loads listen.federation's certificate source: the PEM files, or
+// an ACME manager caching under listen.acme.cache_dir. nil without listener.
+func tlsSource(cfg *config.Config) (servertls.Source, error) {
+	l := cfg.Listen
+	switch {
+	case l.Federation == "":
+		return nil, nil
+	case l.ACME.Enabled:
+		return servertls.NewACME(servertls.ACMEOptions{DirectoryURL: l.ACME.DirectoryURL, Email: l.ACME.Email,
+			CacheDir: cfg.ACMECacheDir(), Domains: cfg.ACMEDomains()})
+	default:
+		f, err := servertls.LoadFiles(l.TLSCertificate, l.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("listen.tls_certificate: %w", err)
+		}
+		return f, nil
+	}
+}
+
+// ReloadTLS rereads listen.federation's certificate files (SIGHUP): new
+// handshakes get the new certificate, open connections stay. On error the
+// old certificate stays in use. Nothing to do without files (ACME renews
+// by itself).
+func (s *Server) ReloadTLS() error {
+	if s.tls == nil {
+		return nil
+	}
+	return s.tls.Reload()
 }
 
 // build builds the modules over s's store, key and notifier (see New).
@@ -248,7 +289,21 @@ func loopbackOnly(next http.Handler) http.Handler {
 // Serve answers HTTP on ln until Shutdown. (A separate metrics listener, when
 // configured, is started by ListenAndServe.)
 func (s *Server) Serve(ln net.Listener) error {
-	s.http = &http.Server{
+	return s.serve(ln)
+}
+
+// ServeTLS answers HTTPS on ln until Shutdown, with listen.federation's
+// certificate: the whole API, federation, keys and client API alike (the
+// same handler as Serve). It fails when no TLS listener is configured.
+func (s *Server) ServeTLS(ln net.Listener) error {
+	if s.tls == nil {
+		return errors.New("listen.federation: no TLS listener configured")
+	}
+	return s.serve(tls.NewListener(ln, s.tls.TLSConfig()))
+}
+
+func (s *Server) serve(ln net.Listener) error {
+	srv := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		// The whole request, body included (a 50 MiB upload at ≥ 170 KiB/s):
@@ -257,29 +312,71 @@ func (s *Server) Serve(ln net.Listener) error {
 		IdleTimeout: 2 * time.Minute,
 		ErrorLog:    slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
 	}
-	err := s.http.Serve(ln)
+	s.mu.Lock()
+	s.servers = append(s.servers, srv)
+	s.mu.Unlock()
+	err := srv.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
 	return err
 }
 
-// ListenAndServe listens on the configured addresses and serves until Shutdown.
+// ListenAndServe listens on the configured addresses and serves until
+// Shutdown: listen.http, and listen.federation (TLS), listen.metrics and
+// listen.acme.http_challenge when set.
 func (s *Server) ListenAndServe() error {
 	ln, err := net.Listen("tcp", s.Config.Listen.HTTP)
 	if err != nil {
 		return fmt.Errorf("listen.http: %w", err)
 	}
-	if addr := s.Config.Listen.Metrics; addr != "" {
-		mln, err := net.Listen("tcp", addr)
+	var extra []net.Listener
+	closeAll := func() {
+		ln.Close()
+		for _, l := range extra {
+			l.Close()
+		}
+	}
+	listen := func(key, addr string) (net.Listener, error) {
+		l, err := net.Listen("tcp", addr)
 		if err != nil {
-			ln.Close()
-			return fmt.Errorf("listen.metrics: %w", err)
+			closeAll()
+			return nil, fmt.Errorf("%s: %w", key, err)
+		}
+		extra = append(extra, l)
+		return l, nil
+	}
+	var tlsLn, challengeLn net.Listener
+	if addr := s.Config.Listen.Federation; addr != "" {
+		if tlsLn, err = listen("listen.federation", addr); err != nil {
+			return err
+		}
+		if acme, ok := s.tls.(*servertls.ACME); ok && s.Config.Listen.ACME.HTTPChallenge != "" {
+			if challengeLn, err = listen("listen.acme.http_challenge", s.Config.Listen.ACME.HTTPChallenge); err != nil {
+				return err
+			}
+			challenge := &http.Server{Handler: acme.HTTPHandler(), ReadHeaderTimeout: 10 * time.Second}
+			s.mu.Lock()
+			s.servers = append(s.servers, challenge)
+			s.mu.Unlock()
+			go func() { _ = challenge.Serve(challengeLn) }()
+		}
+	}
+	if addr := s.Config.Listen.Metrics; addr != "" {
+		mln, err := listen("listen.metrics", addr)
+		if err != nil {
+			return err
 		}
 		go func() { _ = http.Serve(mln, s.Metrics.Handler()) }()
 	}
+	errc := make(chan error, 2)
+	if tlsLn != nil {
+		slog.Info("listening (TLS)", "federation", tlsLn.Addr().String())
+		go func() { errc <- s.ServeTLS(tlsLn) }()
+	}
 	slog.Info("listening", "http", ln.Addr().String(), "server_name", s.Config.ServerName)
-	return s.Serve(ln)
+	go func() { errc <- s.Serve(ln) }()
+	return <-errc // the first listener to stop; Shutdown stops the others
 }
 
 // Shutdown stops accepting requests, lets in-flight ones finish (until ctx
@@ -288,12 +385,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	// Long-polling /sync requests answer at once (empty, as at their timeout)
 	// so they do not hold the shutdown for up to their timeout.
 	s.Notifier.Close()
-	var err error
-	if s.http != nil {
-		err = s.http.Shutdown(ctx)
+	s.mu.Lock()
+	servers := s.servers
+	s.mu.Unlock()
+	var errs []error
+	for _, srv := range servers {
+		errs = append(errs, srv.Shutdown(ctx))
 	}
 	s.close()
-	return err
+	return errors.Join(errs...)
 }
 
 // roomviewTokens spells /sync's prev_batch as roomview's /messages reads it.

@@ -163,11 +163,26 @@ func runCmd(args []string) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
-	select {
-	case err := <-errc:
-		srv.Shutdown(context.Background())
-		return err
-	case <-ctx.Done():
+	// SIGHUP rereads listen.tls_certificate/tls_key (after a renewal): new
+	// handshakes see the new certificate, no connection is dropped.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case err := <-errc:
+			srv.Shutdown(context.Background())
+			return err
+		case <-hup:
+			if err := srv.ReloadTLS(); err != nil {
+				slog.Error("SIGHUP: TLS certificate not reloaded, the previous one stays in use", "error", err)
+			} else if cfg.Listen.Federation != "" {
+				slog.Info("SIGHUP: TLS certificate reloaded")
+			}
+			continue
+		case <-ctx.Done():
+		}
+		break
 	}
 	slog.Info("shutting down: finishing in-flight requests")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -70,6 +71,52 @@ type Listen struct {
 	// the rightmost address in that header that is not itself a trusted proxy.
 	// Empty: the peer address, whatever the headers say.
 	TrustedProxies []string `yaml:"trusted_proxies"`
+	// Federation, when set (e.g. ":8448"), is a TLS listener of Myelin's own
+	// serving the whole API (federation, keys and the client API), so that
+	// other servers reach us without a reverse proxy. Its certificate comes
+	// from TLSCertificate/TLSKey (PEM files, reread on SIGHUP) or from ACME.
+	Federation     string `yaml:"federation"`
+	TLSCertificate string `yaml:"tls_certificate"`
+	TLSKey         string `yaml:"tls_key"`
+	ACME           ACME   `yaml:"acme"`
+}
+
+// ACME configures automatic certificates for listen.federation.
+type ACME struct {
+	Enabled bool `yaml:"enabled"`
+	// DirectoryURL is the ACME directory; empty: Let's Encrypt's production one.
+	DirectoryURL string `yaml:"directory_url"`
+	// Email is the account's contact at the ACME server (optional).
+	Email string `yaml:"email"`
+	// CacheDir keeps the account key and certificates; empty: <data_dir>/acme.
+	CacheDir string `yaml:"cache_dir"`
+	// Domains are the names certificates are obtained for; empty: the host
+	// of server_name.
+	Domains []string `yaml:"domains"`
+	// HTTPChallenge, when set (e.g. ":80"), serves HTTP-01 challenges there
+	// (and redirects everything else to HTTPS). Without it only TLS-ALPN-01
+	// is answered, which the ACME server checks on port 443.
+	HTTPChallenge string `yaml:"http_challenge"`
+}
+
+// ACMECacheDir is listen.acme.cache_dir or <data_dir>/acme.
+func (c *Config) ACMECacheDir() string {
+	if c.Listen.ACME.CacheDir != "" {
+		return c.Listen.ACME.CacheDir
+	}
+	return filepath.Join(c.DataDir, "acme")
+}
+
+// ACMEDomains is listen.acme.domains or the host of server_name.
+func (c *Config) ACMEDomains() []string {
+	if len(c.Listen.ACME.Domains) > 0 {
+		return c.Listen.ACME.Domains
+	}
+	host, _, err := ParseServerName(c.ServerName)
+	if err != nil {
+		return nil
+	}
+	return []string{host}
 }
 
 // TrustedProxyPrefixes returns listen.trusted_proxies parsed (a bare address
@@ -277,6 +324,13 @@ type Federation struct {
 	// TrustedCAFile is a PEM file of CA certificates trusted besides the
 	// system's, for outbound federation TLS.
 	TrustedCAFile string `yaml:"trusted_ca_file"`
+	// AllowedPrivateNetworks are CIDR ranges (e.g. 10.20.0.0/16,
+	// fd00:1::/64; a bare address is one address) that outbound federation
+	// may connect to although they are not public: for federation over an
+	// organization's internal network. Empty by default: public addresses
+	// only. URL previews and push gateways are not affected (they have
+	// their own settings).
+	AllowedPrivateNetworks []string `yaml:"allowed_private_networks"`
 	// AllowedServers, if not empty, are the only servers we federate with;
 	// DeniedServers are refused whatever AllowedServers says. Patterns may use
 	// * (any run of characters) and ? (one character) and match the host
@@ -302,6 +356,38 @@ type Federation struct {
 type TrustedKeyServer struct {
 	ServerName string            `yaml:"server_name"`
 	VerifyKeys map[string]string `yaml:"verify_keys"`
+}
+
+// AllowedPrivatePrefixes returns federation.allowed_private_networks
+// parsed (IPv4-mapped IPv6 ranges as IPv4). Entries that do not parse are
+// left out: Validate refuses them.
+func (f Federation) AllowedPrivatePrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range f.AllowedPrivateNetworks {
+		if p, ok := parseNetwork(s); ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// parseNetwork parses a CIDR range or one address, without zone (a zone
+// would name an interface, not a range), IPv4-mapped ranges as IPv4.
+func parseNetwork(s string) (netip.Prefix, bool) {
+	if strings.Contains(s, "%") {
+		return netip.Prefix{}, false
+	}
+	p, ok := parseAddrOrPrefix(s)
+	return unmapPrefix(p), ok
+}
+
+// unmapPrefix turns ::ffff:a.b.c.d/n (n ≥ 96) into a.b.c.d/(n-96): addresses
+// are unmapped before they are compared.
+func unmapPrefix(p netip.Prefix) netip.Prefix {
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96).Masked()
+	}
+	return p
 }
 
 // FederationEnabled reports whether federation runs: federation.enabled,
@@ -454,6 +540,7 @@ func (c *Config) Validate() error {
 			bad("listen.metrics", "must be host:port, got %q", c.Listen.Metrics)
 		}
 	}
+	c.validateTLS(bad)
 	if u := c.Database.URL; u != "" && !strings.HasPrefix(u, "sqlite:") && !strings.HasPrefix(u, "postgres://") && !strings.HasPrefix(u, "postgresql://") {
 		bad("database.url", "must be empty, sqlite:PATH or postgres://..., got %q", u)
 	}
@@ -601,6 +688,67 @@ func (c *Config) validateCalls(bad func(key, format string, args ...any)) {
 	}
 }
 
+// validateTLS checks the native TLS listener: an address, and a certificate
+// from exactly one source.
+func (c *Config) validateTLS(bad func(key, format string, args ...any)) {
+	l := &c.Listen
+	files := l.TLSCertificate != "" || l.TLSKey != ""
+	if l.Federation == "" {
+		if files {
+			bad("listen.tls_certificate", "needs listen.federation (the TLS listener it is for)")
+		}
+		if l.ACME.Enabled {
+			bad("listen.acme.enabled", "needs listen.federation (the TLS listener it is for)")
+		}
+		return
+	}
+	if _, _, err := net.SplitHostPort(l.Federation); err != nil {
+		bad("listen.federation", "must be host:port (e.g. \":8448\"), got %q", l.Federation)
+	}
+	switch {
+	case files && l.ACME.Enabled:
+		bad("listen.acme.enabled", "set either listen.tls_certificate/tls_key or listen.acme, not both")
+	case !files && !l.ACME.Enabled:
+		bad("listen.federation", "needs a certificate: listen.tls_certificate and listen.tls_key, or listen.acme.enabled")
+	case files && (l.TLSCertificate == "" || l.TLSKey == ""):
+		bad("listen.tls_certificate", "listen.tls_certificate and listen.tls_key go together")
+	case files:
+		for key, path := range map[string]string{"listen.tls_certificate": l.TLSCertificate, "listen.tls_key": l.TLSKey} {
+			if _, err := os.Stat(path); err != nil {
+				bad(key, "%v", err)
+			}
+		}
+	}
+	if !l.ACME.Enabled {
+		return
+	}
+	a := &l.ACME
+	if a.DirectoryURL != "" {
+		if u, err := url.Parse(a.DirectoryURL); err != nil || u.Scheme != "https" || u.Host == "" {
+			bad("listen.acme.directory_url", "must be an https URL, got %q", a.DirectoryURL)
+		}
+	}
+	if a.Email != "" {
+		if m, err := mail.ParseAddress(a.Email); err != nil || m.Address != a.Email {
+			bad("listen.acme.email", "must be a bare email address, got %q", a.Email)
+		}
+	}
+	domains := c.ACMEDomains()
+	if len(domains) == 0 {
+		bad("listen.acme.domains", "server_name has no host to certify: list the domains")
+	}
+	for i, d := range domains {
+		if strings.Trim(d, "0123456789.") == "" || strings.HasPrefix(d, "[") || validDNSName(d) != nil {
+			bad(fmt.Sprintf("listen.acme.domains[%d]", i), "must be a DNS name (certificates are not issued for IP addresses), got %q", d)
+		}
+	}
+	if a.HTTPChallenge != "" {
+		if _, _, err := net.SplitHostPort(a.HTTPChallenge); err != nil {
+			bad("listen.acme.http_challenge", "must be host:port (e.g. \":80\"), got %q", a.HTTPChallenge)
+		}
+	}
+}
+
 func (c *Config) validateFederation(bad func(key, format string, args ...any)) {
 	f := &c.Federation
 	if f.KeyValidity.Duration < time.Hour || f.KeyValidity.Duration > 7*24*time.Hour {
@@ -637,6 +785,17 @@ func (c *Config) validateFederation(bad func(key, format string, args ...any)) {
 	if f.TrustedCAFile != "" {
 		if _, err := os.Stat(f.TrustedCAFile); err != nil {
 			bad("federation.trusted_ca_file", "%v", err)
+		}
+	}
+	for i, s := range f.AllowedPrivateNetworks {
+		key := fmt.Sprintf("federation.allowed_private_networks[%d]", i)
+		p, ok := parseNetwork(s)
+		switch {
+		case !ok:
+			bad(key, "must be a CIDR range such as 10.0.0.0/8 or fd00::/8 (or one IP address, without zone), got %q", s)
+		case p.Bits() == 0:
+			// A catch-all would switch the guard off, loopback and cloud metadata included.
+			bad(key, "%q admits every address; list the private ranges federation may reach", s)
 		}
 	}
 	for _, p := range append(append([]string{}, f.AllowedServers...), f.DeniedServers...) {

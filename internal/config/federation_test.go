@@ -34,6 +34,12 @@ func TestValidateFederation(t *testing.T) {
 		{"federation.allowed_servers", func(c *Config) { c.Federation.DeniedServers = []string{" "} }},
 		{"federation.allowed_servers", func(c *Config) { c.Federation.AllowedServers = []string{"a.example:8448"} }},
 		{"federation.allowed_servers", func(c *Config) { c.Federation.DeniedServers = []string{"[::1]:8448"} }},
+		{"federation.allowed_private_networks[0]", func(c *Config) { c.Federation.AllowedPrivateNetworks = []string{"10.0.0.0/33"} }},
+		{"federation.allowed_private_networks[1]", func(c *Config) { c.Federation.AllowedPrivateNetworks = []string{"10.0.0.0/8", "intranet"} }},
+		{"federation.allowed_private_networks[0]", func(c *Config) { c.Federation.AllowedPrivateNetworks = []string{"0.0.0.0/0"} }},
+		{"federation.allowed_private_networks[0]", func(c *Config) { c.Federation.AllowedPrivateNetworks = []string{"::/0"} }},
+		{"federation.allowed_private_networks[0]", func(c *Config) { c.Federation.AllowedPrivateNetworks = []string{"::ffff:0.0.0.0/96"} }},
+		{"federation.allowed_private_networks[0]", func(c *Config) { c.Federation.AllowedPrivateNetworks = []string{"fe80::1%eth0/64"} }},
 		{"federation.requests_per_second", func(c *Config) { c.Federation.Burst = 0 }},
 		{"federation.notary_requests_per_second", func(c *Config) { c.Federation.NotaryBurst = 0 }},
 		{"federation.key_fetches_per_second", func(c *Config) { c.Federation.KeyFetchesPerSecond = -1 }},
@@ -43,7 +49,7 @@ func TestValidateFederation(t *testing.T) {
 		c.mutate(cfg)
 		var ke *KeyError
 		if err := cfg.Validate(); !errors.As(err, &ke) || ke.Key != c.key {
-			t.Errorf("%s: Validate() = %v", c.key, err)
+			t.Errorf("%s: Validate() = %v (%+v)", c.key, err, cfg.Federation.AllowedPrivateNetworks)
 		}
 	}
 	ok := Default()
@@ -54,6 +60,27 @@ func TestValidateFederation(t *testing.T) {
 		VerifyKeys: map[string]string{"ed25519:auto": "Noi6WqcDj0QmPxCNQqgezwTlBKrfqehY1u2FyWP9uYw"}}}
 	if err := ok.Validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// federation.allowed_private_networks: CIDR ranges or single addresses,
+// masked, IPv4-mapped ranges as IPv4; a bad entry fails the load, naming it.
+func TestAllowedPrivateNetworks(t *testing.T) {
+	f := Federation{AllowedPrivateNetworks: []string{"10.1.2.3/16", "192.168.7.7", "::ffff:172.16.0.0/108", "fd00:1::/64"}}
+	var got []string
+	for _, p := range f.AllowedPrivatePrefixes() {
+		got = append(got, p.String())
+	}
+	if want := "10.1.0.0/16 192.168.7.7/32 172.16.0.0/12 fd00:1::/64"; strings.Join(got, " ") != want {
+		t.Fatalf("prefixes %v, want %s", got, want)
+	}
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(p, []byte("server_name: example.org\nfederation:\n  allowed_private_networks: [\"10.0.0.0/8\", \"10.0.0.300/8\"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(p)
+	if err == nil || !strings.Contains(err.Error(), "federation.allowed_private_networks[1]") || !strings.Contains(err.Error(), "10.0.0.300/8") {
+		t.Fatalf("Load: %v", err)
 	}
 }
 

@@ -28,6 +28,25 @@ listen:
   # Reverse proxies whose X-Forwarded-For is believed (addresses or CIDRs), so
   # that rate limits and device IPs see the real client. Default: none.
   # trusted_proxies: ["127.0.0.1", "::1"]
+  # A TLS listener of Myelin's own, so that other servers reach this one
+  # without a reverse proxy (port 8448, or where .well-known/SRV delegate).
+  # It serves the whole API (federation, keys and the client API). Off by
+  # default. The certificate: PEM files (chain, then key), reread on SIGHUP...
+  # federation: ":8448"
+  # tls_certificate: "/etc/myelin/fullchain.pem"
+  # tls_key: "/etc/myelin/privkey.pem"
+  # ...or automatic certificates through ACME (Let's Encrypt by default):
+  # obtained on the first handshake, renewed ahead of expiry, kept in
+  # cache_dir (default <data_dir>/acme). The ACME server validates on port
+  # 443 (TLS-ALPN-01: listen.federation on :443, or 443 forwarded to it) or
+  # port 80 (HTTP-01: set http_challenge).
+  # acme:
+  #   enabled: true
+  #   directory_url: "https://acme-v02.api.letsencrypt.org/directory"
+  #   email: "admin@%[1]s"
+  #   domains: ["%[1]s"]   # default: the host of server_name
+  #   cache_dir: ""
+  #   http_challenge: ":80"
 
 database:
   # Empty or sqlite:PATH for the embedded SQLite store (default <data_dir>/myelin.db);
@@ -177,6 +196,12 @@ federation:
   notary_burst: 10
   key_fetches_per_second: 0.2
   key_fetch_burst: 20
+  # Federation over an internal network: CIDR ranges (or single addresses)
+  # that outbound federation may connect to although they are not public,
+  # e.g. ["10.20.0.0/16", "fd00:1::/64"]. Empty: public addresses only.
+  # URL previews and push gateways are not opened by this (see their own
+  # keys); a catch-all such as 0.0.0.0/0 is refused.
+  allowed_private_networks: []
   # Testing only: fixed addresses for named servers (used before discovery;
   # may be private addresses), plain HTTP to some of them, an extra CA.
   # hosts: {"other.test": "127.0.0.1:8009"}

@@ -170,3 +170,31 @@ func CheckHostLiteral(host string) bool {
 	}
 	return host != "" && !IsLocalhostName(host)
 }
+
+// PublicOrIn returns the address check of a server that may also reach the
+// ranges an operator listed (e.g. federation.allowed_private_networks): an
+// address passes if it is public or inside one of allowed. IPv4-mapped IPv6
+// addresses are unmapped first, as IsPublicAddr does, so ::ffff:10.0.0.1 is
+// judged as 10.0.0.1. The unspecified address and multicast never pass,
+// whatever is listed: nothing is served there.
+func PublicOrIn(allowed []netip.Prefix) func(netip.Addr) bool {
+	allowed = append([]netip.Prefix(nil), allowed...)
+	return func(ip netip.Addr) bool {
+		if IsPublicAddr(ip) {
+			return true
+		}
+		if !ip.IsValid() {
+			return false
+		}
+		ip = ip.Unmap().WithZone("")
+		if ip.IsUnspecified() || ip.IsMulticast() || ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+			return false
+		}
+		for _, p := range allowed {
+			if p.Contains(ip) {
+				return true
+			}
+		}
+		return false
+	}
+}
