@@ -51,6 +51,8 @@ var rules = []rule{
 	{"mediaapi", []string{"storage", "internal/..."}},
 	{"userdirectory", []string{"storage", "internal/..."}},
 	{"federation", []string{"storage", "internal/..."}},
+	// The server-server room handlers: over the transport and the room modules.
+	{"federationapi", []string{"federation", "roomserver", "roomview", "directory", "storage", "internal/..."}},
 	// The client API: handlers over modules; /sync readers never the writer.
 	{"clientapi/syncv2", []string{"accounts", "keyserver", "ephemeral", "push", "visibility", "clientevent", "roomview", "storage", "internal/..."}},
 	{"clientapi/slidingsync", []string{"clientapi/syncv2", "accounts", "keyserver", "ephemeral", "push", "visibility", "clientevent", "roomview", "storage", "internal/..."}},
