@@ -3,8 +3,8 @@ package tests
 import (
 	"bytes"
 	"context"
-	jsonv2 "encoding/json/v2"
 	"encoding/json"
+	jsonv2 "encoding/json/v2"
 	"fmt"
 	"net/http"
 	"net/url"
