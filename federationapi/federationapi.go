@@ -178,7 +178,11 @@ func ACLAllows(pduJSON []byte, server string) bool {
 	host := federation.PolicyHost(server)
 	strs := func(key string) []string {
 		var out []string
-		content.Get(key).ForEach(func(_, v gjson.Result) bool {
+		list := content.Get(key)
+		if !list.IsArray() {
+			return nil // not a list: nothing matches
+		}
+		list.ForEach(func(_, v gjson.Result) bool {
 			if v.Type == gjson.String {
 				out = append(out, v.Str)
 			}

@@ -47,34 +47,34 @@ func (a *API) event(r *http.Request) (any, error) {
 
 // stateAt is the state before the event_id query parameter, for /state and
 // /state_ids, and its auth chain, to a member server that may see the event.
-func (a *API) stateAt(r *http.Request) (state, authChain []*storage.Event, stateIDs []string, err error) {
+func (a *API) stateAt(r *http.Request) (stateIDs []string, authChain []*storage.Event, err error) {
 	ctx, origin := r.Context(), federation.Origin(r.Context())
 	roomID, err := roomIDParam(r)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	eventID, err := eventIDParam(r.URL.Query().Get("event_id"))
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	if err := a.member(ctx, roomID, origin); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	if _, err := a.visibleEvent(ctx, roomID, eventID, origin); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	if stateIDs, err = a.rooms.StateIDsAt(ctx, roomID, eventID); err != nil {
-		return nil, nil, nil, roomAnswer(err)
+		return nil, nil, roomAnswer(err)
 	}
 	if authChain, err = a.rooms.AuthChain(ctx, stateIDs); err != nil {
-		return nil, nil, nil, roomAnswer(err)
+		return nil, nil, roomAnswer(err)
 	}
-	return nil, authChain, stateIDs, nil
+	return stateIDs, authChain, nil
 }
 
 // GET /_matrix/federation/v1/state/{roomId}?event_id=
 func (a *API) state(r *http.Request) (any, error) {
-	_, chain, ids, err := a.stateAt(r)
+	ids, chain, err := a.stateAt(r)
 	if err != nil {
 		return nil, err
 	}
@@ -87,7 +87,7 @@ func (a *API) state(r *http.Request) (any, error) {
 
 // GET /_matrix/federation/v1/state_ids/{roomId}?event_id=
 func (a *API) stateIDs(r *http.Request) (any, error) {
-	_, chain, ids, err := a.stateAt(r)
+	ids, chain, err := a.stateAt(r)
 	if err != nil {
 		return nil, err
 	}

@@ -28,6 +28,9 @@ const (
 	MaxWalk = 1_000
 )
 
+// authChainCap is MaxAuthChain, lowered by tests.
+var authChainCap = MaxAuthChain
+
 // RoomEvent returns the stored event eventID of roomID (its PDU as stored,
 // redacted if a redaction applied); ErrNotFound when the server has no such
 // event in that room, ErrUnknownRoom for an unknown room.
@@ -139,8 +142,8 @@ func (s *Server) AuthChain(ctx context.Context, ids []string) ([]*storage.Event,
 	}
 	var out []*storage.Event
 	for len(frontier) > 0 {
-		if len(seen) > MaxAuthChain {
-			return nil, TooLarge("The auth chain exceeds %d events", MaxAuthChain)
+		if len(seen) > authChainCap {
+			return nil, TooLarge("The auth chain exceeds %d events", authChainCap)
 		}
 		level, err := s.Events(ctx, frontier)
 		if err != nil {
