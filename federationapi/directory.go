@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/myelin-chat/myelin/directory"
+	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/roomserver"
 )
@@ -80,5 +81,31 @@ func (a *API) publicRooms(r *http.Request) (any, error) {
 		req.Limit = defaultPublicRoomsCap
 	}
 	resp, err := a.directory.PublicRooms(r.Context(), req)
+	return resp, roomAnswer(err)
+}
+
+// GET /_matrix/federation/v1/hierarchy/{roomId}?suggested_only=: a local
+// space and its children, as far as the requesting server may see them.
+func (a *API) hierarchy(r *http.Request) (any, error) {
+	ctx, origin := r.Context(), federation.Origin(r.Context())
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	var suggested bool
+	switch v := r.URL.Query().Get("suggested_only"); v {
+	case "", "false":
+	case "true":
+		suggested = true
+	default:
+		return nil, mxhttp.InvalidParam("suggested_only must be true or false")
+	}
+	if err := a.knownRoom(ctx, roomID); err != nil {
+		return nil, err
+	}
+	if err := a.checkACL(ctx, roomID, origin); err != nil {
+		return nil, err
+	}
+	resp, err := a.spaces.ServerHierarchy(ctx, origin, roomID, suggested)
 	return resp, roomAnswer(err)
 }

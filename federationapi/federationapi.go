@@ -23,6 +23,7 @@ import (
 	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/roomserver"
+	"github.com/myelin-chat/myelin/roomview"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -54,12 +55,18 @@ type Directory interface {
 	PublicRooms(ctx context.Context, req directory.PublicRoomsRequest) (*directory.PublicRoomsResponse, error)
 }
 
+// Spaces answers the federation space hierarchy (roomview).
+type Spaces interface {
+	ServerHierarchy(ctx context.Context, server string, roomID id.RoomID, suggestedOnly bool) (*roomview.ServerHierarchyResponse, error)
+}
+
 // Options are what the API is built from.
 type Options struct {
 	ServerName string
 	Rooms      Rooms
 	Store      Store
 	Directory  Directory
+	Spaces     Spaces
 }
 
 // API is the server-server room API.
@@ -68,11 +75,12 @@ type API struct {
 	rooms      Rooms
 	store      Store
 	directory  Directory
+	spaces     Spaces
 }
 
 // New builds the API.
 func New(o Options) *API {
-	return &API{serverName: o.ServerName, rooms: o.Rooms, store: o.Store, directory: o.Directory}
+	return &API{serverName: o.ServerName, rooms: o.Rooms, store: o.Store, directory: o.Directory, spaces: o.Spaces}
 }
 
 // Bounds on what one request may ask for.
@@ -99,6 +107,7 @@ func (a *API) Mount(r chi.Router) {
 	r.Get("/v1/query/directory", mxhttp.JSON(a.queryDirectory).ServeHTTP)
 	r.Get("/v1/publicRooms", mxhttp.JSON(a.publicRooms).ServeHTTP)
 	r.Post("/v1/publicRooms", mxhttp.JSON(a.publicRooms).ServeHTTP)
+	r.Get("/v1/hierarchy/{roomId}", mxhttp.JSON(a.hierarchy).ServeHTTP)
 }
 
 // roomAnswer maps the room modules' kinds of failure to the federation

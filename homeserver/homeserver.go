@@ -140,8 +140,10 @@ func (s *Server) build(ctx context.Context) error {
 	s.Notices = servernotices.New(servernotices.Options{Rooms: s.Rooms, View: s.RoomView, Tags: s.Accounts, Store: db, Config: cfg})
 	s.Federation = federation.New(federation.Options{Config: cfg, Transport: transport, Profiles: s.Accounts})
 	// The room reads other servers ask for: the roomserver's room-state reads,
-	// the store for lookups, the directory for aliases and published rooms.
-	s.FederationAPI = federationapi.New(federationapi.Options{ServerName: cfg.ServerName, Rooms: s.Rooms, Store: db, Directory: s.Directory})
+	// the store for lookups, the directory for aliases and published rooms,
+	// roomview for space hierarchies.
+	s.FederationAPI = federationapi.New(federationapi.Options{ServerName: cfg.ServerName, Rooms: s.Rooms, Store: db, Directory: s.Directory,
+		Spaces: s.RoomView})
 	// Push rules, pushers and unread counts; typing, receipts and presence
 	// (a read receipt resets the unread counts); GET /sync and sliding sync over both.
 	s.Push = push.New(push.Options{Store: db, Stream: db.Stream, Rooms: db, Notifier: s.Notifier,

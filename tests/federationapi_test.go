@@ -289,6 +289,30 @@ func TestFederationRoomReads(t *testing.T) {
 			_, err = other.get(ctx, "GET", path("v1", "state_ids", open), q("event_id", string(w1)), nil)
 			assertMatrixErr(t, err, 403, "M_FORBIDDEN")
 
+			// /hierarchy: a public space with the room (suggested) and a
+			// private room (inaccessible to a server not in it) as children.
+			space := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", CreationContent: map[string]any{"type": "m.space"}})
+			private := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+			must(alice.SendStateEvent(ctx, space, event.StateSpaceChild, string(room), map[string]any{"via": []string{"hs.test"}, "suggested": true}))
+			must(alice.SendStateEvent(ctx, space, event.StateSpaceChild, string(private), map[string]any{"via": []string{"hs.test"}}))
+			must(alice.SendStateEvent(ctx, space, event.StateSpaceChild, "!unknown:hs.test", map[string]any{"via": []string{"hs.test"}}))
+			got, err = remote.get(ctx, "GET", path("v1", "hierarchy", space), nil, nil)
+			if err != nil || got.Get("room.room_id").Str != string(space) || len(got.Get("room.children_state").Array()) != 3 ||
+				got.Get("children.#").Int() != 1 || got.Get("children.0.room_id").Str != string(room) ||
+				got.Get("inaccessible_children.#").Int() != 1 || got.Get("inaccessible_children.0").Str != string(private) {
+				t.Fatalf("/hierarchy: %s %v", got.Raw, err)
+			}
+			got, err = remote.get(ctx, "GET", path("v1", "hierarchy", space), q("suggested_only", "true"), nil)
+			if err != nil || len(got.Get("room.children_state").Array()) != 1 || got.Get("children.#").Int() != 1 || got.Get("inaccessible_children.#").Int() != 0 {
+				t.Fatalf("/hierarchy suggested_only: %s %v", got.Raw, err)
+			}
+			_, err = other.get(ctx, "GET", path("v1", "hierarchy", private), nil, nil)
+			assertMatrixErr(t, err, 404, "M_NOT_FOUND")
+			_, err = other.get(ctx, "GET", path("v1", "hierarchy", "!unknown:hs.test"), nil, nil)
+			assertMatrixErr(t, err, 404, "M_NOT_FOUND")
+			_, err = other.get(ctx, "GET", path("v1", "hierarchy", space), q("suggested_only", "maybe"), nil)
+			assertMatrixErr(t, err, 400, "M_INVALID_PARAM")
+
 			// Servers not in the room.
 			for _, c := range []struct {
 				method string
