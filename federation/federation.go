@@ -147,8 +147,17 @@ type disabledPolicy struct{}
 
 func (disabledPolicy) AllowServer(context.Context, string, Purpose) bool { return false }
 
-// Mount adds the federation and key routes to r (nothing when disabled).
-func (m *Module) Mount(r chi.Router) {
+// Mounter adds routes to a router: the server-server API packages built
+// over the transport (federationapi) mount theirs inside /_matrix/federation,
+// behind X-Matrix authentication.
+type Mounter interface {
+	Mount(r chi.Router)
+}
+
+// Mount adds the federation and key routes to r (nothing when disabled);
+// apis mount their routes under /_matrix/federation behind the X-Matrix
+// authentication (Origin(ctx) is the authenticated server).
+func (m *Module) Mount(r chi.Router, apis ...Mounter) {
 	if !m.Enabled {
 		return
 	}
@@ -168,6 +177,9 @@ func (m *Module) Mount(r chi.Router) {
 		r.Group(func(r chi.Router) {
 			r.Use(m.Auth.Middleware)
 			r.Get("/v1/query/profile", mxhttp.JSON(m.queryProfile).ServeHTTP)
+			for _, api := range apis {
+				api.Mount(r)
+			}
 		})
 	})
 }

@@ -89,6 +89,11 @@ func (p ServerListPolicy) AllowServer(_ context.Context, server string, _ Purpos
 	return len(p.Allowed) == 0 || matchAny(p.Allowed, host)
 }
 
+// MatchesAny reports whether host (a PolicyHost) matches one of the
+// patterns as m.room.server_acl entries match: case-insensitively, * any
+// run of characters, ? one.
+func MatchesAny(patterns []string, host string) bool { return matchAny(patterns, host) }
+
 func matchAny(patterns []string, host string) bool {
 	for _, pat := range patterns {
 		// path.Match's * stops at '/', which server names never contain;

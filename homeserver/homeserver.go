@@ -25,8 +25,9 @@ import (
 	"github.com/myelin-chat/myelin/directory"
 	"github.com/myelin-chat/myelin/ephemeral"
 	"github.com/myelin-chat/myelin/federation"
-	"github.com/myelin-chat/myelin/internal/config"
+	"github.com/myelin-chat/myelin/federationapi"
 	"github.com/myelin-chat/myelin/federationsender"
+	"github.com/myelin-chat/myelin/internal/config"
 	"github.com/myelin-chat/myelin/internal/follower"
 	"github.com/myelin-chat/myelin/internal/metrics"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
@@ -68,6 +69,8 @@ type Server struct {
 	// Sender delivers our room events to the other servers in the rooms
 	// (nil when federation is off); fed by a follower of the stream.
 	Sender *federationsender.Sender
+	// FederationAPI: the server-server room reads, mounted by Federation.
+	FederationAPI *federationapi.API
 	// Followers tail the stream for work that follows new events; closed on Shutdown.
 	Followers []*follower.Follower
 
@@ -181,6 +184,11 @@ func (s *Server) build(ctx context.Context) error {
 	// The notices room is tagged m.server_notice: room account data, through accounts.
 	s.Notices = servernotices.New(servernotices.Options{Rooms: s.Rooms, View: s.RoomView, Tags: s.Accounts, Store: db, Config: cfg})
 	s.Federation = federation.New(federation.Options{Config: cfg, Transport: transport, Profiles: s.Accounts})
+	// The room reads other servers ask for: the roomserver's room-state reads,
+	// the store for lookups, the directory for aliases and published rooms,
+	// roomview for space hierarchies.
+	s.FederationAPI = federationapi.New(federationapi.Options{ServerName: cfg.ServerName, Rooms: s.Rooms, Store: db, Directory: s.Directory,
+		Spaces: s.RoomView})
 	// Push rules, pushers and unread counts; typing, receipts and presence
 	// (a read receipt resets the unread counts); GET /sync and sliding sync over both.
 	s.Push = push.New(push.Options{Store: db, Stream: db.Stream, Rooms: db, Notifier: s.Notifier,
@@ -255,7 +263,8 @@ func (s *Server) routes() http.Handler {
 		Sync: s.Syncer, Ephemeral: s.Ephemeral, Push: s.Push, SlidingSync: s.SlidingSync, Media: s.Media, UserDirectory: s.UserDirectory,
 		ServerNotices: s.Notices}
 	api.Mount(r)
-	s.Federation.Mount(r) // /_matrix/key, /_matrix/federation (nothing when federation is off)
+	// /_matrix/key, /_matrix/federation with the room API behind X-Matrix (nothing when federation is off)
+	s.Federation.Mount(r, s.FederationAPI)
 	return r
 }
 

@@ -29,6 +29,8 @@ type Store interface {
 	RoomMembers(ctx context.Context, roomID string, memberships ...string) ([]storage.Membership, error)
 	RoomsOfUser(ctx context.Context, userID string, memberships ...string) ([]storage.Membership, error)
 	MemberCounts(ctx context.Context, roomID string) (joined, invited int, err error)
+	// JoinedServers are the servers with joined members (the federation hierarchy's access check).
+	JoinedServers(ctx context.Context, roomID string) ([]string, error)
 	FirstMemberPosition(ctx context.Context, roomID string) (int64, error)
 	MemberEventBefore(ctx context.Context, roomID, userID string, pos int64) (*storage.Event, error)
 	UserMembershipHistory(ctx context.Context, roomID, userID string) ([]storage.UserMembershipChange, error)

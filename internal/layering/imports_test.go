@@ -53,6 +53,8 @@ var rules = []rule{
 	{"federation", []string{"storage", "internal/..."}},
 	// The federation sender: the transport's client and policy, the store.
 	{"federationsender", []string{"federation", "storage", "internal/..."}},
+	// The server-server room handlers: over the transport and the room modules.
+	{"federationapi", []string{"federation", "roomserver", "roomview", "directory", "storage", "internal/..."}},
 	// The client API: handlers over modules; /sync readers never the writer.
 	{"clientapi/syncv2", []string{"accounts", "keyserver", "ephemeral", "push", "visibility", "clientevent", "roomview", "storage", "internal/..."}},
 	{"clientapi/slidingsync", []string{"clientapi/syncv2", "accounts", "keyserver", "ephemeral", "push", "visibility", "clientevent", "roomview", "storage", "internal/..."}},
