@@ -53,6 +53,9 @@ var rules = []rule{
 	{"federation", []string{"storage", "internal/..."}},
 	// The federation sender: the transport's client and policy, the store.
 	{"federationsender", []string{"federation", "storage", "internal/..."}},
+	// Inbound PDUs: the writer and the store; the transport only through its
+	// own small interfaces, filled in by the assembly.
+	{"ingest", []string{"roomserver", "storage", "internal/..."}},
 	// The client API: handlers over modules; /sync readers never the writer.
 	{"clientapi/syncv2", []string{"accounts", "keyserver", "ephemeral", "push", "visibility", "clientevent", "roomview", "storage", "internal/..."}},
 	{"clientapi/slidingsync", []string{"clientapi/syncv2", "accounts", "keyserver", "ephemeral", "push", "visibility", "clientevent", "roomview", "storage", "internal/..."}},
