@@ -7,6 +7,7 @@ import (
 	jsonv2 "encoding/json/v2"
 	"errors"
 	"fmt"
+	"strings"
 
 	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
@@ -81,6 +82,12 @@ func reasonOf(err error) string {
 		return se.Reason
 	}
 	if errors.Is(err, roomserver.ErrRejected) {
+		switch msg := err.Error(); {
+		case strings.Contains(msg, "signature"):
+			return "signature"
+		case strings.Contains(msg, "prev event"):
+			return "missing_prev"
+		}
 		return "auth"
 	}
 	return "internal"

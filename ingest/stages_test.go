@@ -358,3 +358,17 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestReasonOf(t *testing.T) {
+	for err, want := range map[error]string{
+		fail("origin", "x"): "origin",
+		fmt.Errorf("%w: ed25519 signature mismatch", roomserver.ErrRejected): "signature",
+		fmt.Errorf("%w: prev event $x is unknown", roomserver.ErrRejected):   "missing_prev",
+		fmt.Errorf("%w: state before event: no", roomserver.ErrRejected):     "auth",
+		errors.New("db down"): "internal",
+	} {
+		if got := reasonOf(err); got != want {
+			t.Errorf("reasonOf(%v) = %s, want %s", err, got, want)
+		}
+	}
+}
