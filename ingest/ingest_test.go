@@ -308,6 +308,21 @@ func TestTransaction(t *testing.T) {
 				}
 			})
 
+			t.Run("soft-failed stored as such", func(t *testing.T) {
+				// Built before the ban (allowed by the state before it), sent after it.
+				m := w.message(t, "from a banned user")
+				if err := w.rs.ChangeMembership(ctx, roomserver.MembershipAction{Sender: w.owner, RoomID: w.room, Target: ruser, Action: "ban"}); err != nil {
+					t.Fatal(err)
+				}
+				res, err := w.eng.Transaction(ctx, "remote.test", "t10", txnBody(raw(t, m)))
+				if err != nil || res[string(w.eventID(t, m))] != "" {
+					t.Fatalf("results %v, %v", res, err)
+				}
+				if se := w.stored(t, w.eventID(t, m)); se == nil || !se.SoftFailed {
+					t.Fatalf("not soft-failed: %+v", se)
+				}
+			})
+
 			t.Run("unknown room", func(t *testing.T) {
 				m := w.message(t, "x")
 				m.RoomID = "!nowhere:remote.test"
