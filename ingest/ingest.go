@@ -156,6 +156,11 @@ func (e *Engine) Transaction(ctx context.Context, origin, txnID string, body []b
 		close(f.done)
 	}()
 
+	// The same transaction may have finished between the lookup above and now.
+	if prior, err := e.o.Store.GetFederationTxn(ctx, origin, txnID); err == nil {
+		f.results = prior
+		return prior, nil
+	}
 	start := time.Now()
 	f.results = e.process(ctx, origin, txn)
 	e.m.txnSeconds.Observe(time.Since(start).Seconds())

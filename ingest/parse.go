@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	jsonv2 "encoding/json/v2"
@@ -33,22 +32,22 @@ func ParseTransaction(body []byte) (*Txn, error) {
 	}
 	var raw struct {
 		Origin string            `json:"origin"`
-		PDUs   []json.RawMessage `json:"pdus"`
+		PDUs   *[]json.RawMessage `json:"pdus"`
 		EDUs   []json.RawMessage `json:"edus"`
 	}
 	if err := json.Unmarshal(body, &raw); err != nil {
 		return nil, mxhttp.BadJSON("Malformed transaction: %v", err)
 	}
-	if raw.PDUs == nil && !bytes.Contains(body, []byte(`"pdus"`)) {
+	if raw.PDUs == nil {
 		return nil, mxhttp.BadJSON("Transaction has no pdus")
 	}
-	if len(raw.PDUs) > MaxPDUs {
-		return nil, mxhttp.TooLarge("Transaction has %d PDUs, at most %d allowed", len(raw.PDUs), MaxPDUs)
+	if len(*raw.PDUs) > MaxPDUs {
+		return nil, mxhttp.TooLarge("Transaction has %d PDUs, at most %d allowed", len(*raw.PDUs), MaxPDUs)
 	}
 	if len(raw.EDUs) > MaxEDUs {
 		return nil, mxhttp.TooLarge("Transaction has %d EDUs, at most %d allowed", len(raw.EDUs), MaxEDUs)
 	}
-	return &Txn{Origin: raw.Origin, PDUs: raw.PDUs, EDUs: len(raw.EDUs)}, nil
+	return &Txn{Origin: raw.Origin, PDUs: *raw.PDUs, EDUs: len(raw.EDUs)}, nil
 }
 
 // PDU is a checked PDU: its room, version, event ID and what the later
