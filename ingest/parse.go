@@ -31,9 +31,9 @@ func ParseTransaction(body []byte) (*Txn, error) {
 		return nil, mxhttp.TooLarge("Transaction exceeds %d bytes", MaxBodyBytes)
 	}
 	var raw struct {
-		Origin string            `json:"origin"`
+		Origin string             `json:"origin"`
 		PDUs   *[]json.RawMessage `json:"pdus"`
-		EDUs   []json.RawMessage `json:"edus"`
+		EDUs   []json.RawMessage  `json:"edus"`
 	}
 	if err := json.Unmarshal(body, &raw); err != nil {
 		return nil, mxhttp.BadJSON("Malformed transaction: %v", err)
