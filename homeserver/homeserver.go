@@ -6,6 +6,7 @@ package homeserver
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	mfed "maunium.net/go/mautrix/federation"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/accounts"
 	"github.com/myelin-chat/myelin/clientapi"
@@ -27,6 +29,7 @@ import (
 	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/federationapi"
 	"github.com/myelin-chat/myelin/federationsender"
+	"github.com/myelin-chat/myelin/ingest"
 	"github.com/myelin-chat/myelin/internal/config"
 	"github.com/myelin-chat/myelin/internal/follower"
 	"github.com/myelin-chat/myelin/internal/metrics"
@@ -66,6 +69,9 @@ type Server struct {
 	Notices       *servernotices.Service
 	// Federation: keys, key fetcher/notary, request authentication, outbound client.
 	Federation *federation.Module
+	// Ingest processes inbound federation transactions (PUT /send): checks,
+	// fetches missing prev events from the origin, then the writer's Input.
+	Ingest *ingest.Engine
 	// Sender delivers our room events to the other servers in the rooms
 	// (nil when federation is off); fed by a follower of the stream.
 	Sender *federationsender.Sender
@@ -184,11 +190,12 @@ func (s *Server) build(ctx context.Context) error {
 	// The notices room is tagged m.server_notice: room account data, through accounts.
 	s.Notices = servernotices.New(servernotices.Options{Rooms: s.Rooms, View: s.RoomView, Tags: s.Accounts, Store: db, Config: cfg})
 	s.Federation = federation.New(federation.Options{Config: cfg, Transport: transport, Profiles: s.Accounts})
-	// The room reads other servers ask for: the roomserver's room-state reads,
-	// the store for lookups, the directory for aliases and published rooms,
-	// roomview for space hierarchies.
-	s.FederationAPI = federationapi.New(federationapi.Options{ServerName: cfg.ServerName, Rooms: s.Rooms, Store: db, Directory: s.Directory,
-		Spaces: s.RoomView})
+	// Inbound PDUs reach the writer through ingest; it asks origins for
+	// missing events through the transport's client.
+	if s.Ingest, err = ingest.New(ingest.Options{Rooms: s.Rooms, Store: db, Remote: ingestRemote{transport.Client},
+		Keys: transport.Fetcher, Metrics: s.Metrics}); err != nil {
+		return err
+	}
 	// Push rules, pushers and unread counts; typing, receipts and presence
 	// (a read receipt resets the unread counts); GET /sync and sliding sync over both.
 	s.Push = push.New(push.Options{Store: db, Stream: db.Stream, Rooms: db, Notifier: s.Notifier,
@@ -409,3 +416,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 type roomviewTokens struct{}
 
 func (roomviewTokens) StreamToken(pos int64) string { return roomview.StreamToken(pos) }
+
+// ingestRemote backs ingest.Remote with the transport's client.
+type ingestRemote struct{ c *mfed.Client }
+
+func (r ingestRemote) GetMissingEvents(ctx context.Context, server string, roomID id.RoomID, earliest, latest []id.EventID, limit int) ([]json.RawMessage, error) {
+	resp, err := r.c.GetMissingEvents(ctx, &mfed.ReqGetMissingEvents{ServerName: server, RoomID: roomID,
+		EarliestEvents: earliest, LatestEvents: latest, Limit: limit})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Events, nil
+}

@@ -55,6 +55,9 @@ var rules = []rule{
 	{"federationsender", []string{"federation", "storage", "internal/..."}},
 	// The server-server room handlers: over the transport and the room modules.
 	{"federationapi", []string{"federation", "roomserver", "roomview", "directory", "storage", "internal/..."}},
+	// Inbound PDUs: the writer and the store; the transport only through its
+	// own small interfaces, filled in by the assembly.
+	{"ingest", []string{"roomserver", "storage", "internal/..."}},
 	// The client API: handlers over modules; /sync readers never the writer.
 	{"clientapi/syncv2", []string{"accounts", "keyserver", "ephemeral", "push", "visibility", "clientevent", "roomview", "storage", "internal/..."}},
 	{"clientapi/slidingsync", []string{"clientapi/syncv2", "accounts", "keyserver", "ephemeral", "push", "visibility", "clientevent", "roomview", "storage", "internal/..."}},

@@ -1,0 +1,261 @@
+// Package ingest is the engine behind PUT /_matrix/federation/v1/send/{txnId}:
+// it takes a transaction of PDUs from a remote server and runs each PDU
+// through three stages, each a function of its own:
+//
+//  1. parse and check (parse.go): bounds, the room's version, the event's
+//     format and ID, the origin's right to send it;
+//  2. fetch missing (missing.go): unknown prev_events are asked of the origin
+//     with /get_missing_events and fed through the same pipeline, oldest first;
+//  3. authorize and persist: roomserver.Input (hashes, signatures, auth,
+//     state resolution, soft-fail).
+//
+// A transaction is idempotent per (origin, transaction ID): its results are
+// stored and a retry is answered from the store. Rooms are processed in
+// parallel (bounded), the PDUs of one room in depth order, and one origin has
+// at most MaxTxnsPerOrigin transactions in progress: more are refused with
+// 429 M_LIMIT_EXCEEDED (servers send one transaction at a time per
+// destination; a third concurrent one is not a well-behaved server).
+//
+// The transport reaches ingest only through the small interfaces below; the
+// federation handlers call Engine.Transaction.
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/roomserver"
+	"github.com/myelin-chat/myelin/storage"
+)
+
+// Limits of a transaction (server-server API, PUT /send).
+const (
+	MaxPDUs = 50
+	MaxEDUs = 100
+	// MaxTxnsPerOrigin is how many transactions of one origin are processed at once.
+	MaxTxnsPerOrigin = 2
+	// RoomWorkers bounds the rooms processed in parallel across all transactions.
+	RoomWorkers = 8
+	// MaxBodyBytes bounds a transaction body (50 PDUs of 64 KiB, 100 EDUs, slack).
+	MaxBodyBytes = MaxPDUs*roomserver.MaxPDUBytes + 1<<20
+	// The window of stored transaction results.
+	txnWindow     = 24 * time.Hour
+	txnsPerOrigin = 1000
+)
+
+// Rooms is the writer: roomserver.Server.
+type Rooms interface {
+	Input(ctx context.Context, roomID id.RoomID, raw []byte, origin string) (*roomserver.Event, error)
+}
+
+// Store is what ingest reads and writes: *storage.DB.
+type Store interface {
+	GetRoom(ctx context.Context, roomID string) (*storage.RoomRow, error)
+	GetEvents(ctx context.Context, ids []string) (map[string]*storage.Event, error)
+	GetFederationTxn(ctx context.Context, origin, txnID string) (map[string]string, error)
+	PutFederationTxn(ctx context.Context, origin, txnID string, results map[string]string, nowMS, minTS int64, keep int) error
+}
+
+// Remote asks other servers for events (backed by the transport's client).
+type Remote interface {
+	// GetMissingEvents is POST /_matrix/federation/v1/get_missing_events/{roomID} to server.
+	GetMissingEvents(ctx context.Context, server string, roomID id.RoomID, earliest, latest []id.EventID, limit int) ([]json.RawMessage, error)
+}
+
+// Options builds an Engine.
+type Options struct {
+	Rooms  Rooms
+	Store  Store
+	Remote Remote               // nil: missing prev events are never fetched
+	Keys   roomserver.KeyGetter // verifies an origin's signature on an event it did not send
+	// Metrics registers the engine's metrics (nil: none).
+	Metrics Registerer
+	Logger  *slog.Logger
+}
+
+// Engine processes inbound transactions.
+type Engine struct {
+	o       Options
+	m       *metrics
+	rooms   chan struct{} // room worker slots
+	mu      sync.Mutex
+	origins map[string]int       // transactions in progress per origin
+	flight  map[txnKey]*inflight // transactions in progress, for a concurrent retry to wait on
+}
+
+type txnKey struct{ origin, txnID string }
+
+type inflight struct {
+	done    chan struct{}
+	results map[string]string
+	err     error
+}
+
+// New returns an engine.
+func New(o Options) (*Engine, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	m, err := newMetrics(o.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("ingest metrics: %w", err)
+	}
+	return &Engine{o: o, m: m, rooms: make(chan struct{}, RoomWorkers), origins: map[string]int{}, flight: map[txnKey]*inflight{}}, nil
+}
+
+// Transaction processes a transaction body from origin (already authenticated
+// by the X-Matrix middleware) and returns the per-PDU results: event ID to
+// error ("" when accepted). An error is a *mxhttp.Error for the whole request.
+func (e *Engine) Transaction(ctx context.Context, origin, txnID string, body []byte) (map[string]string, error) {
+	txn, err := ParseTransaction(body)
+	if err != nil {
+		return nil, err
+	}
+	if prior, err := e.o.Store.GetFederationTxn(ctx, origin, txnID); err == nil {
+		return prior, nil
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return nil, fmt.Errorf("reading transaction %s from %s: %w", txnID, origin, err)
+	}
+	key := txnKey{origin, txnID}
+	e.mu.Lock()
+	if f, ok := e.flight[key]; ok { // a retry while the first is in progress: wait for it
+		e.mu.Unlock()
+		select {
+		case <-f.done:
+			return f.results, f.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if e.origins[origin] >= MaxTxnsPerOrigin {
+		e.mu.Unlock()
+		e.m.refused.Inc()
+		return nil, mxhttp.LimitExceeded("Too many concurrent transactions from %s", origin).With("retry_after_ms", 1000)
+	}
+	e.origins[origin]++
+	f := &inflight{done: make(chan struct{})}
+	e.flight[key] = f
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		e.origins[origin]--
+		if e.origins[origin] == 0 {
+			delete(e.origins, origin)
+		}
+		delete(e.flight, key)
+		e.mu.Unlock()
+		close(f.done)
+	}()
+
+	// The same transaction may have finished between the lookup above and now.
+	if prior, err := e.o.Store.GetFederationTxn(ctx, origin, txnID); err == nil {
+		f.results = prior
+		return prior, nil
+	}
+	start := time.Now()
+	f.results = e.process(ctx, origin, txn)
+	e.m.txnSeconds.Observe(time.Since(start).Seconds())
+	if ctx.Err() != nil { // cut short: not recorded, the origin retries
+		f.err = ctx.Err()
+		return nil, f.err
+	}
+	now := time.Now()
+	if err := e.o.Store.PutFederationTxn(ctx, origin, txnID, f.results, now.UnixMilli(), now.Add(-txnWindow).UnixMilli(), txnsPerOrigin); err != nil {
+		e.o.Logger.Warn("recording an inbound transaction", "origin", origin, "txn", txnID, "err", err)
+	}
+	return f.results, nil
+}
+
+// process runs the stages over a parsed transaction's PDUs.
+func (e *Engine) process(ctx context.Context, origin string, txn *Txn) map[string]string {
+	results := map[string]string{}
+	var mu sync.Mutex
+	set := func(evID id.EventID, errStr string) {
+		mu.Lock()
+		results[string(evID)] = errStr
+		mu.Unlock()
+	}
+	versions := map[id.RoomID]id.RoomVersion{}
+	byRoom := map[id.RoomID][]*PDU{}
+	var order []id.RoomID
+	for _, raw := range txn.PDUs {
+		p, err := e.Check(ctx, origin, raw, versions)
+		if err != nil {
+			e.m.pdu(outcomeRejected, reasonOf(err))
+			if p != nil && p.EventID != "" {
+				set(p.EventID, err.Error())
+			}
+			continue
+		}
+		if byRoom[p.RoomID] == nil {
+			order = append(order, p.RoomID)
+		}
+		byRoom[p.RoomID] = append(byRoom[p.RoomID], p)
+	}
+	var wg sync.WaitGroup
+	for _, roomID := range order {
+		pdus := byRoom[roomID]
+		sort.SliceStable(pdus, func(i, j int) bool { return pdus[i].Depth < pdus[j].Depth })
+		select {
+		case e.rooms <- struct{}{}:
+		case <-ctx.Done():
+			return results
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-e.rooms }()
+			for _, p := range pdus {
+				set(p.EventID, e.processPDU(ctx, origin, p))
+			}
+		}()
+	}
+	wg.Wait()
+	return results
+}
+
+// processPDU runs stages 2 and 3 on one checked PDU; "" when accepted.
+func (e *Engine) processPDU(ctx context.Context, origin string, p *PDU) (result string) {
+	defer func() {
+		if r := recover(); r != nil {
+			e.o.Logger.Error("panic processing an inbound PDU", "event", p.EventID, "panic", r)
+			e.m.pdu(outcomeRejected, "internal")
+			result = "internal error"
+		}
+	}()
+	if err := e.FetchMissing(ctx, origin, p); err != nil {
+		e.m.pdu(outcomeRejected, reasonOf(err))
+		return err.Error()
+	}
+	return e.Persist(ctx, origin, p)
+}
+
+// Persist is stage 3: the writer authorizes and stores the PDU. A soft-failed
+// event is stored as such and accepted.
+func (e *Engine) Persist(ctx context.Context, origin string, p *PDU) string {
+	ev, err := e.o.Rooms.Input(ctx, p.RoomID, p.Raw, origin)
+	if err != nil {
+		if !errors.Is(err, roomserver.ErrRejected) {
+			e.o.Logger.Warn("storing an inbound PDU", "event", p.EventID, "origin", origin, "err", err)
+			e.m.pdu(outcomeRejected, "internal")
+			return "internal error"
+		}
+		e.m.pdu(outcomeRejected, reasonOf(err))
+		return err.Error()
+	}
+	if ev.SoftFailed {
+		e.m.pdu(outcomeSoftFailed, "auth_current_state")
+	} else {
+		e.m.pdu(outcomeAccepted, "")
+	}
+	return ""
+}
