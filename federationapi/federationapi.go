@@ -60,13 +60,20 @@ type Spaces interface {
 	ServerHierarchy(ctx context.Context, server string, roomID id.RoomID, suggestedOnly bool) (*roomview.ServerHierarchyResponse, error)
 }
 
+// Transactions processes the PDUs and EDUs of an inbound /send
+// transaction (ingest): per-PDU results keyed by event ID, "" when accepted.
+type Transactions interface {
+	Transaction(ctx context.Context, origin, txnID string, body []byte) (map[string]string, error)
+}
+
 // Options are what the API is built from.
 type Options struct {
-	ServerName string
-	Rooms      Rooms
-	Store      Store
-	Directory  Directory
-	Spaces     Spaces
+	ServerName   string
+	Rooms        Rooms
+	Store        Store
+	Directory    Directory
+	Spaces       Spaces
+	Transactions Transactions // nil: PUT /send is not served
 }
 
 // API is the server-server room API.
@@ -76,11 +83,13 @@ type API struct {
 	store      Store
 	directory  Directory
 	spaces     Spaces
+	txns       Transactions
 }
 
 // New builds the API.
 func New(o Options) *API {
-	return &API{serverName: o.ServerName, rooms: o.Rooms, store: o.Store, directory: o.Directory, spaces: o.Spaces}
+	return &API{serverName: o.ServerName, rooms: o.Rooms, store: o.Store, directory: o.Directory, spaces: o.Spaces,
+		txns: o.Transactions}
 }
 
 // Bounds on what one request may ask for.
@@ -108,6 +117,9 @@ func (a *API) Mount(r chi.Router) {
 	r.Get("/v1/publicRooms", mxhttp.JSON(a.publicRooms).ServeHTTP)
 	r.Post("/v1/publicRooms", mxhttp.JSON(a.publicRooms).ServeHTTP)
 	r.Get("/v1/hierarchy/{roomId}", mxhttp.JSON(a.hierarchy).ServeHTTP)
+	if a.txns != nil {
+		r.Put("/v1/send/{txnId}", mxhttp.JSON(a.send).ServeHTTP)
+	}
 }
 
 // roomAnswer maps the room modules' kinds of failure to the federation

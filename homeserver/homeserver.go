@@ -196,6 +196,11 @@ func (s *Server) build(ctx context.Context) error {
 		Keys: transport.Fetcher, Metrics: s.Metrics}); err != nil {
 		return err
 	}
+	// The room reads other servers ask for: the roomserver's room-state reads,
+	// the store for lookups, the directory for aliases and published rooms,
+	// roomview for space hierarchies; and their transactions, through ingest.
+	s.FederationAPI = federationapi.New(federationapi.Options{ServerName: cfg.ServerName, Rooms: s.Rooms, Store: db,
+		Directory: s.Directory, Spaces: s.RoomView, Transactions: s.Ingest})
 	// Push rules, pushers and unread counts; typing, receipts and presence
 	// (a read receipt resets the unread counts); GET /sync and sliding sync over both.
 	s.Push = push.New(push.Options{Store: db, Stream: db.Stream, Rooms: db, Notifier: s.Notifier,

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tidwall/gjson"
+	"go.mau.fi/util/jsontime"
 	mfed "maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
@@ -77,8 +78,8 @@ func ingestEvent(t *testing.T, srv *testserver.Server, key *mfed.SigningKey, roo
 	return raw, evID
 }
 
-// TestIngestTransaction: a remote server's join and messages arrive through
-// the ingest engine on a running homeserver (its key fetched over loopback
+// TestIngestTransaction: a remote server's join and messages arrive in signed
+// PUT /send transactions on a running homeserver (its key fetched over loopback
 // HTTP), show in the local user's /sync, and a gap is filled by asking the
 // origin's /get_missing_events through the transport's client.
 func TestIngestTransaction(t *testing.T) {
@@ -112,12 +113,22 @@ func TestIngestTransaction(t *testing.T) {
 				}
 				return out, row.MaxDepth + 1
 			}
+			// Transactions arrive as other servers send them: PUT /send,
+			// signed by remote.test (X-Matrix), through federationapi.
+			client := n.client(t, "remote.test", origin.key)
 			send := func(txnID string, pdus ...json.RawMessage) map[string]string {
 				t.Helper()
-				body, _ := json.Marshal(map[string]any{"origin": "remote.test", "origin_server_ts": 1, "pdus": pdus})
-				res, err := srv.Ingest.Transaction(ctx, "remote.test", txnID, body)
+				resp, err := client.SendTransaction(ctx, &mfed.ReqSendTransaction{Destination: "hs.test", TxnID: txnID,
+					Origin: "remote.test", OriginServerTS: jsontime.UM(time.Now()), PDUs: pdus})
 				if err != nil {
 					t.Fatalf("transaction %s: %v", txnID, err)
+				}
+				res := map[string]string{}
+				for id, r := range resp.PDUs {
+					res[string(id)] = r.Error
+				}
+				if len(res) != len(pdus) {
+					t.Fatalf("transaction %s: %d results for %d PDUs", txnID, len(res), len(pdus))
 				}
 				return res
 			}

@@ -66,14 +66,17 @@ func TestFederationServerKeys(t *testing.T) {
 			}
 			// Endpoints not implemented yet say so.
 			for _, p := range []struct{ method, path string }{
-				{"PUT", "/_matrix/federation/v1/send/txn1"},
-				{"GET", "/_matrix/federation/v1/make_join/!r:a.test/@u:b.test"},
+				{"GET", "/_matrix/federation/v1/user/devices/@u:b.test"},
 				{"GET", "/_matrix/key/v2/nothing"},
 			} {
 				r := do(t, a, p.method, p.path, "", []byte("{}"))
 				if r.Status != 404 || r.errcode() != "M_UNRECOGNIZED" {
 					t.Errorf("%s %s: %d %s", p.method, p.path, r.Status, r.Raw)
 				}
+			}
+			// Transactions are served, to authenticated servers only.
+			if r := do(t, a, "PUT", "/_matrix/federation/v1/send/txn1", "", []byte("{}")); r.Status != 401 || r.errcode() != "M_UNAUTHORIZED" {
+				t.Errorf("unsigned /send: %d %s", r.Status, r.Raw)
 			}
 		})
 	}
