@@ -67,6 +67,7 @@ type Options struct {
 	Store      Store
 	Directory  Directory
 	Spaces     Spaces
+	Joins      Joins // the writer's remote-join operations (roomserver)
 }
 
 // API is the server-server room API.
@@ -76,11 +77,12 @@ type API struct {
 	store      Store
 	directory  Directory
 	spaces     Spaces
+	joins      Joins
 }
 
 // New builds the API.
 func New(o Options) *API {
-	return &API{serverName: o.ServerName, rooms: o.Rooms, store: o.Store, directory: o.Directory, spaces: o.Spaces}
+	return &API{serverName: o.ServerName, rooms: o.Rooms, store: o.Store, directory: o.Directory, spaces: o.Spaces, joins: o.Joins}
 }
 
 // Bounds on what one request may ask for.
@@ -108,6 +110,8 @@ func (a *API) Mount(r chi.Router) {
 	r.Get("/v1/publicRooms", mxhttp.JSON(a.publicRooms).ServeHTTP)
 	r.Post("/v1/publicRooms", mxhttp.JSON(a.publicRooms).ServeHTTP)
 	r.Get("/v1/hierarchy/{roomId}", mxhttp.JSON(a.hierarchy).ServeHTTP)
+	r.Get("/v1/make_join/{roomId}/{userId}", mxhttp.JSON(a.makeJoin).ServeHTTP)
+	r.Put("/v2/send_join/{roomId}/{eventId}", mxhttp.JSON(a.sendJoin).ServeHTTP)
 }
 
 // roomAnswer maps the room modules' kinds of failure to the federation

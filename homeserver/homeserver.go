@@ -188,7 +188,7 @@ func (s *Server) build(ctx context.Context) error {
 	// the store for lookups, the directory for aliases and published rooms,
 	// roomview for space hierarchies.
 	s.FederationAPI = federationapi.New(federationapi.Options{ServerName: cfg.ServerName, Rooms: s.Rooms, Store: db, Directory: s.Directory,
-		Spaces: s.RoomView})
+		Spaces: s.RoomView, Joins: s.Rooms})
 	// Push rules, pushers and unread counts; typing, receipts and presence
 	// (a read receipt resets the unread counts); GET /sync and sliding sync over both.
 	s.Push = push.New(push.Options{Store: db, Stream: db.Stream, Rooms: db, Notifier: s.Notifier,
