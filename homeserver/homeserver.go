@@ -37,6 +37,7 @@ import (
 	"github.com/myelin-chat/myelin/keyserver"
 	"github.com/myelin-chat/myelin/mediaapi"
 	"github.com/myelin-chat/myelin/push"
+	"github.com/myelin-chat/myelin/remotejoin"
 	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/roomview"
 	"github.com/myelin-chat/myelin/servernotices"
@@ -71,6 +72,8 @@ type Server struct {
 	Sender *federationsender.Sender
 	// FederationAPI: the server-server room reads, mounted by Federation.
 	FederationAPI *federationapi.API
+	// RemoteJoins joins rooms hosted elsewhere (make_join/send_join through the transport's client).
+	RemoteJoins *remotejoin.Joiner
 	// Followers tail the stream for work that follows new events; closed on Shutdown.
 	Followers []*follower.Follower
 
@@ -189,6 +192,7 @@ func (s *Server) build(ctx context.Context) error {
 	// roomview for space hierarchies.
 	s.FederationAPI = federationapi.New(federationapi.Options{ServerName: cfg.ServerName, Rooms: s.Rooms, Store: db, Directory: s.Directory,
 		Spaces: s.RoomView, Joins: s.Rooms})
+	s.RemoteJoins = remotejoin.New(remotejoin.Options{ServerName: cfg.ServerName, Rooms: s.Rooms, Client: transport.Client})
 	// Push rules, pushers and unread counts; typing, receipts and presence
 	// (a read receipt resets the unread counts); GET /sync and sliding sync over both.
 	s.Push = push.New(push.Options{Store: db, Stream: db.Stream, Rooms: db, Notifier: s.Notifier,
@@ -262,6 +266,9 @@ func (s *Server) routes() http.Handler {
 	api := &clientapi.API{Config: s.Config, Accounts: s.Accounts, Keys: s.Keys, Rooms: s.Rooms, RoomView: s.RoomView, Directory: s.Directory,
 		Sync: s.Syncer, Ephemeral: s.Ephemeral, Push: s.Push, SlidingSync: s.SlidingSync, Media: s.Media, UserDirectory: s.UserDirectory,
 		ServerNotices: s.Notices}
+	if s.Config.FederationEnabled() {
+		api.RemoteJoins = s.RemoteJoins
+	}
 	api.Mount(r)
 	// /_matrix/key, /_matrix/federation with the room API behind X-Matrix (nothing when federation is off)
 	s.Federation.Mount(r, s.FederationAPI)

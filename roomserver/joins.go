@@ -6,12 +6,16 @@ import (
 	jsonv2 "encoding/json/v2"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
+	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/myelin-chat/myelin/roomserver/authrules"
+	"github.com/myelin-chat/myelin/roomserver/stateres"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -204,4 +208,273 @@ func (s *Server) SendJoin(ctx context.Context, roomID id.RoomID, eventID id.Even
 		return nil, err
 	}
 	return &JoinResult{Event: se, State: state, AuthChain: chain, Servers: servers}, nil
+}
+
+// SignJoin completes a make_join template for user, a local user: the
+// template must be user's join of roomID; our timestamp, content hash and
+// signature are added. It returns the PDU and its event ID.
+func (s *Server) SignJoin(roomID id.RoomID, version id.RoomVersion, template []byte, user id.UserID) ([]byte, id.EventID, error) {
+	if !s.isLocal(user) {
+		return nil, "", Forbidden("User %s is not local", user)
+	}
+	if !SupportedRoomVersion(string(version)) {
+		return nil, "", NewError(ErrUnsupportedRoomVersion, "Room version %q is not supported", version)
+	}
+	if len(template) > MaxPDUBytes {
+		return nil, "", TooLarge("Template exceeds %d bytes", MaxPDUBytes)
+	}
+	var p pdu.PDU
+	if version.EventIDFormat() == id.EventIDFormatCustom {
+		return nil, "", NewError(ErrUnsupportedRoomVersion, "Joining rooms of version %s over federation is not supported", version)
+	}
+	if err := jsonv2.Unmarshal(template, &p); err != nil {
+		return nil, "", BadJSON("Invalid join template: %v", err)
+	}
+	if p.Type != "m.room.member" || p.StateKey == nil || *p.StateKey != string(user) || p.Sender != user || p.RoomID != roomID ||
+		gjson.GetBytes(p.Content, "membership").Str != "join" {
+		return nil, "", BadJSON("The join template is not %s's join of %s", user, roomID)
+	}
+	if len(p.PrevEvents) == 0 || len(p.PrevEvents) > 20 || len(p.AuthEvents) > 10 {
+		return nil, "", BadJSON("The join template's prev_events or auth_events are out of bounds")
+	}
+	p.Hashes, p.Signatures, p.Unsigned = nil, nil, nil
+	p.OriginServerTS = time.Now().UnixMilli()
+	if err := p.Sign(version, s.serverName, s.key.ID, s.key.Priv); err != nil {
+		return nil, "", fmt.Errorf("signing join: %w", err)
+	}
+	eventID, err := p.GetEventID(version)
+	if err != nil {
+		return nil, "", fmt.Errorf("computing event ID: %w", err)
+	}
+	raw, err := jsonv2.Marshal(&p)
+	if err != nil {
+		return nil, "", err
+	}
+	p.InternalMeta.EventID = eventID
+	if err := checkSize(&Event{ID: eventID, RoomID: roomID, Version: version, PDU: &p, JSON: raw}); err != nil {
+		return nil, "", err
+	}
+	return raw, eventID, nil
+}
+
+// MaxImportEvents bounds the state and auth chain a joined room is imported from.
+const MaxImportEvents = 2 * MaxAuthChain
+
+// importInput is a room joined over federation, verified, to create locally.
+type importInput struct {
+	version id.RoomVersion
+	events  []*Event                // the auth chain and state, authorized, by depth
+	state   map[pdu.StateKey]*Event // the state before the join
+	join    *Event
+	creator id.UserID
+}
+
+// ImportJoin creates roomID locally from a send_join answer: the room state
+// before our join, its auth chain, and our join (as the resident server
+// returned it, which may carry its signature of a restricted join). Nothing
+// is taken on trust: every event must be of the room, signed by its sender's
+// server (content hash mismatches are redacted, as for any received event),
+// and authorized by its own auth events, which must be in the answer;
+// unauthorized events are dropped from the state; the state must hold the
+// room's create event, matching the room ID and version; the join must be
+// one of ours, allowed by that state. The events are stored in depth order
+// (the state and auth chain get stream positions too: the store has no
+// outliers yet), the current state becomes the state plus the join, the
+// join the one forward extremity. ErrConflict if the room is already known.
+func (s *Server) ImportJoin(ctx context.Context, roomID id.RoomID, version id.RoomVersion, state, authChain []json.RawMessage, join []byte) error {
+	if !SupportedRoomVersion(string(version)) {
+		return NewError(ErrUnsupportedRoomVersion, "Room version %q is not supported", version)
+	}
+	if len(state)+len(authChain) > MaxImportEvents {
+		return TooLarge("The room's state and auth chain exceed %d events", MaxImportEvents)
+	}
+	if _, err := RoomVersion(ctx, s.db, roomID); err == nil {
+		return NewError(ErrConflict, "Room %s is already known", roomID)
+	} else if !errors.Is(err, ErrUnknownRoom) {
+		return err
+	}
+	byID := map[id.EventID]*Event{}
+	var stateIDs []id.EventID
+	parse := func(raw []byte) (*Event, error) {
+		ev, err := parseEvent(version, "", raw)
+		if err != nil {
+			return nil, BadJSON("Invalid event: %v", err)
+		}
+		if ev.RoomID != roomID {
+			return nil, BadJSON("Event %s is not of room %s", ev.ID, roomID)
+		}
+		if err := checkSize(ev); err != nil {
+			return nil, err
+		}
+		if err := s.verifySignature(ev); err != nil {
+			return nil, Forbidden("Event %s: %v", ev.ID, err)
+		}
+		if !verifyContentHash(ev) {
+			if ev, err = redactedEvent(ev); err != nil {
+				return nil, err
+			}
+		}
+		return ev, nil
+	}
+	for i, list := range [][]json.RawMessage{state, authChain} {
+		for _, raw := range list {
+			ev, err := parse(raw)
+			if err != nil {
+				return err
+			}
+			if i == 0 {
+				if !ev.IsState() {
+					return BadJSON("Event %s of the state is not a state event", ev.ID)
+				}
+				stateIDs = append(stateIDs, ev.ID)
+			}
+			byID[ev.ID] = ev
+		}
+	}
+	// The create event: in the state, of this room and version.
+	var create *Event
+	for _, x := range stateIDs {
+		if e := byID[x]; e.PDU.Type == "m.room.create" && *e.PDU.StateKey == "" {
+			create = e
+		}
+	}
+	if create == nil {
+		return Forbidden("The state has no m.room.create event")
+	}
+	if version.RoomIDIsCreateEventID() {
+		if id.RoomID("!"+string(create.ID)[1:]) != roomID {
+			return Forbidden("The create event is not room %s's", roomID)
+		}
+	}
+	cv := gjson.GetBytes(create.PDU.Content, "room_version").Str
+	if cv == "" {
+		cv = "1"
+	}
+	if id.RoomVersion(cv) != version {
+		return Forbidden("The create event is of version %s, not %s", cv, version)
+	}
+	// Authorize every event against its own auth events, auth events first.
+	ok := map[id.EventID]bool{}
+	visiting := map[id.EventID]bool{}
+	var ordered []*Event
+	getEvents := func(ids []id.EventID) ([]*pdu.PDU, error) {
+		out := make([]*pdu.PDU, 0, len(ids))
+		for _, x := range ids {
+			if !ok[x] {
+				if len(ids) == 1 {
+					continue
+				}
+				return nil, fmt.Errorf("auth event %s is missing or rejected", x)
+			}
+			out = append(out, byID[x].PDU)
+		}
+		return out, nil
+	}
+	var visit func(e *Event, depth int) bool
+	visit = func(e *Event, depth int) bool {
+		if ok[e.ID] {
+			return true
+		}
+		if visiting[e.ID] || depth > MaxImportEvents {
+			return false // a cycle, or rejected already
+		}
+		visiting[e.ID] = true
+		for _, a := range e.PDU.AuthEvents {
+			if ae := byID[a]; ae != nil {
+				visit(ae, depth+1)
+			}
+		}
+		if authrules.Authorize(version, e.PDU, nil, getEvents, s.getKey) != nil {
+			return false
+		}
+		ok[e.ID] = true
+		ordered = append(ordered, e)
+		return true
+	}
+	if !visit(create, 0) {
+		return Forbidden("The create event is not valid")
+	}
+	stateMap := map[pdu.StateKey]*Event{}
+	for _, x := range stateIDs {
+		if e := byID[x]; visit(e, 0) {
+			if old := stateMap[e.Key()]; old == nil || old.ID != e.ID {
+				if old != nil {
+					return BadJSON("The state holds two events for %v", e.Key())
+				}
+				stateMap[e.Key()] = e
+			}
+		}
+	}
+	for _, e := range byID {
+		visit(e, 0) // the rest of the auth chain
+	}
+	slices.SortStableFunc(ordered, func(a, b *Event) int { return int(min(max(a.PDU.Depth-b.PDU.Depth, -1), 1)) })
+	// Our join, allowed by the state.
+	je, err := parse(join)
+	if err != nil {
+		return err
+	}
+	if je.PDU.Type != "m.room.member" || je.PDU.StateKey == nil || *je.PDU.StateKey != string(je.PDU.Sender) ||
+		!s.isLocal(je.PDU.Sender) || je.Membership() != "join" {
+		return BadJSON("The join is not a local user's join")
+	}
+	if !visit(je, 0) {
+		return Forbidden("The join is not allowed by its auth events")
+	}
+	ordered = slices.DeleteFunc(ordered, func(e *Event) bool { return e.ID == je.ID })
+	sm := make(stateres.StateMap, len(stateMap))
+	for k, e := range stateMap {
+		sm[k] = e.ID
+	}
+	prov := &dbProvider{s: s, version: version, extra: byID}
+	if err := s.authAgainst(ctx, prov, je, sm); err != nil {
+		return Forbidden("The join is not allowed by the room's state: %v", err)
+	}
+	_, err = s.submit(ctx, roomID, &request{imported: &importInput{version: version, events: ordered, state: stateMap, join: je, creator: create.PDU.Sender}})
+	return err
+}
+
+// applyImport stages an imported room (ImportJoin, verified) as a new room.
+func (s *Server) applyImport(ctx context.Context, w *worker, b *batchWrite, in *importInput) ([]*Event, error) {
+	if _, err := s.db.GetRoom(ctx, string(w.roomID)); err == nil {
+		return nil, NewError(ErrConflict, "Room %s is already known", w.roomID)
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return nil, err
+	}
+	before := make(stateres.StateMap, len(in.state))
+	for k, e := range in.state {
+		before[k] = e.ID
+	}
+	beforeSnap := b.keyframe(w.roomID, before)
+	after := maps.Clone(before)
+	after[in.join.Key()] = in.join.ID
+	afterSnap := b.keyframe(w.roomID, after)
+	rs := &roomState{id: w.roomID, version: in.version, state: maps.Clone(in.state), snapshot: afterSnap, creator: in.creator}
+	rs.state[in.join.Key()] = in.join
+	if b.notify == nil {
+		b.notify = map[string]bool{}
+	}
+	for _, e := range in.events {
+		// No state of their own is known: they show the state before the join.
+		e.StateBefore, e.StateAfter = beforeSnap, beforeSnap
+		rs.depth = max(rs.depth, e.PDU.Depth)
+		b.events = append(b.events, e)
+	}
+	j := in.join
+	j.StateBefore, j.StateAfter = beforeSnap, afterSnap
+	j.ReplacesState = before[j.Key()]
+	rs.depth = max(rs.depth, j.PDU.Depth)
+	b.events = append(b.events, j)
+	rs.extremities = []*Event{j}
+	for k, e := range rs.state {
+		b.write.StateChanges[storage.StateKey(k)] = string(e.ID)
+		if k.Type == "m.room.member" {
+			b.memberEvents = append(b.memberEvents, e)
+			if s.isLocal(id.UserID(k.StateKey)) {
+				b.notify[k.StateKey] = true
+			}
+		}
+	}
+	w.state = rs
+	return b.events, nil
 }

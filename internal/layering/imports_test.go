@@ -55,6 +55,8 @@ var rules = []rule{
 	{"federationsender", []string{"federation", "storage", "internal/..."}},
 	// The server-server room handlers: over the transport and the room modules.
 	{"federationapi", []string{"federation", "roomserver", "roomview", "directory", "storage", "internal/..."}},
+	// Remote joins: the transport's client over the writer.
+	{"remotejoin", []string{"roomserver", "internal/..."}},
 	// The client API: handlers over modules; /sync readers never the writer.
 	{"clientapi/syncv2", []string{"accounts", "keyserver", "ephemeral", "push", "visibility", "clientevent", "roomview", "storage", "internal/..."}},
 	{"clientapi/slidingsync", []string{"clientapi/syncv2", "accounts", "keyserver", "ephemeral", "push", "visibility", "clientevent", "roomview", "storage", "internal/..."}},
