@@ -1,14 +1,20 @@
 package tests
 
 import (
+	"encoding/json"
+	"errors"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 
+	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/homeserver/testserver"
+	"github.com/myelin-chat/myelin/roomserver"
 )
 
 // TestFederationRemoteJoin: two Myelin servers over loopback. A user of
@@ -80,6 +86,97 @@ func TestFederationRemoteJoin(t *testing.T) {
 			if _, err := bob.JoinRoom(ctx, string(room), nil); err != nil {
 				t.Fatalf("join again: %v", err)
 			}
+
+			importBadInput(t, a, b, alice)
 		})
+	}
+}
+
+// importBadInput: b.test's ImportJoin of a send_join answer (built from
+// a.test's store for a second public room) refuses tampered answers with the
+// roomserver's kinds and stores nothing, then accepts the genuine one once.
+func importBadInput(t *testing.T, a, b *testserver.Server, alice *mautrix.Client) {
+	ctx := ctxT(t)
+	room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	other := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	carol := id.UserID("@carol:b.test")
+	b.Register(t, "carol")
+	tmpl, err := a.Rooms.MakeJoin(ctx, room, carol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	join, _, err := b.Rooms.SignJoin(room, tmpl.RoomVersion, tmpl.Event, carol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stateOf := func(r id.RoomID) (state, chain []json.RawMessage) {
+		evs, err := a.DB.CurrentStateEvents(ctx, string(r))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, e := range evs {
+			state = append(state, e.JSON)
+			ids = append(ids, e.EventID)
+		}
+		ac, err := a.Rooms.AuthChain(ctx, ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range ac {
+			chain = append(chain, e.JSON)
+		}
+		return state, chain
+	}
+	state, chain := stateOf(room)
+	otherState, _ := stateOf(other)
+	var createIdx, nameIdx int
+	for i, raw := range state {
+		switch gjson.GetBytes(raw, "type").Str {
+		case "m.room.create":
+			createIdx = i
+		case "m.room.join_rules":
+			nameIdx = i
+		}
+	}
+	with := func(list []json.RawMessage, i int, raw json.RawMessage) []json.RawMessage {
+		out := slices.Clone(list)
+		out[i] = raw
+		return out
+	}
+	badSig := json.RawMessage(strings.Replace(string(state[nameIdx]), `"signatures":{"a.test":{"ed25519:`, `"signatures":{"a.test":{"ed25519:x`, 1))
+	remoteJoin := json.RawMessage(strings.ReplaceAll(string(join), "@carol:b.test", "@carol:a.test"))
+	for _, c := range []struct {
+		name         string
+		version      id.RoomVersion
+		state, chain []json.RawMessage
+		join         json.RawMessage
+		kind         error
+	}{
+		{"bad signature", tmpl.RoomVersion, with(state, nameIdx, badSig), chain, join, roomserver.ErrForbidden},
+		{"no create event", tmpl.RoomVersion, slices.Delete(slices.Clone(state), createIdx, createIdx+1), chain, join, roomserver.ErrForbidden},
+		{"other room's event", tmpl.RoomVersion, append(slices.Clone(state), otherState[0]), chain, join, roomserver.ErrBadJSON},
+		{"wrong version", "9", state, chain, join, nil},
+		{"unsupported version", "99", state, chain, join, roomserver.ErrUnsupportedRoomVersion},
+		{"not our user", tmpl.RoomVersion, state, chain, remoteJoin, nil},
+		{"not JSON", tmpl.RoomVersion, state, chain, json.RawMessage(`[1]`), roomserver.ErrBadJSON},
+	} {
+		err := b.Rooms.ImportJoin(ctx, room, c.version, c.state, c.chain, c.join)
+		if err == nil || (c.kind != nil && !errors.Is(err, c.kind)) {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		var rErr *roomserver.Error
+		if !errors.As(err, &rErr) {
+			t.Fatalf("%s: not a roomserver error: %v", c.name, err)
+		}
+		if _, err := b.DB.GetRoom(ctx, string(room)); err == nil {
+			t.Fatalf("%s: the room was stored", c.name)
+		}
+	}
+	if err := b.Rooms.ImportJoin(ctx, room, tmpl.RoomVersion, state, chain, join); err != nil {
+		t.Fatalf("genuine import: %v", err)
+	}
+	if err := b.Rooms.ImportJoin(ctx, room, tmpl.RoomVersion, state, chain, join); !errors.Is(err, roomserver.ErrConflict) {
+		t.Fatalf("second import: %v", err)
 	}
 }
