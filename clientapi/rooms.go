@@ -3,8 +3,10 @@ package clientapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/tidwall/gjson"
@@ -27,6 +29,12 @@ type Rooms interface {
 	ChangeMembership(ctx context.Context, a roomserver.MembershipAction) error
 	Forget(ctx context.Context, user id.UserID, roomID id.RoomID) error
 	UpgradeWithCreators(ctx context.Context, user id.UserID, oldRoom id.RoomID, newVersion string, additionalCreators []string) (id.RoomID, error)
+}
+
+// RemoteJoins joins a local user to a room this server does not know,
+// through the candidate servers (remotejoin).
+type RemoteJoins interface {
+	Join(ctx context.Context, user id.UserID, roomID id.RoomID, servers []string) error
 }
 
 // RoomView is what the room read handlers need (roomview): rooms as the
@@ -138,7 +146,21 @@ func (a *API) joinRoom(r *http.Request) (any, error) {
 		}
 		target = string(roomID)
 	}
-	roomID, err := a.Rooms.JoinWithContent(r.Context(), authn.FromRequest(r).UserID, target, body)
+	user := authn.FromRequest(r).UserID
+	roomID, err := a.Rooms.JoinWithContent(r.Context(), user, target, body)
+	if errors.Is(err, roomserver.ErrNotFound) && a.RemoteJoins != nil && strings.HasPrefix(target, "!") {
+		// A room we have no state for: join it through other servers
+		// (server_name and via of /join, then the room ID's domain).
+		q := r.URL.Query()
+		servers := append(q["server_name"], q["via"]...)
+		if len(servers) > 50 {
+			return nil, mxhttp.InvalidParam("Too many server_name and via parameters")
+		}
+		if err := a.RemoteJoins.Join(r.Context(), user, id.RoomID(target), servers); err != nil {
+			return nil, roomError(err)
+		}
+		return map[string]any{"room_id": target}, nil
+	}
 	if err != nil {
 		return nil, roomError(err)
 	}

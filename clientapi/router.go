@@ -38,6 +38,7 @@ type API struct {
 	UserDirectory UserDirectory // userdirectory.go
 	SlidingSync   http.Handler  // clientapi/slidingsync (MSC4186); nil: not served
 	ServerNotices ServerNotices // admin.go; nil: not served
+	RemoteJoins   RemoteJoins   // rooms.go: joins of rooms hosted elsewhere (remotejoin); nil: federation off
 
 	ipLimiter     *ratelimit.Limiter
 	userLimiter   *ratelimit.Limiter

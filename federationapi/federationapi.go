@@ -74,6 +74,7 @@ type Options struct {
 	Directory    Directory
 	Spaces       Spaces
 	Transactions Transactions // nil: PUT /send is not served
+	Joins        Joins        // the writer's remote-join operations (roomserver)
 }
 
 // API is the server-server room API.
@@ -84,12 +85,13 @@ type API struct {
 	directory  Directory
 	spaces     Spaces
 	txns       Transactions
+	joins      Joins
 }
 
 // New builds the API.
 func New(o Options) *API {
 	return &API{serverName: o.ServerName, rooms: o.Rooms, store: o.Store, directory: o.Directory, spaces: o.Spaces,
-		txns: o.Transactions}
+		txns: o.Transactions, joins: o.Joins}
 }
 
 // Bounds on what one request may ask for.
@@ -117,6 +119,8 @@ func (a *API) Mount(r chi.Router) {
 	r.Get("/v1/publicRooms", mxhttp.JSON(a.publicRooms).ServeHTTP)
 	r.Post("/v1/publicRooms", mxhttp.JSON(a.publicRooms).ServeHTTP)
 	r.Get("/v1/hierarchy/{roomId}", mxhttp.JSON(a.hierarchy).ServeHTTP)
+	r.Get("/v1/make_join/{roomId}/{userId}", mxhttp.JSON(a.makeJoin).ServeHTTP)
+	r.Put("/v2/send_join/{roomId}/{eventId}", mxhttp.JSON(a.sendJoin).ServeHTTP)
 	if a.txns != nil {
 		r.Put("/v1/send/{txnId}", mxhttp.JSON(a.send).ServeHTTP)
 	}

@@ -40,6 +40,7 @@ import (
 	"github.com/myelin-chat/myelin/keyserver"
 	"github.com/myelin-chat/myelin/mediaapi"
 	"github.com/myelin-chat/myelin/push"
+	"github.com/myelin-chat/myelin/remotejoin"
 	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/roomview"
 	"github.com/myelin-chat/myelin/servernotices"
@@ -77,6 +78,8 @@ type Server struct {
 	Sender *federationsender.Sender
 	// FederationAPI: the server-server room reads, mounted by Federation.
 	FederationAPI *federationapi.API
+	// RemoteJoins joins rooms hosted elsewhere (make_join/send_join through the transport's client).
+	RemoteJoins *remotejoin.Joiner
 	// Followers tail the stream for work that follows new events; closed on Shutdown.
 	Followers []*follower.Follower
 
@@ -200,7 +203,8 @@ func (s *Server) build(ctx context.Context) error {
 	// the store for lookups, the directory for aliases and published rooms,
 	// roomview for space hierarchies; and their transactions, through ingest.
 	s.FederationAPI = federationapi.New(federationapi.Options{ServerName: cfg.ServerName, Rooms: s.Rooms, Store: db,
-		Directory: s.Directory, Spaces: s.RoomView, Transactions: s.Ingest})
+		Directory: s.Directory, Spaces: s.RoomView, Transactions: s.Ingest, Joins: s.Rooms})
+	s.RemoteJoins = remotejoin.New(remotejoin.Options{ServerName: cfg.ServerName, Rooms: s.Rooms, Client: transport.Client})
 	// Push rules, pushers and unread counts; typing, receipts and presence
 	// (a read receipt resets the unread counts); GET /sync and sliding sync over both.
 	s.Push = push.New(push.Options{Store: db, Stream: db.Stream, Rooms: db, Notifier: s.Notifier,
@@ -274,6 +278,9 @@ func (s *Server) routes() http.Handler {
 	api := &clientapi.API{Config: s.Config, Accounts: s.Accounts, Keys: s.Keys, Rooms: s.Rooms, RoomView: s.RoomView, Directory: s.Directory,
 		Sync: s.Syncer, Ephemeral: s.Ephemeral, Push: s.Push, SlidingSync: s.SlidingSync, Media: s.Media, UserDirectory: s.UserDirectory,
 		ServerNotices: s.Notices}
+	if s.Config.FederationEnabled() {
+		api.RemoteJoins = s.RemoteJoins
+	}
 	api.Mount(r)
 	// /_matrix/key, /_matrix/federation with the room API behind X-Matrix (nothing when federation is off)
 	s.Federation.Mount(r, s.FederationAPI)

@@ -135,6 +135,8 @@ type request struct {
 	create *Event       // the create event of a room being created
 	makers []maker      // local events, all-or-nothing
 	remote *remoteInput // or one remote event
+	// or a room joined over federation, to create (ImportJoin)
+	imported *importInput
 	txn    *storage.TxnRecord
 	done   chan result
 }
@@ -219,7 +221,9 @@ func (s *Server) run(w *worker) {
 
 // alone: room creation, multi-event requests and remote events (whose state
 // lookups read prev events from the store) are not grouped with others.
-func (r *request) alone() bool { return r.create != nil || len(r.makers) > 1 || r.remote != nil }
+func (r *request) alone() bool {
+	return r.create != nil || len(r.makers) > 1 || r.remote != nil || r.imported != nil
+}
 
 // processAndRelease processes a batch, surviving panics: a panic while one
 // request's events are applied fails that request alone, and the rest of the
@@ -285,7 +289,7 @@ func (s *Server) process(w *worker, batch []*request) {
 	}
 	outcomes := make([]outcome, len(batch))
 	for i, req := range batch {
-		if w.state == nil && req.create == nil {
+		if w.state == nil && req.create == nil && req.imported == nil {
 			rs, err := s.loadRoom(ctx, w.roomID)
 			if err != nil {
 				for j := i; j < len(batch); j++ {
@@ -298,7 +302,9 @@ func (s *Server) process(w *worker, batch []*request) {
 		var evs []*Event
 		var err error
 		w.applying = i
-		if req.remote != nil {
+		if req.imported != nil {
+			evs, err = s.applyImport(ctx, w, b, req.imported)
+		} else if req.remote != nil {
 			var ev *Event
 			ev, err = s.applyRemote(ctx, w, b, req.remote)
 			if ev != nil {

@@ -58,6 +58,8 @@ var rules = []rule{
 	// Inbound PDUs: the writer and the store; the transport only through its
 	// own small interfaces, filled in by the assembly.
 	{"ingest", []string{"roomserver", "storage", "internal/..."}},
+	// Remote joins: the transport's client over the writer.
+	{"remotejoin", []string{"roomserver", "internal/..."}},
 	// The client API: handlers over modules; /sync readers never the writer.
 	{"clientapi/syncv2", []string{"accounts", "keyserver", "ephemeral", "push", "visibility", "clientevent", "roomview", "storage", "internal/..."}},
 	{"clientapi/slidingsync", []string{"clientapi/syncv2", "accounts", "keyserver", "ephemeral", "push", "visibility", "clientevent", "roomview", "storage", "internal/..."}},

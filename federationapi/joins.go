@@ -1,0 +1,122 @@
+package federationapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"slices"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/myelin-chat/myelin/federation"
+	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/roomserver"
+)
+
+// Joins are the writer's operations behind make_join and send_join.
+type Joins interface {
+	MakeJoin(ctx context.Context, roomID id.RoomID, user id.UserID) (*roomserver.JoinTemplate, error)
+	SendJoin(ctx context.Context, roomID id.RoomID, eventID id.EventID, raw []byte, origin string) (*roomserver.JoinResult, error)
+}
+
+// maxVersions bounds the ver parameters of one make_join.
+const maxVersions = 64
+
+// joinAnswer is roomAnswer plus the join-specific kinds.
+func joinAnswer(err error) error {
+	if errors.Is(err, roomserver.ErrUnableToAuthoriseJoin) {
+		var rErr *roomserver.Error
+		errors.As(err, &rErr)
+		return mxhttp.UnableToAuthorize("%s", rErr.Message)
+	}
+	return roomAnswer(err)
+}
+
+// GET /_matrix/federation/v1/make_join/{roomId}/{userId}?ver=…: a join
+// template for a user of the requesting server, when the room's version is
+// one it supports and the join rules let the user in.
+func (a *API) makeJoin(r *http.Request) (any, error) {
+	ctx, origin := r.Context(), federation.Origin(r.Context())
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	userID := id.UserID(mxhttp.PathParam(r, "userId"))
+	_, server, err := userID.ParseAndValidateRelaxed()
+	if err != nil || len(userID) > roomserver.MaxFieldBytes {
+		return nil, mxhttp.InvalidParam("Invalid user ID")
+	}
+	if server != origin {
+		return nil, mxhttp.Forbidden("User %s does not belong to %s", userID, origin)
+	}
+	vers := r.URL.Query()["ver"]
+	if len(vers) > maxVersions {
+		return nil, mxhttp.InvalidParam("At most %d ver parameters", maxVersions)
+	}
+	if err := a.knownRoom(ctx, roomID); err != nil {
+		return nil, err
+	}
+	if err := a.checkACL(ctx, roomID, origin); err != nil {
+		return nil, err
+	}
+	version, err := roomserver.RoomVersion(ctx, a.store, roomID)
+	if err != nil {
+		return nil, roomAnswer(err)
+	}
+	// Without ver the server supports version 1 only (spec: "Defaults to [1]").
+	if !slices.Contains(vers, string(version)) && !(len(vers) == 0 && version == "1") {
+		return nil, mxhttp.IncompatibleRoomV("The room's version %s is not among those your server supports", version).
+			With("room_version", string(version))
+	}
+	tmpl, err := a.joins.MakeJoin(ctx, roomID, userID)
+	if err != nil {
+		return nil, joinAnswer(err)
+	}
+	return map[string]any{"room_version": tmpl.RoomVersion, "event": tmpl.Event}, nil
+}
+
+// PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}: accept the signed
+// join of a user of the requesting server and answer the state before it.
+// omit_members (MSC3706) is ignored: the whole state is answered and
+// members_omitted is false.
+func (a *API) sendJoin(r *http.Request) (any, error) {
+	ctx, origin := r.Context(), federation.Origin(r.Context())
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	eventID, err := eventIDParam(mxhttp.PathParam(r, "eventId"))
+	if err != nil {
+		return nil, err
+	}
+	if err := a.knownRoom(ctx, roomID); err != nil {
+		return nil, err
+	}
+	if err := a.checkACL(ctx, roomID, origin); err != nil {
+		return nil, err
+	}
+	raw, err := io.ReadAll(io.LimitReader(r.Body, roomserver.MaxPDUBytes+1))
+	if err != nil {
+		return nil, mxhttp.BadJSON("Reading the body: %v", err)
+	}
+	if len(raw) > roomserver.MaxPDUBytes {
+		return nil, mxhttp.TooLarge("The event exceeds %d bytes", roomserver.MaxPDUBytes)
+	}
+	if !json.Valid(raw) {
+		return nil, mxhttp.NotJSON("The body is not JSON")
+	}
+	res, err := a.joins.SendJoin(ctx, roomID, id.EventID(eventID), raw, origin)
+	if err != nil {
+		return nil, joinAnswer(err)
+	}
+	return map[string]any{
+		"origin":          a.serverName,
+		"event":           json.RawMessage(res.Event.JSON),
+		"state":           pdus(res.State),
+		"auth_chain":      pdus(res.AuthChain),
+		"members_omitted": false,
+		"servers_in_room": res.Servers,
+	}, nil
+}

@@ -1,0 +1,480 @@
+package roomserver
+
+import (
+	"context"
+	"encoding/json"
+	jsonv2 "encoding/json/v2"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/tidwall/gjson"
+	"maunium.net/go/mautrix/federation/pdu"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/myelin-chat/myelin/roomserver/authrules"
+	"github.com/myelin-chat/myelin/roomserver/stateres"
+	"github.com/myelin-chat/myelin/storage"
+)
+
+// The writer's side of remote joins (server-server API, "Joining Rooms"):
+// the template make_join answers and the signed join send_join brings back.
+// Network-free: federationapi decides who asks, these decide what the room
+// allows.
+
+// JoinTemplate is make_join's answer: the room version and an unsigned,
+// unhashed member event for the remote user to complete and sign.
+type JoinTemplate struct {
+	RoomVersion id.RoomVersion
+	Event       json.RawMessage
+}
+
+// MakeJoin builds the join template for user, a user of another server, on
+// top of roomID's current state. The join rules must let the user in:
+// already joined or invited, a public room, or a restricted room whose allow
+// list names a room the user is joined to (as this server knows it), with a
+// local member who may invite named in join_authorised_via_users_server.
+// A banned user is refused (ErrForbidden); a restricted join no local member
+// can authorise is ErrUnableToAuthoriseJoin.
+func (s *Server) MakeJoin(ctx context.Context, roomID id.RoomID, user id.UserID) (*JoinTemplate, error) {
+	if s.isLocal(user) {
+		return nil, Forbidden("User %s is local", user)
+	}
+	rs, err := s.snapshotState(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	current := rs.membership(user)
+	if current == "ban" {
+		return nil, Forbidden("User %s is banned from the room", user)
+	}
+	content := MustJSON(map[string]string{"membership": "join"})
+	rule := "invite"
+	if jr := rs.get("m.room.join_rules", ""); jr != nil {
+		rule = jr.ContentString("join_rule")
+	}
+	if current != "join" && current != "invite" {
+		switch {
+		case rule == "public":
+		case (rule == "restricted" || rule == "knock_restricted") && rs.version.RestrictedJoins():
+			joined, err := s.db.RoomsOfUser(ctx, string(user), "join")
+			if err != nil {
+				return nil, err
+			}
+			userRooms := map[string]bool{}
+			for _, m := range joined {
+				userRooms[m.RoomID] = true
+			}
+			via, err := s.authoriseRestrictedJoin(rs, userRooms)
+			if err != nil {
+				return nil, err
+			}
+			if content, err = withContentKey(content, "join_authorised_via_users_server", via); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, Forbidden("You are not invited to this room")
+		}
+	}
+	tmpl, err := s.template(rs, &proto{Type: "m.room.member", StateKey: stateKeyPtr(string(user)), Sender: user, Content: content})
+	if err != nil {
+		return nil, err
+	}
+	return &JoinTemplate{RoomVersion: rs.version, Event: tmpl}, nil
+}
+
+// template is a proto as an event template: prev_events, auth_events and
+// depth from the room's current state, without hashes, signatures or (room
+// versions 1 and 2) event_id, which the remote server adds.
+func (s *Server) template(rs *roomState, p *proto) (json.RawMessage, error) {
+	var prev []ref
+	for i, x := range rs.extremities {
+		if i == maxPrevEvents {
+			break
+		}
+		prev = append(prev, ref{x.ID, x.PDU.Hashes})
+	}
+	var auth []ref
+	for _, k := range (&pdu.PDU{Type: p.Type, StateKey: p.StateKey, Sender: p.Sender, Content: jsonValue(p.Content)}).AuthEventSelection(rs.version) {
+		if e := rs.state[k]; e != nil {
+			auth = append(auth, ref{e.ID, e.PDU.Hashes})
+		}
+	}
+	ev, err := s.buildEvent(rs.version, rs.id, p, prev, auth, rs.depth+1, time.Now().UnixMilli())
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(ev.JSON, &m); err != nil {
+		return nil, fmt.Errorf("template: %w", err)
+	}
+	delete(m, "hashes")
+	delete(m, "signatures")
+	delete(m, "event_id")
+	delete(m, "unsigned")
+	return MustJSON(m), nil
+}
+
+// JoinResult is what send_join answers: the accepted join as stored (with
+// our signature when we authorised it) and the room state before it with
+// the auth chain of that state and of the join.
+type JoinResult struct {
+	Event     *storage.Event
+	State     []*storage.Event
+	AuthChain []*storage.Event
+	Servers   []string
+}
+
+// SendJoin accepts a join event built by origin from a make_join template:
+// it must be a join of one of origin's users for roomID, with eventID its
+// ID. When it names a local user in join_authorised_via_users_server (a
+// restricted join), the sender's signature and the content hash are checked
+// first and our signature is added, as the auth rules require. The event
+// then goes through Input (signatures, auth against its auth events and the
+// state before it); one rejected or soft-failed is ErrForbidden.
+func (s *Server) SendJoin(ctx context.Context, roomID id.RoomID, eventID id.EventID, raw []byte, origin string) (*JoinResult, error) {
+	if len(raw) > MaxPDUBytes {
+		return nil, TooLarge("PDU exceeds %d bytes", MaxPDUBytes)
+	}
+	version, err := RoomVersion(ctx, s.db, roomID)
+	if err != nil {
+		return nil, err
+	}
+	ev, err := parseEvent(version, "", raw)
+	if err != nil {
+		return nil, BadJSON("Invalid event: %v", err)
+	}
+	switch {
+	case ev.ID != eventID:
+		return nil, BadJSON("The event's ID is %s, not %s", ev.ID, eventID)
+	case ev.RoomID != roomID:
+		return nil, BadJSON("The event is not for room %s", roomID)
+	case ev.PDU.Type != "m.room.member" || ev.PDU.StateKey == nil || *ev.PDU.StateKey != string(ev.PDU.Sender):
+		return nil, BadJSON("Not a member event of its sender")
+	case ev.Membership() != "join":
+		return nil, BadJSON("Membership is not join")
+	case ev.PDU.Sender.Homeserver() != origin:
+		return nil, Forbidden("The joining user does not belong to %s", origin)
+	}
+	// The joining server just built this event: a content hash mismatch is a
+	// forgery here, not an event to keep redacted as Input would.
+	if !verifyContentHash(ev) {
+		return nil, Forbidden("Content hash mismatch")
+	}
+	if via := id.UserID(ev.ContentString("join_authorised_via_users_server")); via != "" && s.isLocal(via) && version.EventIDFormat() != id.EventIDFormatCustom {
+		if err := s.verifySignature(ev); err != nil {
+			return nil, Forbidden("Bad signature: %v", err)
+		}
+		if _, ours := ev.PDU.Signatures[s.serverName]; !ours {
+			signed := ev.PDU.Clone()
+			if err := signed.Sign(version, s.serverName, s.key.ID, s.key.Priv); err != nil {
+				return nil, fmt.Errorf("signing join: %w", err)
+			}
+			if raw, err = jsonv2.Marshal(signed); err != nil {
+				return nil, err
+			}
+		}
+	}
+	stored, err := s.Input(ctx, roomID, raw, origin)
+	if errors.Is(err, ErrRejected) {
+		return nil, Forbidden("%v", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if stored.SoftFailed {
+		return nil, Forbidden("The join is not allowed by the room's current state")
+	}
+	se, err := s.db.GetEvent(ctx, string(stored.ID))
+	if err != nil {
+		return nil, fmt.Errorf("reading the join back: %w", err)
+	}
+	stateIDs, err := s.StateIDsAt(ctx, roomID, string(stored.ID))
+	if err != nil {
+		return nil, err
+	}
+	state, err := s.Events(ctx, stateIDs)
+	if err != nil {
+		return nil, err
+	}
+	chain, err := s.AuthChain(ctx, append(slices.Clone(stateIDs), string(stored.ID)))
+	if err != nil {
+		return nil, err
+	}
+	servers, err := s.db.JoinedServers(ctx, string(roomID))
+	if err != nil {
+		return nil, err
+	}
+	return &JoinResult{Event: se, State: state, AuthChain: chain, Servers: servers}, nil
+}
+
+// SignJoin completes a make_join template for user, a local user: the
+// template must be user's join of roomID; our timestamp, content hash and
+// signature are added. It returns the PDU and its event ID.
+func (s *Server) SignJoin(roomID id.RoomID, version id.RoomVersion, template []byte, user id.UserID) ([]byte, id.EventID, error) {
+	if !s.isLocal(user) {
+		return nil, "", Forbidden("User %s is not local", user)
+	}
+	if !SupportedRoomVersion(string(version)) {
+		return nil, "", NewError(ErrUnsupportedRoomVersion, "Room version %q is not supported", version)
+	}
+	if len(template) > MaxPDUBytes {
+		return nil, "", TooLarge("Template exceeds %d bytes", MaxPDUBytes)
+	}
+	var p pdu.PDU
+	if version.EventIDFormat() == id.EventIDFormatCustom {
+		return nil, "", NewError(ErrUnsupportedRoomVersion, "Joining rooms of version %s over federation is not supported", version)
+	}
+	if err := jsonv2.Unmarshal(template, &p); err != nil {
+		return nil, "", BadJSON("Invalid join template: %v", err)
+	}
+	if p.Type != "m.room.member" || p.StateKey == nil || *p.StateKey != string(user) || p.Sender != user || p.RoomID != roomID ||
+		gjson.GetBytes(p.Content, "membership").Str != "join" {
+		return nil, "", BadJSON("The join template is not %s's join of %s", user, roomID)
+	}
+	if len(p.PrevEvents) == 0 || len(p.PrevEvents) > 20 || len(p.AuthEvents) > 10 {
+		return nil, "", BadJSON("The join template's prev_events or auth_events are out of bounds")
+	}
+	p.Hashes, p.Signatures, p.Unsigned = nil, nil, nil
+	p.OriginServerTS = time.Now().UnixMilli()
+	if err := p.Sign(version, s.serverName, s.key.ID, s.key.Priv); err != nil {
+		return nil, "", fmt.Errorf("signing join: %w", err)
+	}
+	eventID, err := p.GetEventID(version)
+	if err != nil {
+		return nil, "", fmt.Errorf("computing event ID: %w", err)
+	}
+	raw, err := jsonv2.Marshal(&p)
+	if err != nil {
+		return nil, "", err
+	}
+	p.InternalMeta.EventID = eventID
+	if err := checkSize(&Event{ID: eventID, RoomID: roomID, Version: version, PDU: &p, JSON: raw}); err != nil {
+		return nil, "", err
+	}
+	return raw, eventID, nil
+}
+
+// MaxImportEvents bounds the state and auth chain a joined room is imported from.
+const MaxImportEvents = 2 * MaxAuthChain
+
+// importInput is a room joined over federation, verified, to create locally.
+type importInput struct {
+	version id.RoomVersion
+	events  []*Event                // the auth chain and state, authorized, by depth
+	state   map[pdu.StateKey]*Event // the state before the join
+	join    *Event
+	creator id.UserID
+}
+
+// ImportJoin creates roomID locally from a send_join answer: the room state
+// before our join, its auth chain, and our join (as the resident server
+// returned it, which may carry its signature of a restricted join). Nothing
+// is taken on trust: every event must be of the room, signed by its sender's
+// server (content hash mismatches are redacted, as for any received event),
+// and authorized by its own auth events, which must be in the answer;
+// unauthorized events are dropped from the state; the state must hold the
+// room's create event, matching the room ID and version; the join must be
+// one of ours, allowed by that state. The events are stored in depth order
+// (the state and auth chain get stream positions too: the store has no
+// outliers yet), the current state becomes the state plus the join, the
+// join the one forward extremity. ErrConflict if the room is already known.
+func (s *Server) ImportJoin(ctx context.Context, roomID id.RoomID, version id.RoomVersion, state, authChain []json.RawMessage, join []byte) error {
+	if !SupportedRoomVersion(string(version)) {
+		return NewError(ErrUnsupportedRoomVersion, "Room version %q is not supported", version)
+	}
+	if len(state)+len(authChain) > MaxImportEvents {
+		return TooLarge("The room's state and auth chain exceed %d events", MaxImportEvents)
+	}
+	if _, err := RoomVersion(ctx, s.db, roomID); err == nil {
+		return NewError(ErrConflict, "Room %s is already known", roomID)
+	} else if !errors.Is(err, ErrUnknownRoom) {
+		return err
+	}
+	byID := map[id.EventID]*Event{}
+	var stateIDs []id.EventID
+	parse := func(raw []byte) (*Event, error) {
+		ev, err := parseEvent(version, "", raw)
+		if err != nil {
+			return nil, BadJSON("Invalid event: %v", err)
+		}
+		if ev.RoomID != roomID {
+			return nil, BadJSON("Event %s is not of room %s", ev.ID, roomID)
+		}
+		if err := checkSize(ev); err != nil {
+			return nil, err
+		}
+		if err := s.verifySignature(ev); err != nil {
+			return nil, Forbidden("Event %s: %v", ev.ID, err)
+		}
+		if !verifyContentHash(ev) {
+			if ev, err = redactedEvent(ev); err != nil {
+				return nil, err
+			}
+		}
+		return ev, nil
+	}
+	for i, list := range [][]json.RawMessage{state, authChain} {
+		for _, raw := range list {
+			ev, err := parse(raw)
+			if err != nil {
+				return err
+			}
+			if i == 0 {
+				if !ev.IsState() {
+					return BadJSON("Event %s of the state is not a state event", ev.ID)
+				}
+				stateIDs = append(stateIDs, ev.ID)
+			}
+			byID[ev.ID] = ev
+		}
+	}
+	// The create event: in the state, of this room and version.
+	var create *Event
+	for _, x := range stateIDs {
+		if e := byID[x]; e.PDU.Type == "m.room.create" && *e.PDU.StateKey == "" {
+			create = e
+		}
+	}
+	if create == nil {
+		return Forbidden("The state has no m.room.create event")
+	}
+	if version.RoomIDIsCreateEventID() {
+		if id.RoomID("!"+string(create.ID)[1:]) != roomID {
+			return Forbidden("The create event is not room %s's", roomID)
+		}
+	}
+	cv := gjson.GetBytes(create.PDU.Content, "room_version").Str
+	if cv == "" {
+		cv = "1"
+	}
+	if id.RoomVersion(cv) != version {
+		return Forbidden("The create event is of version %s, not %s", cv, version)
+	}
+	// Authorize every event against its own auth events, auth events first.
+	ok := map[id.EventID]bool{}
+	visiting := map[id.EventID]bool{}
+	var ordered []*Event
+	getEvents := func(ids []id.EventID) ([]*pdu.PDU, error) {
+		out := make([]*pdu.PDU, 0, len(ids))
+		for _, x := range ids {
+			if !ok[x] {
+				if len(ids) == 1 {
+					continue
+				}
+				return nil, fmt.Errorf("auth event %s is missing or rejected", x)
+			}
+			out = append(out, byID[x].PDU)
+		}
+		return out, nil
+	}
+	var visit func(e *Event, depth int) bool
+	visit = func(e *Event, depth int) bool {
+		if ok[e.ID] {
+			return true
+		}
+		if visiting[e.ID] || depth > MaxImportEvents {
+			return false // a cycle, or rejected already
+		}
+		visiting[e.ID] = true
+		for _, a := range e.PDU.AuthEvents {
+			if ae := byID[a]; ae != nil {
+				visit(ae, depth+1)
+			}
+		}
+		if authrules.Authorize(version, e.PDU, nil, getEvents, s.getKey) != nil {
+			return false
+		}
+		ok[e.ID] = true
+		ordered = append(ordered, e)
+		return true
+	}
+	if !visit(create, 0) {
+		return Forbidden("The create event is not valid")
+	}
+	stateMap := map[pdu.StateKey]*Event{}
+	for _, x := range stateIDs {
+		if e := byID[x]; visit(e, 0) {
+			if old := stateMap[e.Key()]; old == nil || old.ID != e.ID {
+				if old != nil {
+					return BadJSON("The state holds two events for %v", e.Key())
+				}
+				stateMap[e.Key()] = e
+			}
+		}
+	}
+	for _, e := range byID {
+		visit(e, 0) // the rest of the auth chain
+	}
+	slices.SortStableFunc(ordered, func(a, b *Event) int { return int(min(max(a.PDU.Depth-b.PDU.Depth, -1), 1)) })
+	// Our join, allowed by the state.
+	je, err := parse(join)
+	if err != nil {
+		return err
+	}
+	if je.PDU.Type != "m.room.member" || je.PDU.StateKey == nil || *je.PDU.StateKey != string(je.PDU.Sender) ||
+		!s.isLocal(je.PDU.Sender) || je.Membership() != "join" {
+		return BadJSON("The join is not a local user's join")
+	}
+	if !visit(je, 0) {
+		return Forbidden("The join is not allowed by its auth events")
+	}
+	ordered = slices.DeleteFunc(ordered, func(e *Event) bool { return e.ID == je.ID })
+	sm := make(stateres.StateMap, len(stateMap))
+	for k, e := range stateMap {
+		sm[k] = e.ID
+	}
+	prov := &dbProvider{s: s, version: version, extra: byID}
+	if err := s.authAgainst(ctx, prov, je, sm); err != nil {
+		return Forbidden("The join is not allowed by the room's state: %v", err)
+	}
+	_, err = s.submit(ctx, roomID, &request{imported: &importInput{version: version, events: ordered, state: stateMap, join: je, creator: create.PDU.Sender}})
+	return err
+}
+
+// applyImport stages an imported room (ImportJoin, verified) as a new room.
+func (s *Server) applyImport(ctx context.Context, w *worker, b *batchWrite, in *importInput) ([]*Event, error) {
+	if _, err := s.db.GetRoom(ctx, string(w.roomID)); err == nil {
+		return nil, NewError(ErrConflict, "Room %s is already known", w.roomID)
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return nil, err
+	}
+	before := make(stateres.StateMap, len(in.state))
+	for k, e := range in.state {
+		before[k] = e.ID
+	}
+	beforeSnap := b.keyframe(w.roomID, before)
+	after := maps.Clone(before)
+	after[in.join.Key()] = in.join.ID
+	afterSnap := b.keyframe(w.roomID, after)
+	rs := &roomState{id: w.roomID, version: in.version, state: maps.Clone(in.state), snapshot: afterSnap, creator: in.creator}
+	rs.state[in.join.Key()] = in.join
+	if b.notify == nil {
+		b.notify = map[string]bool{}
+	}
+	for _, e := range in.events {
+		// No state of their own is known: they show the state before the join.
+		e.StateBefore, e.StateAfter = beforeSnap, beforeSnap
+		rs.depth = max(rs.depth, e.PDU.Depth)
+		b.events = append(b.events, e)
+	}
+	j := in.join
+	j.StateBefore, j.StateAfter = beforeSnap, afterSnap
+	j.ReplacesState = before[j.Key()]
+	rs.depth = max(rs.depth, j.PDU.Depth)
+	b.events = append(b.events, j)
+	rs.extremities = []*Event{j}
+	for k, e := range rs.state {
+		b.write.StateChanges[storage.StateKey(k)] = string(e.ID)
+		if k.Type == "m.room.member" {
+			b.memberEvents = append(b.memberEvents, e)
+			if s.isLocal(id.UserID(k.StateKey)) {
+				b.notify[k.StateKey] = true
+			}
+		}
+	}
+	w.state = rs
+	return b.events, nil
+}
