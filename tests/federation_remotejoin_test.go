@@ -87,6 +87,31 @@ func TestFederationRemoteJoin(t *testing.T) {
 				t.Fatalf("join again: %v", err)
 			}
 
+			// Messages both ways: each server's federation sender delivers its
+			// user's message to the other's PUT /send, whose ingest persists it,
+			// and the other user's /sync shows it.
+			aliceSince := must(alice.SyncRequest(ctx, 0, "", "", false, "")).NextBatch
+			bobSince := must(bob.SyncRequest(ctx, 0, "", "", false, "")).NextBatch
+			fromA := must(alice.SendText(ctx, room, "hello from a.test")).EventID
+			fromB := must(bob.SendText(ctx, room, "hello from b.test")).EventID
+			receives := func(c *mautrix.Client, since string, want id.EventID, body string) {
+				t.Helper()
+				syncUntil(t, c, since, "", func(r *mautrix.RespSync) bool {
+					jr, ok := r.Rooms.Join[room]
+					if !ok {
+						return false
+					}
+					for _, e := range jr.Timeline.Events {
+						if e.ID == want && e.Content.Raw["body"] == body {
+							return true
+						}
+					}
+					return false
+				})
+			}
+			receives(bob, bobSince, fromA, "hello from a.test")
+			receives(alice, aliceSince, fromB, "hello from b.test")
+
 			importBadInput(t, a, b, alice)
 		})
 	}
