@@ -126,7 +126,7 @@ func TestKeyResponseBounds(t *testing.T) {
 	cases := map[string]func(map[string]any){
 		"65 old keys":         oldKeys(65, plain),
 		"old key ID with '/'": oldKeys(1, func(int) string { return "ed25519:a/b" }),
-		"old key ID too long": oldKeys(1, func(int) string { return "ed25519:" + strings.Repeat("a", 65) }),
+		"old key ID too long": oldKeys(1, func(int) string { return "ed25519:" + strings.Repeat("a", 248) }),
 		"old key ID empty":    oldKeys(1, func(int) string { return "ed25519:" }),
 		"other algorithm":     oldKeys(1, func(int) string { return "curve25519:x" }),
 	}
@@ -479,6 +479,22 @@ func TestResponseLimits(t *testing.T) {
 		req := httptest.NewRequest("GET", path, nil)
 		if got := responseLimit(req); got != want {
 			t.Errorf("%s: %d, want %d", path, got, want)
+		}
+	}
+}
+
+// TestKeyIDLength: key versions may be as long as an opaque identifier
+// allows (the whole key ID within 255 characters); Complement's test servers
+// use "complement_" and 64 hex digits, which a 64-character cap refused.
+func TestKeyIDLength(t *testing.T) {
+	for keyID, want := range map[string]bool{
+		"ed25519:complement_" + strings.Repeat("d8", 32): true,
+		"ed25519:" + strings.Repeat("a", 247):            true,
+		"ed25519:" + strings.Repeat("a", 248):            false,
+		"ed25519:a_1":                                    true,
+	} {
+		if got := validKeyID(id.KeyID(keyID)); got != want {
+			t.Errorf("validKeyID(%d characters) = %v, want %v", len(keyID), got, want)
 		}
 	}
 }

@@ -17,7 +17,10 @@ import (
 const (
 	maxVerifyKeys    = 16
 	maxOldVerifyKeys = 64
-	maxKeyVersionLen = 64
+	// maxKeyVersionLen: the spec gives key versions no length of their own,
+	// so the opaque-identifier bound (255) applies. Real servers use more than
+	// 64 characters: Complement's are "complement_" and 64 hex digits.
+	maxKeyVersionLen = 255 - len("ed25519:")
 	// maxNotarySignatures bounds the notary signatures tried on one response.
 	maxNotarySignatures = 4
 )
