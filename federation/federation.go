@@ -392,6 +392,11 @@ func (m *Module) queryProfile(r *http.Request) (any, error) {
 	if err != nil || localpart == "" {
 		return nil, mxhttp.InvalidParam("Invalid user_id %q", raw)
 	}
+	// A server part outside the grammar (a port that is not a number, say)
+	// is a bad request, not merely someone else's user.
+	if _, _, err := config.ParseServerName(server); err != nil {
+		return nil, mxhttp.InvalidParam("Invalid server name in user_id %q", raw)
+	}
 	if server != m.ServerName {
 		return nil, mxhttp.NotFound("User %s is not local to this server", raw)
 	}

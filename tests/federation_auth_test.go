@@ -54,6 +54,7 @@ func TestFederationRequestAuth(t *testing.T) {
 				{map[string][]string{"user_id": {"not-a-user"}}, 400, "M_INVALID_PARAM"},
 				{map[string][]string{"user_id": {"@nobody:b.test"}}, 404, "M_NOT_FOUND"},
 				{map[string][]string{"user_id": {"@bob:a.test"}}, 404, "M_NOT_FOUND"},
+				{map[string][]string{"user_id": {"@bob:localhost:http"}}, 400, "M_INVALID_PARAM"}, // non-numeric port
 				{map[string][]string{"user_id": {"@bob:b.test"}, "field": {"avatar_url"}}, 404, "M_NOT_FOUND"},
 			} {
 				err := a.Federation.Client.Query(ctx, "b.test", "profile", tc.q, &one)
