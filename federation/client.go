@@ -85,8 +85,25 @@ func NewClient(cfg *config.Config, key *mfed.SigningKey, policy Policy) (*mfed.C
 		rt.insecure[name] = true
 	}
 	rt.fixed = settings.WithDial(rt.dialFixed).Configure(&http.Transport{})
-	c.HTTP.Transport = &limitTransport{next: rt}
+	c.HTTP.Transport = jsonContentType{next: &limitTransport{next: rt}}
 	return c, nil
+}
+
+// jsonContentType labels request bodies application/json. mautrix's client
+// sends its JSON bodies (send_join, get_missing_events, /send …) without a
+// Content-Type; the spec says requesting servers should supply it, and
+// gomatrixserverlib-based servers (Dendrite, Complement's test servers)
+// refuse a body without it with a 400.
+type jsonContentType struct {
+	next http.RoundTripper
+}
+
+func (t jsonContentType) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body != nil && req.Body != http.NoBody && req.Header.Get("Content-Type") == "" {
+		req = req.Clone(req.Context()) // a RoundTripper must not modify its request
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return t.next.RoundTrip(req)
 }
 
 // tlsConfig trusts the system roots plus caFile's certificates.

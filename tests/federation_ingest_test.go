@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	jsonv2 "encoding/json/v2"
 	"io"
+	"mime"
 	"net"
 	"net/http"
 	"strings"
@@ -23,7 +24,7 @@ import (
 
 // ingestOrigin is a remote server for inbound transactions: it serves its
 // signing key to hs.test's fetcher and answers /get_missing_events with
-// the events it was given.
+// the events it was given (refusing a body without its Content-Type).
 type ingestOrigin struct {
 	key     *mfed.SigningKey
 	mu      sync.Mutex
@@ -36,6 +37,13 @@ func (o *ingestOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.URL.Path == "/_matrix/key/v2/server":
 		_ = json.NewEncoder(w).Encode(o.key.GenerateKeyResponse("remote.test", nil))
 	case strings.HasPrefix(r.URL.Path, "/_matrix/federation/v1/get_missing_events/"):
+		// Like gomatrixserverlib (Complement, Dendrite): a body not labelled
+		// application/json is a 400.
+		if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" {
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = w.Write([]byte(`{"errcode":"M_UNKNOWN","error":"Bad Request"}`))
+			return
+		}
 		body, _ := io.ReadAll(r.Body)
 		o.mu.Lock()
 		o.asked = append(o.asked, string(body))
