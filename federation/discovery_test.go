@@ -103,7 +103,7 @@ func TestDiscovery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srt := c.HTTP.Transport.(*limitTransport).next.(*routingTransport).discovered.(*discoveredTransport)
+	srt := c.HTTP.Transport.(jsonContentType).next.(*limitTransport).next.(*routingTransport).discovered.(*discoveredTransport)
 	srt.resolver.opts.DNSClient = fakeDNS(t, map[string]net.SRV{
 		"_matrix-fed._tcp.srv.example.com.":    {Target: "target.example.com.", Port: 1234},
 		"_matrix-fed._tcp.deleg2.example.com.": {Target: "t2.example.com.", Port: 4321},

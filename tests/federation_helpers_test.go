@@ -4,7 +4,12 @@ import (
 	"context"
 	"errors"
 	"io"
+	"mime"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -77,6 +82,27 @@ func (r *relay) serve(c net.Conn) {
 	go func() { _, _ = io.Copy(c, up); c.(*net.TCPConn).CloseWrite(); done <- struct{}{} }()
 	<-done
 	<-done
+}
+
+// strictJSON starts a proxy to the server at addr that refuses, as
+// gomatrixserverlib's VerifyHTTPRequest does (Complement's test servers,
+// Dendrite), a request body not labelled application/json with a 400; it
+// returns the proxy's address, for a relay to point at.
+func strictJSON(t testing.TB, addr string) string {
+	t.Helper()
+	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: addr})
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 {
+			if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" {
+				w.WriteHeader(http.StatusBadRequest)
+				_, _ = w.Write([]byte(`{"errcode":"M_UNKNOWN","error":"Bad Request"}`))
+				return
+			}
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(ts.Close)
+	return ts.Listener.Addr().String()
 }
 
 // fedNet is a set of server names with relays.

@@ -23,13 +23,18 @@ import (
 // by b.test); b.test's /sync shows the room with its state and the join, and
 // a.test's members list shows the user (a.test persisted the join). An
 // invite-only room is refused with M_FORBIDDEN and leaves nothing on b.test;
-// an unknown room with no reachable server is M_NOT_FOUND.
+// an unknown room with no reachable server is M_NOT_FOUND. Both servers sit
+// behind strictJSON proxies, so a request body without its Content-Type (as
+// mautrix sends it) fails the join as it did against Complement.
 func TestFederationRemoteJoin(t *testing.T) {
 	for _, backend := range testserver.Backends {
 		t.Run(backend, func(t *testing.T) {
 			n := newFedNet(t, "a.test", "b.test", "gone.test") // gone.test: nobody listens
 			a := n.start(t, backend, "a.test")
 			b := n.start(t, backend, "b.test")
+			// Each reached through a proxy as strict as Complement's servers.
+			n.relays["a.test"].point(strictJSON(t, a.Config.Listen.HTTP))
+			n.relays["b.test"].point(strictJSON(t, b.Config.Listen.HTTP))
 			ctx := ctxT(t)
 			alice := a.Register(t, "alice")
 			bob := b.Register(t, "bob")
