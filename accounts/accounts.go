@@ -89,6 +89,16 @@ type Rooms interface {
 	LeaveAllRooms(ctx context.Context, userID id.UserID) error
 }
 
+// RemoteProfiles asks a user's own server for their profile (GET
+// /_matrix/federation/v1/query/profile, through the transport's client).
+// It returns ErrRemoteProfileNotFound when that server answers 404.
+type RemoteProfiles interface {
+	QueryProfile(ctx context.Context, userID id.UserID) (map[string]json.RawMessage, error)
+}
+
+// ErrRemoteProfileNotFound is a remote server's 404 to a profile query.
+var ErrRemoteProfileNotFound = errors.New("remote server has no such profile")
+
 // Service implements account operations for the client API and the CLI.
 type Service struct {
 	store    Store
@@ -97,6 +107,7 @@ type Service struct {
 	notifier Notifier
 	devices  DeviceKeys
 	rooms    Rooms
+	remote   RemoteProfiles
 
 	seenMu sync.Mutex
 	seen   map[string]int64 // "user|device" -> unix ms of the last last_seen write
@@ -106,8 +117,8 @@ type Service struct {
 	passwordTries *ratelimit.Limiter // password checks per account (login and UIA)
 }
 
-// Options are what the accounts service is built from. Notifier, Devices
-// and Rooms may be nil (unit tests): their part is then skipped.
+// Options are what the accounts service is built from. Notifier, Devices,
+// Rooms and Remote may be nil (unit tests): their part is then skipped.
 type Options struct {
 	Store  Store
 	Config *config.Config
@@ -115,11 +126,14 @@ type Options struct {
 	Notifier Notifier
 	Devices  DeviceKeys
 	Rooms    Rooms
+	// Remote answers profile lookups of other servers' users; nil: they are
+	// M_NOT_FOUND.
+	Remote RemoteProfiles
 }
 
 // New returns an accounts service.
 func New(o Options) *Service {
-	return &Service{store: o.Store, cfg: o.Config, now: time.Now, notifier: o.Notifier, devices: o.Devices, rooms: o.Rooms,
+	return &Service{store: o.Store, cfg: o.Config, now: time.Now, notifier: o.Notifier, devices: o.Devices, rooms: o.Rooms, remote: o.Remote,
 		seen: map[string]int64{}, nonces: nonceStore{m: map[string]time.Time{}},
 		passwordTries: ratelimit.New(o.Config.Limits.LoginPerSecond, o.Config.Limits.LoginBurst)}
 }

@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
 	"regexp"
+	"time"
 	"unicode/utf8"
 
 	"maunium.net/go/mautrix/id"
@@ -59,9 +62,22 @@ var profileKeyRE = regexp.MustCompile(`^(avatar_url|displayname|m\.tz|[a-z][a-z0
 // ValidProfileKey reports whether key may be used as a profile field name.
 func ValidProfileKey(key string) bool { return profileKeyRE.MatchString(key) }
 
-// GetProfile returns a local user's profile; M_NOT_FOUND for unknown or
-// deactivated users.
+// remoteProfileTimeout bounds a profile query to another server: the
+// client's request waits on it.
+const remoteProfileTimeout = 10 * time.Second
+
+// GetProfile returns a user's profile: a local user's from the store
+// (M_NOT_FOUND for unknown or deactivated users), another server's user's
+// by asking that server (M_NOT_FOUND when it has none).
 func (s *Service) GetProfile(ctx context.Context, userID id.UserID) (*Profile, error) {
+	if !s.IsLocal(userID) {
+		return s.remoteProfile(ctx, userID)
+	}
+	return s.localProfile(ctx, userID)
+}
+
+// localProfile is a local user's profile; M_NOT_FOUND for anyone else.
+func (s *Service) localProfile(ctx context.Context, userID id.UserID) (*Profile, error) {
 	if !s.IsLocal(userID) {
 		return nil, mxhttp.NotFound("Profile not found")
 	}
@@ -75,10 +91,53 @@ func (s *Service) GetProfile(ctx context.Context, userID id.UserID) (*Profile, e
 	return &Profile{DisplayName: u.DisplayName, AvatarURL: id.ContentURIString(u.AvatarURL), Fields: u.ProfileFields}, nil
 }
 
-// ProfileJSON is userID's profile as GET /profile/{userId} answers it
-// (federation's profile query).
+// remoteProfile asks userID's server for their profile.
+func (s *Service) remoteProfile(ctx context.Context, userID id.UserID) (*Profile, error) {
+	if s.remote == nil {
+		return nil, mxhttp.NotFound("Profile not found")
+	}
+	if _, _, err := userID.Parse(); err != nil {
+		return nil, mxhttp.NotFound("Profile not found")
+	}
+	ctx, cancel := context.WithTimeout(ctx, remoteProfileTimeout)
+	defer cancel()
+	fields, err := s.remote.QueryProfile(ctx, userID)
+	if errors.Is(err, ErrRemoteProfileNotFound) {
+		return nil, mxhttp.NotFound("Profile not found")
+	}
+	if err != nil {
+		return nil, &mxhttp.Error{Status: http.StatusBadGateway, Code: "M_UNKNOWN",
+			Message: fmt.Sprintf("Could not fetch the profile from %s's server", userID)}
+	}
+	p := &Profile{Fields: map[string]json.RawMessage{}}
+	size := 0
+	for k, v := range fields {
+		size += len(k) + len(v)
+		switch k {
+		case ProfileDisplayName:
+			_ = json.Unmarshal(v, &p.DisplayName) // not a string: unset
+		case ProfileAvatarURL:
+			var u string
+			_ = json.Unmarshal(v, &u)
+			p.AvatarURL = id.ContentURIString(u)
+		default:
+			if ValidProfileKey(k) {
+				p.Fields[k] = v
+			}
+		}
+	}
+	// Another server's answer is bounded as our own profiles are.
+	if size > maxProfileBytes {
+		return nil, &mxhttp.Error{Status: http.StatusBadGateway, Code: "M_UNKNOWN",
+			Message: fmt.Sprintf("%s's server sent a profile larger than %d bytes", userID, maxProfileBytes)}
+	}
+	return p, nil
+}
+
+// ProfileJSON is a local user's profile as GET /profile/{userId} answers it
+// (federation's profile query: never forwarded to another server).
 func (s *Service) ProfileJSON(ctx context.Context, userID id.UserID) (map[string]any, error) {
-	p, err := s.GetProfile(ctx, userID)
+	p, err := s.localProfile(ctx, userID)
 	if err != nil {
 		return nil, err
 	}
@@ -96,7 +155,7 @@ func (s *Service) SetProfileField(ctx context.Context, userID id.UserID, key str
 	if !ValidProfileKey(key) {
 		return mxhttp.InvalidParam("Invalid profile key %q", key)
 	}
-	p, err := s.GetProfile(ctx, userID)
+	p, err := s.localProfile(ctx, userID)
 	if err != nil {
 		return err
 	}

@@ -11,8 +11,8 @@ import (
 )
 
 // Profiles are served with or without an access token, as profile.yaml
-// defines GET without a security section (publicRoutes). Remote profiles
-// need federation: M_NOT_FOUND until it lands.
+// defines GET without a security section (publicRoutes). Other servers' users'
+// profiles are asked of their servers (accounts.Options.Remote).
 
 func (a *API) getProfile(r *http.Request) (any, error) {
 	p, err := a.Accounts.GetProfile(r.Context(), id.UserID(mxhttp.PathParam(r, "userId")))

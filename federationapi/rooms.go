@@ -1,11 +1,15 @@
 package federationapi
 
 import (
+	"encoding/json"
+	jsonv2 "encoding/json/v2"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
 
+	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/federation"
@@ -215,14 +219,60 @@ func (a *API) missingEvents(r *http.Request) (any, error) {
 	if err := a.member(ctx, roomID, origin); err != nil {
 		return nil, err
 	}
+	// Events the server may not see are served redacted, not left out (as
+	// Synapse, and Complement's TestInboundCanReturnMissingEvents expects):
+	// the asker needs the DAG between its events whole to fill the gap,
+	// and a redacted copy still carries the prev_events and auth_events.
 	vis := a.rooms.VisibilityFor(origin, true)
+	hidden := map[string]bool{}
 	evs, err := a.rooms.WalkBack(ctx, roomID, body.LatestEvents, body.EarliestEvents, false, minDepth, limit,
-		func(e *storage.Event) (bool, error) { return vis.CanSee(ctx, e) })
+		func(e *storage.Event) (bool, error) {
+			ok, err := vis.CanSee(ctx, e)
+			if err == nil && !ok {
+				hidden[e.EventID] = true
+			}
+			return true, err
+		})
 	if err != nil {
 		return nil, roomAnswer(err)
 	}
 	slices.Reverse(evs) // oldest first
-	return map[string]any{"events": pdus(evs)}, nil
+	out := pdus(evs)
+	if len(hidden) > 0 {
+		row, err := a.store.GetRoom(ctx, string(roomID))
+		if err != nil {
+			return nil, roomAnswer(err)
+		}
+		for i, e := range evs {
+			if hidden[e.EventID] {
+				if out[i], err = redactedPDU(id.RoomVersion(row.RoomVersion), e.JSON); err != nil {
+					return nil, fmt.Errorf("redacting %s: %w", e.EventID, err)
+				}
+			}
+		}
+	}
+	return map[string]any{"events": out}, nil
+}
+
+// redactedPDU is raw through its room version's redaction algorithm, its
+// hashes and signatures kept (they stay verifiable).
+func redactedPDU(version id.RoomVersion, raw []byte) (json.RawMessage, error) {
+	if version.EventIDFormat() == id.EventIDFormatCustom {
+		var v1 pdu.RoomV1PDU
+		if err := jsonv2.Unmarshal(raw, &v1); err != nil {
+			return nil, err
+		}
+		r := v1.Clone().Redact(version)
+		r.Signatures, r.Hashes = v1.Signatures, v1.Hashes
+		return jsonv2.Marshal(r)
+	}
+	var p pdu.PDU
+	if err := jsonv2.Unmarshal(raw, &p); err != nil {
+		return nil, err
+	}
+	r := p.Clone().Redact(version)
+	r.Signatures, r.Hashes = p.Signatures, p.Hashes
+	return jsonv2.Marshal(r)
 }
 
 // GET /_matrix/federation/v1/timestamp_to_event/{roomId}?ts=&dir=

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"sync"
 	"time"
@@ -189,7 +190,9 @@ func (s *Server) build(ctx context.Context) error {
 	s.RoomView = roomview.New(roomview.Options{Store: db})
 	// Deleting an alias drops it from m.room.canonical_alias through the writer.
 	s.Directory = directory.New(directory.Options{Store: db, Rooms: s.Rooms, ServerName: cfg.ServerName})
-	s.Accounts = accounts.New(accounts.Options{Store: db, Config: cfg, Notifier: s.Notifier, Devices: s.Keys, Rooms: s.Rooms})
+	// Other servers' users' profiles are asked of their servers through the transport's client.
+	s.Accounts = accounts.New(accounts.Options{Store: db, Config: cfg, Notifier: s.Notifier, Devices: s.Keys, Rooms: s.Rooms,
+		Remote: profileRemote{transport.Client}})
 	// The notices room is tagged m.server_notice: room account data, through accounts.
 	s.Notices = servernotices.New(servernotices.Options{Rooms: s.Rooms, View: s.RoomView, Tags: s.Accounts, Store: db, Config: cfg})
 	s.Federation = federation.New(federation.Options{Config: cfg, Transport: transport, Profiles: s.Accounts})
@@ -428,6 +431,25 @@ func (s *Server) Shutdown(ctx context.Context) error {
 type roomviewTokens struct{}
 
 func (roomviewTokens) StreamToken(pos int64) string { return roomview.StreamToken(pos) }
+
+// profileRemote backs accounts.RemoteProfiles with the transport's client:
+// GET /_matrix/federation/v1/query/profile on the user's server, all fields
+// kept (mautrix's QueryProfile keeps only two).
+type profileRemote struct{ c *mfed.Client }
+
+func (r profileRemote) QueryProfile(ctx context.Context, userID id.UserID) (map[string]json.RawMessage, error) {
+	var fields map[string]json.RawMessage
+	_, resp, err := r.c.MakeFullRequest(ctx, mfed.RequestParams{ServerName: userID.Homeserver(), Method: http.MethodGet,
+		Path: mfed.URLPath{"v1", "query", "profile"}, Query: url.Values{"user_id": {userID.String()}},
+		Authenticate: true, ResponseJSON: &fields})
+	if resp != nil && resp.StatusCode == http.StatusNotFound {
+		return nil, accounts.ErrRemoteProfileNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("querying %s's profile: %w", userID, err)
+	}
+	return fields, nil
+}
 
 // ingestRemote backs ingest.Remote with the transport's client.
 type ingestRemote struct{ c *mfed.Client }

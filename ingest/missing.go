@@ -2,25 +2,23 @@ package ingest
 
 import (
 	"context"
-	"slices"
 	"sort"
 
 	"maunium.net/go/mautrix/id"
 )
 
-// Bounds of the backwards walk for missing prev events.
-const (
-	missingLimit     = 10  // events per /get_missing_events
-	missingRounds    = 20  // requests per PDU
-	missingMaxEvents = 100 // events fetched per PDU
-)
+// missingLimit bounds the events asked for (and taken) per PDU.
+const missingLimit = 10
 
 // FetchMissing is stage 2: when some prev_events of p are unknown, it asks
-// origin for the events between our forward extremities and p
-// (/get_missing_events), and feeds what it gets through the same pipeline
-// (check, then the writer), oldest first, until p's prev_events are all
-// known. A gap that remains is p's error. Nothing fetched is trusted: the
-// writer verifies every event as it verifies p.
+// origin once for the events between our forward extremities and p
+// (/get_missing_events: earliest_events our extremities, latest_events p
+// alone), and feeds what it gets through the same pipeline (check, then the
+// writer), oldest first. It asks once, as Synapse does: the remote answers
+// the walk back from p, and asking again from what it sent (Complement's
+// TestCorruptedAuthChain refuses that) only moves the gap. A gap that
+// remains is p's error. Nothing fetched is trusted: the writer verifies
+// every event as it verifies p.
 func (e *Engine) FetchMissing(ctx context.Context, origin string, p *PDU) error {
 	missing, err := e.unknown(ctx, p.PrevEvents)
 	if err != nil || len(missing) == 0 {
@@ -37,48 +35,30 @@ func (e *Engine) FetchMissing(ctx context.Context, origin string, p *PDU) error 
 	for i, x := range row.Extremities {
 		earliest[i] = id.EventID(x)
 	}
-
+	raws, err := e.o.Remote.GetMissingEvents(ctx, origin, p.RoomID, earliest, []id.EventID{p.EventID}, missingLimit)
+	if err != nil {
+		e.o.Logger.Info("get_missing_events failed", "origin", origin, "room", p.RoomID, "err", err)
+		return fail("missing_prev", "prev events unknown and not fetched: %v", missing)
+	}
 	pending := map[id.EventID]*PDU{} // fetched, not yet stored
-	latest := []id.EventID{p.EventID}
-	fetched := 0
-	for round := 0; round < missingRounds && fetched < missingMaxEvents && len(latest) > 0; round++ {
-		raws, err := e.o.Remote.GetMissingEvents(ctx, origin, p.RoomID, earliest, latest, min(missingLimit, missingMaxEvents-fetched))
-		if err != nil {
-			e.o.Logger.Info("get_missing_events failed", "origin", origin, "room", p.RoomID, "err", err)
-			break
-		}
-		if len(raws) == 0 {
-			break
-		}
-		for _, raw := range raws[:min(len(raws), missingLimit)] {
-			fetched++
-			q, err := parsePDU(raw, func(r id.RoomID) (id.RoomVersion, error) {
-				if r != p.RoomID {
-					return "", fail("bad_json", "event of another room")
-				}
-				return p.Version, nil
-			})
-			if err != nil || q.EventID == p.EventID {
-				continue
+	for _, raw := range raws[:min(len(raws), missingLimit)] {
+		q, err := parsePDU(raw, func(r id.RoomID) (id.RoomVersion, error) {
+			if r != p.RoomID {
+				return "", fail("bad_json", "event of another room")
 			}
-			pending[q.EventID] = q
+			return p.Version, nil
+		})
+		if err != nil || q.EventID == p.EventID {
+			continue
 		}
-		// Store what can be stored, oldest first, until nothing moves.
-		if err := e.storeReady(ctx, origin, pending); err != nil {
-			return err
-		}
-		if missing, err = e.unknown(ctx, p.PrevEvents); err != nil || len(missing) == 0 {
-			return err
-		}
-		// Walk further back from the oldest events still waiting.
-		latest = latest[:0]
-		for _, q := range pending {
-			latest = append(latest, q.EventID)
-		}
-		slices.Sort(latest)
-		if len(latest) > maxPrevEvents {
-			latest = latest[:maxPrevEvents]
-		}
+		pending[q.EventID] = q
+	}
+	// Store what can be stored, oldest first, until nothing moves.
+	if err := e.storeReady(ctx, origin, pending); err != nil {
+		return err
+	}
+	if missing, err = e.unknown(ctx, p.PrevEvents); err != nil || len(missing) == 0 {
+		return err
 	}
 	return fail("missing_prev", "prev events unknown and not fetched: %v", missing)
 }

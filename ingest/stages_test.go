@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"slices"
 	"testing"
 	"time"
 
@@ -100,14 +101,17 @@ func (r *fakeRooms) Input(_ context.Context, roomID id.RoomID, raw []byte, origi
 }
 
 type chainRemote struct {
-	byLatest map[id.EventID][]json.RawMessage
-	calls    int
-	limits   []int
+	byLatest  map[id.EventID][]json.RawMessage
+	calls     int
+	limits    []int
+	earliests [][]id.EventID
+	latests   [][]id.EventID
 }
 
-func (c *chainRemote) GetMissingEvents(_ context.Context, _ string, _ id.RoomID, _, latest []id.EventID, limit int) ([]json.RawMessage, error) {
+func (c *chainRemote) GetMissingEvents(_ context.Context, _ string, _ id.RoomID, earliest, latest []id.EventID, limit int) ([]json.RawMessage, error) {
 	c.calls++
 	c.limits = append(c.limits, limit)
+	c.earliests, c.latests = append(c.earliests, slices.Clone(earliest)), append(c.latests, slices.Clone(latest))
 	var out []json.RawMessage
 	for _, l := range latest {
 		out = append(out, c.byLatest[l]...)
@@ -237,6 +241,26 @@ func TestFetchMissing(t *testing.T) {
 	if remote.calls != 1 || remote.limits[0] > 10 {
 		t.Fatalf("calls %d limits %v", remote.calls, remote.limits)
 	}
+	// Asked between our extremities and the PDU alone.
+	if !slices.Equal(remote.earliests[0], []id.EventID{"$head"}) || !slices.Equal(remote.latests[0], []id.EventID{cID}) {
+		t.Fatalf("asked earliest %v latest %v", remote.earliests, remote.latests)
+	}
+
+	// An answer that leaves a gap is not chased with another request from
+	// what it sent (Synapse asks once; Complement's TestCorruptedAuthChain
+	// refuses any other latest_events): the PDU's prevs stay missing.
+	x, xID := mk(t, "x", 2, "$head")
+	y, yID := mk(t, "y", 3, xID)
+	z, zID := mk(t, "z", 4, yID)
+	gappy := &chainRemote{byLatest: map[id.EventID][]json.RawMessage{zID: {y}, yID: {x}}}
+	e, store, rooms = newEngine(t, gappy)
+	p, _ = e.Check(ctx, "remote.test", z, map[id.RoomID]id.RoomVersion{})
+	if err := e.FetchMissing(ctx, "remote.test", p); reasonOf(err) != "missing_prev" {
+		t.Fatalf("gap left: %v", err)
+	}
+	if gappy.calls != 1 || !slices.Equal(gappy.latests[0], []id.EventID{zID}) || len(rooms.inputs) != 0 || store.events[string(yID)] != nil {
+		t.Fatalf("gap chased: %d calls, latest %v, inputs %v", gappy.calls, gappy.latests, rooms.inputs)
+	}
 
 	// A remote that keeps answering with unconnected events is bounded.
 	endless := &endlessRemote{t: t}
@@ -246,7 +270,7 @@ func TestFetchMissing(t *testing.T) {
 	if err := e.FetchMissing(ctx, "remote.test", p); reasonOf(err) != "missing_prev" {
 		t.Fatalf("endless remote: %v", err)
 	}
-	if endless.calls > missingRounds || endless.sent > missingMaxEvents {
+	if endless.calls != 1 || endless.sent > missingLimit {
 		t.Fatalf("unbounded: %d calls, %d events", endless.calls, endless.sent)
 	}
 

@@ -269,9 +269,13 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 		}
 	}
 
+	// public_chat's guest_access "forbidden" is what an absent
+	// m.room.guest_access means: no event is sent for it (as Synapse), so
+	// the room's first events are the ones other servers expect
+	// (Complement's TestInboundCanReturnMissingEvents counts them).
 	joinRule, history, guest := "invite", "shared", "can_join"
 	if preset == "public_chat" {
-		joinRule, guest = "public", "forbidden"
+		joinRule, guest = "public", ""
 	}
 
 	state := func(evType, key string, content json.RawMessage) maker {
@@ -297,7 +301,7 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 		{"m.room.history_visibility", "history_visibility", history},
 		{"m.room.guest_access", "guest_access", guest},
 	} {
-		if !overridden[p.t+"\x00"] {
+		if !overridden[p.t+"\x00"] && p.value != "" {
 			makers = append(makers, state(p.t, "", MustJSON(map[string]string{p.field: p.value})))
 		}
 	}

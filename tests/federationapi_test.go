@@ -239,11 +239,30 @@ func TestFederationRoomReads(t *testing.T) {
 			if ids := eventsIDs(t, srv, got.Get("events")); err != nil || !slices.Equal(ids, []string{string(m3)}) {
 				t.Fatalf("/get_missing_events min_depth: %v %v", ids, err)
 			}
-			// Hidden history is not served: from m2 back without a stop.
+			// Hidden history is served redacted, not left out (Synapse;
+			// Complement's TestInboundCanReturnMissingEvents): from the
+			// room's creation to bob's join, oldest first, the preset's
+			// state without a guest_access event (public_chat's
+			// "forbidden" is its absence), m1 without its content.
+			create := must(srv.DB.CurrentStateEvent(ctx, string(room), "m.room.create", ""))
 			got, err = remote.get(ctx, "POST", path("v1", "get_missing_events", room), nil,
-				map[string]any{"earliest_events": []string{}, "latest_events": []id.EventID{m2}, "limit": 100})
-			if ids := eventsIDs(t, srv, got.Get("events")); err != nil || len(ids) == 0 || slices.Contains(ids, string(m1)) || ids[len(ids)-1] != string(bobJoin) {
-				t.Fatalf("/get_missing_events into hidden history: %v %v", ids, err)
+				map[string]any{"earliest_events": []string{create.EventID}, "latest_events": []id.EventID{bobJoin}, "limit": 10, "min_depth": 1})
+			var types []string
+			for _, e := range got.Get("events").Array() {
+				types = append(types, e.Get("type").Str)
+			}
+			wantTypes := []string{"m.room.member", "m.room.power_levels", "m.room.canonical_alias", "m.room.join_rules",
+				"m.room.history_visibility", "m.room.history_visibility", "m.room.message"}
+			if ids := eventsIDs(t, srv, got.Get("events")); err != nil || !slices.Equal(types, wantTypes) || ids[len(ids)-1] != string(m1) {
+				t.Fatalf("/get_missing_events from the creation: %v %v %v", types, ids, err)
+			}
+			if last := got.Get("events.6"); last.Get("content.body").Exists() || !last.Get("content").IsObject() ||
+				!last.Get("signatures.hs\\.test").Exists() || !last.Get("hashes.sha256").Exists() {
+				t.Fatalf("hidden m1 not redacted: %s", last.Raw)
+			}
+			// Visible events keep their content.
+			if got.Get("events.4.content.history_visibility").Str != "shared" {
+				t.Fatalf("visible event redacted: %s", got.Get("events.4").Raw)
 			}
 
 			// /timestamp_to_event: the latest visible event backwards from now;
@@ -410,10 +429,11 @@ func TestFederationRoomReads(t *testing.T) {
 				_, err := remote.get(ctx, c.method, c.path, c.query, c.body)
 				assertMatrixErr(t, err, c.status, c.code)
 			}
-			// A huge get_missing_events limit is capped, not refused.
+			// A huge get_missing_events limit is capped, not refused: every
+			// event before m5 (the hidden ones redacted).
 			got, err = remote.get(ctx, "POST", path("v1", "get_missing_events", room), nil,
 				map[string]any{"earliest_events": []string{}, "latest_events": []id.EventID{m5}, "limit": int64(1) << 52})
-			if err != nil || len(got.Get("events").Array()) != len(wantAll)-1 {
+			if err != nil || len(got.Get("events").Array()) != len(roomEventIDs(t, srv, room, m5))-1 {
 				t.Fatalf("/get_missing_events huge limit: %s %v", got.Raw, err)
 			}
 
