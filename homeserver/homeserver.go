@@ -190,9 +190,14 @@ func (s *Server) build(ctx context.Context) error {
 	s.RoomView = roomview.New(roomview.Options{Store: db})
 	// Deleting an alias drops it from m.room.canonical_alias through the writer.
 	s.Directory = directory.New(directory.Options{Store: db, Rooms: s.Rooms, ServerName: cfg.ServerName})
-	// Other servers' users' profiles are asked of their servers through the transport's client.
+	// Other servers' users' profiles are asked of their servers through the
+	// transport's client; with federation off there is no one to ask (404).
+	var remoteProfiles accounts.RemoteProfiles
+	if cfg.FederationEnabled() {
+		remoteProfiles = profileRemote{transport.Client}
+	}
 	s.Accounts = accounts.New(accounts.Options{Store: db, Config: cfg, Notifier: s.Notifier, Devices: s.Keys, Rooms: s.Rooms,
-		Remote: profileRemote{transport.Client}})
+		Remote: remoteProfiles})
 	// The notices room is tagged m.server_notice: room account data, through accounts.
 	s.Notices = servernotices.New(servernotices.Options{Rooms: s.Rooms, View: s.RoomView, Tags: s.Accounts, Store: db, Config: cfg})
 	s.Federation = federation.New(federation.Options{Config: cfg, Transport: transport, Profiles: s.Accounts})
