@@ -137,8 +137,8 @@ type request struct {
 	remote *remoteInput // or one remote event
 	// or a room joined over federation, to create (ImportJoin)
 	imported *importInput
-	txn    *storage.TxnRecord
-	done   chan result
+	txn      *storage.TxnRecord
+	done     chan result
 }
 
 type result struct {

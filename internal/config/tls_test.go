@@ -24,7 +24,9 @@ func TestValidateTLS(t *testing.T) {
 		{"listen.federation", func(c *Config) { c.Listen.Federation = ":8448" }},
 		{"listen.federation", func(c *Config) { c.Listen.Federation, c.Listen.TLSCertificate, c.Listen.TLSKey = "8448", pem, pem }},
 		{"listen.tls_certificate", func(c *Config) { c.Listen.Federation, c.Listen.TLSCertificate = ":8448", pem }},
-		{"listen.tls_key", func(c *Config) { c.Listen.Federation, c.Listen.TLSCertificate, c.Listen.TLSKey = ":8448", pem, "/nonexistent.pem" }},
+		{"listen.tls_key", func(c *Config) {
+			c.Listen.Federation, c.Listen.TLSCertificate, c.Listen.TLSKey = ":8448", pem, "/nonexistent.pem"
+		}},
 		{"listen.acme.enabled", func(c *Config) {
 			c.Listen.Federation, c.Listen.TLSCertificate, c.Listen.TLSKey, c.Listen.ACME.Enabled = ":8448", pem, pem, true
 		}},
@@ -34,7 +36,9 @@ func TestValidateTLS(t *testing.T) {
 		{"listen.acme.email", func(c *Config) {
 			c.ServerName, c.Listen.Federation, c.Listen.ACME.Enabled, c.Listen.ACME.Email = "example.org", ":8448", true, "Admin <a@b.c>"
 		}},
-		{"listen.acme.domains[0]", func(c *Config) { c.ServerName, c.Listen.Federation, c.Listen.ACME.Enabled = "10.0.0.1:8448", ":8448", true }},
+		{"listen.acme.domains[0]", func(c *Config) {
+			c.ServerName, c.Listen.Federation, c.Listen.ACME.Enabled = "10.0.0.1:8448", ":8448", true
+		}},
 		{"listen.acme.domains[1]", func(c *Config) {
 			c.Listen.Federation, c.Listen.ACME.Enabled, c.Listen.ACME.Domains = ":8448", true, []string{"a.example", "bad name"}
 		}},
