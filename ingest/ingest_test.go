@@ -6,7 +6,6 @@ import (
 	jsonv2 "encoding/json/v2"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -63,13 +62,7 @@ type world struct {
 
 func openStore(t *testing.T, backend string) *storage.DB {
 	ctx := context.Background()
-	url := "sqlite:" + filepath.Join(t.TempDir(), "test.db")
-	if backend == "postgres" {
-		var err error
-		if url, err = pgtest.URL(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	url := pgtest.StoreURL(t, backend)
 	db, err := storage.Open(ctx, url, 4)
 	if err != nil {
 		t.Fatal(err)

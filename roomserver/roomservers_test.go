@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -38,13 +37,7 @@ func TestRoomServersFollowMemberships(t *testing.T) {
 	for _, backend := range pgtest.Backends {
 		t.Run(backend, func(t *testing.T) {
 			ctx := context.Background()
-			url := "sqlite:" + filepath.Join(t.TempDir(), "test.db")
-			if backend == "postgres" {
-				var err error
-				if url, err = pgtest.URL(ctx); err != nil {
-					t.Fatal(err)
-				}
-			}
+			url := pgtest.StoreURL(t, backend)
 			remoteKey := mfed.GenerateSigningKey()
 			open := func() (*storage.DB, *roomserver.Server) {
 				db, err := storage.Open(ctx, url, 4)

@@ -3,7 +3,6 @@ package storage_test
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"testing"
 
 	"github.com/myelin-chat/myelin/internal/pgtest"
@@ -123,13 +122,7 @@ func TestServerKeysMigration(t *testing.T) {
 	ctx := context.Background()
 	for _, backend := range pgtest.Backends {
 		t.Run(backend, func(t *testing.T) {
-			url := "sqlite:" + filepath.Join(t.TempDir(), "m.db")
-			if backend == "postgres" {
-				var err error
-				if url, err = pgtest.URL(ctx); err != nil {
-					t.Fatal(err)
-				}
-			}
+			url := pgtest.StoreURL(t, backend)
 			db, err := storage.Open(ctx, url, 2)
 			if err != nil {
 				t.Fatal(err)

@@ -3,7 +3,6 @@ package storage_test
 import (
 	"context"
 	"maps"
-	"path/filepath"
 	"slices"
 	"testing"
 
@@ -18,13 +17,7 @@ func TestRoomServersBackfill(t *testing.T) {
 	ctx := context.Background()
 	for _, backend := range pgtest.Backends {
 		t.Run(backend, func(t *testing.T) {
-			url := "sqlite:" + filepath.Join(t.TempDir(), "test.db")
-			if backend == "postgres" {
-				var err error
-				if url, err = pgtest.URL(ctx); err != nil {
-					t.Fatal(err)
-				}
-			}
+			url := pgtest.StoreURL(t, backend)
 			db, err := storage.Open(ctx, url, 2)
 			if err != nil {
 				t.Fatal(err)

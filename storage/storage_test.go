@@ -22,13 +22,7 @@ func openBackends(t *testing.T) map[string]*storage.DB {
 	ctx := context.Background()
 	dbs := map[string]*storage.DB{}
 	for _, backend := range pgtest.Backends {
-		url := "sqlite:" + filepath.Join(t.TempDir(), "test.db")
-		if backend == "postgres" {
-			var err error
-			if url, err = pgtest.URL(ctx); err != nil {
-				t.Fatal(err)
-			}
-		}
+		url := pgtest.StoreURL(t, backend)
 		db, err := storage.Open(ctx, url, 4)
 		if err != nil {
 			t.Fatalf("%s: %v", backend, err)
@@ -221,13 +215,7 @@ func TestStreamNeverReusesPositionsAfterRestart(t *testing.T) {
 	ctx := context.Background()
 	for _, backend := range pgtest.Backends {
 		t.Run(backend, func(t *testing.T) {
-			url := "sqlite:" + filepath.Join(t.TempDir(), "test.db")
-			if backend == "postgres" {
-				var err error
-				if url, err = pgtest.URL(ctx); err != nil {
-					t.Fatal(err)
-				}
-			}
+			url := pgtest.StoreURL(t, backend)
 			var seen int64
 			for round := 0; round < 3; round++ {
 				db, err := storage.Open(ctx, url, 4)

@@ -156,3 +156,17 @@ func freePort() (int, error) {
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
+
+// StoreURL names a fresh, empty store on backend for t: a SQLite file in
+// t's temporary directory, or a new database in the throwaway cluster.
+func StoreURL(t testing.TB, backend string) string {
+	t.Helper()
+	if backend != "postgres" {
+		return "sqlite:" + filepath.Join(t.TempDir(), "test.db")
+	}
+	url, err := URL(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return url
+}
