@@ -32,6 +32,8 @@ var roomErrorCodes = []struct {
 	{roomserver.ErrConflict, http.StatusConflict, "M_UNKNOWN"},
 	// Forgetting a room before leaving it: the spec's 400 M_UNKNOWN.
 	{roomserver.ErrInvalidState, http.StatusBadRequest, "M_UNKNOWN"},
+	// Another server could not be asked (the spec names no code; Synapse's 502).
+	{roomserver.ErrUnavailable, http.StatusBadGateway, "M_UNKNOWN"},
 }
 
 // roomError is the one place the roomserver's errors become Matrix errors

@@ -27,6 +27,7 @@ func TestRoomErrorMapping(t *testing.T) {
 		roomserver.ErrConflict:               {http.StatusConflict, "M_UNKNOWN"},
 		roomserver.ErrUnsupportedRoomVersion: {http.StatusBadRequest, "M_UNSUPPORTED_ROOM_VERSION"},
 		roomserver.ErrInvalidState:           {http.StatusBadRequest, "M_UNKNOWN"},
+		roomserver.ErrUnavailable:            {http.StatusBadGateway, "M_UNKNOWN"},
 		roomserver.ErrInviteBlocked:          {http.StatusForbidden, "ORG.MATRIX.MSC4155.INVITE_BLOCKED"},
 		roomserver.ErrBadAlias:               {http.StatusBadRequest, "M_BAD_ALIAS"},
 		roomserver.ErrNoticeRoomInvite:       {http.StatusForbidden, "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM"},

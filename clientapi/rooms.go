@@ -147,15 +147,24 @@ func (a *API) joinRoom(r *http.Request) (any, error) {
 		target = string(roomID)
 	}
 	user := authn.FromRequest(r).UserID
+	q := r.URL.Query()
+	servers := append(q["server_name"], q["via"]...)
+	if len(servers) > 50 {
+		return nil, mxhttp.InvalidParam("Too many server_name and via parameters")
+	}
+	if a.RemoteJoins != nil && strings.HasPrefix(target, "#") && !strings.HasSuffix(target, ":"+a.Config.ServerName) {
+		// Another server's alias: it tells us the room and servers in it.
+		info, err := a.Directory.GetAlias(r.Context(), target)
+		if err != nil {
+			return nil, roomError(err)
+		}
+		target, servers = string(info.RoomID), append(info.Servers, servers...)
+	}
 	roomID, err := a.Rooms.JoinWithContent(r.Context(), user, target, body)
 	if errors.Is(err, roomserver.ErrNotFound) && a.RemoteJoins != nil && strings.HasPrefix(target, "!") {
 		// A room we have no state for: join it through other servers
-		// (server_name and via of /join, then the room ID's domain).
-		q := r.URL.Query()
-		servers := append(q["server_name"], q["via"]...)
-		if len(servers) > 50 {
-			return nil, mxhttp.InvalidParam("Too many server_name and via parameters")
-		}
+		// (the alias's servers, server_name and via of /join, then the room
+		// ID's domain).
 		if err := a.RemoteJoins.Join(r.Context(), user, id.RoomID(target), servers); err != nil {
 			return nil, roomError(err)
 		}

@@ -101,7 +101,6 @@ func (a *API) publicRooms(r *http.Request) (any, error) {
 		var body struct {
 			Limit  int    `json:"limit"`
 			Since  string `json:"since"`
-			Server string `json:"server"`
 			Filter *struct {
 				GenericSearchTerm string    `json:"generic_search_term"`
 				RoomTypes         []*string `json:"room_types"`
@@ -121,8 +120,6 @@ func (a *API) publicRooms(r *http.Request) (any, error) {
 		}
 		req.Limit, req.Since = n, q.Get("since")
 	}
-	if srv := q.Get("server"); srv != "" && srv != a.Config.ServerName {
-		return nil, mxhttp.Forbidden("Querying other servers' directories needs federation")
-	}
+	req.Server = q.Get("server")
 	return roomResult(a.Directory.PublicRooms(r.Context(), req))
 }

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/myelin-chat/myelin/internal/config"
 	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/roomview"
 	"github.com/myelin-chat/myelin/storage"
@@ -35,6 +37,7 @@ type Store interface {
 	RoomAliases(ctx context.Context, roomID string) ([]string, error)
 	SetRoomPublic(ctx context.Context, roomID string, public bool) error
 	PublicRoomIDs(ctx context.Context) ([]string, error)
+	JoinedServers(ctx context.Context, roomID string) ([]string, error)
 }
 
 // Rooms is what the directory asks of the room writer (roomserver).
@@ -46,11 +49,23 @@ type Rooms interface {
 		edit func(content json.RawMessage) (json.RawMessage, bool)) (bool, error)
 }
 
+// Remote is what the directory asks of other servers (over federation): their
+// aliases and their published rooms. Errors that mean "the server answered
+// that it has none" are ErrRemoteNotFound.
+type Remote interface {
+	QueryDirectory(ctx context.Context, server, alias string) (*AliasInfo, error)
+	PublicRooms(ctx context.Context, server string, req PublicRoomsRequest) (*PublicRoomsResponse, error)
+}
+
+// ErrRemoteNotFound is a remote server's 404.
+var ErrRemoteNotFound = errors.New("not found on the remote server")
+
 // Options are what the directory is built from.
 type Options struct {
 	Store      Store
 	Rooms      Rooms
 	ServerName string // aliases are made on this server only
+	Remote     Remote // other servers' directories; nil: federation is off
 }
 
 // Service is the room directory.
@@ -58,11 +73,12 @@ type Service struct {
 	db         Store
 	rooms      Rooms
 	serverName string
+	remote     Remote
 }
 
 // New builds the directory.
 func New(o Options) *Service {
-	return &Service{db: o.Store, rooms: o.Rooms, serverName: o.ServerName}
+	return &Service{db: o.Store, rooms: o.Rooms, serverName: o.ServerName, remote: o.Remote}
 }
 
 // SetAlias maps a local alias to a room (PUT /directory/room/{alias}).
@@ -102,10 +118,18 @@ type AliasInfo struct {
 	Servers []string  `json:"servers"`
 }
 
-// GetAlias resolves an alias.
+// MaxAliasServers bounds the servers a resolved alias lists (ours, or what
+// a remote server answered).
+const MaxAliasServers = 50
+
+// GetAlias resolves an alias: a local one from the store, with the servers in
+// the room (ours first); another server's by asking it.
 func (s *Service) GetAlias(ctx context.Context, alias string) (*AliasInfo, error) {
 	if !roomserver.ValidAlias(alias) {
 		return nil, roomserver.InvalidParam("Invalid room alias")
+	}
+	if _, server, _ := strings.Cut(alias, ":"); server != s.serverName {
+		return s.remoteAlias(ctx, server, alias)
 	}
 	roomID, _, err := s.db.ResolveAlias(ctx, alias)
 	if errors.Is(err, storage.ErrNotFound) {
@@ -114,7 +138,43 @@ func (s *Service) GetAlias(ctx context.Context, alias string) (*AliasInfo, error
 	if err != nil {
 		return nil, err
 	}
-	return &AliasInfo{RoomID: id.RoomID(roomID), Servers: []string{s.serverName}}, nil
+	servers := []string{s.serverName}
+	joined, err := s.db.JoinedServers(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	for _, srv := range joined {
+		if srv != s.serverName && len(servers) < MaxAliasServers {
+			servers = append(servers, srv)
+		}
+	}
+	return &AliasInfo{RoomID: id.RoomID(roomID), Servers: servers}, nil
+}
+
+// remoteAlias asks the alias's server (GET /_matrix/federation/v1/query/directory).
+// The answer is checked before a client or a join relies on it: a valid room
+// ID, and the listed servers valid names, at most MaxAliasServers of them.
+func (s *Service) remoteAlias(ctx context.Context, server, alias string) (*AliasInfo, error) {
+	if s.remote == nil {
+		return nil, roomserver.NotFound("Room alias %s not found: federation is off", alias)
+	}
+	info, err := s.remote.QueryDirectory(ctx, server, alias)
+	if errors.Is(err, ErrRemoteNotFound) {
+		return nil, roomserver.NotFound("Room alias %s not found", alias)
+	}
+	if err != nil {
+		return nil, roomserver.Unavailable("Could not resolve %s: %s did not answer", alias, server)
+	}
+	if !roomserver.ValidRoomID(string(info.RoomID)) {
+		return nil, roomserver.Unavailable("Could not resolve %s: %s answered an invalid room ID", alias, server)
+	}
+	servers := make([]string, 0, min(len(info.Servers), MaxAliasServers))
+	for _, srv := range info.Servers {
+		if _, _, err := config.ParseServerName(srv); err == nil && len(servers) < MaxAliasServers && !slices.Contains(servers, srv) {
+			servers = append(servers, srv)
+		}
+	}
+	return &AliasInfo{RoomID: info.RoomID, Servers: servers}, nil
 }
 
 // DeleteAlias removes an alias: its creator, a room member with the power to
@@ -252,6 +312,7 @@ func (s *Service) GetVisibility(ctx context.Context, roomID id.RoomID) (string, 
 
 // PublicRoomsRequest is GET/POST /publicRooms.
 type PublicRoomsRequest struct {
+	Server string // another server's directory; empty: ours
 	Limit  int
 	Since  string
 	Filter struct {
@@ -268,8 +329,12 @@ type PublicRoomsResponse struct {
 	TotalRoomCountEstimate int                    `json:"total_room_count_estimate"`
 }
 
-// PublicRooms lists published rooms, most members first.
+// PublicRooms lists published rooms, most members first: ours, or, with
+// req.Server naming another server, that server's (asked over federation).
 func (s *Service) PublicRooms(ctx context.Context, req PublicRoomsRequest) (*PublicRoomsResponse, error) {
+	if req.Server != "" && req.Server != s.serverName {
+		return s.remotePublicRooms(ctx, req)
+	}
 	ids, err := s.db.PublicRoomIDs(ctx)
 	if err != nil {
 		return nil, err
@@ -325,4 +390,34 @@ func (s *Service) PublicRooms(ctx context.Context, req PublicRoomsRequest) (*Pub
 		resp.PrevBatch = "o" + strconv.Itoa(max(0, start-limit))
 	}
 	return resp, nil
+}
+
+// MaxRemoteRooms bounds the rooms of one remote directory page passed on.
+const MaxRemoteRooms = 500
+
+// remotePublicRooms asks another server for its directory
+// (/_matrix/federation/v1/publicRooms) and passes on what it answers, each
+// entry re-encoded from the fields the spec defines and with a valid room ID.
+func (s *Service) remotePublicRooms(ctx context.Context, req PublicRoomsRequest) (*PublicRoomsResponse, error) {
+	if _, _, err := config.ParseServerName(req.Server); err != nil {
+		return nil, roomserver.InvalidParam("Invalid server name %q", req.Server)
+	}
+	if s.remote == nil {
+		return nil, roomserver.Forbidden("Querying other servers' directories needs federation")
+	}
+	resp, err := s.remote.PublicRooms(ctx, req.Server, req)
+	if errors.Is(err, ErrRemoteNotFound) {
+		return nil, roomserver.NotFound("%s has no room directory", req.Server)
+	}
+	if err != nil {
+		return nil, roomserver.Unavailable("Could not read the room directory of %s", req.Server)
+	}
+	out := &PublicRoomsResponse{NextBatch: resp.NextBatch, PrevBatch: resp.PrevBatch,
+		TotalRoomCountEstimate: max(resp.TotalRoomCountEstimate, 0), Chunk: []*roomview.PublicRoom{}}
+	for _, r := range resp.Chunk {
+		if r != nil && roomserver.ValidRoomID(string(r.RoomID)) && len(out.Chunk) < MaxRemoteRooms {
+			out.Chunk = append(out.Chunk, r)
+		}
+	}
+	return out, nil
 }

@@ -189,7 +189,13 @@ func (s *Server) build(ctx context.Context) error {
 	}
 	s.RoomView = roomview.New(roomview.Options{Store: db})
 	// Deleting an alias drops it from m.room.canonical_alias through the writer.
-	s.Directory = directory.New(directory.Options{Store: db, Rooms: s.Rooms, ServerName: cfg.ServerName})
+	// Other servers' aliases and directories are asked through the transport's
+	// client when federation is on.
+	var remoteDirectory directory.Remote
+	if cfg.FederationEnabled() {
+		remoteDirectory = directoryRemote{transport.Client}
+	}
+	s.Directory = directory.New(directory.Options{Store: db, Rooms: s.Rooms, ServerName: cfg.ServerName, Remote: remoteDirectory})
 	// Other servers' users' profiles are asked of their servers through the
 	// transport's client; with federation off there is no one to ask (404).
 	var remoteProfiles accounts.RemoteProfiles

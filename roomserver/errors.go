@@ -26,6 +26,9 @@ var (
 	// ErrInvalidState refuses an operation the user's current state in the
 	// room does not allow (forgetting a room before leaving it).
 	ErrInvalidState = errors.New("not allowed in the current state")
+	// ErrUnavailable: another server the answer depends on could not be
+	// asked or answered nonsense (a remote alias, a remote directory).
+	ErrUnavailable = errors.New("remote server unavailable")
 
 	ErrInviteBlocked = fmt.Errorf("invite blocked by the invitee: %w", ErrForbidden)
 	// ErrBadAlias: an m.room.canonical_alias naming an alias that does not
@@ -77,6 +80,9 @@ func InvalidParam(format string, args ...any) error {
 }
 func BadJSON(format string, args ...any) error  { return NewError(ErrBadJSON, format, args...) }
 func TooLarge(format string, args ...any) error { return NewError(ErrTooLarge, format, args...) }
+func Unavailable(format string, args ...any) error {
+	return NewError(ErrUnavailable, format, args...)
+}
 
 // eventJSONError converts the JSON checks the roomserver shares with the
 // HTTP edge (mxhttp.CheckEventJSON, which answers *mxhttp.Error) into the
