@@ -12,12 +12,15 @@ package federationsender
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strconv"
 	"sync"
 	"time"
 
+	"maunium.net/go/mautrix"
 	mfed "maunium.net/go/mautrix/federation"
 
 	"github.com/myelin-chat/myelin/federation"
@@ -73,6 +76,10 @@ type Options struct {
 	MaxQueuedPerRoom, KeepPerRoom int
 	// RequestTimeout bounds one transaction (default 60s).
 	RequestTimeout time.Duration
+	// RefusalsBeforeDrop: a transaction the destination refuses as a whole
+	// (400, 403, 413: sending it again cannot help) this many times in a
+	// row is dropped so that the queue behind it moves on (default 3).
+	RefusalsBeforeDrop int
 	Now            func() time.Time // for tests; default time.Now
 }
 
@@ -123,6 +130,9 @@ func New(ctx context.Context, o Options) (*Sender, error) {
 	}
 	if o.RequestTimeout <= 0 {
 		o.RequestTimeout = time.Minute
+	}
+	if o.RefusalsBeforeDrop <= 0 {
+		o.RefusalsBeforeDrop = 3
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -393,6 +403,18 @@ func (s *Sender) deliverLoop(dest string) (time.Duration, error) {
 				return 0, nil
 			}
 			failures := st.Failures + 1
+			if refused(err) && failures >= int64(s.opts.RefusalsBeforeDrop) {
+				// Refused as a whole again: drop it (the destination can
+				// still fetch these events through get_missing_events).
+				s.metrics.txns.WithLabelValues("dropped").Inc()
+				slog.Warn("federation sender: the destination keeps refusing a transaction; dropped it", "destination", dest,
+					"txn", txnID, "pdus", len(batch), "attempts", failures, "err", err)
+				if err := s.opts.Store.AckFederationTxn(ctx, dest, last, s.opts.Now().UnixMilli()); err != nil {
+					return 0, err
+				}
+				s.setFailing(dest, false)
+				continue
+			}
 			wait := Backoff(failures, s.opts.MinBackoff, s.opts.MaxBackoff)
 			s.metrics.txns.WithLabelValues("failed").Inc()
 			slog.Info("federation sender: transaction failed; backing off", "destination", dest, "txn", txnID,
@@ -410,6 +432,23 @@ func (s *Sender) deliverLoop(dest string) (time.Duration, error) {
 		s.setFailing(dest, false)
 	}
 	return 0, nil
+}
+
+// refused reports whether a transaction failed because the destination
+// refused it as a whole with an answer that will not change on a retry. A
+// 401 (it could not check our key yet), 404 (a proxy not routing
+// federation yet), 429 and 5xx may, and timeouts and connection errors are
+// outages: those are retried.
+func refused(err error) bool {
+	var httpErr mautrix.HTTPError
+	if !errors.As(err, &httpErr) || httpErr.Response == nil {
+		return false
+	}
+	switch httpErr.Response.StatusCode {
+	case http.StatusBadRequest, http.StatusForbidden, http.StatusRequestEntityTooLarge:
+		return true
+	}
+	return false
 }
 
 func (s *Sender) setFailing(dest string, failing bool) {

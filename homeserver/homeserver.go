@@ -251,8 +251,11 @@ func (s *Server) startFollowers(ctx context.Context) error {
 	// Our room events to the other servers in their rooms: durable queues
 	// per destination in the store, sent through the transport's client.
 	t := s.Federation.Transport
+	sc := s.Config.Federation.Sender
 	if s.Sender, err = federationsender.New(ctx, federationsender.Options{ServerName: s.Config.ServerName, Store: s.DB,
-		Client: t.Client, Policy: t.Policy, Metrics: s.Metrics}); err != nil {
+		Client: t.Client, Policy: t.Policy, Metrics: s.Metrics, MaxConcurrent: sc.MaxConcurrent,
+		MinBackoff: sc.MinBackoff.Duration, MaxBackoff: sc.MaxBackoff.Duration, MaxQueuedPerRoom: sc.MaxQueuedPerRoom,
+		KeepPerRoom: sc.KeepPerRoom, RequestTimeout: sc.RequestTimeout.Duration, RefusalsBeforeDrop: sc.RefusalsBeforeDrop}); err != nil {
 		return err
 	}
 	sends, err := follower.Start(ctx, follower.Options{Name: federationsender.FollowerName, Store: s.DB, Stream: s.DB.Stream,

@@ -34,6 +34,8 @@ type fakeDestination struct {
 	addr    string
 	mu      sync.Mutex
 	down    bool
+	refuse  int // answer this many transactions 400 M_BAD_JSON (a refusal as a whole)
+	refused []string
 	ourKey  *mfed.SigningKey
 	txns    []string            // transaction IDs, in order received
 	bodies  []string            // message bodies, in order received (first receipt of each txn)
@@ -82,6 +84,16 @@ func (f *fakeDestination) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			_, _ = w.Write([]byte(`{"errcode":"M_UNAUTHORIZED"}`))
 			return
 		}
+		f.mu.Lock()
+		if f.refuse > 0 {
+			f.refuse--
+			f.refused = append(f.refused, txn)
+			f.mu.Unlock()
+			w.WriteHeader(400)
+			_, _ = w.Write([]byte(`{"errcode":"M_BAD_JSON","error":"refused by the test"}`))
+			return
+		}
+		f.mu.Unlock()
 		var items []string
 		var senders []string
 		for _, p := range gjson.GetBytes(body, "pdus").Array() {
@@ -198,7 +210,7 @@ func remoteMember(t *testing.T, srv *testserver.Server, key *mfed.SigningKey, ro
 // senderSetup: a server hs.test with a public room that @r:remote.test (the
 // fake destination) joined over federation.
 // Every start of hs.test uses one data directory and database (restarts).
-func senderSetup(t *testing.T, backend string) (*fedNet, *fakeDestination, *testserver.Server, *mautrix.Client, id.RoomID, func() *testserver.Server) {
+func senderSetup(t *testing.T, backend string, configure ...func(*config.Config)) (*fedNet, *fakeDestination, *testserver.Server, *mautrix.Client, id.RoomID, func() *testserver.Server) {
 	n := newFedNet(t, "hs.test", "remote.test")
 	dest := newFakeDestination(t, "remote.test", "hs.test")
 	dest.addr = dest.serve(t)
@@ -212,6 +224,9 @@ func senderSetup(t *testing.T, backend string) (*fedNet, *fakeDestination, *test
 				dbURL = c.Database.URL
 			}
 			c.Database.URL = dbURL
+			for _, f := range configure {
+				f(c)
+			}
 		})
 		dest.mu.Lock()
 		dest.ourKey = srv.SigningKey
@@ -349,6 +364,61 @@ func TestFederationSenderOutageAndRestart(t *testing.T) {
 			st, _ = srv.DB.FederationDestinationState(ctx, "remote.test")
 			if st.Failures != 0 || st.BackoffUntil != 0 || st.TxnID != "" || st.LastSuccess == 0 {
 				t.Fatalf("after delivery the backoff was not reset: %+v", st)
+			}
+		})
+	}
+}
+
+// TestFederationSenderDropsRefusedTransaction: a destination that refuses a
+// transaction as a whole (400) is retried with backoff, and after
+// federation.sender.refusals_before_drop refusals of the same transaction it
+// is dropped and counted, and what was queued behind it is delivered. An
+// outage (connections refused) is never dropped that way.
+func TestFederationSenderDropsRefusedTransaction(t *testing.T) {
+	for _, backend := range testserver.Backends {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			_, dest, srv, alice, room, _ := senderSetup(t, backend, func(c *config.Config) {
+				c.Federation.Sender.MinBackoff.Duration = 100 * time.Millisecond
+				c.Federation.Sender.MaxBackoff.Duration = 200 * time.Millisecond
+				c.Federation.Sender.RefusalsBeforeDrop = 3
+			})
+			dest.mu.Lock()
+			dest.refuse = 3
+			dest.mu.Unlock()
+			sendText(t, alice, room, "poison")
+			// The three refusals are of one transaction; then it is dropped.
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				dest.mu.Lock()
+				refused := append([]string(nil), dest.refused...)
+				dest.mu.Unlock()
+				if len(refused) == 3 {
+					if refused[0] != refused[1] || refused[1] != refused[2] {
+						t.Fatalf("refusals of different transactions: %v", refused)
+					}
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("refusals so far: %v", refused)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			sendText(t, alice, room, "after")
+			got := dest.waitMessages(t, 1, 10*time.Second)
+			if strings.Join(got, "|") != "after" {
+				t.Fatalf("after the drop the destination received %q, want only \"after\"", got)
+			}
+			st, err := srv.DB.FederationDestinationState(context.Background(), "remote.test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Failures != 0 || st.TxnID != "" {
+				t.Fatalf("destination state after delivery %+v", st)
+			}
+			metrics := do(t, srv, "GET", "/metrics", "", nil).Raw
+			if !strings.Contains(metrics, `myelin_federation_transactions_total{result="dropped"} 1`) {
+				t.Fatalf("no dropped transaction counted:\n%s", metrics)
 			}
 		})
 	}

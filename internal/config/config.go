@@ -349,6 +349,29 @@ type Federation struct {
 	// not stored yet).
 	KeyFetchesPerSecond float64 `yaml:"key_fetches_per_second"`
 	KeyFetchBurst       int     `yaml:"key_fetch_burst"`
+	// Sender tunes the outbound queue of our room events.
+	Sender FederationSender `yaml:"sender"`
+}
+
+// FederationSender tunes the federation sender (federationsender.Options).
+type FederationSender struct {
+	// MaxConcurrent bounds the destinations sent to at once.
+	MaxConcurrent int `yaml:"max_concurrent"`
+	// MinBackoff and MaxBackoff bound the wait after a failed transaction;
+	// it doubles with each consecutive failure.
+	MinBackoff Duration `yaml:"min_backoff"`
+	MaxBackoff Duration `yaml:"max_backoff"`
+	// MaxQueuedPerRoom events of one room queued for a failing destination
+	// make the queue keep only the latest KeepPerRoom (the destination
+	// fetches the gap when it returns).
+	MaxQueuedPerRoom int `yaml:"max_queued_per_room"`
+	KeepPerRoom      int `yaml:"keep_per_room"`
+	// RequestTimeout bounds one transaction.
+	RequestTimeout Duration `yaml:"request_timeout"`
+	// RefusalsBeforeDrop: a transaction the destination refuses as a whole
+	// (400, 403, 413: retrying cannot help) this many times in a row is
+	// dropped, so the queue behind it moves on.
+	RefusalsBeforeDrop int `yaml:"refusals_before_drop"`
 }
 
 // TrustedKeyServer is a notary; VerifyKeys (key ID → unpadded base64), when
@@ -474,6 +497,8 @@ func Default() *Config {
 			NotaryBurst:             10,
 			KeyFetchesPerSecond:     0.2,
 			KeyFetchBurst:           20,
+			Sender: FederationSender{MaxConcurrent: 32, MinBackoff: Duration{5 * time.Second}, MaxBackoff: Duration{time.Hour},
+				MaxQueuedPerRoom: 1000, KeepPerRoom: 100, RequestTimeout: Duration{time.Minute}, RefusalsBeforeDrop: 3},
 		},
 	}
 }
@@ -815,6 +840,24 @@ func (c *Config) validateFederation(bad func(key, format string, args ...any)) {
 	}
 	if f.KeyFetchesPerSecond <= 0 || f.KeyFetchBurst <= 0 {
 		bad("federation.key_fetches_per_second", "key_fetches_per_second and key_fetch_burst must be positive")
+	}
+	fs := f.Sender
+	if fs.MaxConcurrent < 1 || fs.MaxConcurrent > 10000 {
+		bad("federation.sender.max_concurrent", "must be between 1 and 10000, got %d", fs.MaxConcurrent)
+	}
+	if fs.MinBackoff.Duration < 100*time.Millisecond || fs.MaxBackoff.Duration < fs.MinBackoff.Duration || fs.MaxBackoff.Duration > 7*24*time.Hour {
+		bad("federation.sender.min_backoff", "min_backoff must be at least 100ms and at most max_backoff, max_backoff at most 168h (got %s, %s)",
+			fs.MinBackoff.Duration, fs.MaxBackoff.Duration)
+	}
+	if fs.KeepPerRoom < 1 || fs.MaxQueuedPerRoom < fs.KeepPerRoom {
+		bad("federation.sender.max_queued_per_room", "keep_per_room must be positive and at most max_queued_per_room (got %d, %d)",
+			fs.KeepPerRoom, fs.MaxQueuedPerRoom)
+	}
+	if fs.RequestTimeout.Duration < time.Second {
+		bad("federation.sender.request_timeout", "must be at least 1s, got %s", fs.RequestTimeout.Duration)
+	}
+	if fs.RefusalsBeforeDrop < 1 {
+		bad("federation.sender.refusals_before_drop", "must be positive, got %d", fs.RefusalsBeforeDrop)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -16,6 +17,12 @@ func TestValidateFederation(t *testing.T) {
 		mutate func(*Config)
 	}{
 		{"federation.key_validity", func(c *Config) { c.Federation.KeyValidity.Duration = 0 }},
+		{"federation.sender.max_concurrent", func(c *Config) { c.Federation.Sender.MaxConcurrent = 0 }},
+		{"federation.sender.min_backoff", func(c *Config) { c.Federation.Sender.MinBackoff.Duration = 0 }},
+		{"federation.sender.min_backoff", func(c *Config) { c.Federation.Sender.MaxBackoff.Duration = time.Second }},
+		{"federation.sender.max_queued_per_room", func(c *Config) { c.Federation.Sender.KeepPerRoom = 5000 }},
+		{"federation.sender.request_timeout", func(c *Config) { c.Federation.Sender.RequestTimeout.Duration = 0 }},
+		{"federation.sender.refusals_before_drop", func(c *Config) { c.Federation.Sender.RefusalsBeforeDrop = 0 }},
 		{"federation.key_validity", func(c *Config) { c.Federation.KeyValidity.Duration = 30 * 24 * 3600e9 }},
 		{"federation.trusted_key_servers[0].server_name", func(c *Config) {
 			c.Federation.TrustedKeyServers = []TrustedKeyServer{{ServerName: "bad name"}}

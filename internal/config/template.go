@@ -196,6 +196,15 @@ federation:
   notary_burst: 10
   key_fetches_per_second: 0.2
   key_fetch_burst: 20
+  # The outbound queue of our room events (one per destination, in the store).
+  sender:
+    max_concurrent: 32       # destinations sent to at once
+    min_backoff: 5s          # wait after a failed transaction, doubling...
+    max_backoff: 1h          # ...up to this
+    max_queued_per_room: 1000  # a failing destination's queue of one room beyond this...
+    keep_per_room: 100         # ...keeps only the latest (it fetches the gap when back)
+    request_timeout: 60s
+    refusals_before_drop: 3  # a transaction refused as a whole (400/403/413) this often is dropped
   # Federation over an internal network: CIDR ranges (or single addresses)
   # that outbound federation may connect to although they are not public,
   # e.g. ["10.20.0.0/16", "fd00:1::/64"]. Empty: public addresses only.
