@@ -80,7 +80,7 @@ type Options struct {
 	// (400, 403, 413: sending it again cannot help) this many times in a
 	// row is dropped so that the queue behind it moves on (default 3).
 	RefusalsBeforeDrop int
-	Now            func() time.Time // for tests; default time.Now
+	Now                func() time.Time // for tests; default time.Now
 }
 
 // MaxPDUsPerTxn is the spec's limit of PDUs in one transaction.
