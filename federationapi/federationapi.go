@@ -86,12 +86,13 @@ type API struct {
 	spaces     Spaces
 	txns       Transactions
 	joins      Joins
+	heavy      *originSlots // costly reads running per origin
 }
 
 // New builds the API.
 func New(o Options) *API {
 	return &API{serverName: o.ServerName, rooms: o.Rooms, store: o.Store, directory: o.Directory, spaces: o.Spaces,
-		txns: o.Transactions, joins: o.Joins}
+		txns: o.Transactions, joins: o.Joins, heavy: newOriginSlots(MaxHeavyPerOrigin)}
 }
 
 // Bounds on what one request may ask for.
@@ -109,18 +110,22 @@ const (
 // and behind X-Matrix authentication.
 func (a *API) Mount(r chi.Router) {
 	r.Get("/v1/event/{eventId}", mxhttp.JSON(a.event).ServeHTTP)
-	r.Get("/v1/state/{roomId}", mxhttp.JSON(a.state).ServeHTTP)
-	r.Get("/v1/state_ids/{roomId}", mxhttp.JSON(a.stateIDs).ServeHTTP)
-	r.Get("/v1/event_auth/{roomId}/{eventId}", mxhttp.JSON(a.eventAuth).ServeHTTP)
-	r.Get("/v1/backfill/{roomId}", mxhttp.JSON(a.backfill).ServeHTTP)
-	r.Post("/v1/get_missing_events/{roomId}", mxhttp.JSON(a.missingEvents).ServeHTTP)
 	r.Get("/v1/timestamp_to_event/{roomId}", mxhttp.JSON(a.timestampToEvent).ServeHTTP)
 	r.Get("/v1/query/directory", mxhttp.JSON(a.queryDirectory).ServeHTTP)
 	r.Get("/v1/publicRooms", mxhttp.JSON(a.publicRooms).ServeHTTP)
 	r.Post("/v1/publicRooms", mxhttp.JSON(a.publicRooms).ServeHTTP)
-	r.Get("/v1/hierarchy/{roomId}", mxhttp.JSON(a.hierarchy).ServeHTTP)
 	r.Get("/v1/make_join/{roomId}/{userId}", mxhttp.JSON(a.makeJoin).ServeHTTP)
-	r.Put("/v2/send_join/{roomId}/{eventId}", mxhttp.JSON(a.sendJoin).ServeHTTP)
+	// The costly reads: at most MaxHeavyPerOrigin at once per server.
+	r.Group(func(r chi.Router) {
+		r.Use(a.heavy.bounded)
+		r.Get("/v1/state/{roomId}", mxhttp.JSON(a.state).ServeHTTP)
+		r.Get("/v1/state_ids/{roomId}", mxhttp.JSON(a.stateIDs).ServeHTTP)
+		r.Get("/v1/event_auth/{roomId}/{eventId}", mxhttp.JSON(a.eventAuth).ServeHTTP)
+		r.Get("/v1/backfill/{roomId}", mxhttp.JSON(a.backfill).ServeHTTP)
+		r.Post("/v1/get_missing_events/{roomId}", mxhttp.JSON(a.missingEvents).ServeHTTP)
+		r.Get("/v1/hierarchy/{roomId}", mxhttp.JSON(a.hierarchy).ServeHTTP)
+		r.Put("/v2/send_join/{roomId}/{eventId}", mxhttp.JSON(a.sendJoin).ServeHTTP)
+	})
 	if a.txns != nil {
 		r.Put("/v1/send/{txnId}", mxhttp.JSON(a.send).ServeHTTP)
 	}
