@@ -32,6 +32,8 @@ import (
 type relay struct {
 	ln     net.Listener
 	target atomic.Pointer[string]
+	mu     sync.Mutex
+	conns  map[net.Conn]bool // open connections, for cut
 }
 
 func newRelay(t testing.TB) *relay {
@@ -40,9 +42,11 @@ func newRelay(t testing.TB) *relay {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &relay{ln: ln}
+	r := &relay{ln: ln, conns: map[net.Conn]bool{}}
 	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	// Kept-alive connections would hold the cleanup until the clients'
+	// idle timeout: close them.
+	t.Cleanup(func() { ln.Close(); r.cut(); wg.Wait() })
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -66,8 +70,26 @@ func (r *relay) addr() string { return r.ln.Addr().String() }
 // point sends the relay's connections to addr ("" refuses them).
 func (r *relay) point(addr string) { r.target.Store(&addr) }
 
+// cut closes the relay's open connections (kept-alive ones included), as
+// a network failure would: with point("") the link is down until pointed again.
+func (r *relay) cut() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for c := range r.conns {
+		c.Close()
+	}
+}
+
 func (r *relay) serve(c net.Conn) {
 	defer c.Close()
+	r.mu.Lock()
+	r.conns[c] = true
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		delete(r.conns, c)
+		r.mu.Unlock()
+	}()
 	target := r.target.Load()
 	if target == nil || *target == "" {
 		return
