@@ -150,4 +150,3 @@ func waitAll(t *testing.T, clients []*mautrix.Client, room id.RoomID, check func
 		}
 	}
 }
-
