@@ -75,23 +75,25 @@ type Options struct {
 	Spaces       Spaces
 	Transactions Transactions // nil: PUT /send is not served
 	Joins        Joins        // the writer's remote-join operations (roomserver)
+	Memberships  Memberships  // the writer's remote leaves and knocks (roomserver); nil: not served
 }
 
 // API is the server-server room API.
 type API struct {
-	serverName string
-	rooms      Rooms
-	store      Store
-	directory  Directory
-	spaces     Spaces
-	txns       Transactions
-	joins      Joins
+	serverName  string
+	rooms       Rooms
+	store       Store
+	directory   Directory
+	spaces      Spaces
+	txns        Transactions
+	joins       Joins
+	memberships Memberships
 }
 
 // New builds the API.
 func New(o Options) *API {
 	return &API{serverName: o.ServerName, rooms: o.Rooms, store: o.Store, directory: o.Directory, spaces: o.Spaces,
-		txns: o.Transactions, joins: o.Joins}
+		txns: o.Transactions, joins: o.Joins, memberships: o.Memberships}
 }
 
 // Bounds on what one request may ask for.
@@ -121,6 +123,7 @@ func (a *API) Mount(r chi.Router) {
 	r.Get("/v1/hierarchy/{roomId}", mxhttp.JSON(a.hierarchy).ServeHTTP)
 	r.Get("/v1/make_join/{roomId}/{userId}", mxhttp.JSON(a.makeJoin).ServeHTTP)
 	r.Put("/v2/send_join/{roomId}/{eventId}", mxhttp.JSON(a.sendJoin).ServeHTTP)
+	a.mountMemberships(r) // make_leave, send_leave, make_knock, send_knock
 	if a.txns != nil {
 		r.Put("/v1/send/{txnId}", mxhttp.JSON(a.send).ServeHTTP)
 	}
