@@ -326,4 +326,3 @@ func jsonEqual(a, b []byte) bool {
 	}
 	return string(MustJSON(x)) == string(MustJSON(y))
 }
-

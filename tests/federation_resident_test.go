@@ -1,11 +1,11 @@
 package tests
 
 import (
+	"encoding/json"
+	jsonv2 "encoding/json/v2"
 	"errors"
 	"io"
 	"net/http"
-	"encoding/json"
-	jsonv2 "encoding/json/v2"
 	"net/url"
 	"strings"
 	"testing"
