@@ -81,6 +81,8 @@ type Server struct {
 	FederationAPI *federationapi.API
 	// RemoteJoins joins rooms hosted elsewhere (make_join/send_join through the transport's client).
 	RemoteJoins *remotejoin.Joiner
+	// RemoteInvites invites users of other servers (the invitee's server signs through the transport's client).
+	RemoteInvites *remotejoin.Inviter
 	// Followers tail the stream for work that follows new events; closed on Shutdown.
 	Followers []*follower.Follower
 
@@ -214,6 +216,8 @@ func (s *Server) build(ctx context.Context) error {
 		Directory: s.Directory, Spaces: s.RoomView, Transactions: s.Ingest, Joins: s.Rooms,
 		Memberships: s.Rooms})
 	s.RemoteJoins = remotejoin.New(remotejoin.Options{ServerName: cfg.ServerName, Rooms: s.Rooms, Client: transport.Client})
+	s.RemoteInvites = remotejoin.NewInviter(remotejoin.Options{Invites: s.Rooms, InviteClient: transport.Client,
+		Policy: invitePolicy{transport.Policy}})
 	// Push rules, pushers and unread counts; typing, receipts and presence
 	// (a read receipt resets the unread counts); GET /sync and sliding sync over both.
 	s.Push = push.New(push.Options{Store: db, Stream: db.Stream, Rooms: db, Notifier: s.Notifier,
@@ -289,6 +293,7 @@ func (s *Server) routes() http.Handler {
 		ServerNotices: s.Notices}
 	if s.Config.FederationEnabled() {
 		api.RemoteJoins = s.RemoteJoins
+		api.RemoteInvites = s.RemoteInvites
 	}
 	api.Mount(r)
 	// /_matrix/key, /_matrix/federation with the room API behind X-Matrix (nothing when federation is off)
@@ -467,4 +472,11 @@ func (r ingestRemote) GetMissingEvents(ctx context.Context, server string, roomI
 		return nil, err
 	}
 	return resp.Events, nil
+}
+
+// invitePolicy is the federation policy as remotejoin asks it, for invites.
+type invitePolicy struct{ p federation.Policy }
+
+func (p invitePolicy) AllowServer(ctx context.Context, server string) bool {
+	return p.p.AllowServer(ctx, server, federation.PurposeInvite)
 }
