@@ -6,8 +6,11 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/tidwall/gjson"
@@ -18,6 +21,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/homeserver/testserver"
+	"github.com/myelin-chat/myelin/internal/config"
 )
 
 // residentCase is one refused send_leave/send_knock: who sends what where,
@@ -341,5 +345,217 @@ func notJSON(t *testing.T, srv *testserver.Server, path string) {
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != 400 || gjson.GetBytes(body, "errcode").Str != "M_NOT_JSON" {
 		t.Fatalf("%s with a body that is not JSON: %d %s", path, resp.StatusCode, body)
+	}
+}
+
+// inviteServer is a fake invitee server: it answers PUT /v2/invite (and
+// /v1/invite) as mode says, signing with the fake remote's key, and keeps
+// the last request body.
+type inviteServer struct {
+	remote *fakeRemote
+	mode   atomic.Value // string: sign, refuse, tamper, badsig, v1, fail
+	last   atomic.Value // []byte
+	hits   atomic.Int32
+}
+
+func newInviteServer(t *testing.T, n *fedNet, remote *fakeRemote) *inviteServer {
+	s := &inviteServer{remote: remote}
+	s.mode.Store("sign")
+	ts := httptest.NewServer(http.HandlerFunc(s.serve))
+	t.Cleanup(ts.Close)
+	n.relays[remote.name].point(ts.Listener.Addr().String())
+	return s
+}
+
+func (s *inviteServer) serve(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	mode := s.mode.Load().(string)
+	reply := func(status int, v any) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		_ = json.NewEncoder(w).Encode(v)
+	}
+	v2 := strings.HasPrefix(r.URL.Path, "/_matrix/federation/v2/invite/")
+	v1 := strings.HasPrefix(r.URL.Path, "/_matrix/federation/v1/invite/")
+	if !v1 && !v2 || (v2 && mode == "v1") {
+		reply(404, map[string]string{"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"})
+		return
+	}
+	s.hits.Add(1)
+	s.last.Store(body)
+	raw := []byte(gjson.GetBytes(body, "event").Raw)
+	version := id.RoomVersion(gjson.GetBytes(body, "room_version").Str)
+	if v1 {
+		raw = body
+		version = "10"
+	}
+	switch mode {
+	case "refuse":
+		reply(403, map[string]string{"errcode": "M_FORBIDDEN", "error": "no thanks"})
+		return
+	case "fail":
+		reply(500, map[string]string{"errcode": "M_UNKNOWN", "error": "oops"})
+		return
+	}
+	var p pdu.PDU
+	if err := jsonv2.Unmarshal(raw, &p); err != nil {
+		reply(400, map[string]string{"errcode": "M_BAD_JSON", "error": err.Error()})
+		return
+	}
+	if mode == "tamper" {
+		p.Content = []byte(`{"membership":"join"}`)
+	}
+	p.Unsigned = nil
+	if err := p.Sign(version, s.remote.name, s.remote.key.ID, s.remote.key.Priv); err != nil {
+		reply(500, map[string]string{"errcode": "M_UNKNOWN", "error": err.Error()})
+		return
+	}
+	if mode == "badsig" {
+		p.Signatures[s.remote.name][s.remote.key.ID] = strings.Repeat("A", 86)
+	}
+	if v1 {
+		reply(200, []any{200, map[string]any{"event": &p}})
+		return
+	}
+	reply(200, map[string]any{"event": &p})
+}
+
+// TestFederationRemoteInvite: a local user invites users of another server.
+// The invitee's server gets the invite signed by us with invite_room_state
+// (the create event whole), signs it, and the invite is stored with both
+// signatures and shown in the inviter's /sync; a server that only knows v1
+// is asked over v1. A refusal is 403 M_FORBIDDEN with the remote's reason, a
+// tampered or badly signed answer 403, a failing or unreachable server 502
+// M_UNKNOWN, a server the policy denies 403 without being asked: nothing is
+// stored in any of them. createRoom's invite list reaches remote users too,
+// and a moderator lets in a remote knocker by inviting them. With federation
+// off, inviting a remote user is 403 as before.
+func TestFederationRemoteInvite(t *testing.T) {
+	for _, backend := range testserver.Backends {
+		t.Run(backend, func(t *testing.T) {
+			n := newFedNet(t, "hs.test", "remote.test", "gone.test", "denied.test")
+			srv := n.start(t, backend, "hs.test", func(cfg *config.Config) { cfg.Federation.DeniedServers = []string{"denied.test"} })
+			ctx := ctxT(t)
+			remote := newFakeRemote(t, n, srv, "remote.test")
+			denied := newFakeRemote(t, n, srv, "denied.test")
+			fake := newInviteServer(t, n, remote)
+			deniedFake := newInviteServer(t, n, denied)
+			alice := srv.Register(t, "alice")
+			room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Invites"})
+			since := must(alice.SyncRequest(ctx, 0, "", "", false, "")).NextBatch
+			membership := func(room id.RoomID, u id.UserID) string {
+				m, err := srv.DB.GetMembership(ctx, string(room), string(u))
+				if err != nil {
+					return ""
+				}
+				return m.Membership
+			}
+
+			// Signed and returned: stored with both signatures.
+			bob := id.UserID("@bob:remote.test")
+			if _, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob, Reason: "come"}); err != nil {
+				t.Fatalf("invite: %v", err)
+			}
+			last := gjson.ParseBytes(fake.last.Load().([]byte))
+			inv := last.Get("event")
+			if inv.Get("content.membership").Str != "invite" || inv.Get("content.reason").Str != "come" || inv.Get("state_key").Str != string(bob) ||
+				!inv.Get("signatures.hs\\.test").Exists() || last.Get("room_version").Str == "" {
+				t.Fatalf("invite request: %s", last.Raw)
+			}
+			var types []string
+			for _, e := range last.Get("invite_room_state").Array() {
+				types = append(types, e.Get("type").Str)
+				if e.Get("type").Str == "m.room.create" && !e.Get("signatures").Exists() {
+					t.Fatalf("create event not whole: %s", e.Raw)
+				}
+			}
+			if !slices.Contains(types, "m.room.create") || !slices.Contains(types, "m.room.name") || !slices.Contains(types, "m.room.join_rules") {
+				t.Fatalf("invite_room_state types %v", types)
+			}
+			if membership(room, bob) != "invite" {
+				t.Fatalf("bob's membership %q", membership(room, bob))
+			}
+			stateEv := must(srv.DB.CurrentStateEvent(ctx, string(room), "m.room.member", string(bob)))
+			if !gjson.GetBytes(stateEv.JSON, "signatures.remote\\.test").Exists() || !gjson.GetBytes(stateEv.JSON, "signatures.hs\\.test").Exists() ||
+				gjson.GetBytes(stateEv.JSON, "content.reason").Str != "come" {
+				t.Fatalf("stored invite: %s", stateEv.JSON)
+			}
+			syncUntil(t, alice, since, "", func(r *mautrix.RespSync) bool {
+				for _, e := range r.Rooms.Join[room].Timeline.Events {
+					if e.GetStateKey() == string(bob) && e.Content.Raw["membership"] == "invite" {
+						return true
+					}
+				}
+				return false
+			})
+
+			// Refusals: nothing stored.
+			refused := func(mode string, u id.UserID, status int, code string, msg ...string) {
+				t.Helper()
+				fake.mode.Store(mode)
+				_, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: u})
+				if errStatus(err) != status {
+					t.Fatalf("%s: want %d, got %v", mode, status, err)
+				}
+				assertMatrixErr(t, err, status, code, msg...)
+				if m := membership(room, u); m != "" {
+					t.Fatalf("%s: %s's membership is %q", mode, u, m)
+				}
+			}
+			refused("refuse", "@carol:remote.test", 403, "M_FORBIDDEN", "no thanks")
+			refused("tamper", "@carol:remote.test", 403, "M_FORBIDDEN")
+			refused("badsig", "@carol:remote.test", 403, "M_FORBIDDEN")
+			refused("fail", "@carol:remote.test", 502, "M_UNKNOWN")
+			refused("sign", "@carol:gone.test", 502, "M_UNKNOWN") // nobody listens
+			hits := deniedFake.hits.Load()
+			refused("sign", "@dan:denied.test", 403, "M_FORBIDDEN", "policy")
+			if deniedFake.hits.Load() != hits {
+				t.Fatal("the policy's denied server was asked")
+			}
+
+			// v1 only: asked over v1 after v2's 404.
+			fake.mode.Store("v1")
+			if _, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: "@erin:remote.test"}); err != nil {
+				t.Fatalf("v1 invite: %v", err)
+			}
+			if membership(room, "@erin:remote.test") != "invite" {
+				t.Fatal("erin is not invited")
+			}
+			if !gjson.GetBytes(fake.last.Load().([]byte), "unsigned.invite_room_state").IsArray() {
+				t.Fatalf("v1 request: %s", fake.last.Load())
+			}
+			fake.mode.Store("sign")
+
+			// createRoom's invite list.
+			dm := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "trusted_private_chat", IsDirect: true, Invite: []id.UserID{"@frank:remote.test"}})
+			if membership(dm, "@frank:remote.test") != "invite" || !gjson.GetBytes(fake.last.Load().([]byte), "event.content.is_direct").Bool() {
+				t.Fatalf("createRoom invite: %q %s", membership(dm, "@frank:remote.test"), fake.last.Load())
+			}
+
+			// A remote knocker, let in by an invite.
+			knockRules := []*event.Event{{Type: event.StateJoinRules, Content: event.Content{Raw: map[string]any{"join_rule": "knock"}}}}
+			knockRoom := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", InitialState: knockRules})
+			version := must(srv.DB.GetRoom(ctx, string(knockRoom))).RoomVersion
+			grace := id.UserID("@grace:remote.test")
+			tmpl := must(remote.get(ctx, "GET", mfed.URLPath{"v1", "make_knock", knockRoom, grace}, url.Values{"ver": {version}}, nil))
+			knock, knockID := remote.signTemplate(t, id.RoomVersion(version), tmpl.Get("event").Raw, nil)
+			must(remote.get(ctx, "PUT", mfed.URLPath{"v1", "send_knock", knockRoom, knockID}, nil, json.RawMessage(knock)))
+			if membership(knockRoom, grace) != "knock" {
+				t.Fatal("grace is not knocking")
+			}
+			if _, err := alice.InviteUser(ctx, knockRoom, &mautrix.ReqInviteUser{UserID: grace}); err != nil {
+				t.Fatalf("inviting the knocker: %v", err)
+			}
+			if membership(knockRoom, grace) != "invite" {
+				t.Fatal("grace is not invited")
+			}
+
+			// Federation off: 403 as before.
+			off := testserver.Start(t, backend, testserver.Options{ServerName: "off.test", Configure: func(cfg *config.Config) { cfg.Federation.Enabled = false }})
+			olive := off.Register(t, "olive")
+			offRoom := createRoom(t, olive, nil)
+			_, err := olive.InviteUser(ctx, offRoom, &mautrix.ReqInviteUser{UserID: bob})
+			assertMatrixErr(t, err, 403, "M_FORBIDDEN")
+		})
 	}
 }
