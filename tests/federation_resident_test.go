@@ -559,3 +559,91 @@ func TestFederationRemoteInvite(t *testing.T) {
 		})
 	}
 }
+
+// TestFederationRemoteMemberships: two Myelin servers. bob of b.test has
+// joined a room of a.test; he leaves (b.test's sender delivers the leave to
+// a.test's /send), rejoins, is kicked by alice, a.test's moderator (a local
+// event, delivered by a.test's sender while b.test is still in the room at
+// the kick), rejoins and is banned; each change is in both servers' /sync,
+// and the ban keeps him out on both.
+func TestFederationRemoteMemberships(t *testing.T) {
+	for _, backend := range testserver.Backends {
+		t.Run(backend, func(t *testing.T) {
+			n := newFedNet(t, "a.test", "b.test")
+			a := n.start(t, backend, "a.test")
+			b := n.start(t, backend, "b.test")
+			ctx := ctxT(t)
+			alice := a.Register(t, "alice")
+			bob := b.Register(t, "bob")
+			room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+			aSince := must(alice.SyncRequest(ctx, 0, "", "", false, "")).NextBatch
+			if _, err := bob.JoinRoom(ctx, string(room), &mautrix.ReqJoinRoom{Via: []string{"a.test"}}); err != nil {
+				t.Fatalf("remote join: %v", err)
+			}
+			bSince := must(bob.SyncRequest(ctx, 0, "", "", false, "")).NextBatch
+
+			// member waits until c's /sync shows bob's membership m set by sender.
+			member := func(c *mautrix.Client, since *string, m string, sender id.UserID) {
+				t.Helper()
+				resp := syncUntil(t, c, *since, "", func(r *mautrix.RespSync) bool {
+					var evs []*event.Event
+					if jr, ok := r.Rooms.Join[room]; ok {
+						evs = append(evs, jr.Timeline.Events...)
+					}
+					if lr, ok := r.Rooms.Leave[room]; ok {
+						evs = append(evs, lr.Timeline.Events...)
+					}
+					for _, e := range evs {
+						if e.Type == event.StateMember && e.GetStateKey() == string(bob.UserID) && e.Content.Raw["membership"] == m && e.Sender == sender {
+							return true
+						}
+					}
+					return false
+				})
+				*since = resp.NextBatch
+			}
+			joinedOnA := func(want bool) {
+				t.Helper()
+				_, ok := must(alice.JoinedMembers(ctx, room)).Joined[bob.UserID]
+				if ok != want {
+					t.Fatalf("bob joined on a.test: %v, want %v", ok, want)
+				}
+			}
+			member(alice, &aSince, "join", bob.UserID)
+
+			// bob leaves: his leave reaches a.test.
+			must(bob.LeaveRoom(ctx, room))
+			member(bob, &bSince, "leave", bob.UserID)
+			member(alice, &aSince, "leave", bob.UserID)
+			joinedOnA(false)
+
+			// bob rejoins, alice kicks him.
+			if _, err := bob.JoinRoom(ctx, string(room), &mautrix.ReqJoinRoom{Via: []string{"a.test"}}); err != nil {
+				t.Fatalf("rejoin: %v", err)
+			}
+			member(alice, &aSince, "join", bob.UserID)
+			member(bob, &bSince, "join", bob.UserID)
+			joinedOnA(true)
+			must(alice.KickUser(ctx, room, &mautrix.ReqKickUser{UserID: bob.UserID, Reason: "out"}))
+			member(alice, &aSince, "leave", alice.UserID)
+			member(bob, &bSince, "leave", alice.UserID)
+			joinedOnA(false)
+
+			// bob rejoins, alice bans him: kept out on both servers.
+			if _, err := bob.JoinRoom(ctx, string(room), &mautrix.ReqJoinRoom{Via: []string{"a.test"}}); err != nil {
+				t.Fatalf("rejoin after the kick: %v", err)
+			}
+			member(alice, &aSince, "join", bob.UserID)
+			member(bob, &bSince, "join", bob.UserID)
+			must(alice.BanUser(ctx, room, &mautrix.ReqBanUser{UserID: bob.UserID, Reason: "gone"}))
+			member(alice, &aSince, "ban", alice.UserID)
+			member(bob, &bSince, "ban", alice.UserID)
+			joinedOnA(false)
+			_, err := bob.JoinRoom(ctx, string(room), &mautrix.ReqJoinRoom{Via: []string{"a.test"}})
+			assertMatrixErr(t, err, 403, "M_FORBIDDEN")
+			if m, err := b.DB.GetMembership(ctx, string(room), string(bob.UserID)); err != nil || m.Membership != "ban" {
+				t.Fatalf("bob's membership on b.test: %+v %v", m, err)
+			}
+		})
+	}
+}
