@@ -135,8 +135,8 @@ func (a *API) makeKnock(r *http.Request) (any, error) {
 	if len(vers) > maxVersions {
 		return nil, mxhttp.InvalidParam("At most %d ver parameters", maxVersions)
 	}
-	if vers == nil {
-		vers = []string{} // required: none given matches no version
+	if len(vers) == 0 {
+		return nil, mxhttp.MissingParam("ver is required")
 	}
 	return a.makeMembership(r, "knock", vers)
 }

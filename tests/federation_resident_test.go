@@ -251,7 +251,7 @@ func TestFederationMakeSendKnock(t *testing.T) {
 			_, err = remote.get(ctx, "GET", path("v1", "make_knock", room, bob), url.Values{"ver": {"6"}}, nil)
 			assertMatrixErr(t, err, 400, "M_INCOMPATIBLE_ROOM_VERSION")
 			_, err = remote.get(ctx, "GET", path("v1", "make_knock", room, bob), nil, nil)
-			assertMatrixErr(t, err, 400, "M_INCOMPATIBLE_ROOM_VERSION")
+			assertMatrixErr(t, err, 400, "M_MISSING_PARAM")
 			_, err = remote.get(ctx, "GET", path("v1", "make_knock", public, "@dave:remote.test"), vers, nil)
 			assertMatrixErr(t, err, 403, "M_FORBIDDEN") // public: join, don't knock
 			_, err = remote.get(ctx, "GET", path("v1", "make_knock", room, "@carol:remote.test"), vers, nil)
