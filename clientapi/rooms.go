@@ -119,10 +119,12 @@ func (a *API) createRoom(r *http.Request) (any, error) {
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
 		return nil, err
 	}
+	remote := a.splitRemoteInvites(&req)
 	roomID, err := a.Rooms.CreateRoom(r.Context(), authn.FromRequest(r).UserID, &req)
 	if err != nil {
 		return nil, roomError(err)
 	}
+	a.inviteRemotes(r.Context(), authn.FromRequest(r).UserID, roomID, remote, req.IsDirect)
 	return map[string]any{"room_id": roomID}, nil
 }
 
@@ -206,10 +208,14 @@ func (a *API) membership(action string) func(r *http.Request) (any, error) {
 				return nil, mxhttp.InvalidParam("Invalid user_id")
 			}
 		}
-		return mxhttp.EmptyOr(roomError(a.Rooms.ChangeMembership(r.Context(), roomserver.MembershipAction{
+		act := roomserver.MembershipAction{
 			Sender: authn.FromRequest(r).UserID, RoomID: roomID, Target: id.UserID(body.UserID), Action: action,
 			Reason: body.Reason, IsDirect: body.IsDirect,
-		})))
+		}
+		if a.isRemoteInvite(act) {
+			return mxhttp.EmptyOr(roomError(a.RemoteInvites.Invite(r.Context(), act)))
+		}
+		return mxhttp.EmptyOr(roomError(a.Rooms.ChangeMembership(r.Context(), act)))
 	}
 }
 

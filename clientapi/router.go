@@ -39,6 +39,7 @@ type API struct {
 	SlidingSync   http.Handler  // clientapi/slidingsync (MSC4186); nil: not served
 	ServerNotices ServerNotices // admin.go; nil: not served
 	RemoteJoins   RemoteJoins   // rooms.go: joins of rooms hosted elsewhere (remotejoin); nil: federation off
+	RemoteInvites RemoteInvites // rooms_remote.go: invites of users of other servers (remotejoin); nil: federation off
 
 	ipLimiter     *ratelimit.Limiter
 	userLimiter   *ratelimit.Limiter

@@ -25,6 +25,7 @@ const (
 	PurposeProfile  Purpose = "profile"   // disclosing a local profile to the server
 	PurposeOutbound Purpose = "outbound"  // any other outbound request (the client's backstop)
 	PurposeSend     Purpose = "send"      // sending the server our room events (federationsender)
+	PurposeInvite   Purpose = "invite"    // asking the server to sign our invite of one of its users (remotejoin)
 )
 
 // Policy decides whether the server may exchange data with another server.

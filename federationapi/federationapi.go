@@ -75,24 +75,26 @@ type Options struct {
 	Spaces       Spaces
 	Transactions Transactions // nil: PUT /send is not served
 	Joins        Joins        // the writer's remote-join operations (roomserver)
+	Memberships  Memberships  // the writer's remote leaves and knocks (roomserver); nil: not served
 }
 
 // API is the server-server room API.
 type API struct {
-	serverName string
-	rooms      Rooms
-	store      Store
-	directory  Directory
-	spaces     Spaces
-	txns       Transactions
-	joins      Joins
-	heavy      *originSlots // costly reads running per origin
+	serverName  string
+	rooms       Rooms
+	store       Store
+	directory   Directory
+	spaces      Spaces
+	txns        Transactions
+	joins       Joins
+	memberships Memberships
+	heavy       *originSlots // costly reads running per origin
 }
 
 // New builds the API.
 func New(o Options) *API {
 	return &API{serverName: o.ServerName, rooms: o.Rooms, store: o.Store, directory: o.Directory, spaces: o.Spaces,
-		txns: o.Transactions, joins: o.Joins, heavy: newOriginSlots(MaxHeavyPerOrigin)}
+		txns: o.Transactions, joins: o.Joins, memberships: o.Memberships, heavy: newOriginSlots(MaxHeavyPerOrigin)}
 }
 
 // Bounds on what one request may ask for.
@@ -126,6 +128,7 @@ func (a *API) Mount(r chi.Router) {
 		r.Get("/v1/hierarchy/{roomId}", mxhttp.JSON(a.hierarchy).ServeHTTP)
 		r.Put("/v2/send_join/{roomId}/{eventId}", mxhttp.JSON(a.sendJoin).ServeHTTP)
 	})
+	a.mountMemberships(r) // make_leave, send_leave, make_knock, send_knock
 	if a.txns != nil {
 		r.Put("/v1/send/{txnId}", mxhttp.JSON(a.send).ServeHTTP)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"slices"
 
@@ -43,13 +42,9 @@ func (a *API) makeJoin(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	userID := id.UserID(mxhttp.PathParam(r, "userId"))
-	_, server, err := userID.ParseAndValidateRelaxed()
-	if err != nil || len(userID) > roomserver.MaxFieldBytes {
-		return nil, mxhttp.InvalidParam("Invalid user ID")
-	}
-	if server != origin {
-		return nil, mxhttp.Forbidden("User %s does not belong to %s", userID, origin)
+	userID, err := originUserParam(r, origin)
+	if err != nil {
+		return nil, err
 	}
 	vers := r.URL.Query()["ver"]
 	if len(vers) > maxVersions {
@@ -97,15 +92,9 @@ func (a *API) sendJoin(r *http.Request) (any, error) {
 	if err := a.checkACL(ctx, roomID, origin); err != nil {
 		return nil, err
 	}
-	raw, err := io.ReadAll(io.LimitReader(r.Body, roomserver.MaxPDUBytes+1))
+	raw, err := readPDU(r)
 	if err != nil {
-		return nil, mxhttp.BadJSON("Reading the body: %v", err)
-	}
-	if len(raw) > roomserver.MaxPDUBytes {
-		return nil, mxhttp.TooLarge("The event exceeds %d bytes", roomserver.MaxPDUBytes)
-	}
-	if !json.Valid(raw) {
-		return nil, mxhttp.NotJSON("The body is not JSON")
+		return nil, err
 	}
 	res, err := a.joins.SendJoin(ctx, roomID, id.EventID(eventID), raw, origin)
 	if err != nil {

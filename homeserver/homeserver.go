@@ -81,6 +81,8 @@ type Server struct {
 	FederationAPI *federationapi.API
 	// RemoteJoins joins rooms hosted elsewhere (make_join/send_join through the transport's client).
 	RemoteJoins *remotejoin.Joiner
+	// RemoteInvites invites users of other servers (the invitee's server signs through the transport's client).
+	RemoteInvites *remotejoin.Inviter
 	// Followers tail the stream for work that follows new events; closed on Shutdown.
 	Followers []*follower.Follower
 
@@ -217,8 +219,11 @@ func (s *Server) build(ctx context.Context) error {
 	// the store for lookups, the directory for aliases and published rooms,
 	// roomview for space hierarchies; and their transactions, through ingest.
 	s.FederationAPI = federationapi.New(federationapi.Options{ServerName: cfg.ServerName, Rooms: s.Rooms, Store: db,
-		Directory: s.Directory, Spaces: s.RoomView, Transactions: s.Ingest, Joins: s.Rooms})
+		Directory: s.Directory, Spaces: s.RoomView, Transactions: s.Ingest, Joins: s.Rooms,
+		Memberships: s.Rooms})
 	s.RemoteJoins = remotejoin.New(remotejoin.Options{ServerName: cfg.ServerName, Rooms: s.Rooms, Client: transport.Client})
+	s.RemoteInvites = remotejoin.NewInviter(remotejoin.Options{Invites: s.Rooms, InviteClient: transport.Client,
+		Policy: invitePolicy{transport.Policy}})
 	// Push rules, pushers and unread counts; typing, receipts and presence
 	// (a read receipt resets the unread counts); GET /sync and sliding sync over both.
 	s.Push = push.New(push.Options{Store: db, Stream: db.Stream, Rooms: db, Notifier: s.Notifier,
@@ -297,6 +302,7 @@ func (s *Server) routes() http.Handler {
 		ServerNotices: s.Notices}
 	if s.Config.FederationEnabled() {
 		api.RemoteJoins = s.RemoteJoins
+		api.RemoteInvites = s.RemoteInvites
 	}
 	api.Mount(r)
 	// /_matrix/key, /_matrix/federation with the room API behind X-Matrix (nothing when federation is off)
@@ -475,4 +481,11 @@ func (r ingestRemote) GetMissingEvents(ctx context.Context, server string, roomI
 		return nil, err
 	}
 	return resp.Events, nil
+}
+
+// invitePolicy is the federation policy as remotejoin asks it, for invites.
+type invitePolicy struct{ p federation.Policy }
+
+func (p invitePolicy) AllowServer(ctx context.Context, server string) bool {
+	return p.p.AllowServer(ctx, server, federation.PurposeInvite)
 }

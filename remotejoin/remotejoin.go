@@ -44,6 +44,11 @@ type Options struct {
 	ServerName string
 	Rooms      Rooms
 	Client     Client
+
+	// Outbound invites (invite.go, NewInviter).
+	Invites      InviteRooms
+	InviteClient InviteClient
+	Policy       ServerPolicy // nil: every server
 }
 
 // Joiner joins rooms over federation.

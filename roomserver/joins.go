@@ -89,6 +89,25 @@ func (s *Server) MakeJoin(ctx context.Context, roomID id.RoomID, user id.UserID)
 // depth from the room's current state, without hashes, signatures or (room
 // versions 1 and 2) event_id, which the remote server adds.
 func (s *Server) template(rs *roomState, p *proto) (json.RawMessage, error) {
+	ev, err := s.buildOnState(rs, p)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(ev.JSON, &m); err != nil {
+		return nil, fmt.Errorf("template: %w", err)
+	}
+	delete(m, "hashes")
+	delete(m, "signatures")
+	delete(m, "event_id")
+	delete(m, "unsigned")
+	return MustJSON(m), nil
+}
+
+// buildOnState builds and signs p on top of the room's current state:
+// prev_events the forward extremities (at most maxPrevEvents), auth_events by
+// the version's selection from the current state, depth one past the room's.
+func (s *Server) buildOnState(rs *roomState, p *proto) (*Event, error) {
 	var prev []ref
 	for i, x := range rs.extremities {
 		if i == maxPrevEvents {
@@ -102,19 +121,7 @@ func (s *Server) template(rs *roomState, p *proto) (json.RawMessage, error) {
 			auth = append(auth, ref{e.ID, e.PDU.Hashes})
 		}
 	}
-	ev, err := s.buildEvent(rs.version, rs.id, p, prev, auth, rs.depth+1, time.Now().UnixMilli())
-	if err != nil {
-		return nil, err
-	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(ev.JSON, &m); err != nil {
-		return nil, fmt.Errorf("template: %w", err)
-	}
-	delete(m, "hashes")
-	delete(m, "signatures")
-	delete(m, "event_id")
-	delete(m, "unsigned")
-	return MustJSON(m), nil
+	return s.buildEvent(rs.version, rs.id, p, prev, auth, rs.depth+1, time.Now().UnixMilli())
 }
 
 // JoinResult is what send_join answers: the accepted join as stored (with
@@ -138,31 +145,11 @@ func (s *Server) SendJoin(ctx context.Context, roomID id.RoomID, eventID id.Even
 	if len(raw) > MaxPDUBytes {
 		return nil, TooLarge("PDU exceeds %d bytes", MaxPDUBytes)
 	}
-	version, err := RoomVersion(ctx, s.db, roomID)
+	ev, err := s.checkSentMember(ctx, roomID, eventID, raw, origin, "join")
 	if err != nil {
 		return nil, err
 	}
-	ev, err := parseEvent(version, "", raw)
-	if err != nil {
-		return nil, BadJSON("Invalid event: %v", err)
-	}
-	switch {
-	case ev.ID != eventID:
-		return nil, BadJSON("The event's ID is %s, not %s", ev.ID, eventID)
-	case ev.RoomID != roomID:
-		return nil, BadJSON("The event is not for room %s", roomID)
-	case ev.PDU.Type != "m.room.member" || ev.PDU.StateKey == nil || *ev.PDU.StateKey != string(ev.PDU.Sender):
-		return nil, BadJSON("Not a member event of its sender")
-	case ev.Membership() != "join":
-		return nil, BadJSON("Membership is not join")
-	case ev.PDU.Sender.Homeserver() != origin:
-		return nil, Forbidden("The joining user does not belong to %s", origin)
-	}
-	// The joining server just built this event: a content hash mismatch is a
-	// forgery here, not an event to keep redacted as Input would.
-	if !verifyContentHash(ev) {
-		return nil, Forbidden("Content hash mismatch")
-	}
+	version := ev.Version
 	if via := id.UserID(ev.ContentString("join_authorised_via_users_server")); via != "" && s.isLocal(via) && version.EventIDFormat() != id.EventIDFormatCustom {
 		if err := s.verifySignature(ev); err != nil {
 			return nil, Forbidden("Bad signature: %v", err)
@@ -175,23 +162,17 @@ func (s *Server) SendJoin(ctx context.Context, roomID id.RoomID, eventID id.Even
 			if raw, err = jsonv2.Marshal(signed); err != nil {
 				return nil, err
 			}
+			if ev, err = parseEvent(version, "", raw); err != nil {
+				return nil, err
+			}
 		}
 	}
-	stored, err := s.Input(ctx, roomID, raw, origin)
-	if errors.Is(err, ErrRejected) {
-		return nil, Forbidden("%v", err)
-	}
+	se, err := s.inputSentMember(ctx, roomID, ev, raw, origin)
 	if err != nil {
 		return nil, err
 	}
-	if stored.SoftFailed {
-		return nil, Forbidden("The join is not allowed by the room's current state")
-	}
-	se, err := s.db.GetEvent(ctx, string(stored.ID))
-	if err != nil {
-		return nil, fmt.Errorf("reading the join back: %w", err)
-	}
-	stateIDs, err := s.StateIDsAt(ctx, roomID, string(stored.ID))
+	stored := se
+	stateIDs, err := s.StateIDsAt(ctx, roomID, stored.EventID)
 	if err != nil {
 		return nil, err
 	}
@@ -199,7 +180,7 @@ func (s *Server) SendJoin(ctx context.Context, roomID id.RoomID, eventID id.Even
 	if err != nil {
 		return nil, err
 	}
-	chain, err := s.AuthChain(ctx, append(slices.Clone(stateIDs), string(stored.ID)))
+	chain, err := s.AuthChain(ctx, append(slices.Clone(stateIDs), stored.EventID))
 	if err != nil {
 		return nil, err
 	}
