@@ -44,6 +44,8 @@ type Store interface {
 	ConfirmRefresh(ctx context.Context, userID, deviceID, refreshHash string) error
 	CreateLoginToken(ctx context.Context, tokenHash, userID string, expiresTS int64) error
 	ConsumeLoginToken(ctx context.Context, tokenHash string, now int64) (string, error)
+	CreateOpenIDToken(ctx context.Context, tokenHash, userID string, nowTS, expiresTS int64, maxPerUser int) error
+	OpenIDTokenUser(ctx context.Context, tokenHash string, nowTS int64) (string, error)
 
 	ListDevices(ctx context.Context, userID string) ([]storage.Device, error)
 	GetDevice(ctx context.Context, userID, deviceID string) (*storage.Device, error)
@@ -479,6 +481,50 @@ func (s *Service) CreateLoginToken(ctx context.Context, userID id.UserID) (strin
 		return "", 0, fmt.Errorf("creating login token: %w", err)
 	}
 	return token, LoginTokenLifetime, nil
+}
+
+// OpenIDTokenLifetime is how long an OpenID token is valid (Synapse: 1 h).
+const OpenIDTokenLifetime = time.Hour
+
+// MaxOpenIDTokensPerUser bounds a user's live OpenID tokens; the oldest go.
+const MaxOpenIDTokensPerUser = 100
+
+// OpenIDCredentials answer POST /user/{userId}/openid/request_token.
+type OpenIDCredentials struct {
+	AccessToken      string `json:"access_token"`
+	TokenType        string `json:"token_type"`
+	MatrixServerName string `json:"matrix_server_name"`
+	ExpiresIn        int64  `json:"expires_in"` // seconds
+}
+
+// RequestOpenIDToken issues an OpenID token proving to a third party that
+// the requester is userID (only for themselves).
+func (s *Service) RequestOpenIDToken(ctx context.Context, requester, userID id.UserID) (*OpenIDCredentials, error) {
+	if requester != userID {
+		return nil, mxhttp.Forbidden("Cannot request OpenID tokens for other users")
+	}
+	token := newToken("myoi_")
+	now := s.now()
+	if err := s.store.CreateOpenIDToken(ctx, hashToken(token), userID.String(), now.UnixMilli(),
+		now.Add(OpenIDTokenLifetime).UnixMilli(), MaxOpenIDTokensPerUser); err != nil {
+		return nil, err
+	}
+	return &OpenIDCredentials{AccessToken: token, TokenType: "Bearer", MatrixServerName: s.cfg.ServerName,
+		ExpiresIn: int64(OpenIDTokenLifetime / time.Second)}, nil
+}
+
+// OpenIDUser is the user an OpenID token was issued to (GET
+// /_matrix/federation/v1/openid/userinfo): 401 M_UNKNOWN_TOKEN when it is
+// unknown, expired or its user deactivated.
+func (s *Service) OpenIDUser(ctx context.Context, token string) (id.UserID, error) {
+	userID, err := s.store.OpenIDTokenUser(ctx, hashToken(token), s.now().UnixMilli())
+	if errors.Is(err, storage.ErrNotFound) {
+		return "", mxhttp.UnknownToken("Access token unknown or expired")
+	}
+	if err != nil {
+		return "", err
+	}
+	return id.UserID(userID), nil
 }
 
 // LoginToken redeems a login token (once) and opens a session.

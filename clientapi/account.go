@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/go-chi/chi/v5"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/internal/authn"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
@@ -48,6 +49,8 @@ func (a *API) accountRoutes(r chi.Router) {
 	r.Method(http.MethodPut, "/user/{userId}/rooms/{roomId}/account_data/{type}", mxhttp.JSON(a.putAccountData))
 	r.Method(http.MethodGet, "/user/{userId}/rooms/{roomId}/account_data/{type}", mxhttp.JSON(a.getAccountData))
 
+	r.Method(http.MethodPost, "/user/{userId}/openid/request_token", mxhttp.JSON(a.requestOpenIDToken))
+
 	r.Method(http.MethodPost, "/user/{userId}/filter", mxhttp.JSON(a.createFilter))
 	r.Method(http.MethodGet, "/user/{userId}/filter/{filterId}", mxhttp.JSON(a.getFilter))
 }
@@ -55,6 +58,16 @@ func (a *API) accountRoutes(r chi.Router) {
 // accountRoutesV1 are the authenticated account endpoints under /v1.
 func (a *API) accountRoutesV1(r chi.Router) {
 	r.Method(http.MethodPost, "/login/get_token", mxhttp.JSON(a.getLoginToken))
+}
+
+// requestOpenIDToken is POST /user/{userId}/openid/request_token: a token a
+// third party exchanges for the user's ID over federation (the body is an
+// empty object, reserved for the future).
+func (a *API) requestOpenIDToken(r *http.Request) (any, error) {
+	if _, err := mxhttp.ReadJSONObject(r); err != nil {
+		return nil, err
+	}
+	return a.Accounts.RequestOpenIDToken(r.Context(), authn.FromRequest(r).UserID, id.UserID(mxhttp.PathParam(r, "userId")))
 }
 
 func (a *API) changePassword(r *http.Request) (any, error) {

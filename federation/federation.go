@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +46,12 @@ var SoftwareVersion = "0.1.0-dev"
 // unknown users.
 type Profiles interface {
 	ProfileJSON(ctx context.Context, userID id.UserID) (map[string]any, error)
+}
+
+// OpenID exchanges the OpenID tokens our users request for their user ID
+// (the accounts module); an unknown or expired token is 401 M_UNKNOWN_TOKEN.
+type OpenID interface {
+	OpenIDUser(ctx context.Context, token string) (id.UserID, error)
 }
 
 // TransportOptions are what the transport is built from.
@@ -117,6 +124,8 @@ type Options struct {
 	Transport *Transport
 	// Profiles answers profile queries; nil: they are refused.
 	Profiles Profiles
+	// OpenID answers /openid/userinfo; nil: not served.
+	OpenID OpenID
 }
 
 // Module is the server-server API as far as it exists today: our keys, the
@@ -126,6 +135,7 @@ type Module struct {
 	*Transport
 
 	profiles      Profiles
+	openID        OpenID
 	limiter       *ratelimit.Limiter
 	notaryLimiter *ratelimit.Limiter
 }
@@ -136,6 +146,7 @@ func New(o Options) *Module {
 	return &Module{
 		Transport: o.Transport,
 		profiles:  o.Profiles,
+		openID:    o.OpenID,
 		limiter:   ratelimit.New(cfg.Federation.RequestsPerSecond, cfg.Federation.Burst),
 
 		notaryLimiter: ratelimit.New(cfg.Federation.NotaryRequestsPerSecond, cfg.Federation.NotaryBurst),
@@ -174,6 +185,10 @@ func (m *Module) Mount(r chi.Router, apis ...Mounter) {
 		r.NotFound(notFound)
 		r.MethodNotAllowed(methodNotAllowed)
 		r.Get("/v1/version", m.version)
+		if m.openID != nil {
+			// Called by third parties (integration managers), not servers: no X-Matrix.
+			r.Get("/v1/openid/userinfo", mxhttp.JSON(m.openIDUserInfo).ServeHTTP)
+		}
 		r.Group(func(r chi.Router) {
 			r.Use(m.Auth.Middleware)
 			r.Get("/v1/query/profile", mxhttp.JSON(m.queryProfile).ServeHTTP)
@@ -378,6 +393,24 @@ func satisfies(rows []storage.ServerKey, keyIDs []id.KeyID, minValid time.Time) 
 		}
 	}
 	return true
+}
+
+// GET /_matrix/federation/v1/openid/userinfo?access_token=…: the user an
+// OpenID token was issued to. The token may also come as a bearer header,
+// as for other endpoints taking an access token.
+func (m *Module) openIDUserInfo(r *http.Request) (any, error) {
+	token := r.URL.Query().Get("access_token")
+	if token == "" {
+		token, _ = strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	}
+	if token == "" {
+		return nil, mxhttp.MissingToken("Missing access_token")
+	}
+	userID, err := m.openID.OpenIDUser(r.Context(), token)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"sub": userID.String()}, nil
 }
 
 // GET /_matrix/federation/v1/query/profile

@@ -208,7 +208,7 @@ func (s *Server) build(ctx context.Context) error {
 		Remote: remoteProfiles})
 	// The notices room is tagged m.server_notice: room account data, through accounts.
 	s.Notices = servernotices.New(servernotices.Options{Rooms: s.Rooms, View: s.RoomView, Tags: s.Accounts, Store: db, Config: cfg})
-	s.Federation = federation.New(federation.Options{Config: cfg, Transport: transport, Profiles: s.Accounts})
+	s.Federation = federation.New(federation.Options{Config: cfg, Transport: transport, Profiles: s.Accounts, OpenID: s.Accounts})
 	// Inbound PDUs reach the writer through ingest; it asks origins for
 	// missing events through the transport's client.
 	if s.Ingest, err = ingest.New(ingest.Options{Rooms: s.Rooms, Store: db, Remote: ingestRemote{transport.Client},
