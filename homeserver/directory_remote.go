@@ -2,14 +2,18 @@ package homeserver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
 
 	mfed "maunium.net/go/mautrix/federation"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/directory"
+	"github.com/myelin-chat/myelin/internal/config"
+	"github.com/myelin-chat/myelin/roomview"
 )
 
 // directoryRemote backs directory.Remote with the transport's client: other
@@ -65,3 +69,37 @@ func (r directoryRemote) PublicRooms(ctx context.Context, server string, req dir
 }
 
 var _ directory.Remote = directoryRemote{}
+
+// spacesRemote backs roomview.RemoteSpaces with the transport's client: GET
+// /_matrix/federation/v1/hierarchy/{roomId} on a child link's via servers in
+// turn (at most 3 valid names, never ours), the first answer taken.
+type spacesRemote struct {
+	c          *mfed.Client
+	serverName string
+}
+
+// maxHierarchyServers bounds the servers asked about one room.
+const maxHierarchyServers = 3
+
+func (r spacesRemote) RemoteHierarchy(ctx context.Context, servers []string, roomID id.RoomID, suggestedOnly bool) (*roomview.ServerHierarchyResponse, error) {
+	var lastErr error = errors.New("no server to ask")
+	asked := 0
+	for _, server := range servers {
+		if asked == maxHierarchyServers {
+			break
+		}
+		if _, _, err := config.ParseServerName(server); err != nil || server == r.serverName {
+			continue
+		}
+		asked++
+		var resp roomview.ServerHierarchyResponse
+		_, _, err := r.c.MakeFullRequest(ctx, mfed.RequestParams{ServerName: server, Method: http.MethodGet,
+			Path: mfed.URLPath{"v1", "hierarchy", roomID}, Query: url.Values{"suggested_only": {strconv.FormatBool(suggestedOnly)}},
+			Authenticate: true, ResponseJSON: &resp})
+		if err == nil {
+			return &resp, nil
+		}
+		lastErr = fmt.Errorf("asking %s about %s: %w", server, roomID, err)
+	}
+	return nil, lastErr
+}

@@ -189,14 +189,16 @@ func (s *Server) build(ctx context.Context) error {
 		Keys: transport.Fetcher, NoticeRooms: db}); err != nil {
 		return err
 	}
-	s.RoomView = roomview.New(roomview.Options{Store: db})
-	// Deleting an alias drops it from m.room.canonical_alias through the writer.
-	// Other servers' aliases and directories are asked through the transport's
-	// client when federation is on.
+	// Other servers' rooms (in space hierarchies), aliases and directories
+	// are asked through the transport's client when federation is on.
 	var remoteDirectory directory.Remote
+	var remoteSpaces roomview.RemoteSpaces
 	if cfg.FederationEnabled() {
 		remoteDirectory = directoryRemote{transport.Client}
+		remoteSpaces = spacesRemote{c: transport.Client, serverName: cfg.ServerName}
 	}
+	s.RoomView = roomview.New(roomview.Options{Store: db, RemoteSpaces: remoteSpaces})
+	// Deleting an alias drops it from m.room.canonical_alias through the writer.
 	s.Directory = directory.New(directory.Options{Store: db, Rooms: s.Rooms, ServerName: cfg.ServerName, Remote: remoteDirectory})
 	// Other servers' users' profiles are asked of their servers through the
 	// transport's client; with federation off there is no one to ask (404).

@@ -387,10 +387,12 @@ func (s *Service) Hierarchy(ctx context.Context, user id.UserID, roomID id.RoomI
 	type item struct {
 		room  id.RoomID
 		depth int
+		via   []string // set for a room this server does not know
 	}
-	stack := []item{{roomID, 0}}
+	stack := []item{{roomID, 0, nil}}
 	seen := map[id.RoomID]bool{}
 	resp := &HierarchyResponse{Rooms: []*HierarchyRoom{}}
+	remote := newRemoteWalk(s.remoteSpaces, suggestedOnly)
 	index := 0
 	for len(stack) > 0 {
 		it := stack[len(stack)-1]
@@ -399,44 +401,62 @@ func (s *Service) Hierarchy(ctx context.Context, user id.UserID, roomID id.RoomI
 			continue
 		}
 		seen[it.room] = true
-		info, err := s.roomInfo(ctx, it.room)
-		if err != nil {
-			return nil, err
-		}
-		mem, err := s.membershipOf(ctx, it.room, user)
-		if err != nil {
-			return nil, err
-		}
-		allowed, err := s.allowedRooms(ctx, it.room, info.JoinRule)
-		if err != nil {
-			return nil, err
-		}
-		if it.room != roomID {
-			if ok, err := s.canPeek(ctx, user, info, mem, allowed); err != nil {
-				return nil, err
-			} else if !ok {
-				continue
-			}
-		}
-		hr := &HierarchyRoom{PublicRoom: *info, AllowedRoomIDs: allowed, ChildrenState: []json.RawMessage{}}
-		// Only a space has children: m.space.child in another room is no link.
-		if info.RoomType == "m.space" {
-			children, err := s.spaceChildren(ctx, it.room, suggestedOnly)
+		var hr *HierarchyRoom
+		var children []spaceChild
+		if it.via == nil {
+			info, err := s.roomInfo(ctx, it.room)
 			if err != nil {
 				return nil, err
 			}
-			for _, c := range children {
-				hr.ChildrenState = append(hr.ChildrenState, c.event)
+			mem, err := s.membershipOf(ctx, it.room, user)
+			if err != nil {
+				return nil, err
 			}
-			for i := len(children) - 1; i >= 0; i-- {
-				child := children[i].room
-				if it.depth < maxDepth && !seen[child] {
-					_, err := roomserver.RoomVersion(ctx, s.db, child)
-					if err == nil {
-						stack = append(stack, item{child, it.depth + 1})
-					} else if !errors.Is(err, roomserver.ErrUnknownRoom) {
-						return nil, err
-					}
+			allowed, err := s.allowedRooms(ctx, it.room, info.JoinRule)
+			if err != nil {
+				return nil, err
+			}
+			if it.room != roomID {
+				if ok, err := s.canPeek(ctx, user, info, mem, allowed); err != nil {
+					return nil, err
+				} else if !ok {
+					continue
+				}
+			}
+			hr = &HierarchyRoom{PublicRoom: *info, AllowedRoomIDs: allowed, ChildrenState: []json.RawMessage{}}
+			// Only a space has children: m.space.child in another room is no link.
+			if info.RoomType == "m.space" {
+				if children, err = s.spaceChildren(ctx, it.room, suggestedOnly); err != nil {
+					return nil, err
+				}
+			}
+		} else {
+			// Another server's room: as its servers describe it, if the
+			// user could peek at it (membership here is unknown).
+			var ok bool
+			hr, children, ok = remote.room(ctx, it.room, it.via, it.depth < maxDepth)
+			if !ok {
+				continue
+			}
+			if peek, err := s.canPeek(ctx, user, &hr.PublicRoom, "", hr.AllowedRoomIDs); err != nil {
+				return nil, err
+			} else if !peek {
+				continue
+			}
+		}
+		for _, c := range children {
+			hr.ChildrenState = append(hr.ChildrenState, c.event)
+		}
+		for i := len(children) - 1; i >= 0; i-- {
+			child := children[i]
+			if it.depth < maxDepth && !seen[child.room] {
+				_, err := roomserver.RoomVersion(ctx, s.db, child.room)
+				if err == nil {
+					stack = append(stack, item{child.room, it.depth + 1, nil})
+				} else if !errors.Is(err, roomserver.ErrUnknownRoom) {
+					return nil, err
+				} else if remote.enabled() {
+					stack = append(stack, item{child.room, it.depth + 1, child.via})
 				}
 			}
 		}
@@ -482,6 +502,7 @@ type spaceChild struct {
 	event json.RawMessage // stripped, with origin_server_ts
 	order string          // "" when absent or invalid
 	ts    int64
+	via   []string // servers to ask about the child
 }
 
 // spaceChildren returns a space's valid child links (a non-empty via) in
@@ -497,23 +518,46 @@ func (s *Service) spaceChildren(ctx context.Context, space id.RoomID, suggestedO
 		if se.Type != "m.space.child" || se.StateKey == nil {
 			continue
 		}
-		content := gjson.GetBytes(se.JSON, "content")
-		if !content.Get("via").IsArray() || len(content.Get("via").Array()) == 0 {
-			continue // a child without via is removed
+		if c, ok := childLink(*se.StateKey, se.Sender, se.OriginServerTS, gjson.GetBytes(se.JSON, "content"), suggestedOnly); ok {
+			out = append(out, c)
 		}
-		if suggestedOnly && !content.Get("suggested").Bool() {
-			continue
-		}
-		c := spaceChild{room: id.RoomID(*se.StateKey), ts: se.OriginServerTS}
-		if o := content.Get("order"); o.Type == gjson.String && validChildOrder(o.Str) {
-			c.order = o.Str
-		}
-		c.event = roomserver.MustJSON(map[string]any{
-			"type": se.Type, "state_key": *se.StateKey, "sender": se.Sender, "origin_server_ts": se.OriginServerTS,
-			"content": json.RawMessage(content.Raw),
-		})
-		out = append(out, c)
 	}
+	sortChildren(out)
+	return out, nil
+}
+
+// childLink is the link an m.space.child event makes, if it makes one: a
+// non-empty via (a child without via is removed), suggested when only
+// suggested children are asked for.
+func childLink(stateKey, sender string, ts int64, content gjson.Result, suggestedOnly bool) (spaceChild, bool) {
+	via := content.Get("via")
+	if !via.IsArray() || len(via.Array()) == 0 {
+		return spaceChild{}, false
+	}
+	if suggestedOnly && !content.Get("suggested").Bool() {
+		return spaceChild{}, false
+	}
+	c := spaceChild{room: id.RoomID(stateKey), ts: ts}
+	for _, v := range via.Array() {
+		if v.Type == gjson.String && len(c.via) < maxChildVia {
+			c.via = append(c.via, v.Str)
+		}
+	}
+	if o := content.Get("order"); o.Type == gjson.String && validChildOrder(o.Str) {
+		c.order = o.Str
+	}
+	c.event = roomserver.MustJSON(map[string]any{
+		"type": "m.space.child", "state_key": stateKey, "sender": sender, "origin_server_ts": ts,
+		"content": json.RawMessage(content.Raw),
+	})
+	return c, true
+}
+
+// maxChildVia bounds the servers kept of one link's via.
+const maxChildVia = 10
+
+// sortChildren puts child links in the spec's order.
+func sortChildren(out []spaceChild) {
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
 		if (a.order != "") != (b.order != "") {
@@ -527,7 +571,6 @@ func (s *Service) spaceChildren(ctx context.Context, space id.RoomID, suggestedO
 		}
 		return a.room < b.room
 	})
-	return out, nil
 }
 
 // validChildOrder reports whether an m.space.child order is valid: 1 to 50

@@ -52,12 +52,16 @@ type Store interface {
 // Options are what the reads are built from.
 type Options struct {
 	Store Store
+	// RemoteSpaces describes rooms of a space hierarchy this server does not
+	// know (other servers' /hierarchy); nil: they are left out.
+	RemoteSpaces RemoteSpaces
 }
 
 // Service answers the client reads of rooms.
 type Service struct {
-	db Store
+	db           Store
+	remoteSpaces RemoteSpaces
 }
 
 // New builds the service.
-func New(o Options) *Service { return &Service{db: o.Store} }
+func New(o Options) *Service { return &Service{db: o.Store, remoteSpaces: o.RemoteSpaces} }
