@@ -277,9 +277,9 @@ type importInput struct {
 // and authorized by its own auth events, which must be in the answer;
 // unauthorized events are dropped from the state; the state must hold the
 // room's create event, matching the room ID and version; the join must be
-// one of ours, allowed by that state. The events are stored in depth order
-// (the state and auth chain get stream positions too: the store has no
-// outliers yet), the current state becomes the state plus the join, the
+// one of ours, allowed by that state. The state and auth chain are stored as
+// outliers (outside every timeline), the join with a stream position and
+// that state before it; the current state becomes the state plus the join, the
 // join the one forward extremity. ErrConflict if the room is already known.
 func (s *Server) ImportJoin(ctx context.Context, roomID id.RoomID, version id.RoomVersion, state, authChain []json.RawMessage, join []byte) error {
 	if !SupportedRoomVersion(string(version)) {
@@ -455,7 +455,10 @@ func (s *Server) applyImport(ctx context.Context, w *worker, b *batchWrite, in *
 		b.notify = map[string]bool{}
 	}
 	for _, e := range in.events {
-		// No state of their own is known: they show the state before the join.
+		// Outliers: stored for their auth and state role, outside every
+		// timeline (the joiner's first /sync shows them in its state). No state
+		// of their own is known: they show the state before the join.
+		e.Outlier = true
 		e.StateBefore, e.StateAfter = beforeSnap, beforeSnap
 		rs.depth = max(rs.depth, e.PDU.Depth)
 		b.events = append(b.events, e)

@@ -142,9 +142,11 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 	if len(ev.PDU.Type) > MaxFieldBytes || len(ev.PDU.Sender) > MaxFieldBytes || (ev.PDU.StateKey != nil && len(*ev.PDU.StateKey) > MaxFieldBytes) {
 		return nil, fmt.Errorf("%w: field exceeds %d bytes", ErrRejected, MaxFieldBytes)
 	}
-	if se, err := s.db.GetEvent(ctx, string(ev.ID)); err == nil {
+	if se, err := s.db.GetEvent(ctx, string(ev.ID)); err == nil && !se.Outlier {
 		return eventFromStored(rs.version, se) // already have it
 	}
+	// An outlier arriving with its place in the DAG known is accepted as any
+	// event: the store turns its row into a timeline event (de-outliered).
 	// Signatures: the sender's server must have signed (the redacted form).
 	if err := s.verifySignature(ev); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrRejected, err)
