@@ -58,14 +58,14 @@ type Event struct {
 	// Outlier: stored for its content and auth/state role only (its place in
 	// the DAG is unknown), never in a timeline or stream read; its StreamPos
 	// is OutlierPos of a stream position.
-	Outlier        bool
-	RedactedBy     string
-	RelatesTo      string
-	RelType        string
-	Membership     string // content.membership of an m.room.member event
-	ReplacesState  string // the state event this one replaced (unsigned.replaces_state)
-	TxnDevice      string // the device that sent it with a transaction ID
-	TxnID          string // that client transaction ID (unsigned.transaction_id)
+	Outlier       bool
+	RedactedBy    string
+	RelatesTo     string
+	RelType       string
+	Membership    string // content.membership of an m.room.member event
+	ReplacesState string // the state event this one replaced (unsigned.replaces_state)
+	TxnDevice     string // the device that sent it with a transaction ID
+	TxnID         string // that client transaction ID (unsigned.transaction_id)
 }
 
 // Snapshot is a new state snapshot: the slots differing from Parent (an empty
