@@ -21,6 +21,7 @@ import (
 type remoteInput struct {
 	raw    []byte
 	origin string
+	gap    *gapState // InputWithState: the state of prev events the store does not know
 }
 
 // ErrRejected wraps the reason a remote event was rejected.
@@ -158,6 +159,9 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 		}
 	}
 	prov := &dbProvider{s: s, version: rs.version, extra: map[id.EventID]*Event{}}
+	if in.gap != nil {
+		maps.Copy(prov.extra, in.gap.byID)
+	}
 	// 1. Against its own auth events.
 	getEvents := func(ids []id.EventID) ([]*pdu.PDU, error) {
 		m, err := prov.Events(ctx, ids)
@@ -189,7 +193,12 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 	var prevSnaps []int64
 	for _, p := range ev.PDU.PrevEvents {
 		se, ok := prevs[string(p)]
-		if !ok || se.RoomID != string(rs.id) {
+		if gs, given := in.gap.prevState(p); given {
+			sets, prevSnaps = append(sets, gs), append(prevSnaps, 0)
+			continue
+		}
+		// An outlier's state is not known: as a prev it is unknown.
+		if !ok || se.RoomID != string(rs.id) || se.Outlier {
 			return nil, fmt.Errorf("%w: prev event %s is unknown", ErrRejected, p)
 		}
 		m, err := s.stateMapOf(ctx, se.StateAfter)
@@ -215,7 +224,7 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 	// Snapshots: reuse a prev's when the state before is exactly its state.
 	beforeSnap := int64(0)
 	for i, set := range sets {
-		if maps.Equal(set, before) {
+		if prevSnaps[i] != 0 && maps.Equal(set, before) {
 			beforeSnap = prevSnaps[i]
 			break
 		}
@@ -233,6 +242,11 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 	}
 	if b.notify == nil {
 		b.notify = map[string]bool{}
+	}
+	if in.gap != nil {
+		if err := s.stageOutliers(ctx, b, in.gap, ev.ID); err != nil {
+			return nil, err
+		}
 	}
 	b.events = append(b.events, ev)
 	if softFailed {
@@ -300,6 +314,8 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 			if e, err = eventFromStored(rs.version, se); err != nil {
 				return nil, err
 			}
+		} else if o := prov.extra[x]; o != nil && in.gap != nil {
+			e = o // an outlier of this batch
 		} else {
 			return nil, fmt.Errorf("resolved state names unknown event %s", x)
 		}
@@ -310,7 +326,7 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 		rs.locals = nil
 		b.write.StateChanges[storage.StateKey(k)] = string(x)
 		if k.Type == "m.room.member" {
-			if e == ev {
+			if e == ev || e.Outlier && e.StreamPos == 0 { // positioned at commit
 				b.memberEvents = append(b.memberEvents, e)
 			} else {
 				b.write.Memberships = append(b.write.Memberships, storage.MembershipChange{
@@ -391,4 +407,13 @@ func relation(e *Event) (relatesTo, relType string) {
 		return "", "" // plain replies are not relations
 	}
 	return relatesTo, relType
+}
+
+// prevState is the state after prev given with the PDU, if any.
+func (g *gapState) prevState(prev id.EventID) (stateres.StateMap, bool) {
+	if g == nil {
+		return nil, false
+	}
+	st, ok := g.prevStates[prev]
+	return st, ok
 }
