@@ -18,8 +18,9 @@ const missingLimit = 10
 // writer), oldest first. It asks once, as Synapse does: the remote answers
 // the walk back from p, and asking again from what it sent (Complement's
 // TestCorruptedAuthChain refuses that) only moves the gap. A gap that
-// remains is p's error. Nothing fetched is trusted: the writer verifies
-// every event as it verifies p.
+// remains is closed once with the state at its old end (FillFromState), or
+// is p's error. Nothing fetched is trusted: the writer verifies every event
+// as it verifies p.
 func (e *Engine) FetchMissing(ctx context.Context, origin string, p *PDU) error {
 	missing, err := e.unknown(ctx, p.PrevEvents)
 	if err != nil || len(missing) == 0 {

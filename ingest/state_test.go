@@ -111,7 +111,7 @@ func TestStateFallback(t *testing.T) {
 				x1 = member(name, head, depth)
 				x2 = msg("x2 "+name, []id.EventID{w.eventID(t, x1)}, depth+1)
 				p = msg("p "+name, []id.EventID{w.eventID(t, x2)}, depth+2)
-				fs.state = map[id.EventID][]id.EventID{w.eventID(t, x2): w.currentStateIDs(t, x1)}
+				fs.state = map[id.EventID][]id.EventID{w.eventID(t, x2): w.currentStateIDs(t, x1), w.eventID(t, x1): w.currentStateIDs(t)}
 				fs.events = map[id.EventID]json.RawMessage{w.eventID(t, x1): raw(t, x1), w.eventID(t, x2): raw(t, x2)}
 				return
 			}
@@ -123,6 +123,8 @@ func TestStateFallback(t *testing.T) {
 					}
 				}
 			}
+			var closedX2 id.EventID
+			var closedX2PDU *pdu.PDU
 			displayname := func() string {
 				t.Helper()
 				se, err := w.db.CurrentStateEvent(ctx, string(w.room), "m.room.member", string(ruser))
@@ -180,6 +182,7 @@ func TestStateFallback(t *testing.T) {
 			t.Run("gap closed by state_ids", func(t *testing.T) {
 				head, _ := w.head(t)
 				x1, x2, p := gap("closed")
+				closedX2, closedX2PDU = w.eventID(t, x2), x2
 				fs.asked = nil
 				if res := send(p); res != "" {
 					t.Fatalf("refused: %s", res)
@@ -220,6 +223,35 @@ func TestStateFallback(t *testing.T) {
 					if e.EventID == string(w.eventID(t, x1)) || e.EventID == string(w.eventID(t, x2)) {
 						t.Fatalf("outlier %s in the timeline", e.EventID)
 					}
+				}
+			})
+
+			t.Run("outlier sent again", func(t *testing.T) {
+				// x2 of the closed gap arrives in a transaction: de-outliered (its
+				// prev x1, an outlier, has no known state: state_ids again), in
+				// the timeline at a new position, stored once.
+				x2 := w.stored(t, closedX2)
+				row, err := w.db.GetRoom(ctx, string(w.room))
+				if err != nil {
+					t.Fatal(err)
+				}
+				w.remote.events = nil
+				if res := send(closedX2PDU); res != "" {
+					t.Fatalf("refused: %s", res)
+				}
+				se := w.stored(t, closedX2)
+				if se == nil || se.Outlier || se.StreamPos <= 0 || x2.StreamPos >= 0 {
+					t.Fatalf("x2 before %+v, after %+v", x2, se)
+				}
+				if x1 := w.stored(t, closedX2PDU.PrevEvents[0]); x1 == nil || !x1.Outlier {
+					t.Fatalf("x1 %+v, want still an outlier", x1)
+				}
+				after, err := w.db.GetRoom(ctx, string(w.room))
+				if err != nil || !slices.Equal(after.Extremities, row.Extremities) {
+					t.Fatalf("extremities %v → %v (%v): a de-outliered event is not one", row.Extremities, after.Extremities, err)
+				}
+				if res := send(closedX2PDU); res != "" {
+					t.Fatalf("sent a third time: %s", res)
 				}
 			})
 

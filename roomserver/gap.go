@@ -72,6 +72,9 @@ func (s *Server) InputWithState(ctx context.Context, roomID id.RoomID, raw []byt
 	// Stored events serve as auth and state events: load those named.
 	want := es.missingAuth()
 	for _, p := range prevs {
+		if es.byID[p.EventID] == nil {
+			want = append(want, string(p.EventID)) // stored already, as an outlier
+		}
 		if len(p.State) > MaxImportEvents {
 			return nil, reject("the state before %s exceeds %d events", p.EventID, MaxImportEvents)
 		}

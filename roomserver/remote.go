@@ -143,8 +143,11 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 	if len(ev.PDU.Type) > MaxFieldBytes || len(ev.PDU.Sender) > MaxFieldBytes || (ev.PDU.StateKey != nil && len(*ev.PDU.StateKey) > MaxFieldBytes) {
 		return nil, fmt.Errorf("%w: field exceeds %d bytes", ErrRejected, MaxFieldBytes)
 	}
+	wasOutlier := false
 	if se, err := s.db.GetEvent(ctx, string(ev.ID)); err == nil && !se.Outlier {
 		return eventFromStored(rs.version, se) // already have it
+	} else if err == nil {
+		wasOutlier = true
 	}
 	// An outlier arriving with its place in the DAG known is accepted as any
 	// event: the store turns its row into a timeline event (de-outliered).
@@ -261,14 +264,21 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 		prevSet[p] = true
 	}
 	coversAll := true
-	var extrem []*Event
-	for _, x := range rs.extremities {
-		if !prevSet[x.ID] {
-			coversAll = false
-			extrem = append(extrem, x)
+	if wasOutlier {
+		// The DAG may have gone on from it already (a gap's prev event is
+		// stored as an outlier with its child): the extremities stay, and
+		// its state is merged into the current state by resolution.
+		coversAll = false
+	} else {
+		var extrem []*Event
+		for _, x := range rs.extremities {
+			if !prevSet[x.ID] {
+				coversAll = false
+				extrem = append(extrem, x)
+			}
 		}
+		rs.extremities = append(extrem, ev)
 	}
-	rs.extremities = append(extrem, ev)
 	if ev.PDU.Depth > rs.depth {
 		rs.depth = ev.PDU.Depth
 	}
