@@ -51,8 +51,11 @@ func (s *Server) InputWithState(ctx context.Context, roomID id.RoomID, raw []byt
 	if len(raw) > MaxPDUBytes {
 		return nil, fmt.Errorf("%w: PDU exceeds %d bytes", ErrRejected, MaxPDUBytes)
 	}
-	if len(received) > MaxGapEvents || len(prevs) > maxPrevEvents*2 {
+	if len(received) > MaxGapEvents {
 		return nil, fmt.Errorf("%w: the state of its prev events exceeds %d events", ErrRejected, MaxGapEvents)
+	}
+	if len(prevs) > 2*maxPrevEvents { // ingest takes at most 20 prev_events
+		return nil, fmt.Errorf("%w: too many prev events", ErrRejected)
 	}
 	version, err := RoomVersion(ctx, s.db, roomID)
 	if err != nil {
