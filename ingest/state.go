@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"sync"
 
 	"github.com/tidwall/gjson"
@@ -106,7 +107,11 @@ func (e *Engine) FillFromState(ctx context.Context, origin string, q *PDU) error
 		raws = append(raws, raw)
 	}
 	if _, err := e.o.Rooms.InputWithState(ctx, q.RoomID, q.Raw, origin, prevs, raws); err != nil {
-		return err
+		if errors.Is(err, roomserver.ErrRejected) {
+			return err
+		}
+		e.o.Logger.Warn("storing a PDU with the state of its prevs", "event", q.EventID, "origin", origin, "err", err)
+		return fail("internal", "internal error")
 	}
 	return nil
 }
