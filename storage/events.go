@@ -168,7 +168,7 @@ func (db *DB) WriteRoomEvents(ctx context.Context, w *RoomWrite) error {
 				e.StateBefore, e.StateAfter, e.SoftFailed, nullString(e.RelatesTo), nullString(e.RelType), nullString(e.Membership),
 				nullString(e.ReplacesState), nullString(e.TxnDevice), nullString(e.TxnID), e.Outlier); err != nil {
 				return fmt.Errorf("inserting event %s: %w", e.EventID, err)
-			} else if n != 1 {
+			} else if n != 1 && !e.Outlier {
 				return fmt.Errorf("inserting event %s: %w", e.EventID, ErrEventExists)
 			}
 			if !e.SoftFailed && !e.Outlier && !w.Encrypted {
@@ -229,7 +229,8 @@ func (db *DB) WriteRoomEvents(ctx context.Context, w *RoomWrite) error {
 // deoutlier completes the events INSERT: an event stored as an outlier that
 // now arrives with its place in the DAG known (backfill, /send) takes the new
 // row's position, state and flags; a redacted outlier keeps its redacted JSON.
-// Any other duplicate changes nothing (ErrEventExists).
+// Any other duplicate changes nothing: an outlier written again is skipped
+// (its content is stored already), an event written again is ErrEventExists.
 const deoutlier = `
 				ON CONFLICT (event_id) DO UPDATE SET stream_pos = excluded.stream_pos, depth = excluded.depth,
 					state_before = excluded.state_before, state_after = excluded.state_after, soft_failed = excluded.soft_failed,
