@@ -214,7 +214,7 @@ func (s *Server) build(ctx context.Context) error {
 	// Inbound PDUs reach the writer through ingest; it asks origins for
 	// missing events through the transport's client.
 	if s.Ingest, err = ingest.New(ingest.Options{Rooms: s.Rooms, Store: db, Remote: ingestRemote{transport.Client},
-		Keys: transport.Fetcher, Metrics: s.Metrics}); err != nil {
+		State: ingestRemote{transport.Client}, Keys: transport.Fetcher, Metrics: s.Metrics}); err != nil {
 		return err
 	}
 	// The room reads other servers ask for: the roomserver's room-state reads,
@@ -473,7 +473,28 @@ func (r profileRemote) QueryProfile(ctx context.Context, userID id.UserID) (map[
 	return fields, nil
 }
 
-// ingestRemote backs ingest.Remote with the transport's client.
+// StateIDs backs ingest.StateRemote: GET /state_ids.
+func (r ingestRemote) StateIDs(ctx context.Context, server string, roomID id.RoomID, eventID id.EventID) ([]id.EventID, []id.EventID, error) {
+	resp, err := r.c.GetStateIDs(ctx, server, roomID, eventID)
+	if err != nil {
+		return nil, nil, err
+	}
+	return resp.PDUs, resp.AuthChain, nil
+}
+
+// Event backs ingest.StateRemote: GET /event, its one PDU.
+func (r ingestRemote) Event(ctx context.Context, server string, eventID id.EventID) (json.RawMessage, error) {
+	resp, err := r.c.GetEvent(ctx, server, eventID)
+	if err != nil {
+		return nil, err
+	}
+	if len(resp.PDUs) != 1 {
+		return nil, fmt.Errorf("/event of %s answered %d PDUs", eventID, len(resp.PDUs))
+	}
+	return resp.PDUs[0], nil
+}
+
+// ingestRemote backs ingest.Remote and ingest.StateRemote with the transport's client.
 type ingestRemote struct{ c *mfed.Client }
 
 func (r ingestRemote) GetMissingEvents(ctx context.Context, server string, roomID id.RoomID, earliest, latest []id.EventID, limit int) ([]json.RawMessage, error) {

@@ -6,6 +6,8 @@
 //     format and ID, the origin's right to send it;
 //  2. fetch missing (missing.go): unknown prev_events are asked of the origin
 //     with /get_missing_events and fed through the same pipeline, oldest first;
+//     a gap that remains is closed with the state at the missing prevs
+//     (/state_ids and /event, state.go) when the writer accepts it;
 //  3. authorize and persist: roomserver.Input (hashes, signatures, auth,
 //     state resolution, soft-fail).
 //
@@ -55,6 +57,7 @@ const (
 // Rooms is the writer: roomserver.Server.
 type Rooms interface {
 	Input(ctx context.Context, roomID id.RoomID, raw []byte, origin string) (*roomserver.Event, error)
+	InputWithState(ctx context.Context, roomID id.RoomID, raw []byte, origin string, prevs []roomserver.PrevState, received []json.RawMessage) (*roomserver.Event, error)
 }
 
 // Store is what ingest reads and writes: *storage.DB.
@@ -76,6 +79,7 @@ type Options struct {
 	Rooms  Rooms
 	Store  Store
 	Remote Remote               // nil: missing prev events are never fetched
+	State  StateRemote          // nil: no /state_ids fallback for a gap get_missing_events leaves
 	Keys   roomserver.KeyGetter // verifies an origin's signature on an event it did not send
 	// Metrics registers the engine's metrics (nil: none).
 	Metrics Registerer

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"slices"
 	"sort"
 
 	"maunium.net/go/mautrix/id"
@@ -17,8 +18,9 @@ const missingLimit = 10
 // writer), oldest first. It asks once, as Synapse does: the remote answers
 // the walk back from p, and asking again from what it sent (Complement's
 // TestCorruptedAuthChain refuses that) only moves the gap. A gap that
-// remains is p's error. Nothing fetched is trusted: the writer verifies
-// every event as it verifies p.
+// remains is closed once with the state at its old end (FillFromState), or
+// is p's error. Nothing fetched is trusted: the writer verifies every event
+// as it verifies p.
 func (e *Engine) FetchMissing(ctx context.Context, origin string, p *PDU) error {
 	missing, err := e.unknown(ctx, p.PrevEvents)
 	if err != nil || len(missing) == 0 {
@@ -38,7 +40,10 @@ func (e *Engine) FetchMissing(ctx context.Context, origin string, p *PDU) error 
 	raws, err := e.o.Remote.GetMissingEvents(ctx, origin, p.RoomID, earliest, []id.EventID{p.EventID}, missingLimit)
 	if err != nil {
 		e.o.Logger.Info("get_missing_events failed", "origin", origin, "room", p.RoomID, "err", err)
-		return fail("missing_prev", "prev events unknown and not fetched: %v", missing)
+		if e.o.State == nil {
+			return fail("missing_prev", "prev events unknown and not fetched: %v", missing)
+		}
+		raws = nil // the state fallback below
 	}
 	pending := map[id.EventID]*PDU{} // fetched, not yet stored
 	for _, raw := range raws[:min(len(raws), missingLimit)] {
@@ -57,10 +62,60 @@ func (e *Engine) FetchMissing(ctx context.Context, origin string, p *PDU) error 
 	if err := e.storeReady(ctx, origin, pending); err != nil {
 		return err
 	}
+	if missing, err = e.unknown(ctx, p.PrevEvents); err != nil || len(missing) == 0 || e.o.State == nil {
+		if err == nil && len(missing) > 0 {
+			err = fail("missing_prev", "prev events unknown and not fetched: %v", missing)
+		}
+		return err
+	}
+	// The gap remains: once per PDU, the state at the missing prevs of its
+	// oldest end — the oldest fetched event whose unknown prevs nothing
+	// fetched provides, else p — closes it (FillFromState).
+	target, err := e.gapEnd(ctx, p, pending)
+	if err != nil {
+		return err
+	}
+	if err := e.FillFromState(ctx, origin, target); err != nil || target == p {
+		if err != nil {
+			e.o.Logger.Info("state fallback refused", "event", target.EventID, "origin", origin, "err", err)
+		}
+		if target == p {
+			return err
+		}
+	}
+	delete(pending, target.EventID)
+	if err := e.storeReady(ctx, origin, pending); err != nil {
+		return err
+	}
 	if missing, err = e.unknown(ctx, p.PrevEvents); err != nil || len(missing) == 0 {
 		return err
 	}
 	return fail("missing_prev", "prev events unknown and not fetched: %v", missing)
+}
+
+// gapEnd is the event at the old end of p's gap: the oldest pending (fetched,
+// not stored) event none of whose unknown prevs is pending, else p.
+func (e *Engine) gapEnd(ctx context.Context, p *PDU, pending map[id.EventID]*PDU) (*PDU, error) {
+	var ends []*PDU
+	for _, q := range pending {
+		unknown, err := e.unknown(ctx, q.PrevEvents)
+		if err != nil {
+			return nil, err
+		}
+		if len(unknown) > 0 && !slices.ContainsFunc(unknown, func(x id.EventID) bool { return pending[x] != nil }) {
+			ends = append(ends, q)
+		}
+	}
+	if len(ends) == 0 {
+		return p, nil
+	}
+	sort.Slice(ends, func(i, j int) bool {
+		if ends[i].Depth != ends[j].Depth {
+			return ends[i].Depth < ends[j].Depth
+		}
+		return ends[i].EventID < ends[j].EventID
+	})
+	return ends[0], nil
 }
 
 // storeReady feeds pending events whose prev_events are all known to the
@@ -93,7 +148,8 @@ func (e *Engine) storeReady(ctx context.Context, origin string, pending map[id.E
 	}
 }
 
-// unknown returns the events of ids this server has not stored.
+// unknown returns the events of ids this server has not stored, or stored
+// as outliers only (whose state is not known: no prev event to build on).
 func (e *Engine) unknown(ctx context.Context, ids []id.EventID) ([]id.EventID, error) {
 	if len(ids) == 0 {
 		return nil, nil
@@ -108,7 +164,7 @@ func (e *Engine) unknown(ctx context.Context, ids []id.EventID) ([]id.EventID, e
 	}
 	var out []id.EventID
 	for _, x := range ids {
-		if _, ok := got[string(x)]; !ok {
+		if se, ok := got[string(x)]; !ok || se.Outlier {
 			out = append(out, x)
 		}
 	}

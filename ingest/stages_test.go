@@ -100,6 +100,10 @@ func (r *fakeRooms) Input(_ context.Context, roomID id.RoomID, raw []byte, origi
 	return &roomserver.Event{ID: p.EventID}, nil
 }
 
+func (r *fakeRooms) InputWithState(ctx context.Context, roomID id.RoomID, raw []byte, origin string, _ []roomserver.PrevState, _ []json.RawMessage) (*roomserver.Event, error) {
+	return r.Input(ctx, roomID, raw, origin)
+}
+
 type chainRemote struct {
 	byLatest  map[id.EventID][]json.RawMessage
 	calls     int

@@ -41,7 +41,10 @@ type Event struct {
 	StateBefore int64
 	StateAfter  int64
 	SoftFailed  bool
-	RedactedBy  string
+	// Outlier: stored for its content and auth/state role only, outside
+	// every timeline (storage.Event.Outlier).
+	Outlier    bool
+	RedactedBy string
 	// ReplacesState is the state event this state event replaced in the state
 	// before it ("" for the first of its key).
 	ReplacesState id.EventID
@@ -115,6 +118,7 @@ func eventFromStored(version id.RoomVersion, se *storage.Event) (*Event, error) 
 	}
 	e.RoomID = id.RoomID(se.RoomID)
 	e.StreamPos, e.StateBefore, e.StateAfter, e.SoftFailed, e.RedactedBy = se.StreamPos, se.StateBefore, se.StateAfter, se.SoftFailed, se.RedactedBy
+	e.Outlier = se.Outlier
 	return e, nil
 }
 

@@ -14,7 +14,6 @@ import (
 	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/myelin-chat/myelin/roomserver/authrules"
 	"github.com/myelin-chat/myelin/roomserver/stateres"
 	"github.com/myelin-chat/myelin/storage"
 )
@@ -258,9 +257,9 @@ type importInput struct {
 // and authorized by its own auth events, which must be in the answer;
 // unauthorized events are dropped from the state; the state must hold the
 // room's create event, matching the room ID and version; the join must be
-// one of ours, allowed by that state. The events are stored in depth order
-// (the state and auth chain get stream positions too: the store has no
-// outliers yet), the current state becomes the state plus the join, the
+// one of ours, allowed by that state. The state and auth chain are stored as
+// outliers (outside every timeline), the join with a stream position and
+// that state before it; the current state becomes the state plus the join, the
 // join the one forward extremity. ErrConflict if the room is already known.
 func (s *Server) ImportJoin(ctx context.Context, roomID id.RoomID, version id.RoomVersion, state, authChain []json.RawMessage, join []byte) error {
 	if !SupportedRoomVersion(string(version)) {
@@ -276,27 +275,7 @@ func (s *Server) ImportJoin(ctx context.Context, roomID id.RoomID, version id.Ro
 	}
 	byID := map[id.EventID]*Event{}
 	var stateIDs []id.EventID
-	parse := func(raw []byte) (*Event, error) {
-		ev, err := parseEvent(version, "", raw)
-		if err != nil {
-			return nil, BadJSON("Invalid event: %v", err)
-		}
-		if ev.RoomID != roomID {
-			return nil, BadJSON("Event %s is not of room %s", ev.ID, roomID)
-		}
-		if err := checkSize(ev); err != nil {
-			return nil, err
-		}
-		if err := s.verifySignature(ev); err != nil {
-			return nil, Forbidden("Event %s: %v", ev.ID, err)
-		}
-		if !verifyContentHash(ev) {
-			if ev, err = redactedEvent(ev); err != nil {
-				return nil, err
-			}
-		}
-		return ev, nil
-	}
+	parse := func(raw []byte) (*Event, error) { return s.parseReceived(version, roomID, raw) }
 	for i, list := range [][]json.RawMessage{state, authChain} {
 		for _, raw := range list {
 			ev, err := parse(raw)
@@ -335,43 +314,9 @@ func (s *Server) ImportJoin(ctx context.Context, roomID id.RoomID, version id.Ro
 		return Forbidden("The create event is of version %s, not %s", cv, version)
 	}
 	// Authorize every event against its own auth events, auth events first.
-	ok := map[id.EventID]bool{}
-	visiting := map[id.EventID]bool{}
-	var ordered []*Event
-	getEvents := func(ids []id.EventID) ([]*pdu.PDU, error) {
-		out := make([]*pdu.PDU, 0, len(ids))
-		for _, x := range ids {
-			if !ok[x] {
-				if len(ids) == 1 {
-					continue
-				}
-				return nil, fmt.Errorf("auth event %s is missing or rejected", x)
-			}
-			out = append(out, byID[x].PDU)
-		}
-		return out, nil
-	}
-	var visit func(e *Event, depth int) bool
-	visit = func(e *Event, depth int) bool {
-		if ok[e.ID] {
-			return true
-		}
-		if visiting[e.ID] || depth > MaxImportEvents {
-			return false // a cycle, or rejected already
-		}
-		visiting[e.ID] = true
-		for _, a := range e.PDU.AuthEvents {
-			if ae := byID[a]; ae != nil {
-				visit(ae, depth+1)
-			}
-		}
-		if authrules.Authorize(version, e.PDU, nil, getEvents, s.getKey) != nil {
-			return false
-		}
-		ok[e.ID] = true
-		ordered = append(ordered, e)
-		return true
-	}
+	es := s.newEventSet(version)
+	es.byID = byID
+	visit := es.visit
 	if !visit(create, 0) {
 		return Forbidden("The create event is not valid")
 	}
@@ -389,7 +334,7 @@ func (s *Server) ImportJoin(ctx context.Context, roomID id.RoomID, version id.Ro
 	for _, e := range byID {
 		visit(e, 0) // the rest of the auth chain
 	}
-	slices.SortStableFunc(ordered, func(a, b *Event) int { return int(min(max(a.PDU.Depth-b.PDU.Depth, -1), 1)) })
+	slices.SortStableFunc(es.ordered, func(a, b *Event) int { return int(min(max(a.PDU.Depth-b.PDU.Depth, -1), 1)) })
 	// Our join, allowed by the state.
 	je, err := parse(join)
 	if err != nil {
@@ -402,7 +347,7 @@ func (s *Server) ImportJoin(ctx context.Context, roomID id.RoomID, version id.Ro
 	if !visit(je, 0) {
 		return Forbidden("The join is not allowed by its auth events")
 	}
-	ordered = slices.DeleteFunc(ordered, func(e *Event) bool { return e.ID == je.ID })
+	ordered := slices.DeleteFunc(es.ordered, func(e *Event) bool { return e.ID == je.ID })
 	sm := make(stateres.StateMap, len(stateMap))
 	for k, e := range stateMap {
 		sm[k] = e.ID
@@ -436,7 +381,10 @@ func (s *Server) applyImport(ctx context.Context, w *worker, b *batchWrite, in *
 		b.notify = map[string]bool{}
 	}
 	for _, e := range in.events {
-		// No state of their own is known: they show the state before the join.
+		// Outliers: stored for their auth and state role, outside every
+		// timeline (the joiner's first /sync shows them in its state). No state
+		// of their own is known: they show the state before the join.
+		e.Outlier = true
 		e.StateBefore, e.StateAfter = beforeSnap, beforeSnap
 		rs.depth = max(rs.depth, e.PDU.Depth)
 		b.events = append(b.events, e)

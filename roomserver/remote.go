@@ -21,6 +21,7 @@ import (
 type remoteInput struct {
 	raw    []byte
 	origin string
+	gap    *gapState // InputWithState: the state of prev events the store does not know
 }
 
 // ErrRejected wraps the reason a remote event was rejected.
@@ -142,9 +143,14 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 	if len(ev.PDU.Type) > MaxFieldBytes || len(ev.PDU.Sender) > MaxFieldBytes || (ev.PDU.StateKey != nil && len(*ev.PDU.StateKey) > MaxFieldBytes) {
 		return nil, fmt.Errorf("%w: field exceeds %d bytes", ErrRejected, MaxFieldBytes)
 	}
-	if se, err := s.db.GetEvent(ctx, string(ev.ID)); err == nil {
+	wasOutlier := false
+	if se, err := s.db.GetEvent(ctx, string(ev.ID)); err == nil && !se.Outlier {
 		return eventFromStored(rs.version, se) // already have it
+	} else if err == nil {
+		wasOutlier = true
 	}
+	// An outlier arriving with its place in the DAG known is accepted as any
+	// event: the store turns its row into a timeline event (de-outliered).
 	// Signatures: the sender's server must have signed (the redacted form).
 	if err := s.verifySignature(ev); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrRejected, err)
@@ -156,6 +162,9 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 		}
 	}
 	prov := &dbProvider{s: s, version: rs.version, extra: map[id.EventID]*Event{}}
+	if in.gap != nil {
+		maps.Copy(prov.extra, in.gap.byID)
+	}
 	// 1. Against its own auth events.
 	getEvents := func(ids []id.EventID) ([]*pdu.PDU, error) {
 		m, err := prov.Events(ctx, ids)
@@ -187,7 +196,12 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 	var prevSnaps []int64
 	for _, p := range ev.PDU.PrevEvents {
 		se, ok := prevs[string(p)]
-		if !ok || se.RoomID != string(rs.id) {
+		if gs, given := in.gap.prevState(p); given {
+			sets, prevSnaps = append(sets, gs), append(prevSnaps, 0)
+			continue
+		}
+		// An outlier's state is not known: as a prev it is unknown.
+		if !ok || se.RoomID != string(rs.id) || se.Outlier {
 			return nil, fmt.Errorf("%w: prev event %s is unknown", ErrRejected, p)
 		}
 		m, err := s.stateMapOf(ctx, se.StateAfter)
@@ -213,7 +227,7 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 	// Snapshots: reuse a prev's when the state before is exactly its state.
 	beforeSnap := int64(0)
 	for i, set := range sets {
-		if maps.Equal(set, before) {
+		if prevSnaps[i] != 0 && maps.Equal(set, before) {
 			beforeSnap = prevSnaps[i]
 			break
 		}
@@ -232,6 +246,11 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 	if b.notify == nil {
 		b.notify = map[string]bool{}
 	}
+	if in.gap != nil {
+		if err := s.stageOutliers(ctx, b, in.gap, ev.ID); err != nil {
+			return nil, err
+		}
+	}
 	b.events = append(b.events, ev)
 	if softFailed {
 		return ev, nil
@@ -245,14 +264,21 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 		prevSet[p] = true
 	}
 	coversAll := true
-	var extrem []*Event
-	for _, x := range rs.extremities {
-		if !prevSet[x.ID] {
-			coversAll = false
-			extrem = append(extrem, x)
+	if wasOutlier {
+		// The DAG may have gone on from it already (a gap's prev event is
+		// stored as an outlier with its child): the extremities stay, and
+		// its state is merged into the current state by resolution.
+		coversAll = false
+	} else {
+		var extrem []*Event
+		for _, x := range rs.extremities {
+			if !prevSet[x.ID] {
+				coversAll = false
+				extrem = append(extrem, x)
+			}
 		}
+		rs.extremities = append(extrem, ev)
 	}
-	rs.extremities = append(extrem, ev)
 	if ev.PDU.Depth > rs.depth {
 		rs.depth = ev.PDU.Depth
 	}
@@ -298,6 +324,8 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 			if e, err = eventFromStored(rs.version, se); err != nil {
 				return nil, err
 			}
+		} else if o := prov.extra[x]; o != nil && in.gap != nil {
+			e = o // an outlier of this batch
 		} else {
 			return nil, fmt.Errorf("resolved state names unknown event %s", x)
 		}
@@ -308,7 +336,7 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 		rs.locals = nil
 		b.write.StateChanges[storage.StateKey(k)] = string(x)
 		if k.Type == "m.room.member" {
-			if e == ev {
+			if e == ev || e.Outlier && e.StreamPos == 0 { // positioned at commit
 				b.memberEvents = append(b.memberEvents, e)
 			} else {
 				b.write.Memberships = append(b.write.Memberships, storage.MembershipChange{
@@ -389,4 +417,13 @@ func relation(e *Event) (relatesTo, relType string) {
 		return "", "" // plain replies are not relations
 	}
 	return relatesTo, relType
+}
+
+// prevState is the state after prev given with the PDU, if any.
+func (g *gapState) prevState(prev id.EventID) (stateres.StateMap, bool) {
+	if g == nil {
+		return nil, false
+	}
+	st, ok := g.prevStates[prev]
+	return st, ok
 }

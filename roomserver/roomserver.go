@@ -546,8 +546,14 @@ func (b *batchWrite) commit(ctx context.Context, w *worker) error {
 		return err
 	}
 	defer finish()
+	notifyPos := int64(0) // the last position of the batch outside outliers
 	for i, e := range b.events {
 		e.StreamPos = first + int64(i)
+		if e.Outlier {
+			e.StreamPos = storage.OutlierPos(e.StreamPos)
+		} else {
+			notifyPos = e.StreamPos
+		}
 	}
 	wr := b.write
 	if !rs.created {
@@ -559,7 +565,7 @@ func (b *batchWrite) commit(ctx context.Context, w *worker) error {
 			EventID: string(e.ID), RoomID: string(rs.id), StreamPos: e.StreamPos, Depth: e.PDU.Depth, Type: e.PDU.Type,
 			StateKey: e.PDU.StateKey, Sender: string(e.PDU.Sender), OriginServerTS: e.PDU.OriginServerTS, JSON: e.JSON,
 			StateBefore: e.StateBefore, StateAfter: e.StateAfter, SoftFailed: e.SoftFailed, RelatesTo: relatesTo, RelType: relType,
-			ReplacesState: string(e.ReplacesState),
+			ReplacesState: string(e.ReplacesState), Outlier: e.Outlier,
 		}
 		if e.PDU.Type == "m.room.member" && e.PDU.StateKey != nil {
 			se.Membership = e.Membership()
@@ -604,8 +610,8 @@ func (b *batchWrite) commit(ctx context.Context, w *worker) error {
 	for u := range b.notify {
 		users = append(users, u)
 	}
-	if b.s.notifier != nil {
-		b.s.notifier.Notify(b.events[len(b.events)-1].StreamPos, users...)
+	if b.s.notifier != nil && notifyPos > 0 {
+		b.s.notifier.Notify(notifyPos, users...)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -54,13 +55,17 @@ type Event struct {
 	StateBefore    int64  // snapshot IDs
 	StateAfter     int64
 	SoftFailed     bool
-	RedactedBy     string
-	RelatesTo      string
-	RelType        string
-	Membership     string // content.membership of an m.room.member event
-	ReplacesState  string // the state event this one replaced (unsigned.replaces_state)
-	TxnDevice      string // the device that sent it with a transaction ID
-	TxnID          string // that client transaction ID (unsigned.transaction_id)
+	// Outlier: stored for its content and auth/state role only (its place in
+	// the DAG is unknown), never in a timeline or stream read; its StreamPos
+	// is OutlierPos of a stream position.
+	Outlier       bool
+	RedactedBy    string
+	RelatesTo     string
+	RelType       string
+	Membership    string // content.membership of an m.room.member event
+	ReplacesState string // the state event this one replaced (unsigned.replaces_state)
+	TxnDevice     string // the device that sent it with a transaction ID
+	TxnID         string // that client transaction ID (unsigned.transaction_id)
 }
 
 // Snapshot is a new state snapshot: the slots differing from Parent (an empty
@@ -155,16 +160,18 @@ func (db *DB) WriteRoomEvents(ctx context.Context, w *RoomWrite) error {
 			}
 		}
 		for _, e := range w.Events {
-			if _, err := tx.Exec(ctx, `INSERT INTO events (event_id, room_id, stream_pos, depth, type, state_key, sender,
+			if n, err := tx.Exec(ctx, `INSERT INTO events (event_id, room_id, stream_pos, depth, type, state_key, sender,
 				origin_server_ts, json, state_before, state_after, soft_failed, relates_to, rel_type, membership,
-				replaces_state, txn_device, txn_id)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`,
+				replaces_state, txn_device, txn_id, outlier)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`+deoutlier,
 				e.EventID, e.RoomID, e.StreamPos, e.Depth, e.Type, e.StateKey, e.Sender, e.OriginServerTS, string(e.JSON),
 				e.StateBefore, e.StateAfter, e.SoftFailed, nullString(e.RelatesTo), nullString(e.RelType), nullString(e.Membership),
-				nullString(e.ReplacesState), nullString(e.TxnDevice), nullString(e.TxnID)); err != nil {
+				nullString(e.ReplacesState), nullString(e.TxnDevice), nullString(e.TxnID), e.Outlier); err != nil {
 				return fmt.Errorf("inserting event %s: %w", e.EventID, err)
+			} else if n != 1 && !e.Outlier {
+				return fmt.Errorf("inserting event %s: %w", e.EventID, ErrEventExists)
 			}
-			if !e.SoftFailed && !w.Encrypted {
+			if !e.SoftFailed && !e.Outlier && !w.Encrypted {
 				if err := db.indexForSearch(ctx, tx, &e); err != nil {
 					return err
 				}
@@ -218,6 +225,29 @@ func (db *DB) WriteRoomEvents(ctx context.Context, w *RoomWrite) error {
 		return nil
 	})
 }
+
+// deoutlier completes the events INSERT: an event stored as an outlier that
+// now arrives with its place in the DAG known (backfill, /send) takes the new
+// row's position, state and flags; a redacted outlier keeps its redacted JSON.
+// Any other duplicate changes nothing: an outlier written again is skipped
+// (its content is stored already), an event written again is ErrEventExists.
+const deoutlier = `
+				ON CONFLICT (event_id) DO UPDATE SET stream_pos = excluded.stream_pos, depth = excluded.depth,
+					state_before = excluded.state_before, state_after = excluded.state_after, soft_failed = excluded.soft_failed,
+					outlier = excluded.outlier, replaces_state = excluded.replaces_state,
+					json = CASE WHEN events.redacted_by IS NULL THEN excluded.json ELSE events.json END
+				WHERE events.outlier AND NOT excluded.outlier`
+
+// ErrEventExists: an event written again that is stored and not an outlier.
+var ErrEventExists = errors.New("event already stored")
+
+// outlierBase offsets outlier stream positions far below any other
+// (OutlierPos): 2^62 below zero, where no range read's lower bound reaches.
+const outlierBase = int64(1) << 62
+
+// OutlierPos is the stream position an outlier is stored at, from a stream
+// position p allocated for it: unique like p, far below zero.
+func OutlierPos(p int64) int64 { return p - outlierBase }
 
 func insertEntries(ctx context.Context, tx Querier, snapshot int64, entries StateMap) error {
 	// Multi-row inserts: keyframes of large rooms hold thousands of entries.
@@ -288,14 +318,14 @@ func (db *DB) SnapshotState(ctx context.Context, snapshot int64) (StateMap, erro
 }
 
 const eventColumns = `event_id, room_id, stream_pos, depth, type, state_key, sender, origin_server_ts, json,
-	state_before, state_after, soft_failed, redacted_by, relates_to, rel_type, membership, replaces_state, txn_device, txn_id`
+	state_before, state_after, soft_failed, redacted_by, relates_to, rel_type, membership, replaces_state, txn_device, txn_id, outlier`
 
 func scanEvent(r interface{ Scan(...any) error }) (*Event, error) {
 	var e Event
 	var js string
 	var stateKey, redactedBy, relatesTo, relType, membership, replaces, txnDevice, txnID *string
 	if err := r.Scan(&e.EventID, &e.RoomID, &e.StreamPos, &e.Depth, &e.Type, &stateKey, &e.Sender, &e.OriginServerTS, &js,
-		&e.StateBefore, &e.StateAfter, &e.SoftFailed, &redactedBy, &relatesTo, &relType, &membership, &replaces, &txnDevice, &txnID); err != nil {
+		&e.StateBefore, &e.StateAfter, &e.SoftFailed, &redactedBy, &relatesTo, &relType, &membership, &replaces, &txnDevice, &txnID, &e.Outlier); err != nil {
 		return nil, err
 	}
 	e.JSON = []byte(js)
@@ -391,7 +421,7 @@ func (db *DB) RoomEventsByTopology(ctx context.Context, roomID string, from Topo
 		}
 		args[3], args[4] = lo.Depth, lo.Stream
 		return collectEvents(db.Query(ctx, `SELECT `+eventColumns+` FROM events
-			WHERE room_id = $1 AND NOT soft_failed
+			WHERE room_id = $1 AND NOT soft_failed AND NOT outlier
 			  AND (depth < $2 OR (depth = $2 AND stream_pos <= $3))
 			  AND (depth > $4 OR (depth = $4 AND stream_pos > $5))`+inRanges+`
 			ORDER BY depth DESC, stream_pos DESC LIMIT $6`, args...))
@@ -402,7 +432,7 @@ func (db *DB) RoomEventsByTopology(ctx context.Context, roomID string, from Topo
 	}
 	args[3], args[4] = hi.Depth, hi.Stream
 	return collectEvents(db.Query(ctx, `SELECT `+eventColumns+` FROM events
-		WHERE room_id = $1 AND NOT soft_failed
+		WHERE room_id = $1 AND NOT soft_failed AND NOT outlier
 		  AND (depth > $2 OR (depth = $2 AND stream_pos > $3))
 		  AND (depth < $4 OR (depth = $4 AND stream_pos <= $5))`+inRanges+`
 		ORDER BY depth ASC, stream_pos ASC LIMIT $6`, args...))
@@ -412,7 +442,7 @@ func (db *DB) RoomEventsByTopology(ctx context.Context, roomID string, from Topo
 // at or before stream position pos ({0,0} if none).
 func (db *DB) TopoPosAtStream(ctx context.Context, roomID string, pos int64) (TopoPos, error) {
 	var p TopoPos
-	err := db.QueryRow(ctx, `SELECT depth, stream_pos FROM events WHERE room_id = $1 AND stream_pos <= $2 AND NOT soft_failed
+	err := db.QueryRow(ctx, `SELECT depth, stream_pos FROM events WHERE room_id = $1 AND stream_pos <= $2 AND NOT soft_failed AND NOT outlier
 		ORDER BY stream_pos DESC LIMIT 1`, roomID, pos).Scan(&p.Depth, &p.Stream)
 	if err == ErrNotFound {
 		return TopoPos{}, nil
@@ -424,7 +454,7 @@ func (db *DB) TopoPosAtStream(ctx context.Context, roomID string, pos int64) (To
 // before stream position pos; ErrNotFound when the room had no events then.
 func (db *DB) snapshotAtStream(ctx context.Context, roomID string, pos int64) (int64, error) {
 	var snap int64
-	err := db.QueryRow(ctx, `SELECT state_after FROM events WHERE room_id = $1 AND stream_pos <= $2 AND NOT soft_failed
+	err := db.QueryRow(ctx, `SELECT state_after FROM events WHERE room_id = $1 AND stream_pos <= $2 AND NOT soft_failed AND NOT outlier
 		ORDER BY stream_pos DESC LIMIT 1`, roomID, pos).Scan(&snap)
 	return snap, err
 }
@@ -455,7 +485,7 @@ func (db *DB) StateBeforeEvent(ctx context.Context, eventID string) (StateMap, e
 // event (its creator's join); ErrNotFound if it has none.
 func (db *DB) FirstMemberPosition(ctx context.Context, roomID string) (int64, error) {
 	var pos int64
-	err := db.QueryRow(ctx, `SELECT stream_pos FROM events WHERE room_id = $1 AND type = 'm.room.member' AND NOT soft_failed
+	err := db.QueryRow(ctx, `SELECT stream_pos FROM events WHERE room_id = $1 AND type = 'm.room.member' AND NOT soft_failed AND NOT outlier
 		ORDER BY stream_pos LIMIT 1`, roomID).Scan(&pos)
 	return pos, err
 }
@@ -472,7 +502,7 @@ type UserMembershipChange struct {
 // userMembershipQuery selects a user's membership events (state_key $1),
 // for collectMembershipChanges; callers add conditions and the order.
 const userMembershipQuery = `SELECT room_id, COALESCE(membership, ''), event_id, stream_pos, sender FROM events
-	WHERE type = 'm.room.member' AND state_key = $1 AND NOT soft_failed`
+	WHERE type = 'm.room.member' AND state_key = $1 AND NOT soft_failed AND NOT outlier`
 
 func collectMembershipChanges(rows Rows, err error) ([]UserMembershipChange, error) {
 	if err != nil {
@@ -578,15 +608,15 @@ func (db *DB) Relations(ctx context.Context, roomID, eventID, relType, evType st
 	}
 	if hops <= 1 {
 		return collectEvents(db.Query(ctx, `SELECT `+eventColumns+` FROM events
-		WHERE relates_to = $1 AND room_id = $2 AND ($3 = '' OR rel_type = $3) AND ($4 = '' OR type = $4) AND NOT soft_failed AND `+fmt.Sprintf(cond, 7)+`
+		WHERE relates_to = $1 AND room_id = $2 AND ($3 = '' OR rel_type = $3) AND ($4 = '' OR type = $4) AND NOT soft_failed AND NOT outlier AND `+fmt.Sprintf(cond, 7)+`
 		ORDER BY stream_pos `+order+` LIMIT $6`, eventID, roomID, relType, evType, from, limit, stop))
 	}
 	return collectEvents(db.Query(ctx, `WITH RECURSIVE related(event_id, hops) AS (
 			SELECT event_id, 1 FROM events
-			WHERE relates_to = $1 AND room_id = $2 AND ($3 = '' OR rel_type = $3) AND ($4 = '' OR type = $4) AND NOT soft_failed
+			WHERE relates_to = $1 AND room_id = $2 AND ($3 = '' OR rel_type = $3) AND ($4 = '' OR type = $4) AND NOT soft_failed AND NOT outlier
 			UNION ALL
 			SELECT e.event_id, r.hops + 1 FROM events e JOIN related r ON e.relates_to = r.event_id
-			WHERE r.hops < $7 AND e.room_id = $2 AND ($3 = '' OR e.rel_type = $3) AND ($4 = '' OR e.type = $4) AND NOT e.soft_failed
+			WHERE r.hops < $7 AND e.room_id = $2 AND ($3 = '' OR e.rel_type = $3) AND ($4 = '' OR e.type = $4) AND NOT e.soft_failed AND NOT e.outlier
 		)
 		SELECT `+eventColumns+` FROM events
 		WHERE event_id IN (SELECT event_id FROM related) AND event_id <> $1 AND `+fmt.Sprintf(cond, 8)+`
@@ -600,7 +630,7 @@ func (db *DB) ThreadRoots(ctx context.Context, roomID string, before int64, limi
 		before = 1 << 62
 	}
 	rows, err := db.Query(ctx, `SELECT relates_to, MAX(stream_pos) AS latest FROM events
-		WHERE room_id = $1 AND rel_type = 'm.thread' AND NOT soft_failed
+		WHERE room_id = $1 AND rel_type = 'm.thread' AND NOT soft_failed AND NOT outlier
 		GROUP BY relates_to HAVING MAX(stream_pos) < $2 ORDER BY latest DESC LIMIT $3`, roomID, before, limit)
 	if err != nil {
 		return nil, nil, fmt.Errorf("loading threads: %w", err)
@@ -645,7 +675,7 @@ type ThreadReply struct {
 // bodies: a reader counts those the user may see and loads the latest.
 func (db *DB) ThreadReplies(ctx context.Context, rootID string) ([]ThreadReply, error) {
 	rows, err := db.Query(ctx, `SELECT stream_pos, event_id, sender FROM events
-		WHERE relates_to = $1 AND rel_type = 'm.thread' AND NOT soft_failed ORDER BY stream_pos DESC`, rootID)
+		WHERE relates_to = $1 AND rel_type = 'm.thread' AND NOT soft_failed AND NOT outlier ORDER BY stream_pos DESC`, rootID)
 	if err != nil {
 		return nil, fmt.Errorf("loading replies of thread %s: %w", rootID, err)
 	}
@@ -665,10 +695,10 @@ func (db *DB) ThreadReplies(ctx context.Context, rootID string) ([]ThreadReply, 
 // given (forwards: the first at or after ts; backwards: the last at or before).
 func (db *DB) EventNearTimestamp(ctx context.Context, roomID string, ts int64, forwards bool) (*Event, error) {
 	if forwards {
-		return scanEvent(db.QueryRow(ctx, `SELECT `+eventColumns+` FROM events WHERE room_id = $1 AND origin_server_ts >= $2 AND NOT soft_failed
+		return scanEvent(db.QueryRow(ctx, `SELECT `+eventColumns+` FROM events WHERE room_id = $1 AND origin_server_ts >= $2 AND NOT soft_failed AND NOT outlier
 			ORDER BY origin_server_ts ASC, stream_pos ASC LIMIT 1`, roomID, ts))
 	}
-	return scanEvent(db.QueryRow(ctx, `SELECT `+eventColumns+` FROM events WHERE room_id = $1 AND origin_server_ts <= $2 AND NOT soft_failed
+	return scanEvent(db.QueryRow(ctx, `SELECT `+eventColumns+` FROM events WHERE room_id = $1 AND origin_server_ts <= $2 AND NOT soft_failed AND NOT outlier
 		ORDER BY origin_server_ts DESC, stream_pos DESC LIMIT 1`, roomID, ts))
 }
 

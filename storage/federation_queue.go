@@ -260,7 +260,7 @@ func (db *DB) JoinedServersAt(ctx context.Context, roomID string, pos int64) ([]
 		return fail(err)
 	}
 	later, err := db.Query(ctx, `SELECT state_key, COALESCE(membership, ''), stream_pos FROM events
-		WHERE room_id = $1 AND type = 'm.room.member' AND stream_pos >= $2 AND NOT soft_failed ORDER BY stream_pos`, roomID, pos)
+		WHERE room_id = $1 AND type = 'm.room.member' AND stream_pos >= $2 AND NOT soft_failed AND NOT outlier ORDER BY stream_pos`, roomID, pos)
 	if err != nil {
 		return fail(err)
 	}

@@ -91,7 +91,7 @@ func (db *DB) SaveStreamCursor(ctx context.Context, name string, pos int64) erro
 // Soft-failed events are left out: they are not part of any room's timeline.
 func (db *DB) StreamEvents(ctx context.Context, after, upTo int64, limit int) ([]*Event, error) {
 	evs, err := collectEvents(db.Query(ctx, `SELECT `+eventColumns+` FROM events
-		WHERE stream_pos > $1 AND stream_pos <= $2 AND NOT soft_failed
+		WHERE stream_pos > $1 AND stream_pos <= $2 AND NOT soft_failed AND NOT outlier
 		ORDER BY stream_pos LIMIT $3`, after, upTo, limit))
 	if err != nil {
 		return nil, fmt.Errorf("reading events in (%d, %d]: %w", after, upTo, err)

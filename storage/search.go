@@ -153,7 +153,7 @@ func (db *DB) searchSQL(q *SearchQuery) (with, body, rank string, args []any) {
 		where = append(where, "event_search MATCH $1")
 		rank = "-bm25(event_search)"
 	}
-	where = append(where, "NOT e.soft_failed", "e.redacted_by IS NULL")
+	where = append(where, "NOT e.soft_failed AND NOT e.outlier", "e.redacted_by IS NULL")
 	in := func(col string, vals []string) string {
 		if len(vals) == 0 {
 			return "FALSE"

@@ -48,7 +48,7 @@ func (db *DB) SharedUsersChangedBetween(ctx context.Context, userID string, from
 	rows, err := db.Query(ctx, `SELECT e.state_key, e.membership FROM events e
 		JOIN memberships mine ON mine.room_id = e.room_id AND mine.user_id = $1 AND mine.membership IN ('join', 'invite')
 		WHERE e.type = 'm.room.member' AND e.stream_pos > $2 AND e.stream_pos <= $3
-		  AND NOT e.soft_failed AND e.state_key <> $1
+		  AND NOT e.soft_failed AND NOT e.outlier AND e.state_key <> $1
 		ORDER BY e.stream_pos`, userID, from, to)
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading membership changes shared with %s: %w", userID, err)

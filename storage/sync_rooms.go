@@ -16,7 +16,7 @@ import (
 // out. Soft-failed events are never shown to clients.
 func (db *DB) RoomEventsRange(ctx context.Context, roomID string, from, to int64, limit int) ([]*Event, bool, error) {
 	evs, err := collectEvents(db.Query(ctx, `SELECT `+eventColumns+` FROM events
-		WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3 AND NOT soft_failed
+		WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3 AND NOT soft_failed AND NOT outlier
 		ORDER BY stream_pos DESC LIMIT $4`, roomID, from, to, limit+1))
 	if err != nil {
 		return nil, false, fmt.Errorf("reading events of %s: %w", roomID, err)
@@ -35,7 +35,7 @@ func (db *DB) RoomEventsRange(ctx context.Context, roomID string, from, to int64
 func (db *DB) RoomsWithEvents(ctx context.Context, from, to int64) (map[string]bool, error) {
 	// No DISTINCT: it lets the planner walk the (room_id, stream_pos) index
 	// over the whole table; the stream_pos range is small, dedupe here.
-	rooms, err := collectStrings(db.Query(ctx, `SELECT room_id FROM events WHERE stream_pos > $1 AND stream_pos <= $2`, from, to))
+	rooms, err := collectStrings(db.Query(ctx, `SELECT room_id FROM events WHERE stream_pos > $1 AND stream_pos <= $2 AND NOT outlier`, from, to))
 	if err != nil {
 		return nil, fmt.Errorf("reading rooms with new events: %w", err)
 	}
@@ -67,7 +67,7 @@ func (db *DB) UsersJoinedBetween(ctx context.Context, userID string, from, to in
 		JOIN memberships m ON m.room_id = e.room_id AND m.user_id = $1 AND m.membership = 'join'
 		LEFT JOIN events p ON p.event_id = e.replaces_state
 		WHERE e.stream_pos > $2 AND e.stream_pos <= $3 AND e.type = 'm.room.member' AND e.membership = 'join'
-			AND NOT e.soft_failed AND (p.membership IS NULL OR p.membership <> 'join')`, userID, from, to)
+			AND NOT e.soft_failed AND NOT e.outlier AND (p.membership IS NULL OR p.membership <> 'join')`, userID, from, to)
 }
 
 func (db *DB) userList(ctx context.Context, q string, args ...any) ([]string, error) {
@@ -82,7 +82,7 @@ func (db *DB) userList(ctx context.Context, q string, args ...any) ([]string, er
 // the room has no such event or it was soft-failed.
 func (db *DB) EventPosition(ctx context.Context, roomID, eventID string) (int64, error) {
 	var pos int64
-	err := db.QueryRow(ctx, `SELECT stream_pos FROM events WHERE event_id = $1 AND room_id = $2 AND NOT soft_failed`, eventID, roomID).Scan(&pos)
+	err := db.QueryRow(ctx, `SELECT stream_pos FROM events WHERE event_id = $1 AND room_id = $2 AND NOT soft_failed AND NOT outlier`, eventID, roomID).Scan(&pos)
 	if err != nil && err != ErrNotFound {
 		err = fmt.Errorf("reading position of %s: %w", eventID, err)
 	}
@@ -168,7 +168,7 @@ func (db *DB) LatestEventPositions(ctx context.Context, bounds map[string]int64)
 			args = append(args, r, bounds[r])
 		}
 		q.WriteString(`) SELECT b.room_id, (SELECT e.stream_pos FROM events e
-			WHERE e.room_id = b.room_id AND e.stream_pos <= b.up_to AND NOT e.soft_failed
+			WHERE e.room_id = b.room_id AND e.stream_pos <= b.up_to AND NOT e.soft_failed AND NOT e.outlier
 			ORDER BY e.stream_pos DESC LIMIT 1) FROM b`)
 		rows, err := db.Query(ctx, q.String(), args...)
 		if err != nil {

@@ -78,6 +78,29 @@ func TestFederationRemoteJoin(t *testing.T) {
 			if !bobJoined || !slices.Contains(types, "m.room.create") || !slices.Contains(types, "m.room.name") {
 				t.Fatalf("b.test's sync of the room: types %v, bob joined %v", types, bobJoined)
 			}
+			// The imported state and auth chain are outliers: in `state`, never
+			// in the timeline or /messages; the join is the timeline.
+			stateTypes := map[string]bool{}
+			for _, e := range joined.State.Events {
+				stateTypes[e.Type.Type] = true
+			}
+			if !stateTypes["m.room.create"] || !stateTypes["m.room.name"] || !stateTypes["m.room.power_levels"] {
+				t.Fatalf("b.test's first /sync state lacks the imported state: %v", stateTypes)
+			}
+			isBobJoin := func(e *event.Event) bool {
+				return e.Type == event.StateMember && e.GetStateKey() == string(bob.UserID) && e.Content.Raw["membership"] == "join"
+			}
+			if tl := joined.Timeline.Events; len(tl) != 1 || !isBobJoin(tl[0]) {
+				t.Fatalf("b.test's first /sync timeline holds more than the join: types %v", types)
+			}
+			msgs := must(bob.Messages(ctx, room, "", "", mautrix.DirectionBackward, nil, 100))
+			if len(msgs.Chunk) != 1 || !isBobJoin(msgs.Chunk[0]) {
+				var got []string
+				for _, e := range msgs.Chunk {
+					got = append(got, e.Type.Type+"/"+e.GetStateKey())
+				}
+				t.Fatalf("b.test's /messages lists outliers: %v", got)
+			}
 			members := must(bob.JoinedMembers(ctx, room))
 			if _, ok := members.Joined[alice.UserID]; !ok {
 				t.Fatalf("b.test's members: %v", members.Joined)
