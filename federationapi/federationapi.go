@@ -75,6 +75,7 @@ type Options struct {
 	Spaces       Spaces
 	Transactions Transactions // nil: PUT /send is not served
 	Joins        Joins        // the writer's remote-join operations (roomserver)
+	Invites      Invites      // invites of local users (roomserver); nil: /invite is not served
 }
 
 // API is the server-server room API.
@@ -86,12 +87,13 @@ type API struct {
 	spaces     Spaces
 	txns       Transactions
 	joins      Joins
+	invites    Invites
 }
 
 // New builds the API.
 func New(o Options) *API {
 	return &API{serverName: o.ServerName, rooms: o.Rooms, store: o.Store, directory: o.Directory, spaces: o.Spaces,
-		txns: o.Transactions, joins: o.Joins}
+		txns: o.Transactions, joins: o.Joins, invites: o.Invites}
 }
 
 // Bounds on what one request may ask for.
@@ -123,6 +125,10 @@ func (a *API) Mount(r chi.Router) {
 	r.Put("/v2/send_join/{roomId}/{eventId}", mxhttp.JSON(a.sendJoin).ServeHTTP)
 	if a.txns != nil {
 		r.Put("/v1/send/{txnId}", mxhttp.JSON(a.send).ServeHTTP)
+	}
+	if a.invites != nil { // invite.go: invites of our users (out-of-band memberships)
+		r.Put("/v1/invite/{roomId}/{eventId}", mxhttp.JSON(a.inviteV1).ServeHTTP)
+		r.Put("/v2/invite/{roomId}/{eventId}", mxhttp.JSON(a.inviteV2).ServeHTTP)
 	}
 }
 
