@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
 	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
 
@@ -250,17 +251,17 @@ func (s *Server) OutOfBand(ctx context.Context, user id.UserID, roomID id.RoomID
 
 // SignLeave completes a make_leave template for user, a local user: it must
 // be user's leave of roomID (bounded prev and auth events); our timestamp,
-// hash and signature are added (as SignJoin).
-func (s *Server) SignLeave(roomID id.RoomID, version id.RoomVersion, template []byte, user id.UserID) ([]byte, id.EventID, error) {
-	return s.signMemberTemplate(roomID, version, template, user, "leave")
+// hash and signature are added (as SignJoin), and reason when given.
+func (s *Server) SignLeave(roomID id.RoomID, version id.RoomVersion, template []byte, user id.UserID, reason string) ([]byte, id.EventID, error) {
+	return s.signMemberTemplate(roomID, version, template, user, "leave", reason)
 }
 
 // SignKnock completes a make_knock template for user (as SignLeave).
-func (s *Server) SignKnock(roomID id.RoomID, version id.RoomVersion, template []byte, user id.UserID) ([]byte, id.EventID, error) {
-	return s.signMemberTemplate(roomID, version, template, user, "knock")
+func (s *Server) SignKnock(roomID id.RoomID, version id.RoomVersion, template []byte, user id.UserID, reason string) ([]byte, id.EventID, error) {
+	return s.signMemberTemplate(roomID, version, template, user, "knock", reason)
 }
 
-func (s *Server) signMemberTemplate(roomID id.RoomID, version id.RoomVersion, template []byte, user id.UserID, membership string) ([]byte, id.EventID, error) {
+func (s *Server) signMemberTemplate(roomID id.RoomID, version id.RoomVersion, template []byte, user id.UserID, membership, reason string) ([]byte, id.EventID, error) {
 	if !s.isLocal(user) {
 		return nil, "", Forbidden("User %s is not local", user)
 	}
@@ -283,6 +284,13 @@ func (s *Server) signMemberTemplate(roomID id.RoomID, version id.RoomVersion, te
 	}
 	if len(p.PrevEvents) == 0 || len(p.PrevEvents) > 20 || len(p.AuthEvents) > 10 {
 		return nil, "", BadJSON("The template's prev_events or auth_events are out of bounds")
+	}
+	if reason != "" {
+		content, err := sjson.SetBytes(p.Content, "reason", reason)
+		if err != nil {
+			return nil, "", BadJSON("Invalid template content: %v", err)
+		}
+		p.Content = content
 	}
 	p.Hashes, p.Signatures, p.Unsigned = nil, nil, nil
 	p.OriginServerTS = time.Now().UnixMilli()
