@@ -179,13 +179,13 @@ func (s *Server) addSignature(ev *Event) ([]byte, error) {
 		if err := v1.Sign(ev.Version, s.serverName, s.key.ID, s.key.Priv); err != nil {
 			return nil, fmt.Errorf("signing %s: %w", ev.ID, err)
 		}
-		return jsonv2.Marshal(&v1)
+		return jsonv2.Marshal(&v1, jsonv2.Deterministic(true))
 	}
 	p := ev.PDU.Clone()
 	if err := p.Sign(ev.Version, s.serverName, s.key.ID, s.key.Priv); err != nil {
 		return nil, fmt.Errorf("signing %s: %w", ev.ID, err)
 	}
-	return jsonv2.Marshal(p)
+	return jsonv2.Marshal(p, jsonv2.Deterministic(true)) // the same invite again answers the same bytes
 }
 
 // withUnsigned replaces a PDU's unsigned object.

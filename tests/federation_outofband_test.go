@@ -136,7 +136,7 @@ func TestFederationInviteInbound(t *testing.T) {
 				t.Fatal("an invite made the room known")
 			}
 			again, err := f.sendInviteV2(ctx, "a.test", room, evID, body)
-			if err != nil || again.Get("event").Raw != resp.Get("event").Raw {
+			if err != nil || again.Get("event.signatures").String() != resp.Get("event.signatures").String() {
 				t.Fatalf("the same invite again: %v %s", err, again.Raw)
 			}
 			if got := eventsOfRoom(t, a, room); got != 1 {
