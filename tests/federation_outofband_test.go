@@ -121,13 +121,23 @@ func TestFederationInviteInbound(t *testing.T) {
 			bob := id.UserID("@bob:remote.test")
 			before := oobSync(t, alice, "").Get("next_batch").Str
 
-			// v2.
+			// v2, while alice long-polls: the invite wakes her /sync.
 			room := id.RoomID("!oob:remote.test")
 			ev, evID := f.invitePDU(t, "10", room, bob, alice.UserID, nil)
 			body := map[string]any{"room_version": "10", "event": ev, "invite_room_state": strippedOf(bob, "10", "Remote room")}
+			woken := make(chan *mautrix.RespSync, 1)
+			go func() {
+				r, _ := alice.SyncRequest(ctx, 20000, before, "", false, "")
+				woken <- r
+			}()
+			time.Sleep(200 * time.Millisecond)
+			start := time.Now()
 			resp, err := f.sendInviteV2(ctx, "a.test", room, evID, body)
 			if err != nil {
 				t.Fatalf("v2 invite: %v", err)
+			}
+			if r := <-woken; r == nil || r.Rooms.Invite[room] == nil || time.Since(start) > 10*time.Second {
+				t.Fatalf("the long-poll was not woken with the invite: %+v", r)
 			}
 			if !resp.Get("event.signatures.a\\.test").Exists() || !resp.Get("event.signatures.remote\\.test").Exists() {
 				t.Fatalf("v2 answer lacks a signature: %s", resp.Raw)
@@ -530,6 +540,27 @@ func TestFederationOutOfBandAccept(t *testing.T) {
 			if !s.Get(syncRoomPath("join", room)).Exists() || s.Get(syncRoomPath("invite", room)).Exists() {
 				t.Fatalf("sync after accepting: %s", s.Get("rooms").Raw)
 			}
+			// An invite to a room a.test is in now is signed and answered, not
+			// stored out of band (the event comes by /send).
+			carol := a.Register(t, "carol")
+			inv := &pdu.PDU{RoomID: room, Sender: bob.UserID, Type: "m.room.member", StateKey: ptr(string(carol.UserID)),
+				Content: []byte(`{"membership":"invite"}`), Depth: p.Depth + 5, OriginServerTS: time.Now().UnixMilli(),
+				PrevEvents: p.PrevEvents, AuthEvents: p.AuthEvents}
+			if err := inv.Sign(version, "b.test", b.SigningKey.ID, b.SigningKey.Priv); err != nil {
+				t.Fatal(err)
+			}
+			invID := must(inv.GetEventID(version))
+			answer, _, err := asB.MakeFullRequest(ctx, mfed.RequestParams{ServerName: "a.test", Method: http.MethodPut,
+				Path: mfed.URLPath{"v2", "invite", room, invID}, Authenticate: true,
+				RequestJSON: map[string]any{"room_version": version, "event": inv, "invite_room_state": []any{}}})
+			if err != nil || !gjson.GetBytes(answer, "event.signatures.a\\.test").Exists() {
+				t.Fatalf("invite to a known room: %v %s", err, answer)
+			}
+			var stubs int
+			if err := a.DB.QueryRow(ctx, `SELECT COUNT(*) FROM events WHERE event_id = $1 AND out_of_band_version IS NOT NULL`, string(invID)).Scan(&stubs); err != nil || stubs != 0 {
+				t.Fatalf("an invite to a known room was stored out of band: %d %v", stubs, err)
+			}
+
 			// The out-of-band invite made way for the room's own copy.
 			var oob int
 			if err := a.DB.QueryRow(ctx, `SELECT COUNT(*) FROM events WHERE room_id = $1 AND out_of_band_version IS NOT NULL`, string(room)).Scan(&oob); err != nil || oob != 0 {
@@ -538,3 +569,5 @@ func TestFederationOutOfBandAccept(t *testing.T) {
 		})
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
