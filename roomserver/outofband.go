@@ -384,3 +384,14 @@ func (s *Server) RejectLocally(ctx context.Context, user id.UserID, roomID id.Ro
 	slog.Info("roomserver: rejected an invite locally", "room", roomID, "user", user, "event", eventID)
 	return s.storeOutOfBand(ctx, ev, o.RoomVersion, raw)
 }
+
+// forgetOutOfBand answers /forget of a room the user has no membership row
+// in: a rejected or withdrawn out-of-band invite or knock is forgotten
+// already (a left room shows in no room list but an initial sync asking for
+// left rooms); anything else the user was never in.
+func (s *Server) forgetOutOfBand(ctx context.Context, user id.UserID, roomID id.RoomID) error {
+	if o, err := s.OutOfBand(ctx, user, roomID); err == nil && o.Membership == "leave" {
+		return nil
+	}
+	return NotFound("You have never been in this room")
+}

@@ -418,6 +418,13 @@ func TestFederationOutOfBandLeaveKnock(t *testing.T) {
 			if !s.Get(syncRoomPath("leave", room)).Exists() || s.Get(syncRoomPath("invite", room)).Exists() {
 				t.Fatalf("sync after reject: %s", s.Get("rooms").Raw)
 			}
+			// Forgetting it is fine; forgetting a room never seen is not.
+			if r := clientCall(t, alice, "POST", "/_matrix/client/v3/rooms/"+string(room)+"/forget", map[string]any{}); r.Status != 200 {
+				t.Fatalf("forget: %d %s", r.Status, r.Raw)
+			}
+			if r := clientCall(t, alice, "POST", "/_matrix/client/v3/rooms/!never:remote.test/forget", map[string]any{}); r.Status != 404 {
+				t.Fatalf("forget a room never seen: %d %s", r.Status, r.Raw)
+			}
 			// Rejecting again: nothing to do.
 			if r := clientCall(t, alice, "POST", "/_matrix/client/v3/rooms/"+string(room)+"/leave", map[string]any{}); r.Status != 200 {
 				t.Fatalf("reject again: %d %s", r.Status, r.Raw)
