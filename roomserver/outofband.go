@@ -78,10 +78,12 @@ func (s *Server) ReceiveInvite(ctx context.Context, req InviteRequest) ([]byte, 
 	if !s.isLocal(invitee) {
 		return nil, Forbidden("User %s is not a user of this server", invitee)
 	}
-	if _, err := s.db.GetUser(ctx, string(invitee)); errors.Is(err, storage.ErrNotFound) {
+	if u, err := s.db.GetUser(ctx, string(invitee)); errors.Is(err, storage.ErrNotFound) {
 		return nil, NotFound("No such user %s", invitee)
 	} else if err != nil {
 		return nil, err
+	} else if u.Deactivated {
+		return nil, Forbidden("User %s is deactivated", invitee)
 	}
 	if !verifyContentHash(ev) {
 		return nil, Forbidden("Content hash mismatch")

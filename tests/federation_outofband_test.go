@@ -168,9 +168,25 @@ func TestFederationInviteInbound(t *testing.T) {
 				t.Fatalf("v1 answer: %s", raw1)
 			}
 
-			// /sync: both under invite with their stripped state.
+			// A room of version 1 (event IDs of the sender's choosing) by v1.
+			roomV1 := id.RoomID("!oldroom:remote.test")
+			sk := string(alice.UserID)
+			old := &pdu.RoomV1PDU{EventID: "$oldinvite:remote.test", RoomID: roomV1, Sender: bob, Type: "m.room.member", StateKey: &sk,
+				Content: []byte(`{"membership":"invite"}`), Depth: 4, OriginServerTS: time.Now().UnixMilli(),
+				PrevEvents: []pdu.V1EventReference{}, AuthEvents: []pdu.V1EventReference{},
+				Unsigned: must(json.Marshal(map[string]any{"invite_room_state": strippedOf(bob, "1", "Version one")}))}
+			if err := old.Sign("1", f.name, f.key.ID, f.key.Priv); err != nil {
+				t.Fatal(err)
+			}
+			rawOld, _, err := f.client.MakeFullRequest(ctx, mfed.RequestParams{ServerName: "a.test", Method: http.MethodPut,
+				Path: mfed.URLPath{"v1", "invite", roomV1, old.EventID}, Authenticate: true, RequestJSON: old})
+			if err != nil || !gjson.GetBytes(rawOld, "1.event.signatures.a\\.test").Exists() || gjson.GetBytes(rawOld, "1.event.event_id").Str != string(old.EventID) {
+				t.Fatalf("v1 invite of a version 1 room: %v %s", err, rawOld)
+			}
+
+			// /sync: all under invite with their stripped state.
 			s := oobSync(t, alice, before)
-			for r, name := range map[id.RoomID]string{room: "Remote room", room1: "Old API room"} {
+			for r, name := range map[id.RoomID]string{room: "Remote room", room1: "Old API room", roomV1: "Version one"} {
 				st := s.Get(syncRoomPath("invite", r) + ".invite_state.events")
 				if !strippedHas(st, "m.room.name", name) || !strippedHas(st, "m.room.member", "") {
 					t.Fatalf("sync invite of %s: %s", r, s.Get("rooms").Raw)
@@ -222,6 +238,10 @@ func invitesBadInput(t *testing.T, ctx context.Context, a *testserver.Server, f 
 	if err := alice.SetAccountData(ctx, "org.matrix.msc4155.invite_permission_config", map[string]any{"blocked_users": []string{"@spam*:remote.test"}}); err != nil {
 		t.Fatal(err)
 	}
+	dave := a.Register(t, "dave")
+	if _, err := a.DB.DeactivateUser(ctx, string(dave.UserID), false); err != nil {
+		t.Fatal(err)
+	}
 	bigState := strippedOf(bob, "10", "x")
 	for i := 0; i < 70; i++ {
 		bigState = append(bigState, map[string]any{"type": "m.room.topic", "state_key": fmt.Sprint(i), "sender": bob, "content": map[string]any{}})
@@ -262,6 +282,7 @@ func invitesBadInput(t *testing.T, ctx context.Context, a *testserver.Server, f 
 		{"forged sender", "!b3:remote.test", invite(nil, "@eve:elsewhere.test", alice.UserID), 403, "M_FORBIDDEN"},
 		{"not a local user", "!b4:remote.test", invite(nil, bob, "@carol:elsewhere.test"), 403, "M_FORBIDDEN"},
 		{"no such local user", "!b5:remote.test", invite(nil, bob, "@nobody:a.test"), 404, "M_NOT_FOUND"},
+		{"deactivated user", "!b16:remote.test", invite(nil, bob, dave.UserID), 403, "M_FORBIDDEN"},
 		{"unknown version", "!b6:remote.test", func(room id.RoomID) (any, id.EventID) {
 			ev, evID := f.invitePDU(t, "10", room, bob, alice.UserID, nil)
 			return v2("999", ev, nil), evID
