@@ -40,7 +40,8 @@ type MembershipClient interface {
 }
 
 // inviterFirst puts the server of the user who invited user to roomID (an
-// out-of-band invite) before the servers given: it is in the room.
+// out-of-band invite) before the servers given: it is in the room; the
+// servers of the invite's stripped state come after them.
 func (j *Joiner) inviterFirst(ctx context.Context, user id.UserID, roomID id.RoomID, servers []string) []string {
 	if j.oob == nil {
 		return servers
@@ -49,12 +50,12 @@ func (j *Joiner) inviterFirst(ctx context.Context, user id.UserID, roomID id.Roo
 	if err != nil || o.Membership != "invite" {
 		return servers
 	}
-	return append([]string{o.Sender.Homeserver()}, servers...)
+	return append(append([]string{o.Sender.Homeserver()}, servers...), o.Servers...)
 }
 
 // Leave rejects user's out-of-band invite of roomID, or withdraws their
-// knock: make_leave/send_leave through the inviter's server, then the room
-// ID's. The leave is recorded out of band, so /sync moves the room to
+// knock: make_leave/send_leave through the inviter's server, then those of
+// the stripped state's senders, then the room ID's. The leave is recorded out of band, so /sync moves the room to
 // leave. If no server accepts it, the invite is rejected locally (as Synapse
 // does): the user is rid of it, the room's servers still think them invited.
 // ErrNotFound (a roomserver kind) if the user holds no such membership.
@@ -70,7 +71,9 @@ func (j *Joiner) Leave(ctx context.Context, user id.UserID, roomID id.RoomID, re
 		return nil // left already
 	}
 	var last error
-	for _, server := range j.Candidates(roomID, []string{o.Sender.Homeserver()}) {
+	// The inviter's server (ours for a knock: dropped), the stripped
+	// state's, then the room ID's.
+	for _, server := range j.Candidates(roomID, append([]string{o.Sender.Homeserver()}, o.Servers...)) {
 		err := j.leaveVia(ctx, user, roomID, server, o.RoomVersion, reason)
 		if err == nil {
 			return nil

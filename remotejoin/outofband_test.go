@@ -77,28 +77,28 @@ func TestOutOfBandFlows(t *testing.T) {
 	ctx := context.Background()
 	room := id.RoomID("!r:room.test")
 	alice := id.UserID("@alice:a.test")
-	invite := &roomserver.OutOfBandMembership{Membership: "invite", Sender: "@bob:inviter.test", RoomVersion: "10"}
+	invite := &roomserver.OutOfBandMembership{Membership: "invite", Sender: "@bob:inviter.test", RoomVersion: "10", Servers: []string{"state.test"}}
 
 	// Accepting: the inviter's server first.
 	oob := &fakeOOB{membership: invite}
 	j := New(Options{ServerName: "a.test", OutOfBand: oob, Memberships: &fakeMembers{}})
-	if got := j.Candidates(room, j.inviterFirst(ctx, alice, room, []string{"via.test"})); !slices.Equal(got, []string{"inviter.test", "via.test", "room.test"}) {
+	if got := j.Candidates(room, j.inviterFirst(ctx, alice, room, []string{"via.test"})); !slices.Equal(got, []string{"inviter.test", "via.test", "state.test", "room.test"}) {
 		t.Fatalf("candidates: %v", got)
 	}
 
-	// Rejecting: the inviter's server, else the room's.
-	members := &fakeMembers{down: map[string]bool{"inviter.test": true}}
+	// Rejecting: the inviter's server, else the stripped state's, else the room's.
+	members := &fakeMembers{down: map[string]bool{"inviter.test": true, "state.test": true}}
 	j = New(Options{ServerName: "a.test", OutOfBand: oob, Memberships: members})
 	if err := j.Leave(ctx, alice, room, ""); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(members.asked, []string{"make_leave inviter.test", "make_leave room.test", "send_leave room.test"}) ||
+	if !slices.Equal(members.asked, []string{"make_leave inviter.test", "make_leave state.test", "make_leave room.test", "send_leave room.test"}) ||
 		!slices.Equal(oob.recorded, []string{`{"leave":true}`}) {
 		t.Fatalf("asked %v, recorded %v", members.asked, oob.recorded)
 	}
 	// Nobody reachable: rejected locally.
 	oob.recorded = nil
-	j = New(Options{ServerName: "a.test", OutOfBand: oob, Memberships: &fakeMembers{down: map[string]bool{"inviter.test": true, "room.test": true}}})
+	j = New(Options{ServerName: "a.test", OutOfBand: oob, Memberships: &fakeMembers{down: map[string]bool{"inviter.test": true, "state.test": true, "room.test": true}}})
 	if err := j.Leave(ctx, alice, room, ""); err != nil || !slices.Equal(oob.recorded, []string{"local"}) {
 		t.Fatalf("local rejection: %v %v", err, oob.recorded)
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -232,6 +233,10 @@ type OutOfBandMembership struct {
 	Sender      id.UserID
 	RoomVersion id.RoomVersion
 	Depth       int64
+	// Servers are the servers of the senders of the stripped state the
+	// invite or knock carried (users in the room, as the resident said):
+	// candidates to ask after the inviter's, for rooms whose ID names none.
+	Servers []string
 }
 
 // OutOfBand returns user's latest out-of-band membership of roomID;
@@ -248,7 +253,24 @@ func (s *Server) OutOfBand(ctx context.Context, user id.UserID, roomID id.RoomID
 		return nil, err
 	}
 	return &OutOfBandMembership{Membership: o.Event.Membership, EventID: id.EventID(o.Event.EventID), Sender: id.UserID(o.Event.Sender),
-		RoomVersion: id.RoomVersion(o.RoomVersion), Depth: o.Event.Depth}, nil
+		RoomVersion: id.RoomVersion(o.RoomVersion), Depth: o.Event.Depth, Servers: strippedServers(o.Event.JSON)}, nil
+}
+
+// strippedServers lists the servers of the stripped state's senders in a
+// stored out-of-band event, first seen first, ours and duplicates left out
+// (the stored state is bounded by MaxStrippedEvents).
+func strippedServers(raw []byte) []string {
+	var out []string
+	u := gjson.GetBytes(raw, "unsigned")
+	for _, list := range []string{"invite_room_state", "knock_room_state"} {
+		for _, e := range u.Get(list).Array() {
+			server := id.UserID(e.Get("sender").Str).Homeserver()
+			if server != "" && !slices.Contains(out, server) {
+				out = append(out, server)
+			}
+		}
+	}
+	return out
 }
 
 // SignLeave completes a make_leave template for user, a local user: it must

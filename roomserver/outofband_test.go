@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -100,4 +101,15 @@ func TestRejectLocally(t *testing.T) {
 
 func mustInvitePDU(room id.RoomID, target id.UserID, sk string) *pdu.PDU {
 	return &pdu.PDU{RoomID: room, Sender: "@bob:remote.test", Type: "m.room.member", StateKey: &sk, Content: []byte(`{"membership":"invite"}`), Depth: 2}
+}
+
+func TestStrippedServers(t *testing.T) {
+	raw := []byte(`{"unsigned":{"invite_room_state":[{"sender":"@a:one.test"},{"sender":"@b:two.test"},{"sender":"@c:one.test"},{"sender":5},{}],
+		"knock_room_state":[{"sender":"@d:three.test"}]}}`)
+	if got := strippedServers(raw); fmt.Sprint(got) != "[one.test two.test three.test]" {
+		t.Fatalf("servers: %v", got)
+	}
+	if got := strippedServers([]byte(`{}`)); len(got) != 0 {
+		t.Fatalf("none: %v", got)
+	}
 }
