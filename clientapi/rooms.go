@@ -35,6 +35,10 @@ type Rooms interface {
 // through the candidate servers (remotejoin).
 type RemoteJoins interface {
 	Join(ctx context.Context, user id.UserID, roomID id.RoomID, servers []string) error
+	// Leave rejects an out-of-band invite or withdraws a knock of a room
+	// this server is not in; Knock knocks on such a room.
+	Leave(ctx context.Context, user id.UserID, roomID id.RoomID, reason string) error
+	Knock(ctx context.Context, user id.UserID, roomID id.RoomID, servers []string, reason string) error
 }
 
 // RoomView is what the room read handlers need (roomview): rooms as the
@@ -183,8 +187,26 @@ func (a *API) knockRoom(r *http.Request) (any, error) {
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
 		return nil, err
 	}
-	roomID, err := a.Rooms.Knock(r.Context(), authn.FromRequest(r).UserID, mxhttp.PathParam(r, "roomIDOrAlias"), body.Reason)
+	target := mxhttp.PathParam(r, "roomIDOrAlias")
+	roomID, err := a.Rooms.Knock(r.Context(), authn.FromRequest(r).UserID, target, body.Reason)
+	if errors.Is(err, roomserver.ErrNotFound) && a.RemoteJoins != nil && strings.HasPrefix(target, "!") {
+		return a.remoteKnock(r, id.RoomID(target), body.Reason)
+	}
 	if err != nil {
+		return nil, roomError(err)
+	}
+	return map[string]any{"room_id": roomID}, nil
+}
+
+// remoteKnock knocks on a room this server is not in, through server_name
+// and via, then the room ID's domain.
+func (a *API) remoteKnock(r *http.Request, roomID id.RoomID, reason string) (any, error) {
+	q := r.URL.Query()
+	servers := append(q["server_name"], q["via"]...)
+	if len(servers) > 50 {
+		return nil, mxhttp.InvalidParam("Too many server_name and via parameters")
+	}
+	if err := a.RemoteJoins.Knock(r.Context(), authn.FromRequest(r).UserID, roomID, servers, reason); err != nil {
 		return nil, roomError(err)
 	}
 	return map[string]any{"room_id": roomID}, nil
@@ -215,7 +237,12 @@ func (a *API) membership(action string) func(r *http.Request) (any, error) {
 		if a.isRemoteInvite(act) {
 			return mxhttp.EmptyOr(roomError(a.RemoteInvites.Invite(r.Context(), act)))
 		}
-		return mxhttp.EmptyOr(roomError(a.Rooms.ChangeMembership(r.Context(), act)))
+		err = a.Rooms.ChangeMembership(r.Context(), act)
+		if action == "leave" && errors.Is(err, roomserver.ErrNotFound) && a.RemoteJoins != nil {
+			// A room we are not in: the user's out-of-band invite or knock.
+			err = a.RemoteJoins.Leave(r.Context(), authn.FromRequest(r).UserID, roomID, body.Reason)
+		}
+		return mxhttp.EmptyOr(roomError(err))
 	}
 }
 

@@ -76,6 +76,7 @@ type Options struct {
 	Transactions Transactions // nil: PUT /send is not served
 	Joins        Joins        // the writer's remote-join operations (roomserver)
 	Memberships  Memberships  // the writer's remote leaves and knocks (roomserver); nil: not served
+	Invites      Invites      // invites of local users (roomserver); nil: /invite is not served
 }
 
 // API is the server-server room API.
@@ -88,13 +89,14 @@ type API struct {
 	txns        Transactions
 	joins       Joins
 	memberships Memberships
+	invites     Invites
 	heavy       *originSlots // costly reads running per origin
 }
 
 // New builds the API.
 func New(o Options) *API {
 	return &API{serverName: o.ServerName, rooms: o.Rooms, store: o.Store, directory: o.Directory, spaces: o.Spaces,
-		txns: o.Transactions, joins: o.Joins, memberships: o.Memberships, heavy: newOriginSlots(MaxHeavyPerOrigin)}
+		txns: o.Transactions, joins: o.Joins, memberships: o.Memberships, invites: o.Invites, heavy: newOriginSlots(MaxHeavyPerOrigin)}
 }
 
 // Bounds on what one request may ask for.
@@ -131,6 +133,10 @@ func (a *API) Mount(r chi.Router) {
 	a.mountMemberships(r) // make_leave, send_leave, make_knock, send_knock
 	if a.txns != nil {
 		r.Put("/v1/send/{txnId}", mxhttp.JSON(a.send).ServeHTTP)
+	}
+	if a.invites != nil { // invite.go: invites of our users (out-of-band memberships)
+		r.Put("/v1/invite/{roomId}/{eventId}", mxhttp.JSON(a.inviteV1).ServeHTTP)
+		r.Put("/v2/invite/{roomId}/{eventId}", mxhttp.JSON(a.inviteV2).ServeHTTP)
 	}
 }
 

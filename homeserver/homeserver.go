@@ -222,8 +222,9 @@ func (s *Server) build(ctx context.Context) error {
 	// roomview for space hierarchies; and their transactions, through ingest.
 	s.FederationAPI = federationapi.New(federationapi.Options{ServerName: cfg.ServerName, Rooms: s.Rooms, Store: db,
 		Directory: s.Directory, Spaces: s.RoomView, Transactions: s.Ingest, Joins: s.Rooms,
-		Memberships: s.Rooms})
-	s.RemoteJoins = remotejoin.New(remotejoin.Options{ServerName: cfg.ServerName, Rooms: s.Rooms, Client: transport.Client})
+		Memberships: s.Rooms, Invites: s.Rooms})
+	s.RemoteJoins = remotejoin.New(remotejoin.Options{ServerName: cfg.ServerName, Rooms: s.Rooms, Client: transport.Client,
+		OutOfBand: s.Rooms, Memberships: transport.Client})
 	s.RemoteInvites = remotejoin.NewInviter(remotejoin.Options{Invites: s.Rooms, InviteClient: transport.Client,
 		Policy: invitePolicy{transport.Policy}})
 	// Push rules, pushers and unread counts; typing, receipts and presence

@@ -49,6 +49,11 @@ type Options struct {
 	Invites      InviteRooms
 	InviteClient InviteClient
 	Policy       ServerPolicy // nil: every server
+
+	// Out-of-band memberships (leave.go, knock.go): the writer's side and
+	// the client's leave and knock handshakes; nil: not served.
+	OutOfBand   OutOfBandRooms
+	Memberships MembershipClient
 }
 
 // Joiner joins rooms over federation.
@@ -57,6 +62,8 @@ type Joiner struct {
 	rooms      Rooms
 	client     Client
 	versions   []id.RoomVersion
+	oob        OutOfBandRooms
+	members    MembershipClient
 }
 
 // New builds a joiner.
@@ -67,7 +74,7 @@ func New(o Options) *Joiner {
 			versions = append(versions, id.RoomVersion(v))
 		}
 	}
-	return &Joiner{serverName: o.ServerName, rooms: o.Rooms, client: o.Client, versions: versions}
+	return &Joiner{serverName: o.ServerName, rooms: o.Rooms, client: o.Client, versions: versions, oob: o.OutOfBand, members: o.Memberships}
 }
 
 // Candidates are the servers to try for roomID: the ones given (server_name,
@@ -105,7 +112,7 @@ func cutServer(roomID string) (string, string, bool) {
 // roomserver.Error kind: M_FORBIDDEN from a server that answered 403, else
 // not found).
 func (j *Joiner) Join(ctx context.Context, user id.UserID, roomID id.RoomID, servers []string) error {
-	candidates := j.Candidates(roomID, servers)
+	candidates := j.Candidates(roomID, j.inviterFirst(ctx, user, roomID, servers))
 	if len(candidates) == 0 {
 		return roomserver.NotFound("No known servers for this room")
 	}

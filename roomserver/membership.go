@@ -450,7 +450,7 @@ func (s *Server) knockMaker(ctx context.Context, user id.UserID, reason string, 
 func (s *Server) Forget(ctx context.Context, user id.UserID, roomID id.RoomID) error {
 	m, err := s.db.GetMembership(ctx, string(roomID), string(user))
 	if errors.Is(err, storage.ErrNotFound) {
-		return NotFound("You have never been in this room")
+		return s.forgetOutOfBand(ctx, user, roomID)
 	}
 	if err != nil {
 		return err

@@ -34,6 +34,10 @@ type Store interface {
 	// The invitee's invite filter (account data) and profile (for member events).
 	GetAccountData(ctx context.Context, userID, roomID, typ string) (json.RawMessage, error)
 	GetUser(ctx context.Context, userID string) (*storage.User, error)
+
+	// Out-of-band memberships (outofband.go).
+	WriteOutOfBand(ctx context.Context, e *storage.Event, roomVersion string) error
+	LatestOutOfBand(ctx context.Context, roomID, userID string) (*storage.OutOfBand, error)
 }
 
 // Stream allocates positions in the one stream (*storage.Stream): a batch

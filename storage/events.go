@@ -149,6 +149,9 @@ func (db *DB) WriteRoomEvents(ctx context.Context, w *RoomWrite) error {
 				VALUES ($1, $2, $3, $4, $5)`, r.RoomID, r.RoomVersion, r.Creator, r.CreatedTS, r.IsPublic); err != nil {
 				return fmt.Errorf("inserting room: %w", err)
 			}
+			if err := deleteOutOfBand(ctx, tx, r.RoomID); err != nil {
+				return err
+			}
 		}
 		for _, s := range w.Snapshots {
 			if _, err := tx.Exec(ctx, `INSERT INTO state_snapshots (snapshot_id, room_id, parent_id, chain_len) VALUES ($1, $2, $3, $4)`,

@@ -88,10 +88,11 @@ func (db *DB) SaveStreamCursor(ctx context.Context, name string, pos int64) erro
 
 // StreamEvents returns the events of every room with after < stream_pos <=
 // upTo, ascending, at most limit of them, for followers of the stream.
-// Soft-failed events are left out: they are not part of any room's timeline.
+// Soft-failed events are left out (they are not part of any room's timeline), and so are
+// out-of-band memberships (storage/outofband.go: not of a room this server is in).
 func (db *DB) StreamEvents(ctx context.Context, after, upTo int64, limit int) ([]*Event, error) {
 	evs, err := collectEvents(db.Query(ctx, `SELECT `+eventColumns+` FROM events
-		WHERE stream_pos > $1 AND stream_pos <= $2 AND NOT soft_failed AND NOT outlier
+		WHERE stream_pos > $1 AND stream_pos <= $2 AND NOT soft_failed AND NOT outlier AND out_of_band_version IS NULL
 		ORDER BY stream_pos LIMIT $3`, after, upTo, limit))
 	if err != nil {
 		return nil, fmt.Errorf("reading events in (%d, %d]: %w", after, upTo, err)

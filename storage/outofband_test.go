@@ -1,0 +1,66 @@
+package storage_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/myelin-chat/myelin/storage"
+)
+
+// TestOutOfBandMemberships: an out-of-band member event has a stream
+// position and is in the user's membership history, but the room stays
+// unknown and followers never see it; a room known already refuses one; the
+// room's creation here drops them, in the same transaction, so its own copy
+// of the same event can be stored.
+func TestOutOfBandMemberships(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		room, user := "!r:remote.test", "@alice:a.test"
+		first, finish, err := db.Stream.AllocateN(2)
+		must(t, err)
+		sk := user
+		invite := &storage.Event{EventID: "$invite", RoomID: room, StreamPos: first, Depth: 5, Type: "m.room.member", StateKey: &sk,
+			Sender: "@bob:remote.test", JSON: []byte(`{"content":{"membership":"invite"}}`), Membership: "invite"}
+		must(t, db.WriteOutOfBand(ctx, invite, "10"))
+		must(t, db.WriteOutOfBand(ctx, invite, "10")) // again: left as it is
+		finish()
+		if _, err := db.GetRoom(ctx, room); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("the room is known: %v", err)
+		}
+		mems, err := db.UserMembershipEvents(ctx, user, db.Stream.Current())
+		must(t, err)
+		if len(mems) != 1 || mems[0].EventID != "$invite" || mems[0].Membership != "invite" || mems[0].StreamPos != first {
+			t.Fatalf("memberships: %+v", mems)
+		}
+		o, err := db.LatestOutOfBand(ctx, room, user)
+		must(t, err)
+		if o.Event.EventID != "$invite" || o.RoomVersion != "10" || o.Event.Sender != "@bob:remote.test" {
+			t.Fatalf("latest: %+v %+v", o, o.Event)
+		}
+		if _, err := db.LatestOutOfBand(ctx, room, "@carol:a.test"); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("another user's: %v", err)
+		}
+		if evs, err := db.StreamEvents(ctx, 0, db.Stream.Current(), 100); err != nil || len(evs) != 0 {
+			t.Fatalf("followers see %d events (%v)", len(evs), err)
+		}
+
+		// The room created here (a remote join): its own copy of the invite.
+		copyOfInvite := *invite
+		copyOfInvite.StreamPos = first + 1
+		must(t, db.WriteRoomEvents(ctx, &storage.RoomWrite{NewRoom: &storage.RoomRow{RoomID: room, RoomVersion: "10", Creator: "@bob:remote.test"},
+			RoomID: room, Events: []storage.Event{copyOfInvite}}))
+		if _, err := db.LatestOutOfBand(ctx, room, user); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("out-of-band rows left after the room's creation: %v", err)
+		}
+		if evs, err := db.StreamEvents(ctx, 0, db.Stream.Current(), 100); err != nil || len(evs) != 1 {
+			t.Fatalf("followers see %d events (%v), want the room's one", len(evs), err)
+		}
+		// A known room takes no out-of-band event.
+		leave := *invite
+		leave.EventID, leave.StreamPos, leave.Membership = "$leave", first+2, "leave"
+		if err := db.WriteOutOfBand(ctx, &leave, "10"); !errors.Is(err, storage.ErrRoomKnown) {
+			t.Fatalf("out-of-band event of a known room: %v", err)
+		}
+	})
+}
