@@ -67,7 +67,7 @@ func TestFederationServerKeys(t *testing.T) {
 			// Endpoints not implemented yet say so.
 			for _, p := range []struct{ method, path string }{
 				{"GET", "/_matrix/federation/v1/user/devices/@u:b.test"},
-				{"GET", "/_matrix/federation/v1/make_knock/!r:a.test/@u:b.test"},
+				{"GET", "/_matrix/federation/v1/no_such_endpoint"},
 				{"GET", "/_matrix/key/v2/nothing"},
 			} {
 				r := do(t, a, p.method, p.path, "", []byte("{}"))
