@@ -14,7 +14,6 @@ import (
 	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/myelin-chat/myelin/roomserver/authrules"
 	"github.com/myelin-chat/myelin/roomserver/stateres"
 	"github.com/myelin-chat/myelin/storage"
 )
@@ -295,27 +294,7 @@ func (s *Server) ImportJoin(ctx context.Context, roomID id.RoomID, version id.Ro
 	}
 	byID := map[id.EventID]*Event{}
 	var stateIDs []id.EventID
-	parse := func(raw []byte) (*Event, error) {
-		ev, err := parseEvent(version, "", raw)
-		if err != nil {
-			return nil, BadJSON("Invalid event: %v", err)
-		}
-		if ev.RoomID != roomID {
-			return nil, BadJSON("Event %s is not of room %s", ev.ID, roomID)
-		}
-		if err := checkSize(ev); err != nil {
-			return nil, err
-		}
-		if err := s.verifySignature(ev); err != nil {
-			return nil, Forbidden("Event %s: %v", ev.ID, err)
-		}
-		if !verifyContentHash(ev) {
-			if ev, err = redactedEvent(ev); err != nil {
-				return nil, err
-			}
-		}
-		return ev, nil
-	}
+	parse := func(raw []byte) (*Event, error) { return s.parseRemoteEvent(version, roomID, raw) }
 	for i, list := range [][]json.RawMessage{state, authChain} {
 		for _, raw := range list {
 			ev, err := parse(raw)
@@ -354,43 +333,8 @@ func (s *Server) ImportJoin(ctx context.Context, roomID id.RoomID, version id.Ro
 		return Forbidden("The create event is of version %s, not %s", cv, version)
 	}
 	// Authorize every event against its own auth events, auth events first.
-	ok := map[id.EventID]bool{}
-	visiting := map[id.EventID]bool{}
-	var ordered []*Event
-	getEvents := func(ids []id.EventID) ([]*pdu.PDU, error) {
-		out := make([]*pdu.PDU, 0, len(ids))
-		for _, x := range ids {
-			if !ok[x] {
-				if len(ids) == 1 {
-					continue
-				}
-				return nil, fmt.Errorf("auth event %s is missing or rejected", x)
-			}
-			out = append(out, byID[x].PDU)
-		}
-		return out, nil
-	}
-	var visit func(e *Event, depth int) bool
-	visit = func(e *Event, depth int) bool {
-		if ok[e.ID] {
-			return true
-		}
-		if visiting[e.ID] || depth > MaxImportEvents {
-			return false // a cycle, or rejected already
-		}
-		visiting[e.ID] = true
-		for _, a := range e.PDU.AuthEvents {
-			if ae := byID[a]; ae != nil {
-				visit(ae, depth+1)
-			}
-		}
-		if authrules.Authorize(version, e.PDU, nil, getEvents, s.getKey) != nil {
-			return false
-		}
-		ok[e.ID] = true
-		ordered = append(ordered, e)
-		return true
-	}
+	auth := newOwnAuth(s, version, byID)
+	visit := auth.visit
 	if !visit(create, 0) {
 		return Forbidden("The create event is not valid")
 	}
@@ -408,6 +352,7 @@ func (s *Server) ImportJoin(ctx context.Context, roomID id.RoomID, version id.Ro
 	for _, e := range byID {
 		visit(e, 0) // the rest of the auth chain
 	}
+	ordered := auth.ordered
 	slices.SortStableFunc(ordered, func(a, b *Event) int { return int(min(max(a.PDU.Depth-b.PDU.Depth, -1), 1)) })
 	// Our join, allowed by the state.
 	je, err := parse(join)
