@@ -544,12 +544,20 @@ func (s *Service) Messages(ctx context.Context, user id.UserID, roomID id.RoomID
 	ranges := v.hv.VisibleRanges()
 	batchSize := min(max(limit*2, 50), 1000)
 	scanned := 0
+	backfilled := false
 	for len(kept) < limit && scanned < maxMessagesScan {
 		batch, err := s.db.RoomEventsByTopology(ctx, string(roomID), cursor, to, backward, batchSize, ranges)
 		if err != nil {
 			return nil, err
 		}
 		scanned += len(batch)
+		var gaps map[string]bool
+		if backward && s.backfill != nil && !backfilled {
+			if gaps, err = s.gapsIn(ctx, batch); err != nil {
+				return nil, err
+			}
+		}
+		refetch := false
 		for _, se := range batch {
 			if backward {
 				cursor = storage.TopoPos{Depth: se.Depth, Stream: se.StreamPos - 1}
@@ -560,9 +568,23 @@ func (s *Service) Messages(ctx context.Context, user id.UserID, roomID id.RoomID
 				kept = append(kept, se)
 				senders[se.Sender] = true
 			}
+			if gaps[se.EventID] {
+				// History before this event lives on other servers: fetch it
+				// now, so that this page or the next continues into it
+				// rather than past it. Once a request (a short timeout).
+				backfilled = true
+				refetch = s.backfillBefore(ctx, roomID, batch, gaps) && len(kept) < limit
+				gaps = nil
+				if refetch {
+					break
+				}
+			}
 			if len(kept) >= limit {
 				break
 			}
+		}
+		if refetch {
+			continue
 		}
 		if len(batch) < batchSize {
 			if len(kept) == 0 {
