@@ -22,6 +22,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/accounts"
+	"github.com/myelin-chat/myelin/backfill"
 	"github.com/myelin-chat/myelin/clientapi"
 	"github.com/myelin-chat/myelin/clientapi/slidingsync"
 	"github.com/myelin-chat/myelin/clientapi/syncv2"
@@ -187,7 +188,15 @@ func (s *Server) build(ctx context.Context) error {
 		Keys: transport.Fetcher, NoticeRooms: db}); err != nil {
 		return err
 	}
-	s.RoomView = roomview.New(roomview.Options{Store: db})
+	// /messages fetches history before what we have from the room's other
+	// servers (backfill, through the transport's client; verified and stored
+	// by the roomserver's ImportBackfill); with federation off there is no one to ask.
+	var backfiller roomview.Backfiller
+	if cfg.FederationEnabled() {
+		backfiller = backfill.New(backfill.Options{ServerName: cfg.ServerName, Client: backfillRemote{transport.Client},
+			Rooms: s.Rooms, Store: db})
+	}
+	s.RoomView = roomview.New(roomview.Options{Store: db, Backfill: backfiller})
 	// Deleting an alias drops it from m.room.canonical_alias through the writer.
 	s.Directory = directory.New(directory.Options{Store: db, Rooms: s.Rooms, ServerName: cfg.ServerName})
 	// Other servers' users' profiles are asked of their servers through the
@@ -466,4 +475,23 @@ func (r ingestRemote) GetMissingEvents(ctx context.Context, server string, roomI
 		return nil, err
 	}
 	return resp.Events, nil
+}
+
+// backfillRemote backs backfill.Client with the transport's client.
+type backfillRemote struct{ c *mfed.Client }
+
+func (r backfillRemote) Backfill(ctx context.Context, server string, roomID id.RoomID, from []id.EventID, limit int) ([]json.RawMessage, error) {
+	resp, err := r.c.Backfill(ctx, &mfed.ReqBackfill{ServerName: server, RoomID: roomID, Limit: limit, BackfillFrom: from})
+	if err != nil {
+		return nil, err
+	}
+	return resp.PDUs, nil
+}
+
+func (r backfillRemote) EventAuth(ctx context.Context, server string, roomID id.RoomID, eventID id.EventID) ([]json.RawMessage, error) {
+	resp, err := r.c.GetEventAuthChain(ctx, server, roomID, eventID)
+	if err != nil {
+		return nil, err
+	}
+	return resp.AuthChain, nil
 }
