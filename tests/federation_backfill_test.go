@@ -1,0 +1,182 @@
+package tests
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/myelin-chat/myelin/internal/config"
+	"github.com/myelin-chat/myelin/homeserver/testserver"
+)
+
+// walkBack pages /messages backwards from from (the room's end if empty),
+// limit per page, until a page has no end token or nothing in it; it returns
+// every event in order and the end token of each page.
+func walkBack(t *testing.T, c *mautrix.Client, room id.RoomID, from string, limit int) ([]*event.Event, []string) {
+	t.Helper()
+	var all []*event.Event
+	var ends []string
+	for page := 0; page < 100; page++ {
+		resp, err := c.Messages(ctxT(t), room, from, "", mautrix.DirectionBackward, nil, limit)
+		if err != nil {
+			t.Fatalf("/messages from %q: %v", from, err)
+		}
+		all = append(all, resp.Chunk...)
+		if resp.End == "" || len(resp.Chunk) == 0 {
+			return all, ends
+		}
+		ends = append(ends, resp.End)
+		from = resp.End
+	}
+	t.Fatal("/messages never ended")
+	return nil, nil
+}
+
+// bodies are the bodies of the m.room.message events, in order.
+func bodies(evs []*event.Event) []string {
+	var out []string
+	for _, e := range evs {
+		if e.Type == event.EventMessage {
+			out = append(out, fmt.Sprint(e.Content.Raw["body"]))
+		}
+	}
+	return out
+}
+
+// TestFederationBackfill: alice on a.test sends 30 messages; bob on b.test
+// joins the room over federation (b.test has none of them); bob's /messages
+// backwards returns all 30 in order, then the room's creation, with no
+// duplicates, fetched from a.test with /backfill, verified and stored as
+// history (negative stream positions) on b.test. A client holding a token
+// that points into that history continues from it after b.test restarts. In
+// a room whose history_visibility is joined, b.test backfills the history
+// before bob's join but shows him none of it.
+func TestFederationBackfill(t *testing.T) {
+	for _, backend := range testserver.Backends {
+		t.Run(backend, func(t *testing.T) {
+			n := newFedNet(t, "a.test", "b.test")
+			a := n.start(t, backend, "a.test")
+			dir := t.TempDir()
+			var dbURL string
+			startB := func() *testserver.Server {
+				return n.start(t, backend, "b.test", func(c *config.Config) {
+					c.DataDir = dir
+					if dbURL == "" {
+						dbURL = c.Database.URL
+					}
+					c.Database.URL = dbURL
+				})
+			}
+			b := startB()
+			ctx := ctxT(t)
+			alice := a.Register(t, "alice")
+			bob := b.Register(t, "bob")
+			room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+			var want []string
+			for i := 1; i <= 30; i++ {
+				sendText(t, alice, room, fmt.Sprintf("m%d", i))
+				want = append(want, fmt.Sprintf("m%d", i))
+			}
+			slices.Reverse(want)
+			if _, err := bob.JoinRoom(ctx, string(room), &mautrix.ReqJoinRoom{Via: []string{"a.test"}}); err != nil {
+				t.Fatalf("remote join: %v", err)
+			}
+
+			evs, ends := walkBack(t, bob, room, "", 7)
+			if got := bodies(evs); !slices.Equal(got, want) {
+				t.Fatalf("bob's /messages: %v, want %v", got, want)
+			}
+			seen := map[id.EventID]bool{}
+			createAt, lastMsg := -1, -1
+			for i, e := range evs {
+				if seen[e.ID] {
+					t.Fatalf("event %s twice", e.ID)
+				}
+				seen[e.ID] = true
+				switch e.Type {
+				case event.StateCreate:
+					createAt = i
+				case event.EventMessage:
+					lastMsg = i
+				}
+			}
+			if createAt < lastMsg {
+				t.Fatalf("the create event (at %d) is not after the messages (last at %d)", createAt, lastMsg)
+			}
+			// The history is stored below everything b.test had.
+			if se, err := b.DB.GetEvent(ctx, string(evs[lastMsg].ID)); err != nil || se.StreamPos >= 0 {
+				t.Fatalf("m1 on b.test: %+v, %v", se, err)
+			}
+			// A token into the backfilled history survives a restart of b.test.
+			var mid string
+			for _, e := range ends {
+				if strings.Contains(e, "_-") {
+					mid = e
+				}
+			}
+			if mid == "" {
+				t.Fatalf("no token into backfilled history among %v", ends)
+			}
+			before, _ := walkBack(t, bob, room, mid, 5)
+			shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := b.Shutdown(shutdown); err != nil {
+				t.Fatal(err)
+			}
+			b = startB()
+			bob2 := b.Client(t)
+			bob2.SetCredentials(bob.UserID, bob.AccessToken)
+			bob2.DeviceID = bob.DeviceID
+			after, _ := walkBack(t, bob2, room, mid, 5)
+			if len(before) == 0 || !slices.Equal(bodies(after), bodies(before)) || len(after) != len(before) {
+				t.Fatalf("from %s after the restart: %v, before it: %v", mid, bodies(after), bodies(before))
+			}
+
+			// history_visibility joined: nothing before bob's join for him.
+			hidden := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", InitialState: []*event.Event{{
+				Type: event.StateHistoryVisibility, StateKey: new(string),
+				Content: event.Content{Raw: map[string]any{"history_visibility": "joined"}}}}})
+			secret := sendText(t, alice, hidden, "before bob joined")
+			if _, err := bob2.JoinRoom(ctx, string(hidden), &mautrix.ReqJoinRoom{Via: []string{"a.test"}}); err != nil {
+				t.Fatalf("remote join: %v", err)
+			}
+			evs, _ = walkBack(t, bob2, hidden, "", 10)
+			if got := bodies(evs); len(got) != 0 {
+				t.Fatalf("bob sees history before his join: %v", got)
+			}
+			// a.test does not give b.test that history (no user of b.test was
+			// joined then); were it stored anyway, bob still sees none of it.
+			if _, err := b.DB.GetEvent(ctx, string(secret)); err == nil {
+				t.Fatal("a.test served history b.test may not see")
+			}
+			m, err := b.DB.GetMembership(ctx, string(hidden), string(bob.UserID))
+			if err != nil {
+				t.Fatal(err)
+			}
+			se, err := a.DB.GetEvent(ctx, string(secret))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n, err := b.Rooms.ImportBackfill(ctx, hidden, []id.EventID{id.EventID(m.EventID)}, []json.RawMessage{se.JSON}, nil); err != nil || n != 1 {
+				t.Fatalf("importing the hidden message: %d, %v", n, err)
+			}
+			evs, _ = walkBack(t, bob2, hidden, "", 10)
+			if got := bodies(evs); len(got) != 0 {
+				t.Fatalf("bob sees backfilled history from before his join: %v", got)
+			}
+			if _, err := bob2.GetEvent(ctx, hidden, secret); err == nil {
+				t.Fatal("bob reads a message from before his join with /event")
+			}
+		})
+	}
+}
+
+
