@@ -140,6 +140,8 @@ func TestFederationBackfill(t *testing.T) {
 				t.Fatalf("from %s after the restart: %v, before it: %v", mid, bodies(after), bodies(before))
 			}
 
+			backfillBadInput(t, a, b, alice, bob2, room)
+
 			// history_visibility joined: nothing before bob's join for him.
 			hidden := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", InitialState: []*event.Event{{
 				Type: event.StateHistoryVisibility, StateKey: new(string),
@@ -180,3 +182,66 @@ func TestFederationBackfill(t *testing.T) {
 }
 
 
+
+// backfillBadInput: b.test's ImportBackfill (what the backfiller hands it
+// from a remote's answer) ignores forged, unsigned, unrelated and other
+// rooms' events, stores nothing for them, and /messages still answers; a
+// content hash mismatch is kept redacted.
+func backfillBadInput(t *testing.T, a, b *testserver.Server, alice, bob *mautrix.Client, otherRoom id.RoomID) {
+	ctx := ctxT(t)
+	room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	x1 := sendText(t, alice, room, "x1")
+	x2 := sendText(t, alice, room, "x2")
+	if _, err := bob.JoinRoom(ctx, string(room), &mautrix.ReqJoinRoom{Via: []string{"a.test"}}); err != nil {
+		t.Fatalf("remote join: %v", err)
+	}
+	m, err := b.DB.GetMembership(ctx, string(room), string(bob.UserID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	from := []id.EventID{id.EventID(m.EventID)}
+	pduOf := func(srv *testserver.Server, x id.EventID) string {
+		se, err := srv.DB.GetEvent(ctx, string(x))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(se.JSON)
+	}
+	genuine := pduOf(a, x2)
+	other, err := a.DB.GetEvent(ctx, string(must(alice.SendText(ctx, otherRoom, "elsewhere")).EventID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unsigned := json.RawMessage(genuine[:strings.Index(genuine, `"signatures":`)] + `"signatures":{}` +
+		genuine[strings.Index(genuine, `}},`)+2:])
+	for name, raw := range map[string]json.RawMessage{
+		"bad signature": json.RawMessage(strings.Replace(genuine, `"ed25519:`, `"ed25519:x`, 1)),
+		"unsigned":      unsigned,
+		"unrelated":     json.RawMessage(pduOf(a, x1)), // not among the join's prev_events
+		"other room":    other.JSON,
+		"not JSON":      json.RawMessage(`[1]`),
+	} {
+		n, err := b.Rooms.ImportBackfill(ctx, room, from, []json.RawMessage{raw}, nil)
+		if err != nil || n != 0 {
+			t.Fatalf("%s: stored %d, %v", name, n, err)
+		}
+	}
+	for _, x := range []id.EventID{x1, x2} {
+		if _, err := b.DB.GetEvent(ctx, string(x)); err == nil {
+			t.Fatalf("%s stored from bad input", x)
+		}
+	}
+	// A hash mismatch: stored, redacted.
+	tampered := json.RawMessage(strings.Replace(genuine, `"body":"x2"`, `"body":"forged"`, 1))
+	if n, err := b.Rooms.ImportBackfill(ctx, room, from, []json.RawMessage{tampered}, nil); err != nil || n != 1 {
+		t.Fatalf("tampered content: stored %d, %v", n, err)
+	}
+	if se, err := b.DB.GetEvent(ctx, string(x2)); err != nil || strings.Contains(string(se.JSON), "forged") {
+		t.Fatalf("tampered content stored as %v, %v", se, err)
+	}
+	// /messages answers, and backfills on from there (x1 from a.test).
+	evs, _ := walkBack(t, bob, room, "", 10)
+	if got := bodies(evs); !slices.Equal(got, []string{"<nil>", "x1"}) {
+		t.Fatalf("/messages after bad input: %v (x2 redacted, x1 backfilled)", got)
+	}
+}
