@@ -138,13 +138,29 @@ func (s *Server) ImportBackfill(ctx context.Context, roomID id.RoomID, from []id
 		return 0, nil
 	}
 	slices.SortStableFunc(accepted, func(a, b *Event) int { return cmp.Compare(a.PDU.Depth, b.PDU.Depth) })
+	// A redaction we have of an event we did not have then applies now (it
+	// is kept whatever its sender's power: over-redacting history is safe).
+	redactions, err := s.db.RedactionTargets(ctx, string(roomID))
+	if err != nil {
+		return 0, err
+	}
+	for i, e := range accepted {
+		if by, ok := redactions[string(e.ID)]; ok {
+			red, err := redactedEvent(e)
+			if err != nil {
+				return 0, err
+			}
+			red.StateBefore, red.StateAfter, red.RedactedBy = e.StateBefore, e.StateAfter, by
+			accepted[i] = red
+		}
+	}
 	rows := make([]storage.Event, len(accepted))
 	for i, e := range accepted {
 		relatesTo, relType := relation(e)
 		rows[i] = storage.Event{
 			EventID: string(e.ID), RoomID: string(roomID), Depth: e.PDU.Depth, Type: e.PDU.Type,
 			StateKey: e.PDU.StateKey, Sender: string(e.PDU.Sender), OriginServerTS: e.PDU.OriginServerTS, JSON: e.JSON,
-			StateBefore: e.StateBefore, StateAfter: e.StateAfter, RelatesTo: relatesTo, RelType: relType,
+			StateBefore: e.StateBefore, StateAfter: e.StateAfter, RelatesTo: relatesTo, RelType: relType, RedactedBy: e.RedactedBy,
 		}
 		if e.PDU.Type == "m.room.member" && e.PDU.StateKey != nil {
 			rows[i].Membership = e.Membership()

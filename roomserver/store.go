@@ -26,6 +26,8 @@ type Store interface {
 	WriteRoomEvents(ctx context.Context, w *storage.RoomWrite) error
 	// InsertHistoricalEvents stores backfilled history below everything (ImportBackfill).
 	InsertHistoricalEvents(ctx context.Context, roomID string, events []storage.Event) ([]storage.Event, error)
+	// RedactionTargets: the events a room's stored redactions name (backfilled ones are stored redacted).
+	RedactionTargets(ctx context.Context, roomID string) (map[string]string, error)
 
 	// Aliases and the directory flag of rooms being created or upgraded.
 	ResolveAlias(ctx context.Context, alias string) (roomID, creator string, err error)

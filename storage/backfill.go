@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"sync"
+
+	"github.com/tidwall/gjson"
 )
 
 // Backfilled history: events older than everything the server had of a room
@@ -61,19 +63,20 @@ func (db *DB) InsertHistoricalEvents(ctx context.Context, roomID string, events 
 			}
 			e.StreamPos = first + int64(i)
 			n, err := tx.Exec(ctx, `INSERT INTO events (event_id, room_id, stream_pos, depth, type, state_key, sender,
-				origin_server_ts, json, state_before, state_after, soft_failed, relates_to, rel_type, membership, replaces_state)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, FALSE, $12, $13, $14, $15)
+				origin_server_ts, json, state_before, state_after, soft_failed, relates_to, rel_type, membership, replaces_state,
+				redacted_by)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, FALSE, $12, $13, $14, $15, $16)
 				ON CONFLICT (event_id) DO NOTHING`,
 				e.EventID, e.RoomID, e.StreamPos, e.Depth, e.Type, e.StateKey, e.Sender, e.OriginServerTS, string(e.JSON),
 				e.StateBefore, e.StateAfter, nullString(e.RelatesTo), nullString(e.RelType), nullString(e.Membership),
-				nullString(e.ReplacesState))
+				nullString(e.ReplacesState), nullString(e.RedactedBy))
 			if err != nil {
 				return fmt.Errorf("inserting backfilled event %s: %w", e.EventID, err)
 			}
 			if n == 0 {
 				continue
 			}
-			if encrypted == 0 {
+			if encrypted == 0 && e.RedactedBy == "" {
 				if err := db.indexForSearch(ctx, tx, &e); err != nil {
 					return err
 				}
@@ -116,4 +119,31 @@ func (db *DB) KnownEvents(ctx context.Context, ids []string) (map[string]bool, e
 		}
 	}
 	return out, nil
+}
+
+// RedactionTargets maps the events the stored redactions of a room name
+// (content.redacts, or the top-level redacts of room versions before 11) to
+// a redaction naming them: a backfilled event one of them targets arrives
+// after its redaction and is stored redacted.
+func (db *DB) RedactionTargets(ctx context.Context, roomID string) (map[string]string, error) {
+	rows, err := db.Query(ctx, `SELECT event_id, json FROM events WHERE room_id = $1 AND type = 'm.room.redaction' AND NOT soft_failed`, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("reading the redactions of %s: %w", roomID, err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var x, js string
+		if err := rows.Scan(&x, &js); err != nil {
+			return nil, fmt.Errorf("reading the redactions of %s: %w", roomID, err)
+		}
+		target := gjson.Get(js, "content.redacts").Str
+		if target == "" {
+			target = gjson.Get(js, "redacts").Str
+		}
+		if target != "" {
+			out[target] = x
+		}
+	}
+	return out, rows.Err()
 }
