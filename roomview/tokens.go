@@ -17,10 +17,9 @@ import (
 // /sync's prev_batch for a timeline starting at event E is StreamToken(E.StreamPos-1)
 // (or TopologicalToken(E.Depth, E.StreamPos-1)); /messages accepts both.
 // A stream token may carry more, underscore-separated, parts (a /sync
-// next_batch): only the first number is used. A topological token's stream
-// position may be negative: backfilled history is stored below position 0
-// (storage.InsertHistoricalEvents), e.g. "t12_-40"; a stream token, which
-// /sync writes, never is.
+// next_batch): only the first number is used. Stream positions may be
+// negative: backfilled history is stored below position 0
+// (storage.InsertHistoricalEvents), e.g. "t12_-40", "s-40" (relations).
 
 // StreamToken is the token for the point just after stream position pos.
 func StreamToken(pos int64) string { return "s" + strconv.FormatInt(pos, 10) }
@@ -51,7 +50,7 @@ func ParseToken(s string) (Token, error) {
 		return Token{Topological: true, Depth: depth, Stream: stream}, nil
 	case strings.HasPrefix(s, "s"):
 		num, _, _ := strings.Cut(s[1:], "_")
-		stream, ok := parsePosition(num)
+		stream, ok := parseStreamPosition(num)
 		if !ok {
 			return Token{}, fmt.Errorf("invalid token %q", s)
 		}

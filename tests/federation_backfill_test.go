@@ -13,8 +13,8 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/myelin-chat/myelin/internal/config"
 	"github.com/myelin-chat/myelin/homeserver/testserver"
+	"github.com/myelin-chat/myelin/internal/config"
 )
 
 // walkBack pages /messages backwards from from (the room's end if empty),
@@ -180,8 +180,6 @@ func TestFederationBackfill(t *testing.T) {
 		})
 	}
 }
-
-
 
 // backfillBadInput: b.test's ImportBackfill (what the backfiller hands it
 // from a remote's answer) ignores forged, unsigned, unrelated and other
