@@ -115,6 +115,26 @@ func TestFederationBackfill(t *testing.T) {
 			if se, err := b.DB.GetEvent(ctx, string(evs[lastMsg].ID)); err != nil || se.StreamPos >= 0 {
 				t.Fatalf("m1 on b.test: %+v, %v", se, err)
 			}
+			// /context and /event find the backfilled history; /context's
+			// tokens point into it and continue.
+			var m15 id.EventID
+			for _, e := range evs {
+				if e.Content.Raw["body"] == "m15" {
+					m15 = e.ID
+				}
+			}
+			cx, err := bob.Context(ctx, room, m15, nil, 2)
+			if err != nil || len(cx.EventsBefore) != 1 || cx.EventsBefore[0].Content.Raw["body"] != "m14" ||
+				len(cx.EventsAfter) != 1 || cx.EventsAfter[0].Content.Raw["body"] != "m16" {
+				t.Fatalf("/context of m15: %+v, %v", cx, err)
+			}
+			if next, err := bob.Messages(ctx, room, cx.Start, "", mautrix.DirectionBackward, nil, 1); err != nil ||
+				len(next.Chunk) != 1 || next.Chunk[0].Content.Raw["body"] != "m13" {
+				t.Fatalf("/messages from /context's start %q: %+v, %v", cx.Start, next, err)
+			}
+			if e, err := bob.GetEvent(ctx, room, evs[lastMsg].ID); err != nil || e.Content.Raw["body"] != "m1" {
+				t.Fatalf("/event of m1: %+v, %v", e, err)
+			}
 			// A token into the backfilled history survives a restart of b.test.
 			var mid string
 			for _, e := range ends {
