@@ -14,6 +14,9 @@ import (
 // backfillTimeout bounds how long one /messages waits for other servers.
 const backfillTimeout = 15 * time.Second
 
+// maxBackfills bounds the backfills one /messages request waits for.
+const maxBackfills = 2
+
 // maxGapEvents bounds the events one backfill starts from.
 const maxGapEvents = 20
 

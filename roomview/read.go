@@ -544,7 +544,7 @@ func (s *Service) Messages(ctx context.Context, user id.UserID, roomID id.RoomID
 	ranges := v.hv.VisibleRanges()
 	batchSize := min(max(limit*2, 50), 1000)
 	scanned := 0
-	backfilled := false
+	backfills := 0
 	for len(kept) < limit && scanned < maxMessagesScan {
 		batch, err := s.db.RoomEventsByTopology(ctx, string(roomID), cursor, to, backward, batchSize, ranges)
 		if err != nil {
@@ -552,13 +552,21 @@ func (s *Service) Messages(ctx context.Context, user id.UserID, roomID id.RoomID
 		}
 		scanned += len(batch)
 		var gaps map[string]bool
-		if backward && s.backfill != nil && !backfilled {
+		if backward && s.backfill != nil {
 			if gaps, err = s.gapsIn(ctx, batch); err != nil {
 				return nil, err
 			}
 		}
-		refetch := false
+		refetch, stop := false, false
 		for _, se := range batch {
+			gap := gaps[se.EventID]
+			if gap && backfills >= maxBackfills && len(kept) > 0 {
+				// History before this event lives elsewhere and this request
+				// fetched enough: end the page above it, so that the next one
+				// starts at it and fetches, rather than passing the gap.
+				stop = true
+				break
+			}
 			if backward {
 				cursor = storage.TopoPos{Depth: se.Depth, Stream: se.StreamPos - 1}
 			} else {
@@ -568,20 +576,22 @@ func (s *Service) Messages(ctx context.Context, user id.UserID, roomID id.RoomID
 				kept = append(kept, se)
 				senders[se.Sender] = true
 			}
-			if gaps[se.EventID] {
-				// History before this event lives on other servers: fetch it
-				// now, so that this page or the next continues into it
-				// rather than past it. Once a request (a short timeout).
-				backfilled = true
-				refetch = s.backfillBefore(ctx, roomID, batch, gaps) && len(kept) < limit
-				gaps = nil
-				if refetch {
+			if gap && backfills < maxBackfills {
+				// Fetch the history before this event now, so that this page
+				// or the next continues into it rather than past it. If
+				// nothing comes, the page goes on as before.
+				backfills++
+				if s.backfillBefore(ctx, roomID, batch, gaps) {
+					refetch = true
 					break
 				}
 			}
 			if len(kept) >= limit {
 				break
 			}
+		}
+		if stop {
+			break
 		}
 		if refetch {
 			continue

@@ -162,6 +162,24 @@ func TestFederationBackfill(t *testing.T) {
 
 			backfillBadInput(t, a, b, alice, bob2, room)
 
+			// More history than one request backfills (100 events a fetch, 2
+			// fetches a request): a page ends at the gap rather than passing
+			// it, and the next page fetches on; nothing is skipped.
+			long := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+			var wantLong []string
+			for i := 1; i <= 250; i++ {
+				sendText(t, alice, long, fmt.Sprintf("l%d", i))
+				wantLong = append(wantLong, fmt.Sprintf("l%d", i))
+			}
+			slices.Reverse(wantLong)
+			if _, err := bob2.JoinRoom(ctx, string(long), &mautrix.ReqJoinRoom{Via: []string{"a.test"}}); err != nil {
+				t.Fatalf("remote join: %v", err)
+			}
+			evs, _ = walkBack(t, bob2, long, "", 300)
+			if got := bodies(evs); !slices.Equal(got, wantLong) {
+				t.Fatalf("bob's /messages of 250 messages: %d messages, first %v", len(got), got[:min(len(got), 3)])
+			}
+
 			// history_visibility joined: nothing before bob's join for him.
 			hidden := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", InitialState: []*event.Event{{
 				Type: event.StateHistoryVisibility, StateKey: new(string),
