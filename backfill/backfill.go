@@ -60,6 +60,7 @@ type Store interface {
 	KnownEvents(ctx context.Context, ids []string) (map[string]bool, error)
 	// JoinedServersAt: the servers in the room at the event we backfill from.
 	JoinedServersAt(ctx context.Context, roomID string, pos int64) ([]string, error)
+	JoinedServers(ctx context.Context, roomID string) ([]string, error)
 	GetRoom(ctx context.Context, roomID string) (*storage.RoomRow, error)
 }
 
@@ -143,7 +144,8 @@ func (b *Backfiller) backfill(ctx context.Context, roomID id.RoomID, from []id.E
 }
 
 // servers are the servers to ask: those joined to the room at the latest of
-// from, and the senders' servers, ours left out, at most MaxServers.
+// from, the senders' servers, then those joined now; ours left out, at most
+// MaxServers.
 func (b *Backfiller) servers(ctx context.Context, roomID id.RoomID, from []id.EventID) ([]string, error) {
 	ids := make([]string, len(from))
 	for i, x := range from {
@@ -173,8 +175,14 @@ func (b *Backfiller) servers(ctx context.Context, roomID id.RoomID, from []id.Ev
 	if err != nil {
 		return nil, err
 	}
+	// Then the servers in the room now: in history older than our join the
+	// membership events that JoinedServersAt undoes may be all it knows.
+	now, err := b.o.Store.JoinedServers(ctx, string(roomID))
+	if err != nil {
+		return nil, err
+	}
 	var out []string
-	for _, s := range append(joined, senders...) {
+	for _, s := range slices.Concat(joined, senders, now) {
 		if s != "" && s != b.o.ServerName && !slices.Contains(out, s) && len(out) < MaxServers {
 			out = append(out, s)
 		}

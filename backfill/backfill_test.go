@@ -15,7 +15,7 @@ import (
 	"github.com/myelin-chat/myelin/storage"
 )
 
-type fakeStore struct{ servers []string }
+type fakeStore struct{ servers, now []string }
 
 func (f *fakeStore) GetEvents(_ context.Context, ids []string) (map[string]*storage.Event, error) {
 	out := map[string]*storage.Event{}
@@ -29,6 +29,9 @@ func (f *fakeStore) KnownEvents(context.Context, []string) (map[string]bool, err
 }
 func (f *fakeStore) JoinedServersAt(context.Context, string, int64) ([]string, error) {
 	return f.servers, nil
+}
+func (f *fakeStore) JoinedServers(context.Context, string) ([]string, error) {
+	return f.now, nil
 }
 func (f *fakeStore) GetRoom(context.Context, string) (*storage.RoomRow, error) {
 	return &storage.RoomRow{RoomVersion: "10"}, nil
