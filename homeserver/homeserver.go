@@ -22,6 +22,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/accounts"
+	"github.com/myelin-chat/myelin/backfill"
 	"github.com/myelin-chat/myelin/clientapi"
 	"github.com/myelin-chat/myelin/clientapi/slidingsync"
 	"github.com/myelin-chat/myelin/clientapi/syncv2"
@@ -190,14 +191,20 @@ func (s *Server) build(ctx context.Context) error {
 		return err
 	}
 	// Other servers' rooms (in space hierarchies), aliases and directories
-	// are asked through the transport's client when federation is on.
+	// are asked through the transport's client when federation is on; so is
+	// the history /messages fetches before what we have (backfill; verified
+	// and stored by the roomserver's ImportBackfill). With federation off
+	// there is no one to ask.
 	var remoteDirectory directory.Remote
 	var remoteSpaces roomview.RemoteSpaces
+	var backfiller roomview.Backfiller
 	if cfg.FederationEnabled() {
 		remoteDirectory = directoryRemote{transport.Client}
 		remoteSpaces = spacesRemote{c: transport.Client, serverName: cfg.ServerName}
+		backfiller = backfill.New(backfill.Options{ServerName: cfg.ServerName, Client: backfillRemote{transport.Client},
+			Rooms: s.Rooms, Store: db})
 	}
-	s.RoomView = roomview.New(roomview.Options{Store: db, RemoteSpaces: remoteSpaces})
+	s.RoomView = roomview.New(roomview.Options{Store: db, RemoteSpaces: remoteSpaces, Backfill: backfiller})
 	// Deleting an alias drops it from m.room.canonical_alias through the writer.
 	s.Directory = directory.New(directory.Options{Store: db, Rooms: s.Rooms, ServerName: cfg.ServerName, Remote: remoteDirectory})
 	// Other servers' users' profiles are asked of their servers through the
@@ -512,4 +519,23 @@ type invitePolicy struct{ p federation.Policy }
 
 func (p invitePolicy) AllowServer(ctx context.Context, server string) bool {
 	return p.p.AllowServer(ctx, server, federation.PurposeInvite)
+}
+
+// backfillRemote backs backfill.Client with the transport's client.
+type backfillRemote struct{ c *mfed.Client }
+
+func (r backfillRemote) Backfill(ctx context.Context, server string, roomID id.RoomID, from []id.EventID, limit int) ([]json.RawMessage, error) {
+	resp, err := r.c.Backfill(ctx, &mfed.ReqBackfill{ServerName: server, RoomID: roomID, Limit: limit, BackfillFrom: from})
+	if err != nil {
+		return nil, err
+	}
+	return resp.PDUs, nil
+}
+
+func (r backfillRemote) EventAuth(ctx context.Context, server string, roomID id.RoomID, eventID id.EventID) ([]json.RawMessage, error) {
+	resp, err := r.c.GetEventAuthChain(ctx, server, roomID, eventID)
+	if err != nil {
+		return nil, err
+	}
+	return resp.AuthChain, nil
 }

@@ -24,6 +24,10 @@ type Store interface {
 	LookupTxn(ctx context.Context, userID, deviceID, txnID string) (roomID, eventID string, err error)
 	// WriteRoomEvents commits a batch of a room's events (the writer's one write).
 	WriteRoomEvents(ctx context.Context, w *storage.RoomWrite) error
+	// InsertHistoricalEvents stores backfilled history below everything (ImportBackfill).
+	InsertHistoricalEvents(ctx context.Context, roomID string, events []storage.Event) ([]storage.Event, error)
+	// RedactionTargets: the events a room's stored redactions name (backfilled ones are stored redacted).
+	RedactionTargets(ctx context.Context, roomID string) (map[string]string, error)
 
 	// Aliases and the directory flag of rooms being created or upgraded.
 	ResolveAlias(ctx context.Context, alias string) (roomID, creator string, err error)

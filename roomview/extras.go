@@ -50,7 +50,10 @@ func (s *Service) Relations(ctx context.Context, user id.UserID, roomID id.RoomI
 	if err != nil {
 		return nil, err
 	}
-	var from int64
+	var from int64 // going back: 0 is the end of the room (storage.DB.Relations)
+	if !req.Backward {
+		from = -1 << 62 // the start, below backfilled history
+	}
 	if req.From != "" {
 		t, err := ParseToken(req.From)
 		if err != nil {

@@ -544,13 +544,29 @@ func (s *Service) Messages(ctx context.Context, user id.UserID, roomID id.RoomID
 	ranges := v.hv.VisibleRanges()
 	batchSize := min(max(limit*2, 50), 1000)
 	scanned := 0
+	backfills := 0
 	for len(kept) < limit && scanned < maxMessagesScan {
 		batch, err := s.db.RoomEventsByTopology(ctx, string(roomID), cursor, to, backward, batchSize, ranges)
 		if err != nil {
 			return nil, err
 		}
 		scanned += len(batch)
+		var gaps map[string]bool
+		if backward && s.backfill != nil {
+			if gaps, err = s.gapsIn(ctx, batch); err != nil {
+				return nil, err
+			}
+		}
+		refetch, stop := false, false
 		for _, se := range batch {
+			gap := gaps[se.EventID]
+			if gap && backfills >= maxBackfills && len(kept) > 0 {
+				// History before this event lives elsewhere and this request
+				// fetched enough: end the page above it, so that the next one
+				// starts at it and fetches, rather than passing the gap.
+				stop = true
+				break
+			}
 			if backward {
 				cursor = storage.TopoPos{Depth: se.Depth, Stream: se.StreamPos - 1}
 			} else {
@@ -560,9 +576,25 @@ func (s *Service) Messages(ctx context.Context, user id.UserID, roomID id.RoomID
 				kept = append(kept, se)
 				senders[se.Sender] = true
 			}
+			if gap && backfills < maxBackfills {
+				// Fetch the history before this event now, so that this page
+				// or the next continues into it rather than past it. If
+				// nothing comes, the page goes on as before.
+				backfills++
+				if s.backfillBefore(ctx, roomID, batch, gaps) {
+					refetch = true
+					break
+				}
+			}
 			if len(kept) >= limit {
 				break
 			}
+		}
+		if stop {
+			break
+		}
+		if refetch {
+			continue
 		}
 		if len(batch) < batchSize {
 			if len(kept) == 0 {

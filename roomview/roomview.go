@@ -10,6 +10,8 @@ package roomview
 import (
 	"context"
 
+	"maunium.net/go/mautrix/id"
+
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -47,6 +49,8 @@ type Store interface {
 	SearchRooms(ctx context.Context, q *storage.SearchQuery) (map[string]int, error)
 	// AddReport records a user's report of an event or room for the admins.
 	AddReport(ctx context.Context, roomID, eventID, reporter, reason string, score *int64, ts int64) error
+	// KnownEvents reports which event IDs are stored (backfill: which prev_events we lack).
+	KnownEvents(ctx context.Context, ids []string) (map[string]bool, error)
 }
 
 // Options are what the reads are built from.
@@ -55,13 +59,27 @@ type Options struct {
 	// RemoteSpaces describes rooms of a space hierarchy this server does not
 	// know (other servers' /hierarchy); nil: they are left out.
 	RemoteSpaces RemoteSpaces
+	// Backfill, when set (federation on), fetches history older than what
+	// the server has from other servers when /messages reaches it.
+	Backfill Backfiller
+}
+
+// Backfiller fetches from other servers the history that precedes events
+// of a room we have but whose prev_events we lack (package backfill), and
+// stores it (the roomserver's ImportBackfill). added: something was stored.
+// roomview never calls the network itself: this and RemoteSpaces are its ways out.
+type Backfiller interface {
+	Backfill(ctx context.Context, roomID id.RoomID, from []id.EventID) (added bool, err error)
 }
 
 // Service answers the client reads of rooms.
 type Service struct {
 	db           Store
 	remoteSpaces RemoteSpaces
+	backfill     Backfiller
 }
 
 // New builds the service.
-func New(o Options) *Service { return &Service{db: o.Store, remoteSpaces: o.RemoteSpaces} }
+func New(o Options) *Service {
+	return &Service{db: o.Store, remoteSpaces: o.RemoteSpaces, backfill: o.Backfill}
+}

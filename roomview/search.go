@@ -287,7 +287,7 @@ func (s *Service) searchRooms(ctx context.Context, user id.UserID, req *SearchRe
 		if tok != nil && tok.Group == "room_id" && tok.Value != m.RoomID {
 			continue
 		}
-		q.Ranges = append(q.Ranges, storage.SearchRange{RoomID: m.RoomID, From: 0, To: wholeHistory})
+		q.Ranges = append(q.Ranges, storage.SearchRange{RoomID: m.RoomID, From: -wholeHistory, To: wholeHistory})
 	}
 	if len(q.Ranges) == 0 {
 		return nil, 0, nil
@@ -321,9 +321,9 @@ func (s *Service) searchRooms(ctx context.Context, user id.UserID, req *SearchRe
 			continue
 		}
 		rooms[roomID] = &searchRoom{version: version, v: v}
-		if len(spans) == 1 && spans[0][0] <= 0 && spans[0][1] >= wholeHistory-1 {
+		if len(spans) == 1 && spans[0][0] <= -wholeHistory+1 && spans[0][1] >= wholeHistory-1 {
 			count += n
-			q.Ranges = append(q.Ranges, storage.SearchRange{RoomID: r, From: 0, To: wholeHistory})
+			q.Ranges = append(q.Ranges, storage.SearchRange{RoomID: r, From: -wholeHistory, To: wholeHistory})
 			continue
 		}
 		for _, span := range spans {
@@ -343,7 +343,7 @@ func (s *Service) searchRooms(ctx context.Context, user id.UserID, req *SearchRe
 }
 
 // wholeHistory is the end of the range of every stream position.
-const wholeHistory = int64(1) << 62
+const wholeHistory = int64(1) << 62 // backfilled history lies below 0, down to -wholeHistory
 
 // searchPage reads one page of results the user may see. When more may
 // follow (the page is full, or the rounds ran out), it returns the cursor

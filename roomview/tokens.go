@@ -17,7 +17,9 @@ import (
 // /sync's prev_batch for a timeline starting at event E is StreamToken(E.StreamPos-1)
 // (or TopologicalToken(E.Depth, E.StreamPos-1)); /messages accepts both.
 // A stream token may carry more, underscore-separated, parts (a /sync
-// next_batch): only the first number is used.
+// next_batch): only the first number is used. Stream positions may be
+// negative: backfilled history is stored below position 0
+// (storage.InsertHistoricalEvents), e.g. "t12_-40", "s-40" (relations).
 
 // StreamToken is the token for the point just after stream position pos.
 func StreamToken(pos int64) string { return "s" + strconv.FormatInt(pos, 10) }
@@ -41,14 +43,14 @@ func ParseToken(s string) (Token, error) {
 	case strings.HasPrefix(s, "t"):
 		d, st, ok := strings.Cut(s[1:], "_")
 		depth, ok1 := parsePosition(d)
-		stream, ok2 := parsePosition(st)
+		stream, ok2 := parseStreamPosition(st)
 		if !ok || !ok1 || !ok2 {
 			return Token{}, fmt.Errorf("invalid token %q", s)
 		}
 		return Token{Topological: true, Depth: depth, Stream: stream}, nil
 	case strings.HasPrefix(s, "s"):
 		num, _, _ := strings.Cut(s[1:], "_")
-		stream, ok := parsePosition(num)
+		stream, ok := parseStreamPosition(num)
 		if !ok {
 			return Token{}, fmt.Errorf("invalid token %q", s)
 		}
@@ -64,6 +66,16 @@ func parsePosition(s string) (int64, bool) {
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	return n, err == nil
+}
+
+// parseStreamPosition parses a stream position: a position as parsePosition
+// reads it, or a negative one ("-" and a non-zero position).
+func parseStreamPosition(s string) (int64, bool) {
+	if rest, neg := strings.CutPrefix(s, "-"); neg {
+		n, ok := parsePosition(rest)
+		return -n, ok && n != 0
+	}
+	return parsePosition(s)
 }
 
 func (t Token) topo() storage.TopoPos { return storage.TopoPos{Depth: t.Depth, Stream: t.Stream} }

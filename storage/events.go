@@ -601,8 +601,8 @@ func (db *DB) Relations(ctx context.Context, roomID, eventID, relType, evType st
 	// back, the events after it; going forward, the events up to it.
 	cond, order, stop := "stream_pos > $5 AND stream_pos <= $%d", "ASC", int64(1<<62)
 	if backwards {
-		cond, order, stop = "stream_pos < $5 AND stream_pos > $%d", "DESC", -1
-		if from <= 0 {
+		cond, order, stop = "stream_pos < $5 AND stream_pos > $%d", "DESC", -(1 << 62) // backfilled history is below 0
+		if from == 0 {
 			from = 1 << 62
 		}
 	}

@@ -73,12 +73,27 @@ func (h *History) MembershipAt(pos int64) string {
 // history_visibility events and the user's own membership events, the state
 // after the event may allow it too (both are in the lists at pos).
 func (h *History) CanSee(pos int64) bool {
-	visPrior, visAt := before(h.Visibility, pos, "shared")
+	visPrior, visAt := before(h.Visibility, pos, h.defaultVisibility(pos))
 	memPrior, memAt := before(h.Memberships, pos, "leave")
 	if h.allowed(normalVisibility(visPrior), memPrior, pos) {
 		return true
 	}
 	return (visAt != visPrior || memAt != memPrior) && h.allowed(normalVisibility(visAt), memAt, pos)
+}
+
+// defaultVisibility is the visibility before the room's first
+// history_visibility event: unset, "shared". But backfilled history (negative
+// positions, storage.InsertHistoricalEvents) may precede every
+// history_visibility event we have only because the one that applied to it
+// was stored earlier, in the state of a room joined over federation, at a
+// position that does not reflect the DAG: there the earliest value we know
+// applies, the conservative reading (never more visible than the room was
+// when we joined it).
+func (h *History) defaultVisibility(pos int64) string {
+	if pos < 0 && len(h.Visibility) > 0 {
+		return h.Visibility[0].Value
+	}
+	return "shared"
 }
 
 // maxVisibleRanges bounds VisibleRanges' answer (past it, ranges merge).
@@ -94,7 +109,7 @@ func (h *History) VisibleRanges() [][2]int64 {
 	const end = int64(1) << 62
 	// CanSee only changes at the positions of the user's membership events
 	// and of the room's history_visibility events: it is constant between them.
-	var cuts []int64
+	cuts := []int64{0} // the default visibility changes at 0 (defaultVisibility)
 	for _, list := range [][]Positioned{h.Memberships, h.Visibility} {
 		for _, p := range list {
 			cuts = append(cuts, p.Pos)
@@ -113,7 +128,7 @@ func (h *History) VisibleRanges() [][2]int64 {
 		}
 		out = append(out, [2]int64{lo, hi})
 	}
-	prev := int64(-1) // the last cut handled
+	prev := -end // the last cut handled; backfilled history has negative positions
 	for _, c := range append(cuts, end) {
 		if prev+1 <= c-1 && h.CanSee(prev+1) { // the positions strictly between
 			add(prev+1, c-1)

@@ -31,7 +31,7 @@ func TestVisibleRangesCoverCanSee(t *testing.T) {
 	visibilities := []string{"joined", "shared", "invited", "world_readable"}
 	for iter := 0; iter < 2000; iter++ {
 		var h History
-		pos := int64(0)
+		pos := -int64(rng.IntN(30)) // backfilled history sits below 0
 		changes := rng.IntN(40)
 		for i := 0; i < changes; i++ {
 			pos += 1 + rng.Int64N(5)
@@ -51,7 +51,7 @@ func TestVisibleRangesCoverCanSee(t *testing.T) {
 			return false
 		}
 		exact := len(ranges) < maxVisibleRanges
-		for p := int64(0); p <= pos+3; p++ {
+		for p := int64(-35); p <= pos+3; p++ {
 			if h.CanSee(p) && !in(p) {
 				t.Fatalf("history %+v: CanSee(%d) but not in ranges %v", h, p, ranges)
 			}
@@ -62,5 +62,29 @@ func TestVisibleRangesCoverCanSee(t *testing.T) {
 		if h.CanSee(pos+1) != in(1<<61) {
 			t.Fatalf("history %+v: the open end disagrees with CanSee: ranges %v", h, ranges)
 		}
+	}
+}
+
+// TestBackfilledHistoryDefault: before the room's first history_visibility
+// event we know, backfilled history (negative positions) takes that event's
+// value, not "shared": a room that was "joined" when we joined it does not
+// show a later member what came before their join; local history from 0 on
+// keeps the spec's default.
+func TestBackfilledHistoryDefault(t *testing.T) {
+	h := History{Memberships: []Positioned{{Pos: 20, Value: "join"}}, Visibility: []Positioned{{Pos: 5, Value: "joined"}}}
+	if h.CanSee(-10) {
+		t.Error("backfilled event before a joined room's visibility event is visible to a later joiner")
+	}
+	if !h.CanSee(3) {
+		t.Error("local event before the first visibility event: shared, visible to a later joiner")
+	}
+	for _, r := range h.VisibleRanges() {
+		if r[0] <= -10 && -10 <= r[1] {
+			t.Errorf("ranges %v hold -10", h.VisibleRanges())
+		}
+	}
+	shared := History{Memberships: []Positioned{{Pos: 20, Value: "join"}}, Visibility: []Positioned{{Pos: 5, Value: "shared"}}}
+	if !shared.CanSee(-10) || len(shared.VisibleRanges()) == 0 || shared.VisibleRanges()[0][0] > -10 {
+		t.Errorf("shared: backfilled history hidden: ranges %v", shared.VisibleRanges())
 	}
 }

@@ -58,6 +58,9 @@ var rules = []rule{
 	// Inbound PDUs: the writer and the store; the transport only through its
 	// own small interfaces, filled in by the assembly.
 	{"ingest", []string{"roomserver", "storage", "internal/..."}},
+	// Backfill: the transport's client and the writer's ImportBackfill
+	// through its own small interfaces, the store.
+	{"backfill", []string{"storage", "internal/..."}},
 	// Remote joins: the transport's client over the writer.
 	{"remotejoin", []string{"roomserver", "internal/..."}},
 	// The client API: handlers over modules; /sync readers never the writer.
