@@ -153,18 +153,9 @@ func (a *API) joinRoom(r *http.Request) (any, error) {
 		target = string(roomID)
 	}
 	user := authn.FromRequest(r).UserID
-	q := r.URL.Query()
-	servers := append(q["server_name"], q["via"]...)
-	if len(servers) > 50 {
-		return nil, mxhttp.InvalidParam("Too many server_name and via parameters")
-	}
-	if a.RemoteJoins != nil && strings.HasPrefix(target, "#") && !strings.HasSuffix(target, ":"+a.Config.ServerName) {
-		// Another server's alias: it tells us the room and servers in it.
-		info, err := a.Directory.GetAlias(r.Context(), target)
-		if err != nil {
-			return nil, roomError(err)
-		}
-		target, servers = string(info.RoomID), append(info.Servers, servers...)
+	target, servers, err := a.remoteTarget(r, target)
+	if err != nil {
+		return nil, err
 	}
 	roomID, err := a.Rooms.JoinWithContent(r.Context(), user, target, body)
 	if errors.Is(err, roomserver.ErrNotFound) && a.RemoteJoins != nil && strings.HasPrefix(target, "!") {
@@ -187,10 +178,18 @@ func (a *API) knockRoom(r *http.Request) (any, error) {
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
 		return nil, err
 	}
-	target := mxhttp.PathParam(r, "roomIDOrAlias")
+	target, servers, err := a.remoteTarget(r, mxhttp.PathParam(r, "roomIDOrAlias"))
+	if err != nil {
+		return nil, err
+	}
 	roomID, err := a.Rooms.Knock(r.Context(), authn.FromRequest(r).UserID, target, body.Reason)
 	if errors.Is(err, roomserver.ErrNotFound) && a.RemoteJoins != nil && strings.HasPrefix(target, "!") {
-		return a.remoteKnock(r, id.RoomID(target), body.Reason)
+		// A room we are not in: knock through server_name and via (or the
+		// alias's servers), then the room ID's domain.
+		if err := a.RemoteJoins.Knock(r.Context(), authn.FromRequest(r).UserID, id.RoomID(target), servers, body.Reason); err != nil {
+			return nil, roomError(err)
+		}
+		return map[string]any{"room_id": target}, nil
 	}
 	if err != nil {
 		return nil, roomError(err)
@@ -198,18 +197,23 @@ func (a *API) knockRoom(r *http.Request) (any, error) {
 	return map[string]any{"room_id": roomID}, nil
 }
 
-// remoteKnock knocks on a room this server is not in, through server_name
-// and via, then the room ID's domain.
-func (a *API) remoteKnock(r *http.Request, roomID id.RoomID, reason string) (any, error) {
+// remoteTarget is the room a /join or /knock names and the servers to try
+// if it is hosted elsewhere: server_name and via (at most 50); another
+// server's alias is resolved by asking it (the directory), its servers first.
+func (a *API) remoteTarget(r *http.Request, target string) (string, []string, error) {
 	q := r.URL.Query()
 	servers := append(q["server_name"], q["via"]...)
 	if len(servers) > 50 {
-		return nil, mxhttp.InvalidParam("Too many server_name and via parameters")
+		return "", nil, mxhttp.InvalidParam("Too many server_name and via parameters")
 	}
-	if err := a.RemoteJoins.Knock(r.Context(), authn.FromRequest(r).UserID, roomID, servers, reason); err != nil {
-		return nil, roomError(err)
+	if a.RemoteJoins != nil && strings.HasPrefix(target, "#") && !strings.HasSuffix(target, ":"+a.Config.ServerName) {
+		info, err := a.Directory.GetAlias(r.Context(), target)
+		if err != nil {
+			return "", nil, roomError(err)
+		}
+		return string(info.RoomID), append(info.Servers, servers...), nil
 	}
-	return map[string]any{"room_id": roomID}, nil
+	return target, servers, nil
 }
 
 func (a *API) membership(action string) func(r *http.Request) (any, error) {
