@@ -205,14 +205,19 @@ func (s *Sender) Handle(ctx context.Context, events []*storage.Event) error {
 			}
 			continue // received over federation: its origin sends it
 		}
+		// A join of one of our users adds only our server, to which nothing
+		// is sent: the servers before it still stand, after it too. (Asking
+		// the store for each join of a burst is quadratic: JoinedServersAt
+		// walks every membership change after the event.)
+		changes := isMember && !s.localJoin(ev)
 		dests, ok := servers[ev.RoomID]
-		if !ok || isMember {
+		if !ok || changes {
 			var err error
 			if dests, err = s.opts.Store.JoinedServersAt(ctx, ev.RoomID, ev.StreamPos); err != nil {
 				return err
 			}
 			servers[ev.RoomID] = dests
-			if isMember {
+			if changes {
 				delete(servers, ev.RoomID) // the next event sees the membership after it
 			}
 		}
@@ -239,6 +244,11 @@ func (s *Sender) Handle(ctx context.Context, events []*storage.Event) error {
 		}
 	}
 	return nil
+}
+
+// localJoin: ev is the join of one of our users.
+func (s *Sender) localJoin(ev *storage.Event) bool {
+	return ev.Membership == "join" && ev.StateKey != nil && storage.ServerOfUser(*ev.StateKey) == s.opts.ServerName
 }
 
 // trimIfFailing bounds the queue of a destination that is not answering, as

@@ -161,7 +161,7 @@ func (n *fedNet) configure(cfg *config.Config) {
 }
 
 // start starts server name on backend, reachable by the others through its relay.
-func (n *fedNet) start(t *testing.T, backend, name string, configure ...func(*config.Config)) *testserver.Server {
+func (n *fedNet) start(t testing.TB, backend, name string, configure ...func(*config.Config)) *testserver.Server {
 	t.Helper()
 	srv := testserver.Start(t, backend, testserver.Options{ServerName: name, Configure: func(cfg *config.Config) {
 		n.configure(cfg)

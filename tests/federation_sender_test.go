@@ -178,7 +178,7 @@ func (f *fakeDestination) waitMessages(t *testing.T, want int, within time.Durat
 
 // remoteMember builds userID's m.room.member event as its server (signing
 // with key) would, on the room's forward extremities, for roomserver.Input.
-func remoteMember(t *testing.T, srv *testserver.Server, key *mfed.SigningKey, roomID id.RoomID, userID id.UserID, membership string) []byte {
+func remoteMember(t testing.TB, srv *testserver.Server, key *mfed.SigningKey, roomID id.RoomID, userID id.UserID, membership string) []byte {
 	t.Helper()
 	ctx := context.Background()
 	row, err := srv.DB.GetRoom(ctx, string(roomID))

@@ -1,0 +1,119 @@
+package federationsender
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/myelin-chat/myelin/federation"
+	"github.com/myelin-chat/myelin/storage"
+)
+
+// timelineStore answers JoinedServersAt from a room's member events, as the
+// store does, and records what is queued; its queues always read empty.
+type timelineStore struct {
+	Store
+	events []*storage.Event
+	mu     sync.Mutex
+	calls  int
+	queued []storage.FederationQueueItem
+}
+
+func (f *timelineStore) JoinedServersAt(_ context.Context, roomID string, pos int64) ([]string, error) {
+	f.mu.Lock()
+	f.calls++
+	f.mu.Unlock()
+	latest := map[string]string{} // user → membership before pos
+	set := map[string]bool{}
+	for _, e := range f.events {
+		if e.RoomID != roomID || e.Type != "m.room.member" {
+			continue
+		}
+		if e.StreamPos < pos {
+			latest[*e.StateKey] = e.Membership
+		} else if e.StreamPos == pos && e.Membership == "join" {
+			set[storage.ServerOfUser(*e.StateKey)] = true
+		}
+	}
+	for u, m := range latest {
+		if m == "join" {
+			set[storage.ServerOfUser(u)] = true
+		}
+	}
+	var out []string
+	for s := range set {
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+func (f *timelineStore) EnqueueFederation(_ context.Context, items []storage.FederationQueueItem) error {
+	f.queued = append(f.queued, items...)
+	return nil
+}
+func (f *timelineStore) FederationQueuedDestinations(context.Context) ([]string, error) {
+	return nil, nil
+}
+func (f *timelineStore) FederationDestinationState(context.Context, string) (*storage.FederationDestination, error) {
+	return &storage.FederationDestination{}, nil
+}
+func (f *timelineStore) FederationBatch(context.Context, string, int64, int) ([]storage.FederationQueueItem, error) {
+	return nil, nil
+}
+
+// TestHandleJoinBurst: a burst of our users' joins does not ask the store
+// for the room's servers at every join (quadratic in the burst: 1,999 joins
+// took the sender 86 s), and every event still goes to exactly the servers
+// joined at it: not before a remote user's join, still with the kick that
+// removes its last member, not after.
+func TestHandleJoinBurst(t *testing.T) {
+	const room = "!r:hs.test"
+	var evs []*storage.Event
+	add := func(typ, sender, stateKey, membership string) {
+		e := &storage.Event{EventID: fmt.Sprintf("$%d", len(evs)+1), StreamPos: int64(len(evs) + 1), RoomID: room, Type: typ,
+			Sender: sender, Membership: membership}
+		if stateKey != "" {
+			e.StateKey = &stateKey
+		}
+		evs = append(evs, e)
+	}
+	add("m.room.member", "@a:hs.test", "@a:hs.test", "join")         // 1: nobody else
+	add("m.room.member", "@b:remote.test", "@b:remote.test", "join") // 2: remote.test's own
+	for i := range 50 {                                              // 3–52: a burst of local joins
+		u := fmt.Sprintf("@u%d:hs.test", i)
+		add("m.room.member", u, u, "join")
+	}
+	add("m.room.message", "@a:hs.test", "", "")                   // 53
+	add("m.room.member", "@a:hs.test", "@b:remote.test", "leave") // 54: the kick still goes to remote.test
+	add("m.room.message", "@a:hs.test", "", "")                   // 55: nobody else
+	store := &timelineStore{events: evs}
+	s, err := New(context.Background(), Options{ServerName: "hs.test", Store: store, Policy: federation.AllowAll{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Handle(context.Background(), evs); err != nil {
+		t.Fatal(err)
+	}
+	var got []int64
+	for _, it := range store.queued {
+		if it.Destination != "remote.test" {
+			t.Fatalf("queued for %s: %+v", it.Destination, it)
+		}
+		got = append(got, it.StreamPos)
+	}
+	var want []int64
+	for p := int64(3); p <= 54; p++ {
+		want = append(want, p)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("queued positions %v, want 3–54", got)
+	}
+	// At 1 (no servers known), 3 (after the remote join), 54 (the kick), 55 (after it).
+	if store.calls > 4 {
+		t.Fatalf("JoinedServersAt asked %d times for one page", store.calls)
+	}
+}
