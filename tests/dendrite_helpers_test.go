@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -103,6 +104,22 @@ type dendriteServer struct {
 func startDendrite(t *testing.T) *dendriteServer {
 	t.Helper()
 	bin := dendriteBinary(t)
+	// Its ports are picked free and released before Dendrite binds them:
+	// another process may take one in between, so try again on others.
+	for attempt := 1; ; attempt++ {
+		d, err := tryStartDendrite(t, bin)
+		if err == nil {
+			return d
+		}
+		if attempt == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("%v; trying other ports", err)
+	}
+}
+
+func tryStartDendrite(t *testing.T, bin string) (*dendriteServer, error) {
+	t.Helper()
 	binDir := filepath.Dir(bin)
 	dir := t.TempDir()
 	fedPort, httpPort := loopbackPort(t), loopbackPort(t)
@@ -196,11 +213,12 @@ func startDendrite(t *testing.T) *dendriteServer {
 			return resp.StatusCode == http.StatusOK
 		}
 		if ok(d.URL+"/_matrix/client/versions") && ok("https://"+d.ServerName+"/_matrix/key/v2/server") {
-			return d
+			return d, nil
 		}
 		select {
 		case <-exited:
-			t.Fatalf("dendrite exited while starting")
+			d.dumpLog(t)
+			return nil, fmt.Errorf("dendrite exited while starting")
 		case <-time.After(200 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {

@@ -55,8 +55,20 @@ func TestFederationDendrite(t *testing.T) {
 				x.paginatesToCreate(dave, room, sent)
 				x.leave(dave, alice, room)
 			})
+			t.Run("DendriteHostedHistory", func(t *testing.T) {
+				t.Skip(backfillMissing)
+				x := x.with(t)
+				room := x.create(dave, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "History on Dendrite"})
+				const history = 25
+				var sent []id.EventID
+				for i := range history {
+					sent = append(sent, sendText(t, dave, room, fmt.Sprintf("history %d", i)))
+				}
+				x.join(alice, room, d.ServerName)
+				x.paginatesToCreate(alice, room, sent)
+			})
 			t.Run("InviteDendriteUser", func(t *testing.T) {
-				t.Skip("needs Myelin to invite remote users: PUT /_matrix/federation/v2/invite sent by the client API's invite of a user on another server")
+				t.Skip(outboundInviteMissing)
 				x := x.with(t)
 				room := x.create(alice, &mautrix.ReqCreateRoom{Preset: "private_chat"})
 				x.invite(alice, dave, room)
@@ -69,8 +81,7 @@ func TestFederationDendrite(t *testing.T) {
 				x.leave(dave, alice, room)
 			})
 			t.Run("InviteMyelinUser", func(t *testing.T) {
-				t.Skip("needs Myelin's inbound PUT /_matrix/federation/v2/invite (a remote server inviting a local user) " +
-					"and, to reject, outbound make_leave/send_leave")
+				t.Skip(inboundInviteMissing)
 				x := x.with(t)
 				room := x.create(dave, &mautrix.ReqCreateRoom{Preset: "private_chat"})
 				x.invite(dave, alice, room)
@@ -84,6 +95,18 @@ func TestFederationDendrite(t *testing.T) {
 		})
 	}
 }
+
+// What the skipped subtests wait for (other slices of issue 11, built in
+// parallel): remove the t.Skip once it is on main. Each passed against
+// Dendrite with those branches merged.
+const (
+	backfillMissing = "needs Myelin's /messages to backfill a remotely joined room's history from its servers " +
+		"(GET /_matrix/federation/v1/backfill sent by roomview at a gap)"
+	outboundInviteMissing = "needs Myelin to invite users of other servers (PUT /_matrix/federation/v2/invite sent by " +
+		"the client API's /invite) and, for the invitee's rejection, inbound make_leave/send_leave"
+	inboundInviteMissing = "needs Myelin's inbound PUT /_matrix/federation/v2/invite (a remote server inviting a local user) " +
+		"and, for the rejection, outbound make_leave/send_leave (POST /leave of an out-of-band invite)"
+)
 
 // interop holds the two servers and their users for one backend.
 type interop struct {
@@ -269,8 +292,9 @@ func (x *interop) invite(inviter, invitee *mautrix.Client, room id.RoomID) {
 func (x *interop) paginatesToCreate(c *mautrix.Client, room id.RoomID, want []id.EventID) {
 	x.t.Helper()
 	ctx := ctxT(x.t)
-	from := syncOnce(x.t, c, "", "", 0).NextBatch // /messages takes a sync token
-	var seen []id.EventID // newest first
+	// From the newest position (/messages takes a sync token), newest first.
+	from := syncOnce(x.t, c, "", "", 0).NextBatch
+	var seen []id.EventID
 	created := false
 	for page := 0; page < 20 && !created; page++ {
 		resp, err := c.Messages(ctx, room, from, "", mautrix.DirectionBackward, nil, 10)
