@@ -2,7 +2,9 @@ package tests
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
+	"sync"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -54,6 +56,17 @@ func TestFederationDendrite(t *testing.T) {
 				x.exchange(room)
 				x.paginatesToCreate(dave, room, sent)
 				x.leave(dave, alice, room)
+			})
+			t.Run("Concurrent", func(t *testing.T) {
+				x := x.with(t)
+				for _, host := range []*mautrix.Client{alice, dave} {
+					guest := x.other(host)
+					room := x.create(host, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Race"})
+					x.grant(host, room, guest.UserID)
+					x.join(guest, room, x.serverOf(host))
+					x.sees(host, room, string(guest.UserID)+"'s join", isMember(guest.UserID, "join"))
+					x.concurrent(room)
+				}
 			})
 			t.Run("DendriteHostedHistory", func(t *testing.T) {
 				t.Skip(backfillMissing)
@@ -208,10 +221,11 @@ func (x *interop) seesFrom(c *mautrix.Client, since string, room id.RoomID, what
 }
 
 // syncUntilLabeled is syncUntil with a description of what never came.
+// Its timelines are long enough that a burst of events is not cut short.
 func syncUntilLabeled(t *testing.T, c *mautrix.Client, since, what string, cond func(*mautrix.RespSync) bool) {
 	t.Helper()
 	for range 24 {
-		resp := syncOnce(t, c, since, "", 5000)
+		resp := syncOnce(t, c, since, `{"room":{"timeline":{"limit":100}}}`, 5000)
 		if cond(resp) {
 			return
 		}
@@ -256,6 +270,100 @@ func (x *interop) exchange(room id.RoomID) {
 			x.t.Fatalf("%s's server's topic state: %v %v, want %q", to.UserID, got, err, topic)
 		}
 	}
+}
+
+func (x *interop) serverOf(c *mautrix.Client) string {
+	if c == x.alice {
+		return x.m.Config.ServerName
+	}
+	return x.d.ServerName
+}
+
+// concurrent: both sides send messages and change the topic at once (forks
+// in the room's graph, resolved by each server on its own); each side's
+// /sync shows all of them, and once a message from each has merged the
+// forks, both servers have the same room state, event for event.
+func (x *interop) concurrent(room id.RoomID) {
+	x.t.Helper()
+	ctx := ctxT(x.t)
+	const perSide = 8
+	since := map[*mautrix.Client]string{x.alice: x.since(x.alice), x.dave: x.since(x.dave)}
+	var mu sync.Mutex
+	var all []id.EventID
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	for _, c := range []*mautrix.Client{x.alice, x.dave} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perSide {
+				var resp *mautrix.RespSendEvent
+				var err error
+				if i == perSide/2 {
+					resp, err = c.SendStateEvent(ctx, room, event.StateTopic, "", map[string]any{"topic": "raced by " + string(c.UserID)})
+				} else {
+					resp, err = c.SendText(ctx, room, fmt.Sprintf("race %d from %s", i, c.UserID))
+				}
+				if err != nil {
+					errs <- fmt.Errorf("%s sending: %w", c.UserID, err)
+					return
+				}
+				mu.Lock()
+				all = append(all, resp.EventID)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		x.t.Fatal(err)
+	}
+	for _, c := range []*mautrix.Client{x.alice, x.dave} {
+		x.seesAll(c, since[c], room, all)
+	}
+	// A message from each merges the forks on both sides.
+	var settle []id.EventID
+	for _, c := range []*mautrix.Client{x.alice, x.dave} {
+		settle = append(settle, sendText(x.t, c, room, "settled by "+string(c.UserID)))
+	}
+	for _, c := range []*mautrix.Client{x.alice, x.dave} {
+		x.seesAll(c, since[c], room, settle)
+	}
+	stateIDs := func(c *mautrix.Client) map[string]id.EventID {
+		st, err := c.State(ctx, room)
+		if err != nil {
+			x.t.Fatalf("state as %s: %v", c.UserID, err)
+		}
+		out := map[string]id.EventID{}
+		for typ, byKey := range st {
+			for key, e := range byKey {
+				out[typ.Type+"|"+key] = e.ID
+			}
+		}
+		return out
+	}
+	mine, theirs := stateIDs(x.alice), stateIDs(x.dave)
+	if !maps.Equal(mine, theirs) {
+		x.t.Fatalf("the servers disagree on the room's state after concurrent changes:\nmyelin:   %v\ndendrite: %v", mine, theirs)
+	}
+}
+
+// seesAll waits until c's /sync from since has shown every event of want in room.
+func (x *interop) seesAll(c *mautrix.Client, since string, room id.RoomID, want []id.EventID) {
+	x.t.Helper()
+	missing := map[id.EventID]bool{}
+	for _, e := range want {
+		missing[e] = true
+	}
+	syncUntilLabeled(x.t, c, since, fmt.Sprintf("all %d events", len(want)), func(r *mautrix.RespSync) bool {
+		if jr, ok := r.Rooms.Join[room]; ok {
+			for _, e := range jr.Timeline.Events {
+				delete(missing, e.ID)
+			}
+		}
+		return len(missing) == 0
+	})
 }
 
 // leave: leaver leaves room; the other side's /sync shows the leave and its
