@@ -163,7 +163,11 @@ func tryStartDendrite(t *testing.T, bin string) (*dendriteServer, error) {
 	// Myelin's certificate is self-signed.
 	section("federation_api")["disable_tls_validation"] = true
 	section("mscs")["mscs"] = []string{}
-	cfg["logging"] = []map[string]any{{"type": "std", "level": "info"}}
+	level := os.Getenv("MYELIN_DENDRITE_LOG_LEVEL") // e.g. debug, trace
+	if level == "" {
+		level = "info"
+	}
+	cfg["logging"] = []map[string]any{{"type": "std", "level": level}}
 	out, err := yaml.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -234,8 +238,8 @@ func (d *dendriteServer) dumpLog(t *testing.T) {
 		return
 	}
 	lines := strings.Split(string(b), "\n")
-	if len(lines) > 150 {
-		lines = lines[len(lines)-150:]
+	if len(lines) > 400 {
+		lines = lines[len(lines)-400:]
 	}
 	t.Logf("dendrite log (last %d lines):\n%s", len(lines), strings.Join(lines, "\n"))
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"sync"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -68,6 +69,31 @@ func TestFederationDendrite(t *testing.T) {
 					x.concurrent(room)
 				}
 			})
+			t.Run("Moderation", func(t *testing.T) {
+				x := x.with(t)
+				for _, host := range []*mautrix.Client{alice, dave} {
+					guest := x.other(host)
+					room := x.create(host, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Moderated"})
+					x.join(guest, room, x.serverOf(host))
+					x.sees(host, room, string(guest.UserID)+"'s join", isMember(guest.UserID, "join"))
+					x.moderate(host, guest, room)
+					if host == dave {
+						t.Skip(banToMyelin)
+					}
+					x.ban(host, guest, room)
+				}
+			})
+			t.Run("Redactions", func(t *testing.T) {
+				t.Skip(redactionToDendrite)
+				x := x.with(t)
+				for _, host := range []*mautrix.Client{alice, dave} {
+					guest := x.other(host)
+					room := x.create(host, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Redacted"})
+					x.join(guest, room, x.serverOf(host))
+					x.sees(host, room, string(guest.UserID)+"'s join", isMember(guest.UserID, "join"))
+					x.redactions(host, guest, room)
+				}
+			})
 			t.Run("DendriteHostedHistory", func(t *testing.T) {
 				t.Skip(backfillMissing)
 				x := x.with(t)
@@ -117,6 +143,16 @@ const (
 		"(GET /_matrix/federation/v1/backfill sent by roomview at a gap)"
 	outboundInviteMissing = "needs Myelin to invite users of other servers (PUT /_matrix/federation/v2/invite sent by " +
 		"the client API's /invite) and, for the invitee's rejection, inbound make_leave/send_leave"
+	// Found by this test, not yet explained: a redaction by a Myelin user
+	// (room v11, Myelin-hosted room) reaches Dendrite in a transaction
+	// (Dendrite logs "Received transaction … containing 1 PDUs" and no
+	// parse, signature or auth error) but never appears in Dendrite's /sync
+	// or GET /event (its sync store lacks it).
+	redactionToDendrite = "a Myelin user's m.room.redaction (room v11) received by Dendrite 0.13.8 never reaches its /sync: under investigation"
+	// Also found by this test: Dendrite's ban of a Myelin user (the Myelin
+	// server's only user in a Dendrite-hosted room, rejoined after a kick)
+	// never shows in the Myelin user's /sync, though the kick before it did.
+	banToMyelin          = "Dendrite's ban of a Myelin user never reaches the Myelin user's /sync: under investigation"
 	inboundInviteMissing = "needs Myelin's inbound PUT /_matrix/federation/v2/invite (a remote server inviting a local user) " +
 		"and, for the rejection, outbound make_leave/send_leave (POST /leave of an out-of-band invite)"
 )
@@ -364,6 +400,82 @@ func (x *interop) seesAll(c *mautrix.Client, since string, room id.RoomID, want 
 		}
 		return len(missing) == 0
 	})
+}
+
+// redactions: across the two servers, the admin redacts the member's
+// message and the member their own, each redaction seen by the other side
+// (the message's content gone there).
+func (x *interop) redactions(admin, member *mautrix.Client, room id.RoomID) {
+	x.t.Helper()
+	ctx := ctxT(x.t)
+	isRedaction := func(target id.EventID) func(*event.Event) bool {
+		return func(e *event.Event) bool {
+			return e.Type == event.EventRedaction && (e.Redacts == target || e.Content.Raw["redacts"] == string(target))
+		}
+	}
+	redacted := func(c *mautrix.Client, target id.EventID) {
+		x.t.Helper()
+		// The redaction reaches the other server shortly before its content is gone there.
+		for range 50 {
+			ev, err := c.GetEvent(ctx, room, target)
+			if err != nil {
+				x.t.Fatalf("%s fetching %s: %v", c.UserID, target, err)
+			}
+			if ev.Content.Raw["body"] == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		x.t.Fatalf("%s's server still shows the content of redacted %s", c.UserID, target)
+	}
+	for _, redactor := range []*mautrix.Client{admin, member} {
+		other := x.other(redactor)
+		since, adminSince := x.since(other), x.since(admin)
+		msg := sendText(x.t, member, room, "to be redacted by "+string(redactor.UserID))
+		x.seesFrom(admin, adminSince, room, "the message", isText(msg, "to be redacted by "+string(redactor.UserID)))
+		if _, err := redactor.RedactEvent(ctx, room, msg); err != nil {
+			x.t.Fatalf("%s redacting %s: %v", redactor.UserID, msg, err)
+		}
+		x.seesFrom(other, since, room, "the redaction of "+string(msg), isRedaction(msg))
+		redacted(other, msg)
+	}
+}
+
+// moderate: across the two servers, the admin kicks the member (the
+// member's server sees it and refuses its user's next message); the member
+// rejoins.
+func (x *interop) moderate(admin, member *mautrix.Client, room id.RoomID) {
+	x.t.Helper()
+	ctx := ctxT(x.t)
+	since := x.since(member)
+	if _, err := admin.KickUser(ctx, room, &mautrix.ReqKickUser{UserID: member.UserID, Reason: "interop"}); err != nil {
+		x.t.Fatalf("%s kicking %s: %v", admin.UserID, member.UserID, err)
+	}
+	x.seesFrom(member, since, room, "the kick", func(e *event.Event) bool {
+		return isMember(member.UserID, "leave")(e) && e.Sender == admin.UserID
+	})
+	if _, err := member.SendText(ctx, room, "after the kick"); err == nil {
+		x.t.Fatalf("%s's server let its kicked user send", member.UserID)
+	}
+
+	x.join(member, room, x.serverOf(admin))
+	x.sees(admin, room, "the rejoin", isMember(member.UserID, "join"))
+}
+
+// ban: the admin bans the member across the two servers: the member's
+// server sees it, and the member's rejoin is refused.
+func (x *interop) ban(admin, member *mautrix.Client, room id.RoomID) {
+	x.t.Helper()
+	ctx := ctxT(x.t)
+	since := x.since(member)
+	if _, err := admin.BanUser(ctx, room, &mautrix.ReqBanUser{UserID: member.UserID, Reason: "interop"}); err != nil {
+		x.t.Fatalf("%s banning %s: %v", admin.UserID, member.UserID, err)
+	}
+	x.seesFrom(member, since, room, "the ban", isMember(member.UserID, "ban"))
+	u := member.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "join", room}, map[string]string{"server_name": x.serverOf(admin)})
+	if _, err := member.MakeRequest(ctx, http.MethodPost, u, struct{}{}, nil); err == nil {
+		x.t.Fatalf("%s rejoined after a ban", member.UserID)
+	}
 }
 
 // leave: leaver leaves room; the other side's /sync shows the leave and its
