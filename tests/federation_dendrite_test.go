@@ -169,7 +169,11 @@ const (
 	// room's next event (a ban of that user) to Myelin in a transaction of 1
 	// PDU, and Myelin never stores it (storage GetEvent: not found), so the
 	// user's /sync never shows it. The same ban without the kick and rejoin
-	// arrives (Moderation).
+	// arrives (Moderation). Probable cause: POST /join of a room Myelin
+	// holds but is no longer resident in (no local member joined) is served
+	// as a local join on Myelin's stale state (roomserver.JoinWithContent
+	// finds the room, so clientapi never falls back to remotejoin's
+	// make_join/send_join), and the room's later events are then not taken in.
 	eventsAfterRejoin    = "Myelin drops a Dendrite-hosted room's events after its user's kick and remote rejoin: under investigation (see the comment above)"
 	inboundInviteMissing = "needs Myelin's inbound PUT /_matrix/federation/v2/invite (a remote server inviting a local user) " +
 		"and, for the rejection, outbound make_leave/send_leave (POST /leave of an out-of-band invite)"
