@@ -109,7 +109,6 @@ func TestFederationDendrite(t *testing.T) {
 				}
 			})
 			t.Run("DendriteHostedHistory", func(t *testing.T) {
-				t.Skip(backfillMissing)
 				x := x.with(t)
 				room := x.create(dave, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "History on Dendrite"})
 				const history = 25
@@ -121,7 +120,6 @@ func TestFederationDendrite(t *testing.T) {
 				x.paginatesToCreate(alice, room, sent)
 			})
 			t.Run("InviteDendriteUser", func(t *testing.T) {
-				t.Skip(outboundInviteMissing)
 				x := x.with(t)
 				room := x.create(alice, &mautrix.ReqCreateRoom{Preset: "private_chat"})
 				x.invite(alice, dave, room)
@@ -134,7 +132,6 @@ func TestFederationDendrite(t *testing.T) {
 				x.leave(dave, alice, room)
 			})
 			t.Run("InviteMyelinUser", func(t *testing.T) {
-				t.Skip(inboundInviteMissing)
 				x := x.with(t)
 				room := x.create(dave, &mautrix.ReqCreateRoom{Preset: "private_chat"})
 				x.invite(dave, alice, room)
@@ -149,34 +146,23 @@ func TestFederationDendrite(t *testing.T) {
 	}
 }
 
-// What the skipped subtests wait for (other slices of issue 11, built in
-// parallel): remove the t.Skip once it is on main. Each passed against
-// Dendrite with those branches merged.
+// What the skipped subtests wait for: remove the t.Skip once fixed.
 const (
-	backfillMissing = "needs Myelin's /messages to backfill a remotely joined room's history from its servers " +
-		"(GET /_matrix/federation/v1/backfill sent by roomview at a gap)"
-	outboundInviteMissing = "needs Myelin to invite users of other servers (PUT /_matrix/federation/v2/invite sent by " +
-		"the client API's /invite) and, for the invitee's rejection, inbound make_leave/send_leave"
 	// Found by this test, not yet explained: a redaction by a Myelin user
 	// (room v11, Myelin-hosted room) reaches Dendrite in a transaction
 	// (Dendrite logs "Received transaction … containing 1 PDUs" and no
 	// parse, signature or auth error) but never appears in Dendrite's /sync
 	// or GET /event (its sync store lacks it).
 	redactionToDendrite = "a Myelin user's m.room.redaction (room v11) received by Dendrite 0.13.8 never reaches its /sync: under investigation"
-	// Found by this test, a Myelin bug not yet located: a Myelin user
-	// kicked from a Dendrite-hosted room rejoins it (make_join/send_join
-	// again, into a room Myelin already holds); Dendrite then sends the
-	// room's next event (a ban of that user) to Myelin in a transaction of 1
-	// PDU, and Myelin never stores it (storage GetEvent: not found), so the
-	// user's /sync never shows it. The same ban without the kick and rejoin
-	// arrives (Moderation). Probable cause: POST /join of a room Myelin
-	// holds but is no longer resident in (no local member joined) is served
-	// as a local join on Myelin's stale state (roomserver.JoinWithContent
-	// finds the room, so clientapi never falls back to remotejoin's
-	// make_join/send_join), and the room's later events are then not taken in.
-	eventsAfterRejoin    = "Myelin drops a Dendrite-hosted room's events after its user's kick and remote rejoin: under investigation (see the comment above)"
-	inboundInviteMissing = "needs Myelin's inbound PUT /_matrix/federation/v2/invite (a remote server inviting a local user) " +
-		"and, for the rejection, outbound make_leave/send_leave (POST /leave of an out-of-band invite)"
+	// Found by this test: a Myelin user kicked from a Dendrite-hosted room
+	// rejoins it; Dendrite then sends the room's next event (a ban of that
+	// user) to Myelin, and Myelin never stores it. POST /join of a room
+	// Myelin holds but is no longer resident in (no local member joined) is
+	// served as a local join on Myelin's stale state (roomserver.
+	// JoinWithContent finds the room, so clientapi never falls back to
+	// remotejoin's make_join/send_join), and the room's later events are
+	// then not taken in.
+	eventsAfterRejoin = "Myelin drops a Dendrite-hosted room's events after its user's kick and rejoin: a rejoin must be a remote join (see the comment above)"
 )
 
 // interop holds the two servers and their users for one backend.
