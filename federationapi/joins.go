@@ -18,6 +18,7 @@ import (
 type Joins interface {
 	MakeJoin(ctx context.Context, roomID id.RoomID, user id.UserID) (*roomserver.JoinTemplate, error)
 	SendJoin(ctx context.Context, roomID id.RoomID, eventID id.EventID, raw []byte, origin string) (*roomserver.JoinResult, error)
+	OmitMembers(ctx context.Context, roomID id.RoomID, res *roomserver.JoinResult) (*roomserver.JoinResult, error)
 }
 
 // maxVersions bounds the ver parameters of one make_join.
@@ -74,8 +75,8 @@ func (a *API) makeJoin(r *http.Request) (any, error) {
 
 // PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}: accept the signed
 // join of a user of the requesting server and answer the state before it.
-// omit_members (MSC3706) is ignored: the whole state is answered and
-// members_omitted is false.
+// With omit_members=true (MSC3706) the answer is the partial state
+// (roomserver.OmitMembers) with members_omitted true.
 func (a *API) sendJoin(r *http.Request) (any, error) {
 	ctx, origin := r.Context(), federation.Origin(r.Context())
 	roomID, err := roomIDParam(r)
@@ -83,6 +84,10 @@ func (a *API) sendJoin(r *http.Request) (any, error) {
 		return nil, err
 	}
 	eventID, err := eventIDParam(mxhttp.PathParam(r, "eventId"))
+	if err != nil {
+		return nil, err
+	}
+	omit, err := omitMembersParam(r.URL.Query()["omit_members"])
 	if err != nil {
 		return nil, err
 	}
@@ -100,12 +105,32 @@ func (a *API) sendJoin(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, joinAnswer(err)
 	}
+	if omit {
+		if res, err = a.joins.OmitMembers(ctx, roomID, res); err != nil {
+			return nil, roomAnswer(err)
+		}
+	}
 	return map[string]any{
 		"origin":          a.serverName,
 		"event":           json.RawMessage(res.Event.JSON),
 		"state":           pdus(res.State),
 		"auth_chain":      pdus(res.AuthChain),
-		"members_omitted": false,
+		"members_omitted": omit,
 		"servers_in_room": res.Servers,
 	}, nil
+}
+
+// omitMembersParam reads send_join's omit_members: absent or "false" is
+// false, "true" is true, anything else (or the parameter twice) is 400
+// M_INVALID_PARAM.
+func omitMembersParam(vals []string) (bool, error) {
+	switch {
+	case len(vals) == 0:
+		return false, nil
+	case len(vals) == 1 && vals[0] == "true":
+		return true, nil
+	case len(vals) == 1 && vals[0] == "false":
+		return false, nil
+	}
+	return false, mxhttp.InvalidParam("omit_members must be true or false")
 }
