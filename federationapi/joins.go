@@ -31,6 +31,11 @@ func joinAnswer(err error) error {
 		errors.As(err, &rErr)
 		return mxhttp.UnableToAuthorize("%s", rErr.Message)
 	}
+	if errors.Is(err, roomserver.ErrUnableToGrantJoin) {
+		var rErr *roomserver.Error
+		errors.As(err, &rErr)
+		return mxhttp.UnableToGrant("%s", rErr.Message)
+	}
 	return roomAnswer(err)
 }
 

@@ -128,6 +128,12 @@ func (j *Joiner) Join(ctx context.Context, user id.UserID, roomID id.RoomID, ser
 	if errors.As(last, &rErr) {
 		return last
 	}
+	switch errcodeOf(last) {
+	case "M_UNABLE_TO_AUTHORISE_JOIN":
+		return roomserver.NewError(roomserver.ErrUnableToAuthoriseJoin, "No server could authorise this join: %v", last)
+	case "M_UNABLE_TO_GRANT_JOIN":
+		return roomserver.Forbidden("No server could grant this join: %v", last)
+	}
 	if statusOf(last) == 403 {
 		return roomserver.Forbidden("Joining the room was refused: %v", last)
 	}
@@ -177,4 +183,13 @@ func statusOf(err error) int {
 		return httpErr.Response.StatusCode
 	}
 	return 0
+}
+
+// errcodeOf is the Matrix errcode of a federation client error ("" if none).
+func errcodeOf(err error) string {
+	var httpErr mautrix.HTTPError
+	if errors.As(err, &httpErr) && httpErr.RespError != nil {
+		return httpErr.RespError.ErrCode
+	}
+	return ""
 }

@@ -69,7 +69,7 @@ func (s *Server) MakeJoin(ctx context.Context, roomID id.RoomID, user id.UserID)
 			}
 			via, err := s.authoriseRestrictedJoin(rs, userRooms)
 			if err != nil {
-				return nil, err
+				return nil, s.restrictedRefusal(ctx, rs, err)
 			}
 			if content, err = withContentKey(content, "join_authorised_via_users_server", via); err != nil {
 				return nil, err
