@@ -139,3 +139,21 @@ func omitMembersParam(vals []string) (bool, error) {
 	}
 	return false, mxhttp.InvalidParam("omit_members must be true or false")
 }
+
+// PUT /_matrix/federation/v1/send_join/{roomId}/{eventId}: the deprecated
+// form (servers that predate v2, room versions 1 and 2 among them): the same
+// join, answered [200, {origin, state, auth_chain, event}] and without
+// omit_members.
+func (a *API) sendJoinV1(r *http.Request) (any, error) {
+	q := r.URL.Query()
+	q.Del("omit_members")
+	r.URL.RawQuery = q.Encode()
+	res, err := a.sendJoin(r)
+	if err != nil {
+		return nil, err
+	}
+	m := res.(map[string]any)
+	delete(m, "members_omitted")
+	delete(m, "servers_in_room")
+	return []any{200, m}, nil
+}

@@ -206,7 +206,7 @@ func (s *Server) SignJoin(roomID id.RoomID, version id.RoomVersion, template []b
 	}
 	var p pdu.PDU
 	if version.EventIDFormat() == id.EventIDFormatCustom {
-		return nil, "", NewError(ErrUnsupportedRoomVersion, "Joining rooms of version %s over federation is not supported", version)
+		return s.signJoinV1(roomID, version, template, user)
 	}
 	if err := jsonv2.Unmarshal(template, &p); err != nil {
 		return nil, "", BadJSON("Invalid join template: %v", err)
