@@ -35,6 +35,7 @@ type Rooms interface {
 // through the candidate servers (remotejoin).
 type RemoteJoins interface {
 	Join(ctx context.Context, user id.UserID, roomID id.RoomID, servers []string) error
+	MustJoinRemotely(ctx context.Context, roomID id.RoomID) bool
 }
 
 // RoomView is what the room read handlers need (roomview): rooms as the
@@ -161,6 +162,13 @@ func (a *API) joinRoom(r *http.Request) (any, error) {
 			return nil, roomError(err)
 		}
 		target, servers = string(info.RoomID), append(info.Servers, servers...)
+	}
+	if a.RemoteJoins != nil && strings.HasPrefix(target, "!") && a.RemoteJoins.MustJoinRemotely(r.Context(), id.RoomID(target)) {
+		// A room no local user is in any more: our copy is stale (remotejoin).
+		if err := a.RemoteJoins.Join(r.Context(), user, id.RoomID(target), servers); err != nil {
+			return nil, roomError(err)
+		}
+		return map[string]any{"room_id": target}, nil
 	}
 	roomID, err := a.Rooms.JoinWithContent(r.Context(), user, target, body)
 	if errors.Is(err, roomserver.ErrNotFound) && a.RemoteJoins != nil && strings.HasPrefix(target, "!") {

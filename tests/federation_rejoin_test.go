@@ -1,0 +1,91 @@
+package tests
+
+import (
+	"testing"
+	"time"
+
+	"github.com/tidwall/gjson"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/myelin-chat/myelin/homeserver/testserver"
+)
+
+// TestFederationRejoin: bob (b.test) joins a.test's room and leaves; while
+// no b.test user is in it, alice changes the topic and sends messages, which
+// b.test never receives. bob's rejoin must then go over federation again
+// (make_join/send_join through a.test, the servers b.test last knew) rather
+// than a local join on b.test's stale copy: afterwards b.test has the new
+// topic as current state, a.test lists bob joined, and messages cross both
+// ways.
+func TestFederationRejoin(t *testing.T) {
+	for _, backend := range testserver.Backends {
+		t.Run(backend, func(t *testing.T) {
+			n := newFedNet(t, "a.test", "b.test")
+			a := n.start(t, backend, "a.test")
+			b := n.start(t, backend, "b.test")
+			ctx := ctxT(t)
+			alice := a.Register(t, "alice")
+			bob := b.Register(t, "bob")
+			room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", Topic: "old topic"})
+			if _, err := bob.JoinRoom(ctx, string(room), &mautrix.ReqJoinRoom{Via: []string{"a.test"}}); err != nil {
+				t.Fatalf("join: %v", err)
+			}
+			must(bob.LeaveRoom(ctx, room))
+			// a.test sees bob leave before it moves on.
+			for i := 0; ; i++ {
+				if _, ok := must(alice.JoinedMembers(ctx, room)).Joined[bob.UserID]; !ok {
+					break
+				}
+				if i == 100 {
+					t.Fatal("a.test never saw bob leave")
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			must(alice.SendStateEvent(ctx, room, event.StateTopic, "", map[string]string{"topic": "new topic"}))
+			missed := sendText(t, alice, room, "while bob was away")
+
+			// The rejoin, with no via: b.test knows a.test from the room.
+			if _, err := bob.JoinRoom(ctx, string(room), nil); err != nil {
+				t.Fatalf("rejoin: %v", err)
+			}
+			topic := ""
+			for _, e := range must(b.DB.CurrentStateEvents(ctx, string(room))) {
+				if e.Type == "m.room.topic" {
+					topic = gjson.GetBytes(e.JSON, "content.topic").Str
+				}
+			}
+			if topic != "new topic" {
+				t.Fatalf("b.test's topic after the rejoin: %q", topic)
+			}
+			if _, err := b.DB.GetEvent(ctx, string(missed)); err == nil {
+				t.Log("b.test fetched the missed message too")
+			}
+			if _, ok := must(alice.JoinedMembers(ctx, room)).Joined[bob.UserID]; !ok {
+				t.Fatal("a.test does not list bob after the rejoin")
+			}
+			if _, ok := must(bob.JoinedMembers(ctx, room)).Joined[bob.UserID]; !ok {
+				t.Fatal("b.test does not list bob after the rejoin")
+			}
+			// Messages after the rejoin reach both sides.
+			bobSince := must(bob.SyncRequest(ctx, 0, "", "", false, "")).NextBatch
+			aliceSince := must(alice.SyncRequest(ctx, 0, "", "", false, "")).NextBatch
+			fromA := sendText(t, alice, room, "welcome back")
+			fromB := sendText(t, bob, room, "thanks")
+			sees := func(c *mautrix.Client, since string, want id.EventID) {
+				t.Helper()
+				syncUntil(t, c, since, "", func(r *mautrix.RespSync) bool {
+					for _, e := range r.Rooms.Join[room].Timeline.Events {
+						if e.ID == want {
+							return true
+						}
+					}
+					return false
+				})
+			}
+			sees(bob, bobSince, fromA)
+			sees(alice, aliceSince, fromB)
+		})
+	}
+}
