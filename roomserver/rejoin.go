@@ -25,11 +25,12 @@ const maxRejoinServers = 20
 
 // RejoinServers tells whether a join of roomID must go over federation
 // though the room is known: no local user is joined to it and other
-// servers' users are in its state (it is hosted elsewhere too). It returns
+// servers' users were joined when our last one left (it lives on there). It returns
 // the servers to ask: those still joined as this server last knew, then
 // the other servers of its member events, at most maxRejoinServers. An
 // unknown room, a room with a local joined member or one only ever of this
-// server is (nil, false): a local join (or, unknown, a first remote join).
+// server, or empty when we left, is (nil, false): a local join (or, unknown,
+// a first remote join).
 func (s *Server) RejoinServers(ctx context.Context, roomID id.RoomID) ([]string, bool, error) {
 	if _, err := RoomVersion(ctx, s.db, roomID); err != nil {
 		if errors.Is(err, ErrUnknownRoom) {
@@ -41,7 +42,9 @@ func (s *Server) RejoinServers(ctx context.Context, roomID id.RoomID) ([]string,
 	if err != nil {
 		return nil, false, err
 	}
-	if slices.Contains(joined, s.serverName) {
+	if slices.Contains(joined, s.serverName) || len(joined) == 0 {
+		// A member of ours is in it, or nobody was when our last one left:
+		// no server can have moved the room on since.
 		return nil, false, nil
 	}
 	var out []string

@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/homeserver/testserver"
+	"github.com/myelin-chat/myelin/roomserver"
 )
 
 // TestFederationRejoin: bob (b.test) joins a.test's room and leaves; while
@@ -46,6 +48,24 @@ func TestFederationRejoin(t *testing.T) {
 			must(alice.SendStateEvent(ctx, room, event.StateTopic, "", map[string]string{"topic": "new topic"}))
 			missed := sendText(t, alice, room, "while bob was away")
 
+			// Bad rejoin answers change nothing on b.test: a wrong version, an
+			// unknown room, a state without its create event.
+			stateBefore := len(must(b.DB.CurrentStateEvents(ctx, string(room))))
+			version := id.RoomVersion(must(b.DB.GetRoom(ctx, string(room))).RoomVersion)
+			for _, c := range []struct {
+				room    id.RoomID
+				version id.RoomVersion
+				kind    error
+			}{{room, "1", roomserver.ErrForbidden}, {"!unknown:a.test", version, roomserver.ErrNotFound}, {room, version, roomserver.ErrForbidden}} {
+				err := b.Rooms.ImportRejoin(ctx, c.room, c.version, nil, nil, []byte(`{}`))
+				if !errors.Is(err, c.kind) {
+					t.Fatalf("ImportRejoin(%s, %s): %v, want %v", c.room, c.version, err, c.kind)
+				}
+			}
+			if n := len(must(b.DB.CurrentStateEvents(ctx, string(room)))); n != stateBefore {
+				t.Fatalf("a refused rejoin changed the state: %d events, was %d", n, stateBefore)
+			}
+
 			// The rejoin, with no via: b.test knows a.test from the room.
 			if _, err := bob.JoinRoom(ctx, string(room), nil); err != nil {
 				t.Fatalf("rejoin: %v", err)
@@ -58,6 +78,10 @@ func TestFederationRejoin(t *testing.T) {
 			}
 			if topic != "new topic" {
 				t.Fatalf("b.test's topic after the rejoin: %q", topic)
+			}
+			var tc event.TopicEventContent
+			if err := bob.StateEvent(ctx, room, event.StateTopic, "", &tc); err != nil || tc.Topic != "new topic" {
+				t.Fatalf("bob reads the topic: %q, %v", tc.Topic, err)
 			}
 			if _, err := b.DB.GetEvent(ctx, string(missed)); err == nil {
 				t.Log("b.test fetched the missed message too")
