@@ -1,11 +1,14 @@
 package tests
 
 import (
+	"maps"
 	"net/http"
+	"net/url"
 	"testing"
 
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix"
+	mfed "maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/homeserver/testserver"
@@ -18,11 +21,13 @@ import (
 // co-signs the join in send_join; both servers then have bob joined. dave
 // (b.test), not in S, is refused with M_FORBIDDEN; a room restricted to a
 // room a.test is not in is M_UNABLE_TO_AUTHORISE_JOIN. Nothing is left on
-// b.test by a refused join.
+// b.test by a refused join. make_join as a remote server sees it: 403
+// M_FORBIDDEN, 400 M_UNABLE_TO_AUTHORISE_JOIN, and 400 M_UNABLE_TO_GRANT_JOIN
+// when no member of a.test may invite.
 func TestFederationRestrictedJoin(t *testing.T) {
 	for _, backend := range testserver.Backends {
 		t.Run(backend, func(t *testing.T) {
-			n := newFedNet(t, "a.test", "b.test")
+			n := newFedNet(t, "a.test", "b.test", "remote.test")
 			a := n.start(t, backend, "a.test")
 			b := n.start(t, backend, "b.test")
 			ctx := ctxT(t)
@@ -37,10 +42,14 @@ func TestFederationRestrictedJoin(t *testing.T) {
 				}
 				return id.RoomID(r.Body["room_id"].(string))
 			}
-			restricted := func(version string, allowed id.RoomID) id.RoomID {
-				return create(map[string]any{"preset": "public_chat", "room_version": version, "initial_state": []any{map[string]any{
+			restricted := func(version string, allowed id.RoomID, extra ...map[string]any) id.RoomID {
+				body := map[string]any{"preset": "public_chat", "room_version": version, "initial_state": []any{map[string]any{
 					"type": "m.room.join_rules", "state_key": "", "content": map[string]any{"join_rule": "restricted",
-						"allow": []any{map[string]any{"type": "m.room_membership", "room_id": allowed, "via": []string{"a.test"}}}}}}})
+						"allow": []any{map[string]any{"type": "m.room_membership", "room_id": allowed, "via": []string{"a.test"}}}}}}}
+				for _, e := range extra {
+					maps.Copy(body, e)
+				}
+				return create(body)
 			}
 			space := create(map[string]any{"preset": "public_chat", "creation_content": map[string]any{"type": "m.space"}})
 			if _, err := bob.JoinRoom(ctx, string(space), &mautrix.ReqJoinRoom{Via: []string{"a.test"}}); err != nil {
@@ -77,6 +86,25 @@ func TestFederationRestrictedJoin(t *testing.T) {
 			if _, err := b.DB.GetRoom(ctx, string(room)); err == nil {
 				t.Fatal("a refused join left the room on b.test")
 			}
+
+			// make_join's codes as a remote server sees them (eve of
+			// remote.test is in the space; mallory is not).
+			remote := newFakeRemote(t, n, a, "remote.test")
+			remote.join(t, a, space, "eve")
+			makeJoin := func(room id.RoomID, user id.UserID) error {
+				_, _, err := remote.client.MakeFullRequest(ctx, mfed.RequestParams{ServerName: "a.test", Method: "GET",
+					Path: mfed.URLPath{"v1", "make_join", room, user}, Query: url.Values{"ver": {"10"}}, Authenticate: true})
+				return err
+			}
+			if err := makeJoin(restricted("10", space), "@eve:remote.test"); err != nil {
+				t.Fatalf("make_join of a member of the space: %v", err)
+			}
+			assertMatrixErr(t, makeJoin(restricted("10", space), "@mallory:remote.test"), 403, "M_FORBIDDEN")
+			assertMatrixErr(t, makeJoin(room, "@eve:remote.test"), 400, "M_UNABLE_TO_AUTHORISE_JOIN")
+			// No member of a.test may invite: another resident might grant it.
+			noGrant := restricted("10", space, map[string]any{"power_level_content_override": map[string]any{
+				"invite": 60, "events": map[string]any{}, "users": map[string]any{string(alice.UserID): 50}}})
+			assertMatrixErr(t, makeJoin(noGrant, "@eve:remote.test"), 400, "M_UNABLE_TO_GRANT_JOIN")
 		})
 	}
 }
