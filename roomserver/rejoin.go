@@ -145,9 +145,21 @@ func (s *Server) applyRejoin(ctx context.Context, w *worker, b *batchWrite, in *
 	b.events = append(b.events, j)
 	fresh[j.ID] = true
 
-	// The answer's state replaces the stale current state.
+	// The answer's state replaces the stale current state, but for a local
+	// user's join made meanwhile (a concurrent rejoin whose join this
+	// answer predates): kept when deeper than the answer's event of the slot.
 	newState := maps.Clone(in.state)
 	newState[j.Key()] = j
+	kept := map[id.EventID]bool{}
+	for k, cur := range rs.state {
+		if k.Type != "m.room.member" || k == j.Key() || !s.isLocal(id.UserID(k.StateKey)) || cur.Membership() != "join" {
+			continue
+		}
+		if ans := newState[k]; ans == nil || ans.PDU.Depth < cur.PDU.Depth {
+			newState[k] = cur
+			kept[cur.ID] = true
+		}
+	}
 	for k := range rs.state {
 		if _, ok := newState[k]; !ok {
 			if k.Type == "m.room.member" {
@@ -177,7 +189,21 @@ func (s *Server) applyRejoin(ctx context.Context, w *worker, b *batchWrite, in *
 	}
 	rs.state = map[pdu.StateKey]*Event(newState)
 	rs.locals = nil
-	rs.snapshot, rs.chainLen = afterSnap, 0
-	rs.extremities = []*Event{j}
+	current := make(stateres.StateMap, len(newState))
+	for k, e := range newState {
+		current[k] = e.ID
+	}
+	if maps.Equal(current, after) {
+		rs.snapshot, rs.chainLen = afterSnap, 0
+	} else {
+		rs.snapshot, rs.chainLen = b.keyframe(w.roomID, current), 0
+	}
+	extremities := []*Event{j}
+	for _, x := range rs.extremities {
+		if kept[x.ID] {
+			extremities = append(extremities, x)
+		}
+	}
+	rs.extremities = extremities
 	return b.events, nil
 }

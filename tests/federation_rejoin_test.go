@@ -110,6 +110,46 @@ func TestFederationRejoin(t *testing.T) {
 			}
 			sees(bob, bobSince, fromA)
 			sees(alice, aliceSince, fromB)
+
+			// Two b.test users rejoining at once: both end up joined on both
+			// servers (a rejoin's answer may predate the other's join).
+			dan := b.Register(t, "dan")
+			must(dan.JoinRoom(ctx, string(room), nil))
+			for _, c := range []*mautrix.Client{bob, dan} {
+				must(c.LeaveRoom(ctx, room))
+			}
+			waitLeft := func(u id.UserID) {
+				for i := 0; ; i++ {
+					if _, ok := must(alice.JoinedMembers(ctx, room)).Joined[u]; !ok {
+						return
+					}
+					if i == 100 {
+						t.Fatalf("a.test never saw %s leave", u)
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
+			waitLeft(bob.UserID)
+			waitLeft(dan.UserID)
+			sendText(t, alice, room, "both away")
+			errs := make(chan error, 2)
+			for _, c := range []*mautrix.Client{bob, dan} {
+				go func() { _, err := c.JoinRoom(ctx, string(room), nil); errs <- err }()
+			}
+			for range 2 {
+				if err := <-errs; err != nil {
+					t.Fatalf("concurrent rejoin: %v", err)
+				}
+			}
+			for _, c := range []*mautrix.Client{alice, bob} {
+				joined := must(c.JoinedMembers(ctx, room)).Joined
+				if _, ok := joined[bob.UserID]; !ok {
+					t.Fatalf("%s does not list bob after the concurrent rejoins: %v", c.UserID, joined)
+				}
+				if _, ok := joined[dan.UserID]; !ok {
+					t.Fatalf("%s does not list dan after the concurrent rejoins: %v", c.UserID, joined)
+				}
+			}
 		})
 	}
 }
