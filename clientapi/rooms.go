@@ -163,12 +163,12 @@ func (a *API) joinRoom(r *http.Request) (any, error) {
 		}
 		target, servers = string(info.RoomID), append(info.Servers, servers...)
 	}
-	if a.RemoteJoins != nil && strings.HasPrefix(target, "!") && a.RemoteJoins.MustJoinRemotely(r.Context(), id.RoomID(target)) {
+	if rid, ok := a.departedRoom(r.Context(), target); ok {
 		// A room no local user is in any more: our copy is stale (remotejoin).
-		if err := a.RemoteJoins.Join(r.Context(), user, id.RoomID(target), servers); err != nil {
+		if err := a.RemoteJoins.Join(r.Context(), user, rid, servers); err != nil {
 			return nil, roomError(err)
 		}
-		return map[string]any{"room_id": target}, nil
+		return map[string]any{"room_id": rid}, nil
 	}
 	roomID, err := a.Rooms.JoinWithContent(r.Context(), user, target, body)
 	if errors.Is(err, roomserver.ErrNotFound) && a.RemoteJoins != nil && strings.HasPrefix(target, "!") {

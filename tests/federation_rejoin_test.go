@@ -111,14 +111,8 @@ func TestFederationRejoin(t *testing.T) {
 			sees(bob, bobSince, fromA)
 			sees(alice, aliceSince, fromB)
 
-			// Two b.test users rejoining at once: both end up joined on both
-			// servers (a rejoin's answer may predate the other's join).
-			dan := b.Register(t, "dan")
-			must(dan.JoinRoom(ctx, string(room), nil))
-			for _, c := range []*mautrix.Client{bob, dan} {
-				must(c.LeaveRoom(ctx, room))
-			}
 			waitLeft := func(u id.UserID) {
+				t.Helper()
 				for i := 0; ; i++ {
 					if _, ok := must(alice.JoinedMembers(ctx, room)).Joined[u]; !ok {
 						return
@@ -129,9 +123,37 @@ func TestFederationRejoin(t *testing.T) {
 					time.Sleep(50 * time.Millisecond)
 				}
 			}
+			topicOnB := func() string {
+				t.Helper()
+				for _, e := range must(b.DB.CurrentStateEvents(ctx, string(room))) {
+					if e.Type == "m.room.topic" {
+						return gjson.GetBytes(e.JSON, "content.topic").Str
+					}
+				}
+				return ""
+			}
+
+			// A rejoin by one of b.test's own aliases of the room goes over
+			// federation too.
+			dan := b.Register(t, "dan")
+			must(bob.CreateAlias(ctx, "#away:b.test", room))
+			must(dan.JoinRoom(ctx, string(room), nil))
+			for _, c := range []*mautrix.Client{bob, dan} {
+				must(c.LeaveRoom(ctx, room))
+			}
 			waitLeft(bob.UserID)
 			waitLeft(dan.UserID)
-			sendText(t, alice, room, "both away")
+			must(alice.SendStateEvent(ctx, room, event.StateTopic, "", map[string]string{"topic": "third topic"}))
+			must(dan.JoinRoom(ctx, "#away:b.test", nil))
+			if got := topicOnB(); got != "third topic" {
+				t.Fatalf("b.test's topic after a rejoin by alias: %q", got)
+			}
+
+			// Two b.test users rejoining at once: both end up joined on both
+			// servers (a rejoin's answer may predate the other's join).
+			must(dan.LeaveRoom(ctx, room))
+			waitLeft(dan.UserID)
+			must(alice.SendStateEvent(ctx, room, event.StateTopic, "", map[string]string{"topic": "fourth topic"}))
 			errs := make(chan error, 2)
 			for _, c := range []*mautrix.Client{bob, dan} {
 				go func() { _, err := c.JoinRoom(ctx, string(room), nil); errs <- err }()
@@ -140,6 +162,9 @@ func TestFederationRejoin(t *testing.T) {
 				if err := <-errs; err != nil {
 					t.Fatalf("concurrent rejoin: %v", err)
 				}
+			}
+			if got := topicOnB(); got != "fourth topic" {
+				t.Fatalf("b.test's topic after the concurrent rejoins: %q", got)
 			}
 			for _, c := range []*mautrix.Client{alice, bob} {
 				joined := must(c.JoinedMembers(ctx, room)).Joined
