@@ -39,6 +39,8 @@ type RemoteJoins interface {
 	// this server is not in; Knock knocks on such a room.
 	Leave(ctx context.Context, user id.UserID, roomID id.RoomID, reason string) error
 	Knock(ctx context.Context, user id.UserID, roomID id.RoomID, servers []string, reason string) error
+	// MustJoinRemotely: the room is known but no local user is in it any more.
+	MustJoinRemotely(ctx context.Context, roomID id.RoomID) bool
 }
 
 // RoomView is what the room read handlers need (roomview): rooms as the
@@ -156,6 +158,13 @@ func (a *API) joinRoom(r *http.Request) (any, error) {
 	target, servers, err := a.remoteTarget(r, target)
 	if err != nil {
 		return nil, err
+	}
+	if rid, ok := a.departedRoom(r.Context(), target); ok {
+		// A room no local user is in any more: our copy is stale (remotejoin).
+		if err := a.RemoteJoins.Join(r.Context(), user, rid, servers); err != nil {
+			return nil, roomError(err)
+		}
+		return map[string]any{"room_id": rid}, nil
 	}
 	roomID, err := a.Rooms.JoinWithContent(r.Context(), user, target, body)
 	if errors.Is(err, roomserver.ErrNotFound) && a.RemoteJoins != nil && strings.HasPrefix(target, "!") {

@@ -129,6 +129,7 @@ func (a *API) Mount(r chi.Router) {
 		r.Post("/v1/get_missing_events/{roomId}", mxhttp.JSON(a.missingEvents).ServeHTTP)
 		r.Get("/v1/hierarchy/{roomId}", mxhttp.JSON(a.hierarchy).ServeHTTP)
 		r.Put("/v2/send_join/{roomId}/{eventId}", mxhttp.JSON(a.sendJoin).ServeHTTP)
+		r.Put("/v1/send_join/{roomId}/{eventId}", mxhttp.JSON(a.sendJoinV1).ServeHTTP)
 	})
 	a.mountMemberships(r) // make_leave, send_leave, make_knock, send_knock
 	if a.txns != nil {

@@ -18,6 +18,7 @@ import (
 type Joins interface {
 	MakeJoin(ctx context.Context, roomID id.RoomID, user id.UserID) (*roomserver.JoinTemplate, error)
 	SendJoin(ctx context.Context, roomID id.RoomID, eventID id.EventID, raw []byte, origin string) (*roomserver.JoinResult, error)
+	OmitMembers(ctx context.Context, roomID id.RoomID, res *roomserver.JoinResult) (*roomserver.JoinResult, error)
 }
 
 // maxVersions bounds the ver parameters of one make_join.
@@ -29,6 +30,11 @@ func joinAnswer(err error) error {
 		var rErr *roomserver.Error
 		errors.As(err, &rErr)
 		return mxhttp.UnableToAuthorize("%s", rErr.Message)
+	}
+	if errors.Is(err, roomserver.ErrUnableToGrantJoin) {
+		var rErr *roomserver.Error
+		errors.As(err, &rErr)
+		return mxhttp.UnableToGrant("%s", rErr.Message)
 	}
 	return roomAnswer(err)
 }
@@ -74,8 +80,8 @@ func (a *API) makeJoin(r *http.Request) (any, error) {
 
 // PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}: accept the signed
 // join of a user of the requesting server and answer the state before it.
-// omit_members (MSC3706) is ignored: the whole state is answered and
-// members_omitted is false.
+// With omit_members=true (MSC3706) the answer is the partial state
+// (roomserver.OmitMembers) with members_omitted true.
 func (a *API) sendJoin(r *http.Request) (any, error) {
 	ctx, origin := r.Context(), federation.Origin(r.Context())
 	roomID, err := roomIDParam(r)
@@ -83,6 +89,10 @@ func (a *API) sendJoin(r *http.Request) (any, error) {
 		return nil, err
 	}
 	eventID, err := eventIDParam(mxhttp.PathParam(r, "eventId"))
+	if err != nil {
+		return nil, err
+	}
+	omit, err := omitMembersParam(r.URL.Query()["omit_members"])
 	if err != nil {
 		return nil, err
 	}
@@ -100,12 +110,50 @@ func (a *API) sendJoin(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, joinAnswer(err)
 	}
+	if omit {
+		if res, err = a.joins.OmitMembers(ctx, roomID, res); err != nil {
+			return nil, roomAnswer(err)
+		}
+	}
 	return map[string]any{
 		"origin":          a.serverName,
 		"event":           json.RawMessage(res.Event.JSON),
 		"state":           pdus(res.State),
 		"auth_chain":      pdus(res.AuthChain),
-		"members_omitted": false,
+		"members_omitted": omit,
 		"servers_in_room": res.Servers,
 	}, nil
+}
+
+// omitMembersParam reads send_join's omit_members: absent or "false" is
+// false, "true" is true, anything else (or the parameter twice) is 400
+// M_INVALID_PARAM.
+func omitMembersParam(vals []string) (bool, error) {
+	switch {
+	case len(vals) == 0:
+		return false, nil
+	case len(vals) == 1 && vals[0] == "true":
+		return true, nil
+	case len(vals) == 1 && vals[0] == "false":
+		return false, nil
+	}
+	return false, mxhttp.InvalidParam("omit_members must be true or false")
+}
+
+// PUT /_matrix/federation/v1/send_join/{roomId}/{eventId}: the deprecated
+// form (servers that predate v2, room versions 1 and 2 among them): the same
+// join, answered [200, {origin, state, auth_chain, event}] and without
+// omit_members.
+func (a *API) sendJoinV1(r *http.Request) (any, error) {
+	q := r.URL.Query()
+	q.Del("omit_members")
+	r.URL.RawQuery = q.Encode()
+	res, err := a.sendJoin(r)
+	if err != nil {
+		return nil, err
+	}
+	m := res.(map[string]any)
+	delete(m, "members_omitted")
+	delete(m, "servers_in_room")
+	return []any{200, m}, nil
 }

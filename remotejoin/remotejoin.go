@@ -28,6 +28,9 @@ import (
 type Rooms interface {
 	SignJoin(roomID id.RoomID, version id.RoomVersion, template []byte, user id.UserID) ([]byte, id.EventID, error)
 	ImportJoin(ctx context.Context, roomID id.RoomID, version id.RoomVersion, state, authChain []json.RawMessage, join []byte) error
+	// A known room no local user is joined to any more (rejoin.go).
+	RejoinServers(ctx context.Context, roomID id.RoomID) ([]string, bool, error)
+	ImportRejoin(ctx context.Context, roomID id.RoomID, version id.RoomVersion, state, authChain []json.RawMessage, join []byte) error
 }
 
 // Client is the federation client's join handshake (mautrix's federation.Client).
@@ -112,13 +115,17 @@ func cutServer(roomID string) (string, string, bool) {
 // roomserver.Error kind: M_FORBIDDEN from a server that answered 403, else
 // not found).
 func (j *Joiner) Join(ctx context.Context, user id.UserID, roomID id.RoomID, servers []string) error {
-	candidates := j.Candidates(roomID, j.inviterFirst(ctx, user, roomID, servers))
+	known, rejoin, err := j.rooms.RejoinServers(ctx, roomID)
+	if err != nil {
+		return err
+	}
+	candidates := j.Candidates(roomID, append(j.inviterFirst(ctx, user, roomID, servers), known...))
 	if len(candidates) == 0 {
 		return roomserver.NotFound("No known servers for this room")
 	}
 	var last error
 	for _, server := range candidates {
-		err := j.joinVia(ctx, user, roomID, server)
+		err := j.joinVia(ctx, user, roomID, server, rejoin)
 		if err == nil {
 			return nil
 		}
@@ -135,13 +142,19 @@ func (j *Joiner) Join(ctx context.Context, user id.UserID, roomID id.RoomID, ser
 	if errors.As(last, &rErr) {
 		return last
 	}
+	switch errcodeOf(last) {
+	case "M_UNABLE_TO_AUTHORISE_JOIN":
+		return roomserver.NewError(roomserver.ErrUnableToAuthoriseJoin, "No server could authorise this join: %v", last)
+	case "M_UNABLE_TO_GRANT_JOIN":
+		return roomserver.Forbidden("No server could grant this join: %v", last)
+	}
 	if statusOf(last) == 403 {
 		return roomserver.Forbidden("Joining the room was refused: %v", last)
 	}
 	return roomserver.NotFound("No server could join this room: %v", last)
 }
 
-func (j *Joiner) joinVia(ctx context.Context, user id.UserID, roomID id.RoomID, server string) error {
+func (j *Joiner) joinVia(ctx context.Context, user id.UserID, roomID id.RoomID, server string, rejoin bool) error {
 	mj, err := j.client.MakeJoin(ctx, &mfed.ReqMakeJoin{RoomID: roomID, UserID: user, Via: server, SupportedVersions: j.versions})
 	if err != nil {
 		return fmt.Errorf("make_join via %s: %w", server, err)
@@ -174,6 +187,9 @@ func (j *Joiner) joinVia(ctx context.Context, user id.UserID, roomID id.RoomID, 
 			}
 		}
 	}
+	if rejoin {
+		return j.rooms.ImportRejoin(ctx, roomID, version, sj.State, sj.AuthChain, join)
+	}
 	return j.rooms.ImportJoin(ctx, roomID, version, sj.State, sj.AuthChain, join)
 }
 
@@ -184,4 +200,24 @@ func statusOf(err error) int {
 		return httpErr.Response.StatusCode
 	}
 	return 0
+}
+
+// errcodeOf is the Matrix errcode of a federation client error ("" if none).
+func errcodeOf(err error) string {
+	var httpErr mautrix.HTTPError
+	if errors.As(err, &httpErr) && httpErr.RespError != nil {
+		return httpErr.RespError.ErrCode
+	}
+	return ""
+}
+
+// MustJoinRemotely tells the client API that a join of roomID, though the
+// room is known here, must go over federation (Join): no local user is
+// joined to it any more and other servers are in it (RejoinServers).
+func (j *Joiner) MustJoinRemotely(ctx context.Context, roomID id.RoomID) bool {
+	_, rejoin, err := j.rooms.RejoinServers(ctx, roomID)
+	if err != nil {
+		slog.Warn("remotejoin: reading the room's servers", "room", roomID, "err", err)
+	}
+	return rejoin
 }

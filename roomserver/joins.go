@@ -68,7 +68,7 @@ func (s *Server) MakeJoin(ctx context.Context, roomID id.RoomID, user id.UserID)
 			}
 			via, err := s.authoriseRestrictedJoin(rs, userRooms)
 			if err != nil {
-				return nil, err
+				return nil, s.restrictedRefusal(ctx, rs, err)
 			}
 			if content, err = withContentKey(content, "join_authorised_via_users_server", via); err != nil {
 				return nil, err
@@ -205,7 +205,7 @@ func (s *Server) SignJoin(roomID id.RoomID, version id.RoomVersion, template []b
 	}
 	var p pdu.PDU
 	if version.EventIDFormat() == id.EventIDFormatCustom {
-		return nil, "", NewError(ErrUnsupportedRoomVersion, "Joining rooms of version %s over federation is not supported", version)
+		return s.signJoinV1(roomID, version, template, user)
 	}
 	if err := jsonv2.Unmarshal(template, &p); err != nil {
 		return nil, "", BadJSON("Invalid join template: %v", err)
@@ -247,6 +247,7 @@ type importInput struct {
 	state   map[pdu.StateKey]*Event // the state before the join
 	join    *Event
 	creator id.UserID
+	rejoin  bool // the room is known: ImportRejoin
 }
 
 // ImportJoin creates roomID locally from a send_join answer: the room state
@@ -262,13 +263,21 @@ type importInput struct {
 // that state before it; the current state becomes the state plus the join, the
 // join the one forward extremity. ErrConflict if the room is already known.
 func (s *Server) ImportJoin(ctx context.Context, roomID id.RoomID, version id.RoomVersion, state, authChain []json.RawMessage, join []byte) error {
+	return s.importJoin(ctx, roomID, version, state, authChain, join, false)
+}
+
+func (s *Server) importJoin(ctx context.Context, roomID id.RoomID, version id.RoomVersion, state, authChain []json.RawMessage, join []byte, rejoin bool) error {
 	if !SupportedRoomVersion(string(version)) {
 		return NewError(ErrUnsupportedRoomVersion, "Room version %q is not supported", version)
 	}
 	if len(state)+len(authChain) > MaxImportEvents {
 		return TooLarge("The room's state and auth chain exceed %d events", MaxImportEvents)
 	}
-	if _, err := RoomVersion(ctx, s.db, roomID); err == nil {
+	if rejoin {
+		if err := s.checkRejoinVersion(ctx, roomID, version); err != nil {
+			return err
+		}
+	} else if _, err := RoomVersion(ctx, s.db, roomID); err == nil {
 		return NewError(ErrConflict, "Room %s is already known", roomID)
 	} else if !errors.Is(err, ErrUnknownRoom) {
 		return err
@@ -356,12 +365,15 @@ func (s *Server) ImportJoin(ctx context.Context, roomID id.RoomID, version id.Ro
 	if err := s.authAgainst(ctx, prov, je, sm); err != nil {
 		return Forbidden("The join is not allowed by the room's state: %v", err)
 	}
-	_, err = s.submit(ctx, roomID, &request{imported: &importInput{version: version, events: ordered, state: stateMap, join: je, creator: create.PDU.Sender}})
+	_, err = s.submit(ctx, roomID, &request{imported: &importInput{version: version, events: ordered, state: stateMap, join: je, creator: create.PDU.Sender, rejoin: rejoin}})
 	return err
 }
 
 // applyImport stages an imported room (ImportJoin, verified) as a new room.
 func (s *Server) applyImport(ctx context.Context, w *worker, b *batchWrite, in *importInput) ([]*Event, error) {
+	if in.rejoin {
+		return s.applyRejoin(ctx, w, b, in)
+	}
 	if _, err := s.db.GetRoom(ctx, string(w.roomID)); err == nil {
 		return nil, NewError(ErrConflict, "Room %s is already known", w.roomID)
 	} else if !errors.Is(err, storage.ErrNotFound) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strings"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -378,6 +379,10 @@ func (s *Server) verifySignature(ev *Event) error {
 		var v1 pdu.RoomV1PDU
 		if err := jsonv2.Unmarshal(ev.JSON, &v1); err != nil {
 			return err
+		}
+		// Versions 1 and 2 also need the event ID's server's signature.
+		if _, idServer, ok := strings.Cut(string(ev.ID), ":"); ok && idServer != servers[0] {
+			servers = append(servers, idServer)
 		}
 		for _, srv := range servers {
 			if err := v1.VerifySignature(ev.Version, srv, s.getKey); err != nil {

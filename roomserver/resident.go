@@ -152,6 +152,9 @@ func (s *Server) checkSentMember(ctx context.Context, roomID id.RoomID, eventID 
 	if err := checkSize(ev); err != nil {
 		return nil, err
 	}
+	if err := checkV1EventOrigin(ev, origin); err != nil {
+		return nil, err
+	}
 	// The sending server just built this event: a content hash mismatch is a
 	// forgery here, not an event to keep redacted as Input would.
 	if !verifyContentHash(ev) {

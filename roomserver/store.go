@@ -19,6 +19,7 @@ type Store interface {
 	GetEvents(ctx context.Context, ids []string) (map[string]*storage.Event, error)
 	GetMembership(ctx context.Context, roomID, userID string) (*storage.Membership, error)
 	JoinedServers(ctx context.Context, roomID string) ([]string, error)
+	Heroes(ctx context.Context, roomID, userID string, limit int) ([]string, error)
 	RoomsOfUser(ctx context.Context, userID string, memberships ...string) ([]storage.Membership, error)
 	ForgetRoom(ctx context.Context, roomID, userID string) error
 	LookupTxn(ctx context.Context, userID, deviceID, txnID string) (roomID, eventID string, err error)

@@ -145,7 +145,7 @@ func TestFederationMakeSendJoin(t *testing.T) {
 			assertMatrixErr(t, err, 403, "M_FORBIDDEN")
 
 			// The join: accepted, persisted, answered with the state before it.
-			got, err = remote.get(ctx, "PUT", path("v2", "send_join", room, joinID), url.Values{"omit_members": {"true"}}, json.RawMessage(join))
+			got, err = remote.get(ctx, "PUT", path("v2", "send_join", room, joinID), url.Values{"omit_members": {"false"}}, json.RawMessage(join))
 			if err != nil {
 				t.Fatalf("send_join: %v", err)
 			}

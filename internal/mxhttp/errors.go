@@ -81,7 +81,7 @@ var (
 	WrongRoomKeysVer   = newErr(http.StatusForbidden, "M_WRONG_ROOM_KEYS_VERSION")
 	ResourceLimit      = newErr(http.StatusForbidden, "M_RESOURCE_LIMIT_EXCEEDED")
 	CannotLeaveServerN = newErr(http.StatusForbidden, "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM")
-	UnableToAuthorize  = newErr(http.StatusForbidden, "M_UNABLE_TO_AUTHORISE_JOIN")
+	UnableToAuthorize  = newErr(http.StatusBadRequest, "M_UNABLE_TO_AUTHORISE_JOIN") // federation make_join/send_join: 400
 	UnableToGrant      = newErr(http.StatusBadRequest, "M_UNABLE_TO_GRANT_JOIN")
 	NotYetUploaded     = newErr(http.StatusGatewayTimeout, "M_NOT_YET_UPLOADED")
 	CannotOverwrite    = newErr(http.StatusConflict, "M_CANNOT_OVERWRITE_MEDIA")
