@@ -64,6 +64,7 @@ type Rooms interface {
 type Store interface {
 	GetRoom(ctx context.Context, roomID string) (*storage.RoomRow, error)
 	GetEvents(ctx context.Context, ids []string) (map[string]*storage.Event, error)
+	CurrentStateEvent(ctx context.Context, roomID, evType, stateKey string) (*storage.Event, error)
 	GetFederationTxn(ctx context.Context, origin, txnID string) (map[string]string, error)
 	PutFederationTxn(ctx context.Context, origin, txnID string, results map[string]string, nowMS, minTS int64, keep int) error
 }
@@ -81,6 +82,9 @@ type Options struct {
 	Remote Remote               // nil: missing prev events are never fetched
 	State  StateRemote          // nil: no /state_ids fallback for a gap get_missing_events leaves
 	Keys   roomserver.KeyGetter // verifies an origin's signature on an event it did not send
+	// ServerACL applies a room's m.room.server_acl event to an origin
+	// (federationapi.ACLAllows); nil: ACLs are not checked.
+	ServerACL func(aclPDU []byte, server string) bool
 	// Metrics registers the engine's metrics (nil: none).
 	Metrics Registerer
 	Logger  *slog.Logger

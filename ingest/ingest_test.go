@@ -15,6 +15,7 @@ import (
 	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/myelin-chat/myelin/federationapi"
 	"github.com/myelin-chat/myelin/ingest"
 	"github.com/myelin-chat/myelin/internal/config"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
@@ -83,7 +84,7 @@ func newWorld(t *testing.T, backend string) *world {
 		t.Fatal(err)
 	}
 	remote := &fakeRemote{}
-	eng, err := ingest.New(ingest.Options{Rooms: rs, Store: db, Remote: remote, Keys: keys})
+	eng, err := ingest.New(ingest.Options{Rooms: rs, Store: db, Remote: remote, Keys: keys, ServerACL: federationapi.ACLAllows})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,6 +331,21 @@ func TestTransaction(t *testing.T) {
 				}
 				if _, err := w.db.GetRoom(ctx, "!nowhere:remote.test"); !errors.Is(err, storage.ErrNotFound) {
 					t.Fatalf("unknown room stored: %v", err)
+				}
+			})
+
+			t.Run("origin denied by the server ACL", func(t *testing.T) {
+				if _, err := w.rs.Send(ctx, roomserver.SendRequest{Sender: w.owner, RoomID: w.room, Type: "m.room.server_acl",
+					StateKey: sk(""), Content: json.RawMessage(`{"allow":["*"],"deny":["remote.test"]}`)}); err != nil {
+					t.Fatal(err)
+				}
+				m := w.message(t, "denied")
+				res, err := w.eng.Transaction(ctx, "remote.test", "t-acl", txnBody(raw(t, m)))
+				if err != nil || !strings.Contains(res[string(w.eventID(t, m))], "server ACL") {
+					t.Fatalf("denied origin: %v, %v", res, err)
+				}
+				if w.stored(t, w.eventID(t, m)) != nil {
+					t.Fatal("an event from a denied origin was stored")
 				}
 			})
 		})

@@ -21,7 +21,7 @@ func newMetrics(reg Registerer) (*metrics, error) {
 	m := &metrics{
 		pdus: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "myelin_federation_inbound_pdus_total",
-			Help: "Inbound PDUs by outcome (accepted, rejected, soft_failed) and reason (bad_json, too_large, unknown_room, origin, signature, missing_prev, missing_state, auth, auth_current_state, internal).",
+			Help: "Inbound PDUs by outcome (accepted, rejected, soft_failed) and reason (bad_json, too_large, unknown_room, origin, acl, signature, missing_prev, missing_state, auth, auth_current_state, internal).",
 		}, []string{"outcome", "reason"}),
 		txnSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "myelin_federation_inbound_transaction_seconds", Help: "Time to process an inbound transaction.",

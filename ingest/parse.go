@@ -117,7 +117,29 @@ func (e *Engine) Check(ctx context.Context, origin string, raw []byte, versions 
 			return p, err
 		}
 	}
+	if err := e.checkACL(ctx, p.RoomID, origin); err != nil {
+		return p, err
+	}
 	return p, nil
+}
+
+// checkACL refuses a PDU from an origin the room's current m.room.server_acl
+// denies (spec: server ACLs apply to each PDU of /send by its room).
+func (e *Engine) checkACL(ctx context.Context, roomID id.RoomID, origin string) error {
+	if e.o.ServerACL == nil {
+		return nil
+	}
+	acl, err := e.o.Store.CurrentStateEvent(ctx, string(roomID), "m.room.server_acl", "")
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading the server ACL of %s: %w", roomID, err)
+	}
+	if !e.o.ServerACL(acl.JSON, origin) {
+		return fail("acl", "server %s is denied by the room's server ACL", origin)
+	}
+	return nil
 }
 
 func roomVersion(ctx context.Context, store Store, roomID id.RoomID) (id.RoomVersion, error) {

@@ -54,6 +54,10 @@ func (s *fakeStore) GetEvents(_ context.Context, ids []string) (map[string]*stor
 	return out, nil
 }
 
+func (s *fakeStore) CurrentStateEvent(context.Context, string, string, string) (*storage.Event, error) {
+	return nil, storage.ErrNotFound
+}
+
 func (s *fakeStore) GetFederationTxn(_ context.Context, origin, txnID string) (map[string]string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
