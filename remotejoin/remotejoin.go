@@ -174,7 +174,9 @@ func (j *Joiner) joinVia(ctx context.Context, user id.UserID, roomID id.RoomID, 
 			}
 		}
 	}
-	return j.rooms.ImportJoin(ctx, roomID, version, sj.State, sj.AuthChain, join)
+	// Keys of members' servers that cannot be reached are asked of the
+	// server we join through, as a notary for this import.
+	return j.rooms.ImportJoin(roomserver.WithKeyNotary(ctx, server), roomID, version, sj.State, sj.AuthChain, join)
 }
 
 // statusOf is the HTTP status of a federation client error (0 if none).

@@ -1,7 +1,12 @@
 package roomserver
 
 import (
+	"context"
+	jsonv2 "encoding/json/v2"
+	"errors"
 	"fmt"
+	"log/slog"
+	"time"
 
 	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
@@ -19,6 +24,14 @@ import (
 
 // parseReceived parses and checks one received event of roomID.
 func (s *Server) parseReceived(version id.RoomVersion, roomID id.RoomID, raw []byte) (*Event, error) {
+	return s.parseReceivedWith(version, roomID, raw, s.getKey)
+}
+
+// parseReceivedWith is parseReceived with the signing keys from getKey. A
+// signature that cannot be verified (its server's key unavailable, or the
+// signature wrong) is an *unverifiedError (ErrForbidden), which an import may
+// choose to skip rather than fail on.
+func (s *Server) parseReceivedWith(version id.RoomVersion, roomID id.RoomID, raw []byte, getKey pdu.GetKeyFunc) (*Event, error) {
 	ev, err := parseEvent(version, "", raw)
 	if err != nil {
 		return nil, BadJSON("Invalid event: %v", err)
@@ -29,8 +42,8 @@ func (s *Server) parseReceived(version id.RoomVersion, roomID id.RoomID, raw []b
 	if err := checkSize(ev); err != nil {
 		return nil, err
 	}
-	if err := s.verifySignature(ev); err != nil {
-		return nil, Forbidden("Event %s: %v", ev.ID, err)
+	if err := verifySignatureWith(ev, getKey); err != nil {
+		return nil, &unverifiedError{ev: ev, err: Forbidden("Event %s: %v", ev.ID, err)}
 	}
 	if !verifyContentHash(ev) {
 		if ev, err = redactedEvent(ev); err != nil {
@@ -38,6 +51,137 @@ func (s *Server) parseReceived(version id.RoomVersion, roomID id.RoomID, raw []b
 		}
 	}
 	return ev, nil
+}
+
+// unverifiedError is a received event whose sender's server's signature could
+// not be verified; it wraps the ErrForbidden answered when it is not skipped.
+type unverifiedError struct {
+	ev  *Event
+	err error
+}
+
+func (e *unverifiedError) Error() string { return e.err.Error() }
+func (e *unverifiedError) Unwrap() error { return e.err }
+
+// verifySignatureWith checks the signature of ev's sender's server with the
+// keys of getKey (verifySignature with the server's own key lookup).
+func verifySignatureWith(ev *Event, getKey pdu.GetKeyFunc) error {
+	server := ev.PDU.Sender.Homeserver()
+	if ev.Version.EventIDFormat() == id.EventIDFormatCustom {
+		var v1 pdu.RoomV1PDU
+		if err := jsonv2.Unmarshal(ev.JSON, &v1); err != nil {
+			return err
+		}
+		return v1.VerifySignature(ev.Version, server, getKey)
+	}
+	return ev.PDU.VerifySignature(ev.Version, server, getKey)
+}
+
+// Skipping what cannot be verified (ImportJoin). In a large room some
+// member's server is always offline: failing a whole send_join answer for
+// one event whose key cannot be fetched would make such rooms unjoinable.
+// As Synapse does, such events are left out, like unauthorized ones; what
+// needs them as auth events then fails auth, and the join itself still
+// requires the create event and its own auth events. A wrong signature (key
+// found, signature not matching) is left out the same way rather than
+// failing the import: it gives a hostile resident server nothing it does
+// not already have by omitting events, and an honest one may relay events of
+// a server that since lost its key and made a new one under the same key ID.
+
+// NotaryKeyGetter is a KeyGetter that can also ask a given server as a
+// notary (POST /_matrix/key/v2/query, its answer checked as any notary's)
+// when a key cannot be fetched otherwise: the federation key fetcher.
+type NotaryKeyGetter interface {
+	GetKeyVia(ctx context.Context, notary, serverName string, keyID id.KeyID, minValidUntil time.Time) (id.SigningKey, time.Time, error)
+}
+
+type keyNotaryKey struct{}
+
+// WithKeyNotary marks ctx as a join through server (remotejoin): the keys
+// its import cannot fetch from their owners are asked of server as a
+// notary, when the key getter is a NotaryKeyGetter.
+func WithKeyNotary(ctx context.Context, server string) context.Context {
+	return context.WithValue(ctx, keyNotaryKey{}, server)
+}
+
+func keyNotaryOf(ctx context.Context) string {
+	s, _ := ctx.Value(keyNotaryKey{}).(string)
+	return s
+}
+
+// importKeys is the key lookup of one import (used by one goroutine):
+// through ctx's notary when there is one, and each (server, key ID) asked
+// at most once per demanded validity, so that a server that is down costs
+// one failed lookup, not one per event it sent.
+func (s *Server) importKeys(ctx context.Context) pdu.GetKeyFunc {
+	type result struct {
+		key          id.SigningKey
+		until, asked time.Time
+		err          error
+	}
+	seen := map[string]result{}
+	notary := keyNotaryOf(ctx)
+	nk, _ := s.keys.(NotaryKeyGetter)
+	return func(serverName string, keyID id.KeyID, minValidUntil time.Time) (id.SigningKey, time.Time, error) {
+		k := serverName + "\x00" + string(keyID)
+		if r, ok := seen[k]; ok && (r.err != nil || !r.until.Before(minValidUntil) || !r.asked.Before(minValidUntil)) {
+			return r.key, r.until, r.err
+		}
+		var r result
+		if nk != nil && notary != "" && serverName != s.serverName {
+			r.key, r.until, r.err = nk.GetKeyVia(ctx, notary, serverName, keyID, minValidUntil)
+		} else {
+			r.key, r.until, r.err = s.getKey(serverName, keyID, minValidUntil)
+		}
+		r.asked = minValidUntil
+		seen[k] = r
+		return r.key, r.until, r.err
+	}
+}
+
+// unverifiedEvents are the events an import left out for their signatures.
+type unverifiedEvents struct {
+	byID map[id.EventID]*unverifiedError
+}
+
+// skip reports whether err is an unverified signature, recording the event.
+func (u *unverifiedEvents) skip(err error) bool {
+	var ue *unverifiedError
+	if !errors.As(err, &ue) {
+		return false
+	}
+	if u.byID == nil {
+		u.byID = map[id.EventID]*unverifiedError{}
+	}
+	u.byID[ue.ev.ID] = ue
+	return true
+}
+
+// noCreate is the refusal of a state without a (verified) create event.
+func (u *unverifiedEvents) noCreate() error {
+	for _, ue := range u.byID {
+		if ue.ev.PDU.Type == "m.room.create" && ue.ev.PDU.StateKey != nil && *ue.ev.PDU.StateKey == "" {
+			return Forbidden("The create event cannot be verified: %v", ue.err)
+		}
+	}
+	return Forbidden("The state has no m.room.create event")
+}
+
+// log notes what was left out (at most a few event IDs, with the count).
+func (u *unverifiedEvents) log(roomID id.RoomID) {
+	if len(u.byID) == 0 {
+		return
+	}
+	var sample []string
+	servers := map[string]bool{}
+	for _, ue := range u.byID {
+		servers[ue.ev.PDU.Sender.Homeserver()] = true
+		if len(sample) < 5 {
+			sample = append(sample, ue.err.Error())
+		}
+	}
+	slog.Warn("import: events whose signatures cannot be verified left out", "room", roomID, "count", len(u.byID),
+		"servers", len(servers), "sample", sample)
 }
 
 // eventSet authorizes received events against their own auth events.

@@ -275,10 +275,15 @@ func (s *Server) ImportJoin(ctx context.Context, roomID id.RoomID, version id.Ro
 	}
 	byID := map[id.EventID]*Event{}
 	var stateIDs []id.EventID
-	parse := func(raw []byte) (*Event, error) { return s.parseReceived(version, roomID, raw) }
+	keys := s.importKeys(ctx)
+	parse := func(raw []byte) (*Event, error) { return s.parseReceivedWith(version, roomID, raw, keys) }
+	var unverified unverifiedEvents // left out, as unauthorized events are (eventset.go)
 	for i, list := range [][]json.RawMessage{state, authChain} {
 		for _, raw := range list {
 			ev, err := parse(raw)
+			if unverified.skip(err) {
+				continue
+			}
 			if err != nil {
 				return err
 			}
@@ -299,8 +304,9 @@ func (s *Server) ImportJoin(ctx context.Context, roomID id.RoomID, version id.Ro
 		}
 	}
 	if create == nil {
-		return Forbidden("The state has no m.room.create event")
+		return unverified.noCreate()
 	}
+	unverified.log(roomID)
 	if version.RoomIDIsCreateEventID() {
 		if id.RoomID("!"+string(create.ID)[1:]) != roomID {
 			return Forbidden("The create event is not room %s's", roomID)
