@@ -2,12 +2,15 @@ package roomserver
 
 import (
 	"context"
+	"encoding/json"
 	jsonv2 "encoding/json/v2"
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
+	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
 
@@ -109,34 +112,111 @@ func keyNotaryOf(ctx context.Context) string {
 	return s
 }
 
-// importKeys is the key lookup of one import (used by one goroutine):
-// through ctx's notary when there is one, and each (server, key ID) asked
-// at most once per demanded validity, so that a server that is down costs
-// one failed lookup, not one per event it sent.
-func (s *Server) importKeys(ctx context.Context) pdu.GetKeyFunc {
-	type result struct {
-		key          id.SigningKey
-		until, asked time.Time
-		err          error
-	}
-	seen := map[string]result{}
-	notary := keyNotaryOf(ctx)
-	nk, _ := s.keys.(NotaryKeyGetter)
-	return func(serverName string, keyID id.KeyID, minValidUntil time.Time) (id.SigningKey, time.Time, error) {
-		k := serverName + "\x00" + string(keyID)
-		if r, ok := seen[k]; ok && (r.err != nil || !r.until.Before(minValidUntil) || !r.asked.Before(minValidUntil)) {
-			return r.key, r.until, r.err
-		}
-		var r result
-		if nk != nil && notary != "" && serverName != s.serverName {
-			r.key, r.until, r.err = nk.GetKeyVia(ctx, notary, serverName, keyID, minValidUntil)
-		} else {
-			r.key, r.until, r.err = s.getKey(serverName, keyID, minValidUntil)
-		}
-		r.asked = minValidUntil
-		seen[k] = r
+// Bounds of one import's key lookups: servers asked at once, and how many
+// keys may fail before the rest are not asked at all (a hostile answer
+// naming many unreachable servers must not cost one fetch timeout each).
+const (
+	importKeyWorkers     = 8
+	maxImportKeyFailures = 100
+)
+
+// importKeyring is the key lookup of one import: through ctx's notary when
+// there is one, and each (server, key ID) asked once per demanded validity,
+// so that a server that is down costs one failed lookup, not one per event
+// it sent.
+type importKeyring struct {
+	s      *Server
+	ctx    context.Context
+	notary string
+	nk     NotaryKeyGetter
+
+	mu       sync.Mutex
+	seen     map[string]keyResult
+	failures int
+}
+
+type keyResult struct {
+	key          id.SigningKey
+	until, asked time.Time
+	err          error
+}
+
+// importKeys is the key lookup of an import of the given events, whose
+// signing keys are fetched first, importKeyWorkers at a time.
+func (s *Server) importKeys(ctx context.Context, lists ...[]json.RawMessage) pdu.GetKeyFunc {
+	kr := &importKeyring{s: s, ctx: ctx, notary: keyNotaryOf(ctx), seen: map[string]keyResult{}}
+	kr.nk, _ = s.keys.(NotaryKeyGetter)
+	kr.prefetch(lists)
+	return kr.get
+}
+
+func (kr *importKeyring) get(serverName string, keyID id.KeyID, minValidUntil time.Time) (id.SigningKey, time.Time, error) {
+	k := serverName + "\x00" + string(keyID)
+	kr.mu.Lock()
+	if r, ok := kr.seen[k]; ok && (r.err != nil || !r.until.Before(minValidUntil) || !r.asked.Before(minValidUntil)) {
+		kr.mu.Unlock()
 		return r.key, r.until, r.err
 	}
+	if kr.failures >= maxImportKeyFailures {
+		kr.mu.Unlock()
+		return "", time.Time{}, fmt.Errorf("key %s of %s not asked: more than %d keys of this room's servers are unavailable", keyID, serverName, maxImportKeyFailures)
+	}
+	kr.mu.Unlock()
+	var r keyResult
+	if kr.nk != nil && kr.notary != "" && serverName != kr.s.serverName {
+		r.key, r.until, r.err = kr.nk.GetKeyVia(kr.ctx, kr.notary, serverName, keyID, minValidUntil)
+	} else {
+		r.key, r.until, r.err = kr.s.getKey(serverName, keyID, minValidUntil)
+	}
+	r.asked = minValidUntil
+	kr.mu.Lock()
+	kr.seen[k] = r
+	if r.err != nil {
+		kr.failures++
+	}
+	kr.mu.Unlock()
+	return r.key, r.until, r.err
+}
+
+// prefetch looks up, concurrently, the keys the events' senders' servers
+// signed them with (for the latest of their events), so that the checks
+// that follow find them answered.
+func (kr *importKeyring) prefetch(lists [][]json.RawMessage) {
+	type want struct {
+		server string
+		keyID  id.KeyID
+		ts     int64
+	}
+	wants := map[string]*want{}
+	for _, list := range lists {
+		for _, raw := range list {
+			server := id.UserID(gjson.GetBytes(raw, "sender").Str).Homeserver()
+			if server == "" || server == kr.s.serverName {
+				continue
+			}
+			ts := gjson.GetBytes(raw, "origin_server_ts").Int()
+			gjson.GetBytes(raw, "signatures."+gjson.Escape(server)).ForEach(func(keyID, _ gjson.Result) bool {
+				k := server + "\x00" + keyID.Str
+				if w := wants[k]; w != nil {
+					w.ts = max(w.ts, ts)
+				} else if len(wants) < MaxImportEvents {
+					wants[k] = &want{server, id.KeyID(keyID.Str), ts}
+				}
+				return true
+			})
+		}
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, importKeyWorkers)
+	for _, w := range wants {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			_, _, _ = kr.get(w.server, w.keyID, time.UnixMilli(w.ts))
+		}()
+	}
+	wg.Wait()
 }
 
 // unverifiedEvents are the events an import left out for their signatures.

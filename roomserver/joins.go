@@ -275,7 +275,7 @@ func (s *Server) ImportJoin(ctx context.Context, roomID id.RoomID, version id.Ro
 	}
 	byID := map[id.EventID]*Event{}
 	var stateIDs []id.EventID
-	keys := s.importKeys(ctx)
+	keys := s.importKeys(ctx, state, authChain)
 	parse := func(raw []byte) (*Event, error) { return s.parseReceivedWith(version, roomID, raw, keys) }
 	var unverified unverifiedEvents // left out, as unauthorized events are (eventset.go)
 	for i, list := range [][]json.RawMessage{state, authChain} {
@@ -295,6 +295,9 @@ func (s *Server) ImportJoin(ctx context.Context, roomID id.RoomID, version id.Ro
 			}
 			byID[ev.ID] = ev
 		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err // keys not asked are no evidence against the events left out
 	}
 	// The create event: in the state, of this room and version.
 	var create *Event
