@@ -11,6 +11,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/myelin-chat/myelin/internal/authn"
+	"github.com/myelin-chat/myelin/internal/mxhttp"
 )
 
 // accessLog logs one line per request at level (nil: off): method, route
@@ -32,6 +33,9 @@ func accessLog(level *slog.Level, next http.Handler) http.Handler {
 		defer func() {
 			// Logged on the way out of a panic too (Middleware answers it with a 500).
 			status := sw.status
+			if mxhttp.ClientGone(r) {
+				status = mxhttp.StatusClientClosedRequest // whatever was written, nobody read it
+			}
 			if v := recover(); v != nil {
 				status = http.StatusInternalServerError
 				defer panic(v)

@@ -146,6 +146,36 @@ func (f *KeyFetcher) GetKey(serverName string, keyID id.KeyID, minValidUntil tim
 	return id.SigningKey(k.VerifyKey), keyValidUntil(k), nil
 }
 
+// GetKeyVia is GetKey for one import of a room joined through notary (the
+// resident server, roomserver.NotaryKeyGetter): a key neither stored nor
+// fetched from its owner nor from the configured notaries is asked of notary
+// as a notary (POST /_matrix/key/v2/query). Its answer is checked as any
+// notary's (signed by notary with a key fetched from notary itself,
+// self-signed by the key's owner, bounded) and stored like one: the resident
+// can only pass on keys their owner published.
+func (f *KeyFetcher) GetKeyVia(ctx context.Context, notary, serverName string, keyID id.KeyID, minValidUntil time.Time) (id.SigningKey, time.Time, error) {
+	timeout := f.Timeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	k, err := f.Lookup(ctx, serverName, keyID, minValidUntil)
+	if err != nil && notary != "" && notary != serverName && notary != f.Own.ServerName && !errors.Is(err, ErrBadServerName) && !errors.Is(err, ErrServerDenied) && validKeyID(keyID) {
+		nerr := f.fetchFromNotaries(ctx, []config.TrustedKeyServer{{ServerName: notary}}, serverName, keyID, minValidUntil)
+		if nerr != nil {
+			return "", time.Time{}, errors.Join(err, nerr)
+		}
+		if k, err = f.Store.GetServerKey(ctx, serverName, string(keyID)); err != nil {
+			return "", time.Time{}, fmt.Errorf("key %s of %s from notary %s: %w", keyID, serverName, notary, err)
+		}
+	}
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	return id.SigningKey(k.VerifyKey), keyValidUntil(k), nil
+}
+
 // keyValidUntil is until when a stored key may be used.
 func keyValidUntil(k *storage.ServerKey) time.Time {
 	if k.ExpiredTS != 0 {
@@ -227,7 +257,7 @@ func (f *KeyFetcher) refresh(ctx context.Context, serverName string, keyID id.Ke
 		err := f.fetchDirect(fctx, serverName)
 		reached := err == nil
 		if (!reached || !f.has(fctx, serverName, keyID, minValidUntil)) && viaNotaries && len(f.Notaries) > 0 {
-			if nerr := f.fetchFromNotaries(fctx, serverName, keyID, minValidUntil); nerr != nil {
+			if nerr := f.fetchFromNotaries(fctx, f.Notaries, serverName, keyID, minValidUntil); nerr != nil {
 				err = errors.Join(err, nerr)
 			} else {
 				err = nil
@@ -290,12 +320,12 @@ func (f *KeyFetcher) fetchDirect(ctx context.Context, serverName string) error {
 }
 
 // fetchFromNotaries asks each notary in turn until one answers with the key.
-func (f *KeyFetcher) fetchFromNotaries(ctx context.Context, serverName string, keyID id.KeyID, minValidUntil time.Time) error {
+func (f *KeyFetcher) fetchFromNotaries(ctx context.Context, notaries []config.TrustedKeyServer, serverName string, keyID id.KeyID, minValidUntil time.Time) error {
 	req := &mfed.ReqQueryKeys{ServerKeys: map[string]map[id.KeyID]mfed.QueryKeysCriteria{
 		serverName: {keyID: {MinimumValidUntilTS: jsontime.UM(minValidUntil)}},
 	}}
 	var errs []error
-	for _, notary := range f.Notaries {
+	for _, notary := range notaries {
 		if notary.ServerName == serverName || notary.ServerName == f.Own.ServerName {
 			continue
 		}

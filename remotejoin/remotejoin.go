@@ -187,6 +187,9 @@ func (j *Joiner) joinVia(ctx context.Context, user id.UserID, roomID id.RoomID, 
 			}
 		}
 	}
+	// Keys of members' servers that cannot be reached are asked of the
+	// server we join through, as a notary for this import.
+	ctx = roomserver.WithKeyNotary(ctx, server)
 	if rejoin {
 		return j.rooms.ImportRejoin(ctx, roomID, version, sj.State, sj.AuthChain, join)
 	}

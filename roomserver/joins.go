@@ -284,10 +284,15 @@ func (s *Server) importJoin(ctx context.Context, roomID id.RoomID, version id.Ro
 	}
 	byID := map[id.EventID]*Event{}
 	var stateIDs []id.EventID
-	parse := func(raw []byte) (*Event, error) { return s.parseReceived(version, roomID, raw) }
+	keys := s.importKeys(ctx, state, authChain)
+	parse := func(raw []byte) (*Event, error) { return s.parseReceivedWith(version, roomID, raw, keys) }
+	var unverified unverifiedEvents // left out, as unauthorized events are (eventset.go)
 	for i, list := range [][]json.RawMessage{state, authChain} {
 		for _, raw := range list {
 			ev, err := parse(raw)
+			if unverified.skip(err) {
+				continue
+			}
 			if err != nil {
 				return err
 			}
@@ -300,6 +305,9 @@ func (s *Server) importJoin(ctx context.Context, roomID id.RoomID, version id.Ro
 			byID[ev.ID] = ev
 		}
 	}
+	if err := ctx.Err(); err != nil {
+		return err // keys not asked are no evidence against the events left out
+	}
 	// The create event: in the state, of this room and version.
 	var create *Event
 	for _, x := range stateIDs {
@@ -308,8 +316,9 @@ func (s *Server) importJoin(ctx context.Context, roomID id.RoomID, version id.Ro
 		}
 	}
 	if create == nil {
-		return Forbidden("The state has no m.room.create event")
+		return unverified.noCreate()
 	}
+	unverified.log(roomID)
 	if version.RoomIDIsCreateEventID() {
 		if id.RoomID("!"+string(create.ID)[1:]) != roomID {
 			return Forbidden("The create event is not room %s's", roomID)

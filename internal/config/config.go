@@ -194,7 +194,8 @@ type Logging struct {
 	Format string `yaml:"format"` // text or json
 	// AccessLog is the level of the access log's line per HTTP request
 	// (method, route pattern, status, duration, user, request ID): debug,
-	// info, warn or error, or off. Answers of 5xx are logged at error.
+	// info, warn or error, or off. Answers of 5xx are logged at error; a
+	// request its client cancelled is logged as 499 (nginx's convention).
 	AccessLog string `yaml:"access_log"`
 }
 

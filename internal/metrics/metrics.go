@@ -11,6 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/myelin-chat/myelin/internal/mxhttp"
 )
 
 // Registry is a server's own metrics registry (several servers may run in one process in tests).
@@ -85,7 +87,11 @@ func (r *Registry) Middleware(next http.Handler) http.Handler {
 		if rc := chi.RouteContext(req.Context()); rc != nil && rc.RoutePattern() != "" {
 			route = rc.RoutePattern()
 		}
-		r.requests.WithLabelValues(route, req.Method, strconv.Itoa(sw.status)).Inc()
+		status := sw.status
+		if mxhttp.ClientGone(req) {
+			status = mxhttp.StatusClientClosedRequest // the client gave up: not a server error
+		}
+		r.requests.WithLabelValues(route, req.Method, strconv.Itoa(status)).Inc()
 		r.latency.WithLabelValues(route, req.Method).Observe(time.Since(start).Seconds())
 	})
 }

@@ -2,6 +2,7 @@ package mxhttp
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -30,9 +31,23 @@ type Responder interface {
 	HTTPStatus() int
 }
 
+// StatusClientClosedRequest is nginx's 499 "client closed request": the
+// status the access log and the metrics record for a request whose client
+// went away before the answer (no client ever sees it).
+const StatusClientClosedRequest = 499
+
+// ClientGone reports whether r's client cancelled it (closed the
+// connection, gave up a long-poll): its context is canceled, not past a
+// deadline the server set.
+func ClientGone(r *http.Request) bool {
+	return errors.Is(r.Context().Err(), context.Canceled)
+}
+
 // WriteError writes err as a Matrix error (or a Responder as itself). Other
 // errors are logged and answered with a generic 500 so that internals never
-// leak to clients.
+// leak to clients; but when the client cancelled the request (the usual
+// cause of such an error then is that cancellation), nothing is answered
+// but 499 and it is logged at debug: not a server error.
 func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	var resp Responder
 	if errors.As(err, &resp) {
@@ -40,7 +55,12 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	var mErr *Error
-	if !errors.As(err, &mErr) {
+	if !errors.As(err, &mErr) && ClientGone(r) {
+		slog.DebugContext(r.Context(), "request cancelled by the client", "method", r.Method, "path", r.URL.Path, "err", err)
+		w.WriteHeader(StatusClientClosedRequest)
+		return
+	}
+	if mErr == nil {
 		slog.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		mErr = Internal("Internal server error")
 	}

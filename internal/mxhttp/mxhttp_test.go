@@ -1,13 +1,16 @@
 package mxhttp
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 )
@@ -70,5 +73,43 @@ func TestEmptyOr(t *testing.T) {
 	want := BadJSON("x")
 	if v, err := EmptyOr(want); err != want || v != nil {
 		t.Fatalf("EmptyOr(err) = %v, %v", v, err)
+	}
+}
+
+// TestWriteErrorClientGone: an internal error of a request its client
+// cancelled is answered 499 with nothing logged above debug; the same error
+// of a live request (or past a server deadline) is a logged 500.
+func TestWriteErrorClientGone(t *testing.T) {
+	var buf strings.Builder
+	prev := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	t.Cleanup(func() { slog.SetDefault(prev) })
+
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	expired, cancel2 := context.WithTimeout(context.Background(), -time.Second)
+	defer cancel2()
+	for _, tc := range []struct {
+		name   string
+		ctx    context.Context
+		err    error
+		status int
+		logged bool
+	}{
+		{"cancelled", cancelled, fmt.Errorf("query: %w", context.Canceled), StatusClientClosedRequest, false},
+		{"cancelled, other error", cancelled, errors.New("sql: connection is already closed"), StatusClientClosedRequest, false},
+		{"cancelled, Matrix error", cancelled, NotFound("gone"), http.StatusNotFound, false},
+		{"live", context.Background(), errors.New("boom"), http.StatusInternalServerError, true},
+		{"server deadline", expired, context.DeadlineExceeded, http.StatusInternalServerError, true},
+	} {
+		buf.Reset()
+		rec := httptest.NewRecorder()
+		WriteError(rec, httptest.NewRequest(http.MethodGet, "/sync", nil).WithContext(tc.ctx), tc.err)
+		if rec.Code != tc.status {
+			t.Errorf("%s: status %d, want %d", tc.name, rec.Code, tc.status)
+		}
+		if got := strings.Contains(buf.String(), "level=ERROR"); got != tc.logged {
+			t.Errorf("%s: logged at error %v, want %v: %s", tc.name, got, tc.logged, buf.String())
+		}
 	}
 }
