@@ -177,10 +177,13 @@ func redactsOf(e *Event) id.EventID {
 	if e.PDU.Type != "m.room.redaction" {
 		return ""
 	}
-	if e.PDU.Redacts != nil {
-		return *e.PDU.Redacts
+	// From v11 the target is content.redacts; a top-level redacts (which we
+	// also send, as Synapse does, for servers that read only that) is not
+	// authoritative there.
+	if e.Version.RedactsInContent() || e.PDU.Redacts == nil {
+		return id.EventID(gjson.GetBytes(e.PDU.Content, "redacts").Str)
 	}
-	return id.EventID(gjson.GetBytes(e.PDU.Content, "redacts").Str)
+	return *e.PDU.Redacts
 }
 
 // applyRedaction redacts the target of a redaction event in the same batch,

@@ -201,10 +201,14 @@ func (s *Server) Redact(ctx context.Context, sender id.UserID, deviceID id.Devic
 			content["reason"] = reason
 		}
 		p := &proto{Type: "m.room.redaction", Sender: sender}
+		// From v11 the target is content.redacts. The top-level redacts is
+		// kept there too, as Synapse sends it: servers built before v11
+		// (Dendrite 0.13.8) read only that one. It is covered by the
+		// content hash and not part of the redacted form, so it changes
+		// nothing for servers that follow v11.
+		p.Redacts = eventID
 		if rs.version.RedactsInContent() {
 			content["redacts"] = eventID
-		} else {
-			p.Redacts = eventID
 		}
 		p.Content = MustJSON(content)
 		return p, nil

@@ -409,12 +409,20 @@ func TestFederationSenderDropsRefusedTransaction(t *testing.T) {
 			if strings.Join(got, "|") != "after" {
 				t.Fatalf("after the drop the destination received %q, want only \"after\"", got)
 			}
-			st, err := srv.DB.FederationDestinationState(context.Background(), "remote.test")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if st.Failures != 0 || st.TxnID != "" {
-				t.Fatalf("destination state after delivery %+v", st)
+			// The destination answers before the sender records the
+			// acknowledgement: wait for it.
+			for deadline := time.Now().Add(5 * time.Second); ; {
+				st, err := srv.DB.FederationDestinationState(context.Background(), "remote.test")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if st.Failures == 0 && st.TxnID == "" {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("destination state after delivery %+v", st)
+				}
+				time.Sleep(20 * time.Millisecond)
 			}
 			metrics := do(t, srv, "GET", "/metrics", "", nil).Raw
 			if !strings.Contains(metrics, `myelin_federation_transactions_total{result="dropped"} 1`) {
