@@ -95,14 +95,37 @@ func TestFederationDendrite(t *testing.T) {
 				}
 			})
 			t.Run("Redactions", func(t *testing.T) {
+				x := x.with(t)
+				// Room version 10 (top-level redacts): hosted on either side,
+				// redactions both ways. Room version 11 (redacts in content):
+				// the Dendrite user's redactions reaching Myelin (Dendrite puts
+				// redacts at the top level too); the other way is skipped below.
+				for _, c := range []struct {
+					host      *mautrix.Client
+					version   id.RoomVersion
+					redactors []*mautrix.Client
+				}{
+					{alice, "10", []*mautrix.Client{alice, dave}},
+					{dave, "10", []*mautrix.Client{dave, alice}},
+					{alice, "11", []*mautrix.Client{dave}},
+					{dave, "11", []*mautrix.Client{dave}},
+				} {
+					guest := x.other(c.host)
+					room := x.create(c.host, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Redacted", RoomVersion: c.version})
+					x.join(guest, room, x.serverOf(c.host))
+					x.sees(c.host, room, string(guest.UserID)+"'s join", isMember(guest.UserID, "join"))
+					x.redactions(c.host, guest, room, c.redactors...)
+				}
+			})
+			t.Run("RedactionsV11ToDendrite", func(t *testing.T) {
 				t.Skip(redactionToDendrite)
 				x := x.with(t)
 				for _, host := range []*mautrix.Client{alice, dave} {
 					guest := x.other(host)
-					room := x.create(host, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Redacted"})
+					room := x.create(host, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Redacted v11", RoomVersion: "11"})
 					x.join(guest, room, x.serverOf(host))
 					x.sees(host, room, string(guest.UserID)+"'s join", isMember(guest.UserID, "join"))
-					x.redactions(host, guest, room)
+					x.redactions(host, guest, room, alice)
 				}
 			})
 			t.Run("DendriteHostedHistory", func(t *testing.T) {
@@ -145,12 +168,21 @@ func TestFederationDendrite(t *testing.T) {
 
 // What the skipped subtests wait for: remove the t.Skip once fixed.
 const (
-	// Found by this test, not yet explained: a redaction by a Myelin user
-	// (room v11, Myelin-hosted room) reaches Dendrite in a transaction
-	// (Dendrite logs "Received transaction … containing 1 PDUs" and no
-	// parse, signature or auth error) but never appears in Dendrite's /sync
-	// or GET /event (its sync store lacks it).
-	redactionToDendrite = "a Myelin user's m.room.redaction (room v11) received by Dendrite 0.13.8 never reaches its /sync: under investigation"
+	// Dendrite 0.13.8's bug, not ours: in room version 11 the spec moves
+	// redacts into content (rooms/v11.md, "Moving the redacts property"),
+	// which is where Myelin puts it, but Dendrite reads only the top-level
+	// field: gomatrixserverlib (v0.0.0-20240910190622-2c764912ce93, still so
+	// in 20260506) eventV1.go (*eventV1).Redacts returns eventFields.Redacts,
+	// never content.redacts. So roomserver/storage/shared/storage.go
+	// (*EventDatabase).MaybeRedactEvent records the redaction against "" and
+	// redacts nothing, and syncapi/consumers/roomserver.go
+	// (*OutputRoomEventConsumer).onMessage drops the m.room.redaction
+	// (redacts "" != its own ID: it waits for an OutputTypeRedactedEvent
+	// that never comes), so Dendrite's /sync never shows it. Dendrite's own
+	// clientapi/routing/redaction.go puts redacts in both places, so its
+	// v11 redactions reach Myelin (covered by Redactions). Adding a
+	// top-level redacts to Myelin's v11 redactions makes this subtest pass.
+	redactionToDendrite = "Dendrite 0.13.8 reads an m.room.redaction's redacts only from the top level, not from content (room v11): gomatrixserverlib eventV1.Redacts"
 )
 
 // interop holds the two servers and their users for one backend.
@@ -398,10 +430,10 @@ func (x *interop) seesAll(c *mautrix.Client, since string, room id.RoomID, want 
 	})
 }
 
-// redactions: across the two servers, the admin redacts the member's
-// message and the member their own, each redaction seen by the other side
-// (the message's content gone there).
-func (x *interop) redactions(admin, member *mautrix.Client, room id.RoomID) {
+// redactions: across the two servers, the member sends a message that each
+// redactor (the admin, or the member: their own) redacts, each redaction
+// seen by the other side (the message's content gone there).
+func (x *interop) redactions(admin, member *mautrix.Client, room id.RoomID, redactors ...*mautrix.Client) {
 	x.t.Helper()
 	ctx := ctxT(x.t)
 	isRedaction := func(target id.EventID) func(*event.Event) bool {
@@ -424,7 +456,7 @@ func (x *interop) redactions(admin, member *mautrix.Client, room id.RoomID) {
 		}
 		x.t.Fatalf("%s's server still shows the content of redacted %s", c.UserID, target)
 	}
-	for _, redactor := range []*mautrix.Client{admin, member} {
+	for _, redactor := range redactors {
 		other := x.other(redactor)
 		since, adminSince := x.since(other), x.since(admin)
 		msg := sendText(x.t, member, room, "to be redacted by "+string(redactor.UserID))
