@@ -117,8 +117,10 @@ func TestFederationDendrite(t *testing.T) {
 					x.redactions(c.host, guest, room, c.redactors...)
 				}
 			})
+			// Dendrite 0.13.8 reads an m.room.redaction's target only from the
+			// top-level redacts (gomatrixserverlib eventV1.Redacts), which v11
+			// moved into content: Myelin sends both, as Synapse does.
 			t.Run("RedactionsV11ToDendrite", func(t *testing.T) {
-				t.Skip(redactionToDendrite)
 				x := x.with(t)
 				for _, host := range []*mautrix.Client{alice, dave} {
 					guest := x.other(host)
@@ -165,25 +167,6 @@ func TestFederationDendrite(t *testing.T) {
 		})
 	}
 }
-
-// What the skipped subtests wait for: remove the t.Skip once fixed.
-const (
-	// Dendrite 0.13.8's bug, not ours: in room version 11 the spec moves
-	// redacts into content (rooms/v11.md, "Moving the redacts property"),
-	// which is where Myelin puts it, but Dendrite reads only the top-level
-	// field: gomatrixserverlib (v0.0.0-20240910190622-2c764912ce93, still so
-	// in 20260506) eventV1.go (*eventV1).Redacts returns eventFields.Redacts,
-	// never content.redacts. So roomserver/storage/shared/storage.go
-	// (*EventDatabase).MaybeRedactEvent records the redaction against "" and
-	// redacts nothing, and syncapi/consumers/roomserver.go
-	// (*OutputRoomEventConsumer).onMessage drops the m.room.redaction
-	// (redacts "" != its own ID: it waits for an OutputTypeRedactedEvent
-	// that never comes), so Dendrite's /sync never shows it. Dendrite's own
-	// clientapi/routing/redaction.go puts redacts in both places, so its
-	// v11 redactions reach Myelin (covered by Redactions). Adding a
-	// top-level redacts to Myelin's v11 redactions makes this subtest pass.
-	redactionToDendrite = "Dendrite 0.13.8 reads an m.room.redaction's redacts only from the top level, not from content (room v11): gomatrixserverlib eventV1.Redacts"
-)
 
 // interop holds the two servers and their users for one backend.
 type interop struct {
