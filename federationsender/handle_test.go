@@ -2,6 +2,7 @@ package federationsender
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sync"
@@ -115,5 +116,57 @@ func TestHandleJoinBurst(t *testing.T) {
 	// At 1 (no servers known), 3 (after the remote join), 54 (the kick), 55 (after it).
 	if store.calls > 4 {
 		t.Fatalf("JoinedServersAt asked %d times for one page", store.calls)
+	}
+}
+
+func (f *timelineStore) KnownEvents(_ context.Context, ids []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	for _, e := range f.events {
+		if slices.Contains(ids, e.EventID) {
+			out[e.EventID] = true
+		}
+	}
+	return out, nil
+}
+
+// TestHandleJoinThroughResidentAndTargets: our user's join that came
+// through send_join (its prev_events are the resident's, not in our
+// timeline) is not sent again, while one our roomserver built is; a leave or
+// ban naming a user of a server not in the room (a rescinded invite) goes to
+// that server too.
+func TestHandleJoinThroughResidentAndTargets(t *testing.T) {
+	const room = "!r:remote.test"
+	var evs []*storage.Event
+	add := func(typ, sender, stateKey, membership string, prevs ...string) {
+		e := &storage.Event{EventID: fmt.Sprintf("$%d", len(evs)+1), StreamPos: int64(len(evs) + 1), RoomID: room, Type: typ,
+			Sender: sender, Membership: membership}
+		if stateKey != "" {
+			e.StateKey = &stateKey
+		}
+		j, _ := json.Marshal(map[string]any{"prev_events": prevs})
+		e.JSON = j
+		evs = append(evs, e)
+	}
+	add("m.room.member", "@b:remote.test", "@b:remote.test", "join")                // 1: the resident's user
+	add("m.room.member", "@a:hs.test", "@a:hs.test", "join", "$resident-extremity") // 2: our join via send_join
+	add("m.room.message", "@a:hs.test", "", "", "$2")                               // 3
+	add("m.room.member", "@u:hs.test", "@u:hs.test", "join", "$3")                  // 4: a join we built
+	add("m.room.member", "@a:hs.test", "@c:other.test", "leave", "$4")              // 5: a rescinded invite
+	store := &timelineStore{events: evs}
+	s, err := New(context.Background(), Options{ServerName: "hs.test", Store: store, Policy: federation.AllowAll{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Handle(context.Background(), evs); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, it := range store.queued {
+		got = append(got, fmt.Sprintf("%d>%s", it.StreamPos, it.Destination))
+	}
+	want := []string{"3>remote.test", "4>remote.test", "5>remote.test", "5>other.test"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("queued %v, want %v", got, want)
 	}
 }

@@ -16,10 +16,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix"
 	mfed "maunium.net/go/mautrix/federation"
 
@@ -43,6 +45,8 @@ type Store interface {
 	AckFederationTxn(ctx context.Context, dest string, upTo, nowMS int64) error
 	FederationTxnFailed(ctx context.Context, dest string, failures, backoffUntil int64) error
 	DropFederationQueue(ctx context.Context, dest string) (int64, error)
+	// KnownEvents: which of ids are stored timeline events (not outliers).
+	KnownEvents(ctx context.Context, ids []string) (map[string]bool, error)
 	TrimFederationQueue(ctx context.Context, dest string, after int64, maxPerRoom, keep int) (int64, error)
 	FederationQueueStats(ctx context.Context, limit int) ([]storage.FederationQueueStat, storage.FederationQueueStat, error)
 }
@@ -221,7 +225,16 @@ func (s *Sender) Handle(ctx context.Context, events []*storage.Event) error {
 				delete(servers, ev.RoomID) // the next event sees the membership after it
 			}
 		}
-		for _, d := range dests {
+		if s.localJoin(ev) {
+			viaSendJoin, err := s.joinedThroughResident(ctx, ev)
+			if err != nil {
+				return err
+			}
+			if viaSendJoin {
+				continue
+			}
+		}
+		for _, d := range withTarget(dests, ev, s.opts.ServerName) {
 			if d == s.opts.ServerName || !s.opts.Policy.AllowServer(ctx, d, federation.PurposeSend) {
 				continue
 			}
@@ -247,6 +260,51 @@ func (s *Sender) Handle(ctx context.Context, events []*storage.Event) error {
 }
 
 // localJoin: ev is the join of one of our users.
+// withTarget adds to a member event's destinations the server of the user
+// it names when that user leaves or is banned, even though their server is
+// not in the room: a rescinded invite or a refused knock must reach the
+// server that holds it out of band. (An invite reached it through /invite.)
+func withTarget(dests []string, ev *storage.Event, ours string) []string {
+	if ev.Type != "m.room.member" || ev.StateKey == nil || (ev.Membership != "leave" && ev.Membership != "ban") {
+		return dests
+	}
+	target := storage.ServerOfUser(*ev.StateKey)
+	if target == "" || target == ours || slices.Contains(dests, target) {
+		return dests
+	}
+	return append(slices.Clone(dests), target)
+}
+
+// joinedThroughResident reports whether our user's join came through
+// send_join (a remote join or rejoin): built on the resident server's
+// template, its prev_events are not in our timeline, while a join our
+// roomserver built sits on our forward extremities. The resident server
+// that took it sends it to the room's servers; sending it again would make
+// it the first thing they hear from us, before anything we send.
+func (s *Sender) joinedThroughResident(ctx context.Context, ev *storage.Event) (bool, error) {
+	var prevs []string
+	for _, p := range gjson.GetBytes(ev.JSON, "prev_events").Array() {
+		if p.Type == gjson.String {
+			prevs = append(prevs, p.Str)
+		} else if p.IsArray() { // room versions 1 and 2: [id, hashes]
+			prevs = append(prevs, p.Get("0").Str)
+		}
+	}
+	if len(prevs) == 0 {
+		return false, nil
+	}
+	known, err := s.opts.Store.KnownEvents(ctx, prevs)
+	if err != nil {
+		return false, err
+	}
+	for _, p := range prevs {
+		if known[p] {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
 func (s *Sender) localJoin(ev *storage.Event) bool {
 	return ev.Membership == "join" && ev.StateKey != nil && storage.ServerOfUser(*ev.StateKey) == s.opts.ServerName
 }
