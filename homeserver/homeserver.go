@@ -462,6 +462,10 @@ type roomviewTokens struct{}
 
 func (roomviewTokens) StreamToken(pos int64) string { return roomview.StreamToken(pos) }
 
+func (roomviewTokens) TopologicalToken(depth, pos int64) string {
+	return roomview.TopologicalToken(depth, pos)
+}
+
 // profileRemote backs accounts.RemoteProfiles with the transport's client:
 // GET /_matrix/federation/v1/query/profile on the user's server, all fields
 // kept (mautrix's QueryProfile keeps only two).

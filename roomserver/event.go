@@ -43,7 +43,9 @@ type Event struct {
 	SoftFailed  bool
 	// Outlier: stored for its content and auth/state role only, outside
 	// every timeline (storage.Event.Outlier).
-	Outlier    bool
+	Outlier bool
+	// AfterGap: history before it may be missing here (storage.Event.AfterGap).
+	AfterGap   bool
 	RedactedBy string
 	// ReplacesState is the state event this state event replaced in the state
 	// before it ("" for the first of its key).
@@ -118,7 +120,7 @@ func eventFromStored(version id.RoomVersion, se *storage.Event) (*Event, error) 
 	}
 	e.RoomID = id.RoomID(se.RoomID)
 	e.StreamPos, e.StateBefore, e.StateAfter, e.SoftFailed, e.RedactedBy = se.StreamPos, se.StateBefore, se.StateAfter, se.SoftFailed, se.RedactedBy
-	e.Outlier = se.Outlier
+	e.Outlier, e.AfterGap = se.Outlier, se.AfterGap
 	return e, nil
 }
 

@@ -413,6 +413,7 @@ func (s *Server) applyImport(ctx context.Context, w *worker, b *batchWrite, in *
 	j := in.join
 	j.StateBefore, j.StateAfter = beforeSnap, afterSnap
 	j.ReplacesState = before[j.Key()]
+	j.AfterGap = true // the room's history lives on other servers (backfill)
 	rs.depth = max(rs.depth, j.PDU.Depth)
 	b.events = append(b.events, j)
 	rs.extremities = []*Event{j}

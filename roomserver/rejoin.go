@@ -144,6 +144,7 @@ func (s *Server) applyRejoin(ctx context.Context, w *worker, b *batchWrite, in *
 	j := in.join
 	j.StateBefore, j.StateAfter = beforeSnap, afterSnap
 	j.ReplacesState = before[j.Key()]
+	j.AfterGap = true // what happened since we left was never sent here
 	rs.depth = max(rs.depth, j.PDU.Depth)
 	b.events = append(b.events, j)
 	fresh[j.ID] = true

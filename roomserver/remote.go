@@ -248,6 +248,7 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 		b.notify = map[string]bool{}
 	}
 	if in.gap != nil {
+		ev.AfterGap = true // its prevs are outliers: history before it is missing
 		if err := s.stageOutliers(ctx, b, in.gap, ev.ID); err != nil {
 			return nil, err
 		}

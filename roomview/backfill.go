@@ -86,3 +86,27 @@ func (s *Service) backfillBefore(ctx context.Context, roomID id.RoomID, batch []
 	}
 	return added
 }
+
+// backfillAtToken backfills before the event a backward /messages token
+// names by its position (from, a topological token just before it), when
+// that event is stored after a gap (storage.Event.AfterGap) whose history
+// is still missing: /sync's prev_batch of a timeline cut at a gap is such a
+// token, and the page read from it holds only events before the gap event,
+// so the batch reads would never see the gap. It reports whether a backfill
+// was attempted. One indexed read of one row otherwise.
+func (s *Service) backfillAtToken(ctx context.Context, roomID id.RoomID, token string, from storage.TopoPos) (bool, error) {
+	if t, err := ParseToken(token); err != nil || !t.Topological {
+		return false, nil
+	}
+	next := storage.TopoPos{Depth: from.Depth, Stream: from.Stream + 1}
+	evs, err := s.db.RoomEventsByTopology(ctx, string(roomID), from, &next, false, 1, nil)
+	if err != nil || len(evs) == 0 || !evs[0].AfterGap {
+		return false, err
+	}
+	gaps, err := s.gapsIn(ctx, evs)
+	if err != nil || len(gaps) == 0 {
+		return false, err
+	}
+	s.backfillBefore(ctx, roomID, evs, gaps)
+	return true, nil
+}

@@ -545,6 +545,16 @@ func (s *Service) Messages(ctx context.Context, user id.UserID, roomID id.RoomID
 	batchSize := min(max(limit*2, 50), 1000)
 	scanned := 0
 	backfills := 0
+	if backward && s.backfill != nil && req.From != "" {
+		// From a token just before a gap event (a gappy /sync's prev_batch).
+		tried, err := s.backfillAtToken(ctx, roomID, req.From, from)
+		if err != nil {
+			return nil, err
+		}
+		if tried {
+			backfills++
+		}
+	}
 	for len(kept) < limit && scanned < maxMessagesScan {
 		batch, err := s.db.RoomEventsByTopology(ctx, string(roomID), cursor, to, backward, batchSize, ranges)
 		if err != nil {

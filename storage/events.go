@@ -58,7 +58,11 @@ type Event struct {
 	// Outlier: stored for its content and auth/state role only (its place in
 	// the DAG is unknown), never in a timeline or stream read; its StreamPos
 	// is OutlierPos of a stream position.
-	Outlier       bool
+	Outlier bool
+	// AfterGap: some of its prev events are not timeline events here (it was
+	// accepted with fetched state, or is a join over federation): history
+	// before it may be missing (/sync starts a limited timeline at it).
+	AfterGap      bool
 	RedactedBy    string
 	RelatesTo     string
 	RelType       string
@@ -165,11 +169,11 @@ func (db *DB) WriteRoomEvents(ctx context.Context, w *RoomWrite) error {
 		for _, e := range w.Events {
 			if n, err := tx.Exec(ctx, `INSERT INTO events (event_id, room_id, stream_pos, depth, type, state_key, sender,
 				origin_server_ts, json, state_before, state_after, soft_failed, relates_to, rel_type, membership,
-				replaces_state, txn_device, txn_id, outlier)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`+deoutlier,
+				replaces_state, txn_device, txn_id, outlier, after_gap)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)`+deoutlier,
 				e.EventID, e.RoomID, e.StreamPos, e.Depth, e.Type, e.StateKey, e.Sender, e.OriginServerTS, string(e.JSON),
 				e.StateBefore, e.StateAfter, e.SoftFailed, nullString(e.RelatesTo), nullString(e.RelType), nullString(e.Membership),
-				nullString(e.ReplacesState), nullString(e.TxnDevice), nullString(e.TxnID), e.Outlier); err != nil {
+				nullString(e.ReplacesState), nullString(e.TxnDevice), nullString(e.TxnID), e.Outlier, e.AfterGap); err != nil {
 				return fmt.Errorf("inserting event %s: %w", e.EventID, err)
 			} else if n != 1 && !e.Outlier {
 				return fmt.Errorf("inserting event %s: %w", e.EventID, ErrEventExists)
@@ -237,7 +241,7 @@ func (db *DB) WriteRoomEvents(ctx context.Context, w *RoomWrite) error {
 const deoutlier = `
 				ON CONFLICT (event_id) DO UPDATE SET stream_pos = excluded.stream_pos, depth = excluded.depth,
 					state_before = excluded.state_before, state_after = excluded.state_after, soft_failed = excluded.soft_failed,
-					outlier = excluded.outlier, replaces_state = excluded.replaces_state,
+					outlier = excluded.outlier, replaces_state = excluded.replaces_state, after_gap = excluded.after_gap,
 					json = CASE WHEN events.redacted_by IS NULL THEN excluded.json ELSE events.json END
 				WHERE events.outlier AND NOT excluded.outlier`
 
@@ -321,14 +325,14 @@ func (db *DB) SnapshotState(ctx context.Context, snapshot int64) (StateMap, erro
 }
 
 const eventColumns = `event_id, room_id, stream_pos, depth, type, state_key, sender, origin_server_ts, json,
-	state_before, state_after, soft_failed, redacted_by, relates_to, rel_type, membership, replaces_state, txn_device, txn_id, outlier`
+	state_before, state_after, soft_failed, redacted_by, relates_to, rel_type, membership, replaces_state, txn_device, txn_id, outlier, after_gap`
 
 func scanEvent(r interface{ Scan(...any) error }) (*Event, error) {
 	var e Event
 	var js string
 	var stateKey, redactedBy, relatesTo, relType, membership, replaces, txnDevice, txnID *string
 	if err := r.Scan(&e.EventID, &e.RoomID, &e.StreamPos, &e.Depth, &e.Type, &stateKey, &e.Sender, &e.OriginServerTS, &js,
-		&e.StateBefore, &e.StateAfter, &e.SoftFailed, &redactedBy, &relatesTo, &relType, &membership, &replaces, &txnDevice, &txnID, &e.Outlier); err != nil {
+		&e.StateBefore, &e.StateAfter, &e.SoftFailed, &redactedBy, &relatesTo, &relType, &membership, &replaces, &txnDevice, &txnID, &e.Outlier, &e.AfterGap); err != nil {
 		return nil, err
 	}
 	e.JSON = []byte(js)

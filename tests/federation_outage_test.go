@@ -91,8 +91,12 @@ func TestFederationCatchUpAfterOutage(t *testing.T) {
 			// bob's /sync with his old token reaches "after" (events trickle in
 			// as b.test takes a.test's transactions and fetches their gaps).
 			deadline := time.Now().Add(60 * time.Second)
+			var gapTL *mautrix.SyncTimeline // the first limited timeline after the outage
 			for next := since; ; {
-				r := syncOnce(t, bob2, next, "", 5000)
+				r := syncOnce(t, bob2, next, `{"room":{"timeline":{"limit":100}}}`, 5000) // limited only by a gap
+				if tl := r.Rooms.Join[room].Timeline; gapTL == nil && tl.Limited && len(tl.Events) > 0 {
+					gapTL = &tl
+				}
 				if slices.ContainsFunc(r.Rooms.Join[room].Timeline.Events, func(e *event.Event) bool { return e.Content.Raw["body"] == "after" }) {
 					break
 				}
@@ -101,9 +105,32 @@ func TestFederationCatchUpAfterOutage(t *testing.T) {
 				}
 				next = r.NextBatch
 			}
+			// The gap shows: a limited timeline whose prev_batch pages back
+			// (backfilling) through exactly what came before its first event.
+			if gapTL == nil {
+				t.Fatal("no /sync timeline of bob's after the outage was limited")
+			}
+			first := slices.IndexFunc(gapTL.Events, func(e *event.Event) bool { return e.Type == event.EventMessage })
+			if first < 0 {
+				t.Fatalf("limited timeline without a message: %+v", gapTL.Events)
+			}
+			k := slices.Index(want, gapTL.Events[first].Content.Raw["body"].(string))
+			if k <= 0 {
+				t.Fatalf("limited timeline starts at %q", gapTL.Events[first].Content.Raw["body"])
+			}
+			if got := bodies(gapTL.Events); !slices.Equal(got, want[k:k+len(got)]) {
+				t.Fatalf("limited timeline %v is not continuous", got)
+			}
+			t.Logf("limited timeline %v, prev_batch %s", bodies(gapTL.Events), gapTL.PrevBatch)
+			beforeGap, _ := walkBack(t, bob2, room, gapTL.PrevBatch, 25)
+			got := bodies(beforeGap)
+			slices.Reverse(got)
+			if len(got) == 0 || got[0] != "before" || !slices.Equal(got[1:], want[:k]) {
+				t.Fatalf("/messages from the gap's prev_batch: %v\nwant before, then %v", got, want[:k])
+			}
 			// Everything sent meanwhile is reachable by /messages, in order, once.
 			evs, _ := walkBack(t, bob2, room, "", 25)
-			got := bodies(evs)
+			got = bodies(evs)
 			slices.Reverse(got)
 			var msgs []string
 			seen := map[string]bool{}

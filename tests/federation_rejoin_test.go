@@ -34,6 +34,16 @@ func TestFederationRejoin(t *testing.T) {
 			if _, err := bob.JoinRoom(ctx, string(room), &mautrix.ReqJoinRoom{Via: []string{"a.test"}}); err != nil {
 				t.Fatalf("join: %v", err)
 			}
+			// A join over federation follows a gap (the history lives on a.test).
+			joinFlagged := func(what string) id.EventID {
+				t.Helper()
+				se, err := b.DB.CurrentStateEvent(ctx, string(room), "m.room.member", string(bob.UserID))
+				if err != nil || se.Membership != "join" || !se.AfterGap {
+					t.Fatalf("bob's %s on b.test: %+v, %v; want a join flagged after_gap", what, se, err)
+				}
+				return id.EventID(se.EventID)
+			}
+			joinFlagged("join")
 			must(bob.LeaveRoom(ctx, room))
 			// a.test sees bob leave before it moves on.
 			for i := 0; ; i++ {
@@ -69,6 +79,12 @@ func TestFederationRejoin(t *testing.T) {
 			// The rejoin, with no via: b.test knows a.test from the room.
 			if _, err := bob.JoinRoom(ctx, string(room), nil); err != nil {
 				t.Fatalf("rejoin: %v", err)
+			}
+			// So does a rejoin (what happened meanwhile was never sent here):
+			// bob's /sync timeline starts at it, limited.
+			rejoin := joinFlagged("rejoin")
+			if tl := must(bob.SyncRequest(ctx, 0, "", "", false, "")).Rooms.Join[room].Timeline; len(tl.Events) == 0 || tl.Events[0].ID != rejoin || !tl.Limited {
+				t.Fatalf("bob's /sync after the rejoin: limited %v, %d events; want limited, starting at the rejoin %s", tl.Limited, len(tl.Events), rejoin)
 			}
 			topic := ""
 			for _, e := range must(b.DB.CurrentStateEvents(ctx, string(room))) {

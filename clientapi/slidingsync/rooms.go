@@ -328,6 +328,9 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 	if err != nil {
 		return nil, err
 	}
+	// A gap in the room's history: the timeline starts at it, limited (as /sync's).
+	evs, gap := syncv2.CutAtGap(evs)
+	limited = limited || gap != nil
 	if evs, err = viewer.Visible(ctx, evs); err != nil {
 		return nil, err
 	}
@@ -358,6 +361,9 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 	}
 	if len(evs) > 0 {
 		res.PrevBatch = viewer.PrevBatch(evs[0].StreamPos)
+		if gap != nil {
+			res.PrevBatch = viewer.GapPrevBatch(evs[0])
+		}
 	}
 	live := 0
 	for _, e := range evs {

@@ -35,6 +35,13 @@ func (s *Syncer) timeline(ctx context.Context, req *Request, v *roomViewer, from
 	if err != nil {
 		return nil, nil, false, err
 	}
+	// A gap in the room's history (storage.Event.AfterGap) within the range:
+	// the timeline starts at the latest one, limited, whatever the filter
+	// keeps of it, so the client pages back into the gap from prev_batch.
+	gap := lastGap(evs)
+	if gap != nil {
+		evs, limited = cutAtGap(evs, gap), true
+	}
 	complete = !limited && !filtering
 	if filtering {
 		kept := evs[:0:0]
@@ -57,6 +64,9 @@ func (s *Syncer) timeline(ctx context.Context, req *Request, v *roomViewer, from
 		return nil, nil, complete, nil
 	}
 	tl = &Timeline{Limited: limited, PrevBatch: s.prevBatch(evs[0].StreamPos)}
+	if gap != nil {
+		tl.PrevBatch = s.gapPrevBatch(evs[0])
+	}
 	if tl.Events, err = s.render(ctx, req, v, evs); err != nil {
 		return nil, nil, false, err
 	}

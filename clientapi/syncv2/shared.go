@@ -72,6 +72,18 @@ func (v *Viewer) Render(ctx context.Context, evs []*storage.Event) ([]json.RawMe
 // PrevBatch is the /messages token that continues backwards from before pos.
 func (v *Viewer) PrevBatch(pos int64) string { return v.s.prevBatch(pos) }
 
+// CutAtGap starts a timeline (evs, in stream order) at its latest event
+// stored after a gap in the room's history (storage.Event.AfterGap): the
+// events from it on and that event, or evs and nil when it holds none.
+func CutAtGap(evs []*storage.Event) ([]*storage.Event, *storage.Event) {
+	gap := lastGap(evs)
+	return cutAtGap(evs, gap), gap
+}
+
+// GapPrevBatch is the prev_batch of a timeline cut at a gap whose first
+// event is e: /messages from it pages back into the gap.
+func (v *Viewer) GapPrevBatch(e *storage.Event) string { return v.s.gapPrevBatch(e) }
+
 // StrippedState is the stripped state shown with an invite or knock.
 func (s *Syncer) StrippedState(ctx context.Context, roomID string, m *Membership) ([]json.RawMessage, error) {
 	return s.strippedState(ctx, roomID, m.m.at)

@@ -93,6 +93,9 @@ type Notifier interface {
 type Tokens interface {
 	// StreamToken is the token for the point just after stream position pos.
 	StreamToken(pos int64) string
+	// TopologicalToken is the token for the point just after (depth, pos)
+	// in the room's topological order.
+	TopologicalToken(depth, pos int64) string
 }
 
 // Syncer builds /sync responses.
@@ -128,6 +131,41 @@ func New(o Options) *Syncer {
 // prevBatch is the /messages token that continues backwards from before the
 // event at position pos.
 func (s *Syncer) prevBatch(pos int64) string { return s.tokens.StreamToken(pos - 1) }
+
+// gapPrevBatch is the prev_batch of a timeline starting at or after a gap
+// (storage.Event.AfterGap), e its first event: a topological token just
+// before e. A stream token would resolve to the latest event before e in
+// the stream, which precedes the gap, so /messages would step over it; from
+// this one it pages back into the gap, and roomview backfills it first when
+// e is the gap event itself (roomview.Service.Messages).
+func (s *Syncer) gapPrevBatch(e *storage.Event) string {
+	return s.tokens.TopologicalToken(e.Depth, e.StreamPos-1)
+}
+
+// lastGap is the latest event of evs (stream order) stored after a gap in
+// the room's history, nil if none.
+func lastGap(evs []*storage.Event) *storage.Event {
+	for i := len(evs) - 1; i >= 0; i-- {
+		if evs[i].AfterGap {
+			return evs[i]
+		}
+	}
+	return nil
+}
+
+// cutAtGap drops the events before gap (nil: none): a timeline that holds
+// a gap starts at it, since what came before it is not continuous with it.
+func cutAtGap(evs []*storage.Event, gap *storage.Event) []*storage.Event {
+	if gap == nil {
+		return evs
+	}
+	for i, e := range evs {
+		if e.StreamPos >= gap.StreamPos {
+			return evs[i:]
+		}
+	}
+	return nil
+}
 
 // Request is one /sync call.
 type Request struct {
