@@ -405,7 +405,7 @@ func (s *Server) applyImport(ctx context.Context, w *worker, b *batchWrite, in *
 		// Outliers: stored for their auth and state role, outside every
 		// timeline (the joiner's first /sync shows them in its state). No state
 		// of their own is known: they show the state before the join.
-		e.Outlier = true
+		e.Outlier = !s.isLocalMember(e)
 		e.StateBefore, e.StateAfter = beforeSnap, beforeSnap
 		rs.depth = max(rs.depth, e.PDU.Depth)
 		b.events = append(b.events, e)
@@ -428,4 +428,13 @@ func (s *Server) applyImport(ctx context.Context, w *worker, b *batchWrite, in *
 	}
 	w.state = rs
 	return b.events, nil
+}
+
+// isLocalMember reports whether e is the member event of one of our users.
+// Imported state and auth events are outliers, but not these: our users'
+// memberships (an invite, a join made through another local user's answer)
+// are changes their /sync must report, and the memberships table orders
+// changes by stream position.
+func (s *Server) isLocalMember(e *Event) bool {
+	return e.PDU.Type == "m.room.member" && e.PDU.StateKey != nil && s.isLocal(id.UserID(*e.PDU.StateKey))
 }

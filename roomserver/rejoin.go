@@ -135,7 +135,7 @@ func (s *Server) applyRejoin(ctx context.Context, w *worker, b *batchWrite, in *
 		}
 		// Outliers, as a first join's (applyImport): the rejoining user's
 		// /sync shows them in the state, /messages backfills the history.
-		e.Outlier = true
+		e.Outlier = !s.isLocalMember(e)
 		e.StateBefore, e.StateAfter = beforeSnap, beforeSnap
 		rs.depth = max(rs.depth, e.PDU.Depth)
 		b.events = append(b.events, e)
