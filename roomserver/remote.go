@@ -23,12 +23,58 @@ type remoteInput struct {
 	origin string
 	gap    *gapState    // InputWithState: the state of prev events the store does not know
 	group  *remoteGroup // InputGroup: submitted with others, in order
+	parsed *Event       // a group member parsed ahead of its turn (remoteGroup.stored)
 }
 
 // remoteGroup is the events of one InputGroup call. Once one of them finds
 // a prev event unknown (a member of the group that was not accepted), it and
 // the members after it are not attempted.
-type remoteGroup struct{ stopped bool }
+type remoteGroup struct {
+	stopped bool
+	members []*remoteInput
+	// stored: the members the store holds already, read in one query when
+	// the first member's turn comes (nil before); with each member's parsed
+	// event (remoteInput.parsed). Both are reset when the batch is processed
+	// again (process), for it to start from the store and the raw JSON.
+	stored map[string]*storage.Event
+}
+
+// reset forgets what processing the group found, for processing it again.
+func (g *remoteGroup) reset() {
+	g.stopped, g.stored = false, nil
+	for _, m := range g.members {
+		m.parsed = nil
+	}
+}
+
+// storedEvent reads a member from the store: for the first member asked, all
+// members in one query.
+func (s *Server) storedEvent(ctx context.Context, version id.RoomVersion, in *remoteInput, evID id.EventID) (*storage.Event, error) {
+	g := in.group
+	if g == nil {
+		return s.db.GetEvent(ctx, string(evID))
+	}
+	if g.stored == nil {
+		ids := []string{string(evID)}
+		for _, m := range g.members {
+			if m.parsed == nil {
+				m.parsed, _ = parseEvent(version, "", m.raw) // a member that does not parse is rejected at its turn
+			}
+			if m.parsed != nil {
+				ids = append(ids, string(m.parsed.ID))
+			}
+		}
+		got, err := s.db.GetEvents(ctx, ids)
+		if err != nil {
+			return nil, err
+		}
+		g.stored = got
+	}
+	if se, ok := g.stored[string(evID)]; ok {
+		return se, nil
+	}
+	return nil, storage.ErrNotFound
+}
 
 // ErrNotAttempted is InputGroup's answer for an event it did not process
 // because a prev event was unknown when its turn came.
@@ -81,7 +127,9 @@ func (s *Server) InputGroup(ctx context.Context, roomID id.RoomID, raws [][]byte
 			out[i].Err = fmt.Errorf("%w: PDU exceeds %d bytes", ErrRejected, MaxPDUBytes)
 			continue
 		}
-		reqs = append(reqs, &request{remote: &remoteInput{raw: raw, origin: origin, group: g}})
+		in := &remoteInput{raw: raw, origin: origin, group: g}
+		g.members = append(g.members, in)
+		reqs = append(reqs, &request{remote: in})
 		idx = append(idx, i)
 	}
 	if len(reqs) == 0 {
@@ -259,7 +307,10 @@ func (s *Server) authAgainst(ctx context.Context, prov *dbProvider, ev *Event, s
 
 func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *remoteInput) (*Event, error) {
 	rs := w.state
-	ev, err := parseEvent(rs.version, "", in.raw)
+	ev, err := in.parsed, error(nil)
+	if ev == nil {
+		ev, err = parseEvent(rs.version, "", in.raw)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrRejected, err)
 	}
@@ -273,7 +324,7 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 		return e, nil // accepted earlier in this batch
 	}
 	wasOutlier := false
-	if se, err := s.db.GetEvent(ctx, string(ev.ID)); err == nil && !se.Outlier {
+	if se, err := s.storedEvent(ctx, rs.version, in, ev.ID); err == nil && !se.Outlier {
 		return eventFromStored(rs.version, se) // already have it
 	} else if err == nil {
 		wasOutlier = true

@@ -325,7 +325,7 @@ func answer(req *request, r result) {
 func (s *Server) process(w *worker, batch []*request) (retryWithout int) {
 	for _, req := range batch {
 		if req.remote != nil && req.remote.group != nil {
-			req.remote.group.stopped = false // processed again from the start
+			req.remote.group.reset() // processed again from the start
 		}
 	}
 	ctx := context.Background()
