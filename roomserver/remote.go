@@ -145,6 +145,23 @@ func (s *Server) InputGroup(ctx context.Context, roomID id.RoomID, raws [][]byte
 	return out
 }
 
+// find is an event of the batch (remote, local or outlier) by ID; nil when
+// it holds none.
+func (b *batchWrite) find(x id.EventID) *Event {
+	if b == nil {
+		return nil
+	}
+	if e := b.remote[x]; e != nil {
+		return e
+	}
+	for _, e := range b.events {
+		if e.ID == x {
+			return e
+		}
+	}
+	return nil
+}
+
 // prevRef is what the state before an event needs of a prev event.
 type prevRef struct {
 	roomID     string
@@ -215,10 +232,9 @@ type dbProvider struct {
 	s       *Server
 	version id.RoomVersion
 	extra   map[id.EventID]*Event
-	// batch: remote events accepted earlier in the worker's batch (not yet
-	// stored); cached: events of the worker's current state. Both are read
-	// before the store.
-	batch  map[id.EventID]*Event
+	// batch: the worker's batch, whose events are not stored yet; cached:
+	// events of the worker's current state. Both are read before the store.
+	batch  *batchWrite
 	cached map[id.EventID]*Event
 }
 
@@ -228,7 +244,7 @@ func (p *dbProvider) Events(ctx context.Context, ids []id.EventID) (map[id.Event
 	for _, i := range ids {
 		if e, ok := p.extra[i]; ok {
 			out[i] = e.PDU
-		} else if e, ok := p.batch[i]; ok {
+		} else if e := p.batch.find(i); e != nil {
 			out[i] = e.PDU
 		} else if e, ok := p.cached[i]; ok {
 			out[i] = e.PDU
@@ -358,7 +374,7 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 			return nil, err
 		}
 	}
-	prov := &dbProvider{s: s, version: rs.version, extra: map[id.EventID]*Event{}, batch: b.remote, cached: cachedAuthEvents(rs, ev)}
+	prov := &dbProvider{s: s, version: rs.version, extra: map[id.EventID]*Event{}, batch: b, cached: cachedAuthEvents(rs, ev)}
 	if in.gap != nil {
 		maps.Copy(prov.extra, in.gap.byID)
 	}
@@ -531,7 +547,7 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 		var e *Event
 		if x == ev.ID {
 			e = ev
-		} else if be := b.remote[x]; be != nil {
+		} else if be := b.find(x); be != nil {
 			e = be // an event of this batch
 		} else if se, ok := loaded[string(x)]; ok {
 			if e, err = eventFromStored(rs.version, se); err != nil {
