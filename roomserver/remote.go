@@ -201,7 +201,7 @@ func (s *Server) stateAt(ctx context.Context, b *batchWrite, rs *roomState, curr
 	if m, ok := b.snapStates[snap]; ok {
 		return m, nil
 	}
-	if snap == rs.snapshot {
+	if snap != 0 && snap == rs.snapshot {
 		return current, nil
 	}
 	for _, st := range b.write.Snapshots {
