@@ -145,6 +145,31 @@ func (s *Server) InputGroup(ctx context.Context, roomID id.RoomID, raws [][]byte
 	return out
 }
 
+// keyMemo is a signing key the batch fetched, valid until validUntil.
+type keyMemo struct {
+	key        id.SigningKey
+	validUntil time.Time
+}
+
+// getKey is Server.getKey remembered for the batch: a chain from one server
+// asks for the same key for every event (each a lookup in the key store).
+// A remembered key serves only a request it is valid long enough for.
+func (b *batchWrite) getKey(serverName string, keyID id.KeyID, minValidUntil time.Time) (id.SigningKey, time.Time, error) {
+	k := serverName + "\x00" + string(keyID)
+	if m, ok := b.keys[k]; ok && !m.validUntil.Before(minValidUntil) {
+		return m.key, m.validUntil, nil
+	}
+	key, until, err := b.s.getKey(serverName, keyID, minValidUntil)
+	if err != nil {
+		return key, until, err
+	}
+	if b.keys == nil {
+		b.keys = map[string]keyMemo{}
+	}
+	b.keys[k] = keyMemo{key, until}
+	return key, until, nil
+}
+
 // find is an event of the batch (remote, local or outlier) by ID; nil when
 // it holds none.
 func (b *batchWrite) find(x id.EventID) *Event {
@@ -365,7 +390,7 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 	// An outlier arriving with its place in the DAG known is accepted as any
 	// event: the store turns its row into a timeline event (de-outliered).
 	// Signatures: the sender's server must have signed (the redacted form).
-	if err := s.verifySignature(ev); err != nil {
+	if err := s.verifySignatureWith(ev, b.getKey); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrRejected, err)
 	}
 	// A content hash mismatch means the event was tampered with: keep only the redacted form.
@@ -606,6 +631,11 @@ func idStrings(ids []id.EventID) []string {
 }
 
 func (s *Server) verifySignature(ev *Event) error {
+	return s.verifySignatureWith(ev, s.getKey)
+}
+
+// verifySignatureWith is verifySignature with the keys from getKey.
+func (s *Server) verifySignatureWith(ev *Event, getKey pdu.GetKeyFunc) error {
 	servers := []string{ev.PDU.Sender.Homeserver()}
 	if ev.Version.EventIDFormat() == id.EventIDFormatCustom {
 		var v1 pdu.RoomV1PDU
@@ -613,14 +643,14 @@ func (s *Server) verifySignature(ev *Event) error {
 			return err
 		}
 		for _, srv := range servers {
-			if err := v1.VerifySignature(ev.Version, srv, s.getKey); err != nil {
+			if err := v1.VerifySignature(ev.Version, srv, getKey); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
 	for _, srv := range servers {
-		if err := ev.PDU.VerifySignature(ev.Version, srv, s.getKey); err != nil {
+		if err := ev.PDU.VerifySignature(ev.Version, srv, getKey); err != nil {
 			return err
 		}
 	}

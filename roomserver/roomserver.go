@@ -522,6 +522,7 @@ type batchWrite struct {
 	remote map[id.EventID]*Event
 	// snapStates: the full state of each keyframe staged in this batch.
 	snapStates map[int64]stateres.StateMap
+	keys       map[string]keyMemo // batchWrite.getKey
 	// per-event bookkeeping filled in at commit
 	memberEvents []*Event
 	stateEvents  []*Event
