@@ -58,6 +58,9 @@ const (
 type Rooms interface {
 	Input(ctx context.Context, roomID id.RoomID, raw []byte, origin string) (*roomserver.Event, error)
 	InputWithState(ctx context.Context, roomID id.RoomID, raw []byte, origin string, prevs []roomserver.PrevState, received []json.RawMessage) (*roomserver.Event, error)
+	// InputGroup is Input for PDUs of one room that commit together, in
+	// order; from the first whose prev event is unknown, ErrNotAttempted.
+	InputGroup(ctx context.Context, roomID id.RoomID, raws [][]byte, origin string) []roomserver.GroupResult
 }
 
 // Store is what ingest reads and writes: *storage.DB.
@@ -222,13 +225,102 @@ func (e *Engine) process(ctx context.Context, origin string, txn *Txn) map[strin
 		go func() {
 			defer wg.Done()
 			defer func() { <-e.rooms }()
-			for _, p := range pdus {
-				set(p.EventID, e.processPDU(ctx, origin, p))
-			}
+			e.processRoom(ctx, origin, pdus, set)
 		}()
 	}
 	wg.Wait()
 	return results
+}
+
+// processRoom runs stages 2 and 3 on the checked PDUs of one room, in depth
+// order. A run of PDUs whose prev events are all stored or earlier in the run
+// (a chain, as a busy room sends) goes to the writer as one group, committed
+// together; a PDU with a prev event unknown takes the single-event way
+// (fetching what is missing first), as does the rest of a group from the
+// first member whose prev event the group did not accept. Either way each
+// PDU is processed after the ones before it, as one at a time would be.
+func (e *Engine) processRoom(ctx context.Context, origin string, pdus []*PDU, set func(id.EventID, string)) {
+	known, err := e.storedPrevs(ctx, pdus)
+	if err != nil {
+		e.o.Logger.Warn("reading prev events of an inbound transaction", "origin", origin, "err", err)
+		known = map[id.EventID]bool{} // every PDU the single-event way
+	}
+	single := func(p *PDU) {
+		res := e.processPDU(ctx, origin, p)
+		set(p.EventID, res)
+		if res == "" {
+			known[p.EventID] = true
+		}
+	}
+	for len(pdus) > 0 && ctx.Err() == nil {
+		var group []*PDU
+		inGroup := map[id.EventID]bool{}
+	run:
+		for _, p := range pdus {
+			for _, x := range p.PrevEvents {
+				if !known[x] && !inGroup[x] {
+					break run
+				}
+			}
+			group = append(group, p)
+			inGroup[p.EventID] = true
+		}
+		if len(group) < 2 {
+			single(pdus[0])
+			pdus = pdus[1:]
+			continue
+		}
+		raws := make([][]byte, len(group))
+		for i, p := range group {
+			raws[i] = p.Raw
+		}
+		n := 0
+		for i, r := range e.o.Rooms.InputGroup(ctx, group[0].RoomID, raws, origin) {
+			if errors.Is(r.Err, roomserver.ErrNotAttempted) {
+				break
+			}
+			res := e.outcome(group[i], origin, r.Event, r.Err)
+			set(group[i].EventID, res)
+			if res == "" {
+				known[group[i].EventID] = true
+			}
+			n++
+		}
+		pdus = pdus[n:]
+		if n < len(group) { // group[n] has a prev the group did not accept
+			single(pdus[0])
+			pdus = pdus[1:]
+		}
+	}
+}
+
+// storedPrevs reads, in one query, which prev events of pdus are stored (not
+// as outliers).
+func (e *Engine) storedPrevs(ctx context.Context, pdus []*PDU) (map[id.EventID]bool, error) {
+	var want []string
+	seen := map[id.EventID]bool{}
+	for _, p := range pdus {
+		for _, x := range p.PrevEvents {
+			if !seen[x] {
+				seen[x] = true
+				want = append(want, string(x))
+			}
+		}
+	}
+	known := map[id.EventID]bool{}
+	if len(want) == 0 {
+		return known, nil
+	}
+	got, err := e.o.Store.GetEvents(ctx, want)
+	if err != nil {
+		return nil, err
+	}
+	for _, se := range got {
+		if !se.Outlier {
+			known[id.EventID(se.EventID)] = true
+		}
+	}
+	return known, nil
 }
 
 // processPDU runs stages 2 and 3 on one checked PDU; "" when accepted.
@@ -251,6 +343,11 @@ func (e *Engine) processPDU(ctx context.Context, origin string, p *PDU) (result 
 // event is stored as such and accepted.
 func (e *Engine) Persist(ctx context.Context, origin string, p *PDU) string {
 	ev, err := e.o.Rooms.Input(ctx, p.RoomID, p.Raw, origin)
+	return e.outcome(p, origin, ev, err)
+}
+
+// outcome is the writer's answer for p as its result, counted in the metrics.
+func (e *Engine) outcome(p *PDU, origin string, ev *roomserver.Event, err error) string {
 	if err != nil {
 		if !errors.Is(err, roomserver.ErrRejected) {
 			e.o.Logger.Warn("storing an inbound PDU", "event", p.EventID, "origin", origin, "err", err)

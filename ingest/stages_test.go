@@ -108,6 +108,30 @@ func (r *fakeRooms) InputWithState(ctx context.Context, roomID id.RoomID, raw []
 	return r.Input(ctx, roomID, raw, origin)
 }
 
+// InputGroup is Input in order, stopping at the first PDU with a prev not stored.
+func (r *fakeRooms) InputGroup(ctx context.Context, roomID id.RoomID, raws [][]byte, origin string) []roomserver.GroupResult {
+	out := make([]roomserver.GroupResult, len(raws))
+	stopped := false
+	for i, raw := range raws {
+		p, err := parsePDU(raw, func(id.RoomID) (id.RoomVersion, error) { return "10", nil })
+		if err == nil && !stopped {
+			r.store.mu.Lock()
+			for _, x := range p.PrevEvents {
+				if r.store.events[string(x)] == nil {
+					stopped = true
+				}
+			}
+			r.store.mu.Unlock()
+		}
+		if stopped {
+			out[i].Err = roomserver.ErrNotAttempted
+			continue
+		}
+		out[i].Event, out[i].Err = r.Input(ctx, roomID, raw, origin)
+	}
+	return out
+}
+
 type chainRemote struct {
 	byLatest  map[id.EventID][]json.RawMessage
 	calls     int

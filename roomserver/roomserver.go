@@ -25,6 +25,7 @@ import (
 
 	"github.com/myelin-chat/myelin/internal/config"
 	"github.com/myelin-chat/myelin/internal/recovery"
+	"github.com/myelin-chat/myelin/roomserver/stateres"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -139,6 +140,9 @@ type request struct {
 	imported *importInput
 	txn      *storage.TxnRecord
 	done     chan result
+	// more: requests queued with this one and processed right after it, in
+	// one batch (InputGroup).
+	more []*request
 }
 
 type result struct {
@@ -179,13 +183,46 @@ func (s *Server) submit(ctx context.Context, roomID id.RoomID, req *request) ([]
 	}
 }
 
+// submitGroup queues requests for the room as one unit, so the worker takes
+// them into one batch in this order, and waits for all their results.
+func (s *Server) submitGroup(ctx context.Context, roomID id.RoomID, reqs []*request) []result {
+	for _, req := range reqs {
+		req.ctx = context.WithoutCancel(ctx)
+		req.done = make(chan result, 1)
+	}
+	head := reqs[0]
+	head.more = reqs[1:]
+	s.workersMu.Lock()
+	w := s.workers[roomID]
+	if w == nil {
+		w = &worker{roomID: roomID, queue: make(chan *request, 4096)}
+		s.workers[roomID] = w
+		go s.run(w)
+	}
+	w.pending += len(reqs)
+	s.workersMu.Unlock()
+	w.queue <- head
+	out := make([]result, len(reqs))
+	for i, req := range reqs {
+		select {
+		case out[i] = <-req.done:
+		case <-ctx.Done():
+			for j := i; j < len(reqs); j++ {
+				out[j] = result{nil, ctx.Err()}
+			}
+			return out
+		}
+	}
+	return out
+}
+
 func (s *Server) run(w *worker) {
 	idle := time.NewTimer(time.Minute)
 	defer idle.Stop()
 	for {
 		select {
 		case req := <-w.queue:
-			batch := []*request{req}
+			batch := append([]*request{req}, req.more...)
 			// Group commit: take whatever else is already queued. Requests
 			// that create a room or carry several events run alone.
 			if !req.alone() {
@@ -199,6 +236,7 @@ func (s *Server) run(w *worker) {
 							break drain
 						}
 						batch = append(batch, r)
+						batch = append(batch, r.more...)
 					default:
 						break drain
 					}
@@ -219,10 +257,12 @@ func (s *Server) run(w *worker) {
 	}
 }
 
-// alone: room creation, multi-event requests and remote events (whose state
-// lookups read prev events from the store) are not grouped with others.
+// alone: room creation, multi-event requests, remote events with the state
+// of their gap (InputWithState, which stages outliers) and imports are not
+// grouped with others. Remote events are: their prev and auth events are
+// looked up in the batch before the store.
 func (r *request) alone() bool {
-	return r.create != nil || len(r.makers) > 1 || r.remote != nil || r.imported != nil
+	return r.create != nil || len(r.makers) > 1 || (r.remote != nil && r.remote.gap != nil) || r.imported != nil
 }
 
 // processAndRelease processes a batch, surviving panics: a panic while one
@@ -266,8 +306,7 @@ func (s *Server) processRecovering(w *worker, batch []*request) (retryWithout in
 		}
 		retryWithout = -1
 	}()
-	s.process(w, batch)
-	return -1
+	return s.process(w, batch)
 }
 
 // answer gives a request its result unless it already has one (done holds
@@ -280,7 +319,15 @@ func answer(req *request, r result) {
 }
 
 // process applies a batch of requests to the room and commits them together.
-func (s *Server) process(w *worker, batch []*request) {
+// A remote event that fails after staging part of itself fails alone: it is
+// answered and its index returned, for the rest to be processed again
+// (nothing was committed); otherwise it returns -1.
+func (s *Server) process(w *worker, batch []*request) (retryWithout int) {
+	for _, req := range batch {
+		if req.remote != nil && req.remote.group != nil {
+			req.remote.group.reset() // processed again from the start
+		}
+	}
 	ctx := context.Background()
 	b := &batchWrite{s: s, write: &storage.RoomWrite{RoomID: string(w.roomID), StateChanges: storage.StateMap{}}, txns: map[string]id.EventID{}}
 	type outcome struct {
@@ -305,10 +352,18 @@ func (s *Server) process(w *worker, batch []*request) {
 		if req.imported != nil {
 			evs, err = s.applyImport(ctx, w, b, req.imported)
 		} else if req.remote != nil {
+			nEvents, nSnaps := len(b.events), len(b.write.Snapshots)
 			var ev *Event
 			ev, err = s.applyRemote(ctx, w, b, req.remote)
 			if ev != nil {
 				evs = []*Event{ev}
+			}
+			if err != nil && !req.alone() && (len(b.events) != nEvents || len(b.write.Snapshots) != nSnaps) {
+				// Failed half-staged: the batch and cache hold part of it.
+				w.applying = -1
+				w.state = nil
+				answer(req, result{nil, err})
+				return i
 			}
 		} else {
 			evs, err = s.applyLocal(ctx, w, b, req)
@@ -318,7 +373,7 @@ func (s *Server) process(w *worker, batch []*request) {
 			// A multi-event request runs alone: drop whatever it changed.
 			w.state = nil
 			s.reply(batch, func(int) ([]*Event, error) { return nil, err })
-			return
+			return -1
 		}
 		outcomes[i] = outcome{evs, err}
 	}
@@ -334,6 +389,7 @@ func (s *Server) process(w *worker, batch []*request) {
 		}
 	}
 	s.reply(batch, func(i int) ([]*Event, error) { return outcomes[i].events, outcomes[i].err })
+	return -1
 }
 
 func (s *Server) reply(batch []*request, get func(int) ([]*Event, error)) {
@@ -461,6 +517,12 @@ type batchWrite struct {
 	events []*Event
 	notify map[string]bool
 	txns   map[string]id.EventID // txn key → event, within this batch
+	// remote: remote events accepted (or soft-failed) in this batch, by ID,
+	// for the events after them to use as prev and auth events.
+	remote map[id.EventID]*Event
+	// snapStates: the full state of each keyframe staged in this batch.
+	snapStates map[int64]stateres.StateMap
+	keys       map[string]keyMemo // batchWrite.getKey
 	// per-event bookkeeping filled in at commit
 	memberEvents []*Event
 	stateEvents  []*Event
