@@ -62,6 +62,8 @@ type Store interface {
 	JoinedServersAt(ctx context.Context, roomID string, pos int64) ([]string, error)
 	JoinedServers(ctx context.Context, roomID string) ([]string, error)
 	GetRoom(ctx context.Context, roomID string) (*storage.RoomRow, error)
+	// OldestEvents: where the history we have of a room begins (timestamp lookups).
+	OldestEvents(ctx context.Context, roomID string, limit int) ([]string, error)
 }
 
 // Options are what a Backfiller is built from.
@@ -70,6 +72,9 @@ type Options struct {
 	Client     Client
 	Rooms      Rooms
 	Store      Store
+	// Timestamps asks servers for the event nearest a time
+	// (EventNearTimestamp); nil: no remote lookups.
+	Timestamps TimestampClient
 	// Timeout bounds each server's answer (default 10 s).
 	Timeout time.Duration
 }

@@ -33,6 +33,9 @@ func (f *fakeStore) JoinedServersAt(context.Context, string, int64) ([]string, e
 func (f *fakeStore) JoinedServers(context.Context, string) ([]string, error) {
 	return f.now, nil
 }
+func (f *fakeStore) OldestEvents(context.Context, string, int) ([]string, error) {
+	return nil, nil
+}
 func (f *fakeStore) GetRoom(context.Context, string) (*storage.RoomRow, error) {
 	return &storage.RoomRow{RoomVersion: "10"}, nil
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"maunium.net/go/mautrix"
 	mfed "maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/id"
 
@@ -198,13 +199,16 @@ func (s *Server) build(ctx context.Context) error {
 	var remoteDirectory directory.Remote
 	var remoteSpaces roomview.RemoteSpaces
 	var backfiller roomview.Backfiller
+	var remoteTimestamps roomview.RemoteTimestamps
 	if cfg.FederationEnabled() {
 		remoteDirectory = directoryRemote{transport.Client}
 		remoteSpaces = spacesRemote{c: transport.Client, serverName: cfg.ServerName}
-		backfiller = backfill.New(backfill.Options{ServerName: cfg.ServerName, Client: backfillRemote{transport.Client},
-			Rooms: s.Rooms, Store: db})
+		bf := backfill.New(backfill.Options{ServerName: cfg.ServerName, Client: backfillRemote{transport.Client},
+			Rooms: s.Rooms, Store: db, Timestamps: backfillRemote{transport.Client}})
+		backfiller, remoteTimestamps = bf, bf
 	}
-	s.RoomView = roomview.New(roomview.Options{Store: db, RemoteSpaces: remoteSpaces, Backfill: backfiller})
+	s.RoomView = roomview.New(roomview.Options{Store: db, RemoteSpaces: remoteSpaces, Backfill: backfiller,
+		Timestamps: remoteTimestamps})
 	// Deleting an alias drops it from m.room.canonical_alias through the writer.
 	s.Directory = directory.New(directory.Options{Store: db, Rooms: s.Rooms, ServerName: cfg.ServerName, Remote: remoteDirectory})
 	// Other servers' users' profiles are asked of their servers through the
@@ -534,6 +538,19 @@ func (r backfillRemote) Backfill(ctx context.Context, server string, roomID id.R
 		return nil, err
 	}
 	return resp.PDUs, nil
+}
+
+// TimestampToEvent is GET /v1/timestamp_to_event (backfill.TimestampClient).
+func (r backfillRemote) TimestampToEvent(ctx context.Context, server string, roomID id.RoomID, ts int64, forwards bool) (id.EventID, int64, error) {
+	dir := mautrix.DirectionBackward
+	if forwards {
+		dir = mautrix.DirectionForward
+	}
+	resp, err := r.c.TimestampToEvent(ctx, server, roomID, time.UnixMilli(ts), dir)
+	if err != nil {
+		return "", 0, err
+	}
+	return resp.EventID, resp.Timestamp.UnixMilli(), nil
 }
 
 func (r backfillRemote) EventAuth(ctx context.Context, server string, roomID id.RoomID, eventID id.EventID) ([]json.RawMessage, error) {

@@ -193,7 +193,9 @@ func (s *Service) Threads(ctx context.Context, user id.UserID, roomID id.RoomID,
 
 // ---- timestamp_to_event ----
 
-// TimestampToEvent finds the event closest to ts in the given direction.
+// TimestampToEvent finds the event closest to ts in the given direction:
+// the closest one stored, or, when that may lie in history this server
+// lacks, the one another server names (timestampNearRemote).
 func (s *Service) TimestampToEvent(ctx context.Context, user id.UserID, roomID id.RoomID, ts int64, forwards bool) (id.EventID, int64, error) {
 	_, v, err := s.roomAndViewer(ctx, user, roomID)
 	if err != nil {
@@ -203,15 +205,20 @@ func (s *Service) TimestampToEvent(ctx context.Context, user id.UserID, roomID i
 		return "", 0, roomserver.Forbidden("You are not in this room")
 	}
 	se, err := s.db.EventNearTimestamp(ctx, string(roomID), ts, forwards)
-	if errors.Is(err, storage.ErrNotFound) || (err == nil && !v.canSee(se.StreamPos)) {
-		return "", 0, roomserver.NotFound("No event found")
+	if errors.Is(err, storage.ErrNotFound) {
+		se, err = nil, nil
 	}
 	if err != nil {
 		return "", 0, err
 	}
+	if remote := s.timestampNearRemote(ctx, v, roomID, ts, forwards, se); remote != nil {
+		se = remote
+	}
+	if se == nil || !v.canSee(se.StreamPos) {
+		return "", 0, roomserver.NotFound("No event found")
+	}
 	return id.EventID(se.EventID), se.OriginServerTS, nil
 }
-
 // ---- room summary and hierarchy ----
 
 // RoomSummary is GET /v1/room_summary/{roomIdOrAlias}.

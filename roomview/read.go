@@ -687,8 +687,15 @@ func (s *Service) Context(ctx context.Context, user id.UserID, roomID id.RoomID,
 	if after > 0 {
 		resp.EventsAfter = fwd.Chunk
 	}
-	// Tokens: before the earliest returned event and after the latest one.
+	// Tokens: before the earliest returned event and after the latest one;
+	// with none returned on a side, right before (after) the event itself.
 	resp.Start, resp.End = back.End, fwd.End
+	if before == 0 {
+		resp.Start = TopologicalToken(se.Depth, se.StreamPos-1)
+	}
+	if after == 0 {
+		resp.End = TopologicalToken(se.Depth, se.StreamPos)
+	}
 	if resp.Start == "" {
 		resp.Start = TopologicalToken(0, 0)
 	}

@@ -62,6 +62,10 @@ type Options struct {
 	// Backfill, when set (federation on), fetches history older than what
 	// the server has from other servers when /messages reaches it.
 	Backfill Backfiller
+	// Timestamps, when set (federation on), asks other servers for the
+	// event nearest a time when ours may lie in history we lack
+	// (timestamp_to_event).
+	Timestamps RemoteTimestamps
 }
 
 // Backfiller fetches from other servers the history that precedes events
@@ -77,9 +81,10 @@ type Service struct {
 	db           Store
 	remoteSpaces RemoteSpaces
 	backfill     Backfiller
+	timestamps   RemoteTimestamps
 }
 
 // New builds the service.
 func New(o Options) *Service {
-	return &Service{db: o.Store, remoteSpaces: o.RemoteSpaces, backfill: o.Backfill}
+	return &Service{db: o.Store, remoteSpaces: o.RemoteSpaces, backfill: o.Backfill, timestamps: o.Timestamps}
 }
