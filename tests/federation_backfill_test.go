@@ -14,7 +14,6 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/homeserver/testserver"
-	"github.com/myelin-chat/myelin/internal/config"
 )
 
 // walkBack pages /messages backwards from from (the room's end if empty),
@@ -64,17 +63,7 @@ func TestFederationBackfill(t *testing.T) {
 		t.Run(backend, func(t *testing.T) {
 			n := newFedNet(t, "a.test", "b.test")
 			a := n.start(t, backend, "a.test")
-			dir := t.TempDir()
-			var dbURL string
-			startB := func() *testserver.Server {
-				return n.start(t, backend, "b.test", func(c *config.Config) {
-					c.DataDir = dir
-					if dbURL == "" {
-						dbURL = c.Database.URL
-					}
-					c.Database.URL = dbURL
-				})
-			}
+			startB := n.restartable(t, backend, "b.test")
 			b := startB()
 			ctx := ctxT(t)
 			alice := a.Register(t, "alice")

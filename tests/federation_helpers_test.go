@@ -173,6 +173,24 @@ func (n *fedNet) start(t testing.TB, backend, name string, configure ...func(*co
 	return srv
 }
 
+// restartable starts server name and returns a function that starts it
+// again on the same data directory and database (a restart after Shutdown):
+// the first call of the returned function is the first start.
+func (n *fedNet) restartable(t *testing.T, backend, name string, configure ...func(*config.Config)) func() *testserver.Server {
+	t.Helper()
+	dir := t.TempDir()
+	var dbURL string
+	return func() *testserver.Server {
+		return n.start(t, backend, name, append(configure, func(c *config.Config) {
+			c.DataDir = dir
+			if dbURL == "" {
+				dbURL = c.Database.URL
+			}
+			c.Database.URL = dbURL
+		})...)
+	}
+}
+
 // client is an outbound federation client speaking as origin with key,
 // routed over the net (to test what a misbehaving server could send).
 func (n *fedNet) client(t testing.TB, origin string, key *mfed.SigningKey) *mfed.Client {

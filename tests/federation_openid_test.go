@@ -7,7 +7,6 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/myelin-chat/myelin/homeserver/testserver"
-	"github.com/myelin-chat/myelin/internal/config"
 )
 
 // TestOpenIDUserInfo: a user requests an OpenID token for themselves (not
@@ -18,18 +17,8 @@ import (
 func TestOpenIDUserInfo(t *testing.T) {
 	for _, backend := range testserver.Backends {
 		t.Run(backend, func(t *testing.T) {
-			dir := t.TempDir()
-			var dbURL string
 			n := newFedNet(t, "hs.test")
-			start := func() *testserver.Server {
-				return n.start(t, backend, "hs.test", func(c *config.Config) {
-					c.DataDir = dir
-					if dbURL == "" {
-						dbURL = c.Database.URL
-					}
-					c.Database.URL = dbURL
-				})
-			}
+			start := n.restartable(t, backend, "hs.test")
 			srv := start()
 			alice := srv.Register(t, "alice")
 			bob := srv.Register(t, "bob")

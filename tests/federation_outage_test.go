@@ -32,17 +32,7 @@ func TestFederationCatchUpAfterOutage(t *testing.T) {
 				c.Federation.Sender.MaxQueuedPerRoom, c.Federation.Sender.KeepPerRoom = 40, 5
 			}
 			a := n.start(t, backend, "a.test", small)
-			dir := t.TempDir()
-			var dbURL string
-			startB := func() *testserver.Server {
-				return n.start(t, backend, "b.test", small, func(c *config.Config) {
-					c.DataDir = dir
-					if dbURL == "" {
-						dbURL = c.Database.URL
-					}
-					c.Database.URL = dbURL
-				})
-			}
+			startB := n.restartable(t, backend, "b.test", small)
 			b := startB()
 			ctx := ctxT(t)
 			alice := a.Register(t, "alice")
