@@ -46,6 +46,7 @@ func (e *Engine) FetchMissing(ctx context.Context, origin string, p *PDU) error 
 		raws = nil // the state fallback below
 	}
 	pending := map[id.EventID]*PDU{} // fetched, not yet stored
+	refused := map[id.EventID]bool{} // fetched and refused by the writer
 	for _, raw := range raws[:min(len(raws), missingLimit)] {
 		q, err := parsePDU(raw, func(r id.RoomID) (id.RoomVersion, error) {
 			if r != p.RoomID {
@@ -59,7 +60,7 @@ func (e *Engine) FetchMissing(ctx context.Context, origin string, p *PDU) error 
 		pending[q.EventID] = q
 	}
 	// Store what can be stored, oldest first, until nothing moves.
-	if err := e.storeReady(ctx, origin, pending); err != nil {
+	if err := e.storeReady(ctx, origin, pending, refused); err != nil {
 		return err
 	}
 	if missing, err = e.unknown(ctx, p.PrevEvents); err != nil || len(missing) == 0 || e.o.State == nil {
@@ -75,6 +76,14 @@ func (e *Engine) FetchMissing(ctx context.Context, origin string, p *PDU) error 
 	if err != nil {
 		return err
 	}
+	if bad := refusedPrev(target, refused); bad != "" {
+		// The origin served the gap's end prev itself and it was refused (bad
+		// JSON for the room version, a bad signature, unauthorized): there is
+		// no gap to close, the chain is broken there (Complement's
+		// TestOutboundFederationIgnoresMissingEventWithBadJSONForRoomVersion6
+		// wants no /state_ids then, as Synapse).
+		return fail("missing_prev", "prev event %s was refused", bad)
+	}
 	if err := e.FillFromState(ctx, origin, target); err != nil || target == p {
 		if err != nil {
 			e.o.Logger.Info("state fallback refused", "event", target.EventID, "origin", origin, "err", err)
@@ -84,7 +93,7 @@ func (e *Engine) FetchMissing(ctx context.Context, origin string, p *PDU) error 
 		}
 	}
 	delete(pending, target.EventID)
-	if err := e.storeReady(ctx, origin, pending); err != nil {
+	if err := e.storeReady(ctx, origin, pending, refused); err != nil {
 		return err
 	}
 	if missing, err = e.unknown(ctx, p.PrevEvents); err != nil || len(missing) == 0 {
@@ -120,7 +129,7 @@ func (e *Engine) gapEnd(ctx context.Context, p *PDU, pending map[id.EventID]*PDU
 
 // storeReady feeds pending events whose prev_events are all known to the
 // writer, oldest first, repeating while any is stored. Rejected ones are dropped.
-func (e *Engine) storeReady(ctx context.Context, origin string, pending map[id.EventID]*PDU) error {
+func (e *Engine) storeReady(ctx context.Context, origin string, pending map[id.EventID]*PDU, refused map[id.EventID]bool) error {
 	for {
 		ready := make([]*PDU, 0, len(pending))
 		for _, q := range pending {
@@ -140,12 +149,23 @@ func (e *Engine) storeReady(ctx context.Context, origin string, pending map[id.E
 			moved = true
 			if res := e.Persist(ctx, origin, q); res != "" {
 				e.o.Logger.Info("fetched event rejected", "event", q.EventID, "origin", origin, "err", res)
+				refused[q.EventID] = true
 			}
 		}
 		if !moved {
 			return nil
 		}
 	}
+}
+
+// refusedPrev is a prev event of q that was fetched and refused, or "".
+func refusedPrev(q *PDU, refused map[id.EventID]bool) id.EventID {
+	for _, x := range q.PrevEvents {
+		if refused[x] {
+			return x
+		}
+	}
+	return ""
 }
 
 // unknown returns the events of ids this server has not stored, or stored

@@ -179,6 +179,27 @@ func TestStateFallback(t *testing.T) {
 				nothingStored(x2, p)
 			})
 
+			t.Run("refused prev: no state_ids", func(t *testing.T) {
+				// Complement's TestOutboundFederationIgnoresMissingEventWithBadJSONForRoomVersion6:
+				// get_missing_events serves p's prev badly signed: p is
+				// refused, the state at the bad event is never asked for.
+				x1, p, _ := gap("refusedprev")
+				bad := x1.Clone()
+				for k := range bad.Signatures["remote.test"] {
+					bad.Signatures["remote.test"][k] = strings.Repeat("A", 86)
+				}
+				w.remote.events = []json.RawMessage{raw(t, bad)}
+				defer func() { w.remote.events = nil }()
+				fs.ids = nil
+				if res := send(p); !strings.Contains(res, "refused") {
+					t.Fatalf("result %q", res)
+				}
+				if len(fs.ids) != 0 {
+					t.Fatalf("state_ids asked for %v", fs.ids)
+				}
+				nothingStored(x1, p)
+			})
+
 			t.Run("gap closed by state_ids", func(t *testing.T) {
 				head, _ := w.head(t)
 				x1, x2, p := gap("closed")
