@@ -47,6 +47,7 @@ func (e *Engine) FetchMissing(ctx context.Context, origin string, p *PDU) error 
 	}
 	pending := map[id.EventID]*PDU{} // fetched, not yet stored
 	refused := map[id.EventID]bool{} // fetched and refused by the writer
+	badJSON := false                 // some fetched event did not parse
 	for _, raw := range raws[:min(len(raws), missingLimit)] {
 		q, err := parsePDU(raw, func(r id.RoomID) (id.RoomVersion, error) {
 			if r != p.RoomID {
@@ -54,7 +55,11 @@ func (e *Engine) FetchMissing(ctx context.Context, origin string, p *PDU) error 
 			}
 			return p.Version, nil
 		})
-		if err != nil || q.EventID == p.EventID {
+		if err != nil {
+			badJSON = true
+			continue
+		}
+		if q.EventID == p.EventID {
 			continue
 		}
 		pending[q.EventID] = q
@@ -76,13 +81,14 @@ func (e *Engine) FetchMissing(ctx context.Context, origin string, p *PDU) error 
 	if err != nil {
 		return err
 	}
-	if bad := refusedPrev(target, refused); bad != "" {
-		// The origin served the gap's end prev itself and it was refused (bad
-		// JSON for the room version, a bad signature, unauthorized): there is
-		// no gap to close, the chain is broken there (Complement's
+	if bad := refusedPrev(target, refused); bad != "" || (target == p && (badJSON || len(refused) > 0)) {
+		// The origin served the events of the gap and the one at its end
+		// was refused (bad JSON for the room version — whose ID we then
+		// compute differently —, a bad signature, unauthorized): the chain is
+		// broken there, not a gap to close with /state_ids (Complement's
 		// TestOutboundFederationIgnoresMissingEventWithBadJSONForRoomVersion6
-		// wants no /state_ids then, as Synapse).
-		return fail("missing_prev", "prev event %s was refused", bad)
+		// wants none, as Synapse, which asks for the state of fetched events only).
+		return fail("missing_prev", "prev events unknown: the events fetched for them were refused")
 	}
 	if err := e.FillFromState(ctx, origin, target); err != nil || target == p {
 		if err != nil {

@@ -191,13 +191,25 @@ func TestStateFallback(t *testing.T) {
 				w.remote.events = []json.RawMessage{raw(t, bad)}
 				defer func() { w.remote.events = nil }()
 				fs.ids = nil
-				if res := send(p); !strings.Contains(res, "refused") {
+				if res := send(p); !strings.Contains(res, "were refused") {
 					t.Fatalf("result %q", res)
 				}
 				if len(fs.ids) != 0 {
 					t.Fatalf("state_ids asked for %v", fs.ids)
 				}
 				nothingStored(x1, p)
+				// Served under another ID (as an event with a float, which the
+				// room version's canonical JSON hashes otherwise): likewise.
+				y1, q, _ := gap("refusedprev2")
+				other := member("other", y1.PrevEvents, y1.Depth)
+				for k := range other.Signatures["remote.test"] {
+					other.Signatures["remote.test"][k] = strings.Repeat("A", 86)
+				}
+				w.remote.events = []json.RawMessage{raw(t, other)}
+				if res := send(q); !strings.Contains(res, "were refused") || len(fs.ids) != 0 {
+					t.Fatalf("result %q, state_ids asked for %v", res, fs.ids)
+				}
+				nothingStored(y1, q)
 			})
 
 			t.Run("gap closed by state_ids", func(t *testing.T) {
