@@ -26,6 +26,9 @@ func (e *Engine) FetchMissing(ctx context.Context, origin string, p *PDU) error 
 	if err != nil || len(missing) == 0 {
 		return err
 	}
+	if done, err := e.fillFromRejected(ctx, origin, p, missing); done || err != nil {
+		return err
+	}
 	if e.o.Remote == nil {
 		return fail("missing_prev", "prev events unknown: %v", missing)
 	}
