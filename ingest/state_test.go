@@ -82,6 +82,7 @@ func TestStateFallback(t *testing.T) {
 			ctx := context.Background()
 			w := newWorld(t, backend)
 			w.join(t)
+			w.remote.failEmpty = true // the gaps below: get_missing_events fails, p's own gap is closed with the state
 			fs := &fakeState{}
 			eng, err := ingest.New(ingest.Options{Rooms: w.rs, Store: w.db, Remote: w.remote, State: fs, Keys: w.keys})
 			if err != nil {
@@ -210,6 +211,20 @@ func TestStateFallback(t *testing.T) {
 					t.Fatalf("result %q, state_ids asked for %v", res, fs.ids)
 				}
 				nothingStored(y1, q)
+			})
+
+			t.Run("empty get_missing_events: no state_ids", func(t *testing.T) {
+				// The second half of Complement's BadJSONForRoomVersion6: the
+				// origin answers get_missing_events with nothing; the pushed
+				// PDU is refused without asking for the state of its prevs.
+				_, _, p := gap("emptygme")
+				w.remote.failEmpty = false
+				defer func() { w.remote.failEmpty = true }()
+				fs.ids = nil
+				if res := send(p); !strings.Contains(res, "not sent by get_missing_events") || len(fs.ids) != 0 {
+					t.Fatalf("result %q, state_ids asked for %v", res, fs.ids)
+				}
+				nothingStored(p)
 			})
 
 			t.Run("gap closed by state_ids", func(t *testing.T) {
