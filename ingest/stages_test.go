@@ -36,7 +36,9 @@ func newFakeStore() *fakeStore {
 }
 
 // fakeStore remembers no rejections.
-func (s *fakeStore) RecordRejected(context.Context, storage.RejectedEvent, int64, int) error { return nil }
+func (s *fakeStore) RecordRejected(context.Context, storage.RejectedEvent, int64, int) error {
+	return nil
+}
 
 func (s *fakeStore) RejectedEvents(context.Context, []string) (map[string]storage.RejectedEvent, error) {
 	return nil, nil
