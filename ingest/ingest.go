@@ -70,6 +70,8 @@ type Store interface {
 	CurrentStateEvent(ctx context.Context, roomID, evType, stateKey string) (*storage.Event, error)
 	GetFederationTxn(ctx context.Context, origin, txnID string) (map[string]string, error)
 	PutFederationTxn(ctx context.Context, origin, txnID string, results map[string]string, nowMS, minTS int64, keep int) error
+	RecordRejected(ctx context.Context, r storage.RejectedEvent, nowMS int64, keep int) error
+	RejectedEvents(ctx context.Context, ids []string) (map[string]storage.RejectedEvent, error)
 }
 
 // Remote asks other servers for events (backed by the transport's client).
@@ -355,6 +357,7 @@ func (e *Engine) outcome(p *PDU, origin string, ev *roomserver.Event, err error)
 			return "internal error"
 		}
 		e.m.pdu(outcomeRejected, reasonOf(err))
+		e.remember(ctx, p, err)
 		return err.Error()
 	}
 	if ev.SoftFailed {

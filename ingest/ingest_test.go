@@ -40,12 +40,18 @@ func (k keyOf) GetKey(server string, keyID id.KeyID, _ time.Time) (id.SigningKey
 type fakeRemote struct {
 	events []json.RawMessage
 	calls  int
+	// failEmpty: with no events to serve, fail (as a 404) rather than
+	// answer an empty list.
+	failEmpty bool
 }
 
 func (f *fakeRemote) GetMissingEvents(_ context.Context, server string, _ id.RoomID, earliest, latest []id.EventID, limit int) ([]json.RawMessage, error) {
 	f.calls++
 	if limit > 10 || len(earliest) == 0 || len(latest) == 0 {
 		return nil, fmt.Errorf("bad request: limit %d earliest %v latest %v", limit, earliest, latest)
+	}
+	if f.failEmpty && len(f.events) == 0 {
+		return nil, fmt.Errorf("HTTP 404")
 	}
 	return f.events, nil
 }

@@ -120,6 +120,9 @@ func (e *Engine) Check(ctx context.Context, origin string, raw []byte, versions 
 	if err := e.checkACL(ctx, p.RoomID, origin); err != nil {
 		return p, err
 	}
+	if err := e.checkRejected(ctx, p); err != nil {
+		return p, err
+	}
 	return p, nil
 }
 

@@ -35,6 +35,15 @@ func newFakeStore() *fakeStore {
 		events: map[string]*storage.Event{"$head": {EventID: "$head"}}, txns: map[string]map[string]string{}}
 }
 
+// fakeStore remembers no rejections.
+func (s *fakeStore) RecordRejected(context.Context, storage.RejectedEvent, int64, int) error {
+	return nil
+}
+
+func (s *fakeStore) RejectedEvents(context.Context, []string) (map[string]storage.RejectedEvent, error) {
+	return nil, nil
+}
+
 func (s *fakeStore) GetRoom(_ context.Context, roomID string) (*storage.RoomRow, error) {
 	if r, ok := s.rooms[roomID]; ok {
 		return r, nil

@@ -108,6 +108,7 @@ func (e *Engine) FillFromState(ctx context.Context, origin string, q *PDU) error
 	}
 	if _, err := e.o.Rooms.InputWithState(ctx, q.RoomID, q.Raw, origin, prevs, raws); err != nil {
 		if errors.Is(err, roomserver.ErrRejected) {
+			e.remember(ctx, q, err)
 			return err
 		}
 		e.o.Logger.Warn("storing a PDU with the state of its prevs", "event", q.EventID, "origin", origin, "err", err)
@@ -159,7 +160,7 @@ func (e *Engine) fetchEvents(ctx context.Context, origin string, q *PDU, ids []i
 }
 
 // absent returns the events of ids this server has not stored at all
-// (outliers included: they serve as auth and state events).
+// (outliers included: they serve as auth and state events) nor rejected.
 func (e *Engine) absent(ctx context.Context, ids []id.EventID) ([]id.EventID, error) {
 	want := make([]string, len(ids))
 	for i, x := range ids {
@@ -169,9 +170,14 @@ func (e *Engine) absent(ctx context.Context, ids []id.EventID) ([]id.EventID, er
 	if err != nil {
 		return nil, err
 	}
+	rejected, err := e.o.Store.RejectedEvents(ctx, want)
+	if err != nil {
+		return nil, err
+	}
 	var out []id.EventID
 	for _, x := range ids {
-		if _, ok := got[string(x)]; !ok {
+		_, ok := got[string(x)]
+		if _, bad := rejected[string(x)]; !ok && !bad { // a rejected one is not fetched again
 			out = append(out, x)
 		}
 	}

@@ -82,6 +82,7 @@ func TestStateFallback(t *testing.T) {
 			ctx := context.Background()
 			w := newWorld(t, backend)
 			w.join(t)
+			w.remote.failEmpty = true // the gaps below: get_missing_events fails, p's own gap is closed with the state
 			fs := &fakeState{}
 			eng, err := ingest.New(ingest.Options{Rooms: w.rs, Store: w.db, Remote: w.remote, State: fs, Keys: w.keys})
 			if err != nil {
@@ -177,6 +178,53 @@ func TestStateFallback(t *testing.T) {
 					t.Fatalf("result %q", res)
 				}
 				nothingStored(x2, p)
+			})
+
+			t.Run("refused prev: no state_ids", func(t *testing.T) {
+				// Complement's TestOutboundFederationIgnoresMissingEventWithBadJSONForRoomVersion6:
+				// get_missing_events serves p's prev badly signed: p is
+				// refused, the state at the bad event is never asked for.
+				x1, p, _ := gap("refusedprev")
+				bad := x1.Clone()
+				for k := range bad.Signatures["remote.test"] {
+					bad.Signatures["remote.test"][k] = strings.Repeat("A", 86)
+				}
+				w.remote.events = []json.RawMessage{raw(t, bad)}
+				defer func() { w.remote.events = nil }()
+				fs.ids = nil
+				if res := send(p); !strings.Contains(res, "were refused") {
+					t.Fatalf("result %q", res)
+				}
+				if len(fs.ids) != 0 {
+					t.Fatalf("state_ids asked for %v", fs.ids)
+				}
+				nothingStored(x1, p)
+				// Served under another ID (as an event with a float, which the
+				// room version's canonical JSON hashes otherwise): likewise.
+				y1, q, _ := gap("refusedprev2")
+				other := member("other", y1.PrevEvents, y1.Depth)
+				for k := range other.Signatures["remote.test"] {
+					other.Signatures["remote.test"][k] = strings.Repeat("A", 86)
+				}
+				w.remote.events = []json.RawMessage{raw(t, other)}
+				if res := send(q); !strings.Contains(res, "were refused") || len(fs.ids) != 0 {
+					t.Fatalf("result %q, state_ids asked for %v", res, fs.ids)
+				}
+				nothingStored(y1, q)
+			})
+
+			t.Run("empty get_missing_events: no state_ids", func(t *testing.T) {
+				// The second half of Complement's BadJSONForRoomVersion6: the
+				// origin answers get_missing_events with nothing; the pushed
+				// PDU is refused without asking for the state of its prevs.
+				_, _, p := gap("emptygme")
+				w.remote.failEmpty = false
+				defer func() { w.remote.failEmpty = true }()
+				fs.ids = nil
+				if res := send(p); !strings.Contains(res, "not sent by get_missing_events") || len(fs.ids) != 0 {
+					t.Fatalf("result %q, state_ids asked for %v", res, fs.ids)
+				}
+				nothingStored(p)
 			})
 
 			t.Run("gap closed by state_ids", func(t *testing.T) {

@@ -21,6 +21,10 @@ const MaxGapEvents = 1000
 type PrevState struct {
 	EventID id.EventID
 	State   []id.EventID
+	// RejectedPrevs, for a prev event this server rejected (remembered,
+	// never stored), are that event's own prev_events: the state after it
+	// is the state before it, their resolved states (State is unused).
+	RejectedPrevs []id.EventID
 }
 
 // gapState is what InputWithState verified for the writer: the received
@@ -42,7 +46,9 @@ type gapState struct {
 // parse or whose signature does not verify, a state naming a non-state
 // event or two events for one slot, or a missing prev not received refuses
 // the PDU (ErrRejected) and nothing is stored. The state after each missing
-// prev is its state before plus itself (when a state event); the state
+// prev is its state before plus itself (when a state event it accepted; a
+// rejected prev changes no state; for a prev rejected earlier, see
+// PrevState.RejectedPrevs); the state
 // before the PDU is the resolution of its prevs' states. Then the PDU is
 // authorized and soft-failed as Input does; it becomes a forward extremity
 // alongside the existing ones, and the accepted received events are stored
@@ -126,10 +132,20 @@ func (s *Server) InputWithState(ctx context.Context, roomID id.RoomID, raw []byt
 		return es.stored[x]
 	}
 	for _, p := range prevs {
-		prev := accepted(p.EventID)
-		if prev == nil {
-			return nil, reject("prev event %s was not received or not accepted", p.EventID)
+		if p.RejectedPrevs != nil {
+			state, err := s.stateAfterRejected(ctx, version, roomID, p)
+			if err != nil {
+				return nil, err
+			}
+			gap.prevStates[p.EventID] = state
+			continue
 		}
+		prev := accepted(p.EventID)
+		if prev == nil && es.byID[p.EventID] == nil {
+			return nil, reject("prev event %s was not received", p.EventID)
+		}
+		// A prev received but not accepted (unauthorized) is rejected: the
+		// state after it is the state before it.
 		state := stateres.StateMap{}
 		for _, x := range p.State {
 			e := es.byID[x]
@@ -149,7 +165,7 @@ func (s *Server) InputWithState(ctx context.Context, roomID id.RoomID, raw []byt
 				state[e.Key()] = e.ID
 			}
 		}
-		if prev.IsState() {
+		if prev != nil && prev.IsState() {
 			state[prev.Key()] = prev.ID
 		}
 		gap.prevStates[p.EventID] = state

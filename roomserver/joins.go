@@ -183,11 +183,25 @@ func (s *Server) SendJoin(ctx context.Context, roomID id.RoomID, eventID id.Even
 	if err != nil {
 		return nil, err
 	}
-	servers, err := s.db.JoinedServers(ctx, string(roomID))
-	if err != nil {
-		return nil, err
+	return &JoinResult{Event: se, State: state, AuthChain: chain, Servers: serversBefore(state)}, nil
+}
+
+// serversBefore lists the servers with joined members in state, the room
+// state before a join: send_join's servers_in_room is the servers in the
+// room before the join (spec, MSC3706; Synapse takes the hosts at the
+// join's prev events), so a first joiner's own server is not among them.
+func serversBefore(state []*storage.Event) []string {
+	var out []string
+	for _, e := range state {
+		if e.Type != "m.room.member" || e.StateKey == nil || e.Membership != "join" {
+			continue
+		}
+		if server := id.UserID(*e.StateKey).Homeserver(); server != "" && !slices.Contains(out, server) {
+			out = append(out, server)
+		}
 	}
-	return &JoinResult{Event: se, State: state, AuthChain: chain, Servers: servers}, nil
+	slices.Sort(out)
+	return out
 }
 
 // SignJoin completes a make_join template for user, a local user: the

@@ -359,7 +359,7 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 	if ev.RoomID != rs.id {
 		return nil, fmt.Errorf("%w: event is for room %s", ErrRejected, ev.RoomID)
 	}
-	if len(ev.PDU.Type) > MaxFieldBytes || len(ev.PDU.Sender) > MaxFieldBytes || (ev.PDU.StateKey != nil && len(*ev.PDU.StateKey) > MaxFieldBytes) {
+	if fieldsTooLong(rs.version, ev.PDU.Type, string(ev.PDU.Sender), ev.PDU.StateKey) {
 		return nil, fmt.Errorf("%w: field exceeds %d bytes", ErrRejected, MaxFieldBytes)
 	}
 	if e := b.remote[ev.ID]; e != nil {

@@ -17,8 +17,8 @@ import (
 	"github.com/myelin-chat/myelin/homeserver/testserver"
 )
 
-// stateOrigin is a remote server whose /get_missing_events has nothing to
-// give and whose /state_ids and /event serve what the test put there.
+// stateOrigin is a remote server whose /get_missing_events fails and whose
+// /state_ids and /event serve what the test put there.
 type stateOrigin struct {
 	key    *mfed.SigningKey
 	mu     sync.Mutex
@@ -34,7 +34,10 @@ func (o *stateOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case p == "/_matrix/key/v2/server":
 		_ = json.NewEncoder(w).Encode(o.key.GenerateKeyResponse("remote.test", nil))
 	case strings.HasPrefix(p, "/_matrix/federation/v1/get_missing_events/"):
-		_ = json.NewEncoder(w).Encode(map[string]any{"events": []any{}})
+		// Failing: a server that answers get_missing_events (even with
+		// nothing) is not asked for the state of a pushed PDU's prevs.
+		w.WriteHeader(404)
+		_, _ = w.Write([]byte(`{"errcode":"M_UNRECOGNIZED"}`))
 	case strings.HasPrefix(p, "/_matrix/federation/v1/state_ids/"):
 		st, ok := o.state[r.URL.Query().Get("event_id")]
 		if !ok {
