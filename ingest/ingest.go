@@ -281,7 +281,7 @@ func (e *Engine) processRoom(ctx context.Context, origin string, pdus []*PDU, se
 			if errors.Is(r.Err, roomserver.ErrNotAttempted) {
 				break
 			}
-			res := e.outcome(group[i], origin, r.Event, r.Err)
+			res := e.outcome(ctx, group[i], origin, r.Event, r.Err)
 			set(group[i].EventID, res)
 			if res == "" {
 				known[group[i].EventID] = true
@@ -345,11 +345,11 @@ func (e *Engine) processPDU(ctx context.Context, origin string, p *PDU) (result 
 // event is stored as such and accepted.
 func (e *Engine) Persist(ctx context.Context, origin string, p *PDU) string {
 	ev, err := e.o.Rooms.Input(ctx, p.RoomID, p.Raw, origin)
-	return e.outcome(p, origin, ev, err)
+	return e.outcome(ctx, p, origin, ev, err)
 }
 
 // outcome is the writer's answer for p as its result, counted in the metrics.
-func (e *Engine) outcome(p *PDU, origin string, ev *roomserver.Event, err error) string {
+func (e *Engine) outcome(ctx context.Context, p *PDU, origin string, ev *roomserver.Event, err error) string {
 	if err != nil {
 		if !errors.Is(err, roomserver.ErrRejected) {
 			e.o.Logger.Warn("storing an inbound PDU", "event", p.EventID, "origin", origin, "err", err)
