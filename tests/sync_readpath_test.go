@@ -348,3 +348,35 @@ func TestSyncTimelineLimitedAlwaysSent(t *testing.T) {
 		}
 	})
 }
+
+// TestSyncFullStateHasEndState: an initial sync whose timeline, filtered and
+// limited, ends before later events still gives the state the room ends
+// with: a state event shown in the timeline that a filtered event follows is
+// in the state too, and so is a state event the filter hides (Synapse's union
+// of the state at both ends of the timeline; Complement's
+// TestSyncOmitsStateChangeOnFilteredEvents, where the name event came from a
+// fork of the DAG).
+func TestSyncFullStateHasEndState(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
+		ctx := context.Background()
+		alice := srv.Register(t, "alice")
+		room := must(alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})).RoomID
+		name := must(alice.SendStateEvent(ctx, room, event.StateRoomName, "", map[string]any{"name": "S2"})).EventID
+		hidden := must(alice.SendStateEvent(ctx, room, event.NewEventType("please_filter_me"), "", map[string]any{"k": "v"})).EventID
+		must(alice.SendMessageEvent(ctx, room, event.NewEventType("please_filter_me"), map[string]any{"body": "E5"}))
+
+		resp := must(rawSync(t, alice, map[string]string{"timeout": "0",
+			"filter": `{"room":{"timeline":{"not_types":["please_filter_me"],"limit":1}}}`}))
+		joined := rawRoom(resp, "join", room)
+		if tl := rawEvents(joined, "timeline"); len(tl) != 1 || tl[0].(map[string]any)["event_id"] != string(name) {
+			t.Fatalf("timeline: %v, want the name event alone", joined["timeline"])
+		}
+		inState := map[string]bool{}
+		for _, e := range rawEvents(joined, "state") {
+			inState[e.(map[string]any)["event_id"].(string)] = true
+		}
+		if !inState[string(name)] || !inState[string(hidden)] {
+			t.Errorf("state lacks the name event %v or the filtered state event %v: %v", inState[string(name)], inState[string(hidden)], joined["state"])
+		}
+	})
+}

@@ -127,6 +127,11 @@ func (s *Syncer) state(ctx context.Context, req *Request, v *roomViewer, evs []*
 	for _, e := range evs {
 		inTimeline[e.EventID] = true
 	}
+	if full && len(evs) > 0 && !req.UseStateAfter {
+		if want, err = s.withEndState(ctx, roomID, end, start, want, inTimeline); err != nil {
+			return nil, err
+		}
+	}
 	if lazy {
 		lazyWant := storage.StateMap{}
 		for k, ev := range want {
@@ -399,4 +404,30 @@ func recentOrNil(evs []*storage.Event, complete bool) []*storage.Event {
 		return []*storage.Event{}
 	}
 	return evs
+}
+
+// withEndState adds to a full state section the state at the end of the sync
+// (end) where it differs from the state at the start of the timeline, even
+// events the timeline holds, as Synapse's initial sync does (the union of the
+// state at both ends): when the timeline is limited or filtered and a
+// state event from a fork of the DAG came after its last shown event, the
+// current state is what the client must end with
+// (Complement's TestSyncOmitsStateChangeOnFilteredEvents). Those timeline
+// events are marked as not in the timeline so that the caller keeps them.
+func (s *Syncer) withEndState(ctx context.Context, roomID string, end int64, start, want storage.StateMap, inTimeline map[string]bool) (storage.StateMap, error) {
+	endState, err := s.store.StateAtPosition(ctx, roomID, end)
+	if err != nil {
+		return nil, err
+	}
+	out := storage.StateMap{}
+	for k, ev := range want {
+		out[k] = ev
+	}
+	for k, ev := range endState {
+		if start[k] != ev {
+			out[k] = ev
+			delete(inTimeline, ev)
+		}
+	}
+	return out, nil
 }
