@@ -221,7 +221,8 @@ func (s *Server) build(ctx context.Context) error {
 	// Inbound PDUs reach the writer through ingest; it asks origins for
 	// missing events through the transport's client.
 	if s.Ingest, err = ingest.New(ingest.Options{Rooms: s.Rooms, Store: db, Remote: ingestRemote{transport.Client},
-		State: ingestRemote{transport.Client}, Keys: transport.Fetcher, Metrics: s.Metrics, ServerACL: federationapi.ACLAllows}); err != nil {
+		State: ingestRemote{transport.Client}, Keys: transport.Fetcher, Metrics: s.Metrics, ServerACL: federationapi.ACLAllows,
+		OutOfBand: s.Rooms}); err != nil {
 		return err
 	}
 	// The room reads other servers ask for: the roomserver's room-state reads,
