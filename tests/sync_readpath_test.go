@@ -380,3 +380,33 @@ func TestSyncFullStateHasEndState(t *testing.T) {
 		}
 	})
 }
+
+// TestSyncInitialShowsBansAndKicks: without include_leave an initial sync
+// still lists a room the user was banned or kicked from under leave (as
+// Synapse; Complement's TestUnbanViaInvite), never one they left themselves.
+func TestSyncInitialShowsBansAndKicks(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
+		ctx := context.Background()
+		alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+		banned, kicked, left := shareRoom(t, alice, bob), shareRoom(t, alice, bob), shareRoom(t, alice, bob)
+		must(alice.BanUser(ctx, banned, &mautrix.ReqBanUser{UserID: bob.UserID}))
+		must(alice.KickUser(ctx, kicked, &mautrix.ReqKickUser{UserID: bob.UserID}))
+		must(bob.LeaveRoom(ctx, left))
+		resp := must(rawSync(t, bob, map[string]string{"timeout": "0"}))
+		for room, want := range map[id.RoomID]string{banned: "ban", kicked: "leave"} {
+			r := rawRoom(resp, "leave", room)
+			found := false
+			for _, e := range rawEvents(r, "timeline") {
+				ev := e.(map[string]any)
+				content, _ := ev["content"].(map[string]any)
+				found = found || (ev["type"] == "m.room.member" && ev["state_key"] == string(bob.UserID) && content["membership"] == want)
+			}
+			if !found {
+				t.Errorf("room %s (%s) in the initial sync: %v", room, want, r)
+			}
+		}
+		if rawRoom(resp, "leave", left) != nil {
+			t.Errorf("a room bob left himself is in the initial sync without include_leave")
+		}
+	})
+}
