@@ -23,7 +23,8 @@ import (
 // room a.test is not in is M_UNABLE_TO_AUTHORISE_JOIN. Nothing is left on
 // b.test by a refused join. make_join as a remote server sees it: 403
 // M_FORBIDDEN, 400 M_UNABLE_TO_AUTHORISE_JOIN, and 400 M_UNABLE_TO_GRANT_JOIN
-// when no member of a.test may invite.
+// when no member of a.test may invite; a room restricted to a room a.test
+// has left is M_UNABLE_TO_AUTHORISE_JOIN (its copy is stale).
 func TestFederationRestrictedJoin(t *testing.T) {
 	for _, backend := range testserver.Backends {
 		t.Run(backend, func(t *testing.T) {
@@ -105,6 +106,15 @@ func TestFederationRestrictedJoin(t *testing.T) {
 			noGrant := restricted("10", space, map[string]any{"power_level_content_override": map[string]any{
 				"invite": 60, "events": map[string]any{}, "users": map[string]any{string(alice.UserID): 50}}})
 			assertMatrixErr(t, makeJoin(noGrant, "@eve:remote.test"), 400, "M_UNABLE_TO_GRANT_JOIN")
+			// An allowed room a.test has left: its copy says eve is joined,
+			// but it stopped following the room, so it cannot tell.
+			left := create(map[string]any{"preset": "public_chat"})
+			remote.join(t, a, left, "eve")
+			restrictedToLeft := restricted("10", left)
+			if _, err := alice.LeaveRoom(ctx, left); err != nil {
+				t.Fatal(err)
+			}
+			assertMatrixErr(t, makeJoin(restrictedToLeft, "@eve:remote.test"), 400, "M_UNABLE_TO_AUTHORISE_JOIN")
 		})
 	}
 }
