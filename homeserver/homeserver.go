@@ -232,7 +232,7 @@ func (s *Server) build(ctx context.Context) error {
 		Directory: s.Directory, Spaces: s.RoomView, Transactions: s.Ingest, Joins: s.Rooms,
 		Memberships: s.Rooms, Invites: s.Rooms})
 	s.RemoteJoins = remotejoin.New(remotejoin.Options{ServerName: cfg.ServerName, Rooms: s.Rooms, Client: transport.Client,
-		OutOfBand: s.Rooms, Memberships: transport.Client})
+		OutOfBand: s.Rooms, Memberships: transport.Client, Residents: s.Rooms})
 	s.RemoteInvites = remotejoin.NewInviter(remotejoin.Options{Invites: s.Rooms, InviteClient: transport.Client,
 		Policy: invitePolicy{transport.Policy}})
 	// Push rules, pushers and unread counts; typing, receipts and presence

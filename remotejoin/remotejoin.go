@@ -57,6 +57,9 @@ type Options struct {
 	// the client's leave and knock handshakes; nil: not served.
 	OutOfBand   OutOfBandRooms
 	Memberships MembershipClient
+	// Residents: joining a room we are in through another resident
+	// (resident.go); nil: not done.
+	Residents ResidentRooms
 }
 
 // Joiner joins rooms over federation.
@@ -67,6 +70,7 @@ type Joiner struct {
 	versions   []id.RoomVersion
 	oob        OutOfBandRooms
 	members    MembershipClient
+	residents  ResidentRooms
 }
 
 // New builds a joiner.
@@ -77,7 +81,8 @@ func New(o Options) *Joiner {
 			versions = append(versions, id.RoomVersion(v))
 		}
 	}
-	return &Joiner{serverName: o.ServerName, rooms: o.Rooms, client: o.Client, versions: versions, oob: o.OutOfBand, members: o.Memberships}
+	return &Joiner{serverName: o.ServerName, rooms: o.Rooms, client: o.Client, versions: versions, oob: o.OutOfBand, members: o.Memberships,
+		residents: o.Residents}
 }
 
 // Candidates are the servers to try for roomID: the ones given (server_name,

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/tidwall/gjson"
+	"maunium.net/go/mautrix/id"
 )
 
 // maxAllowRooms bounds the allow-list rooms one refusal looks up.
@@ -82,4 +83,21 @@ func (s *Server) dropStaleAllowRooms(ctx context.Context, rs *roomState, userRoo
 		}
 	}
 	return nil
+}
+
+// ResidentServers are the other servers joined to roomID (room_servers,
+// ours left out, at most maxRejoinServers): those that may authorise a
+// restricted join no local member can.
+func (s *Server) ResidentServers(ctx context.Context, roomID id.RoomID) ([]string, error) {
+	joined, err := s.db.JoinedServers(ctx, string(roomID))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, srv := range joined {
+		if srv != s.serverName && len(out) < maxRejoinServers {
+			out = append(out, srv)
+		}
+	}
+	return out, nil
 }

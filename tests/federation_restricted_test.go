@@ -130,3 +130,56 @@ func currentMember(t *testing.T, srv *testserver.Server, room id.RoomID, user id
 	t.Fatalf("%s has no member event of %s in %s", srv.Config.ServerName, user, room)
 	return nil
 }
+
+// TestFederationRestrictedJoinThroughResident: b.test is in a.test's room R,
+// restricted to the space S, but no member of b.test may invite (carol, at
+// level 0). dave of b.test, in S, joins R: b.test cannot authorise it
+// locally, so it joins through a.test (make_join/send_join though it has the
+// room), which names alice in join_authorised_via_users_server and co-signs;
+// both servers then have dave joined. erin, in no allowed room, is refused.
+func TestFederationRestrictedJoinThroughResident(t *testing.T) {
+	for _, backend := range testserver.Backends {
+		t.Run(backend, func(t *testing.T) {
+			n := newFedNet(t, "a.test", "b.test")
+			a := n.start(t, backend, "a.test")
+			b := n.start(t, backend, "b.test")
+			ctx := ctxT(t)
+			alice := a.Register(t, "alice")
+			carol, dave, erin := b.Register(t, "carol"), b.Register(t, "dave"), b.Register(t, "erin")
+			create := func(body map[string]any) id.RoomID {
+				t.Helper()
+				r := clientCall(t, alice, "POST", "/_matrix/client/v3/createRoom", body)
+				if r.Status != 200 {
+					t.Fatalf("createRoom: %d %s", r.Status, r.Raw)
+				}
+				return id.RoomID(r.Body["room_id"].(string))
+			}
+			space := create(map[string]any{"preset": "public_chat"})
+			room := create(map[string]any{"preset": "public_chat", "room_version": "10", "initial_state": []any{map[string]any{
+				"type": "m.room.join_rules", "state_key": "", "content": map[string]any{"join_rule": "restricted",
+					"allow": []any{map[string]any{"type": "m.room_membership", "room_id": space, "via": []string{"a.test"}}}}}}})
+			if _, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: carol.UserID}); err != nil {
+				t.Fatalf("inviting carol: %v", err)
+			}
+			if _, err := carol.JoinRoom(ctx, string(room), &mautrix.ReqJoinRoom{Via: []string{"a.test"}}); err != nil {
+				t.Fatalf("carol joins: %v", err)
+			}
+			if _, err := dave.JoinRoom(ctx, string(space), &mautrix.ReqJoinRoom{Via: []string{"a.test"}}); err != nil {
+				t.Fatalf("dave joins the space: %v", err)
+			}
+			_, err := erin.JoinRoom(ctx, string(room), nil)
+			wantErr(t, err, http.StatusForbidden, "M_FORBIDDEN")
+			if _, err := dave.JoinRoom(ctx, string(room), nil); err != nil {
+				t.Fatalf("dave joins the restricted room: %v", err)
+			}
+			for _, srv := range []*testserver.Server{a, b} {
+				ev := currentMember(t, srv, room, dave.UserID)
+				if gjson.GetBytes(ev, "content.membership").Str != "join" ||
+					gjson.GetBytes(ev, "content.join_authorised_via_users_server").Str != string(alice.UserID) ||
+					!gjson.GetBytes(ev, "signatures.a\\.test").Exists() {
+					t.Fatalf("%s's copy of dave's join: %s", srv.Config.ServerName, ev)
+				}
+			}
+		})
+	}
+}
