@@ -361,6 +361,8 @@ func TestSyncFullStateHasEndState(t *testing.T) {
 		ctx := context.Background()
 		alice := srv.Register(t, "alice")
 		room := must(alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})).RoomID
+		oldName := must(alice.SendStateEvent(ctx, room, event.StateRoomName, "", map[string]any{"name": "S1"})).EventID
+		sendText(t, alice, room, "between")
 		name := must(alice.SendStateEvent(ctx, room, event.StateRoomName, "", map[string]any{"name": "S2"})).EventID
 		hidden := must(alice.SendStateEvent(ctx, room, event.NewEventType("please_filter_me"), "", map[string]any{"k": "v"})).EventID
 		must(alice.SendMessageEvent(ctx, room, event.NewEventType("please_filter_me"), map[string]any{"body": "E5"}))
@@ -371,11 +373,16 @@ func TestSyncFullStateHasEndState(t *testing.T) {
 		if tl := rawEvents(joined, "timeline"); len(tl) != 1 || tl[0].(map[string]any)["event_id"] != string(name) {
 			t.Fatalf("timeline: %v, want the name event alone", joined["timeline"])
 		}
-		inState := map[string]bool{}
-		for _, e := range rawEvents(joined, "state") {
-			inState[e.(map[string]any)["event_id"].(string)] = true
+		inState := map[string]int{}
+		for i, e := range rawEvents(joined, "state") {
+			inState[e.(map[string]any)["event_id"].(string)] = i + 1
 		}
-		if !inState[string(name)] || !inState[string(hidden)] {
+		// Both ends' events of the name slot, the older first (as Synapse;
+		// Complement's TestKnocking reads the first match).
+		if inState[string(oldName)] == 0 || inState[string(oldName)] > inState[string(name)] {
+			t.Errorf("the name at the timeline's start %s missing or after the end's: %v", oldName, joined["state"])
+		}
+		if inState[string(name)] == 0 || inState[string(hidden)] == 0 {
 			t.Errorf("state lacks the name event %v or the filtered state event %v: %v", inState[string(name)], inState[string(hidden)], joined["state"])
 		}
 	})

@@ -127,8 +127,9 @@ func (s *Syncer) state(ctx context.Context, req *Request, v *roomViewer, evs []*
 	for _, e := range evs {
 		inTimeline[e.EventID] = true
 	}
+	var endIDs []string
 	if full && len(evs) > 0 && !req.UseStateAfter {
-		if want, err = s.withEndState(ctx, roomID, end, start, want, inTimeline); err != nil {
+		if endIDs, err = s.endState(ctx, roomID, end, start, lazy, senders); err != nil {
 			return nil, err
 		}
 	}
@@ -151,12 +152,13 @@ func (s *Syncer) state(ctx context.Context, req *Request, v *roomViewer, evs []*
 			s.lazy.remember(req.DeviceKey(), roomID, senders)
 		}
 	}
-	ids := make([]string, 0, len(want))
+	ids := make([]string, 0, len(want)+len(endIDs))
 	for _, ev := range want {
 		if !inTimeline[ev] || req.UseStateAfter {
 			ids = append(ids, ev)
 		}
 	}
+	ids = append(ids, endIDs...)
 	if len(ids) == 0 {
 		return nil, nil
 	}
@@ -406,28 +408,25 @@ func recentOrNil(evs []*storage.Event, complete bool) []*storage.Event {
 	return evs
 }
 
-// withEndState adds to a full state section the state at the end of the sync
-// (end) where it differs from the state at the start of the timeline, even
-// events the timeline holds, as Synapse's initial sync does (the union of the
-// state at both ends): when the timeline is limited or filtered and a
-// state event from a fork of the DAG came after its last shown event, the
-// current state is what the client must end with
-// (Complement's TestSyncOmitsStateChangeOnFilteredEvents). Those timeline
-// events are marked as not in the timeline so that the caller keeps them.
-func (s *Syncer) withEndState(ctx context.Context, roomID string, end int64, start, want storage.StateMap, inTimeline map[string]bool) (storage.StateMap, error) {
+// endState is what a full state section adds to the state at the start of
+// the timeline: the state at the end of the sync (end) where it differs,
+// even events the timeline holds, as Synapse's initial sync does (the union
+// of the state at both ends, both events of a slot kept, in stream order):
+// when the timeline is limited or filtered and a state event from a fork of
+// the DAG came after its last shown event, the current state is what the
+// client must end with (Complement's TestSyncOmitsStateChangeOnFilteredEvents).
+// With lazy loading, members only of the timeline's senders.
+func (s *Syncer) endState(ctx context.Context, roomID string, end int64, start storage.StateMap, lazy bool, senders map[string]bool) ([]string, error) {
 	endState, err := s.store.StateAtPosition(ctx, roomID, end)
 	if err != nil {
 		return nil, err
 	}
-	out := storage.StateMap{}
-	for k, ev := range want {
-		out[k] = ev
-	}
+	var out []string
 	for k, ev := range endState {
-		if start[k] != ev {
-			out[k] = ev
-			delete(inTimeline, ev)
+		if start[k] == ev || (lazy && k.Type == "m.room.member" && !senders[k.StateKey]) {
+			continue
 		}
+		out = append(out, ev)
 	}
 	return out, nil
 }
