@@ -382,6 +382,17 @@ func TestSyncFullStateHasEndState(t *testing.T) {
 		if inState[string(oldName)] == 0 || inState[string(oldName)] > inState[string(name)] {
 			t.Errorf("the name at the timeline's start %s missing or after the end's: %v", oldName, joined["state"])
 		}
+		// A complete timeline carries its state changes alone: the later of
+		// two topics is not repeated in the state (Complement's TestKnocking).
+		small := must(alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})).RoomID
+		must(alice.SendStateEvent(ctx, small, event.StateTopic, "", map[string]any{"topic": "T1"}))
+		t2 := must(alice.SendStateEvent(ctx, small, event.StateTopic, "", map[string]any{"topic": "T2"})).EventID
+		full := rawRoom(must(rawSync(t, alice, map[string]string{"timeout": "0", "filter": `{"room":{"timeline":{"limit":50}}}`})), "join", small)
+		for _, e := range rawEvents(full, "state") {
+			if e.(map[string]any)["event_id"] == string(t2) {
+				t.Errorf("a complete timeline's state change repeated in the state: %v", full["state"])
+			}
+		}
 		if inState[string(name)] == 0 || inState[string(hidden)] == 0 {
 			t.Errorf("state lacks the name event %v or the filtered state event %v: %v", inState[string(name)], inState[string(hidden)], joined["state"])
 		}
