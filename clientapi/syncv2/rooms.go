@@ -128,9 +128,16 @@ func (s *Syncer) state(ctx context.Context, req *Request, v *roomViewer, evs []*
 		inTimeline[e.EventID] = true
 	}
 	var endIDs []string
-	if full && limited && len(evs) > 0 && !req.UseStateAfter {
-		if endIDs, err = s.endState(ctx, roomID, end, start, lazy, senders); err != nil {
+	if full && len(evs) > 0 && !req.UseStateAfter {
+		// Only when the filter hid events after the timeline's last one.
+		_, tail, err := s.store.RoomEventsRange(ctx, roomID, evs[len(evs)-1].StreamPos, end, 0)
+		if err != nil {
 			return nil, err
+		}
+		if tail {
+			if endIDs, err = s.endState(ctx, roomID, end, start, lazy, senders); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if lazy {
@@ -408,18 +415,19 @@ func recentOrNil(evs []*storage.Event, complete bool) []*storage.Event {
 	return evs
 }
 
-// endState is what a full state section of a limited timeline adds to the
-// state at the start of the timeline: the state at the end of the sync (end)
-// where it differs,
+// endState is what a full state section adds to the state at the start of
+// the timeline when the filter hid events after its last one: the state at
+// the end of the sync (end) where it differs,
 // even events the timeline holds, as Synapse's initial sync does (the union
 // of the state at both ends, both events of a slot kept, in stream order):
 // when the timeline is limited or filtered and a state event from a fork of
 // the DAG came after its last shown event, the current state is what the
 // client must end with (Complement's TestSyncOmitsStateChangeOnFilteredEvents).
-// With lazy loading, members only of the timeline's senders. A complete
-// timeline carries every change itself (the client applies it to the
-// start's state); Complement's TestKnocking reads the first knock of two
-// there, so the end's is not added.
+// With lazy loading, members only of the timeline's senders. A timeline that
+// reaches the end carries every change itself (the client applies it to
+// the start's state); Complement's TestKnocking, whose timeline is limited
+// but reaches the end, reads the first knock of two, so the end's is not
+// added there.
 func (s *Syncer) endState(ctx context.Context, roomID string, end int64, start storage.StateMap, lazy bool, senders map[string]bool) ([]string, error) {
 	endState, err := s.store.StateAtPosition(ctx, roomID, end)
 	if err != nil {
