@@ -41,6 +41,9 @@ type RemoteJoins interface {
 	Knock(ctx context.Context, user id.UserID, roomID id.RoomID, servers []string, reason string) error
 	// MustJoinRemotely: the room is known but no local user is in it any more.
 	MustJoinRemotely(ctx context.Context, roomID id.RoomID) bool
+	// JoinThroughResident: a restricted room we are in whose join no local
+	// member may authorise; another resident server may.
+	JoinThroughResident(ctx context.Context, user id.UserID, roomID id.RoomID, servers []string) error
 }
 
 // RoomView is what the room read handlers need (roomview): rooms as the
@@ -175,6 +178,15 @@ func (a *API) joinRoom(r *http.Request) (any, error) {
 			return nil, roomError(err)
 		}
 		return map[string]any{"room_id": target}, nil
+	}
+	if errors.Is(err, roomserver.ErrUnableToAuthoriseJoin) && a.RemoteJoins != nil {
+		rid, _ := a.departedRoomID(r.Context(), target)
+		if rid != "" {
+			if err := a.RemoteJoins.JoinThroughResident(r.Context(), user, rid, servers); err != nil {
+				return nil, roomError(err)
+			}
+			return map[string]any{"room_id": rid}, nil
+		}
 	}
 	if err != nil {
 		return nil, roomError(err)

@@ -16,6 +16,16 @@ func (a *API) departedRoom(ctx context.Context, target string) (id.RoomID, bool)
 	if a.RemoteJoins == nil {
 		return "", false
 	}
+	roomID, ok := a.departedRoomID(ctx, target)
+	if !ok {
+		return "", false
+	}
+	return roomID, a.RemoteJoins.MustJoinRemotely(ctx, roomID)
+}
+
+// departedRoomID is the room ID a join's target names: a room ID, or one of
+// our aliases resolved.
+func (a *API) departedRoomID(ctx context.Context, target string) (id.RoomID, bool) {
 	roomID := id.RoomID(target)
 	if strings.HasPrefix(target, "#") {
 		if a.Directory == nil {
@@ -29,5 +39,5 @@ func (a *API) departedRoom(ctx context.Context, target string) (id.RoomID, bool)
 	} else if !strings.HasPrefix(target, "!") {
 		return "", false
 	}
-	return roomID, a.RemoteJoins.MustJoinRemotely(ctx, roomID)
+	return roomID, true
 }

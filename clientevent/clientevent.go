@@ -81,6 +81,7 @@ func Render(ctx context.Context, store Store, v *Viewer, evs []*storage.Event) (
 			}
 			if c := gjson.GetBytes(p.JSON, "content"); ok && c.IsObject() {
 				rel.prevContent = c.Raw
+				rel.prevSender = p.Sender
 			}
 		}
 		out[i] = encode(make([]byte, 0, len(e.JSON)/2+256), e, v, rel, now)
@@ -152,6 +153,7 @@ func Stripped(e *storage.Event) json.RawMessage {
 type refs struct {
 	redactedBecause []byte // the redaction, rendered
 	prevContent     string // the replaced event's content, when visible
+	prevSender      string // its sender (unsigned.prev_sender), shown with prev_content
 }
 
 // encode writes the client format of e: keys in lexical order, unsigned last
@@ -194,6 +196,10 @@ func encode(b []byte, e *storage.Event, v *Viewer, rel refs, now int64) []byte {
 	if rel.prevContent != "" {
 		b = append(b, `,"prev_content":`...)
 		b = append(b, rel.prevContent...)
+		if rel.prevSender != "" {
+			b = append(b, `,"prev_sender":`...)
+			b = appendString(b, rel.prevSender)
+		}
 	}
 	if rel.redactedBecause != nil {
 		b = append(b, `,"redacted_because":`...)

@@ -34,7 +34,7 @@ func viewer() *Viewer {
 func TestRender(t *testing.T) {
 	redaction := &storage.Event{EventID: "$red", RoomID: "!r:x", Type: "m.room.redaction", Sender: "@bob:x", OriginServerTS: 5, StreamPos: 4,
 		JSON: []byte(`{"type":"m.room.redaction","content":{"redacts":"$msg","reason":"spam"},"sender":"@bob:x"}`)}
-	oldTopic := &storage.Event{EventID: "$t1", Type: "m.room.topic", StateKey: strp(""), StreamPos: 1, JSON: []byte(`{"content":{"topic":"old"}}`)}
+	oldTopic := &storage.Event{EventID: "$t1", Type: "m.room.topic", StateKey: strp(""), Sender: "@carol:x", StreamPos: 1, JSON: []byte(`{"content":{"topic":"old"}}`)}
 	store := mapStore{"$red": redaction, "$t1": oldTopic}
 	evs := []*storage.Event{
 		{EventID: "$msg", RoomID: "!r:x", Type: "m.room.message", Sender: "@alice:example.org", OriginServerTS: 1, StreamPos: 2,
@@ -65,6 +65,9 @@ func TestRender(t *testing.T) {
 	if pc, _ := u(1)["prev_content"].(map[string]any); pc == nil || pc["topic"] != "old" || u(1)["replaces_state"] != "$t1" {
 		t.Errorf("prev_content: %s", out[1])
 	}
+	if u(1)["prev_sender"] != "@carol:x" {
+		t.Errorf("prev_sender: %s", out[1])
+	}
 	if _, ok := u(1)["transaction_id"]; ok {
 		t.Errorf("another device's transaction ID shown: %s", out[1])
 	}
@@ -79,7 +82,7 @@ func TestRender(t *testing.T) {
 		t.Fatal(err)
 	}
 	var m struct{ Unsigned map[string]any }
-	if json.Unmarshal(hidden, &m) != nil || m.Unsigned["prev_content"] != nil {
+	if json.Unmarshal(hidden, &m) != nil || (m.Unsigned["prev_content"] != nil || m.Unsigned["prev_sender"] != nil) {
 		t.Errorf("prev_content of a hidden event: %s", hidden)
 	}
 	with, err := WithUnsigned(hidden, "m.relations", map[string]int{"n": 1})

@@ -225,7 +225,8 @@ func (s *Server) build(ctx context.Context) error {
 	// Inbound PDUs reach the writer through ingest; it asks origins for
 	// missing events through the transport's client.
 	if s.Ingest, err = ingest.New(ingest.Options{Rooms: s.Rooms, Store: db, Remote: ingestRemote{transport.Client},
-		State: ingestRemote{transport.Client}, Keys: transport.Fetcher, Metrics: s.Metrics, ServerACL: federationapi.ACLAllows}); err != nil {
+		State: ingestRemote{transport.Client}, Keys: transport.Fetcher, Metrics: s.Metrics, ServerACL: federationapi.ACLAllows,
+		OutOfBand: s.Rooms}); err != nil {
 		return err
 	}
 	// The room reads other servers ask for: the roomserver's room-state reads,
@@ -235,7 +236,7 @@ func (s *Server) build(ctx context.Context) error {
 		Directory: s.Directory, Spaces: s.RoomView, Transactions: s.Ingest, Joins: s.Rooms,
 		Memberships: s.Rooms, Invites: s.Rooms})
 	s.RemoteJoins = remotejoin.New(remotejoin.Options{ServerName: cfg.ServerName, Rooms: s.Rooms, Client: transport.Client,
-		OutOfBand: s.Rooms, Memberships: transport.Client})
+		OutOfBand: s.Rooms, Memberships: transport.Client, Residents: s.Rooms})
 	s.RemoteInvites = remotejoin.NewInviter(remotejoin.Options{Invites: s.Rooms, InviteClient: transport.Client,
 		Policy: invitePolicy{transport.Policy}})
 	// Push rules, pushers and unread counts; typing, receipts and presence

@@ -63,6 +63,12 @@ type Rooms interface {
 	InputGroup(ctx context.Context, roomID id.RoomID, raws [][]byte, origin string) []roomserver.GroupResult
 }
 
+// OutOfBand records membership changes of rooms we only hold a local user's
+// out-of-band invite or knock of: *roomserver.Server.
+type OutOfBand interface {
+	ReceiveOutOfBandMember(ctx context.Context, origin string, raw []byte) (id.EventID, error)
+}
+
 // Store is what ingest reads and writes: *storage.DB.
 type Store interface {
 	GetRoom(ctx context.Context, roomID string) (*storage.RoomRow, error)
@@ -90,6 +96,11 @@ type Options struct {
 	// ServerACL applies a room's m.room.server_acl event to an origin
 	// (federationapi.ACLAllows); nil: ACLs are not checked.
 	ServerACL func(aclPDU []byte, server string) bool
+	// OutOfBand takes a PDU of a room we do not know that ends a local
+	// user's out-of-band invite or knock (roomserver.ReceiveOutOfBandMember;
+	// roomserver.ErrUnknownRoom for any other). nil: every such PDU is
+	// "room not found".
+	OutOfBand OutOfBand
 	// Metrics registers the engine's metrics (nil: none).
 	Metrics Registerer
 	Logger  *slog.Logger
@@ -202,6 +213,12 @@ func (e *Engine) process(ctx context.Context, origin string, txn *Txn) map[strin
 	var order []id.RoomID
 	for _, raw := range txn.PDUs {
 		p, err := e.Check(ctx, origin, raw, versions)
+		if err != nil && reasonOf(err) == "unknown_room" && e.o.OutOfBand != nil {
+			if evID, handled := e.outOfBand(ctx, origin, raw); handled != nil {
+				set(evID, *handled)
+				continue
+			}
+		}
 		if err != nil {
 			e.m.pdu(outcomeRejected, reasonOf(err))
 			if p != nil && p.EventID != "" {
@@ -366,4 +383,25 @@ func (e *Engine) outcome(ctx context.Context, p *PDU, origin string, ev *roomser
 		e.m.pdu(outcomeAccepted, "")
 	}
 	return ""
+}
+
+// outOfBand offers a PDU of an unknown room to Options.OutOfBand: nil when it
+// is not for it (the PDU stays "room not found"), else the PDU's result.
+func (e *Engine) outOfBand(ctx context.Context, origin string, raw []byte) (id.EventID, *string) {
+	evID, err := e.o.OutOfBand.ReceiveOutOfBandMember(ctx, origin, raw)
+	result := ""
+	switch {
+	case errors.Is(err, roomserver.ErrUnknownRoom) || evID == "":
+		return "", nil
+	case err == nil:
+		e.m.pdu(outcomeAccepted, "")
+	case errors.Is(err, roomserver.ErrRejected):
+		e.m.pdu(outcomeRejected, reasonOf(err))
+		result = err.Error()
+	default:
+		e.o.Logger.Warn("recording an out-of-band membership", "event", evID, "origin", origin, "err", err)
+		e.m.pdu(outcomeRejected, "internal")
+		result = "internal error"
+	}
+	return evID, &result
 }

@@ -126,3 +126,24 @@ func TestOutOfBandFlows(t *testing.T) {
 		t.Fatalf("knock with every server down: %v", err)
 	}
 }
+
+// TestJoinCandidates: servers the client names are the only ones a join
+// tries (after an inviter's); the servers known from an earlier membership
+// and the room ID's domain only when it names none.
+func TestJoinCandidates(t *testing.T) {
+	ctx := context.Background()
+	room := id.RoomID("!r:room.test")
+	alice := id.UserID("@alice:a.test")
+	j := New(Options{ServerName: "a.test", OutOfBand: &fakeOOB{}, Memberships: &fakeMembers{}})
+	if got := j.joinCandidates(ctx, alice, room, []string{"via.test"}, []string{"known.test"}); !slices.Equal(got, []string{"via.test"}) {
+		t.Errorf("with via: %v", got)
+	}
+	if got := j.joinCandidates(ctx, alice, room, nil, []string{"known.test"}); !slices.Equal(got, []string{"known.test", "room.test"}) {
+		t.Errorf("without via: %v", got)
+	}
+	invite := &roomserver.OutOfBandMembership{Membership: "invite", Sender: "@bob:inviter.test", RoomVersion: "10", Servers: []string{"state.test"}}
+	j = New(Options{ServerName: "a.test", OutOfBand: &fakeOOB{membership: invite}, Memberships: &fakeMembers{}})
+	if got := j.joinCandidates(ctx, alice, room, []string{"via.test"}, nil); !slices.Equal(got, []string{"inviter.test", "via.test", "state.test"}) {
+		t.Errorf("invited, with via: %v", got)
+	}
+}

@@ -57,6 +57,9 @@ type Options struct {
 	// the client's leave and knock handshakes; nil: not served.
 	OutOfBand   OutOfBandRooms
 	Memberships MembershipClient
+	// Residents: joining a room we are in through another resident
+	// (resident.go); nil: not done.
+	Residents ResidentRooms
 }
 
 // Joiner joins rooms over federation.
@@ -67,6 +70,7 @@ type Joiner struct {
 	versions   []id.RoomVersion
 	oob        OutOfBandRooms
 	members    MembershipClient
+	residents  ResidentRooms
 }
 
 // New builds a joiner.
@@ -77,7 +81,8 @@ func New(o Options) *Joiner {
 			versions = append(versions, id.RoomVersion(v))
 		}
 	}
-	return &Joiner{serverName: o.ServerName, rooms: o.Rooms, client: o.Client, versions: versions, oob: o.OutOfBand, members: o.Memberships}
+	return &Joiner{serverName: o.ServerName, rooms: o.Rooms, client: o.Client, versions: versions, oob: o.OutOfBand, members: o.Memberships,
+		residents: o.Residents}
 }
 
 // Candidates are the servers to try for roomID: the ones given (server_name,
@@ -101,6 +106,22 @@ func (j *Joiner) Candidates(roomID id.RoomID, given []string) []string {
 	return out
 }
 
+// joinCandidates are the servers a join tries: the inviter's (an
+// out-of-band invite) and the ones the client named (server_name, via, an
+// alias's servers), with the invite's stripped state senders; only when the
+// client named none, the servers still in the room as we last knew it
+// (known) and the room ID's domain. As Synapse: a join through named
+// servers that all refuse fails, it does not fall over to a server the
+// client did not name (Complement's TestRestrictedRoomsRemoteJoinFailOver:
+// a resident that cannot authorise a restricted join must fail it).
+func (j *Joiner) joinCandidates(ctx context.Context, user id.UserID, roomID id.RoomID, servers, known []string) []string {
+	given := j.inviterFirst(ctx, user, roomID, servers)
+	if len(servers) > 0 {
+		return j.Candidates("", given) // "": no room ID domain
+	}
+	return j.Candidates(roomID, append(given, known...))
+}
+
 func cutServer(roomID string) (string, string, bool) {
 	for i := 0; i < len(roomID); i++ {
 		if roomID[i] == ':' {
@@ -119,7 +140,7 @@ func (j *Joiner) Join(ctx context.Context, user id.UserID, roomID id.RoomID, ser
 	if err != nil {
 		return err
 	}
-	candidates := j.Candidates(roomID, append(j.inviterFirst(ctx, user, roomID, servers), known...))
+	candidates := j.joinCandidates(ctx, user, roomID, servers, known)
 	if len(candidates) == 0 {
 		return roomserver.NotFound("No known servers for this room")
 	}

@@ -234,7 +234,7 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 		"ban":            MustJSON(50),
 		"kick":           MustJSON(50),
 		"redact":         MustJSON(50),
-		"invite":         MustJSON(0),
+		"invite":         MustJSON(50), // public_chat; the private presets lower it (below)
 		"events": MustJSON(map[string]int{
 			"m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
 			"m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": tombstoneLevel,
@@ -242,7 +242,10 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 		}),
 		"notifications": MustJSON(map[string]int{"room": 50}),
 	}
-	if preset == "public_chat" {
+	if preset == "private_chat" || preset == "trusted_private_chat" {
+		// As Synapse: members of a private room may invite, of a public one
+		// only moderators (Complement's TestFederationRoomsInvite and
+		// TestRestrictedRoomsRemoteJoinLocalUser rely on both).
 		pl["invite"] = MustJSON(0)
 	}
 	for k, v := range req.PowerLevelContentOverride {

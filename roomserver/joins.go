@@ -66,6 +66,9 @@ func (s *Server) MakeJoin(ctx context.Context, roomID id.RoomID, user id.UserID)
 			for _, m := range joined {
 				userRooms[m.RoomID] = true
 			}
+			if err := s.dropStaleAllowRooms(ctx, rs, userRooms); err != nil {
+				return nil, err
+			}
 			via, err := s.authoriseRestrictedJoin(rs, userRooms)
 			if err != nil {
 				return nil, s.restrictedRefusal(ctx, rs, err)

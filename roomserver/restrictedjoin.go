@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/tidwall/gjson"
+	"maunium.net/go/mautrix/id"
 )
 
 // maxAllowRooms bounds the allow-list rooms one refusal looks up.
@@ -51,4 +52,52 @@ func (s *Server) restrictedRefusal(ctx context.Context, rs *roomState, refusal e
 		}
 	}
 	return NewError(ErrUnableToAuthoriseJoin, "This server is in none of the rooms this room is restricted to")
+}
+
+// dropStaleAllowRooms removes from userRooms (the rooms a remote user is
+// joined to, as this server knows) the allow-list rooms this server is no
+// longer in: our copy of such a room stopped following it when our last
+// member left, so the user's membership there is unknown, not known
+// (Synapse checks the same; Complement's TestRestrictedRoomsRemoteJoinFailOver:
+// a resident that left the allowed room must answer
+// M_UNABLE_TO_AUTHORISE_JOIN so the joining server tries another).
+func (s *Server) dropStaleAllowRooms(ctx context.Context, rs *roomState, userRooms map[string]bool) error {
+	jr := rs.get("m.room.join_rules", "")
+	if jr == nil {
+		return nil
+	}
+	for i, a := range gjson.GetBytes(jr.PDU.Content, "allow").Array() {
+		if i == maxAllowRooms {
+			break
+		}
+		room := a.Get("room_id").Str
+		if !userRooms[room] {
+			continue
+		}
+		servers, err := s.db.JoinedServers(ctx, room)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(servers, s.serverName) {
+			delete(userRooms, room)
+		}
+	}
+	return nil
+}
+
+// ResidentServers are the other servers joined to roomID (room_servers,
+// ours left out, at most maxRejoinServers): those that may authorise a
+// restricted join no local member can.
+func (s *Server) ResidentServers(ctx context.Context, roomID id.RoomID) ([]string, error) {
+	joined, err := s.db.JoinedServers(ctx, string(roomID))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, srv := range joined {
+		if srv != s.serverName && len(out) < maxRejoinServers {
+			out = append(out, srv)
+		}
+	}
+	return out, nil
 }

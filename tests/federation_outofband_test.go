@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tidwall/gjson"
+	"go.mau.fi/util/jsontime"
 	"maunium.net/go/mautrix"
 	mfed "maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/federation/pdu"
@@ -599,3 +600,110 @@ func TestFederationOutOfBandAccept(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestFederationOutOfBandRescind: a resident server's moderator rescinds
+// (kicks) alice's invite to a room a.test is not in: the leave arrives by
+// PUT /send (the room is unknown here) and is recorded out of band, so her
+// /sync moves the room from invite to leave; a repeat is accepted again. Any
+// other PDU of the unknown room stays "room not found" and stores nothing: a
+// leave of a user with no invite, a message, a leave whose sender is of
+// another server than the origin, and one whose content hash is wrong (the
+// last two rejected as naming alice).
+func TestFederationOutOfBandRescind(t *testing.T) {
+	for _, backend := range testserver.Backends {
+		t.Run(backend, func(t *testing.T) { testOutOfBandRescind(t, backend) })
+	}
+}
+
+func testOutOfBandRescind(t *testing.T, backend string) {
+	{
+		n := newFedNet(t, "a.test", "remote.test")
+		a := n.start(t, backend, "a.test")
+		f := newFakeRemote(t, n, a, "remote.test")
+		ctx := ctxT(t)
+		alice, carol := a.Register(t, "alice"), a.Register(t, "carol")
+		bob := id.UserID("@bob:remote.test")
+		room := id.RoomID("!rescind:remote.test")
+		ev, inviteID := f.invitePDU(t, "10", room, bob, alice.UserID, nil)
+		if _, err := f.sendInviteV2(ctx, "a.test", room, inviteID, map[string]any{"room_version": "10", "event": ev,
+			"invite_room_state": strippedOf(bob, "10", "R")}); err != nil {
+			t.Fatalf("invite: %v", err)
+		}
+		since := oobSync(t, alice, "").Get("next_batch").Str
+		member := func(target id.UserID, content string, edit func(*pdu.PDU)) (json.RawMessage, id.EventID) {
+			return f.invitePDU(t, "10", room, bob, target, func(p *pdu.PDU) {
+				p.Content = json.RawMessage(content)
+				p.PrevEvents, p.AuthEvents = []id.EventID{inviteID}, []id.EventID{inviteID}
+				p.Depth = 8
+				if edit != nil {
+					edit(p)
+				}
+			})
+		}
+		txn := 0
+		send := func(pdus ...json.RawMessage) map[id.EventID]string {
+			t.Helper()
+			txn++
+			resp, err := f.client.SendTransaction(ctx, &mfed.ReqSendTransaction{Destination: "a.test", TxnID: fmt.Sprint("t", txn),
+				Origin: "remote.test", OriginServerTS: jsontime.UM(time.Now()), PDUs: pdus})
+			if err != nil {
+				t.Fatalf("transaction: %v", err)
+			}
+			out := map[id.EventID]string{}
+			for evID, r := range resp.PDUs {
+				out[evID] = r.Error
+			}
+			return out
+		}
+		before := eventsOfRoom(t, a, room)
+
+		noInvite, noInviteID := member(carol.UserID, `{"membership":"leave"}`, nil)
+		msg, msgID := f.invitePDU(t, "10", room, bob, alice.UserID, func(p *pdu.PDU) {
+			p.Type, p.StateKey, p.Content = "m.room.message", nil, json.RawMessage(`{"body":"hi"}`)
+		})
+		alien, alienID := member(alice.UserID, `{"membership":"leave"}`, func(p *pdu.PDU) { p.Sender = "@eve:other.test" })
+		badHash, badHashID := member(alice.UserID, `{"membership":"leave","reason":"x"}`, nil)
+		badHash = json.RawMessage(strings.Replace(string(badHash), `"reason":"x"`, `"reason":"y"`, 1))
+		res := send(noInvite, msg, alien, badHash)
+		if res[noInviteID] != "room not found" || res[msgID] != "room not found" {
+			t.Errorf("PDUs for no invite: %v", res)
+		}
+		if !strings.Contains(res[alienID], "origin") {
+			t.Errorf("leave by another server's user: %q", res[alienID])
+		}
+		for evID, r := range res {
+			if evID != noInviteID && evID != msgID && evID != alienID && r == "" {
+				t.Errorf("the leave with a wrong hash was accepted (%s)", evID)
+			}
+		}
+		_ = badHashID // its ID as sent differs: the hash covers the changed content
+		if got := eventsOfRoom(t, a, room); got != before {
+			t.Fatalf("refused PDUs stored: %d events, want %d", got, before)
+		}
+		if s := oobSync(t, alice, since); s.Get(syncRoomPath("leave", room)).Exists() {
+			t.Fatalf("a refused leave retired the invite: %s", s.Get("rooms").Raw)
+		}
+
+		leave, leaveID := member(alice.UserID, `{"membership":"leave","reason":"rescinded"}`, nil)
+		if res := send(leave); res[leaveID] != "" {
+			t.Fatalf("rescinding leave: %v", res)
+		}
+		s := oobSync(t, alice, since)
+		left := s.Get(syncRoomPath("leave", room))
+		if !left.Exists() || s.Get(syncRoomPath("invite", room)).Exists() {
+			t.Fatalf("sync after the rescind: %s", s.Get("rooms").Raw)
+		}
+		if !strings.Contains(left.Raw, string(leaveID)) {
+			t.Errorf("the leave is not in the left room: %s", left.Raw)
+		}
+		if res := send(leave); res[leaveID] != "" {
+			t.Fatalf("repeated leave: %v", res)
+		}
+		if s := oobSync(t, alice, ""); s.Get(syncRoomPath("invite", room)).Exists() {
+			t.Errorf("initial sync still shows the invite: %s", s.Get("rooms").Raw)
+		}
+		if _, err := a.DB.GetRoom(ctx, string(room)); err == nil {
+			t.Errorf("the room became known")
+		}
+	}
+}

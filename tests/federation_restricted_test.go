@@ -23,7 +23,8 @@ import (
 // room a.test is not in is M_UNABLE_TO_AUTHORISE_JOIN. Nothing is left on
 // b.test by a refused join. make_join as a remote server sees it: 403
 // M_FORBIDDEN, 400 M_UNABLE_TO_AUTHORISE_JOIN, and 400 M_UNABLE_TO_GRANT_JOIN
-// when no member of a.test may invite.
+// when no member of a.test may invite; a room restricted to a room a.test
+// has left is M_UNABLE_TO_AUTHORISE_JOIN (its copy is stale).
 func TestFederationRestrictedJoin(t *testing.T) {
 	for _, backend := range testserver.Backends {
 		t.Run(backend, func(t *testing.T) {
@@ -105,6 +106,15 @@ func TestFederationRestrictedJoin(t *testing.T) {
 			noGrant := restricted("10", space, map[string]any{"power_level_content_override": map[string]any{
 				"invite": 60, "events": map[string]any{}, "users": map[string]any{string(alice.UserID): 50}}})
 			assertMatrixErr(t, makeJoin(noGrant, "@eve:remote.test"), 400, "M_UNABLE_TO_GRANT_JOIN")
+			// An allowed room a.test has left: its copy says eve is joined,
+			// but it stopped following the room, so it cannot tell.
+			left := create(map[string]any{"preset": "public_chat"})
+			remote.join(t, a, left, "eve")
+			restrictedToLeft := restricted("10", left)
+			if _, err := alice.LeaveRoom(ctx, left); err != nil {
+				t.Fatal(err)
+			}
+			assertMatrixErr(t, makeJoin(restrictedToLeft, "@eve:remote.test"), 400, "M_UNABLE_TO_AUTHORISE_JOIN")
 		})
 	}
 }
@@ -119,4 +129,57 @@ func currentMember(t *testing.T, srv *testserver.Server, room id.RoomID, user id
 	}
 	t.Fatalf("%s has no member event of %s in %s", srv.Config.ServerName, user, room)
 	return nil
+}
+
+// TestFederationRestrictedJoinThroughResident: b.test is in a.test's room R,
+// restricted to the space S, but no member of b.test may invite (carol, at
+// level 0). dave of b.test, in S, joins R: b.test cannot authorise it
+// locally, so it joins through a.test (make_join/send_join though it has the
+// room), which names alice in join_authorised_via_users_server and co-signs;
+// both servers then have dave joined. erin, in no allowed room, is refused.
+func TestFederationRestrictedJoinThroughResident(t *testing.T) {
+	for _, backend := range testserver.Backends {
+		t.Run(backend, func(t *testing.T) {
+			n := newFedNet(t, "a.test", "b.test")
+			a := n.start(t, backend, "a.test")
+			b := n.start(t, backend, "b.test")
+			ctx := ctxT(t)
+			alice := a.Register(t, "alice")
+			carol, dave, erin := b.Register(t, "carol"), b.Register(t, "dave"), b.Register(t, "erin")
+			create := func(body map[string]any) id.RoomID {
+				t.Helper()
+				r := clientCall(t, alice, "POST", "/_matrix/client/v3/createRoom", body)
+				if r.Status != 200 {
+					t.Fatalf("createRoom: %d %s", r.Status, r.Raw)
+				}
+				return id.RoomID(r.Body["room_id"].(string))
+			}
+			space := create(map[string]any{"preset": "public_chat"})
+			room := create(map[string]any{"preset": "public_chat", "room_version": "10", "initial_state": []any{map[string]any{
+				"type": "m.room.join_rules", "state_key": "", "content": map[string]any{"join_rule": "restricted",
+					"allow": []any{map[string]any{"type": "m.room_membership", "room_id": space, "via": []string{"a.test"}}}}}}})
+			if _, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: carol.UserID}); err != nil {
+				t.Fatalf("inviting carol: %v", err)
+			}
+			if _, err := carol.JoinRoom(ctx, string(room), &mautrix.ReqJoinRoom{Via: []string{"a.test"}}); err != nil {
+				t.Fatalf("carol joins: %v", err)
+			}
+			if _, err := dave.JoinRoom(ctx, string(space), &mautrix.ReqJoinRoom{Via: []string{"a.test"}}); err != nil {
+				t.Fatalf("dave joins the space: %v", err)
+			}
+			_, err := erin.JoinRoom(ctx, string(room), nil)
+			wantErr(t, err, http.StatusForbidden, "M_FORBIDDEN")
+			if _, err := dave.JoinRoom(ctx, string(room), nil); err != nil {
+				t.Fatalf("dave joins the restricted room: %v", err)
+			}
+			for _, srv := range []*testserver.Server{a, b} {
+				ev := currentMember(t, srv, room, dave.UserID)
+				if gjson.GetBytes(ev, "content.membership").Str != "join" ||
+					gjson.GetBytes(ev, "content.join_authorised_via_users_server").Str != string(alice.UserID) ||
+					!gjson.GetBytes(ev, "signatures.a\\.test").Exists() {
+					t.Fatalf("%s's copy of dave's join: %s", srv.Config.ServerName, ev)
+				}
+			}
+		})
+	}
 }

@@ -348,3 +348,83 @@ func TestSyncTimelineLimitedAlwaysSent(t *testing.T) {
 		}
 	})
 }
+
+// TestSyncFullStateHasEndState: an initial sync whose timeline, filtered and
+// limited, ends before later events still gives the state the room ends
+// with: a state event shown in the timeline that a filtered event follows is
+// in the state too, and so is a state event the filter hides (Synapse's union
+// of the state at both ends of the timeline; Complement's
+// TestSyncOmitsStateChangeOnFilteredEvents, where the name event came from a
+// fork of the DAG).
+func TestSyncFullStateHasEndState(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
+		ctx := context.Background()
+		alice := srv.Register(t, "alice")
+		room := must(alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})).RoomID
+		oldName := must(alice.SendStateEvent(ctx, room, event.StateRoomName, "", map[string]any{"name": "S1"})).EventID
+		sendText(t, alice, room, "between")
+		name := must(alice.SendStateEvent(ctx, room, event.StateRoomName, "", map[string]any{"name": "S2"})).EventID
+		hidden := must(alice.SendStateEvent(ctx, room, event.NewEventType("please_filter_me"), "", map[string]any{"k": "v"})).EventID
+		must(alice.SendMessageEvent(ctx, room, event.NewEventType("please_filter_me"), map[string]any{"body": "E5"}))
+
+		resp := must(rawSync(t, alice, map[string]string{"timeout": "0",
+			"filter": `{"room":{"timeline":{"not_types":["please_filter_me"],"limit":1}}}`}))
+		joined := rawRoom(resp, "join", room)
+		if tl := rawEvents(joined, "timeline"); len(tl) != 1 || tl[0].(map[string]any)["event_id"] != string(name) {
+			t.Fatalf("timeline: %v, want the name event alone", joined["timeline"])
+		}
+		inState := map[string]int{}
+		for i, e := range rawEvents(joined, "state") {
+			inState[e.(map[string]any)["event_id"].(string)] = i + 1
+		}
+		// Both ends' events of the name slot, the older first (as Synapse;
+		// Complement's TestKnocking reads the first match).
+		if inState[string(oldName)] == 0 || inState[string(oldName)] > inState[string(name)] {
+			t.Errorf("the name at the timeline's start %s missing or after the end's: %v", oldName, joined["state"])
+		}
+		// A complete timeline carries its state changes alone: the later of
+		// two topics is not repeated in the state (Complement's TestKnocking).
+		small := must(alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})).RoomID
+		must(alice.SendStateEvent(ctx, small, event.StateTopic, "", map[string]any{"topic": "T1"}))
+		t2 := must(alice.SendStateEvent(ctx, small, event.StateTopic, "", map[string]any{"topic": "T2"})).EventID
+		full := rawRoom(must(rawSync(t, alice, map[string]string{"timeout": "0", "filter": `{"room":{"timeline":{"limit":50}}}`})), "join", small)
+		for _, e := range rawEvents(full, "state") {
+			if e.(map[string]any)["event_id"] == string(t2) {
+				t.Errorf("a complete timeline's state change repeated in the state: %v", full["state"])
+			}
+		}
+		if inState[string(name)] == 0 || inState[string(hidden)] == 0 {
+			t.Errorf("state lacks the name event %v or the filtered state event %v: %v", inState[string(name)], inState[string(hidden)], joined["state"])
+		}
+	})
+}
+
+// TestSyncInitialShowsBansAndKicks: without include_leave an initial sync
+// still lists a room the user was banned or kicked from under leave (as
+// Synapse; Complement's TestUnbanViaInvite), never one they left themselves.
+func TestSyncInitialShowsBansAndKicks(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
+		ctx := context.Background()
+		alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+		banned, kicked, left := shareRoom(t, alice, bob), shareRoom(t, alice, bob), shareRoom(t, alice, bob)
+		must(alice.BanUser(ctx, banned, &mautrix.ReqBanUser{UserID: bob.UserID}))
+		must(alice.KickUser(ctx, kicked, &mautrix.ReqKickUser{UserID: bob.UserID}))
+		must(bob.LeaveRoom(ctx, left))
+		resp := must(rawSync(t, bob, map[string]string{"timeout": "0"}))
+		for room, want := range map[id.RoomID]string{banned: "ban", kicked: "leave"} {
+			r := rawRoom(resp, "leave", room)
+			found := false
+			for _, e := range rawEvents(r, "timeline") {
+				ev := e.(map[string]any)
+				content, _ := ev["content"].(map[string]any)
+				found = found || (ev["type"] == "m.room.member" && ev["state_key"] == string(bob.UserID) && content["membership"] == want)
+			}
+			if !found {
+				t.Errorf("room %s (%s) in the initial sync: %v", room, want, r)
+			}
+		}
+		if rawRoom(resp, "leave", left) != nil {
+			t.Errorf("a room bob left himself is in the initial sync without include_leave")
+		}
+	})
+}

@@ -137,6 +137,19 @@ func (s *Syncer) state(ctx context.Context, req *Request, v *roomViewer, evs []*
 	for _, e := range evs {
 		inTimeline[e.EventID] = true
 	}
+	var endIDs []string
+	if full && len(evs) > 0 && !req.UseStateAfter {
+		// Only when the filter hid events after the timeline's last one.
+		_, tail, err := s.store.RoomEventsRange(ctx, roomID, evs[len(evs)-1].StreamPos, end, 0)
+		if err != nil {
+			return nil, err
+		}
+		if tail {
+			if endIDs, err = s.endState(ctx, roomID, end, start, lazy, senders); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if lazy {
 		lazyWant := storage.StateMap{}
 		for k, ev := range want {
@@ -156,12 +169,13 @@ func (s *Syncer) state(ctx context.Context, req *Request, v *roomViewer, evs []*
 			s.lazy.remember(req.DeviceKey(), roomID, senders)
 		}
 	}
-	ids := make([]string, 0, len(want))
+	ids := make([]string, 0, len(want)+len(endIDs))
 	for _, ev := range want {
 		if !inTimeline[ev] || req.UseStateAfter {
 			ids = append(ids, ev)
 		}
 	}
+	ids = append(ids, endIDs...)
 	if len(ids) == 0 {
 		return nil, nil
 	}
@@ -409,4 +423,32 @@ func recentOrNil(evs []*storage.Event, complete bool) []*storage.Event {
 		return []*storage.Event{}
 	}
 	return evs
+}
+
+// endState is what a full state section adds to the state at the start of
+// the timeline when the filter hid events after its last one: the state at
+// the end of the sync (end) where it differs,
+// even events the timeline holds, as Synapse's initial sync does (the union
+// of the state at both ends, both events of a slot kept, in stream order):
+// when the timeline is limited or filtered and a state event from a fork of
+// the DAG came after its last shown event, the current state is what the
+// client must end with (Complement's TestSyncOmitsStateChangeOnFilteredEvents).
+// With lazy loading, members only of the timeline's senders. A timeline that
+// reaches the end carries every change itself (the client applies it to
+// the start's state); Complement's TestKnocking, whose timeline is limited
+// but reaches the end, reads the first knock of two, so the end's is not
+// added there.
+func (s *Syncer) endState(ctx context.Context, roomID string, end int64, start storage.StateMap, lazy bool, senders map[string]bool) ([]string, error) {
+	endState, err := s.store.StateAtPosition(ctx, roomID, end)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for k, ev := range endState {
+		if start[k] == ev || (lazy && k.Type == "m.room.member" && !senders[k.StateKey]) {
+			continue
+		}
+		out = append(out, ev)
+	}
+	return out, nil
 }

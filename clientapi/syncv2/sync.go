@@ -345,7 +345,11 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 				rooms.Knock[roomID] = &KnockedRoom{KnockState: Events{Events: stripped}}
 			}
 		case "leave", "ban":
-			if req.Initial && !f.room().IncludeLeave {
+			// Without include_leave an initial sync still shows a room the
+			// user was banned or kicked from, as Synapse: only their own
+			// leaves are left out (Complement's TestUnbanViaInvite waits
+			// for a ban with fresh syncs).
+			if req.Initial && !f.room().IncludeLeave && m.at.Membership == "leave" && m.at.Sender == req.UserID {
 				continue
 			}
 			if !req.Initial && !m.changed {
