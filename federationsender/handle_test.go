@@ -170,3 +170,37 @@ func TestHandleJoinThroughResidentAndTargets(t *testing.T) {
 		t.Fatalf("queued %v, want %v", got, want)
 	}
 }
+
+// TestHandleRelay: a remote user's join taken through send_join (Relay) goes
+// to the room's other servers, never back to its own nor to ours; a remote
+// event without the flag goes nowhere (its origin sends it).
+func TestHandleRelay(t *testing.T) {
+	const room = "!r:hs.test"
+	mk := func(pos int64, sender, membership string, relay bool) *storage.Event {
+		sk := sender
+		return &storage.Event{EventID: fmt.Sprintf("$%d", pos), StreamPos: pos, RoomID: room, Type: "m.room.member",
+			Sender: sender, StateKey: &sk, Membership: membership, Relay: relay}
+	}
+	evs := []*storage.Event{
+		mk(1, "@a:hs.test", "join", false),
+		mk(2, "@b:remote.test", "join", true),  // through our send_join: remote.test is the only other
+		mk(3, "@c:third.test", "join", true),   // goes to remote.test
+		mk(4, "@c:third.test", "leave", false), // over /send from third.test: its to send
+	}
+	store := &timelineStore{events: evs}
+	s, err := New(context.Background(), Options{ServerName: "hs.test", Store: store, Policy: federation.AllowAll{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Handle(context.Background(), evs); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, it := range store.queued {
+		got = append(got, fmt.Sprintf("%d>%s", it.StreamPos, it.Destination))
+	}
+	if want := []string{"3>remote.test"}; !slices.Equal(got, want) {
+		t.Fatalf("queued %v, want %v", got, want)
+	}
+}

@@ -203,11 +203,22 @@ func (s *Sender) Handle(ctx context.Context, events []*storage.Event) error {
 	servers := map[string][]string{}
 	for _, ev := range events {
 		isMember := ev.Type == "m.room.member"
-		if storage.ServerOfUser(ev.Sender) != s.opts.ServerName {
+		origin := storage.ServerOfUser(ev.Sender)
+		if origin != s.opts.ServerName {
 			if isMember {
 				delete(servers, ev.RoomID)
 			}
-			continue // received over federation: its origin sends it
+			if !ev.Relay {
+				continue // received over federation: its origin sends it
+			}
+			// Taken through send_join/leave/knock: only we have it; the
+			// room's other servers get it from us, its origin excepted.
+			dests, err := s.opts.Store.JoinedServersAt(ctx, ev.RoomID, ev.StreamPos)
+			if err != nil {
+				return err
+			}
+			items = s.queue(ctx, items, dests, ev, now, origin)
+			continue
 		}
 		// A join of one of our users adds only our server, to which nothing
 		// is sent: the servers before it still stand, after it too. (Asking
@@ -234,13 +245,7 @@ func (s *Sender) Handle(ctx context.Context, events []*storage.Event) error {
 				continue
 			}
 		}
-		for _, d := range withTarget(dests, ev, s.opts.ServerName) {
-			if d == s.opts.ServerName || !s.opts.Policy.AllowServer(ctx, d, federation.PurposeSend) {
-				continue
-			}
-			items = append(items, storage.FederationQueueItem{Destination: d, StreamPos: ev.StreamPos, RoomID: ev.RoomID,
-				EventID: ev.EventID, QueuedTS: now})
-		}
+		items = s.queue(ctx, items, withTarget(dests, ev, s.opts.ServerName), ev, now, "")
 	}
 	if len(items) == 0 {
 		return nil
@@ -273,6 +278,19 @@ func withTarget(dests []string, ev *storage.Event, ours string) []string {
 		return dests
 	}
 	return append(slices.Clone(dests), target)
+}
+
+// queue adds ev for each destination but ours, except and those the policy
+// refuses.
+func (s *Sender) queue(ctx context.Context, items []storage.FederationQueueItem, dests []string, ev *storage.Event, now int64, except string) []storage.FederationQueueItem {
+	for _, d := range dests {
+		if d == s.opts.ServerName || d == except || !s.opts.Policy.AllowServer(ctx, d, federation.PurposeSend) {
+			continue
+		}
+		items = append(items, storage.FederationQueueItem{Destination: d, StreamPos: ev.StreamPos, RoomID: ev.RoomID,
+			EventID: ev.EventID, QueuedTS: now})
+	}
+	return items
 }
 
 // joinedThroughResident reports whether our user's join came through

@@ -46,6 +46,9 @@ type Event struct {
 	Outlier bool
 	// AfterGap: history before it may be missing here (storage.Event.AfterGap).
 	AfterGap   bool
+	// Relay: taken through send_join/leave/knock, for the sender to pass on
+	// (storage.Event.Relay).
+	Relay bool
 	RedactedBy string
 	// ReplacesState is the state event this state event replaced in the state
 	// before it ("" for the first of its key).
@@ -120,7 +123,7 @@ func eventFromStored(version id.RoomVersion, se *storage.Event) (*Event, error) 
 	}
 	e.RoomID = id.RoomID(se.RoomID)
 	e.StreamPos, e.StateBefore, e.StateAfter, e.SoftFailed, e.RedactedBy = se.StreamPos, se.StateBefore, se.StateAfter, se.SoftFailed, se.RedactedBy
-	e.Outlier, e.AfterGap = se.Outlier, se.AfterGap
+	e.Outlier, e.AfterGap, e.Relay = se.Outlier, se.AfterGap, se.Relay
 	return e, nil
 }
 

@@ -25,6 +25,7 @@ type remoteInput struct {
 	gap    *gapState    // InputWithState: the state of prev events the store does not know
 	group  *remoteGroup // InputGroup: submitted with others, in order
 	parsed *Event       // a group member parsed ahead of its turn (remoteGroup.stored)
+	relay  bool         // taken through send_join/leave/knock: the sender passes it on
 }
 
 // remoteGroup is the events of one InputGroup call. Once one of them finds
@@ -92,10 +93,14 @@ var ErrRejected = errors.New("event rejected")
 // Prev and auth events must already be known (the federation module fetches
 // missing ones first). It returns the stored event.
 func (s *Server) Input(ctx context.Context, roomID id.RoomID, raw []byte, origin string) (*Event, error) {
-	if len(raw) > MaxPDUBytes {
+	return s.input(ctx, roomID, &remoteInput{raw: raw, origin: origin})
+}
+
+func (s *Server) input(ctx context.Context, roomID id.RoomID, in *remoteInput) (*Event, error) {
+	if len(in.raw) > MaxPDUBytes {
 		return nil, fmt.Errorf("%w: PDU exceeds %d bytes", ErrRejected, MaxPDUBytes)
 	}
-	evs, err := s.submit(ctx, roomID, &request{remote: &remoteInput{raw: raw, origin: origin}})
+	evs, err := s.submit(ctx, roomID, &request{remote: in})
 	if err != nil {
 		return nil, err
 	}
@@ -493,6 +498,7 @@ func (s *Server) applyRemote(ctx context.Context, w *worker, b *batchWrite, in *
 	if b.notify == nil {
 		b.notify = map[string]bool{}
 	}
+	ev.Relay = in.relay
 	if in.gap != nil {
 		ev.AfterGap = true // its prevs are outliers: history before it is missing
 		if err := s.stageOutliers(ctx, b, in.gap, ev.ID); err != nil {

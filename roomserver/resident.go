@@ -178,7 +178,8 @@ func (s *Server) inputSentMember(ctx context.Context, roomID id.RoomID, ev *Even
 	} else if err != nil {
 		return nil, err
 	}
-	stored, err := s.Input(ctx, roomID, raw, origin)
+	// Only this server received it: the federation sender passes it on.
+	stored, err := s.input(ctx, roomID, &remoteInput{raw: raw, origin: origin, relay: true})
 	if errors.Is(err, ErrRejected) {
 		return nil, Forbidden("%v", err)
 	}

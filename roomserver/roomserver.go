@@ -627,7 +627,7 @@ func (b *batchWrite) commit(ctx context.Context, w *worker) error {
 			EventID: string(e.ID), RoomID: string(rs.id), StreamPos: e.StreamPos, Depth: e.PDU.Depth, Type: e.PDU.Type,
 			StateKey: e.PDU.StateKey, Sender: string(e.PDU.Sender), OriginServerTS: e.PDU.OriginServerTS, JSON: e.JSON,
 			StateBefore: e.StateBefore, StateAfter: e.StateAfter, SoftFailed: e.SoftFailed, RelatesTo: relatesTo, RelType: relType,
-			ReplacesState: string(e.ReplacesState), Outlier: e.Outlier, AfterGap: e.AfterGap,
+			ReplacesState: string(e.ReplacesState), Outlier: e.Outlier, AfterGap: e.AfterGap, Relay: e.Relay,
 		}
 		if e.PDU.Type == "m.room.member" && e.PDU.StateKey != nil {
 			se.Membership = e.Membership()

@@ -63,6 +63,10 @@ type Event struct {
 	// accepted with fetched state, or is a join over federation): history
 	// before it may be missing (/sync starts a limited timeline at it).
 	AfterGap      bool
+	// Relay: a remote user's membership event taken through send_join,
+	// send_leave or send_knock, which the federation sender passes on to
+	// the room's other servers (only this server received it).
+	Relay bool
 	RedactedBy    string
 	RelatesTo     string
 	RelType       string
@@ -169,11 +173,11 @@ func (db *DB) WriteRoomEvents(ctx context.Context, w *RoomWrite) error {
 		for _, e := range w.Events {
 			if n, err := tx.Exec(ctx, `INSERT INTO events (event_id, room_id, stream_pos, depth, type, state_key, sender,
 				origin_server_ts, json, state_before, state_after, soft_failed, relates_to, rel_type, membership,
-				replaces_state, txn_device, txn_id, outlier, after_gap)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)`+deoutlier,
+				replaces_state, txn_device, txn_id, outlier, after_gap, relay)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)`+deoutlier,
 				e.EventID, e.RoomID, e.StreamPos, e.Depth, e.Type, e.StateKey, e.Sender, e.OriginServerTS, string(e.JSON),
 				e.StateBefore, e.StateAfter, e.SoftFailed, nullString(e.RelatesTo), nullString(e.RelType), nullString(e.Membership),
-				nullString(e.ReplacesState), nullString(e.TxnDevice), nullString(e.TxnID), e.Outlier, e.AfterGap); err != nil {
+				nullString(e.ReplacesState), nullString(e.TxnDevice), nullString(e.TxnID), e.Outlier, e.AfterGap, e.Relay); err != nil {
 				return fmt.Errorf("inserting event %s: %w", e.EventID, err)
 			} else if n != 1 && !e.Outlier {
 				return fmt.Errorf("inserting event %s: %w", e.EventID, ErrEventExists)
@@ -325,14 +329,14 @@ func (db *DB) SnapshotState(ctx context.Context, snapshot int64) (StateMap, erro
 }
 
 const eventColumns = `event_id, room_id, stream_pos, depth, type, state_key, sender, origin_server_ts, json,
-	state_before, state_after, soft_failed, redacted_by, relates_to, rel_type, membership, replaces_state, txn_device, txn_id, outlier, after_gap`
+	state_before, state_after, soft_failed, redacted_by, relates_to, rel_type, membership, replaces_state, txn_device, txn_id, outlier, after_gap, relay`
 
 func scanEvent(r interface{ Scan(...any) error }) (*Event, error) {
 	var e Event
 	var js string
 	var stateKey, redactedBy, relatesTo, relType, membership, replaces, txnDevice, txnID *string
 	if err := r.Scan(&e.EventID, &e.RoomID, &e.StreamPos, &e.Depth, &e.Type, &stateKey, &e.Sender, &e.OriginServerTS, &js,
-		&e.StateBefore, &e.StateAfter, &e.SoftFailed, &redactedBy, &relatesTo, &relType, &membership, &replaces, &txnDevice, &txnID, &e.Outlier, &e.AfterGap); err != nil {
+		&e.StateBefore, &e.StateAfter, &e.SoftFailed, &redactedBy, &relatesTo, &relType, &membership, &replaces, &txnDevice, &txnID, &e.Outlier, &e.AfterGap, &e.Relay); err != nil {
 		return nil, err
 	}
 	e.JSON = []byte(js)
