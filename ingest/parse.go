@@ -206,7 +206,6 @@ func parsePDU(raw []byte, versionOf func(id.RoomID) (id.RoomVersion, error)) (*P
 // what servers send at 20).
 const maxPrevEvents = 20
 
-
 // guessID names a PDU of a room whose version is unknown, to report its
 // error under: its event_id field, or its ID as in current room versions.
 func guessID(raw []byte, roomID id.RoomID) *PDU {

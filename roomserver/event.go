@@ -45,10 +45,10 @@ type Event struct {
 	// every timeline (storage.Event.Outlier).
 	Outlier bool
 	// AfterGap: history before it may be missing here (storage.Event.AfterGap).
-	AfterGap   bool
+	AfterGap bool
 	// Relay: taken through send_join/leave/knock, for the sender to pass on
 	// (storage.Event.Relay).
-	Relay bool
+	Relay      bool
 	RedactedBy string
 	// ReplacesState is the state event this state event replaced in the state
 	// before it ("" for the first of its key).

@@ -62,11 +62,11 @@ type Event struct {
 	// AfterGap: some of its prev events are not timeline events here (it was
 	// accepted with fetched state, or is a join over federation): history
 	// before it may be missing (/sync starts a limited timeline at it).
-	AfterGap      bool
+	AfterGap bool
 	// Relay: a remote user's membership event taken through send_join,
 	// send_leave or send_knock, which the federation sender passes on to
 	// the room's other servers (only this server received it).
-	Relay bool
+	Relay         bool
 	RedactedBy    string
 	RelatesTo     string
 	RelType       string
