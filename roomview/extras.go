@@ -219,6 +219,7 @@ func (s *Service) TimestampToEvent(ctx context.Context, user id.UserID, roomID i
 	}
 	return id.EventID(se.EventID), se.OriginServerTS, nil
 }
+
 // ---- room summary and hierarchy ----
 
 // RoomSummary is GET /v1/room_summary/{roomIdOrAlias}.
