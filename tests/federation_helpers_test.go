@@ -17,6 +17,7 @@ import (
 
 	"maunium.net/go/mautrix"
 	mfed "maunium.net/go/mautrix/federation"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/homeserver/testserver"
@@ -189,6 +190,47 @@ func (n *fedNet) restartable(t *testing.T, backend, name string, configure ...fu
 			c.Database.URL = dbURL
 		})...)
 	}
+}
+
+// remoteRoom is hs.test with a public room of alice's, and remote.test served
+// by handler (a fake remote server); head gives the room's forward
+// extremities and the depth above them, to build remote.test's next event on.
+type remoteRoom struct {
+	net   *fedNet
+	srv   *testserver.Server
+	alice *mautrix.Client
+	room  id.RoomID
+}
+
+func newRemoteRoom(t *testing.T, backend string, handler http.Handler) *remoteRoom {
+	t.Helper()
+	n := newFedNet(t, "hs.test", "remote.test")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hsrv := &http.Server{Handler: handler}
+	go hsrv.Serve(ln)
+	t.Cleanup(func() { hsrv.Close() })
+	n.relays["remote.test"].point(ln.Addr().String())
+	srv := n.start(t, backend, "hs.test")
+	alice := srv.Register(t, "alice")
+	room := createRoom(t, alice, nil)
+	_ = clientCall(t, alice, "PUT", "/_matrix/client/v3/rooms/"+string(room)+"/state/m.room.join_rules/", map[string]string{"join_rule": "public"})
+	return &remoteRoom{net: n, srv: srv, alice: alice, room: room}
+}
+
+func (r *remoteRoom) head(t *testing.T) ([]id.EventID, int64) {
+	t.Helper()
+	row, err := r.srv.DB.GetRoom(context.Background(), string(r.room))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []id.EventID
+	for _, x := range row.Extremities {
+		out = append(out, id.EventID(x))
+	}
+	return out, row.MaxDepth + 1
 }
 
 // client is an outbound federation client speaking as origin with key,

@@ -6,7 +6,6 @@ import (
 	jsonv2 "encoding/json/v2"
 	"io"
 	"mime"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -95,32 +94,10 @@ func TestIngestTransaction(t *testing.T) {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()
 			ctx := ctxT(t)
-			n := newFedNet(t, "hs.test", "remote.test")
 			origin := &ingestOrigin{key: mfed.GenerateSigningKey()}
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			hsrv := &http.Server{Handler: origin}
-			go hsrv.Serve(ln)
-			t.Cleanup(func() { hsrv.Close() })
-			n.relays["remote.test"].point(ln.Addr().String())
-			srv := n.start(t, backend, "hs.test")
-			alice := srv.Register(t, "alice")
-			room := createRoom(t, alice, nil)
-			_ = clientCall(t, alice, "PUT", "/_matrix/client/v3/rooms/"+string(room)+"/state/m.room.join_rules/", map[string]string{"join_rule": "public"})
-
-			head := func() ([]id.EventID, int64) {
-				row, err := srv.DB.GetRoom(ctx, string(room))
-				if err != nil {
-					t.Fatal(err)
-				}
-				var out []id.EventID
-				for _, x := range row.Extremities {
-					out = append(out, id.EventID(x))
-				}
-				return out, row.MaxDepth + 1
-			}
+			rr := newRemoteRoom(t, backend, origin)
+			n, srv, alice, room := rr.net, rr.srv, rr.alice, rr.room
+			head := func() ([]id.EventID, int64) { return rr.head(t) }
 			// Transactions arrive as other servers send them: PUT /send,
 			// signed by remote.test (X-Matrix), through federationapi.
 			client := n.client(t, "remote.test", origin.key)

@@ -2,7 +2,6 @@ package tests
 
 import (
 	"encoding/json"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -72,31 +71,10 @@ func TestIngestStateFallback(t *testing.T) {
 	for _, backend := range testserver.Backends {
 		t.Run(backend, func(t *testing.T) {
 			ctx := ctxT(t)
-			n := newFedNet(t, "hs.test", "remote.test")
 			origin := &stateOrigin{key: mfed.GenerateSigningKey(), state: map[string][]string{}, events: map[string]json.RawMessage{}}
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			hsrv := &http.Server{Handler: origin}
-			go hsrv.Serve(ln)
-			t.Cleanup(func() { hsrv.Close() })
-			n.relays["remote.test"].point(ln.Addr().String())
-			srv := n.start(t, backend, "hs.test")
-			alice := srv.Register(t, "alice")
-			room := createRoom(t, alice, nil)
-			_ = clientCall(t, alice, "PUT", "/_matrix/client/v3/rooms/"+string(room)+"/state/m.room.join_rules/", map[string]string{"join_rule": "public"})
-			head := func() ([]id.EventID, int64) {
-				row, err := srv.DB.GetRoom(ctx, string(room))
-				if err != nil {
-					t.Fatal(err)
-				}
-				var out []id.EventID
-				for _, x := range row.Extremities {
-					out = append(out, id.EventID(x))
-				}
-				return out, row.MaxDepth + 1
-			}
+			rr := newRemoteRoom(t, backend, origin)
+			n, srv, alice, room := rr.net, rr.srv, rr.alice, rr.room
+			head := func() ([]id.EventID, int64) { return rr.head(t) }
 			client := n.client(t, "remote.test", origin.key)
 			txn := 0
 			send := func(pdu json.RawMessage, evID id.EventID) string {
