@@ -542,6 +542,13 @@ func (s *Service) Messages(ctx context.Context, user id.UserID, roomID id.RoomID
 	// what is read and dropped still (a filter's misses) is capped per
 	// request: past the cap the answer ends early, with an end token.
 	ranges := v.hv.VisibleRanges()
+	if t, err := ParseToken(req.From); err == nil && backward && !t.Topological {
+		// A stream token (a /sync prev_batch): an event that came later in
+		// the stream, though earlier in the DAG (a fork merged late), was in
+		// that /sync already. As Synapse, the page stops at the token's
+		// stream position too.
+		ranges = capRanges(ranges, t.Stream)
+	}
 	batchSize := min(max(limit*2, 50), 1000)
 	scanned := 0
 	backfills := 0
@@ -735,4 +742,19 @@ func ParseFilter(raw string) (*EventFilter, error) {
 		return nil, roomserver.BadJSON("Invalid filter: %v", err)
 	}
 	return &f, nil
+}
+
+// capRanges bounds inclusive stream ranges (nil: everything) at hi; an empty,
+// non-nil result selects nothing.
+func capRanges(ranges [][2]int64, hi int64) [][2]int64 {
+	if ranges == nil {
+		return [][2]int64{{-1 << 62, hi}}
+	}
+	out := [][2]int64{}
+	for _, r := range ranges {
+		if r[0] <= hi {
+			out = append(out, [2]int64{r[0], min(r[1], hi)})
+		}
+	}
+	return out
 }
