@@ -57,6 +57,10 @@ func (s *Server) ReceiveOutOfBandMember(ctx context.Context, origin string, raw 
 		return ev.ID, unknownRoom()
 	case ev.PDU.Sender.Homeserver() != origin || origin == s.serverName:
 		return ev.ID, rejected("sender %s is not of origin %s", ev.PDU.Sender, origin)
+	case o.Membership == "invite" && ev.PDU.Sender != o.Sender:
+		// Only the inviter rescinds an invite we hold (as Synapse): anyone
+		// else's kick of a user not in the room we cannot check here.
+		return ev.ID, rejected("only the inviter %s may rescind the invite", o.Sender)
 	}
 	if err := checkSize(ev); err != nil {
 		return ev.ID, rejected("%v", err)

@@ -664,15 +664,20 @@ func testOutOfBandRescind(t *testing.T, backend string) {
 		alien, alienID := member(alice.UserID, `{"membership":"leave"}`, func(p *pdu.PDU) { p.Sender = "@eve:other.test" })
 		badHash, badHashID := member(alice.UserID, `{"membership":"leave","reason":"x"}`, nil)
 		badHash = json.RawMessage(strings.Replace(string(badHash), `"reason":"x"`, `"reason":"y"`, 1))
-		res := send(noInvite, msg, alien, badHash)
+		// A kick by someone other than the inviter, though of the same server.
+		notInviter, notInviterID := member(alice.UserID, `{"membership":"leave"}`, func(p *pdu.PDU) { p.Sender = "@dave:remote.test" })
+		res := send(noInvite, msg, alien, badHash, notInviter)
 		if res[noInviteID] != "room not found" || res[msgID] != "room not found" {
 			t.Errorf("PDUs for no invite: %v", res)
+		}
+		if !strings.Contains(res[notInviterID], "only the inviter") {
+			t.Errorf("a kick by another user than the inviter: %q", res[notInviterID])
 		}
 		if !strings.Contains(res[alienID], "origin") {
 			t.Errorf("leave by another server's user: %q", res[alienID])
 		}
 		for evID, r := range res {
-			if evID != noInviteID && evID != msgID && evID != alienID && r == "" {
+			if evID != noInviteID && evID != msgID && evID != alienID && evID != notInviterID && r == "" {
 				t.Errorf("the leave with a wrong hash was accepted (%s)", evID)
 			}
 		}
