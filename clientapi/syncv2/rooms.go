@@ -138,8 +138,11 @@ func (s *Syncer) state(ctx context.Context, req *Request, v *roomViewer, evs []*
 		inTimeline[e.EventID] = true
 	}
 	var endIDs []string
-	if full && len(evs) > 0 && !req.UseStateAfter {
-		// Only when the filter hid events after the timeline's last one.
+	if full && len(evs) > 0 && !req.UseStateAfter && !v.left {
+		// Only when the filter hid events after the timeline's last one, and
+		// not for a left room, whose timeline ends at the leave (Complement
+		// TestArchivedRoomsHistory: a state filter's events shown in the
+		// timeline are not repeated in the state).
 		_, tail, err := s.store.RoomEventsRange(ctx, roomID, evs[len(evs)-1].StreamPos, end, 0)
 		if err != nil {
 			return nil, err
@@ -326,6 +329,7 @@ func (s *Syncer) leftRoom(ctx context.Context, req *Request, v *roomViewer, sinc
 		return nil, err
 	}
 	lr.Timeline = tl
+	v.left = true
 	if lr.State, err = s.state(ctx, req, v, evs, since.Pos, joinEnd, full, tl != nil && tl.Limited); err != nil {
 		return nil, err
 	}

@@ -18,6 +18,7 @@ type roomViewer struct {
 	roomID string
 	hv     visibility.History
 	loaded bool // hv.Visibility read
+	left   bool // a room the user left: its state ends at their leave
 }
 
 func (s *Syncer) roomViewer(roomID string, m *roomMembership) *roomViewer {
