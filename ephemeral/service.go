@@ -60,6 +60,14 @@ type ReceiptWatcher interface {
 	ReceiptMoved(userID, roomID string)
 }
 
+// EDUSender queues EDUs for other servers in the federation sender's durable
+// per-destination queue (federationsender.Queue). Our own name and servers
+// the policy refuses are skipped there; ephemeral EDUs (typing, presence) may
+// be dropped for a destination that is down, receipts never are.
+type EDUSender interface {
+	QueueEDU(ctx context.Context, destinations []string, eduType string, content json.RawMessage, ephemeral bool) error
+}
+
 // Options are what the module is built from.
 type Options struct {
 	Store    Store
@@ -72,6 +80,11 @@ type Options struct {
 	Receipts ReceiptWatcher
 	// Presence is the presence.enabled switch: off, nothing is stored or sent.
 	Presence bool
+	// ServerName is ours: whose users' typing, receipts and presence we send.
+	ServerName string
+	// EDUs sends our users' typing, receipts and presence to the other
+	// servers; nil with federation off.
+	EDUs EDUSender
 }
 
 // Service is the module.

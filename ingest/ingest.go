@@ -101,10 +101,20 @@ type Options struct {
 	// roomserver.ErrUnknownRoom for any other). nil: every such PDU is
 	// "room not found".
 	OutOfBand OutOfBand
+	// EDUs handles inbound EDUs by type (m.typing, m.receipt, m.presence,
+	// m.direct_to_device, m.device_list_update, m.signing_key_update); a type
+	// without a handler is counted and ignored. nil: every EDU is ignored.
+	EDUs map[string]EDUHandler
 	// Metrics registers the engine's metrics (nil: none).
 	Metrics Registerer
 	Logger  *slog.Logger
 }
+
+// EDUHandler takes one inbound EDU's content from origin (already
+// authenticated as the transaction's sender). It checks that origin may speak
+// for the users and rooms the content names; an error is logged and counted,
+// never fails the transaction (the spec gives EDUs no per-item answer).
+type EDUHandler func(ctx context.Context, origin string, content json.RawMessage) error
 
 // Engine processes inbound transactions.
 type Engine struct {

@@ -95,6 +95,14 @@ type Federation interface {
 	DeviceListUpdated(ctx context.Context, userID string)
 }
 
+// EDUSender queues EDUs for other servers in the federation sender's durable
+// per-destination queue (federationsender.Queue). Our own name and servers
+// the policy refuses are skipped there; ephemeral EDUs may be dropped for a
+// destination that is down, the others never are.
+type EDUSender interface {
+	QueueEDU(ctx context.Context, destinations []string, eduType string, content json.RawMessage, ephemeral bool) error
+}
+
 // Service implements the keyserver.
 type Service struct {
 	store      Store
@@ -102,6 +110,7 @@ type Service struct {
 	notifier   Notifier
 	members    RoomMembership
 	fed        Federation
+	edus       EDUSender
 	serverName string
 	now        func() time.Time
 
@@ -128,13 +137,16 @@ type Options struct {
 	Members RoomMembership
 	// Federation reaches remote users' keys and devices; nil: none.
 	Federation Federation
+	// EDUs sends to-device messages and device-list updates to other
+	// servers; nil with federation off.
+	EDUs       EDUSender
 	ServerName string
 }
 
 // New returns a keyserver.
 func New(o Options) *Service {
 	return &Service{
-		store: o.Store, stream: o.Stream, notifier: o.Notifier, members: o.Members, fed: o.Federation,
+		store: o.Store, stream: o.Stream, notifier: o.Notifier, members: o.Members, fed: o.Federation, edus: o.EDUs,
 		serverName: o.ServerName, now: time.Now, MaxPendingToDevice: DefaultMaxPendingToDevice,
 	}
 }

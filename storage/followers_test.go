@@ -66,6 +66,13 @@ func TestRoomServersBackfill(t *testing.T) {
 			if s, err := db.JoinedServers(ctx, "!a:x"); err != nil || !slices.Equal(s, []string{"x", "y.org:8448"}) {
 				t.Fatalf("JoinedServers = %v, %v", s, err)
 			}
+			// @u1:x is banned from !b: its servers are not @u1's to tell.
+			if s, err := db.ServersSharingRoomsWith(ctx, "@u1:x"); err != nil || !slices.Equal(s, []string{"x", "y.org:8448"}) {
+				t.Fatalf("ServersSharingRoomsWith = %v, %v", s, err)
+			}
+			if s, err := db.ServersSharingRoomsWith(ctx, "@w:y.org"); err != nil || len(s) != 0 {
+				t.Fatalf("ServersSharingRoomsWith(invitee) = %v, %v", s, err)
+			}
 			if s := storage.ServerOfUser("@z:z:1"); s != "z:1" {
 				t.Fatalf("ServerOfUser splits at the first ':': got %q", s)
 			}

@@ -22,6 +22,19 @@ func (db *DB) UsersSharingRoomsWith(ctx context.Context, userID string) ([]strin
 	return users, nil
 }
 
+// ServersSharingRoomsWith lists the servers (ours included) with a member
+// joined to a room userID is joined to: where that user's presence and
+// device-list updates go over federation.
+func (db *DB) ServersSharingRoomsWith(ctx context.Context, userID string) ([]string, error) {
+	servers, err := collectStrings(db.Query(ctx, `SELECT DISTINCT rs.server_name FROM memberships m
+		JOIN room_servers rs ON rs.room_id = m.room_id
+		WHERE m.user_id = $1 AND m.membership = 'join' AND rs.joined > 0 ORDER BY rs.server_name`, userID))
+	if err != nil {
+		return nil, fmt.Errorf("listing servers sharing rooms with %s: %w", userID, err)
+	}
+	return servers, nil
+}
+
 // SharedUsersChangedBetween reports, for the stream range (from, to], the
 // users who started sharing a room with userID (someone joined a room of
 // theirs, or they joined a room) and the users who may have stopped (someone
