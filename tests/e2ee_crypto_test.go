@@ -59,10 +59,17 @@ func newE2EEDevice(t *testing.T, client *mautrix.Client, room e2eeRoom) *e2eeDev
 // messages to the crypto machine; the next call's since token acknowledges them.
 func (d *e2eeDevice) receiveToDevice(t *testing.T, _ *testserver.Server) int {
 	t.Helper()
+	return len(d.syncOnce(t, 0).ToDevice.Events)
+}
+
+// syncOnce runs one /sync for the device (long-polling up to timeoutMS),
+// hands its to-device messages to the crypto machine and advances since.
+func (d *e2eeDevice) syncOnce(t *testing.T, timeoutMS int) *mautrix.RespSync {
+	t.Helper()
 	ctx := context.Background()
-	resp, err := d.client.SyncRequest(ctx, 0, d.since, "", false, "")
+	resp, err := d.client.SyncRequest(ctx, timeoutMS, d.since, `{"room":{"timeline":{"limit":50}}}`, false, "")
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("sync as %s/%s: %v", d.client.UserID, d.client.DeviceID, err)
 	}
 	for _, evt := range resp.ToDevice.Events {
 		evt.Type.Class = event.ToDeviceEventType
@@ -73,7 +80,7 @@ func (d *e2eeDevice) receiveToDevice(t *testing.T, _ *testserver.Server) int {
 		d.mach.HandleToDeviceEvent(ctx, evt)
 	}
 	d.since = resp.NextBatch
-	return len(resp.ToDevice.Events)
+	return resp
 }
 
 func (d *e2eeDevice) decrypt(t *testing.T, room id.RoomID, sender id.UserID, enc *event.EncryptedEventContent, eventID string) string {
@@ -82,11 +89,20 @@ func (d *e2eeDevice) decrypt(t *testing.T, room id.RoomID, sender id.UserID, enc
 		ID: id.EventID(eventID), RoomID: room, Sender: sender, Type: event.EventEncrypted,
 		Timestamp: time.Now().UnixMilli(), Content: event.Content{Parsed: enc},
 	}
-	dec, err := d.mach.DecryptMegolmEvent(context.Background(), evt)
+	body, err := d.decryptEvent(evt)
 	if err != nil {
 		t.Fatalf("%s/%s cannot decrypt %s: %v", d.client.UserID, d.client.DeviceID, eventID, err)
 	}
-	return dec.Content.AsMessage().Body
+	return body
+}
+
+// decryptEvent decrypts a Megolm event (content parsed) to its message body.
+func (d *e2eeDevice) decryptEvent(evt *event.Event) (string, error) {
+	dec, err := d.mach.DecryptMegolmEvent(context.Background(), evt)
+	if err != nil {
+		return "", err
+	}
+	return dec.Content.AsMessage().Body, nil
 }
 
 func encryptText(t *testing.T, d *e2eeDevice, room id.RoomID, body string) *event.EncryptedEventContent {
