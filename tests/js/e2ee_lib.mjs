@@ -56,13 +56,14 @@ export async function login(base, user) {
     });
 }
 
-// waitFor polls cond (sync or async) until it returns a truthy value.
+// waitFor polls cond (sync or async) until it returns a truthy value; it
+// throws once timeoutMs have passed.
 export async function waitFor(what, cond, timeoutMs = STEP_TIMEOUT_MS) {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
         const v = await cond();
         if (v) return v;
-        if (Date.now() > deadline) fail(`timed out waiting for ${what}`);
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
         await new Promise((r) => setTimeout(r, 100));
     }
 }
