@@ -109,6 +109,26 @@ func createEncryptedRoom(t *testing.T, creator, invitee *mautrix.Client, via str
 	return room
 }
 
+// awaitDevice polls the /keys/query of c's server until it shows user's
+// device with its identity keys (a remote user's, fetched from their server).
+func awaitDevice(t *testing.T, c *mautrix.Client, user id.UserID, device id.DeviceID) {
+	t.Helper()
+	deadline := time.Now().Add(fedWait)
+	for {
+		q, err := c.QueryKeys(context.Background(), &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{user: {}}})
+		if err != nil {
+			t.Fatalf("%s's /keys/query for %s: %v", c.UserID, user, err)
+		}
+		if keys, ok := q.DeviceKeys[user][device]; ok && keys.Keys[id.NewDeviceKeyID(id.KeyAlgorithmCurve25519, device)] != "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s's /keys/query never showed %s's device %s with keys: %+v (failures %v)", c.UserID, user, device, q.DeviceKeys, q.Failures)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // exchangeEncrypted: from shares a Megolm session with to's devices (keys
 // queried and one-time keys claimed from to's server) and sends body; each
 // of to's devices decrypts it from its own /sync.
@@ -117,6 +137,7 @@ func exchangeEncrypted(t *testing.T, room id.RoomID, from *e2eeDevice, body stri
 	users := []id.UserID{from.client.UserID}
 	for _, d := range to {
 		users = append(users, d.client.UserID)
+		awaitDevice(t, from.client, d.client.UserID, d.client.DeviceID)
 	}
 	if err := from.mach.ShareGroupSession(context.Background(), room, users); err != nil {
 		t.Fatalf("%s sharing a group session: %v", from.client.UserID, err)
@@ -147,7 +168,7 @@ func TestFederationE2EE(t *testing.T) {
 			room := e2eeRoom{id: createEncryptedRoom(t, aliceClient, bobClient, "a.test")}
 			alice := newE2EEDevice(t, aliceClient, room)
 			bob := newE2EEDevice(t, bobClient, room)
-			ctx := ctxT(t)
+			ctx := context.Background()
 
 			// 1. Both directions.
 			exchangeEncrypted(t, room.id, alice, "hello bob, from a.test", bob)
@@ -160,20 +181,7 @@ func TestFederationE2EE(t *testing.T) {
 			}) {
 				t.Fatalf("alice's /sync device_lists.changed never named bob after his new device %s", bob2.client.DeviceID)
 			}
-			deadline := time.Now().Add(fedWait)
-			for {
-				q, err := alice.client.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{bob.client.UserID: {}}})
-				if err != nil {
-					t.Fatalf("alice's /keys/query for bob: %v", err)
-				}
-				if keys, ok := q.DeviceKeys[bob.client.UserID][bob2.client.DeviceID]; ok && keys.Keys[id.NewDeviceKeyID(id.KeyAlgorithmCurve25519, bob2.client.DeviceID)] != "" {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("a.test's /keys/query never showed bob's device %s with keys: %+v (failures %v)", bob2.client.DeviceID, q.DeviceKeys, q.Failures)
-				}
-				time.Sleep(200 * time.Millisecond)
-			}
+			awaitDevice(t, alice.client, bob.client.UserID, bob2.client.DeviceID)
 			alice.mach.OnDevicesChanged(ctx, bob.client.UserID)
 			devices, err := alice.mach.FetchKeys(ctx, []id.UserID{bob.client.UserID}, true)
 			if err != nil || devices[bob.client.UserID][bob2.client.DeviceID] == nil {
@@ -203,7 +211,7 @@ func TestFederationE2EE(t *testing.T) {
 			}
 			bobMaster := csKeys[bob].MasterKey.PublicKey()
 			// a.test serves bob's master key (from b.test).
-			deadline = time.Now().Add(fedWait)
+			deadline := time.Now().Add(fedWait)
 			for {
 				if _, err := alice.mach.FetchKeys(ctx, []id.UserID{bob.client.UserID}, true); err != nil {
 					t.Fatal(err)
