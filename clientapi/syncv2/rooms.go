@@ -60,6 +60,7 @@ func (s *Syncer) timeline(ctx context.Context, req *Request, v *roomViewer, from
 		return nil, nil, false, err
 	}
 	complete = complete && !dropped
+	v.hidTail = filtering || dropped
 	if len(evs) == 0 {
 		return nil, nil, complete, nil
 	}
@@ -138,8 +139,10 @@ func (s *Syncer) state(ctx context.Context, req *Request, v *roomViewer, evs []*
 		inTimeline[e.EventID] = true
 	}
 	var endIDs []string
-	if full && len(evs) > 0 && !req.UseStateAfter && !v.left {
-		// Only when the filter hid events after the timeline's last one, and
+	if full && len(evs) > 0 && !req.UseStateAfter && !v.left && v.hidTail {
+		// Only when the filter (or history visibility) hid events after the
+		// timeline's last one — an unfiltered timeline ends at the range's
+		// end, and asking costs every room of an initial sync a query — and
 		// not for a left room, whose timeline ends at the leave (Complement
 		// TestArchivedRoomsHistory: a state filter's events shown in the
 		// timeline are not repeated in the state).

@@ -19,6 +19,9 @@ type roomViewer struct {
 	hv     visibility.History
 	loaded bool // hv.Visibility read
 	left   bool // a room the user left: its state ends at their leave
+	// hidTail: the timeline's filter or history visibility left events out,
+	// so some may follow its last event; without, it ends at the range's end.
+	hidTail bool
 }
 
 func (s *Syncer) roomViewer(roomID string, m *roomMembership) *roomViewer {
