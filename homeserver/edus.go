@@ -41,6 +41,9 @@ func eduSender[T any](s *Server) (sender T) {
 func eduHandlers(s *Server) map[string]ingest.EDUHandler {
 	return map[string]ingest.EDUHandler{
 		"m.direct_to_device": late(func() ingest.EDUHandler { return s.Keys.ReceiveToDeviceEDU }),
+		"m.typing":           late(func() ingest.EDUHandler { return s.Ephemeral.ReceiveTyping }),
+		"m.receipt":          late(func() ingest.EDUHandler { return s.Ephemeral.ReceiveReceipt }),
+		"m.presence":         late(func() ingest.EDUHandler { return s.Ephemeral.ReceivePresence }),
 	}
 }
 
