@@ -87,31 +87,51 @@ func (s *Service) SetPresence(ctx context.Context, userID, state string, statusM
 			return nil
 		}
 	}
-	return s.storePresence(ctx, userID, state, statusMsg, time.Now().UnixMilli(), state == PresenceOnline)
+	return s.storePresence(ctx, old, storage.Presence{UserID: userID, State: state, StatusMsg: statusMsg,
+		LastActiveTS: time.Now().UnixMilli(), CurrentlyActive: state == PresenceOnline})
 }
 
-// storePresence writes a presence change at a new stream position and wakes
-// the users who share a room with userID (and userID).
-func (s *Service) storePresence(ctx context.Context, userID, state string, statusMsg *string, lastActive int64, active bool) error {
+// storePresence writes a presence change (old is the stored row, nil if
+// none) at a new stream position and wakes the users who share a room with
+// p.UserID (and p.UserID). Our user's change, if visible, goes to the
+// servers sharing a room with them.
+func (s *Service) storePresence(ctx context.Context, old *storage.Presence, p storage.Presence) error {
 	pos, finish, err := s.stream.Allocate()
 	if err != nil {
 		return err
 	}
-	err = s.db.SetPresence(ctx, storage.Presence{
-		UserID: userID, State: state, StatusMsg: statusMsg, LastActiveTS: lastActive,
-		CurrentlyActive: active, Pos: pos,
-	})
+	p.Pos = pos
+	err = s.db.SetPresence(ctx, p)
 	finish()
 	if err != nil {
 		return err
 	}
-	s.rememberPresence(userID, state)
-	users, err := s.rooms.UsersSharingRooms(ctx, userID)
+	s.rememberPresence(p.UserID, p.State)
+	users, err := s.rooms.UsersSharingRooms(ctx, p.UserID)
 	if err != nil {
 		return err
 	}
-	s.notifier.Notify(pos, append(users, userID)...)
+	s.notifier.Notify(pos, append(users, p.UserID)...)
+	if s.isLocal(p.UserID) && presenceVisiblyChanged(old, p) {
+		s.sendPresence(ctx, p)
+	}
 	return nil
+}
+
+// presenceVisiblyChanged reports whether other users would see a difference
+// between old and p (last_active_ago alone moves with time, not a change).
+func presenceVisiblyChanged(old *storage.Presence, p storage.Presence) bool {
+	if old == nil {
+		return true
+	}
+	oldMsg, msg := "", ""
+	if old.StatusMsg != nil {
+		oldMsg = *old.StatusMsg
+	}
+	if p.StatusMsg != nil {
+		msg = *p.StatusMsg
+	}
+	return old.State != p.State || oldMsg != msg || old.CurrentlyActive != p.CurrentlyActive
 }
 
 // GetPresence answers GET /presence/{userId}/status for requester.

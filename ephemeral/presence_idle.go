@@ -98,7 +98,8 @@ func (s *Service) decayPresence(userID string) {
 	if p.State == next || p.State == PresenceOffline || (next == PresenceUnavailable && p.State != PresenceOnline) {
 		return
 	}
-	if err := s.storePresence(ctx, userID, next, p.StatusMsg, last.UnixMilli(), false); err != nil {
+	if err := s.storePresence(ctx, p, storage.Presence{UserID: userID, State: next, StatusMsg: p.StatusMsg,
+		LastActiveTS: last.UnixMilli()}); err != nil {
 		slog.Error("presence decay", "user", userID, "err", err)
 	}
 }
@@ -111,7 +112,9 @@ func (s *Service) rearmPresence(ctx context.Context) error {
 		return err
 	}
 	for _, u := range users {
-		s.touchPresence(u)
+		if s.isLocal(u) { // a remote user's server decays their presence
+			s.touchPresence(u)
+		}
 	}
 	return nil
 }

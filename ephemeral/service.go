@@ -40,6 +40,12 @@ type Rooms interface {
 	JoinedMembers(ctx context.Context, roomID string) ([]string, error)
 	UsersSharingRooms(ctx context.Context, userID string) ([]string, error)
 	EventPosition(ctx context.Context, roomID, eventID string) (int64, error)
+	// For federation: a room's server ACL, the servers joined to a room
+	// (where typing and receipts go), and those sharing a room with a user
+	// (where their presence goes).
+	CurrentStateEvent(ctx context.Context, roomID, evType, stateKey string) (*storage.Event, error)
+	JoinedServers(ctx context.Context, roomID string) ([]string, error)
+	ServersSharingRoomsWith(ctx context.Context, userID string) ([]string, error)
 }
 
 // Notifier wakes the /sync long-polls of the users a change concerns:
@@ -85,6 +91,10 @@ type Options struct {
 	// EDUs sends our users' typing, receipts and presence to the other
 	// servers; nil with federation off.
 	EDUs EDUSender
+	// ServerACL applies a room's m.room.server_acl event to the origin of an
+	// inbound typing or receipt EDU (federationapi.ACLAllows); nil: ACLs are
+	// not checked.
+	ServerACL func(aclPDU []byte, server string) bool
 }
 
 // Service is the module.
@@ -97,6 +107,12 @@ type Service struct {
 	accountData     AccountData
 	receipts        ReceiptWatcher
 	typing          *Typing
+	serverName      string
+	edus            EDUSender
+	serverACL       func(aclPDU []byte, server string) bool
+
+	typingSentMu sync.Mutex
+	typingSent   map[string]time.Time // room+"\x00"+user → when our user's typing was last sent
 
 	presenceMu   sync.Mutex
 	presence     map[string]string // user → last stored presence state
@@ -110,6 +126,7 @@ type Service struct {
 func New(o Options) *Service {
 	s := &Service{db: o.Store, stream: o.Stream, rooms: o.Rooms, notifier: o.Notifier, presenceEnabled: o.Presence,
 		accountData: o.AccountData, receipts: o.Receipts,
+		serverName: o.ServerName, edus: o.EDUs, serverACL: o.ServerACL, typingSent: map[string]time.Time{},
 		presence: map[string]string{}, activity: map[string]*presenceActivity{},
 		idleAfter: DefaultIdleAfter, offlineAfter: DefaultOfflineAfter}
 	s.typing = NewTyping(s.typingChanged)
@@ -132,7 +149,10 @@ func (s *Service) TypingSince(roomID string, serial int64) (users []string, chan
 	return s.typing.Since(roomID, serial)
 }
 
-func (s *Service) typingChanged(roomID string) {
+func (s *Service) typingChanged(roomID, userID string, typing bool) {
+	if s.isLocal(userID) {
+		s.sendTyping(context.Background(), roomID, userID, typing)
+	}
 	members, err := s.rooms.JoinedMembers(context.Background(), roomID)
 	if err != nil {
 		return // the typing list is still right; only this wake-up is lost
@@ -161,6 +181,9 @@ func (s *Service) SetTyping(ctx context.Context, roomID, userID string, typing b
 		timeout = maxTimeout
 	}
 	s.typing.Set(roomID, userID, typing, timeout)
+	if typing {
+		s.refreshRemoteTyping(ctx, roomID, userID)
+	}
 	return nil
 }
 
@@ -191,26 +214,40 @@ func (s *Service) SendReceipt(ctx context.Context, roomID, userID, receiptType, 
 			return err
 		}
 	}
+	ts := time.Now().UnixMilli()
+	if err := s.storeReceipt(ctx, storage.Receipt{RoomID: roomID, UserID: userID, Type: receiptType, ThreadID: threadID,
+		EventID: eventID, TS: ts}); err != nil {
+		return err
+	}
+	if receiptType == ReceiptRead {
+		// Public receipts only: m.read.private never leaves the server.
+		return s.sendReceipt(ctx, roomID, userID, eventID, threadID, ts)
+	}
+	return nil
+}
+
+// storeReceipt writes r at a new stream position and wakes who should see it
+// (everyone in the room; only the owner for m.read.private). Our users'
+// unread counts start over; a remote user's receipt has none here.
+func (s *Service) storeReceipt(ctx context.Context, r storage.Receipt) error {
 	pos, finish, err := s.stream.Allocate()
 	if err != nil {
 		return err
 	}
-	err = s.db.UpsertReceipt(ctx, storage.Receipt{
-		RoomID: roomID, UserID: userID, Type: receiptType, ThreadID: threadID,
-		EventID: eventID, TS: time.Now().UnixMilli(), Pos: pos,
-	})
+	r.Pos = pos
+	err = s.db.UpsertReceipt(ctx, r)
 	finish()
 	if err != nil {
 		return err
 	}
-	if s.receipts != nil {
-		s.receipts.ReceiptMoved(userID, roomID)
+	if s.receipts != nil && s.isLocal(r.UserID) {
+		s.receipts.ReceiptMoved(r.UserID, r.RoomID)
 	}
-	if receiptType == ReceiptReadPrivate {
-		s.notifier.Notify(pos, userID)
+	if r.Type == ReceiptReadPrivate {
+		s.notifier.Notify(pos, r.UserID)
 		return nil
 	}
-	members, err := s.rooms.JoinedMembers(ctx, roomID)
+	members, err := s.rooms.JoinedMembers(ctx, r.RoomID)
 	if err != nil {
 		return err
 	}

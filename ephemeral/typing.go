@@ -17,8 +17,9 @@ type Typing struct {
 	mu     sync.Mutex
 	serial int64
 	rooms  map[string]*roomTyping
-	// onChange is called (outside the lock) with the room whose list changed.
-	onChange func(roomID string)
+	// onChange is called (outside the lock) with the room whose list changed,
+	// the user who started or stopped typing there, and their new state.
+	onChange func(roomID, userID string, typing bool)
 }
 
 type roomTyping struct {
@@ -31,7 +32,7 @@ type roomTyping struct {
 type typingEntry struct{ timer *time.Timer }
 
 // NewTyping returns an empty tracker; onChange is called after every change.
-func NewTyping(onChange func(roomID string)) *Typing {
+func NewTyping(onChange func(roomID, userID string, typing bool)) *Typing {
 	return &Typing{serial: time.Now().UnixMilli(), rooms: map[string]*roomTyping{}, onChange: onChange}
 }
 
@@ -70,7 +71,7 @@ func (t *Typing) Set(roomID, userID string, typing bool, timeout time.Duration) 
 	}
 	t.mu.Unlock()
 	if changed && t.onChange != nil {
-		t.onChange(roomID)
+		t.onChange(roomID, userID, typing)
 	}
 }
 
@@ -86,7 +87,7 @@ func (t *Typing) expire(roomID, userID string, entry *typingEntry) {
 	rt.serial = t.serial
 	t.mu.Unlock()
 	if t.onChange != nil {
-		t.onChange(roomID)
+		t.onChange(roomID, userID, false)
 	}
 }
 

@@ -15,7 +15,7 @@ import (
 // runs on a timer goroutine, is recovered and counted; typing goes on.
 func TestTypingExpiryPanicIsRecovered(t *testing.T) {
 	var armed atomic.Bool
-	ty := NewTyping(func(string) {
+	ty := NewTyping(func(string, string, bool) {
 		if armed.Load() {
 			panic("test panic in the typing callback")
 		}

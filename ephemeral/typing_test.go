@@ -7,7 +7,7 @@ import (
 
 func TestTypingSerialsAndExpiry(t *testing.T) {
 	changed := make(chan string, 10)
-	ty := NewTyping(func(room string) { changed <- room })
+	ty := NewTyping(func(room, _ string, _ bool) { changed <- room })
 	s0 := ty.Serial()
 	ty.Set("!r", "@a", true, time.Hour)
 	if users, ch := ty.Since("!r", s0); !ch || len(users) != 1 || users[0] != "@a" {

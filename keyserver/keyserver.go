@@ -82,14 +82,12 @@ type MembershipChanges interface {
 
 // Federation is what the keyserver asks of the federation module for remote
 // users. With none configured, remote key queries and claims are reported in
-// `failures` and to-device messages to remote users are refused.
+// `failures`. (To-device messages go through EDUs.)
 type Federation interface {
 	// QueryKeys asks server for device and cross-signing keys (POST /_matrix/federation/v1/user/keys/query).
 	QueryKeys(ctx context.Context, server string, deviceKeys map[string][]string) (*QueryResponse, error)
 	// ClaimKeys claims one-time keys on server (POST /_matrix/federation/v1/user/keys/claim).
 	ClaimKeys(ctx context.Context, server string, oneTimeKeys map[string]map[string]string) (map[string]map[string]map[string]json.RawMessage, error)
-	// SendToDevice queues an m.direct_to_device EDU to server.
-	SendToDevice(ctx context.Context, server, sender, eventType, messageID string, messages map[string]map[string]json.RawMessage) error
 	// DeviceListUpdated queues m.device_list_update / m.signing_key_update EDUs
 	// for a local user's change to the servers sharing rooms with them.
 	DeviceListUpdated(ctx context.Context, userID string)
