@@ -233,8 +233,17 @@ func (s *Server) build(ctx context.Context) error {
 	// The notices room is tagged m.server_notice: room account data, through accounts.
 	s.Notices = servernotices.New(servernotices.Options{Rooms: s.Rooms, View: s.RoomView, Tags: s.Accounts, Store: db, Config: cfg})
 	s.Federation = federation.New(federation.Options{Config: cfg, Transport: transport, Profiles: s.Accounts, OpenID: s.Accounts})
+	// Push rules, pushers and unread counts; typing, receipts and presence
+	// (a read receipt resets the unread counts); GET /sync and sliding sync over both
+	// (below). Built before ingest, which hands them their EDUs.
+	s.Push = push.New(push.Options{Store: db, Stream: db.Stream, Rooms: db, Notifier: s.Notifier,
+		AllowPrivateGateways: cfg.Push.AllowPrivateGateways})
+	s.Ephemeral = ephemeral.New(ephemeral.Options{Store: db, Stream: db.Stream, Rooms: db, Notifier: s.Notifier,
+		AccountData: s.Accounts, Receipts: s.Push, Presence: cfg.Presence.Enabled,
+		ServerName: cfg.ServerName, ServerACL: federationapi.ACLAllows, EDUs: eduSender[ephemeral.EDUSender](s)})
 	// Inbound PDUs reach the writer through ingest; it asks origins for
-	// missing events through the transport's client.
+	// missing events through the transport's client; its EDUs go to the
+	// keyserver and ephemeral.
 	if s.Ingest, err = ingest.New(ingest.Options{Rooms: s.Rooms, Store: db, Remote: ingestRemote{transport.Client},
 		State: ingestRemote{transport.Client}, Keys: transport.Fetcher, Metrics: s.Metrics, ServerACL: federationapi.ACLAllows,
 		OutOfBand: s.Rooms, EDUs: eduHandlers(s)}); err != nil {
@@ -250,13 +259,6 @@ func (s *Server) build(ctx context.Context) error {
 		OutOfBand: s.Rooms, Memberships: transport.Client, Residents: s.Rooms})
 	s.RemoteInvites = remotejoin.NewInviter(remotejoin.Options{Invites: s.Rooms, InviteClient: transport.Client,
 		Policy: invitePolicy{transport.Policy}})
-	// Push rules, pushers and unread counts; typing, receipts and presence
-	// (a read receipt resets the unread counts); GET /sync and sliding sync over both.
-	s.Push = push.New(push.Options{Store: db, Stream: db.Stream, Rooms: db, Notifier: s.Notifier,
-		AllowPrivateGateways: cfg.Push.AllowPrivateGateways})
-	s.Ephemeral = ephemeral.New(ephemeral.Options{Store: db, Stream: db.Stream, Rooms: db, Notifier: s.Notifier,
-		AccountData: s.Accounts, Receipts: s.Push, Presence: cfg.Presence.Enabled,
-		ServerName: cfg.ServerName, ServerACL: federationapi.ACLAllows, EDUs: eduSender[ephemeral.EDUSender](s)})
 	// A limited timeline's prev_batch is a roomview pagination token.
 	s.Syncer = syncv2.New(syncv2.Options{Store: db, Stream: db.Stream, Ephemeral: s.Ephemeral, Push: s.Push, Keys: s.Keys,
 		Notifier: s.Notifier, Tokens: roomviewTokens{}})
