@@ -241,10 +241,11 @@ func (t *thumbnailer) generate(ctx context.Context, m *Media, box [2]int, method
 	if err != nil {
 		return nil, fmt.Errorf("encoding thumbnail of %s: %w", m.MXC(), err)
 	}
-	sum, size, err := t.s.blobs.put(&buf, math.MaxInt64-1)
+	sum, size, release, err := t.s.blobs.put(&buf, math.MaxInt64-1)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	return t.record(ctx, m, box, method, animated, &Thumbnail{ContentType: contentType, SHA256: sum, Size: size})
 }
 
