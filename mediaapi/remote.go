@@ -165,7 +165,9 @@ func (c *remoteCache) evict(ctx context.Context, keepOrigin, keepID string) {
 	c.evicting.Lock()
 	defer c.evicting.Unlock()
 	budget := c.s.cfg.RemoteCacheBytes
-	for range 1000 { // bounded: each round removes at least one file or stops
+	var victims []storage.MediaRow
+	for range 10000 { // bounded: each round removes a file or stops
+		// Read the size again after each removal: a file's thumbnails count too.
 		total, err := c.s.store.RemoteMediaBytes(ctx)
 		if err != nil {
 			slog.Warn("remote media cache: reading its size", "err", err)
@@ -174,27 +176,25 @@ func (c *remoteCache) evict(ctx context.Context, keepOrigin, keepID string) {
 		if total <= budget {
 			return
 		}
-		victims, err := c.s.store.LeastRecentlyUsedRemoteMedia(ctx, evictBatch)
-		if err != nil {
-			slog.Warn("remote media cache: listing files", "err", err)
-			return
+		for len(victims) > 0 && victims[0].Origin == keepOrigin && victims[0].MediaID == keepID {
+			victims = victims[1:]
 		}
-		removed := 0
-		for _, v := range victims {
-			if total <= budget {
-				break
-			}
-			if v.Origin == keepOrigin && v.MediaID == keepID {
-				continue
-			}
-			if err := c.remove(ctx, v.Origin, v.MediaID); err != nil {
-				slog.Warn("remote media cache: evicting", "origin", v.Origin, "media_id", v.MediaID, "err", err)
+		if len(victims) == 0 {
+			if victims, err = c.s.store.LeastRecentlyUsedRemoteMedia(ctx, evictBatch); err != nil {
+				slog.Warn("remote media cache: listing files", "err", err)
 				return
 			}
-			total -= v.Size
-			removed++
+			for len(victims) > 0 && victims[0].Origin == keepOrigin && victims[0].MediaID == keepID {
+				victims = victims[1:]
+			}
+			if len(victims) == 0 {
+				return
+			}
 		}
-		if removed == 0 {
+		v := victims[0]
+		victims = victims[1:]
+		if err := c.remove(ctx, v.Origin, v.MediaID); err != nil {
+			slog.Warn("remote media cache: evicting", "origin", v.Origin, "media_id", v.MediaID, "err", err)
 			return
 		}
 	}
