@@ -63,7 +63,9 @@ func (m *memStore) RemoteMediaBytes(context.Context) (int64, error)             
 func (m *memStore) LeastRecentlyUsedRemoteMedia(context.Context, int) ([]storage.MediaRow, error) {
 	return nil, nil
 }
-func (m *memStore) DeleteRemoteMedia(context.Context, string, string) ([]string, error) { return nil, nil }
+func (m *memStore) DeleteRemoteMedia(context.Context, string, string) ([]string, error) {
+	return nil, nil
+}
 
 // The fetch path, against a loopback server that this test admits as if it
 // were public (and only it): OpenGraph parsing, og:image re-hosting, and
