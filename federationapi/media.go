@@ -27,18 +27,29 @@ type Media interface {
 // /thumbnail/{mediaId}, answered as the spec's multipart/mixed: a JSON
 // metadata part ({}) and the content part. It is a federation.Mounter of its
 // own, mounted beside the room API behind X-Matrix authentication.
-type MediaAPI struct{ media Media }
+type MediaAPI struct {
+	media Media
+	slots *originSlots // downloads running per origin
+}
+
+// MaxMediaPerOrigin bounds the media requests one server has running at
+// once (each holds a file open and a connection busy for its transfer); more
+// are 429 M_LIMIT_EXCEEDED. Higher than MaxHeavyPerOrigin: a server's users
+// scrolling through a room fetch many images at once.
+const MaxMediaPerOrigin = 16
 
 // NewMedia builds the federation media endpoints over media.
-func NewMedia(media Media) *MediaAPI { return &MediaAPI{media: media} }
+func NewMedia(media Media) *MediaAPI {
+	return &MediaAPI{media: media, slots: newOriginSlots(MaxMediaPerOrigin)}
+}
 
 // defaultMediaTimeout is the spec's default timeout_ms.
 const defaultMediaTimeout = 20 * time.Second
 
 // Mount adds the routes to r (under /_matrix/federation, authenticated).
 func (a *MediaAPI) Mount(r chi.Router) {
-	r.Get("/v1/media/download/{mediaId}", mxhttp.HandlerFunc(a.download).ServeHTTP)
-	r.Get("/v1/media/thumbnail/{mediaId}", mxhttp.HandlerFunc(a.thumbnail).ServeHTTP)
+	r.With(a.slots.bounded).Get("/v1/media/download/{mediaId}", mxhttp.HandlerFunc(a.download).ServeHTTP)
+	r.With(a.slots.bounded).Get("/v1/media/thumbnail/{mediaId}", mxhttp.HandlerFunc(a.thumbnail).ServeHTTP)
 }
 
 func mediaTimeout(r *http.Request) (time.Duration, error) {

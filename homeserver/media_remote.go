@@ -112,7 +112,7 @@ func (r mediaRemote) FetchMedia(ctx context.Context, server, mediaID string, max
 	_, resp, err := r.c.MakeFullRequest(ctx, mfed.RequestParams{ServerName: server, Method: http.MethodGet,
 		Path: mfed.URLPath{"v1", "media", "download", mediaID}, Authenticate: true, DontReadBody: true})
 	if err != nil {
-		if resp == nil || !legacyMediaFallback(resp.StatusCode, err) {
+		if resp == nil || errors.Is(err, federation.ErrResponseTooLarge) || !legacyMediaFallback(resp.StatusCode, err) {
 			return "", "", nil, mediaFetchError(resp, err)
 		}
 		return r.fetchLegacy(ctx, server, mediaID, maxBytes)
@@ -144,6 +144,9 @@ func legacyMediaFallback(status int, err error) bool {
 
 // mediaFetchError maps a remote server's error answer for mediaapi.
 func mediaFetchError(resp *http.Response, err error) error {
+	if errors.Is(err, federation.ErrResponseTooLarge) { // announced larger than the limit
+		return mxhttp.TooLarge("Remote content is too large")
+	}
 	if resp == nil {
 		return err
 	}
