@@ -630,8 +630,8 @@ func (c *Config) Validate() error {
 	if c.Media.MaxRemoteBytes < 0 {
 		bad("media.max_remote_bytes", "must not be negative (0 is media.max_upload_bytes)")
 	}
-	if c.Media.RemoteCacheBytes < c.Media.RemoteMaxBytes() {
-		bad("media.remote_cache_bytes", "must be at least the largest remote file (media.max_remote_bytes, else media.max_upload_bytes)")
+	if c.Media.RemoteCacheBytes <= 0 {
+		bad("media.remote_cache_bytes", "must be positive")
 	}
 	if c.Limits.CreateRoomPerSecond <= 0 || c.Limits.CreateRoomBurst <= 0 {
 		bad("limits.create_room_per_second", "create_room_per_second and create_room_burst must be positive")

@@ -74,7 +74,7 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"media.thumbnail_memory_bytes", func(c *Config) { c.Media.ThumbnailMemoryBytes = 1000 }},
 		{"media.thumbnails_per_second", func(c *Config) { c.Media.ThumbnailBurst = 0 }},
 		{"media.max_remote_bytes", func(c *Config) { c.Media.MaxRemoteBytes = -1 }},
-		{"media.remote_cache_bytes", func(c *Config) { c.Media.RemoteCacheBytes = c.Media.MaxUploadBytes - 1 }},
+		{"media.remote_cache_bytes", func(c *Config) { c.Media.RemoteCacheBytes = 0 }},
 	}
 	for _, c := range cases {
 		cfg := Default()
