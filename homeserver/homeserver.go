@@ -265,8 +265,13 @@ func (s *Server) build(ctx context.Context) error {
 	s.SlidingSync = slidingsync.New(slidingsync.Options{Syncer: s.Syncer, Store: db, Ephemeral: s.Ephemeral, Push: s.Push,
 		Notifier: s.Notifier, Keys: s.Keys})
 	s.UserDirectory = userdirectory.New(userdirectory.Options{Store: db})
-	// Content repository: blobs under <data_dir>/media, metadata in the store.
-	s.Media, err = mediaapi.New(mediaapi.Options{Store: db, Config: cfg})
+	// Content repository: blobs under <data_dir>/media, metadata in the store;
+	// other servers' media fetched through the transport's client (media_remote.go).
+	var remoteMedia mediaapi.RemoteFetcher
+	if cfg.FederationEnabled() {
+		remoteMedia = newMediaRemote(cfg, transport.Client)
+	}
+	s.Media, err = mediaapi.New(mediaapi.Options{Store: db, Config: cfg, Remote: remoteMedia})
 	return err
 }
 
@@ -336,7 +341,7 @@ func (s *Server) routes() http.Handler {
 	}
 	api.Mount(r)
 	// /_matrix/key, /_matrix/federation with the room API behind X-Matrix (nothing when federation is off)
-	s.Federation.Mount(r, s.FederationAPI)
+	s.Federation.Mount(r, s.FederationAPI, federationapi.NewMedia(s.Media))
 	return r
 }
 
