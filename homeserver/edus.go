@@ -1,9 +1,6 @@
 package homeserver
 
 import (
-	"context"
-	"encoding/json"
-
 	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/federationsender"
 	"github.com/myelin-chat/myelin/ingest"
@@ -36,20 +33,12 @@ func eduSender[T any](s *Server) (sender T) {
 }
 
 // eduHandlers maps each inbound EDU type to the module method taking it
-// (ingest.Options.EDUs). An entry names the method through late, so a
-// module built after ingest is looked up when an EDU arrives.
+// (ingest.Options.EDUs); ingest is built after those modules.
 func eduHandlers(s *Server) map[string]ingest.EDUHandler {
 	return map[string]ingest.EDUHandler{
-		"m.direct_to_device": late(func() ingest.EDUHandler { return s.Keys.ReceiveToDeviceEDU }),
-		"m.typing":           late(func() ingest.EDUHandler { return s.Ephemeral.ReceiveTyping }),
-		"m.receipt":          late(func() ingest.EDUHandler { return s.Ephemeral.ReceiveReceipt }),
-		"m.presence":         late(func() ingest.EDUHandler { return s.Ephemeral.ReceivePresence }),
-	}
-}
-
-// late defers naming an EDU handler until an EDU arrives.
-func late(get func() ingest.EDUHandler) ingest.EDUHandler {
-	return func(ctx context.Context, origin string, content json.RawMessage) error {
-		return get()(ctx, origin, content)
+		"m.direct_to_device": s.Keys.ReceiveToDeviceEDU,
+		"m.typing":           s.Ephemeral.ReceiveTyping,
+		"m.receipt":          s.Ephemeral.ReceiveReceipt,
+		"m.presence":         s.Ephemeral.ReceivePresence,
 	}
 }

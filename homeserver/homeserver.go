@@ -105,10 +105,11 @@ type Server struct {
 // needs. It does not listen yet.
 //
 // The order is the dependency graph, leaves first. The store, signing key
-// and notifier need nothing. The keyserver needs only the store. The
-// federation transport (our keys, policy, client, remote key fetcher) needs
-// only the store, and the roomserver verifies remote signatures with its
-// fetcher, so it comes before the roomserver; the federation API answers
+// and notifier need nothing. The federation transport (our keys, policy,
+// client, remote key fetcher) needs only the store; the outbound EDU queue
+// follows it, and the keyserver (which queues to-device EDUs) follows
+// that. The roomserver verifies remote signatures with the transport's
+// fetcher, so the transport comes before the roomserver; the federation API answers
 // profile queries from accounts and comes after it. The roomserver asks the
 // store, not the notices module, whether a room is a user's notices room,
 // so it comes before servernotices, which sends as the system user through
@@ -232,8 +233,17 @@ func (s *Server) build(ctx context.Context) error {
 	// The notices room is tagged m.server_notice: room account data, through accounts.
 	s.Notices = servernotices.New(servernotices.Options{Rooms: s.Rooms, View: s.RoomView, Tags: s.Accounts, Store: db, Config: cfg})
 	s.Federation = federation.New(federation.Options{Config: cfg, Transport: transport, Profiles: s.Accounts, OpenID: s.Accounts})
+	// Push rules, pushers and unread counts; typing, receipts and presence
+	// (a read receipt resets the unread counts); GET /sync and sliding sync over both
+	// (below). Built before ingest, which hands them their EDUs.
+	s.Push = push.New(push.Options{Store: db, Stream: db.Stream, Rooms: db, Notifier: s.Notifier,
+		AllowPrivateGateways: cfg.Push.AllowPrivateGateways})
+	s.Ephemeral = ephemeral.New(ephemeral.Options{Store: db, Stream: db.Stream, Rooms: db, Notifier: s.Notifier,
+		AccountData: s.Accounts, Receipts: s.Push, Presence: cfg.Presence.Enabled,
+		ServerName: cfg.ServerName, ServerACL: federationapi.ACLAllows, EDUs: eduSender[ephemeral.EDUSender](s)})
 	// Inbound PDUs reach the writer through ingest; it asks origins for
-	// missing events through the transport's client.
+	// missing events through the transport's client; its EDUs go to the
+	// keyserver and ephemeral.
 	if s.Ingest, err = ingest.New(ingest.Options{Rooms: s.Rooms, Store: db, Remote: ingestRemote{transport.Client},
 		State: ingestRemote{transport.Client}, Keys: transport.Fetcher, Metrics: s.Metrics, ServerACL: federationapi.ACLAllows,
 		OutOfBand: s.Rooms, EDUs: eduHandlers(s)}); err != nil {
@@ -249,21 +259,19 @@ func (s *Server) build(ctx context.Context) error {
 		OutOfBand: s.Rooms, Memberships: transport.Client, Residents: s.Rooms})
 	s.RemoteInvites = remotejoin.NewInviter(remotejoin.Options{Invites: s.Rooms, InviteClient: transport.Client,
 		Policy: invitePolicy{transport.Policy}})
-	// Push rules, pushers and unread counts; typing, receipts and presence
-	// (a read receipt resets the unread counts); GET /sync and sliding sync over both.
-	s.Push = push.New(push.Options{Store: db, Stream: db.Stream, Rooms: db, Notifier: s.Notifier,
-		AllowPrivateGateways: cfg.Push.AllowPrivateGateways})
-	s.Ephemeral = ephemeral.New(ephemeral.Options{Store: db, Stream: db.Stream, Rooms: db, Notifier: s.Notifier,
-		AccountData: s.Accounts, Receipts: s.Push, Presence: cfg.Presence.Enabled,
-		ServerName: cfg.ServerName, ServerACL: federationapi.ACLAllows, EDUs: eduSender[ephemeral.EDUSender](s)})
 	// A limited timeline's prev_batch is a roomview pagination token.
 	s.Syncer = syncv2.New(syncv2.Options{Store: db, Stream: db.Stream, Ephemeral: s.Ephemeral, Push: s.Push, Keys: s.Keys,
 		Notifier: s.Notifier, Tokens: roomviewTokens{}})
 	s.SlidingSync = slidingsync.New(slidingsync.Options{Syncer: s.Syncer, Store: db, Ephemeral: s.Ephemeral, Push: s.Push,
 		Notifier: s.Notifier, Keys: s.Keys})
 	s.UserDirectory = userdirectory.New(userdirectory.Options{Store: db})
-	// Content repository: blobs under <data_dir>/media, metadata in the store.
-	s.Media, err = mediaapi.New(mediaapi.Options{Store: db, Config: cfg})
+	// Content repository: blobs under <data_dir>/media, metadata in the store;
+	// other servers' media fetched through the transport's client (media_remote.go).
+	var remoteMedia mediaapi.RemoteFetcher
+	if cfg.FederationEnabled() {
+		remoteMedia = newMediaRemote(cfg, transport.Client)
+	}
+	s.Media, err = mediaapi.New(mediaapi.Options{Store: db, Config: cfg, Remote: remoteMedia})
 	return err
 }
 
@@ -333,7 +341,7 @@ func (s *Server) routes() http.Handler {
 	}
 	api.Mount(r)
 	// /_matrix/key, /_matrix/federation with the room API behind X-Matrix (nothing when federation is off)
-	s.Federation.Mount(r, s.FederationAPI)
+	s.Federation.Mount(r, s.FederationAPI, federationapi.NewMedia(s.Media))
 	return r
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 )
@@ -18,6 +19,12 @@ import (
 // uploads share one file, and a name never changes meaning.
 type blobStore struct {
 	root string // <data_dir>/media
+	// gc orders blob deletion (evicted remote media) against new references:
+	// put holds it shared from the moment the blob is in place until its
+	// caller has recorded the row naming it (release); deleting an
+	// unreferenced blob holds it exclusively, so a blob another row is about
+	// to name is never deleted under it.
+	gc sync.RWMutex
 }
 
 func newBlobStore(root string) (*blobStore, error) {
@@ -56,8 +63,19 @@ func (b *blobStore) path(sum string) string {
 
 // put stores r (at most max bytes; M_TOO_LARGE beyond) and returns its hex
 // SHA-256 and size. When put returns, the file is durably in place: written,
-// fsynced, renamed and its directory fsynced.
-func (b *blobStore) put(r io.Reader, max int64) (sum string, size int64, err error) {
+// fsynced, renamed and its directory fsynced. The caller must call release
+// once it has recorded the row naming the blob (or given up): until then
+// the blob cannot be garbage-collected.
+func (b *blobStore) put(r io.Reader, max int64) (sum string, size int64, release func(), err error) {
+	sum, size, err = b.write(r, max)
+	if err != nil {
+		return "", 0, nil, err
+	}
+	return sum, size, b.gc.RUnlock, nil
+}
+
+// write is put without the release: it returns holding gc shared.
+func (b *blobStore) write(r io.Reader, max int64) (sum string, size int64, err error) {
 	tmp, err := os.CreateTemp(filepath.Join(b.root, "tmp"), "upload-*")
 	if err != nil {
 		return "", 0, fmt.Errorf("creating upload file: %w", err)
@@ -88,6 +106,12 @@ func (b *blobStore) put(r io.Reader, max int64) (sum string, size int64, err err
 	}
 	sum = hex.EncodeToString(h.Sum(nil))
 	dst := b.path(sum)
+	b.gc.RLock()
+	defer func() {
+		if err != nil {
+			b.gc.RUnlock()
+		}
+	}()
 	if _, err := os.Stat(dst); err == nil {
 		os.Remove(tmp.Name()) // already stored: identical content
 		tmp = nil
@@ -115,6 +139,18 @@ func (b *blobStore) put(r io.Reader, max int64) (sum string, size int64, err err
 		}
 	}
 	return sum, size, nil
+}
+
+// remove deletes an unreferenced blob; the caller holds gc exclusively and
+// has checked, under it, that no row names the blob.
+func (b *blobStore) remove(sum string) error {
+	if len(sum) != 64 {
+		return fmt.Errorf("invalid blob name %q", sum)
+	}
+	if err := os.Remove(b.path(sum)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing blob %s: %w", sum, err)
+	}
+	return nil
 }
 
 // open opens a stored blob.

@@ -11,7 +11,9 @@
 //
 // Media of other servers needs federation: a RemoteFetcher fetches it, and a
 // RemotePolicy (data localization) decides whether it may be fetched at all.
-// Without a fetcher, remote media is M_NOT_FOUND.
+// Without a fetcher, remote media is M_NOT_FOUND. Fetched media is cached
+// (remote.go): one download per file however many ask at once, least
+// recently used files evicted beyond media.remote_cache_bytes.
 package mediaapi
 
 import (
@@ -42,11 +44,21 @@ type Store interface {
 	GetMedia(ctx context.Context, origin, mediaID string) (*storage.MediaRow, error)
 	GetMediaThumbnail(ctx context.Context, origin, mediaID string, width, height int, method string, animated bool) (*storage.MediaThumbnail, error)
 	PutMediaThumbnail(ctx context.Context, t storage.MediaThumbnail) error
+
+	// The remote media cache (storage/media_remote.go).
+	InsertRemoteMedia(ctx context.Context, m storage.MediaRow) error
+	TouchRemoteMedia(ctx context.Context, origin, mediaID string, now, granularity int64) error
+	RemoteMediaBytes(ctx context.Context) (int64, error)
+	LeastRecentlyUsedRemoteMedia(ctx context.Context, limit int) ([]storage.MediaRow, error)
+	DeleteRemoteMedia(ctx context.Context, origin, mediaID string) ([]string, error)
 }
 
 // RemoteFetcher fetches media that another server holds (federation's
 // /_matrix/federation/v1/media/download). It returns the media's metadata and
-// a reader over at most maxBytes of content.
+// a reader over at most maxBytes of content. Its errors: ErrRemoteNotFound
+// when the server says the media does not exist, an *mxhttp.Error to pass on
+// as it is (M_TOO_LARGE, M_NOT_YET_UPLOADED), anything else for a server
+// that could not be reached or answered nonsense.
 type RemoteFetcher interface {
 	FetchMedia(ctx context.Context, serverName, mediaID string, maxBytes int64) (contentType, filename string, body io.ReadCloser, err error)
 }
@@ -78,6 +90,8 @@ type Service struct {
 	mu      sync.Mutex
 	waiters map[string]*waiter // media ID → downloads waiting for its pending upload
 
+	cache *remoteCache
+
 	thumbs   *thumbnailer
 	previews *previewer
 }
@@ -108,6 +122,7 @@ func New(o Options) (*Service, error) {
 		policy:     o.Policy,
 		waiters:    map[string]*waiter{},
 	}
+	s.cache = newRemoteCache(s)
 	s.thumbs = newThumbnailer(s)
 	s.previews = newPreviewer(s)
 	return s, nil
@@ -229,10 +244,11 @@ func (s *Service) Upload(ctx context.Context, up Upload) (*Media, error) {
 	if err := s.checkQuota(ctx, up); err != nil {
 		return nil, err
 	}
-	sum, size, err := s.blobs.put(up.Body, s.cfg.MaxUploadBytes)
+	sum, size, release, err := s.blobs.put(up.Body, s.cfg.MaxUploadBytes)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	return s.storeBlob(ctx, up.Uploader, up.ContentType, &Media{Filename: name, SHA256: sum, Size: size})
 }
 
@@ -294,12 +310,13 @@ func (s *Service) UploadTo(ctx context.Context, serverName, mediaID string, up U
 	if err := s.checkQuota(ctx, up); err != nil {
 		return err
 	}
-	sum, size, err := s.blobs.put(up.Body, s.cfg.MaxUploadBytes)
+	sum, size, release, err := s.blobs.put(up.Body, s.cfg.MaxUploadBytes)
 	if err != nil {
 		return err
 	}
 	err = s.store.CompletePendingMedia(ctx, storage.MediaRow{Origin: serverName, MediaID: mediaID, Uploader: up.Uploader,
 		ContentType: cleanContentType(up.ContentType), Size: size, Filename: name, SHA256: sum, UploadedTS: s.now().UnixMilli()}, s.cfg.MaxBytesPerUser)
+	release()
 	switch {
 	case errors.Is(err, storage.ErrMediaQuota):
 		return errQuota
@@ -355,7 +372,7 @@ func (s *Service) Lookup(ctx context.Context, serverName, mediaID string, timeou
 		return nil, mxhttp.InvalidParam("Invalid media ID: only A-Z, a-z, 0-9, _ and - are allowed")
 	}
 	if serverName != s.serverName {
-		return s.lookupRemote(ctx, serverName, mediaID, allowRemote)
+		return s.lookupRemote(ctx, serverName, mediaID, timeout, allowRemote)
 	}
 	timeout = min(max(timeout, 0), maxWait)
 	deadline := time.NewTimer(timeout)
@@ -384,47 +401,6 @@ func (s *Service) Lookup(ctx context.Context, serverName, mediaID string, timeou
 			return nil, ctx.Err()
 		}
 	}
-}
-
-func (s *Service) lookupRemote(ctx context.Context, serverName, mediaID string, allowRemote bool) (*Media, error) {
-	if row, err := s.store.GetMedia(ctx, serverName, mediaID); err == nil && row.SHA256 != "" {
-		if s.policy != nil {
-			if err := s.policy.AllowRemoteMedia(ctx, serverName); err != nil {
-				return nil, err
-			}
-		}
-		return mediaOf(row), nil
-	} else if err != nil && !errors.Is(err, storage.ErrNotFound) {
-		return nil, err
-	}
-	if !allowRemote || s.remote == nil {
-		return nil, mxhttp.NotFound("Unknown media")
-	}
-	if s.policy != nil {
-		if err := s.policy.AllowRemoteMedia(ctx, serverName); err != nil {
-			return nil, err
-		}
-	}
-	contentType, filename, body, err := s.remote.FetchMedia(ctx, serverName, mediaID, s.cfg.MaxUploadBytes)
-	if err != nil {
-		return nil, err
-	}
-	defer body.Close()
-	sum, size, err := s.blobs.put(body, s.cfg.MaxUploadBytes)
-	if err != nil {
-		var mErr *mxhttp.Error
-		if errors.As(err, &mErr) && mErr.Code == "M_TOO_LARGE" {
-			return nil, &mxhttp.Error{Status: 502, Code: "M_TOO_LARGE", Message: "Remote content is too large"}
-		}
-		return nil, err
-	}
-	now := s.now().UnixMilli()
-	row := storage.MediaRow{Origin: serverName, MediaID: mediaID, ContentType: cleanContentType(contentType),
-		Filename: sanitizeFilename(filename), Size: size, SHA256: sum, CreatedTS: now, UploadedTS: now}
-	if err := s.store.InsertMedia(ctx, row, 0); err != nil && !storage.IsUniqueViolation(err) {
-		return nil, err
-	}
-	return mediaOf(&row), nil
 }
 
 // Open opens the content of a media item.

@@ -216,10 +216,11 @@ func (p *previewer) fetch(ctx context.Context, user string, u *url.URL) (map[str
 // storeImage stores a previewed image as media and describes it in og.
 func (p *previewer) storeImage(ctx context.Context, user string, body io.Reader, contentType string, og map[string]any) {
 	limit := min(int64(maxPreviewImage), p.s.cfg.MaxUploadBytes)
-	sum, size, err := p.s.blobs.put(body, limit)
+	sum, size, release, err := p.s.blobs.put(body, limit)
 	if err != nil {
 		return
 	}
+	defer release()
 	m := &Media{SHA256: sum, Size: size}
 	if f, err := p.s.blobs.open(sum); err == nil {
 		if cfg, format, err := image.DecodeConfig(f); err == nil {

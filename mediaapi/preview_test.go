@@ -55,6 +55,17 @@ func (m *memStore) GetMediaThumbnail(context.Context, string, string, int, int, 
 	return nil, storage.ErrNotFound
 }
 func (m *memStore) PutMediaThumbnail(context.Context, storage.MediaThumbnail) error { return nil }
+func (m *memStore) InsertRemoteMedia(ctx context.Context, r storage.MediaRow) error {
+	return m.InsertMedia(ctx, r, 0)
+}
+func (m *memStore) TouchRemoteMedia(context.Context, string, string, int64, int64) error { return nil }
+func (m *memStore) RemoteMediaBytes(context.Context) (int64, error)                      { return 0, nil }
+func (m *memStore) LeastRecentlyUsedRemoteMedia(context.Context, int) ([]storage.MediaRow, error) {
+	return nil, nil
+}
+func (m *memStore) DeleteRemoteMedia(context.Context, string, string) ([]string, error) {
+	return nil, nil
+}
 
 // The fetch path, against a loopback server that this test admits as if it
 // were public (and only it): OpenGraph parsing, og:image re-hosting, and

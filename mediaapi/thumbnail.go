@@ -208,7 +208,10 @@ func (t *thumbnailer) generate(ctx context.Context, m *Media, box [2]int, method
 	original := &Thumbnail{ContentType: "image/" + format, SHA256: m.SHA256, Size: m.Size}
 	if fits && (format != "gif" || animated) {
 		// Small enough already: the original is the thumbnail (an animated
-		// GIF only when animation was asked for).
+		// GIF only when animation was asked for). Held like a put's blob:
+		// the row about to name the original must not race its eviction.
+		t.s.blobs.gc.RLock()
+		defer t.s.blobs.gc.RUnlock()
 		return t.record(ctx, m, box, method, animated, original)
 	}
 	cost := decodeCost(cfg, [2]int{cw, ch})
@@ -241,14 +244,26 @@ func (t *thumbnailer) generate(ctx context.Context, m *Media, box [2]int, method
 	if err != nil {
 		return nil, fmt.Errorf("encoding thumbnail of %s: %w", m.MXC(), err)
 	}
-	sum, size, err := t.s.blobs.put(&buf, math.MaxInt64-1)
+	sum, size, release, err := t.s.blobs.put(&buf, math.MaxInt64-1)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	return t.record(ctx, m, box, method, animated, &Thumbnail{ContentType: contentType, SHA256: sum, Size: size})
 }
 
+// record stores a thumbnail's row. The caller holds the blob store's gc
+// lock shared; for cached remote media the item is checked to still be
+// there under it (an eviction since the lookup would otherwise leave a
+// thumbnail row naming a deleted blob).
 func (t *thumbnailer) record(ctx context.Context, m *Media, box [2]int, method string, animated bool, th *Thumbnail) (*Thumbnail, error) {
+	if m.Origin != t.s.serverName {
+		if _, err := t.s.store.GetMedia(ctx, m.Origin, m.MediaID); errors.Is(err, storage.ErrNotFound) {
+			return nil, mxhttp.NotFound("Unknown media")
+		} else if err != nil {
+			return nil, err
+		}
+	}
 	err := t.s.store.PutMediaThumbnail(ctx, storage.MediaThumbnail{Origin: m.Origin, MediaID: m.MediaID,
 		Width: box[0], Height: box[1], Method: method, Animated: animated,
 		ContentType: th.ContentType, Size: th.Size, SHA256: th.SHA256, CreatedTS: t.s.now().UnixMilli()})

@@ -302,6 +302,21 @@ type Media struct {
 	// per user (cached thumbnails are not counted).
 	ThumbnailsPerSecond float64 `yaml:"thumbnails_per_second"`
 	ThumbnailBurst      int     `yaml:"thumbnail_burst"`
+	// MaxRemoteBytes caps one file fetched from another server (502
+	// M_TOO_LARGE beyond); 0 is media.max_upload_bytes.
+	MaxRemoteBytes int64 `yaml:"max_remote_bytes"`
+	// RemoteCacheBytes is the budget of the cache of other servers' media:
+	// beyond it the least recently used remote files are evicted (local
+	// uploads never are).
+	RemoteCacheBytes int64 `yaml:"remote_cache_bytes"`
+}
+
+// RemoteMaxBytes is the largest file fetched from another server.
+func (m Media) RemoteMaxBytes() int64 {
+	if m.MaxRemoteBytes > 0 {
+		return m.MaxRemoteBytes
+	}
+	return m.MaxUploadBytes
 }
 
 // Federation configures the server-server API: signing-key publication, key
@@ -487,6 +502,7 @@ func Default() *Config {
 			ThumbnailMemoryBytes: 256 << 20,
 			ThumbnailsPerSecond:  2,
 			ThumbnailBurst:       30,
+			RemoteCacheBytes:     4 << 30,
 		},
 		Federation: Federation{
 			Enabled:           true,
@@ -610,6 +626,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Media.ThumbnailsPerSecond <= 0 || c.Media.ThumbnailBurst <= 0 {
 		bad("media.thumbnails_per_second", "thumbnails_per_second and thumbnail_burst must be positive")
+	}
+	if c.Media.MaxRemoteBytes < 0 {
+		bad("media.max_remote_bytes", "must not be negative (0 is media.max_upload_bytes)")
+	}
+	if c.Media.RemoteCacheBytes <= 0 {
+		bad("media.remote_cache_bytes", "must be positive")
 	}
 	if c.Limits.CreateRoomPerSecond <= 0 || c.Limits.CreateRoomBurst <= 0 {
 		bad("limits.create_room_per_second", "create_room_per_second and create_room_burst must be positive")

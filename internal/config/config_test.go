@@ -73,6 +73,8 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"media.max_bytes_per_user", func(c *Config) { c.Media.MaxBytesPerUser = -1 }},
 		{"media.thumbnail_memory_bytes", func(c *Config) { c.Media.ThumbnailMemoryBytes = 1000 }},
 		{"media.thumbnails_per_second", func(c *Config) { c.Media.ThumbnailBurst = 0 }},
+		{"media.max_remote_bytes", func(c *Config) { c.Media.MaxRemoteBytes = -1 }},
+		{"media.remote_cache_bytes", func(c *Config) { c.Media.RemoteCacheBytes = 0 }},
 	}
 	for _, c := range cases {
 		cfg := Default()

@@ -134,6 +134,11 @@ media:
   # Thumbnail generations per user (cached thumbnails are free): rate, burst.
   thumbnails_per_second: 2
   thumbnail_burst: 30
+  # Largest file fetched from another server for our users (0: max_upload_bytes).
+  max_remote_bytes: 0
+  # Cache of other servers' media, in bytes: beyond it the least recently
+  # used remote files are evicted (local uploads never are).
+  remote_cache_bytes: 4294967296
 
 push:
   # Let http pushers name a push gateway on a loopback or private address.

@@ -1,0 +1,122 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// The remote media cache (mediaapi): other servers' media, stored as media
+// rows flagged remote, with the time they were last served; the least
+// recently used are evicted when the cache is over its budget.
+
+// InsertRemoteMedia caches another server's media item (a concurrent
+// identical insert wins silently: the content is the same).
+func (db *DB) InsertRemoteMedia(ctx context.Context, m MediaRow) error {
+	_, err := db.Exec(ctx, `INSERT INTO media (origin, media_id, uploader, content_type, size, filename, sha256, created_ts, uploaded_ts, expires_ts, remote, last_access_ts)
+		VALUES ($1, $2, '', $3, $4, $5, $6, $7, $8, 0, TRUE, $8) ON CONFLICT DO NOTHING`,
+		m.Origin, m.MediaID, m.ContentType, m.Size, m.Filename, m.SHA256, m.CreatedTS, m.UploadedTS)
+	if err != nil {
+		return fmt.Errorf("caching remote media %s/%s: %w", m.Origin, m.MediaID, err)
+	}
+	return nil
+}
+
+// TouchRemoteMedia records that a cached remote item was served at now. It
+// writes only when the recorded time is older than now-granularity, so a
+// popular file costs one write per granularity, not one per download.
+func (db *DB) TouchRemoteMedia(ctx context.Context, origin, mediaID string, now, granularity int64) error {
+	_, err := db.Exec(ctx, `UPDATE media SET last_access_ts = $3
+		WHERE origin = $1 AND media_id = $2 AND remote AND last_access_ts < $4`, origin, mediaID, now, now-granularity)
+	if err != nil {
+		return fmt.Errorf("touching remote media %s/%s: %w", origin, mediaID, err)
+	}
+	return nil
+}
+
+// RemoteMediaBytes is the size of the remote media cache: the cached
+// originals and the thumbnails made of them.
+func (db *DB) RemoteMediaBytes(ctx context.Context) (int64, error) {
+	var media, thumbs int64
+	if err := db.QueryRow(ctx, `SELECT COALESCE(SUM(size), 0) FROM media WHERE remote`).Scan(&media); err != nil {
+		return 0, fmt.Errorf("reading the remote media cache size: %w", err)
+	}
+	if err := db.QueryRow(ctx, `SELECT COALESCE(SUM(t.size), 0) FROM media_thumbnails t
+		JOIN media m ON m.origin = t.origin AND m.media_id = t.media_id WHERE m.remote AND t.sha256 <> m.sha256`).Scan(&thumbs); err != nil {
+		return 0, fmt.Errorf("reading the remote thumbnail cache size: %w", err)
+	}
+	return media + thumbs, nil
+}
+
+// LeastRecentlyUsedRemoteMedia returns up to limit cached remote items, the
+// least recently served first.
+func (db *DB) LeastRecentlyUsedRemoteMedia(ctx context.Context, limit int) ([]MediaRow, error) {
+	rows, err := db.Query(ctx, `SELECT origin, media_id, size, sha256 FROM media WHERE remote
+		ORDER BY last_access_ts, origin, media_id LIMIT $1`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("listing remote media: %w", err)
+	}
+	defer rows.Close()
+	var out []MediaRow
+	for rows.Next() {
+		var m MediaRow
+		if err := rows.Scan(&m.Origin, &m.MediaID, &m.Size, &m.SHA256); err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// DeleteRemoteMedia drops a cached remote item and its thumbnails, and
+// returns the blobs (SHA-256s) no row names any more, which the caller may
+// delete. Local media is never touched.
+func (db *DB) DeleteRemoteMedia(ctx context.Context, origin, mediaID string) (orphans []string, err error) {
+	err = db.Tx(ctx, func(tx Querier) error {
+		orphans = nil
+		var sha string
+		if err := tx.QueryRow(ctx, `SELECT sha256 FROM media WHERE origin = $1 AND media_id = $2 AND remote`, origin, mediaID).Scan(&sha); err != nil {
+			if errors.Is(err, ErrNotFound) {
+				return nil
+			}
+			return err
+		}
+		sums := map[string]bool{sha: true}
+		rows, err := tx.Query(ctx, `SELECT sha256 FROM media_thumbnails WHERE origin = $1 AND media_id = $2`, origin, mediaID)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var s string
+			if err := rows.Scan(&s); err != nil {
+				rows.Close()
+				return err
+			}
+			sums[s] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM media_thumbnails WHERE origin = $1 AND media_id = $2`, origin, mediaID); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM media WHERE origin = $1 AND media_id = $2 AND remote`, origin, mediaID); err != nil {
+			return err
+		}
+		for s := range sums {
+			var n int
+			if err := tx.QueryRow(ctx, `SELECT (SELECT COUNT(*) FROM media WHERE sha256 = $1) + (SELECT COUNT(*) FROM media_thumbnails WHERE sha256 = $1)`, s).Scan(&n); err != nil {
+				return err
+			}
+			if n == 0 && s != "" {
+				orphans = append(orphans, s)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("evicting remote media %s/%s: %w", origin, mediaID, err)
+	}
+	return orphans, nil
+}
