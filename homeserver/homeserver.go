@@ -180,12 +180,15 @@ func (s *Server) ReloadTLS() error {
 // build builds the modules over s's store, key and notifier (see New).
 func (s *Server) build(ctx context.Context) error {
 	cfg, db, key := s.Config, s.DB, s.SigningKey
-	// Device-list changes fan out to the users sharing a room (the store's memberships).
-	s.Keys = keyserver.New(keyserver.Options{Store: db, Stream: db.Stream, Notifier: s.Notifier, Members: db, ServerName: cfg.ServerName})
 	transport, err := federation.NewTransport(federation.TransportOptions{Config: cfg, SigningKey: key, Store: db, Metrics: s.Metrics})
 	if err != nil {
 		return err
 	}
+	// Device-list changes fan out to the users sharing a room (the store's
+	// memberships); remote users' keys and devices are asked through the
+	// transport's client (keys_remote.go) when federation is on.
+	s.Keys = keyserver.New(keyserver.Options{Store: db, Stream: db.Stream, Notifier: s.Notifier, Members: db, ServerName: cfg.ServerName,
+		Federation: s.keysFederation(transport)})
 	// Server notices rooms are recorded in the store.
 	if s.Rooms, err = roomserver.New(ctx, roomserver.Options{Store: db, Stream: db.Stream, Config: cfg, SigningKey: key, Notifier: s.Notifier,
 		Keys: transport.Fetcher, NoticeRooms: db}); err != nil {
@@ -234,7 +237,7 @@ func (s *Server) build(ctx context.Context) error {
 	// roomview for space hierarchies; and their transactions, through ingest.
 	s.FederationAPI = federationapi.New(federationapi.Options{ServerName: cfg.ServerName, Rooms: s.Rooms, Store: db,
 		Directory: s.Directory, Spaces: s.RoomView, Transactions: s.Ingest, Joins: s.Rooms,
-		Memberships: s.Rooms, Invites: s.Rooms})
+		Memberships: s.Rooms, Invites: s.Rooms, UserKeys: s.Keys})
 	s.RemoteJoins = remotejoin.New(remotejoin.Options{ServerName: cfg.ServerName, Rooms: s.Rooms, Client: transport.Client,
 		OutOfBand: s.Rooms, Memberships: transport.Client, Residents: s.Rooms})
 	s.RemoteInvites = remotejoin.NewInviter(remotejoin.Options{Invites: s.Rooms, InviteClient: transport.Client,

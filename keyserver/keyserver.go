@@ -55,6 +55,8 @@ type Store interface {
 
 	PutDehydratedDevice(ctx context.Context, userID string, d storage.DehydratedDevice, up storage.KeyUpload) error
 	GetDehydratedDevice(ctx context.Context, userID string) (*storage.DehydratedDevice, error)
+
+	RemoteDeviceStore // remotedevices.go
 }
 
 // Stream hands out positions in the /sync stream (*storage.Stream).
@@ -90,9 +92,9 @@ type Federation interface {
 	ClaimKeys(ctx context.Context, server string, oneTimeKeys map[string]map[string]string) (map[string]map[string]map[string]json.RawMessage, error)
 	// SendToDevice queues an m.direct_to_device EDU to server.
 	SendToDevice(ctx context.Context, server, sender, eventType, messageID string, messages map[string]map[string]json.RawMessage) error
-	// DeviceListUpdated queues m.device_list_update / m.signing_key_update EDUs
-	// for a local user's change to the servers sharing rooms with them.
-	DeviceListUpdated(ctx context.Context, userID string)
+	// UserDevices fetches a user's whole device list and cross-signing keys
+	// from their server (GET /_matrix/federation/v1/user/devices/{userId}).
+	UserDevices(ctx context.Context, server, userID string) (*UserDevicesResponse, error)
 }
 
 // EDUSender queues EDUs for other servers in the federation sender's durable
@@ -113,6 +115,7 @@ type Service struct {
 	edus       EDUSender
 	serverName string
 	now        func() time.Time
+	userLocks  userLocks // remote users' device lists, one update or resync at a time
 
 	// MaxPendingToDevice bounds each device's queue of undelivered to-device
 	// messages; beyond it the oldest are dropped.
@@ -169,9 +172,6 @@ func (s *Service) deviceListChanged(ctx context.Context, userID string, pos int6
 		users = append(users, shared...)
 	}
 	s.notifier.Notify(pos, users...)
-	if s.fed != nil && s.isLocal(userID) {
-		s.fed.DeviceListUpdated(context.WithoutCancel(ctx), userID)
-	}
 }
 
 // DeviceListChanges is what /sync and /keys/changes report to userID for the
@@ -266,6 +266,7 @@ func (s *Service) DeleteDevices(ctx context.Context, userID string, deviceIDs []
 	}
 	if changed {
 		s.deviceListChanged(ctx, userID, pos)
+		s.announceDevices(ctx, userID, deviceIDs)
 	}
 	return nil
 }
