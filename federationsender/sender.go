@@ -12,6 +12,7 @@ package federationsender
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -49,6 +50,10 @@ type Store interface {
 	KnownEvents(ctx context.Context, ids []string) (map[string]bool, error)
 	TrimFederationQueue(ctx context.Context, dest string, after int64, maxPerRoom, keep int) (int64, error)
 	FederationQueueStats(ctx context.Context, limit int) ([]storage.FederationQueueStat, storage.FederationQueueStat, error)
+	// The EDU queue (edus.go): read, recorded with a transaction, trimmed.
+	FederationEDUBatch(ctx context.Context, dest string, inTxn bool, limit int) ([]storage.FederationEDU, error)
+	StartFederationEDUTxn(ctx context.Context, dest string, pduUpTo int64, eduIDs []int64) (string, error)
+	DropEphemeralFederationEDUs(ctx context.Context, dest string) (int64, error)
 }
 
 // Client sends a transaction (implemented by mautrix's *federation.Client,
@@ -68,7 +73,11 @@ type Options struct {
 	Store      Store
 	Client     Client
 	Policy     Policy
-	Metrics    Registerer // nil: no metrics
+	// EDUs is the EDU queue (NewQueue) whose EDUs the workers send with the
+	// PDUs; it wakes them. nil: none are queued (those already in the
+	// store are still sent).
+	EDUs    *Queue
+	Metrics Registerer // nil: no metrics
 	// MaxConcurrent bounds the destinations sent to at once (default 32).
 	MaxConcurrent int
 	// MinBackoff and MaxBackoff bound the delay after a failed transaction;
@@ -152,6 +161,9 @@ func New(ctx context.Context, o Options) (*Sender, error) {
 	} else {
 		s.metrics = noMetrics()
 	}
+	if o.EDUs != nil {
+		o.EDUs.attach(s.wake)
+	}
 	dests, err := o.Store.FederationQueuedDestinations(ctx)
 	if err != nil {
 		return nil, err
@@ -191,6 +203,8 @@ func Backoff(failures int64, minB, maxB time.Duration) time.Duration {
 // stream position upTo. Positions are never reused and nothing at or below
 // an acknowledged position is queued again, so it is unique per
 // destination, and the same across retries (and restarts) of that batch.
+// A transaction carrying EDUs is named by the store instead
+// (storage.StartFederationEDUTxn: "m<position>.<n>").
 func TxnID(upTo int64) string { return "m" + strconv.FormatInt(upTo, 10) }
 
 // Handle is the stream follower's handler: it queues every event this
@@ -455,18 +469,16 @@ func (s *Sender) deliverLoop(dest string) (time.Duration, error) {
 			s.setFailing(dest, true)
 			return wait, nil
 		}
-		upTo := int64(0)
-		if st.TxnID != "" {
-			upTo = st.TxnUpto
-		} else if st.Failures > 0 {
+		inFlight := st.TxnID != ""
+		if !inFlight && st.Failures > 0 {
 			s.trim(ctx, dest) // back after an outage: catch up with the latest
 		}
-		batch, err := s.opts.Store.FederationBatch(ctx, dest, upTo, MaxPDUsPerTxn)
+		batch, edus, err := s.nextTxn(ctx, st)
 		if err != nil {
 			return 0, err
 		}
-		if len(batch) == 0 {
-			if st.TxnID != "" { // everything it carried is gone (policy drop): forget it
+		if len(batch) == 0 && len(edus) == 0 {
+			if inFlight { // everything it carried is gone (policy drop): forget it
 				if err := s.opts.Store.AckFederationTxn(ctx, dest, st.TxnUpto, s.opts.Now().UnixMilli()); err != nil {
 					return 0, err
 				}
@@ -474,17 +486,13 @@ func (s *Sender) deliverLoop(dest string) (time.Duration, error) {
 			}
 			return 0, nil
 		}
-		txnID := st.TxnID
-		last := batch[len(batch)-1].StreamPos
-		if txnID == "" {
-			txnID = TxnID(last)
-			if err := s.opts.Store.StartFederationTxn(ctx, dest, txnID, last); err != nil {
+		txnID, last := st.TxnID, st.TxnUpto
+		if !inFlight {
+			if txnID, last, err = s.startTxn(ctx, st, batch, edus); err != nil {
 				return 0, err
 			}
-		} else {
-			last = st.TxnUpto
 		}
-		if err := s.send(ctx, dest, txnID, batch); err != nil {
+		if err := s.send(ctx, dest, txnID, batch, edus); err != nil {
 			if ctx.Err() != nil {
 				return 0, nil
 			}
@@ -494,7 +502,7 @@ func (s *Sender) deliverLoop(dest string) (time.Duration, error) {
 				// still fetch these events through get_missing_events).
 				s.metrics.txns.WithLabelValues("dropped").Inc()
 				slog.Warn("federation sender: the destination keeps refusing a transaction; dropped it", "destination", dest,
-					"txn", txnID, "pdus", len(batch), "attempts", failures, "err", err)
+					"txn", txnID, "pdus", len(batch), "edus", len(edus), "attempts", failures, "err", err)
 				if err := s.opts.Store.AckFederationTxn(ctx, dest, last, s.opts.Now().UnixMilli()); err != nil {
 					return 0, err
 				}
@@ -509,6 +517,7 @@ func (s *Sender) deliverLoop(dest string) (time.Duration, error) {
 				return 0, err
 			}
 			s.setFailing(dest, true)
+			s.dropEphemeral(ctx, dest)
 			return wait, nil
 		}
 		s.metrics.txns.WithLabelValues("sent").Inc()
@@ -518,6 +527,73 @@ func (s *Sender) deliverLoop(dest string) (time.Duration, error) {
 		s.setFailing(dest, false)
 	}
 	return 0, nil
+}
+
+// nextTxn reads what the next transaction to st's destination carries: that
+// of the transaction in flight, exactly (PDUs up to txn_upto, none when that
+// is the acknowledged position; the EDUs marked in_txn), or the next PDUs
+// (≤ MaxPDUsPerTxn) and EDUs (≤ MaxEDUsPerTxn, MaxEDUBytesPerTxn).
+func (s *Sender) nextTxn(ctx context.Context, st *storage.FederationDestination) ([]storage.FederationQueueItem, []storage.FederationEDU, error) {
+	inFlight := st.TxnID != ""
+	var batch []storage.FederationQueueItem
+	if !inFlight || st.TxnUpto > st.AckedUpto {
+		upTo := int64(0)
+		if inFlight {
+			upTo = st.TxnUpto
+		}
+		var err error
+		if batch, err = s.opts.Store.FederationBatch(ctx, st.Name, upTo, MaxPDUsPerTxn); err != nil {
+			return nil, nil, err
+		}
+	}
+	edus, err := s.opts.Store.FederationEDUBatch(ctx, st.Name, inFlight, MaxEDUsPerTxn)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !inFlight {
+		size := 0
+		for i, e := range edus {
+			if size += len(e.Content); size > MaxEDUBytesPerTxn && i > 0 {
+				edus = edus[:i]
+				break
+			}
+		}
+	}
+	return batch, edus, nil
+}
+
+// startTxn records a new transaction to st's destination before it is sent
+// (so a retry, after a restart too, sends the same): its ID, and the last
+// position of the PDU queue it covers (the acknowledged one without PDUs).
+func (s *Sender) startTxn(ctx context.Context, st *storage.FederationDestination, batch []storage.FederationQueueItem,
+	edus []storage.FederationEDU) (string, int64, error) {
+	last := st.AckedUpto
+	if len(batch) > 0 {
+		last = batch[len(batch)-1].StreamPos
+	}
+	if len(edus) == 0 {
+		txnID := TxnID(last)
+		return txnID, last, s.opts.Store.StartFederationTxn(ctx, st.Name, txnID, last)
+	}
+	ids := make([]int64, len(edus))
+	for i, e := range edus {
+		ids[i] = e.ID
+	}
+	txnID, err := s.opts.Store.StartFederationEDUTxn(ctx, st.Name, last, ids)
+	return txnID, last, err
+}
+
+// dropEphemeral drops the ephemeral EDUs queued for a destination that just
+// failed (but those of the transaction in flight); new ones are not queued
+// while it fails (Queue.QueueEDU).
+func (s *Sender) dropEphemeral(ctx context.Context, dest string) {
+	n, err := s.opts.Store.DropEphemeralFederationEDUs(ctx, dest)
+	if err != nil {
+		slog.Warn("federation sender: dropping ephemeral EDUs", "destination", dest, "err", err)
+	}
+	if n > 0 && s.opts.EDUs != nil {
+		s.opts.EDUs.dropped.WithLabelValues("failing").Add(float64(n))
+	}
 }
 
 // refused reports whether a transaction failed because the destination
@@ -543,12 +619,15 @@ func (s *Sender) setFailing(dest string, failing bool) {
 		w.failing = failing
 	}
 	s.mu.Unlock()
+	if s.opts.EDUs != nil {
+		s.opts.EDUs.setFailing(dest, failing)
+	}
 }
 
 // send sends one transaction: a slot of MaxConcurrent, the PDUs as stored.
 // A 200 is success whatever it says of single PDUs (the spec: their errors
 // are not retried); they are logged.
-func (s *Sender) send(ctx context.Context, dest, txnID string, batch []storage.FederationQueueItem) error {
+func (s *Sender) send(ctx context.Context, dest, txnID string, batch []storage.FederationQueueItem, edus []storage.FederationEDU) error {
 	ids := make([]string, len(batch))
 	for i, it := range batch {
 		ids[i] = it.EventID
@@ -563,6 +642,16 @@ func (s *Sender) send(ctx context.Context, dest, txnID string, batch []storage.F
 		if ev := evs[it.EventID]; ev != nil {
 			req.PDUs = append(req.PDUs, mfed.PDU(ev.JSON))
 		}
+	}
+	for _, e := range edus {
+		raw, err := json.Marshal(struct {
+			Type    string          `json:"edu_type"`
+			Content json.RawMessage `json:"content"`
+		}{e.Type, json.RawMessage(e.Content)})
+		if err != nil {
+			return fmt.Errorf("encoding a %s EDU for %s: %w", e.Type, dest, err)
+		}
+		req.EDUs = append(req.EDUs, raw)
 	}
 	select {
 	case s.slots <- struct{}{}:

@@ -79,6 +79,10 @@ type Server struct {
 	// Sender delivers our room events to the other servers in the rooms
 	// (nil when federation is off); fed by a follower of the stream.
 	Sender *federationsender.Sender
+	// EDUQueue is the durable outbound EDU queue the Sender's workers send
+	// (nil when federation is off); modules queue to-device messages,
+	// device lists, typing, receipts and presence to it.
+	EDUQueue *federationsender.Queue
 	// FederationAPI: the server-server room reads, mounted by Federation.
 	FederationAPI *federationapi.API
 	// RemoteJoins joins rooms hosted elsewhere (make_join/send_join through the transport's client).
@@ -184,11 +188,15 @@ func (s *Server) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := s.buildEDUQueue(transport); err != nil {
+		return err
+	}
 	// Device-list changes fan out to the users sharing a room (the store's
-	// memberships); remote users' keys and devices are asked through the
-	// transport's client (keys_remote.go) when federation is on.
+	// memberships); to-device messages and device lists go to other servers
+	// through the EDU queue; remote users' keys and devices are asked through
+	// the transport's client (keys_remote.go) when federation is on.
 	s.Keys = keyserver.New(keyserver.Options{Store: db, Stream: db.Stream, Notifier: s.Notifier, Members: db, ServerName: cfg.ServerName,
-		Federation: s.keysFederation(transport)})
+		EDUs: eduSender[keyserver.EDUSender](s), Federation: s.keysFederation(transport)})
 	// Server notices rooms are recorded in the store.
 	if s.Rooms, err = roomserver.New(ctx, roomserver.Options{Store: db, Stream: db.Stream, Config: cfg, SigningKey: key, Notifier: s.Notifier,
 		Keys: transport.Fetcher, NoticeRooms: db}); err != nil {
@@ -229,7 +237,7 @@ func (s *Server) build(ctx context.Context) error {
 	// missing events through the transport's client.
 	if s.Ingest, err = ingest.New(ingest.Options{Rooms: s.Rooms, Store: db, Remote: ingestRemote{transport.Client},
 		State: ingestRemote{transport.Client}, Keys: transport.Fetcher, Metrics: s.Metrics, ServerACL: federationapi.ACLAllows,
-		OutOfBand: s.Rooms}); err != nil {
+		OutOfBand: s.Rooms, EDUs: eduHandlers(s)}); err != nil {
 		return err
 	}
 	// The room reads other servers ask for: the roomserver's room-state reads,
@@ -278,7 +286,8 @@ func (s *Server) startFollowers(ctx context.Context) error {
 	if s.Sender, err = federationsender.New(ctx, federationsender.Options{ServerName: s.Config.ServerName, Store: s.DB,
 		Client: t.Client, Policy: t.Policy, Metrics: s.Metrics, MaxConcurrent: sc.MaxConcurrent,
 		MinBackoff: sc.MinBackoff.Duration, MaxBackoff: sc.MaxBackoff.Duration, MaxQueuedPerRoom: sc.MaxQueuedPerRoom,
-		KeepPerRoom: sc.KeepPerRoom, RequestTimeout: sc.RequestTimeout.Duration, RefusalsBeforeDrop: sc.RefusalsBeforeDrop}); err != nil {
+		KeepPerRoom: sc.KeepPerRoom, RequestTimeout: sc.RequestTimeout.Duration, RefusalsBeforeDrop: sc.RefusalsBeforeDrop,
+		EDUs: s.EDUQueue}); err != nil {
 		return err
 	}
 	sends, err := follower.Start(ctx, follower.Options{Name: federationsender.FollowerName, Store: s.DB, Stream: s.DB.Stream,

@@ -9,7 +9,6 @@ import (
 	mfed "maunium.net/go/mautrix/federation"
 
 	"github.com/myelin-chat/myelin/federation"
-	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/keyserver"
 )
 
@@ -65,12 +64,6 @@ func (r keysRemote) UserDevices(ctx context.Context, server, userID string) (*ke
 		return nil, fmt.Errorf("fetching %s's devices: %w", userID, err)
 	}
 	return &resp, nil
-}
-
-// SendToDevice: remote to-device messages are the EDU transport's
-// (federationsender), not this adapter's.
-func (r keysRemote) SendToDevice(context.Context, string, string, string, string, map[string]map[string]json.RawMessage) error {
-	return mxhttp.Forbidden("To-device messages to other servers are not available yet")
 }
 
 // keysFederation is the keyserver's way to other servers: none with

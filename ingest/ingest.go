@@ -43,12 +43,15 @@ import (
 const (
 	MaxPDUs = 50
 	MaxEDUs = 100
+	// MaxEDUBytes bounds one EDU's content.
+	MaxEDUBytes = 64 * 1024
 	// MaxTxnsPerOrigin is how many transactions of one origin are processed at once.
 	MaxTxnsPerOrigin = 2
 	// RoomWorkers bounds the rooms processed in parallel across all transactions.
 	RoomWorkers = 8
-	// MaxBodyBytes bounds a transaction body (50 PDUs of 64 KiB, 100 EDUs, slack).
-	MaxBodyBytes = MaxPDUs*roomserver.MaxPDUBytes + 1<<20
+	// MaxBodyBytes bounds a transaction body (50 PDUs of 64 KiB, EDUs and
+	// slack: our sender puts at most 1 MiB of EDU content in a transaction).
+	MaxBodyBytes = MaxPDUs*roomserver.MaxPDUBytes + 2<<20
 	// The window of stored transaction results.
 	txnWindow     = 24 * time.Hour
 	txnsPerOrigin = 1000
@@ -197,6 +200,9 @@ func (e *Engine) Transaction(ctx context.Context, origin, txnID string, body []b
 	}
 	start := time.Now()
 	f.results = e.process(ctx, origin, txn)
+	if ctx.Err() == nil {
+		e.dispatchEDUs(ctx, origin, txn.EDUs)
+	}
 	e.m.txnSeconds.Observe(time.Since(start).Seconds())
 	if ctx.Err() != nil { // cut short: not recorded, the origin retries
 		f.err = ctx.Err()

@@ -15,6 +15,7 @@ type metrics struct {
 	pdus       *prometheus.CounterVec // outcome, reason: both from fixed sets
 	txnSeconds prometheus.Histogram
 	refused    prometheus.Counter
+	edus       *prometheus.CounterVec // type (a handled type, or "other"), result
 }
 
 func newMetrics(reg Registerer) (*metrics, error) {
@@ -31,11 +32,15 @@ func newMetrics(reg Registerer) (*metrics, error) {
 			Name: "myelin_federation_inbound_transactions_refused_total",
 			Help: "Inbound transactions refused because their origin had too many in progress.",
 		}),
+		edus: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "myelin_federation_edus_total",
+			Help: "Inbound EDUs by type (the handled types; other) and result (ok, error, panic, ignored).",
+		}, []string{"type", "result"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.pdus, m.txnSeconds, m.refused} {
+	for _, c := range []prometheus.Collector{m.pdus, m.txnSeconds, m.refused, m.edus} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -44,3 +49,5 @@ func newMetrics(reg Registerer) (*metrics, error) {
 }
 
 func (m *metrics) pdu(outcome, reason string) { m.pdus.WithLabelValues(outcome, reason).Inc() }
+
+func (m *metrics) edu(typ, result string) { m.edus.WithLabelValues(typ, result).Inc() }

@@ -16,16 +16,23 @@ import (
 	"github.com/myelin-chat/myelin/storage"
 )
 
-// Txn is a parsed transaction body. EDUs are counted and bounded, not yet
-// processed (issue 12).
+// Txn is a parsed transaction body.
 type Txn struct {
 	Origin string
 	PDUs   []json.RawMessage
-	EDUs   int
+	EDUs   []EDU
+}
+
+// EDU is one parsed EDU of a transaction.
+type EDU struct {
+	Type    string          `json:"edu_type"`
+	Content json.RawMessage `json:"content"`
 }
 
 // ParseTransaction parses and bounds a transaction body: 400 M_BAD_JSON for
-// a malformed one, 413 M_TOO_LARGE beyond MaxPDUs or MaxEDUs.
+// a malformed one (an EDU not an object, its edu_type not a string), 413
+// M_TOO_LARGE beyond MaxPDUs or MaxEDUs, or an EDU's content beyond
+// MaxEDUBytes.
 func ParseTransaction(body []byte) (*Txn, error) {
 	if len(body) > MaxBodyBytes {
 		return nil, mxhttp.TooLarge("Transaction exceeds %d bytes", MaxBodyBytes)
@@ -47,7 +54,16 @@ func ParseTransaction(body []byte) (*Txn, error) {
 	if len(raw.EDUs) > MaxEDUs {
 		return nil, mxhttp.TooLarge("Transaction has %d EDUs, at most %d allowed", len(raw.EDUs), MaxEDUs)
 	}
-	return &Txn{Origin: raw.Origin, PDUs: *raw.PDUs, EDUs: len(raw.EDUs)}, nil
+	edus := make([]EDU, len(raw.EDUs))
+	for i, r := range raw.EDUs {
+		if err := json.Unmarshal(r, &edus[i]); err != nil {
+			return nil, mxhttp.BadJSON("Malformed EDU %d: %v", i, err)
+		}
+		if len(edus[i].Content) > MaxEDUBytes {
+			return nil, mxhttp.TooLarge("EDU %d content exceeds %d bytes", i, MaxEDUBytes)
+		}
+	}
+	return &Txn{Origin: raw.Origin, PDUs: *raw.PDUs, EDUs: edus}, nil
 }
 
 // PDU is a checked PDU: its room, version, event ID and what the later

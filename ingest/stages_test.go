@@ -227,8 +227,8 @@ func TestParseTransaction(t *testing.T) {
 			t.Errorf("%s: %v", c.name, err)
 		case c.code != "" && (!errors.As(err, &me) || me.Code != c.code):
 			t.Errorf("%s: got %v, want %s", c.name, err, c.code)
-		case c.name == "100 edus" && txn.EDUs != 100:
-			t.Errorf("EDUs counted %d", txn.EDUs)
+		case c.name == "100 edus" && len(txn.EDUs) != 100:
+			t.Errorf("EDUs counted %d", len(txn.EDUs))
 		}
 	}
 }
@@ -414,8 +414,8 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if len(txn.PDUs) > MaxPDUs || txn.EDUs > MaxEDUs {
-			t.Fatalf("bounds not applied: %d PDUs %d EDUs", len(txn.PDUs), txn.EDUs)
+		if len(txn.PDUs) > MaxPDUs || len(txn.EDUs) > MaxEDUs {
+			t.Fatalf("bounds not applied: %d PDUs %d EDUs", len(txn.PDUs), len(txn.EDUs))
 		}
 		for _, raw := range txn.PDUs {
 			p, err := e.Check(context.Background(), "remote.test", raw, map[id.RoomID]id.RoomVersion{})

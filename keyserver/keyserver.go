@@ -84,14 +84,12 @@ type MembershipChanges interface {
 
 // Federation is what the keyserver asks of the federation module for remote
 // users. With none configured, remote key queries and claims are reported in
-// `failures` and to-device messages to remote users are refused.
+// `failures`. (To-device messages go through EDUs.)
 type Federation interface {
 	// QueryKeys asks server for device and cross-signing keys (POST /_matrix/federation/v1/user/keys/query).
 	QueryKeys(ctx context.Context, server string, deviceKeys map[string][]string) (*QueryResponse, error)
 	// ClaimKeys claims one-time keys on server (POST /_matrix/federation/v1/user/keys/claim).
 	ClaimKeys(ctx context.Context, server string, oneTimeKeys map[string]map[string]string) (map[string]map[string]map[string]json.RawMessage, error)
-	// SendToDevice queues an m.direct_to_device EDU to server.
-	SendToDevice(ctx context.Context, server, sender, eventType, messageID string, messages map[string]map[string]json.RawMessage) error
 	// UserDevices fetches a user's whole device list and cross-signing keys
 	// from their server (GET /_matrix/federation/v1/user/devices/{userId}).
 	UserDevices(ctx context.Context, server, userID string) (*UserDevicesResponse, error)

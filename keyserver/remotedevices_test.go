@@ -138,7 +138,9 @@ func (f *devicesFed) QueryKeys(_ context.Context, server string, q map[string][]
 // sharedRooms says which users share a room with whom.
 type sharedRooms map[string][]string
 
-func (m sharedRooms) UsersSharingRoomsWith(_ context.Context, u string) ([]string, error) { return m[u], nil }
+func (m sharedRooms) UsersSharingRoomsWith(_ context.Context, u string) ([]string, error) {
+	return m[u], nil
+}
 
 type recordingNotifier struct {
 	mu    sync.Mutex
@@ -323,7 +325,7 @@ func TestSigningKeyUpdateChecks(t *testing.T) {
 	}
 	before := string(e.list(t).CrossSigning["master"])
 	for name, err := range map[string]error{
-		"wrong origin":                up("evil.example", master, ssk),
+		"wrong origin":                 up("evil.example", master, ssk),
 		"self-signing by other master": up("remote.example", master, otherSSK),
 		"master as self-signing":       up("remote.example", nil, master),
 		"self-signing not by cached":   up("remote.example", nil, ssk),
@@ -399,7 +401,7 @@ func TestQueryDropsInvalidRemoteKeys(t *testing.T) {
 	good := deviceKeys(t, carol, "C1")
 	e.fed.lists[carol] = &UserDevicesResponse{UserID: carol, Devices: []UserDevice{
 		{DeviceID: "C1", Keys: good},
-		{DeviceID: "C2", Keys: deviceKeys(t, carol, "OTHER")},          // names another device
+		{DeviceID: "C2", Keys: deviceKeys(t, carol, "OTHER")},         // names another device
 		{DeviceID: "C3", Keys: json.RawMessage(`{"device_id":"C3"}`)}, // not keys at all
 	}}
 	resp, err := e.s.Query(context.Background(), "@alice:local.example", &QueryRequest{DeviceKeys: map[string][]string{carol: nil}})

@@ -2,9 +2,15 @@ package keyserver
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
+	"strconv"
+	"strings"
 
 	"maunium.net/go/mautrix/id"
 
@@ -24,9 +30,13 @@ type ToDeviceEvent struct {
 // user → device ID (or "*": all their devices) → content. A txnId already
 // used by the sending device is answered with success and changes nothing.
 //
-// Messages to local devices are stored for /sync. Messages to remote users go
-// to the federation module; without one the request is refused before
-// anything is stored (the server does not pretend to deliver what it cannot).
+// Messages to remote users are queued first, durably, as m.direct_to_device
+// EDUs (Options.EDUs); messages to local devices are then stored for /sync.
+// A crash between the two loses nothing: the client, not answered, retries,
+// and the EDUs' message IDs (derived from the txnId) make the remote copies
+// idempotent. Without EDUs (federation off) a request naming a remote user
+// is refused before anything is stored (the server does not pretend to
+// deliver what it cannot).
 func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, eventType, txnID string,
 	messages map[string]map[string]json.RawMessage) error {
 	if eventType == "" || txnID == "" {
@@ -40,7 +50,7 @@ func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, eventT
 	if err != nil {
 		return err
 	}
-	if len(remote) > 0 && s.fed == nil {
+	if len(remote) > 0 && s.edus == nil {
 		return mxhttp.Forbidden("Cannot send to-device messages to remote users: federation is not enabled on this server")
 	}
 	isLocal := make(map[string]bool, len(local))
@@ -65,6 +75,9 @@ func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, eventT
 			}
 		}
 	}
+	if err := s.queueRemoteToDevice(ctx, remote, sender, senderDevice, eventType, txnID, messages); err != nil {
+		return err
+	}
 	sort.Slice(msgs, func(i, j int) bool {
 		if msgs[i].UserID != msgs[j].UserID {
 			return msgs[i].UserID < msgs[j].UserID
@@ -80,23 +93,140 @@ func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, eventT
 	if err != nil {
 		return fmt.Errorf("storing to-device messages: %w", err)
 	}
-	if dup {
-		return nil
+	if !dup {
+		s.notifier.Notify(pos, delivered...)
 	}
-	s.notifier.Notify(pos, delivered...)
-	for server, us := range remote {
-		out := map[string]map[string]json.RawMessage{}
-		for _, u := range us {
-			out[u] = messages[u]
+	return nil
+}
+
+// maxEDUContentBytes bounds an m.direct_to_device EDU's content, as
+// receivers bound any EDU's (ingest.MaxEDUBytes).
+const maxEDUContentBytes = 64 * 1024
+
+// directToDevice is the content of an m.direct_to_device EDU.
+type directToDevice struct {
+	Sender    string                                `json:"sender"`
+	Type      string                                `json:"type"`
+	MessageID string                                `json:"message_id"`
+	Messages  map[string]map[string]json.RawMessage `json:"messages"`
+}
+
+// queueRemoteToDevice queues the messages for remote users as
+// m.direct_to_device EDUs, per server, each EDU's content within
+// maxEDUContentBytes (a request's messages split over several EDUs as
+// needed). Each EDU's message_id is derived from the sender's device, the
+// txnId, the server and the part: the same on a client's retry, so the
+// receiving server stores it once. A single message too large for an EDU
+// is refused (M_TOO_LARGE) before anything is queued.
+func (s *Service) queueRemoteToDevice(ctx context.Context, remote map[string][]string, sender, senderDevice, eventType,
+	txnID string, messages map[string]map[string]json.RawMessage) error {
+	servers := make([]string, 0, len(remote))
+	for srv := range remote {
+		servers = append(servers, srv)
+	}
+	sort.Strings(servers)
+	type edu struct {
+		server  string
+		content json.RawMessage
+	}
+	var edus []edu
+	for _, srv := range servers {
+		users := slices.Clone(remote[srv])
+		sort.Strings(users)
+		envelope := directToDevice{Sender: sender, Type: eventType, MessageID: strings.Repeat("x", 43)}
+		base, _ := json.Marshal(envelope)
+		part := map[string]map[string]json.RawMessage{}
+		size := len(base)
+		flush := func() error {
+			if len(part) == 0 {
+				return nil
+			}
+			d := directToDevice{Sender: sender, Type: eventType, Messages: part,
+				MessageID: toDeviceMessageID(sender, senderDevice, txnID, srv, len(edus))}
+			raw, err := json.Marshal(d)
+			if err != nil {
+				return fmt.Errorf("encoding a to-device EDU: %w", err)
+			}
+			if len(raw) > maxEDUContentBytes {
+				return mxhttp.TooLarge("To-device message for %s too large for federation (%d bytes)", srv, len(raw))
+			}
+			edus = append(edus, edu{srv, raw})
+			part, size = map[string]map[string]json.RawMessage{}, len(base)
+			return nil
 		}
-		// The federation queue persists and retries; the message ID makes the
-		// EDU idempotent on the receiving side.
-		if err := s.fed.SendToDevice(context.WithoutCancel(ctx), server, sender, eventType,
-			senderDevice+"/"+txnID, out); err != nil {
-			return fmt.Errorf("queueing to-device EDU to %s: %w", server, err)
+		for _, u := range users {
+			devs := slices.Sorted(maps.Keys(messages[u]))
+			for _, dev := range devs {
+				uk, _ := json.Marshal(u)
+				dk, _ := json.Marshal(dev)
+				cost := len(dk) + 1 + len(messages[u][dev]) + 1
+				if part[u] == nil {
+					cost += len(uk) + 3
+				}
+				if size+cost > maxEDUContentBytes {
+					if err := flush(); err != nil {
+						return err
+					}
+					cost += len(uk) + 3
+				}
+				if part[u] == nil {
+					part[u] = map[string]json.RawMessage{}
+				}
+				part[u][dev] = messages[u][dev]
+				size += cost
+			}
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+	}
+	for _, e := range edus {
+		if err := s.edus.QueueEDU(context.WithoutCancel(ctx), []string{e.server}, "m.direct_to_device", e.content, false); err != nil {
+			return fmt.Errorf("queueing a to-device EDU to %s: %w", e.server, err)
 		}
 	}
 	return nil
+}
+
+// toDeviceMessageID names one m.direct_to_device EDU of a client request:
+// unique per sending device, transaction, destination and part, and the
+// same when the client retries; 43 characters, whatever the IDs' lengths.
+func toDeviceMessageID(sender, senderDevice, txnID, server string, part int) string {
+	h := sha256.New()
+	for _, v := range []string{sender, senderDevice, txnID, server, strconv.Itoa(part)} {
+		h.Write([]byte(v))
+		h.Write([]byte{0})
+	}
+	return base64.RawURLEncoding.EncodeToString(h.Sum(nil))
+}
+
+// Inbound m.direct_to_device bounds: a message ID is kept per origin.
+const maxMessageIDBytes = 255
+
+// ReceiveToDeviceEDU takes an inbound m.direct_to_device EDU from origin
+// (an ingest.EDUHandler): its sender must be a user of origin; the messages
+// for our users are stored once per (origin, message_id), "*" reaching all
+// of the user's devices. The others are dropped.
+func (s *Service) ReceiveToDeviceEDU(ctx context.Context, origin string, content json.RawMessage) error {
+	var d directToDevice
+	if err := json.Unmarshal(content, &d); err != nil {
+		return fmt.Errorf("m.direct_to_device from %s: %w", origin, err)
+	}
+	if d.Type == "" || d.MessageID == "" || len(d.MessageID) > maxMessageIDBytes {
+		return fmt.Errorf("m.direct_to_device from %s: missing type, or message_id missing or too long", origin)
+	}
+	for u, devs := range d.Messages {
+		for dev, c := range devs {
+			var obj map[string]json.RawMessage
+			if dev == "" || json.Unmarshal(c, &obj) != nil || obj == nil {
+				delete(devs, dev) // not a message: drop it, keep the others
+			}
+		}
+		if len(devs) == 0 {
+			delete(d.Messages, u)
+		}
+	}
+	return s.ReceiveToDevice(ctx, origin, d.Sender, d.Type, d.MessageID, d.Messages)
 }
 
 // ReceiveToDevice stores an inbound m.direct_to_device EDU from origin for
@@ -115,6 +245,12 @@ func (s *Service) ReceiveToDevice(ctx context.Context, origin, sender, eventType
 			msgs = append(msgs, storage.ToDeviceMessage{UserID: u, DeviceID: dev, Sender: sender, Type: eventType, Content: content})
 		}
 	}
+	sort.Slice(msgs, func(i, j int) bool {
+		if msgs[i].UserID != msgs[j].UserID {
+			return msgs[i].UserID < msgs[j].UserID
+		}
+		return msgs[i].DeviceID < msgs[j].DeviceID
+	})
 	pos, finish, err := s.stream.Allocate()
 	if err != nil {
 		return err

@@ -88,9 +88,10 @@ func (db *DB) FederationDestinationState(ctx context.Context, dest string) (*Fed
 	return d, nil
 }
 
-// FederationQueuedDestinations lists the destinations with queued PDUs.
+// FederationQueuedDestinations lists the destinations with queued PDUs or EDUs.
 func (db *DB) FederationQueuedDestinations(ctx context.Context) ([]string, error) {
-	out, err := collectStrings(db.Query(ctx, `SELECT DISTINCT destination FROM federation_queue ORDER BY destination`))
+	out, err := collectStrings(db.Query(ctx, `SELECT destination FROM federation_queue
+		UNION SELECT destination FROM federation_edus ORDER BY destination`))
 	if err != nil {
 		return nil, fmt.Errorf("listing federation destinations: %w", err)
 	}
@@ -136,10 +137,14 @@ func (db *DB) StartFederationTxn(ctx context.Context, dest, txnID string, upTo i
 }
 
 // AckFederationTxn records that dest acknowledged everything queued up to
-// upTo: those items are deleted, the backoff is reset.
+// upTo and the EDUs of the transaction in flight: those are deleted, the
+// backoff is reset.
 func (db *DB) AckFederationTxn(ctx context.Context, dest string, upTo, nowMS int64) error {
 	err := db.Tx(ctx, func(tx Querier) error {
 		if _, err := tx.Exec(ctx, `DELETE FROM federation_queue WHERE destination = $1 AND stream_pos <= $2`, dest, upTo); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM federation_edus WHERE destination = $1 AND in_txn`, dest); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, `UPDATE federation_destinations SET failures = 0, backoff_until = 0, last_success = $2,
@@ -162,14 +167,18 @@ func (db *DB) FederationTxnFailed(ctx context.Context, dest string, failures, ba
 	return nil
 }
 
-// DropFederationQueue deletes everything queued for dest (a destination
-// the policy refuses).
+// DropFederationQueue deletes everything queued for dest, PDUs and EDUs (a
+// destination the policy refuses).
 func (db *DB) DropFederationQueue(ctx context.Context, dest string) (int64, error) {
 	n, err := db.Exec(ctx, `DELETE FROM federation_queue WHERE destination = $1`, dest)
 	if err != nil {
 		return 0, fmt.Errorf("dropping the federation queue of %s: %w", dest, err)
 	}
-	return n, nil
+	m, err := db.Exec(ctx, `DELETE FROM federation_edus WHERE destination = $1`, dest)
+	if err != nil {
+		return n, fmt.Errorf("dropping the EDU queue of %s: %w", dest, err)
+	}
+	return n + m, nil
 }
 
 // TrimFederationQueue bounds dest's queue after a long outage: in each room

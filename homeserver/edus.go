@@ -1,0 +1,54 @@
+package homeserver
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/myelin-chat/myelin/federation"
+	"github.com/myelin-chat/myelin/federationsender"
+	"github.com/myelin-chat/myelin/ingest"
+)
+
+// buildEDUQueue builds the outbound EDU queue (s.EDUQueue) right after the
+// transport, before the modules that queue to it, when federation is on;
+// the Sender (startFollowers) sends what it holds.
+func (s *Server) buildEDUQueue(t *federation.Transport) error {
+	if !s.Config.FederationEnabled() {
+		return nil
+	}
+	q, err := federationsender.NewQueue(federationsender.QueueOptions{ServerName: s.Config.ServerName, Store: s.DB,
+		Policy: t.Policy, Metrics: s.Metrics})
+	if err != nil {
+		return err
+	}
+	s.EDUQueue = q
+	return nil
+}
+
+// eduSender is s.EDUQueue as a module's EDUSender interface T
+// (keyserver.EDUSender, ephemeral.EDUSender): a nil interface, not a typed
+// nil, when federation is off.
+func eduSender[T any](s *Server) (sender T) {
+	if s.EDUQueue != nil {
+		sender = any(s.EDUQueue).(T)
+	}
+	return sender
+}
+
+// eduHandlers maps each inbound EDU type to the module method taking it
+// (ingest.Options.EDUs). An entry names the method through late, so a
+// module built after ingest is looked up when an EDU arrives.
+func eduHandlers(s *Server) map[string]ingest.EDUHandler {
+	return map[string]ingest.EDUHandler{
+		"m.direct_to_device":   late(func() ingest.EDUHandler { return s.Keys.ReceiveToDeviceEDU }),
+		"m.device_list_update": late(func() ingest.EDUHandler { return s.Keys.ReceiveDeviceListUpdate }),
+		"m.signing_key_update": late(func() ingest.EDUHandler { return s.Keys.ReceiveSigningKeyUpdate }),
+	}
+}
+
+// late defers naming an EDU handler until an EDU arrives.
+func late(get func() ingest.EDUHandler) ingest.EDUHandler {
+	return func(ctx context.Context, origin string, content json.RawMessage) error {
+		return get()(ctx, origin, content)
+	}
+}
