@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -9,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix"
+	mfed "maunium.net/go/mautrix/federation"
 
 	"github.com/myelin-chat/myelin/homeserver/testserver"
 )
@@ -164,4 +167,129 @@ func TestFederationE2EEKeys(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFederationUserKeysEndpoints: another server reads our users' devices
+// and keys (GET /user/devices, POST /user/keys/query) and claims their keys
+// (POST /user/keys/claim: one-time, then the fallback). A user-signing key
+// never leaves; users of other servers are 400 M_INVALID_PARAM (a server
+// answers only for its own users); oversized requests are 413 M_TOO_LARGE;
+// bad input is 400, never 500. stream_id grows as the user's devices change.
+func TestFederationUserKeysEndpoints(t *testing.T) {
+	for _, backend := range testserver.Backends {
+		t.Run(backend, func(t *testing.T) {
+			n := newFedNet(t, "hs.test", "remote.test")
+			srv := n.start(t, backend, "hs.test")
+			ctx := ctxT(t)
+			remote := newFakeRemote(t, n, srv, "remote.test")
+			alice := srv.Register(t, "alice")
+			aliceID := alice.UserID.String()
+			dev := newTestDevice(aliceID, alice.DeviceID.String())
+			keysMustCall(t, alice, "POST", "/_matrix/client/v3/keys/upload", map[string]any{
+				"device_keys":   dev.deviceKeys(t),
+				"one_time_keys": dev.oneTimeKeys(t, "k", 1),
+				"fallback_keys": map[string]any{"signed_curve25519:fb": dev.signedKey(t, true)},
+			})
+			master, _, _ := crossSign(t, alice)
+			room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+			remote.join(t, srv, room, "bob")
+
+			path := func(parts ...any) mfed.URLPath { return mfed.URLPath(parts) }
+			devices, err := remote.get(ctx, "GET", path("v1", "user", "devices", aliceID), nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if devices.Get("user_id").Str != aliceID || devices.Get("devices.#").Int() != 1 ||
+				devices.Get("devices.0.device_id").Str != alice.DeviceID.String() ||
+				devices.Get("devices.0.keys.keys.ed25519:"+alice.DeviceID.String()).Str != dev.ed ||
+				devices.Get("master_key.keys.ed25519:"+master).Str != master || !devices.Get("self_signing_key").Exists() ||
+				devices.Get("user_signing_key").Exists() || !devices.Get("stream_id").Exists() {
+				t.Fatalf("user/devices = %s", devices.Raw)
+			}
+			q, err := remote.get(ctx, "POST", path("v1", "user", "keys", "query"), nil,
+				map[string]any{"device_keys": map[string]any{aliceID: []string{}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !q.Get("device_keys."+gjsonEscape(aliceID)+"."+alice.DeviceID.String()).Exists() ||
+				!q.Get("master_keys."+gjsonEscape(aliceID)).Exists() || !q.Get("self_signing_keys."+gjsonEscape(aliceID)).Exists() ||
+				q.Get("user_signing_keys").Exists() {
+				t.Fatalf("user/keys/query = %s", q.Raw)
+			}
+			claim := func() string {
+				c, err := remote.get(ctx, "POST", path("v1", "user", "keys", "claim"), nil, map[string]any{
+					"one_time_keys": map[string]any{aliceID: map[string]string{alice.DeviceID.String(): "signed_curve25519"}}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var kid string
+				c.Get("one_time_keys." + gjsonEscape(aliceID) + "." + alice.DeviceID.String()).ForEach(func(k, _ gjson.Result) bool {
+					kid = k.Str
+					return false
+				})
+				return kid
+			}
+			if k1, k2, k3 := claim(), claim(), claim(); k1 != "signed_curve25519:kAa" || k2 != "signed_curve25519:fb" || k3 != k2 {
+				t.Fatalf("claims: %q %q %q", k1, k2, k3)
+			}
+
+			// A new device: stream_id grows.
+			alice2 := srv.Client(t)
+			login, err := alice2.Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword,
+				Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: "alice"},
+				Password:   "password-alice", StoreCredentials: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			keysMustCall(t, alice2, "POST", "/_matrix/client/v3/keys/upload", map[string]any{
+				"device_keys": newTestDevice(aliceID, login.DeviceID.String()).deviceKeys(t)})
+			after, err := remote.get(ctx, "GET", path("v1", "user", "devices", aliceID), nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if after.Get("stream_id").Int() <= devices.Get("stream_id").Int() || after.Get("devices.#").Int() != 2 {
+				t.Fatalf("after a new device: %s (before %s)", after.Raw, devices.Get("stream_id").Raw)
+			}
+
+			// Bad input.
+			many := map[string]any{}
+			for i := range 1001 {
+				many[fmt.Sprintf("@u%d:hs.test", i)] = []string{}
+			}
+			for _, c := range []struct {
+				name   string
+				method string
+				path   mfed.URLPath
+				body   any
+				status int
+				code   string
+			}{
+				{"devices of another server's user", "GET", path("v1", "user", "devices", "@bob:remote.test"), nil, 400, "M_INVALID_PARAM"},
+				{"devices of an invalid user ID", "GET", path("v1", "user", "devices", "not-a-user"), nil, 400, "M_INVALID_PARAM"},
+				{"query for another server's user", "POST", path("v1", "user", "keys", "query"),
+					map[string]any{"device_keys": map[string]any{"@bob:remote.test": []string{}}}, 400, "M_INVALID_PARAM"},
+				{"query for an invalid user ID", "POST", path("v1", "user", "keys", "query"),
+					map[string]any{"device_keys": map[string]any{"nope": []string{}}}, 400, "M_INVALID_PARAM"},
+				{"query without device_keys", "POST", path("v1", "user", "keys", "query"), map[string]any{}, 400, "M_MISSING_PARAM"},
+				{"query of the wrong shape", "POST", path("v1", "user", "keys", "query"), map[string]any{"device_keys": []int{1}}, 400, "M_BAD_JSON"},
+				{"query for too many users", "POST", path("v1", "user", "keys", "query"), map[string]any{"device_keys": many}, 413, "M_TOO_LARGE"},
+				{"oversized query", "POST", path("v1", "user", "keys", "query"),
+					map[string]any{"device_keys": map[string]any{aliceID: []string{strings.Repeat("D", 2<<20)}}}, 413, "M_TOO_LARGE"},
+				{"claim for another server's user", "POST", path("v1", "user", "keys", "claim"),
+					map[string]any{"one_time_keys": map[string]any{"@bob:remote.test": map[string]string{"D": "signed_curve25519"}}}, 400, "M_INVALID_PARAM"},
+				{"claim without an algorithm", "POST", path("v1", "user", "keys", "claim"),
+					map[string]any{"one_time_keys": map[string]any{aliceID: map[string]string{"D": ""}}}, 400, "M_INVALID_PARAM"},
+			} {
+				t.Run(c.name, func(t *testing.T) {
+					_, err := remote.get(ctx, c.method, c.path, nil, c.body)
+					wantErr(t, err, c.status, c.code)
+				})
+			}
+		})
+	}
+}
+
+// gjsonEscape escapes a user ID for a gjson path.
+func gjsonEscape(s string) string {
+	return strings.NewReplacer(".", `\.`, ":", `\:`, "@", `\@`).Replace(s)
 }
