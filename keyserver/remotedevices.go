@@ -36,6 +36,7 @@ type RemoteDeviceStore interface {
 	NextDeviceListStreamIDs(ctx context.Context, userID string, n int) (prev int64, err error)
 	DeviceListStreamID(ctx context.Context, userID string) (int64, error)
 	ServersSharingRoomsWith(ctx context.Context, userID string) ([]string, error)
+	SharingSince(ctx context.Context, userID, server string) (since int64, sharing bool, err error)
 }
 
 // UserDevicesResponse is the answer to GET /_matrix/federation/v1/user/devices/{userId}.
@@ -105,17 +106,23 @@ func (l *userLocks) lock(ctx context.Context, userID string) (unlock func(), err
 	}
 }
 
-// tracked reports whether a remote user shares a room with a local user:
-// only their device lists are kept.
-func (s *Service) tracked(ctx context.Context, userID string) (bool, error) {
-	if s.members == nil {
-		return false, nil
-	}
-	users, err := s.members.UsersSharingRoomsWith(ctx, userID)
-	if err != nil {
-		return false, fmt.Errorf("reading who shares rooms with %s: %w", userID, err)
-	}
-	return slices.ContainsFunc(users, s.isLocal), nil
+// tracking is whether a remote user shares a room with a local user (only
+// their device lists are kept) and since when without interruption: a list
+// fetched before then may have missed updates.
+type tracking struct {
+	tracked bool
+	since   int64
+}
+
+func (s *Service) tracking(ctx context.Context, userID string) (tracking, error) {
+	since, sharing, err := s.store.SharingSince(ctx, userID, s.serverName)
+	return tracking{tracked: sharing, since: since}, err
+}
+
+// usable reports whether a cached list can be relied on: fresh, and fetched
+// while the user shared a room with us.
+func (tr tracking) usable(l *storage.RemoteDeviceList) bool {
+	return l != nil && !l.Stale && l.FilledPos >= tr.since
 }
 
 // validRemoteDevice checks a remote device's keys (user, device, shape and
@@ -218,11 +225,11 @@ func (s *Service) ReceiveDeviceListUpdate(ctx context.Context, origin string, co
 	if s.isLocal(u.UserID) {
 		return fmt.Errorf("m.device_list_update for our own user %s", u.UserID)
 	}
-	tracked, err := s.tracked(ctx, u.UserID)
+	tr, err := s.tracking(ctx, u.UserID)
 	if err != nil {
 		return err
 	}
-	if !tracked {
+	if !tr.tracked {
 		return s.store.DropRemoteDeviceList(ctx, u.UserID)
 	}
 	unlock, err := s.userLocks.lock(ctx, u.UserID)
@@ -236,7 +243,7 @@ func (s *Service) ReceiveDeviceListUpdate(ctx context.Context, origin string, co
 	}
 	l := lists[u.UserID]
 	switch {
-	case l == nil || l.Stale || l.StreamID < 0:
+	case !tr.usable(l) || l.StreamID < 0:
 		return s.resyncAndReport(ctx, u.UserID, "no usable cached list")
 	case l.Seen[u.StreamID]:
 		return nil // already applied
@@ -366,11 +373,11 @@ func (s *Service) ReceiveSigningKeyUpdate(ctx context.Context, origin string, co
 	if s.isLocal(u.UserID) {
 		return fmt.Errorf("m.signing_key_update for our own user %s", u.UserID)
 	}
-	tracked, err := s.tracked(ctx, u.UserID)
+	tr, err := s.tracking(ctx, u.UserID)
 	if err != nil {
 		return err
 	}
-	if !tracked {
+	if !tr.tracked {
 		return s.store.DropRemoteDeviceList(ctx, u.UserID)
 	}
 	unlock, err := s.userLocks.lock(ctx, u.UserID)
@@ -383,7 +390,7 @@ func (s *Service) ReceiveSigningKeyUpdate(ctx context.Context, origin string, co
 		return err
 	}
 	l := lists[u.UserID]
-	if l == nil || l.Stale {
+	if !tr.usable(l) {
 		return s.resyncAndReport(ctx, u.UserID, "signing key update for a list we do not hold")
 	}
 	keys, err := validRemoteCrossSigning(u.UserID, u.MasterKey, u.SelfSigningKey, l.CrossSigning["master"])
@@ -406,7 +413,7 @@ func (s *Service) queryCached(ctx context.Context, remote map[string][]string, w
 	for _, us := range remote {
 		users = append(users, us...)
 	}
-	if len(users) == 0 || s.members == nil {
+	if len(users) == 0 || s.store == nil {
 		return nil, nil
 	}
 	lists, err := s.store.RemoteDeviceLists(ctx, users)
@@ -417,15 +424,20 @@ func (s *Service) queryCached(ctx context.Context, remote map[string][]string, w
 	for server, us := range remote {
 		var ask []string
 		for _, u := range us {
-			tracked, err := s.tracked(ctx, u)
+			tr, err := s.tracking(ctx, u)
 			if err != nil {
 				return nil, err
 			}
 			l := lists[u]
 			switch {
-			case !tracked:
+			case !tr.tracked:
 				ask = append(ask, u)
-			case l == nil || l.Stale:
+				if l != nil { // no longer shares a room with us: stop tracking
+					if err := s.store.DropRemoteDeviceList(ctx, u); err != nil {
+						return nil, err
+					}
+				}
+			case !tr.usable(l):
 				ask = append(ask, u)
 				if len(wanted[u]) == 0 { // the whole list: it fills the cache
 					toFill[u] = true
@@ -549,8 +561,12 @@ func (s *Service) fillOne(ctx context.Context, l storage.RemoteDeviceList) error
 	if err != nil {
 		return err
 	}
-	if c := cur[l.UserID]; c != nil && !c.Stale {
-		return nil
+	tr, err := s.tracking(ctx, l.UserID)
+	if err != nil || !tr.tracked {
+		return err
+	}
+	if tr.usable(cur[l.UserID]) {
+		return nil // an update or a resync stored a fresh list meanwhile
 	}
 	return s.store.ReplaceRemoteDeviceList(ctx, l, s.now().UnixMilli())
 }

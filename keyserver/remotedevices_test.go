@@ -153,11 +153,24 @@ func (n *recordingNotifier) Notify(_ int64, users ...string) {
 	n.users = append(n.users, users...)
 }
 
+// sharingStore is the store with who shares rooms with us faked: the
+// users in shared since the position given.
+type sharingStore struct {
+	*storage.DB
+	shared map[string]int64
+}
+
+func (s sharingStore) SharingSince(_ context.Context, userID, _ string) (int64, bool, error) {
+	pos, ok := s.shared[userID]
+	return pos, ok, nil
+}
+
 type remoteEnv struct {
 	s     *Service
 	db    *storage.DB
 	fed   *devicesFed
 	notes *recordingNotifier
+	store sharingStore
 	bob   string // a remote user sharing a room with @alice:local.example
 }
 
@@ -172,7 +185,8 @@ func newRemoteEnv(t *testing.T, backend string) *remoteEnv {
 	e := &remoteEnv{db: db, notes: &recordingNotifier{}, bob: "@bob:remote.example",
 		fed: &devicesFed{lists: map[string]*UserDevicesResponse{}, fail: map[string]bool{}, calls: map[string]int{}}}
 	members := sharedRooms{e.bob: {"@alice:local.example", "@carol:remote.example"}}
-	e.s = New(Options{Store: db, Stream: db.Stream, Notifier: e.notes, Members: members, Federation: e.fed, ServerName: "local.example"})
+	e.store = sharingStore{DB: db, shared: map[string]int64{e.bob: 0}}
+	e.s = New(Options{Store: e.store, Stream: db.Stream, Notifier: e.notes, Members: members, Federation: e.fed, ServerName: "local.example"})
 	master, ssk, _ := crossSigning(t, e.bob)
 	e.fed.lists[e.bob] = &UserDevicesResponse{UserID: e.bob, StreamID: 5, MasterKey: master, SelfSigningKey: ssk,
 		Devices: []UserDevice{{DeviceID: "B1", DisplayName: "phone", Keys: deviceKeys(t, e.bob, "B1")}}}
@@ -410,5 +424,42 @@ func TestQueryDropsInvalidRemoteKeys(t *testing.T) {
 	}
 	if len(resp.DeviceKeys[carol]) != 1 || resp.DeviceKeys[carol]["C1"] == nil {
 		t.Fatalf("invalid remote keys kept: %v", resp.DeviceKeys[carol])
+	}
+}
+
+// TestRemoteListTrackingLapses: a list fetched before the user last started
+// sharing a room with us is not used (their server sent us no updates
+// meanwhile); a user who shares no room any more is not tracked and their
+// list is dropped.
+func TestRemoteListTrackingLapses(t *testing.T) {
+	e := newRemoteEnv(t, "sqlite")
+	ctx := context.Background()
+	q := &QueryRequest{DeviceKeys: map[string][]string{e.bob: nil}}
+	for range 2 {
+		if _, err := e.s.Query(ctx, "@alice:local.example", q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if e.fed.calls["query:remote.example"] != 1 {
+		t.Fatalf("warm cache not used: %d asks", e.fed.calls["query:remote.example"])
+	}
+	// bob stops sharing rooms with us: not tracked, cache dropped.
+	delete(e.store.shared, e.bob)
+	if _, err := e.s.Query(ctx, "@alice:local.example", q); err != nil {
+		t.Fatal(err)
+	}
+	if e.list(t) != nil || e.fed.calls["query:remote.example"] != 2 {
+		t.Fatalf("untracked user: list %+v, %d asks", e.list(t), e.fed.calls["query:remote.example"])
+	}
+	// Shares a room again, since after a list we would hold: asked again.
+	e.store.shared[e.bob] = 1 << 40
+	if _, err := e.s.Query(ctx, "@alice:local.example", q); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.Query(ctx, "@alice:local.example", q); err != nil {
+		t.Fatal(err)
+	}
+	if e.fed.calls["query:remote.example"] != 4 {
+		t.Fatalf("a list older than the sharing was used: %d asks", e.fed.calls["query:remote.example"])
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Remote users' device lists (the keyserver's cache, migration 0250) and the
@@ -20,6 +21,8 @@ type RemoteDeviceList struct {
 	UserID   string
 	StreamID int64 // last update applied; -1: unknown
 	Stale    bool  // to be resynced before use
+	// FilledPos is the stream position when the list was last fetched whole.
+	FilledPos int64
 	Devices  map[string]RemoteDevice
 	// CrossSigning holds the master and self_signing keys by type.
 	CrossSigning map[string][]byte
@@ -36,13 +39,13 @@ func (db *DB) RemoteDeviceLists(ctx context.Context, userIDs []string) (map[stri
 	out := map[string]*RemoteDeviceList{}
 	err := inChunks(userIDs, func(chunk []string) error {
 		in, args := placeholders(1, len(chunk)), anyArgs(chunk)
-		rows, err := db.Query(ctx, `SELECT user_id, stream_id, stale FROM remote_device_lists WHERE user_id IN (`+in+`)`, args...)
+		rows, err := db.Query(ctx, `SELECT user_id, stream_id, stale, filled_pos FROM remote_device_lists WHERE user_id IN (`+in+`)`, args...)
 		if err != nil {
 			return fmt.Errorf("reading remote device lists: %w", err)
 		}
 		for rows.Next() {
 			l := &RemoteDeviceList{Devices: map[string]RemoteDevice{}, CrossSigning: map[string][]byte{}, Seen: map[int64]bool{}}
-			if err := rows.Scan(&l.UserID, &l.StreamID, &l.Stale); err != nil {
+			if err := rows.Scan(&l.UserID, &l.StreamID, &l.Stale, &l.FilledPos); err != nil {
 				rows.Close()
 				return err
 			}
@@ -122,7 +125,7 @@ func (db *DB) ReplaceRemoteDeviceList(ctx context.Context, l RemoteDeviceList, n
 				return fmt.Errorf("clearing %s's cached device list: %w", l.UserID, err)
 			}
 		}
-		if err := upsertRemoteList(ctx, tx, l.UserID, l.StreamID, now); err != nil {
+		if err := upsertRemoteList(ctx, tx, l.UserID, l.StreamID, db.Stream.Current(), now); err != nil {
 			return err
 		}
 		for dev, d := range l.Devices {
@@ -237,10 +240,11 @@ func (db *DB) DeviceListStreamID(ctx context.Context, userID string) (int64, err
 	return sid, err
 }
 
-func upsertRemoteList(ctx context.Context, tx Querier, userID string, streamID, now int64) error {
-	if _, err := tx.Exec(ctx, `INSERT INTO remote_device_lists (user_id, stream_id, stale, updated_ts) VALUES ($1, $2, FALSE, $3)
-		ON CONFLICT (user_id) DO UPDATE SET stream_id = excluded.stream_id, stale = FALSE, updated_ts = excluded.updated_ts`,
-		userID, streamID, now); err != nil {
+func upsertRemoteList(ctx context.Context, tx Querier, userID string, streamID, pos, now int64) error {
+	if _, err := tx.Exec(ctx, `INSERT INTO remote_device_lists (user_id, stream_id, stale, filled_pos, updated_ts) VALUES ($1, $2, FALSE, $3, $4)
+		ON CONFLICT (user_id) DO UPDATE SET stream_id = excluded.stream_id, stale = FALSE, filled_pos = excluded.filled_pos,
+			updated_ts = excluded.updated_ts`,
+		userID, streamID, pos, now); err != nil {
 		return fmt.Errorf("storing %s's device list: %w", userID, err)
 	}
 	if streamID >= 0 {
@@ -267,4 +271,28 @@ func putRemoteCrossSigningKey(ctx context.Context, tx Querier, userID, typ strin
 		return fmt.Errorf("storing a remote cross-signing key: %w", err)
 	}
 	return nil
+}
+
+// SharingSince tells whether a remote user shares a room (joined or invited)
+// with a user of server (ours), and since when without interruption in at
+// least one room: the earliest, over those rooms, of the later of their own
+// membership's position and the earliest current membership of one of
+// server's users there. A list fetched before that position may have missed
+// updates (their server sent us none while we shared no room).
+func (db *DB) SharingSince(ctx context.Context, userID, server string) (since int64, sharing bool, err error) {
+	pattern := "%:" + strings.NewReplacer(`\`, `\\`, "%", `\%`, "_", `\_`).Replace(server)
+	var pos *int64
+	err = db.QueryRow(ctx, `SELECT MIN(CASE WHEN theirs.stream_pos > ours.first_pos THEN theirs.stream_pos ELSE ours.first_pos END)
+		FROM memberships theirs
+		JOIN (SELECT room_id, MIN(stream_pos) AS first_pos FROM memberships
+		      WHERE membership IN ('join', 'invite') AND user_id LIKE $2 ESCAPE '\' GROUP BY room_id) ours
+		  ON ours.room_id = theirs.room_id
+		WHERE theirs.user_id = $1 AND theirs.membership IN ('join', 'invite')`, userID, pattern).Scan(&pos)
+	if err != nil {
+		return 0, false, fmt.Errorf("reading whether %s shares a room with %s: %w", userID, server, err)
+	}
+	if pos == nil {
+		return 0, false, nil
+	}
+	return *pos, true, nil
 }

@@ -33,6 +33,12 @@ func serveFake(t *testing.T, n *fedNet, name string, handler http.Handler) {
 // changedSince polls c's /sync from since until device_lists.changed names
 // user (true) or the deadline passes.
 func changedSince(t *testing.T, c *mautrix.Client, since, user string, within time.Duration) bool {
+	return deviceListsSince(t, c, since, "changed", user, within)
+}
+
+// deviceListsSince polls c's /sync from since until device_lists[field]
+// names user (true) or the deadline passes.
+func deviceListsSince(t *testing.T, c *mautrix.Client, since, field, user string, within time.Duration) bool {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
@@ -40,7 +46,7 @@ func changedSince(t *testing.T, c *mautrix.Client, since, user string, within ti
 		if r.Status != http.StatusOK {
 			t.Fatalf("sync: %d %s", r.Status, r.Raw)
 		}
-		changed, _ := obj(r.Body["device_lists"])["changed"].([]any)
+		changed, _ := obj(r.Body["device_lists"])[field].([]any)
 		if slices.Contains(changed, any(user)) {
 			return true
 		}
@@ -164,6 +170,27 @@ func TestFederationE2EEKeys(t *testing.T) {
 				"one_time_keys": map[string]any{"@y:junk.test": map[string]string{"D": "signed_curve25519"}}})
 			if obj(c["failures"])["junk.test"] == nil {
 				t.Fatalf("claim failures = %v", c["failures"])
+			}
+
+			// bob leaves: alice's sync lists him in device_lists.left, and
+			// b.test stops tracking alice (her cached list is dropped).
+			if cached, err := b.DB.RemoteDeviceLists(ctx, []string{alice.UserID.String()}); err != nil || cached[alice.UserID.String()] == nil {
+				t.Fatalf("b.test holds no list for alice: %v", err)
+			}
+			aliceSync, err := alice.SyncRequest(ctx, 0, "", "", false, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := bob.LeaveRoom(ctx, room); err != nil {
+				t.Fatal(err)
+			}
+			if !deviceListsSince(t, alice, aliceSync.NextBatch, "left", bob.UserID.String(), 20*time.Second) {
+				t.Fatal("alice's sync never listed bob in device_lists.left")
+			}
+			keysMustCall(t, bob, "POST", "/_matrix/client/v3/keys/query", map[string]any{
+				"device_keys": map[string]any{alice.UserID.String(): []string{}}})
+			if cached, err := b.DB.RemoteDeviceLists(ctx, []string{alice.UserID.String()}); err != nil || cached[alice.UserID.String()] != nil {
+				t.Fatalf("b.test still tracks alice after bob left: %v", err)
 			}
 		})
 	}

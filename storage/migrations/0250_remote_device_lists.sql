@@ -5,11 +5,14 @@
 
 -- stream_id is the last update applied (-1: unknown, the cache was filled by
 -- /user/keys/query: the next update resyncs). A stale list is resynced
--- (GET /user/devices) before it is used.
+-- (GET /user/devices) before it is used. filled_pos is the stream position
+-- when it was fetched whole: a list fetched before the user last started
+-- sharing a room with us may have missed updates and is not used.
 CREATE TABLE remote_device_lists (
     user_id    TEXT PRIMARY KEY,
     stream_id  BIGINT NOT NULL,
     stale      BOOLEAN NOT NULL DEFAULT FALSE,
+    filled_pos BIGINT NOT NULL DEFAULT 0,
     updated_ts BIGINT NOT NULL
 );
 
