@@ -114,6 +114,7 @@ type Service struct {
 	serverName string
 	now        func() time.Time
 	userLocks  userLocks // remote users' device lists, one update or resync at a time
+	resyncs    resyncs   // remote device-list resyncs running in the background
 
 	// MaxPendingToDevice bounds each device's queue of undelivered to-device
 	// messages; beyond it the oldest are dropped.

@@ -64,7 +64,43 @@ const (
 	maxDisplayName   = 1000 // bytes of a device display name
 	// resyncTimeout bounds one GET /user/devices.
 	resyncTimeout = 10 * time.Second
+	// maxResyncs bounds the resyncs running at once; beyond it a list stays
+	// stale (resynced on a later update; queries ask the user's server).
+	maxResyncs = 8
 )
+
+// resyncs are the resyncs running in the background: an inbound EDU never
+// waits for one (EDUs are handled inside the sender's transaction).
+type resyncs struct {
+	mu      sync.Mutex
+	running map[string]bool
+	wg      sync.WaitGroup
+}
+
+// start runs f for userID in the background unless one is running for that
+// user or maxResyncs are; it reports whether it started.
+func (r *resyncs) start(userID string, f func()) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.running == nil {
+		r.running = map[string]bool{}
+	}
+	if r.running[userID] || len(r.running) >= maxResyncs {
+		return false
+	}
+	r.running[userID] = true
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer func() {
+			r.mu.Lock()
+			delete(r.running, userID)
+			r.mu.Unlock()
+		}()
+		f()
+	}()
+	return true
+}
 
 // userLocks serializes the updates and resyncs of each remote user's list.
 type userLocks struct {
@@ -275,18 +311,32 @@ func (s *Service) ReceiveDeviceListUpdate(ctx context.Context, origin string, co
 	return s.RemoteDeviceListUpdated(ctx, u.UserID)
 }
 
-// resyncAndReport resyncs a user's list (the caller holds the user's lock)
-// and reports the change; why is logged.
+// resyncAndReport marks a user's list stale (the caller holds the user's
+// lock) and resyncs it in the background, then reports the change; why is
+// logged. Updates arriving meanwhile find the list stale and are folded
+// into the resync (or cause another one).
 func (s *Service) resyncAndReport(ctx context.Context, userID, why string) error {
 	slog.DebugContext(ctx, "resyncing a remote device list", "user", userID, "why", why)
-	if err := s.resync(ctx, userID); err != nil {
+	if err := s.store.MarkRemoteDeviceListStale(ctx, userID, s.now().UnixMilli()); err != nil {
 		return err
 	}
-	return s.RemoteDeviceListUpdated(ctx, userID)
+	ctx = context.WithoutCancel(ctx)
+	s.resyncs.start(userID, func() {
+		err := s.resync(ctx, userID)
+		if err == nil {
+			err = s.RemoteDeviceListUpdated(ctx, userID)
+		}
+		if err != nil {
+			slog.InfoContext(ctx, "remote device-list resync failed; the list stays stale", "user", userID, "err", err)
+		}
+	})
+	return nil
 }
 
 // resync replaces a remote user's cached list with their server's
 // (GET /user/devices), within resyncTimeout. On failure the list is stale.
+// The user's lock is held only to store the answer: updates arriving during
+// the request find the list stale and are left to the resync.
 func (s *Service) resync(ctx context.Context, userID string) error {
 	fail := func(err error) error {
 		if mErr := s.store.MarkRemoteDeviceListStale(context.WithoutCancel(ctx), userID, s.now().UnixMilli()); mErr != nil {
@@ -308,6 +358,11 @@ func (s *Service) resync(ctx context.Context, userID string) error {
 	if err != nil {
 		return fail(err)
 	}
+	unlock, err := s.userLocks.lock(rctx, userID)
+	if err != nil {
+		return fail(err)
+	}
+	defer unlock()
 	if err := s.store.ReplaceRemoteDeviceList(ctx, *l, s.now().UnixMilli()); err != nil {
 		return fail(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix/crypto/canonicaljson"
 
@@ -87,9 +88,13 @@ type devicesFed struct {
 	lists map[string]*UserDevicesResponse
 	fail  map[string]bool
 	calls map[string]int
+	block chan struct{} // non-nil: UserDevices waits for it to close
 }
 
 func (f *devicesFed) UserDevices(_ context.Context, server, userID string) (*UserDevicesResponse, error) {
+	if f.block != nil {
+		<-f.block
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls[userID]++
@@ -209,7 +214,9 @@ func (e *remoteEnv) update(t *testing.T, origin string, streamID int64, prev []i
 		u["keys"] = deviceKeys(t, e.bob, device)
 		u["device_display_name"] = "dev " + device
 	}
-	return e.s.ReceiveDeviceListUpdate(context.Background(), origin, marshal(t, u))
+	err := e.s.ReceiveDeviceListUpdate(context.Background(), origin, marshal(t, u))
+	e.s.resyncs.wg.Wait() // resyncs run in the background
+	return err
 }
 
 func (e *remoteEnv) resyncs() int {
@@ -276,8 +283,8 @@ func TestDeviceListUpdatesInOrderAndGaps(t *testing.T) {
 		}
 		// A failed resync leaves the list stale; the next update retries.
 		e.fed.fail[e.bob] = true
-		if err := e.update(t, "remote.example", 30, []int64{29}, "B5", false); err == nil {
-			t.Fatal("failed resync not reported")
+		if err := e.update(t, "remote.example", 30, []int64{29}, "B5", false); err != nil {
+			t.Fatal(err)
 		}
 		if l := e.list(t); !l.Stale {
 			t.Fatalf("failed resync left the list fresh: %+v", l)
@@ -335,7 +342,9 @@ func TestSigningKeyUpdateChecks(t *testing.T) {
 		if s != nil {
 			c["self_signing_key"] = s
 		}
-		return e.s.ReceiveSigningKeyUpdate(ctx, origin, marshal(t, c))
+		err := e.s.ReceiveSigningKeyUpdate(ctx, origin, marshal(t, c))
+		e.s.resyncs.wg.Wait()
+		return err
 	}
 	before := string(e.list(t).CrossSigning["master"])
 	for name, err := range map[string]error{
@@ -461,5 +470,30 @@ func TestRemoteListTrackingLapses(t *testing.T) {
 	}
 	if e.fed.calls["query:remote.example"] != 4 {
 		t.Fatalf("a list older than the sharing was used: %d asks", e.fed.calls["query:remote.example"])
+	}
+}
+
+// TestDeviceListUpdateDoesNotWaitForResync: EDUs are handled inside the
+// sender's transaction, so a resync runs in the background, one per user.
+func TestDeviceListUpdateDoesNotWaitForResync(t *testing.T) {
+	e := newRemoteEnv(t, "sqlite")
+	e.fed.block = make(chan struct{})
+	start := time.Now()
+	for i := range 3 {
+		u := marshal(t, map[string]any{"user_id": e.bob, "device_id": "B9", "stream_id": 10 + i, "prev_id": []int{9 + i}})
+		if err := e.s.ReceiveDeviceListUpdate(context.Background(), "remote.example", u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("updates waited %v for the resync", took)
+	}
+	close(e.fed.block)
+	e.s.resyncs.wg.Wait()
+	if n := e.resyncs(); n != 1 {
+		t.Fatalf("%d resyncs of one user at once, want 1", n)
+	}
+	if l := e.list(t); l == nil || l.Stale || l.StreamID != 5 {
+		t.Fatalf("list after the resync: %+v", l)
 	}
 }
