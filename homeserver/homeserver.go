@@ -105,7 +105,8 @@ type Server struct {
 // needs. It does not listen yet.
 //
 // The order is the dependency graph, leaves first. The store, signing key
-// and notifier need nothing. The keyserver needs only the store. The
+// and notifier need nothing. The keyserver needs the store, the transport's
+// client (remote users' keys) and the EDU queue, so it follows them. The
 // federation transport (our keys, policy, client, remote key fetcher) needs
 // only the store, and the roomserver verifies remote signatures with its
 // fetcher, so it comes before the roomserver; the federation API answers
