@@ -105,11 +105,12 @@ type Server struct {
 // needs. It does not listen yet.
 //
 // The order is the dependency graph, leaves first. The store, signing key
-// and notifier need nothing. The keyserver needs the store, the transport's
-// client (remote users' keys) and the EDU queue, so it follows them. The
-// federation transport (our keys, policy, client, remote key fetcher) needs
-// only the store, and the roomserver verifies remote signatures with its
-// fetcher, so it comes before the roomserver; the federation API answers
+// and notifier need nothing. The federation transport (our keys, policy,
+// client, remote key fetcher) needs only the store; the outbound EDU queue
+// follows it, and the keyserver (which queues EDUs and asks other
+// servers for their users' keys through the transport's client) follows
+// that. The roomserver verifies remote signatures with the transport's
+// fetcher, so the transport comes before the roomserver; the federation API answers
 // profile queries from accounts and comes after it. The roomserver asks the
 // store, not the notices module, whether a room is a user's notices room,
 // so it comes before servernotices, which sends as the system user through
