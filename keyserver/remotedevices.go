@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +30,7 @@ import (
 type RemoteDeviceStore interface {
 	RemoteDeviceLists(ctx context.Context, userIDs []string) (map[string]*storage.RemoteDeviceList, error)
 	ReplaceRemoteDeviceList(ctx context.Context, l storage.RemoteDeviceList, now int64) error
+	ReplaceRemoteDeviceLists(ctx context.Context, lists []storage.RemoteDeviceList, now int64) error
 	ApplyRemoteDeviceUpdate(ctx context.Context, u storage.RemoteDeviceUpdate, now int64) error
 	SetRemoteCrossSigningKeys(ctx context.Context, userID string, keys map[string][]byte) error
 	MarkRemoteDeviceListStale(ctx context.Context, userID string, now int64) error
@@ -596,32 +598,42 @@ func (s *Service) checkRemoteAnswer(server string, r *QueryResponse, toFill map[
 	return fill
 }
 
-// fillCache stores lists fetched by /user/keys/query, unless an update or a
-// resync stored a fresh one meanwhile.
+// fillCache stores lists fetched by /user/keys/query, in one transaction,
+// but those an update or a resync stored fresh meanwhile and those of users
+// no longer tracked. It holds the users' locks (taken in order) meanwhile.
 func (s *Service) fillCache(ctx context.Context, lists []storage.RemoteDeviceList) {
-	for _, l := range lists {
-		if err := s.fillOne(ctx, l); err != nil {
-			slog.WarnContext(ctx, "caching a remote device list failed", "user", l.UserID, "err", err)
-		}
+	if err := s.fill(ctx, lists); err != nil {
+		slog.WarnContext(ctx, "caching remote device lists failed", "users", len(lists), "err", err)
 	}
 }
 
-func (s *Service) fillOne(ctx context.Context, l storage.RemoteDeviceList) error {
-	unlock, err := s.userLocks.lock(ctx, l.UserID)
+func (s *Service) fill(ctx context.Context, lists []storage.RemoteDeviceList) error {
+	if len(lists) == 0 {
+		return nil
+	}
+	slices.SortFunc(lists, func(a, b storage.RemoteDeviceList) int { return strings.Compare(a.UserID, b.UserID) })
+	users := make([]string, len(lists))
+	for i, l := range lists {
+		unlock, err := s.userLocks.lock(ctx, l.UserID)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		users[i] = l.UserID
+	}
+	cur, err := s.store.RemoteDeviceLists(ctx, users)
 	if err != nil {
 		return err
 	}
-	defer unlock()
-	cur, err := s.store.RemoteDeviceLists(ctx, []string{l.UserID})
-	if err != nil {
-		return err
+	var keep []storage.RemoteDeviceList
+	for _, l := range lists {
+		tr, err := s.tracking(ctx, l.UserID)
+		if err != nil {
+			return err
+		}
+		if tr.tracked && !tr.usable(cur[l.UserID]) {
+			keep = append(keep, l)
+		}
 	}
-	tr, err := s.tracking(ctx, l.UserID)
-	if err != nil || !tr.tracked {
-		return err
-	}
-	if tr.usable(cur[l.UserID]) {
-		return nil // an update or a resync stored a fresh list meanwhile
-	}
-	return s.store.ReplaceRemoteDeviceList(ctx, l, s.now().UnixMilli())
+	return s.store.ReplaceRemoteDeviceLists(ctx, keep, s.now().UnixMilli())
 }

@@ -23,7 +23,7 @@ type RemoteDeviceList struct {
 	Stale    bool  // to be resynced before use
 	// FilledPos is the stream position when the list was last fetched whole.
 	FilledPos int64
-	Devices  map[string]RemoteDevice
+	Devices   map[string]RemoteDevice
 	// CrossSigning holds the master and self_signing keys by type.
 	CrossSigning map[string][]byte
 	// Seen are the stream_ids of the latest updates applied (prev_id checks).
@@ -118,28 +118,44 @@ func (db *DB) RemoteDeviceLists(ctx context.Context, userIDs []string) (map[stri
 // ReplaceRemoteDeviceList stores a whole list (a resync, or keys fetched by
 // /user/keys/query with StreamID -1), replacing what was cached; it is fresh.
 func (db *DB) ReplaceRemoteDeviceList(ctx context.Context, l RemoteDeviceList, now int64) error {
+	return db.ReplaceRemoteDeviceLists(ctx, []RemoteDeviceList{l}, now)
+}
+
+// ReplaceRemoteDeviceLists is ReplaceRemoteDeviceList for many users, in
+// one transaction.
+func (db *DB) ReplaceRemoteDeviceLists(ctx context.Context, lists []RemoteDeviceList, now int64) error {
+	pos := db.Stream.Current()
 	return db.Tx(ctx, func(tx Querier) error {
-		for _, q := range []string{`DELETE FROM remote_device_keys WHERE user_id = $1`,
-			`DELETE FROM remote_cross_signing_keys WHERE user_id = $1`, `DELETE FROM remote_device_list_seen WHERE user_id = $1`} {
-			if _, err := tx.Exec(ctx, q, l.UserID); err != nil {
-				return fmt.Errorf("clearing %s's cached device list: %w", l.UserID, err)
-			}
-		}
-		if err := upsertRemoteList(ctx, tx, l.UserID, l.StreamID, db.Stream.Current(), now); err != nil {
-			return err
-		}
-		for dev, d := range l.Devices {
-			if err := putRemoteDevice(ctx, tx, l.UserID, dev, d); err != nil {
-				return err
-			}
-		}
-		for typ, k := range l.CrossSigning {
-			if err := putRemoteCrossSigningKey(ctx, tx, l.UserID, typ, k); err != nil {
+		for _, l := range lists {
+			if err := replaceRemoteList(ctx, tx, l, pos, now); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+}
+
+func replaceRemoteList(ctx context.Context, tx Querier, l RemoteDeviceList, pos, now int64) error {
+	for _, q := range []string{`DELETE FROM remote_device_keys WHERE user_id = $1`,
+		`DELETE FROM remote_cross_signing_keys WHERE user_id = $1`, `DELETE FROM remote_device_list_seen WHERE user_id = $1`} {
+		if _, err := tx.Exec(ctx, q, l.UserID); err != nil {
+			return fmt.Errorf("clearing %s's cached device list: %w", l.UserID, err)
+		}
+	}
+	if err := upsertRemoteList(ctx, tx, l.UserID, l.StreamID, pos, now); err != nil {
+		return err
+	}
+	for dev, d := range l.Devices {
+		if err := putRemoteDevice(ctx, tx, l.UserID, dev, d); err != nil {
+			return err
+		}
+	}
+	for typ, k := range l.CrossSigning {
+		if err := putRemoteCrossSigningKey(ctx, tx, l.UserID, typ, k); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // RemoteDeviceUpdate is one applied m.device_list_update.
