@@ -51,6 +51,13 @@ func (s *Service) sendDeviceUpdates(ctx context.Context, userID string, deviceID
 	if err != nil || len(servers) == 0 {
 		return err
 	}
+	// One user's updates are reserved and queued one batch at a time, so the
+	// queue holds them in stream_id order (a receiver would resync otherwise).
+	unlock, err := s.userLocks.lock(ctx, userID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	deviceIDs = slices.Clone(deviceIDs)
 	sort.Strings(deviceIDs)
 	resp := &QueryResponse{DeviceKeys: map[string]map[string]json.RawMessage{}, MasterKeys: map[string]json.RawMessage{},
