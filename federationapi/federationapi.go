@@ -77,6 +77,7 @@ type Options struct {
 	Joins        Joins        // the writer's remote-join operations (roomserver)
 	Memberships  Memberships  // the writer's remote leaves and knocks (roomserver); nil: not served
 	Invites      Invites      // invites of local users (roomserver); nil: /invite is not served
+	UserKeys     UserKeys     // our users' devices and keys (keyserver); nil: /user/* is not served
 }
 
 // API is the server-server room API.
@@ -90,13 +91,15 @@ type API struct {
 	joins       Joins
 	memberships Memberships
 	invites     Invites
+	userKeys    UserKeys
 	heavy       *originSlots // costly reads running per origin
 }
 
 // New builds the API.
 func New(o Options) *API {
 	return &API{serverName: o.ServerName, rooms: o.Rooms, store: o.Store, directory: o.Directory, spaces: o.Spaces,
-		txns: o.Transactions, joins: o.Joins, memberships: o.Memberships, invites: o.Invites, heavy: newOriginSlots(MaxHeavyPerOrigin)}
+		txns: o.Transactions, joins: o.Joins, memberships: o.Memberships, invites: o.Invites, userKeys: o.UserKeys,
+		heavy: newOriginSlots(MaxHeavyPerOrigin)}
 }
 
 // Bounds on what one request may ask for.
@@ -132,6 +135,7 @@ func (a *API) Mount(r chi.Router) {
 		r.Put("/v1/send_join/{roomId}/{eventId}", mxhttp.JSON(a.sendJoinV1).ServeHTTP)
 	})
 	a.mountMemberships(r) // make_leave, send_leave, make_knock, send_knock
+	a.mountUserKeys(r)    // userkeys.go: /user/devices, /user/keys/query, /user/keys/claim
 	if a.txns != nil {
 		r.Put("/v1/send/{txnId}", mxhttp.JSON(a.send).ServeHTTP)
 	}

@@ -36,9 +36,11 @@ func eduSender[T any](s *Server) (sender T) {
 // (ingest.Options.EDUs); ingest is built after those modules.
 func eduHandlers(s *Server) map[string]ingest.EDUHandler {
 	return map[string]ingest.EDUHandler{
-		"m.direct_to_device": s.Keys.ReceiveToDeviceEDU,
-		"m.typing":           s.Ephemeral.ReceiveTyping,
-		"m.receipt":          s.Ephemeral.ReceiveReceipt,
-		"m.presence":         s.Ephemeral.ReceivePresence,
+		"m.direct_to_device":   s.Keys.ReceiveToDeviceEDU,
+		"m.device_list_update": s.Keys.ReceiveDeviceListUpdate,
+		"m.signing_key_update": s.Keys.ReceiveSigningKeyUpdate,
+		"m.typing":             s.Ephemeral.ReceiveTyping,
+		"m.receipt":            s.Ephemeral.ReceiveReceipt,
+		"m.presence":           s.Ephemeral.ReceivePresence,
 	}
 }

@@ -107,7 +107,8 @@ type Server struct {
 // The order is the dependency graph, leaves first. The store, signing key
 // and notifier need nothing. The federation transport (our keys, policy,
 // client, remote key fetcher) needs only the store; the outbound EDU queue
-// follows it, and the keyserver (which queues to-device EDUs) follows
+// follows it, and the keyserver (which queues EDUs and asks other
+// servers for their users' keys through the transport's client) follows
 // that. The roomserver verifies remote signatures with the transport's
 // fetcher, so the transport comes before the roomserver; the federation API answers
 // profile queries from accounts and comes after it. The roomserver asks the
@@ -194,9 +195,10 @@ func (s *Server) build(ctx context.Context) error {
 	}
 	// Device-list changes fan out to the users sharing a room (the store's
 	// memberships); to-device messages and device lists go to other servers
-	// through the EDU queue.
+	// through the EDU queue; remote users' keys and devices are asked through
+	// the transport's client (keys_remote.go) when federation is on.
 	s.Keys = keyserver.New(keyserver.Options{Store: db, Stream: db.Stream, Notifier: s.Notifier, Members: db, ServerName: cfg.ServerName,
-		EDUs: eduSender[keyserver.EDUSender](s)})
+		EDUs: eduSender[keyserver.EDUSender](s), Federation: s.keysFederation(transport)})
 	// Server notices rooms are recorded in the store.
 	if s.Rooms, err = roomserver.New(ctx, roomserver.Options{Store: db, Stream: db.Stream, Config: cfg, SigningKey: key, Notifier: s.Notifier,
 		Keys: transport.Fetcher, NoticeRooms: db}); err != nil {
@@ -254,7 +256,7 @@ func (s *Server) build(ctx context.Context) error {
 	// roomview for space hierarchies; and their transactions, through ingest.
 	s.FederationAPI = federationapi.New(federationapi.Options{ServerName: cfg.ServerName, Rooms: s.Rooms, Store: db,
 		Directory: s.Directory, Spaces: s.RoomView, Transactions: s.Ingest, Joins: s.Rooms,
-		Memberships: s.Rooms, Invites: s.Rooms})
+		Memberships: s.Rooms, Invites: s.Rooms, UserKeys: s.Keys})
 	s.RemoteJoins = remotejoin.New(remotejoin.Options{ServerName: cfg.ServerName, Rooms: s.Rooms, Client: transport.Client,
 		OutOfBand: s.Rooms, Memberships: transport.Client, Residents: s.Rooms})
 	s.RemoteInvites = remotejoin.NewInviter(remotejoin.Options{Invites: s.Rooms, InviteClient: transport.Client,

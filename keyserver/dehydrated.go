@@ -80,6 +80,7 @@ func (s *Service) PutDehydratedDevice(ctx context.Context, userID string, req *D
 		return "", fmt.Errorf("storing dehydrated device: %w", err)
 	}
 	s.deviceListChanged(ctx, userID, pos)
+	s.announceDevices(ctx, userID, []string{req.DeviceID})
 	return req.DeviceID, nil
 }
 

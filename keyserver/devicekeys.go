@@ -240,6 +240,7 @@ func (s *Service) Upload(ctx context.Context, userID, deviceID string, req *Uplo
 	}
 	if changed {
 		s.deviceListChanged(ctx, userID, pos)
+		s.announceDevices(ctx, userID, []string{deviceID})
 	}
 	counts, err := s.OneTimeKeyCounts(ctx, userID, deviceID)
 	if err != nil {
@@ -392,6 +393,12 @@ func (s *Service) Query(ctx context.Context, requester string, req *QueryRequest
 	if err := s.queryLocal(ctx, requester, local, req.DeviceKeys, resp); err != nil {
 		return nil, err
 	}
+	// Tracked remote users with a fresh cached list are answered from it
+	// (remotedevices.go); the others are asked, and fill the cache.
+	toFill, err := s.queryCached(ctx, remote, req.DeviceKeys, resp)
+	if err != nil {
+		return nil, err
+	}
 	ask := func(ctx context.Context, server string, users []string) (*QueryResponse, error) {
 		q := map[string][]string{}
 		for _, u := range users {
@@ -399,11 +406,11 @@ func (s *Service) Query(ctx context.Context, requester string, req *QueryRequest
 		}
 		return s.fed.QueryKeys(ctx, server, q)
 	}
+	var fill []storage.RemoteDeviceList
 	resp.Failures = askRemote(ctx, s.fed, timeout, remote, ask, func(server string, r *QueryResponse) {
-		copyOwn(resp.DeviceKeys, r.DeviceKeys, server)
-		copyOwn(resp.MasterKeys, r.MasterKeys, server)
-		copyOwn(resp.SelfSigningKeys, r.SelfSigningKeys, server)
+		fill = append(fill, s.checkRemoteAnswer(server, r, toFill, resp)...)
 	})
+	s.fillCache(ctx, fill)
 	return resp, nil
 }
 

@@ -55,6 +55,8 @@ type Store interface {
 
 	PutDehydratedDevice(ctx context.Context, userID string, d storage.DehydratedDevice, up storage.KeyUpload) error
 	GetDehydratedDevice(ctx context.Context, userID string) (*storage.DehydratedDevice, error)
+
+	RemoteDeviceStore // remotedevices.go
 }
 
 // Stream hands out positions in the /sync stream (*storage.Stream).
@@ -88,9 +90,9 @@ type Federation interface {
 	QueryKeys(ctx context.Context, server string, deviceKeys map[string][]string) (*QueryResponse, error)
 	// ClaimKeys claims one-time keys on server (POST /_matrix/federation/v1/user/keys/claim).
 	ClaimKeys(ctx context.Context, server string, oneTimeKeys map[string]map[string]string) (map[string]map[string]map[string]json.RawMessage, error)
-	// DeviceListUpdated queues m.device_list_update / m.signing_key_update EDUs
-	// for a local user's change to the servers sharing rooms with them.
-	DeviceListUpdated(ctx context.Context, userID string)
+	// UserDevices fetches a user's whole device list and cross-signing keys
+	// from their server (GET /_matrix/federation/v1/user/devices/{userId}).
+	UserDevices(ctx context.Context, server, userID string) (*UserDevicesResponse, error)
 }
 
 // EDUSender queues EDUs for other servers in the federation sender's durable
@@ -111,6 +113,8 @@ type Service struct {
 	edus       EDUSender
 	serverName string
 	now        func() time.Time
+	userLocks  userLocks // remote users' device lists, one update or resync at a time
+	resyncs    resyncs   // remote device-list resyncs running in the background
 
 	// MaxPendingToDevice bounds each device's queue of undelivered to-device
 	// messages; beyond it the oldest are dropped.
@@ -167,9 +171,6 @@ func (s *Service) deviceListChanged(ctx context.Context, userID string, pos int6
 		users = append(users, shared...)
 	}
 	s.notifier.Notify(pos, users...)
-	if s.fed != nil && s.isLocal(userID) {
-		s.fed.DeviceListUpdated(context.WithoutCancel(ctx), userID)
-	}
 }
 
 // DeviceListChanges is what /sync and /keys/changes report to userID for the
@@ -264,6 +265,7 @@ func (s *Service) DeleteDevices(ctx context.Context, userID string, deviceIDs []
 	}
 	if changed {
 		s.deviceListChanged(ctx, userID, pos)
+		s.announceDevices(ctx, userID, deviceIDs)
 	}
 	return nil
 }

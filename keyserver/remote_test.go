@@ -17,6 +17,7 @@ import (
 type fakeFederation struct {
 	Federation
 	release chan struct{} // closed when the test ends
+	t       testing.TB
 }
 
 func (f fakeFederation) QueryKeys(ctx context.Context, server string, q map[string][]string) (*QueryResponse, error) {
@@ -29,7 +30,7 @@ func (f fakeFederation) QueryKeys(ctx context.Context, server string, q map[stri
 	}
 	r := &QueryResponse{DeviceKeys: map[string]map[string]json.RawMessage{}}
 	for u := range q {
-		r.DeviceKeys[u] = map[string]json.RawMessage{"DEV": json.RawMessage(`{"device_id":"DEV"}`)}
+		r.DeviceKeys[u] = map[string]json.RawMessage{"DEV": deviceKeys(f.t, u, "DEV")}
 	}
 	r.DeviceKeys["@victim:local.example"] = map[string]json.RawMessage{"EVIL": json.RawMessage(`{}`)}
 	return r, nil
@@ -38,7 +39,7 @@ func (f fakeFederation) QueryKeys(ctx context.Context, server string, q map[stri
 func TestQueryRemoteTimeoutAndFailures(t *testing.T) {
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
-	s := New(Options{ServerName: "local.example", Federation: fakeFederation{release: release}})
+	s := New(Options{ServerName: "local.example", Federation: fakeFederation{release: release, t: t}})
 	req := &QueryRequest{Timeout: 50, DeviceKeys: map[string][]string{
 		"@a:fast.example": nil, "@b:slow.example": nil, "@c:down.example": nil,
 	}}

@@ -318,6 +318,15 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 			if jr.Timeline == nil && jr.State == nil && (jr.StateAfter == nil || len(jr.StateAfter.Events) == 0) && jr.Ephemeral == nil && jr.AccountData == nil && !newly {
 				continue
 			}
+			// A joined room in the answer always has its ephemeral and
+			// account data sections, empty or not, as Synapse's do (Complement
+			// TestACLsForEDUs reads rooms.join.<id>.ephemeral.events).
+			if jr.Ephemeral == nil {
+				jr.Ephemeral = &Events{Events: []json.RawMessage{}}
+			}
+			if jr.AccountData == nil {
+				jr.AccountData = &Events{Events: []json.RawMessage{}}
+			}
 			if rooms.Join == nil {
 				rooms.Join = map[string]*JoinedRoom{}
 			}
