@@ -5,6 +5,7 @@ package tests
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -58,8 +59,8 @@ func (d *e2eeDevice) awaitDecrypted(t *testing.T, room id.RoomID, eventID id.Eve
 	var body string
 	var lastErr error
 	ok := d.syncUntil(t, func(r *mautrix.RespSync) bool {
-		if got == nil {
-			for _, evt := range r.Rooms.Join[room].Timeline.Events {
+		if joined := r.Rooms.Join[room]; got == nil && joined != nil {
+			for _, evt := range joined.Timeline.Events {
 				if evt.ID != eventID {
 					continue
 				}
@@ -134,9 +135,13 @@ func awaitDevice(t *testing.T, c *mautrix.Client, user id.UserID, device id.Devi
 // of to's devices decrypts it from its own /sync.
 func exchangeEncrypted(t *testing.T, room id.RoomID, from *e2eeDevice, body string, to ...*e2eeDevice) {
 	t.Helper()
+	// Each user once: mautrix forgets the Olm sessions it found for a user
+	// named twice.
 	users := []id.UserID{from.client.UserID}
 	for _, d := range to {
-		users = append(users, d.client.UserID)
+		if !slices.Contains(users, d.client.UserID) {
+			users = append(users, d.client.UserID)
+		}
 		awaitDevice(t, from.client, d.client.UserID, d.client.DeviceID)
 	}
 	if err := from.mach.ShareGroupSession(context.Background(), room, users); err != nil {
