@@ -170,17 +170,24 @@ func (s *Service) UploadSignatures(ctx context.Context, signer string, req map[s
 	if err != nil {
 		return nil, err
 	}
-	for _, us := range remote {
-		for _, u := range us {
-			for key := range req[u] {
-				fail(u, key, mxhttp.Unrecognized("Keys of remote users are not available: federation is not enabled"))
-			}
-		}
-	}
 	all := append([]string{signer}, local...)
 	cross, err := s.store.CrossSigningKeys(ctx, all)
 	if err != nil {
 		return nil, err
+	}
+	// Remote users' master keys, for signatures by signer's user-signing key
+	// (remotesignatures.go).
+	var remoteUsers []string
+	for _, us := range remote {
+		remoteUsers = append(remoteUsers, us...)
+	}
+	sort.Strings(remoteUsers)
+	remoteCross, err := s.remoteMasterKeys(ctx, signer, remoteUsers)
+	if err != nil {
+		return nil, err
+	}
+	for u, c := range remoteCross {
+		cross[u] = c
 	}
 	devs, err := s.store.QueryDeviceKeys(ctx, []string{signer})
 	if err != nil {
@@ -188,7 +195,7 @@ func (s *Service) UploadSignatures(ctx context.Context, signer string, req map[s
 	}
 	mine := cross[signer]
 	var good []storage.KeySignature
-	for _, target := range local {
+	for _, target := range append(local, remoteUsers...) {
 		for keyID, raw := range req[target] {
 			sigs, e := s.checkSignedKey(signer, target, keyID, raw, mine, cross[target], devs[signer])
 			if e != nil {

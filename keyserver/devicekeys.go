@@ -411,6 +411,9 @@ func (s *Service) Query(ctx context.Context, requester string, req *QueryRequest
 		fill = append(fill, s.checkRemoteAnswer(server, r, toFill, resp)...)
 	})
 	s.fillCache(ctx, fill)
+	if err := s.addOwnSignaturesOnRemote(ctx, requester, resp); err != nil {
+		return nil, err
+	}
 	return resp, nil
 }
 
