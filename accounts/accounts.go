@@ -80,6 +80,9 @@ type Notifier interface {
 // DeviceKeys drops what the keyserver holds for deleted devices.
 type DeviceKeys interface {
 	DeleteDevices(ctx context.Context, userID string, deviceIDs []string) error
+	// DeviceRenamed announces a device's new display name: it is part of
+	// the user's device list, as other users and servers see it.
+	DeviceRenamed(ctx context.Context, userID, deviceID string) error
 }
 
 // Rooms is what accounts asks of the roomserver.

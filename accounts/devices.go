@@ -72,7 +72,15 @@ func (s *Service) SetDeviceDisplayName(ctx context.Context, userID id.UserID, de
 	if errors.Is(err, storage.ErrNotFound) {
 		return mxhttp.NotFound("Unknown device")
 	}
-	return err
+	if err != nil || s.devices == nil {
+		return err
+	}
+	// The rename is stored: announcing it is best effort (logged), as for a
+	// deleted device.
+	if err := s.devices.DeviceRenamed(context.WithoutCancel(ctx), userID.String(), string(deviceID)); err != nil {
+		slog.ErrorContext(ctx, "announcing a renamed device", "user", userID, "device", deviceID, "err", err)
+	}
+	return nil
 }
 
 // DeleteDevices deletes devices and their tokens, then runs the

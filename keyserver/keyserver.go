@@ -270,6 +270,24 @@ func (s *Service) DeleteDevices(ctx context.Context, userID string, deviceIDs []
 	return nil
 }
 
+// DeviceRenamed announces a local device's new display name, which is part
+// of the device list: local users sharing a room see the user in
+// device_lists.changed, other servers get an m.device_list_update.
+func (s *Service) DeviceRenamed(ctx context.Context, userID, deviceID string) error {
+	pos, finish, err := s.stream.Allocate()
+	if err != nil {
+		return err
+	}
+	err = s.store.MarkDeviceListChanged(ctx, userID, pos)
+	finish()
+	if err != nil {
+		return fmt.Errorf("recording %s's renamed device: %w", userID, err)
+	}
+	s.deviceListChanged(ctx, userID, pos)
+	s.announceDevices(ctx, userID, []string{deviceID})
+	return nil
+}
+
 // RemoteDeviceListUpdated records that a remote user's device list changed
 // (an inbound m.device_list_update or m.signing_key_update EDU) and tells the
 // local users sharing rooms with them.

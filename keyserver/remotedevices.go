@@ -39,6 +39,7 @@ type RemoteDeviceStore interface {
 	DeviceListStreamID(ctx context.Context, userID string) (int64, error)
 	ServersSharingRoomsWith(ctx context.Context, userID string) ([]string, error)
 	SharingSince(ctx context.Context, userID, server string) (since int64, sharing bool, err error)
+	JoinedServers(ctx context.Context, roomID string) ([]string, error)
 }
 
 // UserDevicesResponse is the answer to GET /_matrix/federation/v1/user/devices/{userId}.
