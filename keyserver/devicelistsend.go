@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sort"
 
@@ -69,6 +70,10 @@ func (s *Service) sendDeviceUpdates(ctx context.Context, userID string, deviceID
 	if err != nil {
 		return err
 	}
+	existing, err := s.deviceIDs(ctx, userID)
+	if err != nil {
+		return err
+	}
 	prev, err := s.store.NextDeviceListStreamIDs(ctx, userID, len(deviceIDs))
 	if err != nil {
 		return err
@@ -78,9 +83,13 @@ func (s *Service) sendDeviceUpdates(ctx context.Context, userID string, deviceID
 		if prev+int64(i) > 0 {
 			u.PrevID = []int64{prev + int64(i)}
 		}
-		if keys, ok := resp.DeviceKeys[userID][dev]; ok {
-			u.Keys, u.DisplayName = keys, names[userID][dev]
-		} else {
+		keys, hasKeys := resp.DeviceKeys[userID][dev]
+		name, named := names[userID][dev]
+		switch {
+		case hasKeys || named || existing[dev]:
+			// A device without keys (yet) is still one of the user's.
+			u.Keys, u.DisplayName = keys, name
+		default:
 			u.Deleted = true
 		}
 		content, err := json.Marshal(u)
@@ -151,7 +160,7 @@ func (s *Service) checkLocalUsers(users []string, devicesOf func(u string) int) 
 }
 
 // LocalUserDevices is GET /_matrix/federation/v1/user/devices/{userId} for
-// one of our users: every device with keys or a display name, the stream_id
+// one of our users: every device (with its keys and display name if any), the stream_id
 // of the last update sent for them, their master and self-signing keys.
 func (s *Service) LocalUserDevices(ctx context.Context, userID string) (*UserDevicesResponse, error) {
 	if err := s.checkLocalUsers([]string{userID}, func(string) int { return 0 }); err != nil {
@@ -179,7 +188,17 @@ func (s *Service) LocalUserDevices(ctx context.Context, userID string) (*UserDev
 	}
 	for dev, name := range names[userID] {
 		if !seen[dev] {
+			seen[dev] = true
 			out.Devices = append(out.Devices, UserDevice{DeviceID: dev, DisplayName: name})
+		}
+	}
+	existing, err := s.deviceIDs(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	for dev := range existing { // devices with neither keys nor a name yet
+		if !seen[dev] {
+			out.Devices = append(out.Devices, UserDevice{DeviceID: dev})
 		}
 	}
 	sort.Slice(out.Devices, func(i, j int) bool { return out.Devices[i].DeviceID < out.Devices[j].DeviceID })
@@ -277,16 +296,32 @@ func (s *Service) AnnounceOnJoin(ctx context.Context, events []*storage.Event) e
 		if err := s.queryLocal(ctx, "", []string{*ev.StateKey}, nil, resp); err != nil {
 			return err
 		}
-		devices := make([]string, 0, len(resp.DeviceKeys[*ev.StateKey]))
-		for dev := range resp.DeviceKeys[*ev.StateKey] {
-			devices = append(devices, dev)
+		existing, err := s.deviceIDs(ctx, *ev.StateKey)
+		if err != nil {
+			return err
 		}
-		s.announceDevices(ctx, *ev.StateKey, devices)
+		for dev := range resp.DeviceKeys[*ev.StateKey] {
+			existing[dev] = true // a dehydrated device
+		}
+		s.announceDevices(ctx, *ev.StateKey, slices.Collect(maps.Keys(existing)))
 		if len(resp.MasterKeys[*ev.StateKey]) > 0 {
 			s.announceSigningKeys(ctx, *ev.StateKey)
 		}
 	}
 	return nil
+}
+
+// deviceIDs is the set of a local user's devices (with keys or not).
+func (s *Service) deviceIDs(ctx context.Context, userID string) (map[string]bool, error) {
+	devs, err := s.store.ListDevices(ctx, userID)
+	if err != nil {
+		return nil, fmt.Errorf("listing %s's devices: %w", userID, err)
+	}
+	out := make(map[string]bool, len(devs))
+	for _, d := range devs {
+		out[d.DeviceID] = true
+	}
+	return out, nil
 }
 
 // joinBringsServers reports whether userID's join at pos made a server of

@@ -40,6 +40,7 @@ type RemoteDeviceStore interface {
 	ServersSharingRoomsWith(ctx context.Context, userID string) ([]string, error)
 	SharingSince(ctx context.Context, userID, server string) (since int64, sharing bool, err error)
 	JoinedServers(ctx context.Context, roomID string) ([]string, error)
+	ListDevices(ctx context.Context, userID string) ([]storage.Device, error)
 }
 
 // UserDevicesResponse is the answer to GET /_matrix/federation/v1/user/devices/{userId}.

@@ -26,6 +26,12 @@ func TestDeviceListAnnouncedOnJoin(t *testing.T) {
 			alice, bob := a.Register(t, "alice"), b.Register(t, "bob")
 			dev := newTestDevice(alice.UserID.String(), alice.DeviceID.String())
 			keysMustCall(t, alice, "POST", "/_matrix/client/v3/keys/upload", map[string]any{"device_keys": dev.deviceKeys(t)})
+			// A second device that has no keys (yet) is one of hers all the same.
+			if _, err := a.Client(t).Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword,
+				Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: "alice"},
+				Password:   "password-alice", DeviceID: "KEYLESS"}); err != nil {
+				t.Fatal(err)
+			}
 			room := createRoom(t, bob, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 			if _, err := alice.JoinRoom(ctx, string(room), &mautrix.ReqJoinRoom{Via: []string{"b.test"}}); err != nil {
 				t.Fatal(err)
@@ -35,7 +41,7 @@ func TestDeviceListAnnouncedOnJoin(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if l := lists[alice.UserID.String()]; l != nil && len(l.Devices) > 0 {
+				if l := lists[alice.UserID.String()]; l != nil && len(l.Devices) == 2 {
 					return l.StreamID
 				}
 				return 0
@@ -46,7 +52,7 @@ func TestDeviceListAnnouncedOnJoin(t *testing.T) {
 			}
 			first := cached()
 			if first == 0 {
-				t.Fatal("b.test never learned alice's device from her join")
+				t.Fatal("b.test never learned alice's two devices (one without keys) from her join")
 			}
 			room2 := createRoom(t, bob, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 			if _, err := alice.JoinRoom(ctx, string(room2), &mautrix.ReqJoinRoom{Via: []string{"b.test"}}); err != nil {
