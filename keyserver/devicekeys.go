@@ -408,7 +408,7 @@ func (s *Service) Query(ctx context.Context, requester string, req *QueryRequest
 	}
 	var fill []storage.RemoteDeviceList
 	resp.Failures = askRemote(ctx, s.fed, timeout, remote, ask, func(server string, r *QueryResponse) {
-		fill = append(fill, s.checkRemoteAnswer(server, r, toFill, resp)...)
+		fill = append(fill, s.checkRemoteAnswer(server, r, remote[server], req.DeviceKeys, toFill, resp)...)
 	})
 	s.fillCache(ctx, fill)
 	return resp, nil

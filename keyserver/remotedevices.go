@@ -542,22 +542,37 @@ func answerFromCache(l *storage.RemoteDeviceList, only []string, resp *QueryResp
 }
 
 // checkRemoteAnswer keeps of a server's /user/keys/query answer what is
-// about its own users and valid: device keys of the user and device named,
-// self-signed when signed; cross-signing keys of the right usage. It
-// returns the lists to cache for the users in toFill (their stream_id
-// unknown: the next update resyncs them).
-func (s *Service) checkRemoteAnswer(server string, r *QueryResponse, toFill map[string]bool, resp *QueryResponse) []storage.RemoteDeviceList {
+// about its own users, asked for (the users in asked, the devices wanted
+// names when it names any) and valid: device keys of the user and device
+// named, self-signed when signed; cross-signing keys of the right usage. A
+// user with more than MaxRemoteDevices devices is left out before any
+// signature is checked (as a resync's list is refused). It returns the
+// lists to cache for the users in toFill (their stream_id unknown: the next
+// update resyncs them).
+func (s *Service) checkRemoteAnswer(server string, r *QueryResponse, asked []string, wanted map[string][]string,
+	toFill map[string]bool, resp *QueryResponse) []storage.RemoteDeviceList {
 	var fill []storage.RemoteDeviceList
-	for u, devs := range r.DeviceKeys {
-		if !onServer(u, server) {
+	for _, u := range asked {
+		devs, answered := r.DeviceKeys[u]
+		if !answered || !onServer(u, server) || len(devs) > MaxRemoteDevices {
 			continue
+		}
+		var only map[string]bool
+		if len(wanted[u]) > 0 {
+			only = make(map[string]bool, len(wanted[u]))
+			for _, d := range wanted[u] {
+				only[d] = true
+			}
 		}
 		out := map[string]json.RawMessage{}
 		var l *storage.RemoteDeviceList
-		if toFill[u] && len(devs) <= MaxRemoteDevices {
+		if toFill[u] && only == nil {
 			l = &storage.RemoteDeviceList{UserID: u, StreamID: -1, Devices: map[string]storage.RemoteDevice{}}
 		}
 		for dev, raw := range devs {
+			if only != nil && !only[dev] {
+				continue
+			}
 			keys, err := validRemoteDevice(raw, u, dev)
 			if err != nil {
 				continue
