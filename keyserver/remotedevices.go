@@ -243,7 +243,8 @@ func senderUser(userID, origin string) error {
 
 // ReceiveDeviceListUpdate handles an inbound m.device_list_update EDU
 // (ingest.EDUHandler). Updates of users nobody here shares a room with are
-// ignored (and their cache dropped). An update follows the cached list when
+// ignored (and their cache dropped), as are updates at or below the cached
+// list's stream_id (replays). An update follows the cached list when
 // every prev_id is an update we applied; it is then applied in order. A gap
 // (a prev_id we never saw), a loop, or a list we do not know the stream_id
 // of makes us resync the whole list from the user's server; a resync that
@@ -286,6 +287,8 @@ func (s *Service) ReceiveDeviceListUpdate(ctx context.Context, origin string, co
 		return s.resyncAndReport(ctx, u.UserID, "no usable cached list")
 	case l.Seen[u.StreamID]:
 		return nil // already applied
+	case u.StreamID <= l.StreamID:
+		return nil // older than the list we hold, which reflects it: a replay must not undo later changes
 	case slices.Contains(u.PrevID, u.StreamID):
 		return s.resyncAndReport(ctx, u.UserID, "prev_id names the update itself")
 	}
