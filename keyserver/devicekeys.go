@@ -408,22 +408,13 @@ func (s *Service) Query(ctx context.Context, requester string, req *QueryRequest
 	}
 	var fill []storage.RemoteDeviceList
 	resp.Failures = askRemote(ctx, s.fed, timeout, remote, ask, func(server string, r *QueryResponse) {
-		fill = append(fill, s.checkRemoteAnswer(server, r, toFill, resp)...)
+		fill = append(fill, s.checkRemoteAnswer(server, r, remote[server], req.DeviceKeys, toFill, resp)...)
 	})
 	s.fillCache(ctx, fill)
 	if err := s.addOwnSignaturesOnRemote(ctx, requester, resp); err != nil {
 		return nil, err
 	}
 	return resp, nil
-}
-
-// copyOwn copies the entries of server's users from src into dst.
-func copyOwn[V any](dst, src map[string]V, server string) {
-	for u, v := range src {
-		if onServer(u, server) {
-			dst[u] = v
-		}
-	}
 }
 
 func (s *Service) queryLocal(ctx context.Context, requester string, users []string, wanted map[string][]string, resp *QueryResponse) error {
@@ -571,7 +562,34 @@ func (s *Service) Claim(ctx context.Context, req *ClaimRequest) (*ClaimResponse,
 		return s.fed.ClaimKeys(ctx, server, q)
 	}
 	resp.Failures = askRemote(ctx, s.fed, timeout, remote, ask, func(server string, r map[string]map[string]map[string]json.RawMessage) {
-		copyOwn(resp.OneTimeKeys, r, server)
+		keepClaimed(resp.OneTimeKeys, r, server, req.OneTimeKeys)
 	})
 	return resp, nil
+}
+
+// keepClaimed copies into dst what server's claim answer holds for what was
+// asked of it: for each device of its own users named in asked, one key of
+// the algorithm named (the lowest key ID). A server does not get to hand the
+// client keys of users or devices nobody claimed, nor many keys for one.
+func keepClaimed(dst, answer map[string]map[string]map[string]json.RawMessage, server string, asked map[string]map[string]string) {
+	for u, devs := range asked {
+		if !onServer(u, server) {
+			continue
+		}
+		for dev, alg := range devs {
+			best := ""
+			for keyID := range answer[u][dev] {
+				if strings.HasPrefix(keyID, alg+":") && (best == "" || keyID < best) {
+					best = keyID
+				}
+			}
+			if best == "" {
+				continue
+			}
+			if dst[u] == nil {
+				dst[u] = map[string]map[string]json.RawMessage{}
+			}
+			dst[u][dev] = map[string]json.RawMessage{best: answer[u][dev][best]}
+		}
+	}
 }

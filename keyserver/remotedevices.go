@@ -244,7 +244,8 @@ func senderUser(userID, origin string) error {
 
 // ReceiveDeviceListUpdate handles an inbound m.device_list_update EDU
 // (ingest.EDUHandler). Updates of users nobody here shares a room with are
-// ignored (and their cache dropped). An update follows the cached list when
+// ignored (and their cache dropped), as are updates at or below the cached
+// list's stream_id (replays). An update follows the cached list when
 // every prev_id is an update we applied; it is then applied in order. A gap
 // (a prev_id we never saw), a loop, or a list we do not know the stream_id
 // of makes us resync the whole list from the user's server; a resync that
@@ -287,6 +288,8 @@ func (s *Service) ReceiveDeviceListUpdate(ctx context.Context, origin string, co
 		return s.resyncAndReport(ctx, u.UserID, "no usable cached list")
 	case l.Seen[u.StreamID]:
 		return nil // already applied
+	case u.StreamID <= l.StreamID:
+		return nil // older than the list we hold, which reflects it: a replay must not undo later changes
 	case slices.Contains(u.PrevID, u.StreamID):
 		return s.resyncAndReport(ctx, u.UserID, "prev_id names the update itself")
 	}
@@ -543,22 +546,37 @@ func answerFromCache(l *storage.RemoteDeviceList, only []string, resp *QueryResp
 }
 
 // checkRemoteAnswer keeps of a server's /user/keys/query answer what is
-// about its own users and valid: device keys of the user and device named,
-// self-signed when signed; cross-signing keys of the right usage. It
-// returns the lists to cache for the users in toFill (their stream_id
-// unknown: the next update resyncs them).
-func (s *Service) checkRemoteAnswer(server string, r *QueryResponse, toFill map[string]bool, resp *QueryResponse) []storage.RemoteDeviceList {
+// about its own users, asked for (the users in asked, the devices wanted
+// names when it names any) and valid: device keys of the user and device
+// named, self-signed when signed; cross-signing keys of the right usage. A
+// user with more than MaxRemoteDevices devices is left out before any
+// signature is checked (as a resync's list is refused). It returns the
+// lists to cache for the users in toFill (their stream_id unknown: the next
+// update resyncs them).
+func (s *Service) checkRemoteAnswer(server string, r *QueryResponse, asked []string, wanted map[string][]string,
+	toFill map[string]bool, resp *QueryResponse) []storage.RemoteDeviceList {
 	var fill []storage.RemoteDeviceList
-	for u, devs := range r.DeviceKeys {
-		if !onServer(u, server) {
+	for _, u := range asked {
+		devs, answered := r.DeviceKeys[u]
+		if !answered || !onServer(u, server) || len(devs) > MaxRemoteDevices {
 			continue
+		}
+		var only map[string]bool
+		if len(wanted[u]) > 0 {
+			only = make(map[string]bool, len(wanted[u]))
+			for _, d := range wanted[u] {
+				only[d] = true
+			}
 		}
 		out := map[string]json.RawMessage{}
 		var l *storage.RemoteDeviceList
-		if toFill[u] && len(devs) <= MaxRemoteDevices {
+		if toFill[u] && only == nil {
 			l = &storage.RemoteDeviceList{UserID: u, StreamID: -1, Devices: map[string]storage.RemoteDevice{}}
 		}
 		for dev, raw := range devs {
+			if only != nil && !only[dev] {
+				continue
+			}
 			keys, err := validRemoteDevice(raw, u, dev)
 			if err != nil {
 				continue

@@ -245,6 +245,9 @@ func (s *Service) ReceiveToDevice(ctx context.Context, origin, sender, eventType
 			msgs = append(msgs, storage.ToDeviceMessage{UserID: u, DeviceID: dev, Sender: sender, Type: eventType, Content: content})
 		}
 	}
+	if len(msgs) == 0 { // nothing for our users: nothing to store, not even the message ID
+		return nil
+	}
 	sort.Slice(msgs, func(i, j int) bool {
 		if msgs[i].UserID != msgs[j].UserID {
 			return msgs[i].UserID < msgs[j].UserID
