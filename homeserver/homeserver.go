@@ -142,6 +142,11 @@ func New(ctx context.Context, cfg *config.Config) (*Server, error) {
 		s.close()
 		return nil, err
 	}
+	// Our users' device-list updates a crash left stored but not queued.
+	if err := s.Keys.AnnouncePending(ctx); err != nil {
+		s.close()
+		return nil, fmt.Errorf("announcing pending device-list updates: %w", err)
+	}
 	for _, f := range s.Followers {
 		s.Metrics.RegisterFollowerLag(f.Name(), f.Lag)
 	}

@@ -140,7 +140,7 @@ func (s *Service) UploadDeviceSigningKeys(ctx context.Context, userID string, re
 		return fmt.Errorf("storing cross-signing keys: %w", err)
 	}
 	s.deviceListChanged(ctx, userID, pos)
-	s.announceSigningKeys(ctx, userID)
+	s.announce(ctx, userID)
 	return nil
 }
 
@@ -218,7 +218,7 @@ func (s *Service) UploadSignatures(ctx context.Context, signer string, req map[s
 			return nil, fmt.Errorf("storing signatures: %w", err)
 		}
 		s.deviceListChanged(ctx, signer, pos)
-		s.announceSignatures(ctx, signer, good, mine["master"].PublicKey)
+		s.announce(ctx, signer)
 	}
 	return resp, nil
 }

@@ -80,7 +80,7 @@ func (s *Service) PutDehydratedDevice(ctx context.Context, userID string, req *D
 		return "", fmt.Errorf("storing dehydrated device: %w", err)
 	}
 	s.deviceListChanged(ctx, userID, pos)
-	s.announceDevices(ctx, userID, []string{req.DeviceID})
+	s.announce(ctx, userID) // the new device, and the one it replaced
 	return req.DeviceID, nil
 }
 

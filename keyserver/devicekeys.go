@@ -240,7 +240,7 @@ func (s *Service) Upload(ctx context.Context, userID, deviceID string, req *Uplo
 	}
 	if changed {
 		s.deviceListChanged(ctx, userID, pos)
-		s.announceDevices(ctx, userID, []string{deviceID})
+		s.announce(ctx, userID)
 	}
 	counts, err := s.OneTimeKeyCounts(ctx, userID, deviceID)
 	if err != nil {

@@ -30,40 +30,71 @@ func (s *Service) otherServers(ctx context.Context, userID string) ([]string, er
 	return slices.DeleteFunc(servers, func(sv string) bool { return sv == s.serverName }), nil
 }
 
-// announceDevices queues an m.device_list_update per device of a local user
-// (its current keys and display name, or deleted when it has none any more)
-// to the other servers sharing a room with the user. The updates of one user
-// carry consecutive stream_ids, each naming the previous one sent as
-// prev_id, so a receiver can tell when it missed one. The queue persists
-// each EDU before returning; a failure is logged (the receivers resync on
-// the next update).
-func (s *Service) announceDevices(ctx context.Context, userID string, deviceIDs []string) {
-	if s.edus == nil || len(deviceIDs) == 0 {
-		return
-	}
+// OutboxStore is the keyserver's outbox of our users' device-list
+// announcements (*storage.DB): the store methods that record a change of a
+// local user's devices or signing keys also record, in the same
+// transaction, what other servers must be told; announce queues it and
+// clears it, and AnnouncePending does it on startup for what a crash left.
+type OutboxStore interface {
+	QueueDeviceListAnnouncement(ctx context.Context, userID string, deviceIDs []string, signingKeys bool) error
+	MarkDeviceRenamed(ctx context.Context, userID, deviceID string, pos int64) error
+	NumberDeviceListAnnouncements(ctx context.Context, userID string) ([]storage.PendingAnnouncement, error)
+	DeviceListAnnounced(ctx context.Context, userID string, p storage.PendingAnnouncement) error
+	DropDeviceListAnnouncements(ctx context.Context, userID string) error
+	UsersWithPendingAnnouncements(ctx context.Context, after string, limit int) ([]string, error)
+}
+
+// announce queues the pending device-list announcements of a local user
+// (m.device_list_update per device: its current keys and display name, or
+// deleted when it has none any more; m.signing_key_update for the signing
+// keys) to the other servers sharing a room with them, clearing each from
+// the outbox once queued. The queue persists each EDU before returning and
+// only writes the store, so the client request never waits on another
+// server. A failure is logged: the updates stay pending and go on the
+// user's next change or the next startup.
+func (s *Service) announce(ctx context.Context, userID string) {
 	ctx = context.WithoutCancel(ctx)
-	if err := s.sendDeviceUpdates(ctx, userID, deviceIDs); err != nil {
-		slog.WarnContext(ctx, "queueing device-list updates failed", "user", userID, "err", err)
+	if err := s.sendPending(ctx, userID); err != nil {
+		slog.WarnContext(ctx, "queueing device-list updates failed; they stay pending", "user", userID, "err", err)
 	}
 }
 
-func (s *Service) sendDeviceUpdates(ctx context.Context, userID string, deviceIDs []string) error {
-	servers, err := s.otherServers(ctx, userID)
-	if err != nil || len(servers) == 0 {
-		return err
+// sendPending announces userID's outbox. The updates of one user carry
+// consecutive stream_ids, numbered in the store before they are queued and
+// each naming the previous as prev_id; one user's are numbered and queued
+// one batch at a time (the queue holds them in stream_id order: a receiver
+// would resync otherwise). An update numbered before a crash is re-sent
+// with the same stream_id (receivers ignore a repeated one), never
+// renumbered, so no receiver sees a gap that is not one.
+func (s *Service) sendPending(ctx context.Context, userID string) error {
+	if s.edus == nil { // federation off: nobody to tell
+		return s.store.DropDeviceListAnnouncements(ctx, userID)
 	}
-	// One user's updates are reserved and queued one batch at a time, so the
-	// queue holds them in stream_id order (a receiver would resync otherwise).
 	unlock, err := s.userLocks.lock(ctx, userID)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	deviceIDs = slices.Clone(deviceIDs)
-	sort.Strings(deviceIDs)
+	servers, err := s.otherServers(ctx, userID)
+	if err != nil {
+		return err
+	}
+	if len(servers) == 0 { // a later join announces the devices there
+		return s.store.DropDeviceListAnnouncements(ctx, userID)
+	}
+	pending, err := s.store.NumberDeviceListAnnouncements(ctx, userID)
+	if err != nil || len(pending) == 0 {
+		return err
+	}
 	resp := &QueryResponse{DeviceKeys: map[string]map[string]json.RawMessage{}, MasterKeys: map[string]json.RawMessage{},
 		SelfSigningKeys: map[string]json.RawMessage{}, UserSigningKeys: map[string]json.RawMessage{}}
-	if err := s.queryLocal(ctx, "", []string{userID}, map[string][]string{userID: deviceIDs}, resp); err != nil {
+	devices := []string{"-"} // none: the signing keys alone
+	for _, p := range pending {
+		if p.DeviceID != storage.SigningKeysOutbox {
+			devices = append(devices, p.DeviceID)
+		}
+	}
+	if err := s.queryLocal(ctx, "", []string{userID}, map[string][]string{userID: devices}, resp); err != nil {
 		return err
 	}
 	names, err := s.store.DeviceDisplayNames(ctx, []string{userID})
@@ -74,62 +105,71 @@ func (s *Service) sendDeviceUpdates(ctx context.Context, userID string, deviceID
 	if err != nil {
 		return err
 	}
-	prev, err := s.store.NextDeviceListStreamIDs(ctx, userID, len(deviceIDs))
-	if err != nil {
-		return err
-	}
-	for i, dev := range deviceIDs {
-		u := deviceListUpdate{UserID: userID, DeviceID: dev, StreamID: prev + int64(i) + 1, PrevID: []int64{}}
-		if prev+int64(i) > 0 {
-			u.PrevID = []int64{prev + int64(i)}
-		}
-		keys, hasKeys := resp.DeviceKeys[userID][dev]
-		name, named := names[userID][dev]
-		switch {
-		case hasKeys || named || existing[dev]:
-			// A device without keys (yet) is still one of the user's.
-			u.Keys, u.DisplayName = keys, name
-		default:
-			u.Deleted = true
-		}
-		content, err := json.Marshal(u)
+	for _, p := range pending {
+		eduType, content, err := updateContent(userID, p, resp, names[userID], existing)
 		if err != nil {
 			return err
 		}
-		if err := s.edus.QueueEDU(ctx, servers, "m.device_list_update", content, false); err != nil {
-			return fmt.Errorf("queueing m.device_list_update: %w", err)
+		if err := s.edus.QueueEDU(ctx, servers, eduType, content, false); err != nil {
+			return fmt.Errorf("queueing %s: %w", eduType, err)
+		}
+		if err := s.store.DeviceListAnnounced(ctx, userID, p); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// announceSigningKeys queues an m.signing_key_update with a local user's
-// master and self-signing keys (never the user-signing key) to the other
-// servers sharing a room with them.
-func (s *Service) announceSigningKeys(ctx context.Context, userID string) {
-	if s.edus == nil {
-		return
-	}
-	ctx = context.WithoutCancel(ctx)
-	err := func() error {
-		servers, err := s.otherServers(ctx, userID)
-		if err != nil || len(servers) == 0 {
-			return err
-		}
-		resp := &QueryResponse{DeviceKeys: map[string]map[string]json.RawMessage{}, MasterKeys: map[string]json.RawMessage{},
-			SelfSigningKeys: map[string]json.RawMessage{}, UserSigningKeys: map[string]json.RawMessage{}}
-		if err := s.queryLocal(ctx, "", []string{userID}, map[string][]string{userID: {"-"}}, resp); err != nil {
-			return err
-		}
+// updateContent is the EDU announcing one outbox row.
+func updateContent(userID string, p storage.PendingAnnouncement, resp *QueryResponse, names map[string]string,
+	existing map[string]bool) (string, json.RawMessage, error) {
+	if p.DeviceID == storage.SigningKeysOutbox {
 		content, err := json.Marshal(signingKeyUpdate{UserID: userID, MasterKey: resp.MasterKeys[userID],
 			SelfSigningKey: resp.SelfSigningKeys[userID]})
+		return "m.signing_key_update", content, err
+	}
+	u := deviceListUpdate{UserID: userID, DeviceID: p.DeviceID, StreamID: p.StreamID, PrevID: []int64{}}
+	if p.StreamID > 1 {
+		u.PrevID = []int64{p.StreamID - 1}
+	}
+	keys, hasKeys := resp.DeviceKeys[userID][p.DeviceID]
+	name, named := names[p.DeviceID]
+	if hasKeys || named || existing[p.DeviceID] {
+		// A device without keys (yet) is still one of the user's.
+		u.Keys, u.DisplayName = keys, name
+	} else {
+		u.Deleted = true
+	}
+	content, err := json.Marshal(u)
+	return "m.device_list_update", content, err
+}
+
+// pendingPage is how many users AnnouncePending reads at a time.
+const pendingPage = 100
+
+// AnnouncePending announces every local user's pending device-list updates:
+// those a crash or a failed queue left between storing a change and
+// queueing its EDUs. homeserver.New calls it once on startup, before
+// serving. A user whose updates fail to queue is logged and skipped (they
+// go on the user's next change or the next startup).
+func (s *Service) AnnouncePending(ctx context.Context) error {
+	after, n := "", 0
+	for {
+		users, err := s.store.UsersWithPendingAnnouncements(ctx, after, pendingPage)
 		if err != nil {
 			return err
 		}
-		return s.edus.QueueEDU(ctx, servers, "m.signing_key_update", content, false)
-	}()
-	if err != nil {
-		slog.WarnContext(ctx, "queueing m.signing_key_update failed", "user", userID, "err", err)
+		for _, u := range users {
+			s.announce(ctx, u)
+		}
+		n += len(users)
+		if len(users) < pendingPage {
+			if n > 0 {
+				slog.InfoContext(ctx, "announced pending device-list updates", "users", n)
+			}
+			return nil
+		}
+		after = users[len(users)-1]
 	}
 }
 
@@ -243,28 +283,6 @@ func (s *Service) FederationClaim(ctx context.Context, oneTimeKeys map[string]ma
 	return resp.OneTimeKeys, nil
 }
 
-// announceSignatures tells other servers of the signatures a local user
-// added to their own keys: the signed devices' updates, and the master key
-// when it was signed (signatures on other users' keys stay private).
-func (s *Service) announceSignatures(ctx context.Context, signer string, sigs []storage.KeySignature, masterPub string) {
-	var devices []string
-	master := false
-	for _, sg := range sigs {
-		if sg.TargetUserID != signer {
-			continue
-		}
-		if masterPub != "" && sg.TargetKeyID == masterPub {
-			master = true
-		} else if !slices.Contains(devices, sg.TargetKeyID) {
-			devices = append(devices, sg.TargetKeyID)
-		}
-	}
-	s.announceDevices(ctx, signer, devices)
-	if master {
-		s.announceSigningKeys(ctx, signer)
-	}
-}
-
 // JoinFollower names the stream cursor of AnnounceOnJoin's follower.
 const JoinFollower = "keyserver_joins"
 
@@ -303,10 +321,12 @@ func (s *Service) AnnounceOnJoin(ctx context.Context, events []*storage.Event) e
 		for dev := range resp.DeviceKeys[*ev.StateKey] {
 			existing[dev] = true // a dehydrated device
 		}
-		s.announceDevices(ctx, *ev.StateKey, slices.Collect(maps.Keys(existing)))
-		if len(resp.MasterKeys[*ev.StateKey]) > 0 {
-			s.announceSigningKeys(ctx, *ev.StateKey)
+		devices := slices.Sorted(maps.Keys(existing))
+		// Recorded before the follower moves past the join, then announced.
+		if err := s.store.QueueDeviceListAnnouncement(ctx, *ev.StateKey, devices, len(resp.MasterKeys[*ev.StateKey]) > 0); err != nil {
+			return err
 		}
+		s.announce(ctx, *ev.StateKey)
 	}
 	return nil
 }

@@ -57,6 +57,7 @@ type Store interface {
 	GetDehydratedDevice(ctx context.Context, userID string) (*storage.DehydratedDevice, error)
 
 	RemoteDeviceStore // remotedevices.go
+	OutboxStore       // devicelistsend.go
 }
 
 // Stream hands out positions in the /sync stream (*storage.Stream).
@@ -265,7 +266,7 @@ func (s *Service) DeleteDevices(ctx context.Context, userID string, deviceIDs []
 	}
 	if changed {
 		s.deviceListChanged(ctx, userID, pos)
-		s.announceDevices(ctx, userID, deviceIDs)
+		s.announce(ctx, userID)
 	}
 	return nil
 }
@@ -278,13 +279,13 @@ func (s *Service) DeviceRenamed(ctx context.Context, userID, deviceID string) er
 	if err != nil {
 		return err
 	}
-	err = s.store.MarkDeviceListChanged(ctx, userID, pos)
+	err = s.store.MarkDeviceRenamed(ctx, userID, deviceID, pos)
 	finish()
 	if err != nil {
 		return fmt.Errorf("recording %s's renamed device: %w", userID, err)
 	}
 	s.deviceListChanged(ctx, userID, pos)
-	s.announceDevices(ctx, userID, []string{deviceID})
+	s.announce(ctx, userID)
 	return nil
 }
 

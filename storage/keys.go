@@ -111,6 +111,9 @@ func uploadKeysTx(ctx context.Context, tx Querier, up KeyUpload) (changed bool, 
 			if err := markDeviceListChanged(ctx, tx, up.UserID, up.StreamPos); err != nil {
 				return false, err
 			}
+			if err := addOutbox(ctx, tx, up.UserID, up.DeviceID); err != nil {
+				return false, err
+			}
 		}
 	}
 	if err := storeOneTimeKeys(ctx, tx, up); err != nil {
@@ -374,7 +377,7 @@ func (db *DB) AddSignatures(ctx context.Context, sigs []KeySignature, changedUse
 				return err
 			}
 		}
-		return nil
+		return signedOwnKeysOutbox(ctx, tx, sigs)
 	})
 }
 
@@ -540,7 +543,10 @@ func (db *DB) SetCrossSigningKeys(ctx context.Context, userID string, keys map[s
 				return fmt.Errorf("storing %s key: %w", typ, err)
 			}
 		}
-		return markDeviceListChanged(ctx, tx, userID, pos)
+		if err := markDeviceListChanged(ctx, tx, userID, pos); err != nil {
+			return err
+		}
+		return addOutbox(ctx, tx, userID, SigningKeysOutbox)
 	})
 }
 
@@ -577,6 +583,9 @@ func deleteDeviceKeysTx(ctx context.Context, tx Querier, userID string, deviceID
 	}
 	if changed {
 		if err := markDeviceListChanged(ctx, tx, userID, pos); err != nil {
+			return false, err
+		}
+		if err := addOutbox(ctx, tx, userID, deviceIDs...); err != nil {
 			return false, err
 		}
 	}
