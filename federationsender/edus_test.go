@@ -36,7 +36,9 @@ func (eduStore) GetEvents(_ context.Context, ids []string) (map[string]*storage.
 
 type allowPolicy struct{ refuse string }
 
-func (p allowPolicy) AllowServer(_ context.Context, s string, _ federation.Purpose) bool { return s != p.refuse }
+func (p allowPolicy) AllowServer(_ context.Context, s string, _ federation.Purpose) bool {
+	return s != p.refuse
+}
 
 // sentTxn is what the fake destination received, as JSON to compare bodies.
 type sentTxn struct {
