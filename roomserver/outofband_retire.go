@@ -71,6 +71,12 @@ func (s *Server) ReceiveOutOfBandMember(ctx context.Context, origin string, raw 
 	if err := s.verifySignature(ev); err != nil {
 		return ev.ID, rejected("bad signature: %v", err)
 	}
+	if ev.PDU.Depth < o.Depth {
+		// It ends an earlier invite or knock (a rejected knock's leave
+		// delivered after the user knocked again): the one we hold is newer
+		// in the room. Accepted, nothing changed.
+		return ev.ID, nil
+	}
 	if _, err := s.db.GetEvent(ctx, string(ev.ID)); err == nil {
 		return ev.ID, nil // sent again
 	} else if !errors.Is(err, storage.ErrNotFound) {

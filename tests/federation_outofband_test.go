@@ -689,6 +689,18 @@ func testOutOfBandRescind(t *testing.T, backend string) {
 			t.Fatalf("a refused leave retired the invite: %s", s.Get("rooms").Raw)
 		}
 
+		// A leave from before the invite (lower depth: it ended an earlier
+		// invite or knock, and federation delivered it late) leaves the
+		// invite in place (Complement TestKnocking: a rejected knock's leave
+		// arriving after the user knocked again).
+		stale, staleID := member(alice.UserID, `{"membership":"leave","reason":"old"}`, func(p *pdu.PDU) { p.Depth = 3 })
+		if res := send(stale); res[staleID] != "" {
+			t.Fatalf("stale leave: %v", res)
+		}
+		if s := oobSync(t, alice, ""); !s.Get(syncRoomPath("invite", room)).Exists() {
+			t.Fatalf("a leave older than the invite retired it: %s", s.Get("rooms").Raw)
+		}
+
 		leave, leaveID := member(alice.UserID, `{"membership":"leave","reason":"rescinded"}`, nil)
 		if res := send(leave); res[leaveID] != "" {
 			t.Fatalf("rescinding leave: %v", res)
