@@ -220,6 +220,15 @@ func (s *Service) roomAllows(ctx context.Context, roomID, origin string) (string
 	if len(roomID) > maxIDBytes || !strings.HasPrefix(roomID, "!") {
 		return fmt.Sprintf("bad room ID %q", roomID), nil
 	}
+	// The origin must have a member joined there per our state (which also
+	// means we know the room): one query per room, before any per-user one.
+	servers, err := s.rooms.JoinedServers(ctx, roomID)
+	if err != nil {
+		return "", fmt.Errorf("reading the servers of %s: %w", roomID, err)
+	}
+	if !slices.Contains(servers, origin) {
+		return fmt.Sprintf("%s has no member joined to %s", origin, roomID), nil
+	}
 	if s.serverACL == nil {
 		return "", nil
 	}
@@ -428,11 +437,13 @@ func (s *Service) ReceivePresence(ctx context.Context, origin string, content js
 // only users sharing a room with one of ours are shown it, so a server
 // cannot fill the store with presence nobody here may see.
 func (s *Service) sharesRoomWithOurs(ctx context.Context, userID string) (string, error) {
-	users, err := s.rooms.UsersSharingRooms(ctx, userID)
+	// Our server among the servers sharing a room with them: one indexed
+	// query, not the list of every user sharing a room.
+	servers, err := s.rooms.ServersSharingRoomsWith(ctx, userID)
 	if err != nil {
 		return "", err
 	}
-	if slices.ContainsFunc(users, s.isLocal) {
+	if slices.Contains(servers, s.serverName) {
 		return "", nil
 	}
 	return fmt.Sprintf("%s shares no room with our users", userID), nil

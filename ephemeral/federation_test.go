@@ -173,7 +173,7 @@ func newFixture(t *testing.T, presence bool) *fixture {
 			acl:      map[string]string{deniedRm: `{"content":{"deny":["b.test"]}}`},
 			events:   map[string]int64{eventOne: 1, eventTwo: 2, threadRoot: 1},
 			sharing:  map[string][]string{alice: {alice, bob}, bob: {alice, bob}, carol: {"@dave:c.test"}},
-			servers:  map[string][]string{alice: {"a.test", "b.test"}},
+			servers:  map[string][]string{alice: {"a.test", "b.test"}, bob: {"a.test", "b.test"}},
 			rServers: map[string][]string{room: {"a.test", "b.test"}, deniedRm: {"a.test", "b.test"}},
 		},
 		edus:  &fakeEDUs{},
@@ -430,6 +430,13 @@ func TestReceiveReceiptChecks(t *testing.T) {
 	if got := f.edus.take(); len(got) != 0 {
 		t.Fatalf("remote receipt echoed: %s", jsonOf(t, got))
 	}
+	// A room where the origin has no joined member (or we do not know):
+	// dropped whole, without looking at its users.
+	other := json.RawMessage(jsonOf(t, map[string]any{"!elsewhere:c.test": map[string]any{"m.read": map[string]any{
+		bob: map[string]any{"event_ids": []string{"$x"}, "data": map[string]any{"ts": 1}}}}}))
+	if err := f.s.ReceiveReceipt(ctx, "b.test", other); err == nil || !strings.Contains(err.Error(), "has no member joined") {
+		t.Fatalf("receipt for a room b.test is not in: %v", err)
+	}
 	// Bounds: rooms beyond MaxReceiptRooms are dropped.
 	many := map[string]any{}
 	for i := range MaxReceiptRooms + 5 {
@@ -454,8 +461,10 @@ func TestReceivePresenceChecks(t *testing.T) {
 		map[string]any{"user_id": "@bob3:b.test", "presence": "dancing"},
 		map[string]any{"user_id": "@bob4:b.test", "presence": "online", "status_msg": long},
 	}})
-	f.rooms.sharing["@bob3:b.test"] = []string{alice}
-	f.rooms.sharing["@bob4:b.test"] = []string{alice}
+	for _, u := range []string{"@bob3:b.test", "@bob4:b.test"} {
+		f.rooms.sharing[u] = []string{alice}
+		f.rooms.servers[u] = []string{"a.test", "b.test"}
+	}
 	if err := f.s.ReceivePresence(ctx, "b.test", json.RawMessage(content)); err == nil {
 		t.Fatal("no parts reported dropped")
 	}
