@@ -417,6 +417,9 @@ func (s *Service) ReceivePresence(ctx context.Context, origin string, content js
 			if why, err = s.sharesRoomWithOurs(ctx, u.UserID); err != nil {
 				return err
 			}
+			if why != "" {
+				s.holdPresence(u) // perhaps our user's join is still under way
+			}
 		}
 		if why != "" {
 			dropped = append(dropped, why)

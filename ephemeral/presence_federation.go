@@ -40,6 +40,10 @@ const (
 	// maxExpireUsers bounds the remote users one sweep stores as offline
 	// (the rest on the next sweep, a tenth of the timeout later).
 	maxExpireUsers = 5000
+	// maxHeldPresence and heldPresenceFor bound the presence held for users
+	// sharing no room with ours yet (see holdPresence).
+	maxHeldPresence = 1000
+	heldPresenceFor = time.Minute
 	// PresenceJoinFollower names the stream cursor of PresenceOnJoin's follower.
 	PresenceJoinFollower = "ephemeral_presence_joins"
 )
@@ -313,6 +317,9 @@ func (s *Service) presenceOnJoin(ctx context.Context, roomID, user, server strin
 	var ours, dests []string
 	if s.isLocal(user) {
 		ours, dests = []string{user}, s.others(servers)
+		if err := s.applyHeld(ctx, dests); err != nil {
+			return err
+		}
 	} else {
 		if !slices.Contains(servers, server) {
 			return nil // left again since: nobody to tell
@@ -354,4 +361,65 @@ func (s *Service) wasJoined(ctx context.Context, ev *storage.Event) (bool, error
 		return false, err
 	}
 	return prev.Membership == "join", nil
+}
+
+// heldPresence is a remote user's presence that came when they shared no
+// room with our users.
+type heldPresence struct {
+	u  presenceUpdate
+	at time.Time
+}
+
+// holdPresence keeps, for heldPresenceFor, the presence of a remote user who
+// shares no room with ours (at most maxHeldPresence users): the server of a
+// room our user is joining sends its members' presence as soon as it has
+// taken the join, often before our side of the join is stored, and would
+// not send it again for 25 minutes. applyHeld takes it once the join is in.
+func (s *Service) holdPresence(u presenceUpdate) {
+	s.fedMu.Lock()
+	defer s.fedMu.Unlock()
+	now := time.Now()
+	if _, ok := s.held[u.UserID]; !ok && len(s.held) >= maxHeldPresence {
+		for k, h := range s.held {
+			if now.Sub(h.at) >= heldPresenceFor {
+				delete(s.held, k)
+			}
+		}
+		if len(s.held) >= maxHeldPresence {
+			return
+		}
+	}
+	s.held[u.UserID] = heldPresence{u: u, at: now}
+}
+
+// applyHeld stores the held presence of the users of servers who now share
+// a room with ours (our user's join to a room of theirs is in).
+func (s *Service) applyHeld(ctx context.Context, servers []string) error {
+	s.fedMu.Lock()
+	var take []presenceUpdate
+	now := time.Now()
+	for k, h := range s.held {
+		switch {
+		case now.Sub(h.at) >= heldPresenceFor:
+			delete(s.held, k)
+		case slices.Contains(servers, id.UserID(k).Homeserver()):
+			delete(s.held, k)
+			take = append(take, h.u)
+		}
+	}
+	s.fedMu.Unlock()
+	for _, u := range take {
+		why, err := s.sharesRoomWithOurs(ctx, u.UserID)
+		if err != nil {
+			return err
+		}
+		if why != "" {
+			continue
+		}
+		if err := s.storeRemotePresence(ctx, u); err != nil {
+			return err
+		}
+		s.heardRemote(u.UserID, u.Presence, now)
+	}
+	return nil
 }

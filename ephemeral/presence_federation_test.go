@@ -214,6 +214,15 @@ func TestPresenceOnJoin(t *testing.T) {
 			t.Fatalf("sent to %v", e.Dests)
 		}
 	}
+	// carol's presence comes before alice's join to her room is in: held,
+	// then stored once the join is.
+	if err := f.s.ReceivePresence(ctx, "c.test", []byte(`{"push":[{"user_id":"`+carol+`","presence":"online"}]}`)); err == nil {
+		t.Fatal("carol's presence taken before sharing a room")
+	}
+	if _, err := f.store.GetPresence(ctx, carol); err == nil {
+		t.Fatal("carol's presence stored before sharing a room")
+	}
+	f.rooms.servers[carol] = []string{"a.test", "c.test"}
 	// alice joins a room of c.test: her presence to both other servers.
 	if err := f.s.PresenceOnJoin(ctx, []*storage.Event{join(newRoom, alice, "")}); err != nil {
 		t.Fatal(err)
@@ -222,6 +231,9 @@ func TestPresenceOnJoin(t *testing.T) {
 	if len(sent) != 1 || !slices.Equal(sent[0].Dests, []string{"b.test", "c.test"}) ||
 		jsonOf(t, pushedUsers(t, sent, "c.test")) != `{"@alice:a.test":"unavailable"}` {
 		t.Fatalf("alice's join: %s", jsonOf(t, sent))
+	}
+	if p, err := f.store.GetPresence(ctx, carol); err != nil || p.State != PresenceOnline {
+		t.Fatalf("carol's held presence after alice's join: %+v %v", p, err)
 	}
 
 	off := newFixture(t, false)

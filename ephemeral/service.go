@@ -131,6 +131,7 @@ type Service struct {
 	pingTimer     *time.Timer
 	expireTimer   *time.Timer
 	fedClosed     bool
+	held          map[string]heldPresence // remote user → presence that came before our user's join
 }
 
 // New builds the module and, with presence on, re-arms the idle timers of the
@@ -142,7 +143,7 @@ func New(o Options) *Service {
 		serverName: o.ServerName, edus: o.EDUs, serverACL: o.ServerACL, typingSent: map[string]time.Time{},
 		presence: map[string]string{}, activity: map[string]*presenceActivity{},
 		idleAfter: DefaultIdleAfter, offlineAfter: DefaultOfflineAfter,
-		remoteHeard: map[string]time.Time{}, localSent: map[string]time.Time{},
+		remoteHeard: map[string]time.Time{}, localSent: map[string]time.Time{}, held: map[string]heldPresence{},
 		pingEvery: FederationPingInterval, remoteTimeout: FederationTimeout}
 	s.typing = NewTyping(s.typingChanged)
 	if s.presenceEnabled {
