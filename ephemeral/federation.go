@@ -174,12 +174,8 @@ func (s *Service) sendPresence(ctx context.Context, p storage.Presence) {
 	if servers = s.others(servers); len(servers) == 0 {
 		return
 	}
-	u := presenceUpdate{UserID: p.UserID, Presence: p.State, StatusMsg: p.StatusMsg,
-		CurrentlyActive: p.State == PresenceOnline && p.CurrentlyActive}
-	if p.LastActiveTS > 0 {
-		u.LastActiveAgo = max(time.Now().UnixMilli()-p.LastActiveTS, 0)
-	}
-	content, _ := json.Marshal(presenceEDU{Push: []presenceUpdate{u}})
+	s.sentLocal(time.Now(), p.UserID) // the next ping is a ping interval away
+	content, _ := json.Marshal(presenceEDU{Push: []presenceUpdate{s.updateOf(p)}})
 	if err := s.edus.QueueEDU(ctx, servers, EDUPresence, content, true); err != nil {
 		slog.Warn("presence: queueing the EDU", "user", p.UserID, "err", err)
 	}
@@ -421,6 +417,9 @@ func (s *Service) ReceivePresence(ctx context.Context, origin string, content js
 			if why, err = s.sharesRoomWithOurs(ctx, u.UserID); err != nil {
 				return err
 			}
+			if why != "" {
+				s.holdPresence(u) // perhaps our user's join is still under way
+			}
 		}
 		if why != "" {
 			dropped = append(dropped, why)
@@ -429,6 +428,7 @@ func (s *Service) ReceivePresence(ctx context.Context, origin string, content js
 		if err := s.storeRemotePresence(ctx, u); err != nil {
 			return err
 		}
+		s.heardRemote(u.UserID, u.Presence, time.Now()) // FederationTimeout counts from now
 	}
 	return dropped.orNil()
 }

@@ -48,8 +48,16 @@ func (f *fakeStore) SetPresence(_ context.Context, p storage.Presence) error {
 	return nil
 }
 
-func (f *fakeStore) PresenceSince(context.Context, []string, int64, int64) ([]storage.Presence, error) {
-	return nil, nil
+func (f *fakeStore) PresenceSince(_ context.Context, users []string, from, to int64) ([]storage.Presence, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []storage.Presence
+	for _, u := range users {
+		if p, ok := f.presence[u]; ok && p.Pos > from && p.Pos <= to {
+			out = append(out, p)
+		}
+	}
+	return out, nil
 }
 func (f *fakeStore) UsersNotOffline(context.Context) ([]string, error) { return nil, nil }
 
@@ -60,6 +68,8 @@ type fakeRooms struct {
 	sharing  map[string][]string // user → users sharing a room
 	servers  map[string][]string // user → servers sharing a room
 	rServers map[string][]string // room → joined servers
+	// memberEvents are the membership events a join may replace.
+	memberEvents map[string]*storage.Event
 }
 
 func (f *fakeRooms) GetMembership(_ context.Context, roomID, userID string) (*storage.Membership, error) {
@@ -88,6 +98,12 @@ func (f *fakeRooms) CurrentStateEvent(_ context.Context, roomID, evType, _ strin
 }
 func (f *fakeRooms) JoinedServers(_ context.Context, roomID string) ([]string, error) {
 	return slices.Clone(f.rServers[roomID]), nil
+}
+func (f *fakeRooms) GetEvent(_ context.Context, eventID string) (*storage.Event, error) {
+	if ev, ok := f.memberEvents[eventID]; ok {
+		return ev, nil
+	}
+	return nil, storage.ErrNotFound
 }
 func (f *fakeRooms) ServersSharingRoomsWith(_ context.Context, userID string) ([]string, error) {
 	return slices.Clone(f.servers[userID]), nil

@@ -111,16 +111,21 @@ func (s *Service) rearmPresence(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	now := time.Now()
 	for _, u := range users {
-		if s.isLocal(u) { // a remote user's server decays their presence
+		if s.isLocal(u) {
 			s.touchPresence(u)
+		} else { // their server pings; without one for FederationTimeout, offline
+			s.heardRemote(u, PresenceOnline, now)
 		}
 	}
 	return nil
 }
 
-// Close stops the presence decay timers (on shutdown, before the store closes).
+// Close stops the presence decay, ping and expiry timers (on shutdown,
+// before the store closes).
 func (s *Service) Close() {
+	s.stopFederationPresence()
 	s.presenceMu.Lock()
 	defer s.presenceMu.Unlock()
 	for userID, a := range s.activity {

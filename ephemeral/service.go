@@ -46,6 +46,8 @@ type Rooms interface {
 	CurrentStateEvent(ctx context.Context, roomID, evType, stateKey string) (*storage.Event, error)
 	JoinedServers(ctx context.Context, roomID string) ([]string, error)
 	ServersSharingRoomsWith(ctx context.Context, userID string) ([]string, error)
+	// GetEvent reads the membership a join replaced (PresenceOnJoin).
+	GetEvent(ctx context.Context, eventID string) (*storage.Event, error)
 }
 
 // Notifier wakes the /sync long-polls of the users a change concerns:
@@ -119,21 +121,36 @@ type Service struct {
 	activity     map[string]*presenceActivity
 	idleAfter    time.Duration
 	offlineAfter time.Duration
+
+	// Presence between servers (presence_federation.go).
+	fedMu         sync.Mutex
+	remoteHeard   map[string]time.Time // remote user not offline → when their server last told us
+	localSent     map[string]time.Time // our user → when their presence last went to other servers
+	pingEvery     time.Duration
+	remoteTimeout time.Duration
+	pingTimer     *time.Timer
+	expireTimer   *time.Timer
+	fedClosed     bool
+	held          map[string]heldPresence // remote user → presence that came before our user's join
 }
 
 // New builds the module and, with presence on, re-arms the idle timers of the
-// users stored as not offline.
+// users stored as not offline and starts the federation ping and expiry
+// timers (presence_federation.go).
 func New(o Options) *Service {
 	s := &Service{db: o.Store, stream: o.Stream, rooms: o.Rooms, notifier: o.Notifier, presenceEnabled: o.Presence,
 		accountData: o.AccountData, receipts: o.Receipts,
 		serverName: o.ServerName, edus: o.EDUs, serverACL: o.ServerACL, typingSent: map[string]time.Time{},
 		presence: map[string]string{}, activity: map[string]*presenceActivity{},
-		idleAfter: DefaultIdleAfter, offlineAfter: DefaultOfflineAfter}
+		idleAfter: DefaultIdleAfter, offlineAfter: DefaultOfflineAfter,
+		remoteHeard: map[string]time.Time{}, localSent: map[string]time.Time{}, held: map[string]heldPresence{},
+		pingEvery: FederationPingInterval, remoteTimeout: FederationTimeout}
 	s.typing = NewTyping(s.typingChanged)
 	if s.presenceEnabled {
 		if err := s.rearmPresence(context.Background()); err != nil {
 			slog.Error("presence: re-arming idle timers", "err", err)
 		}
+		s.startFederationPresence()
 	}
 	return s
 }

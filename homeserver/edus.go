@@ -1,9 +1,13 @@
 package homeserver
 
 import (
+	"context"
+
+	"github.com/myelin-chat/myelin/ephemeral"
 	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/federationsender"
 	"github.com/myelin-chat/myelin/ingest"
+	"github.com/myelin-chat/myelin/internal/follower"
 )
 
 // buildEDUQueue builds the outbound EDU queue (s.EDUQueue) right after the
@@ -43,4 +47,20 @@ func eduHandlers(s *Server) map[string]ingest.EDUHandler {
 		"m.receipt":            s.Ephemeral.ReceiveReceipt,
 		"m.presence":           s.Ephemeral.ReceivePresence,
 	}
+}
+
+// startPresenceFollower starts the follower that tells a server starting to
+// share a room with our users their presence (ephemeral.PresenceOnJoin);
+// none with presence off.
+func (s *Server) startPresenceFollower(ctx context.Context) error {
+	if !s.Config.Presence.Enabled {
+		return nil
+	}
+	f, err := follower.Start(ctx, follower.Options{Name: ephemeral.PresenceJoinFollower, Store: s.DB, Stream: s.DB.Stream,
+		Handle: s.Ephemeral.PresenceOnJoin})
+	if err != nil {
+		return err
+	}
+	s.Followers = append(s.Followers, f)
+	return nil
 }

@@ -319,7 +319,7 @@ func (s *Server) startFollowers(ctx context.Context) error {
 		return err
 	}
 	s.Followers = append(s.Followers, joins)
-	return nil
+	return s.startPresenceFollower(ctx)
 }
 
 // close releases what New built, in reverse order: the followers (which
