@@ -39,6 +39,7 @@ type RemoteDeviceStore interface {
 	DeviceListStreamID(ctx context.Context, userID string) (int64, error)
 	ServersSharingRoomsWith(ctx context.Context, userID string) ([]string, error)
 	SharingSince(ctx context.Context, userID, server string) (since int64, sharing bool, err error)
+	SharingSinceMany(ctx context.Context, userIDs []string, server string) (map[string]int64, error)
 	JoinedServers(ctx context.Context, roomID string) ([]string, error)
 	ListDevices(ctx context.Context, userID string) ([]storage.Device, error)
 }
@@ -157,6 +158,20 @@ type tracking struct {
 func (s *Service) tracking(ctx context.Context, userID string) (tracking, error) {
 	since, sharing, err := s.store.SharingSince(ctx, userID, s.serverName)
 	return tracking{tracked: sharing, since: since}, err
+}
+
+// trackingMany is tracking for many users in one store query.
+func (s *Service) trackingMany(ctx context.Context, users []string) (map[string]tracking, error) {
+	since, err := s.store.SharingSinceMany(ctx, users, s.serverName)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]tracking, len(users))
+	for _, u := range users {
+		pos, ok := since[u]
+		out[u] = tracking{tracked: ok, since: pos}
+	}
+	return out, nil
 }
 
 // usable reports whether a cached list can be relied on: fresh, and fetched
@@ -482,15 +497,15 @@ func (s *Service) queryCached(ctx context.Context, remote map[string][]string, w
 	if err != nil {
 		return nil, err
 	}
+	tracked, err := s.trackingMany(ctx, users)
+	if err != nil {
+		return nil, err
+	}
 	toFill := map[string]bool{}
 	for server, us := range remote {
 		var ask []string
 		for _, u := range us {
-			tr, err := s.tracking(ctx, u)
-			if err != nil {
-				return nil, err
-			}
-			l := lists[u]
+			tr, l := tracked[u], lists[u]
 			switch {
 			case !tr.tracked:
 				ask = append(ask, u)
@@ -645,13 +660,13 @@ func (s *Service) fill(ctx context.Context, lists []storage.RemoteDeviceList) er
 	if err != nil {
 		return err
 	}
+	tracked, err := s.trackingMany(ctx, users)
+	if err != nil {
+		return err
+	}
 	var keep []storage.RemoteDeviceList
 	for _, l := range lists {
-		tr, err := s.tracking(ctx, l.UserID)
-		if err != nil {
-			return err
-		}
-		if tr.tracked && !tr.usable(cur[l.UserID]) {
+		if tr := tracked[l.UserID]; tr.tracked && !tr.usable(cur[l.UserID]) {
 			keep = append(keep, l)
 		}
 	}

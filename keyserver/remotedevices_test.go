@@ -170,6 +170,16 @@ func (s sharingStore) SharingSince(_ context.Context, userID, _ string) (int64, 
 	return pos, ok, nil
 }
 
+func (s sharingStore) SharingSinceMany(_ context.Context, userIDs []string, _ string) (map[string]int64, error) {
+	out := map[string]int64{}
+	for _, u := range userIDs {
+		if pos, ok := s.shared[u]; ok {
+			out[u] = pos
+		}
+	}
+	return out, nil
+}
+
 type remoteEnv struct {
 	s     *Service
 	db    *storage.DB

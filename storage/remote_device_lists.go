@@ -289,6 +289,38 @@ func putRemoteCrossSigningKey(ctx context.Context, tx Querier, userID, typ strin
 	return nil
 }
 
+// SharingSinceMany is SharingSince for many users at once (one query per
+// chunk of users, not one scan per user): the users sharing a room with a
+// user of server, each with its position; the others are absent.
+func (db *DB) SharingSinceMany(ctx context.Context, userIDs []string, server string) (map[string]int64, error) {
+	pattern := "%:" + strings.NewReplacer(`\`, `\\`, "%", `\%`, "_", `\_`).Replace(server)
+	out := map[string]int64{}
+	err := inChunks(userIDs, func(chunk []string) error {
+		rows, err := db.Query(ctx, `SELECT theirs.user_id,
+			MIN(CASE WHEN theirs.stream_pos > ours.first_pos THEN theirs.stream_pos ELSE ours.first_pos END)
+			FROM memberships theirs
+			JOIN (SELECT room_id, MIN(stream_pos) AS first_pos FROM memberships
+			      WHERE membership IN ('join', 'invite') AND user_id LIKE $1 ESCAPE '\' GROUP BY room_id) ours
+			  ON ours.room_id = theirs.room_id
+			WHERE theirs.user_id IN (`+placeholders(2, len(chunk))+`) AND theirs.membership IN ('join', 'invite')
+			GROUP BY theirs.user_id`, append([]any{pattern}, anyArgs(chunk)...)...)
+		if err != nil {
+			return fmt.Errorf("reading which users share a room with %s: %w", server, err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var u string
+			var pos int64
+			if err := rows.Scan(&u, &pos); err != nil {
+				return err
+			}
+			out[u] = pos
+		}
+		return rows.Err()
+	})
+	return out, err
+}
+
 // SharingSince tells whether a remote user shares a room (joined or invited)
 // with a user of server (ours), and since when without interruption in at
 // least one room: the earliest, over those rooms, of the later of their own

@@ -65,3 +65,39 @@ func TestRemoteDeviceLists(t *testing.T) {
 		}
 	})
 }
+
+// TestSharingSinceMany: the batch answer equals SharingSince user by user:
+// the later of the remote user's membership and our first member's in each
+// shared room, the earliest over rooms; users sharing nothing are absent, a
+// left room and an underscore in the server name (a LIKE wildcard) do not count.
+func TestSharingSinceMany(t *testing.T) {
+	ctx := context.Background()
+	forEachBackend(t, func(t *testing.T, db *storage.DB) {
+		for i, m := range [][3]string{
+			{"!a:x", "@me:our_x", "join"}, {"!a:x", "@bob:b.example", "join"}, // bob after us in !a: 2
+			{"!b:x", "@carol:c.example", "invite"}, {"!b:x", "@me:our_x", "join"}, // us after carol in !b: 4
+			{"!c:x", "@dave:d.example", "leave"}, {"!c:x", "@me:our_x", "join"}, // dave left
+			{"!d:x", "@erin:e.example", "join"}, {"!d:x", "@me:ourXx", "join"}, // not our server (_ is literal)
+			{"!e:x", "@bob:b.example", "join"}, {"!e:x", "@you:our_x", "join"}, // bob in a second room: 9, later
+		} {
+			if _, err := db.Exec(ctx, `INSERT INTO memberships (room_id, user_id, membership, event_id, stream_pos) VALUES ($1, $2, $3, $4, $5)`,
+				m[0], m[1], m[2], "$e"+m[1]+m[0], i+1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		users := []string{"@bob:b.example", "@carol:c.example", "@dave:d.example", "@erin:e.example", "@nobody:n.example"}
+		got, err := db.SharingSinceMany(ctx, users, "our_x")
+		must(t, err)
+		want := map[string]int64{"@bob:b.example": 2, "@carol:c.example": 4}
+		if len(got) != len(want) || got["@bob:b.example"] != 2 || got["@carol:c.example"] != 4 {
+			t.Fatalf("SharingSinceMany = %v, want %v", got, want)
+		}
+		for _, u := range users {
+			since, sharing, err := db.SharingSince(ctx, u, "our_x")
+			must(t, err)
+			if pos, ok := got[u]; ok != sharing || pos != since {
+				t.Errorf("%s: SharingSince %d %v, SharingSinceMany %d %v", u, since, sharing, pos, ok)
+			}
+		}
+	})
+}
