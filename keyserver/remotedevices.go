@@ -160,6 +160,28 @@ func (s *Service) tracking(ctx context.Context, userID string) (tracking, error)
 	return tracking{tracked: sharing, since: since}, err
 }
 
+// lockedList is what an inbound update of a remote user's list starts from:
+// whether we track them (if not, their cached list is dropped and unlock is
+// nil: nothing to apply), and their cached list read under their lock,
+// which the caller releases with unlock.
+func (s *Service) lockedList(ctx context.Context, userID string) (tr tracking, l *storage.RemoteDeviceList, unlock func(), err error) {
+	if tr, err = s.tracking(ctx, userID); err != nil {
+		return tr, nil, nil, err
+	}
+	if !tr.tracked {
+		return tr, nil, nil, s.store.DropRemoteDeviceList(ctx, userID)
+	}
+	if unlock, err = s.userLocks.lock(ctx, userID); err != nil {
+		return tr, nil, nil, err
+	}
+	lists, err := s.store.RemoteDeviceLists(ctx, []string{userID})
+	if err != nil {
+		unlock()
+		return tr, nil, nil, err
+	}
+	return tr, lists[userID], unlock, nil
+}
+
 // trackingMany is tracking for many users in one store query.
 func (s *Service) trackingMany(ctx context.Context, users []string) (map[string]tracking, error) {
 	since, err := s.store.SharingSinceMany(ctx, users, s.serverName)
@@ -281,23 +303,11 @@ func (s *Service) ReceiveDeviceListUpdate(ctx context.Context, origin string, co
 	if s.isLocal(u.UserID) {
 		return fmt.Errorf("m.device_list_update for our own user %s", u.UserID)
 	}
-	tr, err := s.tracking(ctx, u.UserID)
-	if err != nil {
-		return err
-	}
-	if !tr.tracked {
-		return s.store.DropRemoteDeviceList(ctx, u.UserID)
-	}
-	unlock, err := s.userLocks.lock(ctx, u.UserID)
-	if err != nil {
+	tr, l, unlock, err := s.lockedList(ctx, u.UserID)
+	if err != nil || unlock == nil {
 		return err
 	}
 	defer unlock()
-	lists, err := s.store.RemoteDeviceLists(ctx, []string{u.UserID})
-	if err != nil {
-		return err
-	}
-	l := lists[u.UserID]
 	switch {
 	case !tr.usable(l) || l.StreamID < 0:
 		return s.resyncAndReport(ctx, u.UserID, "no usable cached list")
@@ -450,23 +460,11 @@ func (s *Service) ReceiveSigningKeyUpdate(ctx context.Context, origin string, co
 	if s.isLocal(u.UserID) {
 		return fmt.Errorf("m.signing_key_update for our own user %s", u.UserID)
 	}
-	tr, err := s.tracking(ctx, u.UserID)
-	if err != nil {
-		return err
-	}
-	if !tr.tracked {
-		return s.store.DropRemoteDeviceList(ctx, u.UserID)
-	}
-	unlock, err := s.userLocks.lock(ctx, u.UserID)
-	if err != nil {
+	tr, l, unlock, err := s.lockedList(ctx, u.UserID)
+	if err != nil || unlock == nil {
 		return err
 	}
 	defer unlock()
-	lists, err := s.store.RemoteDeviceLists(ctx, []string{u.UserID})
-	if err != nil {
-		return err
-	}
-	l := lists[u.UserID]
 	if !tr.usable(l) {
 		return s.resyncAndReport(ctx, u.UserID, "signing key update for a list we do not hold")
 	}
