@@ -30,6 +30,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/myelin-chat/myelin/internal/config"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/storage"
@@ -104,6 +106,8 @@ type Options struct {
 	Remote RemoteFetcher
 	// Policy, when set, is asked before remote media is fetched or served.
 	Policy RemotePolicy
+	// Metrics, when set, receives the remote cache's size gauge.
+	Metrics prometheus.Registerer
 }
 
 // New returns the content repository storing blobs under <data_dir>/media.
@@ -125,6 +129,11 @@ func New(o Options) (*Service, error) {
 	s.cache = newRemoteCache(s)
 	s.thumbs = newThumbnailer(s)
 	s.previews = newPreviewer(s)
+	if o.Metrics != nil {
+		if err := o.Metrics.Register(s.cache.sizeGauge()); err != nil {
+			return nil, fmt.Errorf("registering media metrics: %w", err)
+		}
+	}
 	return s, nil
 }
 

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"net/http"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/myelin-chat/myelin/internal/mxhttp"
@@ -167,7 +169,8 @@ func (c *remoteCache) evict(ctx context.Context, keepOrigin, keepID string) {
 	budget := c.s.cfg.RemoteCacheBytes
 	var victims []storage.MediaRow
 	for range 10000 { // bounded: each round removes a file or stops
-		// Read the size again after each removal: a file's thumbnails count too.
+		// Read the size again after each removal (the store's running total,
+		// one row): a file's thumbnails count too.
 		total, err := c.s.store.RemoteMediaBytes(ctx)
 		if err != nil {
 			slog.Warn("remote media cache: reading its size", "err", err)
@@ -217,4 +220,21 @@ func (c *remoteCache) remove(ctx context.Context, origin, mediaID string) error 
 		}
 	}
 	return nil
+}
+
+// sizeGauge is myelin_media_remote_cache_bytes: the store's running total,
+// one row read at scrape time.
+func (c *remoteCache) sizeGauge() prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "myelin_media_remote_cache_bytes", Help: "Bytes in the remote media cache (other servers' files and their thumbnails).",
+	}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		n, err := c.s.store.RemoteMediaBytes(ctx)
+		if err != nil {
+			slog.Warn("remote media cache: reading its size", "err", err)
+			return math.NaN()
+		}
+		return float64(n)
+	})
 }
