@@ -29,12 +29,7 @@ import (
 // recently served remote files are evicted, with their thumbnails and any
 // blob no other row names; local uploads are never evicted.
 //
-// Thumbnails of remote media are generated here from the cached original
-// rather than asked of the remote server: one fetch then serves the
-// download and every size, the thumbnailer's decompression-bomb and memory
-// bounds apply to what we decode, and we never serve as a "thumbnail" bytes
-// another server chose. The cost is fetching the original (at most
-// max_remote_bytes) to thumbnail it.
+// Thumbnails of remote media: see remote_thumbnail.go.
 
 // ErrRemoteNotFound is what a RemoteFetcher returns when the other server
 // says the media does not exist.
@@ -85,7 +80,7 @@ func (s *Service) lookupRemote(ctx context.Context, serverName, mediaID string, 
 	ch := s.cache.flights.DoChan(serverName+"/"+mediaID, func() (any, error) {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), remoteFetchTimeout)
 		defer cancel()
-		return s.cache.fetch(fctx, serverName, mediaID)
+		return s.cache.fetch(fctx, serverName, mediaID, min(max(timeout, minRemoteWait), remoteFetchTimeout))
 	})
 	wait := time.NewTimer(min(max(timeout, minRemoteWait), remoteFetchTimeout))
 	defer wait.Stop()
@@ -104,10 +99,11 @@ func (s *Service) lookupRemote(ctx context.Context, serverName, mediaID string, 
 }
 
 // fetch downloads a remote file into the cache.
-func (c *remoteCache) fetch(ctx context.Context, serverName, mediaID string) (*Media, error) {
+// timeout is passed on to the remote server (its wait for a pending upload).
+func (c *remoteCache) fetch(ctx context.Context, serverName, mediaID string, timeout time.Duration) (*Media, error) {
 	s := c.s
 	limit := s.cfg.RemoteMaxBytes()
-	contentType, filename, body, err := s.remote.FetchMedia(ctx, serverName, mediaID, limit)
+	contentType, filename, body, err := s.remote.FetchMedia(ctx, serverName, mediaID, limit, timeout)
 	if err != nil {
 		return nil, remoteError(ctx, serverName, mediaID, err)
 	}
