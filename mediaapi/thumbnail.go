@@ -135,7 +135,7 @@ func (s *Service) Thumbnail(ctx context.Context, m *Media, req ThumbnailRequest)
 		return nil, err
 	}
 	if m.Origin != s.serverName { // a thumbnail of cached remote media counts toward the cache
-		s.cache.evict(ctx, m.Origin, m.MediaID)
+		s.cache.evict(context.WithoutCancel(ctx), m.Origin, m.MediaID)
 	}
 	return v.(*Thumbnail), nil
 }
