@@ -30,7 +30,7 @@ type Media interface {
 	Lookup(ctx context.Context, serverName, mediaID string, timeout time.Duration, allowRemote bool) (*mediaapi.Media, error)
 	Open(m *mediaapi.Media) (mediaapi.ReadSeekCloser, error)
 	OpenBlob(sha256 string) (mediaapi.ReadSeekCloser, error)
-	Thumbnail(ctx context.Context, m *mediaapi.Media, req mediaapi.ThumbnailRequest) (*mediaapi.Thumbnail, error)
+	ThumbnailOf(ctx context.Context, serverName, mediaID string, req mediaapi.ThumbnailRequest, timeout time.Duration, allowRemote bool) (*mediaapi.Thumbnail, time.Time, error)
 	PreviewURL(ctx context.Context, user, url string) (map[string]any, error)
 }
 
@@ -162,17 +162,26 @@ func (a *API) previewURL(r *http.Request) (any, error) {
 	return a.Media.PreviewURL(r.Context(), authn.FromRequest(r).UserID.String(), q.Get("url"))
 }
 
-// lookupMedia resolves the path's media for a download or thumbnail request.
+// lookupMedia resolves the path's media for a download request.
 func (a *API) lookupMedia(r *http.Request, legacy bool) (*mediaapi.Media, error) {
+	timeout, allowRemote, err := a.mediaParams(r, legacy)
+	if err != nil {
+		return nil, err
+	}
+	return a.Media.Lookup(r.Context(), mxhttp.PathParam(r, "serverName"), mxhttp.PathParam(r, "mediaId"), timeout, allowRemote)
+}
+
+// mediaParams reads a download or thumbnail request's timeout_ms and allow_remote.
+func (a *API) mediaParams(r *http.Request, legacy bool) (time.Duration, bool, error) {
 	if legacy && !a.Config.Media.LegacyUnauthenticated {
-		return nil, mxhttp.NotFound("Unauthenticated media is frozen: use /_matrix/client/v1/media")
+		return 0, false, mxhttp.NotFound("Unauthenticated media is frozen: use /_matrix/client/v1/media")
 	}
 	q := r.URL.Query()
 	timeout := defaultMediaTimeout
 	if v := q.Get("timeout_ms"); v != "" {
 		ms, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || ms < 0 {
-			return nil, mxhttp.InvalidParam("timeout_ms must be a non-negative integer")
+			return 0, false, mxhttp.InvalidParam("timeout_ms must be a non-negative integer")
 		}
 		timeout = time.Duration(min(ms, int64(time.Hour/time.Millisecond))) * time.Millisecond
 	}
@@ -184,11 +193,11 @@ func (a *API) lookupMedia(r *http.Request, legacy bool) (*mediaapi.Media, error)
 				allowRemote = false
 			}
 		default:
-			return nil, mxhttp.InvalidParam("%s must be true or false", name)
+			return 0, false, mxhttp.InvalidParam("%s must be true or false", name)
 		}
 	}
 	// allow_redirect is accepted; the content is always served directly.
-	return a.Media.Lookup(r.Context(), mxhttp.PathParam(r, "serverName"), mxhttp.PathParam(r, "mediaId"), timeout, allowRemote)
+	return timeout, allowRemote, nil
 }
 
 // setMediaHeaders sets the headers every served file gets: the spec's
@@ -240,11 +249,11 @@ func (a *API) thumbnailMedia(legacy bool) http.Handler {
 		if d := authn.FromRequest(r); d != nil {
 			req.Requester = d.UserID.String()
 		}
-		m, err := a.lookupMedia(r, legacy)
+		timeout, allowRemote, err := a.mediaParams(r, legacy)
 		if err != nil {
 			return err
 		}
-		t, err := a.Media.Thumbnail(r.Context(), m, req)
+		t, modified, err := a.Media.ThumbnailOf(r.Context(), mxhttp.PathParam(r, "serverName"), mxhttp.PathParam(r, "mediaId"), req, timeout, allowRemote)
 		if err != nil {
 			return err
 		}
@@ -255,7 +264,7 @@ func (a *API) thumbnailMedia(legacy bool) http.Handler {
 		defer f.Close()
 		name := "thumbnail." + strings.TrimPrefix(t.ContentType, "image/")
 		setMediaHeaders(w.Header(), t.ContentType, `inline; filename="`+name+`"`, t.SHA256, legacy)
-		http.ServeContent(w, r, "", m.Created, f)
+		http.ServeContent(w, r, "", modified, f)
 		return nil
 	})
 }

@@ -278,7 +278,7 @@ func (s *Server) build(ctx context.Context) error {
 	if cfg.FederationEnabled() {
 		remoteMedia = newMediaRemote(cfg, transport.Client)
 	}
-	s.Media, err = mediaapi.New(mediaapi.Options{Store: db, Config: cfg, Remote: remoteMedia})
+	s.Media, err = mediaapi.New(mediaapi.Options{Store: db, Config: cfg, Remote: remoteMedia, Metrics: s.Metrics})
 	return err
 }
 

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -107,15 +108,20 @@ type rawPath []any
 
 func (p rawPath) FullPath() []any { return p }
 
-func (r mediaRemote) FetchMedia(ctx context.Context, server, mediaID string, maxBytes int64) (string, string, io.ReadCloser, error) {
+// timeoutQuery is the timeout_ms passed on to the other server.
+func timeoutQuery(timeout time.Duration) url.Values {
+	return url.Values{"timeout_ms": {strconv.FormatInt(timeout.Milliseconds(), 10)}}
+}
+
+func (r mediaRemote) FetchMedia(ctx context.Context, server, mediaID string, maxBytes int64, timeout time.Duration) (string, string, io.ReadCloser, error) {
 	ctx = federation.WithResponseLimit(ctx, maxBytes+mediaFramingSlack)
 	_, resp, err := r.c.MakeFullRequest(ctx, mfed.RequestParams{ServerName: server, Method: http.MethodGet,
-		Path: mfed.URLPath{"v1", "media", "download", mediaID}, Authenticate: true, DontReadBody: true})
+		Path: mfed.URLPath{"v1", "media", "download", mediaID}, Query: timeoutQuery(timeout), Authenticate: true, DontReadBody: true})
 	if err != nil {
 		if resp == nil || errors.Is(err, federation.ErrResponseTooLarge) || !legacyMediaFallback(resp.StatusCode, err) {
 			return "", "", nil, mediaFetchError(resp, err)
 		}
-		return r.fetchLegacy(ctx, server, mediaID, maxBytes)
+		return r.fetchLegacy(ctx, server, mediaID, maxBytes, timeout)
 	}
 	ct, filename, body, err := r.readMultipart(ctx, resp, maxBytes)
 	if err != nil {
@@ -123,6 +129,55 @@ func (r mediaRemote) FetchMedia(ctx context.Context, server, mediaID string, max
 		return "", "", nil, fmt.Errorf("media from %s: %w", server, err)
 	}
 	return ct, filename, body, nil
+}
+
+// FetchThumbnail asks the server for a thumbnail of its media: the
+// federation endpoint (multipart, as a download), else, as for downloads,
+// the legacy /_matrix/media/v3/thumbnail with allow_remote=false. A 400 the
+// server answers (it cannot thumbnail the media) comes back as an
+// *mxhttp.Error with that status.
+func (r mediaRemote) FetchThumbnail(ctx context.Context, server, mediaID string, req mediaapi.ThumbnailRequest, maxBytes int64, timeout time.Duration) (string, io.ReadCloser, error) {
+	ctx = federation.WithResponseLimit(ctx, maxBytes+mediaFramingSlack)
+	q := timeoutQuery(timeout)
+	q.Set("width", strconv.Itoa(req.Width))
+	q.Set("height", strconv.Itoa(req.Height))
+	q.Set("method", req.Method)
+	q.Set("animated", strconv.FormatBool(req.Animated))
+	_, resp, err := r.c.MakeFullRequest(ctx, mfed.RequestParams{ServerName: server, Method: http.MethodGet,
+		Path: mfed.URLPath{"v1", "media", "thumbnail", mediaID}, Query: q, Authenticate: true, DontReadBody: true})
+	if err != nil {
+		if resp == nil || errors.Is(err, federation.ErrResponseTooLarge) || !legacyMediaFallback(resp.StatusCode, err) {
+			return "", nil, thumbnailFetchError(resp, err)
+		}
+		q.Set("allow_remote", "false")
+		_, resp, err = r.c.MakeFullRequest(ctx, mfed.RequestParams{ServerName: server, Method: http.MethodGet,
+			Path: rawPath{"_matrix", "media", "v3", "thumbnail", server, mediaID}, Query: q, DontReadBody: true})
+		if err != nil {
+			return "", nil, thumbnailFetchError(resp, err)
+		}
+		ct, _, body, err := contentAnswer(resp, maxBytes)
+		return ct, body, err
+	}
+	ct, _, body, err := r.readMultipart(ctx, resp, maxBytes)
+	if err != nil {
+		resp.Body.Close()
+		return "", nil, fmt.Errorf("thumbnail from %s: %w", server, err)
+	}
+	return ct, body, nil
+}
+
+// thumbnailFetchError is mediaFetchError, with a 400 (the server cannot
+// thumbnail the media) passed on as such.
+func thumbnailFetchError(resp *http.Response, err error) error {
+	if resp != nil && resp.StatusCode == http.StatusBadRequest {
+		var httpErr mautrix.HTTPError
+		code := "M_UNKNOWN"
+		if errors.As(err, &httpErr) && httpErr.RespError != nil && httpErr.RespError.ErrCode != "" && httpErr.RespError.ErrCode != "M_TOO_LARGE" {
+			code = httpErr.RespError.ErrCode
+		}
+		return &mxhttp.Error{Status: http.StatusBadRequest, Code: code, Message: "The remote server cannot thumbnail this media"}
+	}
+	return mediaFetchError(resp, err)
 }
 
 // legacyMediaFallback reports whether a failed federation download means
@@ -218,10 +273,12 @@ func (r mediaRemote) followLocation(ctx context.Context, loc string, maxBytes in
 }
 
 // fetchLegacy asks the unauthenticated legacy endpoint of the same server.
-func (r mediaRemote) fetchLegacy(ctx context.Context, server, mediaID string, maxBytes int64) (string, string, io.ReadCloser, error) {
+func (r mediaRemote) fetchLegacy(ctx context.Context, server, mediaID string, maxBytes int64, timeout time.Duration) (string, string, io.ReadCloser, error) {
+	q := timeoutQuery(timeout)
+	q.Set("allow_remote", "false")
 	_, resp, err := r.c.MakeFullRequest(ctx, mfed.RequestParams{ServerName: server, Method: http.MethodGet,
 		Path:  rawPath{"_matrix", "media", "v3", "download", server, mediaID},
-		Query: url.Values{"allow_remote": {"false"}}, DontReadBody: true})
+		Query: q, DontReadBody: true})
 	if err != nil {
 		return "", "", nil, mediaFetchError(resp, err)
 	}

@@ -30,6 +30,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/myelin-chat/myelin/internal/config"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/storage"
@@ -47,6 +49,7 @@ type Store interface {
 
 	// The remote media cache (storage/media_remote.go).
 	InsertRemoteMedia(ctx context.Context, m storage.MediaRow) error
+	InsertRemoteMediaPlaceholder(ctx context.Context, origin, mediaID string, now int64) error
 	TouchRemoteMedia(ctx context.Context, origin, mediaID string, now, granularity int64) error
 	RemoteMediaBytes(ctx context.Context) (int64, error)
 	LeastRecentlyUsedRemoteMedia(ctx context.Context, limit int) ([]storage.MediaRow, error)
@@ -54,13 +57,18 @@ type Store interface {
 }
 
 // RemoteFetcher fetches media that another server holds (federation's
-// /_matrix/federation/v1/media/download). It returns the media's metadata and
-// a reader over at most maxBytes of content. Its errors: ErrRemoteNotFound
-// when the server says the media does not exist, an *mxhttp.Error to pass on
-// as it is (M_TOO_LARGE, M_NOT_YET_UPLOADED), anything else for a server
-// that could not be reached or answered nonsense.
+// /_matrix/federation/v1/media/download and /thumbnail). FetchMedia returns
+// the media's metadata and a reader over at most maxBytes of content;
+// FetchThumbnail a thumbnail's content type and bytes (at most maxBytes).
+// timeout is passed on as the request's timeout_ms (how long the other
+// server waits for a pending upload). Their errors: ErrRemoteNotFound when
+// the server says the media does not exist, an *mxhttp.Error to pass on
+// (M_TOO_LARGE, M_NOT_YET_UPLOADED; a 400 the server answered, e.g. media it
+// cannot thumbnail), anything else for a server that could not be reached
+// or answered nonsense.
 type RemoteFetcher interface {
-	FetchMedia(ctx context.Context, serverName, mediaID string, maxBytes int64) (contentType, filename string, body io.ReadCloser, err error)
+	FetchMedia(ctx context.Context, serverName, mediaID string, maxBytes int64, timeout time.Duration) (contentType, filename string, body io.ReadCloser, err error)
+	FetchThumbnail(ctx context.Context, serverName, mediaID string, req ThumbnailRequest, maxBytes int64, timeout time.Duration) (contentType string, body io.ReadCloser, err error)
 }
 
 // RemotePolicy is the data-localization hook for media crossing the server's
@@ -104,6 +112,8 @@ type Options struct {
 	Remote RemoteFetcher
 	// Policy, when set, is asked before remote media is fetched or served.
 	Policy RemotePolicy
+	// Metrics, when set, receives the remote cache's size gauge.
+	Metrics prometheus.Registerer
 }
 
 // New returns the content repository storing blobs under <data_dir>/media.
@@ -125,6 +135,11 @@ func New(o Options) (*Service, error) {
 	s.cache = newRemoteCache(s)
 	s.thumbs = newThumbnailer(s)
 	s.previews = newPreviewer(s)
+	if o.Metrics != nil {
+		if err := o.Metrics.Register(s.cache.sizeGauge()); err != nil {
+			return nil, fmt.Errorf("registering media metrics: %w", err)
+		}
+	}
 	return s, nil
 }
 

@@ -58,6 +58,9 @@ func (m *memStore) PutMediaThumbnail(context.Context, storage.MediaThumbnail) er
 func (m *memStore) InsertRemoteMedia(ctx context.Context, r storage.MediaRow) error {
 	return m.InsertMedia(ctx, r, 0)
 }
+func (m *memStore) InsertRemoteMediaPlaceholder(context.Context, string, string, int64) error {
+	return nil
+}
 func (m *memStore) TouchRemoteMedia(context.Context, string, string, int64, int64) error { return nil }
 func (m *memStore) RemoteMediaBytes(context.Context) (int64, error)                      { return 0, nil }
 func (m *memStore) LeastRecentlyUsedRemoteMedia(context.Context, int) ([]storage.MediaRow, error) {

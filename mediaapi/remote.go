@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"net/http"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/myelin-chat/myelin/internal/mxhttp"
@@ -27,12 +29,7 @@ import (
 // recently served remote files are evicted, with their thumbnails and any
 // blob no other row names; local uploads are never evicted.
 //
-// Thumbnails of remote media are generated here from the cached original
-// rather than asked of the remote server: one fetch then serves the
-// download and every size, the thumbnailer's decompression-bomb and memory
-// bounds apply to what we decode, and we never serve as a "thumbnail" bytes
-// another server chose. The cost is fetching the original (at most
-// max_remote_bytes) to thumbnail it.
+// Thumbnails of remote media: see remote_thumbnail.go.
 
 // ErrRemoteNotFound is what a RemoteFetcher returns when the other server
 // says the media does not exist.
@@ -83,7 +80,7 @@ func (s *Service) lookupRemote(ctx context.Context, serverName, mediaID string, 
 	ch := s.cache.flights.DoChan(serverName+"/"+mediaID, func() (any, error) {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), remoteFetchTimeout)
 		defer cancel()
-		return s.cache.fetch(fctx, serverName, mediaID)
+		return s.cache.fetch(fctx, serverName, mediaID, min(max(timeout, minRemoteWait), remoteFetchTimeout))
 	})
 	wait := time.NewTimer(min(max(timeout, minRemoteWait), remoteFetchTimeout))
 	defer wait.Stop()
@@ -102,10 +99,11 @@ func (s *Service) lookupRemote(ctx context.Context, serverName, mediaID string, 
 }
 
 // fetch downloads a remote file into the cache.
-func (c *remoteCache) fetch(ctx context.Context, serverName, mediaID string) (*Media, error) {
+// timeout is passed on to the remote server (its wait for a pending upload).
+func (c *remoteCache) fetch(ctx context.Context, serverName, mediaID string, timeout time.Duration) (*Media, error) {
 	s := c.s
 	limit := s.cfg.RemoteMaxBytes()
-	contentType, filename, body, err := s.remote.FetchMedia(ctx, serverName, mediaID, limit)
+	contentType, filename, body, err := s.remote.FetchMedia(ctx, serverName, mediaID, limit, timeout)
 	if err != nil {
 		return nil, remoteError(ctx, serverName, mediaID, err)
 	}
@@ -167,7 +165,8 @@ func (c *remoteCache) evict(ctx context.Context, keepOrigin, keepID string) {
 	budget := c.s.cfg.RemoteCacheBytes
 	var victims []storage.MediaRow
 	for range 10000 { // bounded: each round removes a file or stops
-		// Read the size again after each removal: a file's thumbnails count too.
+		// Read the size again after each removal (the store's running total,
+		// one row): a file's thumbnails count too.
 		total, err := c.s.store.RemoteMediaBytes(ctx)
 		if err != nil {
 			slog.Warn("remote media cache: reading its size", "err", err)
@@ -217,4 +216,21 @@ func (c *remoteCache) remove(ctx context.Context, origin, mediaID string) error 
 		}
 	}
 	return nil
+}
+
+// sizeGauge is myelin_media_remote_cache_bytes: the store's running total,
+// one row read at scrape time.
+func (c *remoteCache) sizeGauge() prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "myelin_media_remote_cache_bytes", Help: "Bytes in the remote media cache (other servers' files and their thumbnails).",
+	}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		n, err := c.s.store.RemoteMediaBytes(ctx)
+		if err != nil {
+			slog.Warn("remote media cache: reading its size", "err", err)
+			return math.NaN()
+		}
+		return float64(n)
+	})
 }

@@ -24,14 +24,48 @@ import (
 type countingRemote struct {
 	mu      sync.Mutex
 	files   map[string][]byte
+	types   map[string]string // content type by media ID (default image/png)
+	thumbs  map[string]remoteThumb
+	thumbed map[string]int // thumbnail fetches
+	timeout time.Duration  // the last timeout passed on
 	fetches map[string]int
 	gate    chan struct{}
 	err     error
 }
 
-func (r *countingRemote) FetchMedia(ctx context.Context, server, mediaID string, maxBytes int64) (string, string, io.ReadCloser, error) {
+// remoteThumb is a remote server's answer to a thumbnail request.
+type remoteThumb struct {
+	contentType string
+	data        []byte
+	err         error
+}
+
+func (r *countingRemote) FetchThumbnail(ctx context.Context, server, mediaID string, req ThumbnailRequest, maxBytes int64, timeout time.Duration) (string, io.ReadCloser, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.thumbed == nil {
+		r.thumbed = map[string]int{}
+	}
+	r.thumbed[mediaID]++
+	r.timeout = timeout
+	th, ok := r.thumbs[mediaID]
+	switch {
+	case !ok:
+		return "", nil, ErrRemoteNotFound
+	case th.err != nil:
+		return "", nil, th.err
+	}
+	return th.contentType, io.NopCloser(bytes.NewReader(th.data)), nil
+}
+
+func (r *countingRemote) FetchMedia(ctx context.Context, server, mediaID string, maxBytes int64, timeout time.Duration) (string, string, io.ReadCloser, error) {
 	r.mu.Lock()
 	r.fetches[mediaID]++
+	r.timeout = timeout
+	ct := r.types[mediaID]
+	if ct == "" {
+		ct = "image/png"
+	}
 	gate, err := r.gate, r.err
 	content, ok := r.files[mediaID]
 	r.mu.Unlock()
@@ -48,7 +82,7 @@ func (r *countingRemote) FetchMedia(ctx context.Context, server, mediaID string,
 	if !ok {
 		return "", "", nil, ErrRemoteNotFound
 	}
-	return "image/png", mediaID + ".png", io.NopCloser(bytes.NewReader(content)), nil
+	return ct, mediaID + ".png", io.NopCloser(bytes.NewReader(content)), nil
 }
 
 func (r *countingRemote) count(mediaID string) int {

@@ -8,14 +8,19 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/myelin-chat/myelin/internal/config"
 )
 
 type fakeRemote struct{ filename string }
 
-func (f fakeRemote) FetchMedia(context.Context, string, string, int64) (string, string, io.ReadCloser, error) {
+func (f fakeRemote) FetchMedia(context.Context, string, string, int64, time.Duration) (string, string, io.ReadCloser, error) {
 	return "text/plain", f.filename, io.NopCloser(strings.NewReader("remote bytes")), nil
+}
+
+func (f fakeRemote) FetchThumbnail(context.Context, string, string, ThumbnailRequest, int64, time.Duration) (string, io.ReadCloser, error) {
+	return "", nil, ErrRemoteNotFound
 }
 
 func TestRemoteFilenameCleaned(t *testing.T) {

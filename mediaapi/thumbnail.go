@@ -112,11 +112,8 @@ func decodeCost(cfg image.Config, out [2]int) int64 {
 
 // Thumbnail returns a thumbnail of m, generating and caching it if needed.
 func (s *Service) Thumbnail(ctx context.Context, m *Media, req ThumbnailRequest) (*Thumbnail, error) {
-	if req.Width <= 0 || req.Height <= 0 {
-		return nil, mxhttp.InvalidParam("width and height must be positive integers")
-	}
-	if req.Method != MethodCrop && req.Method != MethodScale {
-		return nil, mxhttp.InvalidParam("method must be crop or scale")
+	if err := checkThumbnailRequest(req); err != nil {
+		return nil, err
 	}
 	box := thumbnailBox(req)
 	// Only GIFs can be animated here, and only by serving the original.
@@ -136,6 +133,9 @@ func (s *Service) Thumbnail(ctx context.Context, m *Media, req ThumbnailRequest)
 	})
 	if err != nil {
 		return nil, err
+	}
+	if m.Origin != s.serverName { // a thumbnail of cached remote media counts toward the cache
+		s.cache.evict(context.WithoutCancel(ctx), m.Origin, m.MediaID)
 	}
 	return v.(*Thumbnail), nil
 }

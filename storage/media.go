@@ -219,11 +219,28 @@ func (db *DB) GetMediaThumbnail(ctx context.Context, origin, mediaID string, wid
 	return &t, nil
 }
 
-// PutMediaThumbnail records a generated thumbnail (a concurrent identical one wins silently).
+// PutMediaThumbnail records a generated thumbnail (a concurrent identical one
+// wins silently). A thumbnail of cached remote media, unless it is the
+// original itself, adds to the remote cache's running total in the same
+// transaction.
 func (db *DB) PutMediaThumbnail(ctx context.Context, t MediaThumbnail) error {
-	_, err := db.Exec(ctx, `INSERT INTO media_thumbnails (origin, media_id, width, height, method, animated, content_type, size, sha256, created_ts)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING`,
-		t.Origin, t.MediaID, t.Width, t.Height, t.Method, t.Animated, t.ContentType, t.Size, t.SHA256, t.CreatedTS)
+	err := db.Tx(ctx, func(tx Querier) error {
+		n, err := tx.Exec(ctx, `INSERT INTO media_thumbnails (origin, media_id, width, height, method, animated, content_type, size, sha256, created_ts)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING`,
+			t.Origin, t.MediaID, t.Width, t.Height, t.Method, t.Animated, t.ContentType, t.Size, t.SHA256, t.CreatedTS)
+		if err != nil || n == 0 {
+			return err
+		}
+		var counted bool
+		err = tx.QueryRow(ctx, `SELECT remote AND sha256 <> $3 FROM media WHERE origin = $1 AND media_id = $2`,
+			t.Origin, t.MediaID, t.SHA256).Scan(&counted)
+		if errors.Is(err, ErrNotFound) || (err == nil && !counted) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		return addRemoteCacheBytes(ctx, tx, t.Size)
+	})
 	if err != nil {
 		return fmt.Errorf("recording thumbnail of %s/%s: %w", t.Origin, t.MediaID, err)
 	}

@@ -83,3 +83,84 @@ func TestRemoteMediaCache(t *testing.T) {
 		}
 	})
 }
+
+// The cache's running total (what the budget check reads) equals the sum of
+// its rows after every kind of change: inserts, thumbnails (the original
+// itself not counted twice), a placeholder filled in, evictions, and a
+// thumbnail of local media (never counted).
+func TestRemoteMediaCacheRunningTotal(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		sha := func(c byte) string { return string(slices.Repeat([]byte{c}, 64)) }
+		check := func(step string, want int64) {
+			t.Helper()
+			total, err := db.RemoteMediaBytes(ctx)
+			must(t, err)
+			sum, err := db.SumRemoteMediaBytes(ctx)
+			must(t, err)
+			if total != sum || total != want {
+				t.Fatalf("%s: running total %d, sum of rows %d, want %d", step, total, sum, want)
+			}
+		}
+		thumb := func(id string, w int, sum byte, size int64) {
+			t.Helper()
+			must(t, db.PutMediaThumbnail(ctx, storage.MediaThumbnail{Origin: "there.example", MediaID: id, Width: w, Height: w,
+				Method: "scale", ContentType: "image/png", Size: size, SHA256: sha(sum), CreatedTS: 1}))
+		}
+		check("empty", 0)
+		must(t, db.InsertRemoteMedia(ctx, storage.MediaRow{Origin: "there.example", MediaID: "a", ContentType: "image/png",
+			Size: 1000, SHA256: sha('a'), CreatedTS: 1, UploadedTS: 1}))
+		must(t, db.InsertRemoteMedia(ctx, storage.MediaRow{Origin: "there.example", MediaID: "a", ContentType: "image/png",
+			Size: 5, SHA256: sha('a'), CreatedTS: 2, UploadedTS: 2}))
+		check("insert", 1000)
+		thumb("a", 32, 't', 40)
+		thumb("a", 32, 't', 40) // the same thumbnail again: not counted twice
+		thumb("a", 96, 'a', 1000)
+		check("thumbnails", 1040)
+
+		// A video's thumbnail fetched from its server before (or without) the original.
+		must(t, db.InsertRemoteMediaPlaceholder(ctx, "there.example", "v", 5))
+		check("placeholder", 1040)
+		thumb("v", 32, 'p', 70)
+		thumb("v", 96, 'q', 80)
+		check("placeholder thumbnails", 1190)
+		if m, err := db.GetMedia(ctx, "there.example", "v"); err != nil || m.SHA256 != "" {
+			t.Fatalf("placeholder row %+v %v", m, err)
+		}
+		// The original arrives; its thumbnail identical to it (q) stops counting.
+		must(t, db.InsertRemoteMedia(ctx, storage.MediaRow{Origin: "there.example", MediaID: "v", ContentType: "video/mp4",
+			Size: 80, SHA256: sha('q'), CreatedTS: 6, UploadedTS: 6}))
+		check("placeholder filled", 1040+80+70)
+		if m, err := db.GetMedia(ctx, "there.example", "v"); err != nil || m.SHA256 != sha('q') || m.ContentType != "video/mp4" {
+			t.Fatalf("filled placeholder %+v %v", m, err)
+		}
+		must(t, db.InsertRemoteMediaPlaceholder(ctx, "there.example", "v", 7)) // no-op on a cached item
+		check("placeholder over cached", 1190)
+
+		must(t, db.InsertMedia(ctx, storage.MediaRow{Origin: "here.example", MediaID: "l", Uploader: "@u:here.example",
+			ContentType: "image/png", Size: 500, SHA256: sha('l'), CreatedTS: 1, UploadedTS: 1}, 0))
+		must(t, db.PutMediaThumbnail(ctx, storage.MediaThumbnail{Origin: "here.example", MediaID: "l", Width: 32, Height: 32,
+			Method: "scale", ContentType: "image/png", Size: 9, SHA256: sha('m'), CreatedTS: 1}))
+		check("local media", 1190)
+
+		_, err := db.DeleteRemoteMedia(ctx, "there.example", "a")
+		must(t, err)
+		check("evict a", 150)
+		_, err = db.DeleteRemoteMedia(ctx, "there.example", "a") // gone already
+		must(t, err)
+		_, err = db.DeleteRemoteMedia(ctx, "here.example", "l") // local: untouched
+		must(t, err)
+		check("evict again", 150)
+		_, err = db.DeleteRemoteMedia(ctx, "there.example", "v")
+		must(t, err)
+		check("evict v", 0)
+
+		// The recount (startup repair) agrees with the sum.
+		must(t, db.InsertRemoteMedia(ctx, storage.MediaRow{Origin: "there.example", MediaID: "b", ContentType: "image/png",
+			Size: 33, SHA256: sha('b'), CreatedTS: 1, UploadedTS: 1}))
+		if n, err := db.RecountRemoteMediaBytes(ctx); err != nil || n != 33 {
+			t.Fatalf("recount %d %v", n, err)
+		}
+		check("recount", 33)
+	})
+}
