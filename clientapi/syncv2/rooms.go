@@ -281,7 +281,10 @@ func (s *Syncer) joinedRoom(ctx context.Context, req *Request, v *roomViewer, si
 }
 
 // receiptEvent renders receipts as one m.receipt event; others' private
-// receipts are never shown.
+// receipts are never shown. The format keys a receipt by event, type and
+// user, so of a user's threaded and unthreaded receipts on the same event
+// only the unthreaded one is shown (MSC4102: clients then know the whole
+// room is read up to it).
 func receiptEvent(userID string, receipts []storage.Receipt) json.RawMessage {
 	content := map[string]map[string]map[string]map[string]any{}
 	n := 0
@@ -298,6 +301,9 @@ func receiptEvent(userID string, receipts []storage.Receipt) json.RawMessage {
 		if byUser == nil {
 			byUser = map[string]map[string]any{}
 			byType[r.Type] = byUser
+		}
+		if prev, ok := byUser[r.UserID]; ok && prev["thread_id"] == nil && r.ThreadID != "" {
+			continue // a user's unthreaded and threaded receipts on one event: the unthreaded wins (MSC4102)
 		}
 		info := map[string]any{"ts": r.TS}
 		if r.ThreadID != "" {
