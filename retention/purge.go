@@ -68,6 +68,7 @@ const (
 	roomPage   = 100
 	mediaPage  = 100
 	maxMXCURIs = 64 // per event: content naming more is cut there
+	batchPause = 5 * time.Millisecond
 )
 
 // New builds the purger and, when retention is enabled, starts its timer
@@ -204,6 +205,13 @@ func (p *Purger) purgeRoom(ctx context.Context, r storage.RetentionRoom, before 
 		st.Batches++
 		if len(evs) < p.batch {
 			return nil
+		}
+		// A breath between batches: sends queued behind this batch's
+		// transaction take the write lock before the next one does.
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(batchPause):
 		}
 	}
 }

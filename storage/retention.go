@@ -92,18 +92,37 @@ func (db *DB) PurgeEvents(ctx context.Context, redacted []Redaction, mediaURIs [
 	n := 0
 	err := db.Tx(ctx, func(tx Querier) error {
 		n = 0
-		for _, r := range redacted {
-			// The search row first: its key is read from the event's row.
-			if err := db.unindexForSearch(ctx, tx, r.EventID); err != nil {
-				return err
-			}
-			c, err := tx.Exec(ctx, `UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3 AND redacted_by IS NULL`,
-				string(r.RedactedJSON), RetentionPurged, r.EventID)
-			if err != nil {
-				return fmt.Errorf("purging %s: %w", r.EventID, err)
-			}
-			n += int(c)
+		// One statement each for the whole batch (not one per event): a
+		// round trip per event would hold the transaction, and so the
+		// write lock, many times longer.
+		if len(redacted) == 0 {
+			return nil
 		}
+		// $1..$n the event IDs, $n+1..$2n their redacted JSON, $2n+1 the marker.
+		var cases strings.Builder
+		nr := len(redacted)
+		args := make([]any, 2*nr+1)
+		for i, r := range redacted {
+			fmt.Fprintf(&cases, " WHEN $%d THEN $%d", i+1, nr+i+1)
+			args[i], args[nr+i] = r.EventID, string(r.RedactedJSON)
+		}
+		args[2*nr] = RetentionPurged
+		ids := placeholders(1, nr)
+		key := "rowid"
+		if db.dialect == Postgres {
+			key = "stream_pos"
+		}
+		// The search rows first: their keys are read from the events' rows.
+		if _, err := tx.Exec(ctx, `DELETE FROM event_search WHERE `+key+` IN
+			(SELECT stream_pos FROM events WHERE event_id IN (`+ids+`) AND redacted_by IS NULL)`, args[:nr]...); err != nil {
+			return fmt.Errorf("removing purged events from the search index: %w", err)
+		}
+		c, err := tx.Exec(ctx, `UPDATE events SET json = CASE event_id`+cases.String()+` END, redacted_by = $`+fmt.Sprint(2*nr+1)+`
+			WHERE event_id IN (`+ids+`) AND redacted_by IS NULL`, args...)
+		if err != nil {
+			return fmt.Errorf("redacting purged events: %w", err)
+		}
+		n = int(c)
 		for _, uri := range mediaURIs {
 			if _, err := tx.Exec(ctx, `INSERT INTO retention_media (uri) VALUES ($1) ON CONFLICT (uri) DO NOTHING`, uri); err != nil {
 				return fmt.Errorf("recording purged media %s: %w", uri, err)
