@@ -140,7 +140,7 @@ func uploadPNG(t *testing.T, srv *testserver.Server, token string, w int) string
 // content, search no longer finds them, and media only they named answers
 // 404 (download and thumbnail) while media the room avatar (state) names stays.
 func TestRetentionPurge(t *testing.T) {
-	const lifetime = 5 * time.Second
+	const lifetime = 6 * time.Second
 	forEachBackendWith(t, testserver.Options{Configure: retentionConfig}, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice")
 		room := retentionRoom(t, alice, lifetime)
