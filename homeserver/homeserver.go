@@ -44,6 +44,7 @@ import (
 	"github.com/myelin-chat/myelin/mediaapi"
 	"github.com/myelin-chat/myelin/push"
 	"github.com/myelin-chat/myelin/remotejoin"
+	"github.com/myelin-chat/myelin/retention"
 	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/roomview"
 	"github.com/myelin-chat/myelin/servernotices"
@@ -89,6 +90,8 @@ type Server struct {
 	RemoteJoins *remotejoin.Joiner
 	// RemoteInvites invites users of other servers (the invitee's server signs through the transport's client).
 	RemoteInvites *remotejoin.Inviter
+	// Retention purges expired messages (MSC1763) on a timer when enabled.
+	Retention *retention.Purger
 	// Followers tail the stream for work that follows new events; closed on Shutdown.
 	Followers []*follower.Follower
 
@@ -278,8 +281,11 @@ func (s *Server) build(ctx context.Context) error {
 	if cfg.FederationEnabled() {
 		remoteMedia = newMediaRemote(cfg, transport.Client)
 	}
-	s.Media, err = mediaapi.New(mediaapi.Options{Store: db, Config: cfg, Remote: remoteMedia, Metrics: s.Metrics})
-	return err
+	if s.Media, err = mediaapi.New(mediaapi.Options{Store: db, Config: cfg, Remote: remoteMedia, Metrics: s.Metrics}); err != nil {
+		return err
+	}
+	s.buildRetention()
+	return nil
 }
 
 // startFollowers starts the followers of new room events, each from its
@@ -334,6 +340,9 @@ func (s *Server) close() {
 	}
 	if s.Ephemeral != nil {
 		s.Ephemeral.Close()
+	}
+	if s.Retention != nil {
+		s.Retention.Close()
 	}
 	s.DB.Close()
 }

@@ -54,6 +54,9 @@ type Store interface {
 	RemoteMediaBytes(ctx context.Context) (int64, error)
 	LeastRecentlyUsedRemoteMedia(ctx context.Context, limit int) ([]storage.MediaRow, error)
 	DeleteRemoteMedia(ctx context.Context, origin, mediaID string) ([]string, error)
+
+	// Deletion of any item (retention's purge): storage/retention.go.
+	DeleteMedia(ctx context.Context, origin, mediaID string) ([]string, error)
 }
 
 // RemoteFetcher fetches media that another server holds (federation's

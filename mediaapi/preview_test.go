@@ -70,6 +70,10 @@ func (m *memStore) DeleteRemoteMedia(context.Context, string, string) ([]string,
 	return nil, nil
 }
 
+func (m *memStore) DeleteMedia(context.Context, string, string) ([]string, error) {
+	return nil, nil
+}
+
 // The fetch path, against a loopback server that this test admits as if it
 // were public (and only it): OpenGraph parsing, og:image re-hosting, and
 // redirects to private addresses refused at dial time.

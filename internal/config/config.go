@@ -53,6 +53,8 @@ type Config struct {
 
 	Federation Federation `yaml:"federation"`
 
+	Retention Retention `yaml:"retention"`
+
 	// ZeroConfig is set when no config file was given: registration is open and
 	// the server only listens on loopback.
 	ZeroConfig bool `yaml:"-"`
@@ -517,6 +519,7 @@ func Default() *Config {
 			Sender: FederationSender{MaxConcurrent: 32, MinBackoff: Duration{5 * time.Second}, MaxBackoff: Duration{time.Hour},
 				MaxQueuedPerRoom: 1000, KeepPerRoom: 100, RequestTimeout: Duration{time.Minute}, RefusalsBeforeDrop: 3},
 		},
+		Retention: defaultRetention(),
 	}
 }
 
@@ -583,6 +586,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateTLS(bad)
+	c.Retention.validate(bad)
 	if u := c.Database.URL; u != "" && !strings.HasPrefix(u, "sqlite:") && !strings.HasPrefix(u, "postgres://") && !strings.HasPrefix(u, "postgresql://") {
 		bad("database.url", "must be empty, sqlite:PATH or postgres://..., got %q", u)
 	}

@@ -221,5 +221,20 @@ federation:
   # hosts: {"other.test": "127.0.0.1:8009"}
   # insecure_http_hosts: ["other.test"]
   # trusted_ca_file: "/etc/myelin/test-ca.pem"
+
+retention:
+  # Message retention (MSC1763): rooms' m.room.retention policies are honoured
+  # and a background purge removes the content of expired messages (state
+  # events are never purged). Durations are Go durations (720h is 30 days).
+  enabled: false
+  # Bounds of every room's effective max_lifetime (0s: no bound).
+  min_lifetime: 0s
+  max_lifetime: 0s
+  # For rooms without an m.room.retention state event (0s: keep forever).
+  default_policy:
+    min_lifetime: 0s
+    max_lifetime: 0s
+  purge_interval: 1h
+  batch_size: 500  # events per purge transaction (at most 500)
 `, serverName, sharedSecret), "\n")
 }

@@ -49,6 +49,8 @@ var rules = []rule{
 	{"accounts", []string{"storage", "internal/..."}},
 	{"keyserver", []string{"storage", "internal/..."}},
 	{"mediaapi", []string{"storage", "internal/..."}},
+	// Message retention: the purge over the store (media deletion through a small interface).
+	{"retention", []string{"storage", "internal/..."}},
 	{"userdirectory", []string{"storage", "internal/..."}},
 	{"federation", []string{"storage", "internal/..."}},
 	// The federation sender: the transport's client and policy, the store.
