@@ -164,3 +164,31 @@ func TestRemoteMediaCacheRunningTotal(t *testing.T) {
 		check("recount", 33)
 	})
 }
+
+// TestRetentionDeleteRemoteMedia: the retention purge's DeleteMedia of a
+// cached remote item takes it out of the remote cache's running total (and
+// of a local upload leaves the total alone).
+func TestRetentionDeleteRemoteMedia(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		sha := func(c byte) string { return string(slices.Repeat([]byte{c}, 64)) }
+		must(t, db.InsertRemoteMedia(ctx, storage.MediaRow{Origin: "there.example", MediaID: "r", ContentType: "image/png",
+			Size: 700, SHA256: sha('r'), CreatedTS: 1, UploadedTS: 1}))
+		must(t, db.InsertMedia(ctx, storage.MediaRow{Origin: "here.example", MediaID: "l", Uploader: "@u:here.example",
+			ContentType: "image/png", Size: 300, SHA256: sha('l'), CreatedTS: 1, UploadedTS: 1}, 0))
+		for _, m := range [][2]string{{"here.example", "l"}, {"there.example", "r"}} {
+			orphans, err := db.DeleteMedia(ctx, m[0], m[1])
+			must(t, err)
+			if len(orphans) != 1 {
+				t.Fatalf("deleting %s: orphans %v", m, orphans)
+			}
+		}
+		total, err := db.RemoteMediaBytes(ctx)
+		must(t, err)
+		sum, err := db.SumRemoteMediaBytes(ctx)
+		must(t, err)
+		if total != 0 || sum != 0 {
+			t.Fatalf("after the purge: running total %d, sum %d", total, sum)
+		}
+	})
+}
