@@ -51,6 +51,9 @@ type Store interface {
 	RemoteMediaBytes(ctx context.Context) (int64, error)
 	LeastRecentlyUsedRemoteMedia(ctx context.Context, limit int) ([]storage.MediaRow, error)
 	DeleteRemoteMedia(ctx context.Context, origin, mediaID string) ([]string, error)
+
+	// Erasure (storage/erasure.go).
+	EraseUploads(ctx context.Context, userID string, now int64) ([]string, int, error)
 }
 
 // RemoteFetcher fetches media that another server holds (federation's
@@ -125,6 +128,10 @@ func New(o Options) (*Service, error) {
 	s.cache = newRemoteCache(s)
 	s.thumbs = newThumbnailer(s)
 	s.previews = newPreviewer(s)
+	// Finish any erasure a crash interrupted after the account was erased.
+	if err := s.EraseUserMedia(context.Background(), ""); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 

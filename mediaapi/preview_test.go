@@ -66,6 +66,9 @@ func (m *memStore) LeastRecentlyUsedRemoteMedia(context.Context, int) ([]storage
 func (m *memStore) DeleteRemoteMedia(context.Context, string, string) ([]string, error) {
 	return nil, nil
 }
+func (m *memStore) EraseUploads(context.Context, string, int64) ([]string, int, error) {
+	return nil, 0, nil
+}
 
 // The fetch path, against a loopback server that this test admits as if it
 // were public (and only it): OpenGraph parsing, og:image re-hosting, and
