@@ -50,6 +50,8 @@ var rules = []rule{
 	{"keyserver", []string{"storage", "internal/..."}},
 	{"mediaapi", []string{"storage", "internal/..."}},
 	{"userdirectory", []string{"storage", "internal/..."}},
+	// myelin export-user: reads the store, renders with the read helper.
+	{"userexport", []string{"clientevent", "storage", "internal/..."}},
 	{"federation", []string{"storage", "internal/..."}},
 	// The federation sender: the transport's client and policy, the store.
 	{"federationsender", []string{"federation", "storage", "internal/..."}},

@@ -8,3 +8,5 @@ CREATE TABLE erased_users (
     erased_ts BIGINT NOT NULL
 );
 ALTER TABLE media ADD COLUMN erased_ts BIGINT NOT NULL DEFAULT 0;
+-- myelin export-user pages through a user's own events by sender.
+CREATE INDEX events_sender ON events (sender, stream_pos);
