@@ -21,8 +21,9 @@ import (
 // FormatVersion is manifest.json's format_version.
 const FormatVersion = 1
 
-// pageSize is how many events or uploads are read at a time.
-const pageSize = 500
+// pageSize is how many events or uploads are read at a time (a variable
+// for the tests).
+var pageSize = 500
 
 // Store is what an export reads; *storage.DB satisfies it.
 type Store interface {
