@@ -18,7 +18,7 @@ import (
 // room when the event was sent. Those who were joined saw the event then and
 // keep seeing it; later readers (new members, world-readable peekers) never
 // see the content. The sender's membership events lose their display name
-// and avatar the same way. There is no unsigned.redacted_because: no
+// and avatar the same way; other state events they sent stay (Erasable). There is no unsigned.redacted_because: no
 // redaction event exists.
 
 // eraser decides, for one rendering, which events are shown erased.
@@ -48,10 +48,19 @@ func newEraser(ctx context.Context, store Store, v *Viewer, evs []*storage.Event
 // erased their account and the viewer was not joined when it was sent (a
 // viewer whose membership is unknown is taken not to have been).
 func (r *eraser) hides(e *storage.Event) bool {
-	if !r.erased[e.Sender] || e.Sender == r.v.UserID {
+	if !r.erased[e.Sender] || e.Sender == r.v.UserID || !Erasable(e) {
 		return false
 	}
 	return r.v.MembershipAt == nil || r.v.MembershipAt(e.StreamPos) != "join"
+}
+
+// Erasable reports whether erasure applies to e: messages and other
+// non-state events, and membership events (display name, avatar). The
+// room's own state an erased user set (name, topic, encryption, power
+// levels, …) describes the room, not the user, and stays: a client that saw
+// m.room.encryption without its algorithm would send in the clear.
+func Erasable(e *storage.Event) bool {
+	return e.StateKey == nil || e.Type == "m.room.member"
 }
 
 // content is e's content as the redaction algorithm of its room version leaves it.

@@ -30,6 +30,8 @@ func TestRenderErased(t *testing.T) {
 			JSON: []byte(`{"content":{"body":"private words","msgtype":"m.text"}}`)},
 		{EventID: "$leave", RoomID: "!r:x", Type: "m.room.member", StateKey: strp("@alice:x"), Sender: "@alice:x", StreamPos: 5,
 			JSON: []byte(`{"content":{"membership":"leave"}}`), ReplacesState: "$m1"},
+		{EventID: "$enc", RoomID: "!r:x", Type: "m.room.encryption", StateKey: strp(""), Sender: "@alice:x", StreamPos: 4,
+			JSON: []byte(`{"content":{"algorithm":"m.megolm.v1.aes-sha2"}}`)},
 		{EventID: "$bob", RoomID: "!r:x", Type: "m.room.message", Sender: "@bob:x", StreamPos: 3,
 			JSON: []byte(`{"content":{"body":"bob speaks","msgtype":"m.text"}}`)},
 	}
@@ -57,6 +59,9 @@ func TestRenderErased(t *testing.T) {
 	got := render(10)
 	if strings.Contains(got, "private words") || strings.Contains(got, "Alice Secret") {
 		t.Errorf("a later member sees erased content: %s", got)
+	}
+	if !strings.Contains(got, "m.megolm.v1.aes-sha2") {
+		t.Errorf("room state an erased user set must stay whole: %s", got)
 	}
 	if !strings.Contains(got, "bob speaks") || !strings.Contains(got, `"membership":"leave"`) || !strings.Contains(got, `"content":{}`) {
 		t.Errorf("rendering after erasure: %s", got)

@@ -20,6 +20,7 @@ import (
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/myelin-chat/myelin/clientevent"
 	"github.com/myelin-chat/myelin/directory"
 	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
@@ -334,7 +335,8 @@ func (a *API) transaction(ctx context.Context, evs []*storage.Event) (*transacti
 // servedPDUs are the PDUs of evs (all of one room) as served to another
 // server for its history (/event, /backfill, /get_missing_events): the
 // events of users who erased their account go through the redaction
-// algorithm, signatures and hashes kept. A server whose users were in the
+// algorithm, signatures and hashes kept (messages and memberships only,
+// clientevent.Erasable: room state stays whole). A server whose users were in the
 // room when such an event was sent received it then, in the transaction
 // that carried it; one asking for it now is a later reader, like a user
 // joining later (clientevent), and gets no more than they would. The
@@ -353,7 +355,7 @@ func (a *API) servedPDUs(ctx context.Context, evs []*storage.Event) ([]json.RawM
 	}
 	versions := map[string]id.RoomVersion{}
 	for i, e := range evs {
-		if !erased[e.Sender] {
+		if !erased[e.Sender] || !clientevent.Erasable(e) {
 			continue
 		}
 		v, ok := versions[e.RoomID]
