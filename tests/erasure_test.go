@@ -41,7 +41,8 @@ func deactivate(t *testing.T, c *mautrix.Client, localpart string, erase bool) {
 // each sent a message and an image in a room bob was in. Bob still sees
 // both; carol, who joins afterwards, sees alice's events redacted in
 // /messages, /sync, /event and /context, and search finds nothing of hers;
-// alice's image (and its blob) is gone, dave's is not.
+// and sliding sync, and search finds nothing of hers; alice's image (and
+// its blob) is gone, dave's is not.
 func TestErasure(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
 		ctx := context.Background()
@@ -153,6 +154,13 @@ func TestErasure(t *testing.T) {
 		rawS := gjson.GetBytes(syncJSON, "rooms.join."+gjson.Escape(room.String())).Raw
 		if rawS == "" || strings.Contains(rawS, "xyzzyalice") || strings.Contains(rawS, "Alice Confidential") || !strings.Contains(rawS, "plughdave") {
 			t.Errorf("carol's /sync: %s", rawS)
+		}
+		ss := slidingSync(t, carol, "", 0, map[string]any{"lists": map[string]any{"all": map[string]any{
+			"ranges": [][]int{{0, 9}}, "timeline_limit": 50, "required_state": [][]string{{"m.room.member", "*"}}}}})
+		ssJSON, _ := json.Marshal(ssRooms(ss)[room.String()])
+		if len(ssJSON) < 10 || strings.Contains(string(ssJSON), "xyzzyalice") || strings.Contains(string(ssJSON), "Alice Confidential") ||
+			!strings.Contains(string(ssJSON), "plughdave") {
+			t.Errorf("carol's sliding sync: %s", ssJSON)
 		}
 		if n := len(resultIDs(mustSearch(t, carol, map[string]any{"search_term": "xyzzyalice"}, ""))); n != 0 {
 			t.Errorf("carol's search for alice's word: %d results, want 0", n)
