@@ -40,9 +40,8 @@ func deactivate(t *testing.T, c *mautrix.Client, localpart string, erase bool) {
 // TestErasure: alice (deactivated with erase) and dave (deactivated without)
 // each sent a message and an image in a room bob was in. Bob still sees
 // both; carol, who joins afterwards, sees alice's events redacted in
-// /messages, /sync, /event and /context, and search finds nothing of hers;
-// and sliding sync, and search finds nothing of hers; alice's image (and
-// its blob) is gone, dave's is not.
+// /messages, /sync, sliding sync, /event and /context, and search finds
+// nothing of hers; alice's image (and its blob) is gone, dave's is not.
 func TestErasure(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
 		ctx := context.Background()
