@@ -113,6 +113,7 @@ type Service struct {
 	devices  DeviceKeys
 	rooms    Rooms
 	remote   RemoteProfiles
+	media    Media
 
 	seenMu sync.Mutex
 	seen   map[string]int64 // "user|device" -> unix ms of the last last_seen write
@@ -134,11 +135,19 @@ type Options struct {
 	// Remote answers profile lookups of other servers' users; nil: they are
 	// M_NOT_FOUND.
 	Remote RemoteProfiles
+	// Media erases the uploads of an account deactivated with erase; nil:
+	// there is no content repository.
+	Media Media
+}
+
+// Media is the content repository as erasure needs it (mediaapi).
+type Media interface {
+	EraseUserMedia(ctx context.Context, userID string) error
 }
 
 // New returns an accounts service.
 func New(o Options) *Service {
-	return &Service{store: o.Store, cfg: o.Config, now: time.Now, notifier: o.Notifier, devices: o.Devices, rooms: o.Rooms, remote: o.Remote,
+	return &Service{store: o.Store, cfg: o.Config, now: time.Now, notifier: o.Notifier, devices: o.Devices, rooms: o.Rooms, remote: o.Remote, media: o.Media,
 		seen: map[string]int64{}, nonces: nonceStore{m: map[string]time.Time{}},
 		passwordTries: ratelimit.New(o.Config.Limits.LoginPerSecond, o.Config.Limits.LoginBurst)}
 }
@@ -186,6 +195,19 @@ func (s *Service) fireDeactivated(ctx context.Context, userID id.UserID) {
 	ctx = context.WithoutCancel(ctx)
 	if err := s.rooms.LeaveAllRooms(ctx, userID); err != nil {
 		slog.ErrorContext(ctx, "leaving the rooms of a deactivated account", "user", userID, "err", err)
+	}
+}
+
+// fireErased deletes an erased account's uploads. Its events need nothing
+// here: the store recorded the erasure, which every renderer applies (a
+// failure here is finished at the next start, mediaapi.New).
+func (s *Service) fireErased(ctx context.Context, userID id.UserID) {
+	if s.media == nil {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	if err := s.media.EraseUserMedia(ctx, userID.String()); err != nil {
+		slog.ErrorContext(ctx, "erasing the media of an erased account", "user", userID, "err", err)
 	}
 }
 
@@ -312,7 +334,9 @@ func (s *Service) ChangePassword(ctx context.Context, userID id.UserID, newPassw
 }
 
 // Deactivate marks the account deactivated and revokes every token and
-// device; erase also removes profile, account data and filters.
+// device; erase also removes profile, account data and filters, records the
+// erasure (the user's events are shown redacted to later readers) and
+// deletes the user's uploads.
 func (s *Service) Deactivate(ctx context.Context, userID id.UserID, erase bool) error {
 	deleted, err := s.store.DeactivateUser(ctx, userID.String(), erase)
 	if err != nil {
@@ -320,6 +344,9 @@ func (s *Service) Deactivate(ctx context.Context, userID id.UserID, erase bool) 
 	}
 	s.fireDeviceDeleted(ctx, userID, deleted)
 	s.fireDeactivated(ctx, userID)
+	if erase {
+		s.fireErased(ctx, userID)
+	}
 	slog.InfoContext(ctx, "account deactivated", "user_id", userID, "erase", erase)
 	return nil
 }

@@ -24,9 +24,13 @@ import (
 
 // Store loads the events a rendering refers to: redactions
 // (unsigned.redacted_because) and replaced state events
-// (unsigned.prev_content). *storage.DB satisfies it.
+// (unsigned.prev_content); which senders erased their account, and the room
+// version whose redaction algorithm their events are shown through.
+// *storage.DB satisfies it.
 type Store interface {
 	GetEvents(ctx context.Context, ids []string) (map[string]*storage.Event, error)
+	ErasedUsers(ctx context.Context, userIDs []string) (map[string]bool, error)
+	GetRoom(ctx context.Context, roomID string) (*storage.RoomRow, error)
 }
 
 // Viewer is whom events are rendered for. The zero Viewer renders without
@@ -67,24 +71,40 @@ func Render(ctx context.Context, store Store, v *Viewer, evs []*storage.Event) (
 			return nil, fmt.Errorf("loading the events rendered events refer to: %w", err)
 		}
 	}
+	er, err := newEraser(ctx, store, v, evs, loaded)
+	if err != nil {
+		return nil, err
+	}
 	now := time.Now().UnixMilli()
 	out := make([]json.RawMessage, len(evs))
 	for i, e := range evs {
 		var rel refs
 		if r := loaded[e.RedactedBy]; r != nil && e.RedactedBy != "" {
-			rel.redactedBecause = encode(nil, r, v, refs{}, now)
+			if rel.redactedBecause, err = er.encode(ctx, nil, r, refs{}, now); err != nil {
+				return nil, err
+			}
 		}
 		if p := loaded[e.ReplacesState]; p != nil && e.ReplacesState != "" {
 			ok, err := v.CanSee(p.StreamPos)
 			if err != nil {
 				return nil, err
 			}
-			if c := gjson.GetBytes(p.JSON, "content"); ok && c.IsObject() {
+			c := gjson.GetBytes(p.JSON, "content")
+			if ok && c.IsObject() {
 				rel.prevContent = c.Raw
 				rel.prevSender = p.Sender
+				if er.hides(p) {
+					pruned, err := er.content(ctx, p)
+					if err != nil {
+						return nil, err
+					}
+					rel.prevContent = string(pruned)
+				}
 			}
 		}
-		out[i] = encode(make([]byte, 0, len(e.JSON)/2+256), e, v, rel, now)
+		if out[i], err = er.encode(ctx, make([]byte, 0, len(e.JSON)/2+256), e, rel, now); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }
@@ -154,6 +174,7 @@ type refs struct {
 	redactedBecause []byte // the redaction, rendered
 	prevContent     string // the replaced event's content, when visible
 	prevSender      string // its sender (unsigned.prev_sender), shown with prev_content
+	content         []byte // replaces the PDU's content (an erased sender's event, erasure.go)
 }
 
 // encode writes the client format of e: keys in lexical order, unsigned last
@@ -161,7 +182,11 @@ type refs struct {
 // columns (the same values as the PDU's); content and redacts from the PDU.
 func encode(b []byte, e *storage.Event, v *Viewer, rel refs, now int64) []byte {
 	b = append(b, `{"content":`...)
-	b = appendContent(b, e.JSON)
+	if rel.content != nil {
+		b = append(b, rel.content...)
+	} else {
+		b = appendContent(b, e.JSON)
+	}
 	b = append(b, `,"event_id":`...)
 	b = appendString(b, e.EventID)
 	b = append(b, `,"origin_server_ts":`...)

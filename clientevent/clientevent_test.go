@@ -24,6 +24,12 @@ func (m mapStore) GetEvents(_ context.Context, ids []string) (map[string]*storag
 	return out, nil
 }
 
+func (mapStore) ErasedUsers(context.Context, []string) (map[string]bool, error) { return nil, nil }
+
+func (mapStore) GetRoom(_ context.Context, roomID string) (*storage.RoomRow, error) {
+	return &storage.RoomRow{RoomID: roomID, RoomVersion: "11"}, nil
+}
+
 func strp(s string) *string { return &s }
 
 func viewer() *Viewer {

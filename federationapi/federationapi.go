@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/myelin-chat/myelin/clientevent"
 	"github.com/myelin-chat/myelin/directory"
 	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
@@ -44,6 +46,8 @@ type Rooms interface {
 // current server ACL, its joined servers and timestamp lookups (*storage.DB).
 type Store interface {
 	GetRoom(ctx context.Context, roomID string) (*storage.RoomRow, error)
+	// ErasedUsers: the senders whose events are served redacted (servedPDUs).
+	ErasedUsers(ctx context.Context, userIDs []string) (map[string]bool, error)
 	CurrentStateEvent(ctx context.Context, roomID, evType, stateKey string) (*storage.Event, error)
 	JoinedServers(ctx context.Context, roomID string) ([]string, error)
 	EventNearTimestamp(ctx context.Context, roomID string, ts int64, forwards bool) (*storage.Event, error)
@@ -320,6 +324,52 @@ type transaction struct {
 	PDUs           []json.RawMessage `json:"pdus"`
 }
 
-func (a *API) transaction(evs []*storage.Event) *transaction {
-	return &transaction{Origin: a.serverName, OriginServerTS: time.Now().UnixMilli(), PDUs: pdus(evs)}
+func (a *API) transaction(ctx context.Context, evs []*storage.Event) (*transaction, error) {
+	out, err := a.servedPDUs(ctx, evs)
+	if err != nil {
+		return nil, err
+	}
+	return &transaction{Origin: a.serverName, OriginServerTS: time.Now().UnixMilli(), PDUs: out}, nil
+}
+
+// servedPDUs are the PDUs of evs (all of one room) as served to another
+// server for its history (/event, /backfill, /get_missing_events): the
+// events of users who erased their account go through the redaction
+// algorithm, signatures and hashes kept (messages and memberships only,
+// clientevent.Erasable: room state stays whole). A server whose users were in the
+// room when such an event was sent received it then, in the transaction
+// that carried it; one asking for it now is a later reader, like a user
+// joining later (clientevent), and gets no more than they would. The
+// redacted copy still verifies and carries the DAG (its content hash no
+// longer matches, which the receiver treats as a redaction). State served
+// for joins (/state, send_join) is left whole: the auth rules read it.
+func (a *API) servedPDUs(ctx context.Context, evs []*storage.Event) ([]json.RawMessage, error) {
+	out := pdus(evs)
+	senders := make([]string, len(evs))
+	for i, e := range evs {
+		senders[i] = e.Sender
+	}
+	erased, err := a.store.ErasedUsers(ctx, senders)
+	if err != nil || len(erased) == 0 {
+		return out, err
+	}
+	versions := map[string]id.RoomVersion{}
+	for i, e := range evs {
+		if !erased[e.Sender] || !clientevent.Erasable(e) {
+			continue
+		}
+		v, ok := versions[e.RoomID]
+		if !ok {
+			row, err := a.store.GetRoom(ctx, e.RoomID)
+			if err != nil {
+				return nil, roomAnswer(err)
+			}
+			v = id.RoomVersion(row.RoomVersion)
+			versions[e.RoomID] = v
+		}
+		if out[i], err = redactedPDU(v, e.JSON); err != nil {
+			return nil, fmt.Errorf("redacting %s of an erased user: %w", e.EventID, err)
+		}
+	}
+	return out, nil
 }

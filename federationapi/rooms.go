@@ -46,7 +46,7 @@ func (a *API) event(r *http.Request) (any, error) {
 	if !ok {
 		return nil, mxhttp.Forbidden("Server %s may not see event %s", origin, eventID)
 	}
-	return a.transaction([]*storage.Event{ev}), nil
+	return a.transaction(ctx, []*storage.Event{ev})
 }
 
 // stateAt is the state before the event_id query parameter, for /state and
@@ -157,7 +157,7 @@ func (a *API) backfill(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, roomAnswer(err)
 	}
-	return a.transaction(evs), nil
+	return a.transaction(ctx, evs)
 }
 
 // limitParam parses a limit: required when def < 0, a positive integer,
@@ -237,7 +237,10 @@ func (a *API) missingEvents(r *http.Request) (any, error) {
 		return nil, roomAnswer(err)
 	}
 	slices.Reverse(evs) // oldest first
-	out := pdus(evs)
+	out, err := a.servedPDUs(ctx, evs)
+	if err != nil {
+		return nil, err
+	}
 	if len(hidden) > 0 {
 		row, err := a.store.GetRoom(ctx, string(roomID))
 		if err != nil {

@@ -238,8 +238,18 @@ func (s *Server) build(ctx context.Context) error {
 	if cfg.FederationEnabled() {
 		remoteProfiles = profileRemote{transport.Client}
 	}
+	// Content repository: blobs under <data_dir>/media, metadata in the store;
+	// other servers' media fetched through the transport's client (media_remote.go).
+	// Built before accounts, which erases an erased account's uploads through it.
+	var remoteMedia mediaapi.RemoteFetcher
+	if cfg.FederationEnabled() {
+		remoteMedia = newMediaRemote(cfg, transport.Client)
+	}
+	if s.Media, err = mediaapi.New(mediaapi.Options{Store: db, Config: cfg, Remote: remoteMedia, Metrics: s.Metrics}); err != nil {
+		return err
+	}
 	s.Accounts = accounts.New(accounts.Options{Store: db, Config: cfg, Notifier: s.Notifier, Devices: s.Keys, Rooms: s.Rooms,
-		Remote: remoteProfiles})
+		Remote: remoteProfiles, Media: s.Media})
 	// The notices room is tagged m.server_notice: room account data, through accounts.
 	s.Notices = servernotices.New(servernotices.Options{Rooms: s.Rooms, View: s.RoomView, Tags: s.Accounts, Store: db, Config: cfg})
 	s.Federation = federation.New(federation.Options{Config: cfg, Transport: transport, Profiles: s.Accounts, OpenID: s.Accounts})
@@ -275,15 +285,6 @@ func (s *Server) build(ctx context.Context) error {
 	s.SlidingSync = slidingsync.New(slidingsync.Options{Syncer: s.Syncer, Store: db, Ephemeral: s.Ephemeral, Push: s.Push,
 		Notifier: s.Notifier, Keys: s.Keys})
 	s.UserDirectory = userdirectory.New(userdirectory.Options{Store: db})
-	// Content repository: blobs under <data_dir>/media, metadata in the store;
-	// other servers' media fetched through the transport's client (media_remote.go).
-	var remoteMedia mediaapi.RemoteFetcher
-	if cfg.FederationEnabled() {
-		remoteMedia = newMediaRemote(cfg, transport.Client)
-	}
-	if s.Media, err = mediaapi.New(mediaapi.Options{Store: db, Config: cfg, Remote: remoteMedia, Metrics: s.Metrics}); err != nil {
-		return err
-	}
 	s.buildRetention()
 	return nil
 }

@@ -161,6 +161,13 @@ func (b *blobStore) open(sum string) (*os.File, error) {
 	return os.Open(b.path(sum))
 }
 
+// OpenBlob opens, read only, the content a media row names (its SHA-256) in
+// the blob store under dataDir: for tools that run beside a live server
+// (myelin export-user), which must not build a Service (New sweeps tmp).
+func OpenBlob(dataDir, sum string) (*os.File, error) {
+	return (&blobStore{root: filepath.Join(dataDir, "media")}).open(sum)
+}
+
 // syncDir makes a rename into dir durable.
 func syncDir(dir string) error {
 	d, err := os.Open(dir)

@@ -57,6 +57,8 @@ type Store interface {
 
 	// Deletion of any item (retention's purge): storage/retention.go.
 	DeleteMedia(ctx context.Context, origin, mediaID string) ([]string, error)
+	// Erasure (storage/erasure.go).
+	EraseUploads(ctx context.Context, userID string, now int64) ([]string, int, error)
 }
 
 // RemoteFetcher fetches media that another server holds (federation's
@@ -142,6 +144,10 @@ func New(o Options) (*Service, error) {
 		if err := o.Metrics.Register(s.cache.sizeGauge()); err != nil {
 			return nil, fmt.Errorf("registering media metrics: %w", err)
 		}
+	}
+	// Finish any erasure a crash interrupted after the account was erased.
+	if err := s.EraseUserMedia(context.Background(), ""); err != nil {
+		return nil, err
 	}
 	return s, nil
 }

@@ -69,6 +69,9 @@ func (m *memStore) LeastRecentlyUsedRemoteMedia(context.Context, int) ([]storage
 func (m *memStore) DeleteRemoteMedia(context.Context, string, string) ([]string, error) {
 	return nil, nil
 }
+func (m *memStore) EraseUploads(context.Context, string, int64) ([]string, int, error) {
+	return nil, 0, nil
+}
 
 func (m *memStore) DeleteMedia(context.Context, string, string) ([]string, error) {
 	return nil, nil

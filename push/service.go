@@ -41,6 +41,8 @@ type Rooms interface {
 	HistoryVisibilityChanges(ctx context.Context, roomID string) ([]storage.PositionedValue, error)
 	// GetEvents loads the events a rendered notification refers to (clientevent.Store).
 	GetEvents(ctx context.Context, ids []string) (map[string]*storage.Event, error)
+	ErasedUsers(ctx context.Context, userIDs []string) (map[string]bool, error) // clientevent.Store
+	GetRoom(ctx context.Context, roomID string) (*storage.RoomRow, error)
 }
 
 // Notifier wakes the /sync long-polls of the users a change concerns:

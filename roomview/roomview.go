@@ -21,6 +21,7 @@ type Store interface {
 	ResolveAlias(ctx context.Context, alias string) (roomID, creator string, err error)
 	GetEvent(ctx context.Context, eventID string) (*storage.Event, error)
 	GetEvents(ctx context.Context, ids []string) (map[string]*storage.Event, error)
+	ErasedUsers(ctx context.Context, userIDs []string) (map[string]bool, error) // clientevent.Store
 	// EventsInStreamOrder is GetEvents as a list in stream order (a state's events).
 	EventsInStreamOrder(ctx context.Context, ids []string) ([]*storage.Event, error)
 	CurrentStateEvent(ctx context.Context, roomID, evType, stateKey string) (*storage.Event, error)

@@ -11,6 +11,7 @@ import (
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/myelin-chat/myelin/clientevent"
 	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/storage"
 )
@@ -359,7 +360,15 @@ func (s *Service) searchPage(ctx context.Context, q *storage.SearchQuery, rooms 
 			return nil, nil, err
 		}
 		for _, h := range hits {
-			if r := rooms[id.RoomID(h.Event.RoomID)]; r != nil && r.v.canSee(h.Event.StreamPos) {
+			r := rooms[id.RoomID(h.Event.RoomID)]
+			if r == nil || !r.v.canSee(h.Event.StreamPos) {
+				continue
+			}
+			// An erased sender's event this user sees redacted matched on
+			// content they may not read: left out.
+			if erased, err := clientevent.HidesErased(ctx, s.db, r.v.client(), h.Event); err != nil {
+				return nil, nil, err
+			} else if !erased {
 				out = append(out, h)
 			}
 		}

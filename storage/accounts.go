@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // User is a local account.
@@ -112,7 +113,8 @@ func (db *DB) SetProfileFields(ctx context.Context, userID string, fields map[st
 
 // DeactivateUser marks a user deactivated and removes every device and token
 // in one transaction; with erase it also clears the profile, account data and
-// filters. It returns the IDs of the devices removed.
+// filters and records the user in erased_users (ErasedUsers). It returns
+// the IDs of the devices removed.
 func (db *DB) DeactivateUser(ctx context.Context, userID string, erase bool) ([]string, error) {
 	var devices []string
 	err := db.Tx(ctx, func(tx Querier) error {
@@ -135,6 +137,10 @@ func (db *DB) DeactivateUser(ctx context.Context, userID string, erase bool) ([]
 				`DELETE FROM account_data WHERE user_id = $1`,
 				`DELETE FROM filters WHERE user_id = $1`,
 			)
+			if _, err := tx.Exec(ctx, `INSERT INTO erased_users (user_id, erased_ts) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING`,
+				userID, time.Now().UnixMilli()); err != nil {
+				return err
+			}
 		}
 		for _, q := range stmts {
 			if _, err := tx.Exec(ctx, q, userID); err != nil {
@@ -145,6 +151,9 @@ func (db *DB) DeactivateUser(ctx context.Context, userID string, erase bool) ([]
 	})
 	if err != nil {
 		return nil, fmt.Errorf("deactivating %s: %w", userID, err)
+	}
+	if erase {
+		db.addErased(userID)
 	}
 	return devices, nil
 }

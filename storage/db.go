@@ -75,6 +75,8 @@ type DB struct {
 	Stream *Stream
 
 	reads atomic.Int64 // read queries run (Reads)
+
+	erased erasedSet // the erased users (erasure.go)
 }
 
 // Reads is the number of read queries (Query, QueryRow) run so far: tests
@@ -107,6 +109,10 @@ func Open(ctx context.Context, url string, maxConns int) (*DB, error) {
 		return nil, err
 	}
 	db.Stream = stream
+	if err := db.loadErased(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
 	return db, nil
 }
 

@@ -139,7 +139,7 @@ func (db *DB) CompletePendingMedia(ctx context.Context, m MediaRow, quota int64)
 	err := db.Tx(ctx, func(tx Querier) error {
 		var uploader, sha string
 		var expires int64
-		err := tx.QueryRow(ctx, `SELECT uploader, sha256, expires_ts FROM media WHERE origin = $1 AND media_id = $2`,
+		err := tx.QueryRow(ctx, `SELECT uploader, sha256, expires_ts FROM media WHERE origin = $1 AND media_id = $2 AND erased_ts = 0`,
 			m.Origin, m.MediaID).Scan(&uploader, &sha, &expires)
 		if err != nil {
 			return err
@@ -177,11 +177,11 @@ func (db *DB) CompletePendingMedia(ctx context.Context, m MediaRow, quota int64)
 	return nil
 }
 
-// GetMedia returns the row of a media ID, or ErrNotFound.
+// GetMedia returns the row of a media ID, or ErrNotFound (an erased upload too).
 func (db *DB) GetMedia(ctx context.Context, origin, mediaID string) (*MediaRow, error) {
 	m := MediaRow{Origin: origin, MediaID: mediaID}
 	err := db.QueryRow(ctx, `SELECT uploader, content_type, size, filename, sha256, created_ts, uploaded_ts, expires_ts
-		FROM media WHERE origin = $1 AND media_id = $2`, origin, mediaID).
+		FROM media WHERE origin = $1 AND media_id = $2 AND erased_ts = 0`, origin, mediaID).
 		Scan(&m.Uploader, &m.ContentType, &m.Size, &m.Filename, &m.SHA256, &m.CreatedTS, &m.UploadedTS, &m.ExpiresTS)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {

@@ -27,6 +27,8 @@ type Store interface {
 	StateAtPosition(ctx context.Context, roomID string, pos int64) (storage.StateMap, error)
 	StateBeforeEvent(ctx context.Context, eventID string) (storage.StateMap, error)
 	GetEvents(ctx context.Context, ids []string) (map[string]*storage.Event, error)
+	ErasedUsers(ctx context.Context, userIDs []string) (map[string]bool, error) // clientevent.Store
+	GetRoom(ctx context.Context, roomID string) (*storage.RoomRow, error)
 	EventsInStreamOrder(ctx context.Context, ids []string) ([]*storage.Event, error)
 	RoomMembersSummaryAt(ctx context.Context, roomID string, at int64) (joined, invited []string, err error)
 	GetFilter(ctx context.Context, userID string, filterID int64) (json.RawMessage, error)

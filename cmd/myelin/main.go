@@ -37,6 +37,9 @@ Usage:
   myelin rotate-signing-key [flags]
                                   retire the federation signing key and make a new
                                   one (run while the server is stopped)
+  myelin export-user @user:server [--out FILE] [flags]
+                                  write everything the server holds about a local
+                                  user as a zip of JSON files (docs/export-user.md)
   myelin version                  print the version
 
 Run "myelin <command> -h" for the flags of a command.
@@ -63,6 +66,8 @@ func main() {
 		err = migrateCmd(args)
 	case "rotate-signing-key":
 		err = rotateSigningKeyCmd(args)
+	case "export-user":
+		err = exportUserCmd(args)
 	case "version":
 		fmt.Println("myelin", version)
 	case "help", "-h", "--help":

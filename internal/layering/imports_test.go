@@ -52,11 +52,13 @@ var rules = []rule{
 	// Message retention: the purge over the store (media deletion through a small interface).
 	{"retention", []string{"storage", "internal/..."}},
 	{"userdirectory", []string{"storage", "internal/..."}},
+	// myelin export-user: reads the store, renders with the read helper.
+	{"userexport", []string{"clientevent", "storage", "internal/..."}},
 	{"federation", []string{"storage", "internal/..."}},
 	// The federation sender: the transport's client and policy, the store.
 	{"federationsender", []string{"federation", "storage", "internal/..."}},
 	// The server-server room handlers: over the transport and the room modules.
-	{"federationapi", []string{"federation", "roomserver", "roomview", "directory", "keyserver", "storage", "internal/..."}},
+	{"federationapi", []string{"federation", "roomserver", "roomview", "directory", "keyserver", "clientevent", "storage", "internal/..."}},
 	// Inbound PDUs: the writer and the store; the transport only through its
 	// own small interfaces, filled in by the assembly.
 	{"ingest", []string{"roomserver", "storage", "internal/..."}},
