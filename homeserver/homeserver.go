@@ -318,14 +318,6 @@ func (s *Server) startFollowers(ctx context.Context) error {
 		return err
 	}
 	s.Followers = append(s.Followers, sends)
-	// Our user's join that brings servers new to them tells those servers
-	// their devices (through the EDU queue).
-	joins, err := follower.Start(ctx, follower.Options{Name: keyserver.JoinFollower, Store: s.DB, Stream: s.DB.Stream,
-		Handle: s.Keys.AnnounceOnJoin})
-	if err != nil {
-		return err
-	}
-	s.Followers = append(s.Followers, joins)
 	return s.startPresenceFollower(ctx)
 }
 

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"maps"
 	"slices"
 	"sort"
 
@@ -36,7 +35,6 @@ func (s *Service) otherServers(ctx context.Context, userID string) ([]string, er
 // transaction, what other servers must be told; announce queues it and
 // clears it, and AnnouncePending does it on startup for what a crash left.
 type OutboxStore interface {
-	QueueDeviceListAnnouncement(ctx context.Context, userID string, deviceIDs []string, signingKeys bool) error
 	MarkDeviceRenamed(ctx context.Context, userID, deviceID string, pos int64) error
 	NumberDeviceListAnnouncements(ctx context.Context, userID string) ([]storage.PendingAnnouncement, error)
 	DeviceListAnnounced(ctx context.Context, userID string, p storage.PendingAnnouncement) error
@@ -283,54 +281,6 @@ func (s *Service) FederationClaim(ctx context.Context, oneTimeKeys map[string]ma
 	return resp.OneTimeKeys, nil
 }
 
-// JoinFollower names the stream cursor of AnnounceOnJoin's follower.
-const JoinFollower = "keyserver_joins"
-
-// AnnounceOnJoin is the handler of a stream follower (homeserver): when one
-// of our users joins a room that brings servers sharing no other room with
-// them, those servers are told the user's devices and signing keys at once
-// (as Conduit does; Complement's TestDeviceListsUpdateOverFederationOnRoomJoin)
-// instead of waiting for the user's next change. The updates go to every
-// server sharing a room with the user, with fresh stream_ids, so no
-// receiver's prev_id chain breaks. A join that brings no new server (a
-// profile change, a room whose servers already share one) sends nothing.
-func (s *Service) AnnounceOnJoin(ctx context.Context, events []*storage.Event) error {
-	if s.edus == nil {
-		return nil
-	}
-	for _, ev := range events {
-		if ev.Outlier || ev.Type != "m.room.member" || ev.Membership != "join" || ev.StateKey == nil || !s.isLocal(*ev.StateKey) {
-			continue
-		}
-		fresh, err := s.joinBringsServers(ctx, *ev.StateKey, ev.RoomID, ev.StreamPos)
-		if err != nil {
-			return fmt.Errorf("announcing %s's devices on joining %s: %w", *ev.StateKey, ev.RoomID, err)
-		}
-		if !fresh {
-			continue
-		}
-		resp := &QueryResponse{DeviceKeys: map[string]map[string]json.RawMessage{}, MasterKeys: map[string]json.RawMessage{},
-			SelfSigningKeys: map[string]json.RawMessage{}, UserSigningKeys: map[string]json.RawMessage{}}
-		if err := s.queryLocal(ctx, "", []string{*ev.StateKey}, nil, resp); err != nil {
-			return err
-		}
-		existing, err := s.deviceIDs(ctx, *ev.StateKey)
-		if err != nil {
-			return err
-		}
-		for dev := range resp.DeviceKeys[*ev.StateKey] {
-			existing[dev] = true // a dehydrated device
-		}
-		devices := slices.Sorted(maps.Keys(existing))
-		// Recorded before the follower moves past the join, then announced.
-		if err := s.store.QueueDeviceListAnnouncement(ctx, *ev.StateKey, devices, len(resp.MasterKeys[*ev.StateKey]) > 0); err != nil {
-			return err
-		}
-		s.announce(ctx, *ev.StateKey)
-	}
-	return nil
-}
-
 // deviceIDs is the set of a local user's devices (with keys or not).
 func (s *Service) deviceIDs(ctx context.Context, userID string) (map[string]bool, error) {
 	devs, err := s.store.ListDevices(ctx, userID)
@@ -344,24 +294,3 @@ func (s *Service) deviceIDs(ctx context.Context, userID string) (map[string]bool
 	return out, nil
 }
 
-// joinBringsServers reports whether userID's join at pos made a server of
-// roomID share a room with them for the first time since.
-func (s *Service) joinBringsServers(ctx context.Context, userID, roomID string, pos int64) (bool, error) {
-	servers, err := s.store.JoinedServers(ctx, roomID)
-	if err != nil {
-		return false, err
-	}
-	for _, server := range servers {
-		if server == s.serverName {
-			continue
-		}
-		since, sharing, err := s.store.SharingSince(ctx, userID, server)
-		if err != nil {
-			return false, err
-		}
-		if sharing && since >= pos {
-			return true, nil
-		}
-	}
-	return false, nil
-}

@@ -37,17 +37,6 @@ func addOutbox(ctx context.Context, tx Querier, userID string, deviceIDs ...stri
 	return nil
 }
 
-// QueueDeviceListAnnouncement records that other servers must be told of a
-// local user's devices (and signing keys when signingKeys).
-func (db *DB) QueueDeviceListAnnouncement(ctx context.Context, userID string, deviceIDs []string, signingKeys bool) error {
-	return db.Tx(ctx, func(tx Querier) error {
-		if signingKeys {
-			deviceIDs = append(deviceIDs[:len(deviceIDs):len(deviceIDs)], SigningKeysOutbox)
-		}
-		return addOutbox(ctx, tx, userID, deviceIDs...)
-	})
-}
-
 // MarkDeviceRenamed records a local device's rename: a device-list change
 // at pos and its announcement to other servers, in one transaction.
 func (db *DB) MarkDeviceRenamed(ctx context.Context, userID, deviceID string, pos int64) error {
