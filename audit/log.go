@@ -1,0 +1,287 @@
+package audit
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/myelin-chat/myelin/storage"
+)
+
+// Store is the audit log's table (implemented by *storage.DB).
+type Store interface {
+	AppendAudit(ctx context.Context, build func(lastSeq int64, lastHash string) ([]storage.AuditRow, error)) error
+	AuditRecords(ctx context.Context, from int64, limit int) ([]storage.AuditRow, error)
+	AuditRecordsBetween(ctx context.Context, sinceMS, untilMS, after int64, limit int) ([]storage.AuditRow, error)
+}
+
+// Registerer is where the log registers its metrics (*metrics.Registry).
+type Registerer = prometheus.Registerer
+
+// Options build a Log. Store is required.
+type Options struct {
+	Store   Store
+	Metrics Registerer       // nil: no metrics
+	Now     func() time.Time // for tests; default time.Now
+	// QueueSize bounds the records Record holds before they are written
+	// (default 4096); beyond it Record waits.
+	QueueSize int
+}
+
+// Entry is a record to append: the log adds the sequence number, the time
+// (when not set) and the hashes.
+type Entry struct {
+	Time  time.Time
+	Kind  Kind
+	Actor string
+	Body  any // encoded as canonical JSON
+	// flow is set on flow records: their direction and data kinds, counted
+	// by myelin_audit_flows_total once written.
+	flow *Flow
+}
+
+// Log appends to the audit trail. Append writes at once; Record queues for
+// a background writer that appends what has queued in one transaction, so
+// a hot path (the federation sender) pays a channel send, not a commit.
+type Log struct {
+	o       Options
+	records *prometheus.CounterVec
+	flows   *prometheus.CounterVec
+
+	queue   chan queued
+	closeMu sync.RWMutex // held for reading while sending to queue; Close takes it to close queue
+	closed  bool
+	done    chan struct{}
+}
+
+type queued struct {
+	e     Entry
+	flush chan struct{} // a Flush marker: closed once everything before it is written
+}
+
+// New builds the log and starts its writer.
+func New(o Options) (*Log, error) {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.QueueSize <= 0 {
+		o.QueueSize = 4096
+	}
+	l := &Log{o: o, queue: make(chan queued, o.QueueSize), done: make(chan struct{}),
+		records: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "myelin_audit_records_total", Help: "Audit records written, by kind (flow, refusal, policy_change, admin_action).",
+		}, []string{"kind"}),
+		flows: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "myelin_audit_flows_total",
+			Help: "Federation transactions recorded in the audit trail, by direction (inbound, outbound) and data kind carried (one per transaction and kind).",
+		}, []string{"direction", "kind"}),
+	}
+	if o.Metrics != nil {
+		for _, c := range []prometheus.Collector{l.records, l.flows} {
+			if err := o.Metrics.Register(c); err != nil {
+				return nil, fmt.Errorf("audit metrics: %w", err)
+			}
+		}
+	}
+	go l.writer()
+	return l, nil
+}
+
+// Append writes entries at once, in order, after the last stored record,
+// and returns them as stored.
+func (l *Log) Append(ctx context.Context, entries ...Entry) ([]Record, error) {
+	if len(entries) == 0 {
+		return nil, nil
+	}
+	now := l.o.Now()
+	bodies := make([]json.RawMessage, len(entries))
+	for i, e := range entries {
+		raw, err := json.Marshal(e.Body)
+		if err != nil {
+			return nil, fmt.Errorf("encoding an audit %s body: %w", e.Kind, err)
+		}
+		if bodies[i], err = CanonicalBody(raw); err != nil {
+			return nil, err
+		}
+	}
+	var out []Record
+	err := l.o.Store.AppendAudit(ctx, func(lastSeq int64, lastHash string) ([]storage.AuditRow, error) {
+		if lastHash == "" {
+			lastHash = GenesisHash
+		}
+		out = out[:0]
+		rows := make([]storage.AuditRow, len(entries))
+		for i, e := range entries {
+			t := e.Time
+			if t.IsZero() {
+				t = now
+			}
+			r := Record{Seq: lastSeq + 1 + int64(i), TS: t.UnixMilli(), Kind: e.Kind, Actor: e.Actor, Body: bodies[i], Prev: lastHash}
+			r.Hash = r.ComputeHash()
+			lastHash = r.Hash
+			out = append(out, r)
+			rows[i] = storage.AuditRow{Seq: r.Seq, TS: r.TS, Kind: string(r.Kind), Actor: r.Actor, Body: string(r.Body),
+				PrevHash: r.Prev, Hash: r.Hash}
+		}
+		return rows, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("appending to the audit log: %w", err)
+	}
+	for _, e := range entries {
+		l.records.WithLabelValues(string(e.Kind)).Inc()
+		if e.flow != nil {
+			for _, k := range e.flow.dataKinds() {
+				l.flows.WithLabelValues(e.flow.Direction, k).Inc()
+			}
+		}
+	}
+	return out, nil
+}
+
+// Record queues e for the background writer (its time is taken now). It
+// waits while the queue is full rather than lose a record; after Close it
+// appends at once.
+func (l *Log) Record(e Entry) {
+	if e.Time.IsZero() {
+		e.Time = l.o.Now()
+	}
+	l.closeMu.RLock()
+	if !l.closed {
+		l.queue <- queued{e: e}
+		l.closeMu.RUnlock()
+		return
+	}
+	l.closeMu.RUnlock()
+	if _, err := l.Append(context.Background(), e); err != nil {
+		slog.Error("audit: a record was not written", "kind", e.Kind, "err", err)
+	}
+}
+
+// Flush waits until every record queued before it is written (tests, and
+// the CLI before it exits).
+func (l *Log) Flush(ctx context.Context) error {
+	ch := make(chan struct{})
+	l.closeMu.RLock()
+	if l.closed {
+		l.closeMu.RUnlock()
+		<-l.done
+		return nil
+	}
+	l.queue <- queued{flush: ch}
+	l.closeMu.RUnlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close writes what is queued and stops the writer.
+func (l *Log) Close() {
+	l.closeMu.Lock()
+	if l.closed {
+		l.closeMu.Unlock()
+		return
+	}
+	l.closed = true
+	close(l.queue)
+	l.closeMu.Unlock()
+	<-l.done
+}
+
+// maxBatch bounds the records the writer appends in one transaction.
+const maxBatch = 256
+
+// writer appends queued records in batches: one transaction for whatever
+// has queued while the previous one committed. A failed append (the store
+// unreachable) is retried, in order, until it succeeds or the log closes
+// (then it is logged as lost).
+func (l *Log) writer() {
+	defer close(l.done)
+	var batch []Entry
+	var flushes []chan struct{}
+	take := func(q queued) {
+		if q.flush != nil {
+			flushes = append(flushes, q.flush)
+		} else {
+			batch = append(batch, q.e)
+		}
+	}
+	for first := range l.queue {
+		take(first)
+	more:
+		for len(batch) < maxBatch {
+			select {
+			case q, ok := <-l.queue:
+				if !ok {
+					break more
+				}
+				take(q)
+			default:
+				break more
+			}
+		}
+		for attempt := 0; len(batch) > 0; attempt++ {
+			_, err := l.Append(context.Background(), batch...)
+			if err == nil {
+				break
+			}
+			if attempt >= 50 {
+				slog.Error("audit: records lost after repeated store failures", "records", len(batch), "err", err)
+				break
+			}
+			slog.Warn("audit: appending queued records; retrying", "records", len(batch), "err", err)
+			time.Sleep(200 * time.Millisecond)
+		}
+		batch = batch[:0]
+		for _, f := range flushes {
+			close(f)
+		}
+		flushes = flushes[:0]
+	}
+}
+
+// Records returns up to limit records from seq from on, in order.
+func (l *Log) Records(ctx context.Context, from int64, limit int) ([]Record, error) {
+	rows, err := l.o.Store.AuditRecords(ctx, from, limit)
+	if err != nil {
+		return nil, err
+	}
+	return toRecords(rows), nil
+}
+
+func toRecords(rows []storage.AuditRow) []Record {
+	out := make([]Record, len(rows))
+	for i, r := range rows {
+		out[i] = Record{Seq: r.Seq, TS: r.TS, Kind: Kind(r.Kind), Actor: r.Actor, Body: json.RawMessage(r.Body), Prev: r.PrevHash, Hash: r.Hash}
+	}
+	return out
+}
+
+// Export calls fn with each record whose time is in [since, until), in
+// sequence order, reading a page at a time.
+func Export(ctx context.Context, store Store, since, until time.Time, fn func(Record) error) error {
+	after := int64(0)
+	for {
+		rows, err := store.AuditRecordsBetween(ctx, since.UnixMilli(), until.UnixMilli(), after, 1000)
+		if err != nil {
+			return err
+		}
+		for _, r := range toRecords(rows) {
+			if err := fn(r); err != nil {
+				return err
+			}
+			after = r.Seq
+		}
+		if len(rows) < 1000 {
+			return nil
+		}
+	}
+}
