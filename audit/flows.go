@@ -88,4 +88,3 @@ func (l *Log) AdminAction(ctx context.Context, actor string, a AdminAction) erro
 	_, err := l.Append(ctx, Entry{Time: l.o.Now(), Kind: KindAdminAction, Actor: actor, Body: a})
 	return err
 }
-
