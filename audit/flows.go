@@ -65,6 +65,9 @@ type Refusal struct {
 	Rule  string         `json:"rule"`
 	Rooms map[string]int `json:"rooms,omitempty"` // PDUs withheld per room
 	EDUs  map[string]int `json:"edus,omitempty"`  // EDUs withheld per type
+	// DroppedPDUs: queued PDUs dropped when the policy came to refuse a
+	// destination they were queued for.
+	DroppedPDUs int64 `json:"dropped_pdus,omitempty"`
 }
 
 // RuleFederationPolicy is the rule of a refusal by federation.Policy.

@@ -23,6 +23,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/accounts"
+	"github.com/myelin-chat/myelin/audit"
 	"github.com/myelin-chat/myelin/backfill"
 	"github.com/myelin-chat/myelin/clientapi"
 	"github.com/myelin-chat/myelin/clientapi/slidingsync"
@@ -89,6 +90,9 @@ type Server struct {
 	RemoteJoins *remotejoin.Joiner
 	// RemoteInvites invites users of other servers (the invitee's server signs through the transport's client).
 	RemoteInvites *remotejoin.Inviter
+	// Audit is the audit trail (flows, refusals, admin actions); built
+	// first, closed last (it writes what is queued).
+	Audit *audit.Log
 	// Followers tail the stream for work that follows new events; closed on Shutdown.
 	Followers []*follower.Follower
 
@@ -191,6 +195,9 @@ func (s *Server) ReloadTLS() error {
 // build builds the modules over s's store, key and notifier (see New).
 func (s *Server) build(ctx context.Context) error {
 	cfg, db, key := s.Config, s.DB, s.SigningKey
+	if err := s.buildAudit(); err != nil {
+		return err
+	}
 	transport, err := federation.NewTransport(federation.TransportOptions{Config: cfg, SigningKey: key, Store: db, Metrics: s.Metrics})
 	if err != nil {
 		return err
@@ -253,7 +260,7 @@ func (s *Server) build(ctx context.Context) error {
 	// keyserver and ephemeral.
 	if s.Ingest, err = ingest.New(ingest.Options{Rooms: s.Rooms, Store: db, Remote: ingestRemote{transport.Client},
 		State: ingestRemote{transport.Client}, Keys: transport.Fetcher, Metrics: s.Metrics, ServerACL: federationapi.ACLAllows,
-		OutOfBand: s.Rooms, EDUs: eduHandlers(s)}); err != nil {
+		OutOfBand: s.Rooms, EDUs: eduHandlers(s), Audit: s.Audit}); err != nil {
 		return err
 	}
 	// The room reads other servers ask for: the roomserver's room-state reads,
@@ -302,7 +309,7 @@ func (s *Server) startFollowers(ctx context.Context) error {
 		Client: t.Client, Policy: t.Policy, Metrics: s.Metrics, MaxConcurrent: sc.MaxConcurrent,
 		MinBackoff: sc.MinBackoff.Duration, MaxBackoff: sc.MaxBackoff.Duration, MaxQueuedPerRoom: sc.MaxQueuedPerRoom,
 		KeepPerRoom: sc.KeepPerRoom, RequestTimeout: sc.RequestTimeout.Duration, RefusalsBeforeDrop: sc.RefusalsBeforeDrop,
-		EDUs: s.EDUQueue}); err != nil {
+		EDUs: s.EDUQueue, Audit: s.Audit}); err != nil {
 		return err
 	}
 	sends, err := follower.Start(ctx, follower.Options{Name: federationsender.FollowerName, Store: s.DB, Stream: s.DB.Stream,
@@ -335,6 +342,9 @@ func (s *Server) close() {
 	if s.Ephemeral != nil {
 		s.Ephemeral.Close()
 	}
+	if s.Audit != nil { // after the sender: what it recorded is written
+		s.Audit.Close()
+	}
 	s.DB.Close()
 }
 
@@ -349,7 +359,7 @@ func (s *Server) routes() http.Handler {
 	}
 	api := &clientapi.API{Config: s.Config, Accounts: s.Accounts, Keys: s.Keys, Rooms: s.Rooms, RoomView: s.RoomView, Directory: s.Directory,
 		Sync: s.Syncer, Ephemeral: s.Ephemeral, Push: s.Push, SlidingSync: s.SlidingSync, Media: s.Media, UserDirectory: s.UserDirectory,
-		ServerNotices: s.Notices}
+		ServerNotices: s.Notices, Audit: s.Audit}
 	if s.Config.FederationEnabled() {
 		api.RemoteJoins = s.RemoteJoins
 		api.RemoteInvites = s.RemoteInvites
