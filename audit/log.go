@@ -196,11 +196,16 @@ func (l *Log) Close() {
 	<-l.done
 }
 
-// maxBatch bounds the records the writer appends in one transaction.
-const maxBatch = 256
+// maxBatch bounds the records the writer appends in one transaction;
+// linger is how long it waits for more after the first (a message to five
+// servers makes five records within milliseconds: one commit, not five).
+const (
+	maxBatch = 256
+	linger   = 10 * time.Millisecond
+)
 
-// writer appends queued records in batches: one transaction for whatever
-// has queued while the previous one committed. A failed append (the store
+// writer appends queued records in batches: one transaction for what
+// queues within linger of the first (or while the previous one committed). A failed append (the store
 // unreachable) is retried, in order, until it succeeds or the log closes
 // (then it is logged as lost).
 func (l *Log) writer() {
@@ -214,19 +219,28 @@ func (l *Log) writer() {
 			batch = append(batch, q.e)
 		}
 	}
+	timer := time.NewTimer(linger)
+	timer.Stop()
 	for first := range l.queue {
 		take(first)
-	more:
-		for len(batch) < maxBatch {
-			select {
-			case q, ok := <-l.queue:
-				if !ok {
+		if first.flush == nil {
+			timer.Reset(linger)
+		more:
+			for len(batch) < maxBatch {
+				select {
+				case q, ok := <-l.queue:
+					if !ok {
+						break more
+					}
+					take(q)
+					if q.flush != nil {
+						break more // someone waits: write now
+					}
+				case <-timer.C:
 					break more
 				}
-				take(q)
-			default:
-				break more
 			}
+			timer.Stop()
 		}
 		for attempt := 0; len(batch) > 0; attempt++ {
 			_, err := l.Append(context.Background(), batch...)
