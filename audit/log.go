@@ -15,7 +15,8 @@ import (
 
 // Store is the audit log's table (implemented by *storage.DB).
 type Store interface {
-	AppendAudit(ctx context.Context, build func(lastSeq int64, lastHash string) ([]storage.AuditRow, error)) error
+	LastAudit(ctx context.Context) (seq int64, hash string, err error)
+	InsertAudit(ctx context.Context, rows []storage.AuditRow) error
 	AuditRecords(ctx context.Context, from int64, limit int) ([]storage.AuditRow, error)
 	AuditRecordsBetween(ctx context.Context, sinceMS, untilMS, after int64, limit int) ([]storage.AuditRow, error)
 }
@@ -53,15 +54,18 @@ type Log struct {
 	records *prometheus.CounterVec
 	flows   *prometheus.CounterVec
 
-	queue   chan queued
+	// head is the last record this process knows stored: appends build on
+	// it and, when another appender got there first (a unique violation),
+	// read it again. mu serializes this process's appends.
+	mu         sync.Mutex
+	head       string
+	headSeq    int64
+	headLoaded bool
+
+	queue   chan Entry
 	closeMu sync.RWMutex // held for reading while sending to queue; Close takes it to close queue
 	closed  bool
 	done    chan struct{}
-}
-
-type queued struct {
-	e     Entry
-	flush chan struct{} // a Flush marker: closed once everything before it is written
 }
 
 // New builds the log and starts its writer.
@@ -72,7 +76,7 @@ func New(o Options) (*Log, error) {
 	if o.QueueSize <= 0 {
 		o.QueueSize = 4096
 	}
-	l := &Log{o: o, queue: make(chan queued, o.QueueSize), done: make(chan struct{}),
+	l := &Log{o: o, queue: make(chan Entry, o.QueueSize), done: make(chan struct{}),
 		records: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "myelin_audit_records_total", Help: "Audit records written, by kind (flow, refusal, policy_change, admin_action).",
 		}, []string{"kind"}),
@@ -109,29 +113,9 @@ func (l *Log) Append(ctx context.Context, entries ...Entry) ([]Record, error) {
 			return nil, err
 		}
 	}
-	var out []Record
-	err := l.o.Store.AppendAudit(ctx, func(lastSeq int64, lastHash string) ([]storage.AuditRow, error) {
-		if lastHash == "" {
-			lastHash = GenesisHash
-		}
-		out = out[:0]
-		rows := make([]storage.AuditRow, len(entries))
-		for i, e := range entries {
-			t := e.Time
-			if t.IsZero() {
-				t = now
-			}
-			r := Record{Seq: lastSeq + 1 + int64(i), TS: t.UnixMilli(), Kind: e.Kind, Actor: e.Actor, Body: bodies[i], Prev: lastHash}
-			r.Hash = r.ComputeHash()
-			lastHash = r.Hash
-			out = append(out, r)
-			rows[i] = storage.AuditRow{Seq: r.Seq, TS: r.TS, Kind: string(r.Kind), Actor: r.Actor, Body: string(r.Body),
-				PrevHash: r.Prev, Hash: r.Hash}
-		}
-		return rows, nil
-	})
+	out, err := l.insert(ctx, entries, bodies, now)
 	if err != nil {
-		return nil, fmt.Errorf("appending to the audit log: %w", err)
+		return nil, err
 	}
 	for _, e := range entries {
 		l.records.WithLabelValues(string(e.Kind)).Inc()
@@ -144,6 +128,51 @@ func (l *Log) Append(ctx context.Context, entries ...Entry) ([]Record, error) {
 	return out, nil
 }
 
+// insert builds the records on the head and inserts them; when another
+// appender (another process on the same database) took those sequence
+// numbers, it reads the head again and rebuilds.
+func (l *Log) insert(ctx context.Context, entries []Entry, bodies []json.RawMessage, now time.Time) ([]Record, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for attempt := 0; ; attempt++ {
+		if !l.headLoaded {
+			seq, hash, err := l.o.Store.LastAudit(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("appending to the audit log: %w", err)
+			}
+			if hash == "" {
+				hash = GenesisHash
+			}
+			l.headSeq, l.head, l.headLoaded = seq, hash, true
+		}
+		out := make([]Record, len(entries))
+		rows := make([]storage.AuditRow, len(entries))
+		prev := l.head
+		for i, e := range entries {
+			t := e.Time
+			if t.IsZero() {
+				t = now
+			}
+			r := Record{Seq: l.headSeq + 1 + int64(i), TS: t.UnixMilli(), Kind: e.Kind, Actor: e.Actor, Body: bodies[i], Prev: prev}
+			r.Hash = r.ComputeHash()
+			prev = r.Hash
+			out[i] = r
+			rows[i] = storage.AuditRow{Seq: r.Seq, TS: r.TS, Kind: string(r.Kind), Actor: r.Actor, Body: string(r.Body),
+				PrevHash: r.Prev, Hash: r.Hash}
+		}
+		err := l.o.Store.InsertAudit(ctx, rows)
+		if err == nil {
+			l.headSeq, l.head = out[len(out)-1].Seq, out[len(out)-1].Hash
+			return out, nil
+		}
+		// Not knowing whether the head moved, read it again next time.
+		l.headLoaded = false
+		if !storage.IsUniqueViolation(err) || attempt >= 100 {
+			return nil, fmt.Errorf("appending to the audit log: %w", err)
+		}
+	}
+}
+
 // Record queues e for the background writer (its time is taken now). It
 // waits while the queue is full rather than lose a record; after Close it
 // appends at once.
@@ -153,33 +182,13 @@ func (l *Log) Record(e Entry) {
 	}
 	l.closeMu.RLock()
 	if !l.closed {
-		l.queue <- queued{e: e}
+		l.queue <- e
 		l.closeMu.RUnlock()
 		return
 	}
 	l.closeMu.RUnlock()
 	if _, err := l.Append(context.Background(), e); err != nil {
 		slog.Error("audit: a record was not written", "kind", e.Kind, "err", err)
-	}
-}
-
-// Flush waits until every record queued before it is written (tests, and
-// the CLI before it exits).
-func (l *Log) Flush(ctx context.Context) error {
-	ch := make(chan struct{})
-	l.closeMu.RLock()
-	if l.closed {
-		l.closeMu.RUnlock()
-		<-l.done
-		return nil
-	}
-	l.queue <- queued{flush: ch}
-	l.closeMu.RUnlock()
-	select {
-	case <-ch:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 
@@ -211,37 +220,24 @@ const (
 func (l *Log) writer() {
 	defer close(l.done)
 	var batch []Entry
-	var flushes []chan struct{}
-	take := func(q queued) {
-		if q.flush != nil {
-			flushes = append(flushes, q.flush)
-		} else {
-			batch = append(batch, q.e)
-		}
-	}
 	timer := time.NewTimer(linger)
 	timer.Stop()
 	for first := range l.queue {
-		take(first)
-		if first.flush == nil {
-			timer.Reset(linger)
-		more:
-			for len(batch) < maxBatch {
-				select {
-				case q, ok := <-l.queue:
-					if !ok {
-						break more
-					}
-					take(q)
-					if q.flush != nil {
-						break more // someone waits: write now
-					}
-				case <-timer.C:
+		batch = append(batch, first)
+		timer.Reset(linger)
+	more:
+		for len(batch) < maxBatch {
+			select {
+			case e, ok := <-l.queue:
+				if !ok {
 					break more
 				}
+				batch = append(batch, e)
+			case <-timer.C:
+				break more
 			}
-			timer.Stop()
 		}
+		timer.Stop()
 		for attempt := 0; len(batch) > 0; attempt++ {
 			_, err := l.Append(context.Background(), batch...)
 			if err == nil {
@@ -255,10 +251,6 @@ func (l *Log) writer() {
 			time.Sleep(200 * time.Millisecond)
 		}
 		batch = batch[:0]
-		for _, f := range flushes {
-			close(f)
-		}
-		flushes = flushes[:0]
 	}
 }
 

@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 )
 
-// The audit trail (migration 0300): rows of audit_log, appended under the
-// table's write lock and read in sequence order. The chain itself (hashes,
-// canonical bytes) is the audit package's; the store only keeps rows and
-// serializes appends.
+// The audit trail (migration 0300): rows of audit_log, appended after the
+// last one (the primary key on seq refuses a second record with the same
+// number) and read in sequence order. The chain itself (hashes, canonical
+// bytes) is the audit package's.
 
 // AuditRow is one stored audit record.
 type AuditRow struct {
@@ -22,38 +23,44 @@ type AuditRow struct {
 	Hash     string
 }
 
-// AppendAudit appends the rows build returns after the last stored record
-// (seq and hash; 0 and "" when the log is empty), in one transaction that
-// holds the log's write lock from that read to the commit: concurrent
-// appenders, in this process or another on the same database, queue and
-// each continues the chain from the one before. SQLite's BEGIN IMMEDIATE
-// takes the database's write lock; PostgreSQL locks the table in a mode
-// that conflicts with itself but not with readers.
-func (db *DB) AppendAudit(ctx context.Context, build func(lastSeq int64, lastHash string) ([]AuditRow, error)) error {
-	return db.Tx(ctx, func(tx Querier) error {
-		if db.dialect == Postgres {
-			if _, err := tx.Exec(ctx, `LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE`); err != nil {
-				return fmt.Errorf("locking the audit log: %w", err)
-			}
-		}
-		var seq int64
-		var hash string
-		err := tx.QueryRow(ctx, `SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1`).Scan(&seq, &hash)
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			return fmt.Errorf("reading the last audit record: %w", err)
-		}
-		rows, err := build(seq, hash)
-		if err != nil {
-			return err
-		}
-		for _, r := range rows {
-			if _, err := tx.Exec(ctx, `INSERT INTO audit_log (seq, ts, kind, actor, body, prev_hash, hash)
-				VALUES ($1, $2, $3, $4, $5, $6, $7)`, r.Seq, r.TS, r.Kind, r.Actor, r.Body, r.PrevHash, r.Hash); err != nil {
-				return fmt.Errorf("appending audit record %d: %w", r.Seq, err)
-			}
-		}
+// LastAudit returns the last stored record's sequence number and hash (0
+// and "" when the log is empty).
+func (db *DB) LastAudit(ctx context.Context) (int64, string, error) {
+	var seq int64
+	var hash string
+	err := db.QueryRow(ctx, `SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1`).Scan(&seq, &hash)
+	if errors.Is(err, ErrNotFound) {
+		return 0, "", nil
+	}
+	if err != nil {
+		return 0, "", fmt.Errorf("reading the last audit record: %w", err)
+	}
+	return seq, hash, nil
+}
+
+// InsertAudit inserts rows in one statement: all or none. Another appender
+// that took one of their sequence numbers first makes it fail with a
+// unique violation (IsUniqueViolation): the chain cannot fork, since each
+// record's seq is one more than that of the record whose hash it carries.
+func (db *DB) InsertAudit(ctx context.Context, rows []AuditRow) error {
+	if len(rows) == 0 {
 		return nil
-	})
+	}
+	var q strings.Builder
+	q.WriteString(`INSERT INTO audit_log (seq, ts, kind, actor, body, prev_hash, hash) VALUES `)
+	args := make([]any, 0, 7*len(rows))
+	for i, r := range rows {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		n := len(args)
+		fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d, $%d, $%d)", n+1, n+2, n+3, n+4, n+5, n+6, n+7)
+		args = append(args, r.Seq, r.TS, r.Kind, r.Actor, r.Body, r.PrevHash, r.Hash)
+	}
+	if _, err := db.Exec(ctx, q.String(), args...); err != nil {
+		return fmt.Errorf("appending audit records %d–%d: %w", rows[0].Seq, rows[len(rows)-1].Seq, err)
+	}
+	return nil
 }
 
 // AuditRecords returns up to limit records with seq ≥ from, in seq order.

@@ -2,8 +2,8 @@
 -- data that crosses the server's boundary (flows), the policy's refusals,
 -- policy changes and admin actions. seq is dense from 1; hash is the
 -- SHA-256 (hex) of the record's canonical bytes, which include prev_hash,
--- the previous record's hash (64 zeros for the first). Appends take the
--- table's write lock (storage.AppendAudit) so the chain never forks.
+-- the previous record's hash (64 zeros for the first). The primary key on
+-- seq keeps the chain from forking (storage.InsertAudit).
 CREATE TABLE audit_log (
     seq       BIGINT PRIMARY KEY,
     ts        BIGINT NOT NULL, -- ms
