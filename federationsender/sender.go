@@ -223,8 +223,7 @@ func TxnID(upTo int64) string { return "m" + strconv.FormatInt(upTo, 10) }
 func (s *Sender) Handle(ctx context.Context, events []*storage.Event) error {
 	var items []storage.FederationQueueItem
 	now := s.opts.Now().UnixMilli()
-	refused := refusals{}
-	defer s.recordRefusals(refused)
+	refused := refusals{} // recorded once the page is handled (a failed page is handled again)
 	// Within a page, a room's servers change only with a member event.
 	servers := map[string][]string{}
 	for _, ev := range events {
@@ -274,11 +273,13 @@ func (s *Sender) Handle(ctx context.Context, events []*storage.Event) error {
 		items = s.queue(ctx, items, withTarget(dests, ev, s.opts.ServerName), ev, now, "", refused)
 	}
 	if len(items) == 0 {
+		s.recordRefusals(refused)
 		return nil
 	}
 	if err := s.opts.Store.EnqueueFederation(ctx, items); err != nil {
 		return err
 	}
+	s.recordRefusals(refused)
 	woken := map[string]bool{}
 	for _, it := range items {
 		if !woken[it.Destination] {
