@@ -46,6 +46,7 @@ func (a *API) sharedSecretRegister(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.auditAdmin(r.Context(), "shared_secret", "register_user", map[string]any{"user_id": sess.UserID, "admin": req.Admin})
 	return map[string]any{
 		"user_id":      sess.UserID,
 		"access_token": sess.AccessToken,
@@ -78,5 +79,6 @@ func (a *API) sendServerNotice(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, roomError(err) // the notice goes through the roomserver
 	}
+	a.auditAdmin(r.Context(), dev.UserID.String(), "server_notice", map[string]any{"user_id": n.UserID, "event_id": eventID})
 	return map[string]string{"event_id": eventID.String()}, nil
 }

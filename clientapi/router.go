@@ -38,6 +38,7 @@ type API struct {
 	UserDirectory UserDirectory // userdirectory.go
 	SlidingSync   http.Handler  // clientapi/slidingsync (MSC4186); nil: not served
 	ServerNotices ServerNotices // admin.go; nil: not served
+	Audit         AuditTrail    // admin_audit.go: admin actions recorded, GET /_myelin/admin/v1/audit; nil: neither
 	RemoteJoins   RemoteJoins   // rooms.go: joins of rooms hosted elsewhere (remotejoin); nil: federation off
 	RemoteInvites RemoteInvites // rooms_remote.go: invites of users of other servers (remotejoin); nil: federation off
 
@@ -80,6 +81,7 @@ func (a *API) Mount(r chi.Router) {
 	r.Group(func(r chi.Router) {
 		r.Use(a.requireAuth, a.rateLimitUser)
 		a.synapseAdminAuthedRoutes(r)
+		a.myelinAdminRoutes(r)
 	})
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/myelin-chat/myelin/audit"
 	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/storage"
 )
@@ -41,6 +42,7 @@ type QueueOptions struct {
 	Store      QueueStore
 	Policy     Policy
 	Metrics    Registerer // nil: no metrics
+	Audit      Audit      // records the EDUs the policy keeps from a server; nil: nothing recorded
 	// MaxQueuedPerDestination bounds a destination's queued EDUs (default
 	// DefaultMaxQueuedEDUs).
 	MaxQueuedPerDestination int
@@ -106,6 +108,10 @@ func (q *Queue) QueueEDU(ctx context.Context, destinations []string, eduType str
 		}
 		seen[d] = true
 		if !q.opts.Policy.AllowServer(ctx, d, federation.PurposeSend) {
+			if q.opts.Audit != nil {
+				q.opts.Audit.Refusal(q.opts.ServerName, audit.Refusal{Server: d, Purpose: string(federation.PurposeSend),
+					Rule: audit.RuleFederationPolicy, EDUs: map[string]int{eduType: 1}})
+			}
 			continue
 		}
 		if ephemeral && q.isFailing(d) {

@@ -26,6 +26,7 @@ import (
 	"maunium.net/go/mautrix"
 	mfed "maunium.net/go/mautrix/federation"
 
+	"github.com/myelin-chat/myelin/audit"
 	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/internal/recovery"
 	"github.com/myelin-chat/myelin/storage"
@@ -67,6 +68,14 @@ type Policy interface {
 	AllowServer(ctx context.Context, server string, purpose federation.Purpose) bool
 }
 
+// Audit records each transaction a destination acknowledged (a flow) and
+// the events the policy kept from a server (a refusal): *audit.Log. Both
+// only queue the record, so the worker does not wait for the store.
+type Audit interface {
+	Flow(actor string, f audit.Flow)
+	Refusal(actor string, r audit.Refusal)
+}
+
 // Options configure the sender. ServerName, Store, Client and Policy are required.
 type Options struct {
 	ServerName string
@@ -78,6 +87,7 @@ type Options struct {
 	// store are still sent).
 	EDUs    *Queue
 	Metrics Registerer // nil: no metrics
+	Audit   Audit      // nil: nothing recorded
 	// MaxConcurrent bounds the destinations sent to at once (default 32).
 	MaxConcurrent int
 	// MinBackoff and MaxBackoff bound the delay after a failed transaction;
@@ -213,6 +223,7 @@ func TxnID(upTo int64) string { return "m" + strconv.FormatInt(upTo, 10) }
 func (s *Sender) Handle(ctx context.Context, events []*storage.Event) error {
 	var items []storage.FederationQueueItem
 	now := s.opts.Now().UnixMilli()
+	refused := refusals{} // recorded once the page is handled (a failed page is handled again)
 	// Within a page, a room's servers change only with a member event.
 	servers := map[string][]string{}
 	for _, ev := range events {
@@ -231,7 +242,7 @@ func (s *Sender) Handle(ctx context.Context, events []*storage.Event) error {
 			if err != nil {
 				return err
 			}
-			items = s.queue(ctx, items, dests, ev, now, origin)
+			items = s.queue(ctx, items, dests, ev, now, origin, refused)
 			continue
 		}
 		// A join of one of our users adds only our server, to which nothing
@@ -259,14 +270,16 @@ func (s *Sender) Handle(ctx context.Context, events []*storage.Event) error {
 				continue
 			}
 		}
-		items = s.queue(ctx, items, withTarget(dests, ev, s.opts.ServerName), ev, now, "")
+		items = s.queue(ctx, items, withTarget(dests, ev, s.opts.ServerName), ev, now, "", refused)
 	}
 	if len(items) == 0 {
+		s.recordRefusals(refused)
 		return nil
 	}
 	if err := s.opts.Store.EnqueueFederation(ctx, items); err != nil {
 		return err
 	}
+	s.recordRefusals(refused)
 	woken := map[string]bool{}
 	for _, it := range items {
 		if !woken[it.Destination] {
@@ -295,10 +308,15 @@ func withTarget(dests []string, ev *storage.Event, ours string) []string {
 }
 
 // queue adds ev for each destination but ours, except and those the policy
-// refuses.
-func (s *Sender) queue(ctx context.Context, items []storage.FederationQueueItem, dests []string, ev *storage.Event, now int64, except string) []storage.FederationQueueItem {
+// refuses (counted in refused).
+func (s *Sender) queue(ctx context.Context, items []storage.FederationQueueItem, dests []string, ev *storage.Event, now int64, except string,
+	refused refusals) []storage.FederationQueueItem {
 	for _, d := range dests {
-		if d == s.opts.ServerName || d == except || !s.opts.Policy.AllowServer(ctx, d, federation.PurposeSend) {
+		if d == s.opts.ServerName || d == except {
+			continue
+		}
+		if !s.opts.Policy.AllowServer(ctx, d, federation.PurposeSend) {
+			refused.add(d, ev.RoomID)
 			continue
 		}
 		items = append(items, storage.FederationQueueItem{Destination: d, StreamPos: ev.StreamPos, RoomID: ev.RoomID,
@@ -457,6 +475,10 @@ func (s *Sender) deliverLoop(dest string) (time.Duration, error) {
 		n, err := s.opts.Store.DropFederationQueue(ctx, dest)
 		if n > 0 {
 			slog.Warn("federation sender: the policy refuses the destination; dropped its queue", "destination", dest, "dropped", n)
+			if s.opts.Audit != nil && dest != s.opts.ServerName {
+				s.opts.Audit.Refusal(s.opts.ServerName, audit.Refusal{Server: dest, Purpose: string(federation.PurposeSend),
+					Rule: audit.RuleFederationPolicy, DroppedPDUs: n})
+			}
 		}
 		return 0, err
 	}
@@ -665,6 +687,7 @@ func (s *Sender) send(ctx context.Context, dest, txnID string, batch []storage.F
 	if err != nil {
 		return fmt.Errorf("sending transaction %s to %s: %w", txnID, dest, err)
 	}
+	s.recordFlow(dest, req, batch, evs)
 	if resp != nil {
 		for evID, r := range resp.PDUs {
 			if r.Error != "" {
@@ -674,4 +697,52 @@ func (s *Sender) send(ctx context.Context, dest, txnID string, batch []storage.F
 		}
 	}
 	return nil
+}
+
+// refusals counts, per destination, the PDUs of each room the policy kept
+// from it in one page of the stream: one refusal record per destination
+// and page, not per event.
+type refusals map[string]map[string]int
+
+func (r refusals) add(dest, roomID string) {
+	if r[dest] == nil {
+		r[dest] = map[string]int{}
+	}
+	r[dest][roomID]++
+}
+
+func (s *Sender) recordRefusals(r refusals) {
+	if s.opts.Audit == nil {
+		return
+	}
+	for dest, rooms := range r {
+		s.opts.Audit.Refusal(s.opts.ServerName, audit.Refusal{Server: dest, Purpose: string(federation.PurposeSend),
+			Rule: audit.RuleFederationPolicy, Rooms: rooms})
+	}
+}
+
+// recordFlow records a transaction dest acknowledged: its PDUs per room,
+// EDUs per type and their bytes.
+func (s *Sender) recordFlow(dest string, req *mfed.ReqSendTransaction, batch []storage.FederationQueueItem, evs map[string]*storage.Event) {
+	if s.opts.Audit == nil {
+		return
+	}
+	f := audit.Flow{Direction: audit.Outbound, Server: dest, TxnID: req.TxnID, PDUs: len(req.PDUs)}
+	for _, it := range batch {
+		if ev := evs[it.EventID]; ev != nil {
+			if f.Rooms == nil {
+				f.Rooms = map[string]int{}
+			}
+			f.Rooms[it.RoomID]++
+			f.Bytes += len(ev.JSON)
+		}
+	}
+	for _, raw := range req.EDUs {
+		if f.EDUs == nil {
+			f.EDUs = map[string]int{}
+		}
+		f.EDUs[gjson.GetBytes(raw, "edu_type").Str]++
+		f.Bytes += len(raw)
+	}
+	s.opts.Audit.Flow(s.opts.ServerName, f)
 }

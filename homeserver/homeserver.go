@@ -23,6 +23,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/accounts"
+	"github.com/myelin-chat/myelin/audit"
 	"github.com/myelin-chat/myelin/backfill"
 	"github.com/myelin-chat/myelin/clientapi"
 	"github.com/myelin-chat/myelin/clientapi/slidingsync"
@@ -92,6 +93,9 @@ type Server struct {
 	RemoteInvites *remotejoin.Inviter
 	// Retention purges expired messages (MSC1763) on a timer when enabled.
 	Retention *retention.Purger
+	// Audit is the audit trail (flows, refusals, admin actions); built
+	// first, closed last (it writes what is queued).
+	Audit *audit.Log
 	// Followers tail the stream for work that follows new events; closed on Shutdown.
 	Followers []*follower.Follower
 
@@ -194,6 +198,9 @@ func (s *Server) ReloadTLS() error {
 // build builds the modules over s's store, key and notifier (see New).
 func (s *Server) build(ctx context.Context) error {
 	cfg, db, key := s.Config, s.DB, s.SigningKey
+	if err := s.buildAudit(); err != nil {
+		return err
+	}
 	transport, err := federation.NewTransport(federation.TransportOptions{Config: cfg, SigningKey: key, Store: db, Metrics: s.Metrics})
 	if err != nil {
 		return err
@@ -266,7 +273,7 @@ func (s *Server) build(ctx context.Context) error {
 	// keyserver and ephemeral.
 	if s.Ingest, err = ingest.New(ingest.Options{Rooms: s.Rooms, Store: db, Remote: ingestRemote{transport.Client},
 		State: ingestRemote{transport.Client}, Keys: transport.Fetcher, Metrics: s.Metrics, ServerACL: federationapi.ACLAllows,
-		OutOfBand: s.Rooms, EDUs: eduHandlers(s)}); err != nil {
+		OutOfBand: s.Rooms, EDUs: eduHandlers(s), Audit: s.Audit}); err != nil {
 		return err
 	}
 	// The room reads other servers ask for: the roomserver's room-state reads,
@@ -309,7 +316,7 @@ func (s *Server) startFollowers(ctx context.Context) error {
 		Client: t.Client, Policy: t.Policy, Metrics: s.Metrics, MaxConcurrent: sc.MaxConcurrent,
 		MinBackoff: sc.MinBackoff.Duration, MaxBackoff: sc.MaxBackoff.Duration, MaxQueuedPerRoom: sc.MaxQueuedPerRoom,
 		KeepPerRoom: sc.KeepPerRoom, RequestTimeout: sc.RequestTimeout.Duration, RefusalsBeforeDrop: sc.RefusalsBeforeDrop,
-		EDUs: s.EDUQueue}); err != nil {
+		EDUs: s.EDUQueue, Audit: s.Audit}); err != nil {
 		return err
 	}
 	sends, err := follower.Start(ctx, follower.Options{Name: federationsender.FollowerName, Store: s.DB, Stream: s.DB.Stream,
@@ -337,6 +344,9 @@ func (s *Server) close() {
 	if s.Retention != nil {
 		s.Retention.Close()
 	}
+	if s.Audit != nil { // after the sender: what it recorded is written
+		s.Audit.Close()
+	}
 	s.DB.Close()
 }
 
@@ -351,7 +361,7 @@ func (s *Server) routes() http.Handler {
 	}
 	api := &clientapi.API{Config: s.Config, Accounts: s.Accounts, Keys: s.Keys, Rooms: s.Rooms, RoomView: s.RoomView, Directory: s.Directory,
 		Sync: s.Syncer, Ephemeral: s.Ephemeral, Push: s.Push, SlidingSync: s.SlidingSync, Media: s.Media, UserDirectory: s.UserDirectory,
-		ServerNotices: s.Notices}
+		ServerNotices: s.Notices, Audit: s.Audit}
 	if s.Config.FederationEnabled() {
 		api.RemoteJoins = s.RemoteJoins
 		api.RemoteInvites = s.RemoteInvites

@@ -12,6 +12,7 @@ import (
 	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/myelin-chat/myelin/audit"
 	"github.com/myelin-chat/myelin/ingest"
 	"github.com/myelin-chat/myelin/internal/config"
 	"github.com/myelin-chat/myelin/internal/notifier"
@@ -37,7 +38,13 @@ func benchWorld(b *testing.B, backend string) *world {
 	if err != nil {
 		b.Fatal(err)
 	}
-	eng, err := ingest.New(ingest.Options{Rooms: rs, Store: db, Remote: &fakeRemote{}, Keys: keys})
+	// As in production, each transaction is recorded in the audit trail.
+	trail, err := audit.New(audit.Options{Store: db})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(trail.Close)
+	eng, err := ingest.New(ingest.Options{Rooms: rs, Store: db, Remote: &fakeRemote{}, Keys: keys, Audit: trail})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -32,8 +32,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/myelin-chat/myelin/audit"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/storage"
@@ -110,7 +112,16 @@ type Options struct {
 	EDUs map[string]EDUHandler
 	// Metrics registers the engine's metrics (nil: none).
 	Metrics Registerer
-	Logger  *slog.Logger
+	// Audit records each transaction processed (not a retry answered from
+	// the store) as an inbound flow: *audit.Log, which queues the record
+	// (nil: nothing recorded).
+	Audit  Audit
+	Logger *slog.Logger
+}
+
+// Audit records inbound flows (audit.Log).
+type Audit interface {
+	Flow(actor string, f audit.Flow)
 }
 
 // EDUHandler takes one inbound EDU's content from origin (already
@@ -208,6 +219,7 @@ func (e *Engine) Transaction(ctx context.Context, origin, txnID string, body []b
 		f.err = ctx.Err()
 		return nil, f.err
 	}
+	e.recordFlow(origin, txnID, txn, len(body))
 	now := time.Now()
 	if err := e.o.Store.PutFederationTxn(ctx, origin, txnID, f.results, now.UnixMilli(), now.Add(-txnWindow).UnixMilli(), txnsPerOrigin); err != nil {
 		e.o.Logger.Warn("recording an inbound transaction", "origin", origin, "txn", txnID, "err", err)
@@ -420,4 +432,39 @@ func (e *Engine) outOfBand(ctx context.Context, origin string, raw []byte) (id.E
 		result = "internal error"
 	}
 	return evID, &result
+}
+
+// recordFlow records a processed transaction from origin: its PDUs per room
+// (as the PDUs name them; an ID that is no room ID counts as "invalid") and
+// EDUs per type (types no data kind names count as "other", so an origin
+// cannot fill records with names of its own), and the body's bytes.
+func (e *Engine) recordFlow(origin, txnID string, txn *Txn, bytes int) {
+	if e.o.Audit == nil {
+		return
+	}
+	f := audit.Flow{Direction: audit.Inbound, Server: origin, TxnID: txnID, PDUs: len(txn.PDUs), Bytes: bytes}
+	if len(txnID) > 255 {
+		f.TxnID = txnID[:255]
+	}
+	for _, raw := range txn.PDUs {
+		room := gjson.GetBytes(raw, "room_id").Str
+		if !roomserver.ValidRoomID(room) || len(room) > 255 {
+			room = "invalid"
+		}
+		if f.Rooms == nil {
+			f.Rooms = map[string]int{}
+		}
+		f.Rooms[room]++
+	}
+	for _, edu := range txn.EDUs {
+		t := edu.Type
+		if audit.DataKindOfEDU(t) == audit.DataOther {
+			t = audit.DataOther
+		}
+		if f.EDUs == nil {
+			f.EDUs = map[string]int{}
+		}
+		f.EDUs[t]++
+	}
+	e.o.Audit.Flow(origin, f)
 }

@@ -40,6 +40,10 @@ Usage:
   myelin export-user @user:server [--out FILE] [flags]
                                   write everything the server holds about a local
                                   user as a zip of JSON files (docs/export-user.md)
+  myelin audit verify [flags]     check the audit trail's hash chain (exit 1 when broken)
+  myelin audit export [--since T] [--until T] [flags]
+                                  write the audit records of [since, until) (RFC 3339)
+                                  as JSON lines on stdout
   myelin version                  print the version
 
 Run "myelin <command> -h" for the flags of a command.
@@ -68,6 +72,8 @@ func main() {
 		err = rotateSigningKeyCmd(args)
 	case "export-user":
 		err = exportUserCmd(args)
+	case "audit":
+		err = auditCmd(args)
 	case "version":
 		fmt.Println("myelin", version)
 	case "help", "-h", "--help":
@@ -75,6 +81,9 @@ func main() {
 	default:
 		fmt.Fprintf(os.Stderr, "unknown command %q\n\n%s", cmd, usage)
 		os.Exit(2)
+	}
+	if errors.Is(err, errVerifyFailed) {
+		os.Exit(1) // the problem is printed
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "myelin:", err)
@@ -251,6 +260,9 @@ func registerUserCmd(args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := auditCLIAction(ctx, srv.DB, "register_user", map[string]any{"user_id": userID, "admin": *admin}); err != nil {
+		return err
+	}
 	fmt.Println("created", userID)
 	return nil
 }
@@ -341,6 +353,10 @@ func registrationTokenCmd(args []string) error {
 		t.ExpiryTS = &ts
 	}
 	if err := db.CreateRegistrationToken(ctx, t); err != nil {
+		return err
+	}
+	if err := auditCLIAction(ctx, db, "registration_token.create", map[string]any{"uses_allowed": t.UsesAllowed,
+		"expiry_ts": t.ExpiryTS}); err != nil {
 		return err
 	}
 	fmt.Println(*token)
