@@ -293,4 +293,3 @@ func (s *Service) deviceIDs(ctx context.Context, userID string) (map[string]bool
 	}
 	return out, nil
 }
-
