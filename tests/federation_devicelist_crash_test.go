@@ -13,7 +13,7 @@ import (
 )
 
 // TestDeviceListAnnouncedAfterCrash: alice@a.test shares a room with
-// bob@b.test. a.test stores a new device's keys and dies before queueing
+// bob@b.test, whose server caches her device list. a.test stores a new device's keys and dies before queueing
 // its m.device_list_update (simulated by writing the upload's transaction
 // into a.test's store while it is down, which is exactly what a crash after
 // answering the client leaves). On restart a.test announces it: b.test's
@@ -35,6 +35,12 @@ func TestDeviceListAnnouncedAfterCrash(t *testing.T) {
 			if _, err := alice.JoinRoom(ctx, string(room), &mautrix.ReqJoinRoom{Via: []string{"b.test"}}); err != nil {
 				t.Fatal(err)
 			}
+			// bob's query fills b.test's cache (its stream_id unknown); alice's
+			// rename then reaches b.test, which resyncs to a known stream_id.
+			keysMustCall(t, bob, "POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{user: []string{}}})
+			if r := clientCall(t, alice, "PUT", "/_matrix/client/v3/devices/"+alice.DeviceID.String(), map[string]string{"display_name": "laptop"}); r.Status != 200 {
+				t.Fatalf("rename: %d %s", r.Status, r.Raw)
+			}
 			cached := func() *storage.RemoteDeviceList {
 				lists, err := b.DB.RemoteDeviceLists(context.Background(), []string{user})
 				if err != nil {
@@ -48,7 +54,7 @@ func TestDeviceListAnnouncedAfterCrash(t *testing.T) {
 			}
 			l := cached()
 			if l == nil || l.StreamID <= 0 {
-				t.Fatal("b.test never learned alice's device from her join")
+				t.Fatal("b.test never learned alice's device list at a known stream_id")
 			}
 			first := l.StreamID
 			login, err := a.Client(t).Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword,
