@@ -24,6 +24,7 @@ import (
 	"github.com/myelin-chat/myelin/directory"
 	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/internal/redact"
 	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/roomview"
 	"github.com/myelin-chat/myelin/storage"
@@ -367,7 +368,7 @@ func (a *API) servedPDUs(ctx context.Context, evs []*storage.Event) ([]json.RawM
 			v = id.RoomVersion(row.RoomVersion)
 			versions[e.RoomID] = v
 		}
-		if out[i], err = redactedPDU(v, e.JSON); err != nil {
+		if out[i], err = redact.PDU(v, e.JSON); err != nil {
 			return nil, fmt.Errorf("redacting %s of an erased user: %w", e.EventID, err)
 		}
 	}

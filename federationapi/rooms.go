@@ -1,19 +1,17 @@
 package federationapi
 
 import (
-	"encoding/json"
-	jsonv2 "encoding/json/v2"
 	"errors"
 	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
 
-	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/internal/redact"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -248,34 +246,13 @@ func (a *API) missingEvents(r *http.Request) (any, error) {
 		}
 		for i, e := range evs {
 			if hidden[e.EventID] {
-				if out[i], err = redactedPDU(id.RoomVersion(row.RoomVersion), e.JSON); err != nil {
+				if out[i], err = redact.PDU(id.RoomVersion(row.RoomVersion), e.JSON); err != nil {
 					return nil, fmt.Errorf("redacting %s: %w", e.EventID, err)
 				}
 			}
 		}
 	}
 	return map[string]any{"events": out}, nil
-}
-
-// redactedPDU is raw through its room version's redaction algorithm, its
-// hashes and signatures kept (they stay verifiable).
-func redactedPDU(version id.RoomVersion, raw []byte) (json.RawMessage, error) {
-	if version.EventIDFormat() == id.EventIDFormatCustom {
-		var v1 pdu.RoomV1PDU
-		if err := jsonv2.Unmarshal(raw, &v1); err != nil {
-			return nil, err
-		}
-		r := v1.Clone().Redact(version)
-		r.Signatures, r.Hashes = v1.Signatures, v1.Hashes
-		return jsonv2.Marshal(r)
-	}
-	var p pdu.PDU
-	if err := jsonv2.Unmarshal(raw, &p); err != nil {
-		return nil, err
-	}
-	r := p.Clone().Redact(version)
-	r.Signatures, r.Hashes = p.Signatures, p.Hashes
-	return jsonv2.Marshal(r)
 }
 
 // GET /_matrix/federation/v1/timestamp_to_event/{roomId}?ts=&dir=

@@ -2,8 +2,6 @@ package retention
 
 import (
 	"context"
-	jsonv2 "encoding/json/v2"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -11,10 +9,10 @@ import (
 	"time"
 
 	"github.com/tidwall/gjson"
-	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/internal/config"
+	"github.com/myelin-chat/myelin/internal/redact"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -180,7 +178,7 @@ func (p *Purger) purgeRoom(ctx context.Context, r storage.RetentionRoom, before 
 		var uris []string
 		seen := map[string]bool{}
 		for _, e := range evs {
-			red, err := redactedPDU(version, e.JSON)
+			red, err := redact.PDU(version, e.JSON)
 			if err != nil {
 				// Left as it is (logged): stored events are parsed PDUs, so this is a corrupt row.
 				slog.Warn("retention purge: cannot redact", "event_id", e.EventID, "err", err)
@@ -283,29 +281,4 @@ func validMXC(s string) bool {
 		}
 	}
 	return !strings.ContainsAny(server, "/%\\ ")
-}
-
-// redactedPDU is a stored PDU through its room version's redaction
-// algorithm, hashes and signatures kept: the event stays verifiable and
-// keeps its ID, prev/auth edges and what the auth rules read.
-func redactedPDU(version id.RoomVersion, raw []byte) ([]byte, error) {
-	if version.EventIDFormat() == id.EventIDFormatCustom {
-		var v1 pdu.RoomV1PDU
-		if err := jsonv2.Unmarshal(raw, &v1); err != nil {
-			return nil, err
-		}
-		r := v1.Clone().Redact(version)
-		r.Signatures, r.Hashes = v1.Signatures, v1.Hashes
-		return jsonv2.Marshal(r)
-	}
-	var e pdu.PDU
-	if err := jsonv2.Unmarshal(raw, &e); err != nil {
-		return nil, err
-	}
-	if e.Type == "" {
-		return nil, errors.New("not a PDU")
-	}
-	r := e.Clone().Redact(version)
-	r.Signatures, r.Hashes = e.Signatures, e.Hashes
-	return jsonv2.Marshal(r)
 }

@@ -173,42 +173,11 @@ func (db *DB) DeleteRemoteMedia(ctx context.Context, origin, mediaID string) (or
 			WHERE origin = $1 AND media_id = $2 AND sha256 <> $3`, origin, mediaID, sha).Scan(&thumbBytes); err != nil {
 			return err
 		}
-		sums := map[string]bool{sha: true}
-		rows, err := tx.Query(ctx, `SELECT sha256 FROM media_thumbnails WHERE origin = $1 AND media_id = $2`, origin, mediaID)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			var s string
-			if err := rows.Scan(&s); err != nil {
-				rows.Close()
-				return err
-			}
-			sums[s] = true
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `DELETE FROM media_thumbnails WHERE origin = $1 AND media_id = $2`, origin, mediaID); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `DELETE FROM media WHERE origin = $1 AND media_id = $2 AND remote`, origin, mediaID); err != nil {
-			return err
-		}
 		if err := addRemoteCacheBytes(ctx, tx, -(size + thumbBytes)); err != nil {
 			return err
 		}
-		for s := range sums {
-			var n int
-			if err := tx.QueryRow(ctx, `SELECT (SELECT COUNT(*) FROM media WHERE sha256 = $1) + (SELECT COUNT(*) FROM media_thumbnails WHERE sha256 = $1)`, s).Scan(&n); err != nil {
-				return err
-			}
-			if n == 0 && s != "" {
-				orphans = append(orphans, s)
-			}
-		}
-		return nil
+		orphans, err = deleteMediaRows(ctx, tx, origin, mediaID)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("evicting remote media %s/%s: %w", origin, mediaID, err)

@@ -196,44 +196,39 @@ func (db *DB) DeleteMedia(ctx context.Context, origin, mediaID string) (orphans 
 		return nil, fmt.Errorf("deleting media %s/%s: %w", origin, mediaID, err)
 	}
 	err = db.Tx(ctx, func(tx Querier) error {
-		orphans = nil
-		sums := map[string]bool{}
-		rows, err := tx.Query(ctx, `SELECT sha256 FROM media WHERE origin = $1 AND media_id = $2
-			UNION SELECT sha256 FROM media_thumbnails WHERE origin = $1 AND media_id = $2`, origin, mediaID)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			var s string
-			if err := rows.Scan(&s); err != nil {
-				rows.Close()
-				return err
-			}
-			sums[s] = true
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `DELETE FROM media_thumbnails WHERE origin = $1 AND media_id = $2`, origin, mediaID); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `DELETE FROM media WHERE origin = $1 AND media_id = $2`, origin, mediaID); err != nil {
-			return err
-		}
-		for s := range sums {
-			var n int
-			if err := tx.QueryRow(ctx, `SELECT (SELECT COUNT(*) FROM media WHERE sha256 = $1) + (SELECT COUNT(*) FROM media_thumbnails WHERE sha256 = $1)`, s).Scan(&n); err != nil {
-				return err
-			}
-			if n == 0 && s != "" {
-				orphans = append(orphans, s)
-			}
-		}
-		return nil
+		orphans, err = deleteMediaRows(ctx, tx, origin, mediaID)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("deleting media %s/%s: %w", origin, mediaID, err)
+	}
+	return orphans, nil
+}
+
+// deleteMediaRows deletes a media item's row and thumbnails in tx and
+// returns the blobs (SHA-256s) no row names any more, which the caller may
+// delete once tx commits.
+func deleteMediaRows(ctx context.Context, tx Querier, origin, mediaID string) ([]string, error) {
+	sums, err := collectStrings(tx.Query(ctx, `SELECT sha256 FROM media WHERE origin = $1 AND media_id = $2
+		UNION SELECT sha256 FROM media_thumbnails WHERE origin = $1 AND media_id = $2`, origin, mediaID))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM media_thumbnails WHERE origin = $1 AND media_id = $2`, origin, mediaID); err != nil {
+		return nil, err
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM media WHERE origin = $1 AND media_id = $2`, origin, mediaID); err != nil {
+		return nil, err
+	}
+	var orphans []string
+	for _, sum := range sums {
+		var n int
+		if err := tx.QueryRow(ctx, `SELECT (SELECT COUNT(*) FROM media WHERE sha256 = $1) + (SELECT COUNT(*) FROM media_thumbnails WHERE sha256 = $1)`, sum).Scan(&n); err != nil {
+			return nil, err
+		}
+		if n == 0 && sum != "" {
+			orphans = append(orphans, sum)
+		}
 	}
 	return orphans, nil
 }
