@@ -21,6 +21,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/myelin-chat/myelin/residency"
 )
 
 // Kind is what a record is about.
@@ -36,21 +38,21 @@ const (
 // Kinds lists every record kind.
 var Kinds = []Kind{KindFlow, KindRefusal, KindPolicyChange, KindAdminAction}
 
-// Data kinds: the names of what may cross the boundary, shared by the flow
-// records, the metrics and (later) the residency policy, which decides per
-// zone which of them may leave.
+// Data kinds: the names of what may cross the boundary, shared with the
+// residency policy (which decides per zone which of them may leave) and the
+// metrics.
 const (
-	DataEvents     = "events"      // PDUs
-	DataTyping     = "typing"      // m.typing EDUs
-	DataReceipts   = "receipts"    // m.receipt EDUs
-	DataPresence   = "presence"    // m.presence EDUs
-	DataToDevice   = "to_device"   // m.direct_to_device EDUs
-	DataDeviceKeys = "device_keys" // m.device_list_update and m.signing_key_update EDUs
-	DataMedia      = "media"       // media served to or fetched from another server
-	DataProfile    = "profile"     // profile queries
-	DataDirectory  = "directory"   // room directory: aliases, public rooms, hierarchy
-	DataKeys       = "keys"        // end-to-end key queries and claims (/user/keys/*)
-	DataOther      = "other"       // an EDU type none of the above names
+	DataEvents     = string(residency.Events)     // PDUs
+	DataTyping     = string(residency.Typing)     // m.typing EDUs
+	DataReceipts   = string(residency.Receipts)   // m.receipt EDUs
+	DataPresence   = string(residency.Presence)   // m.presence EDUs
+	DataToDevice   = string(residency.ToDevice)   // m.direct_to_device EDUs
+	DataDeviceKeys = string(residency.DeviceKeys) // m.device_list_update and m.signing_key_update EDUs
+	DataMedia      = string(residency.Media)      // media served to or fetched from another server
+	DataProfile    = string(residency.Profile)    // profile queries
+	DataDirectory  = string(residency.Directory)  // room directory: aliases, public rooms, hierarchy
+	DataKeys       = string(residency.Keys)       // end-to-end key queries and claims (/user/keys/*)
+	DataOther      = "other"                      // an EDU type none of the above names
 )
 
 // DataKinds lists every data kind.

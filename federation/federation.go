@@ -60,9 +60,12 @@ type TransportOptions struct {
 	SigningKey *mfed.SigningKey
 	Store      KeyStore
 	Metrics    prometheus.Registerer // policy refusal counter; nil: unregistered
-	// Policy overrides the configured server lists (tests, later the full
-	// data-localization policy); refusals are counted either way.
+	// Policy overrides the configured server lists (tests); refusals are
+	// counted either way.
 	Policy Policy
+	// Residency, when set, must also allow: the data-localization policy's
+	// server-level answers (homeserver/residency.go).
+	Residency Policy
 }
 
 // Transport is the part of federation other modules need before the
@@ -97,6 +100,9 @@ func NewTransport(o TransportOptions) (*Transport, error) {
 		if len(cfg.Federation.AllowedServers) > 0 || len(cfg.Federation.DeniedServers) > 0 {
 			base = ServerListPolicy{Allowed: cfg.Federation.AllowedServers, Denied: cfg.Federation.DeniedServers}
 		}
+	}
+	if o.Residency != nil {
+		base = AllOf{base, o.Residency}
 	}
 	enabled := cfg.FederationEnabled()
 	if !enabled {

@@ -3,13 +3,11 @@ package federation
 import (
 	"context"
 	"log/slog"
-	"net/netip"
-	"path"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/myelin-chat/myelin/internal/config"
+	"github.com/myelin-chat/myelin/internal/serverpattern"
 )
 
 // Purpose says why the server is about to exchange data with another
@@ -39,37 +37,23 @@ type AllowAll struct{}
 // AllowServer always allows.
 func (AllowAll) AllowServer(context.Context, string, Purpose) bool { return true }
 
-// PolicyHost is the form of a server name that policy decisions are made
-// on, as m.room.server_acl matches servers: the host without its port,
-// lowercased, without trailing dots. evil.example.com, EVIL.example.com.,
-// and evil.example.com:8448 are one server to a policy.
-func PolicyHost(server string) string {
-	host := server
-	if strings.HasPrefix(host, "[") {
-		if end := strings.IndexByte(host, ']'); end >= 0 {
-			host = host[:end+1]
+// AllOf allows what every one of its policies allows.
+type AllOf []Policy
+
+// AllowServer asks each policy in turn; the first refusal decides.
+func (a AllOf) AllowServer(ctx context.Context, server string, purpose Purpose) bool {
+	for _, p := range a {
+		if !p.AllowServer(ctx, server, purpose) {
+			return false
 		}
-	} else if i := strings.IndexByte(host, ':'); i >= 0 {
-		host = host[:i]
 	}
-	return canonicalIPHost(strings.TrimRight(strings.ToLower(host), "."))
+	return true
 }
 
-// canonicalIPHost writes an IP literal host one way: an IPv6 address has many
-// spellings ([2001:db8::1], [2001:0db8:0:0::1]) and an IPv4-mapped one
-// ([::ffff:192.0.2.1]) reaches the IPv4 host, so a deny of one spelling must
-// hold for all. Other hosts are returned as they are.
-func canonicalIPHost(host string) string {
-	inner := strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	a, err := netip.ParseAddr(inner)
-	if err != nil || a.Zone() != "" {
-		return host
-	}
-	if a = a.Unmap(); a.Is4() {
-		return a.String()
-	}
-	return "[" + a.String() + "]"
-}
+// PolicyHost is the form of a server name that policy decisions are made
+// on (serverpattern.Host): the host without its port, lowercased, without
+// trailing dots.
+func PolicyHost(server string) string { return serverpattern.Host(server) }
 
 // ServerListPolicy allows servers by pattern: when Allowed is not empty only
 // matching servers pass, and a server matching Denied never does. Patterns
@@ -91,22 +75,10 @@ func (p ServerListPolicy) AllowServer(_ context.Context, server string, _ Purpos
 }
 
 // MatchesAny reports whether host (a PolicyHost) matches one of the
-// patterns as m.room.server_acl entries match: case-insensitively, * any
-// run of characters, ? one.
-func MatchesAny(patterns []string, host string) bool { return matchAny(patterns, host) }
+// patterns as m.room.server_acl entries match (serverpattern.MatchesAny).
+func MatchesAny(patterns []string, host string) bool { return serverpattern.MatchesAny(patterns, host) }
 
-func matchAny(patterns []string, host string) bool {
-	for _, pat := range patterns {
-		// path.Match's * stops at '/', which server names never contain;
-		// '[' is escaped so a pattern is only * and ? wildcards.
-		pat = canonicalIPHost(strings.TrimRight(strings.ToLower(strings.TrimSpace(pat)), "."))
-		pat = strings.ReplaceAll(pat, "[", `\[`)
-		if ok, err := path.Match(pat, host); err == nil && ok {
-			return true
-		}
-	}
-	return false
-}
+func matchAny(patterns []string, host string) bool { return serverpattern.MatchesAny(patterns, host) }
 
 // CountingPolicy wraps a policy: every refusal is logged and counted in
 // myelin_federation_policy_refusals_total{purpose}. The server name is in

@@ -45,6 +45,7 @@ import (
 	"github.com/myelin-chat/myelin/mediaapi"
 	"github.com/myelin-chat/myelin/push"
 	"github.com/myelin-chat/myelin/remotejoin"
+	"github.com/myelin-chat/myelin/residency"
 	"github.com/myelin-chat/myelin/retention"
 	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/roomview"
@@ -93,6 +94,9 @@ type Server struct {
 	RemoteInvites *remotejoin.Inviter
 	// Retention purges expired messages (MSC1763) on a timer when enabled.
 	Retention *retention.Purger
+	// Residency is the data-localization policy (zones, room residency,
+	// data kinds, trust list); always built, answering "allowed" when off.
+	Residency *residency.Policy
 	// Audit is the audit trail (flows, refusals, admin actions); built
 	// first, closed last (it writes what is queued).
 	Audit *audit.Log
@@ -201,7 +205,11 @@ func (s *Server) build(ctx context.Context) error {
 	if err := s.buildAudit(); err != nil {
 		return err
 	}
-	transport, err := federation.NewTransport(federation.TransportOptions{Config: cfg, SigningKey: key, Store: db, Metrics: s.Metrics})
+	// The data-localization policy: the transport asks it per server, the
+	// boundary modules per room and data kind.
+	s.buildResidency()
+	transport, err := federation.NewTransport(federation.TransportOptions{Config: cfg, SigningKey: key, Store: db, Metrics: s.Metrics,
+		Residency: residencyServers{s.Residency}})
 	if err != nil {
 		return err
 	}

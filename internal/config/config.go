@@ -55,6 +55,8 @@ type Config struct {
 
 	Retention Retention `yaml:"retention"`
 
+	Residency Residency `yaml:"residency"`
+
 	// ZeroConfig is set when no config file was given: registration is open and
 	// the server only listens on loopback.
 	ZeroConfig bool `yaml:"-"`
@@ -520,6 +522,7 @@ func Default() *Config {
 				MaxQueuedPerRoom: 1000, KeepPerRoom: 100, RequestTimeout: Duration{time.Minute}, RefusalsBeforeDrop: 3},
 		},
 		Retention: defaultRetention(),
+		Residency: defaultResidency(),
 	}
 }
 
@@ -587,6 +590,7 @@ func (c *Config) Validate() error {
 	}
 	c.validateTLS(bad)
 	c.Retention.validate(bad)
+	c.Residency.validate(bad)
 	if u := c.Database.URL; u != "" && !strings.HasPrefix(u, "sqlite:") && !strings.HasPrefix(u, "postgres://") && !strings.HasPrefix(u, "postgresql://") {
 		bad("database.url", "must be empty, sqlite:PATH or postgres://..., got %q", u)
 	}

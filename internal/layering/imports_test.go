@@ -48,33 +48,36 @@ var rules = []rule{
 	{"ephemeral", []string{"storage", "internal/..."}},
 	{"accounts", []string{"storage", "internal/..."}},
 	{"keyserver", []string{"storage", "internal/..."}},
-	{"mediaapi", []string{"storage", "internal/..."}},
+	{"mediaapi", []string{"residency", "storage", "internal/..."}},
 	// Message retention: the purge over the store (media deletion through a small interface).
 	{"retention", []string{"storage", "internal/..."}},
 	{"userdirectory", []string{"storage", "internal/..."}},
 	// myelin export-user: reads the store, renders with the read helper.
 	{"userexport", []string{"clientevent", "storage", "internal/..."}},
 	{"federation", []string{"storage", "internal/..."}},
+	// The data-localization policy: a leaf over the store that the boundary
+	// modules ask (per server, room and data kind).
+	{"residency", []string{"storage", "internal/..."}},
 	// The audit trail: a leaf over the store, recorded to by the boundary
 	// modules (federationsender, ingest, clientapi) and the CLI.
-	{"audit", []string{"storage", "internal/..."}},
+	{"audit", []string{"residency", "storage", "internal/..."}},
 	// The federation sender: the transport's client and policy, the store.
-	{"federationsender", []string{"federation", "audit", "storage", "internal/..."}},
+	{"federationsender", []string{"federation", "audit", "residency", "storage", "internal/..."}},
 	// The server-server room handlers: over the transport and the room modules.
-	{"federationapi", []string{"federation", "roomserver", "roomview", "directory", "keyserver", "clientevent", "storage", "internal/..."}},
+	{"federationapi", []string{"federation", "roomserver", "roomview", "directory", "keyserver", "clientevent", "residency", "audit", "storage", "internal/..."}},
 	// Inbound PDUs: the writer and the store; the transport only through its
 	// own small interfaces, filled in by the assembly.
-	{"ingest", []string{"roomserver", "audit", "storage", "internal/..."}},
+	{"ingest", []string{"roomserver", "audit", "residency", "storage", "internal/..."}},
 	// Backfill: the transport's client and the writer's ImportBackfill
 	// through its own small interfaces, the store.
 	{"backfill", []string{"storage", "internal/..."}},
 	// Remote joins: the transport's client over the writer.
-	{"remotejoin", []string{"roomserver", "internal/..."}},
+	{"remotejoin", []string{"roomserver", "residency", "internal/..."}},
 	// The client API: handlers over modules; /sync readers never the writer.
 	{"clientapi/syncv2", []string{"accounts", "keyserver", "ephemeral", "push", "visibility", "clientevent", "roomview", "storage", "internal/..."}},
 	{"clientapi/slidingsync", []string{"clientapi/syncv2", "accounts", "keyserver", "ephemeral", "push", "visibility", "clientevent", "roomview", "storage", "internal/..."}},
 	{"clientapi", []string{"accounts", "keyserver", "roomserver", "roomview", "directory", "ephemeral", "push", "mediaapi",
-		"servernotices", "userdirectory", "audit", "internal/..."}},
+		"servernotices", "userdirectory", "audit", "residency", "internal/..."}},
 	// Assembly.
 	{"homeserver/testserver", []string{"homeserver", "internal/..."}},
 	{"homeserver", []string{"..."}},
