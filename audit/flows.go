@@ -3,6 +3,8 @@ package audit
 import (
 	"context"
 	"slices"
+
+	"github.com/myelin-chat/myelin/residency"
 )
 
 // Directions of a flow.
@@ -58,13 +60,20 @@ func (l *Log) Flow(actor string, f Flow) {
 // refused to deal with.
 type Refusal struct {
 	Server  string `json:"server"`
-	Purpose string `json:"purpose"` // the policy question asked (federation.Purpose)
-	// Rule names what decided; today's federation policy (allow/deny
-	// lists) is one rule, "federation_policy"; the residency policy will
-	// name its own.
-	Rule  string         `json:"rule"`
-	Rooms map[string]int `json:"rooms,omitempty"` // PDUs withheld per room
-	EDUs  map[string]int `json:"edus,omitempty"`  // EDUs withheld per type
+	Purpose string `json:"purpose"` // the policy question asked (federation.Purpose, or the endpoint refused)
+	// Rule names what decided: "federation_policy" for the allow/deny
+	// lists, the residency policy's rule names (residency.Decision.Rule).
+	Rule string `json:"rule"`
+	// Direction is Outbound (data we kept) or Inbound (a request or data
+	// we refused); empty in records from before it was recorded.
+	Direction string `json:"direction,omitempty"`
+	// Kind is the data kind refused, Room the room it was about, Reason
+	// the residency policy's explanation.
+	Kind   string         `json:"kind,omitempty"`
+	Room   string         `json:"room,omitempty"`
+	Reason string         `json:"reason,omitempty"`
+	Rooms  map[string]int `json:"rooms,omitempty"` // PDUs withheld per room
+	EDUs   map[string]int `json:"edus,omitempty"`  // EDUs withheld per type
 	// DroppedPDUs: queued PDUs dropped when the policy came to refuse a
 	// destination they were queued for.
 	DroppedPDUs int64 `json:"dropped_pdus,omitempty"`
@@ -72,6 +81,12 @@ type Refusal struct {
 
 // RuleFederationPolicy is the rule of a refusal by federation.Policy.
 const RuleFederationPolicy = "federation_policy"
+
+// ResidencyRefusal is the refusal record of a residency decision.
+func ResidencyRefusal(d residency.Decision, direction, server, purpose string, kind residency.Kind, room string) Refusal {
+	return Refusal{Server: server, Purpose: purpose, Rule: d.Rule, Direction: direction, Kind: string(kind), Room: room,
+		Reason: d.Reason}
+}
 
 // Refusal queues a refusal record; actor is our server.
 func (l *Log) Refusal(actor string, r Refusal) {
