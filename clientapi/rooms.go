@@ -128,10 +128,17 @@ func (a *API) createRoom(r *http.Request) (any, error) {
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
 		return nil, err
 	}
+	zone, err := a.residencyAtCreation(authn.FromRequest(r).UserID, &req)
+	if err != nil {
+		return nil, err
+	}
 	remote := a.splitRemoteInvites(&req)
 	roomID, err := a.Rooms.CreateRoom(r.Context(), authn.FromRequest(r).UserID, &req)
 	if err != nil {
 		return nil, roomError(err)
+	}
+	if zone != nil {
+		a.pinCreated(r.Context(), roomID, *zone)
 	}
 	a.inviteRemotes(r.Context(), authn.FromRequest(r).UserID, roomID, remote, req.IsDirect)
 	return map[string]any{"room_id": roomID}, nil
@@ -343,6 +350,11 @@ func (a *API) sendEvent(r *http.Request, stateKey *string, txnID string) (any, e
 	content, err := readContent(r)
 	if err != nil {
 		return nil, err
+	}
+	if stateKey != nil {
+		if err := a.checkResidencyState(r.Context(), roomID, evType, content); err != nil {
+			return nil, err
+		}
 	}
 	d := authn.FromRequest(r)
 	evID, err := a.Rooms.Send(r.Context(), roomserver.SendRequest{

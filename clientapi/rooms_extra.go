@@ -67,6 +67,7 @@ func (a *API) upgradeRoom(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, roomError(err)
 	}
+	a.pinUpgraded(r.Context(), roomID, newRoom)
 	return map[string]any{"replacement_room": newRoom}, nil
 }
 

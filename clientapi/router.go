@@ -41,6 +41,8 @@ type API struct {
 	Audit         AuditTrail    // admin_audit.go: admin actions recorded, GET /_myelin/admin/v1/audit; nil: neither
 	RemoteJoins   RemoteJoins   // rooms.go: joins of rooms hosted elsewhere (remotejoin); nil: federation off
 	RemoteInvites RemoteInvites // rooms_remote.go: invites of users of other servers (remotejoin); nil: federation off
+	// ResidencyCreation: residency_creation.go: rooms' zones pinned at creation; nil: no policy
+	ResidencyCreation ResidencyCreation
 
 	ipLimiter     *ratelimit.Limiter
 	userLimiter   *ratelimit.Limiter

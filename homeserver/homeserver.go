@@ -370,6 +370,7 @@ func (s *Server) routes() http.Handler {
 	api := &clientapi.API{Config: s.Config, Accounts: s.Accounts, Keys: s.Keys, Rooms: s.Rooms, RoomView: s.RoomView, Directory: s.Directory,
 		Sync: s.Syncer, Ephemeral: s.Ephemeral, Push: s.Push, SlidingSync: s.SlidingSync, Media: s.Media, UserDirectory: s.UserDirectory,
 		ServerNotices: s.Notices, Audit: s.Audit}
+	api.ResidencyCreation = s.Residency
 	if s.Config.FederationEnabled() {
 		api.RemoteJoins = s.RemoteJoins
 		api.RemoteInvites = s.RemoteInvites

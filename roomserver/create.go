@@ -41,6 +41,11 @@ type CreateRoomRequest struct {
 	IsDirect                  bool                       `json:"is_direct"`
 	PowerLevelContentOverride map[string]json.RawMessage `json:"power_level_content_override"`
 
+	// ServerState is state the server adds after initial_state (never read
+	// from the client's JSON), so the client cannot override it at creation:
+	// the client API puts the residency policy's m.room.server_acl here.
+	ServerState []InitialStateEvent `json:"-"`
+
 	// Set by room upgrades: the old room to link, and state to carry over.
 	predecessor *predecessor
 	carried     []InitialStateEvent
@@ -296,7 +301,7 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 	}
 	// Preset state unless initial_state sets the same keys.
 	overridden := map[string]bool{}
-	for _, st := range append(req.carried, req.InitialState...) {
+	for _, st := range append(append(req.carried, req.InitialState...), req.ServerState...) {
 		overridden[st.Type+"\x00"+st.StateKey] = true
 	}
 	for _, p := range []struct{ t, field, value string }{
@@ -308,7 +313,7 @@ func (s *Server) CreateRoom(ctx context.Context, sender id.UserID, req *CreateRo
 			makers = append(makers, state(p.t, "", MustJSON(map[string]string{p.field: p.value})))
 		}
 	}
-	for _, st := range append(req.carried, req.InitialState...) {
+	for _, st := range append(append(req.carried, req.InitialState...), req.ServerState...) {
 		content := st.Content
 		if len(content) == 0 {
 			content = json.RawMessage("{}")

@@ -66,11 +66,15 @@ func (s *Server) UpgradeWithCreators(ctx context.Context, user id.UserID, oldRoo
 	if f := create.PDU.Content; len(f) > 0 {
 		var c map[string]json.RawMessage
 		if json.Unmarshal(f, &c) == nil {
-			if v, ok := c["m.federate"]; ok {
-				if req.CreationContent == nil {
-					req.CreationContent = map[string]json.RawMessage{}
+			// The residency zone our server pinned at creation goes with the
+			// room (the replacement is in the same zone; its ACL is carried).
+			for _, k := range []string{"m.federate", "org.myelin.residency"} {
+				if v, ok := c[k]; ok {
+					if req.CreationContent == nil {
+						req.CreationContent = map[string]json.RawMessage{}
+					}
+					req.CreationContent[k] = v
 				}
-				req.CreationContent["m.federate"] = v
 			}
 		}
 	}
