@@ -104,6 +104,8 @@ type Server struct {
 	Followers []*follower.Follower
 
 	handler http.Handler
+	// clientIPs clears expired client IPs (client_ips.go); nil: not running.
+	clientIPs *clientIPPurge
 	// tls is the certificate source of listen.federation (nil: no TLS listener).
 	tls servertls.Source
 
@@ -299,8 +301,9 @@ func (s *Server) build(ctx context.Context) error {
 		Notifier: s.Notifier, Tokens: roomviewTokens{}})
 	s.SlidingSync = slidingsync.New(slidingsync.Options{Syncer: s.Syncer, Store: db, Ephemeral: s.Ephemeral, Push: s.Push,
 		Notifier: s.Notifier, Keys: s.Keys})
-	s.UserDirectory = userdirectory.New(userdirectory.Options{Store: db})
+	s.UserDirectory = userdirectory.New(userdirectory.Options{Store: db, Scope: s.directoryScope()})
 	s.buildRetention()
+	s.startClientIPPurge()
 	return nil
 }
 
@@ -352,6 +355,7 @@ func (s *Server) close() {
 	if s.Retention != nil {
 		s.Retention.Close()
 	}
+	s.stopClientIPPurge()
 	if s.Audit != nil { // after the sender: what it recorded is written
 		s.Audit.Close()
 	}

@@ -39,8 +39,8 @@ func lifetimeField(c gjson.Result, key string) time.Duration {
 
 // Bounds are the server's side of retention: the limits every room's
 // effective max_lifetime is brought within (0: no limit) and the default
-// policy of rooms without one. (A default per residency zone is the policy
-// core's to add: it would choose Default per room.)
+// policy of rooms without one (per room: the default of the room's
+// residency zone where it sets one, ZoneDefaults).
 type Bounds struct {
 	MinLifetime time.Duration
 	MaxLifetime time.Duration

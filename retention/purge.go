@@ -31,11 +31,20 @@ type Media interface {
 	Delete(ctx context.Context, origin, mediaID string) error
 }
 
+// ZoneDefaults gives the default retention policy of the residency zone a
+// room is resident in, when that zone sets one (residency.zones[].retention):
+// it replaces retention.default_policy for that room.
+type ZoneDefaults interface {
+	DefaultFor(ctx context.Context, roomID string) (config.RetentionPolicy, bool)
+}
+
 // Options build a Purger.
 type Options struct {
 	Store  Store
 	Media  Media
 	Config config.Retention
+	// Zones: per-zone defaults (nil: retention.default_policy for every room).
+	Zones ZoneDefaults
 	// Now is the clock (tests); nil: time.Now.
 	Now func() time.Time
 }
@@ -46,6 +55,7 @@ type Purger struct {
 	store  Store
 	media  Media
 	bounds Bounds
+	zones  ZoneDefaults
 	batch  int
 	now    func() time.Time
 
@@ -73,7 +83,7 @@ const (
 // (the first run right away).
 func New(o Options) *Purger {
 	c := o.Config
-	p := &Purger{store: o.Store, media: o.Media, now: o.Now, batch: min(max(c.BatchSize, 1), config.MaxRetentionBatch),
+	p := &Purger{store: o.Store, media: o.Media, now: o.Now, zones: o.Zones, batch: min(max(c.BatchSize, 1), config.MaxRetentionBatch),
 		bounds: Bounds{MinLifetime: c.MinLifetime.Duration, MaxLifetime: c.MaxLifetime.Duration,
 			Default: Policy{MinLifetime: c.DefaultPolicy.MinLifetime.Duration, MaxLifetime: c.DefaultPolicy.MaxLifetime.Duration}},
 		done: make(chan struct{})}
@@ -129,8 +139,10 @@ func (p *Purger) Run(ctx context.Context) (Stats, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var st Stats
-	// Without a default lifetime, only rooms with a policy can have one.
+	// Without a default lifetime (the server's or a zone's), only rooms with
+	// a policy can have one.
 	_, all := p.bounds.Lifetime(nil)
+	all = all || p.zones != nil
 	after := ""
 	for {
 		rooms, err := p.store.RetentionRooms(ctx, after, roomPage, !all)
@@ -143,7 +155,7 @@ func (p *Purger) Run(ctx context.Context) (Stats, error) {
 				pol := ParsePolicy(r.Policy)
 				room = &pol
 			}
-			lifetime, ok := p.bounds.Lifetime(room)
+			lifetime, ok := p.roomBounds(ctx, r.RoomID).Lifetime(room)
 			if !ok {
 				continue
 			}
@@ -158,6 +170,18 @@ func (p *Purger) Run(ctx context.Context) (Stats, error) {
 		after = rooms[len(rooms)-1].RoomID
 	}
 	return st, p.deleteMedia(ctx, &st)
+}
+
+// roomBounds are the server's bounds with the default policy of the room's
+// residency zone, when its zone sets one.
+func (p *Purger) roomBounds(ctx context.Context, roomID string) Bounds {
+	b := p.bounds
+	if p.zones != nil {
+		if d, ok := p.zones.DefaultFor(ctx, roomID); ok {
+			b.Default = Policy{MinLifetime: d.MinLifetime.Duration, MaxLifetime: d.MaxLifetime.Duration}
+		}
+	}
+	return b
 }
 
 // purgeRoom redacts a room's events sent before the cutoff, batch by batch.

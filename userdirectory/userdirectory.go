@@ -25,14 +25,31 @@ const (
 	MaxTermLength = 256
 )
 
+// Scope tells whether a user may be listed (residency zones'
+// user_directory_visible).
+type Scope interface {
+	Listed(userID string) bool
+}
+
 // Service is the user directory.
-type Service struct{ store Store }
+type Service struct {
+	store Store
+	scope Scope
+}
 
 // Options are what the user directory is built from.
-type Options struct{ Store Store }
+type Options struct {
+	Store Store
+	// Scope leaves out the users it does not list (nil: every user).
+	Scope Scope
+}
 
 // New returns the user directory.
-func New(o Options) *Service { return &Service{store: o.Store} }
+func New(o Options) *Service { return &Service{store: o.Store, scope: o.Scope} }
+
+// scopeSlack is how many more rows than asked a scoped search reads, so that
+// users left out by the scope do not shorten the page much.
+const scopeSlack = 4
 
 // User is one result.
 type User struct {
@@ -50,13 +67,25 @@ func (s *Service) Search(ctx context.Context, searcher, term string, limit int) 
 	if len(term) > MaxTermLength {
 		return nil, false, mxhttp.InvalidParam("search_term is too long (at most %d bytes)", MaxTermLength)
 	}
-	rows, limited, err := s.store.SearchUserDirectory(ctx, searcher, term, min(limit, MaxLimit))
+	limit = min(limit, MaxLimit)
+	ask := limit
+	if s.scope != nil {
+		ask = limit * scopeSlack
+	}
+	rows, limited, err := s.store.SearchUserDirectory(ctx, searcher, term, ask)
 	if err != nil {
 		return nil, false, err
 	}
-	out := make([]User, len(rows))
-	for i, r := range rows {
-		out[i] = User{UserID: r.UserID, DisplayName: r.DisplayName, AvatarURL: r.AvatarURL}
+	out := make([]User, 0, min(len(rows), limit))
+	for _, r := range rows {
+		if s.scope != nil && !s.scope.Listed(r.UserID) {
+			continue
+		}
+		if len(out) == limit {
+			limited = true
+			break
+		}
+		out = append(out, User{UserID: r.UserID, DisplayName: r.DisplayName, AvatarURL: r.AvatarURL})
 	}
 	return out, limited, nil
 }

@@ -50,6 +50,15 @@ type ResidencyZone struct {
 	// ClientIPRetention is how long our users' client IP addresses are kept
 	// when this is our zone (0: as long as the device exists).
 	ClientIPRetention Duration `yaml:"client_ip_retention"`
+	// UserDirectoryVisible (default true): users of this zone's servers
+	// appear in our users' directory searches; false leaves them out (our
+	// own server's users are always listed).
+	UserDirectoryVisible *bool `yaml:"user_directory_visible"`
+}
+
+// DirectoryVisible is user_directory_visible with its default (true).
+func (z ResidencyZone) DirectoryVisible() bool {
+	return z.UserDirectoryVisible == nil || *z.UserDirectoryVisible
 }
 
 // ResidencyRooms classifies rooms into zones: rooms created here (pinned at
