@@ -236,5 +236,20 @@ retention:
     max_lifetime: 0s
   purge_interval: 1h
   batch_size: 500  # events per purge transaction (at most 500)
+
+# Data localization (residency; off by default): per zone, metadata settings.
+# residency:
+#   zones:
+#     - name: eu
+#       servers: ["*.eu.example"]
+#       # Default retention of rooms resident in this zone that have no
+#       # m.room.retention (needs retention.enabled).
+#       retention: {max_lifetime: 2160h}
+#       # When this is our zone (residency.zone): clients' IP addresses are
+#       # cleared once last seen longer ago than this (0s: kept; at least 1m).
+#       client_ip_retention: 720h
+#       # false: users of this zone's (remote) servers are left out of our
+#       # users' directory searches.
+#       user_directory_visible: true
 `, serverName, sharedSecret), "\n")
 }
