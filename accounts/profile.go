@@ -105,6 +105,9 @@ func (s *Service) remoteProfile(ctx context.Context, userID id.UserID) (*Profile
 	if errors.Is(err, ErrRemoteProfileNotFound) {
 		return nil, mxhttp.NotFound("Profile not found")
 	}
+	if refusal := (*mxhttp.Error)(nil); errors.As(err, &refusal) && refusal.Status == http.StatusForbidden {
+		return nil, refusal // a policy's refusal, before any request: its reason
+	}
 	if err != nil {
 		return nil, &mxhttp.Error{Status: http.StatusBadGateway, Code: "M_UNKNOWN",
 			Message: fmt.Sprintf("Could not fetch the profile from %s's server", userID)}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/myelin-chat/myelin/accounts"
 	"github.com/myelin-chat/myelin/internal/authn"
+	"github.com/myelin-chat/myelin/internal/joinalias"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/roomview"
@@ -165,6 +166,7 @@ func (a *API) joinRoom(r *http.Request) (any, error) {
 		target = string(roomID)
 	}
 	user := authn.FromRequest(r).UserID
+	r = r.WithContext(joinalias.With(r.Context(), target)) // the residency policy classifies by it
 	target, servers, err := a.remoteTarget(r, target)
 	if err != nil {
 		return nil, err
@@ -206,6 +208,7 @@ func (a *API) knockRoom(r *http.Request) (any, error) {
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
 		return nil, err
 	}
+	r = r.WithContext(joinalias.With(r.Context(), mxhttp.PathParam(r, "roomIDOrAlias"))) // the residency policy classifies by it
 	target, servers, err := a.remoteTarget(r, mxhttp.PathParam(r, "roomIDOrAlias"))
 	if err != nil {
 		return nil, err

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"slices"
 	"sort"
 	"strconv"
@@ -21,6 +22,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/internal/config"
+	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/roomview"
 	"github.com/myelin-chat/myelin/storage"
@@ -161,6 +163,9 @@ func (s *Service) remoteAlias(ctx context.Context, server, alias string) (*Alias
 	info, err := s.remote.QueryDirectory(ctx, server, alias)
 	if errors.Is(err, ErrRemoteNotFound) {
 		return nil, roomserver.NotFound("Room alias %s not found", alias)
+	}
+	if refusal := policyRefusal(err); refusal != nil {
+		return nil, refusal
 	}
 	if err != nil {
 		return nil, roomserver.Unavailable("Could not resolve %s: %s did not answer", alias, server)
@@ -409,6 +414,9 @@ func (s *Service) remotePublicRooms(ctx context.Context, req PublicRoomsRequest)
 	if errors.Is(err, ErrRemoteNotFound) {
 		return nil, roomserver.NotFound("%s has no room directory", req.Server)
 	}
+	if refusal := policyRefusal(err); refusal != nil {
+		return nil, refusal
+	}
 	if err != nil {
 		return nil, roomserver.Unavailable("Could not read the room directory of %s", req.Server)
 	}
@@ -420,4 +428,13 @@ func (s *Service) remotePublicRooms(ctx context.Context, req PublicRoomsRequest)
 		}
 	}
 	return out, nil
+}
+
+// policyRefusal is err when it is a policy's refusal of the request before
+// it was made (403 M_FORBIDDEN and its reason, for the client), else nil.
+func policyRefusal(err error) error {
+	if refusal := (*mxhttp.Error)(nil); errors.As(err, &refusal) && refusal.Status == http.StatusForbidden {
+		return refusal
+	}
+	return nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/myelin-chat/myelin/audit"
 	"github.com/myelin-chat/myelin/federation"
+	"github.com/myelin-chat/myelin/residency"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -43,6 +44,11 @@ type QueueOptions struct {
 	Policy     Policy
 	Metrics    Registerer // nil: no metrics
 	Audit      Audit      // records the EDUs the policy keeps from a server; nil: nothing recorded
+	// Residency is the data-localization policy: an EDU of a room (m.typing,
+	// m.receipt) goes to a destination the room admits for its kind, any
+	// other to one whose zone shares its kind (presence, to-device, device
+	// lists). nil: not asked.
+	Residency Residency
 	// MaxQueuedPerDestination bounds a destination's queued EDUs (default
 	// DefaultMaxQueuedEDUs).
 	MaxQueuedPerDestination int
@@ -73,7 +79,7 @@ func NewQueue(o QueueOptions) (*Queue, error) {
 	}
 	q := &Queue{opts: o, failing: map[string]bool{}, dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "myelin_federation_edus_dropped_total",
-		Help: "Outbound EDUs dropped, by reason (cap: the destination's queue is full; failing: ephemeral, for a destination that is down).",
+		Help: "Outbound EDUs dropped, by reason (cap: the destination's queue is full; failing: ephemeral, for a destination that is down; residency: the data-localization policy keeps it from the destination).",
 	}, []string{"reason"})}
 	if o.Metrics != nil {
 		if err := o.Metrics.Register(q.dropped); err != nil {
@@ -99,6 +105,12 @@ func (q *Queue) QueueEDU(ctx context.Context, destinations []string, eduType str
 		return fmt.Errorf("queueing a %s EDU: content is not JSON", eduType)
 	}
 	now := q.opts.Now().UnixMilli()
+	var rooms []string
+	var roomEDU bool
+	res := residencyRefusals{}
+	if q.opts.Residency != nil {
+		rooms, roomEDU, _ = eduRooms(eduType, content)
+	}
 	seen := map[string]bool{}
 	var edus []storage.FederationEDU
 	skippedFailing := 0
@@ -114,6 +126,20 @@ func (q *Queue) QueueEDU(ctx context.Context, destinations []string, eduType str
 			}
 			continue
 		}
+		if q.opts.Residency != nil {
+			if dec := eduDecision(ctx, q.opts.Residency, d, eduType, rooms, roomEDU); !dec.Allowed {
+				kind := eduKind(eduType)
+				if kind == "" {
+					kind = residency.Events
+				}
+				rr := res.add(d, "", dec, kind)
+				rr.edus = map[string]int{eduType: 1}
+				if len(rooms) == 1 {
+					rr.room = rooms[0]
+				}
+				continue
+			}
+		}
 		if ephemeral && q.isFailing(d) {
 			skippedFailing++
 			continue
@@ -122,6 +148,10 @@ func (q *Queue) QueueEDU(ctx context.Context, destinations []string, eduType str
 	}
 	if skippedFailing > 0 {
 		q.dropped.WithLabelValues("failing").Add(float64(skippedFailing))
+	}
+	if len(res) > 0 {
+		q.dropped.WithLabelValues("residency").Add(float64(len(res)))
+		res.record(q.opts.Audit, q.opts.ServerName, false)
 	}
 	if len(edus) == 0 {
 		return nil

@@ -21,13 +21,18 @@ type senderMetrics struct {
 	txns      *prometheus.CounterVec
 	dropped   prometheus.Counter
 	pduErrors prometheus.Counter
+	// residencyWithheld: PDUs the residency policy kept from a destination,
+	// by stage (queue: when queued; txn: queued, then refused when the
+	// transaction was built).
+	residencyWithheld *prometheus.CounterVec
 }
 
 func noMetrics() *senderMetrics {
 	return &senderMetrics{
-		txns:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "unused"}, []string{"result"}),
-		dropped:   prometheus.NewCounter(prometheus.CounterOpts{Name: "unused"}),
-		pduErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "unused"}),
+		txns:              prometheus.NewCounterVec(prometheus.CounterOpts{Name: "unused"}, []string{"result"}),
+		dropped:           prometheus.NewCounter(prometheus.CounterOpts{Name: "unused"}),
+		pduErrors:         prometheus.NewCounter(prometheus.CounterOpts{Name: "unused"}),
+		residencyWithheld: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "unused"}, []string{"stage"}),
 	}
 }
 
@@ -42,8 +47,12 @@ func newMetrics(reg Registerer, s *Sender) (*senderMetrics, error) {
 		pduErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "myelin_federation_pdu_errors_total", Help: "PDUs a destination acknowledged with an error (not retried).",
 		}),
+		residencyWithheld: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "myelin_federation_residency_withheld_pdus_total",
+			Help: "PDUs the data-localization policy kept from a destination, by stage (queue, txn).",
+		}, []string{"stage"}),
 	}
-	for _, c := range []prometheus.Collector{m.txns, m.dropped, m.pduErrors, &queueCollector{s: s}} {
+	for _, c := range []prometheus.Collector{m.txns, m.dropped, m.pduErrors, m.residencyWithheld, &queueCollector{s: s}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -88,6 +88,10 @@ type Options struct {
 	EDUs    *Queue
 	Metrics Registerer // nil: no metrics
 	Audit   Audit      // nil: nothing recorded
+	// Residency is the data-localization policy: a room's events go to a
+	// destination only if it admits it, decided when they are queued and
+	// again when a transaction is built (residency.go). nil: not asked.
+	Residency Residency
 	// MaxConcurrent bounds the destinations sent to at once (default 32).
 	MaxConcurrent int
 	// MinBackoff and MaxBackoff bound the delay after a failed transaction;
@@ -224,6 +228,7 @@ func (s *Sender) Handle(ctx context.Context, events []*storage.Event) error {
 	var items []storage.FederationQueueItem
 	now := s.opts.Now().UnixMilli()
 	refused := refusals{} // recorded once the page is handled (a failed page is handled again)
+	res := &pageResidency{decisions: roomDecisions{r: s.opts.Residency}, refused: residencyRefusals{}}
 	// Within a page, a room's servers change only with a member event.
 	servers := map[string][]string{}
 	for _, ev := range events {
@@ -242,7 +247,7 @@ func (s *Sender) Handle(ctx context.Context, events []*storage.Event) error {
 			if err != nil {
 				return err
 			}
-			items = s.queue(ctx, items, dests, ev, now, origin, refused)
+			items = s.queue(ctx, items, dests, ev, now, origin, refused, res)
 			continue
 		}
 		// A join of one of our users adds only our server, to which nothing
@@ -270,16 +275,18 @@ func (s *Sender) Handle(ctx context.Context, events []*storage.Event) error {
 				continue
 			}
 		}
-		items = s.queue(ctx, items, withTarget(dests, ev, s.opts.ServerName), ev, now, "", refused)
+		items = s.queue(ctx, items, withTarget(dests, ev, s.opts.ServerName), ev, now, "", refused, res)
 	}
 	if len(items) == 0 {
 		s.recordRefusals(refused)
+		res.record(s)
 		return nil
 	}
 	if err := s.opts.Store.EnqueueFederation(ctx, items); err != nil {
 		return err
 	}
 	s.recordRefusals(refused)
+	res.record(s)
 	woken := map[string]bool{}
 	for _, it := range items {
 		if !woken[it.Destination] {
@@ -308,15 +315,19 @@ func withTarget(dests []string, ev *storage.Event, ours string) []string {
 }
 
 // queue adds ev for each destination but ours, except and those the policy
-// refuses (counted in refused).
+// refuses (counted in refused) or the residency policy does not admit to
+// the room (counted in res).
 func (s *Sender) queue(ctx context.Context, items []storage.FederationQueueItem, dests []string, ev *storage.Event, now int64, except string,
-	refused refusals) []storage.FederationQueueItem {
+	refused refusals, res *pageResidency) []storage.FederationQueueItem {
 	for _, d := range dests {
 		if d == s.opts.ServerName || d == except {
 			continue
 		}
 		if !s.opts.Policy.AllowServer(ctx, d, federation.PurposeSend) {
 			refused.add(d, ev.RoomID)
+			continue
+		}
+		if !res.admits(ctx, ev.RoomID, d) {
 			continue
 		}
 		items = append(items, storage.FederationQueueItem{Destination: d, StreamPos: ev.StreamPos, RoomID: ev.RoomID,
@@ -499,6 +510,20 @@ func (s *Sender) deliverLoop(dest string) (time.Duration, error) {
 		if err != nil {
 			return 0, err
 		}
+		// The residency policy decides again: what it no longer admits is
+		// not sent, and is dropped with the rest of the transaction when
+		// it is acknowledged (startTxn covers the whole batch).
+		pdus := s.admitted(ctx, dest, batch)
+		if len(pdus) == 0 && len(edus) == 0 && len(batch) > 0 {
+			upTo := batch[len(batch)-1].StreamPos
+			if inFlight {
+				upTo = st.TxnUpto
+			}
+			if err := s.opts.Store.AckFederationTxn(ctx, dest, upTo, s.opts.Now().UnixMilli()); err != nil {
+				return 0, err
+			}
+			continue
+		}
 		if len(batch) == 0 && len(edus) == 0 {
 			if inFlight { // everything it carried is gone (policy drop): forget it
 				if err := s.opts.Store.AckFederationTxn(ctx, dest, st.TxnUpto, s.opts.Now().UnixMilli()); err != nil {
@@ -514,7 +539,7 @@ func (s *Sender) deliverLoop(dest string) (time.Duration, error) {
 				return 0, err
 			}
 		}
-		if err := s.send(ctx, dest, txnID, batch, edus); err != nil {
+		if err := s.send(ctx, dest, txnID, pdus, edus); err != nil {
 			if ctx.Err() != nil {
 				return 0, nil
 			}

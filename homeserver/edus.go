@@ -18,7 +18,7 @@ func (s *Server) buildEDUQueue(t *federation.Transport) error {
 		return nil
 	}
 	q, err := federationsender.NewQueue(federationsender.QueueOptions{ServerName: s.Config.ServerName, Store: s.DB,
-		Policy: t.Policy, Metrics: s.Metrics, Audit: s.Audit})
+		Policy: t.Policy, Metrics: s.Metrics, Audit: s.Audit, Residency: s.senderResidency()})
 	if err != nil {
 		return err
 	}

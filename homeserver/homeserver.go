@@ -239,10 +239,12 @@ func (s *Server) build(ctx context.Context) error {
 	var backfiller roomview.Backfiller
 	var remoteTimestamps roomview.RemoteTimestamps
 	if cfg.FederationEnabled() {
-		remoteDirectory = directoryRemote{transport.Client}
-		remoteSpaces = spacesRemote{c: transport.Client, serverName: cfg.ServerName}
-		bf := backfill.New(backfill.Options{ServerName: cfg.ServerName, Client: backfillRemote{transport.Client},
-			Rooms: s.Rooms, Store: db, Timestamps: backfillRemote{transport.Client}})
+		// Each asks the residency policy first (residency_outbound.go).
+		remoteDirectory = residentDirectory{directoryRemote{transport.Client}, s.outboundGate()}
+		remoteSpaces = residentSpaces{spacesRemote{c: transport.Client, serverName: cfg.ServerName}, s.outboundGate()}
+		history := residentBackfill{backfillRemote{transport.Client}, s.outboundGate()}
+		bf := backfill.New(backfill.Options{ServerName: cfg.ServerName, Client: history,
+			Rooms: s.Rooms, Store: db, Timestamps: history})
 		backfiller, remoteTimestamps = bf, bf
 	}
 	s.RoomView = roomview.New(roomview.Options{Store: db, RemoteSpaces: remoteSpaces, Backfill: backfiller,
@@ -253,7 +255,7 @@ func (s *Server) build(ctx context.Context) error {
 	// transport's client; with federation off there is no one to ask (404).
 	var remoteProfiles accounts.RemoteProfiles
 	if cfg.FederationEnabled() {
-		remoteProfiles = profileRemote{transport.Client}
+		remoteProfiles = residentProfiles{profileRemote{transport.Client}, s.outboundGate()}
 	}
 	// Content repository: blobs under <data_dir>/media, metadata in the store;
 	// other servers' media fetched through the transport's client (media_remote.go).
@@ -293,9 +295,9 @@ func (s *Server) build(ctx context.Context) error {
 		Directory: s.Directory, Spaces: s.RoomView, Transactions: s.Ingest, Joins: s.Rooms,
 		Memberships: s.Rooms, Invites: s.Rooms, UserKeys: s.Keys})
 	s.RemoteJoins = remotejoin.New(remotejoin.Options{ServerName: cfg.ServerName, Rooms: s.Rooms, Client: transport.Client,
-		OutOfBand: s.Rooms, Memberships: transport.Client, Residents: s.Rooms})
+		OutOfBand: s.Rooms, Memberships: transport.Client, Residents: s.Rooms, Residency: residencyJoins{s.outboundGate()}})
 	s.RemoteInvites = remotejoin.NewInviter(remotejoin.Options{Invites: s.Rooms, InviteClient: transport.Client,
-		Policy: invitePolicy{transport.Policy}})
+		Policy: invitePolicy{transport.Policy}, Residency: residencyJoins{s.outboundGate()}})
 	// A limited timeline's prev_batch is a roomview pagination token.
 	s.Syncer = syncv2.New(syncv2.Options{Store: db, Stream: db.Stream, Ephemeral: s.Ephemeral, Push: s.Push, Keys: s.Keys,
 		Notifier: s.Notifier, Tokens: roomviewTokens{}})
@@ -327,7 +329,7 @@ func (s *Server) startFollowers(ctx context.Context) error {
 		Client: t.Client, Policy: t.Policy, Metrics: s.Metrics, MaxConcurrent: sc.MaxConcurrent,
 		MinBackoff: sc.MinBackoff.Duration, MaxBackoff: sc.MaxBackoff.Duration, MaxQueuedPerRoom: sc.MaxQueuedPerRoom,
 		KeepPerRoom: sc.KeepPerRoom, RequestTimeout: sc.RequestTimeout.Duration, RefusalsBeforeDrop: sc.RefusalsBeforeDrop,
-		EDUs: s.EDUQueue, Audit: s.Audit}); err != nil {
+		EDUs: s.EDUQueue, Audit: s.Audit, Residency: s.senderResidency()}); err != nil {
 		return err
 	}
 	sends, err := follower.Start(ctx, follower.Options{Name: federationsender.FollowerName, Store: s.DB, Stream: s.DB.Stream,

@@ -72,5 +72,5 @@ func (s *Server) keysFederation(t *federation.Transport) keyserver.Federation {
 	if !s.Config.FederationEnabled() {
 		return nil
 	}
-	return keysRemote{t.Client}
+	return residentKeys{keysRemote{t.Client}, s.outboundGate()}
 }

@@ -47,11 +47,12 @@ type Inviter struct {
 	rooms  InviteRooms
 	client InviteClient
 	policy ServerPolicy
+	res    Residency
 }
 
 // NewInviter builds an inviter from o's Invites, InviteClient and Policy.
 func NewInviter(o Options) *Inviter {
-	return &Inviter{rooms: o.Invites, client: o.InviteClient, policy: o.Policy}
+	return &Inviter{rooms: o.Invites, client: o.InviteClient, policy: o.Policy, res: o.Residency}
 }
 
 // Invite has a.Sender invite a.Target, a user of another server, to
@@ -66,6 +67,15 @@ func (i *Inviter) Invite(ctx context.Context, a roomserver.MembershipAction) err
 	}
 	if i.policy != nil && !i.policy.AllowServer(ctx, server) {
 		return roomserver.Forbidden("Federation with %s is not allowed by this server's policy", server)
+	}
+	// The data-localization policy: the room's zone must admit the
+	// invitee's server (and be encrypted if it requires so), decided
+	// before anything is sent.
+	if i.res != nil && i.res.Enabled() {
+		if d := i.res.Join(ctx, string(a.RoomID), server); !d.Allowed {
+			i.res.Refused(d, server, "invite", string(a.RoomID))
+			return roomserver.Forbidden("%s", d.Reason)
+		}
 	}
 	inv, err := i.rooms.PrepareInvite(ctx, a)
 	if err != nil {

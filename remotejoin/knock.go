@@ -35,6 +35,10 @@ func (j *Joiner) Knock(ctx context.Context, user id.UserID, roomID id.RoomID, se
 	if len(candidates) == 0 {
 		return roomserver.NotFound("No known servers for this room")
 	}
+	candidates, err := j.admitKnock(ctx, roomID, candidates)
+	if err != nil {
+		return err
+	}
 	var last error
 	for _, server := range candidates {
 		err := j.knockVia(ctx, user, roomID, server, reason)

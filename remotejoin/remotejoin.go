@@ -60,6 +60,10 @@ type Options struct {
 	// Residents: joining a room we are in through another resident
 	// (resident.go); nil: not done.
 	Residents ResidentRooms
+	// Residency is the data-localization policy (residency.go): the servers
+	// a join, knock or invite would talk to must be admitted by the room's
+	// zone. nil: not asked.
+	Residency Residency
 }
 
 // Joiner joins rooms over federation.
@@ -71,6 +75,7 @@ type Joiner struct {
 	oob        OutOfBandRooms
 	members    MembershipClient
 	residents  ResidentRooms
+	res        Residency
 }
 
 // New builds a joiner.
@@ -82,7 +87,7 @@ func New(o Options) *Joiner {
 		}
 	}
 	return &Joiner{serverName: o.ServerName, rooms: o.Rooms, client: o.Client, versions: versions, oob: o.OutOfBand, members: o.Memberships,
-		residents: o.Residents}
+		residents: o.Residents, res: o.Residency}
 }
 
 // Candidates are the servers to try for roomID: the ones given (server_name,
@@ -143,6 +148,9 @@ func (j *Joiner) Join(ctx context.Context, user id.UserID, roomID id.RoomID, ser
 	candidates := j.joinCandidates(ctx, user, roomID, servers, known)
 	if len(candidates) == 0 {
 		return roomserver.NotFound("No known servers for this room")
+	}
+	if _, candidates, err = j.admitCandidates(ctx, roomID, candidates, "join"); err != nil {
+		return err
 	}
 	var last error
 	for _, server := range candidates {
@@ -211,6 +219,7 @@ func (j *Joiner) joinVia(ctx context.Context, user id.UserID, roomID id.RoomID, 
 	// Keys of members' servers that cannot be reached are asked of the
 	// server we join through, as a notary for this import.
 	ctx = roomserver.WithKeyNotary(ctx, server)
+	j.afterJoin(ctx, roomID, sj.State)
 	if rejoin {
 		return j.rooms.ImportRejoin(ctx, roomID, version, sj.State, sj.AuthChain, join)
 	}

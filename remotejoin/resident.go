@@ -42,6 +42,9 @@ func (j *Joiner) JoinThroughResident(ctx context.Context, user id.UserID, roomID
 	if len(candidates) == 0 {
 		return roomserver.Forbidden("No server in the room can authorise this join")
 	}
+	if _, candidates, err = j.admitCandidates(ctx, roomID, candidates, "join"); err != nil {
+		return err
+	}
 	var last error
 	for _, server := range candidates {
 		if last = j.joinKnownVia(ctx, user, roomID, server); last == nil {

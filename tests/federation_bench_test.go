@@ -338,7 +338,22 @@ func percentile(ds []time.Duration, p float64) float64 {
 // long-poll; one op is one send until all 5 have it. The metrics are the
 // delay from the start of the send to the event in each server's /sync
 // (p50/p99 over sends × servers), and the p99 of the slowest of the 5.
-func BenchmarkFederationOutbound(b *testing.B) {
+func BenchmarkFederationOutbound(b *testing.B) { benchFederationOutbound(b, nil) }
+
+// BenchmarkFederationOutboundResidency is BenchmarkFederationOutbound with
+// the residency policy on at a.test: every PDU decided per destination when
+// queued and when its transaction is built (a zone "all" covers the
+// destinations and holds the room).
+func BenchmarkFederationOutboundResidency(b *testing.B) {
+	benchFederationOutbound(b, func(c *config.Config) {
+		c.Residency = config.Residency{Enabled: true, Zone: "a",
+			Zones: []config.ResidencyZone{{Name: "a", Servers: []string{"a.test"}},
+				{Name: "all", Servers: []string{"*"}, Includes: []string{"a"}}},
+			Rooms: config.ResidencyRooms{DefaultZone: "all"}}
+	})
+}
+
+func benchFederationOutbound(b *testing.B, configureA func(*config.Config)) {
 	const servers = 5
 	names := []string{"a.test"}
 	for i := 1; i <= servers; i++ {
@@ -352,7 +367,11 @@ func BenchmarkFederationOutbound(b *testing.B) {
 		b.Run(backend, func(b *testing.B) {
 			ctx := context.Background()
 			n := newFedNet(b, names...)
-			a := n.start(b, backend, "a.test", fast)
+			configure := []func(*config.Config){fast}
+			if configureA != nil {
+				configure = append(configure, configureA)
+			}
+			a := n.start(b, backend, "a.test", configure...)
 			alice := a.Register(b, "alice")
 			room := createRoom(b, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 			var feeds []<-chan arrival
