@@ -1,6 +1,7 @@
 package mediaapi
 
 import (
+	"bytes"
 	"context"
 	"regexp"
 	"strings"
@@ -41,6 +42,9 @@ var contentPaths = []string{"url", "info.thumbnail_url", "file.url", "info.thumb
 // References returns the valid mxc:// URIs an event (its PDU JSON) names in
 // a referencing field, deduplicated, at most MaxReferencesPerEvent.
 func References(pdu []byte) []string {
+	if !bytes.Contains(pdu, []byte("mxc://")) { // most events: nothing to parse
+		return nil
+	}
 	var out []string
 	add := func(uri string) {
 		if len(out) >= MaxReferencesPerEvent || !ValidMXC(uri) {
