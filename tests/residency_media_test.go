@@ -196,3 +196,47 @@ func TestResidencyMediaRemoteFetch(t *testing.T) {
 		})
 	}
 }
+
+// TestMediaRefsBackfillOnFirstStart: a server whose store holds events the
+// reference record never saw (as after an upgrade: no cursor, no rows) fills
+// the record from its history when it starts; meanwhile lookups find the
+// references past the cursor (the tail).
+func TestMediaRefsBackfillOnFirstStart(t *testing.T) {
+	for _, backend := range testserver.Backends {
+		t.Run(backend, func(t *testing.T) {
+			conf := restartableOptions(t, nil)
+			srv := testserver.Start(t, backend, conf)
+			ctx := ctxT(t)
+			alice := srv.Register(t, "alice")
+			room := createRoom(t, alice, nil)
+			uri := residencyUpload(t, srv, alice, 16)
+			sendImage(t, alice, room, uri)
+			waitReferenced(t, srv, uri, room, "a local image")
+			for _, f := range srv.Followers {
+				if f.Name() == storage.MediaRefsFollower {
+					f.Close()
+				}
+			}
+			if _, err := srv.DB.Exec(ctx, `DELETE FROM media_refs`); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := srv.DB.Exec(ctx, `DELETE FROM stream_cursors WHERE name = $1`, storage.MediaRefsFollower); err != nil {
+				t.Fatal(err)
+			}
+			if rooms, err := srv.DB.MediaRefRooms(ctx, uri, 10); err != nil || len(rooms) != 0 {
+				t.Fatalf("record after clearing: %v %v", rooms, err)
+			}
+			tail, err := srv.DB.MediaRefTail(ctx, uri, 10)
+			if err != nil || len(tail) != 1 || tail[0].RoomID != string(room) {
+				t.Fatalf("unrecorded references (tail) = %+v, %v; want the image's event", tail, err)
+			}
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := srv.Shutdown(sctx); err != nil {
+				t.Fatal(err)
+			}
+			srv2 := testserver.Start(t, backend, conf)
+			waitReferenced(t, srv2, uri, room, "the backfill of history on first start")
+		})
+	}
+}
