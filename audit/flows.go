@@ -26,11 +26,16 @@ type Flow struct {
 	// Data counts the items per data kind (DataEvents for PDUs, the EDUs'
 	// kinds by DataKindOfEDU); filled by the log.
 	Data  map[string]int `json:"data,omitempty"`
-	Bytes int            `json:"bytes"` // the PDUs' and EDUs' JSON
+	Bytes int            `json:"bytes"` // the PDUs' and EDUs' JSON, or the media's content
+	// Media is the mxc:// URI of a media item served or fetched (Data then
+	// counts it under DataMedia, set by the caller).
+	Media string `json:"media,omitempty"`
 }
 
 func (f *Flow) fill() {
-	f.Data = map[string]int{}
+	if f.Data == nil {
+		f.Data = map[string]int{}
+	}
 	if f.PDUs > 0 {
 		f.Data[DataEvents] = f.PDUs
 	}

@@ -176,6 +176,13 @@ func (a *API) mediaParams(r *http.Request, legacy bool) (time.Duration, bool, er
 	if legacy && !a.Config.Media.LegacyUnauthenticated {
 		return 0, false, mxhttp.NotFound("Unauthenticated media is frozen: use /_matrix/client/v1/media")
 	}
+	// With the data-localization policy on, the unauthenticated endpoints
+	// cannot tell who asks (another server falling back to them, anyone):
+	// media leaves only through the authenticated client and federation
+	// endpoints, where the policy can decide.
+	if legacy && a.Config.Residency.Enabled {
+		return 0, false, mxhttp.Forbidden("Unauthenticated media downloads are refused under this server's data-localization policy: use /_matrix/client/v1/media, or /_matrix/federation/v1/media")
+	}
 	q := r.URL.Query()
 	timeout := defaultMediaTimeout
 	if v := q.Get("timeout_ms"); v != "" {

@@ -264,7 +264,8 @@ func (s *Server) build(ctx context.Context) error {
 	if cfg.FederationEnabled() {
 		remoteMedia = newMediaRemote(cfg, transport.Client)
 	}
-	if s.Media, err = mediaapi.New(mediaapi.Options{Store: db, Config: cfg, Remote: remoteMedia, Metrics: s.Metrics}); err != nil {
+	if s.Media, err = mediaapi.New(mediaapi.Options{Store: db, Config: cfg, Remote: remoteMedia, Metrics: s.Metrics,
+		Residency: s.Residency, Audit: mediaAudit{log: s.Audit, serverName: cfg.ServerName}}); err != nil {
 		return err
 	}
 	s.Accounts = accounts.New(accounts.Options{Store: db, Config: cfg, Notifier: s.Notifier, Devices: s.Keys, Rooms: s.Rooms,
@@ -318,6 +319,9 @@ func (s *Server) startFollowers(ctx context.Context) error {
 		return err
 	}
 	s.Followers = append(s.Followers, upgrades)
+	if err := s.startMediaRefsFollower(ctx); err != nil {
+		return err
+	}
 	if !s.Config.FederationEnabled() {
 		return nil
 	}

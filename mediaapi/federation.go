@@ -13,8 +13,9 @@ import (
 // download and /thumbnail (federationapi answers them as multipart/mixed).
 // Only media whose origin is this server is served (never what we cached
 // of a third server's), thumbnails are made as for our own clients, and the
-// RemotePolicy, when set, is asked about the requesting server: data
-// localization may keep media from leaving as it may keep it from coming in.
+// data-localization policy decides from the rooms referencing the item
+// whether the requesting server may have it (residency.go). What is served
+// is recorded as an audit flow.
 
 // ServeMedia returns the content of our media item mediaID for the server
 // origin: its type, Content-Disposition and bytes. timeout bounds the wait
@@ -28,6 +29,7 @@ func (s *Service) ServeMedia(ctx context.Context, origin, mediaID string, timeou
 	if err != nil {
 		return "", "", nil, err
 	}
+	s.flow(Outbound, origin, m.MXC(), m.Size)
 	return m.ContentType, ContentDisposition(m.ContentType, m.Filename), f, nil
 }
 
@@ -47,6 +49,7 @@ func (s *Service) ServeThumbnail(ctx context.Context, origin, mediaID string, wi
 	if err != nil {
 		return "", "", nil, err
 	}
+	s.flow(Outbound, origin, m.MXC(), t.Size)
 	name := "thumbnail." + strings.TrimPrefix(t.ContentType, "image/")
 	return t.ContentType, ContentDisposition(t.ContentType, name), f, nil
 }
@@ -55,10 +58,8 @@ func (s *Service) lookupForServer(ctx context.Context, origin, mediaID string, t
 	if !ValidMediaID(mediaID) {
 		return nil, mxhttp.NotFound("Unknown media")
 	}
-	if s.policy != nil {
-		if err := s.policy.AllowRemoteMedia(ctx, origin); err != nil {
-			return nil, err
-		}
+	if err := s.allowServe(ctx, origin, "mxc://"+s.serverName+"/"+mediaID); err != nil {
+		return nil, err
 	}
 	return s.Lookup(ctx, s.serverName, mediaID, timeout, false)
 }

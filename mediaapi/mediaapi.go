@@ -9,8 +9,9 @@
 // committed, so a crash never leaves a row without its bytes (at worst an
 // unreferenced blob). Rows live in the shared store (storage/media.go).
 //
-// Media of other servers needs federation: a RemoteFetcher fetches it, and a
-// RemotePolicy (data localization) decides whether it may be fetched at all.
+// Media of other servers needs federation: a RemoteFetcher fetches it, and
+// the data-localization policy (Residency, residency.go) decides whether it
+// may be fetched at all, and whether ours may be served to another server.
 // Without a fetcher, remote media is M_NOT_FOUND. Fetched media is cached
 // (remote.go): one download per file however many ask at once, least
 // recently used files evicted beyond media.remote_cache_bytes.
@@ -59,6 +60,11 @@ type Store interface {
 	DeleteMedia(ctx context.Context, origin, mediaID string) ([]string, error)
 	// Erasure (storage/erasure.go).
 	EraseUploads(ctx context.Context, userID string, now int64) ([]string, int, error)
+
+	// The mxc reference record (storage/media_refs.go).
+	InsertMediaRefs(ctx context.Context, refs []storage.MediaRef) error
+	MediaRefRooms(ctx context.Context, uri string, limit int) ([]string, error)
+	MediaRefTail(ctx context.Context, uri string, limit int) ([]storage.MediaRefCandidate, error)
 }
 
 // RemoteFetcher fetches media that another server holds (federation's
@@ -76,12 +82,6 @@ type RemoteFetcher interface {
 	FetchThumbnail(ctx context.Context, serverName, mediaID string, req ThumbnailRequest, maxBytes int64, timeout time.Duration) (contentType string, body io.ReadCloser, err error)
 }
 
-// RemotePolicy is the data-localization hook for media crossing the server's
-// boundary: it may refuse to fetch (and so to serve) another server's media.
-type RemotePolicy interface {
-	AllowRemoteMedia(ctx context.Context, serverName string) error
-}
-
 // PendingUploadLifetime is how long a media ID created for an asynchronous
 // upload waits for its content (the spec's recommended 24 hours).
 const PendingUploadLifetime = 24 * time.Hour
@@ -97,8 +97,9 @@ type Service struct {
 	cfg        config.Media
 	now        func() time.Time
 
-	remote RemoteFetcher
-	policy RemotePolicy
+	remote    RemoteFetcher
+	residency Residency
+	audit     Audit
 
 	mu      sync.Mutex
 	waiters map[string]*waiter // media ID → downloads waiting for its pending upload
@@ -115,8 +116,11 @@ type Options struct {
 	Config *config.Config
 	// Remote fetches other servers' media; nil: remote media is M_NOT_FOUND.
 	Remote RemoteFetcher
-	// Policy, when set, is asked before remote media is fetched or served.
-	Policy RemotePolicy
+	// Residency, when set, is asked before another server's media is
+	// fetched and before ours is served to another server (residency.go).
+	Residency Residency
+	// Audit, when set, records media crossing the boundary and refusals.
+	Audit Audit
 	// Metrics, when set, receives the remote cache's size gauge.
 	Metrics prometheus.Registerer
 }
@@ -134,7 +138,8 @@ func New(o Options) (*Service, error) {
 		cfg:        o.Config.Media,
 		now:        time.Now,
 		remote:     o.Remote,
-		policy:     o.Policy,
+		residency:  o.Residency,
+		audit:      o.Audit,
 		waiters:    map[string]*waiter{},
 	}
 	s.cache = newRemoteCache(s)

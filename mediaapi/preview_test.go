@@ -23,6 +23,8 @@ type memStore struct {
 	mu     sync.Mutex
 	media  map[string]storage.MediaRow
 	thumbs map[string]storage.MediaThumbnail
+	refs   []storage.MediaRef          // the mxc reference record (references_test.go)
+	tail   []storage.MediaRefCandidate // events past the record's follower
 }
 
 func newMemStore() *memStore {

@@ -62,10 +62,8 @@ func newRemoteCache(s *Service) *remoteCache { return &remoteCache{s: s} }
 // (allowRemote and a fetcher configured) fetched from its server, waiting
 // for the download up to timeout.
 func (s *Service) lookupRemote(ctx context.Context, serverName, mediaID string, timeout time.Duration, allowRemote bool) (*Media, error) {
-	if s.policy != nil {
-		if err := s.policy.AllowRemoteMedia(ctx, serverName); err != nil {
-			return nil, err
-		}
+	if err := s.allowFetch(ctx, serverName, mediaID); err != nil {
+		return nil, err
 	}
 	row, err := s.store.GetMedia(ctx, serverName, mediaID)
 	if err == nil && row.SHA256 != "" {
@@ -127,6 +125,7 @@ func (c *remoteCache) fetch(ctx context.Context, serverName, mediaID string, tim
 	if err != nil {
 		return nil, err
 	}
+	s.flow(Inbound, serverName, "mxc://"+serverName+"/"+mediaID, size)
 	c.evict(ctx, serverName, mediaID)
 	return mediaOf(&row), nil
 }

@@ -72,10 +72,8 @@ func (s *Service) ThumbnailOf(ctx context.Context, serverName, mediaID string, r
 		t, err := s.Thumbnail(ctx, m, req)
 		return t, m.Created, err
 	}
-	if s.policy != nil {
-		if err := s.policy.AllowRemoteMedia(ctx, serverName); err != nil {
-			return nil, time.Time{}, err
-		}
+	if err := s.allowFetch(ctx, serverName, mediaID); err != nil {
+		return nil, time.Time{}, err
 	}
 	row, err := s.store.GetMedia(ctx, serverName, mediaID)
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
@@ -169,6 +167,7 @@ func (c *remoteCache) fetchThumbnail(ctx context.Context, serverName, mediaID st
 	if err != nil {
 		return nil, err
 	}
+	s.flow(Inbound, serverName, "mxc://"+serverName+"/"+mediaID, size)
 	c.evict(ctx, serverName, mediaID)
 	return th, nil
 }

@@ -156,18 +156,24 @@ func (db *DB) PurgedMedia(ctx context.Context, limit int) ([]string, error) {
 	return out, rows.Err()
 }
 
-// MediaStillNamed reports whether an event's JSON (a state event, an event
-// not purged) or a user's profile still names an mxc:// URI. It scans the
-// events table: the purge calls it once per purged media item, in the
-// background.
+// MediaStillNamed reports whether an unredacted (so not purged) event
+// references an mxc:// URI — the mxc reference record (storage/media_refs.go),
+// plus, conservatively, any event past its follower's cursor whose JSON
+// contains the URI (not recorded yet: during the record's first backfill,
+// every event) — or a user's profile still names it. The purge calls it once
+// per purged media item, in the background.
 func (db *DB) MediaStillNamed(ctx context.Context, uri string) (bool, error) {
-	// The URI in a LIKE pattern: % and \ escaped; _ (any one character) only
-	// widens the match, which keeps media rather than deleting it.
-	pat := "%" + strings.NewReplacer(`\`, `\\`, `%`, `\%`).Replace(uri) + "%"
+	// _ (any one character) in the LIKE pattern only widens the match, which
+	// keeps media rather than deleting it.
+	pat := likeContaining(uri)
 	var n int
-	err := db.QueryRow(ctx, `SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE json LIKE $1 ESCAPE '\' LIMIT 1) e)
+	err := db.QueryRow(ctx, `SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM media_refs r JOIN events e ON e.event_id = r.event_id
+			WHERE r.uri = $2 AND e.redacted_by IS NULL LIMIT 1) rec)
+		+ (SELECT COUNT(*) FROM (SELECT 1 FROM events
+			WHERE stream_pos > COALESCE((SELECT position FROM stream_cursors WHERE name = $3), 0)
+			AND json LIKE $1 ESCAPE '\' LIMIT 1) tail)
 		+ (SELECT COUNT(*) FROM (SELECT 1 FROM users WHERE avatar_url = $2 OR profile_fields LIKE $1 ESCAPE '\' LIMIT 1) u)`,
-		pat, uri).Scan(&n)
+		pat, uri, MediaRefsFollower).Scan(&n)
 	if err != nil {
 		return false, fmt.Errorf("looking for references to %s: %w", uri, err)
 	}

@@ -112,6 +112,7 @@ media:
   # Serve the deprecated unauthenticated /_matrix/media/v3/download and
   # /thumbnail endpoints. false "freezes" them (404) as the spec recommends;
   # every current client uses the authenticated /_matrix/client/v1/media API.
+  # With residency.enabled they are refused (403) whatever this says.
   legacy_unauthenticated: false
   # Let clients ask the server to fetch URL previews (OpenGraph). The server
   # then fetches every URL users preview; non-public addresses are refused.

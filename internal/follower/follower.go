@@ -15,7 +15,9 @@
 //
 // A follower seen for the first time (no saved cursor) starts at the stream's
 // current position, not at the beginning of history: adding a follower to an
-// existing server does not replay every past event through it.
+// existing server does not replay every past event through it — unless it
+// asks to (Options.FromStart: a follower that indexes history, such as the
+// mxc reference record, backfills that way, page by page).
 package follower
 
 import (
@@ -57,6 +59,9 @@ type Options struct {
 	// MinBackoff and MaxBackoff bound the delay before a failed page is
 	// retried; it doubles on every consecutive failure (defaults 100ms, 1m).
 	MinBackoff, MaxBackoff time.Duration
+	// FromStart: the first time (no saved cursor) start at position 0, so
+	// that every stored event passes through the handler once (a backfill).
+	FromStart bool
 }
 
 // The cursor moves in memory with every page, and is written at most every
@@ -102,6 +107,9 @@ func Start(ctx context.Context, opts Options) (*Follower, error) {
 	}
 	if !found {
 		pos = opts.Stream.Current()
+		if opts.FromStart {
+			pos = 0
+		}
 		if err := opts.Store.SaveStreamCursor(ctx, opts.Name, pos); err != nil {
 			return nil, fmt.Errorf("follower %s: %w", opts.Name, err)
 		}

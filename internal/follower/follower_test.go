@@ -269,3 +269,41 @@ func TestFollowerCloseWhileFailing(t *testing.T) {
 		t.Fatalf("cursor saved at %d past a page that never passed", got)
 	}
 }
+
+// A follower with FromStart, seen for the first time, hands over the whole
+// history in pages (a backfill), then what follows; restarted, it resumes
+// from its cursor and does not replay history again.
+func TestFollowerFromStartBackfills(t *testing.T) {
+	st := newFakeStore()
+	st.add(7, false) // history
+	r := &recorder{}
+	opts := Options{Name: "test", Store: st, Stream: st, Handle: r.handle, PageSize: 3, FromStart: true}
+	f, err := Start(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the backfill", func() bool { return f.Position() == 7 })
+	st.add(2, false)
+	waitFor(t, "the new events", func() bool { return f.Position() == 9 })
+	f.Close()
+	if got := r.positions(); !slices.Equal(got, seq(1, 9, 1)) {
+		t.Fatalf("handled %v, want 1..9", got)
+	}
+	for _, p := range r.pages {
+		if len(p) > 3 {
+			t.Fatalf("a page of %d events, page size 3", len(p))
+		}
+	}
+	r2 := &recorder{}
+	opts.Handle = r2.handle
+	f2, err := Start(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f2.Close)
+	st.add(1, false)
+	waitFor(t, "the restarted follower", func() bool { return f2.Position() == 10 })
+	if got := r2.positions(); !slices.Equal(got, []int64{10}) {
+		t.Fatalf("restarted follower handled %v, want only 10", got)
+	}
+}

@@ -1,0 +1,129 @@
+package mediaapi
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/residency"
+)
+
+// Media under the data-localization policy (residency). With the policy on:
+//
+//   - Our media is served to another server (the federation endpoints,
+//     federation.go) only when the server's zone shares media
+//     (Server(origin, Media)) and some room whose events reference the item
+//     (the mxc reference record, references.go) admits the server for media
+//     (Room(room, origin, Media)). An item no room references — uploaded and
+//     never shared — goes nowhere. A profile avatar is referenced by the
+//     user's m.room.member events, so it reaches the servers of the rooms the
+//     user is in, no more.
+//   - Another server's media is fetched (and served from our cache) only
+//     when its zone shares media (Server(server, Media)); else nothing is
+//     requested of it.
+//
+// Each refusal is a 403 M_FORBIDDEN carrying the decision's reason, and an
+// audit refusal record; each item served to or fetched from another server
+// an audit flow record (data kind media, its bytes). With the policy off the
+// record is not consulted and media flows as it always did.
+
+// Residency is the data-localization policy as mediaapi asks it
+// (residency.Policy).
+type Residency interface {
+	Server(ctx context.Context, server string, kind residency.Kind) residency.Decision
+	Room(ctx context.Context, roomID, server string, kind residency.Kind) residency.Decision
+}
+
+// Audit records media crossing the boundary and the policy's refusals
+// (filled by the homeserver over audit.Log).
+type Audit interface {
+	// MediaFlow: the item uri (bytes long) went to server (outbound) or
+	// came from it (inbound).
+	MediaFlow(direction, server, uri string, bytes int64)
+	// MediaRefusal: d kept the item uri from server, or us from server's
+	// media; purpose names the endpoint, room the room decided on ("" for none).
+	MediaRefusal(d residency.Decision, direction, server, purpose, uri, room string)
+}
+
+// Directions of a flow or refusal, as the audit trail spells them.
+const (
+	Outbound = "outbound"
+	Inbound  = "inbound"
+)
+
+// Purposes of refusal records.
+const (
+	purposeServe = "media.serve" // /_matrix/federation/v1/media/download, /thumbnail
+	purposeFetch = "media.fetch" // fetching another server's media for our clients
+)
+
+// allowServe decides whether our item uri may be served to origin.
+func (s *Service) allowServe(ctx context.Context, origin, uri string) error {
+	if s.residency == nil {
+		return nil
+	}
+	d := s.residency.Server(ctx, origin, residency.Media)
+	if d.Rule == residency.RuleDisabled {
+		return nil
+	}
+	if !d.Allowed {
+		return s.refuse(d, Outbound, origin, purposeServe, uri, "")
+	}
+	rooms, err := s.referencingRooms(ctx, uri)
+	if err != nil {
+		return fmt.Errorf("reading the rooms referencing %s: %w", uri, err)
+	}
+	var first residency.Decision
+	for i, room := range rooms {
+		rd := s.residency.Room(ctx, room, origin, residency.Media)
+		if rd.Allowed {
+			return nil
+		}
+		if i == 0 {
+			first = rd
+		}
+	}
+	if len(rooms) == 0 {
+		d.Allowed, d.Rule = false, "residency.media.unreferenced"
+		d.Reason = fmt.Sprintf("%s is not referenced in any room %s may see; media is served to another server only once shared in a room of a zone it is admitted to",
+			uri, origin)
+		return s.refuse(d, Outbound, origin, purposeServe, uri, "")
+	}
+	if len(rooms) > 1 {
+		first.Reason = fmt.Sprintf("%s is referenced only in rooms %s may not see (%d rooms; the first: %s)",
+			uri, origin, len(rooms), first.Reason)
+	}
+	return s.refuse(first, Outbound, origin, purposeServe, uri, rooms[0])
+}
+
+// allowFetch decides whether another server's media may be fetched from it
+// (or served from our cache of it).
+func (s *Service) allowFetch(ctx context.Context, server, mediaID string) error {
+	if s.residency == nil {
+		return nil
+	}
+	d := s.residency.Server(ctx, server, residency.Media)
+	if d.Allowed {
+		return nil
+	}
+	return s.refuse(d, Inbound, server, purposeFetch, "mxc://"+server+"/"+mediaID, "")
+}
+
+// refuse records a refusal and returns its 403.
+func (s *Service) refuse(d residency.Decision, direction, server, purpose, uri, room string) error {
+	if s.audit != nil {
+		s.audit.MediaRefusal(d, direction, server, purpose, uri, room)
+	}
+	reason := d.Reason
+	if reason == "" {
+		reason = "The data-localization policy does not let this media cross to or from " + server
+	}
+	return mxhttp.Forbidden("%s", reason)
+}
+
+// flow records an item served to or fetched from another server.
+func (s *Service) flow(direction, server, uri string, bytes int64) {
+	if s.audit != nil {
+		s.audit.MediaFlow(direction, server, uri, bytes)
+	}
+}
