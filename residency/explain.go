@@ -45,7 +45,7 @@ type Explanation struct {
 	// RoomRecorded: the zone is recorded (room_residency); false: the room
 	// was classified now from the store's state, as the server will record
 	// it when it next meets the room.
-	RoomRecorded bool               `json:"room_recorded,omitempty"`
+	RoomRecorded bool              `json:"room_recorded,omitempty"`
 	Kinds        []KindExplanation `json:"kinds"`
 }
 
