@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -25,6 +26,7 @@ import (
 type trustListHost struct {
 	mu   sync.Mutex
 	doc  []byte
+	down bool
 	priv ed25519.PrivateKey
 	pub  ed25519.PublicKey
 	srv  *httptest.Server
@@ -36,6 +38,10 @@ func newTrustListHost(t *testing.T) *trustListHost {
 	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		h.mu.Lock()
 		defer h.mu.Unlock()
+		if h.down {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
 		_, _ = w.Write(h.doc)
 	}))
 	t.Cleanup(h.srv.Close)
@@ -158,4 +164,84 @@ func auditLogRecords(ctx context.Context, srv *testserver.Server) ([]audit.Recor
 		return nil
 	})
 	return out, err
+}
+
+// TestResidencyTrustListRestart: a1 restarts while the trust list's URL is
+// down: the list it accepted before is applied from the store at once (b is
+// still in zone p and may deal with a1), the failed fetch is counted, and no
+// new policy_change is recorded (the policy did not change).
+func TestResidencyTrustListRestart(t *testing.T) {
+	for _, backend := range testserver.Backends {
+		t.Run(backend, func(t *testing.T) {
+			defer recoverMust(t)
+			host := newTrustListHost(t)
+			host.publish(t, 1, map[string]string{"b.test": "p"})
+			n := newFedNet(t, "a1.test", "b.test")
+			startA := n.restartable(t, backend, "a1.test", residencyPolicy(func(r *config.Residency) {
+				r.Zones = []config.ResidencyZone{{Name: "a", Servers: []string{"a1.test"}}, {Name: "p", Includes: []string{"a"}}}
+				r.Rooms.Rules = nil
+				r.TrustList = host.config(time.Hour)
+			}))
+			a := startA()
+			b := n.start(t, backend, "b.test")
+			ctx := ctxT(t)
+			if v := a.Residency.Rules().TrustListVersion(); v != 1 {
+				t.Fatalf("version in force = %d, want 1", v)
+			}
+			before, err := auditLogRecords(ctx, a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			shutdown, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			if err := a.Shutdown(shutdown); err != nil {
+				t.Fatal(err)
+			}
+			host.mu.Lock()
+			host.down = true
+			host.mu.Unlock()
+
+			a = startA()
+			if v := a.Residency.Rules().TrustListVersion(); v != 1 {
+				t.Fatalf("after restart with the URL down: version in force = %d, want 1 (the stored list)", v)
+			}
+			fromB := n.client(t, "b.test", b.SigningKey)
+			if _, err := fromB.QueryProfile(ctx, "a1.test", a.UserID("nobody")); errStatus(err) != http.StatusNotFound {
+				t.Fatalf("b → a1 profile query after restart: %v, want 404 (b is still in zone p)", err)
+			}
+			m := metricsText(t, a)
+			if !strings.Contains(m, `myelin_residency_trust_list_refresh_total{result="failed"} 1`) ||
+				!strings.Contains(m, "myelin_residency_trust_list_version 1") {
+				t.Fatalf("metrics after restart:\n%s", grepLines(m, "trust_list"))
+			}
+			after, err := auditLogRecords(ctx, a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if countKind(after, audit.KindPolicyChange) != countKind(before, audit.KindPolicyChange) || countKind(before, audit.KindPolicyChange) != 2 {
+				t.Fatalf("policy_change records: %d before the restart (want 2: startup, v1), %d after (want no new one)",
+					countKind(before, audit.KindPolicyChange), countKind(after, audit.KindPolicyChange))
+			}
+		})
+	}
+}
+
+func countKind(recs []audit.Record, k audit.Kind) int {
+	n := 0
+	for _, r := range recs {
+		if r.Kind == k {
+			n++
+		}
+	}
+	return n
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
