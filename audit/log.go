@@ -29,9 +29,18 @@ type Options struct {
 	Store   Store
 	Metrics Registerer       // nil: no metrics
 	Now     func() time.Time // for tests; default time.Now
+	// Zones places the other server of a flow in the residency policy's
+	// zones, for the zone label of myelin_audit_flows_total (nil: "disabled").
+	Zones Zones
 	// QueueSize bounds the records Record holds before they are written
 	// (default 4096); beyond it Record waits.
 	QueueSize int
+}
+
+// Zones is the residency policy's placement of a server: its zone, "none"
+// when it is in none, "disabled" when the policy is off.
+type Zones interface {
+	ServerZone(server string) string
 }
 
 // Entry is a record to append: the log adds the sequence number, the time
@@ -82,8 +91,8 @@ func New(o Options) (*Log, error) {
 		}, []string{"kind"}),
 		flows: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "myelin_audit_flows_total",
-			Help: "Federation transactions recorded in the audit trail, by direction (inbound, outbound) and data kind carried (one per transaction and kind).",
-		}, []string{"direction", "kind"}),
+			Help: "Federation transactions recorded in the audit trail, by direction (inbound, outbound), data kind carried (one per transaction and kind) and the other server's residency zone (none: in no zone; disabled: the policy is off).",
+		}, []string{"direction", "kind", "zone"}),
 	}
 	if o.Metrics != nil {
 		for _, c := range []prometheus.Collector{l.records, l.flows} {
@@ -120,8 +129,12 @@ func (l *Log) Append(ctx context.Context, entries ...Entry) ([]Record, error) {
 	for _, e := range entries {
 		l.records.WithLabelValues(string(e.Kind)).Inc()
 		if e.flow != nil {
+			zone := "disabled"
+			if l.o.Zones != nil {
+				zone = l.o.Zones.ServerZone(e.flow.Server)
+			}
 			for _, k := range e.flow.dataKinds() {
-				l.flows.WithLabelValues(e.flow.Direction, k).Inc()
+				l.flows.WithLabelValues(e.flow.Direction, k, zone).Inc()
 			}
 		}
 	}

@@ -97,6 +97,9 @@ type Server struct {
 	// Residency is the data-localization policy (zones, room residency,
 	// data kinds, trust list); always built, answering "allowed" when off.
 	Residency *residency.Policy
+	// TrustList keeps the residency trust list in force (nil unless
+	// residency.trust_list has a source); stopped on close.
+	TrustList *residency.Refresher
 	// Audit is the audit trail (flows, refusals, admin actions); built
 	// first, closed last (it writes what is queued).
 	Audit *audit.Log
@@ -210,6 +213,9 @@ func (s *Server) build(ctx context.Context) error {
 	// The data-localization policy: the transport asks it per server, the
 	// boundary modules per room and data kind.
 	s.buildResidency()
+	if err := s.startResidencyTrust(ctx); err != nil {
+		return err
+	}
 	transport, err := federation.NewTransport(federation.TransportOptions{Config: cfg, SigningKey: key, Store: db, Metrics: s.Metrics,
 		Residency: residencyServers{s.Residency}})
 	if err != nil {
@@ -362,6 +368,9 @@ func (s *Server) close() {
 		s.Retention.Close()
 	}
 	s.stopClientIPPurge()
+	if s.TrustList != nil {
+		s.TrustList.Close()
+	}
 	if s.Audit != nil { // after the sender: what it recorded is written
 		s.Audit.Close()
 	}

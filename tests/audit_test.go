@@ -149,12 +149,12 @@ func TestFederationAuditFlows(t *testing.T) {
 					t.Fatalf("%s: verify %+v %v", srv.Config.ServerName, v, err)
 				}
 			}
-			if m := metricsText(t, a); !strings.Contains(m, `myelin_audit_flows_total{direction="outbound",kind="events"}`) ||
-				!strings.Contains(m, `myelin_audit_flows_total{direction="outbound",kind="typing"}`) ||
+			if m := metricsText(t, a); !strings.Contains(m, `myelin_audit_flows_total{direction="outbound",kind="events",zone="disabled"}`) ||
+				!strings.Contains(m, `myelin_audit_flows_total{direction="outbound",kind="typing",zone="disabled"}`) ||
 				!strings.Contains(m, `myelin_audit_records_total{kind="flow"}`) {
 				t.Errorf("a.test's metrics lack the audit counters")
 			}
-			if m := metricsText(t, b); !strings.Contains(m, `myelin_audit_flows_total{direction="inbound",kind="typing"}`) {
+			if m := metricsText(t, b); !strings.Contains(m, `myelin_audit_flows_total{direction="inbound",kind="typing",zone="disabled"}`) {
 				t.Errorf("b.test's metrics lack the inbound typing flows")
 			}
 		})

@@ -44,6 +44,14 @@ Usage:
   myelin audit export [--since T] [--until T] [flags]
                                   write the audit records of [since, until) (RFC 3339)
                                   as JSON lines on stdout
+  myelin trust-list keygen --out KEYFILE
+                                  make an ed25519 key to sign a consortium trust list
+  myelin trust-list sign --key KEYFILE --in list.json [--out signed.json]
+                                  sign a trust list (docs/federation-policy.md)
+  myelin trust-list verify --in signed.json (--config FILE | --issuer I --key-id K --public-key P)
+                                  check a signed trust list (exit 1 when refused)
+  myelin policy explain --server NAME [--room ROOM] [--json] [flags]
+                                  what the residency policy lets flow to a server, and why
   myelin version                  print the version
 
 Run "myelin <command> -h" for the flags of a command.
@@ -74,6 +82,10 @@ func main() {
 		err = exportUserCmd(args)
 	case "audit":
 		err = auditCmd(args)
+	case "trust-list":
+		err = trustListCmd(args)
+	case "policy":
+		err = policyCmd(args)
 	case "version":
 		fmt.Println("myelin", version)
 	case "help", "-h", "--help":

@@ -238,19 +238,44 @@ retention:
   purge_interval: 1h
   batch_size: 500  # events per purge transaction (at most 500)
 
-# Data localization (residency; off by default): per zone, metadata settings.
-# residency:
-#   zones:
-#     - name: eu
-#       servers: ["*.eu.example"]
-#       # Default retention of rooms resident in this zone that have no
-#       # m.room.retention (needs retention.enabled).
-#       retention: {max_lifetime: 2160h}
-#       # When this is our zone (residency.zone): clients' IP addresses are
-#       # cleared once last seen longer ago than this (0s: kept; at least 1m).
-#       client_ip_retention: 720h
-#       # false: users of this zone's (remote) servers are left out of our
-#       # users' directory searches.
-#       user_directory_visible: true
+residency:
+  # The data-localization policy (docs/federation-policy.md): named zones of
+  # servers, the zone each room is resident in, which data kinds may go to
+  # each zone, and a consortium's signed trust list. Off: every server the
+  # federation lists allow may receive everything.
+  enabled: false
+  zone: ""  # the zone our own server is in
+  zones: []
+  # zones:
+  #   - name: internal
+  #     servers: ["corp.example", "*.corp.example"]  # patterns as m.room.server_acl's
+  #   - name: eu
+  #     servers: ["*.example.de"]
+  #     includes: [internal]       # rooms of eu may also go to internal's servers
+  #     share: {presence: false}   # events, typing, receipts, presence, to_device,
+  #                                # device_keys, media, profile, directory, keys
+  #     require_encryption: true   # rooms must be encrypted before others join
+  #     retention: {max_lifetime: 2160h}  # default for this zone's rooms
+  #     client_ip_retention: 720h  # when this is our zone
+  #     user_directory_visible: true  # false: this zone's remote users are
+  #                                   # left out of directory searches
+  rooms:
+    default_zone: ""  # the zone of rooms no rule matches
+    rules: []
+    # rules:
+    #   - zone: eu
+    #     aliases: ["#eu-*:example.org"]   # also creators, room_types
+    #     may_choose: [internal]
+    may_choose: []  # zones any creator may choose at creation
+  trust_list:
+    # The consortium's signed list of member servers and their zones: a
+    # url (or a file), verified against the pinned issuer and key, refreshed
+    # and applied without restart (myelin trust-list keygen|sign|verify).
+    url: ""
+    file: ""
+    issuer: ""
+    key_id: ""      # ed25519:<version>
+    public_key: ""  # unpadded base64
+    refresh: 1h
 `, serverName, sharedSecret), "\n")
 }
