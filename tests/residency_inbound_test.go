@@ -305,6 +305,26 @@ func TestResidencyInbound(t *testing.T) {
 				t.Fatalf("user/keys/query for a2: %v", err)
 			}
 
+			// Invites to rooms a1 holds nothing of: classified from the
+			// stripped state (not recorded); a room of zone a (the default)
+			// refused, one whose alias puts it in zone open accepted.
+			hidden := id.RoomID("!hidden:b.test")
+			inv, invID := b.invitePDU(t, "10", hidden, mallory, alice.UserID, nil)
+			_, err = b.call(ctx, "PUT", path("v2", "invite", hidden, invID), nil,
+				map[string]any{"room_version": "10", "event": inv, "invite_room_state": strippedOf(mallory, "10", "Hidden")})
+			wantRefused(t, "invite v2 to a zone-a room hosted on b", err, zoneA)
+			openB := id.RoomID("!openb:b.test")
+			inv, invID = b.invitePDU(t, "10", openB, mallory, alice.UserID, nil)
+			stripped := append(strippedOf(mallory, "10", "Open on b"),
+				map[string]any{"type": "m.room.canonical_alias", "state_key": "", "sender": mallory, "content": map[string]any{"alias": "#open-b:b.test"}})
+			if _, err := b.call(ctx, "PUT", path("v2", "invite", openB, invID), nil,
+				map[string]any{"room_version": "10", "event": inv, "invite_room_state": stripped}); err != nil {
+				t.Fatalf("invite to an open room hosted on b: %v", err)
+			}
+			if _, err := a1.DB.GetRoomResidency(ctx, string(openB)); err == nil {
+				t.Fatal("an invite's stripped state was recorded as the room's zone")
+			}
+
 			// a2, in zone a, may join the zone-a room.
 			if _, err := a2.call(ctx, "GET", path("v1", "make_join", roomA, "@dave:a2.test"), vers, nil); err != nil {
 				t.Fatalf("make_join of the zone-a room for a2: %v", err)
