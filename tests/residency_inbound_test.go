@@ -143,7 +143,7 @@ func TestResidencyInbound(t *testing.T) {
 	for _, backend := range testserver.Backends {
 		t.Run(backend, func(t *testing.T) {
 			n := newResidencyNet(t, backend, residencyPolicy(func(r *config.Residency) {
-				r.Zones[1].Share = map[string]bool{"keys": false, "device_keys": false}
+				r.Zones[1].Share = map[string]bool{"keys": false, "device_keys": false, "profile": false}
 			}))
 			ctx := ctxT(t)
 			a1 := n.a1
@@ -325,6 +325,13 @@ func TestResidencyInbound(t *testing.T) {
 				t.Fatal("an invite's stripped state was recorded as the room's zone")
 			}
 
+			// Profiles: likewise (the transport's question, with its reason).
+			_, err = b.call(ctx, "GET", path("v1", "query", "profile"), url.Values{"user_id": {alice.UserID.String()}}, nil)
+			wantRefused(t, "query/profile", err, noKeys)
+			if _, err := a2.call(ctx, "GET", path("v1", "query", "profile"), url.Values{"user_id": {alice.UserID.String()}}, nil); err != nil {
+				t.Fatalf("query/profile for a2: %v", err)
+			}
+
 			// a2, in zone a, may join the zone-a room.
 			if _, err := a2.call(ctx, "GET", path("v1", "make_join", roomA, "@dave:a2.test"), vers, nil); err != nil {
 				t.Fatalf("make_join of the zone-a room for a2: %v", err)
@@ -375,7 +382,7 @@ func TestResidencyInbound(t *testing.T) {
 			want := map[string]bool{"make_join": false, "send_join": false, "make_knock": false, "send_knock": false, "make_leave": false,
 				"invite": false, "state": false, "state_ids": false, "event": false, "event_auth": false, "backfill": false,
 				"get_missing_events": false, "timestamp_to_event": false, "query/directory": false, "hierarchy": false,
-				"user/devices": false, "user/keys/query": false, "user/keys/claim": false, "send": false}
+				"user/devices": false, "user/keys/query": false, "user/keys/claim": false, "send": false, "profile": false}
 			recs := inboundAuditRecords(t, a1, func(recs []audit.Record) bool {
 				for _, r := range inboundRefusalRecords(recs) {
 					if r.Purpose == "send" {
@@ -423,6 +430,17 @@ func TestResidencyInbound(t *testing.T) {
 			for _, e := range []string{"state", "backfill", "event", "get_missing_events", "send_join", "query/directory", "publicRooms", "hierarchy"} {
 				if !served[e] {
 					t.Errorf("no flow record of %s served to b (have %v)", e, served)
+				}
+			}
+			toA2 := map[string]bool{}
+			for _, f := range servedFlows(recs) {
+				if f.Server == "a2.test" && f.Direction == audit.Outbound {
+					toA2[f.Endpoint] = true
+				}
+			}
+			for _, e := range []string{"query/profile", "user/devices", "user/keys/query", "publicRooms"} {
+				if !toA2[e] {
+					t.Errorf("no flow record of %s served to a2 (have %v)", e, toA2)
 				}
 			}
 		})
