@@ -15,16 +15,21 @@ const (
 
 // Flow is one federation transaction that crossed the boundary: sent to
 // Server and acknowledged with a 2xx (outbound), or received from it and
-// processed (inbound).
+// processed (inbound); or one query another server made of us that we
+// answered (Endpoint set, Direction outbound: the data left us).
 type Flow struct {
-	Direction string         `json:"direction"`
-	Server    string         `json:"server"` // the destination, or the origin
-	TxnID     string         `json:"txn_id"`
-	Rooms     map[string]int `json:"rooms,omitempty"` // PDUs per room ID
-	PDUs      int            `json:"pdus"`
-	EDUs      map[string]int `json:"edus,omitempty"` // EDUs per EDU type
+	Direction string `json:"direction"`
+	Server    string `json:"server"` // the destination, or the origin
+	TxnID     string `json:"txn_id"`
+	// Endpoint names the federation query served ("state", "backfill",
+	// "query/profile", "user/keys/query", …); empty for transactions.
+	Endpoint string         `json:"endpoint,omitempty"`
+	Rooms    map[string]int `json:"rooms,omitempty"` // PDUs per room ID
+	PDUs     int            `json:"pdus"`
+	EDUs     map[string]int `json:"edus,omitempty"` // EDUs per EDU type
 	// Data counts the items per data kind (DataEvents for PDUs, the EDUs'
-	// kinds by DataKindOfEDU); filled by the log.
+	// kinds by DataKindOfEDU); filled by the log unless the caller did (a
+	// served query counts what it answered: rooms listed, users' keys).
 	Data  map[string]int `json:"data,omitempty"`
 	Bytes int            `json:"bytes"` // the PDUs' and EDUs' JSON, or the media's content
 	// Media is the mxc:// URI of a media item served or fetched (Data then
@@ -33,9 +38,10 @@ type Flow struct {
 }
 
 func (f *Flow) fill() {
-	if f.Data == nil {
-		f.Data = map[string]int{}
+	if len(f.Data) > 0 {
+		return
 	}
+	f.Data = map[string]int{}
 	if f.PDUs > 0 {
 		f.Data[DataEvents] = f.PDUs
 	}

@@ -125,6 +125,8 @@ type Authenticator struct {
 	Keys       *KeyFetcher
 	Policy     Policy
 	Now        func() time.Time
+	// Refused, when set, is told of each origin the policy refused.
+	Refused RefusalHook
 }
 
 // Middleware authenticates a request or answers 401 M_UNAUTHORIZED (403
@@ -162,7 +164,11 @@ func (a *Authenticator) Authenticate(r *http.Request) (string, []byte, error) {
 		return "", nil, mxhttp.Unauthorized("Request is for %q, this server is %q", auth.Destination, a.ServerName)
 	}
 	if !a.Policy.AllowServer(r.Context(), auth.Origin, PurposeInbound) {
-		return "", nil, mxhttp.Forbidden("Federation with %s is not allowed by this server's policy", auth.Origin)
+		if a.Refused != nil {
+			a.Refused(r.Context(), auth.Origin, PurposeInbound)
+		}
+		return "", nil, mxhttp.Forbidden("%s", refusedMessage(r.Context(), a.Policy, auth.Origin, PurposeInbound,
+			"Federation with "+auth.Origin+" is not allowed by this server's policy"))
 	}
 	var body []byte
 	if r.Body != nil && r.Method != http.MethodGet && r.Method != http.MethodHead {

@@ -132,6 +132,9 @@ type Options struct {
 	Profiles Profiles
 	// OpenID answers /openid/userinfo; nil: not served.
 	OpenID OpenID
+	// ProfileServed, when set, is told of each profile answered to a server
+	// (the audit trail's flow record: origin, endpoint, items).
+	ProfileServed func(origin, endpoint string, items int)
 }
 
 // Module is the server-server API as far as it exists today: our keys, the
@@ -142,6 +145,7 @@ type Module struct {
 
 	profiles      Profiles
 	openID        OpenID
+	served        func(origin, endpoint string, items int)
 	limiter       *ratelimit.Limiter
 	notaryLimiter *ratelimit.Limiter
 }
@@ -153,6 +157,7 @@ func New(o Options) *Module {
 		Transport: o.Transport,
 		profiles:  o.Profiles,
 		openID:    o.OpenID,
+		served:    o.ProfileServed,
 		limiter:   ratelimit.New(cfg.Federation.RequestsPerSecond, cfg.Federation.Burst),
 
 		notaryLimiter: ratelimit.New(cfg.Federation.NotaryRequestsPerSecond, cfg.Federation.NotaryBurst),
@@ -439,8 +444,13 @@ func (m *Module) queryProfile(r *http.Request) (any, error) {
 	if server != m.ServerName {
 		return nil, mxhttp.NotFound("User %s is not local to this server", raw)
 	}
-	if !m.Policy.AllowServer(r.Context(), Origin(r.Context()), PurposeProfile) {
-		return nil, mxhttp.Forbidden("Profile lookup is not allowed for your server")
+	origin := Origin(r.Context())
+	if !m.Policy.AllowServer(r.Context(), origin, PurposeProfile) {
+		if m.Auth.Refused != nil {
+			m.Auth.Refused(r.Context(), origin, PurposeProfile)
+		}
+		return nil, mxhttp.Forbidden("%s", refusedMessage(r.Context(), m.Policy, origin, PurposeProfile,
+			"Profile lookup is not allowed for your server"))
 	}
 	if m.profiles == nil {
 		return nil, mxhttp.Forbidden("Profile lookup over federation is disabled on this homeserver")
@@ -448,6 +458,9 @@ func (m *Module) queryProfile(r *http.Request) (any, error) {
 	profile, err := m.profiles.ProfileJSON(r.Context(), userID)
 	if err != nil {
 		return nil, err
+	}
+	if m.served != nil {
+		m.served(origin, "query/profile", 1)
 	}
 	if field := q.Get("field"); field != "" {
 		v, ok := profile[field]

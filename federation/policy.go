@@ -111,3 +111,50 @@ func (c *CountingPolicy) AllowServer(ctx context.Context, server string, purpose
 	slog.WarnContext(ctx, "federation policy refused a server", "server", server, "purpose", string(purpose))
 	return false
 }
+
+// Explainer is a Policy that can say why it refuses a server a purpose, in
+// words the other server's operator can act on (the data-localization
+// policy's reason). Policies that cannot are answered with a generic message.
+type Explainer interface {
+	Explain(ctx context.Context, server string, purpose Purpose) string
+}
+
+// Explain is p's reason for refusing server purpose, "" when p gives none.
+func Explain(ctx context.Context, p Policy, server string, purpose Purpose) string {
+	if e, ok := p.(Explainer); ok {
+		return e.Explain(ctx, server, purpose)
+	}
+	return ""
+}
+
+// Explain is the reason of the first policy that refuses.
+func (a AllOf) Explain(ctx context.Context, server string, purpose Purpose) string {
+	for _, p := range a {
+		if !p.AllowServer(ctx, server, purpose) {
+			return Explain(ctx, p, server, purpose)
+		}
+	}
+	return ""
+}
+
+// Explain asks the wrapped policy about PolicyHost(server).
+func (c *CountingPolicy) Explain(ctx context.Context, server string, purpose Purpose) string {
+	if config.ValidateServerName(server) != nil {
+		return ""
+	}
+	return Explain(ctx, c.Policy, PolicyHost(server), purpose)
+}
+
+// RefusalHook is told of each inbound request the policy refused (the
+// audit trail, filled in by homeserver; it bounds what it records). server
+// is the origin the request names: at authentication, before its signature
+// is checked.
+type RefusalHook func(ctx context.Context, server string, purpose Purpose)
+
+// refusedMessage is the 403's text: the policy's reason, else fallback.
+func refusedMessage(ctx context.Context, p Policy, server string, purpose Purpose, fallback string) string {
+	if reason := Explain(ctx, p, server, purpose); reason != "" {
+		return reason
+	}
+	return fallback
+}

@@ -1,14 +1,19 @@
 package federationapi
 
 import (
+	"context"
 	"net/http"
 	"slices"
 	"strings"
 
+	"github.com/tidwall/gjson"
+
 	"github.com/myelin-chat/myelin/directory"
 	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/residency"
 	"github.com/myelin-chat/myelin/roomserver"
+	"github.com/myelin-chat/myelin/roomview"
 )
 
 // GET /_matrix/federation/v1/query/directory?room_alias=: a local alias, with
@@ -28,6 +33,10 @@ func (a *API) queryDirectory(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, roomAnswer(err)
 	}
+	origin := federation.Origin(r.Context())
+	if err := a.admitRoom(r, string(info.RoomID), origin, residency.Directory); err != nil {
+		return nil, err
+	}
 	servers, err := a.store.JoinedServers(r.Context(), string(info.RoomID))
 	if err != nil {
 		return nil, err
@@ -39,6 +48,7 @@ func (a *API) queryDirectory(r *http.Request) (any, error) {
 		}
 	}
 	slices.Sort(out[1:])
+	a.served(r, origin, residency.Directory, string(info.RoomID), 1)
 	return map[string]any{"room_id": info.RoomID, "servers": out}, nil
 }
 
@@ -81,7 +91,22 @@ func (a *API) publicRooms(r *http.Request) (any, error) {
 		req.Limit = defaultPublicRoomsCap
 	}
 	resp, err := a.directory.PublicRooms(r.Context(), req)
-	return resp, roomAnswer(err)
+	if err != nil {
+		return nil, roomAnswer(err)
+	}
+	// Only the rooms whose zone admits the server to directory entries: a
+	// page may come out shorter than asked, its next_batch still continues.
+	origin := federation.Origin(r.Context())
+	kept := resp.Chunk[:0]
+	for _, room := range resp.Chunk {
+		if a.roomAdmits(r.Context(), string(room.RoomID), origin, residency.Directory) {
+			kept = append(kept, room)
+		}
+	}
+	resp.TotalRoomCountEstimate = max(0, resp.TotalRoomCountEstimate-(len(resp.Chunk)-len(kept)))
+	resp.Chunk = kept
+	a.served(r, origin, residency.Directory, "", len(kept))
+	return resp, nil
 }
 
 // GET /_matrix/federation/v1/hierarchy/{roomId}?suggested_only=: a local
@@ -103,9 +128,63 @@ func (a *API) hierarchy(r *http.Request) (any, error) {
 	if err := a.knownRoom(ctx, roomID); err != nil {
 		return nil, err
 	}
+	if err := a.admitRoom(r, string(roomID), origin, residency.Directory); err != nil {
+		return nil, err
+	}
 	if err := a.checkACL(ctx, roomID, origin); err != nil {
 		return nil, err
 	}
 	resp, err := a.spaces.ServerHierarchy(ctx, origin, roomID, suggested)
-	return resp, roomAnswer(err)
+	if err != nil {
+		return nil, roomAnswer(err)
+	}
+	a.keepAdmittedChildren(ctx, resp, origin)
+	n := len(resp.Children)
+	if resp.Room != nil {
+		n++
+	}
+	a.served(r, origin, residency.Directory, string(roomID), n)
+	return resp, nil
+}
+
+// keepAdmittedChildren leaves out of a hierarchy the children whose zone
+// does not admit origin to directory entries: their summaries, their
+// m.space.child events and their IDs among the inaccessible children (the
+// server is not told they exist).
+func (a *API) keepAdmittedChildren(ctx context.Context, resp *roomview.ServerHierarchyResponse, origin string) {
+	if a.residency == nil {
+		return
+	}
+	admitted := map[string]bool{}
+	admits := func(roomID string) bool {
+		ok, seen := admitted[roomID]
+		if !seen {
+			ok = a.roomAdmits(ctx, roomID, origin, residency.Directory)
+			admitted[roomID] = ok
+		}
+		return ok
+	}
+	children := resp.Children[:0]
+	for _, c := range resp.Children {
+		if admits(string(c.RoomID)) {
+			children = append(children, c)
+		}
+	}
+	resp.Children = children
+	inaccessible := resp.InaccessibleChildren[:0]
+	for _, c := range resp.InaccessibleChildren {
+		if admits(string(c)) {
+			inaccessible = append(inaccessible, c)
+		}
+	}
+	resp.InaccessibleChildren = inaccessible
+	if resp.Room != nil {
+		state := resp.Room.ChildrenState[:0]
+		for _, ev := range resp.Room.ChildrenState {
+			if admits(gjson.GetBytes(ev, "state_key").Str) {
+				state = append(state, ev)
+			}
+		}
+		resp.Room.ChildrenState = state
+	}
 }

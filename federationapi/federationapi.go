@@ -25,6 +25,7 @@ import (
 	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/internal/redact"
+	"github.com/myelin-chat/myelin/residency"
 	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/roomview"
 	"github.com/myelin-chat/myelin/storage"
@@ -83,6 +84,10 @@ type Options struct {
 	Memberships  Memberships  // the writer's remote leaves and knocks (roomserver); nil: not served
 	Invites      Invites      // invites of local users (roomserver); nil: /invite is not served
 	UserKeys     UserKeys     // our users' devices and keys (keyserver); nil: /user/* is not served
+	// Residency is the data-localization policy (residency.go); nil: not asked.
+	Residency Residency
+	// Audit records the policy's refusals and the queries answered; nil: nothing recorded.
+	Audit Audit
 }
 
 // API is the server-server room API.
@@ -97,6 +102,8 @@ type API struct {
 	memberships Memberships
 	invites     Invites
 	userKeys    UserKeys
+	residency   Residency
+	audit       Audit
 	heavy       *originSlots // costly reads running per origin
 }
 
@@ -104,7 +111,7 @@ type API struct {
 func New(o Options) *API {
 	return &API{serverName: o.ServerName, rooms: o.Rooms, store: o.Store, directory: o.Directory, spaces: o.Spaces,
 		txns: o.Transactions, joins: o.Joins, memberships: o.Memberships, invites: o.Invites, userKeys: o.UserKeys,
-		heavy: newOriginSlots(MaxHeavyPerOrigin)}
+		residency: o.Residency, audit: o.Audit, heavy: newOriginSlots(MaxHeavyPerOrigin)}
 }
 
 // Bounds on what one request may ask for.
@@ -265,11 +272,16 @@ func isIPLiteral(host string) bool {
 }
 
 // member answers whether origin may read roomID's DAG: the room is known,
-// its server ACL admits origin and origin has a joined member in the room's
-// current state (what Synapse checks for /state and /backfill; the spec
-// says "the requesting host is not in the room"). 404 / 403 otherwise.
-func (a *API) member(ctx context.Context, roomID id.RoomID, origin string) error {
+// the residency policy admits origin to its events, its server ACL admits
+// origin and origin has a joined member in the room's current state (what
+// Synapse checks for /state and /backfill; the spec says "the requesting
+// host is not in the room"). 404 / 403 otherwise.
+func (a *API) member(r *http.Request, roomID id.RoomID, origin string) error {
+	ctx := r.Context()
 	if err := a.knownRoom(ctx, roomID); err != nil {
+		return err
+	}
+	if err := a.admitRoom(r, string(roomID), origin, residency.Events); err != nil {
 		return err
 	}
 	if err := a.checkACL(ctx, roomID, origin); err != nil {

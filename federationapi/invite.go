@@ -11,6 +11,7 @@ import (
 
 	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/residency"
 	"github.com/myelin-chat/myelin/roomserver"
 )
 
@@ -100,6 +101,13 @@ func (a *API) receiveInvite(r *http.Request, version id.RoomVersion, event []byt
 	eventID, err := eventIDParam(mxhttp.PathParam(r, "eventId"))
 	if err != nil {
 		return nil, err
+	}
+	if a.residency != nil {
+		origin := federation.Origin(r.Context())
+		d := a.residency.Invited(r.Context(), string(roomID), origin, stripped)
+		if err := a.refuse(r, d, origin, residency.Events, string(roomID)); err != nil {
+			return nil, err
+		}
 	}
 	signed, err := a.invites.ReceiveInvite(r.Context(), roomserver.InviteRequest{Origin: federation.Origin(r.Context()), RoomID: roomID,
 		EventID: id.EventID(eventID), RoomVersion: version, Event: event, InviteRoomState: stripped})

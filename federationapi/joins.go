@@ -11,6 +11,7 @@ import (
 
 	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/residency"
 	"github.com/myelin-chat/myelin/roomserver"
 )
 
@@ -59,6 +60,9 @@ func (a *API) makeJoin(r *http.Request) (any, error) {
 	if err := a.knownRoom(ctx, roomID); err != nil {
 		return nil, err
 	}
+	if err := a.admitJoin(r, string(roomID), origin); err != nil {
+		return nil, err
+	}
 	if err := a.checkACL(ctx, roomID, origin); err != nil {
 		return nil, err
 	}
@@ -99,6 +103,9 @@ func (a *API) sendJoin(r *http.Request) (any, error) {
 	if err := a.knownRoom(ctx, roomID); err != nil {
 		return nil, err
 	}
+	if err := a.admitJoin(r, string(roomID), origin); err != nil {
+		return nil, err
+	}
 	if err := a.checkACL(ctx, roomID, origin); err != nil {
 		return nil, err
 	}
@@ -115,6 +122,7 @@ func (a *API) sendJoin(r *http.Request) (any, error) {
 			return nil, roomAnswer(err)
 		}
 	}
+	a.served(r, origin, residency.Events, string(roomID), len(res.State)+len(res.AuthChain))
 	return map[string]any{
 		"origin":          a.serverName,
 		"event":           json.RawMessage(res.Event.JSON),

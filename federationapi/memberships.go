@@ -7,12 +7,14 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 
 	"github.com/go-chi/chi/v5"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
+	"github.com/myelin-chat/myelin/residency"
 	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/storage"
 )
@@ -63,7 +65,8 @@ func originUserParam(r *http.Request, origin string) (id.UserID, error) {
 }
 
 // roomForOrigin checks the {roomId} parameter names a room we know (404)
-// whose server ACL admits the origin (403).
+// whose residency admits the origin (to its events; a knock as a join) and
+// whose server ACL admits it (403).
 func (a *API) roomForOrigin(r *http.Request, origin string) (id.RoomID, error) {
 	roomID, err := roomIDParam(r)
 	if err != nil {
@@ -71,6 +74,15 @@ func (a *API) roomForOrigin(r *http.Request, origin string) (id.RoomID, error) {
 	}
 	if err := a.knownRoom(r.Context(), roomID); err != nil {
 		return "", err
+	}
+	var admit error
+	if strings.Contains(endpoint(r), "knock") {
+		admit = a.admitJoin(r, string(roomID), origin)
+	} else {
+		admit = a.admitRoom(r, string(roomID), origin, residency.Events)
+	}
+	if admit != nil {
+		return "", admit
 	}
 	if err := a.checkACL(r.Context(), roomID, origin); err != nil {
 		return "", err

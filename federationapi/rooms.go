@@ -12,6 +12,7 @@ import (
 	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/internal/redact"
+	"github.com/myelin-chat/myelin/residency"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -30,6 +31,9 @@ func (a *API) event(r *http.Request) (any, error) {
 		return nil, roomAnswer(err)
 	}
 	roomID := id.RoomID(ev.RoomID)
+	if err := a.admitRoom(r, ev.RoomID, origin, residency.Events); err != nil {
+		return nil, err
+	}
 	if err := a.checkACL(ctx, roomID, origin); err != nil {
 		return nil, err
 	}
@@ -44,6 +48,7 @@ func (a *API) event(r *http.Request) (any, error) {
 	if !ok {
 		return nil, mxhttp.Forbidden("Server %s may not see event %s", origin, eventID)
 	}
+	a.served(r, origin, residency.Events, ev.RoomID, 1)
 	return a.transaction(ctx, []*storage.Event{ev})
 }
 
@@ -59,7 +64,7 @@ func (a *API) stateAt(r *http.Request) (stateIDs []string, authChain []*storage.
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := a.member(ctx, roomID, origin); err != nil {
+	if err := a.member(r, roomID, origin); err != nil {
 		return nil, nil, err
 	}
 	if _, err := a.visibleEvent(ctx, roomID, eventID, origin); err != nil {
@@ -84,6 +89,7 @@ func (a *API) state(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.served(r, federation.Origin(r.Context()), residency.Events, mxhttp.PathParam(r, "roomId"), len(state)+len(chain))
 	return map[string]any{"pdus": pdus(state), "auth_chain": pdus(chain)}, nil
 }
 
@@ -93,6 +99,7 @@ func (a *API) stateIDs(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.served(r, federation.Origin(r.Context()), residency.Events, mxhttp.PathParam(r, "roomId"), len(ids)+len(chain))
 	return map[string]any{"pdu_ids": ids, "auth_chain_ids": eventIDs(chain)}, nil
 }
 
@@ -108,7 +115,7 @@ func (a *API) eventAuth(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := a.member(ctx, roomID, origin); err != nil {
+	if err := a.member(r, roomID, origin); err != nil {
 		return nil, err
 	}
 	if _, err := a.visibleEvent(ctx, roomID, eventID, origin); err != nil {
@@ -118,6 +125,7 @@ func (a *API) eventAuth(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, roomAnswer(err)
 	}
+	a.served(r, origin, residency.Events, string(roomID), len(chain))
 	return map[string]any{"auth_chain": pdus(chain)}, nil
 }
 
@@ -147,7 +155,7 @@ func (a *API) backfill(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := a.member(ctx, roomID, origin); err != nil {
+	if err := a.member(r, roomID, origin); err != nil {
 		return nil, err
 	}
 	vis := a.rooms.VisibilityFor(origin, true)
@@ -155,6 +163,7 @@ func (a *API) backfill(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, roomAnswer(err)
 	}
+	a.served(r, origin, residency.Events, string(roomID), len(evs))
 	return a.transaction(ctx, evs)
 }
 
@@ -214,7 +223,7 @@ func (a *API) missingEvents(r *http.Request) (any, error) {
 	if body.MinDepth != nil {
 		minDepth = *body.MinDepth
 	}
-	if err := a.member(ctx, roomID, origin); err != nil {
+	if err := a.member(r, roomID, origin); err != nil {
 		return nil, err
 	}
 	// Events the server may not see are served redacted, not left out (as
@@ -252,6 +261,7 @@ func (a *API) missingEvents(r *http.Request) (any, error) {
 			}
 		}
 	}
+	a.served(r, origin, residency.Events, string(roomID), len(out))
 	return map[string]any{"events": out}, nil
 }
 
@@ -271,7 +281,7 @@ func (a *API) timestampToEvent(r *http.Request) (any, error) {
 	if dir != "f" && dir != "b" {
 		return nil, mxhttp.InvalidParam("dir must be f or b")
 	}
-	if err := a.member(ctx, roomID, origin); err != nil {
+	if err := a.member(r, roomID, origin); err != nil {
 		return nil, err
 	}
 	ev, err := a.store.EventNearTimestamp(ctx, string(roomID), ts, dir == "f")

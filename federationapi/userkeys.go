@@ -8,8 +8,10 @@ import (
 	"github.com/go-chi/chi/v5"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/keyserver"
+	"github.com/myelin-chat/myelin/residency"
 )
 
 // UserKeys answers other servers about our users' devices and keys (the
@@ -41,7 +43,16 @@ func (a *API) userDevices(r *http.Request) (any, error) {
 	if _, _, err := id.UserID(userID).ParseAndValidateRelaxed(); err != nil || len(userID) > 255 {
 		return nil, mxhttp.InvalidParam("Invalid user ID")
 	}
-	return a.userKeys.LocalUserDevices(r.Context(), userID)
+	origin := federation.Origin(r.Context())
+	if err := a.admitServer(r, origin, residency.DeviceKeys); err != nil {
+		return nil, err
+	}
+	resp, err := a.userKeys.LocalUserDevices(r.Context(), userID)
+	if err != nil {
+		return nil, err
+	}
+	a.served(r, origin, residency.DeviceKeys, "", 1)
+	return resp, nil
 }
 
 // readUserKeysBody reads a bounded JSON body into v.
@@ -61,10 +72,15 @@ func (a *API) userKeysQuery(r *http.Request) (any, error) {
 	if body.DeviceKeys == nil {
 		return nil, mxhttp.MissingParam("device_keys is required")
 	}
+	origin := federation.Origin(r.Context())
+	if err := a.admitServer(r, origin, residency.Keys); err != nil {
+		return nil, err
+	}
 	resp, err := a.userKeys.FederationQuery(r.Context(), body.DeviceKeys)
 	if err != nil {
 		return nil, err
 	}
+	a.served(r, origin, residency.Keys, "", len(resp.DeviceKeys))
 	return struct {
 		DeviceKeys      map[string]map[string]json.RawMessage `json:"device_keys"`
 		MasterKeys      map[string]json.RawMessage            `json:"master_keys"`
@@ -83,9 +99,14 @@ func (a *API) userKeysClaim(r *http.Request) (any, error) {
 	if body.OneTimeKeys == nil {
 		return nil, mxhttp.MissingParam("one_time_keys is required")
 	}
+	origin := federation.Origin(r.Context())
+	if err := a.admitServer(r, origin, residency.Keys); err != nil {
+		return nil, err
+	}
 	keys, err := a.userKeys.FederationClaim(r.Context(), body.OneTimeKeys)
 	if err != nil {
 		return nil, err
 	}
+	a.served(r, origin, residency.Keys, "", len(keys))
 	return map[string]any{"one_time_keys": keys}, nil
 }

@@ -221,6 +221,7 @@ func (s *Server) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.watchInboundRefusals(transport)
 	if err := s.buildEDUQueue(transport); err != nil {
 		return err
 	}
@@ -278,7 +279,8 @@ func (s *Server) build(ctx context.Context) error {
 		Remote: remoteProfiles, Media: s.Media})
 	// The notices room is tagged m.server_notice: room account data, through accounts.
 	s.Notices = servernotices.New(servernotices.Options{Rooms: s.Rooms, View: s.RoomView, Tags: s.Accounts, Store: db, Config: cfg})
-	s.Federation = federation.New(federation.Options{Config: cfg, Transport: transport, Profiles: s.Accounts, OpenID: s.Accounts})
+	s.Federation = federation.New(federation.Options{Config: cfg, Transport: transport, Profiles: s.Accounts, OpenID: s.Accounts,
+		ProfileServed: s.profileServed})
 	// Push rules, pushers and unread counts; typing, receipts and presence
 	// (a read receipt resets the unread counts); GET /sync and sliding sync over both
 	// (below). Built before ingest, which hands them their EDUs.
@@ -292,7 +294,7 @@ func (s *Server) build(ctx context.Context) error {
 	// keyserver and ephemeral.
 	if s.Ingest, err = ingest.New(ingest.Options{Rooms: s.Rooms, Store: db, Remote: ingestRemote{transport.Client},
 		State: ingestRemote{transport.Client}, Keys: transport.Fetcher, Metrics: s.Metrics, ServerACL: federationapi.ACLAllows,
-		OutOfBand: s.Rooms, EDUs: eduHandlers(s), Audit: s.Audit}); err != nil {
+		OutOfBand: s.Rooms, EDUs: eduHandlers(s), Audit: s.Audit, Residency: s.Residency, ServerName: cfg.ServerName}); err != nil {
 		return err
 	}
 	// The room reads other servers ask for: the roomserver's room-state reads,
@@ -300,7 +302,8 @@ func (s *Server) build(ctx context.Context) error {
 	// roomview for space hierarchies; and their transactions, through ingest.
 	s.FederationAPI = federationapi.New(federationapi.Options{ServerName: cfg.ServerName, Rooms: s.Rooms, Store: db,
 		Directory: s.Directory, Spaces: s.RoomView, Transactions: s.Ingest, Joins: s.Rooms,
-		Memberships: s.Rooms, Invites: s.Rooms, UserKeys: s.Keys})
+		Memberships: s.Rooms, Invites: s.Rooms, UserKeys: s.Keys,
+		Residency: inboundResidency{s.Residency}, Audit: s.Audit})
 	s.RemoteJoins = remotejoin.New(remotejoin.Options{ServerName: cfg.ServerName, Rooms: s.Rooms, Client: transport.Client,
 		OutOfBand: s.Rooms, Memberships: transport.Client, Residents: s.Rooms, Residency: residencyJoins{s.outboundGate()}})
 	s.RemoteInvites = remotejoin.NewInviter(remotejoin.Options{Invites: s.Rooms, InviteClient: transport.Client,

@@ -13,6 +13,7 @@ const (
 	eduError   = "error"
 	eduPanic   = "panic"
 	eduIgnored = "ignored" // no handler for its type
+	eduRefused = "refused" // the residency policy refused it
 )
 
 // dispatchEDUs hands a transaction's EDUs, in order, after its PDUs, to the
@@ -20,7 +21,7 @@ const (
 // handler's error or panic is logged and counted: EDUs never fail a
 // transaction. A repeated transaction is answered from the store before
 // this, so its EDUs are not delivered twice.
-func (e *Engine) dispatchEDUs(ctx context.Context, origin string, edus []EDU) {
+func (e *Engine) dispatchEDUs(ctx context.Context, origin string, edus []EDU, tp *txnPolicy) {
 	for i, edu := range edus {
 		if ctx.Err() != nil {
 			return
@@ -30,9 +31,14 @@ func (e *Engine) dispatchEDUs(ctx context.Context, origin string, edus []EDU) {
 			e.m.edu("other", eduIgnored)
 			continue
 		}
+		content, ok := tp.admitEDU(ctx, edu.Type, edu.Content)
+		if !ok {
+			e.m.edu(edu.Type, eduRefused)
+			continue
+		}
 		var err error
 		perr := recovery.Call("ingest_edu", func() error {
-			err = h(ctx, origin, edu.Content)
+			err = h(ctx, origin, content)
 			return nil
 		}, "origin", origin, "edu_type", edu.Type)
 		switch {

@@ -117,11 +117,17 @@ type Options struct {
 	// (nil: nothing recorded).
 	Audit  Audit
 	Logger *slog.Logger
+	// Residency, when set, is asked about each PDU's room and each EDU
+	// (residency.go): what it refuses is not processed, and each
+	// transaction's refusals make one audit refusal record (actor ServerName).
+	Residency  Residency
+	ServerName string
 }
 
-// Audit records inbound flows (audit.Log).
+// Audit records inbound flows and the residency policy's refusals (audit.Log).
 type Audit interface {
 	Flow(actor string, f audit.Flow)
+	Refusal(actor string, r audit.Refusal)
 }
 
 // EDUHandler takes one inbound EDU's content from origin (already
@@ -147,6 +153,9 @@ type inflight struct {
 	results map[string]string
 	err     error
 }
+
+// serverName is our server, the actor of refusal records.
+func (e *Engine) serverName() string { return e.o.ServerName }
 
 // New returns an engine.
 func New(o Options) (*Engine, error) {
@@ -210,9 +219,10 @@ func (e *Engine) Transaction(ctx context.Context, origin, txnID string, body []b
 		return prior, nil
 	}
 	start := time.Now()
-	f.results = e.process(ctx, origin, txn)
+	tp := e.newTxnPolicy(origin)
+	f.results = e.process(ctx, origin, txn, tp)
 	if ctx.Err() == nil {
-		e.dispatchEDUs(ctx, origin, txn.EDUs)
+		e.dispatchEDUs(ctx, origin, txn.EDUs, tp)
 	}
 	e.m.txnSeconds.Observe(time.Since(start).Seconds())
 	if ctx.Err() != nil { // cut short: not recorded, the origin retries
@@ -220,6 +230,7 @@ func (e *Engine) Transaction(ctx context.Context, origin, txnID string, body []b
 		return nil, f.err
 	}
 	e.recordFlow(origin, txnID, txn, len(body))
+	e.recordRefusals(tp)
 	now := time.Now()
 	if err := e.o.Store.PutFederationTxn(ctx, origin, txnID, f.results, now.UnixMilli(), now.Add(-txnWindow).UnixMilli(), txnsPerOrigin); err != nil {
 		e.o.Logger.Warn("recording an inbound transaction", "origin", origin, "txn", txnID, "err", err)
@@ -228,7 +239,7 @@ func (e *Engine) Transaction(ctx context.Context, origin, txnID string, body []b
 }
 
 // process runs the stages over a parsed transaction's PDUs.
-func (e *Engine) process(ctx context.Context, origin string, txn *Txn) map[string]string {
+func (e *Engine) process(ctx context.Context, origin string, txn *Txn, tp *txnPolicy) map[string]string {
 	results := map[string]string{}
 	var mu sync.Mutex
 	set := func(evID id.EventID, errStr string) {
@@ -252,6 +263,11 @@ func (e *Engine) process(ctx context.Context, origin string, txn *Txn) map[strin
 			if p != nil && p.EventID != "" {
 				set(p.EventID, err.Error())
 			}
+			continue
+		}
+		if reason, ok := tp.admitPDU(ctx, p); !ok {
+			e.m.pdu(outcomeRejected, "residency")
+			set(p.EventID, reason)
 			continue
 		}
 		if byRoom[p.RoomID] == nil {

@@ -22,7 +22,7 @@ func newMetrics(reg Registerer) (*metrics, error) {
 	m := &metrics{
 		pdus: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "myelin_federation_inbound_pdus_total",
-			Help: "Inbound PDUs by outcome (accepted, rejected, soft_failed) and reason (bad_json, too_large, unknown_room, origin, acl, signature, missing_prev, missing_state, auth, auth_current_state, internal).",
+			Help: "Inbound PDUs by outcome (accepted, rejected, soft_failed) and reason (bad_json, too_large, unknown_room, origin, acl, residency, signature, missing_prev, missing_state, auth, auth_current_state, internal).",
 		}, []string{"outcome", "reason"}),
 		txnSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "myelin_federation_inbound_transaction_seconds", Help: "Time to process an inbound transaction.",
@@ -34,7 +34,7 @@ func newMetrics(reg Registerer) (*metrics, error) {
 		}),
 		edus: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "myelin_federation_edus_total",
-			Help: "Inbound EDUs by type (the handled types; other) and result (ok, error, panic, ignored).",
+			Help: "Inbound EDUs by type (the handled types; other) and result (ok, error, panic, ignored, refused: by the residency policy).",
 		}, []string{"type", "result"}),
 	}
 	if reg == nil {
