@@ -258,6 +258,15 @@ func (e *Engine) process(ctx context.Context, origin string, txn *Txn, tp *txnPo
 				continue
 			}
 		}
+		if err != nil && reasonOf(err) == "acl" && p != nil {
+			// The room's ACL mirrors its zone (residency at creation): when
+			// the policy refuses too, its reason and record say why.
+			if reason, ok := tp.admitPDU(ctx, p); !ok {
+				e.m.pdu(outcomeRejected, "residency")
+				set(p.EventID, reason)
+				continue
+			}
+		}
 		if err != nil {
 			e.m.pdu(outcomeRejected, reasonOf(err))
 			if p != nil && p.EventID != "" {

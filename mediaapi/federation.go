@@ -58,7 +58,7 @@ func (s *Service) lookupForServer(ctx context.Context, origin, mediaID string, t
 	if !ValidMediaID(mediaID) {
 		return nil, mxhttp.NotFound("Unknown media")
 	}
-	if err := s.allowServe(ctx, origin, "mxc://"+s.serverName+"/"+mediaID); err != nil {
+	if err := s.allowServe(ctx, origin, mediaID); err != nil {
 		return nil, err
 	}
 	return s.Lookup(ctx, s.serverName, mediaID, timeout, false)

@@ -65,6 +65,8 @@ type Store interface {
 	InsertMediaRefs(ctx context.Context, refs []storage.MediaRef) error
 	MediaRefRooms(ctx context.Context, uri string, limit int) ([]string, error)
 	MediaRefTail(ctx context.Context, uri string, limit int) ([]storage.MediaRefCandidate, error)
+	// Encrypted rooms an uploader shares with a server (storage/media_refs.go).
+	EncryptedRoomsShared(ctx context.Context, userID, server string, limit int) ([]string, error)
 }
 
 // RemoteFetcher fetches media that another server holds (federation's

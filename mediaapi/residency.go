@@ -2,10 +2,12 @@ package mediaapi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/residency"
+	"github.com/myelin-chat/myelin/storage"
 )
 
 // Media under the data-localization policy (residency). With the policy on:
@@ -17,7 +19,10 @@ import (
 //     (Room(room, origin, Media)). An item no room references — uploaded and
 //     never shared — goes nowhere. A profile avatar is referenced by the
 //     user's m.room.member events, so it reaches the servers of the rooms the
-//     user is in, no more.
+//     user is in, no more. An attachment shared inside encrypted events is
+//     referenced where no server can read: an item no readable reference
+//     admits is served to a server that shares an encrypted room with its
+//     uploader, when that room's zone admits the server (encryptedShare).
 //   - Another server's media is fetched (and served from our cache) only
 //     when its zone shares media (Server(server, Media)); else nothing is
 //     requested of it.
@@ -57,8 +62,9 @@ const (
 	purposeFetch = "media.fetch" // fetching another server's media for our clients
 )
 
-// allowServe decides whether our item uri may be served to origin.
-func (s *Service) allowServe(ctx context.Context, origin, uri string) error {
+// allowServe decides whether our item mediaID may be served to origin.
+func (s *Service) allowServe(ctx context.Context, origin, mediaID string) error {
+	uri := "mxc://" + s.serverName + "/" + mediaID
 	if s.residency == nil {
 		return nil
 	}
@@ -83,6 +89,9 @@ func (s *Service) allowServe(ctx context.Context, origin, uri string) error {
 			first = rd
 		}
 	}
+	if ok, err := s.encryptedShare(ctx, origin, mediaID); err != nil || ok {
+		return err
+	}
 	if len(rooms) == 0 {
 		d.Allowed, d.Rule = false, "residency.media.unreferenced"
 		d.Reason = fmt.Sprintf("%s is not referenced in any room %s may see; media is served to another server only once shared in a room of a zone it is admitted to",
@@ -94,6 +103,35 @@ func (s *Service) allowServe(ctx context.Context, origin, uri string) error {
 			uri, origin, len(rooms), first.Reason)
 	}
 	return s.refuse(first, Outbound, origin, purposeServe, uri, rooms[0])
+}
+
+// maxEncryptedRooms bounds the uploader's encrypted rooms looked at.
+const maxEncryptedRooms = 50
+
+// encryptedShare reports whether the uploader of our item mediaID shares an
+// encrypted room with origin whose zone admits origin for media: the room
+// the attachment may have been sent to, inside events the server cannot read.
+func (s *Service) encryptedShare(ctx context.Context, origin, mediaID string) (bool, error) {
+	m, err := s.store.GetMedia(ctx, s.serverName, mediaID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("reading %s: %w", mediaID, err)
+	}
+	if m.Uploader == "" {
+		return false, nil
+	}
+	rooms, err := s.store.EncryptedRoomsShared(ctx, m.Uploader, origin, maxEncryptedRooms)
+	if err != nil {
+		return false, err
+	}
+	for _, room := range rooms {
+		if s.residency.Room(ctx, room, origin, residency.Media).Allowed {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // allowFetch decides whether another server's media may be fetched from it

@@ -93,3 +93,19 @@ func (db *DB) MediaRefTail(ctx context.Context, uri string, limit int) ([]MediaR
 func likeContaining(s string) string {
 	return "%" + strings.NewReplacer(`\`, `\\`, `%`, `\%`).Replace(s) + "%"
 }
+
+// EncryptedRoomsShared lists (at most limit) encrypted rooms where userID is
+// joined and server has a joined member: where an attachment userID
+// uploaded may have been shared with server inside an encrypted event,
+// which no reference record can see.
+func (db *DB) EncryptedRoomsShared(ctx context.Context, userID, server string, limit int) ([]string, error) {
+	out, err := collectStrings(db.Query(ctx, `SELECT m.room_id FROM memberships m
+		JOIN current_state c ON c.room_id = m.room_id AND c.type = 'm.room.encryption' AND c.state_key = ''
+		JOIN room_servers s ON s.room_id = m.room_id AND s.server_name = $2 AND s.joined > 0
+		WHERE m.user_id = $1 AND m.membership = 'join'
+		ORDER BY m.room_id LIMIT $3`, userID, server, limit))
+	if err != nil {
+		return nil, fmt.Errorf("listing the encrypted rooms %s shares with %s: %w", userID, server, err)
+	}
+	return out, nil
+}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 	mfed "maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/id"
 
@@ -237,6 +238,61 @@ func TestMediaRefsBackfillOnFirstStart(t *testing.T) {
 			}
 			srv2 := testserver.Start(t, backend, conf)
 			waitReferenced(t, srv2, uri, room, "the backfill of history on first start")
+		})
+	}
+}
+
+// TestResidencyMediaEncryptedRoom: an attachment sent inside encrypted
+// events is referenced nowhere the server can read; a1 serves it to a2,
+// which shares an encrypted zone-a room with the uploader, and to no server
+// that shares no such room with them (b, though in zone open; a2 too, for
+// an uploader it shares only an unencrypted room with).
+func TestResidencyMediaEncryptedRoom(t *testing.T) {
+	for _, backend := range testserver.Backends {
+		t.Run(backend, func(t *testing.T) {
+			n := newResidencyNet(t, backend)
+			ctx := ctxT(t)
+			alice := n.a1.Register(t, "alice")
+			dave := n.a1.Register(t, "dave")
+			carol := n.a2.Register(t, "carol")
+			n.b.Register(t, "bob")
+			room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", InitialState: []*event.Event{{
+				Type: event.StateEncryption, Content: event.Content{Raw: map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}}}}})
+			plain := createRoom(t, dave, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+			for _, r := range []id.RoomID{room, plain} {
+				if _, err := carol.JoinRoom(ctx, string(r), &mautrix.ReqJoinRoom{Via: []string{"a1.test"}}); err != nil {
+					t.Fatalf("a2 joining: %v", err)
+				}
+			}
+			// The attachment goes out only inside ciphertext.
+			uri := residencyUpload(t, n.a1, alice, 16)
+			if _, err := alice.SendMessageEvent(ctx, room, event.EventEncrypted, map[string]any{"algorithm": "m.megolm.v1.aes-sha2",
+				"ciphertext": "opaque", "sender_key": "k", "session_id": "s", "device_id": "D"}); err != nil {
+				t.Fatal(err)
+			}
+			daves := residencyUpload(t, n.a1, dave, 12)
+			fedStatus := func(from *mfed.Client, uri string) int {
+				t.Helper()
+				_, resp, err := from.MakeFullRequest(ctx, mfed.RequestParams{ServerName: "a1.test", Method: http.MethodGet,
+					Path: mfed.URLPath{"v1", "media", "download", strings.TrimPrefix(uri, "mxc://a1.test/")}, Authenticate: true,
+					DontReadBody: true})
+				if resp == nil {
+					t.Fatalf("federation download: %v", err)
+				}
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+			fromA2 := n.net.client(t, "a2.test", n.a2.SigningKey)
+			fromB := n.net.client(t, "b.test", n.b.SigningKey)
+			if got := fedStatus(fromA2, uri); got != http.StatusOK {
+				t.Errorf("a2, sharing an encrypted zone-a room with the uploader: %d, want 200", got)
+			}
+			if got := fedStatus(fromB, uri); got != http.StatusForbidden {
+				t.Errorf("b, sharing no room with the uploader: %d, want 403", got)
+			}
+			if got := fedStatus(fromA2, daves); got != http.StatusForbidden {
+				t.Errorf("a2, sharing only an unencrypted room with an uploader who never posted it: %d, want 403", got)
+			}
 		})
 	}
 }
