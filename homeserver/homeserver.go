@@ -68,6 +68,8 @@ type Server struct {
 	Directory  *directory.Service // aliases and published rooms
 	Ephemeral  *ephemeral.Service
 	Push       *push.Service
+	// PushDelivery sends queued notifications to push gateways (push_delivery.go).
+	PushDelivery *push.Delivery
 	Syncer     *syncv2.Syncer
 	// SlidingSync serves MSC4186 sliding sync.
 	SlidingSync   *slidingsync.Handler
@@ -271,8 +273,11 @@ func (s *Server) build(ctx context.Context) error {
 	// Push rules, pushers and unread counts; typing, receipts and presence
 	// (a read receipt resets the unread counts); GET /sync and sliding sync over both
 	// (below). Built before ingest, which hands them their EDUs.
+	if s.PushDelivery, err = s.buildPushDelivery(); err != nil {
+		return err
+	}
 	s.Push = push.New(push.Options{Store: db, Stream: db.Stream, Rooms: db, Notifier: s.Notifier,
-		AllowPrivateGateways: cfg.Push.AllowPrivateGateways})
+		AllowPrivateGateways: cfg.Push.AllowPrivateGateways, Queue: s.PushDelivery, QueueStore: db})
 	s.Ephemeral = ephemeral.New(ephemeral.Options{Store: db, Stream: db.Stream, Rooms: db, Notifier: s.Notifier,
 		AccountData: s.Accounts, Receipts: s.Push, Presence: cfg.Presence.Enabled,
 		ServerName: cfg.ServerName, ServerACL: federationapi.ACLAllows, EDUs: eduSender[ephemeral.EDUSender](s)})
@@ -313,6 +318,9 @@ func (s *Server) startFollowers(ctx context.Context) error {
 		return err
 	}
 	s.Followers = append(s.Followers, upgrades)
+	if err := s.startPushFollower(ctx); err != nil {
+		return err
+	}
 	if !s.Config.FederationEnabled() {
 		return nil
 	}
@@ -346,6 +354,7 @@ func (s *Server) close() {
 	if s.Sender != nil { // after its follower: nothing queues to it any more
 		s.Sender.Close()
 	}
+	s.closePush()
 	if s.Ephemeral != nil {
 		s.Ephemeral.Close()
 	}
