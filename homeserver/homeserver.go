@@ -70,7 +70,7 @@ type Server struct {
 	Push       *push.Service
 	// PushDelivery sends queued notifications to push gateways (push_delivery.go).
 	PushDelivery *push.Delivery
-	Syncer     *syncv2.Syncer
+	Syncer       *syncv2.Syncer
 	// SlidingSync serves MSC4186 sliding sync.
 	SlidingSync   *slidingsync.Handler
 	UserDirectory *userdirectory.Service

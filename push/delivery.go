@@ -416,4 +416,3 @@ func (d *Delivery) send(it storage.PushQueueItem) string {
 		return resultRefused
 	}
 }
-
