@@ -68,9 +68,11 @@ type Server struct {
 	Directory  *directory.Service // aliases and published rooms
 	Ephemeral  *ephemeral.Service
 	Push       *push.Service
+
 	// PushDelivery sends queued notifications to push gateways (push_delivery.go).
 	PushDelivery *push.Delivery
-	Syncer       *syncv2.Syncer
+
+	Syncer     *syncv2.Syncer
 	// SlidingSync serves MSC4186 sliding sync.
 	SlidingSync   *slidingsync.Handler
 	UserDirectory *userdirectory.Service
