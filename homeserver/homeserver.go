@@ -68,10 +68,6 @@ type Server struct {
 	Directory  *directory.Service // aliases and published rooms
 	Ephemeral  *ephemeral.Service
 	Push       *push.Service
-
-	// PushDelivery sends queued notifications to push gateways (push_delivery.go).
-	PushDelivery *push.Delivery
-
 	Syncer     *syncv2.Syncer
 	// SlidingSync serves MSC4186 sliding sync.
 	SlidingSync   *slidingsync.Handler
@@ -106,6 +102,9 @@ type Server struct {
 	Audit *audit.Log
 	// Followers tail the stream for work that follows new events; closed on Shutdown.
 	Followers []*follower.Follower
+
+	// PushDelivery sends queued notifications to push gateways (push_delivery.go).
+	PushDelivery *push.Delivery
 
 	handler http.Handler
 	// tls is the certificate source of listen.federation (nil: no TLS listener).
