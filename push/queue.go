@@ -42,8 +42,8 @@ func (s *Service) QueuePushes(ctx context.Context, events []*storage.Event) erro
 		return nil
 	}
 	var items []storage.PushQueueItem
-	for _, ev := range events {
-		more, err := s.pushesFor(ctx, ev)
+	for i, ev := range events {
+		more, err := s.pushesFor(ctx, ev, events[:i+1])
 		if err != nil {
 			return fmt.Errorf("queueing pushes for %s: %w", ev.EventID, err)
 		}
@@ -142,8 +142,10 @@ func (s *Service) eventFacts(ctx context.Context, ev *storage.Event, joined int)
 	return f, nil
 }
 
-// pushesFor are the notifications ev gives rise to.
-func (s *Service) pushesFor(ctx context.Context, ev *storage.Event) ([]storage.PushQueueItem, error) {
+// pushesFor are the notifications ev gives rise to; page are the stream's
+// events up to ev (all of them from page[0] on), which spare each recipient's
+// unread count a read of the room.
+func (s *Service) pushesFor(ctx context.Context, ev *storage.Event, page []*storage.Event) ([]storage.PushQueueItem, error) {
 	pushers, err := s.queueStore.RoomPushers(ctx, ev.RoomID)
 	if err != nil {
 		return nil, err
@@ -209,11 +211,16 @@ func (s *Service) pushesFor(ctx context.Context, ev *storage.Event) ([]storage.P
 		if !should.Notify {
 			continue
 		}
-		unread, err := s.totalUnread(ctx, u)
+		var recent []*storage.Event
+		for _, e := range page {
+			if e.RoomID == ev.RoomID {
+				recent = append(recent, e)
+			}
+		}
+		unread, err := s.totalUnread(ctx, u, rules, rulesPos, ev.StreamPos, ev.RoomID, recent, page[0].StreamPos-1)
 		if err != nil {
 			return nil, err
 		}
-		_ = rulesPos
 		for _, p := range byUser[u] {
 			body := notificationBody(ev, parsed, facts, u, p, actions, should, unread)
 			items = append(items, storage.PushQueueItem{UserID: u, AppID: p.AppID, PushKey: p.PushKey, URL: p.url,
@@ -233,20 +240,22 @@ func containsPusher(list []storage.Pusher, p storage.Pusher) bool {
 }
 
 // totalUnread is the user's unread notification count across their joined
-// rooms (the badge), from the same counts /sync serves.
-func (s *Service) totalUnread(ctx context.Context, userID string) (int, error) {
+// rooms up to position upTo (the badge), from the same counts /sync serves
+// (and caches). recent, when not nil, are all of roomID's events in
+// (recentFrom, upTo] (UnreadCounts).
+func (s *Service) totalUnread(ctx context.Context, userID string, rules *pushrules.PushRuleset, rulesPos, upTo int64,
+	roomID string, recent []*storage.Event, recentFrom int64) (int, error) {
 	rooms, err := s.rooms.RoomsOfUser(ctx, userID, "join")
 	if err != nil {
 		return 0, err
 	}
-	rules, rulesPos, err := s.PushRuleset(ctx, userID)
-	if err != nil {
-		return 0, err
-	}
-	upTo := s.stream.Current()
 	total := 0
 	for _, r := range rooms {
-		c, _, err := s.UnreadCounts(ctx, userID, r.RoomID, upTo, rules, rulesPos, false, nil, 0)
+		var rec []*storage.Event
+		if r.RoomID == roomID {
+			rec = recent
+		}
+		c, _, err := s.UnreadCounts(ctx, userID, r.RoomID, upTo, rules, rulesPos, false, rec, recentFrom)
 		if err != nil {
 			return 0, err
 		}
@@ -365,7 +374,11 @@ func (s *Service) queueBadge(ctx context.Context, userID string) error {
 	if err != nil || len(pushers) == 0 {
 		return err
 	}
-	unread, err := s.totalUnread(ctx, userID)
+	rules, rulesPos, err := s.PushRuleset(ctx, userID)
+	if err != nil {
+		return err
+	}
+	unread, err := s.totalUnread(ctx, userID, rules, rulesPos, s.stream.Current(), "", nil, 0)
 	if err != nil {
 		return err
 	}
