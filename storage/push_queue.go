@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // The push queue (migration 0370): notifications waiting for push gateways,
@@ -62,8 +63,16 @@ func (db *DB) PendingPushGateways(ctx context.Context) ([]string, error) {
 	return out, rows.Err()
 }
 
-// PendingPushes are a gateway's first pending pushes, oldest first.
+// PendingPushes are a gateway's first pending pushes, oldest first. Pushes
+// whose pusher is gone (deleted by its user, its device logged out, the
+// account deactivated) are marked gone first: they are never sent.
 func (db *DB) PendingPushes(ctx context.Context, url string, limit int) ([]PushQueueItem, error) {
+	if _, err := db.Exec(ctx, `UPDATE push_queue SET done_ts = $2, result = 'gone'
+		WHERE url = $1 AND done_ts = 0 AND NOT EXISTS (SELECT 1 FROM pushers p
+			WHERE p.user_id = push_queue.user_id AND p.app_id = push_queue.app_id AND p.pushkey = push_queue.pushkey)`,
+		url, time.Now().UnixMilli()); err != nil {
+		return nil, fmt.Errorf("dropping the pushes of deleted pushers: %w", err)
+	}
 	rows, err := db.Query(ctx, `SELECT id, user_id, app_id, pushkey, url, dedup, body, queued_ts, attempts
 		FROM push_queue WHERE url = $1 AND done_ts = 0 ORDER BY id LIMIT $2`, url, limit)
 	if err != nil {
