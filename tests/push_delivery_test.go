@@ -12,6 +12,7 @@ import (
 
 	"github.com/myelin-chat/myelin/homeserver/testserver"
 	"github.com/myelin-chat/myelin/internal/config"
+	"github.com/myelin-chat/myelin/storage"
 )
 
 // pushTestConfig lets pushers name the loopback gateway and retries fast.
@@ -275,4 +276,59 @@ func TestPushDeliveryOutageAndRestart(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPushGatewayPrivateAddressRefused: without push.allow_private_gateways
+// a pusher cannot be set on a loopback gateway, and one stored anyway (as a
+// name that resolves inside would be) is never reached: delivery's dialer
+// checks the address it dials.
+func TestPushGatewayPrivateAddressRefused(t *testing.T) {
+	forEachBackendWith(t, testserver.Options{Configure: func(c *config.Config) {
+		c.Push.Delivery.MinBackoff = config.Duration{Duration: 20 * time.Millisecond}
+		c.Push.Delivery.MaxBackoff = config.Duration{Duration: 50 * time.Millisecond}
+	}}, func(t *testing.T, srv *testserver.Server) {
+		gw := newPushGateway(t)
+		alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+		if r := setHTTPPusher(t, bob, "org.example.app", "bobkey", gw.URL(), nil); r.Status != 400 || r.Body["errcode"] != "M_INVALID_PARAM" {
+			t.Fatalf("pushers/set on loopback = %d %s", r.Status, r.Raw)
+		}
+		data := fmt.Sprintf(`{"app_id":"org.example.app","pushkey":"bobkey","kind":"http","app_display_name":"App","device_display_name":"Phone","lang":"en","data":{"url":%q}}`, gw.URL())
+		if err := srv.DB.SetPusher(context.Background(), storage.Pusher{UserID: string(bob.UserID), AppID: "org.example.app",
+			PushKey: "bobkey", DeviceID: string(bob.DeviceID), JSON: data}, true); err != nil {
+			t.Fatal(err)
+		}
+		room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "trusted_private_chat", IsDirect: true,
+			Invite: []id.UserID{bob.UserID}}, bob)
+		sendText(t, alice, room, "hello")
+		// The pushes (the invite's first, in order) are queued and tried (and
+		// refused at the dial) several times.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			var attempts int64
+			if err := srv.DB.QueryRow(context.Background(), `SELECT COALESCE(MAX(attempts), 0) FROM push_queue
+				WHERE user_id = $1 AND done_ts = 0`, string(bob.UserID)).Scan(&attempts); err != nil {
+				t.Fatal(err)
+			}
+			if attempts >= 3 {
+				break
+			}
+			if time.Now().After(deadline) {
+				rows, _ := srv.DB.Query(context.Background(), `SELECT dedup, attempts, done_ts, result FROM push_queue`)
+				for rows.Next() {
+					var d, r string
+					var a, dt int64
+					_ = rows.Scan(&d, &a, &dt, &r)
+					t.Logf("row %s attempts %d done %d %s", d, a, dt, r)
+				}
+				rows.Close()
+				t.Fatalf("the push to the loopback gateway was tried %d times", attempts)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		gw.mu.Lock()
+		defer gw.mu.Unlock()
+		if gw.attempts != 0 {
+			t.Fatalf("the loopback gateway got %d requests", gw.attempts)
+		}
+	})
 }
