@@ -29,7 +29,7 @@ type Queue interface {
 
 // QueueStore is what queueing reads besides Store: *storage.DB.
 type QueueStore interface {
-	RoomPushers(ctx context.Context, roomID string) ([]storage.Pusher, error)
+	RoomPushers(ctx context.Context, roomID string, before int64) ([]storage.Pusher, error)
 }
 
 // QueuePushes follows new room events (follower DeliveryFollower): for each
@@ -146,7 +146,7 @@ func (s *Service) eventFacts(ctx context.Context, ev *storage.Event, joined int)
 // events up to ev (all of them from page[0] on), which spare each recipient's
 // unread count a read of the room.
 func (s *Service) pushesFor(ctx context.Context, ev *storage.Event, page []*storage.Event) ([]storage.PushQueueItem, error) {
-	pushers, err := s.queueStore.RoomPushers(ctx, ev.RoomID)
+	pushers, err := s.queueStore.RoomPushers(ctx, ev.RoomID, ev.StreamPos)
 	if err != nil {
 		return nil, err
 	}

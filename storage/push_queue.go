@@ -133,12 +133,13 @@ func (db *DB) PushQueueDepth(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
-// RoomPushers lists the pushers of the users joined to roomID (pushers
-// belong to local users only).
-func (db *DB) RoomPushers(ctx context.Context, roomID string) ([]Pusher, error) {
+// RoomPushers lists the pushers of the users joined to roomID whose join
+// came before stream position before (an event there does not notify those
+// who joined after it); pushers belong to local users only.
+func (db *DB) RoomPushers(ctx context.Context, roomID string, before int64) ([]Pusher, error) {
 	return db.scanPushers(ctx, `SELECT p.user_id, p.app_id, p.pushkey, p.device_id, p.pusher, p.created_ts
 		FROM pushers p JOIN memberships m ON m.user_id = p.user_id
-		WHERE m.room_id = $1 AND m.membership = 'join' ORDER BY p.user_id, p.created_ts`, roomID)
+		WHERE m.room_id = $1 AND m.membership = 'join' AND m.stream_pos < $2 ORDER BY p.user_id, p.created_ts`, roomID, before)
 }
 
 // DeletePushersByKey removes the pushers of app_id and pushkey, whoever set
