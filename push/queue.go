@@ -251,6 +251,10 @@ func (s *Service) totalUnread(ctx context.Context, userID string, rules *pushrul
 	}
 	total := 0
 	for _, r := range rooms {
+		if c, ok := s.cachedUnread(userID, r.RoomID, rulesPos, upTo); ok {
+			total += c.Notifications
+			continue
+		}
 		var rec []*storage.Event
 		if r.RoomID == roomID {
 			rec = recent
