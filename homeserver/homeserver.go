@@ -106,6 +106,9 @@ type Server struct {
 	// Followers tail the stream for work that follows new events; closed on Shutdown.
 	Followers []*follower.Follower
 
+	// PushDelivery sends queued notifications to push gateways (push_delivery.go).
+	PushDelivery *push.Delivery
+
 	handler http.Handler
 	// clientIPs clears expired client IPs (client_ips.go); nil: not running.
 	clientIPs *clientIPPurge
@@ -284,8 +287,11 @@ func (s *Server) build(ctx context.Context) error {
 	// Push rules, pushers and unread counts; typing, receipts and presence
 	// (a read receipt resets the unread counts); GET /sync and sliding sync over both
 	// (below). Built before ingest, which hands them their EDUs.
+	if s.PushDelivery, err = s.buildPushDelivery(); err != nil {
+		return err
+	}
 	s.Push = push.New(push.Options{Store: db, Stream: db.Stream, Rooms: db, Notifier: s.Notifier,
-		AllowPrivateGateways: cfg.Push.AllowPrivateGateways})
+		AllowPrivateGateways: cfg.Push.AllowPrivateGateways, Queue: s.PushDelivery, QueueStore: db})
 	s.Ephemeral = ephemeral.New(ephemeral.Options{Store: db, Stream: db.Stream, Rooms: db, Notifier: s.Notifier,
 		AccountData: s.Accounts, Receipts: s.Push, Presence: cfg.Presence.Enabled,
 		ServerName: cfg.ServerName, ServerACL: federationapi.ACLAllows, EDUs: eduSender[ephemeral.EDUSender](s)})
@@ -331,6 +337,9 @@ func (s *Server) startFollowers(ctx context.Context) error {
 	if err := s.startMediaRefsFollower(ctx); err != nil {
 		return err
 	}
+	if err := s.startPushFollower(ctx); err != nil {
+		return err
+	}
 	if !s.Config.FederationEnabled() {
 		return nil
 	}
@@ -364,6 +373,7 @@ func (s *Server) close() {
 	if s.Sender != nil { // after its follower: nothing queues to it any more
 		s.Sender.Close()
 	}
+	s.closePush()
 	if s.Ephemeral != nil {
 		s.Ephemeral.Close()
 	}

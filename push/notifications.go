@@ -192,11 +192,20 @@ type unreadEntry struct {
 // maxUnreadEntries bounds the cache; past it the cache starts over.
 const maxUnreadEntries = 100_000
 
-func unreadKey(userID, roomID string) string { return userID + "\x00" + roomID }
+// unreadKey keys the cache: threaded and unthreaded counts apart, so that
+// push delivery's (unthreaded) and a threaded client's /sync do not evict
+// each other's.
+func unreadKey(userID, roomID string, threaded bool) string {
+	if threaded {
+		return userID + "\x00" + roomID + "\x00t"
+	}
+	return userID + "\x00" + roomID
+}
 
 func (s *Service) forgetUnread(userID, roomID string) {
 	s.unreadMu.Lock()
-	delete(s.unread, unreadKey(userID, roomID))
+	delete(s.unread, unreadKey(userID, roomID, false))
+	delete(s.unread, unreadKey(userID, roomID, true))
 	s.unreadMu.Unlock()
 }
 
@@ -209,7 +218,7 @@ func (s *Service) forgetUnread(userID, roomID string) {
 // recent, when not nil, are all the room's events in (recentFrom, upTo], as
 // the caller already read them: they spare a query.
 func (s *Service) UnreadCounts(ctx context.Context, userID, roomID string, upTo int64, rules *pushrules.PushRuleset, rulesPos int64, threaded bool, recent []*storage.Event, recentFrom int64) (Counts, map[string]Counts, error) {
-	key := unreadKey(userID, roomID)
+	key := unreadKey(userID, roomID, threaded)
 	s.unreadMu.Lock()
 	cached := s.unread[key]
 	s.unreadMu.Unlock()
@@ -271,6 +280,19 @@ func (s *Service) UnreadCounts(ctx context.Context, userID, roomID string, upTo 
 		}
 	}
 	return e.main, threads, nil
+}
+
+// cachedUnread are the cached unthreaded counts of userID in roomID, when
+// they were computed with the rules at rulesPos up to at least upTo (a /sync
+// ahead of push delivery's follower): newer than a count up to upTo.
+func (s *Service) cachedUnread(userID, roomID string, rulesPos, upTo int64) (Counts, bool) {
+	s.unreadMu.Lock()
+	defer s.unreadMu.Unlock()
+	e := s.unread[unreadKey(userID, roomID, false)]
+	if e == nil || e.rulesPos != rulesPos || e.upTo < upTo {
+		return Counts{}, false
+	}
+	return e.main, true
 }
 
 // countEvents adds evs, the events in (e.upTo, upTo], to e.

@@ -73,8 +73,8 @@ func checkPusherText(req PusherRequest) error {
 	return nil
 }
 
-// SetPusher creates, replaces or (kind null) deletes a pusher. Delivery to
-// push gateways is not implemented yet: pushers are only stored.
+// SetPusher creates, replaces or (kind null) deletes a pusher. http pushers
+// are delivered to (delivery.go); email pushers are refused (no mailer).
 func (s *Service) SetPusher(ctx context.Context, userID, deviceID string, req PusherRequest) error {
 	if req.AppID == nil || *req.AppID == "" || req.PushKey == nil || *req.PushKey == "" {
 		return mxhttp.MissingParam("app_id and pushkey are required")
@@ -90,6 +90,10 @@ func (s *Service) SetPusher(ctx context.Context, userID, deviceID string, req Pu
 	}
 	if *req.Kind != "http" && *req.Kind != "email" {
 		return mxhttp.InvalidParam("kind must be http, email or null")
+	}
+	if *req.Kind == "email" {
+		// Pushers set earlier stay stored, but nothing is ever mailed.
+		return mxhttp.InvalidParam("email pushers are not available: this server has no mailer configured")
 	}
 	if req.AppDisplayName == "" || req.DeviceDisplayName == "" || req.Lang == "" || len(req.Data) == 0 {
 		return mxhttp.MissingParam("app_display_name, device_display_name, lang and data are required")

@@ -60,6 +60,11 @@ type Options struct {
 	// AllowPrivateGateways admits pushers whose gateway is on a non-public
 	// address (push.allow_private_gateways; development only).
 	AllowPrivateGateways bool
+	// Queue, when set, takes the notifications for push gateways
+	// (*Delivery); QueueStore reads the pushers of a room. Without them
+	// nothing is queued (pushers are only stored).
+	Queue      Queue
+	QueueStore QueueStore
 }
 
 // Service is the module.
@@ -69,6 +74,10 @@ type Service struct {
 	rooms                Rooms
 	notifier             Notifier
 	allowPrivateGateways bool
+	queue                Queue
+	queueStore           QueueStore
+	badges               chan string // users whose badge count changed
+	stop                 context.CancelFunc
 
 	rulesMu  sync.Mutex
 	rules    map[string]*cachedRules
@@ -78,13 +87,25 @@ type Service struct {
 	unread   map[string]*unreadEntry // user\x00room → counts so far
 }
 
-// New builds the module.
+// New builds the module. With a Queue it runs a goroutine for badge
+// updates until Close.
 func New(o Options) *Service {
-	return &Service{db: o.Store, stream: o.Stream, rooms: o.Rooms, notifier: o.Notifier,
+	s := &Service{db: o.Store, stream: o.Stream, rooms: o.Rooms, notifier: o.Notifier,
 		allowPrivateGateways: o.AllowPrivateGateways,
 		rules:                map[string]*cachedRules{}, rulesGen: map[string]int64{}, unread: map[string]*unreadEntry{}}
+	if o.Queue != nil && o.QueueStore != nil {
+		s.queue, s.queueStore = o.Queue, o.QueueStore
+		s.badges = make(chan string, 1024)
+		var ctx context.Context
+		ctx, s.stop = context.WithCancel(context.Background())
+		go s.runBadges(ctx)
+	}
+	return s
 }
 
-// ReceiptMoved drops the cached unread counts of userID in roomID: their read
-// receipt there moved (ephemeral.ReceiptWatcher).
-func (s *Service) ReceiptMoved(userID, roomID string) { s.forgetUnread(userID, roomID) }
+// Close stops the badge updates.
+func (s *Service) Close() {
+	if s.stop != nil {
+		s.stop()
+	}
+}

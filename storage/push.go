@@ -56,6 +56,8 @@ type Pusher struct {
 	PushKey  string
 	DeviceID string
 	JSON     string // the pusher object as set by the client
+	// CreatedTS is when the pusher was first set (ms); read, never written.
+	CreatedTS int64
 }
 
 // SetPusher adds or replaces a pusher. With append=false, pushers of other
@@ -88,7 +90,11 @@ func (db *DB) DeletePusher(ctx context.Context, userID, appID, pushKey string) e
 
 // Pushers lists the user's pushers.
 func (db *DB) Pushers(ctx context.Context, userID string) ([]Pusher, error) {
-	rows, err := db.Query(ctx, `SELECT user_id, app_id, pushkey, device_id, pusher FROM pushers WHERE user_id = $1 ORDER BY created_ts, app_id, pushkey`, userID)
+	return db.scanPushers(ctx, `SELECT user_id, app_id, pushkey, device_id, pusher, created_ts FROM pushers WHERE user_id = $1 ORDER BY created_ts, app_id, pushkey`, userID)
+}
+
+func (db *DB) scanPushers(ctx context.Context, query string, args ...any) ([]Pusher, error) {
+	rows, err := db.Query(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("listing pushers: %w", err)
 	}
@@ -96,7 +102,7 @@ func (db *DB) Pushers(ctx context.Context, userID string) ([]Pusher, error) {
 	var out []Pusher
 	for rows.Next() {
 		var p Pusher
-		if err := rows.Scan(&p.UserID, &p.AppID, &p.PushKey, &p.DeviceID, &p.JSON); err != nil {
+		if err := rows.Scan(&p.UserID, &p.AppID, &p.PushKey, &p.DeviceID, &p.JSON, &p.CreatedTS); err != nil {
 			return nil, fmt.Errorf("listing pushers: %w", err)
 		}
 		out = append(out, p)

@@ -153,6 +153,8 @@ type Push struct {
 	// and tests only, as any user could then make the server call its own
 	// network.
 	AllowPrivateGateways bool `yaml:"allow_private_gateways"`
+	// Delivery tunes the delivery of notifications to push gateways (push.go).
+	Delivery PushDelivery `yaml:"delivery"`
 }
 
 // Database selects and tunes the store.
@@ -523,6 +525,7 @@ func Default() *Config {
 		},
 		Retention: defaultRetention(),
 		Residency: defaultResidency(),
+		Push:      Push{Delivery: defaultPushDelivery()},
 	}
 }
 
@@ -662,6 +665,7 @@ func (c *Config) Validate() error {
 		bad("logging.access_log", "must be off, debug, info, warn or error, got %q", c.Logging.AccessLog)
 	}
 	c.validateCalls(bad)
+	c.validatePushDelivery(bad)
 	switch c.Rooms.DefaultVersion {
 	case "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12":
 	default:

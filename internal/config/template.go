@@ -145,6 +145,17 @@ push:
   # Let http pushers name a push gateway on a loopback or private address.
   # Development only: any user could make the server call its own network.
   allow_private_gateways: false
+  # Delivery of notifications to push gateways (a queue in the store).
+  delivery:
+    # Gateways sent to at once, and requests in flight to one gateway.
+    workers: 16
+    per_gateway: 16
+    request_timeout: 10s
+    # A failing gateway is retried after min_backoff, doubling to max_backoff;
+    # a notification still failing after max_retry_age is given up.
+    min_backoff: 1s
+    max_backoff: 1h
+    max_retry_age: 24h
 
 # Served as https://<server_name>/.well-known/matrix/support (how users reach
 # the administrators). Unset: 404. Each contact needs a role (m.role.admin,

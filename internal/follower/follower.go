@@ -1,6 +1,6 @@
 // Package follower runs the work that follows new room events — copying push
-// rules to an upgraded room today; the federation sender, push delivery and
-// application services later — outside the room writer. A follower tails the
+// rules to an upgraded room, the federation sender, queueing push
+// notifications; application services later — outside the room writer. A follower tails the
 // one stream (storage.Stream) from a cursor it keeps in the store: woken when
 // the stream advances, it reads the events after its cursor in pages, hands
 // each page to its handler and moves the cursor past the page once the
