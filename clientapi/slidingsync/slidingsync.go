@@ -174,6 +174,7 @@ func (h *Handler) handle(r *http.Request) (*response, error) {
 		return nil, err
 	}
 	resp.Pos = h.conns.put(key, next, !prevExists)
+	resp.TxnID = req.TxnID
 	return resp, nil
 }
 
@@ -358,7 +359,7 @@ func (b *builder) build(ctx context.Context, to syncv2.Token) (*response, *snaps
 			resp.Rooms[roomID] = res
 		}
 	}
-	if err := b.extensions(ctx, resp, configs); err != nil {
+	if err := b.extensions(ctx, resp, configs, listsOf); err != nil {
 		return nil, nil, err
 	}
 	return resp, b.next, nil
