@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"fmt"
 	"runtime"
 	"sync"
@@ -118,15 +119,27 @@ func BenchmarkSlidingSync1000Rooms(b *testing.B) {
 				}
 			})
 			b.Run("memory", func(b *testing.B) {
+				// Each round: 8 new devices, one connection each, so the
+				// connections of earlier rounds stay (nothing is replaced or
+				// evicted) and the heap grows by what 8 connections hold.
 				const conns = 8
 				for b.Loop() {
+					devices := make([]*mautrix.Client, conns)
+					for k := range devices {
+						devices[k] = srv.Client(b)
+						if _, err := devices[k].Login(context.Background(), &mautrix.ReqLogin{Type: mautrix.AuthTypePassword,
+							Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: "bench"},
+							Password:   "password-bench", StoreCredentials: true}); err != nil {
+							b.Fatal(err)
+						}
+					}
 					var before, after runtime.MemStats
 					runtime.GC()
 					runtime.ReadMemStats(&before)
-					for k := range conns {
-						body := list(fmt.Sprintf("mem-%d", k), n-1)
-						r := slidingSync(b, c, "", 0, body)
-						slidingSync(b, c, r["pos"].(string), 0, body) // a second snapshot, as a live connection holds
+					for _, d := range devices {
+						body := list("room-list", n-1)
+						r := slidingSync(b, d, "", 0, body)
+						slidingSync(b, d, r["pos"].(string), 0, body) // a second snapshot, as a live connection holds
 					}
 					runtime.GC()
 					runtime.ReadMemStats(&after)

@@ -3,7 +3,6 @@ package slidingsync
 import (
 	"context"
 	"encoding/json"
-	"maps"
 	"slices"
 	"sort"
 
@@ -32,6 +31,18 @@ type candidate struct {
 	hasLatest  bool  // recency is the latest event up to upTo (storage.LatestEventPositions)
 	bump       int64
 	scanBump   bool // bump is still to be searched for below recency (only for rooms sent)
+}
+
+// stateKey is cfg.key(), one string per distinct config in an answer: a
+// snapshot holds one per room, and a thousand copies of the same long key
+// were most of a connection's memory.
+func (b *builder) stateKey(cfg *combined) string {
+	k := cfg.key()
+	if s, ok := b.keys[k]; ok {
+		return s
+	}
+	b.keys[k] = k
+	return k
 }
 
 // bumpStamp is the room's latest bump-type event among its bumpScan latest
@@ -277,7 +288,7 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 	sent, had := b.prev.rooms[c.roomID]
 	transient := func(m string) bool { return m == "invite" || m == "knock" }
 	initial := !had || (sent.membership != c.membership && (transient(sent.membership) || transient(c.membership) || c.membership == "join"))
-	rec := roomSent{toPos: c.upTo, limit: cfg.limit, cfg: cfg, stateKey: cfg.key(), membership: c.membership}
+	rec := roomSent{toPos: c.upTo, limit: cfg.limit, cfg: cfg, stateKey: b.stateKey(cfg), membership: c.membership}
 
 	if transient(c.membership) {
 		if !initial {
@@ -441,21 +452,21 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 		if initial || limited {
 			known = nil // the client drops its member cache on a gap
 		}
-		grown := maps.Clone(known)
-		if grown == nil {
-			grown = map[string]bool{}
-		}
+		var add []string
 		for u := range lazy {
 			ev, ok := state[storage.StateKey{Type: "m.room.member", StateKey: u}]
-			if !ok || (known[u] && changed[storage.StateKey{Type: "m.room.member", StateKey: u}] == "") {
+			if !ok || (known.has(u) && changed[storage.StateKey{Type: "m.room.member", StateKey: u}] == "") {
 				continue
 			}
 			if !cfg.wants("m.room.member", u, b.userID) {
 				ids = append(ids, ev)
 			}
-			grown[u] = true
+			add = append(add, u)
 		}
-		rec.lazySent = grown
+		rec.lazySent = known
+		if len(add) > 0 {
+			rec.lazySent = known.with(add)
+		}
 	}
 	stateEvs, err := b.h.store.EventsInStreamOrder(ctx, dedupe(ids))
 	if err != nil {

@@ -229,6 +229,7 @@ type builder struct {
 	mems     map[string]*syncv2.Membership
 	facts    map[string]*roomFacts
 	spaces   map[string]map[string]bool // children of each space read (spaceChildren)
+	keys     map[string]string          // interned config keys (stateKey)
 	dmRooms  map[string]bool
 	tags     map[string]map[string]bool
 	acct     []storage.AccountData
@@ -251,6 +252,7 @@ func (b *builder) build(ctx context.Context, to syncv2.Token) (*response, *snaps
 		subs: b.subs, reqs: b.reqs}
 	b.facts = map[string]*roomFacts{}
 	b.spaces = map[string]map[string]bool{}
+	b.keys = map[string]string{}
 	var err error
 	if b.mems, err = b.h.syncer.Memberships(ctx, b.userID, to.Pos); err != nil {
 		return nil, nil, err
