@@ -197,3 +197,41 @@ func TestSlidingSyncExtensionScope(t *testing.T) {
 		}
 	})
 }
+
+// TestSlidingSyncCountsFollowOwnReceipt: reading a room (on any device)
+// changes its counts, and a continuing connection is sent the room with the
+// new counts although nothing else happened in it (Element X's badge).
+func TestSlidingSyncCountsFollowOwnReceipt(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
+		alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+		room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{bob.UserID}}, bob)
+		other := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{bob.UserID}}, bob)
+		body := elementXRoomList("")
+		resp := slidingSync(t, bob, "", 0, body)
+		sendText(t, alice, room, "one")
+		last := sendText(t, alice, room, "two")
+		resp = slidingSync(t, bob, resp["pos"].(string), 0, body)
+		if r := obj(ssRooms(resp)[string(room)]); r["notification_count"] != float64(2) {
+			t.Fatalf("after two messages: notification_count = %v", r["notification_count"])
+		}
+		if r := clientCall(t, bob, "POST", fmt.Sprintf("/_matrix/client/v3/rooms/%s/receipt/m.read/%s", room, last), map[string]any{}); r.Status != 200 {
+			t.Fatalf("receipt: %d %s", r.Status, r.Raw)
+		}
+		resp = slidingSync(t, bob, resp["pos"].(string), 1000, body)
+		r := obj(ssRooms(resp)[string(room)])
+		if r == nil || r["notification_count"] != float64(0) || r["highlight_count"] != float64(0) {
+			t.Fatalf("after bob read the room: %v", r)
+		}
+		if r["initial"] != nil || len(asList(r["timeline"])) != 0 {
+			t.Errorf("a counts update resent the room: initial=%v timeline=%v", r["initial"], r["timeline"])
+		}
+		if ssRooms(resp)[string(other)] != nil {
+			t.Errorf("a room nobody read was sent")
+		}
+		// Once sent, not again.
+		again := slidingSync(t, bob, resp["pos"].(string), 0, body)
+		if ssRooms(again)[string(room)] != nil {
+			t.Errorf("the counts update was sent twice")
+		}
+	})
+}

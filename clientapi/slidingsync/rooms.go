@@ -290,6 +290,21 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 	initial := !had || (sent.membership != c.membership && (transient(sent.membership) || transient(c.membership) || c.membership == "join"))
 	rec := roomSent{toPos: c.upTo, limit: cfg.limit, cfg: cfg, stateKey: b.stateKey(cfg), membership: c.membership}
 
+	// A joined room with nothing else new is still sent when the user's
+	// own read receipt moved since the last answer: its counts changed (a
+	// badge cleared by reading on another device).
+	countsOnly := func() (*roomResult, error) {
+		if initial || c.membership != "join" || !b.readRooms[c.roomID] {
+			return nil, nil
+		}
+		counts, _, err := b.h.push.UnreadCounts(ctx, b.userID, c.roomID, b.to.Pos, b.ruleset, b.rulesPos, false, nil, 0)
+		if err != nil {
+			return nil, err
+		}
+		return &roomResult{Membership: c.membership, NotificationCount: &counts.Notifications, HighlightCount: &counts.Highlights,
+			IsDM: b.dmRooms[c.roomID]}, nil
+	}
+
 	if transient(c.membership) {
 		if !initial {
 			return nil, nil
@@ -321,7 +336,7 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 		rec.lazySent = sent.lazySent
 	}
 	if !initial && !expanded && !cfgChanged && c.upTo <= sent.toPos && sent.membership == c.membership {
-		return nil, nil // nothing new (kept as sent)
+		return countsOnly() // nothing new (kept as sent)
 	}
 	if !initial && !expanded && !cfgChanged && sent.membership == c.membership && c.hasLatest && c.recency <= sent.toPos {
 		// No event since the room was last sent (its latest, read for the
@@ -329,7 +344,7 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 		// 1,000 rooms otherwise reads every room's recent events per answer.
 		rec.limit = max(rec.limit, sent.limit)
 		b.next.rooms[c.roomID] = rec
-		return nil, nil
+		return countsOnly()
 	}
 	var state, wider storage.StateMap
 	if cfgChanged {
@@ -373,7 +388,7 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 	}
 	if !initial && len(evs) == 0 && len(wider) == 0 && sent.membership == c.membership {
 		b.next.rooms[c.roomID] = rec // nothing new; a config that only shrank changes nothing the client has
-		return nil, nil
+		return countsOnly()
 	}
 	res := &roomResult{Initial: initial, ExpandedTimeline: expanded && !initial, Membership: c.membership, BumpStamp: bump,
 		Limited: limited, IsDM: b.dmRooms[c.roomID]}
