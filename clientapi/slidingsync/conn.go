@@ -1,6 +1,7 @@
 package slidingsync
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,7 +25,7 @@ type roomSent struct {
 	cfg        *combined // the room config it was last sent with (immutable)
 	stateKey   string    // cfg.key()
 	membership string
-	lazySent   map[string]bool // members whose m.room.member was sent (shared: copy on write)
+	lazySent   memberSet // members whose m.room.member was sent (shared: copy on write)
 }
 
 // snapshot is a connection's state as of one issued pos. Snapshots are
@@ -222,4 +223,22 @@ func (c *connections) size() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.m)
+}
+
+// memberSet is a small sorted set of user IDs. A snapshot holds one per room
+// sent with lazy members, mostly of one or two members: a slice is a fifth
+// of a map's size there.
+type memberSet []string
+
+func (s memberSet) has(u string) bool {
+	_, ok := slices.BinarySearch(s, u)
+	return ok
+}
+
+// with is s plus add, a new set (s is shared by older snapshots).
+func (s memberSet) with(add []string) memberSet {
+	out := make(memberSet, 0, len(s)+len(add))
+	out = append(append(out, s...), add...)
+	slices.Sort(out)
+	return slices.Clip(slices.Compact(out))
 }

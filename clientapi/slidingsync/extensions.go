@@ -46,8 +46,20 @@ type roomsEventResult struct {
 func (r *roomsEventResult) hasData() bool { return len(r.Rooms) > 0 }
 
 // extensions fills the enabled extensions. Room-scoped ones (account data,
-// receipts, typing) cover the rooms the request's lists and subscriptions matched.
-func (b *builder) extensions(ctx context.Context, resp *response, rooms map[string]*combined) error {
+// receipts, typing) cover the rooms the request's lists and subscriptions
+// matched, narrowed by each extension's lists and rooms (listsOf: the lists
+// whose windows hold each room).
+func (b *builder) extensions(ctx context.Context, resp *response, matched map[string]*combined, listsOf map[string][]string) error {
+	inScope := func(sc *roomScope) map[string]bool {
+		rooms := map[string]bool{}
+		for roomID := range matched {
+			_, subscribed := b.subs[roomID]
+			if sc.covers(roomID, listsOf[roomID], subscribed) {
+				rooms[roomID] = true
+			}
+		}
+		return rooms
+	}
 	ext := b.req.Extensions
 	since := b.since()
 	if td := ext.ToDevice; td != nil && td.on() && b.h.keys != nil {
@@ -89,6 +101,7 @@ func (b *builder) extensions(ctx context.Context, resp *response, rooms map[stri
 		return !b.prevExists || (res != nil && res.Initial)
 	}
 	if ext.AccountData.on() {
+		rooms := inScope(ext.AccountData)
 		r := &accountDataResult{Rooms: map[string][]json.RawMessage{}}
 		for _, a := range b.acct {
 			ev, _ := json.Marshal(map[string]any{"type": a.Type, "content": a.Content})
@@ -96,7 +109,7 @@ func (b *builder) extensions(ctx context.Context, resp *response, rooms map[stri
 				if a.StreamPos > since {
 					r.Global = append(r.Global, ev)
 				}
-			} else if rooms[a.RoomID] != nil && (a.StreamPos > since || full(a.RoomID)) {
+			} else if rooms[a.RoomID] && (a.StreamPos > since || full(a.RoomID)) {
 				r.Rooms[a.RoomID] = append(r.Rooms[a.RoomID], ev)
 			}
 		}
@@ -111,6 +124,7 @@ func (b *builder) extensions(ctx context.Context, resp *response, rooms map[stri
 		resp.Extensions["account_data"] = r
 	}
 	if ext.Receipts.on() {
+		rooms := inScope(ext.Receipts)
 		r := &roomsEventResult{Rooms: map[string]json.RawMessage{}}
 		var inRange map[string][]storage.Receipt
 		if b.prevExists {
@@ -141,6 +155,7 @@ func (b *builder) extensions(ctx context.Context, resp *response, rooms map[stri
 		resp.Extensions["receipts"] = r
 	}
 	if ext.Typing.on() {
+		rooms := inScope(ext.Typing)
 		r := &roomsEventResult{Rooms: map[string]json.RawMessage{}}
 		for roomID := range rooms {
 			if m := b.mems[roomID]; m == nil || m.At().Membership != "join" {

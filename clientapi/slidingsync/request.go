@@ -3,6 +3,7 @@ package slidingsync
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 
@@ -36,6 +37,7 @@ func errUnknownPos(msg string) error {
 // lazy_members}, is_invited, pos and timeout in the body).
 type request struct {
 	ConnID            string                `json:"conn_id"`
+	TxnID             *string               `json:"txn_id"` // echoed (MSC3575; older clients match answers by it)
 	Pos               *string               `json:"pos"`
 	Timeout           *int64                `json:"timeout"`
 	SetPresence       *string               `json:"set_presence"`
@@ -85,6 +87,48 @@ type extensionToggle struct {
 	Enabled *bool `json:"enabled"`
 }
 
+// roomScope is the reserved lists/rooms pair of a room-scoped extension
+// (account_data, receipts, typing): which lists' rooms and which room
+// subscriptions it covers. Absent means all ("*"); [] means none.
+type roomScope struct {
+	extensionToggle
+	Lists *[]string `json:"lists"`
+	Rooms *[]string `json:"rooms"`
+}
+
+// covers reports whether a room in the answer, in the windows of lists and
+// subscribed or not, is in the extension's scope.
+func (s *roomScope) covers(roomID string, lists []string, subscribed bool) bool {
+	if s.Lists == nil || slices.Contains(*s.Lists, "*") {
+		if len(lists) > 0 {
+			return true
+		}
+	} else {
+		for _, l := range lists {
+			if slices.Contains(*s.Lists, l) {
+				return true
+			}
+		}
+	}
+	if !subscribed {
+		return false
+	}
+	return s.Rooms == nil || slices.Contains(*s.Rooms, "*") || slices.Contains(*s.Rooms, roomID)
+}
+
+// on is extensionToggle's, safe on an absent extension.
+func (s *roomScope) on() bool { return s != nil && s.extensionToggle.on() }
+
+func (s *roomScope) validate(name string) error {
+	if s == nil {
+		return nil
+	}
+	if (s.Lists != nil && len(*s.Lists) > maxLists+1) || (s.Rooms != nil && len(*s.Rooms) > maxSubscriptions+1) {
+		return mxhttp.InvalidParam("extensions.%s: too many lists or rooms", name)
+	}
+	return nil
+}
+
 func (e *extensionToggle) on() bool { return e != nil && e.Enabled != nil && *e.Enabled }
 
 type extensionsRequest struct {
@@ -94,9 +138,11 @@ type extensionsRequest struct {
 		Limit *int    `json:"limit"`
 	} `json:"to_device"`
 	E2EE        *extensionToggle `json:"e2ee"`
-	AccountData *extensionToggle `json:"account_data"`
-	Receipts    *extensionToggle `json:"receipts"`
-	Typing      *extensionToggle `json:"typing"`
+	AccountData *roomScope       `json:"account_data"`
+	Receipts    *roomScope       `json:"receipts"`
+	Typing      *roomScope       `json:"typing"`
+	// Others (thread subscriptions, profiles, sticky events, ...) are not
+	// served and, as MSC4186 says of unknown extensions, ignored.
 }
 
 // stateRule matches state by (type, state_key); "" in a field matches anything.
@@ -332,6 +378,15 @@ func (req *request) validate() error {
 		if !strings.HasPrefix(roomID, "!") {
 			return mxhttp.InvalidParam("unsubscribe_rooms entries must be room IDs")
 		}
+	}
+	for name, sc := range map[string]*roomScope{"account_data": req.Extensions.AccountData,
+		"receipts": req.Extensions.Receipts, "typing": req.Extensions.Typing} {
+		if err := sc.validate(name); err != nil {
+			return err
+		}
+	}
+	if req.TxnID != nil && len(*req.TxnID) > maxConnIDLen {
+		return mxhttp.InvalidParam("txn_id is too long")
 	}
 	if td := req.Extensions.ToDevice; td != nil && td.Limit != nil && *td.Limit < 0 {
 		return mxhttp.InvalidParam("to_device limit must not be negative")

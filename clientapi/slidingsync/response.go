@@ -4,6 +4,7 @@ import "encoding/json"
 
 // response is the body of a sliding sync answer.
 type response struct {
+	TxnID      *string                `json:"txn_id,omitempty"`
 	Pos        string                 `json:"pos"`
 	Lists      map[string]listResult  `json:"lists"`
 	Rooms      map[string]*roomResult `json:"rooms"`

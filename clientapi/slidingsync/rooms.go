@@ -3,7 +3,6 @@ package slidingsync
 import (
 	"context"
 	"encoding/json"
-	"maps"
 	"slices"
 	"sort"
 
@@ -29,8 +28,21 @@ type candidate struct {
 	statePos   int64 // the last position the user may see the state at (their latest join's end once left)
 	retired    bool  // never joined, left or banned: an invite or knock that ended
 	recency    int64 // sort key: the latest event (or the membership event)
+	hasLatest  bool  // recency is the latest event up to upTo (storage.LatestEventPositions)
 	bump       int64
 	scanBump   bool // bump is still to be searched for below recency (only for rooms sent)
+}
+
+// stateKey is cfg.key(), one string per distinct config in an answer: a
+// snapshot holds one per room, and a thousand copies of the same long key
+// were most of a connection's memory.
+func (b *builder) stateKey(cfg *combined) string {
+	k := cfg.key()
+	if s, ok := b.keys[k]; ok {
+		return s
+	}
+	b.keys[k] = k
+	return k
 }
 
 // bumpStamp is the room's latest bump-type event among its bumpScan latest
@@ -96,6 +108,7 @@ func (b *builder) roomList(ctx context.Context) ([]*candidate, error) {
 		if pos, ok := latest[c.roomID]; ok {
 			c.recency = pos
 			c.scanBump = true
+			c.hasLatest = true
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -275,7 +288,22 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 	sent, had := b.prev.rooms[c.roomID]
 	transient := func(m string) bool { return m == "invite" || m == "knock" }
 	initial := !had || (sent.membership != c.membership && (transient(sent.membership) || transient(c.membership) || c.membership == "join"))
-	rec := roomSent{toPos: c.upTo, limit: cfg.limit, cfg: cfg, stateKey: cfg.key(), membership: c.membership}
+	rec := roomSent{toPos: c.upTo, limit: cfg.limit, cfg: cfg, stateKey: b.stateKey(cfg), membership: c.membership}
+
+	// A joined room with nothing else new is still sent when the user's
+	// own read receipt moved since the last answer: its counts changed (a
+	// badge cleared by reading on another device).
+	countsOnly := func() (*roomResult, error) {
+		if initial || c.membership != "join" || !b.readRooms[c.roomID] {
+			return nil, nil
+		}
+		counts, _, err := b.h.push.UnreadCounts(ctx, b.userID, c.roomID, b.to.Pos, b.ruleset, b.rulesPos, false, nil, 0)
+		if err != nil {
+			return nil, err
+		}
+		return &roomResult{Membership: c.membership, NotificationCount: &counts.Notifications, HighlightCount: &counts.Highlights,
+			IsDM: b.dmRooms[c.roomID]}, nil
+	}
 
 	if transient(c.membership) {
 		if !initial {
@@ -308,7 +336,15 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 		rec.lazySent = sent.lazySent
 	}
 	if !initial && !expanded && !cfgChanged && c.upTo <= sent.toPos && sent.membership == c.membership {
-		return nil, nil // nothing new (kept as sent)
+		return countsOnly() // nothing new (kept as sent)
+	}
+	if !initial && !expanded && !cfgChanged && sent.membership == c.membership && c.hasLatest && c.recency <= sent.toPos {
+		// No event since the room was last sent (its latest, read for the
+		// sort, is older): nothing to read. A continuing connection over
+		// 1,000 rooms otherwise reads every room's recent events per answer.
+		rec.limit = max(rec.limit, sent.limit)
+		b.next.rooms[c.roomID] = rec
+		return countsOnly()
 	}
 	var state, wider storage.StateMap
 	if cfgChanged {
@@ -352,7 +388,7 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 	}
 	if !initial && len(evs) == 0 && len(wider) == 0 && sent.membership == c.membership {
 		b.next.rooms[c.roomID] = rec // nothing new; a config that only shrank changes nothing the client has
-		return nil, nil
+		return countsOnly()
 	}
 	res := &roomResult{Initial: initial, ExpandedTimeline: expanded && !initial, Membership: c.membership, BumpStamp: bump,
 		Limited: limited, IsDM: b.dmRooms[c.roomID]}
@@ -431,21 +467,21 @@ func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (
 		if initial || limited {
 			known = nil // the client drops its member cache on a gap
 		}
-		grown := maps.Clone(known)
-		if grown == nil {
-			grown = map[string]bool{}
-		}
+		var add []string
 		for u := range lazy {
 			ev, ok := state[storage.StateKey{Type: "m.room.member", StateKey: u}]
-			if !ok || (known[u] && changed[storage.StateKey{Type: "m.room.member", StateKey: u}] == "") {
+			if !ok || (known.has(u) && changed[storage.StateKey{Type: "m.room.member", StateKey: u}] == "") {
 				continue
 			}
 			if !cfg.wants("m.room.member", u, b.userID) {
 				ids = append(ids, ev)
 			}
-			grown[u] = true
+			add = append(add, u)
 		}
-		rec.lazySent = grown
+		rec.lazySent = known
+		if len(add) > 0 {
+			rec.lazySent = known.with(add)
+		}
 	}
 	stateEvs, err := b.h.store.EventsInStreamOrder(ctx, dedupe(ids))
 	if err != nil {

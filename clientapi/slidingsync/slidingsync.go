@@ -174,6 +174,7 @@ func (h *Handler) handle(r *http.Request) (*response, error) {
 		return nil, err
 	}
 	resp.Pos = h.conns.put(key, next, !prevExists)
+	resp.TxnID = req.TxnID
 	return resp, nil
 }
 
@@ -223,17 +224,19 @@ type builder struct {
 	reqs             uint64
 
 	// Per build:
-	to       syncv2.Token
-	next     *snapshot
-	mems     map[string]*syncv2.Membership
-	facts    map[string]*roomFacts
-	spaces   map[string]map[string]bool // children of each space read (spaceChildren)
-	dmRooms  map[string]bool
-	tags     map[string]map[string]bool
-	acct     []storage.AccountData
-	ruleset  *pushrules.PushRuleset
-	rulesPos int64
-	toDevice int64 // the to-device since the answer acknowledges (extension state)
+	to        syncv2.Token
+	next      *snapshot
+	mems      map[string]*syncv2.Membership
+	facts     map[string]*roomFacts
+	spaces    map[string]map[string]bool // children of each space read (spaceChildren)
+	keys      map[string]string          // interned config keys (stateKey)
+	readRooms map[string]bool            // rooms where the user's own receipt moved since the last answer
+	dmRooms   map[string]bool
+	tags      map[string]map[string]bool
+	acct      []storage.AccountData
+	ruleset   *pushrules.PushRuleset
+	rulesPos  int64
+	toDevice  int64 // the to-device since the answer acknowledges (extension state)
 }
 
 // since is the stream position the connection was last answered at (0: new).
@@ -250,9 +253,22 @@ func (b *builder) build(ctx context.Context, to syncv2.Token) (*response, *snaps
 		subs: b.subs, reqs: b.reqs}
 	b.facts = map[string]*roomFacts{}
 	b.spaces = map[string]map[string]bool{}
+	b.keys = map[string]string{}
 	var err error
 	if b.mems, err = b.h.syncer.Memberships(ctx, b.userID, to.Pos); err != nil {
 		return nil, nil, err
+	}
+	b.readRooms = map[string]bool{}
+	if b.prevExists {
+		rs, err := b.h.store.ReceiptsInRange(ctx, b.userID, b.since(), to.Pos)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, r := range rs {
+			if r.UserID == b.userID {
+				b.readRooms[r.RoomID] = true
+			}
+		}
 	}
 	if b.acct, err = b.h.store.AccountDataSince(ctx, b.userID, 0, to.Pos); err != nil {
 		return nil, nil, err
@@ -358,7 +374,7 @@ func (b *builder) build(ctx context.Context, to syncv2.Token) (*response, *snaps
 			resp.Rooms[roomID] = res
 		}
 	}
-	if err := b.extensions(ctx, resp, configs); err != nil {
+	if err := b.extensions(ctx, resp, configs, listsOf); err != nil {
 		return nil, nil, err
 	}
 	return resp, b.next, nil

@@ -246,3 +246,48 @@ func TestSubscriptionsRememberedAndBounded(t *testing.T) {
 		t.Error("the previous snapshot's subscriptions were modified")
 	}
 }
+
+func TestMemberSetCopyOnWrite(t *testing.T) {
+	var s memberSet
+	if s.has("@a:x") {
+		t.Fatal("empty set has a member")
+	}
+	a := s.with([]string{"@b:x", "@a:x", "@b:x"})
+	b := a.with([]string{"@c:x"})
+	if len(a) != 2 || !a.has("@a:x") || !a.has("@b:x") || a.has("@c:x") {
+		t.Fatalf("a = %v", a)
+	}
+	if len(b) != 3 || !b.has("@c:x") || !b.has("@a:x") {
+		t.Fatalf("b = %v", b)
+	}
+	if a.has("@c:x") {
+		t.Fatal("adding to a copy changed the original (shared by older snapshots)")
+	}
+}
+
+func TestRoomScopeCovers(t *testing.T) {
+	sl := func(v ...string) *[]string { return &v }
+	cases := []struct {
+		scope      roomScope
+		lists      []string
+		subscribed bool
+		want       bool
+	}{
+		{roomScope{}, []string{"a"}, false, true},
+		{roomScope{}, nil, true, true},
+		{roomScope{}, nil, false, false},
+		{roomScope{Lists: sl()}, []string{"a"}, false, false},
+		{roomScope{Lists: sl("*")}, []string{"a"}, false, true},
+		{roomScope{Lists: sl("b")}, []string{"a"}, false, false},
+		{roomScope{Lists: sl("b")}, []string{"a", "b"}, false, true},
+		{roomScope{Rooms: sl()}, nil, true, false},
+		{roomScope{Rooms: sl("!r")}, nil, true, true},
+		{roomScope{Rooms: sl("!other")}, nil, true, false},
+		{roomScope{Lists: sl(), Rooms: sl("*")}, []string{"a"}, true, true},
+	}
+	for i, c := range cases {
+		if got := c.scope.covers("!r", c.lists, c.subscribed); got != c.want {
+			t.Errorf("case %d: covers = %v, want %v", i, got, c.want)
+		}
+	}
+}
