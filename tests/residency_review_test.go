@@ -1,0 +1,48 @@
+package tests
+
+import (
+	"net/url"
+	"testing"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/myelin-chat/myelin/homeserver/testserver"
+)
+
+// Findings of the adversarial review of issue 13's policy: each test fails
+// on the code before its fix.
+
+// TestResidencyReviewACLWildcards: a local client may not widen the ACL
+// mirror of a room of zone eu with a wildcard reaching past the zone ("**"
+// and "?*" match every server as "*" does; "*.us.example" is zone us), while
+// the zone's own patterns and narrower forms of them pass.
+func TestResidencyReviewACLWildcards(t *testing.T) {
+	for _, backend := range testserver.Backends {
+		t.Run(backend, func(t *testing.T) {
+			srv := startCreationServer(t, backend, creationPolicy())
+			alice := srv.Register(t, "alice")
+			r := createRaw(t, alice, map[string]any{"preset": "public_chat"})
+			if r.Status != 200 {
+				t.Fatalf("createRoom: %d %s", r.Status, r.Raw)
+			}
+			room := id.RoomID(r.Body["room_id"].(string))
+			put := func(allow ...string) rawResp {
+				return clientCall(t, alice, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(string(room))+"/state/m.room.server_acl/",
+					map[string]any{"allow": append([]string{"hs.test"}, allow...)})
+			}
+			for _, allow := range []string{"**", "?*", "*?", "*.example", "*.us.example", "*example", "x.us.examp?e"} {
+				if r := put(allow); r.Status != 403 || r.errcode() != "M_FORBIDDEN" {
+					t.Errorf("ACL allowing %q in an eu room: %d %s, want 403 M_FORBIDDEN", allow, r.Status, r.Raw)
+				}
+			}
+			if got := aclAllow(t, alice, room); len(got) != 2 || got[0] != "*.eu.example" {
+				t.Fatalf("the ACL changed: allows %v", got)
+			}
+			for _, allow := range []string{"*.eu.example", "*.de.eu.example", "x?.eu.example"} {
+				if r := put(allow); r.Status != 200 {
+					t.Errorf("ACL allowing %q in an eu room: %d %s, want 200", allow, r.Status, r.Raw)
+				}
+			}
+		})
+	}
+}
