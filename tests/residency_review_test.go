@@ -4,8 +4,11 @@ import (
 	"net/url"
 	"testing"
 
+	"maunium.net/go/mautrix"
+	mfed "maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/myelin-chat/myelin/audit"
 	"github.com/myelin-chat/myelin/homeserver/testserver"
 )
 
@@ -42,6 +45,50 @@ func TestResidencyReviewACLWildcards(t *testing.T) {
 				if r := put(allow); r.Status != 200 {
 					t.Errorf("ACL allowing %q in an eu room: %d %s, want 200", allow, r.Status, r.Raw)
 				}
+			}
+		})
+	}
+}
+
+// TestResidencyReviewRefusalFlood: a listed peer (b, zone open) asking
+// again and again for a room of zone a is refused every time, but does not
+// write one audit record per request: the same refusal (server, endpoint,
+// rule, room) is recorded once a minute.
+func TestResidencyReviewRefusalFlood(t *testing.T) {
+	for _, backend := range testserver.Backends {
+		t.Run(backend, func(t *testing.T) {
+			n := newResidencyNet(t, backend)
+			ctx := ctxT(t)
+			alice := n.a1.Register(t, "alice")
+			roomA := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+			msg := sendText(t, alice, roomA, "zone a only")
+			b := newPeer(t, n, n.b, "a1.test")
+			const requests = 40
+			for i := 0; i < requests; i++ {
+				_, err := b.call(ctx, "GET", mfed.URLPath{"v1", "state", roomA}, url.Values{"event_id": {string(msg)}}, nil)
+				wantRefused(t, "state", err, "the room is resident in zone a")
+				_, err = b.call(ctx, "GET", mfed.URLPath{"v1", "event", msg}, nil, nil)
+				wantRefused(t, "event", err, "the room is resident in zone a")
+			}
+			// A last, different refusal: once it is written, so is every one before it.
+			_, err := b.call(ctx, "GET", mfed.URLPath{"v1", "backfill", roomA}, url.Values{"v": {string(msg)}, "limit": {"10"}}, nil)
+			wantRefused(t, "backfill", err, "the room is resident in zone a")
+			recs := inboundAuditRecords(t, n.a1, func(recs []audit.Record) bool {
+				for _, r := range inboundRefusalRecords(recs) {
+					if r.Server == "b.test" && r.Purpose == "backfill" {
+						return true
+					}
+				}
+				return false
+			})
+			count := map[string]int{}
+			for _, r := range inboundRefusalRecords(recs) {
+				if r.Server == "b.test" {
+					count[r.Purpose]++
+				}
+			}
+			if count["backfill"] != 1 || count["state"] != 1 || count["event"] != 1 {
+				t.Fatalf("refusal records of b's %d requests per endpoint: %v, want one per endpoint", requests, count)
 			}
 		})
 	}
