@@ -306,9 +306,9 @@ func (s *Server) build(ctx context.Context) error {
 		Memberships: s.Rooms, Invites: s.Rooms, UserKeys: s.Keys,
 		Residency: inboundResidency{s.Residency}, Audit: peerRefusals})
 	s.RemoteJoins = remotejoin.New(remotejoin.Options{ServerName: cfg.ServerName, Rooms: s.Rooms, Client: transport.Client,
-		OutOfBand: s.Rooms, Memberships: transport.Client, Residents: s.Rooms, Residency: residencyJoins{s.outboundGate()}})
+		OutOfBand: s.Rooms, Memberships: transport.Client, Residents: s.Rooms, Residency: residencyJoins{g: s.outboundGate()}})
 	s.RemoteInvites = remotejoin.NewInviter(remotejoin.Options{Invites: s.Rooms, InviteClient: transport.Client,
-		Policy: invitePolicy{transport.Policy}, Residency: residencyJoins{s.outboundGate()}})
+		Policy: invitePolicy{transport.Policy}, Residency: residencyJoins{g: s.outboundGate(), acl: s.DB}})
 	// A limited timeline's prev_batch is a roomview pagination token.
 	s.Syncer = syncv2.New(syncv2.Options{Store: db, Stream: db.Stream, Ephemeral: s.Ephemeral, Push: s.Push, Keys: s.Keys,
 		Notifier: s.Notifier, Tokens: roomviewTokens{}})

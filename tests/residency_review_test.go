@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 	mfed "maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/id"
 
@@ -89,6 +90,46 @@ func TestResidencyReviewRefusalFlood(t *testing.T) {
 			}
 			if count["backfill"] != 1 || count["state"] != 1 || count["event"] != 1 {
 				t.Fatalf("refusal records of b's %d requests per endpoint: %v, want one per endpoint", requests, count)
+			}
+		})
+	}
+}
+
+// TestResidencyReviewInviteRespectsACLMirror: a room of zone a held by a2
+// (its m.room.server_acl mirrors zone a) that a1 classified otherwise — its
+// user joined it by an alias #open-x that a user of a2 pointed at it, so a1
+// records it in zone open — must still not be offered to b: an invite to
+// b's user would carry the room's stripped state to b, whose server the
+// room's ACL denies (it could never join). The invite is refused before
+// anything is sent.
+func TestResidencyReviewInviteRespectsACLMirror(t *testing.T) {
+	for _, backend := range testserver.Backends {
+		t.Run(backend, func(t *testing.T) {
+			n := newResidencyNet(t, backend)
+			ctx := ctxT(t)
+			carol := n.a2.Register(t, "carol")
+			room := createRoom(t, carol, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "zone a secrets",
+				PowerLevelOverride: &event.PowerLevelsEventContent{InvitePtr: ptr(0), Users: map[id.UserID]int{carol.UserID: 100}}})
+			if _, err := carol.CreateAlias(ctx, "#open-x:a2.test", room); err != nil {
+				t.Fatalf("alias: %v", err)
+			}
+			alice := n.a1.Register(t, "alice")
+			if _, err := alice.JoinRoom(ctx, "#open-x:a2.test", nil); err != nil {
+				t.Fatalf("alice joins by #open-x: %v", err)
+			}
+			rec, _ := n.a1.DB.GetRoomResidency(ctx, string(room))
+			t.Logf("a1 records %+v", rec)
+			bob := n.b.Register(t, "bob")
+			_, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.UserID})
+			if errStatus(err) != 403 {
+				t.Errorf("invite of b's user to a room whose ACL denies b: %v, want 403", err)
+			}
+			t.Logf("invite: %v", err)
+			if n.wire.mentions(string(room)) {
+				t.Fatalf("the room reached b: %v", n.wire.paths())
+			}
+			if _, err := n.b.DB.GetRoom(ctx, string(room)); err == nil {
+				t.Fatal("b's store holds the room")
 			}
 		})
 	}
