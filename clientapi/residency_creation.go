@@ -135,9 +135,9 @@ func (a *API) pinUpgraded(ctx context.Context, oldRoom, newRoom id.RoomID) {
 
 // checkResidencyState refuses what a local client may not send as room
 // state: org.myelin.residency (the server's), and an m.room.server_acl
-// allowing a server the room's zone does not admit (best effort: each
-// allow entry that is a literal host is checked, and "*" is refused unless
-// the zone admits every server; other wildcards pass).
+// allowing a server the room's zone does not admit: each allow entry that
+// is a literal host is checked, "*" is refused unless the zone admits every
+// server, and another wildcard must lie within one of the zone's patterns.
 func (a *API) checkResidencyState(ctx context.Context, roomID id.RoomID, evType string, content json.RawMessage) error {
 	if evType == ResidencyKey {
 		return mxhttp.Forbidden("State events of type %s are set by the server", ResidencyKey)
@@ -157,7 +157,15 @@ func (a *API) checkResidencyState(ctx context.Context, roomID id.RoomID, evType 
 			if !slices.Contains(rules.AdmittedPatterns(c.Zone), "*") {
 				return mxhttp.Forbidden("The room is resident in zone %s, which does not admit every server: m.room.server_acl may not allow \"*\"", c.Zone)
 			}
-		case pattern == "" || strings.ContainsAny(pattern, "*?"):
+		case pattern == "":
+		case strings.ContainsAny(pattern, "*?"):
+			// A wildcard may not reach past the zone ("**", "?*", another
+			// zone's "*.us.example"): it must be one of the zone's
+			// patterns, or a narrower form of one "*.suffix" pattern.
+			if !wildcardWithin(pattern, rules.AdmittedPatterns(c.Zone)) {
+				return mxhttp.Forbidden("The room is resident in zone %s: m.room.server_acl may allow %q only if it is one of the zone's patterns (%s) or narrower",
+					c.Zone, pattern, strings.Join(rules.AdmittedPatterns(c.Zone), ", "))
+			}
 		default:
 			if d := rules.Admits(c.Zone, pattern, residency.Events); !d.Allowed {
 				return mxhttp.Forbidden(d.Reason)
@@ -165,4 +173,20 @@ func (a *API) checkResidencyState(ctx context.Context, roomID id.RoomID, evType 
 		}
 	}
 	return nil
+}
+
+// wildcardWithin reports whether every server the ACL pattern matches is
+// matched by one of the admitted patterns: the pattern is one of them, or an
+// admitted "*<suffix>" (suffix without wildcards) and the pattern ends with
+// that suffix.
+func wildcardWithin(pattern string, admitted []string) bool {
+	for _, q := range admitted {
+		if pattern == q {
+			return true
+		}
+		if suffix, ok := strings.CutPrefix(q, "*"); ok && !strings.ContainsAny(suffix, "*?") && strings.HasSuffix(pattern, suffix) {
+			return true
+		}
+	}
+	return false
 }

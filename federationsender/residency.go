@@ -123,6 +123,51 @@ func (s *Sender) admitted(ctx context.Context, dest string, batch []storage.Fede
 	return out
 }
 
+// admittedEDUs is the part of a transaction's EDUs the residency policy
+// still lets dest have, decided again as the PDUs are (admitted): an EDU
+// queued for a destination that the trust list has since moved out of its
+// rooms' zones is not sent (it is acknowledged with the transaction). What
+// it keeps back is one refusal record for the transaction.
+func (s *Sender) admittedEDUs(ctx context.Context, dest string, edus []storage.FederationEDU) []storage.FederationEDU {
+	if s.opts.Residency == nil || len(edus) == 0 {
+		return edus
+	}
+	refused := residencyRefusals{}
+	var out []storage.FederationEDU // nil until something is refused
+	for i, e := range edus {
+		rooms, roomEDU, _ := eduRooms(e.Type, e.Content)
+		if d := eduDecision(ctx, s.opts.Residency, dest, e.Type, rooms, roomEDU); !d.Allowed {
+			if out == nil {
+				out = append(make([]storage.FederationEDU, 0, len(edus)), edus[:i]...)
+			}
+			kind := eduKind(e.Type)
+			if kind == "" {
+				kind = residency.Events
+			}
+			rr := refused.add(dest, "", d, kind)
+			if rr.edus == nil {
+				rr.edus = map[string]int{}
+			}
+			rr.edus[e.Type]++
+			if len(rooms) == 1 && rr.room == "" {
+				rr.room = rooms[0]
+			}
+			continue
+		}
+		if out != nil {
+			out = append(out, e)
+		}
+	}
+	if out == nil {
+		return edus
+	}
+	if s.opts.EDUs != nil { // myelin_federation_edus_dropped_total{reason="residency"}
+		s.opts.EDUs.dropped.WithLabelValues("residency").Add(float64(len(edus) - len(out)))
+	}
+	refused.record(s.opts.Audit, s.opts.ServerName, false)
+	return out
+}
+
 // eduKind is the data kind of an EDU type ("" for one the policy has no
 // kind for: decided by the server's zone alone, as events).
 func eduKind(eduType string) residency.Kind {

@@ -217,3 +217,37 @@ func BenchmarkTransactionResidency(b *testing.B) {
 		}
 	}
 }
+
+// TestTransactionEDUResidency: a transaction's EDUs are decided again when
+// it is built, as its PDUs are: after the trust list moves b to zone c, a
+// typing notice and a receipt of an open room queued for b are kept from
+// it (one refusal record), a to-device message (zone c shares it) is not.
+func TestTransactionEDUResidency(t *testing.T) {
+	p := testPolicy()
+	rec := &recordingAudit{}
+	s, err := New(context.Background(), Options{ServerName: "hs.test", Store: &timelineStore{}, Policy: allowPolicy{}, Audit: rec,
+		Residency: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	edus := []storage.FederationEDU{
+		{ID: 1, Destination: "b.test", Type: "m.typing", Content: json.RawMessage(`{"room_id":"!open:hs.test","user_id":"@u:hs.test","typing":true}`)},
+		{ID: 2, Destination: "b.test", Type: "m.receipt", Content: json.RawMessage(`{"!open:hs.test":{}}`)},
+		{ID: 3, Destination: "b.test", Type: "m.direct_to_device", Content: json.RawMessage(`{"sender":"@u:hs.test"}`)},
+	}
+	if got := s.admittedEDUs(context.Background(), "b.test", edus); len(got) != 3 {
+		t.Fatalf("before the move: %d of 3 admitted", len(got))
+	}
+	p.SetTrustList(&residency.TrustList{Version: 1, Servers: map[string]string{"b.test": "c"}})
+	got := s.admittedEDUs(context.Background(), "b.test", edus)
+	if len(got) != 1 || got[0].Type != "m.direct_to_device" {
+		t.Fatalf("after the move: admitted %+v, want the to-device message only", got)
+	}
+	if len(rec.refusals) != 1 {
+		t.Fatalf("%d refusal records, want 1: %+v", len(rec.refusals), rec.refusals)
+	}
+	if r := rec.refusals[0]; r.Server != "b.test" || r.EDUs["m.typing"] != 1 || r.EDUs["m.receipt"] != 1 || r.Direction != audit.Outbound {
+		t.Fatalf("refusal %+v", r)
+	}
+}

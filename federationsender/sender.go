@@ -514,6 +514,7 @@ func (s *Sender) deliverLoop(dest string) (time.Duration, error) {
 		// not sent, and is dropped with the rest of the transaction when
 		// it is acknowledged (startTxn covers the whole batch).
 		pdus := s.admitted(ctx, dest, batch)
+		sendEDUs := s.admittedEDUs(ctx, dest, edus)
 		if len(pdus) == 0 && len(edus) == 0 && len(batch) > 0 {
 			upTo := batch[len(batch)-1].StreamPos
 			if inFlight {
@@ -539,7 +540,7 @@ func (s *Sender) deliverLoop(dest string) (time.Duration, error) {
 				return 0, err
 			}
 		}
-		if err := s.send(ctx, dest, txnID, pdus, edus); err != nil {
+		if err := s.send(ctx, dest, txnID, pdus, sendEDUs); err != nil {
 			if ctx.Err() != nil {
 				return 0, nil
 			}

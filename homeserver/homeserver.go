@@ -274,8 +274,9 @@ func (s *Server) build(ctx context.Context) error {
 	if cfg.FederationEnabled() {
 		remoteMedia = newMediaRemote(cfg, transport.Client)
 	}
+	peerRefusals := newPeerRefusals(s.Audit) // refusals of other servers' requests, once a minute each
 	if s.Media, err = mediaapi.New(mediaapi.Options{Store: db, Config: cfg, Remote: remoteMedia, Metrics: s.Metrics,
-		Residency: s.Residency, Audit: mediaAudit{log: s.Audit, serverName: cfg.ServerName}}); err != nil {
+		Residency: s.Residency, Audit: mediaAudit{log: s.Audit, serverName: cfg.ServerName, refusals: peerRefusals}}); err != nil {
 		return err
 	}
 	s.Accounts = accounts.New(accounts.Options{Store: db, Config: cfg, Notifier: s.Notifier, Devices: s.Keys, Rooms: s.Rooms,
@@ -300,7 +301,7 @@ func (s *Server) build(ctx context.Context) error {
 	// keyserver and ephemeral.
 	if s.Ingest, err = ingest.New(ingest.Options{Rooms: s.Rooms, Store: db, Remote: ingestRemote{transport.Client},
 		State: ingestRemote{transport.Client}, Keys: transport.Fetcher, Metrics: s.Metrics, ServerACL: federationapi.ACLAllows,
-		OutOfBand: s.Rooms, EDUs: eduHandlers(s), Audit: s.Audit, Residency: s.Residency, ServerName: cfg.ServerName}); err != nil {
+		OutOfBand: s.Rooms, EDUs: eduHandlers(s), Audit: peerRefusals, Residency: s.Residency, ServerName: cfg.ServerName}); err != nil {
 		return err
 	}
 	// The room reads other servers ask for: the roomserver's room-state reads,
@@ -309,11 +310,11 @@ func (s *Server) build(ctx context.Context) error {
 	s.FederationAPI = federationapi.New(federationapi.Options{ServerName: cfg.ServerName, Rooms: s.Rooms, Store: db,
 		Directory: s.Directory, Spaces: s.RoomView, Transactions: s.Ingest, Joins: s.Rooms,
 		Memberships: s.Rooms, Invites: s.Rooms, UserKeys: s.Keys,
-		Residency: inboundResidency{s.Residency}, Audit: s.Audit})
+		Residency: inboundResidency{s.Residency}, Audit: peerRefusals})
 	s.RemoteJoins = remotejoin.New(remotejoin.Options{ServerName: cfg.ServerName, Rooms: s.Rooms, Client: transport.Client,
-		OutOfBand: s.Rooms, Memberships: transport.Client, Residents: s.Rooms, Residency: residencyJoins{s.outboundGate()}})
+		OutOfBand: s.Rooms, Memberships: transport.Client, Residents: s.Rooms, Residency: residencyJoins{g: s.outboundGate()}})
 	s.RemoteInvites = remotejoin.NewInviter(remotejoin.Options{Invites: s.Rooms, InviteClient: transport.Client,
-		Policy: invitePolicy{transport.Policy}, Residency: residencyJoins{s.outboundGate()}})
+		Policy: invitePolicy{transport.Policy}, Residency: residencyJoins{g: s.outboundGate(), acl: s.DB}})
 	// A limited timeline's prev_batch is a roomview pagination token.
 	s.Syncer = syncv2.New(syncv2.Options{Store: db, Stream: db.Stream, Ephemeral: s.Ephemeral, Push: s.Push, Keys: s.Keys,
 		Notifier: s.Notifier, Tokens: roomviewTokens{}})

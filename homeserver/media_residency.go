@@ -11,10 +11,12 @@ import (
 )
 
 // mediaAudit is the audit trail as mediaapi records to it: a flow per media
-// item served to or fetched from another server, a refusal per refusal.
+// item served to or fetched from another server, a refusal per refusal
+// (the same one once a minute: peerRefusals).
 type mediaAudit struct {
 	log        *audit.Log
 	serverName string
+	refusals   peerRefusals // the same refusal once a minute
 }
 
 func (a mediaAudit) MediaFlow(direction, server, uri string, bytes int64) {
@@ -31,7 +33,7 @@ func (a mediaAudit) MediaRefusal(d residency.Decision, direction, server, purpos
 	if !strings.Contains(r.Reason, uri) { // the record names the item
 		r.Reason = uri + ": " + r.Reason
 	}
-	a.log.Refusal(a.serverName, r)
+	a.refusals.Refusal(a.serverName, r)
 }
 
 // startMediaRefsFollower starts the follower that fills the mxc reference

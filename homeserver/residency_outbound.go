@@ -12,11 +12,13 @@ import (
 	"github.com/myelin-chat/myelin/audit"
 	"github.com/myelin-chat/myelin/backfill"
 	"github.com/myelin-chat/myelin/directory"
+	"github.com/myelin-chat/myelin/federationapi"
 	"github.com/myelin-chat/myelin/federationsender"
 	"github.com/myelin-chat/myelin/internal/mxhttp"
 	"github.com/myelin-chat/myelin/keyserver"
 	"github.com/myelin-chat/myelin/residency"
 	"github.com/myelin-chat/myelin/roomview"
+	"github.com/myelin-chat/myelin/storage"
 )
 
 // The residency policy on what this server sends or asks of other servers
@@ -213,7 +215,13 @@ func (r residentKeys) UserDevices(ctx context.Context, server, userID string) (*
 }
 
 // residencyJoins is the policy as remotejoin asks it (remotejoin.Residency).
-type residencyJoins struct{ g outboundGate }
+// acl, when set, reads a room's m.room.server_acl for Join (invites).
+type residencyJoins struct {
+	g   outboundGate
+	acl interface {
+		CurrentStateEvent(ctx context.Context, roomID, evType, stateKey string) (*storage.Event, error)
+	}
+}
 
 func (r residencyJoins) Enabled() bool { return r.g.on() }
 
@@ -233,8 +241,29 @@ func (r residencyJoins) Admits(zone, server string) residency.Decision {
 	return r.g.p.Rules().Admits(zone, server, residency.Events)
 }
 
+// Join: the policy's decision, and, when it allows, the room's ACL must
+// allow the server too. The ACL is the zone's mirror on the server that
+// holds the room, and this server's classification of a room held
+// elsewhere may be wider (it rests on the alias our user joined by): an
+// invite carries the room's stripped state to a server that could never
+// join.
 func (r residencyJoins) Join(ctx context.Context, roomID, server string) residency.Decision {
-	return r.g.p.Join(ctx, roomID, server)
+	d := r.g.p.Join(ctx, roomID, server)
+	if !d.Allowed || d.Rule == residency.RuleDisabled || d.Rule == residency.RuleOurServer || r.acl == nil {
+		return d
+	}
+	ev, err := r.acl.CurrentStateEvent(ctx, roomID, "m.room.server_acl", "")
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return d
+	case err != nil:
+		d.Allowed, d.Rule = false, "residency.unknown_room"
+		d.Reason = "this server cannot read the room's m.room.server_acl, so it cannot tell whether " + server + " may have the room's data"
+	case !federationapi.ACLAllows(ev.JSON, server):
+		d.Allowed, d.Rule = false, "m.room.server_acl"
+		d.Reason = "the room's m.room.server_acl does not allow " + server + " (its zone's mirror on the servers that hold it), so it may not be invited"
+	}
+	return d
 }
 
 func (r residencyJoins) Refused(d residency.Decision, server, purpose, roomID string) {

@@ -150,6 +150,14 @@ func TestTrustListSignVerify(t *testing.T) {
 		"other id":     func() error { _, err := VerifyTrustList(signed, "coord.example", "ed25519:2", pub); return err },
 		"wrong issuer": func() error { _, err := VerifyTrustList(signed, "other.example", "ed25519:1", pub); return err },
 		"not json":     func() error { _, err := VerifyTrustList([]byte("{"), "coord.example", "ed25519:1", pub); return err },
+		// One server under two names (case, port) in two zones: its zone
+		// would be whichever Compile met last.
+		"one host two zones": func() error {
+			s, _ := SignTrustList(TrustList{Issuer: "coord.example", Version: 1,
+				Servers: map[string]string{"partner.fr": "eu", "PARTNER.fr:8448": "open"}}, "ed25519:1", priv)
+			_, err := VerifyTrustList(s, "coord.example", "ed25519:1", pub)
+			return err
+		},
 		"bad name": func() error {
 			s, _ := SignTrustList(TrustList{Issuer: "coord.example", Version: 1, Servers: map[string]string{"bad name": "eu"}}, "ed25519:1", priv)
 			_, err := VerifyTrustList(s, "coord.example", "ed25519:1", pub)

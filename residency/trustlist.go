@@ -14,6 +14,7 @@ import (
 	"maunium.net/go/mautrix/crypto/canonicaljson"
 
 	"github.com/myelin-chat/myelin/internal/config"
+	"github.com/myelin-chat/myelin/internal/serverpattern"
 )
 
 // TrustList is a consortium's signed list of member servers and their
@@ -74,10 +75,19 @@ func VerifyTrustList(raw []byte, issuer, keyID string, key ed25519.PublicKey) (*
 	if len(tl.Servers) > MaxTrustListServers {
 		return nil, fmt.Errorf("%w: more than %d servers", ErrTrustList, MaxTrustListServers)
 	}
-	for server := range tl.Servers {
+	// Placements are by host (case, port and a trailing dot aside, as ACLs
+	// match): two names of one host in different zones would place it by
+	// map order, differently from one compile to the next.
+	byHost := make(map[string]string, len(tl.Servers))
+	for server, zone := range tl.Servers {
 		if err := config.ValidateServerName(server); err != nil {
 			return nil, fmt.Errorf("%w: server %q: %v", ErrTrustList, server, err)
 		}
+		host := serverpattern.Host(server)
+		if other, ok := byHost[host]; ok && tl.Servers[other] != zone {
+			return nil, fmt.Errorf("%w: %q and %q name the same server %s in different zones", ErrTrustList, other, server, host)
+		}
+		byHost[host] = server
 	}
 	sig, ok := tl.Signatures[issuer][keyID]
 	if !ok {

@@ -156,8 +156,10 @@ func TestResidencyMedia(t *testing.T) {
 					refusals++
 				}
 			}
-			if refusals < 3 { // download, thumbnail, unreferenced (and b's own fetch)
-				t.Fatalf("%d media refusal records for b on a1, want at least 3", refusals)
+			// The image's download and thumbnail (the same refusal, recorded
+			// once a minute: b's own fetch is the same again), the unreferenced upload.
+			if refusals < 2 {
+				t.Fatalf("%d media refusal records for b on a1, want at least 2", refusals)
 			}
 		})
 	}
