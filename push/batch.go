@@ -33,13 +33,18 @@ type roomContext struct {
 	names   map[string]string // user → own display name
 }
 
-// loadRoomContext reads the room's context, with the display names of users.
-func (s *Service) loadRoomContext(ctx context.Context, roomID string, users []string) (*roomContext, error) {
-	members, err := s.rooms.JoinedMembers(ctx, roomID)
-	if err != nil {
-		return nil, err
+// loadRoomContext reads the room's context, with the display names of users;
+// members is the room's joined member count when the caller has it (-1: read it).
+func (s *Service) loadRoomContext(ctx context.Context, roomID string, users []string, members int) (*roomContext, error) {
+	if members < 0 {
+		joined, err := s.rooms.JoinedMembers(ctx, roomID)
+		if err != nil {
+			return nil, err
+		}
+		members = len(joined)
 	}
-	rc := &roomContext{members: len(members)}
+	rc := &roomContext{members: members}
+	var err error
 	if ev, err := s.rooms.CurrentStateEvent(ctx, roomID, "m.room.power_levels", ""); err == nil {
 		var pdu struct {
 			Content event.PowerLevelsEventContent `json:"content"`
@@ -193,7 +198,7 @@ func (s *Service) roomUnread(ctx context.Context, roomID string, users []string,
 			c := unreadCounter{parse: parse, room: func() (*pushRoom, error) {
 				if rc == nil {
 					var err error
-					if rc, err = s.loadRoomContext(ctx, roomID, users); err != nil {
+					if rc, err = s.loadRoomContext(ctx, roomID, users, -1); err != nil {
 						return nil, err
 					}
 				}

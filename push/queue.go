@@ -199,7 +199,7 @@ func (s *Service) pushesFor(ctx context.Context, ev *storage.Event, page []*stor
 	}
 	// Everything per recipient is read once for all of them: their display
 	// names here, their counts in unreadTotals; their rules are cached.
-	rc, err := s.loadRoomContext(ctx, ev.RoomID, users)
+	rc, err := s.loadRoomContext(ctx, ev.RoomID, users, len(joined))
 	if err != nil {
 		return nil, err
 	}
