@@ -85,7 +85,7 @@ func (s *Service) readPositions(ctx context.Context, roomID, userID string) (rea
 		return rp, err
 	}
 	for _, r := range receipts {
-		if r.Type != string(event.ReceiptTypeRead) && r.Type != string(event.ReceiptTypeReadPrivate) {
+		if !isReadReceipt(r.Type) {
 			continue
 		}
 		pos, err := s.rooms.EventPosition(ctx, roomID, r.EventID)
@@ -95,13 +95,22 @@ func (s *Service) readPositions(ctx context.Context, roomID, userID string) (rea
 		if err != nil {
 			return rp, err
 		}
-		if r.ThreadID == "" {
-			rp.all = max(rp.all, pos)
-		} else {
-			rp.threads[r.ThreadID] = max(rp.threads[r.ThreadID], pos)
-		}
+		rp.add(r.ThreadID, pos)
 	}
 	return rp, nil
+}
+
+func isReadReceipt(typ string) bool {
+	return typ == string(event.ReceiptTypeRead) || typ == string(event.ReceiptTypeReadPrivate)
+}
+
+// add records a read receipt at pos, of thread ("" for unthreaded).
+func (rp *readPositions) add(thread string, pos int64) {
+	if thread == "" {
+		rp.all = max(rp.all, pos)
+	} else {
+		rp.threads[thread] = max(rp.threads[thread], pos)
+	}
 }
 
 // membershipView is a user's membership history in a room. Like Synapse,
@@ -122,6 +131,12 @@ func (s *Service) membershipView(ctx context.Context, roomID, userID string) (me
 	if err != nil {
 		return membershipView{}, err
 	}
+	return membershipViewOf(hist), nil
+}
+
+// membershipViewOf is the view of a user's membership history in a room,
+// oldest first.
+func membershipViewOf(hist []storage.UserMembershipChange) membershipView {
 	var mv membershipView
 	prev := "leave"
 	for _, m := range hist {
@@ -137,7 +152,7 @@ func (s *Service) membershipView(ctx context.Context, roomID, userID string) (me
 		}
 		prev = m.Membership
 	}
-	return mv, nil
+	return mv
 }
 
 // notificationViewer renders notifications for the user: their membership at
@@ -219,17 +234,8 @@ func (s *Service) forgetUnread(userID, roomID string) {
 // the caller already read them: they spare a query.
 func (s *Service) UnreadCounts(ctx context.Context, userID, roomID string, upTo int64, rules *pushrules.PushRuleset, rulesPos int64, threaded bool, recent []*storage.Event, recentFrom int64) (Counts, map[string]Counts, error) {
 	key := unreadKey(userID, roomID, threaded)
-	s.unreadMu.Lock()
-	cached := s.unread[key]
-	s.unreadMu.Unlock()
-	var e unreadEntry
-	if cached != nil && cached.rulesPos == rulesPos && cached.threaded == threaded && cached.upTo <= upTo {
-		e = *cached
-		e.threads = make(map[string]Counts, len(cached.threads))
-		for k, v := range cached.threads {
-			e.threads[k] = v
-		}
-	} else {
+	e, ok := s.cachedEntry(key, rulesPos, threaded, upTo)
+	if !ok {
 		rp, err := s.readPositions(ctx, roomID, userID)
 		if err != nil {
 			return Counts{}, nil, err
@@ -238,48 +244,88 @@ func (s *Service) UnreadCounts(ctx context.Context, userID, roomID string, upTo 
 		if err != nil {
 			return Counts{}, nil, err
 		}
-		// Count from the read receipt or, without one (or an older one),
-		// from the join that began the user's stay: not from the room's start.
-		from := max(rp.all, mv.spellStart)
-		if mv.spellStart == 0 {
-			from = max(rp.all, upTo) // not joined: nothing to count
-		}
-		e = unreadEntry{rulesPos: rulesPos, threaded: threaded, rp: rp, members: mv, upTo: from, threads: map[string]Counts{}}
+		e = newUnreadEntry(rulesPos, threaded, rp, mv, upTo)
 	}
 	if e.upTo < upTo {
 		var evs []*storage.Event
 		if recent != nil && recentFrom <= e.upTo {
-			for _, ev := range recent {
-				if ev.StreamPos > e.upTo {
-					evs = append(evs, ev)
-				}
-			}
+			evs = eventsAfter(recent, e.upTo)
 		} else {
 			var err error
 			if evs, _, err = s.rooms.RoomEventsRange(ctx, roomID, e.upTo, upTo, maxUnreadScan); err != nil {
 				return Counts{}, nil, err
 			}
 		}
-		if err := s.countEvents(ctx, userID, roomID, &e, evs, upTo, rules); err != nil {
+		c := unreadCounter{parse: clientevent.PushEvent, room: func() (*pushRoom, error) { return s.pushRoom(ctx, roomID, userID) }}
+		if err := s.countEvents(ctx, userID, roomID, &e, evs, upTo, rules, c); err != nil {
 			return Counts{}, nil, err
 		}
 	}
+	s.storeUnread(key, e)
+	main, threads := e.counts()
+	return main, threads, nil
+}
+
+// cachedEntry is a copy of the cached entry under key when it was counted
+// with the rules at rulesPos up to at most upTo.
+func (s *Service) cachedEntry(key string, rulesPos int64, threaded bool, upTo int64) (unreadEntry, bool) {
 	s.unreadMu.Lock()
+	cached := s.unread[key]
+	s.unreadMu.Unlock()
+	if cached == nil || cached.rulesPos != rulesPos || cached.threaded != threaded || cached.upTo > upTo {
+		return unreadEntry{}, false
+	}
+	e := *cached
+	e.threads = make(map[string]Counts, len(cached.threads))
+	for k, v := range cached.threads {
+		e.threads[k] = v
+	}
+	return e, true
+}
+
+// newUnreadEntry starts counting, with nothing counted yet, from the read
+// receipt or, without one (or an older one), from the join that began the
+// user's stay: not from the room's start.
+func newUnreadEntry(rulesPos int64, threaded bool, rp readPositions, mv membershipView, upTo int64) unreadEntry {
+	from := max(rp.all, mv.spellStart)
+	if mv.spellStart == 0 {
+		from = max(rp.all, upTo) // not joined: nothing to count
+	}
+	return unreadEntry{rulesPos: rulesPos, threaded: threaded, rp: rp, members: mv, upTo: from, threads: map[string]Counts{}}
+}
+
+// storeUnread caches e under key unless a newer entry is there.
+func (s *Service) storeUnread(key string, e unreadEntry) {
+	s.unreadMu.Lock()
+	defer s.unreadMu.Unlock()
 	if len(s.unread) >= maxUnreadEntries {
 		s.unread = map[string]*unreadEntry{}
 	}
 	if cur := s.unread[key]; cur == nil || cur.upTo <= e.upTo {
-		stored := e
-		s.unread[key] = &stored
+		s.unread[key] = &e
 	}
-	s.unreadMu.Unlock()
+}
+
+// counts are e's main counts and its threads' non-zero ones.
+func (e *unreadEntry) counts() (Counts, map[string]Counts) {
 	threads := make(map[string]Counts, len(e.threads))
 	for k, v := range e.threads {
 		if v.Notifications > 0 {
 			threads[k] = v
 		}
 	}
-	return e.main, threads, nil
+	return e.main, threads
+}
+
+// eventsAfter are the events of evs with positions above pos.
+func eventsAfter(evs []*storage.Event, pos int64) []*storage.Event {
+	var out []*storage.Event
+	for _, ev := range evs {
+		if ev.StreamPos > pos {
+			out = append(out, ev)
+		}
+	}
+	return out
 }
 
 // cachedUnread are the cached unthreaded counts of userID in roomID, when
@@ -295,8 +341,16 @@ func (s *Service) cachedUnread(userID, roomID string, rulesPos, upTo int64) (Cou
 	return e.main, true
 }
 
+// unreadCounter is how countEvents gets the user's push context and the events
+// as push rules see them: read per user by /sync, shared by all the
+// recipients of an event by push delivery.
+type unreadCounter struct {
+	room  func() (*pushRoom, error)
+	parse func(*storage.Event) *event.Event
+}
+
 // countEvents adds evs, the events in (e.upTo, upTo], to e.
-func (s *Service) countEvents(ctx context.Context, userID, roomID string, e *unreadEntry, evs []*storage.Event, upTo int64, rules *pushrules.PushRuleset) error {
+func (s *Service) countEvents(ctx context.Context, userID, roomID string, e *unreadEntry, evs []*storage.Event, upTo int64, rules *pushrules.PushRuleset, c unreadCounter) error {
 	e.upTo = upTo
 	var err error
 	for _, ev := range evs {
@@ -313,7 +367,7 @@ func (s *Service) countEvents(ctx context.Context, userID, roomID string, e *unr
 		if ev.Sender == userID || !e.members.counts(ev.StreamPos) {
 			continue
 		}
-		parsed := clientevent.PushEvent(ev)
+		parsed := c.parse(ev)
 		if parsed == nil {
 			continue
 		}
@@ -322,7 +376,7 @@ func (s *Service) countEvents(ctx context.Context, userID, roomID string, e *unr
 			continue
 		}
 		if e.room == nil {
-			if e.room, err = s.pushRoom(ctx, roomID, userID); err != nil {
+			if e.room, err = c.room(); err != nil {
 				return err
 			}
 		}
@@ -330,19 +384,19 @@ func (s *Service) countEvents(ctx context.Context, userID, roomID string, e *unr
 		if !should.Notify {
 			continue
 		}
-		c := e.main
+		n := e.main
 		inThread := e.threaded && thread != "main"
 		if inThread {
-			c = e.threads[thread]
+			n = e.threads[thread]
 		}
-		c.Notifications++
+		n.Notifications++
 		if should.Highlight {
-			c.Highlights++
+			n.Highlights++
 		}
 		if inThread {
-			e.threads[thread] = c
+			e.threads[thread] = n
 		} else {
-			e.main = c
+			e.main = n
 		}
 	}
 	return nil

@@ -30,6 +30,11 @@ type Queue interface {
 // QueueStore is what queueing reads besides Store: *storage.DB.
 type QueueStore interface {
 	RoomPushers(ctx context.Context, roomID string, before int64) ([]storage.Pusher, error)
+	// Batched reads for all the recipients of an event (batch.go).
+	JoinedRoomsOfUsers(ctx context.Context, userIDs []string) (map[string][]string, error)
+	MemberDisplayNames(ctx context.Context, roomID string, userIDs []string) (map[string]string, error)
+	ReceiptPositions(ctx context.Context, roomID string, userIDs []string) ([]storage.ReceiptPosition, error)
+	MembershipHistories(ctx context.Context, roomID string, userIDs []string) (map[string][]storage.UserMembershipChange, error)
 }
 
 // QueuePushes follows new room events (follower DeliveryFollower): for each
@@ -192,37 +197,51 @@ func (s *Service) pushesFor(ctx context.Context, ev *storage.Event, page []*stor
 	if err != nil {
 		return nil, err
 	}
+	// Everything per recipient is read once for all of them: their display
+	// names here, their counts in unreadTotals; their rules are cached.
+	rc, err := s.loadRoomContext(ctx, ev.RoomID, users, len(joined))
+	if err != nil {
+		return nil, err
+	}
+	rules := make(map[string]userRules, len(users))
+	type notified struct {
+		actions pushrules.PushActionArray
+		should  pushrules.PushActionArrayShould
+	}
+	notify := map[string]notified{}
+	var recipients []string
+	for _, u := range users {
+		rs, pos, err := s.PushRuleset(ctx, u)
+		if err != nil {
+			return nil, err
+		}
+		rules[u] = userRules{ruleset: rs, pos: pos}
+		room := &pushRoom{members: facts.members, displayName: rc.names[u], power: facts.power}
+		actions := rs.GetActions(room, parsed)
+		if should := actions.Should(); should.Notify {
+			notify[u] = notified{actions, should}
+			recipients = append(recipients, u)
+		}
+	}
+	if len(recipients) == 0 {
+		return nil, nil
+	}
+	var recent []*storage.Event
+	for _, e := range page {
+		if e.RoomID == ev.RoomID {
+			recent = append(recent, e)
+		}
+	}
+	unread, err := s.unreadTotals(ctx, recipients, rules, ev.StreamPos, ev.RoomID, rc, recent, page[0].StreamPos-1)
+	if err != nil {
+		return nil, err
+	}
 	now := time.Now().UnixMilli()
 	var items []storage.PushQueueItem
-	for _, u := range users {
-		rules, rulesPos, err := s.PushRuleset(ctx, u)
-		if err != nil {
-			return nil, err
-		}
-		var own struct {
-			DisplayName string `json:"displayname"`
-		}
-		if err := s.stateContent(ctx, ev.RoomID, "m.room.member", u, &own); err != nil {
-			return nil, err
-		}
-		room := &pushRoom{members: facts.members, displayName: own.DisplayName, power: facts.power}
-		actions := rules.GetActions(room, parsed)
-		should := actions.Should()
-		if !should.Notify {
-			continue
-		}
-		var recent []*storage.Event
-		for _, e := range page {
-			if e.RoomID == ev.RoomID {
-				recent = append(recent, e)
-			}
-		}
-		unread, err := s.totalUnread(ctx, u, rules, rulesPos, ev.StreamPos, ev.RoomID, recent, page[0].StreamPos-1)
-		if err != nil {
-			return nil, err
-		}
+	for _, u := range recipients {
+		n := notify[u]
 		for _, p := range byUser[u] {
-			body := notificationBody(ev, parsed, facts, u, p, actions, should, unread)
+			body := notificationBody(ev, parsed, facts, u, p, n.actions, n.should, unread[u])
 			items = append(items, storage.PushQueueItem{UserID: u, AppID: p.AppID, PushKey: p.PushKey, URL: p.url,
 				Dedup: "e|" + ev.EventID + "|" + u + "|" + p.AppID + "|" + p.PushKey, Body: body, QueuedTS: now})
 		}
@@ -237,35 +256,6 @@ func containsPusher(list []storage.Pusher, p storage.Pusher) bool {
 		}
 	}
 	return false
-}
-
-// totalUnread is the user's unread notification count across their joined
-// rooms up to position upTo (the badge), from the same counts /sync serves
-// (and caches). recent, when not nil, are all of roomID's events in
-// (recentFrom, upTo] (UnreadCounts).
-func (s *Service) totalUnread(ctx context.Context, userID string, rules *pushrules.PushRuleset, rulesPos, upTo int64,
-	roomID string, recent []*storage.Event, recentFrom int64) (int, error) {
-	rooms, err := s.rooms.RoomsOfUser(ctx, userID, "join")
-	if err != nil {
-		return 0, err
-	}
-	total := 0
-	for _, r := range rooms {
-		if c, ok := s.cachedUnread(userID, r.RoomID, rulesPos, upTo); ok {
-			total += c.Notifications
-			continue
-		}
-		var rec []*storage.Event
-		if r.RoomID == roomID {
-			rec = recent
-		}
-		c, _, err := s.UnreadCounts(ctx, userID, r.RoomID, upTo, rules, rulesPos, false, rec, recentFrom)
-		if err != nil {
-			return 0, err
-		}
-		total += c.Notifications
-	}
-	return total, nil
 }
 
 // gatewayDevice is one entry of the notification's devices.
@@ -382,10 +372,11 @@ func (s *Service) queueBadge(ctx context.Context, userID string) error {
 	if err != nil {
 		return err
 	}
-	unread, err := s.totalUnread(ctx, userID, rules, rulesPos, s.stream.Current(), "", nil, 0)
+	totals, err := s.unreadTotals(ctx, []string{userID}, map[string]userRules{userID: {rules, rulesPos}}, s.stream.Current(), "", nil, nil, 0)
 	if err != nil {
 		return err
 	}
+	unread := totals[userID]
 	now := time.Now()
 	var items []storage.PushQueueItem
 	for _, sp := range pushers {

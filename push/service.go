@@ -61,7 +61,8 @@ type Options struct {
 	// address (push.allow_private_gateways; development only).
 	AllowPrivateGateways bool
 	// Queue, when set, takes the notifications for push gateways
-	// (*Delivery); QueueStore reads the pushers of a room. Without them
+	// (*Delivery); QueueStore reads the pushers of a room and what the
+	// recipients of an event need, for all of them at once. Without them
 	// nothing is queued (pushers are only stored).
 	Queue      Queue
 	QueueStore QueueStore
