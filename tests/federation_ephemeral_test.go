@@ -179,7 +179,7 @@ func TestFederationEphemeral(t *testing.T) {
 			other := createRoom(t, dave, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 			must(carol.JoinRoom(ctx, string(other), &mautrix.ReqJoinRoom{Via: []string{"a.test"}}))
 			aliceSince := syncUntil(t, alice, "", "", func(r *mautrix.RespSync) bool {
-				return slices.ContainsFunc(r.Rooms.Join[room].Timeline.Events, func(e *event.Event) bool {
+				return slices.ContainsFunc(timelineOf(r, room), func(e *event.Event) bool {
 					return e.Type == event.StateMember && e.GetStateKey() == string(bob.UserID)
 				})
 			}).NextBatch
@@ -200,10 +200,10 @@ func TestFederationEphemeral(t *testing.T) {
 			root := sendText(t, alice, room, "root")
 			reply := sendText(t, bob, room, "reply")
 			bobSince = syncUntil(t, bob, bobSince, "", func(r *mautrix.RespSync) bool {
-				return syncHasEvent(r.Rooms.Join[room].Timeline.Events, root)
+				return syncHasEvent(timelineOf(r, room), root)
 			}).NextBatch
 			aliceSince = syncUntil(t, alice, aliceSince, "", func(r *mautrix.RespSync) bool {
-				return syncHasEvent(r.Rooms.Join[room].Timeline.Events, reply)
+				return syncHasEvent(timelineOf(r, room), reply)
 			}).NextBatch
 			noErr(bob.SendReceipt(ctx, room, root, event.ReceiptTypeRead, nil))
 			aliceSince = syncUntil(t, alice, aliceSince, "", receiptHas(room, root, bob.UserID, "")).NextBatch

@@ -109,7 +109,7 @@ func TestFederationJoinMemberServerDown(t *testing.T) {
 			since := must(bob.SyncRequest(ctx, 0, "", "", false, "")).NextBatch
 			live := sendText(t, alice, room, "after bob")
 			syncUntil(t, bob, since, "", func(r *mautrix.RespSync) bool {
-				for _, e := range r.Rooms.Join[room].Timeline.Events {
+				for _, e := range timelineOf(r, room) {
 					if e.ID == live {
 						return true
 					}

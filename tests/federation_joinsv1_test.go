@@ -63,7 +63,7 @@ func TestFederationJoinV1Rooms(t *testing.T) {
 			sees := func(c *mautrix.Client, since string, want id.EventID) {
 				t.Helper()
 				syncUntil(t, c, since, "", func(r *mautrix.RespSync) bool {
-					for _, e := range r.Rooms.Join[roomA].Timeline.Events {
+					for _, e := range timelineOf(r, roomA) {
 						if e.ID == want {
 							return true
 						}

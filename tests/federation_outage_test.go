@@ -43,7 +43,7 @@ func TestFederationCatchUpAfterOutage(t *testing.T) {
 			}
 			sendText(t, alice, room, "before")
 			since := syncUntil(t, bob, "", "", func(r *mautrix.RespSync) bool {
-				for _, e := range r.Rooms.Join[room].Timeline.Events {
+				for _, e := range timelineOf(r, room) {
 					if e.Content.Raw["body"] == "before" {
 						return true
 					}
@@ -84,10 +84,11 @@ func TestFederationCatchUpAfterOutage(t *testing.T) {
 			var gapTL *mautrix.SyncTimeline // the first limited timeline after the outage
 			for next := since; ; {
 				r := syncOnce(t, bob2, next, `{"room":{"timeline":{"limit":100}}}`, 5000) // limited only by a gap
-				if tl := r.Rooms.Join[room].Timeline; gapTL == nil && tl.Limited && len(tl.Events) > 0 {
+				if jr := r.Rooms.Join[room]; jr != nil && gapTL == nil && jr.Timeline.Limited && len(jr.Timeline.Events) > 0 {
+					tl := jr.Timeline
 					gapTL = &tl
 				}
-				if slices.ContainsFunc(r.Rooms.Join[room].Timeline.Events, func(e *event.Event) bool { return e.Content.Raw["body"] == "after" }) {
+				if slices.ContainsFunc(timelineOf(r, room), func(e *event.Event) bool { return e.Content.Raw["body"] == "after" }) {
 					break
 				}
 				if time.Now().After(deadline) {

@@ -116,7 +116,11 @@ func TestFederationRejoin(t *testing.T) {
 			sees := func(c *mautrix.Client, since string, want id.EventID) {
 				t.Helper()
 				syncUntil(t, c, since, "", func(r *mautrix.RespSync) bool {
-					for _, e := range r.Rooms.Join[room].Timeline.Events {
+					jr := r.Rooms.Join[room]
+					if jr == nil { // a sync woken by something else
+						return false
+					}
+					for _, e := range jr.Timeline.Events {
 						if e.ID == want {
 							return true
 						}

@@ -190,7 +190,7 @@ func TestFederationMakeSendLeave(t *testing.T) {
 			// alice's /sync shows both leaves.
 			syncUntil(t, alice, since, "", func(r *mautrix.RespSync) bool {
 				left := map[string]bool{}
-				for _, e := range r.Rooms.Join[room].Timeline.Events {
+				for _, e := range timelineOf(r, room) {
 					if e.Type == event.StateMember && e.Content.Raw["membership"] == "leave" {
 						left[e.GetStateKey()] = true
 					}
@@ -309,7 +309,7 @@ func TestFederationMakeSendKnock(t *testing.T) {
 			}
 			// alice sees the knock.
 			syncUntil(t, alice, since, "", func(r *mautrix.RespSync) bool {
-				for _, e := range r.Rooms.Join[room].Timeline.Events {
+				for _, e := range timelineOf(r, room) {
 					if e.ID == knockID && e.Content.Raw["membership"] == "knock" {
 						return true
 					}
@@ -481,7 +481,7 @@ func TestFederationRemoteInvite(t *testing.T) {
 				t.Fatalf("stored invite: %s", stateEv.JSON)
 			}
 			syncUntil(t, alice, since, "", func(r *mautrix.RespSync) bool {
-				for _, e := range r.Rooms.Join[room].Timeline.Events {
+				for _, e := range timelineOf(r, room) {
 					if e.GetStateKey() == string(bob) && e.Content.Raw["membership"] == "invite" {
 						return true
 					}

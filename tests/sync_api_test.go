@@ -70,7 +70,7 @@ func TestSyncTokenSurvivesRestart(t *testing.T) {
 	alice2.DeviceID = alice.DeviceID
 	ev := sendText(t, alice2, room, "after restart")
 	resp := syncUntil(t, alice2, first.NextBatch, "", func(r *mautrix.RespSync) bool {
-		return r.Rooms.Join[room] != nil && syncHasEvent(r.Rooms.Join[room].Timeline.Events, ev)
+		return r.Rooms.Join[room] != nil && syncHasEvent(timelineOf(r, room), ev)
 	})
 	if len(resp.Rooms.Join[room].Timeline.Events) != 1 {
 		t.Fatalf("after restart the timeline has %d events, want only the new one", len(resp.Rooms.Join[room].Timeline.Events))

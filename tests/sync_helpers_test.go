@@ -84,3 +84,12 @@ func syncStatus(err error) int {
 	}
 	return 0
 }
+
+// timelineOf is room's timeline events in a /sync answer; none when the
+// answer does not carry the room (a sync woken by something else).
+func timelineOf(r *mautrix.RespSync, room id.RoomID) []*event.Event {
+	if jr := r.Rooms.Join[room]; jr != nil {
+		return jr.Timeline.Events
+	}
+	return nil
+}

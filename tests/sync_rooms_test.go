@@ -259,7 +259,7 @@ func TestLazyLoadMembers(t *testing.T) {
 		sendText(t, carol, room, "again")
 		bobMsg := sendText(t, bob, room, "hello")
 		inc := syncUntil(t, dave, resp.NextBatch, lazy, func(r *mautrix.RespSync) bool {
-			return r.Rooms.Join[room] != nil && syncHasEvent(r.Rooms.Join[room].Timeline.Events, bobMsg)
+			return r.Rooms.Join[room] != nil && syncHasEvent(timelineOf(r, room), bobMsg)
 		}).Rooms.Join[room]
 		if !syncHasState(inc.State.Events, event.StateMember, bob.UserID.String()) {
 			t.Fatalf("incremental lazy sync lacks the new sender's member event: %v", inc.State.Events)

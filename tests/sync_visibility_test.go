@@ -70,7 +70,7 @@ func TestSyncHistoryVisibility(t *testing.T) {
 				t.Errorf("%s: initial sync timeline %v differs from /messages %v", tc.vis, got, reversed(msgIDs))
 			}
 			incr := syncUntil(t, bob, start.NextBatch, big, func(r *mautrix.RespSync) bool {
-				return r.Rooms.Join[room] != nil && syncHasEvent(r.Rooms.Join[room].Timeline.Events, afterJoin)
+				return r.Rooms.Join[room] != nil && syncHasEvent(timelineOf(r, room), afterJoin)
 			})
 			want(t, "incremental sync after join", syncTimelineIDs(incr.Rooms.Join[room]))
 			// A limited timeline of 3 holds the latest events; only visible ones.
@@ -124,7 +124,7 @@ func TestSyncSummaryAtSyncPosition(t *testing.T) {
 		finish()
 		finished = true
 		next := syncUntil(t, alice, first.NextBatch, "", func(r *mautrix.RespSync) bool {
-			return r.Rooms.Join[room] != nil && syncHasMembership(r.Rooms.Join[room].Timeline.Events, carol.UserID, "join", carol.UserID)
+			return r.Rooms.Join[room] != nil && syncHasMembership(timelineOf(r, room), carol.UserID, "join", carol.UserID)
 		})
 		if n, heroes, _ := counts(next); n != 3 || !slices.Contains(heroes, carol.UserID) {
 			t.Errorf("summary with carol's join: joined %d, heroes %v; want 3 with carol", n, heroes)

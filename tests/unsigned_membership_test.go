@@ -111,7 +111,7 @@ func TestUnsignedMembership(t *testing.T) {
 		}
 		// An incremental /sync carries it too.
 		next := sendText(t, alice, room, "after sync")
-		inc := syncUntil(t, bob, s.NextBatch, "", func(r *mautrix.RespSync) bool { return syncHasEvent(r.Rooms.Join[room].Timeline.Events, next) })
+		inc := syncUntil(t, bob, s.NextBatch, "", func(r *mautrix.RespSync) bool { return syncHasEvent(timelineOf(r, room), next) })
 		want[next] = "join"
 		check("incremental /sync", inc.Rooms.Join[room].Timeline.Events, 1)
 	})
