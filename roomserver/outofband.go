@@ -103,7 +103,6 @@ func (s *Server) ReceiveInvite(ctx context.Context, req InviteRequest) ([]byte, 
 	if err != nil {
 		return nil, err
 	}
-	known := false
 	if _, err := RoomVersion(ctx, s.db, req.RoomID); err == nil {
 		joined, err := s.db.JoinedServers(ctx, string(req.RoomID))
 		if err != nil {
@@ -115,7 +114,6 @@ func (s *Server) ReceiveInvite(ctx context.Context, req InviteRequest) ([]byte, 
 		// Known but not followed since our last member left: the copy is
 		// stale (the invitee may still be banned in it) and the invite will
 		// not come by /send. Held out of band until the rejoin.
-		known = true
 	} else if !errors.Is(err, ErrUnknownRoom) {
 		return nil, err
 	}
@@ -128,12 +126,7 @@ func (s *Server) ReceiveInvite(ctx context.Context, req InviteRequest) ([]byte, 
 	if err != nil {
 		return nil, err
 	}
-	if known {
-		err = s.storeOutOfBandUnjoined(ctx, ev, version, stored)
-	} else {
-		err = s.storeOutOfBand(ctx, ev, version, stored)
-	}
-	if err != nil {
+	if err := s.storeOutOfBand(ctx, ev, version, stored); err != nil {
 		return nil, err
 	}
 	return signed, nil
@@ -218,29 +211,19 @@ func withUnsigned(raw []byte, unsigned map[string]any) ([]byte, error) {
 }
 
 // storeOutOfBand records ev (whose JSON to store is raw) with a stream
-// position and wakes its subject's /sync. ErrConflict if the room became
-// known meanwhile.
+// position and wakes its subject's /sync: for a room not known, or known but
+// with none of our users joined (a stale copy: the leave that rejects an
+// invite held out of band there). ErrConflict if one of our users is joined.
 func (s *Server) storeOutOfBand(ctx context.Context, ev *Event, version id.RoomVersion, raw []byte) error {
 	return s.writeOutOfBand(ctx, ev, raw, func(se *storage.Event) error {
-		if err := s.db.WriteOutOfBand(ctx, se, string(version)); errors.Is(err, storage.ErrRoomKnown) {
+		err := s.db.WriteOutOfBand(ctx, se, string(version))
+		if errors.Is(err, storage.ErrRoomKnown) {
+			err = s.db.WriteOutOfBandUnjoined(ctx, se, string(version), s.serverName)
+		}
+		if errors.Is(err, storage.ErrServerJoined) {
 			return NewError(ErrConflict, "Room %s is known now", ev.RoomID)
-		} else if err != nil {
-			return err
 		}
-		return nil
-	})
-}
-
-// storeOutOfBandUnjoined is storeOutOfBand for a known room no local user
-// is joined to (ErrConflict if one joined meanwhile).
-func (s *Server) storeOutOfBandUnjoined(ctx context.Context, ev *Event, version id.RoomVersion, raw []byte) error {
-	return s.writeOutOfBand(ctx, ev, raw, func(se *storage.Event) error {
-		if err := s.db.WriteOutOfBandUnjoined(ctx, se, string(version), s.serverName); errors.Is(err, storage.ErrServerJoined) {
-			return NewError(ErrConflict, "This server joined room %s meanwhile", ev.RoomID)
-		} else if err != nil {
-			return err
-		}
-		return nil
+		return err
 	})
 }
 

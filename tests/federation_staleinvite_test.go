@@ -2,8 +2,10 @@ package tests
 
 import (
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 
 	"github.com/myelin-chat/myelin/homeserver/testserver"
 )
@@ -12,9 +14,9 @@ import (
 // (b.test) joins a.test's room and is banned, so b.test stops following the
 // room; alice unbans and invites him. b.test knows the room, but its copy is
 // stale (bob may still be banned in it) and the invite never comes by /send:
-// the invite received by /invite must still reach bob's /sync, and his join
-// then goes over federation and replaces the out-of-band invite with the
-// room's own events.
+// the invite received by /invite must still reach bob's /sync; rejecting it
+// goes through a.test (send_leave); a second invite's join goes over
+// federation and replaces the out-of-band events with the room's own.
 func TestFederationInviteToStaleRoom(t *testing.T) {
 	for _, backend := range testserver.Backends {
 		t.Run(backend, func(t *testing.T) {
@@ -56,6 +58,25 @@ func TestFederationInviteToStaleRoom(t *testing.T) {
 			if _, err := b.DB.GetRoom(ctx, string(room)); err != nil {
 				t.Fatalf("b.test should still know the room: %v", err)
 			}
+			since = membership(since, "invite")
+
+			// Rejecting the invite goes through a.test (send_leave): a local
+			// leave would be authorized against the stale copy.
+			must(bob.LeaveRoom(ctx, room))
+			since = membership(since, "ban") // the room moves to leave
+			for i := 0; ; i++ {
+				var m struct {
+					Membership string `json:"membership"`
+				}
+				if alice.StateEvent(ctx, room, event.StateMember, string(bob.UserID), &m) == nil && m.Membership == "leave" {
+					break
+				}
+				if i == 100 {
+					t.Fatalf("a.test never saw bob reject the invite: %q", m.Membership)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			must(alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.UserID}))
 			membership(since, "invite")
 
 			if _, err := bob.JoinRoom(ctx, string(room), &mautrix.ReqJoinRoom{Via: []string{"a.test"}}); err != nil {
