@@ -91,8 +91,9 @@ func (db *DB) OutOfBandEventIDs(ctx context.Context, roomID string) ([]string, e
 }
 
 // LatestOutOfBand is userID's latest out-of-band membership event in roomID
-// that no membership event of the room's own stored later and deeper in the
-// room supersedes (ErrNotFound if none).
+// (the deepest in the room, then the last stored) that no membership event of
+// the room's own stored later and deeper in the room supersedes (ErrNotFound
+// if none).
 func (db *DB) LatestOutOfBand(ctx context.Context, roomID, userID string) (*OutOfBand, error) {
 	var version string
 	var eventID string
@@ -101,7 +102,7 @@ func (db *DB) LatestOutOfBand(ctx context.Context, roomID, userID string) (*OutO
 		AND NOT EXISTS (SELECT 1 FROM events l WHERE l.room_id = o.room_id AND l.type = 'm.room.member'
 			AND l.state_key = o.state_key AND l.out_of_band_version IS NULL AND NOT l.outlier AND NOT l.soft_failed
 			AND l.stream_pos > o.stream_pos AND l.depth > o.depth)
-		ORDER BY stream_pos DESC LIMIT 1`, userID, roomID).Scan(&eventID, &version)
+		ORDER BY depth DESC, stream_pos DESC LIMIT 1`, userID, roomID).Scan(&eventID, &version)
 	if err != nil {
 		return nil, err
 	}

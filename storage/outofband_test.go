@@ -121,3 +121,32 @@ func TestOutOfBandInviteOfStaleRoom(t *testing.T) {
 		}
 	})
 }
+
+// TestOutOfBandDepthOrder: a knock's rejection (an out-of-band leave)
+// recorded after the user knocked again, but earlier in the room, leaves the
+// new knock the user's latest membership, in /sync's read and LatestOutOfBand.
+func TestOutOfBandDepthOrder(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		room, user := "!knock:remote.test", "@alice:a.test"
+		first, finish, err := db.Stream.AllocateN(3)
+		must(t, err)
+		defer finish()
+		sk := user
+		ev := func(id string, pos, depth int64, membership string) *storage.Event {
+			return &storage.Event{EventID: id, RoomID: room, StreamPos: pos, Depth: depth, Type: "m.room.member", StateKey: &sk,
+				Sender: user, JSON: []byte(`{"content":{"membership":"` + membership + `"}}`), Membership: membership}
+		}
+		must(t, db.WriteOutOfBand(ctx, ev("$knock1", first, 5, "knock"), "10"))
+		must(t, db.WriteOutOfBand(ctx, ev("$knock2", first+1, 7, "knock"), "10"))
+		must(t, db.WriteOutOfBand(ctx, ev("$kick", first+2, 6, "leave"), "10")) // the rejection of the first
+		mems, err := db.UserMembershipEvents(ctx, user, first+10)
+		must(t, err)
+		if len(mems) == 0 || mems[len(mems)-1].EventID != "$knock2" {
+			t.Fatalf("memberships %+v, want the latest $knock2", mems)
+		}
+		if o, err := db.LatestOutOfBand(ctx, room, user); err != nil || o.Event.EventID != "$knock2" {
+			t.Fatalf("LatestOutOfBand: %+v, %v", o, err)
+		}
+	})
+}
