@@ -42,6 +42,9 @@ type RemoteJoins interface {
 	Knock(ctx context.Context, user id.UserID, roomID id.RoomID, servers []string, reason string) error
 	// MustJoinRemotely: the room is known but no local user is in it any more.
 	MustJoinRemotely(ctx context.Context, roomID id.RoomID) bool
+	// HoldsOutOfBand: user holds an out-of-band invite or knock of roomID
+	// (also of a known room we stopped following), which Leave ends.
+	HoldsOutOfBand(ctx context.Context, user id.UserID, roomID id.RoomID) bool
 	// JoinThroughResident: a restricted room we are in whose join no local
 	// member may authorise; another resident server may.
 	JoinThroughResident(ctx context.Context, user id.UserID, roomID id.RoomID, servers []string) error
@@ -271,6 +274,11 @@ func (a *API) membership(action string) func(r *http.Request) (any, error) {
 		}
 		if a.isRemoteInvite(act) {
 			return mxhttp.EmptyOr(roomError(a.RemoteInvites.Invite(r.Context(), act)))
+		}
+		if action == "leave" && a.RemoteJoins != nil && a.RemoteJoins.HoldsOutOfBand(r.Context(), act.Sender, roomID) {
+			// An invite held out of band of a room whose copy here is stale:
+			// a local leave would be authorized against that stale state.
+			return mxhttp.EmptyOr(roomError(a.RemoteJoins.Leave(r.Context(), act.Sender, roomID, body.Reason)))
 		}
 		err = a.Rooms.ChangeMembership(r.Context(), act)
 		if action == "leave" && errors.Is(err, roomserver.ErrNotFound) && a.RemoteJoins != nil {

@@ -254,3 +254,14 @@ func (j *Joiner) MustJoinRemotely(ctx context.Context, roomID id.RoomID) bool {
 	}
 	return rejoin
 }
+
+// HoldsOutOfBand tells whether user's latest membership of roomID is an
+// out-of-band invite or knock (roomserver.OutOfBand): also of a known room
+// this server stopped following, whose leave must go through a resident.
+func (j *Joiner) HoldsOutOfBand(ctx context.Context, user id.UserID, roomID id.RoomID) bool {
+	if j.oob == nil {
+		return false
+	}
+	o, err := j.oob.OutOfBand(ctx, user, roomID)
+	return err == nil && (o.Membership == "invite" || o.Membership == "knock")
+}

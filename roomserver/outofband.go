@@ -104,7 +104,16 @@ func (s *Server) ReceiveInvite(ctx context.Context, req InviteRequest) ([]byte, 
 		return nil, err
 	}
 	if _, err := RoomVersion(ctx, s.db, req.RoomID); err == nil {
-		return signed, nil // we are in the room: the invite comes by /send too
+		joined, err := s.db.JoinedServers(ctx, string(req.RoomID))
+		if err != nil {
+			return nil, err
+		}
+		if slices.Contains(joined, s.serverName) {
+			return signed, nil // we are in the room: the invite comes by /send too
+		}
+		// Known but not followed since our last member left: the copy is
+		// stale (the invitee may still be banned in it) and the invite will
+		// not come by /send. Held out of band until the rejoin.
 	} else if !errors.Is(err, ErrUnknownRoom) {
 		return nil, err
 	}
@@ -202,9 +211,23 @@ func withUnsigned(raw []byte, unsigned map[string]any) ([]byte, error) {
 }
 
 // storeOutOfBand records ev (whose JSON to store is raw) with a stream
-// position and wakes its subject's /sync. ErrConflict if the room became
-// known meanwhile.
+// position and wakes its subject's /sync: for a room not known, or known but
+// with none of our users joined (a stale copy: the leave that rejects an
+// invite held out of band there). ErrConflict if one of our users is joined.
 func (s *Server) storeOutOfBand(ctx context.Context, ev *Event, version id.RoomVersion, raw []byte) error {
+	return s.writeOutOfBand(ctx, ev, raw, func(se *storage.Event) error {
+		err := s.db.WriteOutOfBand(ctx, se, string(version))
+		if errors.Is(err, storage.ErrRoomKnown) {
+			err = s.db.WriteOutOfBandUnjoined(ctx, se, string(version), s.serverName)
+		}
+		if errors.Is(err, storage.ErrServerJoined) {
+			return NewError(ErrConflict, "Room %s is known now", ev.RoomID)
+		}
+		return err
+	})
+}
+
+func (s *Server) writeOutOfBand(ctx context.Context, ev *Event, raw []byte, write func(*storage.Event) error) error {
 	pos, finish, err := s.stream.AllocateN(1)
 	if err != nil {
 		return err
@@ -213,9 +236,7 @@ func (s *Server) storeOutOfBand(ctx context.Context, ev *Event, version id.RoomV
 	se := &storage.Event{EventID: string(ev.ID), RoomID: string(ev.RoomID), StreamPos: pos, Depth: ev.PDU.Depth, Type: ev.PDU.Type,
 		StateKey: ev.PDU.StateKey, Sender: string(ev.PDU.Sender), OriginServerTS: ev.PDU.OriginServerTS, JSON: raw,
 		Membership: ev.Membership()}
-	if err := s.db.WriteOutOfBand(ctx, se, string(version)); errors.Is(err, storage.ErrRoomKnown) {
-		return NewError(ErrConflict, "Room %s is known now", ev.RoomID)
-	} else if err != nil {
+	if err := write(se); err != nil {
 		return err
 	}
 	finish()
@@ -239,12 +260,10 @@ type OutOfBandMembership struct {
 	Servers []string
 }
 
-// OutOfBand returns user's latest out-of-band membership of roomID;
-// ErrNotFound when there is none or the room is known.
+// OutOfBand returns user's latest out-of-band membership of roomID (a known
+// room's only while no membership event of the room's own came after it);
+// ErrNotFound when there is none.
 func (s *Server) OutOfBand(ctx context.Context, user id.UserID, roomID id.RoomID) (*OutOfBandMembership, error) {
-	if _, err := RoomVersion(ctx, s.db, roomID); err == nil {
-		return nil, NotFound("Room %s is known", roomID)
-	}
 	o, err := s.db.LatestOutOfBand(ctx, string(roomID), string(user))
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, NotFound("No invite or knock of %s in %s", user, roomID)

@@ -117,6 +117,16 @@ func (s *Server) applyRejoin(ctx context.Context, w *worker, b *batchWrite, in *
 	if _, ok := have[string(in.join.ID)]; ok {
 		return nil, NewError(ErrConflict, "The join %s is stored already", in.join.ID)
 	}
+	// An invite held out of band while we were out of the room (ReceiveInvite)
+	// is replaced by the room's own copy: the rows are deleted in the write.
+	oob, err := s.db.OutOfBandEventIDs(ctx, string(w.roomID))
+	if err != nil {
+		return nil, err
+	}
+	for _, x := range oob {
+		delete(have, x)
+	}
+	b.write.DropOutOfBand = true
 	before := make(stateres.StateMap, len(in.state))
 	for k, e := range in.state {
 		before[k] = e.ID

@@ -43,6 +43,8 @@ type Store interface {
 	// Out-of-band memberships (outofband.go).
 	WriteOutOfBand(ctx context.Context, e *storage.Event, roomVersion string) error
 	LatestOutOfBand(ctx context.Context, roomID, userID string) (*storage.OutOfBand, error)
+	WriteOutOfBandUnjoined(ctx context.Context, e *storage.Event, roomVersion, server string) error
+	OutOfBandEventIDs(ctx context.Context, roomID string) ([]string, error)
 }
 
 // Stream allocates positions in the one stream (*storage.Stream): a batch

@@ -141,6 +141,9 @@ type RoomWrite struct {
 	// Encrypted: the room is end-to-end encrypted, so its events are not
 	// indexed for search (search.go).
 	Encrypted bool
+	// DropOutOfBand: the batch rejoins a known room, whose out-of-band rows
+	// (WriteOutOfBandUnjoined) its own events replace; deleted first.
+	DropOutOfBand bool
 }
 
 // WriteRoomEvents persists a batch of events of one room, their state
@@ -158,6 +161,11 @@ func (db *DB) WriteRoomEvents(ctx context.Context, w *RoomWrite) error {
 				return fmt.Errorf("inserting room: %w", err)
 			}
 			if err := deleteOutOfBand(ctx, tx, r.RoomID); err != nil {
+				return err
+			}
+		}
+		if w.DropOutOfBand {
+			if err := deleteOutOfBand(ctx, tx, w.RoomID); err != nil {
 				return err
 			}
 		}
@@ -512,8 +520,16 @@ type UserMembershipChange struct {
 
 // userMembershipQuery selects a user's membership events (state_key $1),
 // for collectMembershipChanges; callers add conditions and the order.
+// A member event stored after an out-of-band one of the same user but
+// earlier in the room (lower depth: the unban that reaches a stale copy after
+// the invite that followed it, WriteOutOfBandUnjoined; a knock's rejection
+// recorded after the user knocked again) is left out: the out-of-band event
+// stays the user's latest membership.
 const userMembershipQuery = `SELECT room_id, COALESCE(membership, ''), event_id, stream_pos, sender FROM events
-	WHERE type = 'm.room.member' AND state_key = $1 AND NOT soft_failed AND NOT outlier`
+	WHERE type = 'm.room.member' AND state_key = $1 AND NOT soft_failed AND NOT outlier
+	AND NOT EXISTS (SELECT 1 FROM events o WHERE o.out_of_band_version IS NOT NULL
+		AND o.room_id = events.room_id AND o.state_key = events.state_key AND o.type = 'm.room.member'
+		AND o.stream_pos < events.stream_pos AND o.depth > events.depth)`
 
 func collectMembershipChanges(rows Rows, err error) ([]UserMembershipChange, error) {
 	if err != nil {
