@@ -2,7 +2,9 @@ package push
 
 import (
 	"context"
+	"encoding/json"
 
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/pushrules"
 
 	"github.com/myelin-chat/myelin/clientevent"
@@ -24,9 +26,9 @@ type RoomCounts struct {
 // and each room's events since its counts (the same last maxUnreadScan
 // events a room's own read gives) in one (per 500 rooms). A first sliding
 // sync or initial /sync of a user in 1,000 rooms reads a few statements
-// instead of four or more queries per room. The push context (member count,
-// power levels, own display name) is still read per room, and only for a
-// room with an event that may notify the user.
+// instead of four or more queries per room; the push context (member count,
+// power levels, own display name) of the rooms with events to count in three,
+// when one of them needs it.
 func (s *Service) UnreadCountsInRooms(ctx context.Context, userID string, roomIDs []string, upTo int64,
 	rules *pushrules.PushRuleset, rulesPos int64, threaded bool) (map[string]RoomCounts, error) {
 	entries := make(map[string]*unreadEntry, len(roomIDs))
@@ -81,10 +83,31 @@ func (s *Service) UnreadCountsInRooms(ctx context.Context, userID string, roomID
 			return nil, err
 		}
 	}
+	// The push context of the rooms with events to count, read for all of
+	// them the first time one needs it.
+	var pending []string
+	for r := range from {
+		if len(recent[r]) > 0 {
+			pending = append(pending, r)
+		}
+	}
+	var contexts map[string]*pushRoom
+	roomContext := func(r string) (*pushRoom, error) {
+		if contexts == nil {
+			var err error
+			if contexts, err = s.pushRooms(ctx, pending, userID); err != nil {
+				return nil, err
+			}
+		}
+		if pr := contexts[r]; pr != nil {
+			return pr, nil
+		}
+		return s.pushRoom(ctx, r, userID)
+	}
 	out := make(map[string]RoomCounts, len(entries))
 	for r, e := range entries {
 		if e.upTo < upTo {
-			c := unreadCounter{parse: clientevent.PushEvent, room: func() (*pushRoom, error) { return s.pushRoom(ctx, r, userID) }}
+			c := unreadCounter{parse: clientevent.PushEvent, room: func() (*pushRoom, error) { return roomContext(r) }}
 			if err := s.countEvents(ctx, userID, r, e, recent[r], upTo, rules, c); err != nil {
 				return nil, err
 			}
@@ -92,6 +115,46 @@ func (s *Service) UnreadCountsInRooms(ctx context.Context, userID string, roomID
 		s.storeUnread(unreadKey(userID, r, threaded), *e)
 		main, threads := e.counts()
 		out[r] = RoomCounts{Main: main, Threads: threads}
+	}
+	return out, nil
+}
+
+// pushRooms is pushRoom(room, userID) for many rooms, in three statements
+// (per 500 rooms).
+func (s *Service) pushRooms(ctx context.Context, roomIDs []string, userID string) (map[string]*pushRoom, error) {
+	counts, err := s.rooms.JoinedMemberCounts(ctx, roomIDs)
+	if err != nil {
+		return nil, err
+	}
+	members, err := s.rooms.CurrentStateEventsInRooms(ctx, roomIDs, "m.room.member", userID)
+	if err != nil {
+		return nil, err
+	}
+	powers, err := s.rooms.CurrentStateEventsInRooms(ctx, roomIDs, "m.room.power_levels", "")
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]*pushRoom, len(roomIDs))
+	for _, r := range roomIDs {
+		pr := &pushRoom{members: counts[r]}
+		if ev := members[r]; ev != nil {
+			var pdu struct {
+				Content struct {
+					DisplayName string `json:"displayname"`
+				} `json:"content"`
+			}
+			_ = json.Unmarshal(ev.JSON, &pdu)
+			pr.displayName = pdu.Content.DisplayName
+		}
+		if ev := powers[r]; ev != nil {
+			var pdu struct {
+				Content event.PowerLevelsEventContent `json:"content"`
+			}
+			if json.Unmarshal(ev.JSON, &pdu) == nil {
+				pr.power = &pdu.Content
+			}
+		}
+		out[r] = pr
 	}
 	return out, nil
 }

@@ -47,6 +47,8 @@ type Rooms interface {
 	UserReceiptPositions(ctx context.Context, userID string, roomIDs []string) ([]storage.ReceiptPosition, error)
 	UserMembershipHistories(ctx context.Context, userID string, roomIDs []string) (map[string][]storage.UserMembershipChange, error)
 	RoomsEventsRange(ctx context.Context, from map[string]int64, to int64, limit int) (map[string][]*storage.Event, error)
+	CurrentStateEventsInRooms(ctx context.Context, roomIDs []string, evType, stateKey string) (map[string]*storage.Event, error)
+	JoinedMemberCounts(ctx context.Context, roomIDs []string) (map[string]int, error)
 }
 
 // Notifier wakes the /sync long-polls of the users a change concerns:

@@ -61,15 +61,6 @@ func (db *DB) UserMembershipHistories(ctx context.Context, userID string, roomID
 	return out, nil
 }
 
-// qualifiedEventColumns are eventColumns of the events table aliased e.
-var qualifiedEventColumns = func() string {
-	cols := strings.Split(eventColumns, ",")
-	for i, c := range cols {
-		cols[i] = "e." + strings.TrimSpace(c)
-	}
-	return strings.Join(cols, ", ")
-}()
-
 // RoomsEventsRange is RoomEventsRange(room, from[room], to, limit) for many
 // rooms: each room's last limit events in (from, to], oldest first. Each
 // room's cut-off (its limit-th newest event in the range) is one bounded
@@ -98,7 +89,7 @@ func (db *DB) RoomsEventsRange(ctx context.Context, from map[string]int64, to in
 			fmt.Fprintf(&q, "(CAST($%d AS TEXT), CAST($%d AS BIGINT))", 2*i+3, 2*i+4)
 			args = append(args, r, from[r])
 		}
-		q.WriteString(`) SELECT ` + qualifiedEventColumns + ` FROM b JOIN events e
+		q.WriteString(`) SELECT ` + prefixed("e") + ` FROM b JOIN events e
 			ON e.room_id = b.room_id AND e.stream_pos > b.from_pos AND e.stream_pos <= $1
 			WHERE NOT e.soft_failed AND NOT e.outlier AND e.stream_pos >= COALESCE((SELECT x.stream_pos FROM events x
 				WHERE x.room_id = b.room_id AND x.stream_pos > b.from_pos AND x.stream_pos <= $1 AND NOT x.soft_failed AND NOT x.outlier
@@ -115,6 +106,55 @@ func (db *DB) RoomsEventsRange(ctx context.Context, from map[string]int64, to in
 	})
 	if err != nil {
 		return nil, fmt.Errorf("reading the events of %d rooms: %w", len(from), err)
+	}
+	return out, nil
+}
+
+// CurrentStateEventsInRooms is CurrentStateEvent(room, evType, stateKey) for
+// many rooms, by room (a room without one is absent).
+func (db *DB) CurrentStateEventsInRooms(ctx context.Context, roomIDs []string, evType, stateKey string) (map[string]*Event, error) {
+	out := map[string]*Event{}
+	err := inChunks(roomIDs, func(chunk []string) error {
+		evs, err := collectEvents(db.Query(ctx, `SELECT `+prefixed("e")+` FROM current_state c JOIN events e ON e.event_id = c.event_id
+			WHERE c.type = $1 AND c.state_key = $2 AND c.room_id IN (`+placeholders(3, len(chunk))+`)`,
+			append([]any{evType, stateKey}, anyArgs(chunk)...)...))
+		if err != nil {
+			return err
+		}
+		for _, e := range evs {
+			out[e.RoomID] = e
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading %s %q in %d rooms: %w", evType, stateKey, len(roomIDs), err)
+	}
+	return out, nil
+}
+
+// JoinedMemberCounts is len(JoinedMembers(room)) for many rooms (a room
+// without members is absent).
+func (db *DB) JoinedMemberCounts(ctx context.Context, roomIDs []string) (map[string]int, error) {
+	out := map[string]int{}
+	err := inChunks(roomIDs, func(chunk []string) error {
+		rows, err := db.Query(ctx, `SELECT room_id, COUNT(*) FROM memberships
+			WHERE membership = 'join' AND room_id IN (`+placeholders(1, len(chunk))+`) GROUP BY room_id`, anyArgs(chunk)...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var r string
+			var n int
+			if err := rows.Scan(&r, &n); err != nil {
+				return err
+			}
+			out[r] = n
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("counting the members of %d rooms: %w", len(roomIDs), err)
 	}
 	return out, nil
 }

@@ -24,6 +24,9 @@ func TestUnreadCountsInRoomsMatchPerRoom(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, srv *testserver.Server) {
 		ctx := context.Background()
 		alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+		if err := alice.SetDisplayName(ctx, "Queen Wonderland"); err != nil {
+			t.Fatal(err)
+		}
 		var rooms []string
 		msgs := map[string][]id.EventID{}
 		send := func(room id.RoomID, content map[string]any) id.EventID {
@@ -49,6 +52,10 @@ func TestUnreadCountsInRoomsMatchPerRoom(t *testing.T) {
 				case k == 2 && i%3 == 0: // a mention: highlight
 					body["body"] = "hey alice"
 					body["m.mentions"] = map[string]any{"user_ids": []string{string(alice.UserID)}}
+				case k == 2 && i%3 == 1: // @room by the room's creator: highlight (power levels)
+					body["body"] = "hello @room"
+				case k == 2 && i%3 == 2: // alice's display name, no m.mentions: highlight (own display name)
+					body["body"] = "ping Queen Wonderland"
 				case k == 3 && i%2 == 0:
 					root = send(room, body)
 					continue
