@@ -89,11 +89,13 @@ func (db *DB) RoomsEventsRange(ctx context.Context, from map[string]int64, to in
 			fmt.Fprintf(&q, "(CAST($%d AS TEXT), CAST($%d AS BIGINT))", 2*i+3, 2*i+4)
 			args = append(args, r, from[r])
 		}
-		q.WriteString(`) SELECT ` + prefixed("e") + ` FROM b JOIN events e
-			ON e.room_id = b.room_id AND e.stream_pos > b.from_pos AND e.stream_pos <= $1
-			WHERE NOT e.soft_failed AND NOT e.outlier AND e.stream_pos >= COALESCE((SELECT x.stream_pos FROM events x
+		// Each room's cut-off first (MATERIALIZED: once per room, not per
+		// event row), then one index range per room.
+		q.WriteString(`), c AS MATERIALIZED (SELECT b.room_id, COALESCE((SELECT x.stream_pos FROM events x
 				WHERE x.room_id = b.room_id AND x.stream_pos > b.from_pos AND x.stream_pos <= $1 AND NOT x.soft_failed AND NOT x.outlier
-				ORDER BY x.stream_pos DESC LIMIT 1 OFFSET $2), 0)
+				ORDER BY x.stream_pos DESC LIMIT 1 OFFSET $2), b.from_pos + 1) AS cut FROM b)
+			SELECT ` + prefixed("e") + ` FROM c JOIN events e ON e.room_id = c.room_id AND e.stream_pos >= c.cut AND e.stream_pos <= $1
+			WHERE NOT e.soft_failed AND NOT e.outlier
 			ORDER BY e.stream_pos ASC`)
 		evs, err := collectEvents(db.Query(ctx, q.String(), args...))
 		if err != nil {
