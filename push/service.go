@@ -43,6 +43,12 @@ type Rooms interface {
 	GetEvents(ctx context.Context, ids []string) (map[string]*storage.Event, error)
 	ErasedUsers(ctx context.Context, userIDs []string) (map[string]bool, error) // clientevent.Store
 	GetRoom(ctx context.Context, roomID string) (*storage.RoomRow, error)
+	// Batched reads for one user's counts in many rooms (rooms_counts.go).
+	UserReceiptPositions(ctx context.Context, userID string, roomIDs []string) ([]storage.ReceiptPosition, error)
+	UserMembershipHistories(ctx context.Context, userID string, roomIDs []string) (map[string][]storage.UserMembershipChange, error)
+	RoomsEventsRange(ctx context.Context, from map[string]int64, to int64, limit int) (map[string][]*storage.Event, error)
+	CurrentStateEventsInRooms(ctx context.Context, roomIDs []string, evType, stateKey string) (map[string]*storage.Event, error)
+	JoinedMemberCounts(ctx context.Context, roomIDs []string) (map[string]int, error)
 }
 
 // Notifier wakes the /sync long-polls of the users a change concerns:

@@ -72,6 +72,7 @@ func (db *DB) MemberDisplayNames(ctx context.Context, roomID string, userIDs []s
 // ReceiptPosition is a receipt with the stream position of the event it
 // names.
 type ReceiptPosition struct {
+	RoomID                 string // set by UserReceiptPositions
 	UserID, Type, ThreadID string
 	EventPos               int64
 }

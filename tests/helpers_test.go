@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"testing"
@@ -191,4 +192,17 @@ func restartableOptions(t *testing.T, extra func(*config.Config)) testserver.Opt
 			extra(c)
 		}
 	}}
+}
+
+// coldUnreadCounts changes one of c's push rules (a new pattern each call),
+// which invalidates every unread count cached for c: the next sync counts
+// every room from the store, as after a restart.
+func coldUnreadCounts(t testing.TB, c *mautrix.Client, i int) {
+	t.Helper()
+	r := clientCall(t, c, "PUT", "/_matrix/client/v3/pushrules/global/override/bench.cold", map[string]any{
+		"actions":    []any{},
+		"conditions": []any{map[string]any{"kind": "event_match", "key": "type", "pattern": fmt.Sprintf("bench.cold.%d", i)}}})
+	if r.Status != 200 {
+		t.Fatalf("PUT push rule: %d %s", r.Status, r.Raw)
+	}
 }

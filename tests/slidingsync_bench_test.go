@@ -55,7 +55,8 @@ func BenchmarkSlidingSyncInitial100(b *testing.B) {
 // a message) syncs with Element X's room-list request (elementXRoomList).
 // first20: a new connection's first answer for the top 20 (what the app
 // shows first); firstAll: a new connection whose range covers all 1,000
-// (where Element X's growing range ends); incremental: a continuing
+// (where Element X's growing range ends); firstAllCold: the same with no
+// unread counts cached (as after a restart); incremental: a continuing
 // connection over all 1,000 rooms answering one new message. heap-B/conn:
 // the heap a connection holds once it was sent every room (measured over 8
 // connections, with the server in this process).
@@ -97,6 +98,18 @@ func BenchmarkSlidingSync1000Rooms(b *testing.B) {
 			})
 			b.Run("firstAll", func(b *testing.B) {
 				for b.Loop() {
+					if r := slidingSync(b, c, "", 0, list("room-list", n-1)); len(ssRooms(r)) != n {
+						b.Fatalf("%d rooms", len(ssRooms(r)))
+					}
+				}
+			})
+			b.Run("firstAllCold", func(b *testing.B) {
+				i := 0
+				for b.Loop() {
+					b.StopTimer()
+					coldUnreadCounts(b, c, i)
+					i++
+					b.StartTimer()
 					if r := slidingSync(b, c, "", 0, list("room-list", n-1)); len(ssRooms(r)) != n {
 						b.Fatalf("%d rooms", len(ssRooms(r)))
 					}

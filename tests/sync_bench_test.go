@@ -14,7 +14,8 @@ import (
 // BenchmarkSyncV2 is GET /sync for a user in 20 rooms of 20 messages each,
 // with a topic change and a redaction in every room (so prev_content and
 // redacted_because are rendered): "initial" is a full initial sync (timeline
-// limit 20), "incremental" a sync that returns one new message. It measures
+// limit 20), "initialCold" the same with no unread counts cached (as after a
+// restart), "incremental" a sync that returns one new message. It measures
 // the read path and the renderer end to end, over real HTTP.
 func BenchmarkSyncV2(b *testing.B) {
 	for _, backend := range testserver.Backends {
@@ -44,6 +45,19 @@ func BenchmarkSyncV2(b *testing.B) {
 			filter := f.FilterID
 			b.Run("initial", func(b *testing.B) {
 				for b.Loop() {
+					resp, err := c.FullSyncRequest(ctx, mautrix.ReqSync{FilterID: filter})
+					if err != nil || len(resp.Rooms.Join) != 20 {
+						b.Fatalf("%v, %d rooms", err, len(resp.Rooms.Join))
+					}
+				}
+			})
+			b.Run("initialCold", func(b *testing.B) {
+				i := 0
+				for b.Loop() {
+					b.StopTimer()
+					coldUnreadCounts(b, c, i)
+					i++
+					b.StartTimer()
 					resp, err := c.FullSyncRequest(ctx, mautrix.ReqSync{FilterID: filter})
 					if err != nil || len(resp.Rooms.Join) != 20 {
 						b.Fatalf("%v, %d rooms", err, len(resp.Rooms.Join))

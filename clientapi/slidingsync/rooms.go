@@ -282,6 +282,29 @@ func (b *builder) spaceChildren(ctx context.Context, sp string) (map[string]bool
 	return out, nil
 }
 
+// warmUnreadCounts computes, in a few batched reads (push's
+// UnreadCountsInRooms), the unread counts of the joined rooms this answer
+// sends in full for the first time — all of them on a new connection — so
+// that roomResult's per-room UnreadCounts finds them cached.
+func (b *builder) warmUnreadCounts(ctx context.Context, configs map[string]*combined, byID map[string]*candidate) error {
+	var rooms []string
+	for roomID := range configs {
+		c := byID[roomID]
+		if c == nil || c.membership != "join" || c.retired {
+			continue
+		}
+		if _, had := b.prev.rooms[roomID]; had {
+			continue // counts sent before: cached, or one room's read
+		}
+		rooms = append(rooms, roomID)
+	}
+	if len(rooms) < 2 {
+		return nil
+	}
+	_, err := b.h.push.UnreadCountsInRooms(ctx, b.userID, rooms, b.to.Pos, b.ruleset, b.rulesPos, false)
+	return err
+}
+
 // roomResult builds a room's entry, or nil when there is nothing new to send.
 // It records what was sent in b.next.
 func (b *builder) roomResult(ctx context.Context, c *candidate, cfg *combined) (*roomResult, error) {

@@ -65,6 +65,8 @@ type Push interface {
 	PushRuleset(ctx context.Context, userID string) (*pushrules.PushRuleset, int64, error)
 	UnreadCounts(ctx context.Context, userID, roomID string, upTo int64, rules *pushrules.PushRuleset, rulesPos int64,
 		threaded bool, recent []*storage.Event, recentFrom int64) (push.Counts, map[string]push.Counts, error)
+	UnreadCountsInRooms(ctx context.Context, userID string, roomIDs []string, upTo int64, rules *pushrules.PushRuleset,
+		rulesPos int64, threaded bool) (map[string]push.RoomCounts, error)
 }
 
 // Notifier is what a long-poll waits on (internal/notifier), as for GET /sync.
@@ -363,6 +365,9 @@ func (b *builder) build(ctx context.Context, to syncv2.Token) (*response, *snaps
 			configs[roomID] = cfg
 		}
 		cfg.add(sub.cfg)
+	}
+	if err := b.warmUnreadCounts(ctx, configs, byID); err != nil {
+		return nil, nil, err
 	}
 	for _, roomID := range sortedKeys(configs) {
 		res, err := b.roomResult(ctx, byID[roomID], configs[roomID])

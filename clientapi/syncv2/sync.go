@@ -80,6 +80,8 @@ type Push interface {
 	PushRuleset(ctx context.Context, userID string) (*pushrules.PushRuleset, int64, error)
 	UnreadCounts(ctx context.Context, userID, roomID string, upTo int64, rules *pushrules.PushRuleset, rulesPos int64,
 		threaded bool, recent []*storage.Event, recentFrom int64) (push.Counts, map[string]push.Counts, error)
+	UnreadCountsInRooms(ctx context.Context, userID string, roomIDs []string, upTo int64, rules *pushrules.PushRuleset,
+		rulesPos int64, threaded bool) (map[string]push.RoomCounts, error)
 }
 
 // Notifier is what a long-poll waits on (internal/notifier): take a mark
@@ -268,6 +270,22 @@ func (s *Syncer) build(ctx context.Context, req *Request, to Token) (*Response, 
 	var forgotten map[string]bool
 	if req.Initial { // incremental syncs still report the leave of a room forgotten since
 		if forgotten, err = s.store.ForgottenRooms(ctx, req.UserID); err != nil {
+			return nil, err
+		}
+	}
+	// The unread counts of the rooms sent in full (all joined rooms of an
+	// initial sync), in a few batched reads: joinedRoom's per-room
+	// UnreadCounts then finds them cached.
+	var fresh []string
+	for _, roomID := range roomIDs {
+		m := mems[roomID]
+		if f.RoomAllowed(roomID) && !forgotten[roomID] && m.at.Membership == "join" &&
+			(req.Initial || req.FullState || m.before == nil || m.before.Membership != "join") {
+			fresh = append(fresh, roomID)
+		}
+	}
+	if len(fresh) > 1 {
+		if _, err := s.push.UnreadCountsInRooms(ctx, req.UserID, fresh, to.Pos, ruleset, rulesPos, req.Filter.ThreadNotifications()); err != nil {
 			return nil, err
 		}
 	}
